@@ -1,0 +1,1 @@
+"""Actions: one module per command, each returning a result for the CLI to render."""

@@ -1,0 +1,216 @@
+"""drkit.yaml: one file, validated by pydantic; errors name the file and the field."""
+
+from __future__ import annotations
+
+import os
+import re
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
+
+from drkit import errors
+
+DEFAULT_CONFIG_PATHS = (Path("drkit.yaml"), Path("/etc/drkit/drkit.yaml"))
+CATEGORIES = ("config", "host_keys", "user_keys", "accounts", "tls", "scripts", "audit_logs")
+SERVER_KINDS = ("openssh",)
+_DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_EVERY = re.compile(r"^every\s+\d+\s*[smhd]$")
+
+
+def parse_duration(text: str) -> timedelta:
+    """Given '30s', '15m', '2h', '1d' or '1w', return the timedelta; raise ValueError otherwise."""
+    match = _DURATION.match(str(text))
+    if not match:
+        raise ValueError(f"{text!r} is not a duration like 30s, 15m, 2h, 1d")
+    return timedelta(seconds=int(match.group(1)) * _UNIT_SECONDS[match.group(2)])
+
+
+def _check_duration(text: str) -> str:
+    parse_duration(text)
+    return text
+
+
+def _check_schedule(text: str) -> str:
+    if _EVERY.match(text.strip()):
+        parse_duration(text.strip().removeprefix("every"))
+        return text
+    fields = text.split()
+    if len(fields) != 5:
+        raise ValueError(f"{text!r} is neither a 5-field cron line nor 'every N[smhd]'")
+    from apscheduler.triggers.cron import CronTrigger
+
+    CronTrigger.from_crontab(text)
+    return text
+
+
+Duration = Annotated[str, AfterValidator(_check_duration)]
+Schedule = Annotated[str, AfterValidator(_check_schedule)]
+
+
+class Strict(BaseModel):
+    """A config section that refuses unknown keys."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class ObjectLock(Strict):
+    mode: Literal["GOVERNANCE", "COMPLIANCE"] = Field(
+        "GOVERNANCE", description="default retention mode of new object versions"
+    )
+    days: int = Field(30, ge=1, description="default retention in days", examples=[30])
+
+
+class Repository(Strict):
+    s3_endpoint: str = Field(
+        description="S3 endpoint URL", examples=["https://s3.eu-west-1.amazonaws.com"]
+    )
+    bucket: str = Field(min_length=3, max_length=63, description="bucket name")
+    prefix: str = Field(description="folder of the restic repository inside the bucket")
+    region: str = Field("us-east-1", description="S3 region")
+    ca_bundle: Path | None = Field(None, description="PEM file of CAs that sign the endpoint")
+    password_file: Path = Field(description="file holding the restic password (mode 0600)")
+    object_lock: ObjectLock = Field(default_factory=ObjectLock)
+
+    @field_validator("s3_endpoint")
+    @classmethod
+    def _endpoint_is_url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/\s]+(/\S*)?$", value):
+            raise ValueError(f"{value!r} is not an http(s):// URL")
+        return value.rstrip("/")
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix_is_relative(cls, value: str) -> str:
+        value = value.strip("/")
+        if not value or ".." in value.split("/"):
+            raise ValueError("must be a non-empty folder name without '..'")
+        return value
+
+    @property
+    def restic_url(self) -> str:
+        """Return the restic repository location, s3:<endpoint>/<bucket>/<prefix>."""
+        return f"s3:{self.s3_endpoint}/{self.bucket}/{self.prefix}"
+
+
+class Retention(Strict):
+    last: int = Field(4, ge=0)
+    hourly: int = Field(24, ge=0)
+    daily: int = Field(14, ge=0)
+    weekly: int = Field(8, ge=0)
+    monthly: int = Field(12, ge=0)
+    yearly: int = Field(3, ge=0)
+
+
+class ScheduleConfig(Strict):
+    backup: Schedule = Field("*/15 * * * *", description="cron line or 'every 30s'")
+    prune: Schedule | None = "30 3 * * *"
+    verify: Schedule | None = "0 4 * * 0"
+    drill: Schedule | None = "0 5 1 * *"
+
+
+class Objectives(Strict):
+    rpo: Duration = Field("15m", description="recovery point objective")
+    rto: Duration = Field("10m", description="recovery time objective")
+
+
+class Config(Strict):
+    """The whole of drkit.yaml."""
+
+    node: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$", examples=["sftp-1"])
+    servers: list[Literal["openssh"]] = Field(min_length=1, examples=[["openssh"]])
+    root: Path = Field(Path("/"), description="where the node's filesystem is mounted")
+    repository: Repository
+    includes: dict[str, list[str]] = Field(
+        default_factory=dict, description="extra files by category: {tls: [/etc/ssl/x.key]}"
+    )
+    signing_key: Path = Field(description="Ed25519 private key that signs manifests (PEM)")
+    trusted_keys: list[str] = Field(
+        default_factory=list, description="fingerprints of keys whose manifests are trusted"
+    )
+    smoke_user: str | None = Field(None, description="account used for the smoke login")
+    restic: Path | None = Field(None, description="restic binary; default: searched")
+    state_dir: Path = Field(Path("/var/lib/drkit"), description="drkit's local state")
+    retention: Retention = Field(default_factory=Retention)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    objectives: Objectives = Field(default_factory=Objectives)
+
+    @field_validator("includes")
+    @classmethod
+    def _known_categories(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        for category in value:
+            if category not in CATEGORIES:
+                raise ValueError(f"unknown category {category!r}; use one of {', '.join(CATEGORIES)}")
+        return value
+
+    @field_validator("trusted_keys")
+    @classmethod
+    def _fingerprints(cls, value: list[str]) -> list[str]:
+        for fingerprint in value:
+            if not re.match(r"^SHA256:[A-Za-z0-9+/]{43}$", fingerprint):
+                raise ValueError(f"{fingerprint!r} is not a SHA256:... fingerprint")
+        return value
+
+
+def find_config_path(explicit: Path | None) -> Path:
+    """Return the config file to use: --config, $DRKIT_CONFIG, ./drkit.yaml, /etc/drkit/drkit.yaml."""
+    if explicit:
+        return explicit
+    if os.environ.get("DRKIT_CONFIG"):
+        return Path(os.environ["DRKIT_CONFIG"])
+    for candidate in DEFAULT_CONFIG_PATHS:
+        if candidate.exists():
+            return candidate
+    raise errors.ConfigError(
+        "no configuration: pass --config, set DRKIT_CONFIG, or create ./drkit.yaml"
+    )
+
+
+def parse_config(text: str, source: str) -> Config:
+    """Given YAML text and where it came from, return the validated Config; raise ConfigError."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise errors.ConfigError(f"{source}:{where} is not valid YAML") from None
+    if not isinstance(data, dict):
+        raise errors.ConfigError(f"{source}: expected a mapping of settings at the top level")
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(part) for part in first["loc"]) or "(top level)"
+        message = first["msg"].removeprefix("Value error, ")
+        if first["type"] == "extra_forbidden":
+            message = "unknown setting"
+        more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
+        raise errors.ConfigError(f"{source}: {field}: {message}{more}") from None
+
+
+def load_config(explicit: Path | None = None) -> tuple[Config, Path]:
+    """Find, read and validate the configuration; return it with the path it came from."""
+    path = find_config_path(explicit)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise errors.ConfigError(f"{path}: configuration file not found") from None
+    except OSError as exc:
+        raise errors.ConfigError(f"{path}: cannot read ({exc.strerror})") from None
+    return parse_config(text, str(path)), path
+
+
+def dump_config(config: Config) -> str:
+    """Return the YAML text of config, as drkit init writes it."""
+    data = config.model_dump(mode="json", exclude_none=True)
+    return yaml.safe_dump(data, sort_keys=False)

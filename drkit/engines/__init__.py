@@ -1,0 +1,1 @@
+"""Engines: restic, S3 storage, manifest, keys, checks. Mechanism, no policy."""

@@ -1,0 +1,18 @@
+"""Node paths (as the node's own config names them) mapped onto a root on this host."""
+
+from __future__ import annotations
+
+import posixpath
+from pathlib import Path, PurePosixPath
+
+
+def on_root(root: Path, node_path: str | PurePosixPath) -> Path:
+    """Given a root and an absolute node path, return the host path; never leave the root."""
+    normal = posixpath.normpath("/" + str(node_path).lstrip("/"))
+    return Path(root) / normal.lstrip("/")
+
+
+def to_node(root: Path, host_path: Path) -> str:
+    """Given a host path under root, return the absolute node path ('/etc/ssh/sshd_config')."""
+    relative = Path(host_path).relative_to(root)
+    return "/" + str(relative) if str(relative) != "." else "/"

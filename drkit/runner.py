@@ -1,0 +1,212 @@
+"""The only module that starts processes: argv lists, bounded time, secrets kept out of logs."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from drkit import errors
+
+log = logging.getLogger(__name__)
+
+STDERR_TAIL_LINES = 25
+TERMINATE_GRACE_SECONDS = 10.0
+
+
+class CommandTimeout(errors.DrkitError):
+    """A command overran the time it was given and was stopped."""
+
+    exit_code = 10
+    kind = "timeout"
+
+    def __init__(self, program: str, timeout: float):
+        super().__init__(f"{Path(program).name} did not finish within {timeout:.0f} s and was stopped")
+
+
+@dataclass(frozen=True)
+class Completed:
+    """What a finished process left: its exit code and output."""
+
+    argv: list[str]
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def stderr_tail(self) -> str:
+        """Return the last lines of stderr, the part that names the cause."""
+        return "\n".join(self.stderr.strip().splitlines()[-STDERR_TAIL_LINES:])
+
+
+def _describe(argv: list[str], env: Mapping[str, str] | None) -> str:
+    names = " ".join(f"{name}=***" for name in sorted(env or {}))
+    return f"{names} {' '.join(argv)}".strip()
+
+
+def _merged_env(env: Mapping[str, str] | None) -> dict[str, str]:
+    merged = dict(os.environ)
+    merged.update(env or {})
+    return merged
+
+
+def _stop_group(process: subprocess.Popen, grace: float = TERMINATE_GRACE_SECONDS) -> None:
+    """Send SIGTERM to the process group, then SIGKILL once `grace` seconds have passed."""
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+        if process.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, sig)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=wait)
+
+
+def _spawn(argv, env, cwd, stdin=subprocess.DEVNULL) -> subprocess.Popen:
+    log.debug("run: %s", _describe(argv, env))
+    try:
+        return subprocess.Popen(
+            argv,
+            stdin=stdin,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=_merged_env(env),
+            cwd=cwd,
+            text=True,
+            errors="replace",
+            start_new_session=True,
+        )
+    except FileNotFoundError as exc:
+        raise errors.UsageError(f"program not found: {argv[0]}") from exc
+    except PermissionError as exc:
+        raise errors.UsageError(f"program not executable: {argv[0]}") from exc
+
+
+def run(
+    argv: list[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 60.0,
+    cwd: Path | str | None = None,
+    input_text: str | None = None,
+) -> Completed:
+    """Run argv to completion and return its output; raise CommandTimeout on overrun.
+
+    The caller interprets the exit code: only the caller knows what a code means.
+    """
+    process = _spawn(argv, env, cwd, stdin=subprocess.PIPE if input_text is not None else None)
+    if input_text is None and process.stdin:
+        process.stdin.close()
+    try:
+        stdout, stderr = process.communicate(input=input_text, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _stop_group(process)
+        raise CommandTimeout(argv[0], timeout) from None
+    except KeyboardInterrupt:
+        _stop_group(process)
+        raise errors.Interrupted(f"interrupted while running {Path(argv[0]).name}") from None
+    return Completed(list(argv), process.returncode, stdout, stderr)
+
+
+def run_lines(
+    argv: list[str],
+    on_line: Callable[[str], None],
+    *,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 3600.0,
+    cwd: Path | str | None = None,
+) -> Completed:
+    """Run argv, calling on_line for each stdout line as it arrives; keep only stderr's tail.
+
+    stdout is not kept (a backup's status stream can be long); stderr is read by a thread.
+    """
+    import threading
+
+    process = _spawn(argv, env, cwd)
+    tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES * 4)
+    reader = threading.Thread(target=lambda: tail.extend(process.stderr), daemon=True)
+    reader.start()
+    deadline = time.monotonic() + timeout
+    timer = threading.Timer(timeout, _stop_group, args=(process,))
+    timer.daemon = True
+    timer.start()
+    try:
+        for line in process.stdout:
+            on_line(line.rstrip("\n"))
+        process.wait()
+    except KeyboardInterrupt:
+        _stop_group(process)
+        raise errors.Interrupted(f"interrupted while running {Path(argv[0]).name}") from None
+    except BaseException:
+        _stop_group(process)
+        raise
+    finally:
+        timer.cancel()
+    reader.join(timeout=5)
+    if time.monotonic() >= deadline:
+        raise CommandTimeout(argv[0], timeout)
+    return Completed(list(argv), process.returncode, "", "".join(tail))
+
+
+@dataclass
+class Service:
+    """A long-running process (a server under test or smoke) and how to stop it."""
+
+    process: subprocess.Popen
+    log_path: Path
+
+    def alive(self) -> bool:
+        """Return True while the process runs."""
+        return self.process.poll() is None
+
+    def stop(self) -> None:
+        """Stop the process group and wait for it."""
+        _stop_group(self.process, grace=5.0)
+
+    def log_tail(self) -> str:
+        """Return the last lines the service wrote."""
+        with contextlib.suppress(OSError):
+            lines = self.log_path.read_text(errors="replace").splitlines()
+            return "\n".join(lines[-STDERR_TAIL_LINES:])
+        return ""
+
+
+def start_service(
+    argv: list[str],
+    log_path: Path,
+    *,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | str | None = None,
+) -> Service:
+    """Start argv in its own process group with stdout and stderr going to log_path."""
+    log.debug("start: %s", _describe(argv, env))
+    with open(log_path, "ab") as log_file:
+        try:
+            process = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                env=_merged_env(env),
+                cwd=cwd,
+                start_new_session=True,
+            )
+        except FileNotFoundError as exc:
+            raise errors.UsageError(f"program not found: {argv[0]}") from exc
+    return Service(process, log_path)
+
+
+@contextlib.contextmanager
+def service(argv: list[str], log_path: Path, **kwargs) -> Iterator[Service]:
+    """Run argv as a Service for the duration of the block, stopping it on the way out."""
+    started = start_service(argv, log_path, **kwargs)
+    try:
+        yield started
+    finally:
+        started.stop()
