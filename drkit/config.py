@@ -21,7 +21,16 @@ from pydantic import (
 from drkit import errors
 
 DEFAULT_CONFIG_PATHS = (Path("drkit.yaml"), Path("/etc/drkit/drkit.yaml"))
-CATEGORIES = ("config", "host_keys", "user_keys", "accounts", "tls", "scripts", "audit_logs")
+CATEGORIES = (
+    "config",
+    "host_keys",
+    "user_keys",
+    "accounts",
+    "tls",
+    "scripts",
+    "audit_logs",
+    "chroot",
+)
 SERVER_KINDS = ("openssh",)
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -150,7 +159,9 @@ class Config(Strict):
     def _known_categories(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
         for category in value:
             if category not in CATEGORIES:
-                raise ValueError(f"unknown category {category!r}; use one of {', '.join(CATEGORIES)}")
+                raise ValueError(
+                    f"unknown category {category!r}; use one of {', '.join(CATEGORIES)}"
+                )
         return value
 
     @field_validator("trusted_keys")
@@ -163,7 +174,7 @@ class Config(Strict):
 
 
 def find_config_path(explicit: Path | None) -> Path:
-    """Return the config file to use: --config, $DRKIT_CONFIG, ./drkit.yaml, /etc/drkit/drkit.yaml."""
+    """Return the config file: --config, $DRKIT_CONFIG, ./drkit.yaml, /etc/drkit/drkit.yaml."""
     if explicit:
         return explicit
     if os.environ.get("DRKIT_CONFIG"):
@@ -184,6 +195,11 @@ def parse_config(text: str, source: str) -> Config:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
         raise errors.ConfigError(f"{source}:{where} is not valid YAML") from None
+    return validate_config(data, source)
+
+
+def validate_config(data: object, source: str) -> Config:
+    """Given parsed settings and where they came from, return the Config; raise ConfigError."""
     if not isinstance(data, dict):
         raise errors.ConfigError(f"{source}: expected a mapping of settings at the top level")
     try:

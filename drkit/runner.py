@@ -28,7 +28,9 @@ class CommandTimeout(errors.DrkitError):
     kind = "timeout"
 
     def __init__(self, program: str, timeout: float):
-        super().__init__(f"{Path(program).name} did not finish within {timeout:.0f} s and was stopped")
+        super().__init__(
+            f"{Path(program).name} did not finish within {timeout:.0f} s and was stopped"
+        )
 
 
 @dataclass(frozen=True)

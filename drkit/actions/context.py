@@ -1,0 +1,129 @@
+"""What every action needs: the restic repository, an S3 probe, the node lock, and snapshots."""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import logging
+import re
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+from drkit import errors, profiles
+from drkit.config import Config, Repository
+from drkit.engines import restic as restic_engine
+from drkit.paths import on_root, to_node
+from drkit.profiles.base import Entry, Inventory
+
+log = logging.getLogger(__name__)
+
+LOCK_TIMEOUT_SECONDS = 60
+
+
+def restic_for(repository: Repository, binary: Path | None = None) -> restic_engine.Restic:
+    """Return the restic engine for a repository, with restic found and version-checked."""
+    return restic_engine.Restic(
+        restic_engine.find_restic(binary),
+        repository.restic_url,
+        repository.password_file,
+        region=repository.region,
+        ca_bundle=repository.ca_bundle,
+    )
+
+
+def probe_storage(repository: Repository) -> None:
+    """Fail fast, with one line, when S3 is unreachable, refuses us, or the bucket is missing."""
+    from drkit.engines.storage import Storage
+
+    Storage(repository).probe()
+
+
+@contextlib.contextmanager
+def node_lock(config: Config) -> Iterator[None]:
+    """Hold the node's lock (shared by the daemon and ad-hoc commands); raise Busy on timeout."""
+    from filelock import FileLock, Timeout
+
+    lock_dir = config.state_dir / "locks"
+    try:
+        lock_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise errors.LocalFilesystemError(f"{lock_dir}: cannot create ({exc.strerror})") from None
+    lock = FileLock(str(lock_dir / f"{config.node}.lock"))
+    try:
+        lock.acquire(timeout=LOCK_TIMEOUT_SECONDS)
+    except Timeout:
+        raise errors.Busy(
+            f"another drkit run holds node {config.node}'s lock ({lock.lock_file})"
+        ) from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def collect_inventory(config: Config) -> Inventory:
+    """Return what the node's profiles find plus the config's --include extras."""
+    inventory = Inventory()
+    for kind in config.servers:
+        inventory.merge(profiles.load(kind).inventory(config.root, config.smoke_user))
+    inventory.merge(expand_includes(config.root, config.includes))
+    return inventory
+
+
+def expand_includes(root: Path, includes: dict[str, list[str]]) -> Inventory:
+    """Expand node-path globs per category onto the root; a glob that matches nothing warns."""
+    extras = Inventory()
+    for category, patterns in includes.items():
+        for pattern in patterns:
+            matches = sorted(glob.glob(str(on_root(root, pattern)), recursive=True))
+            if not matches:
+                extras.warnings.append(f"include {category}={pattern} matches nothing")
+            for match in matches:
+                host = Path(match)
+                entry = Entry(to_node(root, host), category)
+                (extras.dirs if host.is_dir() else extras.files).append(entry)
+    return extras
+
+
+def parse_at(text: str) -> datetime:
+    """Parse --at (RFC 3339 or 'YYYY-MM-DDTHH:MM'; no zone means UTC)."""
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise errors.UsageError(f"--at {text!r} is not a time like 2026-11-20T10:00") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def select_snapshot(
+    restic: restic_engine.Restic, node: str, spec: str, at: datetime | None = None
+) -> restic_engine.Snapshot:
+    """Return the node's snapshot named by an id prefix, 'latest' or 'latest~N', or --at.
+
+    A snapshot of another node is refused (exit 6), an unknown one is a usage error.
+    """
+    every = restic.snapshots(tags=["drkit"])
+    mine = [snapshot for snapshot in every if snapshot.hostname == node]
+    if at is not None:
+        earlier = [snapshot for snapshot in mine if snapshot.time <= at]
+        if not earlier:
+            when = f"{at:%Y-%m-%dT%H:%M:%SZ}"
+            raise errors.UsageError(f"node {node} has no snapshot at or before {when}")
+        return earlier[-1]
+    latest = re.fullmatch(r"latest(?:~(\d+))?", spec)
+    if latest:
+        back = int(latest.group(1) or 0)
+        if back >= len(mine):
+            count = len(mine)
+            raise errors.UsageError(f"node {node} has {count} snapshot(s): no {spec}")
+        return mine[-1 - back]
+    if not re.fullmatch(r"[0-9a-f]{4,64}", spec):
+        raise errors.UsageError(f"{spec!r} is not a snapshot id, 'latest' or 'latest~N'")
+    matches = [snapshot for snapshot in every if snapshot.id.startswith(spec)]
+    if not matches:
+        raise errors.UsageError(f"no snapshot {spec} in the repository")
+    if len(matches) > 1:
+        raise errors.UsageError(f"snapshot id {spec} is ambiguous: give more characters")
+    if matches[0].hostname != node:
+        raise errors.Refused(f"snapshot {spec} belongs to node {matches[0].hostname}, not {node}")
+    return matches[0]

@@ -1,0 +1,300 @@
+"""drkit restore and drkit check: rebuild a node from a verified snapshot, then prove it works."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import secrets
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from drkit import errors, profiles
+from drkit.actions import context
+from drkit.config import Config, Repository, parse_config
+from drkit.engines import accounts, apply, checks, manifest
+from drkit.engines.checks import Check
+from drkit.paths import on_root
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Origin:
+    """Where snapshots come from and whom to trust: from drkit.yaml or bare-metal flags."""
+
+    node: str
+    repository: Repository
+    restic: Path | None = None
+    trusted_keys: list[str] = field(default_factory=list)
+    smoke_user: str | None = None
+    state_dir: Path = Path("/var/lib/drkit")
+    trust_snapshot_signer: bool = False
+
+    @classmethod
+    def from_config(cls, config: Config, extra_trust: list[str]) -> Origin:
+        return cls(
+            node=config.node,
+            repository=config.repository,
+            restic=config.restic,
+            trusted_keys=[*config.trusted_keys, *extra_trust],
+            smoke_user=config.smoke_user,
+            state_dir=config.state_dir,
+        )
+
+
+@dataclass
+class Opened:
+    """A snapshot's manifest after its signature and signer were checked."""
+
+    manifest: dict
+    signer: str
+    trust: str
+    embedded_config: Config | None
+
+
+def _trust(origin: Origin, signer: str, config_text: str | None) -> tuple[str, Config | None]:
+    """Decide whether the signer is trusted; return how ('config', 'key' or 'snapshot')."""
+    embedded = None
+    if config_text:
+        try:
+            embedded = parse_config(config_text, "the snapshot's drkit.yaml")
+        except errors.ConfigError as exc:
+            log.warning("%s", exc.message)
+    if signer in origin.trusted_keys:
+        return "config", embedded
+    if origin.trust_snapshot_signer:
+        if embedded and signer in embedded.trusted_keys:
+            print(
+                f"drkit: trusting signer {signer} because the snapshot's own config lists it "
+                "(--trust-snapshot-signer)",
+                file=sys.stderr,
+            )
+            return "snapshot", embedded
+        raise errors.Refused(f"snapshot signer {signer} is not listed in the snapshot's config")
+    raise errors.Refused(
+        f"manifest signed by untrusted key {signer}: add it to trusted_keys or pass --trust-key"
+    )
+
+
+def open_manifest(origin: Origin, manifest_bytes: bytes, signature: str, config_text: str | None):
+    """Verify signature, trust and node of a manifest; return it opened."""
+    node_manifest, signer = manifest.open_signed(manifest_bytes, signature)
+    trust, embedded = _trust(origin, signer, config_text)
+    if node_manifest.get("node") != origin.node:
+        raise errors.Refused(
+            f"manifest is for node {node_manifest.get('node')}, not {origin.node}: refused"
+        )
+    return Opened(node_manifest, signer, trust, embedded)
+
+
+def _verify_staging(staging: Path, node_manifest: dict) -> list[str]:
+    """Return what in the staged tree differs from the signed manifest."""
+    problems = []
+    for entry in node_manifest["files"]:
+        difference = manifest.compare_entry(on_root(staging, entry["path"]), entry)
+        if difference:
+            problems.append(f"{entry['path']}: {difference}")
+    return problems
+
+
+def _prepare_target(target: Path) -> None:
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise errors.LocalFilesystemError(f"target {target}: {exc.strerror}") from None
+    if not target.is_dir():
+        raise errors.LocalFilesystemError(f"target {target} is not a directory")
+    if not os.access(target, os.W_OK):
+        raise errors.LocalFilesystemError(f"target {target} is not writable")
+
+
+def _server_checks(origin: Origin, target: Path, node_manifest: dict, smoke: bool) -> list[Check]:
+    found = []
+    for kind in node_manifest.get("profiles", []):
+        profile = profiles.load(kind)
+        found += profile.checks(target, node_manifest)
+        if smoke:
+            if not origin.smoke_user:
+                found.append(checks.failed("smoke", "no smoke_user configured (--smoke-user)"))
+                continue
+            work_dir = origin.state_dir / "smoke" / secrets.token_hex(4)
+            work_dir.mkdir(mode=0o755, parents=True)
+            try:
+                found += profile.smoke(target, node_manifest, origin.smoke_user, work_dir)
+            finally:
+                shutil.rmtree(work_dir, ignore_errors=True)
+    return found
+
+
+def _result(snapshot_id: str, opened: Opened, found: list[Check], **extra) -> dict:
+    return {
+        "ok": checks.all_ok(found),
+        "snapshot_id": snapshot_id,
+        "node": opened.manifest["node"],
+        "signer": opened.signer,
+        "trust": opened.trust,
+        "checks": [check.as_dict() for check in found],
+        **extra,
+    }
+
+
+def restore(
+    origin: Origin,
+    *,
+    snapshot: str,
+    target: Path,
+    at: datetime | None = None,
+    dry_run: bool = False,
+    force: bool = False,
+    smoke: bool = False,
+) -> dict:
+    """Restore a verified snapshot onto target; dry-run only plans; return the restore document."""
+    started = time.monotonic()
+    restic = context.restic_for(origin.repository, origin.restic)
+    context.probe_storage(origin.repository)
+    chosen = context.select_snapshot(restic, origin.node, snapshot, at)
+    target = target.resolve()
+    if dry_run:
+        opened = open_manifest(
+            origin,
+            restic.dump_text(chosen.id, manifest.MANIFEST_PATH).encode(),
+            restic.dump_text(chosen.id, manifest.SIGNATURE_PATH),
+            restic.dump_text(chosen.id, manifest.CONFIG_PATH),
+        )
+        steps = (
+            apply.plan(target, opened.manifest)
+            if target.is_dir()
+            else [apply.Step(entry["path"], "add") for entry in opened.manifest["files"]]
+        )
+        found = [checks.passed("manifest signature", f"signed by {opened.signer}")]
+        return _result(
+            chosen.id, opened, found, dry_run=True, plan=[step.as_dict() for step in steps]
+        )
+    _prepare_target(target)
+    staging_parent = on_root(target, "/var/lib/drkit/staging")
+    created_dirs = _missing_ancestors(staging_parent)
+    try:
+        staging_parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise errors.LocalFilesystemError(
+            f"cannot create {staging_parent}: {exc.strerror}"
+        ) from None
+    staging = staging_parent / f"{chosen.short_id}-{secrets.token_hex(4)}"
+    applied = False
+    try:
+        log.info("restoring snapshot %s into staging %s", chosen.short_id, staging)
+        restic.restore(chosen.id, staging)
+        opened = open_manifest(
+            origin,
+            on_root(staging, manifest.MANIFEST_PATH).read_bytes(),
+            on_root(staging, manifest.SIGNATURE_PATH).read_text(),
+            _read_optional(on_root(staging, manifest.CONFIG_PATH)),
+        )
+        problems = _verify_staging(staging, opened.manifest)
+        if problems:
+            raise errors.Refused(
+                f"snapshot {chosen.short_id} does not match its signed manifest "
+                f"({len(problems)} file(s)): {problems[0]}"
+            )
+        found = [
+            checks.passed("manifest signature", f"signed by {opened.signer} ({opened.trust})"),
+            checks.passed(
+                "files verified", f"{len(opened.manifest['files'])} match sha256, mode, owner"
+            ),
+        ]
+        steps = apply.plan(target, opened.manifest)
+        blocking = [step for step in steps if step.action in ("change", "remove")]
+        if blocking and not force:
+            raise errors.Refused(
+                f"target {target} is not empty: {len(blocking)} file(s) would be changed or "
+                f"removed (first: {blocking[0].path}); pass --force to replace them"
+            )
+        applier = apply.Applier(target, staging, staging / ".replaced")
+        entries = {entry["path"]: entry for entry in opened.manifest["files"]}
+        applier.apply([step for step in steps if step.action != "unchanged"], entries)
+        created_users = accounts.missing(target, opened.manifest["accounts"])
+        for host_path, text in accounts.merge_accounts(target, opened.manifest["accounts"]).items():
+            shadow = host_path.name == "shadow"
+            applier.write_text(host_path, text, 0o640 if shadow else 0o644)
+        _keep_snapshot_files(staging, target)
+        applied = True
+        counts = {
+            action: sum(step.action == action for step in steps)
+            for action in ("add", "change", "remove", "unchanged")
+        }
+        found.append(
+            checks.passed(
+                "apply",
+                ", ".join(f"{n} {action}" for action, n in counts.items())
+                + (f"; accounts created: {', '.join(created_users)}" if created_users else ""),
+            )
+        )
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        for directory in created_dirs if not applied else [staging_parent]:
+            with contextlib.suppress(OSError):
+                directory.rmdir()
+    found += _server_checks(origin, target, opened.manifest, smoke)
+    return _result(
+        chosen.id,
+        opened,
+        found,
+        target=str(target),
+        plan=[step.as_dict() for step in steps],
+        duration_seconds=round(time.monotonic() - started, 3),
+    )
+
+
+def _missing_ancestors(directory: Path) -> list[Path]:
+    """Return directory and its ancestors that do not exist yet, deepest first."""
+    missing = []
+    while not directory.exists():
+        missing.append(directory)
+        directory = directory.parent
+    return missing
+
+
+def _read_optional(path: Path) -> str | None:
+    return path.read_text() if path.is_file() else None
+
+
+def _keep_snapshot_files(staging: Path, target: Path) -> None:
+    """Leave the restored manifest, signature and config in the target's drkit directory."""
+    source = on_root(staging, manifest.SNAPSHOT_DIR)
+    destination = on_root(target, "/var/lib/drkit/restored")
+    destination.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for item in source.iterdir():
+        shutil.copy2(item, destination / item.name)
+
+
+def check(origin: Origin, *, target: Path, snapshot: str = "latest", smoke: bool = False) -> dict:
+    """Check a node in place against its snapshot's manifest; restore nothing."""
+    restic = context.restic_for(origin.repository, origin.restic)
+    context.probe_storage(origin.repository)
+    chosen = context.select_snapshot(restic, origin.node, snapshot)
+    opened = open_manifest(
+        origin,
+        restic.dump_text(chosen.id, manifest.MANIFEST_PATH).encode(),
+        restic.dump_text(chosen.id, manifest.SIGNATURE_PATH),
+        restic.dump_text(chosen.id, manifest.CONFIG_PATH),
+    )
+    steps = apply.plan(target, opened.manifest)
+    drifted = [step for step in steps if step.action != "unchanged"]
+    found = [checks.passed("manifest signature", f"signed by {opened.signer}")]
+    if drifted:
+        found.append(
+            checks.warned(
+                "matches snapshot",
+                f"{len(drifted)} path(s) differ from snapshot {chosen.short_id}, first: "
+                f"{drifted[0].path} ({drifted[0].action} {drifted[0].reason})".strip(),
+            )
+        )
+    else:
+        found.append(checks.passed("matches snapshot", f"every file as in {chosen.short_id}"))
+    found += _server_checks(origin, target, opened.manifest, smoke)
+    return _result(chosen.id, opened, found, target=str(target))

@@ -1,0 +1,71 @@
+"""drkit snapshots and drkit show: what the repository holds for this node."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import UTC, datetime
+
+from drkit.actions import context
+from drkit.actions.restore import Origin
+from drkit.engines import manifest
+
+
+def list_snapshots(origin: Origin, all_nodes: bool = False) -> list[dict]:
+    """Return the node's snapshots (or every drkit snapshot), oldest first."""
+    restic = context.restic_for(origin.repository, origin.restic)
+    context.probe_storage(origin.repository)
+    found = restic.snapshots(host=None if all_nodes else origin.node, tags=["drkit"])
+    return [
+        {
+            "id": snapshot.id,
+            "short_id": snapshot.short_id,
+            "time": manifest.utc_text(snapshot.time),
+            "node": snapshot.hostname,
+            "files": snapshot.files,
+            "size": snapshot.size,
+            "tags": snapshot.tags,
+        }
+        for snapshot in found
+    ]
+
+
+def show(origin: Origin, snapshot: str) -> dict:
+    """Return a snapshot's manifest in summary: files by category, keys, certificate expiry.
+
+    The signature is verified; whether its signer is trusted is reported, not required.
+    Password hashes of accounts are never shown.
+    """
+    restic = context.restic_for(origin.repository, origin.restic)
+    context.probe_storage(origin.repository)
+    chosen = context.select_snapshot(restic, origin.node, snapshot)
+    node_manifest, signer = manifest.open_signed(
+        restic.dump_text(chosen.id, manifest.MANIFEST_PATH).encode(),
+        restic.dump_text(chosen.id, manifest.SIGNATURE_PATH),
+    )
+    now = datetime.now(UTC)
+    certificates = []
+    for certificate in node_manifest["certificates"]:
+        expires = datetime.fromisoformat(certificate["not_after"].replace("Z", "+00:00"))
+        certificates.append({**certificate, "days_left": (expires - now).days})
+    return {
+        "ok": True,
+        "snapshot_id": chosen.id,
+        "time": manifest.utc_text(chosen.time),
+        "node": node_manifest["node"],
+        "profiles": node_manifest["profiles"],
+        "signer": signer,
+        "trusted": signer in origin.trusted_keys,
+        "categories": dict(Counter(entry["category"] for entry in node_manifest["files"])),
+        "files": [
+            {k: entry.get(k) for k in ("path", "category", "type", "size", "mode", "user", "group")}
+            for entry in node_manifest["files"]
+        ],
+        "keys": [
+            {k: key[k] for k in ("path", "category", "type", "fingerprint")}
+            for key in node_manifest["keys"]
+        ],
+        "host_keys": node_manifest["host_keys"],
+        "certificates": certificates,
+        "accounts": [account["name"] for account in node_manifest["accounts"]],
+        "warnings": node_manifest["warnings"],
+    }

@@ -1,0 +1,403 @@
+"""drkit's command line: parse, load config, call one action, render its result, exit.
+
+Exit codes are documented in the README and drkit.errors.EXIT_CODES.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from drkit import errors, output
+
+EPILOG = (
+    "Exit status: 0 ok, 1 a check failed, 2 usage/config, 3 backup incomplete, 4 storage, "
+    "5 authentication, 6 refused, 7 busy, 8 restic missing, 9 local filesystem, "
+    "10 restic failed, 130 interrupted."
+)
+
+app = typer.Typer(
+    help="Disaster-recovery backup and restore for SFTP/FTPS transfer server nodes.",
+    epilog=EPILOG,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+storage_app = typer.Typer(help="Prepare and check the S3 bucket.", no_args_is_help=True)
+app.add_typer(storage_app, name="storage")
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="drkit.yaml (default: $DRKIT_CONFIG, ./drkit.yaml)"),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="print one JSON document on stdout")]
+TrustOption = Annotated[
+    list[str] | None, typer.Option("--trust-key", help="trust this signer fingerprint (repeatable)")
+]
+
+
+@app.callback()
+def main_options(
+    verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, help="more log lines")] = 0,
+) -> None:
+    """Disaster-recovery backup and restore for SFTP/FTPS transfer server nodes."""
+    output.setup_logging(verbose)
+
+
+def _finish(job, as_json: bool, render) -> None:
+    raise typer.Exit(output.run_command(job, as_json, render))
+
+
+def _config(path: Path | None):
+    from drkit.config import load_config
+
+    return load_config(path)[0]
+
+
+def _trust_keys(values: list[str] | None) -> list[str]:
+    for value in values or []:
+        if not re.fullmatch(r"SHA256:[A-Za-z0-9+/]{43}", value):
+            raise errors.UsageError(f"--trust-key {value!r} is not a SHA256:... fingerprint")
+    return list(values or [])
+
+
+def _origin(config_path: Path | None, trust: list[str] | None):
+    from drkit.actions.restore import Origin
+
+    return Origin.from_config(_config(config_path), _trust_keys(trust))
+
+
+# --- init and storage -----------------------------------------------------------------------
+
+
+@app.command()
+def init(
+    node: Annotated[str, typer.Option(help="this node's name, e.g. sftp-1")],
+    s3_endpoint: Annotated[str, typer.Option(help="S3 endpoint URL")],
+    bucket: Annotated[str, typer.Option(help="bucket name")],
+    password_file: Annotated[Path, typer.Option(help="repository password file (created 0600)")],
+    prefix: Annotated[str | None, typer.Option(help="repository folder (default: node)")] = None,
+    server: Annotated[list[str] | None, typer.Option(help="server profile (repeatable)")] = None,
+    root: Annotated[Path, typer.Option(help="where the node's filesystem is")] = Path("/"),
+    region: Annotated[str, typer.Option(help="S3 region")] = "us-east-1",
+    ca_bundle: Annotated[Path | None, typer.Option(help="CA bundle for the endpoint")] = None,
+    smoke_user: Annotated[str | None, typer.Option(help="account for smoke logins")] = None,
+    include: Annotated[
+        list[str] | None, typer.Option(help="extra files: CATEGORY=GLOB (repeatable)")
+    ] = None,
+    signing_key: Annotated[Path | None, typer.Option(help="default: beside the config")] = None,
+    state_dir: Annotated[Path, typer.Option(help="drkit's local state")] = Path("/var/lib/drkit"),
+    lock_days: Annotated[int, typer.Option(help="object lock default retention days")] = 30,
+    lock_mode: Annotated[str, typer.Option(help="GOVERNANCE or COMPLIANCE")] = "GOVERNANCE",
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Write drkit.yaml, a repository password and signing key; prepare bucket and repository."""
+
+    def job():
+        from drkit.actions import init as init_action
+        from drkit.config import find_config_path
+
+        try:
+            config_path = find_config_path(config)
+        except errors.ConfigError:
+            config_path = Path("drkit.yaml")
+        includes: dict[str, list[str]] = {}
+        for item in include or []:
+            category, _, pattern = item.partition("=")
+            if not pattern:
+                raise errors.UsageError(f"--include {item!r} is not CATEGORY=GLOB")
+            includes.setdefault(category, []).append(pattern)
+        settings = {
+            "node": node,
+            "servers": server or ["openssh"],
+            "root": str(root.resolve()),
+            "repository": {
+                "s3_endpoint": s3_endpoint,
+                "bucket": bucket,
+                "prefix": prefix or node,
+                "region": region,
+                "password_file": str(password_file.resolve()),
+                "object_lock": {"mode": lock_mode, "days": lock_days},
+                **({"ca_bundle": str(ca_bundle.resolve())} if ca_bundle else {}),
+            },
+            "includes": includes,
+            "signing_key": str((signing_key or config_path.parent / "signing.key").resolve()),
+            "state_dir": str(state_dir),
+            **({"smoke_user": smoke_user} if smoke_user else {}),
+        }
+        return init_action.run(config_path.resolve(), settings)
+
+    def render(result):
+        out = output.console()
+        out.print(f"config      {result['config']}")
+        out.print(f"signer      {result['signer']}  (keep this fingerprint with the runbook)")
+        out.print(f"repository  {result['repository']}")
+        out.print("[green]ready[/green]: run `drkit backup`")
+
+    _finish(job, as_json, render)
+
+
+@storage_app.command("init")
+def storage_init(config: ConfigOption = None, as_json: JsonOption = False) -> None:
+    """Create or adopt the bucket: versioning on, object lock with default retention."""
+
+    def job():
+        from drkit.actions import storage
+
+        return storage.init(_config(config))
+
+    _finish(job, as_json, lambda result: output.console().print(result))
+
+
+@storage_app.command("verify")
+def storage_verify(config: ConfigOption = None, as_json: JsonOption = False) -> None:
+    """Report the bucket's posture; exit 1 when it drifted from the config."""
+
+    def job():
+        from drkit.actions import storage
+
+        return storage.verify(_config(config))
+
+    def render(result):
+        out = output.console()
+        out.print(f"bucket       {result.get('bucket')}")
+        out.print(f"versioning   {result.get('versioning')}")
+        out.print(f"object lock  {result.get('object_lock')}")
+        for problem in result.get("problems", []):
+            out.print(f"[red]drift[/red]  {problem}")
+        out.print("[green]OK[/green]" if result["ok"] else "[red]DRIFT[/red]")
+
+    _finish(job, as_json, render)
+
+
+# --- backup and inspection ------------------------------------------------------------------
+
+
+@app.command()
+def backup(config: ConfigOption = None, as_json: JsonOption = False) -> None:
+    """Take one snapshot of the node now."""
+
+    def job():
+        from drkit.actions import backup as backup_action
+
+        loaded = _config(config)
+        if as_json:
+            return backup_action.run(loaded)
+        from rich.progress import Progress
+
+        with Progress(transient=True) as progress:
+            task = progress.add_task("backing up", total=1.0)
+
+            def on_progress(status: dict) -> None:
+                progress.update(task, completed=float(status.get("percent_done", 0.0)))
+
+            return backup_action.run(loaded, on_progress)
+
+    def render(result):
+        out = output.console()
+        for warning in result["warnings"]:
+            out.print(f"[yellow]warning[/yellow]  {warning}")
+        out.print(
+            f"snapshot {result['snapshot_id'][:8]}: {result['files']} files, "
+            f"{output.human_size(result['bytes_added'])} added in {result['duration_seconds']} s"
+        )
+
+    _finish(job, as_json, render)
+
+
+@app.command()
+def snapshots(
+    config: ConfigOption = None,
+    all_nodes: Annotated[bool, typer.Option("--all", help="every node in the repository")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """List the node's snapshots, oldest first."""
+
+    def job():
+        from drkit.actions import snapshots as snapshots_action
+
+        return snapshots_action.list_snapshots(_origin(config, None), all_nodes)
+
+    def render(result):
+        rows = [
+            [s["node"], s["time"], s["short_id"], s["files"], output.human_size(s["size"])]
+            for s in result
+        ]
+        output.table("snapshots", ["node", "time", "id", "files", "size"], rows)
+
+    _finish(job, as_json, render)
+
+
+@app.command()
+def show(
+    snapshot: Annotated[str, typer.Argument(help="id, latest or latest~N")] = "latest",
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Show a snapshot's manifest: files by category, key fingerprints, certificate expiry."""
+
+    def job():
+        from drkit.actions import snapshots as snapshots_action
+
+        return snapshots_action.show(_origin(config, None), snapshot)
+
+    def render(result):
+        out = output.console()
+        trusted = "trusted" if result["trusted"] else "[red]NOT trusted[/red]"
+        out.print(f"snapshot {result['snapshot_id'][:8]} of {result['node']} at {result['time']}")
+        out.print(f"signed by {result['signer']} ({trusted})")
+        output.table(
+            "files by category", ["category", "files"], sorted(result["categories"].items())
+        )
+        output.table(
+            "keys",
+            ["path", "type", "fingerprint"],
+            [[k["path"], k["type"], k["fingerprint"]] for k in result["keys"]],
+        )
+        output.table(
+            "certificates",
+            ["path", "subject", "expires", "days left"],
+            [
+                [c["path"], c["subject"], c["not_after"], c["days_left"]]
+                for c in result["certificates"]
+            ],
+        )
+        for warning in result["warnings"]:
+            out.print(f"[yellow]warning[/yellow]  {warning}")
+
+    _finish(job, as_json, render)
+
+
+# --- restore and check ----------------------------------------------------------------------
+
+
+@app.command()
+def restore(
+    snapshot: Annotated[str, typer.Argument(help="id, latest or latest~N")] = "latest",
+    target: Annotated[Path | None, typer.Option(help="where to rebuild (default: root)")] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="print the plan, touch nothing")
+    ] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="replace or remove existing files")
+    ] = False,
+    smoke: Annotated[bool, typer.Option("--smoke", help="start the server and log in")] = False,
+    at: Annotated[str | None, typer.Option(help="newest snapshot at or before (UTC)")] = None,
+    trust_key: TrustOption = None,
+    trust_snapshot_signer: Annotated[
+        bool, typer.Option(help="bare metal: trust the signer the snapshot's config lists")
+    ] = False,
+    s3_endpoint: Annotated[str | None, typer.Option(help="bare metal: S3 endpoint")] = None,
+    bucket: Annotated[str | None, typer.Option(help="bare metal: bucket")] = None,
+    prefix: Annotated[str | None, typer.Option(help="bare metal: repository folder")] = None,
+    region: Annotated[str, typer.Option(help="bare metal: region")] = "us-east-1",
+    ca_bundle: Annotated[Path | None, typer.Option(help="bare metal: CA bundle")] = None,
+    password_file: Annotated[Path | None, typer.Option(help="bare metal: password file")] = None,
+    node: Annotated[str | None, typer.Option(help="bare metal: node to restore")] = None,
+    smoke_user: Annotated[str | None, typer.Option(help="account for the smoke login")] = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Rebuild the node from a verified snapshot, then check it."""
+
+    def job():
+        from drkit.actions import context
+        from drkit.actions import restore as restore_action
+
+        if s3_endpoint:
+            origin = _bare_metal_origin(
+                s3_endpoint, bucket, prefix, region, ca_bundle, password_file, node
+            )
+            origin.trusted_keys = _trust_keys(trust_key)
+            origin.trust_snapshot_signer = trust_snapshot_signer
+            chosen_target = target or Path("/")
+        else:
+            loaded = _config(config)
+            origin = restore_action.Origin.from_config(loaded, _trust_keys(trust_key))
+            origin.trust_snapshot_signer = trust_snapshot_signer
+            chosen_target = target or loaded.root
+        if smoke_user:
+            origin.smoke_user = smoke_user
+        return restore_action.restore(
+            origin,
+            snapshot=snapshot,
+            target=chosen_target,
+            at=context.parse_at(at) if at else None,
+            dry_run=dry_run,
+            force=force,
+            smoke=smoke,
+        )
+
+    def render(result):
+        if result.get("dry_run"):
+            rows = [[step["action"], step["path"]] for step in result["plan"]]
+            output.table(f"plan for snapshot {result['snapshot_id'][:8]}", ["action", "path"], rows)
+            return
+        output.render_checks(result)
+
+    _finish(job, as_json, render)
+
+
+def _bare_metal_origin(s3_endpoint, bucket, prefix, region, ca_bundle, password_file, node):
+    from drkit.actions.restore import Origin
+    from drkit.config import Repository
+
+    missing = [
+        flag
+        for flag, value in (
+            ("--bucket", bucket),
+            ("--password-file", password_file),
+            ("--node", node),
+        )
+        if not value
+    ]
+    if missing:
+        raise errors.UsageError(f"bare-metal restore needs {', '.join(missing)}")
+    from pydantic import ValidationError
+
+    try:
+        repository = Repository(
+            s3_endpoint=s3_endpoint,
+            bucket=bucket,
+            prefix=prefix or node,
+            region=region,
+            ca_bundle=ca_bundle,
+            password_file=password_file,
+        )
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(part) for part in first["loc"])
+        raise errors.UsageError(f"--{field.replace('_', '-')}: {first['msg']}") from None
+    return Origin(node=node, repository=repository)
+
+
+@app.command()
+def check(
+    target: Annotated[Path | None, typer.Option(help="node root to check (default: root)")] = None,
+    snapshot: Annotated[str, typer.Option(help="snapshot to compare with")] = "latest",
+    smoke: Annotated[bool, typer.Option("--smoke", help="start the server and log in")] = False,
+    trust_key: TrustOption = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Check a node in place against its latest snapshot; restore nothing."""
+
+    def job():
+        from drkit.actions import restore as restore_action
+
+        loaded = _config(config)
+        origin = restore_action.Origin.from_config(loaded, _trust_keys(trust_key))
+        return restore_action.check(
+            origin, target=target or loaded.root, snapshot=snapshot, smoke=smoke
+        )
+
+    _finish(job, as_json, output.render_checks)
+
+
+def main() -> None:
+    """Entry point of the drkit command."""
+    app()

@@ -1,0 +1,266 @@
+"""The signed manifest: what a node's files were at backup time, and the proof on restore.
+
+A manifest lists every file (path, category, type, size, mode, owner, mtime, sha256), the keys
+and certificates among them, and the accounts the node needs. drkit stores it, its signature
+and the node's drkit.yaml inside the snapshot under SNAPSHOT_DIR, so plain restic restores
+them along with the node and a bare machine needs nothing else.
+"""
+
+from __future__ import annotations
+
+import grp
+import hashlib
+import json
+import os
+import pwd
+import stat
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+
+from drkit import errors
+from drkit.engines import keys
+from drkit.paths import on_root
+from drkit.profiles.base import Entry, Inventory
+
+FORMAT = 1
+SNAPSHOT_DIR = "/var/lib/drkit/snapshot"
+MANIFEST_PATH = f"{SNAPSHOT_DIR}/manifest.json"
+SIGNATURE_PATH = f"{SNAPSHOT_DIR}/manifest.sig"
+CONFIG_PATH = f"{SNAPSHOT_DIR}/drkit.yaml"
+KEY_CATEGORIES = ("host_keys", "user_keys", "tls", "config")
+CHUNK = 1 << 20
+
+
+def utc_text(moment: datetime) -> str:
+    """Return an RFC 3339 UTC time with Z, to the second."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def sha256_file(path: Path) -> str:
+    """Return the hex sha256 of a file, read in chunks (files are never loaded whole)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(CHUNK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class NameBook:
+    """uid/gid → names from the node's own /etc/passwd and /etc/group, else the host's."""
+
+    def __init__(self, root: Path):
+        self.users: dict[int, str] = {}
+        self.groups: dict[int, str] = {}
+        passwd, group = on_root(root, "/etc/passwd"), on_root(root, "/etc/group")
+        if passwd.is_file():
+            self.users = self._read(passwd)
+            self.groups = self._read(group) if group.is_file() else {}
+        else:
+            self.users = {entry.pw_uid: entry.pw_name for entry in pwd.getpwall()}
+            self.groups = {entry.gr_gid: entry.gr_name for entry in grp.getgrall()}
+
+    @staticmethod
+    def _read(path: Path) -> dict[int, str]:
+        names = {}
+        for line in path.read_text(errors="replace").splitlines():
+            fields = line.split(":")
+            if len(fields) >= 3 and fields[2].isdigit():
+                names.setdefault(int(fields[2]), fields[0])
+        return names
+
+
+def _walk(root: Path, entries: Iterable[Entry]) -> dict[str, str]:
+    """Expand directory entries into every path beneath them; return {node path: category}."""
+    found: dict[str, str] = {}
+    for entry in entries:
+        host = on_root(root, entry.path)
+        found.setdefault(entry.path, entry.category)
+        if host.is_dir() and not host.is_symlink():
+            for dirpath, dirnames, filenames in os.walk(host):
+                dirnames.sort()
+                for name in sorted(dirnames) + sorted(filenames):
+                    node_path = "/" + str(Path(dirpath, name).relative_to(root))
+                    found.setdefault(node_path, entry.category)
+    return found
+
+
+def describe_file(root: Path, node_path: str, category: str, names: NameBook) -> dict | None:
+    """Return the manifest entry of one path, or None when it vanished."""
+    host = on_root(root, node_path)
+    try:
+        info = host.lstat()
+    except FileNotFoundError:
+        return None
+    entry = {
+        "path": node_path,
+        "category": category,
+        "mode": f"{stat.S_IMODE(info.st_mode):04o}",
+        "uid": info.st_uid,
+        "gid": info.st_gid,
+        "user": names.users.get(info.st_uid, str(info.st_uid)),
+        "group": names.groups.get(info.st_gid, str(info.st_gid)),
+        "mtime": utc_text(datetime.fromtimestamp(info.st_mtime, UTC)),
+    }
+    if stat.S_ISLNK(info.st_mode):
+        entry.update(type="symlink", link=os.readlink(host))
+    elif stat.S_ISDIR(info.st_mode):
+        entry.update(type="dir")
+    elif stat.S_ISREG(info.st_mode):
+        entry.update(type="file", size=info.st_size, sha256=sha256_file(host))
+    else:
+        return None
+    return entry
+
+
+def _keys_and_certificates(root: Path, files: list[dict]) -> tuple[list[dict], list[dict]]:
+    found_keys, certificates = [], []
+    for entry in files:
+        if entry["type"] != "file" or entry["category"] not in KEY_CATEGORIES:
+            continue
+        if entry["size"] > 1 << 20:
+            continue
+        data = on_root(root, entry["path"]).read_bytes()
+        key = keys.describe_key(data)
+        if key:
+            found_keys.append(
+                {
+                    "path": entry["path"],
+                    "category": entry["category"],
+                    "private": key.private,
+                    **key.as_dict(),
+                }
+            )
+        elif entry["category"] == "user_keys":
+            for listed in keys.authorized_keys(data):
+                found_keys.append(
+                    {
+                        "path": entry["path"],
+                        "category": "user_keys",
+                        "private": False,
+                        **listed.as_dict(),
+                    }
+                )
+        certificate = keys.describe_certificate(data)
+        if certificate:
+            certificates.append({"path": entry["path"], **certificate.as_dict(), "key_path": None})
+    private_by_fingerprint = {k["fingerprint"]: k["path"] for k in found_keys if k["private"]}
+    for certificate in certificates:
+        certificate["key_path"] = private_by_fingerprint.get(certificate["key_fingerprint"])
+    return found_keys, certificates
+
+
+def build(
+    root: Path,
+    inventory: Inventory,
+    *,
+    node: str,
+    profiles: list[str],
+    accounts: list[dict],
+    created: datetime,
+) -> dict:
+    """Return the manifest of a node's files as they are on disk now."""
+    names = NameBook(root)
+    paths = _walk(root, [*inventory.files, *inventory.dirs])
+    files = [
+        entry
+        for node_path, category in sorted(paths.items())
+        if not node_path.startswith(SNAPSHOT_DIR)
+        and (entry := describe_file(root, node_path, category, names)) is not None
+    ]
+    found_keys, certificates = _keys_and_certificates(root, files)
+    host_keys = [
+        {k: key[k] for k in ("path", "type", "fingerprint", "public_line")}
+        for key in found_keys
+        if key["category"] == "host_keys" and key["private"]
+    ]
+    return {
+        "format": FORMAT,
+        "node": node,
+        "profiles": profiles,
+        "created": utc_text(created),
+        "files": files,
+        "keys": found_keys,
+        "host_keys": host_keys,
+        "certificates": certificates,
+        "accounts": accounts,
+        "owned_globs": inventory.owned_globs,
+        "warnings": inventory.warnings,
+    }
+
+
+def leaf_paths(manifest: dict) -> list[str]:
+    """Return the root-relative paths restic must be given: all but directories with listed
+    children (restic would recurse into those and pick up files the manifest never saw)."""
+    paths = [entry["path"] for entry in manifest["files"]]
+    parents = {str(Path(path).parent) for path in paths}
+    return [path.lstrip("/") for path in paths if path not in parents]
+
+
+def encode(manifest: dict) -> bytes:
+    """Return the exact bytes that are signed and stored."""
+    return json.dumps(manifest, indent=1, sort_keys=True).encode() + b"\n"
+
+
+def write_snapshot_files(root: Path, manifest_bytes: bytes, signature: dict, config_text: str):
+    """Write manifest, signature and config into the node's drkit snapshot directory."""
+    directory = on_root(root, SNAPSHOT_DIR)
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(directory, 0o700)
+    for node_path, data in (
+        (MANIFEST_PATH, manifest_bytes),
+        (SIGNATURE_PATH, json.dumps(signature, indent=1).encode() + b"\n"),
+        (CONFIG_PATH, config_text.encode()),
+    ):
+        host = on_root(root, node_path)
+        temporary = host.with_name(host.name + ".tmp")
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(temporary, host)
+    return [SNAPSHOT_DIR.lstrip("/")]
+
+
+def open_signed(manifest_bytes: bytes, signature_text: str) -> tuple[dict, str]:
+    """Verify the signature over the manifest; return (manifest, signer fingerprint)."""
+    try:
+        signature = json.loads(signature_text)
+    except json.JSONDecodeError:
+        raise errors.Refused("manifest signature file is not JSON") from None
+    if not isinstance(signature, dict):
+        raise errors.Refused("manifest signature file is malformed")
+    signer = keys.verify_signature(signature, manifest_bytes)
+    try:
+        manifest = json.loads(manifest_bytes)
+    except json.JSONDecodeError:
+        raise errors.Refused("manifest is not JSON") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise errors.Refused("manifest has an unknown format")
+    return manifest, signer
+
+
+def compare_entry(host: Path, expected: dict, *, content: bool = True) -> str | None:
+    """Return why host differs from the manifest entry, or None when it matches."""
+    try:
+        info = host.lstat()
+    except FileNotFoundError:
+        return "missing"
+    kind = expected["type"]
+    if kind == "symlink":
+        if not stat.S_ISLNK(info.st_mode):
+            return "not a symlink"
+        return None if os.readlink(host) == expected["link"] else "symlink target differs"
+    if kind == "dir" and not stat.S_ISDIR(info.st_mode):
+        return "not a directory"
+    if kind == "file":
+        if not stat.S_ISREG(info.st_mode):
+            return "not a regular file"
+        if info.st_size != expected["size"]:
+            return f"size {info.st_size} != {expected['size']}"
+        if content and sha256_file(host) != expected["sha256"]:
+            return "content differs (sha256)"
+    if f"{stat.S_IMODE(info.st_mode):04o}" != expected["mode"]:
+        return f"mode {stat.S_IMODE(info.st_mode):04o} != {expected['mode']}"
+    if (info.st_uid, info.st_gid) != (expected["uid"], expected["gid"]):
+        return f"owner {info.st_uid}:{info.st_gid} != {expected['uid']}:{expected['gid']}"
+    return None

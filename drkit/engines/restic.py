@@ -1,0 +1,353 @@
+"""restic driven with --json: argv building, typed messages, and its exit codes as drkit errors.
+
+The password reaches restic through RESTIC_PASSWORD_FILE, never argv. restic's scripting docs
+define the exit codes: 0 ok, 1 failure, 3 incomplete snapshot, 10 no repository, 11 lock
+failed, 12 wrong password, 130 interrupted; an unknown code is a failure.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from drkit import errors, runner
+
+log = logging.getLogger(__name__)
+
+MINIMUM_VERSION = (0, 17, 0)
+LOCK_WAIT = "2m"
+UPGRADE_HINT = (
+    "install restic >= 0.17 (./scripts/bootstrap puts 0.18 in .tools/bin), "
+    "or name one with $DRKIT_RESTIC or `restic:` in drkit.yaml"
+)
+_VERSION = re.compile(r"^restic (\d+)\.(\d+)\.(\d+)")
+
+
+def _version_of(binary: Path) -> tuple[int, int, int] | None:
+    try:
+        completed = runner.run([str(binary), "version"], timeout=20)
+    except errors.DrkitError:
+        return None
+    match = _VERSION.match(completed.stdout.strip())
+    return tuple(int(part) for part in match.groups()) if match else None  # type: ignore[return-value]
+
+
+def _checked(binary: Path) -> Path:
+    if not (binary.is_file() and os.access(binary, os.X_OK)):
+        raise errors.ResticMissing(f"restic not found at {binary}: {UPGRADE_HINT}")
+    version = _version_of(binary)
+    if version is None:
+        raise errors.ResticMissing(f"{binary} is not restic: {UPGRADE_HINT}")
+    if version < MINIMUM_VERSION:
+        found = ".".join(map(str, version))
+        raise errors.ResticMissing(f"restic {found} at {binary} is too old: {UPGRADE_HINT}")
+    return binary
+
+
+def _bundled_candidates() -> list[Path]:
+    """.tools/bin beside drkit's own installation: the source tree or the venv's parent."""
+    package_dir = Path(__file__).resolve().parents[2]
+    venv_parent = Path(sys.prefix).resolve().parent
+    return [
+        base / ".tools" / "bin" / "restic" for base in dict.fromkeys([package_dir, venv_parent])
+    ]
+
+
+def find_restic(configured: Path | None) -> Path:
+    """Return a usable restic: config, $DRKIT_RESTIC, .tools/bin beside drkit, then PATH.
+
+    A named binary that is missing or too old is an error; searched ones are skipped.
+    """
+    named = configured or (
+        Path(os.environ["DRKIT_RESTIC"]) if os.environ.get("DRKIT_RESTIC") else None
+    )
+    if named:
+        return _checked(named)
+    on_path = shutil.which("restic")
+    candidates = [*_bundled_candidates(), *([Path(on_path)] if on_path else [])]
+    too_old = []
+    for candidate in candidates:
+        if candidate.is_file():
+            try:
+                return _checked(candidate)
+            except errors.ResticMissing as exc:
+                too_old.append(exc.message)
+    if too_old:
+        raise errors.ResticMissing(too_old[0])
+    raise errors.ResticMissing(f"restic not found: {UPGRADE_HINT}")
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One restic snapshot as `restic snapshots --json` describes it."""
+
+    id: str
+    short_id: str
+    time: datetime
+    hostname: str
+    tags: list[str]
+    paths: list[str]
+    files: int | None
+    size: int | None
+
+    @classmethod
+    def from_json(cls, data: dict) -> Snapshot:
+        summary = data.get("summary") or {}
+        return cls(
+            id=data["id"],
+            short_id=data.get("short_id", data["id"][:8]),
+            time=_parse_time(data["time"]),
+            hostname=data.get("hostname", ""),
+            tags=list(data.get("tags") or []),
+            paths=list(data.get("paths") or []),
+            files=summary.get("total_files_processed"),
+            size=summary.get("total_bytes_processed"),
+        )
+
+
+@dataclass
+class BackupSummary:
+    """The summary line of `restic backup --json`, with every field defaulted."""
+
+    snapshot_id: str | None = None
+    files_new: int = 0
+    files_changed: int = 0
+    files_unmodified: int = 0
+    total_files_processed: int = 0
+    total_bytes_processed: int = 0
+    data_added: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+def _parse_time(text: str) -> datetime:
+    """Parse restic's RFC 3339 time with nanoseconds into an aware datetime."""
+    match = re.match(r"^(.*?T\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d)$", text)
+    if not match:
+        raise errors.ResticFailed(f"restic printed a time drkit cannot read: {text!r}")
+    base, fraction, zone = match.groups()
+    micro = (fraction or ".0")[1:7].ljust(6, "0")
+    return datetime.fromisoformat(f"{base}.{micro}{'+00:00' if zone == 'Z' else zone}")
+
+
+def _error_line(stderr: str) -> str:
+    """Pick the line that names the cause from restic's stderr (JSON or plain)."""
+    lines = [line.strip() for line in stderr.strip().splitlines() if line.strip()]
+    for line in reversed(lines):
+        if line.startswith("{"):
+            try:
+                message = json.loads(line).get("message")
+            except json.JSONDecodeError:
+                continue
+            if message:
+                return str(message).strip().splitlines()[0]
+        elif not line.startswith(("Usage", "Flags")):
+            return line
+    return "no message"
+
+
+class Restic:
+    """One restic repository, reached with a given binary, password file and S3 options."""
+
+    def __init__(
+        self,
+        binary: Path,
+        repository_url: str,
+        password_file: Path,
+        *,
+        region: str = "us-east-1",
+        ca_bundle: Path | None = None,
+    ):
+        self.binary = binary
+        self.repository_url = repository_url
+        self.password_file = password_file
+        self.region = region
+        self.ca_bundle = ca_bundle
+
+    def _argv(self, *args: str) -> list[str]:
+        argv = [str(self.binary), *args, "--json", "-o", f"s3.region={self.region}"]
+        argv += ["-o", "s3.bucket-lookup=path"]
+        if self.ca_bundle:
+            argv += ["--cacert", str(self.ca_bundle)]
+        return argv
+
+    def _env(self) -> dict[str, str]:
+        if not self.password_file.is_file():
+            raise errors.ConfigError(f"{self.password_file}: repository password file not found")
+        if not os.access(self.password_file, os.R_OK):
+            raise errors.ConfigError(f"{self.password_file}: repository password file unreadable")
+        return {
+            "RESTIC_REPOSITORY": self.repository_url,
+            "RESTIC_PASSWORD_FILE": str(self.password_file),
+            "AWS_DEFAULT_REGION": self.region,
+            "RESTIC_PROGRESS_FPS": "2",
+        }
+
+    def _raise_for(self, completed: runner.Completed, doing: str) -> None:
+        code = completed.returncode
+        if code == 0:
+            return
+        cause = _error_line(completed.stderr)
+        if code == 10:
+            raise errors.RepositoryMissing(
+                f"no restic repository at {self.repository_url}: run drkit init"
+            )
+        if code == 11:
+            raise errors.Busy(f"repository is locked by another run while {doing}: {cause}")
+        if code == 12:
+            raise errors.AuthenticationError(
+                f"wrong repository password (file {self.password_file}) for {self.repository_url}"
+            )
+        if code == 130:
+            raise errors.Interrupted(f"restic was interrupted while {doing}")
+        if code == 3:
+            raise errors.BackupIncomplete(
+                f"snapshot made but some files could not be read: {cause}"
+            )
+        if "no space left on device" in completed.stderr:
+            raise errors.LocalFilesystemError(f"disk full while {doing}: {cause}")
+        if code < 0:
+            raise errors.ResticFailed(f"restic was killed by signal {-code} while {doing}")
+        raise errors.ResticFailed(f"restic failed while {doing} (exit {code}): {cause}")
+
+    def _run(self, doing: str, *args: str, timeout: float = 300) -> runner.Completed:
+        completed = runner.run(self._argv(*args), env=self._env(), timeout=timeout)
+        self._raise_for(completed, doing)
+        return completed
+
+    def _json(self, completed: runner.Completed, doing: str):
+        try:
+            return json.loads(completed.stdout)
+        except json.JSONDecodeError:
+            raise errors.ResticFailed(
+                f"restic printed output drkit cannot parse while {doing}"
+            ) from None
+
+    def exists(self) -> bool:
+        """Return True when a repository answers at the location with this password."""
+        try:
+            self._run("opening the repository", "cat", "config", timeout=120)
+        except errors.RepositoryMissing:
+            return False
+        return True
+
+    def init(self) -> bool:
+        """Create the repository unless it exists; return True when it was created."""
+        if self.exists():
+            return False
+        self._run("initialising the repository", "init", timeout=120)
+        return True
+
+    def backup(
+        self,
+        relative_paths: list[str],
+        *,
+        cwd: Path,
+        host: str,
+        tags: list[str],
+        on_progress: Callable[[dict], None] | None = None,
+        timeout: float = 6 * 3600,
+    ) -> BackupSummary:
+        """Back up paths relative to cwd; return the summary; errors in the stream count.
+
+        Paths come from a file list (--files-from-verbatim) so that any name survives.
+        """
+        list_file = cwd / "var/lib/drkit/snapshot/files.list"
+        list_file.write_bytes(b"".join(p.encode() + b"\n" for p in relative_paths))
+        argv = self._argv(
+            "backup",
+            "--host",
+            host,
+            "--files-from-verbatim",
+            str(list_file),
+            "--retry-lock",
+            LOCK_WAIT,
+        )
+        for tag in tags:
+            argv += ["--tag", tag]
+        summary = BackupSummary()
+
+        def on_line(line: str) -> None:
+            try:
+                message = json.loads(line)
+            except json.JSONDecodeError:
+                return
+            kind = message.get("message_type")
+            if kind == "summary":
+                for name in vars(summary):
+                    if name in message and name != "errors":
+                        setattr(summary, name, message[name])
+            elif kind == "error":
+                item = message.get("item") or ""
+                cause = (message.get("error") or {}).get("message") or "unreadable"
+                summary.errors.append(f"{item}: {cause}".strip(": "))
+            elif kind == "status" and on_progress:
+                on_progress(message)
+
+        try:
+            completed = runner.run_lines(argv, on_line, env=self._env(), cwd=cwd, timeout=timeout)
+        finally:
+            list_file.unlink(missing_ok=True)
+        for line in completed.stderr.splitlines():
+            if '"message_type":"error"' in line.replace(" ", ""):
+                on_line(line)
+        self._raise_for(completed, "backing up")
+        if not summary.snapshot_id:
+            raise errors.ResticFailed("restic finished without reporting a snapshot id")
+        if summary.errors:
+            raise errors.BackupIncomplete(
+                f"snapshot {summary.snapshot_id[:8]} made but {len(summary.errors)} file(s) "
+                f"could not be read: {summary.errors[0]}"
+            )
+        return summary
+
+    def snapshots(self, host: str | None = None, tags: list[str] | None = None) -> list[Snapshot]:
+        """Return the repository's snapshots, oldest first, optionally for one host and tags."""
+        args = ["snapshots"]
+        if host:
+            args += ["--host", host]
+        for tag in tags or []:
+            args += ["--tag", tag]
+        completed = self._run("listing snapshots", *args, timeout=120)
+        found = [
+            Snapshot.from_json(item) for item in self._json(completed, "listing snapshots") or []
+        ]
+        return sorted(found, key=lambda snapshot: snapshot.time)
+
+    def dump_text(self, snapshot_id: str, node_path: str) -> str:
+        """Return one text file's contents from a snapshot (drkit's manifest and config)."""
+        doing = f"reading {node_path} from snapshot {snapshot_id[:8]}"
+        return self._run(doing, "dump", snapshot_id, node_path, timeout=300).stdout
+
+    def list_tree(self, snapshot_id: str) -> list[dict]:
+        """Return the snapshot's nodes from `restic ls --json` (path, type, mode, uid, gid...)."""
+        completed = self._run(f"listing snapshot {snapshot_id[:8]}", "ls", snapshot_id, timeout=600)
+        nodes = []
+        for line in completed.stdout.splitlines():
+            try:
+                item = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if item.get("struct_type") == "node" or item.get("message_type") == "node":
+                nodes.append(item)
+        return nodes
+
+    def restore(self, snapshot_id: str, target: Path, timeout: float = 6 * 3600) -> None:
+        """Restore a whole snapshot into target (an empty staging directory)."""
+        argv = self._argv("restore", snapshot_id, "--target", str(target))
+        completed = runner.run_lines(argv, lambda line: None, env=self._env(), timeout=timeout)
+        self._raise_for(completed, f"restoring snapshot {snapshot_id[:8]}")
+
+    def check(self, read_data_subset: str | None = None) -> None:
+        """Run restic check; raise when it finds problems."""
+        args = ["check", "--retry-lock", LOCK_WAIT]
+        if read_data_subset:
+            args += ["--read-data-subset", read_data_subset]
+        self._run("checking the repository", *args, timeout=3600)
