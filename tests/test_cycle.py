@@ -1,0 +1,305 @@
+"""The foundation end to end through the CLI: init, backup, destroy, restore, checks, smoke.
+
+Real SeaweedFS, real restic, real sshd: nothing here is mocked.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from drkit import sample_node
+from drkit.cli import app
+from drkit.engines import restic as restic_engine
+
+pytestmark = pytest.mark.integration
+RESTIC = str(restic_engine.find_restic(None))
+
+
+def drkit(*args: str, env: dict | None = None) -> tuple[int, dict]:
+    """Run the CLI in-process with --json; return the exit code and the one JSON document."""
+    result = CliRunner().invoke(app, [*args, "--json"], env=env, catch_exceptions=False)
+    return result.exit_code, json.loads(result.stdout)
+
+
+def tree_state(root: Path) -> dict[str, tuple]:
+    """Return every path under root with its content hash, mode and owner (for 'untouched')."""
+    state = {}
+    for path in sorted(root.rglob("*")):
+        info = path.lstat()
+        content = path.read_bytes() if path.is_file() and not path.is_symlink() else b""
+        state[str(path.relative_to(root))] = (info.st_mode, info.st_uid, info.st_gid, content)
+    return state
+
+
+class Node:
+    """A sample SFTP node under a prefix root with drkit initialised against the local S3."""
+
+    def __init__(self, root: Path, repository, work: Path):
+        self.root = root
+        self.repository = repository
+        self.config = work / "drkit.yaml"
+        self.made = sample_node.build(root, smoke_user="drill", chroot=True)
+        includes = [
+            f"--include={category}={pattern}"
+            for category, patterns in self.made["includes"].items()
+            for pattern in patterns
+        ]
+        code, self.init = drkit(
+            "init",
+            "--config", str(self.config),
+            "--node", "sftp-1",
+            "--root", str(root),
+            "--s3-endpoint", repository.s3_endpoint,
+            "--bucket", repository.bucket,
+            "--prefix", repository.prefix,
+            "--password-file", str(repository.password_file),
+            "--smoke-user", "drill",
+            "--state-dir", str(work / "state"),
+            "--lock-days", "1",
+            *includes,
+        )  # fmt: skip
+        assert code == 0, self.init
+
+    def run(self, *args: str, env: dict | None = None) -> tuple[int, dict]:
+        return drkit(*args, "--config", str(self.config), env=env)
+
+    def restic(self, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+        env = {
+            **os.environ,
+            "RESTIC_REPOSITORY": self.repository.restic_url,
+            "RESTIC_PASSWORD_FILE": str(self.repository.password_file),
+        }
+        return subprocess.run(
+            [RESTIC, *args], env=env, cwd=cwd, capture_output=True, text=True, check=False
+        )
+
+
+@pytest.fixture
+def node(node_root: Path, s3_repository, tmp_path: Path) -> Node:
+    work = node_root.parent / f"{node_root.name}-work"
+    work.mkdir(mode=0o755)
+    try:
+        yield Node(node_root / "root", s3_repository, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+@pytest.fixture
+def backed_up(node: Node) -> Node:
+    code, document = node.run("backup")
+    assert code == 0, document
+    node.snapshot_id = document["snapshot_id"]
+    return node
+
+
+def test_backup_destroy_restore_smoke(backed_up: Node):
+    node = backed_up
+    code, listed = node.run("snapshots")
+    assert code == 0 and [s["id"] for s in listed] == [node.snapshot_id]
+    assert listed[0]["node"] == "sftp-1" and listed[0]["time"].endswith("Z")
+    code, shown = node.run("show", "latest")
+    assert code == 0
+    assert shown["signer"] == node.init["signer"] and shown["trusted"]
+    assert {"config", "host_keys", "user_keys", "tls"} <= set(shown["categories"])
+    assert len(shown["host_keys"]) == 3
+    before = tree_state(node.root)
+
+    shutil.rmtree(node.root)
+    code, restored = node.run("restore", "latest", "--smoke")
+    assert code == 0, restored
+    assert restored["ok"] and restored["snapshot_id"] == node.snapshot_id
+    names = {check["name"]: check["status"] for check in restored["checks"]}
+    assert names["smoke: sftp login"] == "pass", restored["checks"]
+    assert names["smoke: file round trip"] == "pass", restored["checks"]
+    after = tree_state(node.root)
+    for path, state in before.items():
+        if not path.startswith("var/lib/drkit"):
+            assert after.get(path) == state, path
+
+
+def test_plain_restic_reads_the_repository(backed_up: Node, tmp_path: Path):
+    node = backed_up
+    listed = node.restic("snapshots", "--json")
+    assert listed.returncode == 0, listed.stderr
+    snapshot = json.loads(listed.stdout)[0]
+    assert snapshot["hostname"] == "sftp-1"
+    assert {"drkit", "node:sftp-1", "profile:openssh"} <= set(snapshot["tags"])
+    assert node.restic("check").returncode == 0
+    restored = node.restic("restore", "latest", "--target", str(tmp_path / "plain"))
+    assert restored.returncode == 0, restored.stderr
+    assert (tmp_path / "plain/etc/ssh/sshd_config").read_bytes() == (
+        node.root / "etc/ssh/sshd_config"
+    ).read_bytes()
+    assert (tmp_path / "plain/var/lib/drkit/snapshot/manifest.json").is_file()
+
+
+def test_dry_run_touches_nothing_and_force_is_needed(backed_up: Node):
+    node = backed_up
+    config_file = node.root / "etc/ssh/sshd_config"
+    config_file.write_text(config_file.read_text() + "# edited after the backup\n")
+    (node.root / "etc/ssh/ssh_host_ed25519_key.pub").unlink()
+    before = tree_state(node.root)
+
+    code, planned = node.run("restore", "latest", "--dry-run")
+    assert code == 0, planned
+    actions = {step["path"]: step["action"] for step in planned["plan"]}
+    assert actions["/etc/ssh/sshd_config"] == "change"
+    assert actions["/etc/ssh/ssh_host_ed25519_key.pub"] == "add"
+    assert actions["/etc/ssh/ssh_host_rsa_key"] == "unchanged"
+    assert tree_state(node.root) == before
+
+    code, refused = node.run("restore", "latest")
+    assert code == 6 and "--force" in refused["error"]["message"]
+    assert tree_state(node.root) == before
+
+    code, restored = node.run("restore", "latest", "--force")
+    assert code == 0, restored
+    assert "# edited after the backup" not in config_file.read_text()
+    assert (node.root / "etc/ssh/ssh_host_ed25519_key.pub").is_file()
+
+
+def test_restore_adds_missing_files_without_force(backed_up: Node):
+    node = backed_up
+    (node.root / "etc/ssh/ssh_host_rsa_key.pub").unlink()
+    code, restored = node.run("restore", "latest")
+    assert code == 0, restored
+    assert (node.root / "etc/ssh/ssh_host_rsa_key.pub").is_file()
+
+
+def _back_up_behind_drkits_back(node: Node) -> None:
+    """Make a snapshot with plain restic from the node as it is now (hostile or tampered)."""
+    paths = ["etc", "srv", "home", "var", "usr"]
+    made = node.restic(
+        "backup", "--host", "sftp-1", "--tag", "drkit", "--tag", "node:sftp-1",
+        "--tag", "profile:openssh", *[p for p in paths if (node.root / p).exists()],
+        cwd=node.root,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+
+
+def test_tampered_manifest_is_refused(backed_up: Node, tmp_path: Path):
+    node = backed_up
+    manifest_file = node.root / "var/lib/drkit/snapshot/manifest.json"
+    manifest_file.write_text(
+        manifest_file.read_text().replace('"node": "sftp-1"', '"node": "sftp-1" ')
+    )
+    _back_up_behind_drkits_back(node)
+    target = tmp_path / "target"
+    code, refused = node.run("restore", "latest", "--target", str(target))
+    assert code == 6 and "signature" in refused["error"]["message"]
+    assert not target.exists() or not any(target.rglob("*"))
+
+
+def test_tampered_file_is_refused(backed_up: Node, tmp_path: Path):
+    node = backed_up
+    key = node.root / "etc/ssh/ssh_host_ed25519_key.pub"
+    key.write_text(key.read_text().replace("AAAA", "BBBB", 1))
+    _back_up_behind_drkits_back(node)
+    target = tmp_path / "target"
+    code, refused = node.run("restore", "latest", "--target", str(target))
+    assert code == 6, refused
+    assert "ssh_host_ed25519_key.pub" in refused["error"]["message"]
+    assert not target.exists() or not any(target.rglob("*"))
+
+
+def test_bare_metal_restore_needs_trust(backed_up: Node, tmp_path: Path):
+    node = backed_up
+    coordinates = [
+        "--s3-endpoint", node.repository.s3_endpoint, "--bucket", node.repository.bucket,
+        "--prefix", node.repository.prefix, "--password-file", str(node.repository.password_file),
+        "--node", "sftp-1",
+    ]  # fmt: skip
+    target = tmp_path / "bare"
+    code, refused = drkit("restore", "latest", *coordinates, "--target", str(target))
+    assert code == 6 and node.init["signer"] in refused["error"]["message"]
+    assert not target.exists() or not any(target.rglob("*"))
+
+    code, restored = drkit(
+        "restore", "latest", *coordinates, "--target", str(target),
+        "--trust-key", node.init["signer"],
+    )  # fmt: skip
+    assert code == 0, restored
+    assert restored["trust"] == "config"
+    code, restored = drkit(
+        "restore", "latest", *coordinates, "--target", str(tmp_path / "tofu"),
+        "--trust-snapshot-signer",
+    )  # fmt: skip
+    assert code == 0 and restored["trust"] == "snapshot"
+
+
+def test_check_in_place(backed_up: Node):
+    node = backed_up
+    code, checked = node.run("check")
+    assert code == 0, checked
+    assert {c["name"]: c["status"] for c in checked["checks"]}["matches snapshot"] == "pass"
+    (node.root / "etc/ssh/ssh_host_ed25519_key").chmod(0o644)
+    code, checked = node.run("check")
+    assert code == 1 and not checked["ok"]
+
+
+def test_restore_at_and_snapshot_selection_errors(backed_up: Node):
+    node = backed_up
+    code, document = node.run("restore", "latest", "--at", "2001-01-01T00:00", "--dry-run")
+    assert code == 2 and "no snapshot at or before" in document["error"]["message"]
+    code, document = node.run("restore", "deadbeef", "--dry-run")
+    assert code == 2
+    code, document = node.run("restore", "latest~5", "--dry-run")
+    assert code == 2
+    code, document = node.run("restore", "latest", "--at", "yesterday", "--dry-run")
+    assert code == 2
+
+
+def test_snapshot_of_another_node_is_refused(backed_up: Node):
+    node = backed_up
+    text = node.config.read_text().replace("node: sftp-1", "node: sftp-2")
+    other = node.config.with_name("other.yaml")
+    other.write_text(text)
+    code, document = drkit("restore", node.snapshot_id[:8], "--dry-run", "--config", str(other))
+    assert code == 6 and "belongs to node sftp-1" in document["error"]["message"]
+
+
+def test_wrong_password_exits_5(backed_up: Node, tmp_path: Path):
+    node = backed_up
+    wrong = tmp_path / "wrong.pass"
+    wrong.write_text("not the password\n")
+    wrong.chmod(0o600)
+    config = node.config.read_text().replace(str(node.repository.password_file), str(wrong))
+    node.config.write_text(config)
+    code, document = node.run("snapshots")
+    assert code == 5, document
+    assert "not the password" not in json.dumps(document)
+
+
+def test_missing_bucket_and_unreachable_s3_exit_4(node: Node, tmp_path: Path):
+    text = node.config.read_text()
+    node.config.write_text(text.replace(node.repository.bucket, "no-such-bucket-here"))
+    code, document = node.run("backup")
+    assert code == 4 and "does not exist" in document["error"]["message"]
+    node.config.write_text(text.replace(node.repository.s3_endpoint, "http://127.0.0.1:9"))
+    code, document = node.run("snapshots")
+    assert code == 4 and "unreachable" in document["error"]["message"]
+
+
+def test_restic_missing_or_too_old_exits_8(node: Node, tmp_path: Path):
+    code, document = node.run("snapshots", env={"DRKIT_RESTIC": str(tmp_path / "nope")})
+    assert code == 8 and "restic" in document["error"]["message"]
+    old = tmp_path / "restic"
+    old.write_text("#!/bin/sh\necho 'restic 0.14.0 compiled with go1.19 on linux/amd64'\n")
+    old.chmod(0o755)
+    code, document = node.run("snapshots", env={"DRKIT_RESTIC": str(old)})
+    assert code == 8 and "too old" in document["error"]["message"]
+
+
+def test_unwritable_target_exits_9(backed_up: Node, tmp_path: Path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory\n")
+    code, document = backed_up.run("restore", "latest", "--target", str(blocker / "under"))
+    assert code == 9, document
+    assert blocker.read_text() == "not a directory\n"

@@ -1,0 +1,168 @@
+"""Fast unit tests: config validation, signing, manifest, apply/rollback, CLI error shapes."""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from drkit import errors
+from drkit.cli import app
+from drkit.config import parse_config
+from drkit.engines import apply, keys, manifest
+from drkit.engines import restic as restic_engine
+from drkit.profiles.base import Entry, Inventory
+
+GOOD = """
+node: sftp-1
+servers: [openssh]
+repository:
+  s3_endpoint: http://127.0.0.1:8333
+  bucket: dr-backups
+  prefix: sftp-1
+  password_file: /etc/drkit/repo.pass
+signing_key: /etc/drkit/signing.key
+"""
+
+
+def test_config_defaults_and_repository_url():
+    config = parse_config(GOOD, "drkit.yaml")
+    assert config.repository.restic_url == "s3:http://127.0.0.1:8333/dr-backups/sftp-1"
+    assert config.objectives.rpo == "15m" and config.root == Path("/")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("node: [", "is not valid YAML"),
+        ("- a list", "expected a mapping"),
+        (GOOD + "colour: blue\n", "colour: unknown setting"),
+        (GOOD.replace("http://127.0.0.1:8333", "ftp://x"), "repository.s3_endpoint"),
+        (GOOD.replace("bucket: dr-backups", "bucket: x"), "repository.bucket"),
+        (GOOD.replace("node: sftp-1", "node: 'bad name'"), "node"),
+        (GOOD + "objectives: {rpo: soon}\n", "objectives.rpo"),
+        (GOOD + "schedule: {backup: '61 * * * *'}\n", "schedule.backup"),
+        (GOOD + "includes: {secrets: [/x]}\n", "unknown category"),
+        (GOOD + "trusted_keys: [abc]\n", "trusted_keys"),
+        (GOOD.replace("servers: [openssh]", "servers: [iis]"), "servers.0"),
+        (GOOD.replace("  prefix: sftp-1\n", ""), "repository.prefix"),
+    ],
+)
+def test_config_errors_name_file_and_field(text, expected):
+    with pytest.raises(errors.ConfigError) as caught:
+        parse_config(text, "/etc/drkit/drkit.yaml")
+    assert caught.value.message.startswith("/etc/drkit/drkit.yaml:")
+    assert expected in caught.value.message
+
+
+def test_signing_fingerprint_matches_ssh_keygen_and_detects_tampering(tmp_path: Path):
+    fingerprint = keys.generate_signing_key(tmp_path / "signing.key")
+    assert (tmp_path / "signing.key").stat().st_mode & 0o777 == 0o600
+    key = keys.load_signing_key(tmp_path / "signing.key")
+    document = keys.sign(key, b"manifest bytes")
+    assert document["signer"] == fingerprint
+    assert keys.verify_signature(document, b"manifest bytes") == fingerprint
+    (tmp_path / "signing.pub").write_text(document["public_key"] + "\n")
+    from drkit import runner
+
+    listed = runner.run(["ssh-keygen", "-l", "-f", str(tmp_path / "signing.pub")])
+    assert listed.stdout.split()[1] == fingerprint
+    with pytest.raises(errors.Refused):
+        keys.verify_signature(document, b"manifest bytes!")
+    assert keys.generate_signing_key(tmp_path / "signing.key") == fingerprint
+
+
+def _tree(root: Path) -> Inventory:
+    (root / "etc/app").mkdir(parents=True)
+    (root / "etc/app/server.ini").write_text("[server]\nname = one\n")
+    (root / "etc/app/tls.key").write_text("secret\n")
+    (root / "etc/app/tls.key").chmod(0o600)
+    (root / "etc/app/link").symlink_to("server.ini")
+    return Inventory(files=[Entry("/etc/app/server.ini", "config"), Entry("/etc/app/tls.key", "tls")],
+                     dirs=[Entry("/etc/app", "config")])  # fmt: skip
+
+
+def _build(root: Path, inventory: Inventory) -> dict:
+    return manifest.build(
+        root, inventory, node="n", profiles=["openssh"], accounts=[], created=datetime.now(UTC)
+    )
+
+
+def test_manifest_records_files_and_detects_differences(tmp_path: Path):
+    inventory = _tree(tmp_path)
+    built = _build(tmp_path, inventory)
+    by_path = {entry["path"]: entry for entry in built["files"]}
+    assert by_path["/etc/app/tls.key"]["mode"] == "0600"
+    assert by_path["/etc/app/link"] == by_path["/etc/app/link"] | {
+        "type": "symlink",
+        "link": "server.ini",
+    }
+    assert manifest.leaf_paths(built) == ["etc/app/link", "etc/app/server.ini", "etc/app/tls.key"]
+    entry = by_path["/etc/app/server.ini"]
+    assert manifest.compare_entry(tmp_path / "etc/app/server.ini", entry) is None
+    (tmp_path / "etc/app/server.ini").write_text("[server]\nname = two\n")
+    assert "sha256" in manifest.compare_entry(tmp_path / "etc/app/server.ini", entry)
+    os.chmod(tmp_path / "etc/app/server.ini", 0o666)
+    (tmp_path / "etc/app/server.ini").write_text("[server]\nname = one\n")
+    assert "mode" in manifest.compare_entry(tmp_path / "etc/app/server.ini", entry)
+
+
+def test_apply_rolls_back_everything_on_failure(tmp_path: Path):
+    staging, target = tmp_path / "staging", tmp_path / "target"
+    built = _build(staging, _tree(staging))
+    (target / "etc/app").mkdir(parents=True)
+    (target / "etc/app/server.ini").write_text("old\n")
+    before = (target / "etc/app/server.ini").read_text()
+    steps = apply.plan(target, built)
+    assert {s.path: s.action for s in steps}["/etc/app/server.ini"] == "change"
+    entries = {entry["path"]: entry for entry in built["files"]}
+    (staging / "etc/app/tls.key").unlink()  # the copy of the last file fails
+    applier = apply.Applier(target, staging, tmp_path / "kept")
+    with pytest.raises(errors.LocalFilesystemError):
+        applier.apply([s for s in steps if s.action != "unchanged"], entries)
+    assert (target / "etc/app/server.ini").read_text() == before
+    assert sorted(p.name for p in (target / "etc/app").iterdir()) == ["server.ini"]
+
+
+def test_apply_replaces_and_keeps_modes(tmp_path: Path):
+    staging, target = tmp_path / "staging", tmp_path / "target"
+    built = _build(staging, _tree(staging))
+    entries = {entry["path"]: entry for entry in built["files"]}
+    steps = apply.plan(target, built)
+    assert {s.action for s in steps} == {"add"}
+    apply.Applier(target, staging, tmp_path / "kept").apply(steps, entries)
+    assert (target / "etc/app/tls.key").stat().st_mode & 0o777 == 0o600
+    assert os.readlink(target / "etc/app/link") == "server.ini"
+    assert all(step.action == "unchanged" for step in apply.plan(target, built))
+
+
+def test_named_restic_that_is_missing_or_old_is_refused(tmp_path: Path, monkeypatch):
+    with pytest.raises(errors.ResticMissing, match="not found"):
+        restic_engine.find_restic(tmp_path / "restic")
+    old = tmp_path / "old-restic"
+    old.write_text("#!/bin/sh\necho 'restic 0.14.0 compiled with go1.19 on linux/amd64'\n")
+    old.chmod(0o755)
+    monkeypatch.setenv("DRKIT_RESTIC", str(old))
+    with pytest.raises(errors.ResticMissing, match="too old.*bootstrap"):
+        restic_engine.find_restic(None)
+    monkeypatch.delenv("DRKIT_RESTIC")
+    found = restic_engine.find_restic(None)
+    assert found.name == "restic"
+
+
+def test_cli_errors_are_one_json_document_or_one_line(tmp_path: Path):
+    runner = CliRunner()
+    missing = str(tmp_path / "none.yaml")
+    result = runner.invoke(app, ["backup", "--config", missing, "--json"])
+    assert result.exit_code == 2
+    document = json.loads(result.stdout)
+    assert document["ok"] is False and document["error"]["kind"] == "config"
+    result = runner.invoke(app, ["backup", "--config", missing])
+    assert result.exit_code == 2
+    assert result.stderr.strip().count("\n") == 0 and "Traceback" not in result.stderr
+    result = runner.invoke(app, ["restore", "--trust-key", "nope", "--config", missing, "--json"])
+    assert result.exit_code == 2
