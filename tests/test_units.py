@@ -82,8 +82,8 @@ def _tree(root: Path) -> Inventory:
     (root / "etc/app/tls.key").write_text("secret\n")
     (root / "etc/app/tls.key").chmod(0o600)
     (root / "etc/app/link").symlink_to("server.ini")
-    return Inventory(files=[Entry("/etc/app/server.ini", "config"), Entry("/etc/app/tls.key", "tls")],
-                     dirs=[Entry("/etc/app", "config")])  # fmt: skip
+    files = [Entry("/etc/app/server.ini", "config"), Entry("/etc/app/tls.key", "tls")]
+    return Inventory(files=files, dirs=[Entry("/etc/app", "config")])
 
 
 def _build(root: Path, inventory: Inventory) -> dict:
@@ -147,7 +147,7 @@ def test_named_restic_that_is_missing_or_old_is_refused(tmp_path: Path, monkeypa
     old.write_text("#!/bin/sh\necho 'restic 0.14.0 compiled with go1.19 on linux/amd64'\n")
     old.chmod(0o755)
     monkeypatch.setenv("DRKIT_RESTIC", str(old))
-    with pytest.raises(errors.ResticMissing, match="too old.*bootstrap"):
+    with pytest.raises(errors.ResticMissing, match=r"too old.*bootstrap"):
         restic_engine.find_restic(None)
     monkeypatch.delenv("DRKIT_RESTIC")
     found = restic_engine.find_restic(None)
