@@ -1,0 +1,76 @@
+"""drkit storage init / verify: create the bucket locked and versioned, and check it stays so."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from drkit.config import Config
+
+log = logging.getLogger(__name__)
+
+
+def _storage(config: Config):
+    from drkit.engines.storage import Storage  # boto3 only for commands that talk to S3
+
+    return Storage(config.repository)
+
+
+def init(config: Config) -> dict[str, Any]:
+    """Create or adopt the bucket with versioning and default retention; return what was done.
+
+    JSON: {ok, bucket, endpoint, created, changes, versioning, object_lock, problems}; ok is
+    false when the bucket does not end up versioned and locked as the config says.
+    """
+    repository = config.repository
+    log.info(
+        "initialising bucket %s at %s (object lock %s %d days)",
+        repository.bucket,
+        repository.s3_endpoint,
+        repository.object_lock.mode,
+        repository.object_lock.days,
+    )
+    storage = _storage(config)
+    done = storage.init_bucket(repository.object_lock)
+    checked = storage.verify(repository.object_lock)
+    problems = list(done["problems"])
+    problems += [problem for problem in checked["problems"] if problem not in problems]
+    for change in done["changes"]:
+        log.info("bucket %s: %s", repository.bucket, change)
+    if not done["changes"]:
+        log.info("bucket %s already as configured", repository.bucket)
+    for problem in problems:
+        log.warning("bucket %s: %s", repository.bucket, problem)
+    return {
+        "ok": not problems,
+        "bucket": repository.bucket,
+        "endpoint": repository.s3_endpoint,
+        "created": done["created"],
+        "changes": done["changes"],
+        "versioning": checked["versioning"],
+        "object_lock": checked["object_lock"],
+        "problems": problems,
+    }
+
+
+def verify(config: Config) -> dict[str, Any]:
+    """Check the bucket's versioning and object lock against the config.
+
+    JSON: {ok, bucket, endpoint, versioning, object_lock, problems}. A missing bucket, an
+    unreachable endpoint or refused credentials raise (exit 4 or 5) instead.
+    """
+    repository = config.repository
+    log.info("verifying bucket %s at %s", repository.bucket, repository.s3_endpoint)
+    storage = _storage(config)
+    storage.probe()
+    checked = storage.verify(repository.object_lock)
+    for problem in checked["problems"]:
+        log.warning("bucket %s: %s", repository.bucket, problem)
+    return {
+        "ok": checked["ok"],
+        "bucket": repository.bucket,
+        "endpoint": repository.s3_endpoint,
+        "versioning": checked["versioning"],
+        "object_lock": checked["object_lock"],
+        "problems": checked["problems"],
+    }

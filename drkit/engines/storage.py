@@ -1,0 +1,425 @@
+"""The S3 bucket through boto3: reachability, posture (versioning, object lock), JSON objects.
+
+Every boto3 call goes through `Storage._call`, which turns botocore's exceptions into one-line
+drkit errors: StorageError (exit 4) for an unreachable endpoint, a TLS failure or a missing
+bucket; AuthenticationError (exit 5) for refused or missing credentials. Messages never carry
+secrets. Only commands that talk to S3 import this module (boto3 costs ~165 ms to import).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Iterable
+from typing import Any
+
+import boto3
+import botocore.exceptions as boto_errors
+from botocore.config import Config as BotoConfig
+
+from drkit import errors
+from drkit.config import ObjectLock, Repository
+
+log = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT_SECONDS = 5
+READ_TIMEOUT_SECONDS = 15
+MAX_ATTEMPTS = 3  # 3 x (5 s connect or 15 s read) + backoff stays under the 60 s budget
+
+_AUTH_CODES = {
+    "InvalidAccessKeyId": "the access key ID is not known to the server",
+    "SignatureDoesNotMatch": "the secret key does not match the access key ID",
+    "AccessDenied": "access denied",
+    "403": "access denied (403 Forbidden)",
+    "Forbidden": "access denied (403 Forbidden)",
+    "InvalidToken": "the session token is invalid",
+    "ExpiredToken": "the session token has expired",
+    "TokenRefreshRequired": "the session token has expired",
+    "RequestTimeTooSkewed": "the clock of this machine differs too much from the server's",
+}
+_REGION_CODES = {"PermanentRedirect", "AuthorizationHeaderMalformed", "301"}
+_MISSING_BUCKET_CODES = {"NoSuchBucket"}
+_UNSUPPORTED_CODES = ("NotImplemented", "MethodNotAllowed", "XNotImplemented")
+_LOCK_MISSING_CODES = ("ObjectLockConfigurationNotFoundError", *_UNSUPPORTED_CODES)
+_ERRNO_TEXT = re.compile(r"\[Errno -?\d+\]\s*([^\)\"'\]]+)")
+
+
+def _one_line(text: str, limit: int = 200) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _error_code(exc: boto_errors.ClientError) -> tuple[str, int]:
+    error = exc.response.get("Error", {}) or {}
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0
+    return str(error.get("Code", status or "")), int(status)
+
+
+def _network_reason(exc: Exception) -> str:
+    """Return the part of a connection error that names the cause: 'Connection refused'..."""
+    if isinstance(exc, boto_errors.ConnectTimeoutError):
+        return "connection timed out"
+    if isinstance(exc, boto_errors.ReadTimeoutError):
+        return "no answer (read timed out)"
+    if isinstance(exc, boto_errors.ConnectionClosedError):
+        return "connection closed by the server"
+    inner = getattr(exc, "kwargs", {}).get("error")
+    match = _ERRNO_TEXT.search(str(inner or exc))
+    if match:
+        return match.group(1).strip().rstrip(".").lower()
+    return _one_line(str(inner or exc), 120)
+
+
+class Storage:
+    """The repository's S3 bucket, reached with the credentials of the environment.
+
+    Credentials come from boto3's usual chain (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY,
+    AWS_PROFILE, shared files, instance roles); the endpoint, region and CA bundle from the
+    repository section of the config.
+    """
+
+    def __init__(self, repository: Repository, *, session: boto3.session.Session | None = None):
+        self.repository = repository
+        self.bucket = repository.bucket
+        self.endpoint = repository.s3_endpoint
+        self.region = repository.region
+        self.ca_bundle = repository.ca_bundle
+        if self.ca_bundle is not None and not self.ca_bundle.is_file():
+            raise errors.ConfigError(
+                f"repository.ca_bundle: {self.ca_bundle} does not exist or is not a file"
+            )
+        session = session or boto3.session.Session()
+        self.client = session.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            region_name=self.region,
+            verify=str(self.ca_bundle) if self.ca_bundle else True,
+            config=BotoConfig(
+                connect_timeout=CONNECT_TIMEOUT_SECONDS,
+                read_timeout=READ_TIMEOUT_SECONDS,
+                retries={"max_attempts": MAX_ATTEMPTS, "mode": "standard"},
+                s3={"addressing_style": "path"},
+            ),
+        )
+
+    # -- the one door to boto3 -----------------------------------------------------------
+
+    def _call(self, method: str, *, tolerate: Iterable[str] = (), **params: Any) -> dict | None:
+        """Call client.<method>(**params) and return its response.
+
+        Return None when S3 answers with an error code listed in `tolerate`; turn every other
+        failure into a StorageError or AuthenticationError of one line.
+        """
+        try:
+            response = getattr(self.client, method)(**params)
+        except boto_errors.ClientError as exc:
+            code, _status = _error_code(exc)
+            if code in set(tolerate):
+                log.debug("s3 %s on %s: tolerated %s", method, self.bucket, code)
+                return None
+            raise self._translate(exc, method) from None
+        except boto_errors.BotoCoreError as exc:
+            raise self._translate(exc, method) from None
+        response.pop("ResponseMetadata", None)
+        return response
+
+    def _translate(self, exc: Exception, method: str) -> errors.DrkitError:
+        """Return the drkit error that says in one line why `method` failed."""
+        where = f"S3 endpoint {self.endpoint}"
+        if isinstance(exc, boto_errors.NoCredentialsError | boto_errors.PartialCredentialsError):
+            return errors.AuthenticationError(
+                "no S3 credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
+                "(or AWS_PROFILE)"
+            )
+        if isinstance(exc, boto_errors.SSLError):
+            reason = self._tls_reason(exc)
+            if self.ca_bundle:
+                hint = f"does the CA bundle {self.ca_bundle} (repository.ca_bundle) sign it?"
+            else:
+                hint = "set repository.ca_bundle to the PEM file of the CA that signs it"
+            return errors.StorageError(f"TLS verification of {where} failed ({reason}): {hint}")
+        if isinstance(exc, boto_errors.ConnectionError | boto_errors.HTTPClientError):
+            return errors.StorageError(f"{where} unreachable: {_network_reason(exc)}")
+        if isinstance(exc, boto_errors.ClientError):
+            code, status = _error_code(exc)
+            operation = getattr(exc, "operation_name", method)
+            if code in _MISSING_BUCKET_CODES or (
+                status == 404 and method in ("head_bucket", "create_bucket")
+            ):
+                return errors.StorageError(
+                    f"bucket {self.bucket} does not exist at {self.endpoint}: "
+                    "run drkit storage init"
+                )
+            if code in _REGION_CODES or status == 301:
+                return errors.StorageError(
+                    f"bucket {self.bucket} is not in region {self.region}: "
+                    "set repository.region to the bucket's region"
+                )
+            if code in _AUTH_CODES or status == 403:
+                why = _AUTH_CODES.get(code, f"{code} ({status})")
+                return errors.AuthenticationError(
+                    f"S3 refused the credentials for bucket {self.bucket} at {self.endpoint} "
+                    f"on {operation}: {why}; check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY "
+                    "(or AWS_PROFILE) and the key's permissions"
+                )
+            message = _one_line(exc.response.get("Error", {}).get("Message", ""))
+            return errors.StorageError(
+                f"S3 {operation} on bucket {self.bucket} at {self.endpoint} failed: "
+                f"{code} {message}".rstrip()
+            )
+        return errors.StorageError(f"S3 {method} at {self.endpoint} failed: {_one_line(str(exc))}")
+
+    @staticmethod
+    def _tls_reason(exc: Exception) -> str:
+        text = str(getattr(exc, "kwargs", {}).get("error") or exc)
+        match = re.search(r"certificate verify failed:\s*([^\(\)\"'\]]+)", text)
+        if match:
+            return "certificate verify failed: " + match.group(1).strip()
+        match = re.search(r"\[SSL[^\]]*\]\s*([^\(\)\"'\]]+)", text)
+        return _one_line(match.group(1) if match else text, 120)
+
+    # -- reachability and posture --------------------------------------------------------
+
+    def probe(self) -> None:
+        """Check that the endpoint answers, the credentials are accepted and the bucket exists.
+
+        Raise StorageError or AuthenticationError with one clear line otherwise.
+        """
+        try:
+            self._call("head_bucket", Bucket=self.bucket)
+        except errors.AuthenticationError as refused:
+            # HEAD answers carry no error code; a GET says which of key, secret or policy failed
+            if "403 Forbidden" not in refused.message:
+                raise
+            self._call("get_bucket_versioning", Bucket=self.bucket)
+            raise
+        log.debug("s3 bucket %s at %s answers", self.bucket, self.endpoint)
+
+    def bucket_exists(self) -> bool:
+        """Return True when the bucket exists (and the credentials may see it)."""
+        return (
+            self._call("head_bucket", tolerate=("404", "NoSuchBucket"), Bucket=self.bucket)
+            is not None
+        )
+
+    def versioning(self) -> str:
+        """Return the bucket's versioning status: Enabled, Suspended or Off."""
+        response = self._call(
+            "get_bucket_versioning", tolerate=_UNSUPPORTED_CODES, Bucket=self.bucket
+        )
+        return (response or {}).get("Status") or "Off"
+
+    def object_lock(self) -> dict[str, Any]:
+        """Return {enabled, mode, days} of the bucket's object lock and default retention."""
+        response = self._call(
+            "get_object_lock_configuration", tolerate=_LOCK_MISSING_CODES, Bucket=self.bucket
+        )
+        configuration = (response or {}).get("ObjectLockConfiguration", {})
+        retention = configuration.get("Rule", {}).get("DefaultRetention", {})
+        lock: dict[str, Any] = {
+            "enabled": configuration.get("ObjectLockEnabled") == "Enabled",
+            "mode": retention.get("Mode"),
+            "days": retention.get("Days"),
+        }
+        if retention.get("Years") is not None:
+            lock["years"] = retention["Years"]
+        return lock
+
+    def posture(self) -> dict[str, Any]:
+        """Return {bucket, exists, versioning, object_lock: {enabled, mode, days}}."""
+        if not self.bucket_exists():
+            return {
+                "bucket": self.bucket,
+                "exists": False,
+                "versioning": "Off",
+                "object_lock": {"enabled": False, "mode": None, "days": None},
+            }
+        return {
+            "bucket": self.bucket,
+            "exists": True,
+            "versioning": self.versioning(),
+            "object_lock": self.object_lock(),
+        }
+
+    def init_bucket(self, object_lock: ObjectLock) -> dict[str, Any]:
+        """Create (or adopt) the bucket with versioning and default object-lock retention.
+
+        Idempotent. Return {bucket, created, changes: [...], problems: [...], versioning,
+        object_lock}: what was done, and what could not be done (an existing bucket without
+        object lock that refuses to get it is reported, not raised).
+        """
+        changes: list[str] = []
+        problems: list[str] = []
+        created = False
+        if not self.bucket_exists():
+            params: dict[str, Any] = {"Bucket": self.bucket, "ObjectLockEnabledForBucket": True}
+            if self.region != "us-east-1":
+                params["CreateBucketConfiguration"] = {"LocationConstraint": self.region}
+            created = (
+                self._call("create_bucket", tolerate=("BucketAlreadyOwnedByYou",), **params)
+                is not None
+            )
+            if created:
+                changes.append(f"created bucket {self.bucket} with object lock enabled")
+                log.info("created bucket %s at %s with object lock", self.bucket, self.endpoint)
+
+        if self.versioning() != "Enabled":
+            done = self._call(
+                "put_bucket_versioning",
+                tolerate=("InvalidBucketState", *_UNSUPPORTED_CODES),
+                Bucket=self.bucket,
+                VersioningConfiguration={"Status": "Enabled"},
+            )
+            if done is None:
+                problems.append(f"the server refused to enable versioning on bucket {self.bucket}")
+            else:
+                changes.append("enabled versioning")
+                log.info("enabled versioning on bucket %s", self.bucket)
+
+        wanted = {"enabled": True, "mode": object_lock.mode, "days": object_lock.days}
+        current = self.object_lock()
+        if {key: current.get(key) for key in wanted} != wanted or "years" in current:
+            done = self._call(
+                "put_object_lock_configuration",
+                tolerate=("InvalidBucketState", "InvalidRequest", *_LOCK_MISSING_CODES),
+                Bucket=self.bucket,
+                ObjectLockConfiguration={
+                    "ObjectLockEnabled": "Enabled",
+                    "Rule": {
+                        "DefaultRetention": {"Mode": object_lock.mode, "Days": object_lock.days}
+                    },
+                },
+            )
+            if done is None:
+                problems.append(
+                    f"bucket {self.bucket} was created without object lock and the server "
+                    "refuses to enable it: use a new bucket name so drkit can create it locked"
+                )
+            else:
+                what = "set" if current["enabled"] else "enabled object lock with"
+                changes.append(
+                    f"{what} default retention {object_lock.mode} {object_lock.days} days"
+                )
+                log.info(
+                    "bucket %s: default retention %s %d days",
+                    self.bucket,
+                    object_lock.mode,
+                    object_lock.days,
+                )
+
+        posture = self.posture()
+        return {
+            "bucket": self.bucket,
+            "created": created,
+            "changes": changes,
+            "problems": problems,
+            "versioning": posture["versioning"],
+            "object_lock": posture["object_lock"],
+        }
+
+    def verify(self, expected_object_lock: ObjectLock) -> dict[str, Any]:
+        """Compare the bucket with the config: {ok, bucket, versioning, object_lock, problems}.
+
+        A missing bucket is not a finding but a StorageError (exit 4).
+        """
+        posture = self.posture()
+        if not posture["exists"]:
+            raise errors.StorageError(
+                f"bucket {self.bucket} does not exist at {self.endpoint}: run drkit storage init"
+            )
+        problems: list[str] = []
+        versioning = posture["versioning"]
+        if versioning != "Enabled":
+            problems.append(
+                f"versioning is {versioning}, not Enabled: overwritten or deleted objects "
+                "cannot be recovered"
+            )
+        lock = posture["object_lock"]
+        expected = f"{expected_object_lock.mode} {expected_object_lock.days} days"
+        if not lock["enabled"]:
+            problems.append(
+                f"object lock is not enabled on bucket {self.bucket}: backups can be deleted "
+                "with the bucket's credentials"
+            )
+        elif lock["mode"] is None:
+            problems.append(f"object lock has no default retention; the config says {expected}")
+        else:
+            if lock["mode"] != expected_object_lock.mode:
+                problems.append(
+                    f"default retention mode is {lock['mode']}, the config says "
+                    f"{expected_object_lock.mode}"
+                )
+            if lock["days"] != expected_object_lock.days:
+                actual = (
+                    f"{lock['days']} days"
+                    if lock["days"] is not None
+                    else f"{lock.get('years')} years"
+                )
+                problems.append(
+                    f"default retention is {actual}, the config says {expected_object_lock.days}"
+                )
+        return {
+            "ok": not problems,
+            "bucket": self.bucket,
+            "versioning": versioning,
+            "object_lock": lock,
+            "problems": problems,
+        }
+
+    # -- drkit's own objects at the bucket root ------------------------------------------
+
+    def _check_key(self, key: str) -> str:
+        prefix = self.repository.prefix.strip("/")
+        if not key or key.startswith("/") or ".." in key.split("/"):
+            raise errors.UsageError(f"invalid object key {key!r}")
+        if key == prefix or key.startswith(prefix + "/"):
+            raise errors.UsageError(
+                f"object key {key!r} is inside the restic repository {prefix}/: drkit's own "
+                "objects live beside it"
+            )
+        return key
+
+    def put_json(self, key: str, obj: Any) -> str | None:
+        """Store obj as JSON at key (e.g. status/<node>.json); return the new version id."""
+        body = json.dumps(obj, indent=2, sort_keys=True, default=str).encode()
+        response = self._call(
+            "put_object",
+            Bucket=self.bucket,
+            Key=self._check_key(key),
+            Body=body,
+            ContentType="application/json",
+        )
+        return (response or {}).get("VersionId")
+
+    def get_json(self, key: str) -> Any | None:
+        """Return the JSON document at key, or None when there is none."""
+        response = self._call(
+            "get_object",
+            tolerate=("NoSuchKey", "404"),
+            Bucket=self.bucket,
+            Key=self._check_key(key),
+        )
+        if response is None:
+            return None
+        try:
+            body = response["Body"].read()
+        except (boto_errors.BotoCoreError, OSError) as exc:
+            raise self._translate(exc, "get_object") from None
+        try:
+            return json.loads(body)
+        except ValueError:
+            raise errors.StorageError(f"s3://{self.bucket}/{key} is not valid JSON") from None
+
+    def list_keys(self, prefix: str = "") -> list[str]:
+        """Return the keys under prefix (e.g. reports/<node>/), sorted."""
+        keys: list[str] = []
+        params: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix}
+        while True:
+            response = self._call("list_objects_v2", **params) or {}
+            keys.extend(item["Key"] for item in response.get("Contents", []))
+            token = response.get("NextContinuationToken")
+            if not response.get("IsTruncated") or not token:
+                break
+            params["ContinuationToken"] = token
+        return sorted(keys)

@@ -1,0 +1,80 @@
+"""Shared fixtures: sandbox roots under a root-owned directory (sshd refuses chroots under /tmp)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from drkit import config
+
+SANDBOX_PARENT = Path("/var/lib/drkit-tests")
+
+
+@pytest.fixture
+def node_root() -> Iterator[Path]:
+    """Return a fresh, root-owned 0755 directory to hold a node's filesystem; removed afterwards."""
+    SANDBOX_PARENT.mkdir(mode=0o755, parents=True, exist_ok=True)
+    SANDBOX_PARENT.chmod(0o755)
+    root = SANDBOX_PARENT / f"node-{uuid.uuid4().hex[:10]}"
+    root.mkdir(mode=0o755)
+    try:
+        yield root
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+# -- the embedded S3 (SeaweedFS), one per test session ----------------------------------------
+
+_AWS_VARIABLES = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_DEFAULT_REGION",
+    "AWS_SESSION_TOKEN",
+    "AWS_PROFILE",
+    "AWS_EC2_METADATA_DISABLED",
+)
+
+
+@pytest.fixture(scope="session")
+def local_s3():
+    """Start one local S3 for the session with its credentials in os.environ; stop it after."""
+    from drkit.locals3 import LocalS3
+
+    saved = {name: os.environ.get(name) for name in _AWS_VARIABLES}
+    server = LocalS3()
+    server.start()
+    try:
+        for name in ("AWS_SESSION_TOKEN", "AWS_PROFILE"):
+            os.environ.pop(name, None)
+        os.environ.update(server.env())
+        os.environ["AWS_EC2_METADATA_DISABLED"] = "true"  # never ask a metadata service
+        yield server
+    finally:
+        server.stop()
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+@pytest.fixture
+def s3_repository(local_s3, tmp_path: Path) -> config.Repository:
+    """Return a repository section for a fresh bucket on the local S3 (1-day GOVERNANCE lock)."""
+    password_file = tmp_path / "repository.password"
+    password_file.write_text(secrets.token_hex(32) + "\n")
+    password_file.chmod(0o600)
+    return config.Repository(
+        s3_endpoint=local_s3.endpoint,
+        bucket="t-" + uuid.uuid4().hex[:12],
+        prefix="node",
+        region=local_s3.region,
+        password_file=password_file,
+        object_lock=config.ObjectLock(mode="GOVERNANCE", days=1),
+    )
