@@ -183,10 +183,11 @@ def backup(config: ConfigOption = None, as_json: JsonOption = False) -> None:
 
     def job():
         from drkit.actions import backup as backup_action
+        from drkit.actions import status as status_action
 
         loaded = _config(config)
         if as_json:
-            return backup_action.run(loaded)
+            return status_action.recorded(loaded, "backup", lambda: backup_action.run(loaded))
         from rich.progress import Progress
 
         with Progress(transient=True) as progress:
@@ -195,7 +196,9 @@ def backup(config: ConfigOption = None, as_json: JsonOption = False) -> None:
             def on_progress(status: dict) -> None:
                 progress.update(task, completed=float(status.get("percent_done", 0.0)))
 
-            return backup_action.run(loaded, on_progress)
+            return status_action.recorded(
+                loaded, "backup", lambda: backup_action.run(loaded, on_progress)
+            )
 
     def render(result):
         out = output.console()
@@ -396,6 +399,183 @@ def check(
         )
 
     _finish(job, as_json, output.render_checks)
+
+
+# --- scheduled operation: daemon, prune, verify, status ------------------------------------
+
+
+@app.command()
+def daemon(
+    metrics: Annotated[
+        str | None, typer.Option(help="serve /metrics and /healthz on HOST:PORT")
+    ] = None,
+    metrics_textfile: Annotated[
+        Path | None, typer.Option(help="also write metrics to this textfile-collector file")
+    ] = None,
+    stop_timeout: Annotated[
+        float, typer.Option(help="seconds a running job may take to finish on SIGTERM")
+    ] = 60.0,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Run the scheduled backup, prune and verify jobs until SIGTERM; exit 0 once stopped."""
+
+    def job():
+        from drkit import daemon as daemon_module
+
+        loaded = _config(config)
+        daemon_module.setup_logging(loaded.node, verbose=int(logging_verbose()))
+        return daemon_module.Daemon(
+            loaded,
+            metrics_address=metrics,
+            textfile=metrics_textfile,
+            stop_timeout=stop_timeout,
+        ).run()
+
+    def render(result):
+        out = output.console()
+        out.print(f"daemon for {result['node']} stopped by {result['stopped_by']}")
+        for name, runs in result["runs"].items():
+            out.print(f"  {name:7} {runs['runs']} run(s), {runs['failed']} failed")
+
+    _finish(job, as_json, render)
+
+
+def logging_verbose() -> bool:
+    """Return True when -v asked for debug lines (the daemon logs info by default)."""
+    import logging
+
+    return logging.getLogger().level <= logging.DEBUG
+
+
+@app.command()
+def prune(
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="show what would go, remove nothing")
+    ] = False,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Apply the retention rules to this node's snapshots and free unused data."""
+
+    def job():
+        from drkit.actions import prune as prune_action
+        from drkit.actions import status as status_action
+
+        loaded = _config(config)
+        if dry_run:
+            return prune_action.run(loaded, dry_run=True)
+        return status_action.recorded(loaded, "prune", lambda: prune_action.run(loaded))
+
+    def render(result):
+        out = output.console()
+        rows = [["keep", s["time"], s["short_id"], ", ".join(s["reasons"])] for s in result["kept"]]
+        rows += [["remove", s["time"], s["short_id"], ""] for s in result["removed"]]
+        rows.sort(key=lambda row: row[1])
+        output.table(f"retention of node {result['node']}", ["", "time", "id", "why"], rows)
+        for lock in result["stale_locks"]:
+            out.print(f"[yellow]removed stale lock[/yellow] {lock['id']}: {lock['reason']}")
+        verb = "would remove" if result["dry_run"] else "removed"
+        pruned = "; unreferenced data pruned" if result["pruned"] else ""
+        out.print(f"{verb} {len(result['removed'])}, kept {len(result['kept'])}{pruned}")
+
+    _finish(job, as_json, render)
+
+
+@app.command()
+def verify(
+    read_data_subset: Annotated[
+        str | None, typer.Option(help="also read this share of the data: 5%, 1/10, 500M")
+    ] = None,
+    spot: Annotated[int, typer.Option(help="files of the latest snapshot to spot-check")] = 20,
+    trust_key: TrustOption = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Check the repository, every snapshot's signature, and a sample against the live node."""
+
+    def job():
+        from drkit.actions import status as status_action
+        from drkit.actions import verify as verify_action
+
+        loaded = _config(config)
+        trusted = _trust_keys(trust_key)
+        return status_action.recorded(
+            loaded,
+            "verify",
+            lambda: verify_action.run(
+                loaded, read_data_subset=read_data_subset, spot=spot, trust=trusted
+            ),
+        )
+
+    def render(result):
+        out = output.console()
+        check = result["check"]
+        subset = f" (read data {check['read_data_subset']})" if check["read_data_subset"] else ""
+        out.print(f"repository check{subset}: {'ok' if check['ok'] else '[red]DAMAGED[/red]'}")
+        snapshots = result["snapshots"]
+        out.print(f"signatures: {snapshots['verified']} of {snapshots['checked']} verified")
+        if result["spot"]:
+            spot_result = result["spot"]
+            out.print(f"spot check: {spot_result['matched']} of {spot_result['sampled']} match")
+        for item in result["drift"]:
+            out.print(f"[yellow]drift[/yellow]  {item['path']}: {item['detail']}")
+        for problem in result["problems"]:
+            out.print(f"[red]problem[/red]  {problem}")
+        out.print("[green]OK[/green]" if result["ok"] else "[red]FAILED[/red]")
+
+    _finish(job, as_json, render)
+
+
+@app.command()
+def status(
+    fleet: Annotated[bool, typer.Option("--fleet", help="every node reporting to the bucket")] = (
+        False
+    ),
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Show whether this node (or every node) is within its RPO; exit 1 when one is not."""
+
+    def job():
+        from drkit.actions import status as status_action
+
+        return status_action.run(_config(config), fleet=fleet)
+
+    def render(result):
+        def age(seconds):
+            if seconds is None:
+                return "never"
+            for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+                if seconds >= size:
+                    return f"{seconds / size:.1f}{unit}"
+            return f"{seconds}s"
+
+        rows = []
+        for entry in result["nodes"]:
+            last = entry["last_backup"] or {}
+            rpo = "[green]ok[/green]" if entry["rpo_ok"] else "[red]BREACHED[/red]"
+            rto = {None: "no drill", True: "[green]ok[/green]", False: "[red]MISSED[/red]"}[
+                entry["rto_ok"]
+            ]
+            rows.append(
+                [
+                    entry["node"],
+                    age(entry["age_seconds"]),
+                    f"{rpo} ({age(entry['rpo_seconds'])})",
+                    rto,
+                    ("ok" if last.get("ok") else "[red]failed[/red]") if last else "",
+                    (last.get("snapshot_id") or "")[:8],
+                    "; ".join(entry["problems"]),
+                ]
+            )
+        output.table(
+            "nodes",
+            ["node", "last good", "RPO", "RTO", "last backup", "snapshot", "problems"],
+            rows,
+        )
+
+    _finish(job, as_json, render)
 
 
 def main() -> None:

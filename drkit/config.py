@@ -122,15 +122,63 @@ class Retention(Strict):
 
 
 class ScheduleConfig(Strict):
+    """When the daemon runs each job: 5-field cron lines (UTC) or 'every N[smhd]'."""
+
     backup: Schedule = Field("*/15 * * * *", description="cron line or 'every 30s'")
     prune: Schedule | None = "30 3 * * *"
     verify: Schedule | None = "0 4 * * 0"
     drill: Schedule | None = "0 5 1 * *"
+    jitter: Duration | None = Field(
+        None, description="random delay added to each scheduled run", examples=["30s"]
+    )
+    retry_window: Duration = Field(
+        "2m",
+        description="how long a scheduled run retries transient errors before it is failed "
+        "(and alerted); the daemon then retries in the background",
+        examples=["2m"],
+    )
 
 
 class Objectives(Strict):
     rpo: Duration = Field("15m", description="recovery point objective")
     rto: Duration = Field("10m", description="recovery time objective")
+
+
+class Webhook(Strict):
+    url: str = Field(description="URL that receives a signed JSON POST per finished job")
+    secret_file: Path | None = Field(
+        None, description="file holding the HMAC-SHA256 secret for X-Drkit-Signature"
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _is_url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/\s]+(/\S*)?$", value):
+            raise ValueError(f"{value!r} is not an http(s):// URL")
+        return value
+
+
+class Ping(Strict):
+    url: str = Field(
+        description="healthchecks-style ping URL of the backup job: <url>/start, <url>, <url>/fail",
+        examples=["https://hc.example.net/ping/UUID"],
+    )
+    jobs: dict[Literal["prune", "verify", "drill"], str] = Field(
+        default_factory=dict, description="ping URLs of the other jobs, when they have checks"
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _is_url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/\s]+(/\S*)?$", value):
+            raise ValueError(f"{value!r} is not an http(s):// URL")
+        return value.rstrip("/")
+
+
+class Notify(Strict):
+    webhook: Webhook | None = None
+    ping: Ping | None = None
+    timeout_seconds: float = Field(10.0, gt=0, le=60, description="per request")
 
 
 class Config(Strict):
@@ -153,6 +201,12 @@ class Config(Strict):
     retention: Retention = Field(default_factory=Retention)
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     objectives: Objectives = Field(default_factory=Objectives)
+    notify: Notify = Field(default_factory=Notify, description="webhook and ping alerts")
+    group_pruner: bool = Field(
+        True,
+        description="run restic's repository-wide prune after forget (in a group of nodes "
+        "sharing a repository, exactly one node says true)",
+    )
 
     @field_validator("includes")
     @classmethod

@@ -239,6 +239,7 @@ def test_verify_ok_after_init(s3_repository, tmp_path: Path):
         "endpoint": s3_repository.s3_endpoint,
         "versioning": "Enabled",
         "object_lock": {"enabled": True, "mode": "GOVERNANCE", "days": 1},
+        "lifecycle": {"id": "drkit-noncurrent-versions", "noncurrent_days": 8, "status": "Enabled"},
         "problems": [],
     }
 
@@ -292,9 +293,10 @@ def test_bucket_without_lock_and_suspended_versioning(s3_repository, local_s3, t
     assert result["ok"] is False
     assert result["versioning"] == "Suspended"
     assert result["object_lock"]["enabled"] is False
-    assert len(result["problems"]) == 2
+    assert len(result["problems"]) == 3
     assert result["problems"][0].startswith("versioning is Suspended")
     assert result["problems"][1].startswith("object lock is not enabled")
+    assert result["problems"][2].startswith("no lifecycle rule expires noncurrent versions")
 
     adopted = storage_actions.init(configuration)  # adopts it, versions it, then locks it
     assert adopted["ok"] is True, adopted
@@ -302,6 +304,7 @@ def test_bucket_without_lock_and_suspended_versioning(s3_repository, local_s3, t
     assert adopted["changes"] == [
         "enabled versioning",
         "enabled object lock with default retention GOVERNANCE 1 days",
+        "noncurrent versions expire after 8 days (lifecycle rule)",
     ]
     assert adopted["versioning"] == "Enabled"
     assert adopted["object_lock"] == {"enabled": True, "mode": "GOVERNANCE", "days": 1}

@@ -32,6 +32,9 @@ def init(config: Config) -> dict[str, Any]:
     )
     storage = _storage(config)
     done = storage.init_bucket(repository.object_lock)
+    lifecycle_changes, lifecycle_problems = storage.ensure_lifecycle(noncurrent_days(config))
+    done["changes"] += lifecycle_changes
+    done["problems"] += lifecycle_problems
     checked = storage.verify(repository.object_lock)
     problems = list(done["problems"])
     problems += [problem for problem in checked["problems"] if problem not in problems]
@@ -49,6 +52,7 @@ def init(config: Config) -> dict[str, Any]:
         "changes": done["changes"],
         "versioning": checked["versioning"],
         "object_lock": checked["object_lock"],
+        "lifecycle": storage.lifecycle_rule(),
         "problems": problems,
     }
 
@@ -64,6 +68,19 @@ def verify(config: Config) -> dict[str, Any]:
     storage = _storage(config)
     storage.probe()
     checked = storage.verify(repository.object_lock)
+    lifecycle = storage.lifecycle_rule()
+    wanted = noncurrent_days(config)
+    if lifecycle is None or lifecycle["status"] != "Enabled":
+        checked["problems"].append(
+            "no lifecycle rule expires noncurrent versions: pruned data is never freed "
+            "(drkit storage init adds it)"
+        )
+    elif (lifecycle["noncurrent_days"] or 0) < repository.object_lock.days:
+        checked["problems"].append(
+            f"noncurrent versions expire after {lifecycle['noncurrent_days']} days, before "
+            f"the {repository.object_lock.days}-day lock ends (drkit storage init sets {wanted})"
+        )
+    checked["ok"] = not checked["problems"]
     for problem in checked["problems"]:
         log.warning("bucket %s: %s", repository.bucket, problem)
     return {
@@ -72,5 +89,13 @@ def verify(config: Config) -> dict[str, Any]:
         "endpoint": repository.s3_endpoint,
         "versioning": checked["versioning"],
         "object_lock": checked["object_lock"],
+        "lifecycle": lifecycle,
         "problems": checked["problems"],
     }
+
+
+def noncurrent_days(config: Config) -> int:
+    """Return after how many days noncurrent versions expire: the lock period plus a margin."""
+    from drkit.engines.storage import LIFECYCLE_MARGIN_DAYS
+
+    return config.repository.object_lock.days + LIFECYCLE_MARGIN_DAYS

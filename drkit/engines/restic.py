@@ -351,3 +351,83 @@ class Restic:
         if read_data_subset:
             args += ["--read-data-subset", read_data_subset]
         self._run("checking the repository", *args, timeout=3600)
+
+    # -- retention, locks and verification (the daemon's jobs) ---------------------------
+
+    def forget(
+        self,
+        *,
+        host: str,
+        tags: list[str],
+        keep: dict[str, int],
+        dry_run: bool = False,
+    ) -> list[dict]:
+        """Apply keep rules to one host's snapshots, grouped by host and tags; remove nothing
+        when dry_run. Return restic's groups: [{host, tags, keep: [...], remove: [...],
+        reasons: [...]}], snapshots as `restic snapshots --json` writes them.
+
+        Filtering on the host means another node's (or a renamed machine's former) snapshots
+        are never touched by this node's rules.
+        """
+        args = ["forget", "--host", host, "--group-by", "host,tags", "--retry-lock", LOCK_WAIT]
+        for tag in tags:
+            args += ["--tag", tag]
+        for rule, count in keep.items():
+            if count > 0:
+                args += [f"--keep-{rule}", str(count)]
+        if dry_run:
+            args.append("--dry-run")
+        completed = self._run("forgetting snapshots", *args, timeout=600)
+        return self._json(completed, "forgetting snapshots") or []
+
+    def prune(self, timeout: float = 6 * 3600) -> None:
+        """Remove data no snapshot references any more (repository-wide, exclusive lock)."""
+        self._run("pruning the repository", "prune", "--retry-lock", LOCK_WAIT, timeout=timeout)
+
+    def locks(self) -> list[dict]:
+        """Return the repository's locks: [{id, time, exclusive, hostname, username, pid}]."""
+        listed = self._run("listing locks", "list", "locks", "--no-lock", timeout=120)
+        found = []
+        for lock_id in listed.stdout.split():
+            if not re.fullmatch(r"[0-9a-f]{64}", lock_id):
+                continue
+            try:
+                described = self._run("reading a lock", "cat", "lock", lock_id, "--no-lock")
+            except errors.ResticFailed:
+                continue  # removed meanwhile: its owner finished
+            info = self._json(described, "reading a lock") or {}
+            found.append({"id": lock_id, **info})
+        return found
+
+    def unlock(self) -> None:
+        """Remove the locks restic itself judges stale (owner gone on this host, or not
+        refreshed for 30 minutes); live locks are left alone."""
+        self._run("removing stale locks", "unlock", timeout=120)
+
+    def check_report(self, read_data_subset: str | None = None) -> tuple[bool, list[str]]:
+        """Run restic check; return (clean, the lines that describe problems).
+
+        Exit 1 is a finding (damage), not a failure to run; other codes raise as usual.
+        """
+        args = ["check", "--retry-lock", LOCK_WAIT]
+        if read_data_subset:
+            args += ["--read-data-subset", read_data_subset]
+        completed = runner.run(self._argv(*args), env=self._env(), timeout=6 * 3600)
+        if completed.returncode == 1:
+            lines = [
+                line.strip()
+                for line in (completed.stdout + "\n" + completed.stderr).splitlines()
+                if line.strip() and not line.startswith("{")
+            ]
+            problems = [line for line in lines if "error" in line.lower()] or lines[-5:]
+            return False, problems[:20]
+        self._raise_for(completed, "checking the repository")
+        return True, []
+
+    def restore_paths(self, snapshot_id: str, target: Path, node_paths: list[str]) -> None:
+        """Restore only the named node paths of a snapshot into target (a spot check)."""
+        argv = self._argv("restore", snapshot_id, "--target", str(target))
+        for path in node_paths:
+            argv += ["--include", path]
+        completed = runner.run_lines(argv, lambda line: None, env=self._env(), timeout=3600)
+        self._raise_for(completed, f"restoring files of snapshot {snapshot_id[:8]}")

@@ -42,6 +42,8 @@ _REGION_CODES = {"PermanentRedirect", "AuthorizationHeaderMalformed", "301"}
 _MISSING_BUCKET_CODES = {"NoSuchBucket"}
 _UNSUPPORTED_CODES = ("NotImplemented", "MethodNotAllowed", "XNotImplemented")
 _LOCK_MISSING_CODES = ("ObjectLockConfigurationNotFoundError", *_UNSUPPORTED_CODES)
+LIFECYCLE_RULE_ID = "drkit-noncurrent-versions"
+LIFECYCLE_MARGIN_DAYS = 7  # past the lock period, so no locked version is ever a candidate
 _ERRNO_TEXT = re.compile(r"\[Errno -?\d+\]\s*([^\)\"'\]]+)")
 
 
@@ -366,6 +368,71 @@ class Storage:
             "object_lock": lock,
             "problems": problems,
         }
+
+    # -- lifecycle: what restic deletes on a versioned, locked bucket ---------------------
+
+    def lifecycle_rule(self) -> dict[str, Any] | None:
+        """Return drkit's lifecycle rule of the bucket ({id, noncurrent_days, status}), or None
+        when the bucket has none (or the server has no lifecycle support)."""
+        response = self._call(
+            "get_bucket_lifecycle_configuration",
+            tolerate=("NoSuchLifecycleConfiguration", "404", *_UNSUPPORTED_CODES),
+            Bucket=self.bucket,
+        )
+        for rule in (response or {}).get("Rules", []):
+            if rule.get("ID") == LIFECYCLE_RULE_ID:
+                days = (rule.get("NoncurrentVersionExpiration") or {}).get("NoncurrentDays")
+                return {"id": LIFECYCLE_RULE_ID, "noncurrent_days": days, "status": rule["Status"]}
+        return None
+
+    def ensure_lifecycle(self, noncurrent_days: int) -> tuple[list[str], list[str]]:
+        """Make noncurrent versions (what restic's deletes leave behind a delete marker) expire
+        after noncurrent_days, and expired delete markers go; keep the bucket's other rules.
+
+        Return (changes, problems).
+        """
+        current = self.lifecycle_rule()
+        if (
+            current
+            and current["noncurrent_days"] == noncurrent_days
+            and (current["status"] == "Enabled")
+        ):
+            return [], []
+        response = self._call(
+            "get_bucket_lifecycle_configuration",
+            tolerate=("NoSuchLifecycleConfiguration", "404", *_UNSUPPORTED_CODES),
+            Bucket=self.bucket,
+        )
+        rules = [
+            rule
+            for rule in (response or {}).get("Rules", [])
+            if rule.get("ID") != LIFECYCLE_RULE_ID
+        ]
+        rules.append(
+            {
+                "ID": LIFECYCLE_RULE_ID,
+                "Status": "Enabled",
+                "Filter": {"Prefix": ""},
+                "NoncurrentVersionExpiration": {"NoncurrentDays": noncurrent_days},
+                "Expiration": {"ExpiredObjectDeleteMarker": True},
+                "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 7},
+            }
+        )
+        done = self._call(
+            "put_bucket_lifecycle_configuration",
+            tolerate=("InvalidRequest", "MalformedXML", *_UNSUPPORTED_CODES),
+            Bucket=self.bucket,
+            LifecycleConfiguration={"Rules": rules},
+        )
+        if done is None:
+            return [], [
+                f"the server refused a lifecycle rule on bucket {self.bucket}: deleted and "
+                "pruned data stays stored as noncurrent versions until removed by hand"
+            ]
+        log.info(
+            "bucket %s: noncurrent versions expire after %d days", self.bucket, noncurrent_days
+        )
+        return [f"noncurrent versions expire after {noncurrent_days} days (lifecycle rule)"], []
 
     # -- drkit's own objects at the bucket root ------------------------------------------
 

@@ -1,0 +1,111 @@
+"""drkit prune: apply the retention rules to this node's snapshots, then free unused data.
+
+`restic forget` runs for this node's host only, grouped by host and tags, so another node's
+snapshots (or a renamed machine's, still under its former name) are never touched by these
+rules. The repository-wide `restic prune` runs only where `group_pruner` is true. On an
+object-locked bucket restic's deletes become delete markers; the lifecycle rule that
+`drkit storage init` adds expires the noncurrent versions once their lock has passed.
+
+What was removed is written as a signed record beside the status documents
+(`records/<node>/prune-<time>.json`), so a gap in the snapshot history can be explained.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from datetime import UTC, datetime
+
+from drkit.actions import context, locks
+from drkit.config import Config
+from drkit.engines import keys
+from drkit.engines import restic as restic_engine
+
+log = logging.getLogger(__name__)
+
+
+def _brief(snapshot: dict) -> dict:
+    return {
+        "id": snapshot.get("id"),
+        "short_id": snapshot.get("short_id", str(snapshot.get("id", ""))[:8]),
+        "time": restic_engine._parse_time(snapshot["time"]).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "tags": snapshot.get("tags") or [],
+    }
+
+
+def run(config: Config, dry_run: bool = False) -> dict:
+    """Apply retention to the node's snapshots; return the prune document.
+
+    JSON: {ok, node, dry_run, keep_rules, kept: [{id, short_id, time, tags, reasons}],
+    removed: [...], pruned, stale_locks, record, duration_seconds}.
+    """
+    started = time.monotonic()
+    restic = context.restic_for(config.repository, config.restic)
+    context.probe_storage(config.repository)
+    keep_rules = config.retention.model_dump()
+    with context.node_lock(config):
+        stale = locks.clear_stale(restic)
+        groups = restic.forget(host=config.node, tags=["drkit"], keep=keep_rules, dry_run=dry_run)
+        kept, removed = [], []
+        for group in groups:
+            reasons = {
+                (reason.get("snapshot") or {}).get("id"): reason.get("matches") or []
+                for reason in group.get("reasons") or []
+            }
+            kept += [
+                {**_brief(snapshot), "reasons": reasons.get(snapshot.get("id"), [])}
+                for snapshot in group.get("keep") or []
+            ]
+            removed += [_brief(snapshot) for snapshot in group.get("remove") or []]
+        kept.sort(key=lambda item: item["time"])
+        removed.sort(key=lambda item: item["time"])
+        verb = "would remove" if dry_run else "removed"
+        log.info("node %s: %s %d snapshot(s), kept %d", config.node, verb, len(removed), len(kept))
+        pruned = False
+        if not dry_run and config.group_pruner:
+            log.info("pruning unreferenced data from the repository")
+            restic.prune()
+            pruned = True
+    record = None
+    if removed and not dry_run:
+        record = _write_record(config, removed, kept)
+    return {
+        "ok": True,
+        "node": config.node,
+        "dry_run": dry_run,
+        "keep_rules": keep_rules,
+        "kept": kept,
+        "removed": removed,
+        "pruned": pruned,
+        "group_pruner": config.group_pruner,
+        "stale_locks": stale,
+        "record": record,
+        "snapshots": len(kept),
+        "duration_seconds": round(time.monotonic() - started, 3),
+    }
+
+
+def _write_record(config: Config, removed: list[dict], kept: list[dict]) -> str | None:
+    """Store a signed record of what this prune removed; return its key (None if S3 refused)."""
+    from drkit import errors
+    from drkit.engines.storage import Storage
+
+    now = datetime.now(UTC)
+    record = {
+        "kind": "prune",
+        "node": config.node,
+        "time": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "keep_rules": config.retention.model_dump(),
+        "removed": [{"id": item["id"], "time": item["time"]} for item in removed],
+        "kept": [item["id"] for item in kept],
+    }
+    text = json.dumps(record, sort_keys=True)
+    key = f"records/{config.node}/prune-{now:%Y%m%dT%H%M%S%fZ}.json"
+    try:
+        signature = keys.sign(keys.load_signing_key(config.signing_key), text.encode())
+        Storage(config.repository).put_json(key, {"record": text, "signature": signature})
+    except errors.DrkitError as exc:
+        log.warning("prune record not stored: %s", exc.message)
+        return None
+    return key

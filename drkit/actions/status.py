@@ -1,0 +1,93 @@
+"""drkit status [--fleet]: is each node within its RPO (and RTO), and what did its jobs do last.
+
+Without --fleet: this node, from its local status document (the bucket's copy when there is no
+local one). With --fleet: every `status/<node>.json` in the bucket, this node's local document
+preferred when newer. Missing, unreadable or future-dated documents show as breached.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from drkit import errors
+from drkit.config import Config
+from drkit.engines import status
+
+log = logging.getLogger(__name__)
+
+
+def _newer(first: dict | None, second: dict | None) -> dict | None:
+    def updated(document: dict | None) -> datetime:
+        moment = status.parse_time((document or {}).get("updated"))
+        return moment or datetime.min.replace(tzinfo=UTC)
+
+    if first is None or second is None:
+        return first or second
+    return first if updated(first) >= updated(second) else second
+
+
+def run(config: Config, fleet: bool = False) -> dict[str, Any]:
+    """Return the status document: {ok, time, nodes: [entry...], problems}; ok is false when a
+    node is outside its RPO or missed its RTO."""
+    now = datetime.now(UTC)
+    objectives = status.objectives_of(config)
+    local = status.load_local(config)
+    problems: list[str] = []
+    documents: dict[str, dict | None] = {}
+    if fleet:
+        from drkit.engines.storage import Storage
+
+        storage = Storage(config.repository)
+        storage.probe()
+        for key in storage.list_keys("status/"):
+            node = key.removeprefix("status/").removesuffix(".json")
+            if not key.endswith(".json") or "/" in node:
+                continue
+            try:
+                document = storage.get_json(key)
+            except errors.StorageError as exc:
+                problems.append(f"{key}: {exc.message}")
+                document = None
+            documents[node] = document if isinstance(document, dict) else None
+        documents[config.node] = _newer(local, documents.get(config.node))
+    else:
+        document = local
+        if document is None:
+            try:
+                from drkit.engines.storage import Storage
+
+                document = Storage(config.repository).get_json(status.bucket_key(config.node))
+            except errors.DrkitError as exc:
+                problems.append(f"no local status and the bucket's copy is unreadable: {exc}")
+        documents[config.node] = document
+    nodes = [
+        status.evaluate(documents[node], node=node, now=now, default_objectives=objectives)
+        for node in sorted(documents)
+    ]
+    ok = all(entry["rpo_ok"] and entry["rto_ok"] is not False for entry in nodes)
+    return {"ok": ok, "time": status.utc_text(now), "nodes": nodes, "problems": problems}
+
+
+def recorded(config: Config, job: str, action: Callable[[], dict]) -> dict:
+    """Run action (one job of the node), record its outcome in the status document, and return
+    its result or re-raise its error. Recording never changes the job's outcome."""
+    started = datetime.now(UTC)
+    clock = time.monotonic()
+    try:
+        result = action()
+    except errors.DrkitError as exc:
+        _record(config, job, status.outcome_of(job, started, time.monotonic() - clock, error=exc))
+        raise
+    _record(config, job, status.outcome_of(job, started, time.monotonic() - clock, result=result))
+    return result
+
+
+def _record(config: Config, job: str, outcome: dict, **extra) -> None:
+    try:
+        status.record(config, job, outcome, **extra)
+    except (errors.DrkitError, OSError) as exc:
+        log.warning("status not recorded: %s", getattr(exc, "message", exc))

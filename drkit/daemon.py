@@ -1,0 +1,507 @@
+"""drkit daemon: the node's scheduled backup, prune and verify jobs, with metrics and alerts.
+
+APScheduler runs one job per `schedule` entry, each calling the same action as its command.
+What operators get bitten by elsewhere is made impossible or loud here:
+- at most one instance of a job runs; missed runs coalesce into one and are never dropped for
+  being late (no misfire grace limit); optional jitter;
+- at start, a catch-up backup runs when the last good one is older than the RPO (or unknown),
+  and stale restic locks left by a crashed run are removed (only provably stale ones);
+- transient errors (S3 down, repository busy, restic failing mid-way) are retried with bounded
+  exponential backoff for `schedule.retry_window`; fatal ones (wrong password, missing
+  repository, bad config) fail at once. Either way a failed run sends its fail ping and webhook
+  when its retries are spent (well within 3 minutes), never a success ping, and a failed backup
+  is retried again in the background, sooner than its schedule when that is far;
+- a failing job never stops the daemon; SIGTERM/SIGINT stop it gracefully: no new runs, a
+  running one may finish within --stop-timeout, then its restic is interrupted cleanly (SIGTERM,
+  restic exits 130 and releases its lock). It exits 0 once stopped.
+Each run updates the status document (local and bucket), the metrics, and the log, written as
+JSON lines on stderr.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import tenacity
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+
+from drkit import errors, runner
+from drkit.config import Config, parse_duration
+from drkit.engines import metrics, notify, status
+
+log = logging.getLogger("drkit.daemon")
+
+JOBS = ("backup", "prune", "verify")
+BACKGROUND_RETRY_MIN = timedelta(seconds=30)
+BACKGROUND_RETRY_MAX = timedelta(minutes=10)
+RETRY_WAIT_MAX_SECONDS = 30
+INTERRUPT_GRACE_SECONDS = 20.0
+_CRON_DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_context = threading.local()
+
+
+# -- schedules -------------------------------------------------------------------------------
+
+
+def cron_day_of_week(field: str) -> str:
+    """Translate a crontab day-of-week field (0 or 7 = Sunday) into APScheduler 3's names.
+
+    APScheduler 3 reads numbers as 0 = Monday (its documented historical mismatch), so
+    "0 4 * * 0" would run on Mondays; names mean the same to both.
+    """
+    if field == "*" or not any(character.isdigit() for character in field):
+        return field
+    days: list[int] = []
+    for part in field.split(","):
+        base, _, step_text = part.partition("/")
+        step = int(step_text) if step_text else 1
+        if base == "*":
+            first, last = 0, 6
+        elif "-" in base:
+            first_text, last_text = base.split("-", 1)
+            first, last = int(first_text), int(last_text)
+        else:
+            first = int(base)
+            last = first if not step_text else 6
+        if not (0 <= first <= 7 and 0 <= last <= 7 and first <= last):
+            raise ValueError(f"day of week {field!r} is out of range 0-7")
+        days += [day % 7 for day in range(first, last + 1, step)]
+    return ",".join(_CRON_DAYS[day] for day in sorted(set(days)))
+
+
+def trigger_for(schedule: str, jitter: str | None = None):
+    """Return the APScheduler trigger of a schedule line: 'every 30s' or 5-field cron (UTC)."""
+    jitter_seconds = int(parse_duration(jitter).total_seconds()) if jitter else None
+    text = schedule.strip()
+    if text.startswith("every"):
+        seconds = parse_duration(text.removeprefix("every").strip()).total_seconds()
+        return IntervalTrigger(seconds=seconds, jitter=jitter_seconds, timezone=UTC)
+    minute, hour, day, month, day_of_week = text.split()
+    return CronTrigger(
+        minute=minute,
+        hour=hour,
+        day=day,
+        month=month,
+        day_of_week=cron_day_of_week(day_of_week),
+        timezone=UTC,
+        jitter=jitter_seconds,
+    )
+
+
+# -- errors ----------------------------------------------------------------------------------
+
+
+def is_transient(error: BaseException) -> bool:
+    """Return True for errors worth retrying: S3 or network trouble, a busy repository, restic
+    failing in a way it does not name. Wrong password, missing repository or bucket, bad
+    config, refused snapshots, incomplete backups and interruptions are final."""
+    if isinstance(error, errors.RepositoryMissing | errors.Interrupted):
+        return False
+    if isinstance(error, errors.StorageError):
+        return "does not exist" not in error.message and "TLS" not in error.message
+    return isinstance(error, errors.Busy | errors.ResticFailed | runner.CommandTimeout)
+
+
+# -- logging ---------------------------------------------------------------------------------
+
+
+class JsonLines(logging.Formatter):
+    """One JSON object per log line: time, level, node, job, message."""
+
+    def __init__(self, node: str):
+        super().__init__()
+        self.node = node
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = {
+            "time": datetime.fromtimestamp(record.created, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "level": record.levelname.lower(),
+            "node": self.node,
+            "job": getattr(_context, "job", None),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info and record.levelno >= logging.ERROR:
+            line["exception"] = self.formatException(record.exc_info).splitlines()[-1]
+        return json.dumps(line)
+
+
+def setup_logging(node: str, verbose: int = 0) -> None:
+    """Send drkit's log lines to stderr as JSON lines: info by default, -v debug."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonLines(node))
+    root = logging.getLogger()
+    for existing in list(root.handlers):
+        root.removeHandler(existing)
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    for noisy in ("botocore", "urllib3", "boto3", "s3transfer", "filelock"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+
+
+# -- children --------------------------------------------------------------------------------
+
+
+def _child_pids() -> list[int]:
+    """Return the pids of this process's children (restic, started in their own session)."""
+    me = os.getpid()
+    children = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            text = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = text.rsplit(")", 1)[-1].split()
+        if len(fields) > 1 and fields[1].isdigit() and int(fields[1]) == me:
+            children.append(int(entry.name))
+    return children
+
+
+def interrupt_children() -> list[int]:
+    """Send SIGTERM to each child's process group (restic then exits 130 and unlocks)."""
+    stopped = []
+    for pid in _child_pids():
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGTERM)
+            stopped.append(pid)
+    return stopped
+
+
+# -- the daemon ------------------------------------------------------------------------------
+
+
+class Daemon:
+    """The scheduler, its jobs, the metrics endpoint and the alerting of one node."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        metrics_address: str | None = None,
+        textfile: Path | None = None,
+        stop_timeout: float = 60.0,
+        actions: dict[str, Callable[[], dict]] | None = None,
+    ):
+        self.config = config
+        self.stop_timeout = stop_timeout
+        self.retry_window = parse_duration(config.schedule.retry_window).total_seconds()
+        self.notifier = notify.Notifier(config.notify, config.node)
+        self.objectives = status.objectives_of(config)
+        self.collector = metrics.StatusCollector(
+            config.node, lambda: status.load_local(config), self.objectives
+        )
+        self.metrics = metrics.Metrics(self.collector, textfile)
+        self.metrics_address = metrics.parse_address(metrics_address) if metrics_address else None
+        self.actions = actions or self._default_actions()
+        self.stopping = threading.Event()
+        self.stopped_by: str | None = None
+        self.runs = {job: {"runs": 0, "failed": 0, "last_error": None} for job in self.actions}
+        self._running: dict[str, float] = {}
+        self._lock = threading.Lock()
+        self._watch_lock = threading.Lock()
+        self._failures_in_a_row = 0
+        self._breached: bool | None = None
+        self.scheduler = BackgroundScheduler(
+            timezone=UTC,
+            executors={"default": ThreadPoolExecutor(max_workers=6)},
+            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
+        )
+
+    # -- actions ----------------------------------------------------------------------------
+
+    def _default_actions(self) -> dict[str, Callable[[], dict]]:
+        config = self.config
+        schedule = config.schedule
+
+        def backup() -> dict:
+            from drkit.actions import backup as backup_action
+
+            return backup_action.run(config)
+
+        def prune() -> dict:
+            from drkit.actions import prune as prune_action
+
+            return prune_action.run(config)
+
+        def verify() -> dict:
+            from drkit.actions import verify as verify_action
+
+            return verify_action.run(config)
+
+        available = {"backup": backup, "prune": prune, "verify": verify}
+        chosen = {name: action for name, action in available.items() if getattr(schedule, name)}
+        if schedule.drill:
+            log.info("schedule.drill is ignored: drills are not part of this drkit yet")
+        return chosen
+
+    # -- one run ------------------------------------------------------------------------------
+
+    def _attempts(self, name: str) -> dict:
+        """Run the job's action, retrying transient errors within the retry window."""
+        action = self.actions[name]
+
+        def attempt() -> dict:
+            if self.stopping.is_set():
+                raise errors.Interrupted("the daemon is stopping")
+            return action()
+
+        def before_sleep(state: tenacity.RetryCallState) -> None:
+            error = state.outcome.exception() if state.outcome else None
+            message = getattr(error, "message", str(error))
+            wait = state.next_action.sleep if state.next_action else 0
+            log.warning(
+                "attempt %d failed (%s); retrying in %.0f s", state.attempt_number, message, wait
+            )
+            if isinstance(error, errors.Busy):
+                self._clear_stale_locks()
+
+        retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception(is_transient),
+            wait=tenacity.wait_exponential(multiplier=1, min=1, max=RETRY_WAIT_MAX_SECONDS),
+            stop=tenacity.stop_any(
+                tenacity.stop_before_delay(self.retry_window),
+                lambda state: self.stopping.is_set(),
+            ),
+            sleep=lambda seconds: self.stopping.wait(seconds) and None,
+            before_sleep=before_sleep,
+            reraise=True,
+        )
+        return retrying(attempt)
+
+    def run_job(self, name: str) -> dict[str, Any]:
+        """Run one scheduled job to its end: retries, status, metrics, pings and webhook.
+
+        Return the status entry of the run. Never raises: a failing job never stops the daemon.
+        """
+        if self.stopping.is_set():
+            return {}
+        _context.job = name
+        started = datetime.now(UTC)
+        clock = time.monotonic()
+        with self._lock:
+            self._running[name] = clock
+        log.info("%s started", name)
+        self.notifier.start(name)
+        result, error = None, None
+        try:
+            result = self._attempts(name)
+        except errors.DrkitError as exc:
+            error = exc
+        except Exception as exc:  # a bug must not kill the scheduler thread silently
+            log.exception("%s crashed", name)
+            error = errors.ResticFailed(f"unexpected {type(exc).__name__}: {exc}")
+        duration = time.monotonic() - clock
+        outcome = status.outcome_of(name, started, duration, result=result, error=error)
+        snapshots = self._count_snapshots() if name == "backup" and outcome["ok"] else None
+        if name == "prune" and result:
+            snapshots = result.get("snapshots")
+        try:
+            status.record(self.config, name, outcome, snapshots=snapshots)
+        except (errors.DrkitError, OSError) as exc:
+            log.error("status not recorded: %s", getattr(exc, "message", exc))
+        ok = bool(outcome["ok"])
+        self.collector.count_run(name, ok)
+        self.metrics.write_textfile()
+        with self._lock:
+            self._running.pop(name, None)
+            self.runs[name]["runs"] += 1
+            if not ok:
+                self.runs[name]["failed"] += 1
+                self.runs[name]["last_error"] = outcome["error"]
+        if ok:
+            log.info("%s succeeded in %.1f s", name, duration)
+        else:
+            log.error("%s failed after %.1f s: %s", name, duration, outcome["error"])
+        self.notifier.finish(
+            name, ok=ok, error=outcome["error"], snapshot_id=outcome.get("snapshot_id")
+        )
+        if name == "backup":
+            self._after_backup(ok)
+        self._watch()
+        _context.job = None
+        return outcome
+
+    def _count_snapshots(self) -> int | None:
+        try:
+            from drkit.actions import context
+
+            restic = context.restic_for(self.config.repository, self.config.restic)
+            return len(restic.snapshots(host=self.config.node, tags=["drkit"]))
+        except errors.DrkitError as exc:
+            log.warning("snapshots not counted: %s", exc.message)
+            return None
+
+    def _after_backup(self, ok: bool) -> None:
+        """After a failed backup, bring the next attempt forward (background retry)."""
+        if ok:
+            self._failures_in_a_row = 0
+            return
+        self._failures_in_a_row += 1
+        if self.stopping.is_set():
+            return
+        delay = min(BACKGROUND_RETRY_MAX, BACKGROUND_RETRY_MIN * 2 ** (self._failures_in_a_row - 1))
+        job = self.scheduler.get_job("backup")
+        when = datetime.now(UTC) + delay
+        if job is not None and job.next_run_time and job.next_run_time > when:
+            job.modify(next_run_time=when)
+            log.info("backup retried in the background at %s", status.utc_text(when))
+
+    def _clear_stale_locks(self) -> None:
+        try:
+            from drkit.actions import context, locks
+
+            restic = context.restic_for(self.config.repository, self.config.restic)
+            removed = locks.clear_stale(restic)
+            if removed:
+                log.warning("removed %d stale restic lock(s)", len(removed))
+        except errors.DrkitError as exc:
+            log.warning("stale locks not checked: %s", exc.message)
+
+    def _watch(self) -> None:
+        """Refresh the textfile and alert when the node enters or leaves RPO breach."""
+        with self._watch_lock:
+            self._watch_locked()
+
+    def _watch_locked(self) -> None:
+        entry = self.collector.evaluate()
+        self.metrics.write_textfile()
+        breached = not entry["rpo_ok"]
+        if self._breached is not None and breached != self._breached:
+            if breached:
+                log.error("RPO breached: %s", "; ".join(entry["problems"]))
+            else:
+                log.info("within RPO again")
+            self.notifier.webhook(
+                "rpo_breached" if breached else "rpo_restored",
+                "backup",
+                ok=not breached,
+                error="; ".join(entry["problems"]) or None,
+                snapshot_id=(entry["last_good_backup"] or {}).get("snapshot_id"),
+            )
+        self._breached = breached
+
+    # -- lifetime ---------------------------------------------------------------------------
+
+    def _schedule(self) -> dict[str, str]:
+        planned = {}
+        schedule = self.config.schedule
+        entry = self.collector.evaluate()
+        for name in self.actions:
+            line = getattr(schedule, name)
+            extra = {}
+            if name == "backup" and not entry["rpo_ok"]:
+                why = "; ".join(entry["problems"]) or "no good backup known"
+                log.info("catch-up backup now: %s", why)
+                extra["next_run_time"] = datetime.now(UTC)
+            self.scheduler.add_job(
+                self.run_job,
+                trigger_for(line, schedule.jitter),
+                args=[name],
+                id=name,
+                name=name,
+                **extra,
+            )
+            planned[name] = line
+        rpo = self.objectives["rpo_seconds"]
+        self.scheduler.add_job(
+            self._watch,
+            IntervalTrigger(seconds=max(1, min(30, rpo // 4)), timezone=UTC),
+            id="watch",
+            name="watch",
+        )
+        self.scheduler.add_job(
+            self._clear_stale_locks, id="locks", name="locks", next_run_time=datetime.now(UTC)
+        )
+        return planned
+
+    def request_stop(self, reason: str) -> None:
+        """Ask the daemon to stop (signal handlers, tests)."""
+        if self.stopped_by is None:
+            self.stopped_by = reason
+        self.stopping.set()
+
+    def run(self, *, install_signals: bool = True) -> dict[str, Any]:
+        """Run until SIGTERM/SIGINT (or request_stop); return the daemon's summary document."""
+        started = datetime.now(UTC)
+        previous = {}
+        if install_signals:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                previous[sig] = signal.signal(
+                    sig, lambda signum, frame: self.request_stop(signal.Signals(signum).name)
+                )
+        address = None
+        try:
+            if self.metrics_address:
+                host, port = self.metrics.serve(*self.metrics_address)
+                address = f"{host}:{port}"
+                log.info("metrics on http://%s/metrics, health on /healthz", address)
+            planned = self._schedule()
+            self.scheduler.start()
+            log.info(
+                "daemon started for node %s: %s",
+                self.config.node,
+                ", ".join(f"{name} {line!r}" for name, line in planned.items()),
+            )
+            self._watch()
+            while not self.stopping.wait(1.0):
+                pass
+            interrupted = self._shutdown()
+        finally:
+            self.metrics.close()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        log.info("daemon stopped (%s)", self.stopped_by)
+        return {
+            "ok": True,
+            "node": self.config.node,
+            "started": status.utc_text(started),
+            "stopped": status.utc_text(datetime.now(UTC)),
+            "stopped_by": self.stopped_by,
+            "metrics": address,
+            "interrupted": interrupted,
+            "runs": self.runs,
+        }
+
+    def _shutdown(self) -> list[str]:
+        """Stop scheduling, let running jobs finish within stop_timeout, then interrupt them."""
+        log.info("stopping (%s): no new runs", self.stopped_by)
+        with contextlib.suppress(Exception):
+            self.scheduler.shutdown(wait=False)
+        deadline = time.monotonic() + self.stop_timeout
+        while self._busy() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        interrupted = self._busy()
+        if interrupted:
+            log.warning(
+                "interrupting %s after %.0f s: restic is stopped cleanly",
+                ", ".join(interrupted),
+                self.stop_timeout,
+            )
+            interrupt_children()
+            deadline = time.monotonic() + INTERRUPT_GRACE_SECONDS
+            while self._busy() and time.monotonic() < deadline:
+                time.sleep(0.2)
+                interrupt_children()
+        self.metrics.write_textfile()
+        return interrupted
+
+    def _busy(self) -> list[str]:
+        with self._lock:
+            return sorted(self._running)

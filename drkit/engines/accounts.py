@@ -1,0 +1,169 @@
+"""A node's account entries: read them from passwd/group/shadow, merge them back on restore.
+
+The accounts come from `<root>/etc/passwd`, `group` and `shadow` when the root holds a passwd
+file (a container rootfs, a mounted disk), else from the host's. The files are never backed up
+whole: the manifest records only the entries of the users a profile names.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from drkit.paths import on_root
+
+log = logging.getLogger(__name__)
+
+FILES = ("/etc/passwd", "/etc/group", "/etc/shadow")
+
+
+def source_root(root: Path) -> Path:
+    """Return the root whose /etc holds the node's accounts: root itself, else the host '/'."""
+    return Path(root) if on_root(root, "/etc/passwd").is_file() else Path("/")
+
+
+def _lines(path: Path) -> list[str]:
+    try:
+        text = path.read_text(errors="replace")
+    except (FileNotFoundError, PermissionError):
+        return []
+    return text.splitlines()
+
+
+def _entries(lines: list[str]) -> list[list[str]]:
+    """Return the colon-split records, skipping blanks, comments and NIS +/- lines."""
+    return [
+        line.split(":")
+        for line in lines
+        if line.strip() and not line.startswith(("#", "+", "-")) and ":" in line
+    ]
+
+
+def _members(fields: list[str]) -> list[str]:
+    return [name for name in (fields[3].split(",") if len(fields) > 3 else []) if name]
+
+
+def read_entries(root: Path, users: list[str]) -> list[dict]:
+    """Given user names, return [{name, passwd, shadow, groups}] for those that exist.
+
+    passwd and shadow are the raw lines (shadow None when unreadable or absent); groups are
+    the group lines whose gid is the user's or that list the user as a member.
+    """
+    etc = source_root(root)
+    passwd = {f[0]: ":".join(f) for f in _entries(_lines(on_root(etc, "/etc/passwd")))}
+    shadow = {f[0]: ":".join(f) for f in _entries(_lines(on_root(etc, "/etc/shadow")))}
+    groups = _entries(_lines(on_root(etc, "/etc/group")))
+    found = []
+    for name in dict.fromkeys(users):
+        line = passwd.get(name)
+        if line is None:
+            continue
+        fields = line.split(":")
+        gid = fields[3] if len(fields) > 3 else ""
+        found.append(
+            {
+                "name": name,
+                "passwd": line,
+                "shadow": shadow.get(name),
+                "groups": [
+                    ":".join(g)
+                    for g in groups
+                    if (len(g) > 2 and g[2] == gid) or name in _members(g)
+                ],
+            }
+        )
+    return found
+
+
+def missing(root: Path, accounts: list[dict]) -> list[str]:
+    """Return the names of recorded accounts that the node (root, else the host) lacks."""
+    etc = source_root(root)
+    present = {f[0] for f in _entries(_lines(on_root(etc, "/etc/passwd")))}
+    return [account["name"] for account in accounts if account["name"] not in present]
+
+
+def _text(lines: list[str]) -> str:
+    return "\n".join(lines) + "\n" if lines else ""
+
+
+def merge_accounts(
+    root: Path, accounts: list[dict], warnings: list[str] | None = None
+) -> dict[Path, str]:
+    """Return the new texts of <root>/etc/passwd, group and shadow with missing entries added.
+
+    Existing entries stay as they are, except that a restored user missing from the member
+    list of a group it belonged to is added to it (AllowGroups depends on it). A uid or gid
+    already used under another name is reported in `warnings` (and logged), not overwritten.
+    """
+    warnings = warnings if warnings is not None else []
+    paths = [on_root(root, name) for name in FILES]
+    passwd, group, shadow = (_lines(path) for path in paths)
+    users = {f[0]: f for f in _entries(passwd)}
+    uids = {f[2]: f[0] for f in _entries(passwd) if len(f) > 2}
+    shadow_names = {f[0] for f in _entries(shadow)}
+
+    def warn(message: str) -> None:
+        log.warning(message)
+        warnings.append(message)
+
+    for account in accounts:
+        name, fields = account["name"], account["passwd"].split(":")
+        if name not in users:
+            uid = fields[2] if len(fields) > 2 else ""
+            if uid in uids and uids[uid] != name:
+                warn(f"user {name}: uid {uid} is already {uids[uid]}")
+            passwd.append(account["passwd"])
+            users[name], uids[uid] = fields, name
+        if name not in shadow_names:
+            shadow.append(account.get("shadow") or f"{name}:*:::::::")
+            shadow_names.add(name)
+
+    for account in accounts:
+        for line in account.get("groups", []):
+            fields = line.split(":")
+            position = _find(group, 0, fields[0])
+            if position is None:
+                gid = fields[2] if len(fields) > 2 else ""
+                clash = _find(group, 2, gid)
+                if clash is not None:
+                    warn(f"group {fields[0]}: gid {gid} is already {group[clash].split(':')[0]}")
+                group.append(line)
+            elif account["name"] in _members(fields):
+                existing = group[position].split(":")
+                if account["name"] not in _members(existing):
+                    existing += [""] * (4 - len(existing))
+                    existing[3] = ",".join([*_members(existing), account["name"]])
+                    group[position] = ":".join(existing)
+    return {paths[0]: _text(passwd), paths[1]: _text(group), paths[2]: _text(shadow)}
+
+
+def _find(lines: list[str], field: int, value: str) -> int | None:
+    """Return the index of the first entry whose field equals value, else None."""
+    for position, line in enumerate(lines):
+        fields = line.split(":")
+        if not line.startswith(("#", "+", "-")) and len(fields) > field and fields[field] == value:
+            return position
+    return None
+
+
+def passwd_entries(root: Path) -> dict[str, list[str]]:
+    """Return {name: passwd fields} of the node's accounts (root's files, else the host's)."""
+    etc = source_root(root)
+    return {f[0]: f + [""] * (7 - len(f)) for f in _entries(_lines(on_root(etc, "/etc/passwd")))}
+
+
+def group_entries(root: Path) -> list[list[str]]:
+    """Return the group records (fields) of the node's accounts (root's files, else the host's)."""
+    return [
+        f + [""] * (4 - len(f)) for f in _entries(_lines(on_root(source_root(root), "/etc/group")))
+    ]
+
+
+def group_members(users: dict[str, list[str]], groups: list[list[str]], name: str) -> list[str]:
+    """Return the users in group `name`: listed members and users whose primary gid it is."""
+    found: list[str] = []
+    for fields in groups:
+        if fields[0] == name:
+            found += _members(fields)
+            found += [user for user, entry in users.items() if entry[3] == fields[2]]
+    return list(dict.fromkeys(found))

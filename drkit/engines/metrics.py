@@ -1,0 +1,210 @@
+"""Prometheus metrics of a node, computed from its status document at each scrape.
+
+Served on `--metrics HOST:PORT` (`/metrics`, and `/healthz` that answers 503 while the RPO is
+breached) and/or written to a node-exporter textfile-collector file. Every name starts with
+`drkit_` and carries `node` and `job` labels. Values are derived from the status document at
+collection time, so `drkit_seconds_since_last_good_backup` and `drkit_rpo_breached` are true at
+every moment, also when the daemon's jobs stopped running.
+"""
+
+from __future__ import annotations
+
+import http.server
+import ipaddress
+import json
+import logging
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, generate_latest, write_to_textfile
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from drkit import errors
+from drkit.engines import status
+
+log = logging.getLogger(__name__)
+
+JOB_LABELS = ("node", "job")
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    """Given 'HOST:PORT' or 'PORT', return (host, port); the host defaults to 127.0.0.1."""
+    host, _, port = text.rpartition(":")
+    host = host.strip("[]") or "127.0.0.1"
+    try:
+        ipaddress.ip_address(host)
+        number = int(port)
+    except ValueError:
+        raise errors.UsageError(
+            f"--metrics {text!r} is not HOST:PORT with an IP address, e.g. 127.0.0.1:9109"
+        ) from None
+    if not 0 <= number <= 65535:
+        raise errors.UsageError(f"--metrics {text!r}: port out of range")
+    return host, number
+
+
+class StatusCollector:
+    """A prometheus_client collector that reads the status document on every collection."""
+
+    def __init__(self, node: str, read: Callable[[], dict | None], objectives: dict[str, int]):
+        self.node = node
+        self.read = read
+        self.objectives = objectives
+        self.runs: dict[tuple[str, str], int] = {}
+        self._lock = threading.Lock()
+
+    def count_run(self, job: str, ok: bool) -> None:
+        """Count one finished run of job."""
+        with self._lock:
+            key = (job, "ok" if ok else "failed")
+            self.runs[key] = self.runs.get(key, 0) + 1
+
+    def evaluate(self) -> dict:
+        """Return the node's `drkit status` entry now."""
+        return status.evaluate(
+            self.read(),
+            node=self.node,
+            now=datetime.now(UTC),
+            default_objectives=self.objectives,
+        )
+
+    def collect(self):
+        document = self.read() or {}
+        entry = self.evaluate()
+        node = self.node
+
+        def gauge(name: str, documentation: str) -> GaugeMetricFamily:
+            return GaugeMetricFamily(name, documentation, labels=list(JOB_LABELS))
+
+        success = gauge(
+            "drkit_last_success_timestamp_seconds", "Unix time of the job's last successful run"
+        )
+        last_ok = gauge("drkit_last_run_ok", "1 when the job's last run succeeded, else 0")
+        last_time = gauge("drkit_last_run_timestamp_seconds", "Unix time of the job's last run")
+        duration = gauge("drkit_run_duration_seconds", "Duration of the job's last run")
+        for job in status.JOBS:
+            when = status.parse_time((document.get("last_success") or {}).get(job))
+            if when is not None:
+                success.add_metric([node, job], when.timestamp())
+            last = document.get(f"last_{job}")
+            if last:
+                last_ok.add_metric([node, job], 1.0 if last.get("ok") else 0.0)
+                moment = status.parse_time(last.get("time"))
+                if moment is not None:
+                    last_time.add_metric([node, job], moment.timestamp())
+                if last.get("duration_seconds") is not None:
+                    duration.add_metric([node, job], float(last["duration_seconds"]))
+        yield from (success, last_ok, last_time, duration)
+
+        backup = document.get("last_backup") or {}
+        for name, documentation, value in (
+            ("drkit_bytes_added", "Bytes the last backup added", backup.get("bytes_added")),
+            ("drkit_files", "Files in the last backup", backup.get("files")),
+            ("drkit_snapshots", "Snapshots of the node in the repository", entry["snapshots"]),
+        ):
+            family = gauge(name, documentation)
+            if value is not None:
+                family.add_metric([node, "backup"], float(value))
+            yield family
+
+        age = gauge(
+            "drkit_seconds_since_last_good_backup",
+            "Seconds since the last successful backup (absent when there is none)",
+        )
+        if entry["age_seconds"] is not None:
+            age.add_metric([node, "backup"], float(entry["age_seconds"]))
+        yield age
+        rpo = gauge("drkit_rpo_seconds", "The node's recovery point objective")
+        rpo.add_metric([node, "backup"], float(entry["rpo_seconds"]))
+        yield rpo
+        breached = gauge("drkit_rpo_breached", "1 when the node is outside its RPO")
+        breached.add_metric([node, "backup"], 0.0 if entry["rpo_ok"] else 1.0)
+        yield breached
+        runs = CounterMetricFamily(
+            "drkit_runs", "Finished runs of each job by result", labels=[*JOB_LABELS, "result"]
+        )
+        with self._lock:
+            for (job, result), count in sorted(self.runs.items()):
+                runs.add_metric([node, job, result], count)
+        yield runs
+
+
+class Metrics:
+    """The node's registry, its optional HTTP endpoint and textfile."""
+
+    def __init__(self, collector: StatusCollector, textfile: Path | None = None):
+        self.collector = collector
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(collector)
+        self.textfile = textfile
+        self._server: http.server.ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    def exposition(self) -> bytes:
+        """Return the metrics in Prometheus text format."""
+        return generate_latest(self.registry)
+
+    def write_textfile(self) -> None:
+        """Write the textfile-collector file atomically (when one is configured)."""
+        if self.textfile is None:
+            return
+        try:
+            self.textfile.parent.mkdir(parents=True, exist_ok=True)
+            write_to_textfile(str(self.textfile), self.registry)
+        except OSError as exc:
+            log.warning("metrics textfile %s not written: %s", self.textfile, exc.strerror)
+
+    def serve(self, host: str, port: int) -> tuple[str, int]:
+        """Serve /metrics and /healthz on host:port in a thread; return the bound address."""
+        metrics = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                path = self.path.split("?", 1)[0]
+                if path == "/metrics":
+                    self._answer(200, metrics.exposition(), "text/plain; version=0.0.4")
+                elif path == "/healthz":
+                    entry = metrics.collector.evaluate()
+                    body = json.dumps(
+                        {
+                            "ok": entry["rpo_ok"],
+                            "node": entry["node"],
+                            "age_seconds": entry["age_seconds"],
+                            "rpo_seconds": entry["rpo_seconds"],
+                            "problems": entry["problems"],
+                        }
+                    ).encode()
+                    self._answer(200 if entry["rpo_ok"] else 503, body, "application/json")
+                else:
+                    self._answer(404, b"not found: /metrics or /healthz\n", "text/plain")
+
+            def _answer(self, code: int, body: bytes, content_type: str) -> None:
+                self.send_response(code)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args) -> None:
+                log.debug("metrics: " + format, *args)
+
+        try:
+            self._server = http.server.ThreadingHTTPServer((host, port), Handler)
+        except OSError as exc:
+            raise errors.UsageError(f"--metrics {host}:{port}: {exc.strerror}") from None
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="drkit-metrics", daemon=True
+        )
+        self._thread.start()
+        bound = self._server.server_address
+        return str(bound[0]), int(bound[1])
+
+    def close(self) -> None:
+        """Stop the HTTP endpoint."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None

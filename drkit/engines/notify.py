@@ -1,0 +1,157 @@
+"""Alerts: a signed webhook POST per finished job, and healthchecks-style pings.
+
+Webhook body: {event, job, node, ok, time, snapshot_id, error}; header
+`X-Drkit-Signature: sha256=<hex HMAC-SHA256 of the raw body with the secret>`.
+Pings: `<url>/start` when a job starts, `<url>` on success, `<url>/fail` with the error line as
+the body on failure. A failed job never sends a success ping.
+
+Alerts never fail a job: a refused or unreachable endpoint is logged as a warning. Secrets (the
+HMAC key, the ping URL's token) never reach a log line: URLs are logged by host only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import urllib.error
+import urllib.parse
+import urllib.request
+from datetime import UTC, datetime
+from typing import Any
+
+from drkit import errors
+from drkit.config import Notify
+
+log = logging.getLogger(__name__)
+
+SIGNATURE_HEADER = "X-Drkit-Signature"
+ATTEMPTS = 2
+USER_AGENT = "drkit"
+
+
+def _where(url: str) -> str:
+    """Return the part of a URL that may be logged: scheme and host, never path or query."""
+    parts = urllib.parse.urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+
+
+def sign(body: bytes, secret: bytes) -> str:
+    """Return the X-Drkit-Signature value of a body."""
+    return "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
+
+
+def _post(url: str, body: bytes, headers: dict[str, str], timeout: float) -> bool:
+    """POST body to url; return True on a 2xx answer. Never raise."""
+    for attempt in range(1, ATTEMPTS + 1):
+        request = urllib.request.Request(
+            url, data=body, method="POST", headers={"User-Agent": USER_AGENT, **headers}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                if 200 <= response.status < 300:
+                    return True
+                reason = f"HTTP {response.status}"
+        except urllib.error.HTTPError as exc:
+            reason = f"HTTP {exc.code}"
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            reason = str(getattr(exc, "reason", exc))
+        log.warning("alert to %s failed (attempt %d): %s", _where(url), attempt, reason)
+    return False
+
+
+class Notifier:
+    """Sends a node's alerts as its config's `notify` section says."""
+
+    def __init__(self, settings: Notify, node: str):
+        self.settings = settings
+        self.node = node
+        self._secret: bytes | None = None
+        webhook = settings.webhook
+        if webhook and webhook.secret_file:
+            try:
+                self._secret = webhook.secret_file.read_bytes().strip()
+            except OSError as exc:
+                raise errors.ConfigError(
+                    f"notify.webhook.secret_file: {webhook.secret_file}: {exc.strerror}"
+                ) from None
+            if not self._secret:
+                raise errors.ConfigError(
+                    f"notify.webhook.secret_file: {webhook.secret_file} is empty"
+                )
+
+    def ping_url(self, job: str) -> str | None:
+        """Return the job's ping URL: `ping.url` for backup, `ping.jobs.<job>` for the others."""
+        ping = self.settings.ping
+        if ping is None:
+            return None
+        url = ping.url if job == "backup" else ping.jobs.get(job)  # type: ignore[call-overload]
+        return url.rstrip("/") if url else None
+
+    def start(self, job: str) -> None:
+        """Ping `<url>/start`."""
+        url = self.ping_url(job)
+        if url:
+            _post(url + "/start", b"", {}, self.settings.timeout_seconds)
+
+    def finish(
+        self,
+        job: str,
+        *,
+        ok: bool,
+        error: str | None = None,
+        snapshot_id: str | None = None,
+        event: str | None = None,
+    ) -> dict[str, bool]:
+        """Ping success or fail and POST the webhook; return which were delivered."""
+        delivered = {}
+        url = self.ping_url(job)
+        if url:
+            if ok:
+                delivered["ping"] = _post(url, b"", {}, self.settings.timeout_seconds)
+            else:
+                body = (error or "failed").splitlines()[0].encode()[:10000]
+                delivered["ping"] = _post(
+                    url + "/fail",
+                    body,
+                    {"Content-Type": "text/plain; charset=utf-8"},
+                    self.settings.timeout_seconds,
+                )
+        if self.settings.webhook:
+            delivered["webhook"] = self.webhook(
+                event or ("succeeded" if ok else "failed"),
+                job,
+                ok=ok,
+                error=error,
+                snapshot_id=snapshot_id,
+            )
+        return delivered
+
+    def webhook(
+        self,
+        event: str,
+        job: str,
+        *,
+        ok: bool,
+        error: str | None = None,
+        snapshot_id: str | None = None,
+    ) -> bool:
+        """POST one signed event; return True when the endpoint took it."""
+        webhook = self.settings.webhook
+        if webhook is None:
+            return False
+        document: dict[str, Any] = {
+            "event": event,
+            "job": job,
+            "node": self.node,
+            "ok": ok,
+            "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "snapshot_id": snapshot_id,
+            "error": error,
+        }
+        body = json.dumps(document, sort_keys=True).encode()
+        headers = {"Content-Type": "application/json"}
+        if self._secret:
+            headers[SIGNATURE_HEADER] = sign(body, self._secret)
+        return _post(webhook.url, body, headers, self.settings.timeout_seconds)

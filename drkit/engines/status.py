@@ -1,0 +1,261 @@
+"""The status document of a node: what its last backup, prune, verify and drill did, and whether
+it is within its RPO.
+
+One JSON document per node, kept locally (`<state_dir>/status/<node>.json`) and copied to the
+bucket root (`status/<node>.json`) so that `drkit status --fleet` sees every node. The local copy
+is authoritative for the node itself; the bucket copy is best effort (S3 may be down, which is
+exactly when the local copy still tells the truth). A node whose document is missing, whose last
+good backup is older than its RPO, or whose times lie in the future is breached, never fine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from drkit import errors
+from drkit.config import Config, parse_duration
+
+log = logging.getLogger(__name__)
+
+FORMAT = 1
+JOBS = ("backup", "prune", "verify", "drill")
+CLOCK_SKEW_TOLERANCE_SECONDS = 300
+
+
+def utc_text(moment: datetime) -> str:
+    """Return an RFC 3339 UTC time with Z, to the second."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_time(text: str | None) -> datetime | None:
+    """Parse an RFC 3339 time (Z or offset); return None for None or garbage."""
+    if not text:
+        return None
+    try:
+        moment = datetime.fromisoformat(str(text).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def objectives_of(config: Config) -> dict[str, int]:
+    """Return the node's objectives in seconds: {rpo_seconds, rto_seconds}."""
+    return {
+        "rpo_seconds": int(parse_duration(config.objectives.rpo).total_seconds()),
+        "rto_seconds": int(parse_duration(config.objectives.rto).total_seconds()),
+    }
+
+
+def empty(config: Config) -> dict[str, Any]:
+    """Return the status document of a node that has done nothing yet."""
+    return {
+        "format": FORMAT,
+        "node": config.node,
+        "updated": None,
+        "objectives": objectives_of(config),
+        "last_backup": None,
+        "last_good_backup": None,
+        "last_prune": None,
+        "last_verify": None,
+        "last_drill": None,
+        "last_success": {},
+        "snapshots": None,
+    }
+
+
+def local_path(config: Config) -> Path:
+    """Return where the node keeps its own status document."""
+    return config.state_dir / "status" / f"{config.node}.json"
+
+
+def bucket_key(node: str) -> str:
+    """Return the status document's key at the bucket root."""
+    return f"status/{node}.json"
+
+
+def load_local(config: Config) -> dict[str, Any] | None:
+    """Return the node's local status document, or None when there is none (or it is torn)."""
+    try:
+        document = json.loads(local_path(config).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+    except OSError as exc:
+        raise errors.LocalFilesystemError(f"{local_path(config)}: {exc.strerror}") from None
+    return document if isinstance(document, dict) else None
+
+
+def _write_local(config: Config, document: dict) -> None:
+    path = local_path(config)
+    try:
+        path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+        partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        partial.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n")
+        os.replace(partial, path)
+    except OSError as exc:
+        raise errors.LocalFilesystemError(f"{path}: cannot write ({exc.strerror})") from None
+
+
+def publish(config: Config, document: dict) -> bool:
+    """Copy the document to the bucket; return False (and log why) when S3 refuses or is down."""
+    try:
+        from drkit.engines.storage import Storage
+
+        Storage(config.repository).put_json(bucket_key(config.node), document)
+    except errors.DrkitError as exc:
+        log.warning("status not published to the bucket: %s", exc.message)
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def _status_lock(config: Config):
+    from filelock import FileLock
+
+    lock_dir = config.state_dir / "locks"
+    lock_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with FileLock(str(lock_dir / f"{config.node}.status.lock"), timeout=30):
+        yield
+
+
+def record(
+    config: Config,
+    job: str,
+    outcome: dict[str, Any],
+    *,
+    snapshots: int | None = None,
+    upload: bool = True,
+) -> dict[str, Any]:
+    """Record one finished run of job in the node's status document; return the document.
+
+    outcome: {time, ok, duration_seconds, error, ...job fields (snapshot_id, bytes_added,
+    files)}. A good backup also becomes last_good_backup. The local file is always written;
+    the bucket copy when upload and S3 answers.
+    """
+    if job not in JOBS:
+        raise errors.UsageError(f"unknown job {job!r}")
+    with _status_lock(config):
+        document = load_local(config) or empty(config)
+        now = datetime.now(UTC)
+        document["updated"] = utc_text(now)
+        document["node"] = config.node
+        document["objectives"] = objectives_of(config)
+        document[f"last_{job}"] = outcome
+        if outcome.get("ok"):
+            document.setdefault("last_success", {})[job] = outcome.get("time") or utc_text(now)
+            if job == "backup":
+                document["last_good_backup"] = {
+                    "time": outcome.get("time"),
+                    "snapshot_id": outcome.get("snapshot_id"),
+                }
+        if snapshots is not None:
+            document["snapshots"] = snapshots
+        _write_local(config, document)
+    if upload:
+        publish(config, document)
+    return document
+
+
+def outcome_of(job: str, started: datetime, duration: float, result=None, error=None) -> dict:
+    """Return the status entry of one run from its result document or its error."""
+    entry: dict[str, Any] = {
+        "time": utc_text(started),
+        "ok": False,
+        "duration_seconds": round(duration, 3),
+        "error": None,
+    }
+    if error is not None:
+        entry["error"] = getattr(error, "message", None) or f"{type(error).__name__}: {error}"
+        entry["error_kind"] = getattr(error, "kind", "error")
+        return entry
+    result = result or {}
+    entry["ok"] = bool(result.get("ok", True))
+    if job == "backup":
+        entry.update(
+            time=result.get("time") or entry["time"],
+            snapshot_id=result.get("snapshot_id"),
+            bytes_added=result.get("bytes_added"),
+            files=result.get("files"),
+        )
+    elif job == "prune":
+        entry.update(removed=len(result.get("removed", [])), kept=len(result.get("kept", [])))
+    elif job == "verify":
+        entry.update(problems=len(result.get("problems", [])), drift=len(result.get("drift", [])))
+    elif job == "drill":
+        entry.update(
+            snapshot_id=result.get("snapshot_id"),
+            rto_seconds=result.get("rto_seconds"),
+            rpo_seconds=result.get("rpo_seconds"),
+        )
+    if not entry["ok"]:
+        problems = result.get("problems") or []
+        entry["error"] = problems[0] if problems else f"{job} found problems"
+    return entry
+
+
+def evaluate(
+    document: dict | None,
+    *,
+    node: str,
+    now: datetime,
+    default_objectives: dict[str, int],
+) -> dict[str, Any]:
+    """Judge one node's status document at `now`; return its `drkit status` entry.
+
+    A missing document, no good backup, a good backup older than the RPO, or a time in the
+    future beyond clock-skew tolerance: rpo_ok is false and `problems` says why.
+    """
+    problems: list[str] = []
+    document = document or {}
+    objectives = document.get("objectives") or default_objectives
+    rpo = int(objectives.get("rpo_seconds") or default_objectives["rpo_seconds"])
+    rto = int(objectives.get("rto_seconds") or default_objectives["rto_seconds"])
+    if not document:
+        problems.append("no status document: the node never reported (or it was removed)")
+    good = document.get("last_good_backup") or {}
+    good_time = parse_time(good.get("time"))
+    age: float | None = None
+    if good_time is None:
+        if document:
+            problems.append("no successful backup recorded")
+    else:
+        age = (now - good_time).total_seconds()
+        if age < -CLOCK_SKEW_TOLERANCE_SECONDS:
+            problems.append(
+                f"last good backup is {-age:.0f} s in the future: the node's clock is wrong"
+            )
+        elif age > rpo:
+            problems.append(f"last good backup is {age:.0f} s old, over the RPO of {rpo} s")
+        age = max(age, 0.0)
+    last_backup = document.get("last_backup")
+    if last_backup and not last_backup.get("ok"):
+        problems.append(f"last backup failed: {last_backup.get('error')}")
+    drill = document.get("last_drill") or {}
+    rto_measured = drill.get("rto_seconds")
+    rto_ok = None if rto_measured is None else bool(drill.get("ok")) and rto_measured <= rto
+    rpo_ok = not any(
+        problem.startswith(("no status", "no successful", "last good")) for problem in problems
+    )
+    updated = parse_time(document.get("updated"))
+    return {
+        "node": node,
+        "last_backup": last_backup,
+        "last_good_backup": good or None,
+        "last_prune": document.get("last_prune"),
+        "last_verify": document.get("last_verify"),
+        "last_drill": document.get("last_drill"),
+        "rpo_seconds": rpo,
+        "rpo_ok": rpo_ok,
+        "age_seconds": None if age is None else round(age),
+        "rto_seconds": rto,
+        "rto_ok": rto_ok,
+        "snapshots": document.get("snapshots"),
+        "updated": document.get("updated"),
+        "status_age_seconds": None if updated is None else round((now - updated).total_seconds()),
+        "problems": problems,
+    }

@@ -1,0 +1,1070 @@
+"""OpenSSH sftp nodes: read sshd_config as sshd does, back up what it names, prove a restore.
+
+The raw config is parsed here (not `sshd -T`): Include lines only show in the raw files, and a
+config with an unknown keyword must still be backed up. What the profile backs up, which
+directives name files and the mode rules come from policies/openssh.yaml.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import functools
+import glob
+import grp
+import os
+import posixpath
+import pwd
+import re
+import secrets
+import shutil
+import socket
+import stat
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import yaml
+
+from drkit import runner
+from drkit.engines import accounts, keys
+from drkit.engines.checks import Check, failed, passed, warned
+from drkit.paths import on_root, to_node
+from drkit.profiles.base import Entry, Inventory
+
+POLICY_FILE = "openssh.yaml"
+_TOKEN = re.compile(r"%(.)")
+_KEYWORD = re.compile(r"^\s*([^\s=]+)\s*(?:=\s*|\s+|$)(.*)$")
+
+
+def policy_dir() -> Path:
+    """Return the directory of drkit's policy files.
+
+    $DRKIT_POLICY_DIR, else the source tree's policies/, else <prefix>/share/drkit/policies
+    where a wheel install puts them.
+    """
+    if os.environ.get("DRKIT_POLICY_DIR"):
+        return Path(os.environ["DRKIT_POLICY_DIR"])
+    source_tree = Path(__file__).resolve().parents[2] / "policies"
+    return source_tree if source_tree.is_dir() else Path(sys.prefix) / "share/drkit/policies"
+
+
+@functools.cache
+def policy() -> dict:
+    """Return policies/openssh.yaml."""
+    return yaml.safe_load((policy_dir() / POLICY_FILE).read_text())
+
+
+# --- reading sshd_config ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Line:
+    """One directive: lower-case keyword, arguments, where it is, and its Match criteria."""
+
+    keyword: str
+    args: tuple[str, ...]
+    source: str
+    number: int
+    match: tuple[str, ...] | None
+
+    @property
+    def where(self) -> str:
+        return f"{self.source} line {self.number}"
+
+
+@dataclass
+class Config:
+    """Every directive of sshd_config and its Includes, in the order sshd reads them."""
+
+    lines: list[Line] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
+    texts: dict[str, str] = field(default_factory=dict)
+    include_hits: dict[tuple[str, int], list[str]] = field(default_factory=dict)
+    include_patterns: list[str] = field(default_factory=list)
+    missing_includes: list[tuple[Line, str]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def first(self, keyword: str) -> Line | None:
+        """Return the global line that sets keyword (the first one wins), else None."""
+        return next((ln for ln in self.lines if ln.keyword == keyword and ln.match is None), None)
+
+    def value(self, keyword: str, default: str) -> str:
+        line = self.first(keyword)
+        return line.args[0].lower() if line and line.args else default
+
+    def effective(self, keyword: str) -> list[Line]:
+        """Return the global line(s) that take effect, then every Match-block line."""
+        multi = keyword in policy()["multi_valued"]
+        top = [ln for ln in self.lines if ln.keyword == keyword and ln.match is None]
+        in_match = [ln for ln in self.lines if ln.keyword == keyword and ln.match is not None]
+        return (top if multi else top[:1]) + in_match
+
+
+def split_args(text: str) -> list[str]:
+    """Split a directive's arguments like sshd: quotes, backslash escapes, '#' comments."""
+    args: list[str] = []
+    current: list[str] = []
+    quote, started, i = "", False, 0
+    while i < len(text):
+        char = text[i]
+        if quote:
+            if char == "\\" and text[i + 1 : i + 2] in (quote, "\\"):
+                current.append(text[i + 1])
+                i += 1
+            elif char == quote:
+                quote = ""
+            else:
+                current.append(char)
+        elif char.isspace():
+            if started:
+                args.append("".join(current))
+                current, started = [], False
+        elif char == "\\" and text[i + 1 : i + 2] in ('"', "'", "\\", " "):
+            current.append(text[i + 1])
+            started = True
+            i += 1
+        elif char in "\"'":
+            quote, started = char, True
+        elif char == "#" and not started:
+            break
+        else:
+            current.append(char)
+            started = True
+        i += 1
+    if started:
+        args.append("".join(current))
+    return args
+
+
+def parse_line(raw: str) -> tuple[str, str, list[str]] | None:
+    """Return (keyword as written, lower-case keyword, args) of a config line, else None."""
+    stripped = raw.strip()
+    if not stripped or stripped.startswith("#"):
+        return None
+    found = _KEYWORD.match(stripped)
+    if not found:
+        return None
+    return found.group(1), found.group(1).lower(), split_args(found.group(2))
+
+
+def _glob(root: Path, pattern: str) -> list[str]:
+    """Return the node paths of the files that match a node glob, sorted as glob(3) does."""
+    normal = posixpath.normpath("/" + pattern.lstrip("/"))
+    prefix = glob.escape(str(root).rstrip("/"))
+    hits = sorted(glob.glob(prefix + normal)) if glob.has_magic(normal) else [prefix + normal]
+    return [to_node(root, Path(hit)) for hit in hits if Path(hit).is_file()]
+
+
+def read_config(root: Path, main: str | None = None) -> Config:
+    """Parse the node's sshd_config and everything it Includes (missing parts become warnings)."""
+    config = Config()
+    _read_file(Path(root), main or policy()["config"]["main"], None, config, ())
+    return config
+
+
+def _read_file(root: Path, node_path: str, match, config: Config, stack: tuple[str, ...]) -> None:
+    settings = policy()["config"]
+    try:
+        text = on_root(root, node_path).read_text(errors="replace")
+    except OSError as exc:
+        config.warnings.append(f"{node_path}: cannot read ({exc.strerror or exc})")
+        return
+    if node_path not in config.files:
+        config.files.append(node_path)
+    config.texts[node_path] = text
+    for number, raw in enumerate(text.splitlines(), 1):
+        parsed = parse_line(raw)
+        if parsed is None:
+            continue
+        _, keyword, args = parsed
+        if keyword == "match":
+            match = tuple(args) or ("all",)
+        line = Line(keyword, tuple(args), node_path, number, match)
+        config.lines.append(line)
+        if keyword != "include":
+            continue
+        hits: list[str] = []
+        for pattern in args:
+            absolute = posixpath.normpath(posixpath.join(settings["include_base"], pattern))
+            config.include_patterns.append(absolute)
+            matched = _glob(root, absolute)
+            if not matched and not glob.has_magic(absolute):
+                config.missing_includes.append((line, absolute))
+            hits += matched
+        config.include_hits[(node_path, number)] = hits
+        for hit in hits:
+            if hit in stack or len(stack) >= settings["max_include_depth"]:
+                config.warnings.append(f"Include {hit} ({line.where}) nests too deep; skipped")
+                continue
+            _read_file(root, hit, match, config, (*stack, node_path))
+
+
+# --- accounts and per-user paths --------------------------------------------------------------
+
+
+@dataclass
+class Accounts:
+    """The node's passwd and group records."""
+
+    users: dict[str, list[str]]
+    groups: list[list[str]]
+    _who: dict[tuple[str, ...], set[str] | None] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, root: Path) -> Accounts:
+        return cls(accounts.passwd_entries(root), accounts.group_entries(root))
+
+    def who(self, criteria: tuple[str, ...]) -> set[str] | None:
+        """Return the users a Match line is limited to (None: anyone), computed once."""
+        if criteria not in self._who:
+            self._who[criteria] = _criteria_users(criteria, self)
+        return self._who[criteria]
+
+    def members(self, group_pattern: str) -> list[str]:
+        names = [g[0] for g in self.groups if _match_list(g[0], group_pattern)]
+        return [m for name in names for m in accounts.group_members(self.users, self.groups, name)]
+
+
+def _match_list(name: str, patterns: str) -> bool:
+    """sshd's match_pattern_list: some positive pattern matches and no negated one does."""
+    positive = negative = False
+    for pattern in patterns.split(","):
+        if pattern.startswith("!"):
+            negative |= fnmatch.fnmatchcase(name, pattern[1:])
+        elif pattern:
+            positive |= fnmatch.fnmatchcase(name, pattern)
+    return positive and not negative
+
+
+def _criteria_users(criteria: tuple[str, ...], db: Accounts) -> set[str] | None:
+    """Return the users a Match line is limited to, or None when it may apply to anyone."""
+    words = [part for word in criteria for part in word.split("=", 1) if part]
+    sets: list[set[str]] = []
+    index = 0
+    while index < len(words):
+        key = words[index].lower()
+        value = words[index + 1] if index + 1 < len(words) else ""
+        index += 1 if key == "all" else 2
+        if key == "user":
+            literal = {p for p in value.split(",") if p and not p.startswith("!")}
+            named = {p for p in literal if not glob.has_magic(p)}
+            sets.append({n for n in db.users if _match_list(n, value)} | named)
+        elif key == "group":
+            sets.append(set(db.members(value)))
+    return set.intersection(*sets) if sets else None
+
+
+def _expand(pattern: str, name: str, entry: list[str]) -> str | None:
+    """Expand %u %h %U %% and a leading ~/ for one user; relative results are under the home."""
+    home = entry[5] or "/"
+    values = {"%": "%", "u": name, "h": home, "U": entry[2]}
+    text = home + pattern[1:] if pattern.startswith("~/") else pattern
+    try:
+        text = _TOKEN.sub(lambda token: values[token.group(1)], text)
+    except KeyError:
+        return None
+    if not text.startswith("/"):
+        text = home.rstrip("/") + "/" + text
+    return posixpath.normpath(text)
+
+
+def _users(config: Config, db: Accounts, root: Path, smoke_user: str | None):
+    """Return (users whose files and entries belong to the node, warnings)."""
+    names, warnings = [], []
+    explicit: list[str] = []
+    for line in config.effective("allowusers"):
+        for pattern in line.args:
+            user = pattern.split("@", 1)[0]
+            if user.startswith("!"):
+                continue
+            matched = [n for n in db.users if fnmatch.fnmatchcase(n, user)]
+            explicit += matched or ([user] if not glob.has_magic(user) else [])
+    for line in config.effective("allowgroups"):
+        for pattern in line.args:
+            explicit += db.members(pattern)
+    for line in config.lines:
+        if line.keyword == "match":
+            explicit += sorted(db.who(line.args or ("all",)) or ())
+    if smoke_user:
+        explicit.append(smoke_user)
+    for user in dict.fromkeys(explicit):
+        if user in db.users:
+            names.append(user)
+        else:
+            warnings.append(f"user {user} is named by the config but not in the node's accounts")
+    no_home = set(policy()["defaults"]["no_home"])
+    for user, entry in db.users.items():
+        if user in names or entry[5] in no_home or not on_root(root, entry[5]).is_dir():
+            continue
+        if any(
+            _is_file(root, path) for path, _ in _user_paths(config, db, user, "authorizedkeysfile")
+        ):
+            names.append(user)
+    return names, warnings
+
+
+def _user_paths(config: Config, db: Accounts, user: str, keyword: str) -> list[tuple[str, str]]:
+    """Return [(node path, where)] of a per-user directive (global value, then Match blocks)."""
+    lines = config.effective(keyword)
+    found: list[tuple[str, str]] = []
+    if keyword == "authorizedkeysfile" and not any(ln.match is None for ln in lines):
+        found += [(p, "default") for p in policy()["defaults"]["authorized_keys_file"]]
+    for line in lines:
+        who = db.who(line.match) if line.match else None
+        if who is None or user in who:
+            found += [(arg, line.where) for arg in line.args if arg.lower() != "none"]
+    entry = db.users[user]
+    expanded = [(_expand(pattern, user, entry), where) for pattern, where in found]
+    return list(dict.fromkeys((path, where) for path, where in expanded if path))
+
+
+def _is_file(root: Path, node_path: str) -> bool:
+    host = on_root(root, node_path)
+    return host.is_file() or host.is_symlink()
+
+
+# --- what the config names ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Ref:
+    """A file or directory the config names."""
+
+    path: str
+    category: str
+    directive: str
+    where: str
+    required: bool
+    user: str | None = None
+    directory: bool = False
+
+
+def references(root: Path, config: Config, db: Accounts, users: list[str]) -> list[Ref]:
+    """Return every node path the config names, with category and whether it must exist."""
+    pol = policy()
+    refs = [
+        Ref(path, "config", "include", line.where, True) for line, path in config.missing_includes
+    ]
+    for keyword, rule in pol["directives"].items():
+        kind, category, required = rule["kind"], rule["category"], rule["required"]
+        if kind in ("user_path", "chroot"):
+            for user in users:
+                refs += [
+                    Ref(path, category, keyword, where, required, user, kind == "chroot")
+                    for path, where in _user_paths(config, db, user, keyword)
+                    if path != "/"
+                ]
+            continue
+        for line in config.effective(keyword):
+            args = line.args
+            if kind == "path" and args and args[0].lower() != "none":
+                refs.append(Ref(_absolute(args[0]), category, keyword, line.where, required))
+            elif kind == "command" and args and args[0].startswith("/"):
+                refs.append(Ref(args[0], category, keyword, line.where, required))
+            elif kind == "subsystem" and len(args) > 1 and args[1].startswith("/"):
+                refs.append(Ref(args[1], category, keyword, line.where, required))
+    if not config.effective("hostkey"):
+        refs += [
+            Ref(p, "host_keys", "hostkey", "default", False) for p in pol["defaults"]["host_keys"]
+        ]
+    if not config.effective("modulifile"):
+        refs.append(Ref(pol["defaults"]["moduli"], "config", "modulifile", "default", False))
+    if config.value("usepam", pol["defaults"]["use_pam"]) == "yes":
+        usepam = config.first("usepam")
+        refs.append(Ref(pol["config"]["pam_file"], "config", "usepam", usepam.where, True))
+    return list(dict.fromkeys(refs))
+
+
+def _absolute(path: str) -> str:
+    return posixpath.normpath(posixpath.join("/", path))
+
+
+def _walk_files(root: Path, node_dir: str) -> list[str]:
+    """Return the node paths of every file and symlink under a directory (links not followed)."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(on_root(root, node_dir)):
+        dirnames.sort()
+        links = [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]
+        found += [to_node(root, Path(dirpath, n)) for n in sorted(filenames + links)]
+    return found
+
+
+def inventory(root: Path, smoke_user: str | None) -> Inventory:
+    """Return what makes this OpenSSH node: its files, chroot trees, users and warnings."""
+    pol, root = policy(), Path(root)
+    config = read_config(root)
+    found = Inventory(owned_globs=list(pol["owned_globs"]), warnings=list(config.warnings))
+    base = pol["config"]["include_base"].rstrip("/") + "/"
+    for pattern in config.include_patterns:
+        if pattern.startswith(base) and pattern not in found.owned_globs:
+            found.owned_globs.append(pattern)
+    if pol["config"]["main"] not in config.files:
+        return found
+    seen: set[str] = set()
+
+    def add(path: str, category: str) -> None:
+        if path not in seen:
+            seen.add(path)
+            found.files.append(Entry(path, category))
+
+    for path in config.files:
+        add(path, "config")
+    db = Accounts.of(root)
+    users, warnings = _users(config, db, root, smoke_user)
+    found.users, found.warnings = users, found.warnings + warnings
+    refs = references(root, config, db, users)
+    for ref in refs:
+        host = on_root(root, ref.path)
+        if ref.directory:
+            if host.is_dir():
+                if ref.path not in {entry.path for entry in found.dirs}:
+                    found.dirs.append(Entry(ref.path, ref.category))
+                    for path in _walk_files(root, ref.path):
+                        add(path, ref.category)
+            else:
+                found.warnings.append(f"{_label(ref)} {ref.path} ({ref.where}) is missing")
+        elif _is_file(root, ref.path):
+            add(ref.path, ref.category)
+            if ref.directive == "hostkey" and _is_file(root, ref.path + ".pub"):
+                add(ref.path + ".pub", ref.category)
+        elif ref.required:
+            found.warnings.append(f"{_label(ref)} {ref.path} ({ref.where}) is missing")
+    if not any(r.directive == "hostkey" and _is_file(root, r.path) for r in refs):
+        found.warnings.append("no host key found: clients will see a new server")
+    for user in users:
+        mine = [r for r in refs if r.user == user and r.directive == "authorizedkeysfile"]
+        if not any(_is_file(root, r.path) for r in mine):
+            found.warnings.append(f"user {user} has no authorized keys file")
+    found.warnings = list(dict.fromkeys(found.warnings))
+    return found
+
+
+def _label(ref: Ref) -> str:
+    """Return the directive's name as sshd_config spells it."""
+    if ref.directive == "usepam":
+        return "UsePAM"
+    return policy()["directives"].get(ref.directive, {}).get("name", ref.directive)
+
+
+# --- a runnable copy of the config ---------------------------------------------------------
+
+
+def _quote(arg: str) -> str:
+    if arg and not re.search(r"[\s\"'#\\]", arg):
+        return arg
+    return '"' + arg.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _onto(root: Path, path: str) -> str:
+    """Map a path onto root, keeping %-tokens; a leading %h or ~ is a home, also mapped."""
+    if str(root) == "/":
+        return path
+    if path.startswith(("%h", "~")):
+        return str(root).rstrip("/") + (path if path.startswith("%h") else "%h" + path[1:])
+    return str(on_root(root, path)) if path.startswith("/") else path
+
+
+def _map_line(root: Path, keyword: str, args: list[str], smoke: dict | None) -> list[str] | None:
+    """Return the arguments with node paths mapped onto root, or None when nothing changes."""
+    rule = policy()["directives"].get(keyword)
+    if rule is None or not args:
+        return None
+    kind, new = rule["kind"], list(args)
+    if kind == "path" and args[0].lower() != "none":
+        new[0] = str(on_root(root, args[0]))
+    elif kind == "user_path":
+        new = [a if a.lower() == "none" else _onto(root, a) for a in args]
+    elif kind == "chroot" and args[0].lower() != "none":
+        expanded = smoke and _expand(args[0], smoke["user"], smoke["entry"])
+        new[0] = str(on_root(root, expanded)) if expanded else _onto(root, args[0])
+    elif kind in ("command", "subsystem"):
+        position = 0 if kind == "command" else 1
+        program = args[position] if len(args) > position else ""
+        if program.startswith("/") and on_root(root, program).exists():
+            new[position] = str(on_root(root, program))
+    return new if new != args else None
+
+
+def write_copy(root: Path, config: Config, out_dir: Path, smoke: dict | None = None):
+    """Write runnable copies of the config files under out_dir, node paths mapped onto root.
+
+    smoke adds {"prepend": [lines], "authorized_keys": path, "user", "entry"}: listed keywords
+    are dropped, AuthorizedKeysFile points at the sandbox file, prepended lines win.
+    Return (main copy, {copy path: (node path, lines prepended)}).
+    """
+    root, pol = Path(root), policy()
+    main = pol["config"]["main"]
+    copies = {node: out_dir / node.lstrip("/") for node in config.files}
+    drop = set(pol["smoke"]["drop"]) if smoke else set()
+    names: dict[str, tuple[str, int]] = {}
+    for node, copy in copies.items():
+        out = []
+        for number, raw in enumerate(config.texts[node].splitlines(), 1):
+            parsed = parse_line(raw)
+            if parsed is None:
+                out.append(raw)
+                continue
+            token, keyword, args = parsed
+            if keyword in drop:
+                out.append(f"# drkit smoke: {raw.strip()}")
+            elif smoke and keyword == "authorizedkeysfile":
+                out.append(f"{token} {_quote(smoke['authorized_keys'])}")
+            elif keyword == "include":
+                hits = [str(copies[hit]) for hit in config.include_hits.get((node, number), [])]
+                out.append(f"{token} {' '.join(map(_quote, hits))}" if hits else f"# {raw.strip()}")
+            elif (mapped := _map_line(root, keyword, args, smoke)) is not None:
+                out.append(f"{token} {' '.join(map(_quote, mapped))}")
+            else:
+                out.append(raw)
+        prepend = smoke["prepend"] if smoke and node == main else []
+        copy.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        copy.write_text("\n".join([*prepend, *out]) + "\n")
+        copy.chmod(0o600)
+        names[str(copy)] = (node, len(prepend))
+    return copies[main], names
+
+
+def _node_text(text: str, names: dict[str, tuple[str, int]], root: Path) -> str:
+    """Rewrite sshd's messages about copies into node paths and line numbers."""
+    for copy, (node, offset) in names.items():
+        text = re.sub(
+            re.escape(copy) + r"(\W+line )(\d+)",
+            lambda m, node=node, offset=offset: f"{node}{m.group(1)}{int(m.group(2)) - offset}",
+            text,
+        )
+        text = text.replace(copy, node)
+    return text.replace(str(root).rstrip("/") + "/", "/") if str(root) != "/" else text
+
+
+# --- static checks ------------------------------------------------------------------------------
+
+
+def checks(root: Path, manifest: dict) -> list[Check]:
+    """Return the static checks of a restored (or live) node against its manifest."""
+    pol, root = policy(), Path(root)
+    config = read_config(root)
+    main = pol["config"]["main"]
+    if main not in config.files:
+        return [failed("config: sshd_config", f"{main} is missing or unreadable")]
+    db = Accounts.of(root)
+    users, _ = _users(config, db, root, None)
+    users += [a["name"] for a in manifest.get("accounts", []) if a["name"] in db.users]
+    refs = references(root, config, db, list(dict.fromkeys(users)))
+    return [
+        _config_test(root, config),
+        *_named_files(root, refs),
+        *_host_key_checks(root, refs, manifest),
+        *_user_key_checks(root, refs, config, db),
+        *_chroot_checks(root, refs),
+        *_certificate_checks(root, manifest),
+    ]
+
+
+def _config_test(root: Path, config: Config) -> Check:
+    pol = policy()
+    name = "config: sshd -t"
+    work = Path(tempfile.mkdtemp(prefix="drkit-sshd-t-"))
+    try:
+        copy, names = write_copy(root, config, work)
+        runner.run(["install", "-d", "-m755", pol["smoke"]["privsep_dir"]])
+        argv = [arg.replace("{config}", str(copy)) for arg in pol["validate"]["argv"]]
+        done = runner.run(argv, timeout=60)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    lines = [ln.strip("@ \t") for ln in _node_text(done.stderr, names, root).splitlines()]
+    lines = [ln for ln in lines if ln]
+    bad = [ln for ln in lines if any(p in ln for p in pol["validate"]["fail_patterns"])]
+    if done.returncode != 0:
+        cause = next((ln for ln in lines if " line " in ln), lines[0] if lines else "no output")
+        return failed(name, f"exit {done.returncode}: {cause}")
+    if bad:
+        useful = [ln for ln in bad if "UNPROTECTED" not in ln] or bad
+        return failed(name, "; ".join(dict.fromkeys(useful)))
+    return passed(name, "sshd accepts the config and loads every host key")
+
+
+def _named_files(root: Path, refs: list[Ref]) -> list[Check]:
+    required = list({r.path: r for r in reversed(refs) if r.required}.values())
+    missing = [
+        r for r in reversed(required)
+        if not (on_root(root, r.path).is_dir() if r.directory else _is_file(root, r.path))
+    ]  # fmt: skip
+    results = [
+        failed(f"config: missing {r.path}", f"{_label(r)} ({r.where}) names a missing path")
+        for r in missing
+    ]
+    if not missing:
+        results.append(passed("config: named files", f"all {len(required)} named paths exist"))
+    return results
+
+
+def _describe_file(root: Path, node_path: str) -> keys.KeyInfo | None:
+    try:
+        return keys.describe_key(on_root(root, node_path).read_bytes())
+    except OSError:
+        return None
+
+
+def _host_key_checks(root: Path, refs: list[Ref], manifest: dict) -> list[Check]:
+    rule = policy()["modes"]["host_private_key"]
+    forbid = int(rule["forbid"], 8)
+    results = []
+    configured = [r.path for r in refs if r.directive == "hostkey" and _is_file(root, r.path)]
+    for path in configured:
+        info = os.stat(on_root(root, path))
+        mode, problems = stat.S_IMODE(info.st_mode), []
+        if mode & forbid:
+            problems.append(f"mode {mode:04o}, must be 0600 or 0400")
+        if info.st_uid not in _uids(rule["owner"], None):
+            problems.append(f"owned by uid {info.st_uid}, not root")
+        name = f"host key mode: {path}"
+        results.append(
+            failed(name, "; ".join(problems)) if problems else passed(name, f"{mode:04o} root")
+        )
+        if _is_file(root, path + ".pub"):
+            private, public = _describe_file(root, path), _describe_file(root, path + ".pub")
+            name = f"host key pair: {path}"
+            if private is None or public is None:
+                which = "private key" if private is None else ".pub"
+                results.append(failed(name, f"the {which} does not parse"))
+            elif private.fingerprint != public.fingerprint:
+                detail = (
+                    f".pub ({public.fingerprint}) does not match the key ({private.fingerprint})"
+                )
+                results.append(failed(name, detail))
+            else:
+                results.append(passed(name, f"{private.type} {private.fingerprint}"))
+    recorded = manifest.get("host_keys", [])
+    for entry in recorded:
+        name, info = f"host key: {entry['path']}", _describe_file(root, entry["path"])
+        if not _is_file(root, entry["path"]):
+            results.append(failed(name, "missing"))
+        elif info is None:
+            results.append(failed(name, "not a readable key"))
+        elif info.fingerprint != entry["fingerprint"]:
+            detail = f"is {info.fingerprint}, the backup had {entry['fingerprint']}"
+            results.append(failed(name, detail))
+        else:
+            results.append(passed(name, f"{info.type} {info.fingerprint} as in the backup"))
+    known = {entry["path"] for entry in recorded}
+    if "host_keys" in manifest:
+        results += [
+            warned(f"host key: {p}", "configured but not in the backup")
+            for p in configured
+            if p not in known
+        ]
+    return results
+
+
+def _uids(owners: list[str], user_uid: int | None) -> set[int]:
+    return {0 if owner == "root" else user_uid for owner in owners} - {None}
+
+
+def _path_problems(
+    root: Path, node_path: str, stop: str, owners: set[int], forbid: int, must_be_dir: bool = False
+) -> list[str]:
+    """Check node_path and its parents up to stop (or '/'): owner and forbidden mode bits."""
+    problems, current = [], node_path
+    while True:
+        try:
+            info = os.stat(on_root(root, current))
+        except OSError:
+            return [f"{current} is missing"]
+        mode = stat.S_IMODE(info.st_mode)
+        if info.st_uid not in owners:
+            problems.append(f"{current} is owned by uid {info.st_uid}")
+        if mode & forbid:
+            problems.append(f"{current} is group/world-writable ({mode:04o})")
+        if must_be_dir and not stat.S_ISDIR(info.st_mode):
+            problems.append(f"{current} is not a directory")
+        if current in (stop, "/"):
+            return problems
+        current = posixpath.dirname(current)
+
+
+def _user_key_checks(root: Path, refs: list[Ref], config: Config, db: Accounts) -> list[Check]:
+    pol = policy()
+    strict = config.value("strictmodes", pol["defaults"]["strict_modes"]) != "no"
+    file_rule, path_rule = (
+        pol["modes"]["authorized_keys_file"],
+        pol["modes"]["authorized_keys_path"],
+    )
+    results, seen = [], set()
+    for ref in refs:
+        if ref.directive != "authorizedkeysfile" or ref.path in seen:
+            continue
+        seen.add(ref.path)
+        if not _is_file(root, ref.path):
+            continue
+        entry = db.users[ref.user]
+        uid, gid, home = int(entry[2]), int(entry[3]), entry[5]
+        name = f"user keys: {ref.path}"
+        try:
+            info = os.stat(on_root(root, ref.path))
+        except OSError as exc:
+            results.append(failed(name, f"unreadable ({exc.strerror})"))
+            continue
+        mode, problems = stat.S_IMODE(info.st_mode), []
+        readable = (
+            (info.st_uid == uid and mode & 0o400)
+            or mode & 0o004
+            or (mode & 0o040 and (info.st_gid == gid or _in_group(db, ref.user, info.st_gid)))
+        )
+        if not readable:
+            problems.append(f"{ref.path} ({mode:04o}) is not readable by {ref.user}")
+        if strict:
+            owners = _uids(file_rule["owner"], uid)
+            problems += _path_problems(
+                root, ref.path, ref.path, owners, int(file_rule["forbid"], 8)
+            )
+            parent = posixpath.dirname(ref.path)
+            stop = home if (ref.path + "/").startswith(home.rstrip("/") + "/") else "/"
+            owners = _uids(path_rule["owner"], uid)
+            problems += _path_problems(root, parent, stop, owners, int(path_rule["forbid"], 8))
+        detail = f"{mode:04o}, path safe for {ref.user}" if strict else "StrictModes no"
+        results.append(failed(name, "; ".join(problems)) if problems else passed(name, detail))
+    return results
+
+
+def _in_group(db: Accounts, user: str, gid: int) -> bool:
+    return any(user in g[3].split(",") for g in db.groups if g[2] == str(gid))
+
+
+def _chroot_checks(root: Path, refs: list[Ref]) -> list[Check]:
+    rule = policy()["modes"]["chroot_path"]
+    results = []
+    for path in dict.fromkeys(r.path for r in refs if r.directory):
+        if not on_root(root, path).is_dir():
+            continue
+        problems = _path_problems(
+            root, path, "/", _uids(rule["owner"], None), int(rule["forbid"], 8), must_be_dir=True
+        )
+        name = f"chroot: {path}"
+        detail = "every component root-owned, not group/world-writable"
+        results.append(failed(name, "; ".join(problems)) if problems else passed(name, detail))
+    return results
+
+
+def _certificate_checks(root: Path, manifest: dict) -> list[Check]:
+    warn_after = timedelta(days=policy()["certificates"]["warn_days"])
+    results = []
+    for entry in manifest.get("certificates", []):
+        name = f"certificate: {entry['path']}"
+        try:
+            info = keys.describe_certificate(on_root(root, entry["path"]).read_bytes())
+        except OSError as exc:
+            results.append(failed(name, f"unreadable ({exc.strerror})"))
+            continue
+        if info is None:
+            results.append(failed(name, "not a PEM certificate"))
+            continue
+        notes = []
+        if entry.get("key_path"):
+            key = _describe_file(root, entry["key_path"])
+            if key is None:
+                results.append(
+                    failed(name, f"its key {entry['key_path']} is missing or unreadable")
+                )
+                continue
+            if key.fingerprint != info.key_fingerprint:
+                results.append(failed(name, f"does not match its key {entry['key_path']}"))
+                continue
+            notes.append(f"matches {entry['key_path']}")
+        left = info.not_after - datetime.now(UTC)
+        until = info.not_after.strftime("%Y-%m-%dT%H:%M:%SZ")
+        if entry.get("fingerprint") and entry["fingerprint"] != info.fingerprint:
+            results.append(warned(name, f"differs from the backup; valid until {until}"))
+        elif left <= timedelta(0):
+            results.append(failed(name, f"expired {until}"))
+        elif left <= warn_after:
+            results.append(warned(name, f"expires {until}, in {left.days} days"))
+        else:
+            results.append(passed(name, ", ".join([f"valid until {until}", *notes])))
+    return results
+
+
+# --- smoke: the real sshd on a sandbox port -----------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _wait_port(port: int, server: runner.Service, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and server.alive():
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def _node_account(root: Path, manifest: dict, user: str) -> dict | None:
+    """Return the node's account record of user: the root's files, else the manifest's."""
+    if accounts.source_root(root) == Path(root):
+        found = accounts.read_entries(root, [user])
+        if found:
+            return found[0]
+    return next((a for a in manifest.get("accounts", []) if a["name"] == user), None)
+
+
+def _node_fields(root: Path, manifest: dict, user: str) -> list[str]:
+    """Return the node's passwd fields of user (the host's when the node has none)."""
+    account = _node_account(root, manifest, user)
+    if account:
+        return (account["passwd"].split(":") + [""] * 7)[:7]
+    entry = pwd.getpwnam(user)
+    return [user, "x", str(entry.pw_uid), str(entry.pw_gid), "", entry.pw_dir, entry.pw_shell]
+
+
+def _host_has(lookup, key) -> bool:
+    try:
+        lookup(key)
+    except KeyError:
+        return False
+    return True
+
+
+def _ensure_user(root: Path, manifest: dict, user: str, created: list[tuple[str, str]]) -> Check:
+    """Make sure user exists on the host; create it for the run from the node's entry.
+
+    What was created is appended to `created` for removal afterwards.
+    """
+    name = "smoke: user"
+    if _host_has(pwd.getpwnam, user):
+        return passed(name, f"{user} exists on the host")
+    account = _node_account(root, manifest, user)
+    if account is None:
+        return failed(name, f"{user} is neither on the host nor in the node's accounts")
+    fields = (account["passwd"].split(":") + [""] * 7)[:7]
+    uid, gid, home, shell = fields[2], fields[3], fields[5] or "/", fields[6]
+    argv = ["useradd", "-M", "-p", "*"]
+    groups = [(line.split(":") + [""] * 4)[:4] for line in account.get("groups", [])]
+    for group_name, _, group_gid, members in groups:
+        primary = group_gid == gid
+        if not primary and user not in members.split(","):
+            continue
+        if not _host_has(grp.getgrnam, group_name) and not _host_has(grp.getgrgid, int(group_gid)):
+            done = runner.run(["groupadd", "-g", group_gid, group_name])
+            if done.returncode == 0:
+                created.append(("group", group_name))
+        if _host_has(grp.getgrnam, group_name):
+            argv += ["-g", group_name] if primary else ["-G", group_name]
+    if "-g" not in argv and gid.isdigit() and _host_has(grp.getgrgid, int(gid)):
+        argv += ["-g", gid]
+    if uid.isdigit() and not _host_has(pwd.getpwuid, int(uid)):
+        argv += ["-u", uid]
+    host_home = home if str(root) == "/" else str(on_root(root, home))
+    usable_shell = shell if shell and os.access(shell, os.X_OK) else "/usr/sbin/nologin"
+    had_group = _host_has(grp.getgrnam, user)
+    done = runner.run([*argv, "-d", host_home, "-s", usable_shell, user])
+    if done.returncode != 0:
+        return failed(name, f"useradd {user} failed: {done.stderr_tail}")
+    created.append(("user", user))
+    if not had_group and _host_has(grp.getgrnam, user):
+        created.append(("group", user))
+    return passed(name, f"created {user} (uid {pwd.getpwnam(user).pw_uid}) for the run")
+
+
+def _uid_busy(uid: int) -> bool:
+    """Return True while some process runs as uid (an sshd session winding down)."""
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        with contextlib.suppress(OSError):
+            if os.stat(f"/proc/{pid}").st_uid == uid:
+                return True
+    return False
+
+
+def _remove_created(created: list[tuple[str, str]]) -> None:
+    """Remove the users and groups created for the run, once their sessions have ended."""
+    for kind, name in reversed(created):
+        if kind == "user" and _host_has(pwd.getpwnam, name):
+            uid, deadline = pwd.getpwnam(name).pw_uid, time.monotonic() + 10
+            while _uid_busy(uid) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            if runner.run(["userdel", name]).returncode != 0:
+                runner.run(["userdel", "-f", name])
+        elif kind == "group" and _host_has(grp.getgrnam, name):
+            runner.run(["groupdel", name])
+
+
+def _log_hint(server: runner.Service) -> str:
+    lines = [ln for ln in server.log_tail().splitlines() if ln.strip()]
+    interesting = [
+        ln for ln in lines
+        if re.search(r"error|fatal|refused|not allowed|bad ownership|denied|invalid", ln, re.I)
+    ]  # fmt: skip
+    return " | ".join((interesting or lines)[-3:])
+
+
+def smoke(root: Path, manifest: dict, user: str, work_dir: Path) -> list[Check]:
+    """Start the real sshd on a copy of the restored config (127.0.0.1, free port) and prove it.
+
+    Checks: served host key per type equals the manifest, an SFTP login of `user` with a
+    throw-away key, and a file round trip. sshd is stopped, a user created for the run is
+    removed and the work files are deleted whatever happens.
+    """
+    pol, root = policy(), Path(root)
+    settings = pol["smoke"]
+    work_dir = Path(work_dir).resolve()
+    work_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
+    unsafe = _path_problems(Path("/"), str(work_dir), "/", {0}, 0o022)
+    if unsafe:
+        return [failed("smoke: sshd started", f"work dir unusable for sshd: {unsafe[0]}")]
+    work = Path(tempfile.mkdtemp(prefix="smoke-", dir=work_dir))
+    work.chmod(0o755)
+    created: list[tuple[str, str]] = []
+    server: runner.Service | None = None
+    results: list[Check] = []
+    try:
+        config = read_config(root)
+        if pol["config"]["main"] not in config.files:
+            return [failed("smoke: sshd started", f"{pol['config']['main']} is missing")]
+        account = _ensure_user(root, manifest, user, created)
+        results.append(account)
+        if account.status == "fail":
+            return [*results, failed("smoke: sftp login", f"no account for {user}")]
+        key = work / "client_key"
+        keygen = ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "drkit-smoke", "-f"]
+        made = runner.run([*keygen, str(key)])
+        if made.returncode != 0:
+            return [*results, failed("smoke: sftp login", f"ssh-keygen: {made.stderr_tail}")]
+        sandbox = work / "authorized_keys"
+        sandbox.mkdir(mode=0o755)
+        (sandbox / user).write_text((work / "client_key.pub").read_text())
+        (sandbox / user).chmod(0o644)
+        entry = _node_fields(root, manifest, user)
+        port = _free_port()
+        prepend = [
+            "# drkit smoke run: these lines win over the node's own",
+            f"Port {port}",
+            f"ListenAddress 127.0.0.1:{port}",
+            f"PidFile {work / 'sshd.pid'}",
+            f"AuthorizedKeysFile {sandbox}/%u",
+            "LogLevel VERBOSE",
+            "PubkeyAuthentication yes",
+        ]
+        copy, _ = write_copy(
+            root, config, work / "config",
+            {"prepend": prepend, "authorized_keys": f"{sandbox}/%u", "user": user, "entry": entry},
+        )  # fmt: skip
+        runner.run(["install", "-d", "-m755", settings["privsep_dir"]])
+        server = runner.start_service(
+            [settings["sshd"], "-D", "-e", "-f", str(copy)], work / "sshd.log"
+        )
+        started = time.monotonic()
+        if not _wait_port(port, server, settings["start_timeout_seconds"]):
+            results.append(failed("smoke: sshd started", _log_hint(server) or "no output"))
+            return results
+        waited = time.monotonic() - started
+        results.append(passed("smoke: sshd started", f"127.0.0.1:{port} in {waited:.2f} s"))
+        results += _keyscan_checks(manifest, port)
+        results += _sftp_checks(manifest, user, port, key, work, server)
+        return results
+    finally:
+        if server is not None:
+            server.stop()
+        _remove_created(created)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _keyscan_checks(manifest: dict, port: int) -> list[Check]:
+    names = policy()["smoke"]["keyscan_types"]
+    results = []
+    by_type: dict[str, list[str]] = {}
+    for entry in manifest.get("host_keys", []):
+        by_type.setdefault(entry["type"], []).append(entry["fingerprint"])
+    for key_type, expected in by_type.items():
+        name = f"smoke: host key {key_type}"
+        argv = ["ssh-keyscan", "-T", "5", "-p", str(port), "-t", names.get(key_type, key_type)]
+        done = runner.run([*argv, "127.0.0.1"], timeout=30)
+        served = []
+        for line in done.stdout.splitlines():
+            fields = line.split()
+            if len(fields) >= 3 and not line.startswith("#"):
+                info = keys.describe_key(f"{fields[1]} {fields[2]}".encode())
+                if info is not None and info.type == key_type:
+                    served.append(info)
+        if not served:
+            results.append(failed(name, "not served: sshd did not load that host key"))
+        elif served[0].fingerprint not in expected:
+            detail = f"served {served[0].fingerprint}, the backup has {', '.join(expected)}"
+            results.append(failed(name, detail))
+        else:
+            results.append(passed(name, f"served {served[0].fingerprint} as in the backup"))
+    return results
+
+
+def _sftp(key: Path, known_hosts: Path, port: int, user: str, batch: str, work: Path):
+    batch_file = work / f"batch-{secrets.token_hex(4)}"
+    batch_file.write_text(batch)
+    argv = [
+        "sftp", "-F", "/dev/null",
+        "-o", "StrictHostKeyChecking=yes", "-o", f"UserKnownHostsFile={known_hosts}",
+        "-o", "GlobalKnownHostsFile=/dev/null", "-o", "BatchMode=yes",
+        "-o", "IdentitiesOnly=yes", "-o", "ConnectTimeout=10", "-o", "LogLevel=ERROR",
+        "-i", str(key), "-P", str(port), "-b", str(batch_file), f"{user}@127.0.0.1",
+    ]  # fmt: skip
+    return runner.run(argv, env={"SSH_AUTH_SOCK": ""}, timeout=60)
+
+
+def _sftp_checks(
+    manifest: dict, user: str, port: int, key: Path, work: Path, server
+) -> list[Check]:
+    known_hosts = work / "known_hosts"
+    known_hosts.write_text(
+        "".join(
+            f"[127.0.0.1]:{port} {entry['public_line']}\n"
+            for entry in manifest.get("host_keys", [])
+        )
+    )
+    started = time.monotonic()
+    login = _sftp(key, known_hosts, port, user, "pwd\n", work)
+    if login.returncode != 0:
+        detail = login.stderr_tail.replace("\n", " | ") or "sftp failed"
+        hint = _log_hint(server)
+        return [
+            failed("smoke: sftp login", f"{user}: {detail}" + (f" (sshd: {hint})" if hint else "")),
+            failed("smoke: file round trip", "no login"),
+        ]
+    remote_dir = next(
+        (
+            ln.split(":", 1)[1].strip()
+            for ln in login.stdout.splitlines()
+            if "working directory" in ln
+        ),
+        "?",
+    )
+    elapsed = time.monotonic() - started
+    results = [
+        passed("smoke: sftp login", f"{user} in {elapsed:.2f} s, pinned host key, in {remote_dir}")
+    ]
+    payload = secrets.token_bytes(4096)
+    local, back = work / "payload", work / "payload.back"
+    local.write_bytes(payload)
+    name, reasons = f".drkit-smoke-{secrets.token_hex(6)}", []
+    for directory in policy()["smoke"]["upload_dirs"]:
+        remote = f"{directory}/{name}"
+        batch = f'put "{local}" "{remote}"\n-get "{remote}" "{back}"\nrm "{remote}"\n'
+        done = _sftp(key, known_hosts, port, user, batch, work)
+        if back.is_file():
+            check = "smoke: file round trip"
+            if back.read_bytes() != payload:
+                return [*results, failed(check, f"bytes differ after a round trip in {directory}")]
+            if done.returncode != 0:
+                return [*results, failed(check, f"read back, but could not remove {remote}")]
+            detail = f"wrote, read back and removed {len(payload)} bytes in {directory}"
+            return [*results, passed(check, detail)]
+        reasons.append(
+            f"{directory}: {done.stderr_tail.splitlines()[-1] if done.stderr_tail else 'failed'}"
+        )
+    return [
+        *results,
+        failed("smoke: file round trip", "no writable directory; " + "; ".join(reasons)),
+    ]

@@ -1,0 +1,121 @@
+"""Account entries: read from a node's root (or the host), merged back without overwriting."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from drkit.engines import accounts
+
+PASSWD = """root:x:0:0:root:/root:/bin/bash
+drill:x:2101:2101:drill:/home/drill:/usr/sbin/nologin
+partner:x:2102:2102::/home/partner:/usr/sbin/nologin
+"""
+GROUP = """root:x:0:
+sftpusers:x:2100:drill,partner
+drill:x:2101:
+partner:x:2102:
+audit:x:2200:partner
+"""
+SHADOW = "root:*:19800:0:99999:7:::\ndrill:*:19800:0:99999:7:::\n"
+
+
+def write_etc(root: Path, passwd: str, group: str, shadow: str | None = None) -> None:
+    (root / "etc").mkdir(exist_ok=True)
+    (root / "etc/passwd").write_text(passwd)
+    (root / "etc/group").write_text(group)
+    if shadow is not None:
+        (root / "etc/shadow").write_text(shadow)
+
+
+def test_read_entries_from_the_root(node_root: Path):
+    write_etc(node_root, PASSWD, GROUP, SHADOW)
+    found = accounts.read_entries(node_root, ["drill", "partner", "ghost", "drill"])
+    assert [a["name"] for a in found] == ["drill", "partner"]
+    drill, partner = found
+    assert drill["passwd"] == "drill:x:2101:2101:drill:/home/drill:/usr/sbin/nologin"
+    assert drill["shadow"] == "drill:*:19800:0:99999:7:::"
+    assert drill["groups"] == ["sftpusers:x:2100:drill,partner", "drill:x:2101:"]
+    assert partner["shadow"] is None
+    assert partner["groups"] == [
+        "sftpusers:x:2100:drill,partner",
+        "partner:x:2102:",
+        "audit:x:2200:partner",
+    ]
+
+
+def test_read_entries_from_the_host_when_the_root_has_no_passwd(node_root: Path):
+    (found,) = accounts.read_entries(node_root, ["root"])
+    assert found["passwd"].startswith("root:x:0:0:")
+    assert any(line.startswith("root:") for line in found["groups"])
+    assert accounts.source_root(node_root) == Path("/")
+
+
+def test_missing_names_absent_accounts(node_root: Path):
+    write_etc(node_root, PASSWD, GROUP, SHADOW)
+    recorded = accounts.read_entries(node_root, ["drill", "partner"])
+    assert accounts.missing(node_root, recorded) == []
+    write_etc(node_root, "root:x:0:0:root:/root:/bin/bash\n", "root:x:0:\n")
+    assert accounts.missing(node_root, recorded) == ["drill", "partner"]
+
+
+def test_merge_appends_and_keeps_existing(node_root: Path, tmp_path: Path):
+    source = tmp_path / "source"
+    source.mkdir()
+    write_etc(source, PASSWD, GROUP, SHADOW)
+    recorded = accounts.read_entries(source, ["drill", "partner"])
+    write_etc(
+        node_root,
+        "root:x:0:0:root:/root:/bin/bash\ndrill:x:2101:2101:changed:/home/drill:/bin/sh\n",
+        "root:x:0:\nsftpusers:x:2100:someone\n",
+        "root:*:1:0:99999:7:::\n",
+    )
+    texts = accounts.merge_accounts(node_root, recorded)
+    assert list(texts) == [
+        node_root / "etc/passwd",
+        node_root / "etc/group",
+        node_root / "etc/shadow",
+    ]
+    passwd = texts[node_root / "etc/passwd"].splitlines()
+    assert passwd == [
+        "root:x:0:0:root:/root:/bin/bash",
+        "drill:x:2101:2101:changed:/home/drill:/bin/sh",
+        "partner:x:2102:2102::/home/partner:/usr/sbin/nologin",
+    ]
+    group = texts[node_root / "etc/group"].splitlines()
+    assert group[:2] == ["root:x:0:", "sftpusers:x:2100:someone,drill,partner"]
+    assert set(group[2:]) == {"drill:x:2101:", "partner:x:2102:", "audit:x:2200:partner"}
+    assert texts[node_root / "etc/shadow"].splitlines() == [
+        "root:*:1:0:99999:7:::",
+        "drill:*:19800:0:99999:7:::",
+        "partner:*:::::::",
+    ]
+    for path, text in texts.items():
+        path.write_text(text)
+    assert accounts.merge_accounts(node_root, recorded) == texts
+
+
+def test_merge_into_an_empty_root_and_uid_clash_warns(node_root: Path, tmp_path: Path):
+    source = tmp_path / "source"
+    source.mkdir()
+    write_etc(source, PASSWD, GROUP, SHADOW)
+    recorded = accounts.read_entries(source, ["drill"])
+    texts = accounts.merge_accounts(node_root, recorded)
+    assert texts[node_root / "etc/passwd"] == (
+        "drill:x:2101:2101:drill:/home/drill:/usr/sbin/nologin\n"
+    )
+    write_etc(node_root, "other:x:2101:2101::/home/other:/bin/sh\n", "others:x:2101:\n")
+    warnings: list[str] = []
+    texts = accounts.merge_accounts(node_root, recorded, warnings)
+    assert "other:x:2101" in texts[node_root / "etc/passwd"]
+    assert "drill:x:2101" in texts[node_root / "etc/passwd"]
+    assert warnings == [
+        "user drill: uid 2101 is already other",
+        "group drill: gid 2101 is already others",
+    ]
+
+
+def test_group_members_counts_primary_gid():
+    users = {"a": ["a", "x", "1", "10", "", "/", ""], "b": ["b", "x", "2", "20", "", "/", ""]}
+    groups = [["staff", "x", "10", "b"], ["other", "x", "20", ""]]
+    assert accounts.group_members(users, groups, "staff") == ["b", "a"]
+    assert accounts.group_members(users, groups, "other") == ["b"]

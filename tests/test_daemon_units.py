@@ -1,0 +1,353 @@
+"""The daemon's parts without S3: schedules, error classes, status judgement, alerts, metrics.
+
+Alerts and metrics go through real HTTP servers on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import http.server
+import json
+import socket
+import threading
+import urllib.error
+import urllib.request
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from drkit import config, daemon, errors
+from drkit.engines import metrics, notify, status
+
+
+class Recorder:
+    """An HTTP server on 127.0.0.1 that records every request: (method, path, headers, body)."""
+
+    def __init__(self):
+        self.requests: list[tuple[str, str, dict, bytes]] = []
+        recorder = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length)
+                recorder.requests.append(("POST", self.path, dict(self.headers), body))
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def paths(self) -> list[str]:
+        return [path for _, path, _, _ in self.requests]
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def recorder():
+    server = Recorder()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _config(tmp_path: Path, **settings) -> config.Config:
+    password = tmp_path / "password"
+    password.write_text("x" * 64)
+    password.chmod(0o600)
+    return config.Config(
+        node="sftp-1",
+        servers=["openssh"],
+        repository=config.Repository(
+            s3_endpoint=f"http://127.0.0.1:{_closed_port()}",
+            bucket="drkit-unit",
+            prefix="node",
+            password_file=password,
+        ),
+        signing_key=tmp_path / "signing.pem",
+        state_dir=tmp_path / "state",
+        **settings,
+    )
+
+
+# -- schedules -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("field", "expected"),
+    [
+        ("0", "sun"),
+        ("7", "sun"),
+        ("1-5", "mon,tue,wed,thu,fri"),
+        ("*/2", "sun,tue,thu,sat"),
+        ("0,6", "sun,sat"),
+        ("mon-fri", "mon-fri"),
+        ("*", "*"),
+    ],
+)
+def test_cron_day_of_week_means_what_crontab_means(field, expected):
+    assert daemon.cron_day_of_week(field) == expected
+
+
+def test_cron_sunday_runs_on_sunday_not_monday():
+    trigger = daemon.trigger_for("0 4 * * 0")
+    monday = datetime(2026, 11, 30, tzinfo=UTC)
+    fire = trigger.get_next_fire_time(None, monday)
+    assert fire.strftime("%A %H:%M") == "Sunday 04:00"
+
+
+def test_every_schedule_is_an_interval():
+    trigger = daemon.trigger_for("every 2s")
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    first = trigger.get_next_fire_time(None, now)
+    assert trigger.get_next_fire_time(first, first) - first == timedelta(seconds=2)
+
+
+def test_transient_and_fatal_errors():
+    assert daemon.is_transient(errors.StorageError("S3 endpoint x unreachable: refused"))
+    assert daemon.is_transient(errors.Busy("locked"))
+    assert daemon.is_transient(errors.ResticFailed("restic failed (exit 1)"))
+    assert not daemon.is_transient(errors.RepositoryMissing("no restic repository"))
+    assert not daemon.is_transient(errors.AuthenticationError("wrong repository password"))
+    assert not daemon.is_transient(errors.StorageError("bucket b does not exist at x"))
+    assert not daemon.is_transient(errors.BackupIncomplete("some files unreadable"))
+    assert not daemon.is_transient(errors.ConfigError("bad"))
+
+
+# -- status judgement ------------------------------------------------------------------------
+
+OBJECTIVES = {"rpo_seconds": 60, "rto_seconds": 600}
+NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+
+
+def _document(good_age: float | None) -> dict:
+    good = None
+    if good_age is not None:
+        good = {"time": status.utc_text(NOW - timedelta(seconds=good_age)), "snapshot_id": "ab"}
+    return {
+        "node": "n",
+        "updated": status.utc_text(NOW),
+        "objectives": OBJECTIVES,
+        "last_good_backup": good,
+        "last_backup": {"ok": True, "time": good and good["time"]},
+    }
+
+
+def test_a_missing_status_document_is_breached():
+    entry = status.evaluate(None, node="n", now=NOW, default_objectives=OBJECTIVES)
+    assert entry["rpo_ok"] is False and entry["age_seconds"] is None
+    assert "no status document" in entry["problems"][0]
+
+
+def test_rpo_is_judged_on_the_last_good_backup():
+    fresh = status.evaluate(_document(30), node="n", now=NOW, default_objectives=OBJECTIVES)
+    assert fresh["rpo_ok"] is True and fresh["age_seconds"] == 30
+    old = status.evaluate(_document(61), node="n", now=NOW, default_objectives=OBJECTIVES)
+    assert old["rpo_ok"] is False and "over the RPO" in old["problems"][0]
+    never = status.evaluate(_document(None), node="n", now=NOW, default_objectives=OBJECTIVES)
+    assert never["rpo_ok"] is False
+
+
+def test_a_status_from_the_future_is_breached():
+    entry = status.evaluate(_document(-3600), node="n", now=NOW, default_objectives=OBJECTIVES)
+    assert entry["rpo_ok"] is False and "clock" in entry["problems"][0]
+
+
+# -- alerts ----------------------------------------------------------------------------------
+
+
+def test_webhook_is_signed_and_pings_follow_the_outcome(tmp_path: Path, recorder: Recorder):
+    secret = tmp_path / "hook.secret"
+    secret.write_text("s3cr3t-value\n")
+    settings = config.Notify(
+        webhook=config.Webhook(url=recorder.url + "/hook", secret_file=secret),
+        ping=config.Ping(url=recorder.url + "/ping/abc", jobs={"prune": recorder.url + "/p2"}),
+    )
+    notifier = notify.Notifier(settings, "sftp-1")
+    notifier.start("backup")
+    assert notifier.finish("backup", ok=True, snapshot_id="f00d") == {"ping": True, "webhook": True}
+    notifier.start("prune")
+    notifier.finish("prune", ok=False, error="S3 endpoint unreachable\nsecond line")
+    notifier.start("verify")  # no ping URL for verify: nothing sent
+
+    assert recorder.paths() == [
+        "/ping/abc/start",
+        "/ping/abc",
+        "/hook",
+        "/p2/start",
+        "/p2/fail",
+        "/hook",
+    ]
+    _, _, _, fail_body = recorder.requests[4]
+    assert fail_body == b"S3 endpoint unreachable"
+    for _, path, headers, body in recorder.requests:
+        if path != "/hook":
+            continue
+        expected = hmac.new(b"s3cr3t-value", body, hashlib.sha256).hexdigest()
+        assert headers["X-Drkit-Signature"] == f"sha256={expected}"
+        document = json.loads(body)
+        assert set(document) == {"event", "job", "node", "ok", "time", "snapshot_id", "error"}
+    first, second = (json.loads(r[3]) for r in recorder.requests if r[1] == "/hook")
+    assert first["ok"] is True and first["snapshot_id"] == "f00d" and first["job"] == "backup"
+    assert second["ok"] is False and second["error"].startswith("S3 endpoint unreachable")
+
+
+def test_an_unreachable_alert_endpoint_never_raises(tmp_path: Path):
+    url = f"http://127.0.0.1:{_closed_port()}"
+    settings = config.Notify(webhook=config.Webhook(url=url), ping=config.Ping(url=url))
+    delivered = notify.Notifier(settings, "n").finish("backup", ok=False, error="x")
+    assert delivered == {"ping": False, "webhook": False}
+
+
+# -- a daemon's run, with its actions replaced -----------------------------------------------
+
+
+def test_a_failed_run_sends_fail_never_success_and_a_transient_error_is_retried(
+    tmp_path: Path, recorder: Recorder
+):
+    configuration = _config(
+        tmp_path,
+        notify=config.Notify(
+            webhook=config.Webhook(url=recorder.url + "/hook"),
+            ping=config.Ping(url=recorder.url + "/ping"),
+        ),
+        schedule=config.ScheduleConfig(backup="every 2s", retry_window="5s"),
+    )
+    calls = {"count": 0}
+
+    def flaky() -> dict:
+        calls["count"] += 1
+        if calls["count"] < 3:
+            raise errors.StorageError("S3 endpoint http://x unreachable: connection refused")
+        return {"ok": True, "snapshot_id": "c0ffee", "time": status.utc_text(datetime.now(UTC))}
+
+    def wrong_password() -> dict:
+        calls["count"] += 1
+        raise errors.AuthenticationError("wrong repository password")
+
+    runner = daemon.Daemon(configuration, actions={"backup": flaky})
+    runner._count_snapshots = lambda: 1  # no repository here
+    outcome = runner.run_job("backup")
+    assert outcome["ok"] is True and calls["count"] == 3
+    assert recorder.paths() == ["/ping/start", "/ping", "/hook"]
+
+    recorder.requests.clear()
+    calls["count"] = 0
+    runner.actions["backup"] = wrong_password
+    outcome = runner.run_job("backup")
+    assert outcome["ok"] is False and calls["count"] == 1  # fatal: no retry
+    assert recorder.paths() == ["/ping/start", "/ping/fail", "/hook"]
+    assert recorder.requests[1][3] == b"wrong repository password"
+    local = status.load_local(configuration)
+    assert local["last_backup"]["ok"] is False
+    assert local["last_good_backup"]["snapshot_id"] == "c0ffee"
+    assert runner.runs["backup"] == {
+        "runs": 2,
+        "failed": 1,
+        "last_error": "wrong repository password",
+    }
+
+
+def test_a_run_that_keeps_failing_gives_up_within_the_retry_window(tmp_path: Path):
+    configuration = _config(
+        tmp_path, schedule=config.ScheduleConfig(backup="every 2s", retry_window="3s")
+    )
+
+    def down() -> dict:
+        raise errors.StorageError("S3 endpoint unreachable: connection refused")
+
+    runner = daemon.Daemon(configuration, actions={"backup": down})
+    outcome = runner.run_job("backup")
+    assert outcome["ok"] is False
+    assert outcome["duration_seconds"] < 10
+    assert outcome["error_kind"] == "storage"
+
+
+def test_metrics_and_healthz_tell_the_rpo_truth(tmp_path: Path):
+    configuration = _config(tmp_path, objectives=config.Objectives(rpo="1m"))
+    collector = metrics.StatusCollector(
+        "sftp-1", lambda: status.load_local(configuration), status.objectives_of(configuration)
+    )
+    textfile = tmp_path / "textfile" / "drkit.prom"
+    served = metrics.Metrics(collector, textfile)
+    host, port = served.serve("127.0.0.1", 0)
+    base = f"http://{host}:{port}"
+    try:
+        with pytest.raises(urllib.error.HTTPError) as unhealthy:
+            urllib.request.urlopen(base + "/healthz", timeout=5)
+        assert unhealthy.value.code == 503  # nothing recorded yet: breached, not fine
+
+        now = datetime.now(UTC)
+        status.record(
+            configuration,
+            "backup",
+            {
+                "time": status.utc_text(now),
+                "ok": True,
+                "snapshot_id": "ab12",
+                "bytes_added": 1234,
+                "files": 17,
+                "duration_seconds": 1.5,
+                "error": None,
+            },
+            snapshots=3,
+            upload=False,
+        )
+        with urllib.request.urlopen(base + "/healthz", timeout=5) as answer:
+            assert answer.status == 200 and json.loads(answer.read())["ok"] is True
+        with urllib.request.urlopen(base + "/metrics", timeout=5) as answer:
+            text = answer.read().decode()
+        labels = '{job="backup",node="sftp-1"}'
+        assert f"drkit_last_run_ok{labels} 1.0" in text
+        assert f"drkit_bytes_added{labels} 1234.0" in text
+        assert f"drkit_files{labels} 17.0" in text
+        assert f"drkit_snapshots{labels} 3.0" in text
+        assert f"drkit_rpo_breached{labels} 0.0" in text
+        assert f"drkit_last_success_timestamp_seconds{labels}" in text
+        assert f"drkit_seconds_since_last_good_backup{labels}" in text
+        served.write_textfile()
+        assert "drkit_rpo_breached" in textfile.read_text()
+
+        status.record(
+            configuration,
+            "backup",
+            {"time": status.utc_text(now), "ok": False, "error": "down", "duration_seconds": 1},
+            upload=False,
+        )
+        old = status.load_local(configuration)
+        old["last_good_backup"]["time"] = status.utc_text(now - timedelta(minutes=5))
+        status.local_path(configuration).write_text(json.dumps(old))
+        with pytest.raises(urllib.error.HTTPError) as breached:
+            urllib.request.urlopen(base + "/healthz", timeout=5)
+        assert breached.value.code == 503
+        with urllib.request.urlopen(base + "/metrics", timeout=5) as answer:
+            text = answer.read().decode()
+        assert f"drkit_rpo_breached{labels} 1.0" in text
+        assert f"drkit_last_run_ok{labels} 0.0" in text
+    finally:
+        served.close()
+
+
+def test_metrics_address_must_be_an_ip_and_port():
+    assert metrics.parse_address("127.0.0.1:9109") == ("127.0.0.1", 9109)
+    assert metrics.parse_address("9109") == ("127.0.0.1", 9109)
+    with pytest.raises(errors.UsageError):
+        metrics.parse_address("localhost:x")

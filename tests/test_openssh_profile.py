@@ -1,0 +1,451 @@
+"""The OpenSSH profile: parsing sshd_config, static checks, and a smoke run of the real sshd."""
+
+from __future__ import annotations
+
+import grp
+import os
+import pwd
+import shutil
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from drkit import runner, sample_node
+from drkit.engines import accounts, keys
+from drkit.profiles import openssh
+
+WORK_PARENT = Path("/var/lib/drkit-tests")
+
+PASSWD = """root:x:0:0:root:/root:/bin/bash
+alice:x:3001:3001::/home/alice:/usr/sbin/nologin
+bob:x:3002:3002::/home/bob:/usr/sbin/nologin
+carol:x:3003:3003::/home/carol:/usr/sbin/nologin
+dave:x:3004:3004::/home/dave:/usr/sbin/nologin
+erin:x:3005:3005::/home/erin:/usr/sbin/nologin
+frank:x:3006:3006::/nonexistent:/usr/sbin/nologin
+"""
+GROUP = "root:x:0:\nadmins:x:3100:erin\nsftp:x:3200:bob\n"
+
+MAIN = """# a hand-written config
+Include sshd_config.d/*.conf
+Include /etc/ssh/extra.conf
+HOSTKEY /etc/ssh/ssh_host_ed25519_key
+HostKey=/etc/ssh/ssh_host_gone_key
+AuthorizedKeysFile /etc/ssh/keys/%u .ssh/authorized_keys
+AuthorizedKeysFile /etc/ssh/ignored/%u
+Banner "/etc/issue.net"
+Subsystem sftp /usr/lib/openssh/sftp-server -l INFO
+UsePAM yes
+AllowGroups sftp admins
+Match Group admins
+    AuthorizedKeysFile /etc/ssh/admin_keys/%%/%u
+Match User alice,!bob
+    ChrootDirectory /srv/%u
+    ForceCommand /usr/local/bin/wrap --flag
+"""
+DROPIN = """AllowUsers carol@10.0.0.0/8
+Match User dave
+    AuthorizedPrincipalsFile /etc/ssh/principals/%u
+"""
+
+
+def put(root: Path, node_path: str, text: str = "x\n", mode: int = 0o644, uid: int = 0) -> Path:
+    host = root / node_path.lstrip("/")
+    host.parent.mkdir(parents=True, exist_ok=True)
+    host.write_text(text)
+    os.chown(host, uid, uid)
+    host.chmod(mode)
+    return host
+
+
+@pytest.fixture
+def hand_node(node_root: Path) -> Path:
+    """A node with a hand-written config exercising Include, Match and tokens (no real keys)."""
+    put(node_root, "/etc/passwd", PASSWD)
+    put(node_root, "/etc/group", GROUP)
+    put(node_root, "/etc/ssh/sshd_config", MAIN)
+    put(node_root, "/etc/ssh/sshd_config.d/50-site.conf", DROPIN)
+    put(node_root, "/etc/ssh/ssh_host_ed25519_key", "key\n", 0o600)
+    put(node_root, "/etc/ssh/ssh_host_ed25519_key.pub", "pub\n")
+    put(node_root, "/etc/ssh/keys/carol")
+    put(node_root, "/etc/ssh/keys/bob")
+    put(node_root, "/etc/ssh/ignored/carol")
+    put(node_root, "/etc/ssh/admin_keys/%/erin")
+    put(node_root, "/etc/ssh/principals/dave")
+    put(node_root, "/home/alice/.ssh/authorized_keys", uid=3001)
+    put(node_root, "/home/dave/.ssh/authorized_keys", uid=3004)
+    put(node_root, "/etc/issue.net", "hello\n")
+    put(node_root, "/etc/pam.d/sshd", "@include common-auth\n")
+    put(node_root, "/usr/lib/openssh/sftp-server", "#!/bin/sh\n", 0o755)
+    put(node_root, "/usr/local/bin/wrap", "#!/bin/sh\n", 0o755)
+    put(node_root, "/srv/alice/upload/a.txt")
+    return node_root
+
+
+def paths(found, category: str) -> set[str]:
+    return {entry.path for entry in found.files if entry.category == category}
+
+
+# --- parsing ------------------------------------------------------------------------------------
+
+
+def test_split_args_handles_quotes_escapes_and_comments():
+    assert openssh.split_args('"/a b/c" d\\"e # comment') == ["/a b/c", 'd"e']
+    assert openssh.split_args("'x y' z") == ["x y", "z"]
+    assert openssh.parse_line("Port=2222") == ("Port", "port", ["2222"])
+    assert openssh.parse_line("  # only a comment") is None
+
+
+def test_include_match_and_tokens(hand_node: Path):
+    found = openssh.inventory(hand_node, None)
+    assert paths(found, "config") == {
+        "/etc/ssh/sshd_config",
+        "/etc/ssh/sshd_config.d/50-site.conf",
+        "/etc/issue.net",
+        "/etc/pam.d/sshd",
+    }
+    assert paths(found, "host_keys") == {
+        "/etc/ssh/ssh_host_ed25519_key",
+        "/etc/ssh/ssh_host_ed25519_key.pub",
+    }
+    assert paths(found, "user_keys") == {
+        "/etc/ssh/keys/bob",
+        "/etc/ssh/keys/carol",
+        "/etc/ssh/admin_keys/%/erin",
+        "/etc/ssh/principals/dave",
+        "/home/alice/.ssh/authorized_keys",
+        "/home/dave/.ssh/authorized_keys",
+    }
+    assert paths(found, "scripts") == {"/usr/lib/openssh/sftp-server", "/usr/local/bin/wrap"}
+    assert [entry.path for entry in found.dirs] == ["/srv/alice"]
+    assert paths(found, "chroot") == {"/srv/alice/upload/a.txt"}
+    assert found.users == ["carol", "bob", "erin", "dave", "alice"]
+    assert "/etc/ssh/sshd_config.d/*.conf" in found.owned_globs
+
+
+def test_first_value_wins_and_match_in_include_does_not_leak(hand_node: Path):
+    config = openssh.read_config(hand_node)
+    assert config.first("authorizedkeysfile").args == ("/etc/ssh/keys/%u", ".ssh/authorized_keys")
+    assert "/etc/ssh/ignored/carol" not in paths(openssh.inventory(hand_node, None), "user_keys")
+    banner = config.first("banner")
+    assert banner is not None and banner.match is None and banner.source == "/etc/ssh/sshd_config"
+    principals = next(ln for ln in config.lines if ln.keyword == "authorizedprincipalsfile")
+    assert principals.match == ("User", "dave")
+
+
+def test_missing_named_files_are_warnings(hand_node: Path):
+    found = openssh.inventory(hand_node, "ghost")
+    text = "\n".join(found.warnings)
+    assert "Include /etc/ssh/extra.conf (/etc/ssh/sshd_config line 3) is missing" in text
+    assert "HostKey /etc/ssh/ssh_host_gone_key (/etc/ssh/sshd_config line 5) is missing" in text
+    assert "user ghost is named by the config but not in the node's accounts" in text
+    assert "/etc/ssh/ssh_host_gone_key" not in paths(found, "host_keys")
+
+
+def test_unknown_keyword_still_inventories(hand_node: Path):
+    put(hand_node, "/etc/ssh/sshd_config", "NoSuchKeyword yes\n" + MAIN)
+    found = openssh.inventory(hand_node, None)
+    assert "/etc/ssh/ssh_host_ed25519_key" in paths(found, "host_keys")
+    assert "/etc/ssh/sshd_config.d/50-site.conf" in paths(found, "config")
+
+
+def test_default_host_keys_and_authorized_keys(node_root: Path):
+    put(node_root, "/etc/passwd", PASSWD)
+    put(node_root, "/etc/ssh/sshd_config", "Subsystem sftp internal-sftp\n")
+    put(node_root, "/etc/ssh/ssh_host_rsa_key", "k\n", 0o600)
+    put(node_root, "/home/erin/.ssh/authorized_keys", uid=3005)
+    found = openssh.inventory(node_root, None)
+    assert paths(found, "host_keys") == {"/etc/ssh/ssh_host_rsa_key"}
+    assert paths(found, "user_keys") == {"/home/erin/.ssh/authorized_keys"}
+    assert found.users == ["erin"]
+    assert found.warnings == []
+
+
+def test_copy_maps_node_paths_onto_a_prefix_root(hand_node: Path, tmp_path: Path):
+    config = openssh.read_config(hand_node)
+    copy, names = openssh.write_copy(hand_node, config, tmp_path)
+    text = copy.read_text()
+    dropin = tmp_path / "etc/ssh/sshd_config.d/50-site.conf"
+    assert f"Include {dropin}\n" in text
+    assert "# Include /etc/ssh/extra.conf" in text
+    assert f"HOSTKEY {hand_node}/etc/ssh/ssh_host_ed25519_key\n" in text
+    assert f"AuthorizedKeysFile {hand_node}/etc/ssh/keys/%u .ssh/authorized_keys\n" in text
+    assert f"ChrootDirectory {hand_node}/srv/%u\n" in text
+    assert f"ForceCommand {hand_node}/usr/local/bin/wrap --flag\n" in text
+    assert names[str(copy)] == ("/etc/ssh/sshd_config", 0)
+
+
+def test_missing_sshd_config_is_a_warning(node_root: Path):
+    found = openssh.inventory(node_root, "drill")
+    assert found.files == [] and "/etc/ssh/sshd_config: cannot read" in found.warnings[0]
+    assert openssh.checks(node_root, {})[0].status == "fail"
+
+
+def test_smoke_refuses_a_work_dir_sshd_would_reject(tmp_path: Path):
+    (result,) = openssh.smoke(tmp_path, {}, "drill", tmp_path / "work")
+    assert result.status == "fail" and "/tmp is group/world-writable" in result.detail
+
+
+# --- a real sample node -------------------------------------------------------------------------
+
+
+def host_key_manifest(root: Path, info: dict) -> dict:
+    """Return a manifest as the lead's builder makes it, for the sample node's keys."""
+    host_keys = []
+    for path in info["host_keys"]:
+        key = keys.describe_key((root / path.lstrip("/")).read_bytes())
+        host_keys.append(
+            {
+                "path": path,
+                "type": key.type,
+                "fingerprint": key.fingerprint,
+                "public_line": key.public_line,
+            }
+        )
+    cert_path, key_path = info["tls"]["certificate"], info["tls"]["key"]
+    cert = keys.describe_certificate((root / cert_path.lstrip("/")).read_bytes())
+    return {
+        "host_keys": host_keys,
+        "certificates": [{"path": cert_path, **cert.as_dict(), "key_path": key_path}],
+        "accounts": accounts.read_entries(root, info["users"]),
+    }
+
+
+@pytest.fixture
+def sample(node_root: Path) -> tuple[Path, dict, dict]:
+    info = sample_node.build(node_root)
+    return node_root, info, host_key_manifest(node_root, info)
+
+
+@pytest.fixture
+def work_dir():
+    path = WORK_PARENT / f"work-{uuid.uuid4().hex[:10]}"
+    path.mkdir(mode=0o755, parents=True)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def by_name(results) -> dict:
+    return {check.name: check for check in results}
+
+
+def failing(results) -> dict:
+    return {check.name: check.detail for check in results if check.status != "pass"}
+
+
+def regenerate(root: Path, node_path: str, key_type: str = "ed25519") -> None:
+    host = root / node_path.lstrip("/")
+    host.unlink()
+    Path(f"{host}.pub").unlink()
+    runner.run(["ssh-keygen", "-q", "-t", key_type, "-N", "", "-f", str(host)])
+
+
+@pytest.mark.integration
+def test_sample_node_passes_every_check(sample):
+    root, _, manifest = sample
+    results = openssh.checks(root, manifest)
+    assert failing(results) == {}
+    names = by_name(results)
+    assert "config: sshd -t" in names and "chroot: /srv/sftp/drill" in names
+    assert "certificate: /etc/ssl/certs/sftp.example.com.pem" in names
+
+
+@pytest.mark.integration
+def test_loose_host_key_fails(sample):
+    root, _, manifest = sample
+    (root / "etc/ssh/ssh_host_rsa_key").chmod(0o644)
+    bad = failing(openssh.checks(root, manifest))
+    assert "Unable to load host key" in bad["config: sshd -t"]
+    assert '"/etc/ssh/ssh_host_rsa_key"' in bad["config: sshd -t"]
+    assert "mode 0644" in bad["host key mode: /etc/ssh/ssh_host_rsa_key"]
+
+
+@pytest.mark.integration
+def test_replaced_pub_fails(sample, tmp_path: Path):
+    root, _, manifest = sample
+    runner.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "other")])
+    shutil.copy(tmp_path / "other.pub", root / "etc/ssh/ssh_host_ed25519_key.pub")
+    bad = failing(openssh.checks(root, manifest))
+    assert "does not match" in bad["host key pair: /etc/ssh/ssh_host_ed25519_key"]
+    assert set(bad) <= {"host key pair: /etc/ssh/ssh_host_ed25519_key", "config: sshd -t"}
+
+
+@pytest.mark.integration
+def test_replaced_host_key_differs_from_manifest(sample):
+    root, _, manifest = sample
+    regenerate(root, "/etc/ssh/ssh_host_ecdsa_key", "ecdsa")
+    bad = failing(openssh.checks(root, manifest))
+    assert list(bad) == ["host key: /etc/ssh/ssh_host_ecdsa_key"]
+    assert "the backup had SHA256:" in bad["host key: /etc/ssh/ssh_host_ecdsa_key"]
+
+
+@pytest.mark.integration
+def test_missing_include_and_banner_fail(sample):
+    root, _, manifest = sample
+    config = root / "etc/ssh/sshd_config"
+    config.write_text(
+        config.read_text().replace(
+            "Include /etc/ssh/sshd_config.d/*.conf", "Include sshd_config.d/10-hardening.conf"
+        )
+    )
+    assert failing(openssh.checks(root, manifest)) == {}
+    (root / "etc/ssh/sshd_config.d/10-hardening.conf").unlink()
+    (root / "etc/issue.net").unlink()
+    bad = failing(openssh.checks(root, manifest))
+    assert (
+        "Include (/etc/ssh/sshd_config line 2)"
+        in bad["config: missing /etc/ssh/sshd_config.d/10-hardening.conf"]
+    )
+    assert "Banner" in bad["config: missing /etc/issue.net"]
+    assert "config: sshd -t" not in bad
+
+
+@pytest.mark.integration
+def test_group_writable_chroot_and_home_fail(sample):
+    root, _, manifest = sample
+    (root / "srv/sftp").chmod(0o775)
+    (root / "home/partner/.ssh").chmod(0o770)
+    bad = failing(openssh.checks(root, manifest))
+    assert "/srv/sftp is group/world-writable (0775)" in bad["chroot: /srv/sftp/drill"]
+    assert (
+        "/home/partner/.ssh is group/world-writable"
+        in bad["user keys: /home/partner/.ssh/authorized_keys"]
+    )
+
+
+@pytest.mark.integration
+def test_root_only_authorized_keys_fails(sample):
+    root, _, manifest = sample
+    path = root / "home/drill/.ssh/authorized_keys"
+    os.chown(path, 0, 0)
+    path.chmod(0o600)
+    bad = failing(openssh.checks(root, manifest))
+    assert "not readable by drill" in bad["user keys: /home/drill/.ssh/authorized_keys"]
+
+
+@pytest.mark.integration
+def test_unknown_keyword_fails_sshd_t_with_node_line(sample):
+    root, _, manifest = sample
+    dropin = root / "etc/ssh/sshd_config.d/10-hardening.conf"
+    dropin.write_text(dropin.read_text() + "FrobnicateAll yes\n")
+    bad = failing(openssh.checks(root, manifest))
+    detail = bad["config: sshd -t"]
+    assert "exit 255" in detail
+    assert "/etc/ssh/sshd_config.d/10-hardening.conf: line 6: Bad configuration" in detail
+    assert str(root) not in detail
+
+
+def certificate(key, days: float, name: str = "sftp.example.com") -> bytes:
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=400))
+        .not_valid_after(now + timedelta(days=days))
+        .sign(key, hashes.SHA256())
+    )
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+@pytest.mark.integration
+def test_certificate_expiry_and_key_mismatch(sample):
+    root, info, manifest = sample
+    cert_path = root / info["tls"]["certificate"].lstrip("/")
+    key_path = root / info["tls"]["key"].lstrip("/")
+    name = f"certificate: {info['tls']['certificate']}"
+    key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+    entry = manifest["certificates"][0]
+
+    cert_path.write_bytes(certificate(key, days=10))
+    entry["fingerprint"] = keys.describe_certificate(cert_path.read_bytes()).fingerprint
+    assert by_name(openssh.checks(root, manifest))[name].status == "warn"
+
+    cert_path.write_bytes(certificate(key, days=-1))
+    entry["fingerprint"] = keys.describe_certificate(cert_path.read_bytes()).fingerprint
+    assert "expired" in failing(openssh.checks(root, manifest))[name]
+
+    cert_path.write_bytes(certificate(ec.generate_private_key(ec.SECP256R1()), days=90))
+    assert "does not match its key" in failing(openssh.checks(root, manifest))[name]
+
+
+# --- smoke: the real sshd -----------------------------------------------------------------------
+
+
+def assert_nothing_left(root: Path, work_dir: Path) -> None:
+    """No sshd of this run alive, no temporary user or group, no work files."""
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        assert str(work_dir) not in cmdline and str(root) not in cmdline, cmdline
+    for name in ("drill", "partner"):
+        with pytest.raises(KeyError):
+            pwd.getpwnam(name)
+    for name in ("drill", "sftpusers"):
+        with pytest.raises(KeyError):
+            grp.getgrnam(name)
+    assert list(work_dir.iterdir()) == []
+
+
+@pytest.mark.integration
+def test_smoke_passes_on_chrooted_prefix_root(sample, work_dir: Path):
+    root, _, manifest = sample
+    results = openssh.smoke(root, manifest, "drill", work_dir)
+    assert failing(results) == {}
+    names = by_name(results)
+    assert "created drill" in names["smoke: user"].detail
+    for key_type in ("ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256"):
+        assert names[f"smoke: host key {key_type}"].status == "pass"
+    assert "in /" in names["smoke: sftp login"].detail
+    assert "in upload" in names["smoke: file round trip"].detail
+    assert sorted(p.name for p in (root / "srv/sftp/drill/upload").iterdir()) == [
+        "invoice-0001.csv"
+    ]
+    assert_nothing_left(root, work_dir)
+
+
+@pytest.mark.integration
+def test_smoke_without_chroot_uses_the_node_home(node_root: Path, work_dir: Path):
+    info = sample_node.build(node_root, chroot=False)
+    results = openssh.smoke(node_root, host_key_manifest(node_root, info), "drill", work_dir)
+    assert failing(results) == {}
+    assert "in ." in by_name(results)["smoke: file round trip"].detail
+    assert_nothing_left(node_root, work_dir)
+
+
+@pytest.mark.integration
+def test_smoke_fails_when_a_host_key_was_replaced(sample, work_dir: Path):
+    root, _, manifest = sample
+    regenerate(root, "/etc/ssh/ssh_host_ed25519_key")
+    bad = failing(openssh.smoke(root, manifest, "drill", work_dir))
+    assert "the backup has SHA256:" in bad["smoke: host key ssh-ed25519"]
+    assert "Host key verification failed" in bad["smoke: sftp login"]
+    assert set(bad) == {
+        "smoke: host key ssh-ed25519",
+        "smoke: sftp login",
+        "smoke: file round trip",
+    }
+    assert_nothing_left(root, work_dir)
+
+
+@pytest.mark.integration
+def test_smoke_reports_a_bad_chroot_and_cleans_up(sample, work_dir: Path):
+    root, _, manifest = sample
+    (root / "srv/sftp/drill").chmod(0o775)
+    bad = failing(openssh.smoke(root, manifest, "drill", work_dir))
+    assert "smoke: sftp login" in bad or "smoke: file round trip" in bad
+    assert "bad ownership or modes for chroot directory" in " ".join(bad.values())
+    assert_nothing_left(root, work_dir)
