@@ -315,7 +315,7 @@ def restore(
             origin = _bare_metal_origin(
                 s3_endpoint, bucket, prefix, region, ca_bundle, password_file, node
             )
-            origin.trusted_keys = _trust_keys(trust_key)
+            origin.trust_keys = _trust_keys(trust_key)
             origin.trust_snapshot_signer = trust_snapshot_signer
             chosen_target = target or Path("/")
         else:

@@ -74,7 +74,8 @@ def console():
     """Return a rich console on stdout."""
     from rich.console import Console
 
-    return Console(highlight=False)
+    wide = None if sys.stdout.isatty() else 160  # logs and pipes keep whole fingerprints
+    return Console(highlight=False, width=wide)
 
 
 def table(title: str, columns: list[str], rows: list[list[Any]]) -> None:

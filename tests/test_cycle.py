@@ -230,7 +230,7 @@ def test_bare_metal_restore_needs_trust(backed_up: Node, tmp_path: Path):
         "--trust-key", node.init["signer"],
     )  # fmt: skip
     assert code == 0, restored
-    assert restored["trust"] == "config"
+    assert restored["trust"] == "key"
     code, restored = drkit(
         "restore", "latest", *coordinates, "--target", str(tmp_path / "tofu"),
         "--trust-snapshot-signer",
@@ -307,3 +307,39 @@ def test_unwritable_target_exits_9(backed_up: Node, tmp_path: Path):
     code, document = backed_up.run("restore", "latest", "--target", str(blocker / "under"))
     assert code == 9, document
     assert blocker.read_text() == "not a directory\n"
+
+
+def test_full_disk_leaves_the_target_as_it_was(backed_up: Node, node_root: Path):
+    mount_point = node_root.parent / f"{node_root.name}-small"
+    mount_point.mkdir()
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=32k", "tmpfs", str(mount_point)], check=True
+    )
+    try:
+        (mount_point / "keep.txt").write_text("operator's file\n")
+        before = tree_state(mount_point)
+        code, document = backed_up.run("restore", "latest", "--target", str(mount_point))
+        assert code == 9 and "disk full" in document["error"]["message"], document
+        assert tree_state(mount_point) == before
+    finally:
+        subprocess.run(["umount", str(mount_point)], check=True)
+        mount_point.rmdir()
+
+
+def test_init_is_idempotent_and_password_file_must_be_private(node: Node):
+    config_before = node.config.read_text()
+    code, again = node.run(
+        "init", "--node", "sftp-1", "--root", str(node.root),
+        "--s3-endpoint", node.repository.s3_endpoint, "--bucket", node.repository.bucket,
+        "--prefix", node.repository.prefix, "--password-file", str(node.repository.password_file),
+        "--smoke-user", "drill", "--state-dir", str(node.config.parent / "state"),
+        "--lock-days", "1",
+        *[f"--include={c}={p}" for c, ps in node.made["includes"].items() for p in ps],
+    )  # fmt: skip
+    assert code == 0, again
+    assert not again["repository_created"] and not again["password_created"]
+    assert again["signer"] == node.init["signer"]
+    assert node.config.read_text() == config_before
+    node.repository.password_file.chmod(0o644)
+    code, document = node.run("snapshots")
+    assert code == 2 and "readable by other users" in document["error"]["message"]

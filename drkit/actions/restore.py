@@ -31,6 +31,7 @@ class Origin:
     repository: Repository
     restic: Path | None = None
     trusted_keys: list[str] = field(default_factory=list)
+    trust_keys: list[str] = field(default_factory=list)
     smoke_user: str | None = None
     state_dir: Path = Path("/var/lib/drkit")
     trust_snapshot_signer: bool = False
@@ -41,7 +42,8 @@ class Origin:
             node=config.node,
             repository=config.repository,
             restic=config.restic,
-            trusted_keys=[*config.trusted_keys, *extra_trust],
+            trusted_keys=list(config.trusted_keys),
+            trust_keys=extra_trust,
             smoke_user=config.smoke_user,
             state_dir=config.state_dir,
         )
@@ -58,7 +60,11 @@ class Opened:
 
 
 def _trust(origin: Origin, signer: str, config_text: str | None) -> tuple[str, Config | None]:
-    """Decide whether the signer is trusted; return how ('config', 'key' or 'snapshot')."""
+    """Decide whether the signer is trusted; return how.
+
+    'config': drkit.yaml's trusted_keys; 'key': --trust-key; 'snapshot': the snapshot's own
+    config under --trust-snapshot-signer (trust on first use, announced on stderr).
+    """
     embedded = None
     if config_text:
         try:
@@ -67,6 +73,8 @@ def _trust(origin: Origin, signer: str, config_text: str | None) -> tuple[str, C
             log.warning("%s", exc.message)
     if signer in origin.trusted_keys:
         return "config", embedded
+    if signer in origin.trust_keys:
+        return "key", embedded
     if origin.trust_snapshot_signer:
         if embedded and signer in embedded.trusted_keys:
             print(

@@ -183,6 +183,11 @@ class Restic:
             raise errors.ConfigError(f"{self.password_file}: repository password file not found")
         if not os.access(self.password_file, os.R_OK):
             raise errors.ConfigError(f"{self.password_file}: repository password file unreadable")
+        if self.password_file.stat().st_mode & 0o077:
+            raise errors.ConfigError(
+                f"{self.password_file}: repository password file is readable by other users: "
+                "chmod 600 it"
+            )
         return {
             "RESTIC_REPOSITORY": self.repository_url,
             "RESTIC_PASSWORD_FILE": str(self.password_file),
