@@ -428,6 +428,8 @@ def inventory(root: Path, smoke_user: str | None) -> Inventory:
             else:
                 found.warnings.append(f"{_label(ref)} {ref.path} ({ref.where}) is missing")
         elif _is_file(root, ref.path):
+            if ref.path.startswith(tuple(pol["packaged_programs"])):
+                continue  # the distribution's own program: the package restores it, not drkit
             add(ref.path, ref.category)
             if ref.directive == "hostkey" and _is_file(root, ref.path + ".pub"):
                 add(ref.path + ".pub", ref.category)
