@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 from drkit import sample_node
 from drkit.cli import app
+from drkit.engines import manifest
 from drkit.engines import restic as restic_engine
 
 pytestmark = pytest.mark.integration
@@ -177,13 +178,13 @@ def test_restore_adds_missing_files_without_force(backed_up: Node):
     assert (node.root / "etc/ssh/ssh_host_rsa_key.pub").is_file()
 
 
-def _back_up_behind_drkits_back(node: Node) -> None:
-    """Make a snapshot with plain restic from the node as it is now (hostile or tampered)."""
-    paths = ["etc", "srv", "home", "var", "usr"]
+def _back_up_behind_drkits_back(node: Node, extra: tuple[str, ...] = ()) -> None:
+    """Make a snapshot with plain restic of the manifest's paths as they are now, plus extra."""
+    listed = json.loads((node.root / "var/lib/drkit/snapshot/manifest.json").read_text())
+    paths = [*manifest.leaf_paths(listed), "var/lib/drkit/snapshot", *extra]
     made = node.restic(
         "backup", "--host", "sftp-1", "--tag", "drkit", "--tag", "node:sftp-1",
-        "--tag", "profile:openssh", *[p for p in paths if (node.root / p).exists()],
-        cwd=node.root,
+        "--tag", "profile:openssh", *paths, cwd=node.root,
     )  # fmt: skip
     assert made.returncode == 0, made.stderr
 
@@ -211,6 +212,18 @@ def test_tampered_file_is_refused(backed_up: Node, tmp_path: Path):
     assert code == 6, refused
     assert "ssh_host_ed25519_key.pub" in refused["error"]["message"]
     assert not target.exists() or not any(target.rglob("*"))
+
+
+def test_entry_outside_the_manifest_is_refused(backed_up: Node, tmp_path: Path):
+    node = backed_up
+    (node.root / "etc/ssh/sshd_config.d/99-backdoor.conf").write_text("PermitRootLogin yes\n")
+    _back_up_behind_drkits_back(node, extra=("etc/ssh/sshd_config.d/99-backdoor.conf",))
+    target = tmp_path / "target"
+    code, refused = node.run("restore", "latest", "--target", str(target))
+    assert (
+        code == 6 and "99-backdoor.conf: not in the signed manifest" in refused["error"]["message"]
+    )
+    assert not target.exists()
 
 
 def test_bare_metal_restore_needs_trust(backed_up: Node, tmp_path: Path):

@@ -9,6 +9,7 @@ import secrets
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -16,7 +17,7 @@ from pathlib import Path
 from drkit import errors, profiles
 from drkit.actions import context
 from drkit.config import Config, Repository, parse_config
-from drkit.engines import accounts, apply, checks, manifest
+from drkit.engines import accounts, apply, checks, manifest, screen
 from drkit.engines.checks import Check
 from drkit.paths import on_root
 
@@ -57,6 +58,7 @@ class Opened:
     signer: str
     trust: str
     embedded_config: Config | None
+    raw: bytes
 
 
 def _trust(origin: Origin, signer: str, config_text: str | None) -> tuple[str, Config | None]:
@@ -97,7 +99,7 @@ def open_manifest(origin: Origin, manifest_bytes: bytes, signature: str, config_
         raise errors.Refused(
             f"manifest is for node {node_manifest.get('node')}, not {origin.node}: refused"
         )
-    return Opened(node_manifest, signer, trust, embedded)
+    return Opened(node_manifest, signer, trust, embedded, manifest_bytes)
 
 
 def _verify_staging(staging: Path, node_manifest: dict) -> list[str]:
@@ -121,12 +123,17 @@ def _prepare_target(target: Path) -> None:
         raise errors.LocalFilesystemError(f"target {target} is not writable")
 
 
-def _server_checks(origin: Origin, target: Path, node_manifest: dict, smoke: bool) -> list[Check]:
+def _server_checks(
+    origin: Origin, target: Path, node_manifest: dict, smoke: bool, on_step=None
+) -> list[Check]:
+    step = on_step or (lambda text: None)
     found = []
     for kind in node_manifest.get("profiles", []):
         profile = profiles.load(kind)
+        step(f"checking the restored {kind} files")
         found += profile.checks(target, node_manifest)
         if smoke:
+            step(f"smoke: starting {kind} on 127.0.0.1 and logging in")
             if not origin.smoke_user:
                 found.append(checks.failed("smoke", "no smoke_user configured (--smoke-user)"))
                 continue
@@ -160,20 +167,21 @@ def restore(
     dry_run: bool = False,
     force: bool = False,
     smoke: bool = False,
+    on_step: Callable[[str], None] | None = None,
 ) -> dict:
-    """Restore a verified snapshot onto target; dry-run only plans; return the restore document."""
+    """Restore a verified snapshot onto target; dry-run only plans; return the restore document.
+
+    on_step, when given, is called with a short line as each step begins (progress display).
+    """
+    step = on_step or (lambda text: None)
     started = time.monotonic()
+    step("opening the repository")
     restic = context.restic_for(origin.repository, origin.restic)
     context.probe_storage(origin.repository)
     chosen = context.select_snapshot(restic, origin.node, snapshot, at)
     target = target.resolve()
+    opened = _open_snapshot(origin, restic, chosen.id)
     if dry_run:
-        opened = open_manifest(
-            origin,
-            restic.dump_text(chosen.id, manifest.MANIFEST_PATH).encode(),
-            restic.dump_text(chosen.id, manifest.SIGNATURE_PATH),
-            restic.dump_text(chosen.id, manifest.CONFIG_PATH),
-        )
         steps = (
             apply.plan(target, opened.manifest)
             if target.is_dir()
@@ -183,6 +191,8 @@ def restore(
         return _result(
             chosen.id, opened, found, dry_run=True, plan=[step.as_dict() for step in steps]
         )
+    problems = screen.screen_listing(restic.list_tree(chosen.id), opened.manifest)
+    _refuse_if(problems, f"snapshot {chosen.short_id} holds what its signed manifest does not")
     _prepare_target(target)
     staging_parent = on_root(target, "/var/lib/drkit/staging")
     created_dirs = _missing_ancestors(staging_parent)
@@ -196,19 +206,17 @@ def restore(
     applied = False
     try:
         log.info("restoring snapshot %s into staging %s", chosen.short_id, staging)
+        step(f"restoring snapshot {chosen.short_id} into staging")
         restic.restore(chosen.id, staging)
-        opened = open_manifest(
-            origin,
-            on_root(staging, manifest.MANIFEST_PATH).read_bytes(),
-            on_root(staging, manifest.SIGNATURE_PATH).read_text(),
-            _read_optional(on_root(staging, manifest.CONFIG_PATH)),
+        step("verifying the signature and every file")
+        staged_manifest = on_root(staging, manifest.MANIFEST_PATH)
+        if not staged_manifest.is_file() or staged_manifest.read_bytes() != opened.raw:
+            raise errors.Refused(f"snapshot {chosen.short_id}: restored manifest differs")
+        _refuse_if(
+            screen.screen_staging(staging, opened.manifest)
+            + _verify_staging(staging, opened.manifest),
+            f"snapshot {chosen.short_id} does not match its signed manifest",
         )
-        problems = _verify_staging(staging, opened.manifest)
-        if problems:
-            raise errors.Refused(
-                f"snapshot {chosen.short_id} does not match its signed manifest "
-                f"({len(problems)} file(s)): {problems[0]}"
-            )
         found = [
             checks.passed("manifest signature", f"signed by {opened.signer} ({opened.trust})"),
             checks.passed(
@@ -222,6 +230,7 @@ def restore(
                 f"target {target} is not empty: {len(blocking)} file(s) would be changed or "
                 f"removed (first: {blocking[0].path}); pass --force to replace them"
             )
+        step(f"applying {sum(s.action != 'unchanged' for s in steps)} change(s) to {target}")
         applier = apply.Applier(target, staging, staging / ".replaced")
         entries = {entry["path"]: entry for entry in opened.manifest["files"]}
         applier.apply([step for step in steps if step.action != "unchanged"], entries)
@@ -247,7 +256,7 @@ def restore(
         for directory in created_dirs if not applied else [staging_parent]:
             with contextlib.suppress(OSError):
                 directory.rmdir()
-    found += _server_checks(origin, target, opened.manifest, smoke)
+    found += _server_checks(origin, target, opened.manifest, smoke, on_step)
     return _result(
         chosen.id,
         opened,
@@ -267,8 +276,29 @@ def _missing_ancestors(directory: Path) -> list[Path]:
     return missing
 
 
-def _read_optional(path: Path) -> str | None:
-    return path.read_text() if path.is_file() else None
+def _open_snapshot(origin: Origin, restic, snapshot_id: str) -> Opened:
+    """Read a snapshot's manifest, signature and config from the repository and verify them.
+
+    This happens before anything is written anywhere: untrusted content stays in memory.
+    """
+    try:
+        manifest_text = restic.dump_text(snapshot_id, manifest.MANIFEST_PATH)
+        signature_text = restic.dump_text(snapshot_id, manifest.SIGNATURE_PATH)
+    except errors.ResticFailed:
+        raise errors.Refused(
+            f"snapshot {snapshot_id[:8]} has no drkit manifest and signature: not restorable"
+        ) from None
+    try:
+        config_text = restic.dump_text(snapshot_id, manifest.CONFIG_PATH)
+    except errors.ResticFailed:
+        config_text = None
+    return open_manifest(origin, manifest_text.encode(), signature_text, config_text)
+
+
+def _refuse_if(problems: list[str], what: str) -> None:
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise errors.Refused(f"{what}: {problems[0]}{more}")
 
 
 def _keep_snapshot_files(staging: Path, target: Path) -> None:
@@ -285,12 +315,7 @@ def check(origin: Origin, *, target: Path, snapshot: str = "latest", smoke: bool
     restic = context.restic_for(origin.repository, origin.restic)
     context.probe_storage(origin.repository)
     chosen = context.select_snapshot(restic, origin.node, snapshot)
-    opened = open_manifest(
-        origin,
-        restic.dump_text(chosen.id, manifest.MANIFEST_PATH).encode(),
-        restic.dump_text(chosen.id, manifest.SIGNATURE_PATH),
-        restic.dump_text(chosen.id, manifest.CONFIG_PATH),
-    )
+    opened = _open_snapshot(origin, restic, chosen.id)
     steps = apply.plan(target, opened.manifest)
     drifted = [step for step in steps if step.action != "unchanged"]
     found = [checks.passed("manifest signature", f"signed by {opened.signer}")]

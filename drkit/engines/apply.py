@@ -87,9 +87,17 @@ class Applier:
             os.chown(kept, info.st_uid, info.st_gid)
         return kept
 
+    def _contained(self, host: Path) -> None:
+        """Refuse to write where a symlink on the way would lead outside the target."""
+        real_target = os.path.realpath(self.target)
+        real_parent = os.path.realpath(host.parent)
+        if os.path.commonpath([real_target, real_parent]) != real_target:
+            raise errors.Refused(f"{host} would be written through a symlink leaving the target")
+
     def _install(self, entry: dict, host: Path) -> None:
         """Put the staged entry at host via a temporary name in the same directory."""
         self._make_parents(host.parent)
+        self._contained(host)
         if entry["type"] == "dir":
             if not host.is_dir():
                 host.mkdir()
@@ -118,6 +126,7 @@ class Applier:
         if directory.exists():
             return
         self._make_parents(directory.parent)
+        self._contained(directory)
         directory.mkdir()
         self.undo.append(("added", directory, None))
         staged = on_root(self.staging, to_node(self.target, directory))
@@ -144,6 +153,7 @@ class Applier:
                     self._install(entries[step.path], host)
                 elif step.action == "remove":
                     doing = f"removing {step.path}"
+                    self._contained(host)
                     kept = self._keep(host)
                     self.undo.append(("removed", host, kept))
                     _remove(host)

@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import sys
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -264,8 +265,10 @@ class Restic:
 
         Paths come from a file list (--files-from-verbatim) so that any name survives.
         """
-        list_file = cwd / "var/lib/drkit/snapshot/files.list"
-        list_file.write_bytes(b"".join(p.encode() + b"\n" for p in relative_paths))
+        descriptor, list_name = tempfile.mkstemp(prefix="drkit-files-", suffix=".list")
+        list_file = Path(list_name)
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(b"".join(p.encode() + b"\n" for p in relative_paths))
         argv = self._argv(
             "backup",
             "--host",
