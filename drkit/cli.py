@@ -5,13 +5,14 @@ Exit codes are documented in the README and drkit.errors.EXIT_CODES.
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from drkit import errors, output
+from drkit import errors, output, timing
 
 EPILOG = (
     "Exit status: 0 ok, 1 a check failed, 2 usage/config, 3 backup incomplete, 4 storage, "
@@ -42,13 +43,21 @@ TrustOption = Annotated[
 @app.callback()
 def main_options(
     verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, help="more log lines")] = 0,
+    profile: Annotated[
+        bool, typer.Option("--profile", help="print the time per phase on stderr")
+    ] = False,
 ) -> None:
     """Disaster-recovery backup and restore for SFTP/FTPS transfer server nodes."""
     output.setup_logging(verbose)
+    if profile:
+        os.environ["DRKIT_PROFILE"] = "1"
 
 
 def _finish(job, as_json: bool, render) -> None:
-    raise typer.Exit(output.run_command(job, as_json, render))
+    code = output.run_command(job, as_json, render)
+    if timing.enabled():
+        timing.print_report()
+    raise typer.Exit(code)
 
 
 def _config(path: Path | None):
@@ -574,6 +583,149 @@ def status(
             ["node", "last good", "RPO", "RTO", "last backup", "snapshot", "problems"],
             rows,
         )
+
+    _finish(job, as_json, render)
+
+
+# --- drills, reports and diffs --------------------------------------------------------------
+
+
+@app.command()
+def drill(
+    snapshot: Annotated[
+        str, typer.Option(help="latest, latest~N, an id, or random (within retention)")
+    ] = "latest",
+    report_dir: Annotated[
+        Path | None, typer.Option(help="where to write reports (default: state_dir/reports/NODE)")
+    ] = None,
+    trust_key: TrustOption = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Rebuild the node in a sandbox, log in for real, measure RTO and RPO; write reports.
+
+    Exit 1 when a check fails or an objective is missed.
+    """
+
+    def job():
+        from drkit.actions import drill as drill_action
+        from drkit.actions import status as status_action
+
+        loaded = _config(config)
+        trusted = _trust_keys(trust_key)
+        with output.steps(as_json, "drill") as on_step:
+            return status_action.recorded(
+                loaded,
+                "drill",
+                lambda: drill_action.run(
+                    loaded,
+                    snapshot=snapshot,
+                    report_dir=report_dir,
+                    trust=trusted,
+                    on_step=on_step,
+                ),
+            )
+
+    def render(result):
+        from drkit.engines.reports import duration_text
+
+        out = output.console()
+        output.render_checks(result)
+        objectives, met = result["objectives"], result["objectives_met"]
+        verdict = {True: "[green]met[/green]", False: "[red]MISSED[/red]", None: "not judged"}
+        out.print(
+            f"RTO {duration_text(result['rto_seconds'])} "
+            f"(objective {duration_text(objectives['rto_seconds'])}): {verdict[met['rto']]}"
+        )
+        out.print(
+            f"RPO {duration_text(result['rpo_seconds'])} "
+            f"(objective {duration_text(objectives['rpo_seconds'])}): {verdict[met['rpo']]}"
+        )
+        for kind, path in result["reports"].items():
+            out.print(f"report {kind:4} {path}")
+        if result["uploaded"]:
+            out.print(f"uploaded to the bucket under {result['uploaded'][0].rsplit('/', 1)[0]}/")
+
+    _finish(job, as_json, render)
+
+
+@app.command()
+def report(
+    open_page: Annotated[
+        bool, typer.Option("--open", help="open the latest drill's HTML page in a browser")
+    ] = False,
+    all_nodes: Annotated[bool, typer.Option("--all", help="every node's drills")] = False,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """List the drill reports in the bucket, oldest first; --open shows the latest page."""
+
+    def job():
+        from drkit.actions import report as report_action
+
+        return report_action.run(_config(config), all_nodes=all_nodes, open_page=open_page)
+
+    def render(result):
+        from drkit.engines.reports import duration_text
+
+        rows = [
+            [
+                entry["node"],
+                entry["time"],
+                "pass" if entry["ok"] else "[red]FAIL[/red]",
+                (entry["snapshot_id"] or "")[:8],
+                duration_text(entry["rto_seconds"]),
+                duration_text(entry["rpo_seconds"]),
+                entry["html"],
+            ]
+            for entry in result["drills"]
+        ]
+        output.table("drills", ["node", "time", "result", "snapshot", "RTO", "RPO", "page"], rows)
+        if result.get("page"):
+            state = "opened" if result.get("opened") else "open it in a browser"
+            output.console().print(f"latest page: {result['page']} ({state})")
+
+    _finish(job, as_json, render)
+
+
+@app.command()
+def diff(
+    old: Annotated[str, typer.Argument(help="id, latest or latest~N")],
+    new: Annotated[str, typer.Argument(help="id, latest or latest~N")] = "latest",
+    trust_key: TrustOption = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Show what changed between two snapshots: files by category, config diffs, keys, certs."""
+
+    def job():
+        from drkit.actions import diff as diff_action
+
+        return diff_action.run(_origin(config, trust_key), old, new)
+
+    def render(result):
+        out = output.console()
+        out.print(
+            f"snapshot {result['old']['short_id']} ({result['old']['time']}) → "
+            f"{result['new']['short_id']} ({result['new']['time']})"
+        )
+        rows = [
+            [change["category"], change["change"], change["path"], change["detail"]]
+            for change in result["changes"]
+        ]
+        output.table("changes", ["category", "change", "path", "detail"], rows)
+        for note in result["notes"]:
+            out.print(f"[bold]•[/bold] {note}")
+        from rich.markup import escape
+
+        for change in result["changes"]:
+            if change.get("diff"):
+                out.print(f"\n[bold]{escape(change['path'])}[/bold]")
+                for line in change["diff"].splitlines():
+                    style = {"+": "green", "-": "red", "@": "cyan"}.get(line[:1])
+                    out.print(f"[{style}]{escape(line)}[/{style}]" if style else escape(line))
+        if not result["changes"] and not result["notes"]:
+            out.print("no differences")
 
     _finish(job, as_json, render)
 

@@ -2,50 +2,103 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 
+from drkit import errors, timing
 from drkit.actions import context
 from drkit.config import Config, dump_config
 from drkit.engines import accounts, keys, manifest
+from drkit.engines.restic import Restic
 
 log = logging.getLogger(__name__)
+
+
+def chain_path(config: Config) -> Path:
+    """Return where this node keeps the link to its last snapshot's manifest."""
+    return config.state_dir / "chain" / f"{config.node}.json"
+
+
+def record_chain(config: Config, snapshot_id: str | None, manifest_bytes: bytes | None) -> None:
+    """Remember the newest snapshot and its manifest hash; None starts a new chain."""
+    link = None
+    if snapshot_id and manifest_bytes is not None:
+        link = {
+            "snapshot_id": snapshot_id,
+            "manifest_sha256": hashlib.sha256(manifest_bytes).hexdigest(),
+        }
+    manifest.write_private(chain_path(config), json.dumps({"previous": link}).encode())
+
+
+def _previous_link(config: Config, restic: Restic) -> dict | None:
+    """Return {snapshot_id, manifest_sha256} of the node's last snapshot.
+
+    The local record answers without a round trip; without one (a rebuilt machine) the
+    repository is asked.
+    """
+    try:
+        return json.loads(chain_path(config).read_text())["previous"]
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    mine = restic.snapshots(host=config.node, tags=["drkit"])
+    if not mine:
+        return None
+    try:
+        raw = restic.dump_text(mine[-1].id, manifest.MANIFEST_PATH).encode()
+    except errors.ResticFailed:
+        return None
+    return {"snapshot_id": mine[-1].id, "manifest_sha256": hashlib.sha256(raw).hexdigest()}
 
 
 def run(config: Config, on_progress: Callable[[dict], None] | None = None) -> dict:
     """Take one snapshot of the node now; return the backup document."""
     restic = context.restic_for(config.repository, config.restic)
     signing_key = keys.load_signing_key(config.signing_key)
-    context.probe_storage(config.repository)
+    with timing.phase("s3 probe"):
+        context.probe_storage(config.repository)
     with context.node_lock(config):
         started = time.monotonic()
-        inventory = context.collect_inventory(config)
+        with timing.phase("inventory"):
+            inventory = context.collect_inventory(config)
         for warning in inventory.warnings:
             log.warning("%s", warning)
-        node_manifest = manifest.build(
-            config.root,
-            inventory,
-            node=config.node,
-            profiles=list(config.servers),
-            accounts=accounts.read_entries(config.root, inventory.users),
-            created=datetime.now(UTC),
-        )
-        manifest_bytes = manifest.encode(node_manifest)
-        signature = keys.sign(signing_key, manifest_bytes)
-        snapshot_dir = manifest.write_snapshot_files(
-            config.root, manifest_bytes, signature, dump_config(config)
-        )
+        cache = manifest.HashCache(config.state_dir / "cache" / f"{config.node}.json")
+        with timing.phase("chain"):
+            previous = _previous_link(config, restic)
+        with timing.phase("manifest (hashing)"):
+            node_manifest = manifest.build(
+                config.root,
+                inventory,
+                node=config.node,
+                profiles=list(config.servers),
+                accounts=accounts.read_entries(config.root, inventory.users),
+                created=datetime.now(UTC),
+                previous=previous,
+                cache=cache,
+            )
+        with timing.phase("manifest signing"):
+            manifest_bytes = manifest.encode(node_manifest)
+            signature = keys.sign(signing_key, manifest_bytes)
+            snapshot_dir = manifest.write_snapshot_files(
+                config.root, manifest_bytes, signature, dump_config(config)
+            )
         paths = manifest.leaf_paths(node_manifest)
         log.info("backing up %d paths of node %s", len(paths), config.node)
-        summary = restic.backup(
-            paths + snapshot_dir,
-            cwd=config.root,
-            host=config.node,
-            tags=["drkit", f"node:{config.node}", *(f"profile:{p}" for p in config.servers)],
-            on_progress=on_progress,
-        )
+        with timing.phase("restic backup"):
+            summary = restic.backup(
+                paths + snapshot_dir,
+                cwd=config.root,
+                host=config.node,
+                tags=["drkit", f"node:{config.node}", *(f"profile:{p}" for p in config.servers)],
+                on_progress=on_progress,
+            )
+        cache.save()
+        record_chain(config, summary.snapshot_id, manifest_bytes)
     return {
         "ok": True,
         "node": config.node,
@@ -55,5 +108,6 @@ def run(config: Config, on_progress: Callable[[dict], None] | None = None) -> di
         "bytes_added": summary.data_added,
         "duration_seconds": round(time.monotonic() - started, 3),
         "signer": signature["signer"],
+        "previous": previous["snapshot_id"] if previous else None,
         "warnings": inventory.warnings,
     }

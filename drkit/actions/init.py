@@ -6,34 +6,23 @@ Every step is idempotent: existing files are kept, an existing bucket or reposit
 from __future__ import annotations
 
 import logging
-import os
 import secrets
 from pathlib import Path
 
 from drkit import errors
-from drkit.actions import context
+from drkit.actions import backup, context
 from drkit.actions import storage as storage_action
 from drkit.config import Config, dump_config, parse_config, validate_config
-from drkit.engines import keys
+from drkit.engines import keys, manifest
 
 log = logging.getLogger(__name__)
-
-
-def _write_private(path: Path, text: str) -> None:
-    """Create a file readable by its owner only, atomically."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.replace(temporary, path)
 
 
 def ensure_password_file(path: Path) -> bool:
     """Create a password file of 32 random bytes (hex) unless one exists; True when created."""
     if path.exists():
         return False
-    _write_private(path, secrets.token_hex(32) + "\n")
+    manifest.write_private(path, (secrets.token_hex(32) + "\n").encode())
     return True
 
 
@@ -54,10 +43,12 @@ def run(config_path: Path, settings: dict) -> dict:
     text = dump_config(config)
     config_written = not config_path.exists() or config_path.read_text() != text
     if config_written:
-        _write_private(config_path, text)
+        manifest.write_private(config_path, text.encode())
     bucket = storage_action.init(config)
     restic = context.restic_for(config.repository, config.restic)
     repository_created = restic.init()
+    if repository_created:
+        backup.record_chain(config, None, None)  # a new repository starts a new chain
     return {
         "ok": True,
         "config": str(config_path),

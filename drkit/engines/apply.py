@@ -89,6 +89,8 @@ class Applier:
 
     def _contained(self, host: Path) -> None:
         """Refuse to write where a symlink on the way would lead outside the target."""
+        if host == self.target:
+            return
         real_target = os.path.realpath(self.target)
         real_parent = os.path.realpath(host.parent)
         if os.path.commonpath([real_target, real_parent]) != real_target:

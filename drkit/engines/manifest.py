@@ -85,7 +85,50 @@ def _walk(root: Path, entries: Iterable[Entry]) -> dict[str, str]:
     return found
 
 
-def describe_file(root: Path, node_path: str, category: str, names: NameBook) -> dict | None:
+class HashCache:
+    """sha256 of files whose size, mtime, ctime and inode are unchanged since the last backup.
+
+    Kept in drkit's root-owned state directory (0600): an unchanged re-backup then costs a
+    stat per file, not a read of every byte.
+    """
+
+    def __init__(self, path: Path | None = None):
+        self.path = path
+        self.old: dict[str, list] = {}
+        self.new: dict[str, list] = {}
+        if path and path.is_file():
+            try:
+                self.old = json.loads(path.read_text()).get("files", {})
+            except (OSError, ValueError, AttributeError):
+                self.old = {}
+
+    def sha256(self, node_path: str, host: Path, info: os.stat_result) -> str:
+        """Return the file's sha256, from the cache when its stat is unchanged."""
+        key = [info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino]
+        cached = self.old.get(node_path)
+        digest = cached[4] if cached and cached[:4] == key else sha256_file(host)
+        self.new[node_path] = [*key, digest]
+        return digest
+
+    def save(self) -> None:
+        """Write what this run hashed, replacing the previous cache atomically."""
+        if self.path:
+            write_private(self.path, json.dumps({"files": self.new}).encode())
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Write a file readable by its owner only, through a temporary name and a rename."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+    os.replace(temporary, path)
+
+
+def describe_file(
+    root: Path, node_path: str, category: str, names: NameBook, cache: HashCache | None = None
+) -> dict | None:
     """Return the manifest entry of one path, or None when it vanished."""
     host = on_root(root, node_path)
     try:
@@ -107,7 +150,8 @@ def describe_file(root: Path, node_path: str, category: str, names: NameBook) ->
     elif stat.S_ISDIR(info.st_mode):
         entry.update(type="dir")
     elif stat.S_ISREG(info.st_mode):
-        entry.update(type="file", size=info.st_size, sha256=sha256_file(host))
+        digest = cache.sha256(node_path, host, info) if cache else sha256_file(host)
+        entry.update(type="file", size=info.st_size, sha256=digest)
     else:
         return None
     return entry
@@ -158,15 +202,21 @@ def build(
     profiles: list[str],
     accounts: list[dict],
     created: datetime,
+    previous: dict | None = None,
+    cache: HashCache | None = None,
 ) -> dict:
-    """Return the manifest of a node's files as they are on disk now."""
+    """Return the manifest of a node's files as they are on disk now.
+
+    previous ({snapshot_id, manifest_sha256} of the node's last snapshot) links the manifests
+    into a signed chain, so a deleted, replaced or re-ordered snapshot shows.
+    """
     names = NameBook(root)
     paths = _walk(root, [*inventory.files, *inventory.dirs])
     files = [
         entry
         for node_path, category in sorted(paths.items())
         if not node_path.startswith(SNAPSHOT_DIR)
-        and (entry := describe_file(root, node_path, category, names)) is not None
+        and (entry := describe_file(root, node_path, category, names, cache)) is not None
     ]
     found_keys, certificates = _keys_and_certificates(root, files)
     host_keys = [
@@ -184,6 +234,7 @@ def build(
         "host_keys": host_keys,
         "certificates": certificates,
         "accounts": accounts,
+        "previous": previous,
         "owned_globs": inventory.owned_globs,
         "warnings": inventory.warnings,
     }
@@ -212,12 +263,7 @@ def write_snapshot_files(root: Path, manifest_bytes: bytes, signature: dict, con
         (SIGNATURE_PATH, json.dumps(signature, indent=1).encode() + b"\n"),
         (CONFIG_PATH, config_text.encode()),
     ):
-        host = on_root(root, node_path)
-        temporary = host.with_name(host.name + ".tmp")
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(temporary, host)
+        write_private(on_root(root, node_path), data)
     return [SNAPSHOT_DIR.lstrip("/")]
 
 
