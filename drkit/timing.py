@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import resource
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 _phases: list[tuple[str, float]] = []
 _started = time.perf_counter()
@@ -26,8 +28,25 @@ def phase(name: str) -> Iterator[None]:
         _phases.append((name, time.perf_counter() - start))
 
 
+_current: list = []
+
+
+def mark(name: str) -> None:
+    """End the phase begun by the previous mark (if any) and begin one called name."""
+    end_mark()
+    _current.append((name, time.perf_counter()))
+
+
+def end_mark() -> None:
+    """End the phase begun by the last mark."""
+    if _current:
+        name, start = _current.pop()
+        _phases.append((name, time.perf_counter() - start))
+
+
 def phases() -> list[dict]:
     """Return the recorded phases, summed by name, in first-seen order."""
+    end_mark()
     totals: dict[str, float] = {}
     for name, seconds in _phases:
         totals[name] = totals.get(name, 0.0) + seconds
@@ -39,9 +58,24 @@ def enabled() -> bool:
     return os.environ.get("DRKIT_PROFILE", "") not in ("", "0")
 
 
+def peak_rss_mib() -> tuple[float | None, float]:
+    """Return the peak RSS of this process and of its largest finished child, in MiB."""
+    own = None
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                own = int(line.split()[1]) / 1024
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return own, children
+
+
 def print_report() -> None:
-    """Print the phases and the total wall time on stderr, one line each."""
+    """Print the phases, total wall time and peak memory on stderr, one line each."""
     total = time.perf_counter() - _started
     for item in phases():
         sys.stderr.write(f"drkit profile: {item['phase']:<24} {item['seconds']:8.3f} s\n")
     sys.stderr.write(f"drkit profile: {'total (process)':<24} {total:8.3f} s\n")
+    own, children = peak_rss_mib()
+    if own is not None:
+        sys.stderr.write(f"drkit profile: {'peak rss drkit':<24} {own:8.1f} MiB\n")
+    sys.stderr.write(f"drkit profile: {'peak rss children':<24} {children:8.1f} MiB\n")

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from drkit import errors, profiles
+from drkit import errors, profiles, timing
 from drkit.actions import context
 from drkit.config import Config, Repository, parse_config
 from drkit.engines import accounts, apply, checks, manifest, screen
@@ -126,7 +126,11 @@ def _prepare_target(target: Path) -> None:
 def _server_checks(
     origin: Origin, target: Path, node_manifest: dict, smoke: bool, on_step=None
 ) -> list[Check]:
-    step = on_step or (lambda text: None)
+    def step(text: str) -> None:
+        timing.mark(text)
+        if on_step:
+            on_step(text)
+
     found = []
     for kind in node_manifest.get("profiles", []):
         profile = profiles.load(kind)
@@ -173,13 +177,19 @@ def restore(
 
     on_step, when given, is called with a short line as each step begins (progress display).
     """
-    step = on_step or (lambda text: None)
+
+    def step(text: str) -> None:
+        timing.mark(text)
+        if on_step:
+            on_step(text)
+
     started = time.monotonic()
     step("opening the repository")
     restic = context.restic_for(origin.repository, origin.restic)
     context.probe_storage(origin.repository)
     chosen = context.select_snapshot(restic, origin.node, snapshot, at)
     target = target.resolve()
+    step("reading the signed manifest")
     opened = _open_snapshot(origin, restic, chosen.id)
     if dry_run:
         steps = (
@@ -191,6 +201,7 @@ def restore(
         return _result(
             chosen.id, opened, found, dry_run=True, plan=[step.as_dict() for step in steps]
         )
+    step("screening the snapshot's listing")
     problems = screen.screen_listing(restic.list_tree(chosen.id), opened.manifest)
     _refuse_if(problems, f"snapshot {chosen.short_id} holds what its signed manifest does not")
     _prepare_target(target)

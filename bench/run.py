@@ -1,0 +1,343 @@
+"""drkit against raw restic on the same data and the same S3, interleaved, as ratios.
+
+Usage: ./scripts/bench [--quick] [--reps N] [--datasets config,logs,...]
+
+Every phase runs drkit and raw restic back to back on the same node data (order alternating per
+repetition), each into its own fresh repository on one embedded SeaweedFS. Results: median and
+spread per phase, ratios, targets met or missed, drkit's own peak RSS (from --profile), written
+to bench/results/ as Markdown, JSON and an HTML page with the scaling plot.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import statistics
+import sys
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+
+from drkit import runner, sample_node  # noqa: E402
+from drkit.engines.restic import find_restic  # noqa: E402
+from drkit.locals3 import LocalS3  # noqa: E402
+
+RESULTS = REPO_ROOT / "bench" / "results"
+WORK = Path("/var/lib/drkit-bench")  # root-owned 0755: sshd refuses chroots under /tmp
+DRKIT = str(Path(sys.executable).with_name("drkit"))
+MIB = 1 << 20
+
+# name: (config files, config bytes, log files, log bytes, random bytes)
+DATASETS = {
+    "config": (2981, 20 * MIB, 0, 0, 0),
+    "logs": (0, 0, 30, 1020 * MIB, 0),
+    "mixed": (2981, 20 * MIB, 30, 1620 * MIB, 512 * MIB),
+    "files30k": (30000, 60 * MIB, 0, 0, 0),
+}
+SCALING_LOGS = {"logs256": 256, "logs512": 512, "logs1024": 1024, "logs2048": 2048}
+
+
+def write_dataset(root: Path, name: str, seed: int = 7) -> dict[str, list[str]]:
+    """Create a sample node plus deterministic data; return drkit's --include globs."""
+    rng = random.Random(seed)
+    sample_node.build(root, smoke_user="drill", chroot=True)
+    if name in SCALING_LOGS:
+        config_files, config_bytes, log_files, log_bytes, random_bytes = (
+            0, 0, 8, SCALING_LOGS[name] * MIB, 0,
+        )  # fmt: skip
+    else:
+        config_files, config_bytes, log_files, log_bytes, random_bytes = DATASETS[name]
+    includes: dict[str, list[str]] = {"audit_logs": ["/var/log/sftp/*"]}
+    words = [f"{rng.getrandbits(40):x}" for _ in range(4096)]
+    if config_files:
+        per_file = config_bytes // config_files
+        for index in range(config_files):
+            path = root / f"opt/transfer/conf/site{index % 40:02d}/partner-{index:05d}.ini"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            lines, size = [], 0
+            while size < per_file:
+                line = f"{rng.choice(words)} = {rng.choice(words)} {rng.choice(words)}\n"
+                lines.append(line)
+                size += len(line)
+            path.write_text("".join(lines))
+        includes["config"] = ["/opt/transfer/conf/**"]
+    log_dir = root / "var/log/sftp"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    for index in range(log_files):
+        with open(log_dir / f"transfer-{index:02d}.log", "wb") as handle:
+            remaining = log_bytes // log_files
+            while remaining > 0:
+                block = rng.randbytes(min(remaining // 2 + 1, 4 * MIB)).hex()
+                text = "\n".join(
+                    f"2026-11-{index % 28 + 1:02d}T10:00:00Z put /upload/{block[i : i + 48]}"
+                    for i in range(0, len(block), 48)
+                )
+                data = text.encode()[:remaining]
+                handle.write(data)
+                remaining -= len(data)
+    if random_bytes:
+        blobs = root / "opt/transfer/blobs"
+        blobs.mkdir(parents=True, exist_ok=True)
+        for index in range(8):
+            (blobs / f"payload-{index}.bin").write_bytes(rng.randbytes(random_bytes // 8))
+        includes["scripts"] = ["/opt/transfer/blobs/*"]
+    return includes
+
+
+def small_change(root: Path, seed: int) -> None:
+    """Append 10 MiB to a log and edit 5 config files."""
+    rng = random.Random(seed)
+    logs = sorted((root / "var/log/sftp").glob("*"))
+    with open(logs[-1], "ab") as handle:
+        handle.write(rng.randbytes(5 * MIB).hex().encode())
+    configs = sorted((root / "opt/transfer/conf").rglob("*.ini"))[:5] or [
+        root / "etc/ssh/sshd_config.d/10-hardening.conf"
+    ]
+    for path in configs:
+        path.write_text(path.read_text() + f"# edited {rng.getrandbits(32):x}\n")
+
+
+class Timer:
+    """Runs one command, timed; parses drkit's --profile lines when present."""
+
+    def __init__(self, env: dict[str, str]):
+        self.env = env
+
+    def run(self, argv: list[str], cwd: Path | None = None, timeout: float = 3600) -> dict:
+        start = time.perf_counter()
+        done = runner.run(argv, env=self.env, cwd=cwd, timeout=timeout)
+        seconds = time.perf_counter() - start
+        if done.returncode != 0:
+            raise SystemExit(f"bench: {' '.join(argv[:3])} failed ({done.returncode}): "
+                             f"{done.stderr_tail[-400:]}")  # fmt: skip
+        result = {"seconds": seconds}
+        for line in done.stderr.splitlines():
+            if line.startswith("drkit profile: peak rss drkit"):
+                result["drkit_rss_mib"] = float(line.split()[-2])
+            elif line.startswith("drkit profile: peak rss children"):
+                result["child_rss_mib"] = float(line.split()[-2])
+        return result
+
+
+class Pair:
+    """drkit and raw restic, each with its own repository on the shared S3, on one node root."""
+
+    def __init__(self, s3: LocalS3, root: Path, includes: dict[str, list[str]], work: Path):
+        self.s3, self.root, self.includes, self.work = s3, root, includes, work
+        self.restic = str(find_restic(None))
+        self.password = work / "repo.pass"
+        self.password.write_text(uuid.uuid4().hex + "\n")
+        self.password.chmod(0o600)
+        self.bucket = "b-" + uuid.uuid4().hex[:10]
+        self.config = work / "drkit.yaml"
+        env = {**s3.env(), "DRKIT_PROFILE": "1", "AWS_EC2_METADATA_DISABLED": "true"}
+        self.timer = Timer(env)
+        self.raw_env = {
+            **env,
+            "RESTIC_REPOSITORY": f"s3:{s3.endpoint}/{self.bucket}-raw/raw",
+            "RESTIC_PASSWORD_FILE": str(self.password),
+        }
+        s3.client().create_bucket(Bucket=f"{self.bucket}-raw")
+
+    def raw(self, *args: str, cwd: Path | None = None) -> dict:
+        start = time.perf_counter()
+        done = runner.run(
+            ["/usr/bin/time", "-f", "%M", self.restic, *args, "-o", "s3.bucket-lookup=path"],
+            env=self.raw_env, cwd=cwd, timeout=3600,
+        )  # fmt: skip
+        seconds = time.perf_counter() - start
+        if done.returncode != 0:
+            raise SystemExit(f"bench: restic {args[0]} failed: {done.stderr_tail[-400:]}")
+        return {"seconds": seconds, "child_rss_mib": int(done.stderr.split()[-1]) / 1024}
+
+    def drkit(self, *args: str) -> dict:
+        return self.timer.run([DRKIT, *args, "--config", str(self.config), "--json"])
+
+    def init(self) -> tuple[dict, dict]:
+        includes = [f"--include={c}={p}" for c, ps in self.includes.items() for p in ps]
+        drkit = self.timer.run(
+            [DRKIT, "init", "--config", str(self.config), "--node", "bench", "--root",
+             str(self.root), "--s3-endpoint", self.s3.endpoint, "--bucket", self.bucket,
+             "--prefix", "bench", "--password-file", str(self.password), "--smoke-user", "drill",
+             "--state-dir", str(self.work / "state"), "--lock-days", "1", *includes, "--json"]
+        )  # fmt: skip
+        return drkit, self.raw("init")
+
+    def raw_paths(self) -> list[str]:
+        return [p for p in ("etc", "home", "srv", "usr/local", "opt", "var/log/sftp")
+                if (self.root / p).exists()]  # fmt: skip
+
+    def backup(self) -> tuple[dict, dict]:
+        raw_args = ["backup", "--host", "bench", "--tag", "drkit", *self.raw_paths()]
+        return self.drkit("backup"), self.raw(*raw_args, cwd=self.root)
+
+    def restore(self, smoke: bool = False) -> tuple[dict, dict | None]:
+        target = self.work / f"restore-{uuid.uuid4().hex[:6]}"
+        extra = ["--smoke"] if smoke else []
+        drkit = self.drkit("restore", "latest", "--target", str(target), *extra)
+        shutil.rmtree(target, ignore_errors=True)
+        if smoke:
+            return drkit, None
+        raw_target = self.work / f"raw-{uuid.uuid4().hex[:6]}"
+        raw = self.raw("restore", "latest", "--target", str(raw_target))
+        shutil.rmtree(raw_target, ignore_errors=True)
+        return drkit, raw
+
+
+def summarise(samples: list[float]) -> dict:
+    return {
+        "median": round(statistics.median(samples), 3),
+        "min": round(min(samples), 3),
+        "max": round(max(samples), 3),
+        "n": len(samples),
+    }
+
+
+def bench_dataset(s3: LocalS3, name: str, reps: int) -> dict:
+    """Run every phase for one dataset, reps times, interleaved; return medians and ratios."""
+    phases: dict[str, dict[str, list[float]]] = {}
+    rss = {"drkit": [], "restic": []}
+
+    def record(phase: str, drkit: dict, raw: dict | None) -> None:
+        slot = phases.setdefault(phase, {"drkit": [], "restic": []})
+        slot["drkit"].append(drkit["seconds"])
+        if "drkit_rss_mib" in drkit:
+            rss["drkit"].append(drkit["drkit_rss_mib"])
+        if raw:
+            slot["restic"].append(raw["seconds"])
+            rss["restic"].append(raw["child_rss_mib"])
+
+    for rep in range(reps):
+        work = WORK / f"{name}-{rep}"
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True, mode=0o755)
+        root = work / "node"
+        print(f"bench: {name} rep {rep + 1}/{reps}: generating data", file=sys.stderr)
+        pair = Pair(s3, root, write_dataset(root, name), work)
+        for phase, call in (
+            ("init", pair.init),
+            ("first backup", pair.backup),
+            ("unchanged re-backup", pair.backup),
+        ):
+            record(phase, *call())
+        small_change(root, rep)
+        record("backup after small change", *pair.backup())
+        record("restore", *pair.restore())
+        record("restore --smoke", *pair.restore(smoke=True))
+        record("drkit --help", pair.timer.run([DRKIT, "--help"]), None)
+        shutil.rmtree(work, ignore_errors=True)
+    raw_restore = statistics.median(phases["restore"]["restic"])
+    table = {}
+    for phase, slot in phases.items():
+        row = {"drkit": summarise(slot["drkit"])}
+        if slot["restic"]:
+            row["restic"] = summarise(slot["restic"])
+            row["ratio"] = round(row["drkit"]["median"] / row["restic"]["median"], 3)
+            row["overhead_seconds"] = round(row["drkit"]["median"] - row["restic"]["median"], 3)
+        elif phase == "restore --smoke":
+            row["ratio"] = round(row["drkit"]["median"] / raw_restore, 3)
+        table[phase] = row
+    return {
+        "phases": table,
+        "peak_rss_mib": {
+            "drkit": round(max(rss["drkit"]), 1) if rss["drkit"] else None,
+            "restic": round(max(rss["restic"]), 1) if rss["restic"] else None,
+        },
+    }
+
+
+def targets(name: str, result: dict) -> list[dict]:
+    """Judge one dataset's result against the targets of the performance issue."""
+    phases, verdicts = result["phases"], []
+
+    def judge(what: str, ok: bool, detail: str) -> None:
+        verdicts.append({"dataset": name, "target": what, "ok": ok, "detail": detail})
+
+    first = phases["first backup"]
+    if name == "config":
+        judge("first backup <= raw + 0.6 s", first["overhead_seconds"] <= 0.6,
+              f"+{first['overhead_seconds']} s")  # fmt: skip
+    elif name in ("logs", "mixed"):
+        judge("first backup <= 1.10x raw", first["ratio"] <= 1.10, f"{first['ratio']}x")
+    again = phases["unchanged re-backup"]
+    budget = 1.0 if name == "files30k" else 0.5
+    judge(f"unchanged re-backup <= raw + {budget} s", again["overhead_seconds"] <= budget,
+          f"+{again['overhead_seconds']} s")  # fmt: skip
+    restore = phases["restore"]
+    judge(
+        "restore (full verification) <= 1.3x raw", restore["ratio"] <= 1.3, f"{restore['ratio']}x"
+    )
+    startup = phases["drkit --help"]["drkit"]["median"]
+    judge("drkit --help <= 0.25 s", startup <= 0.25, f"{startup} s")
+    peak = result["peak_rss_mib"]["drkit"]
+    if peak is not None:
+        judge("drkit peak RSS <= 150 MiB", peak <= 150, f"{peak} MiB")
+    return verdicts
+
+
+def markdown(results: dict) -> str:
+    lines = [f"# drkit vs raw restic ({results['created']}, {results['mode']})", ""]
+    lines += ["| dataset | phase | drkit (median s) | restic (median s) | ratio | overhead s |",
+              "|---|---|---|---|---|---|"]  # fmt: skip
+    for name, result in results["datasets"].items():
+        for phase, row in result["phases"].items():
+            restic = row.get("restic", {}).get("median", "")
+            lines.append(
+                f"| {name} | {phase} | {row['drkit']['median']} | {restic} | "
+                f"{row.get('ratio', '')} | {row.get('overhead_seconds', '')} |"
+            )
+    lines += ["", "| dataset | peak RSS drkit MiB | peak RSS restic MiB |", "|---|---|---|"]
+    for name, result in results["datasets"].items():
+        peak = result["peak_rss_mib"]
+        lines.append(f"| {name} | {peak['drkit']} | {peak['restic']} |")
+    lines += ["", "| target | dataset | met | measured |", "|---|---|---|---|"]
+    for verdict in results["targets"]:
+        met = "yes" if verdict["ok"] else "**MISSED**"
+        lines.append(
+            f"| {verdict['target']} | {verdict['dataset']} | {met} | {verdict['detail']} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="config dataset, 1 repetition")
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--datasets", default="config,logs,mixed,files30k")
+    options = parser.parse_args()
+    names = ["config"] if options.quick else options.datasets.split(",")
+    reps = 1 if options.quick else options.reps
+    WORK.mkdir(mode=0o755, parents=True, exist_ok=True)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    results = {
+        "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "mode": "quick" if options.quick else f"full, {reps} repetitions",
+        "datasets": {},
+        "targets": [],
+    }
+    with LocalS3(WORK / "s3") as s3:
+        for name in names:
+            results["datasets"][name] = bench_dataset(s3, name, reps)
+            results["targets"] += targets(name, results["datasets"][name])
+    shutil.rmtree(WORK, ignore_errors=True)
+    stamp = results["created"].replace(":", "")
+    text = markdown(results)
+    for path in (RESULTS / f"{stamp}.md", RESULTS / "latest.md"):
+        path.write_text(text)
+    for path in (RESULTS / f"{stamp}.json", RESULTS / "latest.json"):
+        path.write_text(json.dumps(results, indent=2) + "\n")
+    print(text)
+    missed = [v for v in results["targets"] if not v["ok"]]
+    print(f"bench: {len(results['targets']) - len(missed)}/{len(results['targets'])} targets met")
+
+
+if __name__ == "__main__":
+    os.umask(0o022)
+    main()
