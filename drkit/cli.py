@@ -73,6 +73,22 @@ def _trust_keys(values: list[str] | None) -> list[str]:
     return list(values or [])
 
 
+def _servers(requested: list[str], root: Path) -> list[str]:
+    """Resolve --server values; 'auto' adds every server discover finds on the root."""
+    from drkit.actions import discover
+
+    kinds: list[str] = []
+    for value in requested:
+        if value == "auto":
+            found = discover.detect_kinds(root.resolve())
+            if not found:
+                raise errors.UsageError(f"--server auto: no known server under {root}")
+            kinds += found
+        else:
+            kinds.append(value)
+    return list(dict.fromkeys(kinds))
+
+
 def _origin(config_path: Path | None, trust: list[str] | None):
     from drkit.actions.restore import Origin
 
@@ -89,7 +105,15 @@ def init(
     bucket: Annotated[str, typer.Option(help="bucket name")],
     password_file: Annotated[Path, typer.Option(help="repository password file (created 0600)")],
     prefix: Annotated[str | None, typer.Option(help="repository folder (default: node)")] = None,
-    server: Annotated[list[str] | None, typer.Option(help="server profile (repeatable)")] = None,
+    server: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="server profile, repeatable: auto, openssh, proftpd, vsftpd, sftpplus, generic"
+        ),
+    ] = None,
+    group: Annotated[
+        str | None, typer.Option(help="pool sharing this repository (tags group:NAME)")
+    ] = None,
     root: Annotated[Path, typer.Option(help="where the node's filesystem is")] = Path("/"),
     region: Annotated[str, typer.Option(help="S3 region")] = "us-east-1",
     ca_bundle: Annotated[Path | None, typer.Option(help="CA bundle for the endpoint")] = None,
@@ -122,7 +146,8 @@ def init(
             includes.setdefault(category, []).append(pattern)
         settings = {
             "node": node,
-            "servers": server or ["openssh"],
+            "servers": _servers(server or ["openssh"], root),
+            **({"group": group} if group else {}),
             "root": str(root.resolve()),
             "repository": {
                 "s3_endpoint": s3_endpoint,
@@ -334,15 +359,17 @@ def restore(
             chosen_target = target or loaded.root
         if smoke_user:
             origin.smoke_user = smoke_user
-        return restore_action.restore(
-            origin,
-            snapshot=snapshot,
-            target=chosen_target,
-            at=context.parse_at(at) if at else None,
-            dry_run=dry_run,
-            force=force,
-            smoke=smoke,
-        )
+        with output.steps(as_json, "restore") as on_step:
+            return restore_action.restore(
+                origin,
+                snapshot=snapshot,
+                target=chosen_target,
+                at=context.parse_at(at) if at else None,
+                dry_run=dry_run,
+                force=force,
+                smoke=smoke,
+                on_step=on_step,
+            )
 
     def render(result):
         if result.get("dry_run"):
@@ -726,6 +753,168 @@ def diff(
                     out.print(f"[{style}]{escape(line)}[/{style}]" if style else escape(line))
         if not result["changes"] and not result["notes"]:
             out.print("no differences")
+
+    _finish(job, as_json, render)
+
+
+# --- server discovery, standby (active-passive) and fleet drift (active-active) -----------
+
+standby_app = typer.Typer(help="Active-passive: follow an active node's snapshots.")
+app.add_typer(standby_app, name="standby")
+fleet_app = typer.Typer(help="Active-active: compare the nodes of a group.")
+app.add_typer(fleet_app, name="fleet")
+
+
+@app.command()
+def discover(
+    root: Annotated[Path, typer.Option(help="where the node's filesystem is")] = Path("/"),
+    smoke_user: Annotated[str | None, typer.Option(help="account for smoke logins")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Find the transfer servers on a root, the files each would back up, and a config."""
+
+    def job():
+        from drkit.actions import discover as discover_action
+
+        return discover_action.run(root, smoke_user)
+
+    def render(result):
+        out = output.console()
+        if not result["servers"]:
+            out.print(f"no known transfer server under {result['root']} (use --server generic)")
+        for server in result["servers"]:
+            out.print(
+                f"[bold]{server['server']}[/bold]: {', '.join(server['configs'])}"
+                f" ({server['files']} files)"
+            )
+            for category, paths in sorted(server["categories"].items()):
+                shown = ", ".join(paths[:4]) + (f" … +{len(paths) - 4}" if len(paths) > 4 else "")
+                out.print(f"  {category:11} {shown}")
+            for warning in server["warnings"]:
+                out.print(f"  [yellow]warning[/yellow] {warning}")
+        out.print("proposed drkit.yaml:")
+        out.print(result["proposed_config"], markup=False)
+
+    _finish(job, as_json, render)
+
+
+@standby_app.command("sync")
+def standby_sync(
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="print the plan, touch nothing")
+    ] = False,
+    trust_key: TrustOption = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Apply the source node's newest snapshot here, keeping standby.local; roll back on a
+    failed check."""
+
+    def job():
+        from drkit.actions import standby
+
+        return standby.sync(_config(config), trust_keys=_trust_keys(trust_key), dry_run=dry_run)
+
+    def render(result):
+        out = output.console()
+        for step in result.get("plan", []):
+            out.print(f"  {step['action']:9} {step['path']}")
+        for kept in result.get("kept_local", []):
+            out.print(f"  [cyan]local[/cyan]     {kept}")
+        for check in result.get("checks", []):
+            if check["status"] != "pass":
+                style = output.STATUS_STYLE[check["status"]]
+                out.print(f"{style}  {check['name']}: {check['detail']}")
+        what = (
+            "up to date"
+            if result.get("up_to_date")
+            else ("would change" if result["dry_run"] else "changed")
+            if result.get("changed")
+            else "no change"
+        )
+        if result.get("rolled_back"):
+            what = "[red]ROLLED BACK[/red]: checks failed, the previous copy stays"
+        lag = result.get("lag_seconds")
+        out.print(
+            f"{result['source']} snapshot {result['snapshot_id'][:8]} "
+            f"({result['snapshot_time']}): {what}" + (f"; lag {lag} s" if lag is not None else "")
+        )
+
+    _finish(job, as_json, render)
+
+
+@standby_app.command("status")
+def standby_status(config: ConfigOption = None, as_json: JsonOption = False) -> None:
+    """Show the source node, the snapshot applied, when, and the lag; exit 1 beyond the RPO."""
+
+    def job():
+        from drkit.actions import standby
+
+        return standby.status(_config(config))
+
+    def render(result):
+        out = output.console()
+        if not result["following"]:
+            out.print(f"{result['node']} follows no node (promoted: {result['promoted_at']})")
+            return
+        out.print(f"source      {result['source']}")
+        out.print(f"snapshot    {(result['snapshot_id'] or 'none applied yet')[:8]}")
+        out.print(f"applied at  {result['applied_at']}")
+        out.print(f"lag         {result['lag_seconds']} s (RPO {result['rpo_seconds']} s)")
+        if result["rejected"]:
+            out.print(f"[red]rejected[/red]    {result['rejected'][:8]}: {result['last_error']}")
+
+    _finish(job, as_json, render)
+
+
+@standby_app.command("promote")
+def standby_promote(config: ConfigOption = None, as_json: JsonOption = False) -> None:
+    """Stop following the source: this node now backs itself up."""
+
+    def job():
+        from drkit.actions import standby
+        from drkit.config import load_config
+
+        loaded, path = load_config(config)
+        return standby.promote(loaded, path)
+
+    def render(result):
+        out = output.console()
+        out.print(f"{result['node']} no longer follows {result['promoted_from']}")
+        out.print(result["next"])
+
+    _finish(job, as_json, render)
+
+
+@fleet_app.command("drift")
+def fleet_drift(
+    group: Annotated[str | None, typer.Option(help="group to compare (default: config)")] = None,
+    trust_key: TrustOption = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Compare the newest snapshot of every node of the group; exit 1 on drift."""
+
+    def job():
+        from drkit.actions import fleet
+
+        return fleet.drift(_config(config), group=group, trust_keys=_trust_keys(trust_key))
+
+    def render(result):
+        out = output.console()
+        for node in result["nodes"]:
+            out.print(f"{node['node']:16} {node['snapshot_id'][:8]} {node['time']}")
+        for finding in result["findings"]:
+            head, _, rest = finding["detail"].partition("\n")
+            out.print(
+                f"[red]drift[/red] {finding['node']} {finding['category']} "
+                f"{finding['path'] or '-'}: {head}",
+                markup=True,
+            )
+            if rest:
+                out.print(rest, markup=False)
+        verdict = "[green]consistent[/green]" if result["ok"] else "[red]DRIFT[/red]"
+        out.print(f"{verdict}: group {result['group']}, {len(result['findings'])} finding(s)")
 
     _finish(job, as_json, render)
 

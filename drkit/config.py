@@ -31,7 +31,8 @@ CATEGORIES = (
     "audit_logs",
     "chroot",
 )
-SERVER_KINDS = ("openssh",)
+SERVER_KINDS = ("openssh", "proftpd", "vsftpd", "sftpplus", "generic")
+ServerKind = Literal["openssh", "proftpd", "vsftpd", "sftpplus", "generic"]
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _EVERY = re.compile(r"^every\s+\d+\s*[smhd]$")
@@ -128,6 +129,9 @@ class ScheduleConfig(Strict):
     prune: Schedule | None = "30 3 * * *"
     verify: Schedule | None = "0 4 * * 0"
     drill: Schedule | None = "0 5 1 * *"
+    standby: Schedule | None = Field(
+        None, description="how often a passive node runs `standby sync`", examples=["every 30s"]
+    )
     jitter: Duration | None = Field(
         None, description="random delay added to each scheduled run", examples=["30s"]
     )
@@ -136,6 +140,29 @@ class ScheduleConfig(Strict):
         description="how long a scheduled run retries transient errors before it is failed "
         "(and alerted); the daemon then retries in the background",
         examples=["2m"],
+    )
+
+
+class Standby(Strict):
+    """Active-passive: this node follows another node's snapshots instead of backing itself up."""
+
+    source: str = Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$",
+        description="the active node whose newest snapshot this node applies",
+        examples=["sftp-1"],
+    )
+    reload: str | None = Field(
+        None,
+        description="command run (argv split like a shell, no shell) after a sync changed files",
+        examples=["systemctl reload ssh"],
+    )
+    local: list[str] = Field(
+        default_factory=list,
+        description="this node's identity, never overwritten by a sync: node paths (globs "
+        "allowed) or 'FILE:[section]/key' / 'FILE:Keyword' for one setting inside a file",
+        examples=[
+            ["/etc/ssh/sshd_config.d/10-listen.conf", "server.ini:[services/sftp-1]/address"]
+        ],
     )
 
 
@@ -185,7 +212,7 @@ class Config(Strict):
     """The whole of drkit.yaml."""
 
     node: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$", examples=["sftp-1"])
-    servers: list[Literal["openssh"]] = Field(min_length=1, examples=[["openssh"]])
+    servers: list[ServerKind] = Field(min_length=1, examples=[["openssh", "proftpd"]])
     root: Path = Field(Path("/"), description="where the node's filesystem is mounted")
     repository: Repository
     includes: dict[str, list[str]] = Field(
@@ -202,6 +229,24 @@ class Config(Strict):
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     objectives: Objectives = Field(default_factory=Objectives)
     notify: Notify = Field(default_factory=Notify, description="webhook and ping alerts")
+    group: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$",
+        description="pool of nodes sharing one repository (same bucket, prefix, password); "
+        "snapshots are tagged group:<name>",
+        examples=["sftp-prod"],
+    )
+    standby: Standby | None = Field(None, description="follow an active node (active-passive)")
+    node_local: list[str] = Field(
+        default_factory=list,
+        description="settings that differ per node on purpose, ignored by `fleet drift` "
+        "(same syntax as standby.local)",
+    )
+    profile_options: dict[str, dict] = Field(
+        default_factory=dict,
+        description="per-profile settings: sftpplus {install_dir, validate}, generic "
+        "{policy, validate, smoke}",
+    )
     group_pruner: bool = Field(
         True,
         description="run restic's repository-wide prune after forget (in a group of nodes "

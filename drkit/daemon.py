@@ -1,4 +1,4 @@
-"""drkit daemon: the node's scheduled backup, prune and verify jobs, with metrics and alerts.
+"""drkit daemon: the node's scheduled backup, prune, verify and drill jobs, with metrics and alerts.
 
 APScheduler runs one job per `schedule` entry, each calling the same action as its command.
 What operators get bitten by elsewhere is made impossible or loud here:
@@ -45,7 +45,7 @@ from drkit.engines import metrics, notify, status
 
 log = logging.getLogger("drkit.daemon")
 
-JOBS = ("backup", "prune", "verify")
+JOBS = ("backup", "prune", "verify", "drill")
 BACKGROUND_RETRY_MIN = timedelta(seconds=30)
 BACKGROUND_RETRY_MAX = timedelta(minutes=10)
 RETRY_WAIT_MAX_SECONDS = 30
@@ -245,11 +245,22 @@ class Daemon:
 
             return verify_action.run(config)
 
-        available = {"backup": backup, "prune": prune, "verify": verify}
-        chosen = {name: action for name, action in available.items() if getattr(schedule, name)}
-        if schedule.drill:
-            log.info("schedule.drill is ignored: drills are not part of this drkit yet")
-        return chosen
+        def drill() -> dict:
+            from drkit.actions import drill as drill_action
+
+            return drill_action.run(config)
+
+        def standby() -> dict:
+            from drkit.actions import standby as standby_action
+
+            return standby_action.sync(config)
+
+        available = {"backup": backup, "prune": prune, "verify": verify, "drill": drill}
+        if config.standby is not None:
+            # A passive node follows its source instead of backing itself up (until promote).
+            del available["backup"]
+            available["standby"] = standby
+        return {name: action for name, action in available.items() if getattr(schedule, name)}
 
     # -- one run ------------------------------------------------------------------------------
 

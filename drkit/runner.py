@@ -41,6 +41,7 @@ class Completed:
     returncode: int
     stdout: str
     stderr: str
+    stdout_bytes: bytes = b""
 
     @property
     def stderr_tail(self) -> str:
@@ -70,7 +71,7 @@ def _stop_group(process: subprocess.Popen, grace: float = TERMINATE_GRACE_SECOND
             process.wait(timeout=wait)
 
 
-def _spawn(argv, env, cwd, stdin=subprocess.DEVNULL) -> subprocess.Popen:
+def _spawn(argv, env, cwd, stdin=subprocess.DEVNULL, text: bool = True) -> subprocess.Popen:
     log.debug("run: %s", _describe(argv, env))
     try:
         return subprocess.Popen(
@@ -80,8 +81,8 @@ def _spawn(argv, env, cwd, stdin=subprocess.DEVNULL) -> subprocess.Popen:
             stderr=subprocess.PIPE,
             env=_merged_env(env),
             cwd=cwd,
-            text=True,
-            errors="replace",
+            text=text,
+            errors="replace" if text else None,
             start_new_session=True,
         )
     except FileNotFoundError as exc:
@@ -97,14 +98,15 @@ def run(
     timeout: float = 60.0,
     cwd: Path | str | None = None,
     input_text: str | None = None,
+    binary: bool = False,
 ) -> Completed:
     """Run argv to completion and return its output; raise CommandTimeout on overrun.
 
-    The caller interprets the exit code: only the caller knows what a code means.
+    binary keeps stdout as bytes (in stdout_bytes), for archives. The caller interprets the
+    exit code: only the caller knows what a code means.
     """
-    process = _spawn(argv, env, cwd, stdin=subprocess.PIPE if input_text is not None else None)
-    if input_text is None and process.stdin:
-        process.stdin.close()
+    stdin = subprocess.PIPE if input_text is not None else subprocess.DEVNULL
+    process = _spawn(argv, env, cwd, stdin=stdin, text=not binary)
     try:
         stdout, stderr = process.communicate(input=input_text, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -113,6 +115,9 @@ def run(
     except KeyboardInterrupt:
         _stop_group(process)
         raise errors.Interrupted(f"interrupted while running {Path(argv[0]).name}") from None
+    if binary:
+        text_stderr = stderr.decode(errors="replace")
+        return Completed(list(argv), process.returncode, "", text_stderr, stdout)
     return Completed(list(argv), process.returncode, stdout, stderr)
 
 
@@ -185,14 +190,19 @@ def start_service(
     *,
     env: Mapping[str, str] | None = None,
     cwd: Path | str | None = None,
+    stdin_to_log: bool = False,
 ) -> Service:
-    """Start argv in its own process group with stdout and stderr going to log_path."""
+    """Start argv in its own process group with stdout and stderr going to log_path.
+
+    stdin_to_log also opens log_path read-write as stdin: vsftpd writes its start-up errors
+    to file descriptor 0.
+    """
     log.debug("start: %s", _describe(argv, env))
-    with open(log_path, "ab") as log_file:
+    with open(log_path, "ab") as log_file, open(log_path, "r+b") as input_file:
         try:
             process = subprocess.Popen(
                 argv,
-                stdin=subprocess.DEVNULL,
+                stdin=input_file if stdin_to_log else subprocess.DEVNULL,
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
                 env=_merged_env(env),

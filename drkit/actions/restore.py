@@ -18,6 +18,7 @@ from drkit import errors, profiles, timing
 from drkit.actions import context
 from drkit.config import Config, Repository, parse_config
 from drkit.engines import accounts, apply, checks, manifest, screen
+from drkit.engines import restic as restic_engine
 from drkit.engines.checks import Check
 from drkit.paths import on_root
 
@@ -103,13 +104,15 @@ def open_manifest(origin: Origin, manifest_bytes: bytes, signature: str, config_
 
 
 def _verify_staging(staging: Path, node_manifest: dict) -> list[str]:
-    """Return what in the staged tree differs from the signed manifest."""
-    problems = []
-    for entry in node_manifest["files"]:
-        difference = manifest.compare_entry(on_root(staging, entry["path"]), entry)
-        if difference:
-            problems.append(f"{entry['path']}: {difference}")
-    return problems
+    """Return what in the staged tree differs from the signed manifest (hashed in parallel)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    entries = node_manifest["files"]
+    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+        differences = pool.map(
+            lambda entry: manifest.compare_entry(on_root(staging, entry["path"]), entry), entries
+        )
+        return [f"{e['path']}: {d}" for e, d in zip(entries, differences, strict=True) if d]
 
 
 def _prepare_target(target: Path) -> None:
@@ -187,10 +190,9 @@ def restore(
     step("opening the repository")
     restic = context.restic_for(origin.repository, origin.restic)
     context.probe_storage(origin.repository)
-    chosen = context.select_snapshot(restic, origin.node, snapshot, at)
     target = target.resolve()
-    step("reading the signed manifest")
-    opened = _open_snapshot(origin, restic, chosen.id)
+    step("reading the signed manifest and the snapshot's listing")
+    chosen, opened, listing = _open_with_listing(origin, restic, snapshot, at)
     if dry_run:
         steps = (
             apply.plan(target, opened.manifest)
@@ -201,8 +203,7 @@ def restore(
         return _result(
             chosen.id, opened, found, dry_run=True, plan=[step.as_dict() for step in steps]
         )
-    step("screening the snapshot's listing")
-    problems = screen.screen_listing(restic.list_tree(chosen.id), opened.manifest)
+    problems = screen.screen_listing(listing, opened.manifest)
     _refuse_if(problems, f"snapshot {chosen.short_id} holds what its signed manifest does not")
     _prepare_target(target)
     staging_parent = on_root(target, "/var/lib/drkit/staging")
@@ -287,23 +288,62 @@ def _missing_ancestors(directory: Path) -> list[Path]:
     return missing
 
 
-def _open_snapshot(origin: Origin, restic, snapshot_id: str) -> Opened:
-    """Read a snapshot's manifest, signature and config from the repository and verify them.
-
-    This happens before anything is written anywhere: untrusted content stays in memory.
-    """
-    try:
-        manifest_text = restic.dump_text(snapshot_id, manifest.MANIFEST_PATH)
-        signature_text = restic.dump_text(snapshot_id, manifest.SIGNATURE_PATH)
-    except errors.ResticFailed:
+def _open_files(origin: Origin, snapshot_id: str, files: dict[str, bytes]) -> Opened:
+    """Verify a snapshot's manifest, signature and config (read into memory, never to disk)."""
+    if manifest.MANIFEST_PATH not in files or manifest.SIGNATURE_PATH not in files:
         raise errors.Refused(
             f"snapshot {snapshot_id[:8]} has no drkit manifest and signature: not restorable"
-        ) from None
+        )
+    config_bytes = files.get(manifest.CONFIG_PATH)
+    return open_manifest(
+        origin,
+        files[manifest.MANIFEST_PATH],
+        files[manifest.SIGNATURE_PATH].decode(errors="replace"),
+        config_bytes.decode(errors="replace") if config_bytes is not None else None,
+    )
+
+
+def _read_drkit_files(restic, snapshot: str, host: str | None = None) -> dict[str, bytes]:
     try:
-        config_text = restic.dump_text(snapshot_id, manifest.CONFIG_PATH)
+        return restic.dump_directory(snapshot, manifest.SNAPSHOT_DIR, host)
     except errors.ResticFailed:
-        config_text = None
-    return open_manifest(origin, manifest_text.encode(), signature_text, config_text)
+        return {}
+
+
+def _open_snapshot(origin: Origin, restic, snapshot_id: str) -> Opened:
+    """Read and verify a snapshot's manifest before anything is written anywhere."""
+    return _open_files(origin, snapshot_id, _read_drkit_files(restic, snapshot_id))
+
+
+def _open_with_listing(origin: Origin, restic, spec: str, at: datetime | None):
+    """Return (snapshot, opened manifest, listing), reading manifest and listing in parallel.
+
+    `latest` is resolved by restic itself (host and tag filters), saving a round trip; should
+    a backup land between the two reads, the manifest is read again by the listed id.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    if spec == "latest" and at is None:
+        wanted, host = "latest", origin.node
+    else:
+        wanted, host = context.select_snapshot(restic, origin.node, spec, at).id, None
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        listing = pool.submit(restic.list_tree, wanted, host)
+        files = pool.submit(_read_drkit_files, restic, wanted, host)
+        try:
+            record, nodes = listing.result()
+        except errors.ResticFailed as exc:
+            if host and "no snapshot" in exc.message.lower():
+                raise errors.UsageError(f"node {origin.node} has no snapshot yet") from None
+            raise
+        found = files.result()
+    listed = next((n for n in nodes if n.get("path") == manifest.MANIFEST_PATH), None)
+    if host and (
+        listed is None or listed.get("size") != len(found.get(manifest.MANIFEST_PATH, b""))
+    ):
+        found = _read_drkit_files(restic, record["id"])
+    chosen = restic_engine.Snapshot.from_json(record)
+    return chosen, _open_files(origin, chosen.id, found), nodes
 
 
 def _refuse_if(problems: list[str], what: str) -> None:

@@ -114,6 +114,12 @@ class Applier:
             os.lchown(temporary, entry["uid"], entry["gid"])
         else:
             staged = on_root(self.staging, entry["path"])
+            try:
+                os.replace(staged, host)  # verified in staging: owner, mode, mtime, content
+                return
+            except OSError as exc:
+                if exc.errno != errno.EXDEV:
+                    raise
             shutil.copyfile(staged, temporary)
             os.chown(temporary, entry["uid"], entry["gid"])
             os.chmod(temporary, int(entry["mode"], 8))
@@ -165,6 +171,7 @@ class Applier:
         except BaseException:
             self.rollback()
             raise
+        os.sync()  # one flush for the whole apply instead of one per file
 
     def write_text(self, host: Path, text: str, mode: int, uid: int = 0, gid: int = 0) -> None:
         """Replace (or create) a text file atomically, keeping the old one for rollback."""

@@ -122,6 +122,22 @@ class StatusCollector:
         breached = gauge("drkit_rpo_breached", "1 when the node is outside its RPO")
         breached.add_metric([node, "backup"], 0.0 if entry["rpo_ok"] else 1.0)
         yield breached
+        drill = document.get("last_drill") or {}
+        for name, documentation, value in (
+            (
+                "drkit_drill_rto_seconds",
+                "Measured RTO of the last drill: start to first login and file round trip",
+                drill.get("rto_seconds"),
+            ),
+            ("drkit_drill_rpo_seconds", "Snapshot age at the last drill", drill.get("rpo_seconds")),
+        ):
+            family = gauge(name, documentation)
+            if value is not None:
+                family.add_metric([node, "drill"], float(value))
+            yield family
+        rto = gauge("drkit_rto_seconds", "The node's recovery time objective")
+        rto.add_metric([node, "drill"], float(entry["rto_seconds"]))
+        yield rto
         runs = CounterMetricFamily(
             "drkit_runs", "Finished runs of each job by result", labels=[*JOB_LABELS, "result"]
         )

@@ -7,12 +7,14 @@ failed, 12 wrong password, 130 interrupted; an unknown code is a failure.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
 import re
 import shutil
 import sys
+import tarfile
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -334,18 +336,50 @@ class Restic:
         doing = f"reading {node_path} from snapshot {snapshot_id[:8]}"
         return self._run(doing, "dump", snapshot_id, node_path, timeout=300).stdout
 
-    def list_tree(self, snapshot_id: str) -> list[dict]:
-        """Return the snapshot's nodes from `restic ls --json` (path, type, mode, uid, gid...)."""
-        completed = self._run(f"listing snapshot {snapshot_id[:8]}", "ls", snapshot_id, timeout=600)
-        nodes = []
+    def list_tree(self, snapshot: str, host: str | None = None) -> tuple[dict, list[dict]]:
+        """Return a snapshot's own record and its nodes from `restic ls --json`.
+
+        With host, `latest` means that host's newest drkit snapshot.
+        """
+        args = ["ls", *self._latest_filter(host), snapshot]
+        completed = self._run(f"listing snapshot {snapshot[:8]}", *args, timeout=600)
+        record, nodes = {}, []
         for line in completed.stdout.splitlines():
             try:
                 item = json.loads(line)
             except json.JSONDecodeError:
                 continue
-            if item.get("struct_type") == "node" or item.get("message_type") == "node":
+            kind = item.get("struct_type") or item.get("message_type")
+            if kind == "snapshot":
+                record = item
+            elif kind == "node":
                 nodes.append(item)
-        return nodes
+        if not record.get("id"):
+            raise errors.ResticFailed(f"restic ls named no snapshot for {snapshot[:8]}")
+        return record, nodes
+
+    def dump_directory(
+        self, snapshot: str, directory: str, host: str | None = None
+    ) -> dict[str, bytes]:
+        """Return the regular files under a snapshot directory, read in one pass (a tar)."""
+        args = ["dump", *self._latest_filter(host), snapshot, directory]
+        doing = f"reading {directory} from snapshot {snapshot[:8]}"
+        completed = runner.run(self._argv(*args), env=self._env(), timeout=300, binary=True)
+        self._raise_for(completed, doing)
+        files = {}
+        try:
+            with tarfile.open(fileobj=io.BytesIO(completed.stdout_bytes), mode="r:") as archive:
+                for member in archive:
+                    extracted = archive.extractfile(member) if member.isreg() else None
+                    if extracted is not None:
+                        files["/" + member.name.lstrip("/")] = extracted.read()
+        except tarfile.TarError:
+            raise errors.ResticFailed(f"unreadable archive from restic while {doing}") from None
+        return files
+
+    @staticmethod
+    def _latest_filter(host: str | None) -> list[str]:
+        return ["--host", host, "--tag", "drkit"] if host else []
 
     def restore(self, snapshot_id: str, target: Path, timeout: float = 6 * 3600) -> None:
         """Restore a whole snapshot into target (an empty staging directory)."""

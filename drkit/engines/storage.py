@@ -478,6 +478,32 @@ class Storage:
         except ValueError:
             raise errors.StorageError(f"s3://{self.bucket}/{key} is not valid JSON") from None
 
+    def put_bytes(self, key: str, body: bytes, content_type: str) -> str | None:
+        """Store body at key (a drill report page); return the new version id."""
+        response = self._call(
+            "put_object",
+            Bucket=self.bucket,
+            Key=self._check_key(key),
+            Body=body,
+            ContentType=content_type,
+        )
+        return (response or {}).get("VersionId")
+
+    def get_bytes(self, key: str) -> bytes | None:
+        """Return the object at key, or None when there is none."""
+        response = self._call(
+            "get_object",
+            tolerate=("NoSuchKey", "404"),
+            Bucket=self.bucket,
+            Key=self._check_key(key),
+        )
+        if response is None:
+            return None
+        try:
+            return response["Body"].read()
+        except (boto_errors.BotoCoreError, OSError) as exc:
+            raise self._translate(exc, "get_object") from None
+
     def list_keys(self, prefix: str = "") -> list[str]:
         """Return the keys under prefix (e.g. reports/<node>/), sorted."""
         keys: list[str] = []

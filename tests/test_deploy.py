@@ -1,0 +1,60 @@
+"""deploy/: the systemd unit parses and the Dockerfile copies only what the repository has.
+
+No container engine and no systemd PID 1 here: both are checked statically, never run.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+from drkit import runner
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEPLOY = REPO_ROOT / "deploy"
+
+
+def test_unit_runs_the_daemon_hardened_and_stops_gracefully():
+    text = (DEPLOY / "drkit.service").read_text()
+    assert re.search(r"^ExecStart=\S+/drkit daemon --config \S+", text, re.MULTILINE)
+    for setting in (
+        "ProtectSystem=strict",
+        "ReadWritePaths=/var/lib/drkit",
+        "NoNewPrivileges=yes",
+        "PrivateTmp=yes",
+        "KillSignal=SIGTERM",
+        "Restart=on-failure",
+    ):
+        assert setting in text.splitlines(), setting
+    timeout = int(re.search(r"^TimeoutStopSec=(\d+)", text, re.MULTILINE).group(1))
+    assert timeout > 60 + 20, "systemd must wait longer than --stop-timeout plus restic's grace"
+
+
+@pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="systemd-analyze not installed")
+def test_unit_parses_with_systemd_analyze(tmp_path: Path):
+    drkit = Path(sys.executable).parent / "drkit"
+    text = (DEPLOY / "drkit.service").read_text()
+    text = re.sub(r"^ExecStart=\S+", f"ExecStart={drkit}", text, flags=re.MULTILINE)
+    unit = tmp_path / "drkit.service"
+    unit.write_text(text)
+    checked = runner.run(["systemd-analyze", "verify", str(unit)], timeout=60)
+    assert checked.returncode == 0, checked.stderr
+    assert "drkit.service" not in checked.stderr, checked.stderr
+
+
+def test_dockerfile_copies_only_what_the_repository_has_and_runs_the_daemon():
+    text = (DEPLOY / "Dockerfile").read_text()
+    sources = []
+    for line in text.splitlines():
+        if line.startswith("COPY") and "--from=" not in line:
+            sources += line.split()[1:-1]
+    assert sources
+    for source in sources:
+        assert (REPO_ROOT / source).exists(), source
+    assert 'CMD ["daemon"' in text
+    assert "restic" in text and "DRKIT_RESTIC=/usr/local/bin/restic" in text
+    assert "/healthz" in text
