@@ -8,8 +8,8 @@ from pathlib import Path, PurePosixPath
 
 def on_root(root: Path, node_path: str | PurePosixPath) -> Path:
     """Given a root and an absolute node path, return the host path; never leave the root."""
-    normal = posixpath.normpath("/" + str(node_path).lstrip("/"))
-    return Path(root) / normal.lstrip("/")
+    normal = posixpath.normpath("/" + str(node_path).lstrip("/")).lstrip("/")
+    return Path(root, normal) if normal else Path(root)
 
 
 def to_node(root: Path, host_path: Path) -> str:

@@ -192,9 +192,9 @@ def _back_up_behind_drkits_back(node: Node, extra: tuple[str, ...] = ()) -> None
 def test_tampered_manifest_is_refused(backed_up: Node, tmp_path: Path):
     node = backed_up
     manifest_file = node.root / "var/lib/drkit/snapshot/manifest.json"
-    manifest_file.write_text(
-        manifest_file.read_text().replace('"node": "sftp-1"', '"node": "sftp-1" ')
-    )
+    recorded = json.loads(manifest_file.read_text())
+    recorded["files"][0]["mode"] = "0777"  # loosen a recorded mode, keep the old signature
+    manifest_file.write_text(json.dumps(recorded, sort_keys=True, separators=(",", ":")) + "\n")
     _back_up_behind_drkits_back(node)
     target = tmp_path / "target"
     code, refused = node.run("restore", "latest", "--target", str(target))

@@ -7,6 +7,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -57,11 +58,17 @@ def _previous_link(config: Config, restic: Restic) -> dict | None:
 
 def run(config: Config, on_progress: Callable[[dict], None] | None = None) -> dict:
     """Take one snapshot of the node now; return the backup document."""
+    if config.standby is not None:
+        raise errors.UsageError(
+            f"node {config.node} follows {config.standby.source} (standby) and does not back "
+            "itself up: run `drkit standby sync`, or `drkit standby promote` to take over"
+        )
     restic = context.restic_for(config.repository, config.restic)
     signing_key = keys.load_signing_key(config.signing_key)
-    with timing.phase("s3 probe"):
-        context.probe_storage(config.repository)
-    with context.node_lock(config):
+    # The S3 probe (boto3 import, client, HEAD bucket) overlaps the inventory and hashing;
+    # restic does not start until it has answered.
+    with ThreadPoolExecutor(max_workers=1) as pool, context.node_lock(config):
+        probe = pool.submit(context.probe_storage, config.repository)
         started = time.monotonic()
         with timing.phase("inventory"):
             inventory = context.collect_inventory(config)
@@ -87,6 +94,8 @@ def run(config: Config, on_progress: Callable[[dict], None] | None = None) -> di
             snapshot_dir = manifest.write_snapshot_files(
                 config.root, manifest_bytes, signature, dump_config(config)
             )
+        with timing.phase("s3 probe (wait)"):
+            probe.result()
         paths = manifest.leaf_paths(node_manifest)
         log.info("backing up %d paths of node %s", len(paths), config.node)
         with timing.phase("restic backup"):
@@ -94,7 +103,12 @@ def run(config: Config, on_progress: Callable[[dict], None] | None = None) -> di
                 paths + snapshot_dir,
                 cwd=config.root,
                 host=config.node,
-                tags=["drkit", f"node:{config.node}", *(f"profile:{p}" for p in config.servers)],
+                tags=[
+                    "drkit",
+                    f"node:{config.node}",
+                    *(f"profile:{p}" for p in config.servers),
+                    *([f"group:{config.group}"] if config.group else []),
+                ],
                 on_progress=on_progress,
             )
         cache.save()

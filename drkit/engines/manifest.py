@@ -28,7 +28,7 @@ SNAPSHOT_DIR = "/var/lib/drkit/snapshot"
 MANIFEST_PATH = f"{SNAPSHOT_DIR}/manifest.json"
 SIGNATURE_PATH = f"{SNAPSHOT_DIR}/manifest.sig"
 CONFIG_PATH = f"{SNAPSHOT_DIR}/drkit.yaml"
-KEY_CATEGORIES = ("host_keys", "user_keys", "tls", "config")
+KEY_CATEGORIES = ("host_keys", "user_keys", "tls")
 CHUNK = 1 << 20
 
 
@@ -73,15 +73,16 @@ class NameBook:
 def _walk(root: Path, entries: Iterable[Entry]) -> dict[str, str]:
     """Expand directory entries into every path beneath them; return {node path: category}."""
     found: dict[str, str] = {}
+    root_text = os.path.normpath(str(root))
+    strip = 0 if root_text == "/" else len(root_text)
     for entry in entries:
-        host = on_root(root, entry.path)
+        host = str(on_root(root, entry.path))
         found.setdefault(entry.path, entry.category)
-        if host.is_dir() and not host.is_symlink():
+        if os.path.isdir(host) and not os.path.islink(host):
             for dirpath, dirnames, filenames in os.walk(host):
                 dirnames.sort()
-                for name in sorted(dirnames) + sorted(filenames):
-                    node_path = "/" + str(Path(dirpath, name).relative_to(root))
-                    found.setdefault(node_path, entry.category)
+                for name in dirnames + sorted(filenames):
+                    found.setdefault(os.path.join(dirpath, name)[strip:], entry.category)
     return found
 
 
@@ -250,7 +251,7 @@ def leaf_paths(manifest: dict) -> list[str]:
 
 def encode(manifest: dict) -> bytes:
     """Return the exact bytes that are signed and stored."""
-    return json.dumps(manifest, indent=1, sort_keys=True).encode() + b"\n"
+    return json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode() + b"\n"
 
 
 def write_snapshot_files(root: Path, manifest_bytes: bytes, signature: dict, config_text: str):
