@@ -1,4 +1,4 @@
-"""deploy/: the systemd unit parses and the Dockerfile copies only what the repository has.
+"""deploy/ and the Dockerfile: the unit parses and the image copies only what the repository has.
 
 No container engine and no systemd PID 1 here: both are checked statically, never run.
 """
@@ -47,7 +47,7 @@ def test_unit_parses_with_systemd_analyze(tmp_path: Path):
 
 
 def test_dockerfile_copies_only_what_the_repository_has_and_runs_the_daemon():
-    text = (DEPLOY / "Dockerfile").read_text()
+    text = (REPO_ROOT / "Dockerfile").read_text()
     sources = []
     for line in text.splitlines():
         if line.startswith("COPY") and "--from=" not in line:
