@@ -454,7 +454,7 @@ def daemon(
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Run the scheduled backup, prune and verify jobs until SIGTERM; exit 0 once stopped."""
+    """Run the scheduled backup, prune, verify and drill jobs until SIGTERM; exit 0 once stopped."""
 
     def job():
         from drkit import daemon as daemon_module

@@ -17,7 +17,9 @@ def _load(directory: Path, name: str) -> dict:
 
 def render(directory: Path) -> str:
     """Return the Markdown report for a demo run's output directory."""
-    backup, show, restore = (_load(directory, n) for n in ("backup", "show", "restore"))
+    backup, show, restore, drill = (
+        _load(directory, n) for n in ("backup", "show", "restore", "drill")
+    )
     lines = ["# drkit demo: a destroyed SFTP node rebuilt from S3", ""]
     verdict = "REBUILT AND PROVEN" if restore.get("ok") else "FAILED"
     lines += [f"**Result: {verdict}**", ""]
@@ -55,6 +57,18 @@ def render(directory: Path) -> str:
                 f"- {certificate['path']}: {certificate['subject']}, expires "
                 f"{certificate['not_after']} ({certificate['days_left']} days)"
             )
+    if drill:
+        lines += ["", "## Drill (sandbox rebuild of a random snapshot, real SFTP login)", ""]
+        if "error" in drill:
+            lines.append(f"Drill error: `{drill['error']['message']}`")
+        else:
+            lines += [
+                f"- result: {'PASSED' if drill['ok'] else 'FAILED'}; snapshot "
+                f"`{drill['snapshot_id'][:8]}` ({drill['snapshot']['spec']})",
+                f"- RTO {drill['rto_seconds']} s (objective {drill['objectives']['rto_seconds']} s)"
+                f", snapshot age {drill['rpo_seconds']} s",
+                f"- HTML report: `{drill['reports']['html']}`",
+            ]
     return "\n".join(lines) + "\n"
 
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from drkit import errors
@@ -116,3 +117,31 @@ def human_size(size: int | None) -> str:
             return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1024
     return str(size)
+
+
+@contextlib.contextmanager
+def steps(as_json: bool, title: str) -> Iterator[Callable[[str], None] | None]:
+    """Yield the on_step callback of a long command: a live step list with a spinner on a
+    terminal, plain `drkit: TITLE: step` lines on stderr otherwise, nothing at all with --json
+    (stdout then holds only the JSON document)."""
+    if as_json:
+        yield None
+        return
+    from rich.console import Console
+
+    err = Console(stderr=True, highlight=False)
+    if not err.is_terminal:
+        yield lambda text: (sys.stderr.write(f"drkit: {title}: {text}\n"), sys.stderr.flush())
+        return
+    current: list[str] = []
+    with err.status(f"{title}…") as spinner:
+
+        def on_step(text: str) -> None:
+            if current:
+                err.print(f"[green]✓[/green] {current[-1]}")
+            current.append(text)
+            spinner.update(f"{title}: {text}")
+
+        yield on_step
+        if current:
+            err.print(f"[green]✓[/green] {current[-1]}")

@@ -78,3 +78,31 @@ def s3_repository(local_s3, tmp_path: Path) -> config.Repository:
         password_file=password_file,
         object_lock=config.ObjectLock(mode="GOVERNANCE", days=1),
     )
+
+
+# -- reliability figures: printed at the end of a run that measured them ---------------------
+
+_SESSION_START: list[float] = []
+
+
+def pytest_sessionstart(session) -> None:
+    import time
+
+    _SESSION_START.append(time.time())
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    import json
+
+    import figures
+
+    start = _SESSION_START[0] if _SESSION_START else 0.0
+    fresh = {
+        name: values
+        for name, values in figures.collected().items()
+        if (figures.directory() / f"{name}.json").stat().st_mtime >= start
+    }
+    if fresh:
+        terminalreporter.section("drkit reliability figures")
+        for name, values in fresh.items():
+            terminalreporter.write_line(f"{name}: {json.dumps(values, sort_keys=True)}")

@@ -200,23 +200,49 @@ def restore(
             else [apply.Step(entry["path"], "add") for entry in opened.manifest["files"]]
         )
         found = [checks.passed("manifest signature", f"signed by {opened.signer}")]
+        if target.is_dir() and apply.read_journal(target)[0] is not None:
+            found.append(
+                checks.warned(
+                    "interrupted restore",
+                    "a killed restore left a journal: the next restore rolls it back first",
+                )
+            )
         return _result(
             chosen.id, opened, found, dry_run=True, plan=[step.as_dict() for step in steps]
         )
     problems = screen.screen_listing(listing, opened.manifest)
     _refuse_if(problems, f"snapshot {chosen.short_id} holds what its signed manifest does not")
     _prepare_target(target)
-    staging_parent = on_root(target, "/var/lib/drkit/staging")
-    created_dirs = _missing_ancestors(staging_parent)
-    try:
-        staging_parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    except OSError as exc:
-        raise errors.LocalFilesystemError(
-            f"cannot create {staging_parent}: {exc.strerror}"
-        ) from None
-    staging = staging_parent / f"{chosen.short_id}-{secrets.token_hex(4)}"
+    created_dirs = _missing_ancestors(on_root(target, apply.STAGING))
     applied = False
+    with apply.target_lock(target) as staging_parent:
+        try:
+            recovered = apply.recover(target)
+            staging = staging_parent / f"{chosen.short_id}-{secrets.token_hex(4)}"
+            found, steps = _stage_verify_apply(restic, chosen, opened, target, staging, force, step)
+            applied = True
+        finally:
+            for directory in created_dirs if not applied else [staging_parent]:
+                with contextlib.suppress(OSError):
+                    directory.rmdir()
+    if recovered:
+        found.insert(0, checks.warned("interrupted restore", recovered))
+    found += _server_checks(origin, target, opened.manifest, smoke, on_step)
+    return _result(
+        chosen.id,
+        opened,
+        found,
+        target=str(target),
+        plan=[step.as_dict() for step in steps],
+        duration_seconds=round(time.monotonic() - started, 3),
+    )
+
+
+def _stage_verify_apply(restic, chosen, opened: Opened, target: Path, staging: Path, force, step):
+    """Restore into staging, verify every file, plan, and apply with a journal; return
+    (checks, plan). Staging is removed on the way out, whatever happens."""
     try:
+        staging.mkdir(mode=0o700)
         log.info("restoring snapshot %s into staging %s", chosen.short_id, staging)
         step(f"restoring snapshot {chosen.short_id} into staging")
         restic.restore(chosen.id, staging)
@@ -243,40 +269,45 @@ def restore(
                 f"removed (first: {blocking[0].path}); pass --force to replace them"
             )
         step(f"applying {sum(s.action != 'unchanged' for s in steps)} change(s) to {target}")
-        applier = apply.Applier(target, staging, staging / ".replaced")
+        applier = apply.Applier(
+            target,
+            staging,
+            staging / ".replaced",
+            journal=apply.journal_path(target),
+            snapshot=chosen.id,
+        )
         entries = {entry["path"]: entry for entry in opened.manifest["files"]}
         applier.apply([step for step in steps if step.action != "unchanged"], entries)
         created_users = accounts.missing(target, opened.manifest["accounts"])
-        for host_path, text in accounts.merge_accounts(target, opened.manifest["accounts"]).items():
-            shadow = host_path.name == "shadow"
-            applier.write_text(host_path, text, 0o640 if shadow else 0o644)
-        _keep_snapshot_files(staging, target)
-        applied = True
-        counts = {
-            action: sum(step.action == action for step in steps)
-            for action in ("add", "change", "remove", "unchanged")
-        }
-        found.append(
-            checks.passed(
-                "apply",
-                ", ".join(f"{n} {action}" for action, n in counts.items())
-                + (f"; accounts created: {', '.join(created_users)}" if created_users else ""),
-            )
-        )
+        try:
+            merged = accounts.merge_accounts(target, opened.manifest["accounts"])
+            for host_path, text in merged.items():
+                shadow = host_path.name == "shadow"
+                applier.write_text(host_path, text, 0o640 if shadow else 0o644)
+            _keep_snapshot_files(applier, staging, target)
+            applier.commit()
+        except OSError as exc:
+            applier.rollback()
+            apply._raise_filesystem(exc, "finishing the restore")
+        except BaseException:
+            applier.rollback()
+            raise
+    except OSError as exc:
+        apply._raise_filesystem(exc, f"restoring into {target}")
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-        for directory in created_dirs if not applied else [staging_parent]:
-            with contextlib.suppress(OSError):
-                directory.rmdir()
-    found += _server_checks(origin, target, opened.manifest, smoke, on_step)
-    return _result(
-        chosen.id,
-        opened,
-        found,
-        target=str(target),
-        plan=[step.as_dict() for step in steps],
-        duration_seconds=round(time.monotonic() - started, 3),
+    counts = {
+        action: sum(step.action == action for step in steps)
+        for action in ("add", "change", "remove", "unchanged")
+    }
+    found.append(
+        checks.passed(
+            "apply",
+            ", ".join(f"{n} {action}" for action, n in counts.items())
+            + (f"; accounts created: {', '.join(created_users)}" if created_users else ""),
+        )
     )
+    return found, steps
 
 
 def _missing_ancestors(directory: Path) -> list[Path]:
@@ -352,13 +383,14 @@ def _refuse_if(problems: list[str], what: str) -> None:
         raise errors.Refused(f"{what}: {problems[0]}{more}")
 
 
-def _keep_snapshot_files(staging: Path, target: Path) -> None:
-    """Leave the restored manifest, signature and config in the target's drkit directory."""
+def _keep_snapshot_files(applier: apply.Applier, staging: Path, target: Path) -> None:
+    """Leave the restored manifest, signature and config in the target's drkit directory
+    (journalled with the rest of the apply, so a rollback takes them away too)."""
     source = on_root(staging, manifest.SNAPSHOT_DIR)
     destination = on_root(target, "/var/lib/drkit/restored")
-    destination.mkdir(mode=0o700, parents=True, exist_ok=True)
-    for item in source.iterdir():
-        shutil.copy2(item, destination / item.name)
+    for item in sorted(source.iterdir()):
+        applier.write_text(destination / item.name, item.read_bytes(), 0o600)
+    destination.chmod(0o700)
 
 
 def check(origin: Origin, *, target: Path, snapshot: str = "latest", smoke: bool = False) -> dict:

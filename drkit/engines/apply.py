@@ -1,18 +1,28 @@
 """Plan and apply a verified snapshot onto a target, atomically per file, with rollback.
 
-Every replaced or removed file is first copied aside; a failure part way through puts each
-one back and removes what was added, so a failed restore leaves the target as it was.
+Every replaced or removed file is first kept aside; a failure part way through puts each one
+back and removes what was added, so a failed restore leaves the target as it was.
+
+A journal (`/var/lib/drkit/apply-journal.jsonl` inside the target) records each step before it
+is taken, so a process killed part way through (SIGKILL, OOM, power cut of drkit alone) leaves
+enough behind for the next run: `recover()` rolls an unfinished apply back, or finishes the
+clean-up of one that reached its commit record. Either way the target ends wholly as it was or
+wholly as the snapshot says, never half of each.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import fcntl
 import fnmatch
 import glob
+import json
 import logging
 import os
 import shutil
 import stat
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -22,6 +32,10 @@ from drkit.engines.manifest import SNAPSHOT_DIR, compare_entry
 from drkit.paths import on_root, to_node
 
 log = logging.getLogger(__name__)
+
+JOURNAL = "/var/lib/drkit/apply-journal.jsonl"
+STAGING = "/var/lib/drkit/staging"
+TEMPORARY_SUFFIX = ".drkit-new"
 
 
 @dataclass(frozen=True)
@@ -66,26 +80,260 @@ def _raise_filesystem(exc: OSError, doing: str) -> None:
     raise errors.LocalFilesystemError(f"{doing}: {exc.strerror}") from None
 
 
+def journal_path(target: Path) -> Path:
+    """Return where the apply journal of a target lives."""
+    return on_root(target, JOURNAL)
+
+
+@contextlib.contextmanager
+def target_lock(target: Path, timeout: float = 60.0) -> Iterator[Path]:
+    """Hold the target's apply lock (flock on its staging directory); yield that directory.
+
+    Two restores (or a restore and a standby sync) onto one target would otherwise each see
+    the other's journal and staging as debris of a killed run.
+    """
+    import time
+
+    staging_parent = on_root(target, STAGING)
+    try:
+        staging_parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        descriptor = os.open(staging_parent, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError as exc:
+        _raise_filesystem(exc, f"creating {staging_parent}")
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise errors.Busy(
+                        f"another drkit restore or sync is applying to {target}"
+                    ) from None
+                time.sleep(0.2)
+        yield staging_parent
+    finally:
+        os.close(descriptor)
+
+
+@dataclass
+class Undo:
+    """One journalled step: what was done to a host path and where its old self is kept."""
+
+    action: str  # added | replaced | removed
+    host: Path
+    kept: Path | None = None
+    mode: int | None = None
+    uid: int | None = None
+    gid: int | None = None
+
+
+class Journal:
+    """Append-only JSON lines, written before each step is taken; see the module docstring."""
+
+    def __init__(self, path: Path, target: Path):
+        self.path = path
+        self.target = target
+        self._descriptor: int | None = None
+
+    def begin(self, **about) -> None:
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._descriptor = os.open(
+            self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o600
+        )
+        self._write({"begin": about})
+        os.fsync(self._descriptor)
+
+    def _write(self, record: dict) -> None:
+        if self._descriptor is not None:
+            os.write(self._descriptor, json.dumps(record).encode() + b"\n")
+
+    def record(self, undo: Undo) -> None:
+        """Write the step's record; the page cache keeps it should this process be killed."""
+        self._write(
+            {
+                "op": undo.action,
+                "path": to_node(self.target, undo.host),
+                "kept": to_node(self.target, undo.kept) if undo.kept else None,
+                "mode": undo.mode,
+                "uid": undo.uid,
+                "gid": undo.gid,
+            }
+        )
+
+    def commit(self) -> None:
+        """Mark the apply complete (the point after which recovery finishes, not undoes)."""
+        if self._descriptor is not None:
+            os.fsync(self._descriptor)
+            self._write({"commit": True})
+            os.fsync(self._descriptor)
+
+    def close(self, remove: bool = True) -> None:
+        if self._descriptor is not None:
+            os.close(self._descriptor)
+            self._descriptor = None
+        if remove:
+            self.path.unlink(missing_ok=True)
+
+
+def read_journal(target: Path) -> tuple[dict | None, list[Undo], bool]:
+    """Return (begin record, undo records in order, committed) of a target's journal."""
+    path = journal_path(target)
+    begin, undos, committed = None, [], False
+    try:
+        lines = path.read_bytes().splitlines()
+    except FileNotFoundError:
+        return None, [], False
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue  # a record torn by the kill: its step was never taken
+        if "begin" in record:
+            begin = record["begin"]
+        elif record.get("commit"):
+            committed = True
+        elif record.get("op") in ("added", "replaced", "removed"):
+            undos.append(
+                Undo(
+                    record["op"],
+                    on_root(target, record["path"]),
+                    on_root(target, record["kept"]) if record.get("kept") else None,
+                    record.get("mode"),
+                    record.get("uid"),
+                    record.get("gid"),
+                )
+            )
+    return begin, undos, committed
+
+
+def recover(target: Path) -> str | None:
+    """Finish or roll back what a killed apply left on target; return what was done, or None.
+
+    Call with the target lock held. A committed apply only needs its clean-up; an unfinished
+    one is rolled back from its journal. Leftover staging directories are removed either way.
+    """
+    path = journal_path(target)
+    staging_parent = on_root(target, STAGING)
+    begin, undos, committed = read_journal(target)
+    done = None
+    if begin is not None or path.exists():
+        snapshot = str((begin or {}).get("snapshot") or "?")[:8]
+        if committed:
+            done = f"finished an interrupted apply of snapshot {snapshot}"
+        else:
+            _undo(undos)
+            done = f"rolled back an interrupted apply of snapshot {snapshot} ({len(undos)} step(s))"
+        log.warning("%s on %s", done, target)
+    if staging_parent.is_dir():
+        for leftover in staging_parent.iterdir():
+            _remove(leftover)
+    path.unlink(missing_ok=True)
+    return done
+
+
+def _undo(undos: list[Undo]) -> None:
+    """Undo steps in reverse order: restore kept copies, remove additions. Idempotent, so a
+    rollback killed part way can simply be run again."""
+    for undo in reversed(undos):
+        host = undo.host
+        try:
+            _remove_temporary(host)
+            if undo.action == "added":
+                if host.is_dir() and not host.is_symlink():
+                    with contextlib.suppress(OSError):
+                        host.rmdir()  # only ever empty once its children are undone
+                elif host.exists() or host.is_symlink():
+                    host.unlink()
+                continue
+            kept = undo.kept
+            if kept is None:
+                continue
+            if kept.is_dir() and not kept.is_symlink() and not any(kept.iterdir()):
+                # a directory whose metadata changed: put the metadata back
+                if not (host.is_dir() and not host.is_symlink()):
+                    if host.exists() or host.is_symlink():
+                        _remove(host)
+                    host.mkdir()
+                if undo.uid is not None:
+                    os.chown(host, undo.uid, undo.gid if undo.gid is not None else -1)
+                if undo.mode is not None:
+                    os.chmod(host, undo.mode)
+                kept.rmdir()
+                continue
+            if not (kept.exists() or kept.is_symlink()):
+                continue  # already put back by an earlier, interrupted rollback
+            if host.exists() or host.is_symlink():
+                _remove(host)
+            _move(kept, host)
+        except OSError as exc:
+            log.error("rollback of %s failed: %s", host, exc.strerror)
+
+
+def _move(source: Path, destination: Path) -> None:
+    try:
+        os.rename(source, destination)
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+        shutil.move(source, destination)
+
+
+def _remove_temporary(host: Path) -> None:
+    temporary = host.with_name(f".{host.name}{TEMPORARY_SUFFIX}")
+    with contextlib.suppress(OSError):
+        if temporary.is_symlink() or temporary.is_file():
+            temporary.unlink()
+
+
 @dataclass
 class Applier:
-    """Applies steps from a verified staging tree onto the target and can undo them."""
+    """Applies steps from a verified staging tree onto the target and can undo them.
+
+    With a journal path, every step is recorded before it is taken (see `recover`); call
+    `commit()` once the whole change (files, accounts) is in place.
+    """
 
     target: Path
     staging: Path
     backups: Path
-    undo: list[tuple[str, Path, Path | None]] = field(default_factory=list)
+    journal: Path | None = None
+    snapshot: str = ""
+    undo: list[Undo] = field(default_factory=list)
+    _journal: Journal | None = None
+    _kept_count: int = 0
 
-    def _keep(self, host: Path) -> Path:
-        kept = self.backups / f"{len(self.undo):06d}"
-        if host.is_symlink():
+    def _record(self, undo: Undo) -> None:
+        if self._journal is None and self.journal is not None:
+            self._journal = Journal(self.journal, self.target)
+            self._journal.begin(
+                staging=to_node(self.target, self.staging)
+                if self.staging.is_relative_to(self.target)
+                else str(self.staging),
+                snapshot=self.snapshot,
+            )
+        self.undo.append(undo)
+        if self._journal is not None:
+            self._journal.record(undo)
+
+    def _keep(self, host: Path, move: bool = False) -> Undo:
+        """Put a copy of host aside (or host itself, with move) and return its undo record."""
+        self.backups.mkdir(mode=0o700, parents=True, exist_ok=True)
+        kept = self.backups / f"{self._kept_count:06d}"
+        self._kept_count += 1
+        info = host.lstat()
+        undo = Undo("replaced", host, kept, stat.S_IMODE(info.st_mode), info.st_uid, info.st_gid)
+        if move:
+            _move(host, kept)
+        elif host.is_symlink():
             os.symlink(os.readlink(host), kept)
         elif host.is_dir():
             kept.mkdir()
         else:
             shutil.copy2(host, kept)
-            info = host.lstat()
             os.chown(kept, info.st_uid, info.st_gid)
-        return kept
+        return undo
 
     def _contained(self, host: Path) -> None:
         """Refuse to write where a symlink on the way would lead outside the target."""
@@ -106,7 +354,7 @@ class Applier:
             os.chown(host, entry["uid"], entry["gid"])
             os.chmod(host, int(entry["mode"], 8))
             return
-        temporary = host.with_name(f".{host.name}.drkit-new")
+        temporary = host.with_name(f".{host.name}{TEMPORARY_SUFFIX}")
         if temporary.exists() or temporary.is_symlink():
             temporary.unlink()
         if entry["type"] == "symlink":
@@ -135,8 +383,8 @@ class Applier:
             return
         self._make_parents(directory.parent)
         self._contained(directory)
+        self._record(Undo("added", directory))
         directory.mkdir()
-        self.undo.append(("added", directory, None))
         staged = on_root(self.staging, to_node(self.target, directory))
         if staged.is_dir():
             info = staged.stat()
@@ -145,25 +393,32 @@ class Applier:
 
     def apply(self, steps: list[Step], entries: dict[str, dict]) -> None:
         """Apply add/change/remove steps; on any failure undo everything and raise."""
-        self.backups.mkdir(mode=0o700, parents=True, exist_ok=True)
+        doing = "preparing the apply"
         try:
+            self.backups.mkdir(mode=0o700, parents=True, exist_ok=True)
             for step in sorted(steps, key=lambda s: s.path):
                 host = on_root(self.target, step.path)
                 doing = f"restoring {step.path}"
                 if step.action == "add":
+                    self._contained(host)
+                    self._record(Undo("added", host))
                     self._install(entries[step.path], host)
-                    self.undo.append(("added", host, None))
                 elif step.action == "change":
-                    kept = self._keep(host)
-                    self.undo.append(("replaced", host, kept))
-                    if host.is_dir() != (entries[step.path]["type"] == "dir"):
+                    self._contained(host)
+                    becomes_dir = entries[step.path]["type"] == "dir"
+                    was_dir = host.is_dir() and not host.is_symlink()
+                    # a directory that becomes something else is moved aside whole, so its
+                    # contents come back on rollback
+                    self._record(self._keep(host, move=was_dir and not becomes_dir))
+                    if not was_dir and becomes_dir:
                         _remove(host)
                     self._install(entries[step.path], host)
                 elif step.action == "remove":
                     doing = f"removing {step.path}"
                     self._contained(host)
-                    kept = self._keep(host)
-                    self.undo.append(("removed", host, kept))
+                    undo = self._keep(host)
+                    undo.action = "removed"
+                    self._record(undo)
                     _remove(host)
         except OSError as exc:
             self.rollback()
@@ -173,20 +428,22 @@ class Applier:
             raise
         os.sync()  # one flush for the whole apply instead of one per file
 
-    def write_text(self, host: Path, text: str, mode: int, uid: int = 0, gid: int = 0) -> None:
-        """Replace (or create) a text file atomically, keeping the old one for rollback."""
+    def write_text(
+        self, host: Path, text: str | bytes, mode: int, uid: int = 0, gid: int = 0
+    ) -> None:
+        """Replace (or create) a file atomically, keeping the old one for rollback."""
         try:
             if host.exists():
                 info = host.stat()
                 mode, uid, gid = stat.S_IMODE(info.st_mode), info.st_uid, info.st_gid
-                self.undo.append(("replaced", host, self._keep(host)))
+                self._record(self._keep(host))
             else:
                 self._make_parents(host.parent)
-                self.undo.append(("added", host, None))
-            temporary = host.with_name(f".{host.name}.drkit-new")
+                self._record(Undo("added", host))
+            temporary = host.with_name(f".{host.name}{TEMPORARY_SUFFIX}")
             fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-            with os.fdopen(fd, "w") as handle:
-                handle.write(text)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(text.encode() if isinstance(text, str) else text)
                 handle.flush()
                 os.fsync(handle.fileno())
             os.chown(temporary, uid, gid)
@@ -195,23 +452,26 @@ class Applier:
         except OSError as exc:
             self.rollback()
             _raise_filesystem(exc, f"writing {host}")
+        except BaseException:
+            self.rollback()
+            raise
+
+    def commit(self) -> None:
+        """Declare the change complete: flush, write the commit record, drop the journal."""
+        os.sync()
+        if self._journal is not None:
+            self._journal.commit()
+            self._journal.close(remove=True)
+            self._journal = None
+        self.undo.clear()
 
     def rollback(self) -> None:
         """Undo applied steps in reverse order: restore kept copies, remove additions."""
-        for action, host, kept in reversed(self.undo):
-            try:
-                if action == "added":
-                    _remove(host)
-                elif kept is not None:
-                    if host.exists() or host.is_symlink():
-                        _remove(host)
-                    if kept.is_dir() and not kept.is_symlink():
-                        host.mkdir(exist_ok=True)
-                    else:
-                        shutil.move(kept, host)
-            except OSError as exc:
-                log.error("rollback of %s failed: %s", host, exc.strerror)
+        _undo(self.undo)
         self.undo.clear()
+        if self._journal is not None:
+            self._journal.close(remove=True)
+            self._journal = None
 
 
 def _remove(host: Path) -> None:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import time
+from dataclasses import dataclass, field
 from typing import Literal
 
 Status = Literal["pass", "warn", "fail"]
@@ -13,10 +14,13 @@ class Check:
     name: str
     status: Status
     detail: str
+    # When the check was decided (time.monotonic()): a drill's RTO ends at the moment its
+    # file round trip passed, not when the smoke run has finished cleaning up.
+    at: float = field(default_factory=time.monotonic, compare=False, repr=False)
 
     def as_dict(self) -> dict[str, str]:
         """Return the JSON shape {name, status, detail}."""
-        return asdict(self)
+        return {"name": self.name, "status": self.status, "detail": self.detail}
 
 
 def passed(name: str, detail: str = "") -> Check:

@@ -64,11 +64,51 @@ def symlink_escapes(node_path: str, link: str) -> bool:
     return False
 
 
+def screen_manifest(manifest: dict) -> list[str]:
+    """Return every reason to refuse a signed manifest's own paths and globs.
+
+    A signature proves who wrote a manifest, not that the node it describes was sound: a
+    compromised node signs its attacker's files too. Paths must be absolute, without `..`,
+    `.`, empty parts or control characters; the globs whose unlisted matches restore removes
+    must name a directory (two literal components at least), never the whole tree.
+    """
+    problems: list[str] = []
+    seen: set[str] = set()
+    for entry in manifest.get("files", []):
+        path = str(entry.get("path", ""))
+        shown = path.encode("unicode_escape").decode()
+        why = name_problem(path)
+        if why or path == "/":
+            problems.append(f"{shown}: {why or 'the root itself'} (in the signed manifest)")
+        if path in seen:
+            problems.append(f"{shown}: listed twice in the signed manifest")
+        seen.add(path)
+        if entry.get("type") not in ALLOWED_TYPES:
+            problems.append(f"{shown}: {entry.get('type')} entries are never restored")
+    symlinks = {str(e.get("path")) for e in manifest.get("files", []) if e.get("type") == "symlink"}
+    for path in sorted(seen):
+        if any(parent in symlinks for parent in _ancestors(path)):
+            shown = path.encode("unicode_escape").decode()
+            problems.append(f"{shown}: under a symlink (in the signed manifest)")
+    for pattern in manifest.get("owned_globs", []):
+        pattern = str(pattern)
+        literal = []
+        for part in pattern.strip("/").split("/"):
+            if any(char in part for char in "*?[") or not part:
+                break
+            literal.append(part)
+        if name_problem(pattern) or len(literal) < 2:
+            shown = pattern.encode("unicode_escape").decode()
+            problems.append(f"owned glob {shown}: too broad or malformed (in the signed manifest)")
+    return problems
+
+
 def screen_listing(nodes: list[dict], manifest: dict) -> list[str]:
     """Given `restic ls --json` nodes, return every reason to refuse the snapshot."""
     entries, parents = expected_paths(manifest)
-    problems: list[str] = []
+    problems: list[str] = screen_manifest(manifest)
     seen: set[str] = set()
+    inodes: dict[tuple, str] = {}
     symlinks = {path for path, entry in entries.items() if entry["type"] == "symlink"}
     for node in nodes:
         path, kind = str(node.get("path", "")), node.get("type")
@@ -83,6 +123,11 @@ def screen_listing(nodes: list[dict], manifest: dict) -> list[str]:
         if kind not in ALLOWED_TYPES:
             problems.append(f"{shown}: {kind} entries are never restored")
             continue
+        if kind == "file" and node.get("inode"):
+            identity = (node.get("device_id"), node.get("inode"))
+            if identity in inodes:
+                problems.append(f"{shown}: hard link to {inodes[identity]}")
+            inodes.setdefault(identity, shown)
         if any(parent in symlinks for parent in _ancestors(path)):
             problems.append(f"{shown}: written through a symlinked directory")
             continue

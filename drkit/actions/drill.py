@@ -1,0 +1,507 @@
+"""drkit drill: rebuild the node from a snapshot in a throw-away sandbox and prove it, timed.
+
+A drill restores the chosen snapshot with the same code as `drkit restore` (signature, trust,
+every file verified) into a fresh root-owned 0755 sandbox under the state directory, runs every
+restore check, starts the real server from the restored files on a free 127.0.0.1 port, logs in
+over SFTP pinned to the backed-up host keys and moves a file. It never touches the live node,
+its files or its ports.
+
+RTO is measured from the drill's start to the moment the first login and file round trip
+succeeded; RPO is the snapshot's age at the drill's start. RPO is judged against the objective
+only for `latest` (an older or random snapshot is old on purpose). The sandbox, the server and
+anything the smoke run created are removed whatever happens: a failed check, an error, SIGINT
+or SIGTERM (turned into an interruption so that every `finally` runs; exit 130).
+
+The drill takes no node lock: it only reads the repository, and a long drill must not hold
+back the backups that the RPO depends on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import re
+import secrets
+import shutil
+import signal
+import stat
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+from drkit import errors, profiles
+from drkit.actions import context
+from drkit.actions import restore as restore_action
+from drkit.config import Config
+from drkit.engines import checks, reports
+from drkit.engines import status as status_engine
+from drkit.engines.checks import Check
+from drkit.paths import on_root
+
+log = logging.getLogger(__name__)
+
+SANDBOXES = "drills"
+LOGIN_CHECK = "smoke: sftp login"
+ROUND_TRIP_CHECK = "smoke: file round trip"
+
+
+def utc_text(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# -- interruption ----------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def sigterm_interrupts() -> Iterator[None]:
+    """Within the block, SIGTERM interrupts like Ctrl-C, once: the first one raises
+    KeyboardInterrupt (the runner then stops its child and every `finally` cleans up); later
+    ones are ignored so that cleanup is not cut short. Only the main thread can take signals;
+    elsewhere (the daemon's workers) the block is a no-op and the daemon interrupts children."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    raised = threading.Event()
+
+    def handler(signum, frame):
+        if not raised.is_set():
+            raised.set()
+            raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    previous_term = signal.signal(signal.SIGTERM, handler)
+    previous_int = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous_term)
+        signal.signal(signal.SIGINT, previous_int)
+
+
+# -- the sandbox -----------------------------------------------------------------------------
+
+
+def sandbox_parent(config: Config) -> Path:
+    """Return the directory holding drill sandboxes: <state_dir>/drills."""
+    return Path(config.state_dir).resolve() / SANDBOXES
+
+
+def unsafe_component(path: Path) -> str | None:
+    """Return why sshd would refuse a chroot under path (a component not root-owned or
+    group/world-writable, as under /tmp), or None when every component is safe."""
+    current = Path("/")
+    for part in (Path("/"), *path.parents[::-1][1:], path):
+        current = part
+        try:
+            info = current.stat()
+        except FileNotFoundError:
+            break
+        if info.st_uid != 0:
+            return f"{current} is not owned by root"
+        if stat.S_IMODE(info.st_mode) & 0o022:
+            return f"{current} is group/world-writable ({stat.S_IMODE(info.st_mode):04o})"
+    return None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_sandboxes(parent: Path) -> list[str]:
+    """Remove sandboxes left by drills that were killed outright (SIGKILL, power loss): those
+    whose owner pid is gone. Return their paths."""
+    removed = []
+    if not parent.is_dir():
+        return removed
+    for sandbox in sorted(parent.iterdir()):
+        marker = sandbox / "drill.pid"
+        try:
+            pid = int(marker.read_text().strip())
+        except (OSError, ValueError):
+            pid = 0
+        if pid and _pid_alive(pid):
+            continue
+        log.warning("removing a sandbox left by an interrupted drill: %s", sandbox)
+        shutil.rmtree(sandbox, ignore_errors=True)
+        removed.append(str(sandbox))
+    return removed
+
+
+def make_sandbox(config: Config, label: str) -> Path:
+    """Create a fresh root-owned 0755 sandbox for one drill; raise when its path is unusable."""
+    parent = sandbox_parent(config)
+    problem = unsafe_component(parent)
+    if problem:
+        raise errors.LocalFilesystemError(
+            f"drill sandboxes go under {parent}, but {problem}: sshd refuses chroot paths like "
+            "that; set state_dir to a root-owned 0755 directory (e.g. /var/lib/drkit)"
+        )
+    try:
+        parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+        parent.chmod(0o755)
+        remove_stale_sandboxes(parent)
+        sandbox = parent / f"{label}-{secrets.token_hex(3)}"
+        sandbox.mkdir(mode=0o755)
+        sandbox.chmod(0o755)
+        (sandbox / "drill.pid").write_text(f"{os.getpid()}\n")
+    except OSError as exc:
+        raise errors.LocalFilesystemError(f"cannot create a sandbox in {parent}: {exc}") from None
+    problem = unsafe_component(sandbox)
+    if problem:
+        shutil.rmtree(sandbox, ignore_errors=True)
+        raise errors.LocalFilesystemError(f"drill sandbox unusable: {problem}")
+    return sandbox
+
+
+# -- choosing the snapshot -------------------------------------------------------------------
+
+
+def choose_snapshot(config: Config, restic, spec: str):
+    """Return the snapshot a drill uses: 'latest', 'latest~N', an id, or 'random' (one of the
+    snapshots the retention rules keep, so old snapshots are proven restorable too)."""
+    if spec != "random":
+        return context.select_snapshot(restic, config.node, spec)
+    mine = [
+        snapshot
+        for snapshot in restic.snapshots(host=config.node, tags=["drkit"])
+        if snapshot.hostname == config.node
+    ]
+    if not mine:
+        raise errors.UsageError(f"node {config.node} has no snapshot to drill")
+    groups = restic.forget(
+        host=config.node, tags=["drkit"], keep=config.retention.model_dump(), dry_run=True
+    )
+    kept = {snapshot.get("id") for group in groups for snapshot in group.get("keep") or []}
+    window = [snapshot for snapshot in mine if snapshot.id in kept] or mine
+    return secrets.choice(window)
+
+
+# -- evidence from the checks ----------------------------------------------------------------
+
+
+def _brief(snapshot_id: str, moment: datetime) -> dict:
+    return {"id": snapshot_id, "time": moment}
+
+
+def _parse_utc(text: str) -> datetime:
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _served_keys(node_manifest: dict, found: list[Check]) -> list[dict]:
+    """Return each backed-up host key with the fingerprint the restored server served."""
+    by_type = {}
+    for check in found:
+        if check.name.startswith("smoke: host key "):
+            served = re.search(r"served (SHA256:[A-Za-z0-9+/=]+)", check.detail)
+            by_type[check.name.removeprefix("smoke: host key ")] = (
+                served.group(1) if served else None,
+                check.status == "pass",
+            )
+    keys = []
+    for entry in node_manifest.get("host_keys", []):
+        served, ok = by_type.get(entry["type"], (None, False))
+        keys.append(
+            {
+                "path": entry["path"],
+                "type": entry["type"],
+                "fingerprint": entry["fingerprint"],
+                "served": served,
+                "ok": ok and served == entry["fingerprint"],
+            }
+        )
+    return keys
+
+
+def _certificates(node_manifest: dict, now: datetime) -> list[dict]:
+    found = []
+    for certificate in node_manifest.get("certificates", []):
+        expiry = datetime.fromisoformat(certificate["not_after"].replace("Z", "+00:00"))
+        found.append(
+            {
+                "path": certificate["path"],
+                "subject": certificate["subject"],
+                "issuer": certificate["issuer"],
+                "not_after": certificate["not_after"],
+                "days_left": (expiry - now).days,
+            }
+        )
+    return found
+
+
+def _rto(found: list[Check], started: float) -> float | None:
+    """Return seconds from the drill's start to the first successful login and round trip."""
+    login = next((c for c in found if c.name == LOGIN_CHECK and c.status == "pass"), None)
+    trip = next((c for c in found if c.name == ROUND_TRIP_CHECK and c.status == "pass"), None)
+    if login is None or trip is None:
+        return None
+    return round(max(login.at, trip.at) - started, 3)
+
+
+# -- the drill -------------------------------------------------------------------------------
+
+
+def run(
+    config: Config,
+    *,
+    snapshot: str = "latest",
+    report_dir: Path | None = None,
+    trust: list[str] | None = None,
+    on_step: Callable[[str], None] | None = None,
+    upload: bool = True,
+) -> dict:
+    """Drill the node: restore `snapshot` into a sandbox, check, log in, time it, report.
+
+    Return the drill document (see CONVENTIONS.md: as restore, plus rto_seconds, rpo_seconds,
+    objectives, reports); ok is false when a check failed or an objective was missed. Errors
+    that stop the drill (storage, trust, a tampered snapshot) are raised after the sandbox is
+    gone.
+    """
+    step = on_step or (lambda text: None)
+    clock = time.monotonic()
+    started = datetime.now(UTC)
+    origin = restore_action.Origin.from_config(config, list(trust or []))
+    found: list[Check] = []
+    evidence: dict = {"snapshot": None, "manifest": {}, "restored": {}}
+    sandbox: Path | None = None
+    removed = False
+    with sigterm_interrupts():
+        try:
+            # 'latest' and ids go to restore as they are (it opens the repository and resolves
+            # them without an extra listing); 'random' needs the retention window first.
+            spec = snapshot
+            if snapshot == "random":
+                step("opening the repository")
+                restic = context.restic_for(config.repository, config.restic)
+                context.probe_storage(config.repository)
+                chosen = choose_snapshot(config, restic, snapshot)
+                evidence["snapshot"] = _brief(chosen.id, chosen.time)
+                spec = chosen.id
+                step(f"picked snapshot {chosen.short_id} of {utc_text(chosen.time)} at random")
+            sandbox = make_sandbox(config, f"{started:%Y%m%dT%H%M%SZ}")
+            root = sandbox / "root"
+            root.mkdir(mode=0o755)
+            root.chmod(0o755)
+            restored = evidence["restored"] = restore_action.restore(
+                origin, snapshot=spec, target=root, smoke=False, on_step=step
+            )
+            node_manifest = evidence["manifest"] = json.loads(
+                on_root(root, "/var/lib/drkit/restored/manifest.json").read_text()
+            )
+            # The data's age is the signed manifest's creation time (when the files were read).
+            evidence["snapshot"] = _brief(
+                restored["snapshot_id"], _parse_utc(node_manifest["created"])
+            )
+            found += [
+                checks.Check(item["name"], item["status"], item["detail"])
+                for item in restored["checks"]
+            ]
+            found += _smoke(origin, root, sandbox, node_manifest, step)
+        except errors.DrkitError as exc:
+            failure = exc
+        else:
+            failure = None
+        finally:
+            if sandbox is not None:
+                step("removing the sandbox")
+                shutil.rmtree(sandbox, ignore_errors=True)
+                removed = not sandbox.exists()
+    if failure is not None:
+        # The drill could not run to its end (storage, trust, a tampered snapshot): the run is
+        # still a failed drill on record, then the error is reported with its own exit code.
+        if evidence["snapshot"] is None and not isinstance(failure, errors.Interrupted):
+            with contextlib.suppress(errors.DrkitError):
+                restic = context.restic_for(config.repository, config.restic)
+                chosen = context.select_snapshot(restic, config.node, snapshot)
+                evidence["snapshot"] = _brief(chosen.id, chosen.time)
+        if evidence["snapshot"] is not None and not isinstance(failure, errors.Interrupted):
+            found.append(checks.failed("drill", failure.message))
+            document = _document(config, snapshot, evidence, found, started, clock, sandbox)
+            document["sandbox"]["removed"] = removed
+            with contextlib.suppress(errors.DrkitError, OSError):
+                write_reports(config, document, report_dir, upload=upload)
+        raise failure
+    if not removed:
+        found.append(checks.failed("sandbox removed", f"{sandbox} is still there"))
+    document = _document(config, snapshot, evidence, found, started, clock, sandbox)
+    document["sandbox"]["removed"] = removed
+    step("writing the reports")
+    document.update(write_reports(config, document, report_dir, upload=upload))
+    return document
+
+
+def _document(
+    config: Config,
+    spec: str,
+    evidence: dict,
+    found: list[Check],
+    started: datetime,
+    clock: float,
+    sandbox: Path | None,
+) -> dict:
+    """Judge the objectives and return the drill document."""
+    chosen, node_manifest, restored = (
+        evidence["snapshot"],
+        evidence["manifest"],
+        evidence["restored"],
+    )
+    objectives = status_engine.objectives_of(config)
+    found = list(found)
+    rto = _rto(found, clock)
+    rpo = max(0, round((started - chosen["time"]).total_seconds()))
+    judged = spec == "latest"
+    met = {
+        "rto": rto is not None and rto <= objectives["rto_seconds"],
+        "rpo": (rpo <= objectives["rpo_seconds"]) if judged else None,
+    }
+    target = f"objective {reports.duration_text(objectives['rto_seconds'])}"
+    if rto is None:
+        found.append(checks.failed("objective: RTO", "no login and file round trip succeeded"))
+    elif met["rto"]:
+        found.append(checks.passed("objective: RTO", f"{rto:.1f} s to a working login, {target}"))
+    else:
+        found.append(
+            checks.failed("objective: RTO", f"{rto:.1f} s to a working login, over the {target}")
+        )
+    age, target = reports.duration_text(rpo), reports.duration_text(objectives["rpo_seconds"])
+    if judged and met["rpo"]:
+        found.append(checks.passed("objective: RPO", f"latest snapshot is {age} old"))
+    elif judged:
+        found.append(
+            checks.failed("objective: RPO", f"latest snapshot is {age} old, over the {target}")
+        )
+    return {
+        "ok": checks.all_ok(found),
+        "kind": "drill",
+        "node": config.node,
+        "snapshot_id": chosen["id"],
+        "snapshot": {
+            "id": chosen["id"],
+            "short_id": chosen["id"][:8],
+            "time": utc_text(chosen["time"]),
+            "spec": spec,
+        },
+        "signer": restored.get("signer"),
+        "trust": restored.get("trust"),
+        "started": utc_text(started),
+        "finished": utc_text(datetime.now(UTC)),
+        "duration_seconds": round(time.monotonic() - clock, 3),
+        "rto_seconds": rto,
+        "rpo_seconds": rpo,
+        "rpo_judged": judged,
+        "objectives": objectives,
+        "objectives_met": met,
+        "checks": [check.as_dict() for check in found],
+        "problems": [f"{c.name}: {c.detail}" for c in found if c.status == "fail"],
+        "host_keys": _served_keys(node_manifest, found),
+        "certificates": _certificates(node_manifest, started),
+        "sandbox": {"path": str(sandbox) if sandbox else None, "removed": True},
+    }
+
+
+def _smoke(origin, root: Path, sandbox: Path, node_manifest: dict, step) -> list[Check]:
+    """Start each profile's server from the sandbox and log in; return the smoke checks."""
+    found: list[Check] = []
+    for kind in node_manifest.get("profiles", []):
+        if not origin.smoke_user:
+            found.append(checks.failed("smoke", "no smoke_user configured: nothing logs in"))
+            continue
+        step(f"starting {kind} from the sandbox on 127.0.0.1 and logging in")
+        smoked = profiles.load(kind).smoke(
+            root, node_manifest, origin.smoke_user, sandbox / "smoke"
+        )
+        if not any(check.name == LOGIN_CHECK for check in smoked):
+            # The server never got as far as a login: say so, with the reason, in the check an
+            # operator looks for first.
+            cause = next((c for c in smoked if c.status == "fail"), None)
+            reason = f"{cause.name}: {cause.detail}" if cause else "the smoke run stopped early"
+            smoked.append(checks.failed(LOGIN_CHECK, f"no login attempted ({reason})"))
+        found += smoked
+    return found
+
+
+# -- reports ---------------------------------------------------------------------------------
+
+
+def report_directory(config: Config, report_dir: Path | None) -> Path:
+    """Return where drill reports are written locally: --report-dir, else
+    <state_dir>/reports/<node>."""
+    return Path(report_dir) if report_dir else Path(config.state_dir) / "reports" / config.node
+
+
+def history(config: Config, storage=None) -> list[dict]:
+    """Return the summaries of the node's past drills from the bucket, oldest first."""
+    from drkit.engines.storage import Storage
+
+    storage = storage or Storage(config.repository)
+    prefix = reports.bucket_prefix(config.node)
+    keys = [key for key in storage.list_keys(prefix) if key.endswith(".json")]
+    found = []
+    for key in keys[-reports.HISTORY_LIMIT :]:
+        try:
+            document = storage.get_json(key)
+        except errors.StorageError as exc:
+            log.warning("drill report %s unreadable: %s", key, exc.message)
+            continue
+        if isinstance(document, dict) and document.get("kind") == "drill":
+            found.append(reports.summary(document, key.removesuffix(".json") + ".html"))
+    return sorted(found, key=lambda entry: entry["time"] or "")
+
+
+def write_reports(
+    config: Config, document: dict, report_dir: Path | None, *, upload: bool = True
+) -> dict:
+    """Write the drill's JSON, Markdown and HTML reports locally and upload them to
+    reports/<node>/ in the bucket; return {reports: {json, md, html}, uploaded: [keys]}.
+
+    A bucket that refuses the upload is a warning, not a failed drill: the local reports stand.
+    """
+    from drkit.engines.storage import Storage
+
+    directory = report_directory(config, report_dir)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise errors.LocalFilesystemError(f"report directory {directory}: {exc.strerror}") from None
+    name = reports.base_name(document)
+    key_base = reports.bucket_prefix(config.node) + name
+    storage = Storage(config.repository)
+    past: list[dict] = []
+    try:
+        past = [entry for entry in history(config, storage) if entry["time"] != document["started"]]
+    except errors.DrkitError as exc:
+        log.warning("drill history not read from the bucket: %s", exc.message)
+    entries = [*past, reports.summary(document, key_base + ".html")]
+    paths = {
+        "json": directory / f"{name}.json",
+        "md": directory / f"{name}.md",
+        "html": directory / f"{name}.html",
+    }
+    located = {**document, "reports": {kind: str(path) for kind, path in paths.items()}}
+    bodies = {
+        "json": (json.dumps(located, indent=2) + "\n").encode(),
+        "md": reports.render_markdown(located, entries).encode(),
+        "html": reports.render_html(located, entries).encode(),
+    }
+    types = {"json": "application/json", "md": "text/markdown", "html": "text/html"}
+    for kind, path in paths.items():
+        path.write_bytes(bodies[kind])
+    uploaded: list[str] = []
+    if upload:
+        try:
+            for kind in ("md", "html", "json"):  # json last: it is what the history lists
+                key = f"{key_base}.{kind}"
+                storage.put_bytes(key, bodies[kind], f"{types[kind]}; charset=utf-8")
+                uploaded.append(key)
+        except errors.DrkitError as exc:
+            log.warning("drill reports not uploaded to the bucket: %s", exc.message)
+    return {"reports": located["reports"], "uploaded": uploaded, "history": entries}

@@ -1,0 +1,326 @@
+"""drkit standby sync|status|promote: a passive node follows its active node's snapshots.
+
+A sync restores the source node's newest snapshot with the foundation's steps (verified
+signature and files, plan, atomic apply) while keeping this node's `standby.local` paths and
+settings, runs the profiles' checks on the result, and rolls everything back when a check
+fails: the passive node keeps serving its last good copy. It runs `standby.reload` only when
+something changed, and records what it applied in <state_dir>/standby/<node>.json.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import secrets
+import shlex
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+
+from drkit import errors, profiles, runner
+from drkit.actions import context
+from drkit.actions.restore import Origin, open_manifest
+from drkit.config import Config, dump_config, parse_duration
+from drkit.engines import accounts, apply, localsettings, manifest, screen
+from drkit.engines.checks import Check, failed, passed
+from drkit.paths import on_root
+
+log = logging.getLogger(__name__)
+STAGING = "/var/lib/drkit/staging"
+
+
+def state_path(config: Config) -> Path:
+    return config.state_dir / "standby" / f"{config.node}.json"
+
+
+def read_state(config: Config) -> dict:
+    try:
+        return json.loads(state_path(config).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_state(config: Config, state: dict) -> None:
+    manifest.write_private(state_path(config), json.dumps(state, indent=1).encode() + b"\n")
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _lag(snapshot_time: str | None, now: datetime) -> int | None:
+    if not snapshot_time:
+        return None
+    moment = datetime.fromisoformat(snapshot_time.replace("Z", "+00:00"))
+    return max(0, int((now - moment).total_seconds()))
+
+
+def _following(config: Config):
+    if config.standby is None:
+        raise errors.UsageError(
+            f"node {config.node} has no standby section: it follows no node (drkit.yaml "
+            "standby.source)"
+        )
+    return config.standby
+
+
+def sync(config: Config, *, trust_keys: list[str] | None = None, dry_run: bool = False) -> dict:
+    """Apply the source node's newest snapshot to this node; return the sync document."""
+    standby = _following(config)
+    restic = context.restic_for(config.repository, config.restic)
+    context.probe_storage(config.repository)
+    with context.node_lock(config):
+        chosen = context.select_snapshot(restic, standby.source, "latest")
+        snapshot_time = manifest.utc_text(chosen.time)
+        state = read_state(config)
+        base = {
+            "node": config.node,
+            "source": standby.source,
+            "snapshot_id": chosen.id,
+            "snapshot_time": snapshot_time,
+            "dry_run": dry_run,
+        }
+        if not dry_run and state.get("snapshot_id") == chosen.id and state.get("ok"):
+            now = _now()
+            return {
+                "ok": True,
+                **base,
+                "changed": False,
+                "up_to_date": True,
+                "applied_at": state.get("applied_at"),
+                "lag_seconds": _lag(snapshot_time, now),
+                "plan": [],
+                "checks": [],
+            }
+        if not dry_run and state.get("rejected") == chosen.id:
+            return {
+                "ok": False,
+                **base,
+                "changed": False,
+                "applied_at": state.get("applied_at"),
+                "lag_seconds": _lag(state.get("snapshot_time"), _now()),
+                "plan": [],
+                "checks": [
+                    failed(
+                        "standby: source snapshot",
+                        f"{chosen.short_id} was rejected at {state.get('rejected_at')}: "
+                        f"{state.get('last_error')}; still serving "
+                        f"{(state.get('snapshot_id') or 'nothing')[:8]}",
+                    ).as_dict()
+                ],
+            }
+        origin = Origin(
+            node=standby.source,
+            repository=config.repository,
+            restic=config.restic,
+            trusted_keys=list(config.trusted_keys),
+            trust_keys=list(trust_keys or []),
+            state_dir=config.state_dir,
+        )
+        try:
+            raw = restic.dump_text(chosen.id, manifest.MANIFEST_PATH).encode()
+            signature = restic.dump_text(chosen.id, manifest.SIGNATURE_PATH)
+        except errors.ResticFailed:
+            raise errors.Refused(f"snapshot {chosen.short_id} has no drkit manifest") from None
+        opened = open_manifest(origin, raw, signature, None)
+        local = localsettings.parse(standby.local)
+        result = _apply(config, restic, chosen, opened, raw, local, dry_run, state)
+        result.update(base)
+        return result
+
+
+def _apply(config, restic, chosen, opened, raw, local, dry_run, state) -> dict:
+    root = Path(config.root).resolve()
+    node_manifest = opened.manifest
+    staging = on_root(root, STAGING) / f"standby-{chosen.short_id}-{secrets.token_hex(4)}"
+    staging.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    found: list[Check] = [passed("manifest signature", f"signed by {opened.signer}")]
+    try:
+        restic.restore(chosen.id, staging)
+        staged = on_root(staging, manifest.MANIFEST_PATH)
+        if not staged.is_file() or staged.read_bytes() != raw:
+            raise errors.Refused(f"snapshot {chosen.short_id}: restored manifest differs")
+        problems = screen.screen_staging(staging, node_manifest) + [
+            f"{entry['path']}: {difference}"
+            for entry in node_manifest["files"]
+            if (difference := manifest.compare_entry(on_root(staging, entry["path"]), entry))
+        ]
+        if problems:
+            raise errors.Refused(
+                f"snapshot {chosen.short_id} does not match its signed manifest: {problems[0]}"
+            )
+        entries = {entry["path"]: dict(entry) for entry in node_manifest["files"]}
+        steps, kept = _plan(root, staging, node_manifest, entries, local)
+        changes = [step for step in steps if step.action != "unchanged"]
+        plan = [step.as_dict() for step in steps if step.action != "unchanged"]
+        if dry_run:
+            return {"ok": True, "changed": bool(changes), "plan": plan, "kept_local": kept,
+                    "checks": [c.as_dict() for c in found]}  # fmt: skip
+        applier = apply.Applier(root, staging, staging / ".replaced")
+        applier.apply(changes, entries)
+        merged = accounts.merge_accounts(root, node_manifest["accounts"])
+        for host_path, text in merged.items():
+            before = host_path.read_text() if host_path.is_file() else None
+            if before != text:
+                applier.write_text(host_path, text, 0o640 if host_path.name == "shadow" else 0o644)
+        for kind in node_manifest.get("profiles", []):
+            found += profiles.load(kind).checks(root, node_manifest)
+        bad = [check for check in found if check.status == "fail"]
+        now = _now()
+        if bad:
+            applier.rollback()
+            error = f"{bad[0].name}: {bad[0].detail}"
+            log.error("standby sync of %s rolled back: %s", chosen.short_id, error)
+            state.update(rejected=chosen.id, rejected_at=manifest.utc_text(now), last_error=error)
+            _write_state(config, state)
+            found.append(
+                failed("standby: rolled back", f"kept {len(changes)} path(s) as they were")
+            )
+            return {
+                "ok": False,
+                "changed": False,
+                "rolled_back": True,
+                "applied_at": state.get("applied_at"),
+                "lag_seconds": _lag(state.get("snapshot_time"), now),
+                "plan": plan,
+                "kept_local": kept,
+                "checks": [c.as_dict() for c in found],
+            }
+        changed = bool(changes) or bool(applier.undo)
+        reload = _reload(config) if changed else None
+        if reload is not None:
+            found.append(reload)
+        state.update(
+            source=config.standby.source,
+            snapshot_id=chosen.id,
+            snapshot_time=manifest.utc_text(chosen.time),
+            applied_at=manifest.utc_text(now),
+            ok=True,
+            changed=changed,
+            rejected=None,
+            last_error=None,
+            manifest_sha256=hashlib.sha256(raw).hexdigest(),
+        )
+        _write_state(config, state)
+        return {
+            "ok": True,
+            "changed": changed,
+            "rolled_back": False,
+            "applied_at": state["applied_at"],
+            "lag_seconds": _lag(state["snapshot_time"], now),
+            "plan": plan,
+            "kept_local": kept,
+            "checks": [c.as_dict() for c in found],
+        }
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            staging.parent.rmdir()
+
+
+def _plan(root, staging, node_manifest, entries, local) -> tuple[list[apply.Step], list[str]]:
+    """Return the plan without this node's local paths, with local settings merged in.
+
+    A file with local settings is rewritten in staging: the source's content with this
+    node's values of those settings. It is unchanged when that equals the live file.
+    """
+    kept: list[str] = []
+    steps = []
+    for step in apply.plan(root, node_manifest):
+        if local.path_is_local(step.path):
+            kept.append(step.path)
+            continue
+        entry = entries.get(step.path)
+        settings = local.settings_of(step.path) if entry and entry["type"] == "file" else []
+        if not settings or step.action == "remove":
+            steps.append(step)
+            continue
+        staged, live = on_root(staging, step.path), on_root(root, step.path)
+        live_text = live.read_text(errors="replace") if live.is_file() else None
+        text = localsettings.merge(staged.read_text(errors="replace"), live_text, settings)
+        data = text.encode()
+        staged.write_bytes(data)
+        entry.update(size=len(data), sha256=hashlib.sha256(data).hexdigest())
+        kept.append(
+            f"{step.path}:"
+            + ",".join(s.key if not s.section else f"[{s.section}]/{s.key}" for s in settings)
+        )
+        if live_text is not None and live.read_bytes() == data and not _meta_differs(live, entry):
+            steps.append(apply.Step(step.path, "unchanged"))
+        else:
+            steps.append(apply.Step(step.path, "change" if live.exists() else "add"))
+    return steps, kept
+
+
+def _meta_differs(host: Path, entry: dict) -> bool:
+    info = host.lstat()
+    return f"{info.st_mode & 0o7777:04o}" != entry["mode"] or (info.st_uid, info.st_gid) != (
+        entry["uid"],
+        entry["gid"],
+    )
+
+
+def _reload(config: Config) -> Check | None:
+    command = config.standby.reload if config.standby else None
+    if not command:
+        return None
+    argv = shlex.split(command)
+    try:
+        done = runner.run(argv, timeout=120)
+    except errors.DrkitError as exc:
+        return failed("standby: reload", exc.message)
+    if done.returncode != 0:
+        return failed("standby: reload", f"{argv[0]} exit {done.returncode}: {done.stderr_tail}")
+    return passed("standby: reload", f"{argv[0]} exit 0")
+
+
+def status(config: Config) -> dict:
+    """Return the standby status document: source, snapshot applied, when, lag."""
+    state = read_state(config)
+    following = config.standby is not None
+    now = _now()
+    lag = _lag(state.get("snapshot_time"), now) if state.get("snapshot_id") else None
+    rpo = int(parse_duration(config.objectives.rpo).total_seconds())
+    ok = following and lag is not None and lag <= rpo and not state.get("rejected")
+    return {
+        "ok": bool(ok) if following else True,
+        "node": config.node,
+        "following": following,
+        "source": config.standby.source if following else state.get("source"),
+        "snapshot_id": state.get("snapshot_id"),
+        "snapshot_time": state.get("snapshot_time"),
+        "applied_at": state.get("applied_at"),
+        "lag_seconds": lag,
+        "rpo_seconds": rpo,
+        "rejected": state.get("rejected"),
+        "last_error": state.get("last_error"),
+        "promoted_at": state.get("promoted_at"),
+    }
+
+
+def promote(config: Config, config_path: Path) -> dict:
+    """Stop following: drop the standby section from drkit.yaml; this node backs itself up."""
+    standby = _following(config)
+    state = read_state(config)
+    promoted = config.model_copy(update={"standby": None})
+    text = dump_config(promoted)
+    temporary = config_path.with_name(f".{config_path.name}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    os.replace(temporary, config_path)
+    now = manifest.utc_text(_now())
+    state.update(promoted_at=now, promoted_from=standby.source)
+    _write_state(config, state)
+    return {
+        "ok": True,
+        "node": config.node,
+        "promoted_from": standby.source,
+        "last_applied_snapshot": state.get("snapshot_id"),
+        "promoted_at": now,
+        "config": str(config_path),
+        "next": "this node now backs itself up: run `drkit backup` (the daemon's backup job runs)",
+    }

@@ -1,0 +1,267 @@
+"""What changed between two signed manifests, in words an operator acts on.
+
+Only manifests are compared here (no policy, no I/O): files added, removed and changed by
+category; host keys replaced; certificates renewed or now expiring sooner; user keys added or
+removed; accounts added, removed or changed. Secrets never appear: a private key is named by its
+path and public fingerprint only, a shadow entry only as "password hash changed", and the
+unified diffs (made by the caller) are limited to text files of the categories in TEXT_DIFF
+that hold no key.
+"""
+
+from __future__ import annotations
+
+import difflib
+import posixpath
+import re
+from datetime import datetime
+
+TEXT_DIFF_CATEGORIES = ("config", "scripts")
+TEXT_DIFF_MAX_BYTES = 256 * 1024
+_HASH = re.compile(r"\$(?:1|2[abxy]?|5|6|y|gy|7|sha1|md5)\$[^\s:]+")
+_PRIVATE_BLOCK = re.compile(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----")
+
+
+def _name(path: str) -> str:
+    return posixpath.basename(path)
+
+
+def _time(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def _file_detail(old: dict, new: dict, private: bool) -> str:
+    """Return how one file changed: content, size, mode, owner, link, type."""
+    parts = []
+    if old.get("type") != new.get("type"):
+        parts.append(f"type {old.get('type')} → {new.get('type')}")
+    elif new.get("type") == "symlink" and old.get("link") != new.get("link"):
+        parts.append(f"symlink {old.get('link')} → {new.get('link')}")
+    elif new.get("type") == "file" and old.get("sha256") != new.get("sha256"):
+        if private:
+            parts.append("private key content changed (not shown)")
+        else:
+            parts.append(f"content changed ({old.get('size')} → {new.get('size')} bytes)")
+    if old.get("mode") != new.get("mode"):
+        parts.append(f"mode {old.get('mode')} → {new.get('mode')}")
+    old_owner = f"{old.get('user')}:{old.get('group')}"
+    new_owner = f"{new.get('user')}:{new.get('group')}"
+    if (old.get("uid"), old.get("gid")) != (new.get("uid"), new.get("gid")):
+        parts.append(f"owner {old_owner} → {new_owner}")
+    return "; ".join(parts)
+
+
+def _private_paths(manifest: dict) -> set[str]:
+    return {key["path"] for key in manifest.get("keys", []) if key.get("private")}
+
+
+def compare_files(old: dict, new: dict) -> list[dict]:
+    """Return [{category, path, change, detail}] for every file added, removed or changed."""
+    before = {entry["path"]: entry for entry in old.get("files", [])}
+    after = {entry["path"]: entry for entry in new.get("files", [])}
+    private = _private_paths(old) | _private_paths(new)
+    changes = []
+    for path in sorted(set(before) | set(after)):
+        was, now = before.get(path), after.get(path)
+        if was is None:
+            detail = now["type"] if now["type"] != "file" else f"{now.get('size')} bytes"
+            changes.append(
+                {"category": now["category"], "path": path, "change": "added", "detail": detail}
+            )
+        elif now is None:
+            changes.append(
+                {"category": was["category"], "path": path, "change": "removed", "detail": ""}
+            )
+        else:
+            detail = _file_detail(was, now, path in private)
+            if detail:
+                changes.append(
+                    {
+                        "category": now["category"],
+                        "path": path,
+                        "change": "changed",
+                        "detail": detail,
+                    }
+                )
+    return changes
+
+
+def host_key_notes(old: dict, new: dict) -> list[str]:
+    """Return sentences about host keys replaced, added or removed."""
+    notes = []
+    before = {key["path"]: key for key in old.get("host_keys", [])}
+    after = {key["path"]: key for key in new.get("host_keys", [])}
+    for path in sorted(set(before) | set(after)):
+        was, now = before.get(path), after.get(path)
+        if was is None:
+            notes.append(f"host key {_name(path)} added ({now['type']} {now['fingerprint']})")
+        elif now is None:
+            notes.append(f"host key {_name(path)} removed (was {was['fingerprint']})")
+        elif was["fingerprint"] != now["fingerprint"]:
+            notes.append(
+                f"host key {_name(path)} replaced: {was['fingerprint']} → {now['fingerprint']}; "
+                "clients that pinned the old key will refuse to connect"
+            )
+    return notes
+
+
+def certificate_notes(old: dict, new: dict) -> list[str]:
+    """Return sentences about certificates renewed, replaced, added or removed."""
+    notes = []
+    before = {cert["path"]: cert for cert in old.get("certificates", [])}
+    after = {cert["path"]: cert for cert in new.get("certificates", [])}
+    for path in sorted(set(before) | set(after)):
+        was, now = before.get(path), after.get(path)
+        if was is None:
+            notes.append(f"certificate {path} added ({now['subject']}, expires {now['not_after']})")
+            continue
+        if now is None:
+            notes.append(f"certificate {path} removed ({was['subject']})")
+            continue
+        if was["fingerprint"] == now["fingerprint"]:
+            continue
+        old_end, new_end = _time(was["not_after"]), _time(now["not_after"])
+        if new_end > old_end:
+            sentence = (
+                f"certificate {path} renewed: expires {now['not_after']} (was {was['not_after']})"
+            )
+        elif new_end < old_end:
+            sentence = (
+                f"certificate {path} replaced and now expires sooner: {now['not_after']} "
+                f"(was {was['not_after']})"
+            )
+        else:
+            sentence = f"certificate {path} replaced, same expiry {now['not_after']}"
+        if was["subject"] != now["subject"]:
+            sentence += f"; subject {was['subject']} → {now['subject']}"
+        if was["key_fingerprint"] != now["key_fingerprint"]:
+            sentence += "; it certifies a new key"
+        notes.append(sentence)
+    return notes
+
+
+def _owner(manifest: dict, path: str) -> str:
+    for entry in manifest.get("files", []):
+        if entry["path"] == path:
+            return entry.get("user") or "?"
+    match = re.match(r"^/home/([^/]+)/", path)
+    return match.group(1) if match else "?"
+
+
+def user_key_notes(old: dict, new: dict) -> list[str]:
+    """Return sentences about authorized keys added or removed, per user."""
+    notes = []
+
+    def listed(manifest: dict) -> dict[tuple[str, str], dict]:
+        return {
+            (key["path"], key["fingerprint"]): key
+            for key in manifest.get("keys", [])
+            if key.get("category") == "user_keys" and not key.get("private")
+        }
+
+    before, after = listed(old), listed(new)
+    for path, fingerprint in sorted(set(after) - set(before)):
+        user = _owner(new, path)
+        key_type = after[(path, fingerprint)]["type"]
+        notes.append(f"user {user}: key {fingerprint} ({key_type}) added to {path}")
+    for path, fingerprint in sorted(set(before) - set(after)):
+        user = _owner(old, path)
+        key_type = before[(path, fingerprint)]["type"]
+        notes.append(f"user {user}: key {fingerprint} ({key_type}) removed from {path}")
+    return notes
+
+
+_PASSWD_FIELDS = ("name", "password", "uid", "gid", "comment", "home", "shell")
+
+
+def account_changes(old: dict, new: dict) -> tuple[list[dict], list[str]]:
+    """Return (changes, notes) for the accounts the server needs. Shadow entries are compared
+    but never shown: a changed one is reported as "password hash changed"."""
+    changes, notes = [], []
+    before = {account["name"]: account for account in old.get("accounts", [])}
+    after = {account["name"]: account for account in new.get("accounts", [])}
+    for name in sorted(set(before) | set(after)):
+        was, now = before.get(name), after.get(name)
+        path = f"/etc/passwd:{name}"
+        if was is None:
+            changes.append(
+                {"category": "accounts", "path": path, "change": "added", "detail": "new account"}
+            )
+            notes.append(f"new allowed user {name}")
+            continue
+        if now is None:
+            changes.append(
+                {"category": "accounts", "path": path, "change": "removed", "detail": ""}
+            )
+            notes.append(f"user {name} is no longer among the server's accounts")
+            continue
+        parts = []
+        old_fields = (was["passwd"].split(":") + [""] * 7)[:7]
+        new_fields = (now["passwd"].split(":") + [""] * 7)[:7]
+        for label, a, b in zip(_PASSWD_FIELDS, old_fields, new_fields, strict=True):
+            if a != b and label != "password":
+                parts.append(f"{label} {a} → {b}")
+        if (was.get("shadow") or "") != (now.get("shadow") or ""):
+            parts.append("password hash changed (not shown)")
+        old_groups = {line.split(":")[0] for line in was.get("groups", [])}
+        new_groups = {line.split(":")[0] for line in now.get("groups", [])}
+        parts += [f"added to group {group}" for group in sorted(new_groups - old_groups)]
+        parts += [f"removed from group {group}" for group in sorted(old_groups - new_groups)]
+        if parts:
+            detail = "; ".join(parts)
+            changes.append(
+                {"category": "accounts", "path": path, "change": "changed", "detail": detail}
+            )
+            notes.append(f"account {name} changed: {detail}")
+    return changes, notes
+
+
+def compare(old: dict, new: dict) -> tuple[list[dict], list[str]]:
+    """Return (changes, notes) between two manifests."""
+    changes = compare_files(old, new)
+    account_list, account_notes = account_changes(old, new)
+    notes = (
+        host_key_notes(old, new)
+        + certificate_notes(old, new)
+        + user_key_notes(old, new)
+        + account_notes
+    )
+    return changes + account_list, notes
+
+
+def wants_text_diff(change: dict, old: dict, new: dict) -> bool:
+    """Return True when a change deserves a unified diff: a text-category file that holds no
+    key, small enough to read."""
+    if change["category"] not in TEXT_DIFF_CATEGORIES:
+        return False
+    if change["path"] in _private_paths(old) | _private_paths(new):
+        return False
+    key_paths = {key["path"] for manifest in (old, new) for key in manifest.get("keys", [])}
+    if change["path"] in key_paths:
+        return False
+    for manifest in (old, new):
+        for entry in manifest.get("files", []):
+            if entry["path"] == change["path"] and (
+                entry.get("type") != "file" or (entry.get("size") or 0) > TEXT_DIFF_MAX_BYTES
+            ):
+                return False
+    return change["change"] == "added" or "content changed" in change["detail"]
+
+
+def unified(path: str, old_text: str | None, new_text: str | None) -> str | None:
+    """Return a unified diff of two texts, or None when either side is not safe to show
+    (binary, or holding private key material); crypt hashes are masked."""
+    texts = []
+    for text in (old_text, new_text):
+        if text is None:
+            texts.append("")
+            continue
+        if "\x00" in text or _PRIVATE_BLOCK.search(text):
+            return None
+        texts.append(_HASH.sub("[hash not shown]", text))
+    lines = difflib.unified_diff(
+        texts[0].splitlines(keepends=True),
+        texts[1].splitlines(keepends=True),
+        fromfile=f"a{path}" if old_text is not None else "/dev/null",
+        tofile=f"b{path}" if new_text is not None else "/dev/null",
+    )
+    return "".join(line if line.endswith("\n") else line + "\n" for line in lines)

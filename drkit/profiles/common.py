@@ -1,0 +1,519 @@
+"""What the FTP-family profiles (proftpd, vsftpd, sftpplus, generic) share.
+
+Policy files, the files a config names (Ref) and how they become an Inventory, file-mode and
+key/certificate checks, a free loopback port, RFC 4716 keys, password hashes, and the two
+clients a smoke run drives: the OpenSSH `sftp` client pinned to the manifest's host keys, and
+Python's ftplib over explicit TLS pinned to the manifest's certificate.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import ftplib
+import functools
+import hashlib
+import io
+import os
+import posixpath
+import secrets
+import shutil
+import socket
+import ssl
+import stat
+import sys
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import yaml
+
+from drkit import runner
+from drkit.engines import keys
+from drkit.engines.checks import Check, failed, passed, warned
+from drkit.paths import on_root, to_node
+from drkit.profiles.base import Entry, Inventory
+
+UPLOAD_DIRS = (".", "upload", "uploads", "incoming")
+CERT_WARN_DAYS = 30
+
+
+@functools.cache
+def policy(name: str) -> dict:
+    """Return policies/<name>.yaml."""
+    from drkit.profiles import openssh
+
+    return yaml.safe_load((openssh.policy_dir() / f"{name}.yaml").read_text())
+
+
+def find_program(name: str, candidates: list[str]) -> str | None:
+    """Return the first executable among candidates (absolute paths, or names on PATH), then
+    <drkit's installation>/.tools/bin/<name> (where bootstrap unpacks a conflicting package)."""
+    for candidate in candidates:
+        found = candidate if candidate.startswith("/") else shutil.which(candidate)
+        if found and os.access(found, os.X_OK) and Path(found).is_file():
+            return found
+    package_dir = Path(__file__).resolve().parents[2]
+    venv_parent = Path(sys.prefix).resolve().parent
+    for base in dict.fromkeys([package_dir, venv_parent]):
+        bundled = base / ".tools" / "bin" / name
+        if bundled.is_file() and os.access(bundled, os.X_OK):
+            return str(bundled)
+    return None
+
+
+# --- what a config names ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Ref:
+    """A file or directory a server's config names."""
+
+    path: str
+    category: str
+    directive: str
+    where: str
+    required: bool = True
+    directory: bool = False
+
+
+def is_file(root: Path, node_path: str) -> bool:
+    host = on_root(root, node_path)
+    return host.is_file() or host.is_symlink()
+
+
+def walk_files(root: Path, node_dir: str) -> list[str]:
+    """Return the node paths of every file and symlink under a directory (links not followed)."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(on_root(root, node_dir)):
+        dirnames.sort()
+        links = [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]
+        found += [to_node(root, Path(dirpath, n)) for n in sorted(filenames + links)]
+    return found
+
+
+def inventory_from_refs(
+    root: Path, config_files: list[str], refs: list[Ref], warnings: list[str]
+) -> Inventory:
+    """Return the Inventory of config files plus every existing referenced path.
+
+    A missing required reference becomes a warning: a backup takes what exists.
+    """
+    found = Inventory(warnings=list(warnings))
+    seen: set[str] = set()
+
+    def add(path: str, category: str) -> None:
+        if path not in seen:
+            seen.add(path)
+            found.files.append(Entry(path, category))
+
+    for path in config_files:
+        add(path, "config")
+    for ref in refs:
+        host = on_root(root, ref.path)
+        if ref.directory or host.is_dir():
+            if host.is_dir():
+                if ref.path not in {entry.path for entry in found.dirs}:
+                    found.dirs.append(Entry(ref.path, ref.category))
+                    for path in walk_files(root, ref.path):
+                        add(path, ref.category)
+            elif ref.required:
+                found.warnings.append(f"{ref.directive} {ref.path} ({ref.where}) is missing")
+        elif is_file(root, ref.path):
+            add(ref.path, ref.category)
+        elif ref.required:
+            found.warnings.append(f"{ref.directive} {ref.path} ({ref.where}) is missing")
+    found.warnings = list(dict.fromkeys(found.warnings))
+    return found
+
+
+def named_files_check(root: Path, refs: list[Ref], label: str = "config") -> list[Check]:
+    """Fail once per required path that is missing; else one pass."""
+    required = list({r.path: r for r in reversed(refs) if r.required}.values())
+    missing = [
+        r
+        for r in reversed(required)
+        if not (on_root(root, r.path).is_dir() if r.directory else is_file(root, r.path))
+    ]
+    results = [
+        failed(f"{label}: missing {r.path}", f"{r.directive} ({r.where}) names a missing path")
+        for r in missing
+    ]
+    if not missing:
+        results.append(passed(f"{label}: named files", f"all {len(required)} named paths exist"))
+    return results
+
+
+def describe_file(root: Path, node_path: str) -> keys.KeyInfo | None:
+    try:
+        return keys.describe_key(on_root(root, node_path).read_bytes())
+    except OSError:
+        return None
+
+
+def private_key_mode_check(root: Path, node_path: str, label: str, forbid: int = 0o077) -> Check:
+    """Return pass when a private key is root-owned and has none of the forbidden bits."""
+    name = f"{label} mode: {node_path}"
+    try:
+        info = os.stat(on_root(root, node_path))
+    except OSError:
+        return failed(name, "missing")
+    mode, problems = stat.S_IMODE(info.st_mode), []
+    if mode & forbid:
+        problems.append(f"mode {mode:04o}: readable by others, must be 0600 or 0400")
+    if info.st_uid != 0:
+        problems.append(f"owned by uid {info.st_uid}, not root")
+    return failed(name, "; ".join(problems)) if problems else passed(name, f"{mode:04o} root")
+
+
+def host_key_checks(root: Path, paths: list[str], manifest: dict) -> list[Check]:
+    """Each host key: safe mode, parses, and has the fingerprint the manifest recorded."""
+    recorded = {entry["path"]: entry for entry in manifest.get("host_keys", [])}
+    results = []
+    for path in dict.fromkeys(paths):
+        if not is_file(root, path):
+            continue
+        results.append(private_key_mode_check(root, path, "host key"))
+        info = describe_file(root, path)
+        name = f"host key: {path}"
+        entry = recorded.get(path)
+        if info is None:
+            results.append(failed(name, "not a readable private key"))
+        elif entry is None:
+            results.append(warned(name, f"{info.type} {info.fingerprint}: not in the backup"))
+        elif info.fingerprint != entry["fingerprint"]:
+            detail = f"is {info.fingerprint}, the backup had {entry['fingerprint']}"
+            results.append(failed(name, detail))
+        else:
+            results.append(passed(name, f"{info.type} {info.fingerprint} as in the backup"))
+    return results
+
+
+def certificate_pair_check(root: Path, certificate: str, key: str | None) -> Check:
+    """Return whether a certificate parses and its named private key matches it.
+
+    Servers do not notice a mismatched pair at start-up (ProFTPD starts, then every TLS session
+    dies): only this comparison, or a real login, finds it.
+    """
+    name = f"tls pair: {certificate}"
+    try:
+        info = keys.describe_certificate(on_root(root, certificate).read_bytes())
+    except OSError as exc:
+        return failed(name, f"certificate unreadable ({exc.strerror})")
+    if info is None:
+        return failed(name, "not a PEM certificate")
+    if key is None:
+        if describe_file(root, certificate) is not None:
+            return passed(name, "key held in the same file")
+        return warned(name, "no key named for this certificate")
+    private = describe_file(root, key)
+    if private is None:
+        return failed(name, f"its key {key} is missing or does not parse")
+    if private.fingerprint != info.key_fingerprint:
+        return failed(name, f"{key} does not match the certificate: TLS sessions would fail")
+    return passed(name, f"matches {key}")
+
+
+def certificate_checks(root: Path, manifest: dict, paths: list[str]) -> list[Check]:
+    """Expiry and equality with the backup of the manifest's certificates at the given paths."""
+    wanted = set(paths)
+    warn_after = timedelta(days=CERT_WARN_DAYS)
+    results = []
+    for entry in manifest.get("certificates", []):
+        if entry["path"] not in wanted:
+            continue
+        name = f"certificate: {entry['path']}"
+        try:
+            info = keys.describe_certificate(on_root(root, entry["path"]).read_bytes())
+        except OSError as exc:
+            results.append(failed(name, f"unreadable ({exc.strerror})"))
+            continue
+        if info is None:
+            results.append(failed(name, "not a PEM certificate"))
+            continue
+        left = info.not_after - datetime.now(UTC)
+        until = info.not_after.strftime("%Y-%m-%dT%H:%M:%SZ")
+        if entry.get("fingerprint") and entry["fingerprint"] != info.fingerprint:
+            results.append(warned(name, f"differs from the backup; valid until {until}"))
+        elif left <= timedelta(0):
+            results.append(failed(name, f"expired {until}"))
+        elif left <= warn_after:
+            results.append(warned(name, f"expires {until}, in {left.days} days"))
+        else:
+            results.append(passed(name, f"valid until {until}, as in the backup"))
+    return results
+
+
+def certificate_names(root: Path, certificate: str) -> list[str]:
+    """Return the DNS names a certificate was issued for (SAN, else CN)."""
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    cert = x509.load_pem_x509_certificate(on_root(root, certificate).read_bytes())
+    with contextlib.suppress(x509.ExtensionNotFound):
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+        names = san.value.get_values_for_type(x509.DNSName)
+        if names:
+            return names
+    return [attr.value for attr in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+
+
+# --- keys, passwords, ports ------------------------------------------------------------------
+
+
+def rfc4716(public_line: str, comment: str = "drkit") -> str:
+    """Return an OpenSSH one-line public key in RFC 4716 form (`ssh-keygen -e`)."""
+    blob = public_line.split()[1]
+    lines = [blob[i : i + 70] for i in range(0, len(blob), 70)]
+    begin, end = "---- BEGIN SSH2 PUBLIC KEY ----", "---- END SSH2 PUBLIC KEY ----"
+    return "\n".join([begin, f'Comment: "{comment}"', *lines, end, ""])
+
+
+def rfc4716_keys(text: str) -> list[keys.KeyInfo]:
+    """Return the keys of an RFC 4716 file (several blocks allowed)."""
+    found, inside, body, header_continues = [], False, [], False
+    for raw in text.splitlines():
+        line = raw.strip()
+        if line == "---- BEGIN SSH2 PUBLIC KEY ----":
+            inside, body, header_continues = True, [], False
+        elif line == "---- END SSH2 PUBLIC KEY ----" and inside:
+            inside = False
+            with contextlib.suppress(ValueError, IndexError):
+                blob = base64.b64decode("".join(body))
+                length = int.from_bytes(blob[:4], "big")
+                key_type = blob[4 : 4 + length].decode()
+                info = keys.describe_key(f"{key_type} {base64.b64encode(blob).decode()}".encode())
+                if info:
+                    found.append(info)
+        elif inside:
+            if header_continues or ":" in line:
+                header_continues = line.endswith("\\")
+                continue
+            body.append(line)
+    return found
+
+
+def hash_password(password: str) -> str:
+    """Return a SHA-512 crypt(3) hash; the password goes to openssl on stdin, never argv."""
+    done = runner.run(["openssl", "passwd", "-6", "-stdin"], input_text=password + "\n")
+    if done.returncode != 0 or not done.stdout.startswith("$6$"):
+        raise RuntimeError("openssl passwd -6 failed")
+    return done.stdout.strip()
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_port(port: int, server: runner.Service, timeout: float) -> bool:
+    """Wait until 127.0.0.1:port accepts connections while the server runs."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and server.alive():
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def make_client_key(work: Path) -> tuple[Path, str] | None:
+    """Create a throw-away ed25519 client key; return (private key path, public line)."""
+    key = work / "client_key"
+    argv = ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "drkit-smoke", "-f", str(key)]
+    if runner.run(argv).returncode != 0:
+        return None
+    return key, (work / "client_key.pub").read_text().strip()
+
+
+# --- the SFTP client, pinned -----------------------------------------------------------------
+
+
+def keyscan_checks(host_keys: list[dict], port: int, label: str) -> list[Check]:
+    """Ask the server for each host key type the manifest holds; compare fingerprints."""
+    from drkit.profiles import openssh
+
+    names = openssh.policy()["smoke"]["keyscan_types"]
+    by_type: dict[str, list[str]] = {}
+    for entry in host_keys:
+        by_type.setdefault(entry["type"], []).append(entry["fingerprint"])
+    results = []
+    for key_type, expected in by_type.items():
+        name = f"smoke: {label} host key {key_type}"
+        argv = ["ssh-keyscan", "-T", "5", "-p", str(port), "-t", names.get(key_type, key_type)]
+        done = runner.run([*argv, "127.0.0.1"], timeout=30)
+        served = []
+        for line in done.stdout.splitlines():
+            fields = line.split()
+            if len(fields) >= 3 and not line.startswith("#"):
+                info = keys.describe_key(f"{fields[1]} {fields[2]}".encode())
+                if info is not None and info.type == key_type:
+                    served.append(info)
+        if not served:
+            results.append(failed(name, "not served"))
+        elif served[0].fingerprint not in expected:
+            detail = f"served {served[0].fingerprint}, the backup has {', '.join(expected)}"
+            results.append(failed(name, detail))
+        else:
+            results.append(passed(name, f"served {served[0].fingerprint} as in the backup"))
+    return results
+
+
+def _sftp(key: Path, known_hosts: Path, port: int, user: str, batch: str, work: Path):
+    batch_file = work / f"batch-{secrets.token_hex(4)}"
+    batch_file.write_text(batch)
+    argv = [
+        "sftp", "-F", "/dev/null",
+        "-o", "StrictHostKeyChecking=yes", "-o", f"UserKnownHostsFile={known_hosts}",
+        "-o", "GlobalKnownHostsFile=/dev/null", "-o", "BatchMode=yes",
+        "-o", "IdentitiesOnly=yes", "-o", "ConnectTimeout=10", "-o", "LogLevel=ERROR",
+        "-o", "PreferredAuthentications=publickey",
+        "-i", str(key), "-P", str(port), "-b", str(batch_file), f"{user}@127.0.0.1",
+    ]  # fmt: skip
+    return runner.run(argv, env={"SSH_AUTH_SOCK": ""}, timeout=60)
+
+
+def sftp_checks(
+    host_keys: list[dict], user: str, port: int, key: Path, work: Path, label: str, hint=None
+) -> list[Check]:
+    """Log in with the OpenSSH sftp client pinned to host_keys; put, get, compare, remove."""
+    known_hosts = work / f"known_hosts-{port}"
+    known_hosts.write_text("".join(f"[127.0.0.1]:{port} {k['public_line']}\n" for k in host_keys))
+    started = time.monotonic()
+    login = _sftp(key, known_hosts, port, user, "pwd\n", work)
+    if login.returncode != 0:
+        detail = login.stderr_tail.replace("\n", " | ") or "sftp failed"
+        extra = hint() if hint else ""
+        return [
+            failed(f"smoke: {label} login", f"{user}: {detail}" + (f" ({extra})" if extra else "")),
+            failed(f"smoke: {label} round trip", "no login"),
+        ]
+    elapsed = time.monotonic() - started
+    results = [passed(f"smoke: {label} login", f"{user} in {elapsed:.2f} s, pinned host key")]
+    payload = secrets.token_bytes(4096)
+    local, back = work / f"payload-{port}", work / f"payload-{port}.back"
+    local.write_bytes(payload)
+    name, reasons = f".drkit-smoke-{secrets.token_hex(6)}", []
+    check = f"smoke: {label} round trip"
+    for directory in UPLOAD_DIRS:
+        remote = f"{directory}/{name}"
+        batch = f'put "{local}" "{remote}"\n-get "{remote}" "{back}"\nrm "{remote}"\n'
+        done = _sftp(key, known_hosts, port, user, batch, work)
+        if back.is_file():
+            if back.read_bytes() != payload:
+                return [*results, failed(check, f"bytes differ after a round trip in {directory}")]
+            detail = f"wrote, read back and removed {len(payload)} bytes in {directory}"
+            if done.returncode != 0:
+                return [*results, failed(check, f"read back, but could not remove {remote}")]
+            return [*results, passed(check, detail)]
+        last = done.stderr_tail.splitlines()[-1] if done.stderr_tail else "failed"
+        reasons.append(f"{directory}: {last}")
+    return [*results, failed(check, "no writable directory; " + "; ".join(reasons))]
+
+
+# --- the FTPS client, pinned -----------------------------------------------------------------
+
+
+class _ReusingFTPS(ftplib.FTP_TLS):
+    """ftplib over explicit TLS whose data connections reuse the control session's TLS
+    session: ProFTPD and vsftpd refuse data channels that do not (their default)."""
+
+    def ntransfercmd(self, cmd, rest=None):
+        conn, size = ftplib.FTP.ntransfercmd(self, cmd, rest)
+        if self._prot_p:
+            conn = self.context.wrap_socket(
+                conn, server_hostname=self.host, session=self.sock.session
+            )
+        return conn, size
+
+
+def ftps_checks(
+    port: int,
+    user: str,
+    password: str,
+    trusted_pem: str,
+    server_name: str,
+    expected: set[str],
+    label: str = "ftps",
+    hint=None,
+) -> list[Check]:
+    """Log in over FTP with AUTH TLS, trusting only trusted_pem and checking server_name;
+    the certificate served must be one of expected (sha256 of DER); put, get, compare, delete."""
+    context = ssl.create_default_context(cadata=trusted_pem)
+    context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
+    context.check_hostname = True
+    client = _ReusingFTPS(context=context, timeout=15)
+    login_name, trip_name = f"smoke: {label} login", f"smoke: {label} round trip"
+    started = time.monotonic()
+    try:
+        client.connect("127.0.0.1", port)
+        client.host = server_name  # SNI and hostname check against the certificate's name
+        client.auth()
+        served = hashlib.sha256(client.sock.getpeercert(binary_form=True)).hexdigest()
+        client.login(user, password)
+        client.prot_p()
+    except (OSError, EOFError, ftplib.Error, ssl.SSLError) as exc:
+        with contextlib.suppress(Exception):
+            client.close()
+        extra = hint() if hint else ""
+        detail = f"{user}: {type(exc).__name__}: {str(exc).strip()[:200]}"
+        return [
+            failed(login_name, detail + (f" ({extra})" if extra else "")),
+            failed(trip_name, "no login"),
+        ]
+    try:
+        if served not in expected:
+            return [
+                failed(login_name, f"served certificate {served[:16]}… is not the backup's"),
+                failed(trip_name, "not attempted"),
+            ]
+        elapsed = time.monotonic() - started
+        results = [
+            passed(
+                login_name,
+                f"{user} in {elapsed:.2f} s, TLS {client.sock.version()}, certificate for "
+                f"{server_name} as in the backup",
+            )
+        ]
+        payload = secrets.token_bytes(4096)
+        name, reasons = f".drkit-smoke-{secrets.token_hex(6)}", []
+        for directory in UPLOAD_DIRS:
+            remote = name if directory == "." else posixpath.join(directory, name)
+            try:
+                client.storbinary(f"STOR {remote}", io.BytesIO(payload))
+            except (OSError, EOFError, ftplib.Error, ssl.SSLError) as exc:
+                reasons.append(f"{directory}: {str(exc).strip()[:120]}")
+                continue
+            back = io.BytesIO()
+            try:
+                client.retrbinary(f"RETR {remote}", back.write)
+                client.delete(remote)
+            except (OSError, EOFError, ftplib.Error, ssl.SSLError) as exc:
+                return [*results, failed(trip_name, f"stored in {directory}, then: {exc}")]
+            if back.getvalue() != payload:
+                return [
+                    *results,
+                    failed(trip_name, f"bytes differ after a round trip in {directory}"),
+                ]
+            detail = f"wrote, read back and removed {len(payload)} bytes in {directory}"
+            return [*results, passed(trip_name, detail)]
+        return [*results, failed(trip_name, "no writable directory; " + "; ".join(reasons))]
+    finally:
+        with contextlib.suppress(Exception):
+            client.quit()
+        with contextlib.suppress(Exception):
+            client.close()
+
+
+def log_hint(*paths: Path) -> str:
+    """Return the interesting last lines of server logs, for a failed login's detail."""
+    import re
+
+    lines: list[str] = []
+    for path in paths:
+        with contextlib.suppress(OSError):
+            lines += [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+    pattern = r"error|fatal|refused|denied|invalid|failed|unable|oops|no such"
+    interesting = [ln for ln in lines if re.search(pattern, ln, re.I)]
+    return " | ".join(line.strip()[:200] for line in (interesting or lines)[-3:])

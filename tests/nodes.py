@@ -1,0 +1,93 @@
+"""A sample SFTP node initialised against the local S3, driven through the CLI (shared helper).
+
+tests/test_cycle.py keeps its own copy of this class for now; new integration tests use this one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import uuid
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from drkit import sample_node
+from drkit.cli import app
+from drkit.engines import restic as restic_engine
+
+RESTIC = str(restic_engine.find_restic(None))
+SANDBOX_PARENT = Path("/var/lib/drkit-tests")
+
+
+def drkit(*args: str, env: dict | None = None) -> tuple[int, dict]:
+    """Run the CLI in-process with --json; return the exit code and the one JSON document."""
+    result = CliRunner().invoke(app, [*args, "--json"], env=env, catch_exceptions=False)
+    return result.exit_code, json.loads(result.stdout)
+
+
+def make_workspace() -> Path:
+    """Return a fresh root-owned 0755 directory under /var/lib/drkit-tests (not /tmp: sshd
+    refuses chroots under world-writable directories)."""
+    SANDBOX_PARENT.mkdir(mode=0o755, parents=True, exist_ok=True)
+    SANDBOX_PARENT.chmod(0o755)
+    workspace = SANDBOX_PARENT / f"node-{uuid.uuid4().hex[:10]}"
+    workspace.mkdir(mode=0o755)
+    return workspace
+
+
+class Node:
+    """A sample SFTP node under a prefix root with drkit initialised against the local S3."""
+
+    def __init__(self, workspace: Path, repository, node: str = "sftp-1"):
+        self.workspace = workspace
+        self.root = workspace / "root"
+        self.repository = repository
+        self.name = node
+        self.config = workspace / "drkit.yaml"
+        self.state = workspace / "state"
+        self.made = sample_node.build(self.root, smoke_user="drill", chroot=True)
+        includes = [
+            f"--include={category}={pattern}"
+            for category, patterns in self.made["includes"].items()
+            for pattern in patterns
+        ]
+        code, self.init = drkit(
+            "init",
+            "--config", str(self.config),
+            "--node", node,
+            "--root", str(self.root),
+            "--s3-endpoint", repository.s3_endpoint,
+            "--bucket", repository.bucket,
+            "--prefix", repository.prefix,
+            "--password-file", str(repository.password_file),
+            "--smoke-user", "drill",
+            "--state-dir", str(self.state),
+            "--lock-days", "1",
+            *includes,
+        )  # fmt: skip
+        assert code == 0, self.init
+        self.signer = self.init["signer"]
+
+    def run(self, *args: str, env: dict | None = None) -> tuple[int, dict]:
+        return drkit(*args, "--config", str(self.config), env=env)
+
+    def backup(self) -> str:
+        code, document = self.run("backup")
+        assert code == 0, document
+        return document["snapshot_id"]
+
+    def restic(self, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+        env = {
+            **os.environ,
+            "RESTIC_REPOSITORY": self.repository.restic_url,
+            "RESTIC_PASSWORD_FILE": str(self.repository.password_file),
+        }
+        return subprocess.run(
+            [RESTIC, *args], env=env, cwd=cwd, capture_output=True, text=True, check=False
+        )
+
+    def remove(self) -> None:
+        shutil.rmtree(self.workspace, ignore_errors=True)

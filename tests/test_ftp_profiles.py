@@ -1,0 +1,194 @@
+"""ProFTPD (SFTP + FTPS) and vsftpd (FTPS) nodes through the CLI: init, backup, destroy, restore
+with a real login over every protocol the server speaks; and what the checks catch.
+
+Real SeaweedFS, restic, proftpd and vsftpd on 127.0.0.1: nothing here is mocked.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from drkit import sample_nodes
+from drkit.cli import app
+from drkit.engines import accounts, manifest
+from drkit.paths import on_root
+from drkit.profiles import proftpd, vsftpd
+from drkit.sample_node import _Node, _tls
+
+pytestmark = pytest.mark.integration
+
+
+def drkit(*args: str) -> tuple[int, dict]:
+    result = CliRunner().invoke(app, [*args, "--json"], catch_exceptions=False)
+    return result.exit_code, json.loads(result.stdout)
+
+
+def init_node(root: Path, repository, work: Path, server: str, smoke_user: str, node: str):
+    config = work / "drkit.yaml"
+    code, document = drkit(
+        "init",
+        "--config", str(config),
+        "--node", node,
+        "--server", server,
+        "--root", str(root),
+        "--s3-endpoint", repository.s3_endpoint,
+        "--bucket", repository.bucket,
+        "--prefix", repository.prefix,
+        "--password-file", str(repository.password_file),
+        "--smoke-user", smoke_user,
+        "--state-dir", str(work / "state"),
+        "--lock-days", "1",
+    )  # fmt: skip
+    assert code == 0, document
+    return config
+
+
+@pytest.fixture
+def work(node_root: Path):
+    directory = node_root.parent / f"{node_root.name}-work"
+    directory.mkdir(mode=0o755)
+    try:
+        yield directory
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def statuses(document: dict) -> dict[str, str]:
+    return {check["name"]: check["status"] for check in document["checks"]}
+
+
+def test_proftpd_backup_destroy_restore_sftp_and_ftps_login(node_root, s3_repository, work):
+    root = node_root / "root"
+    made = sample_nodes.proftpd(root, smoke_user="pdrill")
+    config = init_node(root, s3_repository, work, "proftpd", "pdrill", "ftp-1")
+    code, backup = drkit("backup", "--config", str(config))
+    assert code == 0 and backup["warnings"] == [], backup
+    code, shown = drkit("show", "latest", "--config", str(config))
+    assert {"config", "host_keys", "user_keys", "accounts", "tls", "audit_logs", "chroot"} <= set(
+        shown["categories"]
+    ), shown["categories"]
+    assert sorted(k["path"] for k in shown["host_keys"]) == sorted(made["host_keys"])
+
+    shutil.rmtree(root)
+    code, restored = drkit("restore", "latest", "--smoke", "--config", str(config))
+    assert code == 0, restored
+    names = statuses(restored)
+    for name in (
+        "config: proftpd -t",
+        "smoke: sftp login",
+        "smoke: sftp round trip",
+        "smoke: ftps login",
+        "smoke: ftps round trip",
+        "smoke: sftp host key ssh-ed25519",
+        "smoke: sftp host key ssh-rsa",
+    ):
+        assert names.get(name) == "pass", (name, restored["checks"])
+    # The restored node answers the real password too: the smoke's sandbox did not change it.
+    users = proftpd.virtual_users(root, proftpd.read_config(root))
+    assert "pdrill" in users
+
+
+def _node_manifest(root: Path, profile) -> dict:
+    found = profile.inventory(root, None)
+    return manifest.build(
+        root,
+        found,
+        node="n",
+        profiles=[profile.NAME],
+        accounts=accounts.read_entries(root, found.users),
+        created=datetime.now(UTC),
+    )
+
+
+def test_proftpd_checks_catch_mismatched_tls_key_and_readable_host_key(node_root):
+    root = node_root / "root"
+    made = sample_nodes.proftpd(root, smoke_user="pdrill")
+    recorded = _node_manifest(root, proftpd)
+    # A new key beside the old certificate: proftpd -t passes, every TLS session would die.
+    other = node_root / "other"
+    other_key, _ = _tls(_Node(other))
+    shutil.copy(on_root(other, other_key), on_root(root, made["tls"]["key"]))
+    on_root(root, made["host_keys"][0]).chmod(0o644)
+    found = {check.name: check for check in proftpd.checks(root, recorded)}
+    assert found[f"tls pair: {made['tls']['certificate']}"].status == "fail"
+    assert "does not match" in found[f"tls pair: {made['tls']['certificate']}"].detail
+    assert found[f"host key mode: {made['host_keys'][0]}"].status == "fail"
+    assert found["config: proftpd -t"].status == "fail"  # proftpd refuses a readable host key
+
+
+def test_proftpd_checks_catch_one_line_authorized_key(node_root):
+    root = node_root / "root"
+    sample_nodes.proftpd(root, smoke_user="pdrill")
+    recorded = _node_manifest(root, proftpd)
+    keys_file = on_root(root, "/etc/proftpd/authorized_keys/pdrill")
+    keys_file.write_text(
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBm0pnd1S6jycD5nhcM8z0vGNLZ7i8nwvjVSlr6Tj0Tg x\n"
+    )
+    found = {check.name: check for check in proftpd.checks(root, recorded)}
+    assert found["user keys: /etc/proftpd/authorized_keys/pdrill"].status == "fail"
+
+
+def test_vsftpd_backup_destroy_restore_ftps_login(node_root, s3_repository, work):
+    root = node_root / "root"
+    sample_nodes.vsftpd(root, smoke_user="vdrill")
+    config = init_node(root, s3_repository, work, "vsftpd", "vdrill", "ftps-1")
+    code, backup = drkit("backup", "--config", str(config))
+    assert code == 0 and backup["warnings"] == [], backup
+    code, shown = drkit("show", "latest", "--config", str(config))
+    assert {"config", "accounts", "tls", "audit_logs", "chroot"} <= set(shown["categories"])
+
+    shutil.rmtree(root)
+    code, restored = drkit("restore", "latest", "--smoke", "--config", str(config))
+    assert code == 0, restored
+    names = statuses(restored)
+    for name in ("config: vsftpd starts", "smoke: ftps login", "smoke: ftps round trip"):
+        assert names.get(name) == "pass", (name, restored["checks"])
+    assert not list(Path("/etc/pam.d").glob("drkit-smoke-*")), "the smoke's PAM service is left"
+    with pytest.raises(KeyError):
+        import pwd
+
+        pwd.getpwnam("vdrill")
+
+
+def test_vsftpd_checks_catch_missing_key_and_pam_store(node_root):
+    root = node_root / "root"
+    made = sample_nodes.vsftpd(root, smoke_user="vdrill")
+    recorded = _node_manifest(root, vsftpd)
+    on_root(root, made["tls"]["key"]).unlink()
+    on_root(root, "/etc/vsftpd/ftpd.passwd").unlink()
+    found = {check.name: check for check in vsftpd.checks(root, recorded)}
+    assert found["config: vsftpd starts"].status == "fail"
+    assert "RSA private key" in found["config: vsftpd starts"].detail
+    assert found[f"vsftpd: missing {made['tls']['key']}"].status == "fail"
+    assert found["vsftpd: missing /etc/vsftpd/ftpd.passwd"].status == "fail"
+
+
+def test_discover_finds_openssh_and_proftpd_and_init_auto_takes_both(
+    node_root, s3_repository, work
+):
+    from drkit import sample_node
+
+    root = node_root / "root"
+    sample_node.build(root, smoke_user="drill", chroot=False)
+    sample_nodes.proftpd(root, smoke_user="pdrill")
+    code, found = drkit("discover", "--root", str(root))
+    assert code == 0, found
+    servers = {server["server"]: server for server in found["servers"]}
+    assert set(servers) == {"openssh", "proftpd"}
+    assert "/etc/ssh/sshd_config" in servers["openssh"]["categories"]["config"]
+    assert "/etc/proftpd/ssh_host_rsa_key" in servers["proftpd"]["categories"]["host_keys"]
+    assert "servers:\n- openssh\n- proftpd" in found["proposed_config"]
+    config = init_node(root, s3_repository, work, "auto", "drill", "mixed-1")
+    import yaml
+
+    assert yaml.safe_load(config.read_text())["servers"] == ["openssh", "proftpd"]
+    code, backup = drkit("backup", "--config", str(config))
+    assert code == 0, backup
+    code, listed = drkit("snapshots", "--config", str(config))
+    assert code == 0 and len(listed) == 1

@@ -1,0 +1,198 @@
+"""Active-passive (standby sync/status/promote) and active-active (fleet drift) through the CLI.
+
+Real SeaweedFS, restic and sshd checks: the nodes are sample OpenSSH nodes under prefix roots
+sharing one repository, as a group's nodes do.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from drkit import sample_node
+from drkit.cli import app
+from drkit.paths import on_root
+
+pytestmark = pytest.mark.integration
+
+
+def drkit(*args: str) -> tuple[int, dict]:
+    result = CliRunner().invoke(app, [*args, "--json"], catch_exceptions=False)
+    return result.exit_code, json.loads(result.stdout)
+
+
+@pytest.fixture
+def pool_dir(node_root: Path) -> Path:
+    """A root-owned directory holding several nodes' roots and work dirs."""
+    return node_root
+
+
+def clone(source: Path, target: Path) -> None:
+    subprocess.run(["cp", "-a", str(source), str(target)], check=True)
+
+
+def init(base: Path, name: str, root: Path, repository, group: str) -> Path:
+    work = base / f"{name}-work"
+    work.mkdir(mode=0o755, exist_ok=True)
+    config = work / "drkit.yaml"
+    code, document = drkit(
+        "init",
+        "--config", str(config),
+        "--node", name,
+        "--group", group,
+        "--root", str(root),
+        "--s3-endpoint", repository.s3_endpoint,
+        "--bucket", repository.bucket,
+        "--prefix", repository.prefix,
+        "--password-file", str(repository.password_file),
+        "--state-dir", str(work / "state"),
+        "--lock-days", "1",
+        "--include", "audit_logs=/var/log/sftp/*",
+    )  # fmt: skip
+    assert code == 0, document
+    return config
+
+
+def edit_config(path: Path, **changes) -> None:
+    data = yaml.safe_load(path.read_text())
+    data.update(changes)
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+def signer(config: Path) -> str:
+    return yaml.safe_load(config.read_text())["trusted_keys"][0]
+
+
+def test_standby_follows_active_keeps_local_and_rolls_back_broken(pool_dir, s3_repository):
+    active_root, passive_root = pool_dir / "active", pool_dir / "passive"
+    sample_node.build(active_root, smoke_user="drill", chroot=True)
+    clone(active_root, passive_root)
+    listen = "/etc/ssh/sshd_config.d/10-listen.conf"
+    on_root(active_root, listen).write_text("ListenAddress 10.0.0.1\n")
+    on_root(passive_root, listen).write_text("ListenAddress 10.0.0.2\n")
+    config_file = "/etc/ssh/sshd_config"
+    passive_text = on_root(passive_root, config_file).read_text()
+    on_root(passive_root, config_file).write_text(passive_text.replace("Port 22\n", "Port 2022\n"))
+    active = init(pool_dir, "sftp-1", active_root, s3_repository, "sftp-prod")
+    passive = init(pool_dir, "sftp-2", passive_root, s3_repository, "sftp-prod")
+    marker = pool_dir / "reloaded"
+    edit_config(
+        passive,
+        standby={
+            "source": "sftp-1",
+            "reload": f"touch {marker}",
+            "local": [listen, f"{config_file}:Port"],
+        },
+        trusted_keys=[signer(passive), signer(active)],
+    )
+    code, document = drkit("backup", "--config", str(passive))
+    assert code == 2 and "standby" in document["error"]["message"]
+
+    # An edit on the active appears on the passive after one sync; local things stay.
+    on_root(active_root, "/etc/issue.net").write_text("Maintenance tonight 22:00 UTC.\n")
+    text = on_root(active_root, config_file).read_text()
+    on_root(active_root, config_file).write_text(text + "MaxSessions 5\n")
+    code, backup = drkit("backup", "--config", str(active))
+    assert code == 0, backup
+    code, dry = drkit("standby", "sync", "--dry-run", "--config", str(passive))
+    assert code == 0 and dry["changed"] and not marker.exists(), dry
+    code, synced = drkit("standby", "sync", "--config", str(passive))
+    assert code == 0, synced
+    assert synced["changed"] and synced["snapshot_id"] == backup["snapshot_id"]
+    assert marker.exists(), "reload did not run after a changed sync"
+    assert on_root(passive_root, "/etc/issue.net").read_text().startswith("Maintenance")
+    assert on_root(passive_root, listen).read_text() == "ListenAddress 10.0.0.2\n"
+    merged = on_root(passive_root, config_file).read_text()
+    assert "MaxSessions 5" in merged and "Port 2022" in merged and "Port 22\n" not in merged
+
+    code, status = drkit("standby", "status", "--config", str(passive))
+    assert code == 0, status
+    assert status["source"] == "sftp-1" and status["snapshot_id"] == backup["snapshot_id"]
+    assert status["applied_at"].endswith("Z") and 0 <= status["lag_seconds"] < 600
+
+    marker.unlink()
+    code, again = drkit("standby", "sync", "--config", str(passive))
+    assert code == 0 and again["up_to_date"] and not again["changed"] and not marker.exists()
+
+    # A broken source snapshot (sshd would not start) is applied, checked, and rolled back.
+    before = on_root(passive_root, config_file).read_bytes()
+    before_banner = on_root(passive_root, "/etc/issue.net").read_bytes()
+    on_root(active_root, "/etc/issue.net").write_text("Broken release.\n")
+    on_root(active_root, config_file).write_text(text + "NoSuchKeyword yes\n")
+    code, broken = drkit("backup", "--config", str(active))
+    assert code == 0, broken
+    code, refused = drkit("standby", "sync", "--config", str(passive))
+    assert code == 1 and refused["rolled_back"], refused
+    assert any(c["status"] == "fail" and "sshd" in c["name"] for c in refused["checks"])
+    assert on_root(passive_root, config_file).read_bytes() == before
+    assert on_root(passive_root, "/etc/issue.net").read_bytes() == before_banner
+    code, status = drkit("standby", "status", "--config", str(passive))
+    assert status["snapshot_id"] == backup["snapshot_id"]
+    assert status["rejected"] == broken["snapshot_id"] and code == 1
+
+    # Promote: the passive stops following and backs itself up.
+    code, promoted = drkit("standby", "promote", "--config", str(passive))
+    assert code == 0 and promoted["promoted_from"] == "sftp-1"
+    assert "standby" not in yaml.safe_load(passive.read_text())
+    code, own = drkit("backup", "--config", str(passive))
+    assert code == 0, own
+
+
+def test_fleet_drift_names_rotated_host_key_and_truncated_log(pool_dir, s3_repository):
+    roots = {name: pool_dir / name for name in ("sftp-1", "sftp-2", "sftp-3")}
+    sample_node.build(roots["sftp-1"], smoke_user="drill", chroot=True)
+    clone(roots["sftp-1"], roots["sftp-2"])
+    clone(roots["sftp-1"], roots["sftp-3"])
+    config_file = "/etc/ssh/sshd_config"
+    for index, root in enumerate(roots.values(), 1):
+        text = on_root(root, config_file).read_text()
+        on_root(root, config_file).write_text(
+            text.replace("ListenAddress 0.0.0.0", f"ListenAddress 10.0.0.{index}")
+        )
+    configs = {
+        name: init(pool_dir, name, root, s3_repository, "sftp-prod") for name, root in roots.items()
+    }
+    for config in configs.values():
+        edit_config(config, node_local=[f"{config_file}:ListenAddress"])
+    trust = [arg for config in configs.values() for arg in ("--trust-key", signer(config))]
+    for config in configs.values():
+        code, document = drkit("backup", "--config", str(config))
+        assert code == 0, document
+    code, clean = drkit("fleet", "drift", "--config", str(configs["sftp-1"]), *trust)
+    assert code == 0 and clean["ok"], clean["findings"]
+    assert [n["node"] for n in clean["nodes"]] == ["sftp-1", "sftp-2", "sftp-3"]
+
+    # sftp-2's host key is rotated; sftp-3's audit log is truncated; sftp-1's log grows.
+    key = on_root(roots["sftp-2"], "/etc/ssh/ssh_host_ed25519_key")
+    key.unlink()
+    key.with_name(key.name + ".pub").unlink()
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    log = "/var/log/sftp/transfer.log"
+    on_root(roots["sftp-3"], log).write_text("")
+    with on_root(roots["sftp-1"], log).open("a") as handle:
+        handle.write("2024-05-02T10:00:00Z drill put upload/invoice-0002.csv 20\n")
+    for config in configs.values():
+        code, document = drkit("backup", "--config", str(config))
+        assert code == 0, document
+    code, drift = drkit("fleet", "drift", "--config", str(configs["sftp-1"]), *trust)
+    assert code == 1 and not drift["ok"]
+    found = {(f["node"], f["category"], f["path"]) for f in drift["findings"]}
+    assert ("sftp-2", "host_keys", "/etc/ssh/ssh_host_ed25519_key") in found, drift["findings"]
+    assert ("sftp-3", "audit_logs", log) in found, drift["findings"]
+    assert not any(f["node"] == "sftp-1" for f in drift["findings"]), drift["findings"]
+    truncated = next(f for f in drift["findings"] if f["category"] == "audit_logs")
+    assert "truncated" in truncated["detail"]
+    assert all("ListenAddress" not in f["detail"] for f in drift["findings"])
+
+    # Untrusted nodes are not compared: without --trust-key they show as trust findings.
+    code, untrusted = drkit("fleet", "drift", "--config", str(configs["sftp-1"]))
+    assert code == 1
+    assert {f["node"] for f in untrusted["findings"] if f["category"] == "trust"} == {
+        "sftp-2",
+        "sftp-3",
+    }
