@@ -85,6 +85,10 @@ def test_compare_names_key_certificate_and_account_changes_in_words():
     assert "oldhash" not in everything and "newhash" not in everything and "$6$" not in everything
 
 
+def test_a_snapshot_compared_with_itself_has_no_changes():
+    assert diff_engine.compare(OLD, copy.deepcopy(OLD)) == ([], [])
+
+
 def test_certificate_renewal_is_called_renewed():
     new = copy.deepcopy(OLD)
     new["certificates"][0].update(fingerprint="c2", not_after="2028-01-01T00:00:00Z")
