@@ -812,8 +812,15 @@ def standby_sync(
 
     def job():
         from drkit.actions import standby
+        from drkit.actions import status as status_action
 
-        return standby.sync(_config(config), trust_keys=_trust_keys(trust_key), dry_run=dry_run)
+        loaded = _config(config)
+
+        def sync() -> dict:
+            return standby.sync(loaded, trust_keys=_trust_keys(trust_key), dry_run=dry_run)
+
+        # A real sync is the passive node's job: recorded like a backup (lag, metrics, RPO).
+        return sync() if dry_run else status_action.recorded(loaded, "standby", sync)
 
     def render(result):
         out = output.console()

@@ -244,8 +244,10 @@ class Config(Strict):
     )
     profile_options: dict[str, dict] = Field(
         default_factory=dict,
-        description="per-profile settings: sftpplus {install_dir, validate}, generic "
-        "{policy, validate, smoke}",
+        description="per-profile settings, signed into every manifest: sftpplus {install_dir, "
+        "service_user, validate, validate_timeout_seconds}, generic {policy, <category>: "
+        "[node path globs], users, key_owners, validate, smoke, timeout_seconds}",
+        examples=[{"generic": {"config": ["/etc/myftpd/*.conf"], "validate": "myftpd -t"}}],
     )
     group_pruner: bool = Field(
         True,
@@ -322,7 +324,13 @@ def load_config(explicit: Path | None = None) -> tuple[Config, Path]:
         raise errors.ConfigError(f"{path}: configuration file not found") from None
     except OSError as exc:
         raise errors.ConfigError(f"{path}: cannot read ({exc.strerror})") from None
-    return parse_config(text, str(path)), path
+    config = parse_config(text, str(path))
+    secret = config.notify.webhook.secret_file if config.notify.webhook else None
+    if secret is not None and secret.exists() and secret.stat().st_mode & 0o077:
+        raise errors.ConfigError(
+            f"{path}: notify.webhook.secret_file: {secret} is readable by other users: chmod 600 it"
+        )
+    return config, path
 
 
 def dump_config(config: Config) -> str:

@@ -45,7 +45,7 @@ from drkit.engines import metrics, notify, status
 
 log = logging.getLogger("drkit.daemon")
 
-JOBS = ("backup", "prune", "verify", "drill")
+JOBS = ("backup", "prune", "verify", "drill", "standby")
 BACKGROUND_RETRY_MIN = timedelta(seconds=30)
 BACKGROUND_RETRY_MAX = timedelta(minutes=10)
 RETRY_WAIT_MAX_SECONDS = 30

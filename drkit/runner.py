@@ -19,6 +19,33 @@ log = logging.getLogger(__name__)
 
 STDERR_TAIL_LINES = 25
 TERMINATE_GRACE_SECONDS = 10.0
+_PR_SET_PDEATHSIG = 1
+
+
+def _parent_death_signal():
+    """Return a preexec function that makes a child die with drkit (Linux), or None.
+
+    Children run in their own session (so a timeout can stop the whole group), which also
+    takes them out of drkit's process group: without this, a SIGKILLed drkit would leave its
+    restic running on, holding repository locks and writing into a staging directory that the
+    next run is about to clean up. The libc function is resolved here, in the parent; the
+    child only makes the one system call.
+    """
+    try:
+        import ctypes
+
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    prctl.restype = ctypes.c_int
+
+    def preexec() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+    return preexec
+
+
+_PREEXEC = _parent_death_signal()
 
 
 class CommandTimeout(errors.DrkitError):
@@ -84,6 +111,7 @@ def _spawn(argv, env, cwd, stdin=subprocess.DEVNULL, text: bool = True) -> subpr
             text=text,
             errors="replace" if text else None,
             start_new_session=True,
+            preexec_fn=_PREEXEC,
         )
     except FileNotFoundError as exc:
         raise errors.UsageError(f"program not found: {argv[0]}") from exc
@@ -208,6 +236,7 @@ def start_service(
                 env=_merged_env(env),
                 cwd=cwd,
                 start_new_session=True,
+                preexec_fn=_PREEXEC,
             )
         except FileNotFoundError as exc:
             raise errors.UsageError(f"program not found: {argv[0]}") from exc

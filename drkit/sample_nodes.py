@@ -7,6 +7,8 @@ made, with the smoke user's password where the server needs one (tests log in wi
 
 from __future__ import annotations
 
+import contextlib
+import os
 import secrets
 from pathlib import Path
 
@@ -263,4 +265,292 @@ def vsftpd(root: Path, smoke_user: str = "drill") -> dict:
         "smoke_user": smoke_user,
         "password": password,
         "audit_logs": [log],
+    }
+
+
+SFTPPLUS_UID = 2400
+SFTPPLUS_UUID = "5bd8e7ab-3f1e-4c60-9d3a-4d1b2c6f0e11"
+
+
+def _certificate_and_key(name: str, days: int = 365) -> tuple[bytes, bytes]:
+    """Return (certificate PEM, private key PEM) of a fresh self-signed EC certificate."""
+    from datetime import UTC, datetime, timedelta
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.now(UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=days))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    return certificate.public_bytes(serialization.Encoding.PEM), pem
+
+
+def sftpplus(root: Path, smoke_user: str = "drill", install: str = "/opt/sftpplus") -> dict:
+    """Create an SFTPPlus node as the product lays it out (the product itself is not installed:
+    no bin/): configuration/ with server.ini (services, authentications, accounts, event
+    handlers, resources, vault items both external and inline), server.override.ini, vault
+    files for the SSH host keys and the FTPS certificate, an older-release manager certificate
+    and key named by ssl_certificate/ssl_key, cache.db3; extension/, an event-handler script,
+    an account's authorized keys and home, log/ (server.log, server.db3), the systemd unit
+    and the `sftpplus` service user owning it all."""
+    import sqlite3
+
+    node = _Node(root)
+    node.dir("/")
+    uid = SFTPPLUS_UID
+    _base_accounts(
+        node,
+        [f"sftpplus:x:{uid}:{uid}:SFTPPlus service:{install}:/usr/sbin/nologin"],
+        [f"sftpplus:x:{uid}:"],
+    )
+    node.dir("/opt")
+    node.dir(install, 0o755, uid, uid)
+    for name in ("configuration", "configuration/vault", "configuration/keys", "extension"):
+        node.dir(f"{install}/{name}", 0o750 if name != "extension" else 0o755, uid, uid)
+    node.dir(f"{install}/log", 0o750, uid, uid)
+    node.dir(f"{install}/scripts", 0o755)
+
+    vault = f"{install}/configuration/vault"
+    host_keys = [
+        _ssh_host_key(node, f"{vault}/ssh-host-ed25519.key", "ed25519"),
+        _ssh_host_key(node, f"{vault}/ssh-host-rsa.key", "rsa"),
+    ]
+    for path in host_keys:
+        on_root(root, path + ".pub").unlink(missing_ok=True)  # the vault holds the key only
+        os.chown(on_root(root, path), uid, uid)
+    ftps_certificate, ftps_key = _certificate_and_key(FTPS_NAME)
+    ftps = f"{vault}/ftps-certificate.pem"
+    node.file(ftps, ftps_certificate + ftps_key, 0o600, uid, uid)
+    manager_certificate, manager_key = _certificate_and_key("manager.example.com")
+    manager = {
+        "certificate": f"{install}/configuration/manager.crt",
+        "key": f"{install}/configuration/manager.key",
+    }
+    node.file(manager["certificate"], manager_certificate, 0o644, uid, uid)
+    node.file(manager["key"], manager_key, 0o600, uid, uid)
+    partner_ca, _ = _certificate_and_key("Partner Issuing CA", days=3650)
+    secrets_vault = f"{install}/configuration/secrets.vault"
+    node.file(
+        secrets_vault,
+        "# SFTPPlus encrypted vault\n" + secrets.token_hex(64) + "\n",
+        0o600,
+        uid,
+        uid,
+    )
+    cache = on_root(root, f"{install}/configuration/cache.db3")
+    with contextlib.closing(sqlite3.connect(cache)) as database, database:
+        database.execute("CREATE TABLE cache (key TEXT PRIMARY KEY, value BLOB)")
+        database.execute("INSERT INTO cache VALUES ('schema', '4.30')")
+    os.chown(cache, uid, uid)
+    cache.chmod(0o600)
+
+    authorized = f"{install}/configuration/keys/partner.pub"
+    node.file(authorized, _client_public_line() + " partner@client\n", 0o600, uid, uid)
+    home = "/srv/sftpplus/partner"
+    node.dir("/srv")
+    node.dir("/srv/sftpplus")
+    node.dir(home, 0o750, uid, uid)
+    node.dir(f"{home}/inbox", 0o750, uid, uid)
+    node.file(f"{home}/inbox/payroll-2024-05.csv", "id,amount\n1,1200.00\n", 0o640, uid, uid)
+    script = f"{install}/scripts/post-upload.sh"
+    node.file(
+        script,
+        "#!/bin/sh\n# Called by SFTPPlus after each upload: queue the file for processing.\n"
+        'set -eu\nmv "$1" /srv/queue/\n',
+        0o755,
+    )
+    node.file(
+        f"{install}/extension/partner_routing.py",
+        '"""SFTPPlus extension: route partner uploads by file name."""\n\n\n'
+        "def route(path):\n    return 'payroll' if 'payroll' in path else 'default'\n",
+        0o644,
+        uid,
+        uid,
+    )
+    pem_block = "\n".join("    " + line for line in partner_ca.decode().strip().splitlines())
+    server_ini = f"""# SFTPPlus configuration, managed by ops. Restart the service after editing.
+[server]
+uuid = {SFTPPLUS_UUID}
+name = sftpplus-1
+authentications = DEFAULT-AUTHENTICATION, ban-ip
+manager_authentications = DEFAULT-AUTHENTICATION
+ssh_server_keys = ssh-host-ed25519, ssh-host-rsa
+tls_private_certificate = ftps-certificate
+password_minimum_strength = 4
+
+[services/sftp-1]
+enabled = Yes
+name = sftp-1
+type = ssh
+address = 0.0.0.0
+port = 10022
+ssh_cipher_list = secure
+
+[services/ftps-1]
+enabled = Yes
+name = ftps-1
+type = ftpsi
+address = 0.0.0.0
+port = 10990
+passive_port_range = 50000-50100
+
+[services/manager]
+enabled = Yes
+name = manager
+type = manager
+address = 127.0.0.1
+port = 10020
+ssl_certificate = configuration/manager.crt
+ssl_key = configuration/manager.key
+
+[authentications/DEFAULT-AUTHENTICATION]
+enabled = Yes
+type = application
+name = SFTPPlus Accounts
+
+[authentications/ban-ip]
+enabled = Yes
+type = ip-time-ban
+name = Ban IP after failed logins
+ban_interval = 300
+
+[groups/DEFAULT_GROUP]
+enabled = Yes
+name = DEFAULT_GROUP
+allow_certificate_authentication = Yes
+
+[accounts/7b2e9f0c-partner]
+enabled = Yes
+type = application
+name = partner
+group = DEFAULT_GROUP
+home_folder_path = {home}
+ssh_authorized_keys_path = configuration/keys/partner.pub
+password = $5$T2ZVaMHqEOJvPIYZ$tYqlGHJYZrCpXCnSWxXDhQgSKYEqH6HRMqGvCnSHbB0
+
+[event-handlers/a1d7c3e2-post-upload]
+enabled = Yes
+type = external-executable
+name = Queue finished uploads
+target = finished-upload
+executable_path = {script}
+
+[event-handlers/b3e1f9a4-activity-log]
+enabled = Yes
+type = local-file
+name = Activity log
+path = log/activity.log
+
+[event-handlers/DEFAULT-DATABASE]
+enabled = Yes
+type = database
+name = Event database
+path = log/server.db3
+
+[resources/DEFAULT-VAULT]
+enabled = Yes
+type = vault
+name = Credentials vault
+external_vault_file = configuration/secrets.vault
+
+[vault-items/ssh-host-ed25519]
+type = ssh-key
+name = SSH host key (ed25519)
+content = external-file:configuration/vault/ssh-host-ed25519.key
+
+[vault-items/ssh-host-rsa]
+type = ssh-key
+name = SSH host key (rsa)
+content = external-file:{vault}/ssh-host-rsa.key
+
+[vault-items/ftps-certificate]
+type = x509-certificate
+name = FTPS certificate and key
+content = external-file:configuration/vault/ftps-certificate.pem
+
+[vault-items/partner-ca]
+type = x509-certificate
+name = Partner issuing CA
+content =
+{pem_block}
+"""
+    config = f"{install}/configuration/server.ini"
+    node.file(config, server_ini, 0o600, uid, uid)
+    override = f"{install}/configuration/server.override.ini"
+    node.file(
+        override,
+        "# Node-local settings, applied on top of server.ini.\n"
+        "[services/sftp-1]\naddress = 10.0.0.21\n",
+        0o600,
+        uid,
+        uid,
+    )
+    logs = [f"{install}/log/server.log", f"{install}/log/activity.log", f"{install}/log/server.db3"]
+    node.file(
+        logs[0],
+        "2024-05-06 10:00:00 | 20156 | Service sftp-1 started on 0.0.0.0:10022\n",
+        0o640,
+        uid,
+        uid,
+    )
+    node.file(
+        logs[1],
+        f"2024-05-06 10:01:02 | partner | upload {home}/inbox/payroll-2024-05.csv\n",
+        0o640,
+        uid,
+        uid,
+    )
+    events = on_root(root, logs[2])
+    with contextlib.closing(sqlite3.connect(events)) as database, database:
+        database.execute("CREATE TABLE events (id INTEGER PRIMARY KEY, time TEXT, message TEXT)")
+        database.execute(
+            "INSERT INTO events (time, message) VALUES ('2024-05-06T10:00:00Z', 'started')"
+        )
+    os.chown(events, uid, uid)
+    events.chmod(0o640)
+    unit = "/etc/systemd/system/sftpplus.service"
+    node.dir("/etc/systemd")
+    node.dir("/etc/systemd/system")
+    node.file(
+        unit,
+        "[Unit]\nDescription=SFTPPlus file transfer server\nAfter=network.target\n\n"
+        f"[Service]\nType=simple\nUser=sftpplus\nWorkingDirectory={install}\n"
+        f"ExecStart={install}/bin/admin-commands.sh start-in-foreground\n\n"
+        "[Install]\nWantedBy=multi-user.target\n",
+    )
+    return {
+        "root": str(root),
+        "install": install,
+        "config": config,
+        "override": override,
+        "uuid": SFTPPLUS_UUID,
+        "host_keys": host_keys,
+        "tls": {"certificate": ftps, "name": FTPS_NAME},
+        "manager_tls": manager,
+        "vault_files": [*host_keys, ftps, secrets_vault],
+        "secrets_vault": secrets_vault,
+        "authorized_keys": [authorized],
+        "homes": [home],
+        "scripts": [script, f"{install}/extension/partner_routing.py"],
+        "audit_logs": logs,
+        "cache": f"{install}/configuration/cache.db3",
+        "unit": unit,
+        "service_user": "sftpplus",
+        "smoke_user": smoke_user,
     }

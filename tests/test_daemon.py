@@ -237,6 +237,7 @@ def local_status(node: Node) -> dict:
 def test_daemon_backs_up_alerts_serves_metrics_and_stops_on_sigterm(node: Node, recorder: Recorder):
     secret = node.work / "hook.secret"
     secret.write_text("hook-secret\n")
+    secret.chmod(0o600)  # secret files readable by others are refused
     node.settings(
         schedule={"backup": "every 2s", "prune": None, "verify": None, "drill": None},
         objectives={"rpo": "1m", "rto": "10m"},

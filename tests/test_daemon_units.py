@@ -177,6 +177,7 @@ def test_a_status_from_the_future_is_breached():
 def test_webhook_is_signed_and_pings_follow_the_outcome(tmp_path: Path, recorder: Recorder):
     secret = tmp_path / "hook.secret"
     secret.write_text("s3cr3t-value\n")
+    secret.chmod(0o600)  # secret files readable by others are refused
     settings = config.Notify(
         webhook=config.Webhook(url=recorder.url + "/hook", secret_file=secret),
         ping=config.Ping(url=recorder.url + "/ping/abc", jobs={"prune": recorder.url + "/p2"}),

@@ -87,6 +87,7 @@ def run(config: Config, on_progress: Callable[[dict], None] | None = None) -> di
                 created=datetime.now(UTC),
                 previous=previous,
                 cache=cache,
+                profile_options=config.profile_options,
             )
         with timing.phase("manifest signing"):
             manifest_bytes = manifest.encode(node_manifest)

@@ -67,7 +67,7 @@ def run(root: Path, smoke_user: str | None = None) -> dict:
     root = Path(root).resolve()
     servers = []
     for kind, signs in detect(root).items():
-        inventory = profiles.load(kind).inventory(root, smoke_user)
+        inventory = profiles.inventory(kind, root, smoke_user)
         categories: dict[str, list[str]] = {}
         for entry in inventory.files:
             categories.setdefault(entry.category, []).append(entry.path)

@@ -134,10 +134,22 @@ def sync(config: Config, *, trust_keys: list[str] | None = None, dry_run: bool =
 
 def _apply(config, restic, chosen, opened, raw, local, dry_run, state) -> dict:
     root = Path(config.root).resolve()
+    if dry_run:
+        return _apply_locked(config, restic, chosen, opened, raw, local, dry_run, state, None)
+    # the apply journal (drkit.engines.apply) lets the next sync roll back a killed one
+    with apply.target_lock(root):
+        recovered = apply.recover(root)
+        return _apply_locked(config, restic, chosen, opened, raw, local, dry_run, state, recovered)
+
+
+def _apply_locked(config, restic, chosen, opened, raw, local, dry_run, state, recovered) -> dict:
+    root = Path(config.root).resolve()
     node_manifest = opened.manifest
     staging = on_root(root, STAGING) / f"standby-{chosen.short_id}-{secrets.token_hex(4)}"
     staging.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     found: list[Check] = [passed("manifest signature", f"signed by {opened.signer}")]
+    if recovered:
+        found.append(Check("interrupted sync", "warn", recovered))
     try:
         restic.restore(chosen.id, staging)
         staged = on_root(staging, manifest.MANIFEST_PATH)
@@ -159,15 +171,26 @@ def _apply(config, restic, chosen, opened, raw, local, dry_run, state) -> dict:
         if dry_run:
             return {"ok": True, "changed": bool(changes), "plan": plan, "kept_local": kept,
                     "checks": [c.as_dict() for c in found]}  # fmt: skip
-        applier = apply.Applier(root, staging, staging / ".replaced")
+        applier = apply.Applier(
+            root,
+            staging,
+            staging / ".replaced",
+            journal=apply.journal_path(root),
+            snapshot=chosen.id,
+        )
         applier.apply(changes, entries)
-        merged = accounts.merge_accounts(root, node_manifest["accounts"])
-        for host_path, text in merged.items():
-            before = host_path.read_text() if host_path.is_file() else None
-            if before != text:
-                applier.write_text(host_path, text, 0o640 if host_path.name == "shadow" else 0o644)
-        for kind in node_manifest.get("profiles", []):
-            found += profiles.load(kind).checks(root, node_manifest)
+        try:
+            merged = accounts.merge_accounts(root, node_manifest["accounts"])
+            for host_path, text in merged.items():
+                before = host_path.read_text() if host_path.is_file() else None
+                if before != text:
+                    shadow = host_path.name == "shadow"
+                    applier.write_text(host_path, text, 0o640 if shadow else 0o644)
+            for kind in node_manifest.get("profiles", []):
+                found += profiles.load(kind).checks(root, node_manifest)
+        except BaseException:
+            applier.rollback()
+            raise
         bad = [check for check in found if check.status == "fail"]
         now = _now()
         if bad:
@@ -190,6 +213,7 @@ def _apply(config, restic, chosen, opened, raw, local, dry_run, state) -> dict:
                 "checks": [c.as_dict() for c in found],
             }
         changed = bool(changes) or bool(applier.undo)
+        applier.commit()
         reload = _reload(config) if changed else None
         if reload is not None:
             found.append(reload)

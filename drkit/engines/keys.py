@@ -159,8 +159,22 @@ def generate_signing_key(path: Path) -> str:
     return signing_fingerprint(key.public_key())
 
 
+def require_private(path: Path, what: str) -> None:
+    """Raise ConfigError when a secret file can be read by anyone but its owner."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return  # the reader reports a missing file in its own words
+    if mode & 0o077:
+        raise errors.ConfigError(
+            f"{path}: {what} is readable by other users (mode {mode & 0o777:04o}): chmod 600 it"
+        )
+
+
 def load_signing_key(path: Path) -> ed25519.Ed25519PrivateKey:
-    """Read the Ed25519 signing key; raise ConfigError naming the file when it is unusable."""
+    """Read the Ed25519 signing key; raise ConfigError naming the file when it is unusable
+    or readable by others."""
+    require_private(path, "signing key")
     try:
         key = serialization.load_pem_private_key(path.read_bytes(), password=None)
     except FileNotFoundError:

@@ -205,11 +205,14 @@ def build(
     created: datetime,
     previous: dict | None = None,
     cache: HashCache | None = None,
+    profile_options: dict | None = None,
 ) -> dict:
     """Return the manifest of a node's files as they are on disk now.
 
     previous ({snapshot_id, manifest_sha256} of the node's last snapshot) links the manifests
-    into a signed chain, so a deleted, replaced or re-ordered snapshot shows.
+    into a signed chain, so a deleted, replaced or re-ordered snapshot shows. profile_options
+    (drkit.yaml's, for the profiles in use) are signed with the files: the checks after any
+    restore read them from here.
     """
     names = NameBook(root)
     paths = _walk(root, [*inventory.files, *inventory.dirs])
@@ -237,6 +240,9 @@ def build(
         "accounts": accounts,
         "previous": previous,
         "owned_globs": inventory.owned_globs,
+        "profile_options": {
+            kind: options for kind, options in (profile_options or {}).items() if kind in profiles
+        },
         "warnings": inventory.warnings,
     }
 

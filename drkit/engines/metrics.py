@@ -135,6 +135,13 @@ class StatusCollector:
             if value is not None:
                 family.add_metric([node, "drill"], float(value))
             yield family
+        lag = gauge(
+            "drkit_standby_lag_seconds",
+            "Passive node: age of the source snapshot it last applied (absent when none)",
+        )
+        if entry.get("standby_lag_seconds") is not None:
+            lag.add_metric([node, "standby"], float(entry["standby_lag_seconds"]))
+        yield lag
         rto = gauge("drkit_rto_seconds", "The node's recovery time objective")
         rto.add_metric([node, "drill"], float(entry["rto_seconds"]))
         yield rto

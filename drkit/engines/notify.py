@@ -70,6 +70,9 @@ class Notifier:
         self._secret: bytes | None = None
         webhook = settings.webhook
         if webhook and webhook.secret_file:
+            from drkit.engines.keys import require_private
+
+            require_private(webhook.secret_file, "notify.webhook.secret_file")
             try:
                 self._secret = webhook.secret_file.read_bytes().strip()
             except OSError as exc:

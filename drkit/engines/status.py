@@ -24,7 +24,7 @@ from drkit.config import Config, parse_duration
 log = logging.getLogger(__name__)
 
 FORMAT = 1
-JOBS = ("backup", "prune", "verify", "drill")
+JOBS = ("backup", "prune", "verify", "drill", "standby")
 CLOCK_SKEW_TOLERANCE_SECONDS = 300
 
 
@@ -153,6 +153,13 @@ def record(
                     "time": outcome.get("time"),
                     "snapshot_id": outcome.get("snapshot_id"),
                 }
+            elif job == "standby" and outcome.get("snapshot_time"):
+                # What a passive node serves: the source's snapshot it last applied.
+                document["last_good_standby"] = {
+                    "time": outcome["snapshot_time"],
+                    "snapshot_id": outcome.get("snapshot_id"),
+                    "source": outcome.get("source"),
+                }
         if snapshots is not None:
             document["snapshots"] = snapshots
         _write_local(config, document)
@@ -192,8 +199,21 @@ def outcome_of(job: str, started: datetime, duration: float, result=None, error=
             rto_seconds=result.get("rto_seconds"),
             rpo_seconds=result.get("rpo_seconds"),
         )
+    elif job == "standby":
+        entry.update(
+            source=result.get("source"),
+            snapshot_id=result.get("snapshot_id"),
+            changed=result.get("changed"),
+            lag_seconds=result.get("lag_seconds"),
+        )
+        if entry["ok"]:
+            entry["snapshot_time"] = result.get("snapshot_time")
     if not entry["ok"]:
-        problems = result.get("problems") or []
+        problems = result.get("problems") or [
+            f"{check['name']}: {check['detail']}"
+            for check in result.get("checks") or []
+            if check.get("status") == "fail"
+        ]
         entry["error"] = problems[0] if problems else f"{job} found problems"
     return entry
 
@@ -208,7 +228,9 @@ def evaluate(
     """Judge one node's status document at `now`; return its `drkit status` entry.
 
     A missing document, no good backup, a good backup older than the RPO, or a time in the
-    future beyond clock-skew tolerance: rpo_ok is false and `problems` says why.
+    future beyond clock-skew tolerance: rpo_ok is false and `problems` says why. A passive
+    node (standby) is judged on the source snapshot it last applied when that is newer than
+    its own last good backup: the age of the copy it serves.
     """
     problems: list[str] = []
     document = document or {}
@@ -219,6 +241,11 @@ def evaluate(
         problems.append("no status document: the node never reported (or it was removed)")
     good = document.get("last_good_backup") or {}
     good_time = parse_time(good.get("time"))
+    what = "last good backup"
+    standby = document.get("last_good_standby") or {}
+    standby_time = parse_time(standby.get("time"))
+    if standby_time is not None and (good_time is None or standby_time > good_time):
+        good_time, what = standby_time, f"last good copy (standby of {standby.get('source')})"
     age: float | None = None
     if good_time is None:
         if document:
@@ -226,11 +253,9 @@ def evaluate(
     else:
         age = (now - good_time).total_seconds()
         if age < -CLOCK_SKEW_TOLERANCE_SECONDS:
-            problems.append(
-                f"last good backup is {-age:.0f} s in the future: the node's clock is wrong"
-            )
+            problems.append(f"{what} is {-age:.0f} s in the future: the node's clock is wrong")
         elif age > rpo:
-            problems.append(f"last good backup is {age:.0f} s old, over the RPO of {rpo} s")
+            problems.append(f"{what} is {age:.0f} s old, over the RPO of {rpo} s")
         age = max(age, 0.0)
     last_backup = document.get("last_backup")
     if last_backup and not last_backup.get("ok"):
@@ -249,6 +274,10 @@ def evaluate(
         "last_prune": document.get("last_prune"),
         "last_verify": document.get("last_verify"),
         "last_drill": document.get("last_drill"),
+        "last_standby": document.get("last_standby"),
+        "standby_lag_seconds": None
+        if standby_time is None
+        else round(max((now - standby_time).total_seconds(), 0.0)),
         "rpo_seconds": rpo,
         "rpo_ok": rpo_ok,
         "age_seconds": None if age is None else round(age),

@@ -152,8 +152,11 @@ def describe_file(root: Path, node_path: str) -> keys.KeyInfo | None:
         return None
 
 
-def private_key_mode_check(root: Path, node_path: str, label: str, forbid: int = 0o077) -> Check:
-    """Return pass when a private key is root-owned and has none of the forbidden bits."""
+def private_key_mode_check(
+    root: Path, node_path: str, label: str, forbid: int = 0o077, owners: tuple[int, ...] = (0,)
+) -> Check:
+    """Return pass when a private key has none of the forbidden bits and is owned by one of
+    owners (uids; root alone unless the server runs as its own user, e.g. SFTPPlus)."""
     name = f"{label} mode: {node_path}"
     try:
         info = os.stat(on_root(root, node_path))
@@ -162,19 +165,23 @@ def private_key_mode_check(root: Path, node_path: str, label: str, forbid: int =
     mode, problems = stat.S_IMODE(info.st_mode), []
     if mode & forbid:
         problems.append(f"mode {mode:04o}: readable by others, must be 0600 or 0400")
-    if info.st_uid != 0:
-        problems.append(f"owned by uid {info.st_uid}, not root")
-    return failed(name, "; ".join(problems)) if problems else passed(name, f"{mode:04o} root")
+    if info.st_uid not in owners:
+        allowed = "root" if owners == (0,) else "root or the service user"
+        problems.append(f"owned by uid {info.st_uid}, not {allowed}")
+    owner = "root" if info.st_uid == 0 else f"uid {info.st_uid}"
+    return failed(name, "; ".join(problems)) if problems else passed(name, f"{mode:04o} {owner}")
 
 
-def host_key_checks(root: Path, paths: list[str], manifest: dict) -> list[Check]:
+def host_key_checks(
+    root: Path, paths: list[str], manifest: dict, owners: tuple[int, ...] = (0,)
+) -> list[Check]:
     """Each host key: safe mode, parses, and has the fingerprint the manifest recorded."""
     recorded = {entry["path"]: entry for entry in manifest.get("host_keys", [])}
     results = []
     for path in dict.fromkeys(paths):
         if not is_file(root, path):
             continue
-        results.append(private_key_mode_check(root, path, "host key"))
+        results.append(private_key_mode_check(root, path, "host key", owners=owners))
         info = describe_file(root, path)
         name = f"host key: {path}"
         entry = recorded.get(path)
@@ -204,9 +211,12 @@ def certificate_pair_check(root: Path, certificate: str, key: str | None) -> Che
     if info is None:
         return failed(name, "not a PEM certificate")
     if key is None:
-        if describe_file(root, certificate) is not None:
-            return passed(name, "key held in the same file")
-        return warned(name, "no key named for this certificate")
+        held = describe_file(root, certificate)
+        if held is None or not held.private:
+            return warned(name, "no key named for this certificate")
+        if held.fingerprint != info.key_fingerprint:
+            return failed(name, "the key in the same file does not match: TLS sessions would fail")
+        return passed(name, "key held in the same file, matching")
     private = describe_file(root, key)
     if private is None:
         return failed(name, f"its key {key} is missing or does not parse")
