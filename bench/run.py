@@ -110,11 +110,11 @@ class Timer:
     def __init__(self, env: dict[str, str]):
         self.env = env
 
-    def run(self, argv: list[str], cwd: Path | None = None, timeout: float = 3600) -> dict:
+    def run(self, argv: list[str], cwd: Path | None = None, timeout: float = 3600, ok=(0,)) -> dict:
         start = time.perf_counter()
         done = runner.run(argv, env=self.env, cwd=cwd, timeout=timeout)
         seconds = time.perf_counter() - start
-        if done.returncode != 0:
+        if done.returncode not in ok:
             raise SystemExit(f"bench: {' '.join(argv[:3])} failed ({done.returncode}): "
                              f"{done.stderr_tail[-400:]}")  # fmt: skip
         result = {"seconds": seconds}
@@ -157,8 +157,8 @@ class Pair:
             raise SystemExit(f"bench: restic {args[0]} failed: {done.stderr_tail[-400:]}")
         return {"seconds": seconds, "child_rss_mib": int(done.stderr.split()[-1]) / 1024}
 
-    def drkit(self, *args: str) -> dict:
-        return self.timer.run([DRKIT, *args, "--config", str(self.config), "--json"])
+    def drkit(self, *args: str, ok=(0,)) -> dict:
+        return self.timer.run([DRKIT, *args, "--config", str(self.config), "--json"], ok=ok)
 
     def init(self) -> tuple[dict, dict]:
         includes = [f"--include={c}={p}" for c, ps in self.includes.items() for p in ps]
@@ -231,6 +231,9 @@ def bench_dataset(s3: LocalS3, name: str, reps: int) -> dict:
         record("backup after small change", *pair.backup())
         record("restore", *pair.restore())
         record("restore --smoke", *pair.restore(smoke=True))
+        reports = str(work / "reports")
+        record("drill", pair.drkit("drill", "--report-dir", reports, ok=(0, 1)), None)
+        record("status", pair.drkit("status", ok=(0, 1)), None)
         record("drkit --help", pair.timer.run([DRKIT, "--help"]), None)
         shutil.rmtree(work, ignore_errors=True)
     raw_restore = statistics.median(phases["restore"]["restic"])
@@ -241,7 +244,7 @@ def bench_dataset(s3: LocalS3, name: str, reps: int) -> dict:
             row["restic"] = summarise(slot["restic"])
             row["ratio"] = round(row["drkit"]["median"] / row["restic"]["median"], 3)
             row["overhead_seconds"] = round(row["drkit"]["median"] - row["restic"]["median"], 3)
-        elif phase == "restore --smoke":
+        elif phase in ("restore --smoke", "drill"):
             row["ratio"] = round(row["drkit"]["median"] / raw_restore, 3)
         table[phase] = row
     return {
@@ -274,12 +277,83 @@ def targets(name: str, result: dict) -> list[dict]:
     judge(
         "restore (full verification) <= 1.3x raw", restore["ratio"] <= 1.3, f"{restore['ratio']}x"
     )
+    drill = phases["drill"]["drkit"]["median"]
+    if name == "config":
+        judge("drill of the demo-sized node <= 30 s", drill <= 30, f"{drill} s")
     startup = phases["drkit --help"]["drkit"]["median"]
     judge("drkit --help <= 0.25 s", startup <= 0.25, f"{startup} s")
     peak = result["peak_rss_mib"]["drkit"]
     if peak is not None:
         judge("drkit peak RSS <= 150 MiB", peak <= 150, f"{peak} MiB")
     return verdicts
+
+
+def bench_scaling(s3: LocalS3) -> dict:
+    """First backup and restore against log volume (0.25 to 2 GiB), one run each."""
+    points = []
+    for name, size in SCALING_LOGS.items():
+        work = WORK / name
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True, mode=0o755)
+        print(f"bench: scaling {name}: generating data", file=sys.stderr)
+        pair = Pair(s3, work / "node", write_dataset(work / "node", name), work)
+        pair.init()
+        drkit_backup, raw_backup = pair.backup()
+        drkit_restore, raw_restore = pair.restore()
+        points.append(
+            {
+                "mib": size,
+                "backup": {"drkit": drkit_backup["seconds"], "restic": raw_backup["seconds"]},
+                "restore": {"drkit": drkit_restore["seconds"], "restic": raw_restore["seconds"]},
+            }
+        )
+        shutil.rmtree(work, ignore_errors=True)
+    return {"logs": points}
+
+
+def svg_chart(title: str, points: list[dict], phase: str) -> str:
+    """Return an inline SVG line chart of seconds against MiB, drkit and restic."""
+    width, height, pad = 520, 260, 44
+    x_max = max(point["mib"] for point in points)
+    y_max = max(point[phase][tool] for point in points for tool in ("drkit", "restic")) * 1.1
+
+    def at(x: float, y: float) -> str:
+        left = pad + x / x_max * (width - 2 * pad)
+        return f"{left:.1f},{height - pad - y / y_max * (height - 2 * pad):.1f}"
+
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}">',
+        f'<text x="{pad}" y="18" font-size="14">{title}</text>',
+        f'<polyline fill="none" stroke="#444" points="{at(0, y_max)} {at(0, 0)} {at(x_max, 0)}"/>',
+        f'<text x="{width - pad}" y="{height - 12}" font-size="11" text-anchor="end">'
+        f"MiB of logs (up to {x_max})</text>",
+        f'<text x="4" y="{pad - 6}" font-size="11">seconds (up to {y_max:.1f})</text>',
+    ]
+    for tool, colour, label_y in (("drkit", "#c0392b", 40), ("restic", "#2471a3", 56)):
+        line = " ".join(at(point["mib"], point[phase][tool]) for point in points)
+        parts.append(f'<polyline fill="none" stroke="{colour}" stroke-width="2" points="{line}"/>')
+        parts.append(
+            f'<text x="{width - pad - 60}" y="{label_y}" font-size="12" fill="{colour}">'
+            f"{tool}</text>"
+        )
+    return "".join([*parts, "</svg>"])
+
+
+def html_report(results: dict, text: str) -> str:
+    """Return a self-contained page: the scaling charts and the tables."""
+    import html
+
+    charts = ""
+    if results.get("scaling"):
+        points = results["scaling"]["logs"]
+        charts = svg_chart("first backup", points, "backup") + svg_chart(
+            "restore", points, "restore"
+        )
+    return (
+        "<!doctype html><meta charset=utf-8><title>drkit bench</title>"
+        "<style>body{font-family:sans-serif;margin:2em}pre{background:#f4f4f4;padding:1em}"
+        f"</style><h1>drkit vs raw restic</h1>{charts}<pre>{html.escape(text)}</pre>\n"
+    )
 
 
 def markdown(results: dict) -> str:
@@ -303,6 +377,18 @@ def markdown(results: dict) -> str:
         lines.append(
             f"| {verdict['target']} | {verdict['dataset']} | {met} | {verdict['detail']} |"
         )
+    scaling = results.get("scaling", {}).get("logs", [])
+    if scaling:
+        header = (
+            "| logs MiB | backup drkit s | backup restic s | restore drkit s | restore restic s |"
+        )
+        lines += ["", header, "|---|---|---|---|---|"]
+    for point in scaling:
+        backup, restore = point["backup"], point["restore"]
+        lines.append(
+            f"| {point['mib']} | {backup['drkit']:.2f} | {backup['restic']:.2f} | "
+            f"{restore['drkit']:.2f} | {restore['restic']:.2f} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -311,6 +397,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="config dataset, 1 repetition")
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--datasets", default="config,logs,mixed,files30k")
+    parser.add_argument("--no-scaling", action="store_true", help="skip the 0.25-2 GiB series")
     options = parser.parse_args()
     names = ["config"] if options.quick else options.datasets.split(",")
     reps = 1 if options.quick else options.reps
@@ -326,6 +413,8 @@ def main() -> None:
         for name in names:
             results["datasets"][name] = bench_dataset(s3, name, reps)
             results["targets"] += targets(name, results["datasets"][name])
+        if not options.quick and not options.no_scaling:
+            results["scaling"] = bench_scaling(s3)
     shutil.rmtree(WORK, ignore_errors=True)
     stamp = results["created"].replace(":", "")
     text = markdown(results)
@@ -333,6 +422,7 @@ def main() -> None:
         path.write_text(text)
     for path in (RESULTS / f"{stamp}.json", RESULTS / "latest.json"):
         path.write_text(json.dumps(results, indent=2) + "\n")
+    (RESULTS / "report.html").write_text(html_report(results, text))
     print(text)
     missed = [v for v in results["targets"] if not v["ok"]]
     print(f"bench: {len(results['targets']) - len(missed)}/{len(results['targets'])} targets met")

@@ -8,8 +8,13 @@ from pathlib import Path, PurePosixPath
 
 def on_root(root: Path, node_path: str | PurePosixPath) -> Path:
     """Given a root and an absolute node path, return the host path; never leave the root."""
+    return Path(host_path(root, node_path))
+
+
+def host_path(root: Path | str, node_path: str | PurePosixPath) -> str:
+    """on_root as a string, for loops over many files (no pathlib objects)."""
     normal = posixpath.normpath("/" + str(node_path).lstrip("/")).lstrip("/")
-    return Path(root, normal) if normal else Path(root)
+    return posixpath.join(str(root), normal) if normal else str(root)
 
 
 def to_node(root: Path, host_path: Path) -> str:

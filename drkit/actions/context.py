@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import glob
 import logging
+import os
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -13,7 +14,7 @@ from pathlib import Path
 from drkit import errors, profiles
 from drkit.config import Config, Repository
 from drkit.engines import restic as restic_engine
-from drkit.paths import on_root, to_node
+from drkit.paths import on_root
 from drkit.profiles.base import Entry, Inventory
 
 log = logging.getLogger(__name__)
@@ -77,14 +78,21 @@ def expand_includes(root: Path, includes: dict[str, list[str]]) -> Inventory:
     extras = Inventory()
     for category, patterns in includes.items():
         for pattern in patterns:
+            if pattern.endswith("/**") and not glob.has_magic(pattern[:-3]):
+                pattern = pattern[:-3]  # a whole tree: one directory entry, walked once
             matches = sorted(glob.glob(str(on_root(root, pattern)), recursive=True))
             if not matches:
                 extras.warnings.append(f"include {category}={pattern} matches nothing")
             for match in matches:
-                host = Path(match)
-                entry = Entry(to_node(root, host), category)
-                (extras.dirs if host.is_dir() else extras.files).append(entry)
+                entry = Entry(node_path_of(root, match), category)
+                (extras.dirs if os.path.isdir(match) else extras.files).append(entry)
     return extras
+
+
+def node_path_of(root: Path, host_path: str) -> str:
+    """Given a host path under root (a string, for speed on large trees), return its node path."""
+    base = os.path.normpath(str(root))
+    return host_path if base == "/" else host_path[len(base) :] or "/"
 
 
 def parse_at(text: str) -> datetime:

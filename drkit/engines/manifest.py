@@ -20,7 +20,7 @@ from pathlib import Path
 
 from drkit import errors
 from drkit.engines import keys
-from drkit.paths import on_root
+from drkit.paths import host_path, on_root
 from drkit.profiles.base import Entry, Inventory
 
 FORMAT = 1
@@ -37,7 +37,7 @@ def utc_text(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def sha256_file(path: Path) -> str:
+def sha256_file(path: str | Path) -> str:
     """Return the hex sha256 of a file, read in chunks (files are never loaded whole)."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -103,7 +103,7 @@ class HashCache:
             except (OSError, ValueError, AttributeError):
                 self.old = {}
 
-    def sha256(self, node_path: str, host: Path, info: os.stat_result) -> str:
+    def sha256(self, node_path: str, host: str, info: os.stat_result) -> str:
         """Return the file's sha256, from the cache when its stat is unchanged."""
         key = [info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino]
         cached = self.old.get(node_path)
@@ -131,9 +131,9 @@ def describe_file(
     root: Path, node_path: str, category: str, names: NameBook, cache: HashCache | None = None
 ) -> dict | None:
     """Return the manifest entry of one path, or None when it vanished."""
-    host = on_root(root, node_path)
+    host = host_path(root, node_path)
     try:
-        info = host.lstat()
+        info = os.lstat(host)
     except FileNotFoundError:
         return None
     entry = {
