@@ -1,7 +1,4 @@
-"""A sample SFTP node initialised against the local S3, driven through the CLI (shared helper).
-
-tests/test_cycle.py keeps its own copy of this class for now; new integration tests use this one.
-"""
+"""A sample SFTP node initialised against the local S3, driven through the CLI (shared helper)."""
 
 from __future__ import annotations
 

@@ -6,31 +6,20 @@ Real SeaweedFS, real restic, real sshd: nothing here is mocked.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
+from nodes import Node, drkit, make_workspace
 
-from drkit import sample_node
-from drkit.cli import app
 from drkit.engines import manifest
-from drkit.engines import restic as restic_engine
 
 pytestmark = pytest.mark.integration
-RESTIC = str(restic_engine.find_restic(None))
-
-
-def drkit(*args: str, env: dict | None = None) -> tuple[int, dict]:
-    """Run the CLI in-process with --json; return the exit code and the one JSON document."""
-    result = CliRunner().invoke(app, [*args, "--json"], env=env, catch_exceptions=False)
-    return result.exit_code, json.loads(result.stdout)
 
 
 def tree_state(root: Path) -> dict[str, tuple]:
-    """Return every path under root with its content hash, mode and owner (for 'untouched')."""
+    """Return every path under root with its content, mode and owner (for 'untouched')."""
     state = {}
     for path in sorted(root.rglob("*")):
         info = path.lstat()
@@ -39,57 +28,13 @@ def tree_state(root: Path) -> dict[str, tuple]:
     return state
 
 
-class Node:
-    """A sample SFTP node under a prefix root with drkit initialised against the local S3."""
-
-    def __init__(self, root: Path, repository, work: Path):
-        self.root = root
-        self.repository = repository
-        self.config = work / "drkit.yaml"
-        self.made = sample_node.build(root, smoke_user="drill", chroot=True)
-        includes = [
-            f"--include={category}={pattern}"
-            for category, patterns in self.made["includes"].items()
-            for pattern in patterns
-        ]
-        code, self.init = drkit(
-            "init",
-            "--config", str(self.config),
-            "--node", "sftp-1",
-            "--root", str(root),
-            "--s3-endpoint", repository.s3_endpoint,
-            "--bucket", repository.bucket,
-            "--prefix", repository.prefix,
-            "--password-file", str(repository.password_file),
-            "--smoke-user", "drill",
-            "--state-dir", str(work / "state"),
-            "--lock-days", "1",
-            *includes,
-        )  # fmt: skip
-        assert code == 0, self.init
-
-    def run(self, *args: str, env: dict | None = None) -> tuple[int, dict]:
-        return drkit(*args, "--config", str(self.config), env=env)
-
-    def restic(self, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-        env = {
-            **os.environ,
-            "RESTIC_REPOSITORY": self.repository.restic_url,
-            "RESTIC_PASSWORD_FILE": str(self.repository.password_file),
-        }
-        return subprocess.run(
-            [RESTIC, *args], env=env, cwd=cwd, capture_output=True, text=True, check=False
-        )
-
-
 @pytest.fixture
-def node(node_root: Path, s3_repository, tmp_path: Path) -> Node:
-    work = node_root.parent / f"{node_root.name}-work"
-    work.mkdir(mode=0o755)
+def node(s3_repository) -> Node:
+    workspace = make_workspace()
     try:
-        yield Node(node_root / "root", s3_repository, work)
+        yield Node(workspace, s3_repository)
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(workspace, ignore_errors=True)
 
 
 @pytest.fixture
@@ -322,8 +267,8 @@ def test_unwritable_target_exits_9(backed_up: Node, tmp_path: Path):
     assert blocker.read_text() == "not a directory\n"
 
 
-def test_full_disk_leaves_the_target_as_it_was(backed_up: Node, node_root: Path):
-    mount_point = node_root.parent / f"{node_root.name}-small"
+def test_full_disk_leaves_the_target_as_it_was(backed_up: Node):
+    mount_point = backed_up.workspace / "small"
     mount_point.mkdir()
     subprocess.run(
         ["mount", "-t", "tmpfs", "-o", "size=32k", "tmpfs", str(mount_point)], check=True
@@ -345,7 +290,7 @@ def test_init_is_idempotent_and_password_file_must_be_private(node: Node):
         "init", "--node", "sftp-1", "--root", str(node.root),
         "--s3-endpoint", node.repository.s3_endpoint, "--bucket", node.repository.bucket,
         "--prefix", node.repository.prefix, "--password-file", str(node.repository.password_file),
-        "--smoke-user", "drill", "--state-dir", str(node.config.parent / "state"),
+        "--smoke-user", "drill", "--state-dir", str(node.state),
         "--lock-days", "1",
         *[f"--include={c}={p}" for c, ps in node.made["includes"].items() for p in ps],
     )  # fmt: skip
