@@ -25,6 +25,30 @@ def drkit(*args: str, env: dict | None = None) -> tuple[int, dict]:
     return result.exit_code, json.loads(result.stdout)
 
 
+def init_node(
+    root: Path, repository, work: Path, server: str, smoke_user: str, node: str
+) -> tuple[Path, dict]:
+    """Run `drkit init` for the node at root (config and state under work); return the config
+    path and init's document."""
+    config = work / "drkit.yaml"
+    code, document = drkit(
+        "init",
+        "--config", str(config),
+        "--node", node,
+        "--server", server,
+        "--root", str(root),
+        "--s3-endpoint", repository.s3_endpoint,
+        "--bucket", repository.bucket,
+        "--prefix", repository.prefix,
+        "--password-file", str(repository.password_file),
+        "--smoke-user", smoke_user,
+        "--state-dir", str(work / "state"),
+        "--lock-days", "1",
+    )  # fmt: skip
+    assert code == 0, document
+    return config, document
+
+
 def make_workspace() -> Path:
     """Return a fresh root-owned 0755 directory under /var/lib/drkit-tests (not /tmp: sshd
     refuses chroots under world-writable directories)."""

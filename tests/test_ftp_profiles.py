@@ -6,47 +6,20 @@ Real SeaweedFS, restic, proftpd and vsftpd on 127.0.0.1: nothing here is mocked.
 
 from __future__ import annotations
 
-import json
 import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
+from nodes import drkit, init_node
 
 from drkit import sample_nodes
-from drkit.cli import app
 from drkit.engines import accounts, manifest
 from drkit.paths import on_root
 from drkit.profiles import proftpd, vsftpd
 from drkit.sample_node import _Node, _tls
 
 pytestmark = pytest.mark.integration
-
-
-def drkit(*args: str) -> tuple[int, dict]:
-    result = CliRunner().invoke(app, [*args, "--json"], catch_exceptions=False)
-    return result.exit_code, json.loads(result.stdout)
-
-
-def init_node(root: Path, repository, work: Path, server: str, smoke_user: str, node: str):
-    config = work / "drkit.yaml"
-    code, document = drkit(
-        "init",
-        "--config", str(config),
-        "--node", node,
-        "--server", server,
-        "--root", str(root),
-        "--s3-endpoint", repository.s3_endpoint,
-        "--bucket", repository.bucket,
-        "--prefix", repository.prefix,
-        "--password-file", str(repository.password_file),
-        "--smoke-user", smoke_user,
-        "--state-dir", str(work / "state"),
-        "--lock-days", "1",
-    )  # fmt: skip
-    assert code == 0, document
-    return config
 
 
 @pytest.fixture
@@ -66,7 +39,7 @@ def statuses(document: dict) -> dict[str, str]:
 def test_proftpd_backup_destroy_restore_sftp_and_ftps_login(node_root, s3_repository, work):
     root = node_root / "root"
     made = sample_nodes.proftpd(root, smoke_user="pdrill")
-    config = init_node(root, s3_repository, work, "proftpd", "pdrill", "ftp-1")
+    config, _ = init_node(root, s3_repository, work, "proftpd", "pdrill", "ftp-1")
     code, backup = drkit("backup", "--config", str(config))
     assert code == 0 and backup["warnings"] == [], backup
     code, shown = drkit("show", "latest", "--config", str(config))
@@ -137,7 +110,7 @@ def test_proftpd_checks_catch_one_line_authorized_key(node_root):
 def test_vsftpd_backup_destroy_restore_ftps_login(node_root, s3_repository, work):
     root = node_root / "root"
     sample_nodes.vsftpd(root, smoke_user="vdrill")
-    config = init_node(root, s3_repository, work, "vsftpd", "vdrill", "ftps-1")
+    config, _ = init_node(root, s3_repository, work, "vsftpd", "vdrill", "ftps-1")
     code, backup = drkit("backup", "--config", str(config))
     assert code == 0 and backup["warnings"] == [], backup
     code, shown = drkit("show", "latest", "--config", str(config))
@@ -184,7 +157,7 @@ def test_discover_finds_openssh_and_proftpd_and_init_auto_takes_both(
     assert "/etc/ssh/sshd_config" in servers["openssh"]["categories"]["config"]
     assert "/etc/proftpd/ssh_host_rsa_key" in servers["proftpd"]["categories"]["host_keys"]
     assert "servers:\n- openssh\n- proftpd" in found["proposed_config"]
-    config = init_node(root, s3_repository, work, "auto", "drill", "mixed-1")
+    config, _ = init_node(root, s3_repository, work, "auto", "drill", "mixed-1")
     import yaml
 
     assert yaml.safe_load(config.read_text())["servers"] == ["openssh", "proftpd"]

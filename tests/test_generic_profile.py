@@ -5,17 +5,15 @@ node). Its options travel signed in the manifest: a bare-metal restore checks wi
 
 from __future__ import annotations
 
-import json
 import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 import yaml
-from typer.testing import CliRunner
+from nodes import drkit, init_node
 
 from drkit import errors, sample_nodes
-from drkit.cli import app
 from drkit.engines import accounts, manifest
 from drkit.paths import on_root
 from drkit.profiles import generic
@@ -27,11 +25,6 @@ VALIDATE = (
     "{root}/etc/myftpd/myftpd.conf"
 )
 SMOKE = "/usr/bin/test -s {root}/etc/myftpd/myftpd.conf"
-
-
-def drkit(*args: str) -> tuple[int, dict]:
-    result = CliRunner().invoke(app, [*args, "--json"], catch_exceptions=False)
-    return result.exit_code, json.loads(result.stdout)
 
 
 def build(root: Path) -> dict:
@@ -146,22 +139,7 @@ def test_bare_metal_restore_checks_with_the_snapshots_options(node_root, s3_repo
     build(root)
     work = node_root / "work"
     work.mkdir(mode=0o755)
-    config = work / "drkit.yaml"
-    code, document = drkit(
-        "init",
-        "--config", str(config),
-        "--node", "ftp-x",
-        "--server", "generic",
-        "--root", str(root),
-        "--s3-endpoint", s3_repository.s3_endpoint,
-        "--bucket", s3_repository.bucket,
-        "--prefix", s3_repository.prefix,
-        "--password-file", str(s3_repository.password_file),
-        "--smoke-user", "drill",
-        "--state-dir", str(work / "state"),
-        "--lock-days", "1",
-    )  # fmt: skip
-    assert code == 0, document
+    config, document = init_node(root, s3_repository, work, "generic", "drill", "ftp-x")
     settings = yaml.safe_load(config.read_text())
     settings["profile_options"] = {"generic": options(smoke=SMOKE)}
     config.write_text(yaml.safe_dump(settings))

@@ -6,18 +6,16 @@ options signed into the snapshot.
 
 from __future__ import annotations
 
-import json
 import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 import yaml
-from typer.testing import CliRunner
+from nodes import drkit, init_node
 
 from drkit import sample_nodes
 from drkit.actions import discover
-from drkit.cli import app
 from drkit.engines import accounts, manifest
 from drkit.paths import on_root
 from drkit.profiles import sftpplus
@@ -29,11 +27,6 @@ INI_VALIDATOR = (
     "configparser.ConfigParser(interpolation=None).read_file(open(sys.argv[1]))' "
     "{install}/configuration/server.ini"
 )
-
-
-def drkit(*args: str) -> tuple[int, dict]:
-    result = CliRunner().invoke(app, [*args, "--json"], catch_exceptions=False)
-    return result.exit_code, json.loads(result.stdout)
 
 
 def build_manifest(root: Path, options: dict | None = None) -> dict:
@@ -201,22 +194,7 @@ def test_backup_destroy_restore_and_bare_metal_restore(node, node_root, s3_repos
     root, made = node
     work = node_root / "work"
     work.mkdir(mode=0o755)
-    config = work / "drkit.yaml"
-    code, document = drkit(
-        "init",
-        "--config", str(config),
-        "--node", "sftpplus-1",
-        "--server", "auto",
-        "--root", str(root),
-        "--s3-endpoint", s3_repository.s3_endpoint,
-        "--bucket", s3_repository.bucket,
-        "--prefix", s3_repository.prefix,
-        "--password-file", str(s3_repository.password_file),
-        "--smoke-user", "drill",
-        "--state-dir", str(work / "state"),
-        "--lock-days", "1",
-    )  # fmt: skip
-    assert code == 0, document
+    config, document = init_node(root, s3_repository, work, "auto", "drill", "sftpplus-1")
     signer = document["signer"]
     settings = yaml.safe_load(config.read_text())
     assert settings["servers"] == ["sftpplus"]

@@ -16,6 +16,7 @@ import hashlib
 import io
 import os
 import posixpath
+import re
 import secrets
 import shutil
 import socket
@@ -63,12 +64,20 @@ def find_program(name: str, candidates: list[str]) -> str | None:
     return None
 
 
+def command_output(done: runner.Completed, root: Path) -> str:
+    """Return a command's last output on one line (stderr, else stdout), node paths unmapped."""
+    output = (done.stderr_tail or done.stdout.strip()).replace("\n", " | ")[-300:]
+    if str(root) != "/":
+        output = output.replace(str(root).rstrip("/") + "/", "/")
+    return output
+
+
 # --- what a config names ----------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class Ref:
-    """A file or directory a server's config names."""
+    """A file or directory a server's config names (for a per-user path, whose)."""
 
     path: str
     category: str
@@ -76,6 +85,7 @@ class Ref:
     where: str
     required: bool = True
     directory: bool = False
+    user: str | None = None
 
 
 def is_file(root: Path, node_path: str) -> bool:
@@ -128,8 +138,14 @@ def inventory_from_refs(
     return found
 
 
-def named_files_check(root: Path, refs: list[Ref], label: str = "config") -> list[Check]:
-    """Fail once per required path that is missing; else one pass."""
+def named_files_check(
+    root: Path, refs: list[Ref], label: str = "config", directive_name=None
+) -> list[Check]:
+    """Fail once per required path that is missing; else one pass.
+
+    directive_name(ref) spells the directive in a failure (default: ref.directive).
+    """
+    spell = directive_name or (lambda ref: ref.directive)
     required = list({r.path: r for r in reversed(refs) if r.required}.values())
     missing = [
         r
@@ -137,7 +153,7 @@ def named_files_check(root: Path, refs: list[Ref], label: str = "config") -> lis
         if not (on_root(root, r.path).is_dir() if r.directory else is_file(root, r.path))
     ]
     results = [
-        failed(f"{label}: missing {r.path}", f"{r.directive} ({r.where}) names a missing path")
+        failed(f"{label}: missing {r.path}", f"{spell(r)} ({r.where}) names a missing path")
         for r in missing
     ]
     if not missing:
@@ -225,34 +241,49 @@ def certificate_pair_check(root: Path, certificate: str, key: str | None) -> Che
     return passed(name, f"matches {key}")
 
 
+def certificate_check(
+    root: Path,
+    entry: dict,
+    warn_days: int = CERT_WARN_DAYS,
+    key_path: str | None = None,
+    ok_note: str | None = "as in the backup",
+) -> Check:
+    """Expiry and equality with the backup of one manifest certificate; with key_path, the
+    certificate must also match that private key. ok_note ends a pass's detail."""
+    name = f"certificate: {entry['path']}"
+    try:
+        info = keys.describe_certificate(on_root(root, entry["path"]).read_bytes())
+    except OSError as exc:
+        return failed(name, f"unreadable ({exc.strerror})")
+    if info is None:
+        return failed(name, "not a PEM certificate")
+    notes = [ok_note] if ok_note else []
+    if key_path:
+        key = describe_file(root, key_path)
+        if key is None:
+            return failed(name, f"its key {key_path} is missing or unreadable")
+        if key.fingerprint != info.key_fingerprint:
+            return failed(name, f"does not match its key {key_path}")
+        notes.append(f"matches {key_path}")
+    left = info.not_after - datetime.now(UTC)
+    until = info.not_after.strftime("%Y-%m-%dT%H:%M:%SZ")
+    if entry.get("fingerprint") and entry["fingerprint"] != info.fingerprint:
+        return warned(name, f"differs from the backup; valid until {until}")
+    if left <= timedelta(0):
+        return failed(name, f"expired {until}")
+    if left <= timedelta(days=warn_days):
+        return warned(name, f"expires {until}, in {left.days} days")
+    return passed(name, ", ".join([f"valid until {until}", *notes]))
+
+
 def certificate_checks(root: Path, manifest: dict, paths: list[str]) -> list[Check]:
     """Expiry and equality with the backup of the manifest's certificates at the given paths."""
     wanted = set(paths)
-    warn_after = timedelta(days=CERT_WARN_DAYS)
-    results = []
-    for entry in manifest.get("certificates", []):
-        if entry["path"] not in wanted:
-            continue
-        name = f"certificate: {entry['path']}"
-        try:
-            info = keys.describe_certificate(on_root(root, entry["path"]).read_bytes())
-        except OSError as exc:
-            results.append(failed(name, f"unreadable ({exc.strerror})"))
-            continue
-        if info is None:
-            results.append(failed(name, "not a PEM certificate"))
-            continue
-        left = info.not_after - datetime.now(UTC)
-        until = info.not_after.strftime("%Y-%m-%dT%H:%M:%SZ")
-        if entry.get("fingerprint") and entry["fingerprint"] != info.fingerprint:
-            results.append(warned(name, f"differs from the backup; valid until {until}"))
-        elif left <= timedelta(0):
-            results.append(failed(name, f"expired {until}"))
-        elif left <= warn_after:
-            results.append(warned(name, f"expires {until}, in {left.days} days"))
-        else:
-            results.append(passed(name, f"valid until {until}, as in the backup"))
-    return results
+    return [
+        certificate_check(root, entry)
+        for entry in manifest.get("certificates", [])
+        if entry["path"] in wanted
+    ]
 
 
 def certificate_names(root: Path, certificate: str) -> list[str]:
@@ -340,8 +371,13 @@ def make_client_key(work: Path) -> tuple[Path, str] | None:
 # --- the SFTP client, pinned -----------------------------------------------------------------
 
 
-def keyscan_checks(host_keys: list[dict], port: int, label: str) -> list[Check]:
-    """Ask the server for each host key type the manifest holds; compare fingerprints."""
+def keyscan_checks(
+    host_keys: list[dict], port: int, label: str = "", not_served: str = "not served"
+) -> list[Check]:
+    """Ask the server for each host key type the manifest holds; compare fingerprints.
+
+    Checks are named "smoke: {label} host key {type}" ("smoke: host key {type}" without label).
+    """
     from drkit.profiles import openssh
 
     names = openssh.policy()["smoke"]["keyscan_types"]
@@ -350,7 +386,7 @@ def keyscan_checks(host_keys: list[dict], port: int, label: str) -> list[Check]:
         by_type.setdefault(entry["type"], []).append(entry["fingerprint"])
     results = []
     for key_type, expected in by_type.items():
-        name = f"smoke: {label} host key {key_type}"
+        name = f"smoke: {label} host key {key_type}" if label else f"smoke: host key {key_type}"
         argv = ["ssh-keyscan", "-T", "5", "-p", str(port), "-t", names.get(key_type, key_type)]
         done = runner.run([*argv, "127.0.0.1"], timeout=30)
         served = []
@@ -361,7 +397,7 @@ def keyscan_checks(host_keys: list[dict], port: int, label: str) -> list[Check]:
                 if info is not None and info.type == key_type:
                     served.append(info)
         if not served:
-            results.append(failed(name, "not served"))
+            results.append(failed(name, not_served))
         elif served[0].fingerprint not in expected:
             detail = f"served {served[0].fingerprint}, the backup has {', '.join(expected)}"
             results.append(failed(name, detail))
@@ -370,7 +406,9 @@ def keyscan_checks(host_keys: list[dict], port: int, label: str) -> list[Check]:
     return results
 
 
-def _sftp(key: Path, known_hosts: Path, port: int, user: str, batch: str, work: Path):
+def _sftp(
+    key: Path, known_hosts: Path, port: int, user: str, batch: str, work: Path, only_key=True
+):
     batch_file = work / f"batch-{secrets.token_hex(4)}"
     batch_file.write_text(batch)
     argv = [
@@ -378,38 +416,61 @@ def _sftp(key: Path, known_hosts: Path, port: int, user: str, batch: str, work: 
         "-o", "StrictHostKeyChecking=yes", "-o", f"UserKnownHostsFile={known_hosts}",
         "-o", "GlobalKnownHostsFile=/dev/null", "-o", "BatchMode=yes",
         "-o", "IdentitiesOnly=yes", "-o", "ConnectTimeout=10", "-o", "LogLevel=ERROR",
-        "-o", "PreferredAuthentications=publickey",
+        *(["-o", "PreferredAuthentications=publickey"] if only_key else []),
         "-i", str(key), "-P", str(port), "-b", str(batch_file), f"{user}@127.0.0.1",
     ]  # fmt: skip
     return runner.run(argv, env={"SSH_AUTH_SOCK": ""}, timeout=60)
 
 
 def sftp_checks(
-    host_keys: list[dict], user: str, port: int, key: Path, work: Path, label: str, hint=None
+    host_keys: list[dict],
+    user: str,
+    port: int,
+    key: Path,
+    work: Path,
+    label: str,
+    hint=None,
+    *,
+    trip_name: str | None = None,
+    upload_dirs=UPLOAD_DIRS,
+    show_dir: bool = False,
+    only_key: bool = True,
 ) -> list[Check]:
-    """Log in with the OpenSSH sftp client pinned to host_keys; put, get, compare, remove."""
+    """Log in with the OpenSSH sftp client pinned to host_keys; put, get, compare, remove.
+
+    Checks: "smoke: {label} login" and trip_name (default "smoke: {label} round trip");
+    show_dir adds the login's working directory to its detail; only_key allows no other
+    client authentication method than the key.
+    """
     known_hosts = work / f"known_hosts-{port}"
     known_hosts.write_text("".join(f"[127.0.0.1]:{port} {k['public_line']}\n" for k in host_keys))
+    login_name, check = f"smoke: {label} login", trip_name or f"smoke: {label} round trip"
     started = time.monotonic()
-    login = _sftp(key, known_hosts, port, user, "pwd\n", work)
+    login = _sftp(key, known_hosts, port, user, "pwd\n", work, only_key)
     if login.returncode != 0:
         detail = login.stderr_tail.replace("\n", " | ") or "sftp failed"
         extra = hint() if hint else ""
         return [
-            failed(f"smoke: {label} login", f"{user}: {detail}" + (f" ({extra})" if extra else "")),
-            failed(f"smoke: {label} round trip", "no login"),
+            failed(login_name, f"{user}: {detail}" + (f" ({extra})" if extra else "")),
+            failed(check, "no login"),
         ]
     elapsed = time.monotonic() - started
-    results = [passed(f"smoke: {label} login", f"{user} in {elapsed:.2f} s, pinned host key")]
+    detail = f"{user} in {elapsed:.2f} s, pinned host key"
+    if show_dir:
+        lines = login.stdout.splitlines()
+        where = next(
+            (ln.split(":", 1)[1].strip() for ln in lines if "working directory" in ln), "?"
+        )
+        detail += f", in {where}"
+    results = [passed(login_name, detail)]
     payload = secrets.token_bytes(4096)
     local, back = work / f"payload-{port}", work / f"payload-{port}.back"
     local.write_bytes(payload)
     name, reasons = f".drkit-smoke-{secrets.token_hex(6)}", []
-    check = f"smoke: {label} round trip"
-    for directory in UPLOAD_DIRS:
+    for directory in upload_dirs:
         remote = f"{directory}/{name}"
         batch = f'put "{local}" "{remote}"\n-get "{remote}" "{back}"\nrm "{remote}"\n'
-        done = _sftp(key, known_hosts, port, user, batch, work)
+        done = _sftp(key, known_hosts, port, user, batch, work, only_key)
         if back.is_file():
             if back.read_bytes() != payload:
                 return [*results, failed(check, f"bytes differ after a round trip in {directory}")]
@@ -516,14 +577,19 @@ def ftps_checks(
             client.close()
 
 
+LOG_PATTERN = r"error|fatal|refused|denied|invalid|failed|unable|oops|no such"
+
+
+def interesting_lines(lines: list[str], pattern: str = LOG_PATTERN) -> list[str]:
+    """Return the last three non-blank lines that match pattern (any case), else the last three."""
+    lines = [ln for ln in lines if ln.strip()]
+    return ([ln for ln in lines if re.search(pattern, ln, re.I)] or lines)[-3:]
+
+
 def log_hint(*paths: Path) -> str:
     """Return the interesting last lines of server logs, for a failed login's detail."""
-    import re
-
     lines: list[str] = []
     for path in paths:
         with contextlib.suppress(OSError):
-            lines += [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
-    pattern = r"error|fatal|refused|denied|invalid|failed|unable|oops|no such"
-    interesting = [ln for ln in lines if re.search(pattern, ln, re.I)]
-    return " | ".join(line.strip()[:200] for line in (interesting or lines)[-3:])
+            lines += path.read_text(errors="replace").splitlines()
+    return " | ".join(line.strip()[:200] for line in interesting_lines(lines))

@@ -241,9 +241,7 @@ def _command(
         done = runner.run(argv, timeout=float(chosen.get("timeout_seconds", 120)))
     except errors.DrkitError as exc:
         return failed(name, exc.message)
-    output = (done.stderr_tail or done.stdout.strip()).replace("\n", " | ")[-300:]
-    if str(root) != "/":
-        output = output.replace(str(root).rstrip("/") + "/", "/")
+    output = common.command_output(done, root)
     if done.returncode != 0:
         return failed(name, f"{Path(argv[0]).name} exit {done.returncode}: {output or 'no output'}")
     return passed(name, f"{Path(argv[0]).name} exit 0")

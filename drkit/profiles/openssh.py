@@ -16,24 +16,23 @@ import os
 import posixpath
 import pwd
 import re
-import secrets
 import shutil
-import socket
 import stat
 import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import yaml
 
 from drkit import runner
-from drkit.engines import accounts, keys
+from drkit.engines import accounts
 from drkit.engines.checks import Check, failed, passed, warned
 from drkit.paths import on_root, to_node
+from drkit.profiles import common
 from drkit.profiles.base import Entry, Inventory
+from drkit.profiles.common import Ref
 
 POLICY_FILE = "openssh.yaml"
 _TOKEN = re.compile(r"%(.)")
@@ -301,7 +300,8 @@ def _users(config: Config, db: Accounts, root: Path, smoke_user: str | None):
         if user in names or entry[5] in no_home or not on_root(root, entry[5]).is_dir():
             continue
         if any(
-            _is_file(root, path) for path, _ in _user_paths(config, db, user, "authorizedkeysfile")
+            common.is_file(root, path)
+            for path, _ in _user_paths(config, db, user, "authorizedkeysfile")
         ):
             names.append(user)
     return names, warnings
@@ -322,25 +322,7 @@ def _user_paths(config: Config, db: Accounts, user: str, keyword: str) -> list[t
     return list(dict.fromkeys((path, where) for path, where in expanded if path))
 
 
-def _is_file(root: Path, node_path: str) -> bool:
-    host = on_root(root, node_path)
-    return host.is_file() or host.is_symlink()
-
-
 # --- what the config names ----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Ref:
-    """A file or directory the config names."""
-
-    path: str
-    category: str
-    directive: str
-    where: str
-    required: bool
-    user: str | None = None
-    directory: bool = False
 
 
 def references(root: Path, config: Config, db: Accounts, users: list[str]) -> list[Ref]:
@@ -354,7 +336,7 @@ def references(root: Path, config: Config, db: Accounts, users: list[str]) -> li
         if kind in ("user_path", "chroot"):
             for user in users:
                 refs += [
-                    Ref(path, category, keyword, where, required, user, kind == "chroot")
+                    Ref(path, category, keyword, where, required, kind == "chroot", user)
                     for path, where in _user_paths(config, db, user, keyword)
                     if path != "/"
                 ]
@@ -381,16 +363,6 @@ def references(root: Path, config: Config, db: Accounts, users: list[str]) -> li
 
 def _absolute(path: str) -> str:
     return posixpath.normpath(posixpath.join("/", path))
-
-
-def _walk_files(root: Path, node_dir: str) -> list[str]:
-    """Return the node paths of every file and symlink under a directory (links not followed)."""
-    found = []
-    for dirpath, dirnames, filenames in os.walk(on_root(root, node_dir)):
-        dirnames.sort()
-        links = [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]
-        found += [to_node(root, Path(dirpath, n)) for n in sorted(filenames + links)]
-    return found
 
 
 def inventory(root: Path, smoke_user: str | None) -> Inventory:
@@ -423,23 +395,23 @@ def inventory(root: Path, smoke_user: str | None) -> Inventory:
             if host.is_dir():
                 if ref.path not in {entry.path for entry in found.dirs}:
                     found.dirs.append(Entry(ref.path, ref.category))
-                    for path in _walk_files(root, ref.path):
+                    for path in common.walk_files(root, ref.path):
                         add(path, ref.category)
             else:
                 found.warnings.append(f"{_label(ref)} {ref.path} ({ref.where}) is missing")
-        elif _is_file(root, ref.path):
+        elif common.is_file(root, ref.path):
             if ref.path.startswith(tuple(pol["packaged_programs"])):
                 continue  # the distribution's own program: the package restores it, not drkit
             add(ref.path, ref.category)
-            if ref.directive == "hostkey" and _is_file(root, ref.path + ".pub"):
+            if ref.directive == "hostkey" and common.is_file(root, ref.path + ".pub"):
                 add(ref.path + ".pub", ref.category)
         elif ref.required:
             found.warnings.append(f"{_label(ref)} {ref.path} ({ref.where}) is missing")
-    if not any(r.directive == "hostkey" and _is_file(root, r.path) for r in refs):
+    if not any(r.directive == "hostkey" and common.is_file(root, r.path) for r in refs):
         found.warnings.append("no host key found: clients will see a new server")
     for user in users:
         mine = [r for r in refs if r.user == user and r.directive == "authorizedkeysfile"]
-        if not any(_is_file(root, r.path) for r in mine):
+        if not any(common.is_file(root, r.path) for r in mine):
             found.warnings.append(f"user {user} has no authorized keys file")
     found.warnings = list(dict.fromkeys(found.warnings))
     return found
@@ -558,7 +530,7 @@ def checks(root: Path, manifest: dict) -> list[Check]:
     refs = references(root, config, db, list(dict.fromkeys(users)))
     return [
         _config_test(root, config),
-        *_named_files(root, refs),
+        *common.named_files_check(root, refs, directive_name=_label),
         *_host_key_checks(root, refs, manifest),
         *_user_key_checks(root, refs, config, db),
         *_chroot_checks(root, refs),
@@ -589,33 +561,11 @@ def _config_test(root: Path, config: Config) -> Check:
     return passed(name, "sshd accepts the config and loads every host key")
 
 
-def _named_files(root: Path, refs: list[Ref]) -> list[Check]:
-    required = list({r.path: r for r in reversed(refs) if r.required}.values())
-    missing = [
-        r for r in reversed(required)
-        if not (on_root(root, r.path).is_dir() if r.directory else _is_file(root, r.path))
-    ]  # fmt: skip
-    results = [
-        failed(f"config: missing {r.path}", f"{_label(r)} ({r.where}) names a missing path")
-        for r in missing
-    ]
-    if not missing:
-        results.append(passed("config: named files", f"all {len(required)} named paths exist"))
-    return results
-
-
-def _describe_file(root: Path, node_path: str) -> keys.KeyInfo | None:
-    try:
-        return keys.describe_key(on_root(root, node_path).read_bytes())
-    except OSError:
-        return None
-
-
 def _host_key_checks(root: Path, refs: list[Ref], manifest: dict) -> list[Check]:
     rule = policy()["modes"]["host_private_key"]
     forbid = int(rule["forbid"], 8)
     results = []
-    configured = [r.path for r in refs if r.directive == "hostkey" and _is_file(root, r.path)]
+    configured = [r.path for r in refs if r.directive == "hostkey" and common.is_file(root, r.path)]
     for path in configured:
         info = os.stat(on_root(root, path))
         mode, problems = stat.S_IMODE(info.st_mode), []
@@ -627,8 +577,9 @@ def _host_key_checks(root: Path, refs: list[Ref], manifest: dict) -> list[Check]
         results.append(
             failed(name, "; ".join(problems)) if problems else passed(name, f"{mode:04o} root")
         )
-        if _is_file(root, path + ".pub"):
-            private, public = _describe_file(root, path), _describe_file(root, path + ".pub")
+        if common.is_file(root, path + ".pub"):
+            private = common.describe_file(root, path)
+            public = common.describe_file(root, path + ".pub")
             name = f"host key pair: {path}"
             if private is None or public is None:
                 which = "private key" if private is None else ".pub"
@@ -642,8 +593,8 @@ def _host_key_checks(root: Path, refs: list[Ref], manifest: dict) -> list[Check]
                 results.append(passed(name, f"{private.type} {private.fingerprint}"))
     recorded = manifest.get("host_keys", [])
     for entry in recorded:
-        name, info = f"host key: {entry['path']}", _describe_file(root, entry["path"])
-        if not _is_file(root, entry["path"]):
+        name, info = f"host key: {entry['path']}", common.describe_file(root, entry["path"])
+        if not common.is_file(root, entry["path"]):
             results.append(failed(name, "missing"))
         elif info is None:
             results.append(failed(name, "not a readable key"))
@@ -700,7 +651,7 @@ def _user_key_checks(root: Path, refs: list[Ref], config: Config, db: Accounts) 
         if ref.directive != "authorizedkeysfile" or ref.path in seen:
             continue
         seen.add(ref.path)
-        if not _is_file(root, ref.path):
+        if not common.is_file(root, ref.path):
             continue
         entry = db.users[ref.user]
         uid, gid, home = int(entry[2]), int(entry[3]), entry[5]
@@ -752,59 +703,14 @@ def _chroot_checks(root: Path, refs: list[Ref]) -> list[Check]:
 
 
 def _certificate_checks(root: Path, manifest: dict) -> list[Check]:
-    warn_after = timedelta(days=policy()["certificates"]["warn_days"])
-    results = []
-    for entry in manifest.get("certificates", []):
-        name = f"certificate: {entry['path']}"
-        try:
-            info = keys.describe_certificate(on_root(root, entry["path"]).read_bytes())
-        except OSError as exc:
-            results.append(failed(name, f"unreadable ({exc.strerror})"))
-            continue
-        if info is None:
-            results.append(failed(name, "not a PEM certificate"))
-            continue
-        notes = []
-        if entry.get("key_path"):
-            key = _describe_file(root, entry["key_path"])
-            if key is None:
-                results.append(
-                    failed(name, f"its key {entry['key_path']} is missing or unreadable")
-                )
-                continue
-            if key.fingerprint != info.key_fingerprint:
-                results.append(failed(name, f"does not match its key {entry['key_path']}"))
-                continue
-            notes.append(f"matches {entry['key_path']}")
-        left = info.not_after - datetime.now(UTC)
-        until = info.not_after.strftime("%Y-%m-%dT%H:%M:%SZ")
-        if entry.get("fingerprint") and entry["fingerprint"] != info.fingerprint:
-            results.append(warned(name, f"differs from the backup; valid until {until}"))
-        elif left <= timedelta(0):
-            results.append(failed(name, f"expired {until}"))
-        elif left <= warn_after:
-            results.append(warned(name, f"expires {until}, in {left.days} days"))
-        else:
-            results.append(passed(name, ", ".join([f"valid until {until}", *notes])))
-    return results
+    warn_days = policy()["certificates"]["warn_days"]
+    return [
+        common.certificate_check(root, entry, warn_days, entry.get("key_path"), ok_note=None)
+        for entry in manifest.get("certificates", [])
+    ]
 
 
 # --- smoke: the real sshd on a sandbox port -----------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _wait_port(port: int, server: runner.Service, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and server.alive():
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
-            return True
-        time.sleep(0.02)
-    return False
 
 
 def _node_account(root: Path, manifest: dict, user: str) -> dict | None:
@@ -897,12 +803,8 @@ def _remove_created(created: list[tuple[str, str]]) -> None:
 
 
 def _log_hint(server: runner.Service) -> str:
-    lines = [ln for ln in server.log_tail().splitlines() if ln.strip()]
-    interesting = [
-        ln for ln in lines
-        if re.search(r"error|fatal|refused|not allowed|bad ownership|denied|invalid", ln, re.I)
-    ]  # fmt: skip
-    return " | ".join((interesting or lines)[-3:])
+    pattern = r"error|fatal|refused|not allowed|bad ownership|denied|invalid"
+    return " | ".join(common.interesting_lines(server.log_tail().splitlines(), pattern))
 
 
 def smoke(root: Path, manifest: dict, user: str, work_dir: Path) -> list[Check]:
@@ -942,7 +844,7 @@ def smoke(root: Path, manifest: dict, user: str, work_dir: Path) -> list[Check]:
         (sandbox / user).write_text((work / "client_key.pub").read_text())
         (sandbox / user).chmod(0o644)
         entry = _node_fields(root, manifest, user)
-        port = _free_port()
+        port = common.free_port()
         prepend = [
             "# drkit smoke run: these lines win over the node's own",
             f"Port {port}",
@@ -961,112 +863,27 @@ def smoke(root: Path, manifest: dict, user: str, work_dir: Path) -> list[Check]:
             [settings["sshd"], "-D", "-e", "-f", str(copy)], work / "sshd.log"
         )
         started = time.monotonic()
-        if not _wait_port(port, server, settings["start_timeout_seconds"]):
+        if not common.wait_port(port, server, settings["start_timeout_seconds"]):
             results.append(failed("smoke: sshd started", _log_hint(server) or "no output"))
             return results
         waited = time.monotonic() - started
         results.append(passed("smoke: sshd started", f"127.0.0.1:{port} in {waited:.2f} s"))
-        results += _keyscan_checks(manifest, port)
-        results += _sftp_checks(manifest, user, port, key, work, server)
+        host_keys = manifest.get("host_keys", [])
+        not_served = "not served: sshd did not load that host key"
+        results += common.keyscan_checks(host_keys, port, not_served=not_served)
+
+        def hint() -> str:
+            found = _log_hint(server)
+            return f"sshd: {found}" if found else ""
+
+        trip = "smoke: file round trip"
+        results += common.sftp_checks(
+            host_keys, user, port, key, work, "sftp", hint, trip_name=trip,
+            upload_dirs=settings["upload_dirs"], show_dir=True, only_key=False,
+        )  # fmt: skip
         return results
     finally:
         if server is not None:
             server.stop()
         _remove_created(created)
         shutil.rmtree(work, ignore_errors=True)
-
-
-def _keyscan_checks(manifest: dict, port: int) -> list[Check]:
-    names = policy()["smoke"]["keyscan_types"]
-    results = []
-    by_type: dict[str, list[str]] = {}
-    for entry in manifest.get("host_keys", []):
-        by_type.setdefault(entry["type"], []).append(entry["fingerprint"])
-    for key_type, expected in by_type.items():
-        name = f"smoke: host key {key_type}"
-        argv = ["ssh-keyscan", "-T", "5", "-p", str(port), "-t", names.get(key_type, key_type)]
-        done = runner.run([*argv, "127.0.0.1"], timeout=30)
-        served = []
-        for line in done.stdout.splitlines():
-            fields = line.split()
-            if len(fields) >= 3 and not line.startswith("#"):
-                info = keys.describe_key(f"{fields[1]} {fields[2]}".encode())
-                if info is not None and info.type == key_type:
-                    served.append(info)
-        if not served:
-            results.append(failed(name, "not served: sshd did not load that host key"))
-        elif served[0].fingerprint not in expected:
-            detail = f"served {served[0].fingerprint}, the backup has {', '.join(expected)}"
-            results.append(failed(name, detail))
-        else:
-            results.append(passed(name, f"served {served[0].fingerprint} as in the backup"))
-    return results
-
-
-def _sftp(key: Path, known_hosts: Path, port: int, user: str, batch: str, work: Path):
-    batch_file = work / f"batch-{secrets.token_hex(4)}"
-    batch_file.write_text(batch)
-    argv = [
-        "sftp", "-F", "/dev/null",
-        "-o", "StrictHostKeyChecking=yes", "-o", f"UserKnownHostsFile={known_hosts}",
-        "-o", "GlobalKnownHostsFile=/dev/null", "-o", "BatchMode=yes",
-        "-o", "IdentitiesOnly=yes", "-o", "ConnectTimeout=10", "-o", "LogLevel=ERROR",
-        "-i", str(key), "-P", str(port), "-b", str(batch_file), f"{user}@127.0.0.1",
-    ]  # fmt: skip
-    return runner.run(argv, env={"SSH_AUTH_SOCK": ""}, timeout=60)
-
-
-def _sftp_checks(
-    manifest: dict, user: str, port: int, key: Path, work: Path, server
-) -> list[Check]:
-    known_hosts = work / "known_hosts"
-    known_hosts.write_text(
-        "".join(
-            f"[127.0.0.1]:{port} {entry['public_line']}\n"
-            for entry in manifest.get("host_keys", [])
-        )
-    )
-    started = time.monotonic()
-    login = _sftp(key, known_hosts, port, user, "pwd\n", work)
-    if login.returncode != 0:
-        detail = login.stderr_tail.replace("\n", " | ") or "sftp failed"
-        hint = _log_hint(server)
-        return [
-            failed("smoke: sftp login", f"{user}: {detail}" + (f" (sshd: {hint})" if hint else "")),
-            failed("smoke: file round trip", "no login"),
-        ]
-    remote_dir = next(
-        (
-            ln.split(":", 1)[1].strip()
-            for ln in login.stdout.splitlines()
-            if "working directory" in ln
-        ),
-        "?",
-    )
-    elapsed = time.monotonic() - started
-    results = [
-        passed("smoke: sftp login", f"{user} in {elapsed:.2f} s, pinned host key, in {remote_dir}")
-    ]
-    payload = secrets.token_bytes(4096)
-    local, back = work / "payload", work / "payload.back"
-    local.write_bytes(payload)
-    name, reasons = f".drkit-smoke-{secrets.token_hex(6)}", []
-    for directory in policy()["smoke"]["upload_dirs"]:
-        remote = f"{directory}/{name}"
-        batch = f'put "{local}" "{remote}"\n-get "{remote}" "{back}"\nrm "{remote}"\n'
-        done = _sftp(key, known_hosts, port, user, batch, work)
-        if back.is_file():
-            check = "smoke: file round trip"
-            if back.read_bytes() != payload:
-                return [*results, failed(check, f"bytes differ after a round trip in {directory}")]
-            if done.returncode != 0:
-                return [*results, failed(check, f"read back, but could not remove {remote}")]
-            detail = f"wrote, read back and removed {len(payload)} bytes in {directory}"
-            return [*results, passed(check, detail)]
-        reasons.append(
-            f"{directory}: {done.stderr_tail.splitlines()[-1] if done.stderr_tail else 'failed'}"
-        )
-    return [
-        *results,
-        failed("smoke: file round trip", "no writable directory; " + "; ".join(reasons)),
-    ]

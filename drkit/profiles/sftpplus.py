@@ -402,9 +402,7 @@ def _validate_check(root: Path, chosen: dict) -> Check:
         )
     except errors.DrkitError as exc:
         return failed(name, exc.message)
-    output = (done.stderr_tail or done.stdout.strip()).replace("\n", " | ")[-300:]
-    if str(root) != "/":
-        output = output.replace(str(root).rstrip("/") + "/", "/")
+    output = common.command_output(done, root)
     if done.returncode != 0:
         return failed(name, f"exit {done.returncode}: {output or 'no output'}")
     return passed(name, f"{Path(program).name} exit 0")
