@@ -926,6 +926,123 @@ def fleet_drift(
     _finish(job, as_json, render)
 
 
+# --- key escrow, recovery and rotation ------------------------------------------------------
+
+keys_app = typer.Typer(help="Escrow, recover and rotate the repository password and keys.")
+app.add_typer(keys_app, name="keys")
+
+
+@keys_app.command("escrow")
+def keys_escrow(
+    recipients: Annotated[
+        list[Path], typer.Option("--recipients", help="one holder's age recipient file (repeat)")
+    ],
+    threshold: Annotated[int, typer.Option(help="shares needed to recover (K of N)")],
+    out: Annotated[Path, typer.Option(help="directory for the encrypted shares")] = Path("."),
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Split the repository password into SLIP-39 shares, one per holder, each age-encrypted."""
+
+    def job():
+        from drkit.actions import keys as keys_action
+
+        return keys_action.escrow_password(_config(config), recipients, threshold, out)
+
+    def render(result):
+        out_console = output.console()
+        for item in result["files"]:
+            out_console.print(f"share for {item['holder']:12} {item['file']}")
+        out_console.print(f"any {result['threshold']} of {result['holders']} recover the password")
+        out_console.print(f"sheet {result['sheet']} (signer {result['signer']})")
+
+    _finish(job, as_json, render)
+
+
+@keys_app.command("holder")
+def keys_holder(
+    identity: Annotated[Path, typer.Option(help="where to write the new age identity (0600)")],
+    as_json: JsonOption = False,
+) -> None:
+    """Create an age key pair for an escrow holder; print the recipient to escrow to."""
+
+    def job():
+        from drkit.actions import keys as keys_action
+
+        return keys_action.new_holder(identity)
+
+    _finish(job, as_json, lambda result: output.console().print(result["recipient"]))
+
+
+@keys_app.command("reveal")
+def keys_reveal(
+    share: Annotated[Path, typer.Option(help="the holder's .age share")],
+    identity: Annotated[list[Path], typer.Option(help="the holder's age identity file")],
+    as_json: JsonOption = False,
+) -> None:
+    """Decrypt a holder's share and print its words, to be written on paper."""
+
+    def job():
+        from drkit.actions import keys as keys_action
+
+        return keys_action.reveal(share, identity)
+
+    _finish(job, as_json, lambda result: print(result["words"]))
+
+
+@keys_app.command("recover")
+def keys_recover(
+    out: Annotated[Path, typer.Option(help="new password file to write (0600, must not exist)")],
+    share: Annotated[
+        list[Path] | None, typer.Option(help="a share: .age file or words copied from paper")
+    ] = None,
+    identity: Annotated[
+        list[Path] | None, typer.Option(help="age identity file for .age shares (repeat)")
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Rebuild the repository password from K shares (files, or typed one per line on stdin)."""
+
+    def job():
+        import sys
+
+        from drkit.actions import keys as keys_action
+
+        typed = [] if share else [line for line in sys.stdin.read().splitlines() if line.strip()]
+        return keys_action.recover(share or [], identity or [], out, typed)
+
+    def render(result):
+        output.console().print(
+            f"password rebuilt from {result['shares_used']} share(s) into {result['password_file']}"
+        )
+
+    _finish(job, as_json, render)
+
+
+@keys_app.command("rotate")
+def keys_rotate(config: ConfigOption = None, as_json: JsonOption = False) -> None:
+    """Add a new restic key and signing key; retire the old ones without losing a snapshot."""
+
+    def job():
+        from drkit.actions import keys as keys_action
+        from drkit.config import load_config
+
+        loaded, path = load_config(config)
+        return keys_action.rotate(loaded, path)
+
+    def render(result):
+        out_console = output.console()
+        out_console.print(
+            f"restic key {result['restic_keys']['added'][:8]} added, "
+            f"{', '.join(k[:8] for k in result['restic_keys']['removed'])} removed"
+        )
+        out_console.print(f"new signer {result['signer']['new']}")
+        out_console.print(f"retired    {result['signer']['retired']} (verification only)")
+        out_console.print(result["next"])
+
+    _finish(job, as_json, render)
+
+
 def main() -> None:
     """Entry point of the drkit command."""
     app()

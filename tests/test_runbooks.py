@@ -206,7 +206,10 @@ def _standby_pair(node: Node) -> tuple[Node, dict[str, Path]]:
     passive = Node(make_workspace(), node.repository, node="sftp-2")
     data = yaml.safe_load(passive.config.read_text())
     data["standby"] = {"source": node.name, "local": ["/etc/ssh/sshd_config.d/10-hardening.conf"]}
-    data["trusted_keys"] = [*data.get("trusted_keys", []), node.signer]
+    # the active node's own trust list: after `keys rotate` (an earlier runbook) it signs with
+    # a new key, and still lists the retired one
+    active_keys = yaml.safe_load(node.config.read_text())["trusted_keys"]
+    data["trusted_keys"] = list(dict.fromkeys([*data.get("trusted_keys", []), *active_keys]))
     passive.config.write_text(yaml.safe_dump(data))
     code, synced = passive.run("standby", "sync")
     assert code == 0, synced

@@ -473,3 +473,18 @@ class Restic:
             argv += ["--include", path]
         completed = runner.run_lines(argv, lambda line: None, env=self._env(), timeout=3600)
         self._raise_for(completed, f"restoring files of snapshot {snapshot_id[:8]}")
+
+    # -- keys (rotation) -----------------------------------------------------------------
+
+    def key_add(self, new_password_file: Path) -> None:
+        """Add a key whose password is in new_password_file (the current one opens the repo)."""
+        self._run("adding a key", "key", "add", "--new-password-file", str(new_password_file))
+
+    def key_list(self) -> list[dict]:
+        """Return the repository's keys: [{current, id, userName, hostName, created}]."""
+        completed = self._run("listing keys", "key", "list", timeout=120)
+        return self._json(completed, "listing keys") or []
+
+    def key_remove(self, key_id: str) -> None:
+        """Remove a key that is not the one this engine opens the repository with."""
+        self._run("removing a key", "key", "remove", key_id, timeout=120)

@@ -1,0 +1,178 @@
+"""drkit keys: escrow the repository password to K-of-N holders, recover it, rotate keys.
+
+escrow   SLIP-39 shares of the password, each encrypted to one holder's age recipient.
+reveal   a holder decrypts their share to copy its words onto paper.
+recover  K shares (age files with identities, or words typed or copied from paper) rebuild the
+         password into a new 0600 file. Needs no drkit.yaml: made for a bare machine.
+rotate   a new restic key and a new signing key; the old restic key is removed, the old signing
+         key stays trusted for verification only (snapshots are immutable and keep their
+         signatures), and the old private key is deleted.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from datetime import UTC, datetime
+from pathlib import Path
+
+from drkit import errors
+from drkit.actions import context
+from drkit.config import Config, dump_config, parse_config
+from drkit.engines import escrow, keys, manifest
+
+log = logging.getLogger(__name__)
+
+
+def _read_password(path: Path) -> str:
+    keys.require_private(path, "repository password file")
+    try:
+        return path.read_text().strip()
+    except OSError as exc:
+        raise errors.ConfigError(f"{path}: cannot read ({exc.strerror})") from None
+
+
+def _write_new(path: Path, data: bytes) -> None:
+    """Create a 0600 file that must not exist yet (never overwrite a secret)."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise errors.UsageError(f"{path} exists: choose another file") from None
+    except OSError as exc:
+        raise errors.LocalFilesystemError(f"{path}: {exc.strerror}") from None
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+
+
+def escrow_password(config: Config, recipients: list[Path], threshold: int, out: Path) -> dict:
+    """Split the repository password into one age-encrypted SLIP-39 share per recipient file."""
+    if not recipients:
+        raise errors.UsageError("--recipients: name one age recipient file per holder")
+    holders = []
+    for path in recipients:
+        try:
+            holders.append((path.stem, escrow.recipient(path.read_text())))
+        except OSError as exc:
+            raise errors.ConfigError(f"{path}: cannot read ({exc.strerror})") from None
+    password = _read_password(config.repository.password_file)
+    shares = escrow.split(password, threshold, len(holders))
+    created = datetime.now(UTC)
+    files = []
+    for index, ((holder, to), share) in enumerate(zip(holders, shares, strict=True), start=1):
+        path = out / f"{config.node}-share-{index}-of-{len(holders)}-{holder}.age"
+        _write_new(path, escrow.encrypt(share, to))
+        files.append({"holder": holder, "file": str(path)})
+    signer = keys.signing_fingerprint(keys.load_signing_key(config.signing_key).public_key())
+    sheet = out / f"{config.node}-escrow-sheet.txt"
+    sheet_text = (
+        f"drkit key escrow of node {config.node}, {manifest.utc_text(created)}\n"
+        f"repository: {config.repository.restic_url}\n"
+        f"shares: {len(holders)}, any {threshold} recover the password\n"
+        f"holders: {', '.join(holder for holder, _ in holders)}\n"
+        f"signer fingerprint (for --trust-key): {signer}\n"
+        "recover: drkit keys recover --share FILE... [--identity AGE-KEY-FILE] --out FILE\n"
+    )
+    sheet.unlink(missing_ok=True)
+    _write_new(sheet, sheet_text.encode())
+    return {
+        "ok": True,
+        "node": config.node,
+        "threshold": threshold,
+        "holders": len(holders),
+        "files": files,
+        "sheet": str(sheet),
+        "signer": signer,
+        "created": manifest.utc_text(created),
+    }
+
+
+def _share_text(path: Path | None, identities: list[Path]) -> str:
+    data = path.read_bytes() if path else b""
+    if data.startswith(escrow.AGE_HEADER):
+        return escrow.decrypt(data, [identity.read_text() for identity in identities])
+    return data.decode(errors="replace")
+
+
+def reveal(share: Path, identities: list[Path]) -> dict:
+    """Return a holder's share as words, to be copied onto paper."""
+    words = " ".join(_share_text(share, identities).split())
+    return {"ok": True, "share": str(share), "words": words, "count": len(words.split())}
+
+
+def recover(shares: list[Path], identities: list[Path], out: Path, typed: list[str]) -> dict:
+    """Rebuild the password from K shares (files or typed words) into a new 0600 file."""
+    mnemonics = [_share_text(path, identities) for path in shares] + typed
+    mnemonics = [" ".join(text.split()) for text in mnemonics if text.strip()]
+    if not mnemonics:
+        raise errors.UsageError("no shares given: --share FILE... or type one share per line")
+    password = escrow.combine(mnemonics)
+    _write_new(out, (password + "\n").encode())
+    return {"ok": True, "shares_used": len(mnemonics), "password_file": str(out)}
+
+
+def new_holder(identity_file: Path) -> dict:
+    """Create an age identity for an escrow holder; return the recipient to give the operator."""
+    identity, recipient = escrow.new_identity()
+    _write_new(identity_file, (identity + "\n").encode())
+    return {"ok": True, "identity": str(identity_file), "recipient": recipient}
+
+
+def rotate(config: Config, config_path: Path) -> dict:
+    """Add a new restic key and signing key, then retire the old ones; return the document.
+
+    Order matters for a crash at any point: the new password is written beside the old one
+    and proven to open the repository before it replaces the password file; the old restic
+    key goes only after that. The old signing fingerprint stays in trusted_keys.
+    """
+    from drkit.engines import restic as restic_engine
+
+    restic = context.restic_for(config.repository, config.restic)
+    context.probe_storage(config.repository)
+    password_file = config.repository.password_file
+    pending = password_file.with_name(password_file.name + ".new")
+    with context.node_lock(config):
+        old_keys = restic.key_list()
+        old_current = [key["id"] for key in old_keys if key.get("current")]
+        pending.unlink(missing_ok=True)
+        _write_new(pending, (secrets.token_hex(32) + "\n").encode())
+        restic.key_add(pending)
+        fresh = restic_engine.Restic(
+            restic.binary, restic.repository_url, pending,
+            region=restic.region, ca_bundle=restic.ca_bundle,
+        )  # fmt: skip
+        new_keys = fresh.key_list()
+        new_id = next(key["id"] for key in new_keys if key.get("current"))
+        os.replace(pending, password_file)
+        fresh.password_file = password_file
+        for key_id in old_current:
+            fresh.key_remove(key_id)
+        old_signer = keys.signing_fingerprint(
+            keys.load_signing_key(config.signing_key).public_key()
+        )
+        retired = config.signing_key.with_name(config.signing_key.name + ".retiring")
+        os.replace(config.signing_key, retired)
+        new_signer = keys.generate_signing_key(config.signing_key)
+        text = config_path.read_text()
+        current = parse_config(text, str(config_path))
+        trusted = list(dict.fromkeys([*current.trusted_keys, old_signer, new_signer]))
+        updated = current.model_copy(update={"trusted_keys": trusted})
+        manifest.write_private(config_path, dump_config(updated).encode())
+        retired.unlink()
+    log.warning(
+        "keys rotated: restic key %s replaced by %s; signer %s retired (still trusted for "
+        "verification), %s signs from now on",
+        ",".join(k[:8] for k in old_current),
+        new_id[:8],
+        old_signer,
+        new_signer,
+    )
+    return {
+        "ok": True,
+        "node": config.node,
+        "restic_keys": {"added": new_id, "removed": old_current},
+        "signer": {"new": new_signer, "retired": old_signer},
+        "trusted_keys": trusted,
+        "next": "escrow the new password (drkit keys escrow) and record the new signer",
+    }
