@@ -166,3 +166,27 @@ def test_cli_errors_are_one_json_document_or_one_line(tmp_path: Path):
     assert result.stderr.strip().count("\n") == 0 and "Traceback" not in result.stderr
     result = runner.invoke(app, ["restore", "--trust-key", "nope", "--config", missing, "--json"])
     assert result.exit_code == 2
+
+
+def test_hash_cache_reuses_unchanged_files_and_sees_moving_ones(tmp_path: Path):
+    inventory = _tree(tmp_path)
+    cache_file = tmp_path / "cache.json"
+    first = manifest.HashCache(cache_file)
+    built = manifest.build(
+        tmp_path, inventory, node="n", profiles=[], accounts=[], created=datetime.now(UTC),
+        cache=first,
+    )  # fmt: skip
+    first.save()
+    assert first.changed_since(tmp_path) == []
+    with open(tmp_path / "etc/app/server.ini", "a") as handle:
+        handle.write("appended while restic read it\n")
+    assert first.changed_since(tmp_path) == ["/etc/app/server.ini"]
+    again = manifest.HashCache(cache_file)
+    rebuilt = manifest.build(
+        tmp_path, inventory, node="n", profiles=[], accounts=[], created=datetime.now(UTC),
+        cache=again,
+    )  # fmt: skip
+    digests = {e["path"]: e.get("sha256") for e in rebuilt["files"]}
+    old = {e["path"]: e.get("sha256") for e in built["files"]}
+    assert digests["/etc/app/tls.key"] == old["/etc/app/tls.key"]
+    assert digests["/etc/app/server.ini"] != old["/etc/app/server.ini"]

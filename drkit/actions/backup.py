@@ -18,6 +18,7 @@ from drkit.engines import accounts, keys, manifest
 from drkit.engines.restic import Restic
 
 log = logging.getLogger(__name__)
+PASSES = 3  # a file written to while restic reads it gets a fresh manifest and snapshot
 
 
 def chain_path(config: Config) -> Path:
@@ -34,6 +35,32 @@ def record_chain(config: Config, snapshot_id: str | None, manifest_bytes: bytes 
             "manifest_sha256": hashlib.sha256(manifest_bytes).hexdigest(),
         }
     manifest.write_private(chain_path(config), json.dumps({"previous": link}).encode())
+
+
+def head_key(node: str) -> str:
+    """Return the bucket key of the node's signed chain head (beside status/)."""
+    return f"records/{node}/head.json"
+
+
+def publish_head(config: Config, signing_key, snapshot_id: str, manifest_bytes: bytes) -> None:
+    """Store a signed record of the node's newest snapshot, so that `verify` sees a rollback."""
+    from drkit.engines.storage import Storage
+
+    record = {
+        "kind": "head",
+        "node": config.node,
+        "snapshot_id": snapshot_id,
+        "manifest_sha256": hashlib.sha256(manifest_bytes).hexdigest(),
+        "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    text = json.dumps(record, sort_keys=True)
+    try:
+        signature = keys.sign(signing_key, text.encode())
+        Storage(config.repository).put_json(
+            head_key(config.node), {"record": text, "signature": signature}
+        )
+    except errors.DrkitError as exc:
+        log.warning("chain head not stored: %s", exc.message)
 
 
 def _previous_link(config: Config, restic: Restic) -> dict | None:
@@ -74,46 +101,68 @@ def run(config: Config, on_progress: Callable[[dict], None] | None = None) -> di
             inventory = context.collect_inventory(config)
         for warning in inventory.warnings:
             log.warning("%s", warning)
-        cache = manifest.HashCache(config.state_dir / "cache" / f"{config.node}.json")
         with timing.phase("chain"):
             previous = _previous_link(config, restic)
-        with timing.phase("manifest (hashing)"):
-            node_manifest = manifest.build(
-                config.root,
-                inventory,
-                node=config.node,
-                profiles=list(config.servers),
-                accounts=accounts.read_entries(config.root, inventory.users),
-                created=datetime.now(UTC),
-                previous=previous,
-                cache=cache,
-                profile_options=config.profile_options,
+        first_previous = previous
+        for attempt in range(1, PASSES + 1):
+            cache = manifest.HashCache(config.state_dir / "cache" / f"{config.node}.json")
+            with timing.phase("manifest (hashing)"):
+                node_manifest = manifest.build(
+                    config.root,
+                    inventory,
+                    node=config.node,
+                    profiles=list(config.servers),
+                    accounts=accounts.read_entries(config.root, inventory.users),
+                    created=datetime.now(UTC),
+                    previous=previous,
+                    cache=cache,
+                    profile_options=config.profile_options,
+                )
+            with timing.phase("manifest signing"):
+                manifest_bytes = manifest.encode(node_manifest)
+                signature = keys.sign(signing_key, manifest_bytes)
+                snapshot_dir = manifest.write_snapshot_files(
+                    config.root, manifest_bytes, signature, dump_config(config)
+                )
+            with timing.phase("s3 probe (wait)"):
+                probe.result()
+            paths = manifest.leaf_paths(node_manifest)
+            log.info("backing up %d paths of node %s", len(paths), config.node)
+            with timing.phase("restic backup"):
+                summary = restic.backup(
+                    paths + snapshot_dir,
+                    cwd=config.root,
+                    host=config.node,
+                    tags=[
+                        "drkit",
+                        f"node:{config.node}",
+                        *(f"profile:{p}" for p in config.servers),
+                        *([f"group:{config.group}"] if config.group else []),
+                    ],
+                    on_progress=on_progress,
+                )
+            cache.save()
+            record_chain(config, summary.snapshot_id, manifest_bytes)
+            with timing.phase("chain head"):
+                publish_head(config, signing_key, summary.snapshot_id, manifest_bytes)
+            previous = {
+                "snapshot_id": summary.snapshot_id,
+                "manifest_sha256": hashlib.sha256(manifest_bytes).hexdigest(),
+            }
+            with timing.phase("changed during backup"):
+                moving = cache.changed_since(config.root)
+            if not moving:
+                break
+            log.warning(
+                "%d file(s) changed while restic read them (first: %s); pass %d of %d",
+                len(moving), moving[0], attempt, PASSES,
+            )  # fmt: skip
+        else:
+            raise errors.BackupIncomplete(
+                f"snapshot {summary.snapshot_id[:8]} made, but {len(moving)} file(s) kept "
+                f"changing during {PASSES} passes (first: {moving[0]}); its manifest cannot "
+                "vouch for them, so restore will refuse that snapshot"
             )
-        with timing.phase("manifest signing"):
-            manifest_bytes = manifest.encode(node_manifest)
-            signature = keys.sign(signing_key, manifest_bytes)
-            snapshot_dir = manifest.write_snapshot_files(
-                config.root, manifest_bytes, signature, dump_config(config)
-            )
-        with timing.phase("s3 probe (wait)"):
-            probe.result()
-        paths = manifest.leaf_paths(node_manifest)
-        log.info("backing up %d paths of node %s", len(paths), config.node)
-        with timing.phase("restic backup"):
-            summary = restic.backup(
-                paths + snapshot_dir,
-                cwd=config.root,
-                host=config.node,
-                tags=[
-                    "drkit",
-                    f"node:{config.node}",
-                    *(f"profile:{p}" for p in config.servers),
-                    *([f"group:{config.group}"] if config.group else []),
-                ],
-                on_progress=on_progress,
-            )
-        cache.save()
-        record_chain(config, summary.snapshot_id, manifest_bytes)
     return {
         "ok": True,
         "node": config.node,
@@ -123,6 +172,7 @@ def run(config: Config, on_progress: Callable[[dict], None] | None = None) -> di
         "bytes_added": summary.data_added,
         "duration_seconds": round(time.monotonic() - started, 3),
         "signer": signature["signer"],
-        "previous": previous["snapshot_id"] if previous else None,
+        "previous": first_previous["snapshot_id"] if first_previous else None,
+        "passes": attempt,
         "warnings": inventory.warnings,
     }

@@ -23,6 +23,7 @@ from drkit.engines.checks import Check
 from drkit.paths import on_root
 
 log = logging.getLogger(__name__)
+ACTIONS = ("add", "change", "remove", "unchanged")
 
 
 @dataclass
@@ -233,7 +234,7 @@ def restore(
         opened,
         found,
         target=str(target),
-        plan=[step.as_dict() for step in steps],
+        applied={action: sum(step.action == action for step in steps) for action in ACTIONS},
         duration_seconds=round(time.monotonic() - started, 3),
     )
 

@@ -111,6 +111,19 @@ class HashCache:
         self.new[node_path] = [*key, digest]
         return digest
 
+    def changed_since(self, root: Path) -> list[str]:
+        """Return the node paths whose size, mtime, ctime or inode moved since they were hashed."""
+        moved = []
+        for node_path, recorded in self.new.items():
+            try:
+                info = os.lstat(host_path(root, node_path))
+            except FileNotFoundError:
+                moved.append(node_path)
+                continue
+            if [info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino] != recorded[:4]:
+                moved.append(node_path)
+        return moved
+
     def save(self) -> None:
         """Write what this run hashed, replacing the previous cache atomically."""
         if self.path:

@@ -26,6 +26,7 @@ from drkit import errors, runner
 log = logging.getLogger(__name__)
 
 MINIMUM_VERSION = (0, 17, 0)
+LISTED_FIELDS = ("path", "type", "mode", "size", "inode", "device_id")
 LOCK_WAIT = "2m"
 UPGRADE_HINT = (
     "install restic >= 0.17 (./scripts/bootstrap puts 0.18 in .tools/bin), "
@@ -341,19 +342,23 @@ class Restic:
 
         With host, `latest` means that host's newest drkit snapshot.
         """
-        args = ["ls", *self._latest_filter(host), snapshot]
-        completed = self._run(f"listing snapshot {snapshot[:8]}", *args, timeout=600)
-        record, nodes = {}, []
-        for line in completed.stdout.splitlines():
+        record: dict = {}
+        nodes: list[dict] = []
+
+        def on_line(line: str) -> None:
             try:
                 item = json.loads(line)
             except json.JSONDecodeError:
-                continue
+                return
             kind = item.get("struct_type") or item.get("message_type")
             if kind == "snapshot":
-                record = item
-            elif kind == "node":
-                nodes.append(item)
+                record.update(item)
+            elif kind == "node":  # streamed, and only what screening reads: large trees stay small
+                nodes.append({key: item[key] for key in LISTED_FIELDS if key in item})
+
+        argv = self._argv("ls", *self._latest_filter(host), snapshot)
+        completed = runner.run_lines(argv, on_line, env=self._env(), timeout=600)
+        self._raise_for(completed, f"listing snapshot {snapshot[:8]}")
         if not record.get("id"):
             raise errors.ResticFailed(f"restic ls named no snapshot for {snapshot[:8]}")
         return record, nodes
