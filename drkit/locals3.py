@@ -110,6 +110,7 @@ class LocalS3:
         weed: str | None = None,
         log_path: Path | str | None = None,
         ready_timeout: float = READY_TIMEOUT_SECONDS,
+        backup_identity: bool = False,
     ):
         self.data_dir: Path | None = Path(data_dir) if data_dir is not None else None
         self._own_data = data_dir is None
@@ -119,6 +120,10 @@ class LocalS3:
         self.region = REGION
         self.access_key = "drkit" + secrets.token_hex(8)
         self.secret_key = secrets.token_hex(20)
+        # an optional second identity for the backup role: read, write, list, no Admin (so no
+        # bypass of governance retention and no change of the bucket's lock or versioning)
+        self.backup_access_key = "drkitbk" + secrets.token_hex(8) if backup_identity else None
+        self.backup_secret_key = secrets.token_hex(20) if backup_identity else None
         self.ports: dict[str, int] = {}
         self.log_path: Path | None = None
         self._runtime: Path | None = None
@@ -151,6 +156,16 @@ class LocalS3:
             "AWS_DEFAULT_REGION": self.region,
         }
 
+    def backup_env(self) -> dict[str, str]:
+        """Return the AWS_* variables of the backup identity; raise if it was not asked for."""
+        if self.backup_access_key is None or self.backup_secret_key is None:
+            raise errors.UsageError("this local S3 was started without backup_identity=True")
+        return {
+            "AWS_ACCESS_KEY_ID": self.backup_access_key,
+            "AWS_SECRET_ACCESS_KEY": self.backup_secret_key,
+            "AWS_DEFAULT_REGION": self.region,
+        }
+
     def alive(self) -> bool:
         """Return True while weed runs."""
         return self._service is not None and self._service.alive()
@@ -161,16 +176,23 @@ class LocalS3:
             return ""
         return "\n".join(self._service.log_tail().splitlines()[-lines:])
 
-    def client(self):
-        """Return a boto3 S3 client for this server (path-style, short timeouts)."""
+    def client(self, role: str = "admin"):
+        """Return a boto3 S3 client for this server (path-style, short timeouts), with the
+        admin credentials or (role="backup") the backup identity's."""
         import boto3
         from botocore.config import Config
 
+        if role == "backup":
+            credentials = self.backup_env()
+            access_key = credentials["AWS_ACCESS_KEY_ID"]
+            secret_key = credentials["AWS_SECRET_ACCESS_KEY"]
+        else:
+            access_key, secret_key = self.access_key, self.secret_key
         return boto3.client(
             "s3",
             endpoint_url=self.endpoint,
-            aws_access_key_id=self.access_key,
-            aws_secret_access_key=self.secret_key,
+            aws_access_key_id=access_key,
+            aws_secret_access_key=secret_key,
             region_name=self.region,
             config=Config(
                 connect_timeout=2,
@@ -244,6 +266,16 @@ class LocalS3:
                 }
             ]
         }
+        if self.backup_access_key is not None:
+            identities["identities"].append(
+                {
+                    "name": "drkit-backup",
+                    "credentials": [
+                        {"accessKey": self.backup_access_key, "secretKey": self.backup_secret_key}
+                    ],
+                    "actions": ["Read", "Write", "List", "Tagging"],
+                }
+            )
         _write_private(self._runtime / "s3.json", json.dumps(identities, indent=2))
         self.log_path = self._log_path or self._runtime / "weed.log"
 

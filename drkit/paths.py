@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import posixpath
 from pathlib import Path, PurePosixPath
 
@@ -19,5 +20,11 @@ def host_path(root: Path | str, node_path: str | PurePosixPath) -> str:
 
 def to_node(root: Path, host_path: Path) -> str:
     """Given a host path under root, return the absolute node path ('/etc/ssh/sshd_config')."""
-    relative = Path(host_path).relative_to(root)
-    return "/" + str(relative) if str(relative) != "." else "/"
+    base, path = os.path.normpath(str(root)), os.path.normpath(str(host_path))
+    if base == "/":
+        return path
+    if path == base:
+        return "/"
+    if not path.startswith(base + "/"):
+        raise ValueError(f"{path} is not under {base}")
+    return path[len(base) :]

@@ -20,7 +20,7 @@ from drkit.config import Config, Repository, parse_config
 from drkit.engines import accounts, apply, checks, manifest, screen
 from drkit.engines import restic as restic_engine
 from drkit.engines.checks import Check
-from drkit.paths import on_root
+from drkit.paths import host_path, on_root
 
 log = logging.getLogger(__name__)
 ACTIONS = ("add", "change", "remove", "unchanged")
@@ -108,12 +108,19 @@ def _verify_staging(staging: Path, node_manifest: dict) -> list[str]:
     """Return what in the staged tree differs from the signed manifest (hashed in parallel)."""
     from concurrent.futures import ThreadPoolExecutor
 
+    def verify(share: list[dict]) -> list[str]:
+        found = []
+        for entry in share:
+            difference = manifest.compare_entry(Path(host_path(staging, entry["path"])), entry)
+            if difference:
+                found.append(f"{entry['path']}: {difference}")
+        return found
+
+    workers = min(4, os.cpu_count() or 1)
     entries = node_manifest["files"]
-    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
-        differences = pool.map(
-            lambda entry: manifest.compare_entry(on_root(staging, entry["path"]), entry), entries
-        )
-        return [f"{e['path']}: {d}" for e, d in zip(entries, differences, strict=True) if d]
+    shares = [entries[index::workers] for index in range(workers)]  # one task per thread
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return [problem for found in pool.map(verify, shares) for problem in found]
 
 
 def _prepare_target(target: Path) -> None:

@@ -9,10 +9,18 @@ Three parts:
    compared with the signed manifest (a mismatch is a failure: the backup is not what was
    signed), and the live node's files with the manifest (a difference is drift: the node changed
    since the snapshot; reported, not a failure).
+4. The manifest chain: walked oldest to newest, each manifest's `previous` must name the preceding
+   snapshot and the sha256 of its manifest; a snapshot deleted, replaced or re-ordered is a
+   "broken chain" failure, unless a signed prune record (`records/<node>/prune-*.json`) lists the
+   missing snapshot. Rollback: the signed head (`records/<node>/head.json`, written by each
+   backup) and this machine's chain record must name a snapshot the repository still has (or a
+   pruned one), with the same manifest hash.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import random
 import re
@@ -22,10 +30,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from drkit import errors
-from drkit.actions import context, locks
+from drkit.actions import backup, context, locks
 from drkit.actions.restore import Origin, open_manifest
 from drkit.config import Config
-from drkit.engines import manifest
+from drkit.engines import keys, manifest
 from drkit.paths import on_root
 
 log = logging.getLogger(__name__)
@@ -102,6 +110,9 @@ def run(
                 )
                 problems.append(f"snapshot {snapshot.short_id}: {problem}")
 
+    chain_document, chain_problems = _check_chain(config, origin, found, opened_by_id)
+    problems += chain_problems
+
     spot_document = None
     drift: list[dict] = []
     if found and spot > 0 and found[-1].id in opened_by_id:
@@ -122,6 +133,7 @@ def run(
             "verified": len(opened_by_id),
             "failed": failed_snapshots,
         },
+        "chain": chain_document,
         "spot": spot_document,
         "problems": problems,
         "drift": drift,
@@ -168,3 +180,177 @@ def _spot_check(config: Config, restic, snapshot, node_manifest: dict, count: in
         "seed": seed,
     }
     return document, failures, drift
+
+
+# -- the manifest chain and rollback ---------------------------------------------------------
+
+
+def _open_record(stored, origin: Origin, node: str, kind: str) -> dict:
+    """Return a signed record ({record, signature}) opened; raise Refused when it does not hold."""
+    if not isinstance(stored, dict) or not isinstance(stored.get("record"), str):
+        raise errors.Refused("not a signed record")
+    if not isinstance(stored.get("signature"), dict):
+        raise errors.Refused("the record has no signature")
+    try:
+        signer = keys.verify_signature(stored["signature"], stored["record"].encode())
+    except errors.Refused:
+        raise errors.Refused("the record's signature does not verify") from None
+    if signer not in origin.trusted_keys and signer not in origin.trust_keys:
+        raise errors.Refused(f"the record is signed by untrusted key {signer}")
+    try:
+        record = json.loads(stored["record"])
+    except ValueError:
+        raise errors.Refused("the signed record is not JSON") from None
+    if not isinstance(record, dict) or record.get("kind") != kind or record.get("node") != node:
+        raise errors.Refused(f"not a {kind} record of node {node}")
+    return record
+
+
+def _signed_records(config: Config, origin: Origin, storage) -> tuple[set, dict | None, list]:
+    """Return (ids removed by signed prune records, the signed head or None, problems)."""
+    problems: list[str] = []
+    removed: set[str] = set()
+    head = None
+    prefix = f"records/{config.node}/"
+    for key in storage.list_keys(prefix):
+        name = key.removeprefix(prefix)
+        if not (name.startswith("prune-") and name.endswith(".json")):
+            continue
+        try:
+            record = _open_record(storage.get_json(key), origin, config.node, "prune")
+            removed |= {str(item.get("id")) for item in record.get("removed") or []}
+        except (errors.Refused, AttributeError) as exc:
+            detail = exc.message if isinstance(exc, errors.Refused) else "malformed record"
+            problems.append(f"prune record {key}: {detail}")
+    stored = storage.get_json(backup.head_key(config.node))
+    if stored is not None:
+        try:
+            head = _open_record(stored, origin, config.node, "head")
+        except errors.Refused as exc:
+            problems.append(f"rollback: chain head {backup.head_key(config.node)}: {exc.message}")
+    return removed, head, problems
+
+
+def _local_link(config: Config) -> dict | None:
+    """Return this machine's record of the node's newest snapshot, or None."""
+    try:
+        link = json.loads(backup.chain_path(config).read_text())["previous"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return link if isinstance(link, dict) and link.get("snapshot_id") else None
+
+
+def _sha(opened) -> str:
+    return hashlib.sha256(opened.raw).hexdigest()
+
+
+def _check_chain(config: Config, origin: Origin, found: list, opened_by_id: dict):
+    """Walk the node's verified snapshots oldest to newest and check each `previous` link; check
+    the signed head and the local chain record against the newest snapshots. Return the chain
+    document and the problems (broken chain, rollback)."""
+    from drkit.engines.storage import Storage
+
+    removed, head, problems = _signed_records(config, origin, Storage(config.repository))
+    present = {snapshot.id: snapshot for snapshot in found}
+    chain = [snapshot for snapshot in found if snapshot.id in opened_by_id]
+    position = {snapshot.id: index for index, snapshot in enumerate(chain)}
+    broken: list[dict] = []
+    explained: list[str] = []
+    linked = 0
+
+    def report_break(snapshot, previous_id, kind, detail):
+        broken.append(
+            {"snapshot": snapshot.id, "previous": previous_id, "kind": kind, "detail": detail}
+        )
+        problems.append(f"broken chain at snapshot {snapshot.short_id}: {detail}")
+
+    for index, snapshot in enumerate(chain):
+        node_manifest = opened_by_id[snapshot.id].manifest
+        if "previous" not in node_manifest:
+            continue  # made before drkit chained its manifests
+        link = node_manifest["previous"]
+        before = chain[index - 1] if index else None
+        if not isinstance(link, dict) or not link.get("snapshot_id"):
+            if before is not None:
+                report_break(
+                    snapshot,
+                    None,
+                    "unlinked",
+                    f"it starts a new chain although snapshot {before.short_id} precedes it",
+                )
+            continue
+        link_id = str(link.get("snapshot_id"))
+        link_sha = str(link.get("manifest_sha256"))
+        if before is not None and (
+            link_id == before.id or link_sha == _sha(opened_by_id[before.id])
+        ):
+            if link_sha != _sha(opened_by_id[before.id]):
+                report_break(
+                    snapshot,
+                    link_id,
+                    "replaced",
+                    f"the manifest of snapshot {before.short_id} is not the one it linked to "
+                    "(sha256 differs): replaced",
+                )
+            else:
+                linked += 1
+            continue
+        if link_id in position:
+            report_break(
+                snapshot,
+                link_id,
+                "reordered",
+                f"it links to snapshot {link_id[:8]}, but "
+                + (f"snapshot {before.short_id} precedes it" if before else "it comes first")
+                + ": re-ordered",
+            )
+        elif link_id in present:
+            continue  # the previous snapshot is there but failed verification: reported above
+        elif link_id in removed:
+            explained.append(link_id)
+        else:
+            report_break(
+                snapshot,
+                link_id,
+                "deleted",
+                f"its previous snapshot {link_id} is missing from the repository and no "
+                "signed prune record lists it: deleted or replaced",
+            )
+
+    witnesses = []
+    if head is not None:
+        witnesses.append(("signed chain head", head))
+    local = _local_link(config)
+    if local is not None:
+        witnesses.append(("chain record on this machine", local))
+    newest = found[-1] if found else None
+    rollback: list[dict] = []
+    for source, witness in witnesses:
+        named = str(witness.get("snapshot_id"))
+        detail = None
+        if named in opened_by_id:
+            if _sha(opened_by_id[named]) != witness.get("manifest_sha256"):
+                detail = f"the manifest of snapshot {named[:8]} differs from the {source}'s"
+        elif named not in present and named not in removed:
+            when = f" ({witness['time']})" if witness.get("time") else ""
+            now = (
+                f"snapshot {newest.short_id} ({manifest.utc_text(newest.time)})"
+                if newest
+                else "none"
+            )
+            detail = (
+                f"the {source} names snapshot {named}{when}, which the repository no longer "
+                f"has; its newest is {now}"
+            )
+        if detail:
+            rollback.append({"source": source, "snapshot": named, "detail": detail})
+            problems.append(f"rollback: {detail}")
+    document = {
+        "ok": not broken and not rollback,
+        "links": linked,
+        "explained_gaps": explained,
+        "broken": broken,
+        "head": head,
+        "rollback": rollback,
+    }
+    return document, problems

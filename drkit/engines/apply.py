@@ -303,6 +303,7 @@ class Applier:
     undo: list[Undo] = field(default_factory=list)
     _journal: Journal | None = None
     _kept_count: int = 0
+    _inside: dict[str, bool] = field(default_factory=dict)  # parent dir → stays in target
 
     def _record(self, undo: Undo) -> None:
         if self._journal is None and self.journal is not None:
@@ -339,9 +340,12 @@ class Applier:
         """Refuse to write where a symlink on the way would lead outside the target."""
         if host == self.target:
             return
-        real_target = os.path.realpath(self.target)
-        real_parent = os.path.realpath(host.parent)
-        if os.path.commonpath([real_target, real_parent]) != real_target:
+        parent = str(host.parent)
+        if parent not in self._inside:
+            real_target = os.path.realpath(self.target)
+            real_parent = os.path.realpath(parent)
+            self._inside[parent] = os.path.commonpath([real_target, real_parent]) == real_target
+        if not self._inside[parent]:
             raise errors.Refused(f"{host} would be written through a symlink leaving the target")
 
     def _install(self, entry: dict, host: Path) -> None:
@@ -358,6 +362,7 @@ class Applier:
         if temporary.exists() or temporary.is_symlink():
             temporary.unlink()
         if entry["type"] == "symlink":
+            self._inside.clear()  # a new symlink may change where later paths lead
             os.symlink(entry["link"], temporary)
             os.lchown(temporary, entry["uid"], entry["gid"])
         else:

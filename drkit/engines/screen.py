@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import posixpath
+import re
 import stat
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from drkit.engines.manifest import CONFIG_PATH, MANIFEST_PATH, SIGNATURE_PATH
 from drkit.paths import to_node
 
 GO_SETUID, GO_SETGID, GO_STICKY = 1 << 23, 1 << 22, 1 << 20
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 ALLOWED_TYPES = ("file", "dir", "symlink")
 DRKIT_FILES = (MANIFEST_PATH, SIGNATURE_PATH, CONFIG_PATH)
 
@@ -36,7 +38,7 @@ def expected_paths(manifest: dict) -> tuple[dict[str, dict], set[str]]:
 
 def name_problem(path: str) -> str | None:
     """Return why a path's name is unacceptable, or None."""
-    if any(ord(char) < 32 or ord(char) == 127 for char in path):
+    if _CONTROL.search(path):
         return "control character in name"
     if not path.startswith("/"):
         return "relative path"

@@ -1,0 +1,78 @@
+"""S3 faults: `drkit backup` through a fault-injecting proxy (503, dropped connections, lost
+answers, slow answers for a seeded fraction of requests) either succeeds through retries or
+fails with one clear error; never a corrupt repository or a false success.
+
+Seed: $DRKIT_FAULT_SEED (default 7).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import yaml
+from nodes import Node, make_workspace
+from s3proxy import FaultProxy
+
+pytestmark = pytest.mark.integration
+
+SEED = int(os.environ.get("DRKIT_FAULT_SEED", "7"))
+RUNS = 3
+FRACTION = 0.15
+
+
+@pytest.fixture
+def node(s3_repository):
+    made = Node(make_workspace(), s3_repository)
+    yield made
+    made.remove()
+
+
+def _endpoint(node: Node, endpoint: str) -> None:
+    settings = yaml.safe_load(node.config.read_text())
+    settings["repository"]["s3_endpoint"] = endpoint
+    node.config.write_text(yaml.safe_dump(settings))
+
+
+def _check_clean(node: Node) -> None:
+    # a failed run may leave its (fresh) lock behind when the unlock itself met a fault
+    unlocked = node.restic("unlock", "--remove-all")
+    assert unlocked.returncode == 0, unlocked.stderr
+    checked = node.restic("check")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_backup_through_s3_faults_succeeds_or_fails_cleanly(node: Node, local_s3):
+    outcomes = {"ok": 0, "failed": 0}
+    made: list[str] = []
+    with FaultProxy(local_s3.endpoint, fraction=FRACTION, seed=SEED) as proxy:
+        _endpoint(node, proxy.endpoint)
+        for run in range(RUNS):
+            (node.root / "srv" / f"fault-{run}.txt").parent.mkdir(exist_ok=True)
+            (node.root / "srv" / f"fault-{run}.txt").write_text(f"run {run}\n" * 1000)
+            code, document = node.run("backup")
+            if code == 0:
+                assert document["ok"] is True
+                made.append(document["snapshot_id"])
+                outcomes["ok"] += 1
+            else:
+                assert document["ok"] is False
+                error = (document.get("error") or {}).get("message") or ""
+                assert error and "\n" not in error.strip(), document
+                assert "Traceback" not in json.dumps(document)
+                outcomes["failed"] += 1
+            _check_clean(node)
+        counts = dict(proxy.counts)
+    faults = sum(counts.get(name, 0) for name in ("503", "drop", "lost", "slow"))
+    print(f"s3 faults: {counts}; backups {outcomes}")
+    assert faults > 0, counts
+
+    # no false success: every snapshot reported made is in the repository, signed and chained
+    _endpoint(node, local_s3.endpoint)
+    listed = json.loads(node.restic("snapshots", "--json").stdout)
+    assert set(made) <= {item["id"] for item in listed}
+    assert outcomes["ok"] >= 1, outcomes
+    code, verified = node.run("verify", "--spot", "3")
+    assert code == 0, verified
+    assert verified["snapshots"]["verified"] == len(listed)
