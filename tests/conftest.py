@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import secrets
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -67,17 +66,9 @@ def local_s3():
 @pytest.fixture
 def s3_repository(local_s3, tmp_path: Path) -> config.Repository:
     """Return a repository section for a fresh bucket on the local S3 (1-day GOVERNANCE lock)."""
-    password_file = tmp_path / "repository.password"
-    password_file.write_text(secrets.token_hex(32) + "\n")
-    password_file.chmod(0o600)
-    return config.Repository(
-        s3_endpoint=local_s3.endpoint,
-        bucket="t-" + uuid.uuid4().hex[:12],
-        prefix="node",
-        region=local_s3.region,
-        password_file=password_file,
-        object_lock=config.ObjectLock(mode="GOVERNANCE", days=1),
-    )
+    from nodes import fresh_repository
+
+    return fresh_repository(local_s3, tmp_path)
 
 
 # -- reliability figures: printed at the end of a run that measured them ---------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import subprocess
 import uuid
@@ -11,7 +12,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from drkit import sample_node
+from drkit import config, sample_node
 from drkit.cli import app
 from drkit.engines import restic as restic_engine
 
@@ -47,6 +48,22 @@ def init_node(
     )  # fmt: skip
     assert code == 0, document
     return config, document
+
+
+def fresh_repository(local_s3, directory: Path, prefix: str = "node") -> config.Repository:
+    """Return a repository section for a new bucket on the local S3 (1-day GOVERNANCE lock),
+    with a 0600 password file written into directory."""
+    password_file = directory / "repository.password"
+    password_file.write_text(secrets.token_hex(32) + "\n")
+    password_file.chmod(0o600)
+    return config.Repository(
+        s3_endpoint=local_s3.endpoint,
+        bucket="t-" + uuid.uuid4().hex[:12],
+        prefix=prefix,
+        region=local_s3.region,
+        password_file=password_file,
+        object_lock=config.ObjectLock(mode="GOVERNANCE", days=1),
+    )
 
 
 def make_workspace() -> Path:

@@ -9,18 +9,15 @@ from __future__ import annotations
 import json
 import os
 import pwd
-import secrets
 import signal
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import pytest
-from nodes import Node, make_workspace
+from nodes import Node, fresh_repository, make_workspace
 
-from drkit import config as config_module
 from drkit import sample_node
 from drkit.engines.storage import Storage
 
@@ -31,17 +28,7 @@ DRKIT = str(Path(sys.executable).with_name("drkit"))
 @pytest.fixture(scope="module")
 def node(local_s3, tmp_path_factory):
     secret_dir = tmp_path_factory.mktemp("secret")
-    password_file = secret_dir / "repository.password"
-    password_file.write_text(secrets.token_hex(32) + "\n")
-    password_file.chmod(0o600)
-    repository = config_module.Repository(
-        s3_endpoint=local_s3.endpoint,
-        bucket="t-" + uuid.uuid4().hex[:12],
-        prefix="node",
-        region=local_s3.region,
-        password_file=password_file,
-        object_lock=config_module.ObjectLock(mode="GOVERNANCE", days=1),
-    )
+    repository = fresh_repository(local_s3, secret_dir, prefix="node")
     made = Node(make_workspace(), repository)
     made.first_snapshot = made.backup()
     try:

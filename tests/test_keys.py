@@ -6,15 +6,13 @@ from __future__ import annotations
 import itertools
 import json
 import secrets
-import uuid
 from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from nodes import Node, drkit, make_workspace
+from nodes import Node, drkit, fresh_repository, make_workspace
 
-from drkit import config as config_module
 from drkit import errors
 from drkit.engines import escrow
 
@@ -43,17 +41,7 @@ def test_generated_password_is_split_as_its_32_bytes():
 
 @pytest.fixture
 def escrow_node(local_s3, tmp_path):
-    password_file = tmp_path / "repository.password"
-    password_file.write_text(secrets.token_hex(32) + "\n")
-    password_file.chmod(0o600)
-    repository = config_module.Repository(
-        s3_endpoint=local_s3.endpoint,
-        bucket="t-" + uuid.uuid4().hex[:12],
-        prefix="sftp-1",
-        region=local_s3.region,
-        password_file=password_file,
-        object_lock=config_module.ObjectLock(mode="GOVERNANCE", days=1),
-    )
+    repository = fresh_repository(local_s3, tmp_path, prefix="sftp-1")
     node = Node(make_workspace(), repository)
     try:
         yield node

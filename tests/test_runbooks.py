@@ -10,19 +10,16 @@ from __future__ import annotations
 
 import os
 import re
-import secrets
 import shlex
 import subprocess
 import sys
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import yaml
-from nodes import Node, make_workspace
+from nodes import Node, fresh_repository, make_workspace
 
-from drkit import config as config_module
 from drkit.cli import app
 from drkit.engines import restic as restic_engine
 
@@ -162,17 +159,7 @@ def test_the_marker_grammar():
 @pytest.fixture(scope="module")
 def environment(local_s3, tmp_path_factory):
     secret_dir = tmp_path_factory.mktemp("runbook-secret")
-    password_file = secret_dir / "repository.password"
-    password_file.write_text(secrets.token_hex(32) + "\n")
-    password_file.chmod(0o600)
-    repository = config_module.Repository(
-        s3_endpoint=local_s3.endpoint,
-        bucket="t-" + uuid.uuid4().hex[:12],
-        prefix="sftp-1",
-        region=local_s3.region,
-        password_file=password_file,
-        object_lock=config_module.ObjectLock(mode="GOVERNANCE", days=1),
-    )
+    repository = fresh_repository(local_s3, secret_dir, prefix="sftp-1")
     node = Node(make_workspace(), repository)
     node.backup()
     config_file = node.root / "etc/ssh/sshd_config"
@@ -188,7 +175,7 @@ def environment(local_s3, tmp_path_factory):
         "BUCKET": repository.bucket,
         "PREFIX": repository.prefix,
         "NODE": node.name,
-        "PASSWORD_FILE": str(password_file),
+        "PASSWORD_FILE": str(repository.password_file),
         "SIGNER": node.signer,
         "SMOKE_USER": "drill",
         "REPORT_DIR": str(node.workspace / "reports"),

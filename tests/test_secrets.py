@@ -16,16 +16,13 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from pathlib import Path
 
 import figures
 import pytest
 import yaml
 from cryptography.hazmat.primitives import serialization
-from nodes import Node, make_workspace
-
-from drkit import config as config_module
+from nodes import Node, fresh_repository, make_workspace
 
 pytestmark = pytest.mark.integration
 DRKIT = str(Path(sys.executable).parent / "drkit")
@@ -64,17 +61,7 @@ class ArgvSampler:
 @pytest.fixture(scope="module")
 def secret_node(local_s3, tmp_path_factory):
     secret_dir = tmp_path_factory.mktemp("secrets")
-    password_file = secret_dir / "repository.password"
-    password_file.write_text(secrets.token_hex(32) + "\n")
-    password_file.chmod(0o600)
-    repository = config_module.Repository(
-        s3_endpoint=local_s3.endpoint,
-        bucket="t-" + uuid.uuid4().hex[:12],
-        prefix="sftp-1",
-        region=local_s3.region,
-        password_file=password_file,
-        object_lock=config_module.ObjectLock(mode="GOVERNANCE", days=1),
-    )
+    repository = fresh_repository(local_s3, secret_dir, prefix="sftp-1")
     node = Node(make_workspace(), repository)
     hook_secret = node.workspace / "hook.secret"
     hook_secret.write_text("whsec-" + secrets.token_hex(16) + "\n")
