@@ -450,29 +450,13 @@ class Storage:
     def put_json(self, key: str, obj: Any) -> str | None:
         """Store obj as JSON at key (e.g. status/<node>.json); return the new version id."""
         body = json.dumps(obj, indent=2, sort_keys=True, default=str).encode()
-        response = self._call(
-            "put_object",
-            Bucket=self.bucket,
-            Key=self._check_key(key),
-            Body=body,
-            ContentType="application/json",
-        )
-        return (response or {}).get("VersionId")
+        return self.put_bytes(key, body, "application/json")
 
     def get_json(self, key: str) -> Any | None:
         """Return the JSON document at key, or None when there is none."""
-        response = self._call(
-            "get_object",
-            tolerate=("NoSuchKey", "404"),
-            Bucket=self.bucket,
-            Key=self._check_key(key),
-        )
-        if response is None:
+        body = self.get_bytes(key)
+        if body is None:
             return None
-        try:
-            body = response["Body"].read()
-        except (boto_errors.BotoCoreError, OSError) as exc:
-            raise self._translate(exc, "get_object") from None
         try:
             return json.loads(body)
         except ValueError:
