@@ -54,6 +54,10 @@ _CRON_DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _context = threading.local()
 
 
+class Cancelled(Exception):
+    """The daemon began stopping before the job's first attempt: nothing ran, nothing failed."""
+
+
 # -- schedules -------------------------------------------------------------------------------
 
 
@@ -267,10 +271,17 @@ class Daemon:
     def _attempts(self, name: str) -> dict:
         """Run the job's action, retrying transient errors within the retry window."""
         action = self.actions[name]
+        attempts = 0
 
         def attempt() -> dict:
+            nonlocal attempts
+            attempts += 1
             if self.stopping.is_set():
+                if attempts == 1:
+                    raise Cancelled(name)
                 raise errors.Interrupted("the daemon is stopping")
+            if attempts == 1:
+                self.notifier.start(name)
             return action()
 
         def before_sleep(state: tenacity.RetryCallState) -> None:
@@ -301,18 +312,21 @@ class Daemon:
 
         Return the status entry of the run. Never raises: a failing job never stops the daemon.
         """
-        if self.stopping.is_set():
-            return {}
         _context.job = name
         started = datetime.now(UTC)
         clock = time.monotonic()
         with self._lock:
             self._running[name] = clock
         log.info("%s started", name)
-        self.notifier.start(name)
         result, error = None, None
         try:
             result = self._attempts(name)
+        except Cancelled:
+            log.info("%s cancelled: the daemon is stopping", name)
+            with self._lock:
+                self._running.pop(name, None)
+            _context.job = None
+            return {}
         except errors.DrkitError as exc:
             error = exc
         except Exception as exc:  # a bug must not kill the scheduler thread silently

@@ -276,7 +276,8 @@ def test_daemon_backs_up_alerts_serves_metrics_and_stops_on_sigterm(node: Node, 
     assert exit_code == 0, started.log.read_text()[-2000:]
     summary = json.loads(started.out.read_text())
     assert summary["ok"] is True and summary["stopped_by"] == "SIGTERM"
-    assert summary["runs"]["backup"]["runs"] >= 3 and summary["runs"]["backup"]["failed"] == 0
+    assert summary["runs"]["backup"]["runs"] >= 3, summary
+    assert summary["runs"]["backup"]["failed"] == 0, started.log.read_text()[-4000:]
     lines = started.log_lines()
     assert any("catch-up backup" in line["message"] for line in lines)
     assert all(line["node"] == "sftp-1" for line in lines)

@@ -267,6 +267,23 @@ def test_a_failed_run_sends_fail_never_success_and_a_transient_error_is_retried(
     }
 
 
+def test_a_run_reached_by_the_stop_before_it_began_is_cancelled_not_failed(
+    tmp_path: Path, recorder: Recorder
+):
+    configuration = _config(
+        tmp_path,
+        notify=config.Notify(ping=config.Ping(url=recorder.url + "/ping")),
+        schedule=config.ScheduleConfig(backup="every 2s"),
+    )
+    calls = []
+    runner = daemon.Daemon(configuration, actions={"backup": lambda: calls.append(1) or {}})
+    runner.request_stop("SIGTERM")
+    assert runner.run_job("backup") == {}
+    assert calls == [] and recorder.paths() == []
+    assert runner.runs["backup"] == {"runs": 0, "failed": 0, "last_error": None}
+    assert runner._busy() == []
+
+
 def test_a_run_that_keeps_failing_gives_up_within_the_retry_window(tmp_path: Path):
     configuration = _config(
         tmp_path, schedule=config.ScheduleConfig(backup="every 2s", retry_window="3s")
