@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from drkit import errors
 from drkit.cli import app
 from drkit.config import parse_config
-from drkit.engines import apply, keys, manifest
+from drkit.engines import apply, keys, manifest, staged
 from drkit.engines import restic as restic_engine
 from drkit.profiles.base import Entry, Inventory
 
@@ -109,6 +109,27 @@ def test_manifest_records_files_and_detects_differences(tmp_path: Path):
     os.chmod(tmp_path / "etc/app/server.ini", 0o666)
     (tmp_path / "etc/app/server.ini").write_text("[server]\nname = one\n")
     assert "mode" in manifest.compare_entry(tmp_path / "etc/app/server.ini", entry)
+
+
+def test_staged_verifier_hashes_early_and_still_catches_a_file_changed_afterwards(tmp_path: Path):
+    inventory = _tree(tmp_path)
+    built = _build(tmp_path, inventory)
+    with staged.StagedVerifier(tmp_path, built) as verifier:
+        verifier.restored("/etc/app/server.ini")
+        verifier.restored("/etc/app/link")  # not a file: checked only at the end
+        assert verifier.problems() == []
+    assert set(verifier.hashed) == {"/etc/app/server.ini"}
+
+    with staged.StagedVerifier(tmp_path, built) as verifier:
+        verifier.restored("/etc/app/server.ini")
+        verifier.restored("/etc/app/tls.key")
+        verifier._stop()  # both hashed; now the key is replaced by a same-sized impostor
+        key = tmp_path / "etc/app/tls.key"
+        impostor = key.with_name("impostor")
+        impostor.write_bytes(bytes(len(key.read_bytes())))
+        impostor.chmod(0o600)
+        os.replace(impostor, key)
+        assert verifier.problems() == ["/etc/app/tls.key: content differs (sha256)"]
 
 
 def test_apply_rolls_back_everything_on_failure(tmp_path: Path):

@@ -17,10 +17,10 @@ from pathlib import Path
 from drkit import errors, profiles, timing
 from drkit.actions import context
 from drkit.config import Config, Repository, parse_config
-from drkit.engines import accounts, apply, checks, manifest, screen
+from drkit.engines import accounts, apply, checks, manifest, screen, staged
 from drkit.engines import restic as restic_engine
 from drkit.engines.checks import Check
-from drkit.paths import host_path, on_root
+from drkit.paths import on_root
 
 log = logging.getLogger(__name__)
 ACTIONS = ("add", "change", "remove", "unchanged")
@@ -102,25 +102,6 @@ def open_manifest(origin: Origin, manifest_bytes: bytes, signature: str, config_
             f"manifest is for node {node_manifest.get('node')}, not {origin.node}: refused"
         )
     return Opened(node_manifest, signer, trust, embedded, manifest_bytes)
-
-
-def _verify_staging(staging: Path, node_manifest: dict) -> list[str]:
-    """Return what in the staged tree differs from the signed manifest (hashed in parallel)."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    def verify(share: list[dict]) -> list[str]:
-        found = []
-        for entry in share:
-            difference = manifest.compare_entry(Path(host_path(staging, entry["path"])), entry)
-            if difference:
-                found.append(f"{entry['path']}: {difference}")
-        return found
-
-    workers = min(4, os.cpu_count() or 1)
-    entries = node_manifest["files"]
-    shares = [entries[index::workers] for index in range(workers)]  # one task per thread
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        return [problem for found in pool.map(verify, shares) for problem in found]
 
 
 def _prepare_target(target: Path) -> None:
@@ -252,17 +233,17 @@ def _stage_verify_apply(restic, chosen, opened: Opened, target: Path, staging: P
     try:
         staging.mkdir(mode=0o700)
         log.info("restoring snapshot %s into staging %s", chosen.short_id, staging)
-        step(f"restoring snapshot {chosen.short_id} into staging")
-        restic.restore(chosen.id, staging)
-        step("verifying the signature and every file")
-        staged_manifest = on_root(staging, manifest.MANIFEST_PATH)
-        if not staged_manifest.is_file() or staged_manifest.read_bytes() != opened.raw:
-            raise errors.Refused(f"snapshot {chosen.short_id}: restored manifest differs")
-        _refuse_if(
-            screen.screen_staging(staging, opened.manifest)
-            + _verify_staging(staging, opened.manifest),
-            f"snapshot {chosen.short_id} does not match its signed manifest",
-        )
+        step(f"restoring snapshot {chosen.short_id} into staging, hashing files as they land")
+        with staged.StagedVerifier(staging, opened.manifest) as verifier:
+            restic.restore(chosen.id, staging, on_restored=verifier.restored)
+            step("verifying the signature and every file")
+            staged_manifest = on_root(staging, manifest.MANIFEST_PATH)
+            if not staged_manifest.is_file() or staged_manifest.read_bytes() != opened.raw:
+                raise errors.Refused(f"snapshot {chosen.short_id}: restored manifest differs")
+            _refuse_if(
+                screen.screen_staging(staging, opened.manifest) + verifier.problems(),
+                f"snapshot {chosen.short_id} does not match its signed manifest",
+            )
         found = [
             checks.passed("manifest signature", f"signed by {opened.signer} ({opened.trust})"),
             checks.passed(

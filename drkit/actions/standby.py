@@ -24,7 +24,7 @@ from drkit import errors, profiles, runner
 from drkit.actions import context
 from drkit.actions.restore import Origin, open_manifest
 from drkit.config import Config, dump_config, parse_duration
-from drkit.engines import accounts, apply, localsettings, manifest, screen
+from drkit.engines import accounts, apply, localsettings, manifest, screen, staged
 from drkit.engines.checks import Check, failed, passed
 from drkit.paths import on_root
 
@@ -151,15 +151,12 @@ def _apply_locked(config, restic, chosen, opened, raw, local, dry_run, state, re
     if recovered:
         found.append(Check("interrupted sync", "warn", recovered))
     try:
-        restic.restore(chosen.id, staging)
-        staged = on_root(staging, manifest.MANIFEST_PATH)
-        if not staged.is_file() or staged.read_bytes() != raw:
-            raise errors.Refused(f"snapshot {chosen.short_id}: restored manifest differs")
-        problems = screen.screen_staging(staging, node_manifest) + [
-            f"{entry['path']}: {difference}"
-            for entry in node_manifest["files"]
-            if (difference := manifest.compare_entry(on_root(staging, entry["path"]), entry))
-        ]
+        with staged.StagedVerifier(staging, node_manifest) as verifier:
+            restic.restore(chosen.id, staging, on_restored=verifier.restored)
+            staged_manifest = on_root(staging, manifest.MANIFEST_PATH)
+            if not staged_manifest.is_file() or staged_manifest.read_bytes() != raw:
+                raise errors.Refused(f"snapshot {chosen.short_id}: restored manifest differs")
+            problems = screen.screen_staging(staging, node_manifest) + verifier.problems()
         if problems:
             raise errors.Refused(
                 f"snapshot {chosen.short_id} does not match its signed manifest: {problems[0]}"

@@ -17,6 +17,7 @@ import stat
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import BinaryIO
 
 from drkit import errors
 from drkit.engines import keys
@@ -39,10 +40,15 @@ def utc_text(moment: datetime) -> str:
 
 def sha256_file(path: str | Path) -> str:
     """Return the hex sha256 of a file, read in chunks (files are never loaded whole)."""
-    digest = hashlib.sha256()
     with open(path, "rb") as handle:
-        while block := handle.read(CHUNK):
-            digest.update(block)
+        return sha256_handle(handle)
+
+
+def sha256_handle(handle: BinaryIO) -> str:
+    """Return the hex sha256 of what is left to read from an open binary file, in chunks."""
+    digest = hashlib.sha256()
+    while block := handle.read(CHUNK):
+        digest.update(block)
     return digest.hexdigest()
 
 
@@ -305,10 +311,10 @@ def open_signed(manifest_bytes: bytes, signature_text: str) -> tuple[dict, str]:
     return manifest, signer
 
 
-def compare_entry(host: Path, expected: dict, *, content: bool = True) -> str | None:
+def compare_entry(host: str | Path, expected: dict, *, content: bool = True) -> str | None:
     """Return why host differs from the manifest entry, or None when it matches."""
     try:
-        info = host.lstat()
+        info = os.lstat(host)
     except FileNotFoundError:
         return "missing"
     kind = expected["type"]

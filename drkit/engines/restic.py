@@ -386,10 +386,29 @@ class Restic:
     def _latest_filter(host: str | None) -> list[str]:
         return ["--host", host, "--tag", "drkit"] if host else []
 
-    def restore(self, snapshot_id: str, target: Path, timeout: float = 6 * 3600) -> None:
-        """Restore a whole snapshot into target (an empty staging directory)."""
+    def restore(
+        self,
+        snapshot_id: str,
+        target: Path,
+        on_restored: Callable[[str], None] | None = None,
+        timeout: float = 6 * 3600,
+    ) -> None:
+        """Restore a whole snapshot into target (an empty staging directory).
+
+        on_restored, when given, is called with each item's snapshot path as soon as restic
+        has written all of it (restic's per-item `verbose_status`, action `restored`).
+        """
         argv = self._argv("restore", snapshot_id, "--target", str(target))
-        completed = runner.run_lines(argv, lambda line: None, env=self._env(), timeout=timeout)
+        if on_restored is not None:
+            argv.append("--verbose=2")
+
+        def on_line(line: str) -> None:
+            if on_restored and line.startswith('{"message_type":"verbose_status"'):
+                message = json.loads(line)
+                if message.get("action") == "restored":
+                    on_restored(message["item"])
+
+        completed = runner.run_lines(argv, on_line, env=self._env(), timeout=timeout)
         self._raise_for(completed, f"restoring snapshot {snapshot_id[:8]}")
 
     def check(self, read_data_subset: str | None = None) -> None:

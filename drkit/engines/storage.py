@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
+import threading
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -45,6 +48,16 @@ _LOCK_MISSING_CODES = ("ObjectLockConfigurationNotFoundError", *_UNSUPPORTED_COD
 LIFECYCLE_RULE_ID = "drkit-noncurrent-versions"
 LIFECYCLE_MARGIN_DAYS = 7  # past the lock period, so no locked version is ever a candidate
 _ERRNO_TEXT = re.compile(r"\[Errno -?\d+\]\s*([^\)\"'\]]+)")
+_CREDENTIAL_VARIABLES = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_PROFILE",
+    "AWS_SHARED_CREDENTIALS_FILE",
+    "AWS_CONFIG_FILE",
+)
+_clients: dict[tuple, Any] = {}
+_clients_lock = threading.Lock()
 
 
 def _one_line(text: str, limit: int = 200) -> str:
@@ -73,6 +86,30 @@ def _network_reason(exc: Exception) -> str:
     return _one_line(str(inner or exc), 120)
 
 
+def _client(endpoint: str, region: str, ca_bundle: Path | None):
+    """Return this process's S3 client for the endpoint and the environment's credentials.
+
+    Clients are thread-safe and slow to make (botocore parses its service model each time), so
+    one is kept per endpoint and credential environment; changed credentials get a new one.
+    """
+    key = (endpoint, region, ca_bundle, *(os.environ.get(name) for name in _CREDENTIAL_VARIABLES))
+    with _clients_lock:
+        if key not in _clients:
+            _clients[key] = boto3.session.Session().client(
+                "s3",
+                endpoint_url=endpoint,
+                region_name=region,
+                verify=str(ca_bundle) if ca_bundle else True,
+                config=BotoConfig(
+                    connect_timeout=CONNECT_TIMEOUT_SECONDS,
+                    read_timeout=READ_TIMEOUT_SECONDS,
+                    retries={"max_attempts": MAX_ATTEMPTS, "mode": "standard"},
+                    s3={"addressing_style": "path"},
+                ),
+            )
+        return _clients[key]
+
+
 class Storage:
     """The repository's S3 bucket, reached with the credentials of the environment.
 
@@ -81,7 +118,7 @@ class Storage:
     repository section of the config.
     """
 
-    def __init__(self, repository: Repository, *, session: boto3.session.Session | None = None):
+    def __init__(self, repository: Repository):
         self.repository = repository
         self.bucket = repository.bucket
         self.endpoint = repository.s3_endpoint
@@ -91,19 +128,7 @@ class Storage:
             raise errors.ConfigError(
                 f"repository.ca_bundle: {self.ca_bundle} does not exist or is not a file"
             )
-        session = session or boto3.session.Session()
-        self.client = session.client(
-            "s3",
-            endpoint_url=self.endpoint,
-            region_name=self.region,
-            verify=str(self.ca_bundle) if self.ca_bundle else True,
-            config=BotoConfig(
-                connect_timeout=CONNECT_TIMEOUT_SECONDS,
-                read_timeout=READ_TIMEOUT_SECONDS,
-                retries={"max_attempts": MAX_ATTEMPTS, "mode": "standard"},
-                s3={"addressing_style": "path"},
-            ),
-        )
+        self.client = _client(self.endpoint, self.region, self.ca_bundle)
 
     # -- the one door to boto3 -----------------------------------------------------------
 

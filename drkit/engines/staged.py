@@ -1,0 +1,117 @@
+"""Verify a staged restore against its signed manifest, hashing files while restic still writes.
+
+restic reports each file as `restored` once its last byte is written (`--json -vv`). Hashing it
+then, on worker threads, overlaps the verification (and the flush of large files to disk) with
+the rest of the download instead of adding a second pass over every byte afterwards. Once restic
+is done, every manifest entry is compared in full: type, size, mode, owner and link target; a
+file hashed early counts only if it is still the same inode with the same size, otherwise it is
+hashed again. A file restic never reported is simply hashed in that final pass.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import queue
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from drkit.engines import manifest
+from drkit.paths import host_path
+
+log = logging.getLogger(__name__)
+
+SYNC_FROM_BYTES = 4 << 20  # large files are flushed as they are hashed; small ones at the end
+_DONE = object()
+
+
+class StagedVerifier:
+    """Hash files as they are restored into staging; then check every entry of the manifest.
+
+    Use as a context manager around the restore; pass `restored` as restic's per-file callback
+    and call `problems()` after restic finished.
+    """
+
+    def __init__(self, staging: Path, node_manifest: dict, workers: int | None = None):
+        self.staging = staging
+        self.entries: list[dict] = node_manifest["files"]
+        self.files = {entry["path"]: entry for entry in self.entries if entry["type"] == "file"}
+        self.workers = workers or min(4, os.cpu_count() or 1)
+        self.hashed: dict[str, tuple[int, int, str]] = {}  # path: (inode, size, sha256)
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._stopped = False
+        self._threads = [
+            threading.Thread(target=self._work, name=f"verify-{index}", daemon=True)
+            for index in range(self.workers)
+        ]
+
+    def __enter__(self) -> StagedVerifier:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._stop()
+
+    def restored(self, node_path: str) -> None:
+        """restic finished writing node_path: hash it in the background if it is a file."""
+        if node_path in self.files:
+            self._queue.put(node_path)
+
+    def _work(self) -> None:
+        while (node_path := self._queue.get()) is not _DONE:
+            # a file that cannot be read now is hashed again, and its problem named, at the end
+            with contextlib.suppress(OSError):
+                self.hashed[node_path] = _hash_and_flush(Path(host_path(self.staging, node_path)))
+
+    def _stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        for _ in self._threads:
+            self._queue.put(_DONE)
+        for thread in self._threads:
+            thread.join()
+
+    def problems(self) -> list[str]:
+        """Return what in the staged tree differs from the signed manifest, one line each."""
+        self._stop()
+        log.debug("%d of %d files hashed as they landed", len(self.hashed), len(self.files))
+        shares = [self.entries[index :: self.workers] for index in range(self.workers)]
+        with ThreadPoolExecutor(max_workers=self.workers) as pool:
+            return [problem for found in pool.map(self._compare, shares) for problem in found]
+
+    def _compare(self, share: list[dict]) -> list[str]:
+        found = []
+        for entry in share:
+            host = host_path(self.staging, entry["path"])
+            early = self.hashed.get(entry["path"])
+            difference = None
+            if early is not None and _same_file(host, early):
+                difference = manifest.compare_entry(host, entry, content=False)
+                if difference is None and early[2] != entry["sha256"]:
+                    difference = "content differs (sha256)"
+            else:
+                difference = manifest.compare_entry(host, entry)
+            if difference:
+                found.append(f"{entry['path']}: {difference}")
+        return found
+
+
+def _hash_and_flush(host: Path) -> tuple[int, int, str]:
+    with open(host, "rb") as handle:
+        info = os.fstat(handle.fileno())
+        digest = manifest.sha256_handle(handle)
+        if info.st_size >= SYNC_FROM_BYTES:
+            os.fdatasync(handle.fileno())
+    return info.st_ino, info.st_size, digest
+
+
+def _same_file(host: str, early: tuple[int, int, str]) -> bool:
+    try:
+        info = os.lstat(host)
+    except OSError:
+        return False
+    return (info.st_ino, info.st_size) == early[:2]
