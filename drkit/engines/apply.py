@@ -29,7 +29,7 @@ from pathlib import Path
 
 from drkit import errors
 from drkit.engines.manifest import SNAPSHOT_DIR, compare_entry
-from drkit.paths import on_root, to_node
+from drkit.paths import host_path, on_root, to_node
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +56,8 @@ def plan(target: Path, manifest: dict) -> list[Step]:
     listed = set()
     for entry in manifest["files"]:
         listed.add(entry["path"])
-        host = on_root(target, entry["path"])
-        if not host.exists() and not host.is_symlink():
+        host = host_path(target, entry["path"])
+        if not os.path.lexists(host):
             steps.append(Step(entry["path"], "add"))
             continue
         difference = compare_entry(host, entry)
@@ -358,6 +358,14 @@ class Applier:
             os.chown(host, entry["uid"], entry["gid"])
             os.chmod(host, int(entry["mode"], 8))
             return
+        if entry["type"] == "file":
+            staged = host_path(self.staging, entry["path"])
+            try:
+                os.replace(staged, host)  # verified in staging: owner, mode, mtime, content
+                return
+            except OSError as exc:
+                if exc.errno != errno.EXDEV:
+                    raise
         temporary = host.with_name(f".{host.name}{TEMPORARY_SUFFIX}")
         if temporary.exists() or temporary.is_symlink():
             temporary.unlink()
@@ -366,13 +374,6 @@ class Applier:
             os.symlink(entry["link"], temporary)
             os.lchown(temporary, entry["uid"], entry["gid"])
         else:
-            staged = on_root(self.staging, entry["path"])
-            try:
-                os.replace(staged, host)  # verified in staging: owner, mode, mtime, content
-                return
-            except OSError as exc:
-                if exc.errno != errno.EXDEV:
-                    raise
             shutil.copyfile(staged, temporary)
             os.chown(temporary, entry["uid"], entry["gid"])
             os.chmod(temporary, int(entry["mode"], 8))

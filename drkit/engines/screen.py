@@ -16,7 +16,6 @@ import stat
 from pathlib import Path
 
 from drkit.engines.manifest import CONFIG_PATH, MANIFEST_PATH, SIGNATURE_PATH
-from drkit.paths import to_node
 
 GO_SETUID, GO_SETGID, GO_STICKY = 1 << 23, 1 << 22, 1 << 20
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -162,11 +161,12 @@ def screen_staging(staging: Path, manifest: dict) -> list[str]:
     """Walk the staged tree without following links; return every reason to refuse it."""
     entries, parents = expected_paths(manifest)
     problems = []
+    prefix = len(os.path.normpath(staging))
     for directory, dirnames, filenames in os.walk(staging):
         for name in dirnames + filenames:
-            host = Path(directory, name)
-            path = to_node(staging, host)
-            info = host.lstat()
+            host = os.path.join(directory, name)
+            path = host[prefix:]
+            info = os.lstat(host)
             if path in DRKIT_FILES:
                 continue
             if path not in entries and not (path in parents and stat.S_ISDIR(info.st_mode)):
