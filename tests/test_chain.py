@@ -86,11 +86,30 @@ def test_rollback_of_the_newest_snapshot_is_seen(node: Node):
     assert code == 1
     assert [item["source"] for item in verified["chain"]["rollback"]] == ["signed chain head"]
 
-    # a head record altered in the bucket is itself a rollback finding
+    # a head put back to the older version, with the snapshots: versioning still holds the newer
     storage = Storage(node.repository)
-    stored = storage.get_json(head_key("sftp-1"))
+    versions = storage.versions(head_key("sftp-1"))
+    assert len(versions) == 2 and versions[0]["latest"]
+    older = storage.get_bytes(head_key("sftp-1"), versions[1]["version_id"])
+    assert ids[0] in older.decode()
+    storage.put_bytes(head_key("sftp-1"), older, "application/json")
+    code, verified = _verify(node)
+    assert code == 1
+    by_source = {item["source"]: item for item in verified["chain"]["rollback"]}
+    assert set(by_source) == {"versions of the chain head", "signed chain head"}
+    assert "put back to an older version" in by_source["versions of the chain head"]["detail"]
+    assert verified["chain"]["head"]["snapshot_id"] == ids[-1]
+
+    # and a head hidden behind a delete marker
+    storage.client.delete_object(Bucket=storage.bucket, Key=head_key("sftp-1"))
+    code, verified = _verify(node)
+    assert code == 1
+    assert any("was deleted" in p and ids[-1][:8] in p for p in verified["problems"])
+
+    # a head record altered in the bucket is itself a rollback finding
+    stored = json.loads(older)
     record = json.loads(stored["record"])
-    record["snapshot_id"] = ids[0]
+    record["snapshot_id"] = ids[-1]
     stored["record"] = json.dumps(record, sort_keys=True)
     storage.put_json(head_key("sftp-1"), stored)
     code, verified = _verify(node)

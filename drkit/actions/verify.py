@@ -13,8 +13,9 @@ Three parts:
    snapshot and the sha256 of its manifest; a snapshot deleted, replaced or re-ordered is a
    "broken chain" failure, unless a signed prune record (`records/<node>/prune-*.json`) lists the
    missing snapshot. Rollback: the signed head (`records/<node>/head.json`, written by each
-   backup) and this machine's chain record must name a snapshot the repository still has (or a
-   pruned one), with the same manifest hash.
+   backup; the newest signed version of it, so a head put back to an older version or hidden by
+   a delete marker is itself a finding) and this machine's chain record must name a snapshot
+   the repository still has (or a pruned one), with the same manifest hash.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import secrets
 import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 
 from drkit import errors
 from drkit.actions import backup, context, locks
@@ -39,6 +41,8 @@ from drkit.paths import on_root
 log = logging.getLogger(__name__)
 
 PARALLEL_READS = 4
+HEAD_CLOCK_MARGIN = timedelta(minutes=10)  # between this machine's clock and the S3 server's
+HEAD_VERSIONS_READ = 50
 _GLOB_CHARACTERS = re.compile(r"([\\*?\[\]])")
 
 
@@ -206,11 +210,10 @@ def _open_record(stored, origin: Origin, node: str, kind: str) -> dict:
     return record
 
 
-def _signed_records(config: Config, origin: Origin, storage) -> tuple[set, dict | None, list]:
-    """Return (ids removed by signed prune records, the signed head or None, problems)."""
+def _signed_records(config: Config, origin: Origin, storage) -> tuple[set, list]:
+    """Return (ids removed by signed prune records, problems)."""
     problems: list[str] = []
     removed: set[str] = set()
-    head = None
     prefix = f"records/{config.node}/"
     for key in storage.list_keys(prefix):
         name = key.removeprefix(prefix)
@@ -222,13 +225,60 @@ def _signed_records(config: Config, origin: Origin, storage) -> tuple[set, dict 
         except (errors.Refused, AttributeError) as exc:
             detail = exc.message if isinstance(exc, errors.Refused) else "malformed record"
             problems.append(f"prune record {key}: {detail}")
-    stored = storage.get_json(backup.head_key(config.node))
+    return removed, problems
+
+
+def _newest_head(config: Config, origin: Origin, storage) -> tuple[dict | None, list, list]:
+    """Return the newest signed chain head among the versions of the head object, the rollback
+    findings about the head object itself, and other problems.
+
+    Versioning keeps every head a backup wrote, and the backup role cannot delete versions: a
+    head put back to an older version, or hidden by a delete marker, leaves the newer one behind,
+    so this holds even on a rebuilt machine with no chain record of its own.
+    """
+    key = backup.head_key(config.node)
+    problems: list[str] = []
+    current = None
+    stored = storage.get_json(key)
     if stored is not None:
         try:
-            head = _open_record(stored, origin, config.node, "head")
+            current = _open_record(stored, origin, config.node, "head")
         except errors.Refused as exc:
-            problems.append(f"rollback: chain head {backup.head_key(config.node)}: {exc.message}")
-    return removed, head, problems
+            problems.append(f"rollback: chain head {key}: {exc.message}")
+    try:
+        versions = storage.versions(key)
+    except errors.AuthenticationError as exc:
+        log.warning("versions of %s not readable (%s): head rollback not checked", key, exc.message)
+        return current, [], problems
+    since = None
+    if current is not None and current.get("time"):
+        signed = datetime.strptime(str(current["time"]), "%Y-%m-%dT%H:%M:%SZ")
+        since = signed.replace(tzinfo=UTC) - HEAD_CLOCK_MARGIN
+    newest = current
+    older = [version for version in versions if not version["latest"] and not version["deleted"]]
+    for version in older[:HEAD_VERSIONS_READ]:
+        if since is not None and version["modified"] < since:
+            break  # newest first: the rest were written before the current head was signed
+        try:
+            body = storage.get_bytes(key, version["version_id"])
+            record = _open_record(json.loads(body or b"null"), origin, config.node, "head")
+        except (errors.Refused, ValueError):
+            continue
+        if newest is None or str(record.get("time")) > str(newest.get("time")):
+            newest = record
+    findings = []
+    if newest is not None and newest is not current and (current is not None or stored is None):
+        later = f"snapshot {str(newest.get('snapshot_id'))[:8]} ({newest.get('time')})"
+        detail = f"the chain head {key} was deleted; its newest signed version names {later}"
+        if current is not None:
+            detail = (
+                f"the chain head {key} was put back to an older version naming snapshot "
+                f"{str(current.get('snapshot_id'))[:8]} ({current.get('time')}); a version "
+                f"written after it names {later}"
+            )
+        source = "versions of the chain head"
+        findings.append({"source": source, "snapshot": newest.get("snapshot_id"), "detail": detail})
+    return newest, findings, problems
 
 
 def _local_link(config: Config) -> dict | None:
@@ -250,7 +300,10 @@ def _check_chain(config: Config, origin: Origin, found: list, opened_by_id: dict
     document and the problems (broken chain, rollback)."""
     from drkit.engines.storage import Storage
 
-    removed, head, problems = _signed_records(config, origin, Storage(config.repository))
+    storage = Storage(config.repository)
+    removed, problems = _signed_records(config, origin, storage)
+    head, rollback, head_problems = _newest_head(config, origin, storage)
+    problems += head_problems + [f"rollback: {finding['detail']}" for finding in rollback]
     present = {snapshot.id: snapshot for snapshot in found}
     chain = [snapshot for snapshot in found if snapshot.id in opened_by_id]
     position = {snapshot.id: index for index, snapshot in enumerate(chain)}
@@ -324,7 +377,6 @@ def _check_chain(config: Config, origin: Origin, found: list, opened_by_id: dict
     if local is not None:
         witnesses.append(("chain record on this machine", local))
     newest = found[-1] if found else None
-    rollback: list[dict] = []
     for source, witness in witnesses:
         named = str(witness.get("snapshot_id"))
         detail = None

@@ -498,13 +498,15 @@ class Storage:
         )
         return (response or {}).get("VersionId")
 
-    def get_bytes(self, key: str) -> bytes | None:
-        """Return the object at key, or None when there is none."""
+    def get_bytes(self, key: str, version_id: str | None = None) -> bytes | None:
+        """Return the object at key (the given version of it), or None when there is none."""
+        extra = {"VersionId": version_id} if version_id else {}
         response = self._call(
             "get_object",
-            tolerate=("NoSuchKey", "404"),
+            tolerate=("NoSuchKey", "NoSuchVersion", "404"),
             Bucket=self.bucket,
             Key=self._check_key(key),
+            **extra,
         )
         if response is None:
             return None
@@ -512,6 +514,30 @@ class Storage:
             return response["Body"].read()
         except (boto_errors.BotoCoreError, OSError) as exc:
             raise self._translate(exc, "get_object") from None
+
+    def versions(self, key: str) -> list[dict[str, Any]]:
+        """Return every version of key, newest first: [{version_id, modified, latest, deleted}]
+        (deleted: a delete marker)."""
+        found: list[dict[str, Any]] = []
+        params: dict[str, Any] = {"Bucket": self.bucket, "Prefix": self._check_key(key)}
+        while True:
+            response = self._call("list_object_versions", **params) or {}
+            for kind, deleted in (("Versions", False), ("DeleteMarkers", True)):
+                found.extend(
+                    {
+                        "version_id": item["VersionId"],
+                        "modified": item["LastModified"],
+                        "latest": bool(item.get("IsLatest")),
+                        "deleted": deleted,
+                    }
+                    for item in response.get(kind, [])
+                    if item.get("Key") == key
+                )
+            if not response.get("IsTruncated"):
+                break
+            params["KeyMarker"] = response.get("NextKeyMarker")
+            params["VersionIdMarker"] = response.get("NextVersionIdMarker")
+        return sorted(found, key=lambda version: version["modified"], reverse=True)
 
     def list_keys(self, prefix: str = "") -> list[str]:
         """Return the keys under prefix (e.g. reports/<node>/), sorted."""
