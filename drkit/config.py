@@ -91,6 +91,11 @@ class Repository(Strict):
     ca_bundle: Path | None = Field(None, description="PEM file of CAs that sign the endpoint")
     password_file: Path = Field(description="file holding the restic password (mode 0600)")
     object_lock: ObjectLock = Field(default_factory=ObjectLock)
+    outage_limit: Duration = Field(
+        "5m",
+        description="a backup gives up once every S3 probe has failed for this long "
+        "(restic alone would retry for 15 minutes)",
+    )
 
     @field_validator("s3_endpoint")
     @classmethod

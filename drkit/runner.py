@@ -19,6 +19,7 @@ log = logging.getLogger(__name__)
 
 STDERR_TAIL_LINES = 25
 TERMINATE_GRACE_SECONDS = 10.0
+STOP_CHECK_SECONDS = 5.0
 _PR_SET_PDEATHSIG = 1
 
 
@@ -46,6 +47,10 @@ def _parent_death_signal():
 
 
 _PREEXEC = _parent_death_signal()
+
+
+class Stopped(Exception):
+    """A command was stopped because its `stop_when` check gave a reason (the message)."""
 
 
 class CommandTimeout(errors.DrkitError):
@@ -156,10 +161,13 @@ def run_lines(
     env: Mapping[str, str] | None = None,
     timeout: float = 3600.0,
     cwd: Path | str | None = None,
+    stop_when: Callable[[], str | None] | None = None,
 ) -> Completed:
     """Run argv, calling on_line for each stdout line as it arrives; keep only stderr's tail.
 
     stdout is not kept (a backup's status stream can be long); stderr is read by a thread.
+    stop_when, when given, is called every STOP_CHECK_SECONDS while the command runs; once it
+    returns a reason the command is stopped (SIGTERM to its group) and Stopped(reason) raised.
     """
     import threading
 
@@ -171,6 +179,18 @@ def run_lines(
     timer = threading.Timer(timeout, _stop_group, args=(process,))
     timer.daemon = True
     timer.start()
+    finished = threading.Event()
+    reasons: list[str] = []
+
+    def watch() -> None:
+        while stop_when is not None and not finished.wait(STOP_CHECK_SECONDS):
+            reason = stop_when()
+            if reason and not finished.is_set():
+                reasons.append(reason)
+                _stop_group(process)
+                return
+
+    threading.Thread(target=watch, daemon=True).start()
     try:
         for line in process.stdout:
             on_line(line.rstrip("\n"))
@@ -183,7 +203,10 @@ def run_lines(
         raise
     finally:
         timer.cancel()
+        finished.set()
     reader.join(timeout=5)
+    if reasons and process.returncode != 0:  # a command that finished well stands
+        raise Stopped(reasons[0])
     if time.monotonic() >= deadline:
         raise CommandTimeout(argv[0], timeout)
     return Completed(list(argv), process.returncode, "", "".join(tail))

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
-from drkit import errors
+from drkit import errors, runner
 from drkit.cli import app
 from drkit.config import parse_config
 from drkit.engines import apply, keys, manifest, staged
@@ -211,3 +212,21 @@ def test_hash_cache_reuses_unchanged_files_and_sees_moving_ones(tmp_path: Path):
     old = {e["path"]: e.get("sha256") for e in built["files"]}
     assert digests["/etc/app/tls.key"] == old["/etc/app/tls.key"]
     assert digests["/etc/app/server.ini"] != old["/etc/app/server.ini"]
+
+
+def test_run_lines_stops_a_command_when_its_watch_gives_a_reason(monkeypatch):
+    monkeypatch.setattr(runner, "STOP_CHECK_SECONDS", 0.05)
+    checks = []
+
+    def outage() -> str | None:
+        checks.append(1)
+        return "S3 down" if len(checks) >= 2 else None
+
+    started = time.monotonic()
+    with pytest.raises(runner.Stopped, match="S3 down"):
+        runner.run_lines(["sleep", "30"], lambda line: None, stop_when=outage)
+    assert time.monotonic() - started < 15 and len(checks) == 2
+
+    lines = []  # a watch that never objects changes nothing
+    done = runner.run_lines(["echo", "hi"], lines.append, stop_when=lambda: None)
+    assert done.returncode == 0 and lines == ["hi"]

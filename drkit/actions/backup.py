@@ -140,6 +140,7 @@ def run(config: Config, on_progress: Callable[[dict], None] | None = None) -> di
                         *([f"group:{config.group}"] if config.group else []),
                     ],
                     on_progress=on_progress,
+                    stop_when=context.OutageWatch(config.repository),
                 )
             cache.save()
             record_chain(config, summary.snapshot_id, manifest_bytes)

@@ -7,12 +7,13 @@ import glob
 import logging
 import os
 import re
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 from drkit import errors, profiles
-from drkit.config import Config, Repository
+from drkit.config import Config, Repository, parse_duration
 from drkit.engines import restic as restic_engine
 from drkit.paths import on_root
 from drkit.profiles.base import Entry, Inventory
@@ -38,6 +39,31 @@ def probe_storage(repository: Repository) -> None:
     from drkit.engines.storage import Storage
 
     Storage(repository).probe()
+
+
+class OutageWatch:
+    """Tells a running restic to stop once S3 has failed every probe for the repository's
+    outage_limit (restic alone keeps retrying for 15 minutes). Call it between probes."""
+
+    def __init__(self, repository: Repository):
+        self.repository = repository
+        self.limit = parse_duration(repository.outage_limit).total_seconds()
+        self.failing_since: float | None = None
+
+    def __call__(self) -> str | None:
+        try:
+            probe_storage(self.repository)
+        except errors.StorageError as exc:
+            now = time.monotonic()
+            self.failing_since = self.failing_since or now
+            if now - self.failing_since < self.limit:
+                return None
+            return (
+                f"S3 failed every probe for {now - self.failing_since:.0f} s ({exc.message}): "
+                "restic was stopped and no snapshot was made"
+            )
+        self.failing_since = None
+        return None
 
 
 @contextlib.contextmanager

@@ -262,11 +262,13 @@ class Restic:
         host: str,
         tags: list[str],
         on_progress: Callable[[dict], None] | None = None,
+        stop_when: Callable[[], str | None] | None = None,
         timeout: float = 6 * 3600,
     ) -> BackupSummary:
         """Back up paths relative to cwd; return the summary; errors in the stream count.
 
         Paths come from a file list (--files-from-verbatim) so that any name survives.
+        stop_when (see runner.run_lines) may stop restic with a reason: a StorageError.
         """
         descriptor, list_name = tempfile.mkstemp(prefix="drkit-files-", suffix=".list")
         list_file = Path(list_name)
@@ -303,7 +305,11 @@ class Restic:
                 on_progress(message)
 
         try:
-            completed = runner.run_lines(argv, on_line, env=self._env(), cwd=cwd, timeout=timeout)
+            completed = runner.run_lines(
+                argv, on_line, env=self._env(), cwd=cwd, timeout=timeout, stop_when=stop_when
+            )
+        except runner.Stopped as stopped:
+            raise errors.StorageError(str(stopped)) from None
         finally:
             list_file.unlink(missing_ok=True)
         for line in completed.stderr.splitlines():

@@ -7,6 +7,7 @@ A seeded RNG picks, for a fraction of requests, one fault:
 - "lost": forward the request, then close the connection without the answer (S3 did the work,
   the client does not know);
 - "slow": wait 0.2-1.0 s, then forward.
+With outage_after=N, every request after the first N meets a fault: an outage.
 """
 
 from __future__ import annotations
@@ -31,12 +32,15 @@ _SLOW_DOWN = (
 class FaultProxy:
     """Forward HTTP to upstream; inject faults into `fraction` of the requests (seeded)."""
 
-    def __init__(self, upstream: str, *, fraction: float, seed: int, faults=FAULTS):
+    def __init__(
+        self, upstream: str, *, fraction: float, seed: int, faults=FAULTS, outage_after=None
+    ):
         parts = urlsplit(upstream)
         self.upstream_host = parts.hostname or "127.0.0.1"
         self.upstream_port = parts.port or 80
         self.fraction = fraction
         self.faults = tuple(faults)
+        self.outage_after = outage_after  # from this request on, every request meets a fault
         self.counts: Counter = Counter()
         self._random = random.Random(seed)
         self._lock = threading.Lock()
@@ -52,7 +56,8 @@ class FaultProxy:
         """Return the fault for the next request, or None (forward as is)."""
         with self._lock:
             self.counts["requests"] += 1
-            if self._random.random() >= self.fraction:
+            outage = self.outage_after is not None and self.counts["requests"] > self.outage_after
+            if not outage and self._random.random() >= self.fraction:
                 return None
             fault = self._random.choice(self.faults)
             self.counts[fault] += 1

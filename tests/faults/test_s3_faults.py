@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import os
+import time
 
+import figures
 import pytest
 import yaml
 from nodes import Node, make_workspace
@@ -76,3 +78,33 @@ def test_backup_through_s3_faults_succeeds_or_fails_cleanly(node: Node, local_s3
     code, verified = node.run("verify", "--spot", "3")
     assert code == 0, verified
     assert verified["snapshots"]["verified"] == len(listed)
+
+
+def test_an_s3_outage_during_a_backup_gives_up_in_bounded_time_and_leaves_no_snapshot(
+    node: Node, local_s3
+):
+    before = node.backup()
+    settings = yaml.safe_load(node.config.read_text())
+    settings["repository"]["outage_limit"] = "10s"
+    node.config.write_text(yaml.safe_dump(settings))
+    # the backup's own probe passes; restic then meets nothing but 503s and dropped connections
+    with FaultProxy(
+        local_s3.endpoint, fraction=0.0, seed=SEED, faults=("503", "drop"), outage_after=1
+    ) as proxy:
+        _endpoint(node, proxy.endpoint)
+        started = time.monotonic()
+        code, document = node.run("backup")
+        took = time.monotonic() - started
+    assert code == 4 and document["ok"] is False, document
+    error = document["error"]["message"]
+    assert "S3 failed every probe" in error and "no snapshot was made" in error
+    assert "\n" not in error and "Traceback" not in json.dumps(document)
+    assert took < 90, f"gave up after {took:.0f} s"
+    figures.record("s3_outage", gave_up_after_seconds=round(took, 1), outage_limit="10s")
+
+    _endpoint(node, local_s3.endpoint)
+    listed = json.loads(node.restic("snapshots", "--json").stdout)
+    assert [item["id"] for item in listed] == [before], "no false success"
+    _check_clean(node)
+    after = node.backup()  # the next run needs no manual step
+    assert after != before
