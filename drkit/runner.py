@@ -183,14 +183,15 @@ def run_lines(
     reasons: list[str] = []
 
     def watch() -> None:
-        while stop_when is not None and not finished.wait(STOP_CHECK_SECONDS):
+        while not finished.wait(STOP_CHECK_SECONDS):
             reason = stop_when()
             if reason and not finished.is_set():
                 reasons.append(reason)
                 _stop_group(process)
                 return
 
-    threading.Thread(target=watch, daemon=True).start()
+    if stop_when is not None:
+        threading.Thread(target=watch, daemon=True).start()
     try:
         for line in process.stdout:
             on_line(line.rstrip("\n"))

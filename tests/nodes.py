@@ -27,24 +27,33 @@ def drkit(*args: str, env: dict | None = None) -> tuple[int, dict]:
 
 
 def init_node(
-    root: Path, repository, work: Path, server: str, smoke_user: str, node: str
+    root: Path,
+    repository,
+    work: Path,
+    server: str | None,
+    smoke_user: str | None,
+    node: str,
+    *extra: str,
 ) -> tuple[Path, dict]:
-    """Run `drkit init` for the node at root (config and state under work); return the config
-    path and init's document."""
+    """Run `drkit init` for the node at root (config and state under work; server and smoke
+    user left to init's defaults when None, extra flags appended); return the config path and
+    init's document."""
     config = work / "drkit.yaml"
+    chosen = [*(["--server", server] if server else []),
+              *(["--smoke-user", smoke_user] if smoke_user else [])]  # fmt: skip
     code, document = drkit(
         "init",
         "--config", str(config),
         "--node", node,
-        "--server", server,
         "--root", str(root),
         "--s3-endpoint", repository.s3_endpoint,
         "--bucket", repository.bucket,
         "--prefix", repository.prefix,
         "--password-file", str(repository.password_file),
-        "--smoke-user", smoke_user,
         "--state-dir", str(work / "state"),
         "--lock-days", "1",
+        *chosen,
+        *extra,
     )  # fmt: skip
     assert code == 0, document
     return config, document
@@ -52,8 +61,8 @@ def init_node(
 
 def fresh_repository(local_s3, directory: Path, prefix: str = "node") -> config.Repository:
     """Return a repository section for a new bucket on the local S3 (1-day GOVERNANCE lock),
-    with a 0600 password file written into directory."""
-    password_file = directory / "repository.password"
+    with a 0600 password file of its own written into directory."""
+    password_file = directory / f"repository-{uuid.uuid4().hex[:6]}.password"
     password_file.write_text(secrets.token_hex(32) + "\n")
     password_file.chmod(0o600)
     return config.Repository(

@@ -25,7 +25,7 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from nodes import RESTIC, Node, make_workspace
+from nodes import RESTIC, Node, fresh_repository, make_workspace
 from typer.testing import CliRunner
 
 from drkit import config as config_module
@@ -372,17 +372,7 @@ CASES: list[Case] = [
 @pytest.fixture(scope="module")
 def bad_input_node(local_s3, tmp_path_factory):
     secret_dir = tmp_path_factory.mktemp("bad-input")
-    password_file = secret_dir / "repository.password"
-    password_file.write_text(uuid.uuid4().hex * 2 + "\n")
-    password_file.chmod(0o600)
-    repository = config_module.Repository(
-        s3_endpoint=local_s3.endpoint,
-        bucket="t-" + uuid.uuid4().hex[:12],
-        prefix="sftp-1",
-        region=local_s3.region,
-        password_file=password_file,
-        object_lock=config_module.ObjectLock(mode="GOVERNANCE", days=1),
-    )
+    repository = fresh_repository(local_s3, secret_dir, prefix="sftp-1")
     node = Node(make_workspace(), repository)
     node.snapshot_id = node.backup()
     plain = node.workspace / "plain"

@@ -23,12 +23,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from nodes import drkit, init_node
 from test_daemon_units import Recorder, _closed_port
-from typer.testing import CliRunner
 
 from drkit import config as config_module
 from drkit import runner, sample_node
-from drkit.cli import app
 from drkit.engines import keys
 from drkit.engines import restic as restic_engine
 from drkit.engines.storage import Storage
@@ -39,12 +38,6 @@ RESTIC = str(restic_engine.find_restic(None))
 DRKIT = str(Path(sys.executable).parent / "drkit")
 
 
-def drkit(*args: str, env: dict | None = None) -> tuple[int, dict]:
-    """Run the CLI in-process with --json; return the exit code and the one JSON document."""
-    result = CliRunner().invoke(app, [*args, "--json"], env=env, catch_exceptions=False)
-    return result.exit_code, json.loads(result.stdout)
-
-
 class Node:
     """A sample SFTP node with drkit initialised against an S3, and its config to adjust."""
 
@@ -52,7 +45,6 @@ class Node:
         self.root = root
         self.repository = repository
         self.work = work
-        self.config = work / "drkit.yaml"
         made = sample_node.build(root, smoke_user="drill", chroot=True)
         includes = [
             f"--include={category}={pattern}"
@@ -65,20 +57,7 @@ class Node:
             with open(log_dir / "big.log", "wb") as handle:
                 handle.write(os.urandom(big_file_mb << 20))
             includes.append("--include=audit_logs=/var/log/sftp-big/*")
-        code, self.init = drkit(
-            "init",
-            "--config", str(self.config),
-            "--node", "sftp-1",
-            "--root", str(root),
-            "--s3-endpoint", repository.s3_endpoint,
-            "--bucket", repository.bucket,
-            "--prefix", repository.prefix,
-            "--password-file", str(repository.password_file),
-            "--state-dir", str(work / "state"),
-            "--lock-days", "1",
-            *includes,
-        )  # fmt: skip
-        assert code == 0, self.init
+        self.config, self.init = init_node(root, repository, work, None, None, "sftp-1", *includes)
 
     def settings(self, **changes) -> None:
         data = yaml.safe_load(self.config.read_text())

@@ -14,7 +14,6 @@ import os
 import shutil
 import socket
 import subprocess
-import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ from pathlib import Path
 
 import figures
 import pytest
-from nodes import Node, make_workspace
+from nodes import Node, fresh_repository, make_workspace
 
 from drkit import config as config_module
 from drkit.engines import keys, manifest, screen
@@ -274,17 +273,7 @@ def _corpus(forge: Forge) -> list[Callable[[], Forged]]:
 @pytest.fixture(scope="module")
 def corpus(local_s3, tmp_path_factory):
     secret_dir = tmp_path_factory.mktemp("hostile-secret")
-    password_file = secret_dir / "repository.password"
-    password_file.write_text(uuid.uuid4().hex + uuid.uuid4().hex + "\n")
-    password_file.chmod(0o600)
-    repository = config_module.Repository(
-        s3_endpoint=local_s3.endpoint,
-        bucket="t-" + uuid.uuid4().hex[:12],
-        prefix="sftp-1",
-        region=local_s3.region,
-        password_file=password_file,
-        object_lock=config_module.ObjectLock(mode="GOVERNANCE", days=1),
-    )
+    repository = fresh_repository(local_s3, secret_dir, prefix="sftp-1")
     node = Node(make_workspace(), repository)
     node.good_id = node.backup()
     outside = node.workspace / "outside"

@@ -4,14 +4,10 @@ real restic and drkit."""
 
 from __future__ import annotations
 
-import secrets
-import uuid
-
 import botocore.exceptions
 import pytest
-from nodes import Node, make_workspace
+from nodes import Node, fresh_repository, make_workspace
 
-from drkit import config
 from drkit.locals3 import LocalS3
 
 pytestmark = pytest.mark.integration
@@ -42,17 +38,7 @@ def _refused(call) -> str:
 
 
 def test_backup_role_cannot_delete_locked_versions(roles_s3: LocalS3, tmp_path):
-    password_file = tmp_path / "repository.password"
-    password_file.write_text(secrets.token_hex(32) + "\n")
-    password_file.chmod(0o600)
-    repository = config.Repository(
-        s3_endpoint=roles_s3.endpoint,
-        bucket="t-" + uuid.uuid4().hex[:12],
-        prefix="node",
-        region=roles_s3.region,
-        password_file=password_file,
-        object_lock=config.ObjectLock(mode="GOVERNANCE", days=1),
-    )
+    repository = fresh_repository(roles_s3, tmp_path, prefix="node")
     node = Node(make_workspace(), repository)  # the admin makes the locked bucket
     try:
         # the backup role is enough to back up

@@ -6,24 +6,17 @@ sharing one repository, as a group's nodes do.
 
 from __future__ import annotations
 
-import json
 import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
-from typer.testing import CliRunner
+from nodes import drkit, init_node
 
 from drkit import sample_node
-from drkit.cli import app
 from drkit.paths import on_root
 
 pytestmark = pytest.mark.integration
-
-
-def drkit(*args: str) -> tuple[int, dict]:
-    result = CliRunner().invoke(app, [*args, "--json"], catch_exceptions=False)
-    return result.exit_code, json.loads(result.stdout)
 
 
 @pytest.fixture
@@ -39,23 +32,8 @@ def clone(source: Path, target: Path) -> None:
 def init(base: Path, name: str, root: Path, repository, group: str) -> Path:
     work = base / f"{name}-work"
     work.mkdir(mode=0o755, exist_ok=True)
-    config = work / "drkit.yaml"
-    code, document = drkit(
-        "init",
-        "--config", str(config),
-        "--node", name,
-        "--group", group,
-        "--root", str(root),
-        "--s3-endpoint", repository.s3_endpoint,
-        "--bucket", repository.bucket,
-        "--prefix", repository.prefix,
-        "--password-file", str(repository.password_file),
-        "--state-dir", str(work / "state"),
-        "--lock-days", "1",
-        "--include", "audit_logs=/var/log/sftp/*",
-    )  # fmt: skip
-    assert code == 0, document
-    return config
+    extra = ("--group", group, "--include", "audit_logs=/var/log/sftp/*")
+    return init_node(root, repository, work, None, None, name, *extra)[0]
 
 
 def edit_config(path: Path, **changes) -> None:

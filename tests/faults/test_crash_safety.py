@@ -23,15 +23,13 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from pathlib import Path
 
 import figures
 import pytest
 import yaml
-from nodes import Node, make_workspace
+from nodes import Node, fresh_repository, make_workspace
 
-from drkit import config as config_module
 from drkit.engines import apply
 
 pytestmark = pytest.mark.integration
@@ -132,20 +130,6 @@ def restic_clean(node: Node) -> tuple[bool, str]:
         time.sleep(0.5)
 
 
-def _repository(local_s3, directory: Path) -> config_module.Repository:
-    password_file = directory / f"repository-{uuid.uuid4().hex[:6]}.password"
-    password_file.write_text(secrets.token_hex(32) + "\n")
-    password_file.chmod(0o600)
-    return config_module.Repository(
-        s3_endpoint=local_s3.endpoint,
-        bucket="t-" + uuid.uuid4().hex[:12],
-        prefix="pool",
-        region=local_s3.region,
-        password_file=password_file,
-        object_lock=config_module.ObjectLock(mode="GOVERNANCE", days=1),
-    )
-
-
 def _grow(root: Path, count: int) -> None:
     archive = root / "var/log/sftp/archive"
     archive.mkdir(mode=0o750, exist_ok=True)
@@ -232,7 +216,7 @@ def test_operation_survives_sigkill_at_random_moments(outcomes, operation):
 def _backup_trials(local_s3, secrets_dir) -> Outcome:
     started = time.monotonic()
     rng = random.Random(f"{SEED}-backup")
-    node = new_node(_repository(local_s3, secrets_dir))
+    node = new_node(fresh_repository(local_s3, secrets_dir, prefix="pool"))
     outcome = Outcome("backup")
     try:
         duration = timed("backup", "--config", str(node.config))
@@ -261,7 +245,7 @@ def _backup_trials(local_s3, secrets_dir) -> Outcome:
 def _prune_trials(local_s3, secrets_dir) -> Outcome:
     started = time.monotonic()
     rng = random.Random(f"{SEED}-prune")
-    node = new_node(_repository(local_s3, secrets_dir))
+    node = new_node(fresh_repository(local_s3, secrets_dir, prefix="pool"))
     settings = yaml.safe_load(node.config.read_text())
     settings["retention"] = {"last": 1, "hourly": 0, "daily": 0, "weekly": 0, "monthly": 0,
                              "yearly": 0}  # fmt: skip
@@ -348,7 +332,7 @@ def _trials_on_a_target(outcome, rng, command, reset, target, next_run):
 def _restore_apply_trials(local_s3, secrets_dir) -> Outcome:
     started = time.monotonic()
     rng = random.Random(f"{SEED}-restore")
-    node = new_node(_repository(local_s3, secrets_dir))
+    node = new_node(fresh_repository(local_s3, secrets_dir, prefix="pool"))
     outcome = Outcome("restore")
     try:
         _grow(node.root, ARCHIVE_FILES)
@@ -376,7 +360,7 @@ def _restore_apply_trials(local_s3, secrets_dir) -> Outcome:
 def _standby_sync_trials(local_s3, secrets_dir) -> Outcome:
     started = time.monotonic()
     rng = random.Random(f"{SEED}-standby")
-    repository = _repository(local_s3, secrets_dir)
+    repository = fresh_repository(local_s3, secrets_dir, prefix="pool")
     active = new_node(repository, "sftp-1")
     passive = None
     outcome = Outcome("standby_sync")
