@@ -230,3 +230,28 @@ def test_run_lines_stops_a_command_when_its_watch_gives_a_reason(monkeypatch):
     lines = []  # a watch that never objects changes nothing
     done = runner.run_lines(["echo", "hi"], lines.append, stop_when=lambda: None)
     assert done.returncode == 0 and lines == ["hi"]
+
+
+@pytest.mark.parametrize("verb", ["recover", "reveal"])
+def test_keys_with_a_missing_share_file_is_one_line_exit_2(tmp_path: Path, verb: str):
+    missing = tmp_path / "holder-1.age"
+    extra = ["--out", str(tmp_path / "pass")] if verb == "recover" else []
+    args = ["keys", verb, "--share", str(missing), "--identity", str(tmp_path / "id"), *extra]
+    result = CliRunner().invoke(app, [*args, "--json"])
+    assert result.exit_code == 2, result.stdout
+    error = json.loads(result.stdout)["error"]
+    assert error["message"] == f"{missing}: cannot read (No such file or directory)"
+
+
+def test_discover_of_a_missing_root_and_a_holder_file_that_cannot_be_made_are_exit_2_and_9(
+    tmp_path: Path,
+):
+    result = CliRunner().invoke(app, ["discover", "--root", str(tmp_path / "gone"), "--json"])
+    assert result.exit_code == 2, result.stdout
+    assert json.loads(result.stdout)["error"]["message"].endswith("gone: not a directory")
+    blocked = tmp_path / "file"
+    blocked.write_text("not a directory\n")
+    identity = blocked / "holder.key"
+    result = CliRunner().invoke(app, ["keys", "holder", "--identity", str(identity), "--json"])
+    assert result.exit_code == 9, result.stdout
+    assert json.loads(result.stdout)["error"]["message"].startswith(str(identity))

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from drkit import profiles
+from drkit import errors, profiles
 from drkit.paths import on_root
 
 # kind -> (config files, binaries, service units); a server is present when a config exists.
@@ -65,6 +65,8 @@ def detect_kinds(root: Path) -> list[str]:
 def run(root: Path, smoke_user: str | None = None) -> dict:
     """Return the discover document: servers, their files by category, a proposed config."""
     root = Path(root).resolve()
+    if not root.is_dir():
+        raise errors.UsageError(f"--root {root}: not a directory")
     servers = []
     for kind, signs in detect(root).items():
         inventory = profiles.inventory(kind, root, smoke_user)

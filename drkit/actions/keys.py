@@ -25,17 +25,25 @@ from drkit.engines import escrow, keys, manifest
 log = logging.getLogger(__name__)
 
 
-def _read_password(path: Path) -> str:
-    keys.require_private(path, "repository password file")
+def _read(path: Path) -> bytes:
+    """Return a file's bytes; a missing or unreadable file is one line (exit 2)."""
     try:
-        return path.read_text().strip()
+        return path.read_bytes()
     except OSError as exc:
         raise errors.ConfigError(f"{path}: cannot read ({exc.strerror})") from None
 
 
+def _read_password(path: Path) -> str:
+    keys.require_private(path, "repository password file")
+    return _read(path).decode(errors="replace").strip()
+
+
 def _write_new(path: Path, data: bytes) -> None:
     """Create a 0600 file that must not exist yet (never overwrite a secret)."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise errors.LocalFilesystemError(f"{path}: {exc.strerror}") from None
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
@@ -52,10 +60,7 @@ def escrow_password(config: Config, recipients: list[Path], threshold: int, out:
         raise errors.UsageError("--recipients: name one age recipient file per holder")
     holders = []
     for path in recipients:
-        try:
-            holders.append((path.stem, escrow.recipient(path.read_text())))
-        except OSError as exc:
-            raise errors.ConfigError(f"{path}: cannot read ({exc.strerror})") from None
+        holders.append((path.stem, escrow.recipient(_read(path).decode(errors="replace"))))
     password = _read_password(config.repository.password_file)
     shares = escrow.split(password, threshold, len(holders))
     created = datetime.now(UTC)
@@ -89,9 +94,10 @@ def escrow_password(config: Config, recipients: list[Path], threshold: int, out:
 
 
 def _share_text(path: Path | None, identities: list[Path]) -> str:
-    data = path.read_bytes() if path else b""
+    data = _read(path) if path else b""
     if data.startswith(escrow.AGE_HEADER):
-        return escrow.decrypt(data, [identity.read_text() for identity in identities])
+        texts = [_read(identity).decode(errors="replace") for identity in identities]
+        return escrow.decrypt(data, texts)
     return data.decode(errors="replace")
 
 
