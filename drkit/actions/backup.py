@@ -26,8 +26,11 @@ def chain_path(config: Config) -> Path:
     return config.state_dir / "chain" / f"{config.node}.json"
 
 
-def record_chain(config: Config, snapshot_id: str | None, manifest_bytes: bytes | None) -> None:
-    """Remember the newest snapshot and its manifest hash; None starts a new chain."""
+def record_chain(
+    config: Config, snapshot_id: str | None, manifest_bytes: bytes | None
+) -> dict | None:
+    """Remember the newest snapshot and its manifest hash; None starts a new chain. Return the
+    link ({snapshot_id, manifest_sha256}) the next manifest records, or None."""
     link = None
     if snapshot_id and manifest_bytes is not None:
         link = {
@@ -35,6 +38,7 @@ def record_chain(config: Config, snapshot_id: str | None, manifest_bytes: bytes 
             "manifest_sha256": hashlib.sha256(manifest_bytes).hexdigest(),
         }
     manifest.write_private(chain_path(config), json.dumps({"previous": link}).encode())
+    return link
 
 
 def head_key(node: str) -> str:
@@ -42,16 +46,16 @@ def head_key(node: str) -> str:
     return f"records/{node}/head.json"
 
 
-def publish_head(config: Config, signing_key, snapshot_id: str, manifest_bytes: bytes) -> None:
-    """Store a signed record of the node's newest snapshot, so that `verify` sees a rollback."""
+def publish_head(config: Config, signing_key, link: dict) -> None:
+    """Store a signed record of the node's newest snapshot (its chain link), so that `verify`
+    sees a rollback."""
     from drkit.engines.storage import Storage
 
     record = {
         "kind": "head",
         "node": config.node,
-        "snapshot_id": snapshot_id,
-        "manifest_sha256": hashlib.sha256(manifest_bytes).hexdigest(),
-        "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        **link,
+        "time": manifest.utc_text(datetime.now(UTC)),
     }
     text = json.dumps(record, sort_keys=True)
     try:
@@ -143,13 +147,9 @@ def run(config: Config, on_progress: Callable[[dict], None] | None = None) -> di
                     stop_when=context.OutageWatch(config.repository),
                 )
             cache.save()
-            record_chain(config, summary.snapshot_id, manifest_bytes)
+            previous = record_chain(config, summary.snapshot_id, manifest_bytes)
             with timing.phase("chain head"):
-                publish_head(config, signing_key, summary.snapshot_id, manifest_bytes)
-            previous = {
-                "snapshot_id": summary.snapshot_id,
-                "manifest_sha256": hashlib.sha256(manifest_bytes).hexdigest(),
-            }
+                publish_head(config, signing_key, previous)
             with timing.phase("changed during backup"):
                 moving = cache.changed_since(config.root)
             if not moving:
