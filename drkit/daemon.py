@@ -42,6 +42,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from drkit import errors, runner
 from drkit.config import Config, parse_duration
 from drkit.engines import metrics, notify, status
+from drkit.model import utc_text
 
 log = logging.getLogger("drkit.daemon")
 
@@ -386,7 +387,7 @@ class Daemon:
         when = datetime.now(UTC) + delay
         if job is not None and job.next_run_time and job.next_run_time > when:
             job.modify(next_run_time=when)
-            log.info("backup retried in the background at %s", status.utc_text(when))
+            log.info("backup retried in the background at %s", utc_text(when))
 
     def _clear_stale_locks(self) -> None:
         try:
@@ -496,8 +497,8 @@ class Daemon:
         return {
             "ok": True,
             "node": self.config.node,
-            "started": status.utc_text(started),
-            "stopped": status.utc_text(datetime.now(UTC)),
+            "started": utc_text(started),
+            "stopped": utc_text(datetime.now(UTC)),
             "stopped_by": self.stopped_by,
             "metrics": address,
             "interrupted": interrupted,

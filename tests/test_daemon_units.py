@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from drkit import config, daemon, errors
+from drkit import config, daemon, errors, model
 from drkit.engines import metrics, notify, status
 
 
@@ -141,10 +141,10 @@ NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 def _document(good_age: float | None) -> dict:
     good = None
     if good_age is not None:
-        good = {"time": status.utc_text(NOW - timedelta(seconds=good_age)), "snapshot_id": "ab"}
+        good = {"time": model.utc_text(NOW - timedelta(seconds=good_age)), "snapshot_id": "ab"}
     return {
         "node": "n",
-        "updated": status.utc_text(NOW),
+        "updated": model.utc_text(NOW),
         "objectives": OBJECTIVES,
         "last_good_backup": good,
         "last_backup": {"ok": True, "time": good and good["time"]},
@@ -238,7 +238,7 @@ def test_a_failed_run_sends_fail_never_success_and_a_transient_error_is_retried(
         calls["count"] += 1
         if calls["count"] < 3:
             raise errors.StorageError("S3 endpoint http://x unreachable: connection refused")
-        return {"ok": True, "snapshot_id": "c0ffee", "time": status.utc_text(datetime.now(UTC))}
+        return {"ok": True, "snapshot_id": "c0ffee", "time": model.utc_text(datetime.now(UTC))}
 
     def wrong_password() -> dict:
         calls["count"] += 1
@@ -318,7 +318,7 @@ def test_metrics_and_healthz_tell_the_rpo_truth(tmp_path: Path):
             configuration,
             "backup",
             {
-                "time": status.utc_text(now),
+                "time": model.utc_text(now),
                 "ok": True,
                 "snapshot_id": "ab12",
                 "bytes_added": 1234,
@@ -347,11 +347,11 @@ def test_metrics_and_healthz_tell_the_rpo_truth(tmp_path: Path):
         status.record(
             configuration,
             "backup",
-            {"time": status.utc_text(now), "ok": False, "error": "down", "duration_seconds": 1},
+            {"time": model.utc_text(now), "ok": False, "error": "down", "duration_seconds": 1},
             upload=False,
         )
         old = status.load_local(configuration)
-        old["last_good_backup"]["time"] = status.utc_text(now - timedelta(minutes=5))
+        old["last_good_backup"]["time"] = model.utc_text(now - timedelta(minutes=5))
         status.local_path(configuration).write_text(json.dumps(old))
         with pytest.raises(urllib.error.HTTPError) as breached:
             urllib.request.urlopen(base + "/healthz", timeout=5)

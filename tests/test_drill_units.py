@@ -7,9 +7,10 @@ import re
 from pathlib import Path
 from xml.etree import ElementTree
 
+from drkit import model as checks
 from drkit.actions import drill
-from drkit.engines import checks, reports
 from drkit.engines import diff as diff_engine
+from drkit.engines import reports
 
 OLD = {
     "files": [

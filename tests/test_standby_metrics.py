@@ -7,7 +7,7 @@ import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from drkit import config, daemon
+from drkit import config, daemon, model
 from drkit.engines import metrics, status
 
 
@@ -37,7 +37,7 @@ def _sync_result(snapshot_time: datetime, ok: bool = True) -> dict:
         "ok": ok,
         "source": "sftp-1",
         "snapshot_id": "ab12cd34" * 8,
-        "snapshot_time": status.utc_text(snapshot_time),
+        "snapshot_time": model.utc_text(snapshot_time),
         "changed": True,
         "lag_seconds": 60,
         "checks": [] if ok else [{"name": "config: sshd -t", "status": "fail", "detail": "bad"}],
@@ -73,8 +73,8 @@ def test_standby_lag_metric_and_rpo_follow_the_applied_snapshot(tmp_path: Path):
     assert rejected["error"] == "config: sshd -t: bad"
     status.record(configuration, "standby", rejected, upload=False)
     document = status.load_local(configuration)
-    assert document["last_good_standby"]["time"] == status.utc_text(applied)
-    document["last_good_standby"]["time"] = status.utc_text(now - timedelta(minutes=10))
+    assert document["last_good_standby"]["time"] == model.utc_text(applied)
+    document["last_good_standby"]["time"] = model.utc_text(now - timedelta(minutes=10))
     status.local_path(configuration).write_text(json.dumps(document))
     entry = collector.evaluate()
     assert entry["rpo_ok"] is False

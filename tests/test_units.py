@@ -16,7 +16,7 @@ from drkit.cli import app
 from drkit.config import parse_config
 from drkit.engines import apply, keys, manifest, staged
 from drkit.engines import restic as restic_engine
-from drkit.profiles.base import Entry, Inventory
+from drkit.model import Entry, Inventory
 
 GOOD = """
 node: sftp-1

@@ -16,6 +16,7 @@ from drkit.actions import context
 from drkit.config import Config, dump_config
 from drkit.engines import accounts, keys, manifest
 from drkit.engines.restic import Restic
+from drkit.model import utc_text
 
 log = logging.getLogger(__name__)
 PASSES = 3  # a file written to while restic reads it gets a fresh manifest and snapshot
@@ -55,7 +56,7 @@ def publish_head(config: Config, signing_key, link: dict) -> None:
         "kind": "head",
         "node": config.node,
         **link,
-        "time": manifest.utc_text(datetime.now(UTC)),
+        "time": utc_text(datetime.now(UTC)),
     }
     text = json.dumps(record, sort_keys=True)
     try:

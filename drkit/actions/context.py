@@ -15,8 +15,8 @@ from pathlib import Path
 from drkit import errors, profiles
 from drkit.config import Config, Repository, parse_duration
 from drkit.engines import restic as restic_engine
+from drkit.model import Entry, Inventory, parse_utc
 from drkit.paths import on_root
-from drkit.profiles.base import Entry, Inventory
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +124,7 @@ def node_path_of(root: Path, host_path: str) -> str:
 def parse_at(text: str) -> datetime:
     """Parse --at (RFC 3339 or 'YYYY-MM-DDTHH:MM'; no zone means UTC)."""
     try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        moment = parse_utc(text)
     except ValueError:
         raise errors.UsageError(f"--at {text!r} is not a time like 2026-11-20T10:00") from None
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

@@ -15,6 +15,7 @@ from drkit.actions import context
 from drkit.actions.restore import Origin, open_manifest
 from drkit.engines import diff as diff_engine
 from drkit.engines import manifest
+from drkit.model import utc_text
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +26,7 @@ def _describe(snapshot, opened) -> dict:
     return {
         "id": snapshot.id,
         "short_id": snapshot.short_id,
-        "time": snapshot.time.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "time": utc_text(snapshot.time),
         "signer": opened.signer,
     }
 

@@ -34,12 +34,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from drkit import errors, profiles
+from drkit import model as checks
 from drkit.actions import context
 from drkit.actions import restore as restore_action
 from drkit.config import Config
-from drkit.engines import checks, reports
+from drkit.engines import reports
 from drkit.engines import status as status_engine
-from drkit.engines.checks import Check
+from drkit.model import Check, parse_utc, utc_text
 from drkit.paths import on_root
 
 log = logging.getLogger(__name__)
@@ -47,10 +48,6 @@ log = logging.getLogger(__name__)
 SANDBOXES = "drills"
 LOGIN_CHECK = "smoke: sftp login"
 ROUND_TRIP_CHECK = "smoke: file round trip"
-
-
-def utc_text(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 # -- interruption ----------------------------------------------------------------------------
@@ -193,7 +190,7 @@ def _brief(snapshot_id: str, moment: datetime) -> dict:
 
 
 def _parse_utc(text: str) -> datetime:
-    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    moment = parse_utc(text)
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
@@ -225,7 +222,7 @@ def _served_keys(node_manifest: dict, found: list[Check]) -> list[dict]:
 def _certificates(node_manifest: dict, now: datetime) -> list[dict]:
     found = []
     for certificate in node_manifest.get("certificates", []):
-        expiry = datetime.fromisoformat(certificate["not_after"].replace("Z", "+00:00"))
+        expiry = parse_utc(certificate["not_after"])
         found.append(
             {
                 "path": certificate["path"],

@@ -21,6 +21,7 @@ from drkit import errors
 from drkit.actions import context
 from drkit.config import Config, parse_config, parse_duration
 from drkit.engines import localsettings, manifest
+from drkit.model import parse_utc, utc_text
 from drkit.paths import on_root
 
 COMPARED = ("config", "host_keys", "tls", "scripts", "user_keys", "accounts")
@@ -64,7 +65,7 @@ def drift(config: Config, *, group: str | None = None, trust_keys: list[str] | N
                 {
                     "node": node,
                     "snapshot_id": snapshot.id,
-                    "time": manifest.utc_text(snapshot.time),
+                    "time": utc_text(snapshot.time),
                     "age_seconds": int(age.total_seconds()),
                     "signer": signer,
                 }
@@ -313,7 +314,7 @@ def _certificates(latest: dict[str, dict], now: datetime) -> list[dict]:
     findings = []
     for node, node_manifest in latest.items():
         for entry in node_manifest.get("certificates", []):
-            until = datetime.fromisoformat(entry["not_after"].replace("Z", "+00:00"))
+            until = parse_utc(entry["not_after"])
             left = until - now
             if left <= timedelta(0):
                 findings.append(

@@ -21,6 +21,7 @@ from drkit import errors
 from drkit.actions import context
 from drkit.config import Config, dump_config, parse_config
 from drkit.engines import escrow, keys, manifest
+from drkit.model import utc_text
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,7 @@ def escrow_password(config: Config, recipients: list[Path], threshold: int, out:
     signer = keys.signing_fingerprint(keys.load_signing_key(config.signing_key).public_key())
     sheet = out / f"{config.node}-escrow-sheet.txt"
     sheet_text = (
-        f"drkit key escrow of node {config.node}, {manifest.utc_text(created)}\n"
+        f"drkit key escrow of node {config.node}, {utc_text(created)}\n"
         f"repository: {config.repository.restic_url}\n"
         f"shares: {len(holders)}, any {threshold} recover the password\n"
         f"holders: {', '.join(holder for holder, _ in holders)}\n"
@@ -89,7 +90,7 @@ def escrow_password(config: Config, recipients: list[Path], threshold: int, out:
         "files": files,
         "sheet": str(sheet),
         "signer": signer,
-        "created": manifest.utc_text(created),
+        "created": utc_text(created),
     }
 
 

@@ -15,6 +15,7 @@ import socket
 from datetime import UTC, datetime
 
 from drkit.engines import restic as restic_engine
+from drkit.model import parse_utc
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,7 @@ def stale_reason(lock: dict, *, host: str, now: datetime) -> str | None:
     """Return why a lock (`restic cat lock` JSON) is stale, or None when it may be live."""
     created = lock.get("time")
     if created:
-        moment = restic_engine._parse_time(created)
+        moment = parse_utc(created)
         age = (now - moment).total_seconds()
         if age > STALE_AGE_SECONDS:
             return f"not refreshed for {age / 60:.0f} min"

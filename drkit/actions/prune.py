@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from drkit.actions import context, locks
 from drkit.config import Config
 from drkit.engines import keys
-from drkit.engines import restic as restic_engine
+from drkit.model import parse_utc, utc_text
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ def _brief(snapshot: dict) -> dict:
     return {
         "id": snapshot.get("id"),
         "short_id": snapshot.get("short_id", str(snapshot.get("id", ""))[:8]),
-        "time": restic_engine._parse_time(snapshot["time"]).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "time": utc_text(parse_utc(snapshot["time"])),
         "tags": snapshot.get("tags") or [],
     }
 
@@ -95,7 +95,7 @@ def _write_record(config: Config, removed: list[dict], kept: list[dict]) -> str 
     record = {
         "kind": "prune",
         "node": config.node,
-        "time": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "time": utc_text(now),
         "keep_rules": config.retention.model_dump(),
         "removed": [{"id": item["id"], "time": item["time"]} for item in removed],
         "kept": [item["id"] for item in kept],

@@ -15,11 +15,12 @@ from datetime import datetime
 from pathlib import Path
 
 from drkit import errors, profiles, timing
+from drkit import model as checks
 from drkit.actions import context
 from drkit.config import Config, Repository, parse_config
-from drkit.engines import accounts, apply, checks, manifest, screen, staged
+from drkit.engines import accounts, apply, manifest, screen, staged
 from drkit.engines import restic as restic_engine
-from drkit.engines.checks import Check
+from drkit.model import Check
 from drkit.paths import on_root
 
 log = logging.getLogger(__name__)

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from drkit.actions import context
 from drkit.actions.restore import Origin
 from drkit.engines import manifest
+from drkit.model import parse_utc, utc_text
 
 
 def list_snapshots(origin: Origin, all_nodes: bool = False) -> list[dict]:
@@ -19,7 +20,7 @@ def list_snapshots(origin: Origin, all_nodes: bool = False) -> list[dict]:
         {
             "id": snapshot.id,
             "short_id": snapshot.short_id,
-            "time": manifest.utc_text(snapshot.time),
+            "time": utc_text(snapshot.time),
             "node": snapshot.hostname,
             "files": snapshot.files,
             "size": snapshot.size,
@@ -45,12 +46,12 @@ def show(origin: Origin, snapshot: str) -> dict:
     now = datetime.now(UTC)
     certificates = []
     for certificate in node_manifest["certificates"]:
-        expires = datetime.fromisoformat(certificate["not_after"].replace("Z", "+00:00"))
+        expires = parse_utc(certificate["not_after"])
         certificates.append({**certificate, "days_left": (expires - now).days})
     return {
         "ok": True,
         "snapshot_id": chosen.id,
-        "time": manifest.utc_text(chosen.time),
+        "time": utc_text(chosen.time),
         "node": node_manifest["node"],
         "profiles": node_manifest["profiles"],
         "signer": signer,

@@ -25,7 +25,7 @@ from drkit.actions import context
 from drkit.actions.restore import Origin, open_manifest
 from drkit.config import Config, dump_config, parse_duration
 from drkit.engines import accounts, apply, localsettings, manifest, screen, staged
-from drkit.engines.checks import Check, failed, passed
+from drkit.model import Check, failed, parse_utc, passed, utc_text
 from drkit.paths import on_root
 
 log = logging.getLogger(__name__)
@@ -54,7 +54,7 @@ def _now() -> datetime:
 def _lag(snapshot_time: str | None, now: datetime) -> int | None:
     if not snapshot_time:
         return None
-    moment = datetime.fromisoformat(snapshot_time.replace("Z", "+00:00"))
+    moment = parse_utc(snapshot_time)
     return max(0, int((now - moment).total_seconds()))
 
 
@@ -74,7 +74,7 @@ def sync(config: Config, *, trust_keys: list[str] | None = None, dry_run: bool =
     context.probe_storage(config.repository)
     with context.node_lock(config):
         chosen = context.select_snapshot(restic, standby.source, "latest")
-        snapshot_time = manifest.utc_text(chosen.time)
+        snapshot_time = utc_text(chosen.time)
         state = read_state(config)
         base = {
             "node": config.node,
@@ -194,7 +194,7 @@ def _apply_locked(config, restic, chosen, opened, raw, local, dry_run, state, re
             applier.rollback()
             error = f"{bad[0].name}: {bad[0].detail}"
             log.error("standby sync of %s rolled back: %s", chosen.short_id, error)
-            state.update(rejected=chosen.id, rejected_at=manifest.utc_text(now), last_error=error)
+            state.update(rejected=chosen.id, rejected_at=utc_text(now), last_error=error)
             _write_state(config, state)
             found.append(
                 failed("standby: rolled back", f"kept {len(changes)} path(s) as they were")
@@ -217,8 +217,8 @@ def _apply_locked(config, restic, chosen, opened, raw, local, dry_run, state, re
         state.update(
             source=config.standby.source,
             snapshot_id=chosen.id,
-            snapshot_time=manifest.utc_text(chosen.time),
-            applied_at=manifest.utc_text(now),
+            snapshot_time=utc_text(chosen.time),
+            applied_at=utc_text(now),
             ok=True,
             changed=changed,
             rejected=None,
@@ -333,7 +333,7 @@ def promote(config: Config, config_path: Path) -> dict:
     with os.fdopen(fd, "w") as handle:
         handle.write(text)
     os.replace(temporary, config_path)
-    now = manifest.utc_text(_now())
+    now = utc_text(_now())
     state.update(promoted_at=now, promoted_from=standby.source)
     _write_state(config, state)
     return {

@@ -16,13 +16,14 @@ from typing import Any
 from drkit import errors
 from drkit.config import Config
 from drkit.engines import status
+from drkit.model import parse_utc_or_none, utc_text
 
 log = logging.getLogger(__name__)
 
 
 def _newer(first: dict | None, second: dict | None) -> dict | None:
     def updated(document: dict | None) -> datetime:
-        moment = status.parse_time((document or {}).get("updated"))
+        moment = parse_utc_or_none((document or {}).get("updated"))
         return moment or datetime.min.replace(tzinfo=UTC)
 
     if first is None or second is None:
@@ -69,7 +70,7 @@ def run(config: Config, fleet: bool = False) -> dict[str, Any]:
         for node in sorted(documents)
     ]
     ok = all(entry["rpo_ok"] and entry["rto_ok"] is not False for entry in nodes)
-    return {"ok": ok, "time": status.utc_text(now), "nodes": nodes, "problems": problems}
+    return {"ok": ok, "time": utc_text(now), "nodes": nodes, "problems": problems}
 
 
 def recorded(config: Config, job: str, action: Callable[[], dict]) -> dict:

@@ -36,6 +36,7 @@ from drkit.actions import backup, context, locks
 from drkit.actions.restore import Origin, open_manifest
 from drkit.config import Config
 from drkit.engines import keys, manifest
+from drkit.model import utc_text
 from drkit.paths import on_root
 
 log = logging.getLogger(__name__)
@@ -108,7 +109,7 @@ def run(
                 failed_snapshots.append(
                     {
                         "id": snapshot.id,
-                        "time": manifest.utc_text(snapshot.time),
+                        "time": utc_text(snapshot.time),
                         "problem": problem,
                     }
                 )
@@ -385,11 +386,7 @@ def _check_chain(config: Config, origin: Origin, found: list, opened_by_id: dict
                 detail = f"the manifest of snapshot {named[:8]} differs from the {source}'s"
         elif named not in present and named not in removed:
             when = f" ({witness['time']})" if witness.get("time") else ""
-            now = (
-                f"snapshot {newest.short_id} ({manifest.utc_text(newest.time)})"
-                if newest
-                else "none"
-            )
+            now = f"snapshot {newest.short_id} ({utc_text(newest.time)})" if newest else "none"
             detail = (
                 f"the {source} names snapshot {named}{when}, which the repository no longer "
                 f"has; its newest is {now}"

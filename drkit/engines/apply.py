@@ -24,11 +24,11 @@ import shutil
 import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 
 from drkit import errors
 from drkit.engines.manifest import SNAPSHOT_DIR, compare_entry
+from drkit.model import parse_utc
 from drkit.paths import host_path, on_root, to_node
 
 log = logging.getLogger(__name__)
@@ -377,7 +377,7 @@ class Applier:
             shutil.copyfile(staged, temporary)
             os.chown(temporary, entry["uid"], entry["gid"])
             os.chmod(temporary, int(entry["mode"], 8))
-            mtime = datetime.fromisoformat(entry["mtime"].replace("Z", "+00:00")).timestamp()
+            mtime = parse_utc(entry["mtime"]).timestamp()
             os.utime(temporary, (mtime, mtime))
             with open(temporary, "rb") as handle:
                 os.fsync(handle.fileno())

@@ -15,6 +15,8 @@ import posixpath
 import re
 from datetime import datetime
 
+from drkit.model import parse_utc
+
 TEXT_DIFF_CATEGORIES = ("config", "scripts")
 TEXT_DIFF_MAX_BYTES = 256 * 1024
 _HASH = re.compile(r"\$(?:1|2[abxy]?|5|6|y|gy|7|sha1|md5)\$[^\s:]+")
@@ -26,7 +28,7 @@ def _name(path: str) -> str:
 
 
 def _time(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return parse_utc(text)
 
 
 def _file_detail(old: dict, new: dict, private: bool) -> str:

@@ -10,8 +10,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
-from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 
 from cryptography import x509
@@ -20,42 +18,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from drkit import errors
+from drkit.model import CertInfo, KeyInfo
 
 _PRIVATE_MARKERS = (b"PRIVATE KEY-----",)
 _SSH_PUBLIC_PREFIXES = (b"ssh-", b"ecdsa-sha2-", b"sk-")
-
-
-@dataclass(frozen=True)
-class KeyInfo:
-    """What identifies a key: its SSH type, ssh-keygen fingerprint and public line."""
-
-    type: str
-    fingerprint: str
-    public_line: str
-    private: bool
-
-    def as_dict(self) -> dict:
-        return {"type": self.type, "fingerprint": self.fingerprint, "public_line": self.public_line}
-
-
-@dataclass(frozen=True)
-class CertInfo:
-    """What identifies an X.509 certificate and the key it certifies."""
-
-    subject: str
-    issuer: str
-    not_after: datetime
-    fingerprint: str
-    key_fingerprint: str
-
-    def as_dict(self) -> dict:
-        return {
-            "subject": self.subject,
-            "issuer": self.issuer,
-            "not_after": self.not_after.strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "fingerprint": self.fingerprint,
-            "key_fingerprint": self.key_fingerprint,
-        }
 
 
 def fingerprint_of_blob(blob: bytes) -> str:

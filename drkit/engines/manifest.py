@@ -21,8 +21,8 @@ from typing import BinaryIO
 
 from drkit import errors
 from drkit.engines import keys
+from drkit.model import Entry, Inventory, utc_text
 from drkit.paths import host_path, on_root
-from drkit.profiles.base import Entry, Inventory
 
 FORMAT = 1
 SNAPSHOT_DIR = "/var/lib/drkit/snapshot"
@@ -31,11 +31,6 @@ SIGNATURE_PATH = f"{SNAPSHOT_DIR}/manifest.sig"
 CONFIG_PATH = f"{SNAPSHOT_DIR}/drkit.yaml"
 KEY_CATEGORIES = ("host_keys", "user_keys", "tls")
 CHUNK = 1 << 20
-
-
-def utc_text(moment: datetime) -> str:
-    """Return an RFC 3339 UTC time with Z, to the second."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def sha256_file(path: str | Path) -> str:

@@ -23,6 +23,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from drkit import errors
 from drkit.engines import status
+from drkit.model import parse_utc_or_none
 
 log = logging.getLogger(__name__)
 
@@ -85,13 +86,13 @@ class StatusCollector:
         last_time = gauge("drkit_last_run_timestamp_seconds", "Unix time of the job's last run")
         duration = gauge("drkit_run_duration_seconds", "Duration of the job's last run")
         for job in status.JOBS:
-            when = status.parse_time((document.get("last_success") or {}).get(job))
+            when = parse_utc_or_none((document.get("last_success") or {}).get(job))
             if when is not None:
                 success.add_metric([node, job], when.timestamp())
             last = document.get(f"last_{job}")
             if last:
                 last_ok.add_metric([node, job], 1.0 if last.get("ok") else 0.0)
-                moment = status.parse_time(last.get("time"))
+                moment = parse_utc_or_none(last.get("time"))
                 if moment is not None:
                     last_time.add_metric([node, job], moment.timestamp())
                 if last.get("duration_seconds") is not None:

@@ -23,6 +23,7 @@ from typing import Any
 
 from drkit import errors
 from drkit.config import Notify
+from drkit.model import utc_text
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +150,7 @@ class Notifier:
             "job": job,
             "node": self.node,
             "ok": ok,
-            "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "time": utc_text(datetime.now(UTC)),
             "snapshot_id": snapshot_id,
             "error": error,
         }

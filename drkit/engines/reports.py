@@ -11,6 +11,8 @@ from __future__ import annotations
 import html
 from datetime import datetime
 
+from drkit.model import utc_text
+
 REPORT_PREFIX = "reports"
 HISTORY_LIMIT = 60
 
@@ -324,4 +326,4 @@ were not touched.</p>
 def _now_text() -> str:
     from datetime import UTC
 
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return utc_text(datetime.now(UTC))

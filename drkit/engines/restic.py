@@ -22,6 +22,7 @@ from datetime import datetime
 from pathlib import Path
 
 from drkit import errors, runner
+from drkit.model import parse_utc
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +109,7 @@ class Snapshot:
         return cls(
             id=data["id"],
             short_id=data.get("short_id", data["id"][:8]),
-            time=_parse_time(data["time"]),
+            time=parse_utc(data["time"]),
             hostname=data.get("hostname", ""),
             tags=list(data.get("tags") or []),
             paths=list(data.get("paths") or []),
@@ -129,16 +130,6 @@ class BackupSummary:
     total_bytes_processed: int = 0
     data_added: int = 0
     errors: list[str] = field(default_factory=list)
-
-
-def _parse_time(text: str) -> datetime:
-    """Parse restic's RFC 3339 time with nanoseconds into an aware datetime."""
-    match = re.match(r"^(.*?T\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d)$", text)
-    if not match:
-        raise errors.ResticFailed(f"restic printed a time drkit cannot read: {text!r}")
-    base, fraction, zone = match.groups()
-    micro = (fraction or ".0")[1:7].ljust(6, "0")
-    return datetime.fromisoformat(f"{base}.{micro}{'+00:00' if zone == 'Z' else zone}")
 
 
 def _error_line(stderr: str) -> str:

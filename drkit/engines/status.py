@@ -20,28 +20,13 @@ from typing import Any
 
 from drkit import errors
 from drkit.config import Config, parse_duration
+from drkit.model import parse_utc_or_none, utc_text
 
 log = logging.getLogger(__name__)
 
 FORMAT = 1
 JOBS = ("backup", "prune", "verify", "drill", "standby")
 CLOCK_SKEW_TOLERANCE_SECONDS = 300
-
-
-def utc_text(moment: datetime) -> str:
-    """Return an RFC 3339 UTC time with Z, to the second."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_time(text: str | None) -> datetime | None:
-    """Parse an RFC 3339 time (Z or offset); return None for None or garbage."""
-    if not text:
-        return None
-    try:
-        moment = datetime.fromisoformat(str(text).replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def objectives_of(config: Config) -> dict[str, int]:
@@ -240,10 +225,10 @@ def evaluate(
     if not document:
         problems.append("no status document: the node never reported (or it was removed)")
     good = document.get("last_good_backup") or {}
-    good_time = parse_time(good.get("time"))
+    good_time = parse_utc_or_none(good.get("time"))
     what = "last good backup"
     standby = document.get("last_good_standby") or {}
-    standby_time = parse_time(standby.get("time"))
+    standby_time = parse_utc_or_none(standby.get("time"))
     if standby_time is not None and (good_time is None or standby_time > good_time):
         good_time, what = standby_time, f"last good copy (standby of {standby.get('source')})"
     age: float | None = None
@@ -266,7 +251,7 @@ def evaluate(
     rpo_ok = not any(
         problem.startswith(("no status", "no successful", "last good")) for problem in problems
     )
-    updated = parse_time(document.get("updated"))
+    updated = parse_utc_or_none(document.get("updated"))
     return {
         "node": node,
         "last_backup": last_backup,

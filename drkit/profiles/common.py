@@ -32,9 +32,8 @@ import yaml
 
 from drkit import runner
 from drkit.engines import keys
-from drkit.engines.checks import Check, failed, passed, warned
+from drkit.model import Check, Entry, Inventory, KeyInfo, failed, passed, utc_text, warned
 from drkit.paths import on_root, to_node
-from drkit.profiles.base import Entry, Inventory
 
 UPLOAD_DIRS = (".", "upload", "uploads", "incoming")
 CERT_WARN_DAYS = 30
@@ -161,7 +160,7 @@ def named_files_check(
     return results
 
 
-def describe_file(root: Path, node_path: str) -> keys.KeyInfo | None:
+def describe_file(root: Path, node_path: str) -> KeyInfo | None:
     try:
         return keys.describe_key(on_root(root, node_path).read_bytes())
     except OSError:
@@ -266,7 +265,7 @@ def certificate_check(
             return failed(name, f"does not match its key {key_path}")
         notes.append(f"matches {key_path}")
     left = info.not_after - datetime.now(UTC)
-    until = info.not_after.strftime("%Y-%m-%dT%H:%M:%SZ")
+    until = utc_text(info.not_after)
     if entry.get("fingerprint") and entry["fingerprint"] != info.fingerprint:
         return warned(name, f"differs from the backup; valid until {until}")
     if left <= timedelta(0):
@@ -311,7 +310,7 @@ def rfc4716(public_line: str, comment: str = "drkit") -> str:
     return "\n".join([begin, f'Comment: "{comment}"', *lines, end, ""])
 
 
-def rfc4716_keys(text: str) -> list[keys.KeyInfo]:
+def rfc4716_keys(text: str) -> list[KeyInfo]:
     """Return the keys of an RFC 4716 file (several blocks allowed)."""
     found, inside, body, header_continues = [], False, [], False
     for raw in text.splitlines():

@@ -33,10 +33,9 @@ import yaml
 from drkit import errors, runner
 from drkit.config import CATEGORIES
 from drkit.engines import keys
-from drkit.engines.checks import Check, failed, passed, warned
+from drkit.model import CertInfo, Check, Entry, Inventory, failed, passed, warned
 from drkit.paths import on_root, to_node
 from drkit.profiles import common, options_of
-from drkit.profiles.base import Entry, Inventory
 
 NAME = "generic"
 TAKES_OPTIONS = True
@@ -159,7 +158,7 @@ def _tls_checks(root: Path, paths: list[str], owners: tuple[int, ...]) -> list[C
     from cryptography import x509
 
     keys_by_print: dict[str, str] = {}
-    certificates: dict[str, keys.CertInfo] = {}
+    certificates: dict[str, CertInfo] = {}
     results = []
     for path in paths:
         try:

@@ -28,10 +28,9 @@ import yaml
 
 from drkit import runner
 from drkit.engines import accounts
-from drkit.engines.checks import Check, failed, passed, warned
+from drkit.model import Check, Entry, Inventory, failed, passed, warned
 from drkit.paths import on_root, to_node
 from drkit.profiles import common
-from drkit.profiles.base import Entry, Inventory
 from drkit.profiles.common import Ref
 
 POLICY_FILE = "openssh.yaml"

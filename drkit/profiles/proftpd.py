@@ -19,10 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from drkit import runner
-from drkit.engines.checks import Check, failed, passed
+from drkit.model import Check, Inventory, failed, passed
 from drkit.paths import on_root, to_node
 from drkit.profiles import common
-from drkit.profiles.base import Inventory
 from drkit.profiles.common import Ref
 from drkit.profiles.openssh import split_args
 

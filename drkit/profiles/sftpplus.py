@@ -22,10 +22,9 @@ from pathlib import Path
 
 from drkit import errors, runner
 from drkit.engines import accounts, keys
-from drkit.engines.checks import Check, failed, passed, warned
+from drkit.model import Check, Inventory, failed, passed, warned
 from drkit.paths import on_root
 from drkit.profiles import common, options_of
-from drkit.profiles.base import Inventory
 from drkit.profiles.common import Ref
 
 NAME = "sftpplus"

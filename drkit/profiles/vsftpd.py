@@ -21,10 +21,9 @@ from pathlib import Path
 
 from drkit import runner
 from drkit.engines import accounts
-from drkit.engines.checks import Check, failed, passed, warned
+from drkit.model import Check, Inventory, failed, passed, warned
 from drkit.paths import on_root
 from drkit.profiles import common
-from drkit.profiles.base import Inventory
 from drkit.profiles.common import Ref
 
 NAME = "vsftpd"

@@ -1,0 +1,239 @@
+"""The neutral model every layer shares: inventory, manifest records, checks, keys, smoke results.
+
+Engines, profiles, actions and the renderer all import these types; this module imports
+nothing of drkit's, so no layer reaches into another to learn a fact's shape.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Literal, TypedDict
+
+from pydantic import BaseModel, ConfigDict
+
+Status = Literal["pass", "warn", "fail"]
+TransferProtocol = Literal["sftp", "ftps", "ftp", "none"]
+
+# -- time: one formatter, one parser ---------------------------------------------------------
+
+
+def utc_text(moment: datetime) -> str:
+    """Return an RFC 3339 UTC time with Z, to the second."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_utc(text: str) -> datetime:
+    """Return the aware datetime of an RFC 3339 time (restic's nanoseconds included); a time
+    without a zone means UTC. Raises ValueError on anything else."""
+    moment = datetime.fromisoformat(str(text).strip())
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def parse_utc_or_none(text: str | None) -> datetime | None:
+    """Return parse_utc(text), or None for an empty or unreadable value."""
+    try:
+        return parse_utc(text) if text else None
+    except ValueError:
+        return None
+
+
+# -- inventory -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One path of the node (absolute, as the node's own config names it) and its category."""
+
+    path: str
+    category: str
+
+
+@dataclass
+class Inventory:
+    """What a profile found on a node: files to back up and what restore must recreate."""
+
+    files: list[Entry] = field(default_factory=list)
+    dirs: list[Entry] = field(default_factory=list)
+    users: list[str] = field(default_factory=list)
+    owned_globs: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def merge(self, other: Inventory) -> None:
+        """Add other's findings to this inventory, keeping the first category of a path."""
+        seen = {entry.path for entry in self.files}
+        self.files += [entry for entry in other.files if entry.path not in seen]
+        seen_dirs = {entry.path for entry in self.dirs}
+        self.dirs += [entry for entry in other.dirs if entry.path not in seen_dirs]
+        self.users += [user for user in other.users if user not in self.users]
+        self.owned_globs += [glob for glob in other.owned_globs if glob not in self.owned_globs]
+        self.warnings += other.warnings
+
+
+# -- the manifest's records (JSON documents signed into every snapshot) -----------------------
+
+
+class FileRecord(TypedDict, total=False):
+    """One path of the manifest: what it was at backup time."""
+
+    path: str
+    category: str
+    type: Literal["file", "dir", "symlink"]
+    mode: str
+    uid: int
+    gid: int
+    user: str
+    group: str
+    mtime: str
+    size: int
+    sha256: str
+    link: str
+
+
+class KeyRecord(TypedDict):
+    """An SSH key (private key, public key or authorized_keys line) found among the files."""
+
+    path: str
+    category: str
+    private: bool
+    type: str
+    fingerprint: str
+    public_line: str
+
+
+class CertificateRecord(TypedDict):
+    """An X.509 certificate found among the files, and the private key it certifies."""
+
+    path: str
+    subject: str
+    issuer: str
+    not_after: str
+    fingerprint: str
+    key_fingerprint: str
+    key_path: str | None
+
+
+# -- checks ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Check:
+    """The result of one check: name, pass/warn/fail, and a one-line detail."""
+
+    name: str
+    status: Status
+    detail: str
+    # When the check was decided (time.monotonic()).
+    at: float = field(default_factory=time.monotonic, compare=False, repr=False)
+
+    def as_dict(self) -> dict[str, str]:
+        """Return the JSON shape {name, status, detail}."""
+        return {"name": self.name, "status": self.status, "detail": self.detail}
+
+
+def passed(name: str, detail: str = "") -> Check:
+    return Check(name, "pass", detail)
+
+
+def warned(name: str, detail: str) -> Check:
+    return Check(name, "warn", detail)
+
+
+def failed(name: str, detail: str) -> Check:
+    return Check(name, "fail", detail)
+
+
+def all_ok(checks: list[Check]) -> bool:
+    """Return True when no check failed (warnings do not fail a run)."""
+    return all(check.status != "fail" for check in checks)
+
+
+# -- keys and certificates -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    """What identifies a key: its SSH type, ssh-keygen fingerprint and public line."""
+
+    type: str
+    fingerprint: str
+    public_line: str
+    private: bool
+
+    def as_dict(self) -> dict:
+        return {"type": self.type, "fingerprint": self.fingerprint, "public_line": self.public_line}
+
+
+@dataclass(frozen=True)
+class CertInfo:
+    """What identifies an X.509 certificate and the key it certifies."""
+
+    subject: str
+    issuer: str
+    not_after: datetime
+    fingerprint: str
+    key_fingerprint: str
+
+    def as_dict(self) -> dict:
+        return {
+            "subject": self.subject,
+            "issuer": self.issuer,
+            "not_after": utc_text(self.not_after),
+            "fingerprint": self.fingerprint,
+            "key_fingerprint": self.key_fingerprint,
+        }
+
+
+# -- the smoke run: a real server started from restored files, and a real login ---------------
+
+
+class ServedKey(BaseModel):
+    """A host key as the started server offered it to a client."""
+
+    model_config = ConfigDict(frozen=True)
+
+    type: str
+    fingerprint: str
+
+
+class ServedCertificate(BaseModel):
+    """A TLS certificate as the started server presented it in its handshake."""
+
+    model_config = ConfigDict(frozen=True)
+
+    fingerprint: str
+    subject: str
+    not_after: str
+
+
+class SmokeResult(BaseModel):
+    """What one profile's smoke run proved, as typed facts (drill and reports read these).
+
+    `judged` is False when the profile could not try at all (no smoke user, no server program):
+    `reason` says why, and nothing else is claimed. Times are time.monotonic() values.
+    """
+
+    profile: str
+    protocol: TransferProtocol = "none"
+    judged: bool = True
+    reason: str = ""
+    login_ok: bool = False
+    login_at: float | None = None
+    round_trip_ok: bool = False
+    round_trip_at: float | None = None
+    host_keys: list[ServedKey] = []
+    certificates: list[ServedCertificate] = []
+    checks: list[Check] = []
+
+    @classmethod
+    def not_judged(cls, profile: str, reason: str) -> SmokeResult:
+        """Return the result of a smoke run that could not be tried, with the reason."""
+        return cls(profile=profile, judged=False, reason=reason, checks=[warned("smoke", reason)])
+
+    @property
+    def proven_at(self) -> float | None:
+        """When the node was proven to serve: the round trip, else the login (monotonic)."""
+        if self.round_trip_ok and self.round_trip_at is not None:
+            return self.round_trip_at
+        return self.login_at if self.login_ok else None
