@@ -15,8 +15,12 @@ EXIT_CODES: dict[int, str] = {
     8: "restic missing or too old",
     9: "local filesystem: target unwritable, disk full",
     10: "restic failed unexpectedly",
+    11: "internal error — a drkit bug; the message says where to report it",
     130: "interrupted",
 }
+
+# Where a drkit bug is reported (the message of every InternalError names it).
+ISSUE_TRACKER = "https://example.net/drkit/issues"
 
 
 class DrkitError(Exception):
@@ -111,6 +115,40 @@ class ResticFailed(DrkitError):
 
     exit_code = 10
     kind = "restic_failed"
+
+
+class InternalError(DrkitError):
+    """A drkit bug: an exception drkit did not expect, in an action or a renderer."""
+
+    exit_code = 11
+    kind = "internal"
+
+    @classmethod
+    def from_exception(cls, exc: BaseException) -> InternalError:
+        """Return the internal error of exc: its type, its message and the innermost drkit
+        frame (file:line) of its traceback, and where to report it."""
+        place = _drkit_place(exc)
+        said = " ".join(str(exc).split())  # one line, whatever the exception holds
+        text = f": {said[:200]}" if said else ""
+        where = f" at {place}" if place else ""
+        return cls(
+            f"internal error (a drkit bug): {type(exc).__name__}{text}{where}; "
+            f"please report it at {ISSUE_TRACKER}"
+        )
+
+
+def _drkit_place(exc: BaseException) -> str | None:
+    """Return 'drkit/FILE.py:LINE' of the innermost traceback frame inside the drkit package."""
+    import traceback
+    from pathlib import Path
+
+    package = Path(__file__).resolve().parent
+    place = None
+    for frame in traceback.extract_tb(exc.__traceback__):
+        path = Path(frame.filename).resolve()
+        if path.is_relative_to(package):
+            place = f"drkit/{path.relative_to(package).as_posix()}:{frame.lineno}"
+    return place
 
 
 class Interrupted(DrkitError):
