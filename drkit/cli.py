@@ -14,10 +14,8 @@ import typer
 
 from drkit import errors, output, timing
 
-EPILOG = (
-    "Exit status: 0 ok, 1 a check failed, 2 usage/config, 3 backup incomplete, 4 storage, "
-    "5 authentication, 6 refused, 7 busy, 8 restic missing, 9 local filesystem, "
-    "10 restic failed, 130 interrupted."
+EPILOG = "Exit status:\n\n" + "\n".join(
+    f"{code}  {meaning}" for code, meaning in errors.EXIT_CODES.items()
 )
 
 app = typer.Typer(
@@ -53,8 +51,8 @@ def main_options(
         os.environ["DRKIT_PROFILE"] = "1"
 
 
-def _finish(job, as_json: bool, render) -> None:
-    code = output.run_command(job, as_json, render)
+def _finish(job, as_json: bool) -> None:
+    code = output.run_command(job, as_json)
     if timing.enabled():
         timing.print_report()
     raise typer.Exit(code)
@@ -165,14 +163,7 @@ def init(
         }
         return init_action.run(config_path.resolve(), settings)
 
-    def render(result):
-        out = output.console()
-        out.print(f"config      {result['config']}")
-        out.print(f"signer      {result['signer']}  (keep this fingerprint with the runbook)")
-        out.print(f"repository  {result['repository']}")
-        out.print("[green]ready[/green]: run `drkit backup`")
-
-    _finish(job, as_json, render)
+    _finish(job, as_json)
 
 
 @storage_app.command("init")
@@ -184,7 +175,7 @@ def storage_init(config: ConfigOption = None, as_json: JsonOption = False) -> No
 
         return storage.init(_config(config))
 
-    _finish(job, as_json, lambda result: output.console().print(result))
+    _finish(job, as_json)
 
 
 @storage_app.command("verify")
@@ -196,16 +187,7 @@ def storage_verify(config: ConfigOption = None, as_json: JsonOption = False) -> 
 
         return storage.verify(_config(config))
 
-    def render(result):
-        out = output.console()
-        out.print(f"bucket       {result.get('bucket')}")
-        out.print(f"versioning   {result.get('versioning')}")
-        out.print(f"object lock  {result.get('object_lock')}")
-        for problem in result.get("problems", []):
-            out.print(f"[red]drift[/red]  {problem}")
-        out.print("[green]OK[/green]" if result["ok"] else "[red]DRIFT[/red]")
-
-    _finish(job, as_json, render)
+    _finish(job, as_json)
 
 
 # --- backup and inspection ------------------------------------------------------------------
@@ -234,16 +216,7 @@ def backup(config: ConfigOption = None, as_json: JsonOption = False) -> None:
                 loaded, "backup", lambda: backup_action.run(loaded, on_progress)
             )
 
-    def render(result):
-        out = output.console()
-        for warning in result["warnings"]:
-            out.print(f"[yellow]warning[/yellow]  {warning}")
-        out.print(
-            f"snapshot {result['snapshot_id'][:8]}: {result['files']} files, "
-            f"{output.human_size(result['bytes_added'])} added in {result['duration_seconds']} s"
-        )
-
-    _finish(job, as_json, render)
+    _finish(job, as_json)
 
 
 @app.command()
@@ -259,14 +232,7 @@ def snapshots(
 
         return snapshots_action.list_snapshots(_origin(config, None), all_nodes)
 
-    def render(result):
-        rows = [
-            [s["node"], s["time"], s["short_id"], s["files"], output.human_size(s["size"])]
-            for s in result
-        ]
-        output.table("snapshots", ["node", "time", "id", "files", "size"], rows)
-
-    _finish(job, as_json, render)
+    _finish(job, as_json)
 
 
 @app.command()
@@ -282,31 +248,7 @@ def show(
 
         return snapshots_action.show(_origin(config, None), snapshot)
 
-    def render(result):
-        out = output.console()
-        trusted = "trusted" if result["trusted"] else "[red]NOT trusted[/red]"
-        out.print(f"snapshot {result['snapshot_id'][:8]} of {result['node']} at {result['time']}")
-        out.print(f"signed by {result['signer']} ({trusted})")
-        output.table(
-            "files by category", ["category", "files"], sorted(result["categories"].items())
-        )
-        output.table(
-            "keys",
-            ["path", "type", "fingerprint"],
-            [[k["path"], k["type"], k["fingerprint"]] for k in result["keys"]],
-        )
-        output.table(
-            "certificates",
-            ["path", "subject", "expires", "days left"],
-            [
-                [c["path"], c["subject"], c["not_after"], c["days_left"]]
-                for c in result["certificates"]
-            ],
-        )
-        for warning in result["warnings"]:
-            out.print(f"[yellow]warning[/yellow]  {warning}")
-
-    _finish(job, as_json, render)
+    _finish(job, as_json)
 
 
 # --- restore and check ----------------------------------------------------------------------
@@ -371,14 +313,7 @@ def restore(
                 on_step=on_step,
             )
 
-    def render(result):
-        if result.get("dry_run"):
-            rows = [[step["action"], step["path"]] for step in result["plan"]]
-            output.table(f"plan for snapshot {result['snapshot_id'][:8]}", ["action", "path"], rows)
-            return
-        output.render_checks(result)
-
-    _finish(job, as_json, render)
+    _finish(job, as_json)
 
 
 def _bare_metal_origin(s3_endpoint, bucket, prefix, region, ca_bundle, password_file, node):
@@ -434,7 +369,7 @@ def check(
             origin, target=target or loaded.root, snapshot=snapshot, smoke=smoke
         )
 
-    _finish(job, as_json, output.render_checks)
+    _finish(job, as_json)
 
 
 # --- scheduled operation: daemon, prune, verify, status ------------------------------------
@@ -468,13 +403,7 @@ def daemon(
             stop_timeout=stop_timeout,
         ).run()
 
-    def render(result):
-        out = output.console()
-        out.print(f"daemon for {result['node']} stopped by {result['stopped_by']}")
-        for name, runs in result["runs"].items():
-            out.print(f"  {name:7} {runs['runs']} run(s), {runs['failed']} failed")
-
-    _finish(job, as_json, render)
+    _finish(job, as_json)
 
 
 def logging_verbose() -> bool:
@@ -503,19 +432,7 @@ def prune(
             return prune_action.run(loaded, dry_run=True)
         return status_action.recorded(loaded, "prune", lambda: prune_action.run(loaded))
 
-    def render(result):
-        out = output.console()
-        rows = [["keep", s["time"], s["short_id"], ", ".join(s["reasons"])] for s in result["kept"]]
-        rows += [["remove", s["time"], s["short_id"], ""] for s in result["removed"]]
-        rows.sort(key=lambda row: row[1])
-        output.table(f"retention of node {result['node']}", ["", "time", "id", "why"], rows)
-        for lock in result["stale_locks"]:
-            out.print(f"[yellow]removed stale lock[/yellow] {lock['id']}: {lock['reason']}")
-        verb = "would remove" if result["dry_run"] else "removed"
-        pruned = "; unreferenced data pruned" if result["pruned"] else ""
-        out.print(f"{verb} {len(result['removed'])}, kept {len(result['kept'])}{pruned}")
-
-    _finish(job, as_json, render)
+    _finish(job, as_json)
 
 
 @app.command()
@@ -544,23 +461,7 @@ def verify(
             ),
         )
 
-    def render(result):
-        out = output.console()
-        check = result["check"]
-        subset = f" (read data {check['read_data_subset']})" if check["read_data_subset"] else ""
-        out.print(f"repository check{subset}: {'ok' if check['ok'] else '[red]DAMAGED[/red]'}")
-        snapshots = result["snapshots"]
-        out.print(f"signatures: {snapshots['verified']} of {snapshots['checked']} verified")
-        if result["spot"]:
-            spot_result = result["spot"]
-            out.print(f"spot check: {spot_result['matched']} of {spot_result['sampled']} match")
-        for item in result["drift"]:
-            out.print(f"[yellow]drift[/yellow]  {item['path']}: {item['detail']}")
-        for problem in result["problems"]:
-            out.print(f"[red]problem[/red]  {problem}")
-        out.print("[green]OK[/green]" if result["ok"] else "[red]FAILED[/red]")
-
-    _finish(job, as_json, render)
+    _finish(job, as_json)
 
 
 @app.command()
@@ -578,40 +479,7 @@ def status(
 
         return status_action.run(_config(config), fleet=fleet)
 
-    def render(result):
-        def age(seconds):
-            if seconds is None:
-                return "never"
-            for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-                if seconds >= size:
-                    return f"{seconds / size:.1f}{unit}"
-            return f"{seconds}s"
-
-        rows = []
-        for entry in result["nodes"]:
-            last = entry["last_backup"] or {}
-            rpo = "[green]ok[/green]" if entry["rpo_ok"] else "[red]BREACHED[/red]"
-            rto = {None: "no drill", True: "[green]ok[/green]", False: "[red]MISSED[/red]"}[
-                entry["rto_ok"]
-            ]
-            rows.append(
-                [
-                    entry["node"],
-                    age(entry["age_seconds"]),
-                    f"{rpo} ({age(entry['rpo_seconds'])})",
-                    rto,
-                    ("ok" if last.get("ok") else "[red]failed[/red]") if last else "",
-                    (last.get("snapshot_id") or "")[:8],
-                    "; ".join(entry["problems"]),
-                ]
-            )
-        output.table(
-            "nodes",
-            ["node", "last good", "RPO", "RTO", "last backup", "snapshot", "problems"],
-            rows,
-        )
-
-    _finish(job, as_json, render)
+    _finish(job, as_json)
 
 
 # --- drills, reports and diffs --------------------------------------------------------------
@@ -653,27 +521,7 @@ def drill(
                 ),
             )
 
-    def render(result):
-        from drkit.engines.reports import duration_text
-
-        out = output.console()
-        output.render_checks(result)
-        objectives, met = result["objectives"], result["objectives_met"]
-        verdict = {True: "[green]met[/green]", False: "[red]MISSED[/red]", None: "not judged"}
-        out.print(
-            f"RTO {duration_text(result['rto_seconds'])} "
-            f"(objective {duration_text(objectives['rto_seconds'])}): {verdict[met['rto']]}"
-        )
-        out.print(
-            f"RPO {duration_text(result['rpo_seconds'])} "
-            f"(objective {duration_text(objectives['rpo_seconds'])}): {verdict[met['rpo']]}"
-        )
-        for kind, path in result["reports"].items():
-            out.print(f"report {kind:4} {path}")
-        if result["uploaded"]:
-            out.print(f"uploaded to the bucket under {result['uploaded'][0].rsplit('/', 1)[0]}/")
-
-    _finish(job, as_json, render)
+    _finish(job, as_json)
 
 
 @app.command()
@@ -692,27 +540,7 @@ def report(
 
         return report_action.run(_config(config), all_nodes=all_nodes, open_page=open_page)
 
-    def render(result):
-        from drkit.engines.reports import duration_text
-
-        rows = [
-            [
-                entry["node"],
-                entry["time"],
-                "pass" if entry["ok"] else "[red]FAIL[/red]",
-                (entry["snapshot_id"] or "")[:8],
-                duration_text(entry["rto_seconds"]),
-                duration_text(entry["rpo_seconds"]),
-                entry["html"],
-            ]
-            for entry in result["drills"]
-        ]
-        output.table("drills", ["node", "time", "result", "snapshot", "RTO", "RPO", "page"], rows)
-        if result.get("page"):
-            state = "opened" if result.get("opened") else "open it in a browser"
-            output.console().print(f"latest page: {result['page']} ({state})")
-
-    _finish(job, as_json, render)
+    _finish(job, as_json)
 
 
 @app.command()
@@ -730,31 +558,7 @@ def diff(
 
         return diff_action.run(_origin(config, trust_key), old, new)
 
-    def render(result):
-        out = output.console()
-        out.print(
-            f"snapshot {result['old']['short_id']} ({result['old']['time']}) → "
-            f"{result['new']['short_id']} ({result['new']['time']})"
-        )
-        rows = [
-            [change["category"], change["change"], change["path"], change["detail"]]
-            for change in result["changes"]
-        ]
-        output.table("changes", ["category", "change", "path", "detail"], rows)
-        for note in result["notes"]:
-            out.print(f"[bold]•[/bold] {note}")
-        from rich.markup import escape
-
-        for change in result["changes"]:
-            if change.get("diff"):
-                out.print(f"\n[bold]{escape(change['path'])}[/bold]")
-                for line in change["diff"].splitlines():
-                    style = {"+": "green", "-": "red", "@": "cyan"}.get(line[:1])
-                    out.print(f"[{style}]{escape(line)}[/{style}]" if style else escape(line))
-        if not result["changes"] and not result["notes"]:
-            out.print("no differences")
-
-    _finish(job, as_json, render)
+    _finish(job, as_json)
 
 
 # --- server discovery, standby (active-passive) and fleet drift (active-active) -----------
@@ -778,24 +582,7 @@ def discover(
 
         return discover_action.run(root, smoke_user)
 
-    def render(result):
-        out = output.console()
-        if not result["servers"]:
-            out.print(f"no known transfer server under {result['root']} (use --server generic)")
-        for server in result["servers"]:
-            out.print(
-                f"[bold]{server['server']}[/bold]: {', '.join(server['configs'])}"
-                f" ({server['files']} files)"
-            )
-            for category, paths in sorted(server["categories"].items()):
-                shown = ", ".join(paths[:4]) + (f" … +{len(paths) - 4}" if len(paths) > 4 else "")
-                out.print(f"  {category:11} {shown}")
-            for warning in server["warnings"]:
-                out.print(f"  [yellow]warning[/yellow] {warning}")
-        out.print("proposed drkit.yaml:")
-        out.print(result["proposed_config"], markup=False)
-
-    _finish(job, as_json, render)
+    _finish(job, as_json)
 
 
 @standby_app.command("sync")
@@ -822,32 +609,7 @@ def standby_sync(
         # A real sync is the passive node's job: recorded like a backup (lag, metrics, RPO).
         return sync() if dry_run else status_action.recorded(loaded, "standby", sync)
 
-    def render(result):
-        out = output.console()
-        for step in result.get("plan", []):
-            out.print(f"  {step['action']:9} {step['path']}")
-        for kept in result.get("kept_local", []):
-            out.print(f"  [cyan]local[/cyan]     {kept}")
-        for check in result.get("checks", []):
-            if check["status"] != "pass":
-                style = output.STATUS_STYLE[check["status"]]
-                out.print(f"{style}  {check['name']}: {check['detail']}")
-        what = (
-            "up to date"
-            if result.get("up_to_date")
-            else ("would change" if result["dry_run"] else "changed")
-            if result.get("changed")
-            else "no change"
-        )
-        if result.get("rolled_back"):
-            what = "[red]ROLLED BACK[/red]: checks failed, the previous copy stays"
-        lag = result.get("lag_seconds")
-        out.print(
-            f"{result['source']} snapshot {result['snapshot_id'][:8]} "
-            f"({result['snapshot_time']}): {what}" + (f"; lag {lag} s" if lag is not None else "")
-        )
-
-    _finish(job, as_json, render)
+    _finish(job, as_json)
 
 
 @standby_app.command("status")
@@ -859,19 +621,7 @@ def standby_status(config: ConfigOption = None, as_json: JsonOption = False) -> 
 
         return standby.status(_config(config))
 
-    def render(result):
-        out = output.console()
-        if not result["following"]:
-            out.print(f"{result['node']} follows no node (promoted: {result['promoted_at']})")
-            return
-        out.print(f"source      {result['source']}")
-        out.print(f"snapshot    {(result['snapshot_id'] or 'none applied yet')[:8]}")
-        out.print(f"applied at  {result['applied_at']}")
-        out.print(f"lag         {result['lag_seconds']} s (RPO {result['rpo_seconds']} s)")
-        if result["rejected"]:
-            out.print(f"[red]rejected[/red]    {result['rejected'][:8]}: {result['last_error']}")
-
-    _finish(job, as_json, render)
+    _finish(job, as_json)
 
 
 @standby_app.command("promote")
@@ -885,12 +635,7 @@ def standby_promote(config: ConfigOption = None, as_json: JsonOption = False) ->
         loaded, path = load_config(config)
         return standby.promote(loaded, path)
 
-    def render(result):
-        out = output.console()
-        out.print(f"{result['node']} no longer follows {result['promoted_from']}")
-        out.print(result["next"])
-
-    _finish(job, as_json, render)
+    _finish(job, as_json)
 
 
 @fleet_app.command("drift")
@@ -907,23 +652,7 @@ def fleet_drift(
 
         return fleet.drift(_config(config), group=group, trust_keys=_trust_keys(trust_key))
 
-    def render(result):
-        out = output.console()
-        for node in result["nodes"]:
-            out.print(f"{node['node']:16} {node['snapshot_id'][:8]} {node['time']}")
-        for finding in result["findings"]:
-            head, _, rest = finding["detail"].partition("\n")
-            out.print(
-                f"[red]drift[/red] {finding['node']} {finding['category']} "
-                f"{finding['path'] or '-'}: {head}",
-                markup=True,
-            )
-            if rest:
-                out.print(rest, markup=False)
-        verdict = "[green]consistent[/green]" if result["ok"] else "[red]DRIFT[/red]"
-        out.print(f"{verdict}: group {result['group']}, {len(result['findings'])} finding(s)")
-
-    _finish(job, as_json, render)
+    _finish(job, as_json)
 
 
 # --- key escrow, recovery and rotation ------------------------------------------------------
@@ -949,14 +678,7 @@ def keys_escrow(
 
         return keys_action.escrow_password(_config(config), recipients, threshold, out)
 
-    def render(result):
-        out_console = output.console()
-        for item in result["files"]:
-            out_console.print(f"share for {item['holder']:12} {item['file']}")
-        out_console.print(f"any {result['threshold']} of {result['holders']} recover the password")
-        out_console.print(f"sheet {result['sheet']} (signer {result['signer']})")
-
-    _finish(job, as_json, render)
+    _finish(job, as_json)
 
 
 @keys_app.command("holder")
@@ -971,7 +693,7 @@ def keys_holder(
 
         return keys_action.new_holder(identity)
 
-    _finish(job, as_json, lambda result: output.console().print(result["recipient"]))
+    _finish(job, as_json)
 
 
 @keys_app.command("reveal")
@@ -987,7 +709,7 @@ def keys_reveal(
 
         return keys_action.reveal(share, identity)
 
-    _finish(job, as_json, lambda result: print(result["words"]))
+    _finish(job, as_json)
 
 
 @keys_app.command("recover")
@@ -1011,12 +733,7 @@ def keys_recover(
         typed = [] if share else [line for line in sys.stdin.read().splitlines() if line.strip()]
         return keys_action.recover(share or [], identity or [], out, typed)
 
-    def render(result):
-        output.console().print(
-            f"password rebuilt from {result['shares_used']} share(s) into {result['password_file']}"
-        )
-
-    _finish(job, as_json, render)
+    _finish(job, as_json)
 
 
 @keys_app.command("rotate")
@@ -1030,17 +747,7 @@ def keys_rotate(config: ConfigOption = None, as_json: JsonOption = False) -> Non
         loaded, path = load_config(config)
         return keys_action.rotate(loaded, path)
 
-    def render(result):
-        out_console = output.console()
-        out_console.print(
-            f"restic key {result['restic_keys']['added'][:8]} added, "
-            f"{', '.join(k[:8] for k in result['restic_keys']['removed'])} removed"
-        )
-        out_console.print(f"new signer {result['signer']['new']}")
-        out_console.print(f"retired    {result['signer']['retired']} (verification only)")
-        out_console.print(result["next"])
-
-    _finish(job, as_json, render)
+    _finish(job, as_json)
 
 
 def main() -> None:

@@ -39,7 +39,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from drkit import errors, runner
+from drkit import errors, results, runner
 from drkit.config import Config, parse_duration
 from drkit.engines import metrics, notify, status
 from drkit.model import utc_text
@@ -332,8 +332,9 @@ class Daemon:
             error = exc
         except Exception as exc:  # a bug must not kill the scheduler thread silently
             log.exception("%s crashed", name)
-            error = errors.ResticFailed(f"unexpected {type(exc).__name__}: {exc}")
+            error = errors.InternalError.from_exception(exc)
         duration = time.monotonic() - clock
+        result = results.document(result)  # the status entry is made from the JSON document
         outcome = status.outcome_of(name, started, duration, result=result, error=error)
         snapshots = self._count_snapshots() if name == "backup" and outcome["ok"] else None
         if name == "prune" and result:
@@ -463,8 +464,8 @@ class Daemon:
             self.stopped_by = reason
         self.stopping.set()
 
-    def run(self, *, install_signals: bool = True) -> dict[str, Any]:
-        """Run until SIGTERM/SIGINT (or request_stop); return the daemon's summary document."""
+    def run(self, *, install_signals: bool = True) -> results.DaemonResult:
+        """Run until SIGTERM/SIGINT (or request_stop); return the daemon's summary."""
         started = datetime.now(UTC)
         previous = {}
         if install_signals:
@@ -494,16 +495,15 @@ class Daemon:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
         log.info("daemon stopped (%s)", self.stopped_by)
-        return {
-            "ok": True,
-            "node": self.config.node,
-            "started": utc_text(started),
-            "stopped": utc_text(datetime.now(UTC)),
-            "stopped_by": self.stopped_by,
-            "metrics": address,
-            "interrupted": interrupted,
-            "runs": self.runs,
-        }
+        return results.DaemonResult(
+            node=self.config.node,
+            started=utc_text(started),
+            stopped=utc_text(datetime.now(UTC)),
+            stopped_by=self.stopped_by,
+            metrics=address,
+            interrupted=interrupted,
+            runs=self.runs,
+        )
 
     def _shutdown(self) -> list[str]:
         """Stop scheduling, let running jobs finish within stop_timeout, then interrupt them."""

@@ -1,4 +1,5 @@
-"""Rendering: exactly one JSON document with --json, rich tables for humans; errors as one line."""
+"""Running one command: exactly one JSON document with --json (else drkit.render for people),
+errors as one line, progress steps and log lines on stderr."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from drkit import errors
+from drkit import errors, results
 
 log = logging.getLogger("drkit")
 
@@ -39,28 +40,37 @@ def print_json(document: Any) -> None:
 def run_command(
     job: Callable[[], Any],
     as_json: bool,
-    render: Callable[[Any], None],
+    render: Callable[[Any], None] | None = None,
 ) -> int:
-    """Run one action and render its result; return the exit code.
+    """Run one action and render its result (drkit.render.render unless given); return the
+    exit code.
 
-    A DrkitError becomes one line on stderr (or the JSON error document) and its exit code; a
-    result whose `ok` is false exits 1. Nothing escapes as a traceback.
+    The action and its rendering run inside one guard: a DrkitError becomes one line on stderr
+    (or the JSON error document) and its exit code; any other exception is a drkit bug, reported
+    as an InternalError (exit 11) naming the exception and where it happened. A result whose
+    `ok` is false exits 1. Nothing escapes as a traceback.
     """
     try:
         result = job()
+        if as_json:
+            print_json(results.document(result))
+        else:
+            (render or _default_render())(result)
     except errors.DrkitError as error:
         return _fail(error, as_json)
     except KeyboardInterrupt:
         return _fail(errors.Interrupted("interrupted"), as_json)
     except Exception as exc:  # the last line of defence: one line, never a traceback
-        log.debug("unexpected error", exc_info=True)
-        return _fail(errors.ResticFailed(f"unexpected {type(exc).__name__}: {exc}"), as_json)
-    if as_json:
-        print_json(result)
-    else:
-        render(result)
-    ok = result.get("ok", True) if isinstance(result, dict) else True
+        log.debug("internal error", exc_info=True)
+        return _fail(errors.InternalError.from_exception(exc), as_json)
+    ok = result.get("ok", True) if isinstance(result, dict) else getattr(result, "ok", True)
     return 0 if ok else 1
+
+
+def _default_render() -> Callable[[Any], None]:
+    from drkit.render import render
+
+    return render
 
 
 def _fail(error: errors.DrkitError, as_json: bool) -> int:
@@ -69,54 +79,6 @@ def _fail(error: errors.DrkitError, as_json: bool) -> int:
     else:
         sys.stderr.write(f"drkit: error: {error.message}\n")
     return error.exit_code
-
-
-def console():
-    """Return a rich console on stdout."""
-    from rich.console import Console
-
-    wide = None if sys.stdout.isatty() else 160  # logs and pipes keep whole fingerprints
-    return Console(highlight=False, width=wide)
-
-
-def table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
-    """Print a rich table."""
-    from rich.table import Table
-
-    grid = Table(title=title, title_justify="left")
-    for column in columns:
-        grid.add_column(column)
-    for row in rows:
-        grid.add_row(*("" if cell is None else str(cell) for cell in row))
-    console().print(grid)
-
-
-STATUS_STYLE = {
-    "pass": "[green]pass[/green]",
-    "warn": "[yellow]warn[/yellow]",
-    "fail": "[red]FAIL[/red]",
-}
-
-
-def render_checks(result: dict) -> None:
-    """Print a restore/check document: one line per check, then the verdict."""
-    out = console()
-    for check in result.get("checks", []):
-        out.print(f"{STATUS_STYLE[check['status']]}  {check['name']}: {check['detail']}")
-    verdict = "[green]OK[/green]" if result["ok"] else "[red]FAILED[/red]"
-    out.print(f"{verdict}  snapshot {result['snapshot_id'][:8]} of node {result.get('node')}")
-
-
-def human_size(size: int | None) -> str:
-    """Return a byte count as 1.2 MiB."""
-    if size is None:
-        return ""
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return str(size)
 
 
 @contextlib.contextmanager

@@ -204,7 +204,7 @@ def test_ca_bundle_makes_the_certificate_trusted(tmp_path: Path, fake_credential
 
 @pytest.mark.integration
 def test_init_creates_a_versioned_locked_bucket(s3_repository, tmp_path: Path):
-    result = storage_actions.init(_config(s3_repository, tmp_path))
+    result = storage_actions.init(_config(s3_repository, tmp_path)).model_dump()
     assert result["ok"] is True, result
     assert result["created"] is True
     assert result["bucket"] == s3_repository.bucket
@@ -222,7 +222,7 @@ def test_init_creates_a_versioned_locked_bucket(s3_repository, tmp_path: Path):
 @pytest.mark.integration
 def test_second_init_changes_nothing(s3_repository, tmp_path: Path):
     storage_actions.init(_config(s3_repository, tmp_path))
-    again = storage_actions.init(_config(s3_repository, tmp_path))
+    again = storage_actions.init(_config(s3_repository, tmp_path)).model_dump()
     assert again["ok"] is True
     assert again["created"] is False
     assert again["changes"] == []
@@ -232,7 +232,7 @@ def test_second_init_changes_nothing(s3_repository, tmp_path: Path):
 def test_verify_ok_after_init(s3_repository, tmp_path: Path):
     configuration = _config(s3_repository, tmp_path)
     storage_actions.init(configuration)
-    result = storage_actions.verify(configuration)
+    result = storage_actions.verify(configuration).model_dump()
     assert result == {
         "ok": True,
         "bucket": s3_repository.bucket,
@@ -257,14 +257,14 @@ def test_verify_detects_changed_retention_and_init_repairs_it(
             "Rule": {"DefaultRetention": {"Mode": "GOVERNANCE", "Days": 5}},
         },
     )
-    drifted = storage_actions.verify(configuration)
+    drifted = storage_actions.verify(configuration).model_dump()
     assert drifted["ok"] is False
     assert drifted["problems"] == ["default retention is 5 days, the config says 1"]
 
-    repaired = storage_actions.init(configuration)
+    repaired = storage_actions.init(configuration).model_dump()
     assert repaired["ok"] is True
     assert repaired["changes"] == ["set default retention GOVERNANCE 1 days"]
-    assert storage_actions.verify(configuration)["ok"] is True
+    assert storage_actions.verify(configuration).ok is True
 
 
 @pytest.mark.integration
@@ -273,7 +273,7 @@ def test_verify_detects_a_different_retention_mode(s3_repository, tmp_path: Path
     stricter = s3_repository.model_copy(
         update={"object_lock": config.ObjectLock(mode="COMPLIANCE", days=1)}
     )
-    result = storage_actions.verify(_config(stricter, tmp_path))
+    result = storage_actions.verify(_config(stricter, tmp_path)).model_dump()
     assert result["ok"] is False
     assert result["problems"] == [
         "default retention mode is GOVERNANCE, the config says COMPLIANCE"
@@ -289,7 +289,7 @@ def test_bucket_without_lock_and_suspended_versioning(s3_repository, local_s3, t
             Bucket=s3_repository.bucket, VersioningConfiguration={"Status": status}
         )
     configuration = _config(s3_repository, tmp_path)
-    result = storage_actions.verify(configuration)
+    result = storage_actions.verify(configuration).model_dump()
     assert result["ok"] is False
     assert result["versioning"] == "Suspended"
     assert result["object_lock"]["enabled"] is False
@@ -298,7 +298,8 @@ def test_bucket_without_lock_and_suspended_versioning(s3_repository, local_s3, t
     assert result["problems"][1].startswith("object lock is not enabled")
     assert result["problems"][2].startswith("no lifecycle rule expires noncurrent versions")
 
-    adopted = storage_actions.init(configuration)  # adopts it, versions it, then locks it
+    # adopts it, versions it, then locks it
+    adopted = storage_actions.init(configuration).model_dump()
     assert adopted["ok"] is True, adopted
     assert adopted["created"] is False
     assert adopted["changes"] == [

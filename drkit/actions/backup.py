@@ -17,6 +17,7 @@ from drkit.config import Config, dump_config
 from drkit.engines import accounts, keys, manifest
 from drkit.engines.restic import Restic
 from drkit.model import utc_text
+from drkit.results import BackupResult
 
 log = logging.getLogger(__name__)
 PASSES = 3  # a file written to while restic reads it gets a fresh manifest and snapshot
@@ -88,7 +89,7 @@ def _previous_link(config: Config, restic: Restic) -> dict | None:
     return {"snapshot_id": mine[-1].id, "manifest_sha256": hashlib.sha256(raw).hexdigest()}
 
 
-def run(config: Config, on_progress: Callable[[dict], None] | None = None) -> dict:
+def run(config: Config, on_progress: Callable[[dict], None] | None = None) -> BackupResult:
     """Take one snapshot of the node now; return the backup document."""
     if config.standby is not None:
         raise errors.UsageError(
@@ -165,16 +166,15 @@ def run(config: Config, on_progress: Callable[[dict], None] | None = None) -> di
                 f"changing during {PASSES} passes (first: {moving[0]}); its manifest cannot "
                 "vouch for them, so restore will refuse that snapshot"
             )
-    return {
-        "ok": True,
-        "node": config.node,
-        "snapshot_id": summary.snapshot_id,
-        "time": node_manifest["created"],
-        "files": len(node_manifest["files"]),
-        "bytes_added": summary.data_added,
-        "duration_seconds": round(time.monotonic() - started, 3),
-        "signer": signature["signer"],
-        "previous": first_previous["snapshot_id"] if first_previous else None,
-        "passes": attempt,
-        "warnings": inventory.warnings,
-    }
+    return BackupResult(
+        node=config.node,
+        snapshot_id=summary.snapshot_id,
+        time=node_manifest["created"],
+        files=len(node_manifest["files"]),
+        bytes_added=summary.data_added,
+        duration_seconds=round(time.monotonic() - started, 3),
+        signer=signature["signer"],
+        previous=first_previous["snapshot_id"] if first_previous else None,
+        passes=attempt,
+        warnings=inventory.warnings,
+    )

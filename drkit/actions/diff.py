@@ -16,6 +16,7 @@ from drkit.actions.restore import Origin, open_manifest
 from drkit.engines import diff as diff_engine
 from drkit.engines import manifest
 from drkit.model import utc_text
+from drkit.results import DiffResult
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,7 @@ def _describe(snapshot, opened) -> dict:
     }
 
 
-def run(origin: Origin, old_spec: str, new_spec: str) -> dict:
+def run(origin: Origin, old_spec: str, new_spec: str) -> DiffResult:
     """Return {ok, node, old, new, changes: [{category, path, change, detail, diff?}], notes}."""
     restic = context.restic_for(origin.repository, origin.restic)
     context.probe_storage(origin.repository)
@@ -81,11 +82,10 @@ def run(origin: Origin, old_spec: str, new_spec: str) -> dict:
         )
         if text:
             change["diff"] = text
-    return {
-        "ok": True,
-        "node": origin.node,
-        "old": _describe(old, opened[old.id]),
-        "new": _describe(new, opened[new.id]),
-        "changes": changes,
-        "notes": notes,
-    }
+    return DiffResult(
+        node=origin.node,
+        old=_describe(old, opened[old.id]),
+        new=_describe(new, opened[new.id]),
+        changes=changes,
+        notes=notes,
+    )

@@ -10,6 +10,7 @@ import yaml
 
 from drkit import errors, profiles
 from drkit.paths import on_root
+from drkit.results import DiscoverResult
 
 # kind -> (config files, binaries, service units); a server is present when a config exists.
 SIGNS: dict[str, tuple[list[str], list[str], list[str]]] = {
@@ -62,7 +63,7 @@ def detect_kinds(root: Path) -> list[str]:
     return list(detect(root))
 
 
-def run(root: Path, smoke_user: str | None = None) -> dict:
+def run(root: Path, smoke_user: str | None = None) -> DiscoverResult:
     """Return the discover document: servers, their files by category, a proposed config."""
     root = Path(root).resolve()
     if not root.is_dir():
@@ -97,9 +98,8 @@ def run(root: Path, smoke_user: str | None = None) -> dict:
         },
         **({"smoke_user": smoke_user} if smoke_user else {}),
     }
-    return {
-        "ok": True,
-        "root": str(root),
-        "servers": servers,
-        "proposed_config": yaml.safe_dump(proposed, sort_keys=False),
-    }
+    return DiscoverResult(
+        root=str(root),
+        servers=servers,
+        proposed_config=yaml.safe_dump(proposed, sort_keys=False),
+    )

@@ -42,6 +42,7 @@ from drkit.engines import reports
 from drkit.engines import status as status_engine
 from drkit.model import Check, parse_utc, utc_text
 from drkit.paths import on_root
+from drkit.results import DrillResult
 
 log = logging.getLogger(__name__)
 
@@ -255,7 +256,7 @@ def run(
     trust: list[str] | None = None,
     on_step: Callable[[str], None] | None = None,
     upload: bool = True,
-) -> dict:
+) -> DrillResult:
     """Drill the node: restore `snapshot` into a sandbox, check, log in, time it, report.
 
     Return the drill document (see CONVENTIONS.md: as restore, plus rto_seconds, rpo_seconds,
@@ -288,20 +289,18 @@ def run(
             root = sandbox / "root"
             root.mkdir(mode=0o755)
             root.chmod(0o755)
-            restored = evidence["restored"] = restore_action.restore(
+            restored = restore_action.restore(
                 origin, snapshot=spec, target=root, smoke=False, on_step=step
             )
+            evidence["restored"] = {"signer": restored.signer, "trust": restored.trust}
             node_manifest = evidence["manifest"] = json.loads(
                 on_root(root, "/var/lib/drkit/restored/manifest.json").read_text()
             )
             # The data's age is the signed manifest's creation time (when the files were read).
             evidence["snapshot"] = _brief(
-                restored["snapshot_id"], _parse_utc(node_manifest["created"])
+                restored.snapshot_id, _parse_utc(node_manifest["created"])
             )
-            found += [
-                checks.Check(item["name"], item["status"], item["detail"])
-                for item in restored["checks"]
-            ]
+            found += restored.checks
             found += _smoke(origin, root, sandbox, node_manifest, step)
         except errors.DrkitError as exc:
             failure = exc
@@ -333,7 +332,7 @@ def run(
     document["sandbox"]["removed"] = removed
     step("writing the reports")
     document.update(write_reports(config, document, report_dir, upload=upload))
-    return document
+    return DrillResult.model_validate(document)
 
 
 def _document(

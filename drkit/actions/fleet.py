@@ -23,6 +23,7 @@ from drkit.config import Config, parse_config, parse_duration
 from drkit.engines import localsettings, manifest
 from drkit.model import parse_utc, utc_text
 from drkit.paths import on_root
+from drkit.results import FleetDriftResult
 
 COMPARED = ("config", "host_keys", "tls", "scripts", "user_keys", "accounts")
 TEXT_DIFF = ("config", "scripts", "accounts")
@@ -34,7 +35,9 @@ def _finding(node: str, category: str, path: str, detail: str) -> dict:
     return {"node": node, "category": category, "path": path, "detail": detail}
 
 
-def drift(config: Config, *, group: str | None = None, trust_keys: list[str] | None = None) -> dict:
+def drift(
+    config: Config, *, group: str | None = None, trust_keys: list[str] | None = None
+) -> FleetDriftResult:
     """Compare the newest snapshots of the group's nodes; return the drift document."""
     group = group or config.group
     if not group:
@@ -102,7 +105,7 @@ def drift(config: Config, *, group: str | None = None, trust_keys: list[str] | N
             findings += _audit_continuity(node, before, old_manifest, latest[node], fetched)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    return {"ok": not findings, "group": group, "nodes": nodes, "findings": findings}
+    return FleetDriftResult(ok=not findings, group=group, nodes=nodes, findings=findings)
 
 
 def _prefetch(fetched: _Fetcher, latest: dict[str, dict], previous: dict[str, tuple]) -> None:

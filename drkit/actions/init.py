@@ -14,6 +14,7 @@ from drkit.actions import backup, context
 from drkit.actions import storage as storage_action
 from drkit.config import Config, dump_config, parse_config, validate_config
 from drkit.engines import keys, manifest
+from drkit.results import InitResult
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +27,7 @@ def ensure_password_file(path: Path) -> bool:
     return True
 
 
-def run(config_path: Path, settings: dict) -> dict:
+def run(config_path: Path, settings: dict) -> InitResult:
     """Given the path to write and init's settings (drkit.yaml's shape), set the node up."""
     password_file = Path(settings["repository"]["password_file"])
     signing_key = Path(settings["signing_key"])
@@ -49,16 +50,15 @@ def run(config_path: Path, settings: dict) -> dict:
     repository_created = restic.init()
     if repository_created:
         backup.record_chain(config, None, None)  # a new repository starts a new chain
-    return {
-        "ok": True,
-        "config": str(config_path),
-        "config_written": config_written,
-        "node": config.node,
-        "password_file": str(password_file),
-        "password_created": password_created,
-        "signing_key": str(signing_key),
-        "signer": fingerprint,
-        "bucket": bucket,
-        "repository": config.repository.restic_url,
-        "repository_created": repository_created,
-    }
+    return InitResult(
+        config=str(config_path),
+        config_written=config_written,
+        node=config.node,
+        password_file=str(password_file),
+        password_created=password_created,
+        signing_key=str(signing_key),
+        signer=fingerprint,
+        bucket=bucket,
+        repository=config.repository.restic_url,
+        repository_created=repository_created,
+    )

@@ -22,6 +22,13 @@ from drkit.actions import context
 from drkit.config import Config, dump_config, parse_config
 from drkit.engines import escrow, keys, manifest
 from drkit.model import utc_text
+from drkit.results import (
+    KeysEscrowResult,
+    KeysHolderResult,
+    KeysRecoverResult,
+    KeysRevealResult,
+    KeysRotateResult,
+)
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +62,9 @@ def _write_new(path: Path, data: bytes) -> None:
         handle.write(data)
 
 
-def escrow_password(config: Config, recipients: list[Path], threshold: int, out: Path) -> dict:
+def escrow_password(
+    config: Config, recipients: list[Path], threshold: int, out: Path
+) -> KeysEscrowResult:
     """Split the repository password into one age-encrypted SLIP-39 share per recipient file."""
     if not recipients:
         raise errors.UsageError("--recipients: name one age recipient file per holder")
@@ -82,16 +91,15 @@ def escrow_password(config: Config, recipients: list[Path], threshold: int, out:
     )
     sheet.unlink(missing_ok=True)
     _write_new(sheet, sheet_text.encode())
-    return {
-        "ok": True,
-        "node": config.node,
-        "threshold": threshold,
-        "holders": len(holders),
-        "files": files,
-        "sheet": str(sheet),
-        "signer": signer,
-        "created": utc_text(created),
-    }
+    return KeysEscrowResult(
+        node=config.node,
+        threshold=threshold,
+        holders=len(holders),
+        files=files,
+        sheet=str(sheet),
+        signer=signer,
+        created=utc_text(created),
+    )
 
 
 def _share_text(path: Path | None, identities: list[Path]) -> str:
@@ -102,13 +110,15 @@ def _share_text(path: Path | None, identities: list[Path]) -> str:
     return data.decode(errors="replace")
 
 
-def reveal(share: Path, identities: list[Path]) -> dict:
+def reveal(share: Path, identities: list[Path]) -> KeysRevealResult:
     """Return a holder's share as words, to be copied onto paper."""
     words = " ".join(_share_text(share, identities).split())
-    return {"ok": True, "share": str(share), "words": words, "count": len(words.split())}
+    return KeysRevealResult(share=str(share), words=words, count=len(words.split()))
 
 
-def recover(shares: list[Path], identities: list[Path], out: Path, typed: list[str]) -> dict:
+def recover(
+    shares: list[Path], identities: list[Path], out: Path, typed: list[str]
+) -> KeysRecoverResult:
     """Rebuild the password from K shares (files or typed words) into a new 0600 file."""
     mnemonics = [_share_text(path, identities) for path in shares] + typed
     mnemonics = [" ".join(text.split()) for text in mnemonics if text.strip()]
@@ -116,17 +126,17 @@ def recover(shares: list[Path], identities: list[Path], out: Path, typed: list[s
         raise errors.UsageError("no shares given: --share FILE... or type one share per line")
     password = escrow.combine(mnemonics)
     _write_new(out, (password + "\n").encode())
-    return {"ok": True, "shares_used": len(mnemonics), "password_file": str(out)}
+    return KeysRecoverResult(shares_used=len(mnemonics), password_file=str(out))
 
 
-def new_holder(identity_file: Path) -> dict:
+def new_holder(identity_file: Path) -> KeysHolderResult:
     """Create an age identity for an escrow holder; return the recipient to give the operator."""
     identity, recipient = escrow.new_identity()
     _write_new(identity_file, (identity + "\n").encode())
-    return {"ok": True, "identity": str(identity_file), "recipient": recipient}
+    return KeysHolderResult(identity=str(identity_file), recipient=recipient)
 
 
-def rotate(config: Config, config_path: Path) -> dict:
+def rotate(config: Config, config_path: Path) -> KeysRotateResult:
     """Add a new restic key and signing key, then retire the old ones; return the document.
 
     Order matters for a crash at any point: the new password is written beside the old one
@@ -175,11 +185,10 @@ def rotate(config: Config, config_path: Path) -> dict:
         old_signer,
         new_signer,
     )
-    return {
-        "ok": True,
-        "node": config.node,
-        "restic_keys": {"added": new_id, "removed": old_current},
-        "signer": {"new": new_signer, "retired": old_signer},
-        "trusted_keys": trusted,
-        "next": "escrow the new password (drkit keys escrow) and record the new signer",
-    }
+    return KeysRotateResult(
+        node=config.node,
+        restic_keys={"added": new_id, "removed": old_current},
+        signer={"new": new_signer, "retired": old_signer},
+        trusted_keys=trusted,
+        next="escrow the new password (drkit keys escrow) and record the new signer",
+    )

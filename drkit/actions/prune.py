@@ -21,6 +21,7 @@ from drkit.actions import context, locks
 from drkit.config import Config
 from drkit.engines import keys
 from drkit.model import parse_utc, utc_text
+from drkit.results import PruneResult
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ def _brief(snapshot: dict) -> dict:
     }
 
 
-def run(config: Config, dry_run: bool = False) -> dict:
+def run(config: Config, dry_run: bool = False) -> PruneResult:
     """Apply retention to the node's snapshots; return the prune document.
 
     JSON: {ok, node, dry_run, keep_rules, kept: [{id, short_id, time, tags, reasons}],
@@ -70,20 +71,19 @@ def run(config: Config, dry_run: bool = False) -> dict:
     record = None
     if removed and not dry_run:
         record = _write_record(config, removed, kept)
-    return {
-        "ok": True,
-        "node": config.node,
-        "dry_run": dry_run,
-        "keep_rules": keep_rules,
-        "kept": kept,
-        "removed": removed,
-        "pruned": pruned,
-        "group_pruner": config.group_pruner,
-        "stale_locks": stale,
-        "record": record,
-        "snapshots": len(kept),
-        "duration_seconds": round(time.monotonic() - started, 3),
-    }
+    return PruneResult(
+        node=config.node,
+        dry_run=dry_run,
+        keep_rules=keep_rules,
+        kept=kept,
+        removed=removed,
+        pruned=pruned,
+        group_pruner=config.group_pruner,
+        stale_locks=stale,
+        record=record,
+        snapshots=len(kept),
+        duration_seconds=round(time.monotonic() - started, 3),
+    )
 
 
 def _write_record(config: Config, removed: list[dict], kept: list[dict]) -> str | None:

@@ -15,11 +15,12 @@ from drkit import errors
 from drkit.actions import drill as drill_action
 from drkit.config import Config
 from drkit.engines import reports
+from drkit.results import ReportResult
 
 log = logging.getLogger(__name__)
 
 
-def run(config: Config, *, all_nodes: bool = False, open_page: bool = False) -> dict:
+def run(config: Config, *, all_nodes: bool = False, open_page: bool = False) -> ReportResult:
     """Return {ok, drills: [{node, time, ok, snapshot_id, rto_seconds, rpo_seconds, html}],
     page, opened}; ok is false when the latest drill of a node failed."""
     from drkit.engines.storage import Storage
@@ -41,20 +42,18 @@ def run(config: Config, *, all_nodes: bool = False, open_page: bool = False) -> 
             drills.append({**entry, "report": key})
     drills.sort(key=lambda entry: (entry["time"] or "", entry["node"] or ""))
     latest_by_node = {entry["node"]: entry for entry in drills}
-    result = {
-        "ok": all(entry["ok"] for entry in latest_by_node.values()),
-        "bucket": config.repository.bucket,
-        "drills": [{key: entry[key] for key in _FIELDS} for entry in drills],
-        "page": None,
-        "opened": False,
-    }
+    result = ReportResult(
+        ok=all(entry["ok"] for entry in latest_by_node.values()),
+        bucket=config.repository.bucket,
+        drills=[{key: entry[key] for key in _FIELDS} for entry in drills],
+    )
     if open_page:
         mine = [entry for entry in drills if entry["node"] == config.node] or drills
         if not mine:
             raise errors.UsageError(f"no drill report of node {config.node} in the bucket yet")
         page = _local_page(config, storage, mine[-1]["html"])
-        result["page"] = str(page)
-        result["opened"] = bool(webbrowser.open(page.resolve().as_uri()))
+        result.page = str(page)
+        result.opened = bool(webbrowser.open(page.resolve().as_uri()))
     return result
 
 

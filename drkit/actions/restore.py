@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import TypeVar
 
 from drkit import errors, profiles, timing
 from drkit import model as checks
@@ -22,6 +23,7 @@ from drkit.engines import accounts, apply, manifest, screen, staged
 from drkit.engines import restic as restic_engine
 from drkit.model import Check
 from drkit.paths import on_root
+from drkit.results import CheckResult, ChecksResult, RestorePlanResult, RestoreResult
 
 log = logging.getLogger(__name__)
 ACTIONS = ("add", "change", "remove", "unchanged")
@@ -143,16 +145,19 @@ def _server_checks(
     return found
 
 
-def _result(snapshot_id: str, opened: Opened, found: list[Check], **extra) -> dict:
-    return {
-        "ok": checks.all_ok(found),
-        "snapshot_id": snapshot_id,
-        "node": opened.manifest["node"],
-        "signer": opened.signer,
-        "trust": opened.trust,
-        "checks": [check.as_dict() for check in found],
+_R = TypeVar("_R", bound=ChecksResult)
+
+
+def _result(kind: type[_R], snapshot_id: str, opened: Opened, found: list[Check], **extra) -> _R:
+    return kind(
+        ok=checks.all_ok(found),
+        snapshot_id=snapshot_id,
+        node=opened.manifest["node"],
+        signer=opened.signer,
+        trust=opened.trust,
+        checks=found,
         **extra,
-    }
+    )
 
 
 def restore(
@@ -165,8 +170,8 @@ def restore(
     force: bool = False,
     smoke: bool = False,
     on_step: Callable[[str], None] | None = None,
-) -> dict:
-    """Restore a verified snapshot onto target; dry-run only plans; return the restore document.
+) -> RestoreResult | RestorePlanResult:
+    """Restore a verified snapshot onto target; dry-run only plans; return the restore result.
 
     on_step, when given, is called with a short line as each step begins (progress display).
     """
@@ -198,7 +203,7 @@ def restore(
                 )
             )
         return _result(
-            chosen.id, opened, found, dry_run=True, plan=[step.as_dict() for step in steps]
+            RestorePlanResult, chosen.id, opened, found, plan=[step.as_dict() for step in steps]
         )
     problems = screen.screen_listing(listing, opened.manifest)
     _refuse_if(problems, f"snapshot {chosen.short_id} holds what its signed manifest does not")
@@ -219,6 +224,7 @@ def restore(
         found.insert(0, checks.warned("interrupted restore", recovered))
     found += _server_checks(origin, target, opened.manifest, smoke, on_step)
     return _result(
+        RestoreResult,
         chosen.id,
         opened,
         found,
@@ -383,7 +389,9 @@ def _keep_snapshot_files(applier: apply.Applier, staging: Path, target: Path) ->
     destination.chmod(0o700)
 
 
-def check(origin: Origin, *, target: Path, snapshot: str = "latest", smoke: bool = False) -> dict:
+def check(
+    origin: Origin, *, target: Path, snapshot: str = "latest", smoke: bool = False
+) -> CheckResult:
     """Check a node in place against its snapshot's manifest; restore nothing."""
     restic = context.restic_for(origin.repository, origin.restic)
     context.probe_storage(origin.repository)
@@ -403,4 +411,4 @@ def check(origin: Origin, *, target: Path, snapshot: str = "latest", smoke: bool
     else:
         found.append(checks.passed("matches snapshot", f"every file as in {chosen.short_id}"))
     found += _server_checks(origin, target, opened.manifest, smoke)
-    return _result(chosen.id, opened, found, target=str(target))
+    return _result(CheckResult, chosen.id, opened, found, target=str(target))

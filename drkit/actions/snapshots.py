@@ -9,28 +9,31 @@ from drkit.actions import context
 from drkit.actions.restore import Origin
 from drkit.engines import manifest
 from drkit.model import parse_utc, utc_text
+from drkit.results import ShowResult, SnapshotEntry, SnapshotsResult
 
 
-def list_snapshots(origin: Origin, all_nodes: bool = False) -> list[dict]:
+def list_snapshots(origin: Origin, all_nodes: bool = False) -> SnapshotsResult:
     """Return the node's snapshots (or every drkit snapshot), oldest first."""
     restic = context.restic_for(origin.repository, origin.restic)
     context.probe_storage(origin.repository)
     found = restic.snapshots(host=None if all_nodes else origin.node, tags=["drkit"])
-    return [
-        {
-            "id": snapshot.id,
-            "short_id": snapshot.short_id,
-            "time": utc_text(snapshot.time),
-            "node": snapshot.hostname,
-            "files": snapshot.files,
-            "size": snapshot.size,
-            "tags": snapshot.tags,
-        }
-        for snapshot in found
-    ]
+    return SnapshotsResult(
+        [
+            SnapshotEntry(
+                id=snapshot.id,
+                short_id=snapshot.short_id,
+                time=utc_text(snapshot.time),
+                node=snapshot.hostname,
+                files=snapshot.files,
+                size=snapshot.size,
+                tags=snapshot.tags,
+            )
+            for snapshot in found
+        ]
+    )
 
 
-def show(origin: Origin, snapshot: str) -> dict:
+def show(origin: Origin, snapshot: str) -> ShowResult:
     """Return a snapshot's manifest in summary: files by category, keys, certificate expiry.
 
     The signature is verified; whether its signer is trusted is reported, not required.
@@ -48,25 +51,24 @@ def show(origin: Origin, snapshot: str) -> dict:
     for certificate in node_manifest["certificates"]:
         expires = parse_utc(certificate["not_after"])
         certificates.append({**certificate, "days_left": (expires - now).days})
-    return {
-        "ok": True,
-        "snapshot_id": chosen.id,
-        "time": utc_text(chosen.time),
-        "node": node_manifest["node"],
-        "profiles": node_manifest["profiles"],
-        "signer": signer,
-        "trusted": signer in origin.trusted_keys,
-        "categories": dict(Counter(entry["category"] for entry in node_manifest["files"])),
-        "files": [
+    return ShowResult(
+        snapshot_id=chosen.id,
+        time=utc_text(chosen.time),
+        node=node_manifest["node"],
+        profiles=node_manifest["profiles"],
+        signer=signer,
+        trusted=signer in origin.trusted_keys,
+        categories=dict(Counter(entry["category"] for entry in node_manifest["files"])),
+        files=[
             {k: entry.get(k) for k in ("path", "category", "type", "size", "mode", "user", "group")}
             for entry in node_manifest["files"]
         ],
-        "keys": [
+        keys=[
             {k: key[k] for k in ("path", "category", "type", "fingerprint")}
             for key in node_manifest["keys"]
         ],
-        "host_keys": node_manifest["host_keys"],
-        "certificates": certificates,
-        "accounts": [account["name"] for account in node_manifest["accounts"]],
-        "warnings": node_manifest["warnings"],
-    }
+        host_keys=node_manifest["host_keys"],
+        certificates=certificates,
+        accounts=[account["name"] for account in node_manifest["accounts"]],
+        warnings=node_manifest["warnings"],
+    )

@@ -27,6 +27,7 @@ from drkit.config import Config, dump_config, parse_duration
 from drkit.engines import accounts, apply, localsettings, manifest, screen, staged
 from drkit.model import Check, failed, parse_utc, passed, utc_text
 from drkit.paths import on_root
+from drkit.results import PromoteResult, StandbyStatusResult, StandbySyncResult
 
 log = logging.getLogger(__name__)
 STAGING = "/var/lib/drkit/staging"
@@ -67,7 +68,9 @@ def _following(config: Config):
     return config.standby
 
 
-def sync(config: Config, *, trust_keys: list[str] | None = None, dry_run: bool = False) -> dict:
+def sync(
+    config: Config, *, trust_keys: list[str] | None = None, dry_run: bool = False
+) -> StandbySyncResult:
     """Apply the source node's newest snapshot to this node; return the sync document."""
     standby = _following(config)
     restic = context.restic_for(config.repository, config.restic)
@@ -85,33 +88,32 @@ def sync(config: Config, *, trust_keys: list[str] | None = None, dry_run: bool =
         }
         if not dry_run and state.get("snapshot_id") == chosen.id and state.get("ok"):
             now = _now()
-            return {
-                "ok": True,
+            return StandbySyncResult(
                 **base,
-                "changed": False,
-                "up_to_date": True,
-                "applied_at": state.get("applied_at"),
-                "lag_seconds": _lag(snapshot_time, now),
-                "plan": [],
-                "checks": [],
-            }
+                changed=False,
+                up_to_date=True,
+                applied_at=state.get("applied_at"),
+                lag_seconds=_lag(snapshot_time, now),
+                plan=[],
+                checks=[],
+            )
         if not dry_run and state.get("rejected") == chosen.id:
-            return {
-                "ok": False,
+            return StandbySyncResult(
+                ok=False,
                 **base,
-                "changed": False,
-                "applied_at": state.get("applied_at"),
-                "lag_seconds": _lag(state.get("snapshot_time"), _now()),
-                "plan": [],
-                "checks": [
+                changed=False,
+                applied_at=state.get("applied_at"),
+                lag_seconds=_lag(state.get("snapshot_time"), _now()),
+                plan=[],
+                checks=[
                     failed(
                         "standby: source snapshot",
                         f"{chosen.short_id} was rejected at {state.get('rejected_at')}: "
                         f"{state.get('last_error')}; still serving "
                         f"{(state.get('snapshot_id') or 'nothing')[:8]}",
-                    ).as_dict()
+                    )
                 ],
-            }
+            )
         origin = Origin(
             node=standby.source,
             repository=config.repository,
@@ -127,9 +129,8 @@ def sync(config: Config, *, trust_keys: list[str] | None = None, dry_run: bool =
             raise errors.Refused(f"snapshot {chosen.short_id} has no drkit manifest") from None
         opened = open_manifest(origin, raw, signature, None)
         local = localsettings.parse(standby.local)
-        result = _apply(config, restic, chosen, opened, raw, local, dry_run, state)
-        result.update(base)
-        return result
+        applied = _apply(config, restic, chosen, opened, raw, local, dry_run, state)
+        return StandbySyncResult(**{**applied, **base})
 
 
 def _apply(config, restic, chosen, opened, raw, local, dry_run, state) -> dict:
@@ -167,7 +168,7 @@ def _apply_locked(config, restic, chosen, opened, raw, local, dry_run, state, re
         plan = [step.as_dict() for step in steps if step.action != "unchanged"]
         if dry_run:
             return {"ok": True, "changed": bool(changes), "plan": plan, "kept_local": kept,
-                    "checks": [c.as_dict() for c in found]}  # fmt: skip
+                    "checks": found}  # fmt: skip
         applier = apply.Applier(
             root,
             staging,
@@ -207,7 +208,7 @@ def _apply_locked(config, restic, chosen, opened, raw, local, dry_run, state, re
                 "lag_seconds": _lag(state.get("snapshot_time"), now),
                 "plan": plan,
                 "kept_local": kept,
-                "checks": [c.as_dict() for c in found],
+                "checks": found,
             }
         changed = bool(changes) or bool(applier.undo)
         applier.commit()
@@ -234,7 +235,7 @@ def _apply_locked(config, restic, chosen, opened, raw, local, dry_run, state, re
             "lag_seconds": _lag(state["snapshot_time"], now),
             "plan": plan,
             "kept_local": kept,
-            "checks": [c.as_dict() for c in found],
+            "checks": found,
         }
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -298,7 +299,7 @@ def _reload(config: Config) -> Check | None:
     return passed("standby: reload", f"{argv[0]} exit 0")
 
 
-def status(config: Config) -> dict:
+def status(config: Config) -> StandbyStatusResult:
     """Return the standby status document: source, snapshot applied, when, lag."""
     state = read_state(config)
     following = config.standby is not None
@@ -306,23 +307,23 @@ def status(config: Config) -> dict:
     lag = _lag(state.get("snapshot_time"), now) if state.get("snapshot_id") else None
     rpo = int(parse_duration(config.objectives.rpo).total_seconds())
     ok = following and lag is not None and lag <= rpo and not state.get("rejected")
-    return {
-        "ok": bool(ok) if following else True,
-        "node": config.node,
-        "following": following,
-        "source": config.standby.source if following else state.get("source"),
-        "snapshot_id": state.get("snapshot_id"),
-        "snapshot_time": state.get("snapshot_time"),
-        "applied_at": state.get("applied_at"),
-        "lag_seconds": lag,
-        "rpo_seconds": rpo,
-        "rejected": state.get("rejected"),
-        "last_error": state.get("last_error"),
-        "promoted_at": state.get("promoted_at"),
-    }
+    return StandbyStatusResult(
+        ok=bool(ok) if following else True,
+        node=config.node,
+        following=following,
+        source=config.standby.source if following else state.get("source"),
+        snapshot_id=state.get("snapshot_id"),
+        snapshot_time=state.get("snapshot_time"),
+        applied_at=state.get("applied_at"),
+        lag_seconds=lag,
+        rpo_seconds=rpo,
+        rejected=state.get("rejected"),
+        last_error=state.get("last_error"),
+        promoted_at=state.get("promoted_at"),
+    )
 
 
-def promote(config: Config, config_path: Path) -> dict:
+def promote(config: Config, config_path: Path) -> PromoteResult:
     """Stop following: drop the standby section from drkit.yaml; this node backs itself up."""
     standby = _following(config)
     state = read_state(config)
@@ -336,12 +337,11 @@ def promote(config: Config, config_path: Path) -> dict:
     now = utc_text(_now())
     state.update(promoted_at=now, promoted_from=standby.source)
     _write_state(config, state)
-    return {
-        "ok": True,
-        "node": config.node,
-        "promoted_from": standby.source,
-        "last_applied_snapshot": state.get("snapshot_id"),
-        "promoted_at": now,
-        "config": str(config_path),
-        "next": "this node now backs itself up: run `drkit backup` (the daemon's backup job runs)",
-    }
+    return PromoteResult(
+        node=config.node,
+        promoted_from=standby.source,
+        last_applied_snapshot=state.get("snapshot_id"),
+        promoted_at=now,
+        config=str(config_path),
+        next="this node now backs itself up: run `drkit backup` (the daemon's backup job runs)",
+    )

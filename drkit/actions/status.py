@@ -11,14 +11,16 @@ import logging
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import TypeVar
 
 from drkit import errors
 from drkit.config import Config
 from drkit.engines import status
 from drkit.model import parse_utc_or_none, utc_text
+from drkit.results import StatusResult, document
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def _newer(first: dict | None, second: dict | None) -> dict | None:
@@ -31,8 +33,8 @@ def _newer(first: dict | None, second: dict | None) -> dict | None:
     return first if updated(first) >= updated(second) else second
 
 
-def run(config: Config, fleet: bool = False) -> dict[str, Any]:
-    """Return the status document: {ok, time, nodes: [entry...], problems}; ok is false when a
+def run(config: Config, fleet: bool = False) -> StatusResult:
+    """Return the status result: {ok, time, nodes: [entry...], problems}; ok is false when a
     node is outside its RPO or missed its RTO."""
     now = datetime.now(UTC)
     objectives = status.objectives_of(config)
@@ -70,10 +72,10 @@ def run(config: Config, fleet: bool = False) -> dict[str, Any]:
         for node in sorted(documents)
     ]
     ok = all(entry["rpo_ok"] and entry["rto_ok"] is not False for entry in nodes)
-    return {"ok": ok, "time": utc_text(now), "nodes": nodes, "problems": problems}
+    return StatusResult(ok=ok, time=utc_text(now), nodes=nodes, problems=problems)
 
 
-def recorded(config: Config, job: str, action: Callable[[], dict]) -> dict:
+def recorded(config: Config, job: str, action: Callable[[], T]) -> T:
     """Run action (one job of the node), record its outcome in the status document, and return
     its result or re-raise its error. Recording never changes the job's outcome."""
     started = datetime.now(UTC)
@@ -83,7 +85,11 @@ def recorded(config: Config, job: str, action: Callable[[], dict]) -> dict:
     except errors.DrkitError as exc:
         _record(config, job, status.outcome_of(job, started, time.monotonic() - clock, error=exc))
         raise
-    _record(config, job, status.outcome_of(job, started, time.monotonic() - clock, result=result))
+    _record(
+        config,
+        job,
+        status.outcome_of(job, started, time.monotonic() - clock, result=document(result)),
+    )
     return result
 
 

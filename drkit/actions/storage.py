@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from drkit.config import Config
+from drkit.results import StorageInitResult, StorageVerifyResult
 
 log = logging.getLogger(__name__)
 
@@ -16,7 +16,7 @@ def _storage(config: Config):
     return Storage(config.repository)
 
 
-def init(config: Config) -> dict[str, Any]:
+def init(config: Config) -> StorageInitResult:
     """Create or adopt the bucket with versioning and default retention; return what was done.
 
     JSON: {ok, bucket, endpoint, created, changes, versioning, object_lock, problems}; ok is
@@ -44,20 +44,20 @@ def init(config: Config) -> dict[str, Any]:
         log.info("bucket %s already as configured", repository.bucket)
     for problem in problems:
         log.warning("bucket %s: %s", repository.bucket, problem)
-    return {
-        "ok": not problems,
-        "bucket": repository.bucket,
-        "endpoint": repository.s3_endpoint,
-        "created": done["created"],
-        "changes": done["changes"],
-        "versioning": checked["versioning"],
-        "object_lock": checked["object_lock"],
-        "lifecycle": storage.lifecycle_rule(),
-        "problems": problems,
-    }
+    return StorageInitResult(
+        ok=not problems,
+        bucket=repository.bucket,
+        endpoint=repository.s3_endpoint,
+        created=done["created"],
+        changes=done["changes"],
+        versioning=checked["versioning"],
+        object_lock=checked["object_lock"],
+        lifecycle=storage.lifecycle_rule(),
+        problems=problems,
+    )
 
 
-def verify(config: Config) -> dict[str, Any]:
+def verify(config: Config) -> StorageVerifyResult:
     """Check the bucket's versioning and object lock against the config.
 
     JSON: {ok, bucket, endpoint, versioning, object_lock, problems}. A missing bucket, an
@@ -83,15 +83,15 @@ def verify(config: Config) -> dict[str, Any]:
     checked["ok"] = not checked["problems"]
     for problem in checked["problems"]:
         log.warning("bucket %s: %s", repository.bucket, problem)
-    return {
-        "ok": checked["ok"],
-        "bucket": repository.bucket,
-        "endpoint": repository.s3_endpoint,
-        "versioning": checked["versioning"],
-        "object_lock": checked["object_lock"],
-        "lifecycle": lifecycle,
-        "problems": checked["problems"],
-    }
+    return StorageVerifyResult(
+        ok=checked["ok"],
+        bucket=repository.bucket,
+        endpoint=repository.s3_endpoint,
+        versioning=checked["versioning"],
+        object_lock=checked["object_lock"],
+        lifecycle=lifecycle,
+        problems=checked["problems"],
+    )
 
 
 def noncurrent_days(config: Config) -> int:

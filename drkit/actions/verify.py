@@ -38,6 +38,7 @@ from drkit.config import Config
 from drkit.engines import keys, manifest
 from drkit.model import utc_text
 from drkit.paths import on_root
+from drkit.results import VerifyResult
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +74,7 @@ def run(
     spot: int = 20,
     trust: list[str] | None = None,
     seed: int | None = None,
-) -> dict:
+) -> VerifyResult:
     """Verify the repository, every snapshot's signature, and a spot sample; return the
     verify document: {ok, node, check, snapshots, spot, problems, drift, duration_seconds}."""
     if read_data_subset and not re.fullmatch(r"\d+(\.\d+)?%|\d+/\d+|\d+[KMGT]?", read_data_subset):
@@ -128,22 +129,22 @@ def run(
     elif not found:
         problems.append(f"node {config.node} has no snapshot in the repository")
 
-    return {
-        "ok": not problems,
-        "node": config.node,
-        "check": {"ok": clean, "read_data_subset": read_data_subset, "problems": check_lines},
-        "stale_locks": stale,
-        "snapshots": {
+    return VerifyResult(
+        ok=not problems,
+        node=config.node,
+        check={"ok": clean, "read_data_subset": read_data_subset, "problems": check_lines},
+        stale_locks=stale,
+        snapshots={
             "checked": len(found),
             "verified": len(opened_by_id),
             "failed": failed_snapshots,
         },
-        "chain": chain_document,
-        "spot": spot_document,
-        "problems": problems,
-        "drift": drift,
-        "duration_seconds": round(time.monotonic() - started, 3),
-    }
+        chain=chain_document,
+        spot=spot_document,
+        problems=problems,
+        drift=drift,
+        duration_seconds=round(time.monotonic() - started, 3),
+    )
 
 
 def _spot_check(config: Config, restic, snapshot, node_manifest: dict, count: int, seed):

@@ -1,0 +1,437 @@
+"""The human rendering of every command's result, in one place.
+
+`render(result)` dispatches on the result's type (drkit.results). It runs inside
+output.run_command's error guard: a renderer that trips over a result is an internal error
+(exit 11, one line), never a traceback. With --json nothing here runs.
+"""
+
+from __future__ import annotations
+
+import sys
+from functools import singledispatch
+from typing import Any
+
+from drkit import results as r
+from drkit.model import Check
+
+STATUS_STYLE = {
+    "pass": "[green]pass[/green]",
+    "warn": "[yellow]warn[/yellow]",
+    "fail": "[red]FAIL[/red]",
+}
+
+
+def console():
+    """Return a rich console on stdout."""
+    from rich.console import Console
+
+    wide = None if sys.stdout.isatty() else 160  # logs and pipes keep whole fingerprints
+    return Console(highlight=False, width=wide)
+
+
+def table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
+    """Print a rich table."""
+    from rich.table import Table
+
+    grid = Table(title=title, title_justify="left")
+    for column in columns:
+        grid.add_column(column)
+    for row in rows:
+        grid.add_row(*("" if cell is None else str(cell) for cell in row))
+    console().print(grid)
+
+
+def human_size(size: int | None) -> str:
+    """Return a byte count as 1.2 MiB."""
+    if size is None:
+        return ""
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return str(size)
+
+
+def _duration(seconds: float | None) -> str:
+    from drkit.engines.reports import duration_text
+
+    return duration_text(seconds)
+
+
+def _check_line(check: Check) -> str:
+    return f"{STATUS_STYLE[check.status]}  {check.name}: {check.detail}"
+
+
+@singledispatch
+def render(result: Any) -> None:
+    """Print a command's result for people; a type without a renderer is printed as it is."""
+    console().print(result)
+
+
+# -- init and storage ------------------------------------------------------------------------
+
+
+@render.register
+def _init(result: r.InitResult) -> None:
+    out = console()
+    out.print(f"config      {result.config}")
+    out.print(f"signer      {result.signer}  (keep this fingerprint with the runbook)")
+    out.print(f"repository  {result.repository}")
+    out.print("[green]ready[/green]: run `drkit backup`")
+
+
+@render.register
+def _storage_init(result: r.StorageInitResult) -> None:
+    out = console()
+    out.print(f"bucket       {result.bucket} ({'created' if result.created else 'adopted'})")
+    for change in result.changes:
+        out.print(f"changed      {change}")
+    out.print(f"versioning   {result.versioning}")
+    out.print(f"object lock  {result.object_lock}")
+    for problem in result.problems:
+        out.print(f"[red]problem[/red]  {problem}")
+    out.print("[green]OK[/green]" if result.ok else "[red]NOT AS CONFIGURED[/red]")
+
+
+@render.register
+def _storage_verify(result: r.StorageVerifyResult) -> None:
+    out = console()
+    out.print(f"bucket       {result.bucket}")
+    out.print(f"versioning   {result.versioning}")
+    out.print(f"object lock  {result.object_lock}")
+    for problem in result.problems:
+        out.print(f"[red]drift[/red]  {problem}")
+    out.print("[green]OK[/green]" if result.ok else "[red]DRIFT[/red]")
+
+
+# -- backup and inspection -------------------------------------------------------------------
+
+
+@render.register
+def _backup(result: r.BackupResult) -> None:
+    out = console()
+    for warning in result.warnings:
+        out.print(f"[yellow]warning[/yellow]  {warning}")
+    out.print(
+        f"snapshot {result.snapshot_id[:8]}: {result.files} files, "
+        f"{human_size(result.bytes_added)} added in {result.duration_seconds} s"
+    )
+
+
+@render.register
+def _snapshots(result: r.SnapshotsResult) -> None:
+    rows = [[s.node, s.time, s.short_id, s.files, human_size(s.size)] for s in result.root]
+    table("snapshots", ["node", "time", "id", "files", "size"], rows)
+
+
+@render.register
+def _show(result: r.ShowResult) -> None:
+    out = console()
+    trusted = "trusted" if result.trusted else "[red]NOT trusted[/red]"
+    out.print(f"snapshot {result.snapshot_id[:8]} of {result.node} at {result.time}")
+    out.print(f"signed by {result.signer} ({trusted})")
+    table("files by category", ["category", "files"], sorted(result.categories.items()))
+    table(
+        "keys",
+        ["path", "type", "fingerprint"],
+        [[key.path, key.type, key.fingerprint] for key in result.keys],
+    )
+    table(
+        "certificates",
+        ["path", "subject", "expires", "days left"],
+        [[c["path"], c["subject"], c["not_after"], c["days_left"]] for c in result.certificates],
+    )
+    for warning in result.warnings:
+        out.print(f"[yellow]warning[/yellow]  {warning}")
+
+
+# -- restore, check and drill ----------------------------------------------------------------
+
+
+@render.register
+def render_checks(result: r.ChecksResult) -> None:
+    """Print a restore/check document: one line per check, then the verdict."""
+    out = console()
+    for check in result.checks:
+        out.print(_check_line(check))
+    verdict = "[green]OK[/green]" if result.ok else "[red]FAILED[/red]"
+    out.print(f"{verdict}  snapshot {result.snapshot_id[:8]} of node {result.node}")
+
+
+@render.register
+def _restore_plan(result: r.RestorePlanResult) -> None:
+    rows = [[step.action, step.path] for step in result.plan]
+    table(f"plan for snapshot {result.snapshot_id[:8]}", ["action", "path"], rows)
+
+
+@render.register
+def _drill(result: r.DrillResult) -> None:
+    out = console()
+    for check in result.checks:
+        out.print(_check_line(check))
+    verdict = "[green]OK[/green]" if result.ok else "[red]FAILED[/red]"
+    out.print(f"{verdict}  snapshot {result.snapshot_id[:8]} of node {result.node}")
+    objectives, met = result.objectives, result.objectives_met
+    word = {True: "[green]met[/green]", False: "[red]MISSED[/red]", None: "not judged"}
+    out.print(
+        f"RTO {_duration(result.rto_seconds)} "
+        f"(objective {_duration(objectives.rto_seconds)}): {word[met.rto]}"
+    )
+    out.print(
+        f"RPO {_duration(result.rpo_seconds)} "
+        f"(objective {_duration(objectives.rpo_seconds)}): {word[met.rpo]}"
+    )
+    for kind, path in result.reports.items():
+        out.print(f"report {kind:4} {path}")
+    if result.uploaded:
+        out.print(f"uploaded to the bucket under {result.uploaded[0].rsplit('/', 1)[0]}/")
+
+
+@render.register
+def _report(result: r.ReportResult) -> None:
+    rows = [
+        [
+            entry.node,
+            entry.time,
+            "pass" if entry.ok else "[red]FAIL[/red]",
+            (entry.snapshot_id or "")[:8],
+            _duration(entry.rto_seconds),
+            _duration(entry.rpo_seconds),
+            entry.html,
+        ]
+        for entry in result.drills
+    ]
+    table("drills", ["node", "time", "result", "snapshot", "RTO", "RPO", "page"], rows)
+    if result.page:
+        state = "opened" if result.opened else "open it in a browser"
+        console().print(f"latest page: {result.page} ({state})")
+
+
+@render.register
+def _diff(result: r.DiffResult) -> None:
+    from rich.markup import escape
+
+    out = console()
+    out.print(
+        f"snapshot {result.old.short_id} ({result.old.time}) → "
+        f"{result.new.short_id} ({result.new.time})"
+    )
+    rows = [[c.category, c.change, c.path, c.detail] for c in result.changes]
+    table("changes", ["category", "change", "path", "detail"], rows)
+    for note in result.notes:
+        out.print(f"[bold]•[/bold] {note}")
+    for change in result.changes:
+        if isinstance(change.diff, str) and change.diff:
+            out.print(f"\n[bold]{escape(change.path)}[/bold]")
+            for line in change.diff.splitlines():
+                style = {"+": "green", "-": "red", "@": "cyan"}.get(line[:1])
+                out.print(f"[{style}]{escape(line)}[/{style}]" if style else escape(line))
+    if not result.changes and not result.notes:
+        out.print("no differences")
+
+
+# -- scheduled operation ---------------------------------------------------------------------
+
+
+@render.register
+def _daemon(result: r.DaemonResult) -> None:
+    out = console()
+    out.print(f"daemon for {result.node} stopped by {result.stopped_by}")
+    for name, runs in result.runs.items():
+        out.print(f"  {name:7} {runs['runs']} run(s), {runs['failed']} failed")
+
+
+@render.register
+def _prune(result: r.PruneResult) -> None:
+    out = console()
+    rows = [["keep", s.time, s.short_id, ", ".join(s.reasons or [])] for s in result.kept]
+    rows += [["remove", s.time, s.short_id, ""] for s in result.removed]
+    rows.sort(key=lambda row: row[1])
+    table(f"retention of node {result.node}", ["", "time", "id", "why"], rows)
+    for lock in result.stale_locks:
+        out.print(f"[yellow]removed stale lock[/yellow] {lock['id']}: {lock['reason']}")
+    verb = "would remove" if result.dry_run else "removed"
+    pruned = "; unreferenced data pruned" if result.pruned else ""
+    out.print(f"{verb} {len(result.removed)}, kept {len(result.kept)}{pruned}")
+
+
+@render.register
+def _verify(result: r.VerifyResult) -> None:
+    out = console()
+    check = result.check
+    subset = f" (read data {check.read_data_subset})" if check.read_data_subset else ""
+    out.print(f"repository check{subset}: {'ok' if check.ok else '[red]DAMAGED[/red]'}")
+    snapshots = result.snapshots
+    out.print(f"signatures: {snapshots.verified} of {snapshots.checked} verified")
+    if result.spot:
+        out.print(f"spot check: {result.spot['matched']} of {result.spot['sampled']} match")
+    for item in result.drift:
+        out.print(f"[yellow]drift[/yellow]  {item['path']}: {item['detail']}")
+    for problem in result.problems:
+        out.print(f"[red]problem[/red]  {problem}")
+    out.print("[green]OK[/green]" if result.ok else "[red]FAILED[/red]")
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "never"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f}{unit}"
+    return f"{seconds}s"
+
+
+@render.register
+def _status(result: r.StatusResult) -> None:
+    rows = []
+    for entry in result.nodes:
+        last = entry.last_backup or {}
+        rpo = "[green]ok[/green]" if entry.rpo_ok else "[red]BREACHED[/red]"
+        rto = {None: "no drill", True: "[green]ok[/green]", False: "[red]MISSED[/red]"}[
+            entry.rto_ok
+        ]
+        rows.append(
+            [
+                entry.node,
+                _age(entry.age_seconds),
+                f"{rpo} ({_age(entry.rpo_seconds)})",
+                rto,
+                ("ok" if last.get("ok") else "[red]failed[/red]") if last else "",
+                (last.get("snapshot_id") or "")[:8],
+                "; ".join(entry.problems),
+            ]
+        )
+    table(
+        "nodes",
+        ["node", "last good", "RPO", "RTO", "last backup", "snapshot", "problems"],
+        rows,
+    )
+
+
+# -- discovery, standby and fleet ------------------------------------------------------------
+
+
+@render.register
+def _discover(result: r.DiscoverResult) -> None:
+    out = console()
+    if not result.servers:
+        out.print(f"no known transfer server under {result.root} (use --server generic)")
+    for server in result.servers:
+        out.print(
+            f"[bold]{server.server}[/bold]: {', '.join(server.configs)} ({server.files} files)"
+        )
+        for category, paths in sorted(server.categories.items()):
+            shown = ", ".join(paths[:4]) + (f" … +{len(paths) - 4}" if len(paths) > 4 else "")
+            out.print(f"  {category:11} {shown}")
+        for warning in server.warnings:
+            out.print(f"  [yellow]warning[/yellow] {warning}")
+    out.print("proposed drkit.yaml:")
+    out.print(result.proposed_config, markup=False)
+
+
+def _given(value: Any) -> Any:
+    """Return a MISSING field as None (the renderer treats absent and null alike)."""
+    return None if value is r.MISSING else value
+
+
+@render.register
+def _standby_sync(result: r.StandbySyncResult) -> None:
+    out = console()
+    for step in result.plan:
+        out.print(f"  {step.action:9} {step.path}")
+    for kept in _given(result.kept_local) or []:
+        out.print(f"  [cyan]local[/cyan]     {kept}")
+    for check in result.checks:
+        if check.status != "pass":
+            out.print(_check_line(check))
+    if _given(result.up_to_date):
+        what = "up to date"
+    elif result.changed:
+        what = "would change" if result.dry_run else "changed"
+    else:
+        what = "no change"
+    if _given(result.rolled_back):
+        what = "[red]ROLLED BACK[/red]: checks failed, the previous copy stays"
+    lag = _given(result.lag_seconds)
+    out.print(
+        f"{result.source} snapshot {result.snapshot_id[:8]} "
+        f"({result.snapshot_time}): {what}" + (f"; lag {lag} s" if lag is not None else "")
+    )
+
+
+@render.register
+def _standby_status(result: r.StandbyStatusResult) -> None:
+    out = console()
+    if not result.following:
+        out.print(f"{result.node} follows no node (promoted: {result.promoted_at})")
+        return
+    out.print(f"source      {result.source}")
+    out.print(f"snapshot    {(result.snapshot_id or 'none applied yet')[:8]}")
+    out.print(f"applied at  {result.applied_at}")
+    out.print(f"lag         {result.lag_seconds} s (RPO {result.rpo_seconds} s)")
+    if result.rejected:
+        out.print(f"[red]rejected[/red]    {result.rejected[:8]}: {result.last_error}")
+
+
+@render.register
+def _promote(result: r.PromoteResult) -> None:
+    out = console()
+    out.print(f"{result.node} no longer follows {result.promoted_from}")
+    out.print(result.next)
+
+
+@render.register
+def _fleet_drift(result: r.FleetDriftResult) -> None:
+    out = console()
+    for node in result.nodes:
+        out.print(f"{node.node:16} {node.snapshot_id[:8]} {node.time}")
+    for finding in result.findings:
+        head, _, rest = finding.detail.partition("\n")
+        out.print(
+            f"[red]drift[/red] {finding.node} {finding.category} {finding.path or '-'}: {head}",
+            markup=True,
+        )
+        if rest:
+            out.print(rest, markup=False)
+    verdict = "[green]consistent[/green]" if result.ok else "[red]DRIFT[/red]"
+    out.print(f"{verdict}: group {result.group}, {len(result.findings)} finding(s)")
+
+
+# -- keys ------------------------------------------------------------------------------------
+
+
+@render.register
+def _keys_escrow(result: r.KeysEscrowResult) -> None:
+    out = console()
+    for item in result.files:
+        out.print(f"share for {item.holder:12} {item.file}")
+    out.print(f"any {result.threshold} of {result.holders} recover the password")
+    out.print(f"sheet {result.sheet} (signer {result.signer})")
+
+
+@render.register
+def _keys_holder(result: r.KeysHolderResult) -> None:
+    console().print(result.recipient)
+
+
+@render.register
+def _keys_reveal(result: r.KeysRevealResult) -> None:
+    print(result.words)  # plain: the words go on paper, no markup
+
+
+@render.register
+def _keys_recover(result: r.KeysRecoverResult) -> None:
+    console().print(
+        f"password rebuilt from {result.shares_used} share(s) into {result.password_file}"
+    )
+
+
+@render.register
+def _keys_rotate(result: r.KeysRotateResult) -> None:
+    out = console()
+    added, removed = result.restic_keys.added, result.restic_keys.removed
+    out.print(f"restic key {added[:8]} added, {', '.join(k[:8] for k in removed)} removed")
+    out.print(f"new signer {result.signer.new}")
+    out.print(f"retired    {result.signer.retired} (verification only)")
+    out.print(result.next)

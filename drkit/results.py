@@ -1,0 +1,494 @@
+"""The result of every command, as a typed model: actions return these, drkit.render prints them
+for people, and `--json` prints `result.model_dump(mode="json")`.
+
+The JSON shapes are a documented interface (../shared/CONVENTIONS.md and the README): field
+names, nesting, and null versus absent are exactly as documented. A field that some runs of a
+command carry and others leave out is typed `... | MISSING` and defaults to MISSING, so the
+dump omits it instead of writing null. Parts that are documents of their own (a manifest's
+records, restic's lock descriptions, the engines' status entries) stay free-form dicts.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import MISSING, BaseModel, ConfigDict, PlainSerializer, RootModel
+
+from drkit.model import Check
+
+
+def _check_documents(checks: list[Check]) -> list[dict[str, str]]:
+    return [check.as_dict() for check in checks]
+
+
+# Checks are model.Check values; their JSON is [{name, status, detail}] (no timing).
+Checks = Annotated[list[Check], PlainSerializer(_check_documents, return_type=list[dict[str, str]])]
+Document = dict[str, Any]
+
+
+class Result(BaseModel):
+    """Base of every command result: `ok` false makes the command exit 1. A field the model does
+    not declare is an error, never silently left out of the JSON."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ok: bool = True
+
+
+class Part(BaseModel):
+    """Base of a nested part of a result."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+# -- init and storage ------------------------------------------------------------------------
+
+
+class StorageInitResult(Result):
+    bucket: str
+    endpoint: str
+    created: bool
+    changes: list[str]
+    versioning: str | None
+    object_lock: Document | None
+    lifecycle: Document | None
+    problems: list[str]
+
+
+class StorageVerifyResult(Result):
+    bucket: str
+    endpoint: str
+    versioning: str | None
+    object_lock: Document | None
+    lifecycle: Document | None
+    problems: list[str]
+
+
+class InitResult(Result):
+    config: str
+    config_written: bool
+    node: str
+    password_file: str
+    password_created: bool
+    signing_key: str
+    signer: str
+    bucket: StorageInitResult
+    repository: str
+    repository_created: bool
+
+
+# -- backup and inspection -------------------------------------------------------------------
+
+
+class BackupResult(Result):
+    node: str
+    snapshot_id: str
+    time: str
+    files: int
+    bytes_added: int | None
+    duration_seconds: float
+    signer: str
+    previous: str | None
+    passes: int
+    warnings: list[str]
+
+
+class SnapshotEntry(Part):
+    id: str
+    short_id: str
+    time: str
+    node: str | None
+    files: int | None
+    size: int | None
+    tags: list[str]
+
+
+class SnapshotsResult(RootModel[list[SnapshotEntry]]):
+    """`drkit snapshots`: a list of snapshots, oldest first (a list, not an object)."""
+
+    @property
+    def ok(self) -> bool:
+        return True
+
+
+class ShownFile(Part):
+    path: str | None
+    category: str | None
+    type: str | None
+    size: int | None
+    mode: str | None
+    user: str | None
+    group: str | None
+
+
+class ShownKey(Part):
+    path: str
+    category: str
+    type: str
+    fingerprint: str
+
+
+class ShowResult(Result):
+    snapshot_id: str
+    time: str
+    node: str
+    profiles: list[str]
+    signer: str
+    trusted: bool
+    categories: dict[str, int]
+    files: list[ShownFile]
+    keys: list[ShownKey]
+    host_keys: list[Document]
+    certificates: list[Document]
+    accounts: list[str]
+    warnings: list[str]
+
+
+# -- restore, check and drill ----------------------------------------------------------------
+
+
+class PlanStep(Part):
+    path: str
+    action: Literal["add", "change", "remove", "unchanged"]
+
+
+class ChecksResult(Result):
+    """What restore, restore --dry-run and check share: the snapshot, its signer and checks."""
+
+    snapshot_id: str
+    node: str
+    signer: str
+    trust: str
+    checks: Checks
+
+
+class RestorePlanResult(ChecksResult):
+    """`drkit restore --dry-run`: the plan, nothing touched."""
+
+    dry_run: Literal[True] = True
+    plan: list[PlanStep]
+
+
+class RestoreResult(ChecksResult):
+    target: str
+    applied: dict[str, int]
+    duration_seconds: float
+
+
+class CheckResult(ChecksResult):
+    target: str
+
+
+class DrillSnapshot(Part):
+    id: str
+    short_id: str
+    time: str
+    spec: str
+
+
+class Objectives(Part):
+    rpo_seconds: int
+    rto_seconds: int
+
+
+class ObjectivesMet(Part):
+    rto: bool
+    rpo: bool | None
+
+
+class Sandbox(Part):
+    path: str | None
+    removed: bool
+
+
+class DrillResult(Result):
+    """`drkit drill`: as restore, plus the measured RTO and RPO, objectives and reports."""
+
+    # The drill document is also the report's source (engines.reports); keys it gains there
+    # stay in the JSON.
+    model_config = ConfigDict(extra="allow")
+
+    kind: Literal["drill"] = "drill"
+    node: str
+    snapshot_id: str
+    snapshot: DrillSnapshot
+    signer: str | None
+    trust: str | None
+    started: str
+    finished: str
+    duration_seconds: float
+    rto_seconds: float | None
+    rpo_seconds: int
+    rpo_judged: bool
+    objectives: Objectives
+    objectives_met: ObjectivesMet
+    checks: Checks
+    problems: list[str]
+    host_keys: list[Document]
+    certificates: list[Document]
+    sandbox: Sandbox
+    reports: dict[str, str]  # {json, md, html}: local paths
+    uploaded: list[str]
+    history: list[Document]
+
+
+class DrillSummary(Part):
+    node: str | None
+    time: str | None
+    ok: bool
+    snapshot_id: str | None
+    rto_seconds: float | None
+    rpo_seconds: float | None
+    html: str | None
+
+
+class ReportResult(Result):
+    bucket: str
+    drills: list[DrillSummary]
+    page: str | None = None
+    opened: bool = False
+
+
+class Change(Part):
+    category: str
+    path: str
+    change: Literal["added", "removed", "changed"]
+    detail: str
+    diff: str | MISSING = MISSING
+
+
+class DiffSnapshot(Part):
+    id: str
+    short_id: str
+    time: str
+    signer: str
+
+
+class DiffResult(Result):
+    node: str
+    old: DiffSnapshot
+    new: DiffSnapshot
+    changes: list[Change]
+    notes: list[str]
+
+
+# -- scheduled operation ---------------------------------------------------------------------
+
+
+class PrunedSnapshot(Part):
+    id: str | None
+    short_id: str
+    time: str
+    tags: list[str]
+    reasons: list[str] | MISSING = MISSING  # kept snapshots only: the rules that keep them
+
+
+class PruneResult(Result):
+    node: str
+    dry_run: bool
+    keep_rules: Document
+    kept: list[PrunedSnapshot]
+    removed: list[PrunedSnapshot]
+    pruned: bool
+    group_pruner: bool
+    stale_locks: list[Document]
+    record: str | None
+    snapshots: int
+    duration_seconds: float
+
+
+class RepositoryCheck(Part):
+    ok: bool
+    read_data_subset: str | None
+    problems: list[str]
+
+
+class SnapshotsVerified(Part):
+    checked: int
+    verified: int
+    failed: list[Document]
+
+
+class VerifyResult(Result):
+    node: str
+    check: RepositoryCheck
+    stale_locks: list[Document]
+    snapshots: SnapshotsVerified
+    chain: Document | None
+    spot: Document | None
+    problems: list[str]
+    drift: list[Document]
+    duration_seconds: float
+
+
+class NodeStatus(Part):
+    """One node of `drkit status` (engines.status.evaluate); keys it gains stay in the JSON."""
+
+    model_config = ConfigDict(extra="allow")
+
+    node: str
+    last_backup: Document | None
+    last_good_backup: Document | None
+    last_prune: Document | None
+    last_verify: Document | None
+    last_drill: Document | None
+    rpo_seconds: int
+    rpo_ok: bool
+    age_seconds: int | None
+    rto_seconds: int
+    rto_ok: bool | None
+    problems: list[str]
+
+
+class StatusResult(Result):
+    time: str
+    nodes: list[NodeStatus]
+    problems: list[str]
+
+
+class DaemonResult(Result):
+    node: str
+    started: str
+    stopped: str
+    stopped_by: str | None
+    metrics: str | None
+    interrupted: list[str]
+    runs: dict[str, Document]
+
+
+# -- discovery, standby and fleet ------------------------------------------------------------
+
+
+class DiscoveredServer(Part):
+    server: str
+    configs: list[str]
+    binaries: list[str]
+    units: list[str]
+    files: int
+    categories: dict[str, list[str]]
+    trees: list[str]
+    accounts: list[str]
+    warnings: list[str]
+
+
+class DiscoverResult(Result):
+    root: str
+    servers: list[DiscoveredServer]
+    proposed_config: str
+
+
+class StandbySyncResult(Result):
+    node: str
+    source: str
+    snapshot_id: str
+    snapshot_time: str
+    dry_run: bool
+    changed: bool
+    up_to_date: bool | MISSING = MISSING
+    rolled_back: bool | MISSING = MISSING
+    applied_at: str | MISSING | None = MISSING
+    lag_seconds: int | MISSING | None = MISSING
+    plan: list[PlanStep]
+    kept_local: list[str] | MISSING = MISSING
+    checks: Checks
+
+
+class StandbyStatusResult(Result):
+    node: str
+    following: bool
+    source: str | None
+    snapshot_id: str | None
+    snapshot_time: str | None
+    applied_at: str | None
+    lag_seconds: int | None
+    rpo_seconds: int
+    rejected: str | None
+    last_error: str | None
+    promoted_at: str | None
+
+
+class PromoteResult(Result):
+    node: str
+    promoted_from: str
+    last_applied_snapshot: str | None
+    promoted_at: str
+    config: str
+    next: str
+
+
+class FleetNode(Part):
+    node: str
+    snapshot_id: str
+    time: str
+    age_seconds: int
+    signer: str
+
+
+class Finding(Part):
+    node: str
+    category: str
+    path: str
+    detail: str
+
+
+class FleetDriftResult(Result):
+    group: str | None
+    nodes: list[FleetNode]
+    findings: list[Finding]
+
+
+# -- keys ------------------------------------------------------------------------------------
+
+
+class ShareFile(Part):
+    holder: str
+    file: str
+
+
+class KeysEscrowResult(Result):
+    node: str
+    threshold: int
+    holders: int
+    files: list[ShareFile]
+    sheet: str
+    signer: str
+    created: str
+
+
+class KeysHolderResult(Result):
+    identity: str
+    recipient: str
+
+
+class KeysRevealResult(Result):
+    share: str
+    words: str
+    count: int
+
+
+class KeysRecoverResult(Result):
+    shares_used: int
+    password_file: str
+
+
+class ResticKeys(Part):
+    added: str
+    removed: list[str]
+
+
+class Signers(Part):
+    new: str
+    retired: str
+
+
+class KeysRotateResult(Result):
+    node: str
+    restic_keys: ResticKeys
+    signer: Signers
+    trusted_keys: list[str]
+    next: str
+
+
+def document(result: Any) -> Any:
+    """Return the JSON document of a result: a model's dump; a dict (or None) as it is."""
+    return result.model_dump(mode="json") if isinstance(result, BaseModel) else result
