@@ -180,7 +180,7 @@ def test_validate_command_from_the_manifest_runs_and_fails_on_broken_ini(node):
 def test_discover_recognises_sftpplus(node):
     root, made = node
     assert discover.detect_kinds(root) == ["sftpplus"]
-    document = discover.run(root)
+    document = discover.run(root).model_dump()
     server = document["servers"][0]
     assert server["server"] == "sftpplus"
     assert server["units"] == ["/etc/systemd/system/sftpplus.service"]
