@@ -364,6 +364,26 @@ def test_metrics_and_healthz_tell_the_rpo_truth(tmp_path: Path):
         served.close()
 
 
+def test_metrics_endpoint_serves_prometheus_text_and_404s_other_paths(tmp_path: Path):
+    configuration = _config(tmp_path)
+    collector = metrics.StatusCollector(
+        "sftp-1", lambda: status.load_local(configuration), status.objectives_of(configuration)
+    )
+    served = metrics.Metrics(collector)
+    host, port = served.serve("127.0.0.1", 0)
+    base = f"http://{host}:{port}"
+    try:
+        with urllib.request.urlopen(base + "/metrics", timeout=5) as answer:
+            assert answer.headers["Content-Type"].startswith("text/plain")
+            assert "drkit_rpo_seconds" in answer.read().decode()
+        with pytest.raises(urllib.error.HTTPError) as missing:
+            urllib.request.urlopen(base + "/other", timeout=5)
+        assert missing.value.code == 404
+        assert b"/metrics or /healthz" in missing.value.read()
+    finally:
+        served.close()
+
+
 def test_metrics_address_must_be_an_ip_and_port():
     assert metrics.parse_address("127.0.0.1:9109") == ("127.0.0.1", 9109)
     assert metrics.parse_address("9109") == ("127.0.0.1", 9109)

@@ -9,16 +9,17 @@ every moment, also when the daemon's jobs stopped running.
 
 from __future__ import annotations
 
-import http.server
 import ipaddress
 import json
 import logging
+import socket
 import threading
-from collections.abc import Callable
+import wsgiref.simple_server
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from prometheus_client import CollectorRegistry, generate_latest, write_to_textfile
+from prometheus_client import CollectorRegistry, exposition, generate_latest, write_to_textfile
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from drkit import errors
@@ -155,6 +156,13 @@ class StatusCollector:
         yield runs
 
 
+class _QuietHandler(wsgiref.simple_server.WSGIRequestHandler):
+    """Request lines go to the debug log, not to stderr."""
+
+    def log_message(self, format: str, *args) -> None:
+        log.debug("metrics: " + format, *args)
+
+
 class Metrics:
     """The node's registry, its optional HTTP endpoint and textfile."""
 
@@ -163,7 +171,8 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(collector)
         self.textfile = textfile
-        self._server: http.server.ThreadingHTTPServer | None = None
+        self._exposition = exposition.make_wsgi_app(self.registry)
+        self._server: wsgiref.simple_server.WSGIServer | None = None
         self._thread: threading.Thread | None = None
 
     def exposition(self) -> bytes:
@@ -180,45 +189,50 @@ class Metrics:
         except OSError as exc:
             log.warning("metrics textfile %s not written: %s", self.textfile, exc.strerror)
 
+    def application(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+        """The WSGI app: prometheus_client's exposition on /metrics, the RPO verdict on /healthz
+        (503 while breached), 404 elsewhere."""
+        path = environ.get("PATH_INFO") or "/"
+        if path == "/metrics":
+            return self._exposition(environ, start_response)
+        if path == "/healthz":
+            entry = self.collector.evaluate()
+            body = json.dumps(
+                {
+                    "ok": entry["rpo_ok"],
+                    "node": entry["node"],
+                    "age_seconds": entry["age_seconds"],
+                    "rpo_seconds": entry["rpo_seconds"],
+                    "problems": entry["problems"],
+                }
+            ).encode()
+            status_line = "200 OK" if entry["rpo_ok"] else "503 Service Unavailable"
+            content_type = "application/json"
+        else:
+            body, status_line, content_type = (
+                b"not found: /metrics or /healthz\n",
+                "404 Not Found",
+                "text/plain",
+            )
+        start_response(
+            status_line, [("Content-Type", content_type), ("Content-Length", str(len(body)))]
+        )
+        return [body]
+
     def serve(self, host: str, port: int) -> tuple[str, int]:
         """Serve /metrics and /healthz on host:port in a thread; return the bound address."""
-        metrics = self
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                path = self.path.split("?", 1)[0]
-                if path == "/metrics":
-                    self._answer(200, metrics.exposition(), "text/plain; version=0.0.4")
-                elif path == "/healthz":
-                    entry = metrics.collector.evaluate()
-                    body = json.dumps(
-                        {
-                            "ok": entry["rpo_ok"],
-                            "node": entry["node"],
-                            "age_seconds": entry["age_seconds"],
-                            "rpo_seconds": entry["rpo_seconds"],
-                            "problems": entry["problems"],
-                        }
-                    ).encode()
-                    self._answer(200 if entry["rpo_ok"] else 503, body, "application/json")
-                else:
-                    self._answer(404, b"not found: /metrics or /healthz\n", "text/plain")
-
-            def _answer(self, code: int, body: bytes, content_type: str) -> None:
-                self.send_response(code)
-                self.send_header("Content-Type", content_type)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args) -> None:
-                log.debug("metrics: " + format, *args)
+        class Server(exposition.ThreadingWSGIServer):
+            address_family = (
+                socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
+            )
 
         try:
-            self._server = http.server.ThreadingHTTPServer((host, port), Handler)
+            self._server = wsgiref.simple_server.make_server(
+                host, port, self.application, Server, handler_class=_QuietHandler
+            )
         except OSError as exc:
             raise errors.UsageError(f"--metrics {host}:{port}: {exc.strerror}") from None
-        self._server.daemon_threads = True
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="drkit-metrics", daemon=True
         )
