@@ -23,10 +23,12 @@ from drkit.engines import metrics, notify, status
 
 
 class Recorder:
-    """An HTTP server on 127.0.0.1 that records every request: (method, path, headers, body)."""
+    """An HTTP server on 127.0.0.1 that records every request: (method, path, headers, body);
+    it answers 503 to the first `failures` requests, then 200."""
 
     def __init__(self):
         self.requests: list[tuple[str, str, dict, bytes]] = []
+        self.failures = 0
         recorder = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -34,7 +36,8 @@ class Recorder:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length)
                 recorder.requests.append(("POST", self.path, dict(self.headers), body))
-                self.send_response(200)
+                refused = len(recorder.requests) <= recorder.failures
+                self.send_response(503 if refused else 200)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
@@ -216,6 +219,30 @@ def test_an_unreachable_alert_endpoint_never_raises(tmp_path: Path):
     settings = config.Notify(webhook=config.Webhook(url=url), ping=config.Ping(url=url))
     delivered = notify.Notifier(settings, "n").finish("backup", ok=False, error="x")
     assert delivered == {"ping": False, "webhook": False}
+
+
+def test_a_webhook_the_endpoint_refuses_twice_is_retried_until_taken(
+    tmp_path: Path, recorder: Recorder, caplog: pytest.LogCaptureFixture
+):
+    recorder.failures = 2
+    settings = config.Notify(webhook=config.Webhook(url=recorder.url + "/hook"))
+    notifier = notify.Notifier(settings, "sftp-1")
+    with caplog.at_level("WARNING", logger="drkit.engines.notify"):
+        assert notifier.webhook("failed", "backup", ok=False, error="down") is True
+    assert recorder.paths() == ["/hook"] * 3
+    assert len({body for *_, body in recorder.requests}) == 1  # the same signed body each time
+    failed = [record.getMessage() for record in caplog.records]
+    assert failed == [
+        f"alert to {recorder.url} failed (attempt 1): HTTP 503",
+        f"alert to {recorder.url} failed (attempt 2): HTTP 503",
+    ]
+
+
+def test_a_ping_the_endpoint_keeps_refusing_gives_up_after_the_attempts(recorder: Recorder):
+    recorder.failures = 100
+    settings = config.Notify(ping=config.Ping(url=recorder.url + "/ping"))
+    assert notify.Notifier(settings, "sftp-1").finish("backup", ok=True) == {"ping": False}
+    assert recorder.paths() == ["/ping"] * notify.ATTEMPTS
 
 
 # -- a daemon's run, with its actions replaced -----------------------------------------------

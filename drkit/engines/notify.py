@@ -21,6 +21,8 @@ import urllib.request
 from datetime import UTC, datetime
 from typing import Any
 
+import tenacity
+
 from drkit import errors
 from drkit.config import Notify
 from drkit.model import utc_text
@@ -28,7 +30,9 @@ from drkit.model import utc_text
 log = logging.getLogger(__name__)
 
 SIGNATURE_HEADER = "X-Drkit-Signature"
-ATTEMPTS = 2
+ATTEMPTS = 3
+RETRY_WAIT_SECONDS = 0.5  # then 1 s: at most 3 x timeout_seconds + 1.5 s per alert
+RETRY_WAIT_MAX_SECONDS = 2.0
 USER_AGENT = "drkit"
 
 
@@ -43,23 +47,49 @@ def sign(body: bytes, secret: bytes) -> str:
     return "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
 
 
+class _Undelivered(Exception):
+    """One attempt at an alert that the endpoint did not take; the message says why."""
+
+
+def _attempt(url: str, body: bytes, headers: dict[str, str], timeout: float) -> None:
+    """POST body to url once; raise _Undelivered unless the answer is 2xx."""
+    request = urllib.request.Request(
+        url, data=body, method="POST", headers={"User-Agent": USER_AGENT, **headers}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            if 200 <= response.status < 300:
+                return
+            reason = f"HTTP {response.status}"
+    except urllib.error.HTTPError as exc:
+        reason = f"HTTP {exc.code}"
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = str(getattr(exc, "reason", exc))
+    raise _Undelivered(reason)
+
+
 def _post(url: str, body: bytes, headers: dict[str, str], timeout: float) -> bool:
-    """POST body to url; return True on a 2xx answer. Never raise."""
-    for attempt in range(1, ATTEMPTS + 1):
-        request = urllib.request.Request(
-            url, data=body, method="POST", headers={"User-Agent": USER_AGENT, **headers}
+    """POST body to url, up to ATTEMPTS times; return True on a 2xx answer. Never raise."""
+
+    def log_failure(state: tenacity.RetryCallState) -> None:
+        reason = state.outcome.exception() if state.outcome else "no answer"
+        log.warning(
+            "alert to %s failed (attempt %d): %s", _where(url), state.attempt_number, reason
         )
-        try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:
-                if 200 <= response.status < 300:
-                    return True
-                reason = f"HTTP {response.status}"
-        except urllib.error.HTTPError as exc:
-            reason = f"HTTP {exc.code}"
-        except (urllib.error.URLError, OSError, ValueError) as exc:
-            reason = str(getattr(exc, "reason", exc))
-        log.warning("alert to %s failed (attempt %d): %s", _where(url), attempt, reason)
-    return False
+
+    # Short waits: every attempt may take `timeout`, and a fail alert must leave within minutes.
+    retrying = tenacity.Retrying(
+        retry=tenacity.retry_if_exception_type(_Undelivered),
+        stop=tenacity.stop_after_attempt(ATTEMPTS),
+        wait=tenacity.wait_exponential(multiplier=RETRY_WAIT_SECONDS, max=RETRY_WAIT_MAX_SECONDS),
+        after=log_failure,
+        reraise=True,
+    )
+    try:
+        retrying(_attempt, url, body, headers, timeout)
+    except _Undelivered:
+        return False
+    return True
 
 
 class Notifier:
