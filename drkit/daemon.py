@@ -36,13 +36,14 @@ from typing import Any
 import tenacity
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
-from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from drkit import errors, results, runner
 from drkit.config import Config, parse_duration
 from drkit.engines import metrics, notify, status
 from drkit.model import utc_text
+from drkit.schedule import cron_day_of_week as cron_day_of_week  # re-exported
+from drkit.schedule import trigger_for
 
 log = logging.getLogger("drkit.daemon")
 
@@ -51,7 +52,6 @@ BACKGROUND_RETRY_MIN = timedelta(seconds=30)
 BACKGROUND_RETRY_MAX = timedelta(minutes=10)
 RETRY_WAIT_MAX_SECONDS = 30
 INTERRUPT_GRACE_SECONDS = 20.0
-_CRON_DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _context = threading.local()
 
 
@@ -61,50 +61,8 @@ class Cancelled(Exception):
 
 # -- schedules -------------------------------------------------------------------------------
 
-
-def cron_day_of_week(field: str) -> str:
-    """Translate a crontab day-of-week field (0 or 7 = Sunday) into APScheduler 3's names.
-
-    APScheduler 3 reads numbers as 0 = Monday (its documented historical mismatch), so
-    "0 4 * * 0" would run on Mondays; names mean the same to both.
-    """
-    if field == "*" or not any(character.isdigit() for character in field):
-        return field
-    days: list[int] = []
-    for part in field.split(","):
-        base, _, step_text = part.partition("/")
-        step = int(step_text) if step_text else 1
-        if base == "*":
-            first, last = 0, 6
-        elif "-" in base:
-            first_text, last_text = base.split("-", 1)
-            first, last = int(first_text), int(last_text)
-        else:
-            first = int(base)
-            last = first if not step_text else 6
-        if not (0 <= first <= 7 and 0 <= last <= 7 and first <= last):
-            raise ValueError(f"day of week {field!r} is out of range 0-7")
-        days += [day % 7 for day in range(first, last + 1, step)]
-    return ",".join(_CRON_DAYS[day] for day in sorted(set(days)))
-
-
-def trigger_for(schedule: str, jitter: str | None = None):
-    """Return the APScheduler trigger of a schedule line: 'every 30s' or 5-field cron (UTC)."""
-    jitter_seconds = int(parse_duration(jitter).total_seconds()) if jitter else None
-    text = schedule.strip()
-    if text.startswith("every"):
-        seconds = parse_duration(text.removeprefix("every").strip()).total_seconds()
-        return IntervalTrigger(seconds=seconds, jitter=jitter_seconds, timezone=UTC)
-    minute, hour, day, month, day_of_week = text.split()
-    return CronTrigger(
-        minute=minute,
-        hour=hour,
-        day=day,
-        month=month,
-        day_of_week=cron_day_of_week(day_of_week),
-        timezone=UTC,
-        jitter=jitter_seconds,
-    )
+# Schedule lines are read by drkit.schedule.trigger_for, the parser the config validator uses
+# too, so a line the config accepts is a line the daemon runs, with the same meaning.
 
 
 # -- errors ----------------------------------------------------------------------------------
