@@ -311,6 +311,65 @@ def test_bucket_without_lock_and_suspended_versioning(s3_repository, local_s3, t
     assert adopted["object_lock"] == {"enabled": True, "mode": "GOVERNANCE", "days": 1}
 
 
+def test_listings_follow_every_page_and_a_refused_page_is_one_typed_error(
+    tmp_path: Path, fake_credentials
+):
+    from botocore.stub import Stubber
+
+    storage = Storage(_repository(tmp_path, "http://127.0.0.1:9"))
+    listing = {"Bucket": "drkit-test", "Prefix": "reports/"}
+    moment = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
+    with Stubber(storage.client) as stub:
+        stub.add_response(
+            "list_objects_v2",
+            {"Contents": [{"Key": "reports/b"}], "IsTruncated": True, "NextContinuationToken": "t"},
+            listing,
+        )
+        stub.add_response(
+            "list_objects_v2",
+            {"Contents": [{"Key": "reports/a"}], "IsTruncated": False},
+            {**listing, "ContinuationToken": "t"},
+        )
+        assert storage.list_keys("reports/") == ["reports/a", "reports/b"]
+
+        versions = {"Bucket": "drkit-test", "Prefix": "status/n.json"}
+        stub.add_response(
+            "list_object_versions",
+            {
+                "Versions": [{"Key": "status/n.json", "VersionId": "v1", "LastModified": moment}],
+                "IsTruncated": True,
+                "NextKeyMarker": "status/n.json",
+                "NextVersionIdMarker": "v1",
+            },
+            versions,
+        )
+        stub.add_response(
+            "list_object_versions",
+            {
+                "DeleteMarkers": [
+                    {
+                        "Key": "status/n.json",
+                        "VersionId": "v2",
+                        "IsLatest": True,
+                        "LastModified": moment + datetime.timedelta(hours=1),
+                    }
+                ],
+                "IsTruncated": False,
+            },
+            {**versions, "KeyMarker": "status/n.json", "VersionIdMarker": "v1"},
+        )
+        found = storage.versions("status/n.json")
+        assert [(v["version_id"], v["latest"], v["deleted"]) for v in found] == [
+            ("v2", True, True),
+            ("v1", False, False),
+        ]
+
+        stub.add_client_error("list_objects_v2", "AccessDenied", http_status_code=403)
+        with pytest.raises(errors.AuthenticationError, match="on ListObjectsV2"):
+            storage.list_keys("reports/")
+        stub.assert_no_pending_responses()
+
+
 def test_bucket_that_refuses_object_lock_is_reported_not_raised(tmp_path: Path, fake_credentials):
     from botocore.stub import Stubber
 

@@ -13,7 +13,7 @@ import logging
 import os
 import re
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -150,6 +150,14 @@ class Storage:
             raise self._translate(exc, method) from None
         response.pop("ResponseMetadata", None)
         return response
+
+    def _pages(self, method: str, **params: Any) -> Iterator[dict]:
+        """Yield each page of a listing through boto3's paginator for client.<method>; turn a
+        failure into a StorageError or AuthenticationError of one line, as _call does."""
+        try:
+            yield from self.client.get_paginator(method).paginate(**params)
+        except (boto_errors.ClientError, boto_errors.BotoCoreError) as exc:
+            raise self._translate(exc, method) from None
 
     def _translate(self, exc: Exception, method: str) -> errors.DrkitError:
         """Return the drkit error that says in one line why `method` failed."""
@@ -519,9 +527,9 @@ class Storage:
         """Return every version of key, newest first: [{version_id, modified, latest, deleted}]
         (deleted: a delete marker)."""
         found: list[dict[str, Any]] = []
-        params: dict[str, Any] = {"Bucket": self.bucket, "Prefix": self._check_key(key)}
-        while True:
-            response = self._call("list_object_versions", **params) or {}
+        for page in self._pages(
+            "list_object_versions", Bucket=self.bucket, Prefix=self._check_key(key)
+        ):
             for kind, deleted in (("Versions", False), ("DeleteMarkers", True)):
                 found.extend(
                     {
@@ -530,24 +538,12 @@ class Storage:
                         "latest": bool(item.get("IsLatest")),
                         "deleted": deleted,
                     }
-                    for item in response.get(kind, [])
+                    for item in page.get(kind, [])
                     if item.get("Key") == key
                 )
-            if not response.get("IsTruncated"):
-                break
-            params["KeyMarker"] = response.get("NextKeyMarker")
-            params["VersionIdMarker"] = response.get("NextVersionIdMarker")
         return sorted(found, key=lambda version: version["modified"], reverse=True)
 
     def list_keys(self, prefix: str = "") -> list[str]:
         """Return the keys under prefix (e.g. reports/<node>/), sorted."""
-        keys: list[str] = []
-        params: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix}
-        while True:
-            response = self._call("list_objects_v2", **params) or {}
-            keys.extend(item["Key"] for item in response.get("Contents", []))
-            token = response.get("NextContinuationToken")
-            if not response.get("IsTruncated") or not token:
-                break
-            params["ContinuationToken"] = token
-        return sorted(keys)
+        pages = self._pages("list_objects_v2", Bucket=self.bucket, Prefix=prefix)
+        return sorted(item["Key"] for page in pages for item in page.get("Contents", []))
