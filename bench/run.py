@@ -25,7 +25,8 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from drkit import runner, sample_node  # noqa: E402
+from devtools import sample_node  # noqa: E402
+from drkit import runner  # noqa: E402
 from drkit.engines.restic import find_restic  # noqa: E402
 from drkit.locals3 import LocalS3  # noqa: E402
 

@@ -12,7 +12,8 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from drkit import config, sample_node
+from devtools import sample_node
+from drkit import config
 from drkit.cli import app
 from drkit.engines import restic as restic_engine
 

@@ -26,8 +26,9 @@ import yaml
 from nodes import drkit, init_node
 from test_daemon_units import Recorder, _closed_port
 
+from devtools import sample_node
 from drkit import config as config_module
-from drkit import runner, sample_node
+from drkit import runner
 from drkit.engines import keys
 from drkit.engines import restic as restic_engine
 from drkit.engines.storage import Storage

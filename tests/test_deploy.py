@@ -8,9 +8,11 @@ from __future__ import annotations
 import re
 import shutil
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
+from setuptools import find_packages
 
 from drkit import runner
 
@@ -58,3 +60,20 @@ def test_dockerfile_copies_only_what_the_repository_has_and_runs_the_daemon():
     assert 'CMD ["daemon"' in text
     assert "restic" in text and "DRKIT_RESTIC=/usr/local/bin/restic" in text
     assert "/healthz" in text
+
+
+def test_wheel_and_image_carry_only_the_runtime_package():
+    """The demo and test fixtures live in devtools/, outside drkit: neither ships."""
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
+    include = project["tool"]["setuptools"]["packages"]["find"]["include"]
+    packages = find_packages(str(REPO_ROOT), include=include)
+    assert "drkit" in packages
+    assert all(name == "drkit" or name.startswith("drkit.") for name in packages), packages
+    modules = {path.stem for path in (REPO_ROOT / "drkit").rglob("*.py")}
+    assert not modules & {"sample_node", "sample_nodes", "demo_report"}
+    copied = [
+        line.split()[1:-1]
+        for line in (REPO_ROOT / "Dockerfile").read_text().splitlines()
+        if line.startswith("COPY") and "--from=" not in line
+    ]
+    assert not [source for sources in copied for source in sources if "devtools" in source]

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from nodes import Node, fresh_repository, make_workspace
 
-from drkit import sample_node
+from devtools import sample_node
 from drkit.engines.storage import Storage
 
 pytestmark = pytest.mark.integration

@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 from nodes import drkit, init_node
 
-from drkit import sample_nodes
+from devtools import sample_nodes
+from devtools.sample_node import _Node, _tls
 from drkit.engines import accounts, manifest
 from drkit.paths import on_root
 from drkit.profiles import proftpd, vsftpd
-from drkit.sample_node import _Node, _tls
 
 pytestmark = pytest.mark.integration
 
@@ -145,7 +145,7 @@ def test_vsftpd_checks_catch_missing_key_and_pam_store(node_root):
 def test_discover_finds_openssh_and_proftpd_and_init_auto_takes_both(
     node_root, s3_repository, work
 ):
-    from drkit import sample_node
+    from devtools import sample_node
 
     root = node_root / "root"
     sample_node.build(root, smoke_user="drill", chroot=False)

@@ -13,11 +13,12 @@ import pytest
 import yaml
 from nodes import drkit, init_node
 
-from drkit import errors, sample_nodes
+from devtools import sample_nodes
+from devtools.sample_node import _Node, _tls
+from drkit import errors
 from drkit.engines import accounts, manifest
 from drkit.paths import on_root
 from drkit.profiles import generic
-from drkit.sample_node import _Node, _tls
 
 VALIDATE = (
     "/usr/bin/python3 -c 'import sys, pathlib; "

@@ -16,7 +16,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from drkit import runner, sample_node
+from devtools import sample_node
+from drkit import runner
 from drkit.engines import accounts, keys
 from drkit.profiles import openssh
 

@@ -14,7 +14,7 @@ import pytest
 import yaml
 from nodes import drkit, init_node
 
-from drkit import sample_nodes
+from devtools import sample_nodes
 from drkit.actions import discover
 from drkit.engines import accounts, manifest
 from drkit.paths import on_root

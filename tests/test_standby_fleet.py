@@ -13,7 +13,7 @@ import pytest
 import yaml
 from nodes import drkit, init_node
 
-from drkit import sample_node
+from devtools import sample_node
 from drkit.paths import on_root
 
 pytestmark = pytest.mark.integration

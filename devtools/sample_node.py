@@ -214,11 +214,11 @@ def build(root: Path, smoke_user: str = "drill", chroot: bool = True) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """python -m drkit.sample_node ROOT [--smoke-user NAME] [--no-chroot] [--json]"""
+    """python -m devtools.sample_node ROOT [--smoke-user NAME] [--no-chroot] [--json]"""
     import argparse
     import json
 
-    parser = argparse.ArgumentParser(prog="python -m drkit.sample_node", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m devtools.sample_node", description=__doc__)
     parser.add_argument("root", type=Path)
     parser.add_argument("--smoke-user", default="drill")
     parser.add_argument("--no-chroot", action="store_true")

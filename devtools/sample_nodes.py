@@ -15,10 +15,10 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from devtools.sample_node import _Node, _tls
 from drkit import errors, runner
 from drkit.paths import on_root
 from drkit.profiles import common
-from drkit.sample_node import _Node, _tls
 
 FTPS_NAME = "sftp.example.com"  # the name sample_node's certificate is issued for
 
