@@ -1,0 +1,62 @@
+"""The corpus of real configurations loads, is described completely, and builds into a node root.
+
+Fast (no server runs): every case.yaml parses into a Case, the corpus keeps at least 15
+configurations from at least 8 sources covering all four servers, and materialising each case
+produces every path its expect_files names (config files copied, keys and certificates generated).
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from corpus.cases import PLACEHOLDER, SERVERS, load_cases, materialise
+
+CASES = load_cases()
+
+
+def test_corpus_size_and_spread():
+    assert len(CASES) >= 15
+    assert len({c.source.key for c in CASES}) >= 8
+    assert {c.server for c in CASES} == set(SERVERS)
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_case_is_described(case):
+    assert case.name.startswith(f"{case.server}-")
+    src = case.source
+    assert (src.repository and src.path and re.fullmatch(r"[0-9a-f]{40}", src.commit or "")) or (
+        src.package and src.version
+    ), "source needs repository+path+commit or package+version"
+    assert case.changes, "every change to the original is listed (at least the loopback rewrite)"
+    assert case.expect_files
+    assert case.config in case.expect_files
+    assert (case.files_root / case.config.lstrip("/")).is_file()
+    assert not set(case.expect_files) & set(case.expect_missing_ok)
+    assert all(p.startswith("/") for p in (*case.expect_files, *case.expect_missing_ok))
+    # no private key material is committed
+    for path in case.files_root.rglob("*"):
+        if path.is_file():
+            assert "PRIVATE KEY" not in path.read_text(errors="replace"), path
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_case_materialises(case, tmp_path):
+    root = tmp_path / "node"
+    built = materialise(case, root)
+    missing = [p for p in case.expect_files if not built.node(p).exists()]
+    assert not missing, f"{case.name}: expect_files missing after materialising: {missing}"
+    for path in root.rglob("*"):
+        if path.is_file() and not path.name.endswith(".db"):
+            text = path.read_text(errors="replace")
+            assert not PLACEHOLDER.search(text), f"unfilled placeholder in {path}"
+    assert all(1024 < port < 65536 for port in built.ports.values())
+    for user in case.users:
+        assert built.node(user.home).is_dir()
+    passwd = (root / "etc/passwd").read_text()
+    for user in case.users:
+        assert (f"\n{user.name}:" in "\n" + passwd) != user.virtual
+    for key in case.generate.host_keys:
+        assert "PRIVATE KEY" in built.node(key.path).read_text()
+    for user, private in built.client_keys.items():
+        assert private.is_file() and not private.is_relative_to(root), user
