@@ -118,13 +118,28 @@ class Repository(Strict):
         return f"s3:{self.s3_endpoint}/{self.bucket}/{self.prefix}"
 
 
+DEFAULT_RETENTION = {"last": 4, "hourly": 24, "daily": 14, "weekly": 8, "monthly": 12, "yearly": 3}
+
+
 class Retention(Strict):
-    last: int = Field(4, ge=0)
-    hourly: int = Field(24, ge=0)
-    daily: int = Field(14, ge=0)
-    weekly: int = Field(8, ge=0)
-    monthly: int = Field(12, ge=0)
-    yearly: int = Field(3, ge=0)
+    """restic keep rules. A section applies exactly the rules it names (an unnamed rule keeps
+    nothing); DEFAULT_RETENTION applies only when the config has no `retention` section."""
+
+    last: int | None = Field(None, ge=0)
+    hourly: int | None = Field(None, ge=0)
+    daily: int | None = Field(None, ge=0)
+    weekly: int | None = Field(None, ge=0)
+    monthly: int | None = Field(None, ge=0)
+    yearly: int | None = Field(None, ge=0)
+
+    @classmethod
+    def defaults(cls) -> Retention:
+        """The rules used when the config has no `retention` section."""
+        return cls(**DEFAULT_RETENTION)
+
+    def rules(self) -> dict[str, int]:
+        """The keep rules that apply: the named ones with a count above 0, e.g. {"last": 3}."""
+        return {rule: count for rule, count in self.model_dump().items() if count}
 
 
 class ScheduleConfig(Strict):
@@ -230,7 +245,10 @@ class Config(Strict):
     smoke_user: str | None = Field(None, description="account used for the smoke login")
     restic: Path | None = Field(None, description="restic binary; default: searched")
     state_dir: Path = Field(Path("/var/lib/drkit"), description="drkit's local state")
-    retention: Retention = Field(default_factory=Retention)
+    retention: Retention = Field(
+        default_factory=Retention.defaults,
+        description="keep rules; a section applies exactly the rules it names",
+    )
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     objectives: Objectives = Field(default_factory=Objectives)
     notify: Notify = Field(default_factory=Notify, description="webhook and ping alerts")

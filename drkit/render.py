@@ -245,10 +245,11 @@ def _daemon(result: r.DaemonResult) -> None:
 @render.register
 def _prune(result: r.PruneResult) -> None:
     out = console()
-    rows = [["keep", s.time, s.short_id, ", ".join(s.reasons or [])] for s in result.kept]
+    rows = [["keep", s.time, s.short_id, ", ".join(s.rules or [])] for s in result.kept]
     rows += [["remove", s.time, s.short_id, ""] for s in result.removed]
     rows.sort(key=lambda row: row[1])
-    table(f"retention of node {result.node}", ["", "time", "id", "why"], rows)
+    rules = ", ".join(f"{rule} {count}" for rule, count in result.keep_rules.items()) or "none"
+    table(f"retention of node {result.node} (keep {rules})", ["", "time", "id", "kept by"], rows)
     for lock in result.stale_locks:
         out.print(f"[yellow]removed stale lock[/yellow] {lock['id']}: {lock['reason']}")
     verb = "would remove" if result.dry_run else "removed"

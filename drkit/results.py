@@ -280,13 +280,27 @@ class PrunedSnapshot(Part):
     short_id: str
     time: str
     tags: list[str]
-    reasons: list[str] | MISSING = MISSING  # kept snapshots only: the rules that keep them
+    reasons: list[str] | MISSING = MISSING  # kept snapshots only: restic's reasons
+    rules: list[str] | MISSING = MISSING  # kept snapshots only: "last", "daily", ...
+
+
+class KeptSnapshot(Part):
+    id: str | None
+    time: str
+    rules: list[str]  # the keep rules that keep it, from restic's reasons
+
+
+class RemovedSnapshot(Part):
+    id: str | None
+    time: str
 
 
 class PruneResult(Result):
     node: str
     dry_run: bool
     keep_rules: Document
+    keep: list[KeptSnapshot]
+    remove: list[RemovedSnapshot]
     kept: list[PrunedSnapshot]
     removed: list[PrunedSnapshot]
     pruned: bool

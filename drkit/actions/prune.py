@@ -35,16 +35,24 @@ def _brief(snapshot: dict) -> dict:
     }
 
 
+def _rules(matches: list[str]) -> list[str]:
+    """Name the keep rules from restic's reasons: "last snapshot" -> "last", "daily snapshot"
+    -> "daily"; any other reason (e.g. "within 2d") as restic wrote it."""
+    return [match.removesuffix(" snapshot") for match in matches]
+
+
 def run(config: Config, dry_run: bool = False) -> PruneResult:
     """Apply retention to the node's snapshots; return the prune document.
 
-    JSON: {ok, node, dry_run, keep_rules, kept: [{id, short_id, time, tags, reasons}],
-    removed: [...], pruned, stale_locks, record, duration_seconds}.
+    JSON: {ok, node, dry_run, keep_rules, keep: [{id, time, rules: ["last", "daily"]}],
+    remove: [{id, time}], kept: [{id, short_id, time, tags, reasons, rules}], removed: [...],
+    pruned, stale_locks, record, duration_seconds}. The rules are restic's own reasons for
+    keeping each snapshot (`forget --json`), not recomputed here.
     """
     started = time.monotonic()
     restic = context.restic_for(config.repository, config.restic)
     context.probe_storage(config.repository)
-    keep_rules = config.retention.model_dump()
+    keep_rules = config.retention.rules()
     with context.node_lock(config):
         stale = locks.clear_stale(restic)
         groups = restic.forget(host=config.node, tags=["drkit"], keep=keep_rules, dry_run=dry_run)
@@ -54,10 +62,9 @@ def run(config: Config, dry_run: bool = False) -> PruneResult:
                 (reason.get("snapshot") or {}).get("id"): reason.get("matches") or []
                 for reason in group.get("reasons") or []
             }
-            kept += [
-                {**_brief(snapshot), "reasons": reasons.get(snapshot.get("id"), [])}
-                for snapshot in group.get("keep") or []
-            ]
+            for snapshot in group.get("keep") or []:
+                matches = reasons.get(snapshot.get("id"), [])
+                kept.append({**_brief(snapshot), "reasons": matches, "rules": _rules(matches)})
             removed += [_brief(snapshot) for snapshot in group.get("remove") or []]
         kept.sort(key=lambda item: item["time"])
         removed.sort(key=lambda item: item["time"])
@@ -75,6 +82,8 @@ def run(config: Config, dry_run: bool = False) -> PruneResult:
         node=config.node,
         dry_run=dry_run,
         keep_rules=keep_rules,
+        keep=[{"id": s["id"], "time": s["time"], "rules": s["rules"]} for s in kept],
+        remove=[{"id": s["id"], "time": s["time"]} for s in removed],
         kept=kept,
         removed=removed,
         pruned=pruned,
@@ -96,7 +105,7 @@ def _write_record(config: Config, removed: list[dict], kept: list[dict]) -> str 
         "kind": "prune",
         "node": config.node,
         "time": utc_text(now),
-        "keep_rules": config.retention.model_dump(),
+        "keep_rules": config.retention.rules(),
         "removed": [{"id": item["id"], "time": item["time"]} for item in removed],
         "kept": [item["id"] for item in kept],
     }

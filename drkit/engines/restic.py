@@ -422,22 +422,34 @@ class Restic:
         *,
         host: str,
         tags: list[str],
-        keep: dict[str, int],
+        keep: dict[str, int | None],
         dry_run: bool = False,
     ) -> list[dict]:
         """Apply keep rules to one host's snapshots, grouped by host and tags; remove nothing
         when dry_run. Return restic's groups: [{host, tags, keep: [...], remove: [...],
-        reasons: [...]}], snapshots as `restic snapshots --json` writes them.
+        reasons: [{snapshot, matches: ["last snapshot", ...]}]}], snapshots as `restic
+        snapshots --json` writes them.
+
+        Only the rules with a count above 0 are passed. With none, nothing is removed (restic
+        itself refuses a forget without a policy): every snapshot is listed as kept.
 
         Filtering on the host means another node's (or a renamed machine's former) snapshots
         are never touched by this node's rules.
         """
+        rules = {rule: count for rule, count in keep.items() if count}
+        if not rules:
+            args = ["snapshots", "--host", host]
+            for tag in tags:
+                args += ["--tag", tag]
+            completed = self._run("listing snapshots", *args, timeout=120)
+            listed = self._json(completed, "listing snapshots")
+            kept = [item for item in listed or [] if item.get("hostname") == host]
+            return [{"host": host, "tags": tags, "keep": kept, "remove": [], "reasons": []}]
         args = ["forget", "--host", host, "--group-by", "host,tags", "--retry-lock", LOCK_WAIT]
         for tag in tags:
             args += ["--tag", tag]
-        for rule, count in keep.items():
-            if count > 0:
-                args += [f"--keep-{rule}", str(count)]
+        for rule, count in rules.items():
+            args += [f"--keep-{rule}", str(count)]
         if dry_run:
             args.append("--dry-run")
         completed = self._run("forgetting snapshots", *args, timeout=600)
