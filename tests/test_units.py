@@ -162,6 +162,39 @@ def test_apply_replaces_and_keeps_modes(tmp_path: Path):
     assert all(step.action == "unchanged" for step in apply.plan(target, built))
 
 
+def test_apply_lock_excludes_a_second_apply_on_one_target_and_leaves_no_directory(
+    tmp_path: Path,
+):
+    import subprocess
+    import sys
+
+    target = tmp_path / "target"
+    target.mkdir()
+    with apply.target_lock(target, timeout=0) as staging_parent:
+        assert staging_parent == target / "var/lib/drkit/staging" and staging_parent.is_dir()
+        started = time.monotonic()
+        with (
+            pytest.raises(errors.Busy, match=f"applying to {target}") as busy,
+            apply.target_lock(target, timeout=0.5),
+        ):
+            pass
+        assert busy.value.exit_code == 7 and time.monotonic() - started >= 0.5
+        holder = (
+            "import sys; from pathlib import Path; from drkit.engines import apply\n"
+            "try:\n    with apply.target_lock(Path(sys.argv[1]), timeout=0): pass\n"
+            "except Exception as exc: print(type(exc).__name__)"
+        )
+        other = subprocess.run(
+            [sys.executable, "-c", holder, str(target)], capture_output=True, text=True, check=True
+        )
+        assert other.stdout.strip() == "Busy"  # another process is excluded as well
+        staging_parent.rmdir()  # as restore does on failure, with the lock held
+    assert list(target.iterdir()) == []  # what the lock made is gone: the target is as it was
+    with apply.target_lock(target, timeout=0) as again:  # released: the next apply gets it
+        again.rmdir()
+    assert list(target.iterdir()) == []
+
+
 def test_named_restic_that_is_missing_or_old_is_refused(tmp_path: Path, monkeypatch):
     with pytest.raises(errors.ResticMissing, match="not found"):
         restic_engine.find_restic(tmp_path / "restic")

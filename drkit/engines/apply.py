@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import fnmatch
 import glob
 import json
@@ -22,9 +21,12 @@ import logging
 import os
 import shutil
 import stat
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import filelock
 
 from drkit import errors
 from drkit.engines.manifest import SNAPSHOT_DIR, compare_entry
@@ -35,6 +37,7 @@ log = logging.getLogger(__name__)
 
 JOURNAL = "/var/lib/drkit/apply-journal.jsonl"
 STAGING = "/var/lib/drkit/staging"
+APPLY_LOCK = "/var/lib/drkit/staging.lock"
 TEMPORARY_SUFFIX = ".drkit-new"
 
 
@@ -87,34 +90,49 @@ def journal_path(target: Path) -> Path:
 
 @contextlib.contextmanager
 def target_lock(target: Path, timeout: float = 60.0) -> Iterator[Path]:
-    """Hold the target's apply lock (flock on its staging directory); yield that directory.
+    """Hold the target's apply lock (a filelock beside its staging directory); yield the
+    staging directory. Raise Busy when another apply holds it past `timeout` seconds.
 
     Two restores (or a restore and a standby sync) onto one target would otherwise each see
-    the other's journal and staging as debris of a killed run.
+    the other's journal and staging as debris of a killed run. The lock file is not inside the
+    staging directory, whose leftovers `recover()` removes. It and the directories made for it
+    are removed after it when empty, so a failed restore leaves the target as it was.
     """
-    import time
-
+    lock_path = on_root(target, APPLY_LOCK)
     staging_parent = on_root(target, STAGING)
+    busy = f"another drkit restore or sync is applying to {target}"
+    created = [path for path in (lock_path.parent, *lock_path.parent.parents) if not path.exists()]
+    lock = filelock.FileLock(lock_path, mode=0o600)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            lock_path.parent.mkdir(parents=True, exist_ok=True)
+            lock.acquire(timeout=max(0.0, deadline - time.monotonic()), poll_interval=0.2)
+            break
+        except filelock.Timeout:
+            raise errors.Busy(busy) from None
+        except FileNotFoundError:
+            # another apply removed the directory, empty after its lock: make it again
+            if time.monotonic() >= deadline:
+                raise errors.Busy(busy) from None
+            time.sleep(0.05)
+        except OSError as exc:
+            _raise_filesystem(exc, f"creating {lock_path}")
     try:
-        staging_parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        descriptor = os.open(staging_parent, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError as exc:
-        _raise_filesystem(exc, f"creating {staging_parent}")
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise errors.Busy(
-                        f"another drkit restore or sync is applying to {target}"
-                    ) from None
-                time.sleep(0.2)
+        try:
+            staging_parent.mkdir(mode=0o700, exist_ok=True)
+        except OSError as exc:
+            _raise_filesystem(exc, f"creating {staging_parent}")
         yield staging_parent
     finally:
-        os.close(descriptor)
+        # Unlinked while still held: a waiter that opened this file sees it gone once it gets
+        # the lock (filelock checks st_nlink) and takes a new one, so no two holders overlap.
+        with contextlib.suppress(OSError):
+            lock_path.unlink()
+        lock.release()
+        for directory in created:
+            with contextlib.suppress(OSError):
+                directory.rmdir()
 
 
 @dataclass
