@@ -3,7 +3,8 @@
 APScheduler runs one job per `schedule` entry, each calling the same action as its command.
 What operators get bitten by elsewhere is made impossible or loud here:
 - at most one instance of a job runs; missed runs coalesce into one and are never dropped for
-  being late (no misfire grace limit); optional jitter;
+  being late (no misfire grace limit); optional jitter; the runs skipped while a long run ran
+  are one info line when it ends, not APScheduler's warning every period;
 - at start, a catch-up backup runs when the last good one is older than the RPO (or unknown),
   and stale restic locks left by a crashed run are removed (only provably stale ones);
 - transient errors (S3 down, repository busy, restic failing mid-way) are retried with bounded
@@ -34,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import tenacity
+from apscheduler.events import EVENT_JOB_MAX_INSTANCES, JobSubmissionEvent
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
@@ -147,6 +149,62 @@ def interrupt_children() -> list[int]:
     return stopped
 
 
+# -- skipped runs ----------------------------------------------------------------------------
+
+_MAX_INSTANCES_WARNING = "maximum number of running instances reached"
+
+
+class _NoMaxInstancesWarning(logging.Filter):
+    """Drop APScheduler's "skipped: maximum number of running instances reached" warning, which
+    it logs every period while a run is long; SkippedRuns reports the count once instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return _MAX_INSTANCES_WARNING not in str(record.msg)
+
+
+_QUIET = _NoMaxInstancesWarning()
+
+
+class SkippedRuns:
+    """Count, per job, the scheduled runs APScheduler skipped because the job's one instance was
+    still running (EVENT_JOB_MAX_INSTANCES), and log them as one info line when that run ends."""
+
+    def __init__(self, scheduler: BackgroundScheduler):
+        self._counts: dict[str, int] = {}
+        self._lock = threading.Lock()
+        for name in ("apscheduler", "apscheduler.scheduler"):
+            found = logging.getLogger(name)
+            if _QUIET not in found.filters:
+                found.addFilter(_QUIET)
+        scheduler.add_listener(self._skipped, EVENT_JOB_MAX_INSTANCES)
+
+    def _skipped(self, event: JobSubmissionEvent) -> None:
+        with self._lock:
+            self._counts[event.job_id] = self._counts.get(event.job_id, 0) + max(
+                1, len(event.scheduled_run_times or [])
+            )
+
+    def take(self, job_id: str) -> int:
+        """Return how many runs of the job were skipped since the last take, and reset it."""
+        with self._lock:
+            return self._counts.pop(job_id, 0)
+
+    def report(self, job_id: str, started: datetime) -> int:
+        """Log one info line when runs were skipped while the job's run (started then) ran;
+        return the count."""
+        skipped = self.take(job_id)
+        if skipped:
+            runs = "run" if skipped == 1 else "runs"
+            log.info(
+                "%s: run of %s finished; %d scheduled %s skipped while it ran",
+                job_id,
+                f"{started:%H:%M:%S}",
+                skipped,
+                runs,
+            )
+        return skipped
+
+
 # -- the daemon ------------------------------------------------------------------------------
 
 
@@ -186,6 +244,7 @@ class Daemon:
             executors={"default": ThreadPoolExecutor(max_workers=6)},
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
         )
+        self.skipped = SkippedRuns(self.scheduler)
 
     # -- actions ----------------------------------------------------------------------------
 
@@ -320,6 +379,7 @@ class Daemon:
         if name == "backup":
             self._after_backup(ok)
         self._watch()
+        self.skipped.report(name, started)
         _context.job = None
         return outcome
 

@@ -9,6 +9,8 @@ import hashlib
 import hmac
 import http.server
 import json
+import logging
+import re
 import socket
 import threading
 import urllib.error
@@ -416,3 +418,54 @@ def test_metrics_address_must_be_an_ip_and_port():
     assert metrics.parse_address("9109") == ("127.0.0.1", 9109)
     with pytest.raises(errors.UsageError):
         metrics.parse_address("localhost:x")
+
+
+# -- quiet logs ------------------------------------------------------------------------------
+
+
+def test_runs_skipped_while_a_long_run_runs_are_one_info_line(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+):
+    from apscheduler.events import EVENT_JOB_EXECUTED, EVENT_JOB_MAX_INSTANCES
+    from apscheduler.triggers.interval import IntervalTrigger
+
+    caplog.set_level(logging.DEBUG)
+    configuration = _config(tmp_path, schedule=config.ScheduleConfig(backup="every 1s"))
+    skips = threading.Semaphore(0)
+    calls = []
+
+    def slow() -> dict:
+        calls.append(1)
+        if len(calls) == 1:  # the long run: it lasts until 3 scheduled runs were skipped
+            for _ in range(3):
+                assert skips.acquire(timeout=60), "APScheduler skipped no run"
+        return {"ok": True, "snapshot_id": "c0ffee", "time": model.utc_text(datetime.now(UTC))}
+
+    runner = daemon.Daemon(configuration, actions={"backup": slow})
+    runner._count_snapshots = lambda: 1  # no repository here
+    runner.scheduler.add_listener(lambda event: skips.release(), EVENT_JOB_MAX_INSTANCES)
+    finished = threading.Event()
+    runner.scheduler.add_listener(lambda event: finished.set(), EVENT_JOB_EXECUTED)
+    runner.scheduler.add_job(
+        runner.run_job,
+        IntervalTrigger(seconds=1, timezone=UTC),
+        args=["backup"],
+        id="backup",
+        next_run_time=datetime.now(UTC),
+    )
+    runner.scheduler.start()
+    try:
+        assert finished.wait(120), "the long run never finished"
+    finally:
+        runner.scheduler.shutdown(wait=True)
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert not [r for r in warnings if "maximum number of running" in r.getMessage()]
+    lines = [r for r in caplog.records if "skipped while it ran" in r.getMessage()]
+    assert len(lines) == 1, [r.getMessage() for r in lines]
+    assert lines[0].levelno == logging.INFO and lines[0].name == "drkit.daemon"
+    message = lines[0].getMessage()
+    assert re.fullmatch(
+        r"backup: run of \d\d:\d\d:\d\d finished; (\d+) scheduled runs skipped while it ran",
+        message,
+    ), message
+    assert int(re.search(r"; (\d+) scheduled", message).group(1)) >= 3
