@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Literal
@@ -35,7 +36,7 @@ SERVER_KINDS = ("openssh", "proftpd", "vsftpd", "sftpplus", "generic")
 ServerKind = Literal["openssh", "proftpd", "vsftpd", "sftpplus", "generic"]
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-_EVERY = re.compile(r"^every\s+\d+\s*[smhd]$")
+_FINGERPRINT = re.compile(r"SHA256:[A-Za-z0-9+/]{43}")
 
 
 def parse_duration(text: str) -> timedelta:
@@ -46,21 +47,25 @@ def parse_duration(text: str) -> timedelta:
     return timedelta(seconds=int(match.group(1)) * _UNIT_SECONDS[match.group(2)])
 
 
+def check_fingerprint(text: str) -> str:
+    """Given a signer fingerprint, return it when it is written as `ssh-keygen -l` writes one
+    (SHA256:<43 base64 characters>); raise ValueError otherwise. The one fingerprint rule:
+    trusted_keys and --trust-key are both held to it."""
+    if not _FINGERPRINT.fullmatch(str(text)):
+        raise ValueError(f"{text!r} is not a SHA256:... fingerprint")
+    return text
+
+
 def _check_duration(text: str) -> str:
     parse_duration(text)
     return text
 
 
 def _check_schedule(text: str) -> str:
-    if _EVERY.match(text.strip()):
-        parse_duration(text.strip().removeprefix("every"))
-        return text
-    fields = text.split()
-    if len(fields) != 5:
-        raise ValueError(f"{text!r} is neither a 5-field cron line nor 'every N[smhd]'")
-    from apscheduler.triggers.cron import CronTrigger
+    # The line is valid exactly when the daemon can schedule it: the same parser decides.
+    from drkit import schedule
 
-    CronTrigger.from_crontab(text)
+    schedule.trigger_for(text)
     return text
 
 
@@ -291,10 +296,7 @@ class Config(Strict):
     @field_validator("trusted_keys")
     @classmethod
     def _fingerprints(cls, value: list[str]) -> list[str]:
-        for fingerprint in value:
-            if not re.match(r"^SHA256:[A-Za-z0-9+/]{43}$", fingerprint):
-                raise ValueError(f"{fingerprint!r} is not a SHA256:... fingerprint")
-        return value
+        return [check_fingerprint(fingerprint) for fingerprint in value]
 
 
 def find_config_path(explicit: Path | None) -> Path:
@@ -329,13 +331,26 @@ def validate_config(data: object, source: str) -> Config:
     try:
         return Config.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join(str(part) for part in first["loc"]) or "(top level)"
-        message = first["msg"].removeprefix("Value error, ")
-        if first["type"] == "extra_forbidden":
+        raise config_error(exc, source) from None
+
+
+def config_error(
+    exc: ValidationError, source: str, field_name: Callable[[str], str] | None = None
+) -> errors.ConfigError:
+    """Given pydantic's ValidationError for settings from source, return one ConfigError that
+    names every field that failed, e.g. `drkit.yaml: node: Field required; colour: unknown
+    setting`. field_name turns a dotted field into what the user typed (a command-line flag).
+    Every loader of drkit's models maps its errors through here."""
+    problems = []
+    for problem in exc.errors():
+        field = ".".join(str(part) for part in problem["loc"]) or "(top level)"
+        if field_name is not None:
+            field = field_name(field)
+        message = problem["msg"].removeprefix("Value error, ")
+        if problem["type"] == "extra_forbidden":
             message = "unknown setting"
-        more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
-        raise errors.ConfigError(f"{source}: {field}: {message}{more}") from None
+        problems.append(f"{field}: {message}")
+    return errors.ConfigError(f"{source}: {'; '.join(problems)}")
 
 
 def load_config(explicit: Path | None = None) -> tuple[Config, Path]:
