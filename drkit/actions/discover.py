@@ -63,6 +63,22 @@ def detect_kinds(root: Path) -> list[str]:
     return list(detect(root))
 
 
+def resolve_servers(requested: list[str], root: Path) -> list[str]:
+    """Given --server values and the node's root, return the server kinds, each once, in the
+    order given; 'auto' stands for every server found on the root. Raise UsageError when
+    'auto' finds none."""
+    kinds: list[str] = []
+    for value in requested:
+        if value == "auto":
+            found = detect_kinds(Path(root).resolve())
+            if not found:
+                raise errors.UsageError(f"--server auto: no known server under {root}")
+            kinds += found
+        else:
+            kinds.append(value)
+    return list(dict.fromkeys(kinds))
+
+
 def run(root: Path, smoke_user: str | None = None) -> DiscoverResult:
     """Return the discover document: servers, their files by category, a proposed config."""
     root = Path(root).resolve()

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import logging
 import secrets
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from drkit import errors
-from drkit.actions import backup, context
+from drkit.actions import backup, context, discover
 from drkit.actions import storage as storage_action
-from drkit.config import Config, dump_config, parse_config, validate_config
+from drkit.config import Config, dump_config, find_config_path, parse_config, validate_config
 from drkit.engines import keys, manifest
 from drkit.results import InitResult
 
@@ -25,6 +26,87 @@ def ensure_password_file(path: Path) -> bool:
         return False
     manifest.write_private(path, (secrets.token_hex(32) + "\n").encode())
     return True
+
+
+@dataclass
+class InitOptions:
+    """What `drkit init` was asked for, as parsed from its flags."""
+
+    node: str
+    s3_endpoint: str
+    bucket: str
+    password_file: Path
+    prefix: str | None = None
+    servers: list[str] = field(default_factory=lambda: ["openssh"])  # 'auto' allowed
+    group: str | None = None
+    root: Path = Path("/")
+    region: str = "us-east-1"
+    ca_bundle: Path | None = None
+    smoke_user: str | None = None
+    includes: list[str] = field(default_factory=list)  # CATEGORY=GLOB, repeatable
+    signing_key: Path | None = None  # default: signing.key beside the config
+    state_dir: Path = Path("/var/lib/drkit")
+    lock_days: int = 30
+    lock_mode: str = "GOVERNANCE"
+    config: Path | None = None  # --config; default: the usual lookup, else ./drkit.yaml
+
+
+def parse_includes(items: list[str]) -> dict[str, list[str]]:
+    """Given --include values (CATEGORY=GLOB, repeatable, several per category), return
+    {category: [glob, ...]} in the order given; raise UsageError on one without '='.
+    Unknown categories are left to the config validator, which names them."""
+    includes: dict[str, list[str]] = {}
+    for item in items:
+        category, _, pattern = item.partition("=")
+        if not category or not pattern:
+            raise errors.UsageError(f"--include {item!r} is not CATEGORY=GLOB")
+        includes.setdefault(category, []).append(pattern)
+    return includes
+
+
+def config_path_for(explicit: Path | None) -> Path:
+    """Return where init writes drkit.yaml: --config, else the usual lookup, else ./drkit.yaml."""
+    try:
+        return find_config_path(explicit)
+    except errors.ConfigError:
+        return Path("drkit.yaml")
+
+
+def settings_for(options: InitOptions, config_path: Path) -> dict:
+    """Given init's options and the config path, return the settings (drkit.yaml's shape)."""
+    root = options.root.resolve()
+    signing_key = options.signing_key or config_path.parent / "signing.key"
+    repository: dict = {
+        "s3_endpoint": options.s3_endpoint,
+        "bucket": options.bucket,
+        "prefix": options.prefix or options.node,
+        "region": options.region,
+        "password_file": str(options.password_file.resolve()),
+        "object_lock": {"mode": options.lock_mode, "days": options.lock_days},
+    }
+    if options.ca_bundle:
+        repository["ca_bundle"] = str(options.ca_bundle.resolve())
+    settings: dict = {
+        "node": options.node,
+        "servers": discover.resolve_servers(options.servers or ["openssh"], root),
+        "root": str(root),
+        "repository": repository,
+        "includes": parse_includes(options.includes),
+        "signing_key": str(signing_key.resolve()),
+        "state_dir": str(options.state_dir),
+    }
+    if options.group:
+        settings["group"] = options.group
+    if options.smoke_user:
+        settings["smoke_user"] = options.smoke_user
+    return settings
+
+
+def init(options: InitOptions) -> InitResult:
+    """Given init's options, write the config, password and signing key, and prepare the
+    bucket and repository (see run)."""
+    config_path = config_path_for(options.config)
+    return run(config_path.resolve(), settings_for(options, config_path))
 
 
 def run(config_path: Path, settings: dict) -> InitResult:
