@@ -8,12 +8,12 @@ import logging
 import os
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 from drkit import errors, profiles
-from drkit.config import Config, Repository, parse_duration
+from drkit.config import Config, Repository, check_fingerprint, parse_duration
 from drkit.engines import restic as restic_engine
 from drkit.model import Entry, Inventory, parse_utc
 from drkit.paths import on_root
@@ -21,6 +21,18 @@ from drkit.paths import on_root
 log = logging.getLogger(__name__)
 
 LOCK_TIMEOUT_SECONDS = 60
+
+
+def trust_keys(values: Iterable[str] | None) -> list[str]:
+    """Given --trust-key values, return them as a list; raise UsageError naming the first one
+    that is not a fingerprint as `ssh-keygen -l` writes it (config.check_fingerprint's rule)."""
+    chosen = list(values or [])
+    for value in chosen:
+        try:
+            check_fingerprint(value)
+        except ValueError as exc:
+            raise errors.UsageError(f"--trust-key {exc}") from None
+    return chosen
 
 
 def restic_for(repository: Repository, binary: Path | None = None) -> restic_engine.Restic:

@@ -15,10 +15,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import TypeVar
 
+from pydantic import ValidationError
+
 from drkit import errors, profiles, timing
 from drkit import model as checks
 from drkit.actions import context
-from drkit.config import Config, Repository, parse_config
+from drkit.config import Config, Repository, config_error, parse_config
 from drkit.engines import accounts, apply, manifest, screen, staged
 from drkit.engines import restic as restic_engine
 from drkit.model import Check
@@ -41,17 +43,72 @@ class Origin:
     smoke_user: str | None = None
     state_dir: Path = Path("/var/lib/drkit")
     trust_snapshot_signer: bool = False
+    root: Path = Path("/")  # the node's root: where restore and check look by default
 
     @classmethod
-    def from_config(cls, config: Config, extra_trust: list[str]) -> Origin:
+    def from_config(
+        cls,
+        config: Config,
+        extra_trust: list[str] | None = None,
+        *,
+        trust_snapshot_signer: bool = False,
+        smoke_user: str | None = None,
+    ) -> Origin:
+        """Given drkit.yaml and --trust-key values, return the origin; raise UsageError on a
+        --trust-key that is not a fingerprint."""
         return cls(
             node=config.node,
             repository=config.repository,
             restic=config.restic,
             trusted_keys=list(config.trusted_keys),
-            trust_keys=extra_trust,
-            smoke_user=config.smoke_user,
+            trust_keys=context.trust_keys(extra_trust),
+            smoke_user=smoke_user or config.smoke_user,
             state_dir=config.state_dir,
+            trust_snapshot_signer=trust_snapshot_signer,
+            root=config.root,
+        )
+
+    @classmethod
+    def bare_metal(
+        cls,
+        *,
+        node: str | None,
+        s3_endpoint: str,
+        bucket: str | None,
+        password_file: Path | None,
+        prefix: str | None = None,
+        region: str = "us-east-1",
+        ca_bundle: Path | None = None,
+        extra_trust: list[str] | None = None,
+        trust_snapshot_signer: bool = False,
+        smoke_user: str | None = None,
+    ) -> Origin:
+        """Given bare-metal restore's flags (no drkit.yaml on the machine, no trust store),
+        return the origin, rooted at /; raise UsageError naming the missing flags and
+        ConfigError naming every flag with a bad value."""
+        flags = (("--bucket", bucket), ("--password-file", password_file), ("--node", node))
+        missing = [flag for flag, value in flags if not value]
+        if missing:
+            raise errors.UsageError(f"bare-metal restore needs {', '.join(missing)}")
+        try:
+            repository = Repository(
+                s3_endpoint=s3_endpoint,
+                bucket=bucket,
+                prefix=prefix or node,
+                region=region,
+                ca_bundle=ca_bundle,
+                password_file=password_file,
+            )
+        except ValidationError as exc:
+            raise config_error(
+                exc, "bare-metal restore", lambda field: "--" + field.replace("_", "-")
+            ) from None
+        return cls(
+            node=str(node),
+            repository=repository,
+            trust_keys=context.trust_keys(extra_trust),
+            smoke_user=smoke_user,
+            trust_snapshot_signer=trust_snapshot_signer,
         )
 
 
