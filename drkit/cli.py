@@ -6,7 +6,6 @@ Exit codes are documented in the README and drkit.errors.EXIT_CODES.
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import Annotated
 
@@ -65,32 +64,15 @@ def _config(path: Path | None):
 
 
 def _trust_keys(values: list[str] | None) -> list[str]:
-    for value in values or []:
-        if not re.fullmatch(r"SHA256:[A-Za-z0-9+/]{43}", value):
-            raise errors.UsageError(f"--trust-key {value!r} is not a SHA256:... fingerprint")
-    return list(values or [])
+    from drkit.actions import context
 
-
-def _servers(requested: list[str], root: Path) -> list[str]:
-    """Resolve --server values; 'auto' adds every server discover finds on the root."""
-    from drkit.actions import discover
-
-    kinds: list[str] = []
-    for value in requested:
-        if value == "auto":
-            found = discover.detect_kinds(root.resolve())
-            if not found:
-                raise errors.UsageError(f"--server auto: no known server under {root}")
-            kinds += found
-        else:
-            kinds.append(value)
-    return list(dict.fromkeys(kinds))
+    return context.trust_keys(values)
 
 
 def _origin(config_path: Path | None, trust: list[str] | None):
     from drkit.actions.restore import Origin
 
-    return Origin.from_config(_config(config_path), _trust_keys(trust))
+    return Origin.from_config(_config(config_path), trust)
 
 
 # --- init and storage -----------------------------------------------------------------------
@@ -130,38 +112,27 @@ def init(
 
     def job():
         from drkit.actions import init as init_action
-        from drkit.config import find_config_path
 
-        try:
-            config_path = find_config_path(config)
-        except errors.ConfigError:
-            config_path = Path("drkit.yaml")
-        includes: dict[str, list[str]] = {}
-        for item in include or []:
-            category, _, pattern = item.partition("=")
-            if not pattern:
-                raise errors.UsageError(f"--include {item!r} is not CATEGORY=GLOB")
-            includes.setdefault(category, []).append(pattern)
-        settings = {
-            "node": node,
-            "servers": _servers(server or ["openssh"], root),
-            **({"group": group} if group else {}),
-            "root": str(root.resolve()),
-            "repository": {
-                "s3_endpoint": s3_endpoint,
-                "bucket": bucket,
-                "prefix": prefix or node,
-                "region": region,
-                "password_file": str(password_file.resolve()),
-                "object_lock": {"mode": lock_mode, "days": lock_days},
-                **({"ca_bundle": str(ca_bundle.resolve())} if ca_bundle else {}),
-            },
-            "includes": includes,
-            "signing_key": str((signing_key or config_path.parent / "signing.key").resolve()),
-            "state_dir": str(state_dir),
-            **({"smoke_user": smoke_user} if smoke_user else {}),
-        }
-        return init_action.run(config_path.resolve(), settings)
+        options = init_action.InitOptions(
+            node=node,
+            s3_endpoint=s3_endpoint,
+            bucket=bucket,
+            password_file=password_file,
+            prefix=prefix,
+            servers=server or ["openssh"],
+            group=group,
+            root=root,
+            region=region,
+            ca_bundle=ca_bundle,
+            smoke_user=smoke_user,
+            includes=include or [],
+            signing_key=signing_key,
+            state_dir=state_dir,
+            lock_days=lock_days,
+            lock_mode=lock_mode,
+            config=config,
+        )
+        return init_action.init(options)
 
     _finish(job, as_json)
 
@@ -287,25 +258,26 @@ def restore(
         from drkit.actions import context
         from drkit.actions import restore as restore_action
 
+        shared = {"trust_snapshot_signer": trust_snapshot_signer, "smoke_user": smoke_user}
         if s3_endpoint:
-            origin = _bare_metal_origin(
-                s3_endpoint, bucket, prefix, region, ca_bundle, password_file, node
+            origin = restore_action.Origin.bare_metal(
+                node=node,
+                s3_endpoint=s3_endpoint,
+                bucket=bucket,
+                password_file=password_file,
+                prefix=prefix,
+                region=region,
+                ca_bundle=ca_bundle,
+                extra_trust=trust_key,
+                **shared,
             )
-            origin.trust_keys = _trust_keys(trust_key)
-            origin.trust_snapshot_signer = trust_snapshot_signer
-            chosen_target = target or Path("/")
         else:
-            loaded = _config(config)
-            origin = restore_action.Origin.from_config(loaded, _trust_keys(trust_key))
-            origin.trust_snapshot_signer = trust_snapshot_signer
-            chosen_target = target or loaded.root
-        if smoke_user:
-            origin.smoke_user = smoke_user
+            origin = restore_action.Origin.from_config(_config(config), trust_key, **shared)
         with output.steps(as_json, "restore") as on_step:
             return restore_action.restore(
                 origin,
                 snapshot=snapshot,
-                target=chosen_target,
+                target=target or origin.root,
                 at=context.parse_at(at) if at else None,
                 dry_run=dry_run,
                 force=force,
@@ -314,39 +286,6 @@ def restore(
             )
 
     _finish(job, as_json)
-
-
-def _bare_metal_origin(s3_endpoint, bucket, prefix, region, ca_bundle, password_file, node):
-    from drkit.actions.restore import Origin
-    from drkit.config import Repository
-
-    missing = [
-        flag
-        for flag, value in (
-            ("--bucket", bucket),
-            ("--password-file", password_file),
-            ("--node", node),
-        )
-        if not value
-    ]
-    if missing:
-        raise errors.UsageError(f"bare-metal restore needs {', '.join(missing)}")
-    from pydantic import ValidationError
-
-    try:
-        repository = Repository(
-            s3_endpoint=s3_endpoint,
-            bucket=bucket,
-            prefix=prefix or node,
-            region=region,
-            ca_bundle=ca_bundle,
-            password_file=password_file,
-        )
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join(str(part) for part in first["loc"])
-        raise errors.UsageError(f"--{field.replace('_', '-')}: {first['msg']}") from None
-    return Origin(node=node, repository=repository)
 
 
 @app.command()
@@ -363,10 +302,9 @@ def check(
     def job():
         from drkit.actions import restore as restore_action
 
-        loaded = _config(config)
-        origin = restore_action.Origin.from_config(loaded, _trust_keys(trust_key))
+        origin = restore_action.Origin.from_config(_config(config), trust_key)
         return restore_action.check(
-            origin, target=target or loaded.root, snapshot=snapshot, smoke=smoke
+            origin, target=target or origin.root, snapshot=snapshot, smoke=smoke
         )
 
     _finish(job, as_json)
@@ -428,9 +366,9 @@ def prune(
         from drkit.actions import status as status_action
 
         loaded = _config(config)
-        if dry_run:
-            return prune_action.run(loaded, dry_run=True)
-        return status_action.recorded(loaded, "prune", lambda: prune_action.run(loaded))
+        return status_action.recorded(
+            loaded, "prune", lambda: prune_action.run(loaded, dry_run=dry_run), dry_run=dry_run
+        )
 
     _finish(job, as_json)
 
@@ -602,12 +540,13 @@ def standby_sync(
         from drkit.actions import status as status_action
 
         loaded = _config(config)
-
-        def sync() -> dict:
-            return standby.sync(loaded, trust_keys=_trust_keys(trust_key), dry_run=dry_run)
-
-        # A real sync is the passive node's job: recorded like a backup (lag, metrics, RPO).
-        return sync() if dry_run else status_action.recorded(loaded, "standby", sync)
+        trusted = _trust_keys(trust_key)
+        return status_action.recorded(
+            loaded,
+            "standby",
+            lambda: standby.sync(loaded, trust_keys=trusted, dry_run=dry_run),
+            dry_run=dry_run,
+        )
 
     _finish(job, as_json)
 

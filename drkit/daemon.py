@@ -41,6 +41,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from drkit import errors, results, runner
+from drkit.actions import status as status_action
 from drkit.config import Config, parse_duration
 from drkit.engines import metrics, notify, status
 from drkit.model import utc_text
@@ -351,15 +352,15 @@ class Daemon:
             log.exception("%s crashed", name)
             error = errors.InternalError.from_exception(exc)
         duration = time.monotonic() - clock
-        result = results.document(result)  # the status entry is made from the JSON document
-        outcome = status.outcome_of(name, started, duration, result=result, error=error)
-        snapshots = self._count_snapshots() if name == "backup" and outcome["ok"] else None
-        if name == "prune" and result:
-            snapshots = result.get("snapshots")
-        try:
-            status.record(self.config, name, outcome, snapshots=snapshots)
-        except (errors.DrkitError, OSError) as exc:
-            log.error("status not recorded: %s", getattr(exc, "message", exc))
+        outcome = status_action.record_run(
+            self.config,
+            name,
+            started,
+            duration,
+            result=result,
+            error=error,
+            count_snapshots=self._count_snapshots,
+        )
         ok = bool(outcome["ok"])
         self.collector.count_run(name, ok)
         self.metrics.write_textfile()

@@ -75,26 +75,53 @@ def run(config: Config, fleet: bool = False) -> StatusResult:
     return StatusResult(ok=ok, time=utc_text(now), nodes=nodes, problems=problems)
 
 
-def recorded(config: Config, job: str, action: Callable[[], T]) -> T:
-    """Run action (one job of the node), record its outcome in the status document, and return
-    its result or re-raise its error. Recording never changes the job's outcome."""
+def recorded(config: Config, job: str, action: Callable[[], T], *, dry_run: bool = False) -> T:
+    """Run action (one job of the node: backup, prune, verify, drill or standby), record its
+    outcome in the status document with record_run, and return its result or re-raise its
+    error. A dry run changes nothing, so it is not a run of the job and is not recorded."""
+    if dry_run:
+        return action()
     started = datetime.now(UTC)
     clock = time.monotonic()
     try:
         result = action()
     except errors.DrkitError as exc:
-        _record(config, job, status.outcome_of(job, started, time.monotonic() - clock, error=exc))
+        record_run(config, job, started, time.monotonic() - clock, error=exc)
         raise
-    _record(
-        config,
-        job,
-        status.outcome_of(job, started, time.monotonic() - clock, result=document(result)),
-    )
+    except Exception as exc:  # a drkit bug: recorded as the internal error it is reported as
+        error = errors.InternalError.from_exception(exc)
+        record_run(config, job, started, time.monotonic() - clock, error=error)
+        raise
+    record_run(config, job, started, time.monotonic() - clock, result=result)
     return result
 
 
-def _record(config: Config, job: str, outcome: dict, **extra) -> None:
+def record_run(
+    config: Config,
+    job: str,
+    started: datetime,
+    duration: float,
+    *,
+    result: object = None,
+    error: BaseException | None = None,
+    count_snapshots: Callable[[], int | None] | None = None,
+) -> dict:
+    """Given one finished run of job (its result, or the error it ended with), when it started
+    and how long it took, record it in the node's status document (the local file, and the
+    bucket's copy when S3 answers) and return the run's status entry. The one recorder: the
+    CLI (through recorded) and the daemon's job runner both record here. The node's snapshot
+    count comes from a prune's result, or from count_snapshots after a good backup (the daemon
+    passes it for its metrics; a command's backup stays at one restic listing). Recording
+    never changes the job's outcome: a document that cannot be written is logged."""
+    result_document = document(result)
+    outcome = status.outcome_of(job, started, duration, result=result_document, error=error)
+    snapshots = None
+    if job == "prune" and isinstance(result_document, dict):
+        snapshots = result_document.get("snapshots")
+    elif job == "backup" and outcome["ok"] and count_snapshots is not None:
+        snapshots = count_snapshots()
     try:
-        status.record(config, job, outcome, **extra)
+        status.record(config, job, outcome, snapshots=snapshots)
     except (errors.DrkitError, OSError) as exc:
         log.warning("status not recorded: %s", getattr(exc, "message", exc))
+    return outcome
