@@ -45,7 +45,6 @@ from drkit.actions import status as status_action
 from drkit.config import Config, parse_duration
 from drkit.engines import metrics, notify, status
 from drkit.model import utc_text
-from drkit.schedule import cron_day_of_week as cron_day_of_week  # re-exported
 from drkit.schedule import trigger_for
 
 log = logging.getLogger("drkit.daemon")

@@ -93,37 +93,7 @@ def _config(tmp_path: Path, **settings) -> config.Config:
     )
 
 
-# -- schedules -------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("field", "expected"),
-    [
-        ("0", "sun"),
-        ("7", "sun"),
-        ("1-5", "mon,tue,wed,thu,fri"),
-        ("*/2", "sun,tue,thu,sat"),
-        ("0,6", "sun,sat"),
-        ("mon-fri", "mon-fri"),
-        ("*", "*"),
-    ],
-)
-def test_cron_day_of_week_means_what_crontab_means(field, expected):
-    assert daemon.cron_day_of_week(field) == expected
-
-
-def test_cron_sunday_runs_on_sunday_not_monday():
-    trigger = daemon.trigger_for("0 4 * * 0")
-    monday = datetime(2026, 11, 30, tzinfo=UTC)
-    fire = trigger.get_next_fire_time(None, monday)
-    assert fire.strftime("%A %H:%M") == "Sunday 04:00"
-
-
-def test_every_schedule_is_an_interval():
-    trigger = daemon.trigger_for("every 2s")
-    now = datetime(2026, 1, 1, tzinfo=UTC)
-    first = trigger.get_next_fire_time(None, now)
-    assert trigger.get_next_fire_time(first, first) - first == timedelta(seconds=2)
+# Schedule lines (crontab's day numbers, 'every N'): tests/test_schedule.py.
 
 
 def test_transient_and_fatal_errors():
