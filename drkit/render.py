@@ -81,28 +81,29 @@ def _init(result: r.InitResult) -> None:
     out.print("[green]ready[/green]: run `drkit backup`")
 
 
+def _posture(out, result, problem_word: str, verdict: str) -> None:
+    """Print a bucket's versioning, object lock, problems and verdict."""
+    out.print(f"versioning   {result.versioning}")
+    out.print(f"object lock  {result.object_lock}")
+    for problem in result.problems:
+        out.print(f"[red]{problem_word}[/red]  {problem}")
+    out.print("[green]OK[/green]" if result.ok else f"[red]{verdict}[/red]")
+
+
 @render.register
 def _storage_init(result: r.StorageInitResult) -> None:
     out = console()
     out.print(f"bucket       {result.bucket} ({'created' if result.created else 'adopted'})")
     for change in result.changes:
         out.print(f"changed      {change}")
-    out.print(f"versioning   {result.versioning}")
-    out.print(f"object lock  {result.object_lock}")
-    for problem in result.problems:
-        out.print(f"[red]problem[/red]  {problem}")
-    out.print("[green]OK[/green]" if result.ok else "[red]NOT AS CONFIGURED[/red]")
+    _posture(out, result, "problem", "NOT AS CONFIGURED")
 
 
 @render.register
 def _storage_verify(result: r.StorageVerifyResult) -> None:
     out = console()
     out.print(f"bucket       {result.bucket}")
-    out.print(f"versioning   {result.versioning}")
-    out.print(f"object lock  {result.object_lock}")
-    for problem in result.problems:
-        out.print(f"[red]drift[/red]  {problem}")
-    out.print("[green]OK[/green]" if result.ok else "[red]DRIFT[/red]")
+    _posture(out, result, "drift", "DRIFT")
 
 
 # -- backup and inspection -------------------------------------------------------------------

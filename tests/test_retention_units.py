@@ -8,20 +8,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from test_units import GOOD
 
 from drkit.config import DEFAULT_RETENTION, dump_config, parse_config
 from drkit.engines import restic as restic_engine
-
-GOOD = """
-node: sftp-1
-servers: [openssh]
-repository:
-  s3_endpoint: http://127.0.0.1:8333
-  bucket: dr-backups
-  prefix: sftp-1
-  password_file: /etc/drkit/repo.pass
-signing_key: /etc/drkit/signing.key
-"""
 
 
 def test_no_retention_section_applies_the_defaults():

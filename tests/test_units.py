@@ -288,3 +288,10 @@ def test_discover_of_a_missing_root_and_a_holder_file_that_cannot_be_made_are_ex
     result = CliRunner().invoke(app, ["keys", "holder", "--identity", str(identity), "--json"])
     assert result.exit_code == 9, result.stdout
     assert json.loads(result.stdout)["error"]["message"].startswith(str(identity))
+
+
+def test_a_snapshot_time_restic_printed_unreadably_is_restics_failure_not_a_drkit_bug():
+    from drkit import errors
+
+    with pytest.raises(errors.ResticFailed, match="cannot read"):
+        restic_engine.Snapshot.from_json({"id": "ab" * 32, "time": "yesterday"})

@@ -190,11 +190,6 @@ def _brief(snapshot_id: str, moment: datetime) -> dict:
     return {"id": snapshot_id, "time": moment}
 
 
-def _parse_utc(text: str) -> datetime:
-    moment = parse_utc(text)
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
 def _served_keys(node_manifest: dict, found: list[Check]) -> list[dict]:
     """Return each backed-up host key with the fingerprint the restored server served."""
     by_type = {}
@@ -297,9 +292,7 @@ def run(
                 on_root(root, "/var/lib/drkit/restored/manifest.json").read_text()
             )
             # The data's age is the signed manifest's creation time (when the files were read).
-            evidence["snapshot"] = _brief(
-                restored.snapshot_id, _parse_utc(node_manifest["created"])
-            )
+            evidence["snapshot"] = _brief(restored.snapshot_id, parse_utc(node_manifest["created"]))
             found += restored.checks
             found += _smoke(origin, root, sandbox, node_manifest, step)
         except errors.DrkitError as exc:

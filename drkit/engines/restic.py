@@ -106,10 +106,16 @@ class Snapshot:
     @classmethod
     def from_json(cls, data: dict) -> Snapshot:
         summary = data.get("summary") or {}
+        try:
+            time = parse_utc(data["time"])
+        except ValueError:
+            raise errors.ResticFailed(
+                f"restic printed a time drkit cannot read: {data['time']!r}"
+            ) from None
         return cls(
             id=data["id"],
             short_id=data.get("short_id", data["id"][:8]),
-            time=parse_utc(data["time"]),
+            time=time,
             hostname=data.get("hostname", ""),
             tags=list(data.get("tags") or []),
             paths=list(data.get("paths") or []),

@@ -335,19 +335,26 @@ def _tls(case: Case, root: Path, tls: Tls) -> None:
     key = new_key()
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, tls.cn)])
     issuer_key, issuer = key, subject
+
+    def signed(name, public_key) -> x509.CertificateBuilder:
+        """Return a builder for name's certificate from issuer, valid tls.days from now."""
+        return (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(issuer)
+            .public_key(public_key)
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=tls.days))
+        )
+
     if tls.ca:
         issuer_key = ec.generate_private_key(ec.SECP256R1())
         issuer = x509.Name(
             [x509.NameAttribute(NameOID.COMMON_NAME, f"drkit corpus CA {case.name}")]
         )
         ca_cert = (
-            x509.CertificateBuilder()
-            .subject_name(issuer)
-            .issuer_name(issuer)
-            .public_key(issuer_key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + dt.timedelta(days=tls.days))
+            signed(issuer, issuer_key.public_key())
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
             .sign(issuer_key, hashes.SHA256())
         )
@@ -356,13 +363,7 @@ def _tls(case: Case, root: Path, tls: Tls) -> None:
         ca_path.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
         ca_path.chmod(0o644)
     cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(issuer)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=tls.days))
+        signed(subject, key.public_key())
         .add_extension(x509.SubjectAlternativeName([x509.DNSName(tls.cn)]), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .sign(issuer_key, hashes.SHA256())
