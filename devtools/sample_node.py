@@ -64,29 +64,35 @@ def _host_key(node: _Node, key_type: str) -> str:
     return path
 
 
-def _tls(node: _Node) -> tuple[str, str]:
+def certificate_and_key(name: str, days: int = 365) -> tuple[bytes, bytes]:
+    """Return (certificate PEM, private key PEM) of a fresh self-signed EC certificate."""
     key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, TLS_NAME)])
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
     now = datetime.now(UTC)
     certificate = (
         x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
+        .subject_name(subject)
+        .issuer_name(subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - timedelta(minutes=5))
-        .not_valid_after(now + timedelta(days=365))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(TLS_NAME)]), critical=False)
+        .not_valid_after(now + timedelta(days=days))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
         .sign(key, hashes.SHA256())
     )
-    key_path, cert_path = f"/etc/ssl/private/{TLS_NAME}.key", f"/etc/ssl/certs/{TLS_NAME}.pem"
-    node.dir("/etc/ssl/private", 0o700)
-    node.dir("/etc/ssl/certs")
     pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
+    return certificate.public_bytes(serialization.Encoding.PEM), pem
+
+
+def _tls(node: _Node) -> tuple[str, str]:
+    certificate, pem = certificate_and_key(TLS_NAME)
+    key_path, cert_path = f"/etc/ssl/private/{TLS_NAME}.key", f"/etc/ssl/certs/{TLS_NAME}.pem"
+    node.dir("/etc/ssl/private", 0o700)
+    node.dir("/etc/ssl/certs")
     node.file(key_path, pem, 0o600)
-    node.file(cert_path, certificate.public_bytes(serialization.Encoding.PEM))
+    node.file(cert_path, certificate)
     return key_path, cert_path
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from devtools.sample_node import _Node, _tls
+from devtools.sample_node import _Node, _tls, certificate_and_key
 from drkit import errors, runner
 from drkit.paths import on_root
 from drkit.profiles import common
@@ -272,35 +272,6 @@ SFTPPLUS_UID = 2400
 SFTPPLUS_UUID = "5bd8e7ab-3f1e-4c60-9d3a-4d1b2c6f0e11"
 
 
-def _certificate_and_key(name: str, days: int = 365) -> tuple[bytes, bytes]:
-    """Return (certificate PEM, private key PEM) of a fresh self-signed EC certificate."""
-    from datetime import UTC, datetime, timedelta
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = datetime.now(UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=5))
-        .not_valid_after(now + timedelta(days=days))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    return certificate.public_bytes(serialization.Encoding.PEM), pem
-
-
 def sftpplus(root: Path, smoke_user: str = "drill", install: str = "/opt/sftpplus") -> dict:
     """Create an SFTPPlus node as the product lays it out (the product itself is not installed:
     no bin/): configuration/ with server.ini (services, authentications, accounts, event
@@ -334,17 +305,17 @@ def sftpplus(root: Path, smoke_user: str = "drill", install: str = "/opt/sftpplu
     for path in host_keys:
         on_root(root, path + ".pub").unlink(missing_ok=True)  # the vault holds the key only
         os.chown(on_root(root, path), uid, uid)
-    ftps_certificate, ftps_key = _certificate_and_key(FTPS_NAME)
+    ftps_certificate, ftps_key = certificate_and_key(FTPS_NAME)
     ftps = f"{vault}/ftps-certificate.pem"
     node.file(ftps, ftps_certificate + ftps_key, 0o600, uid, uid)
-    manager_certificate, manager_key = _certificate_and_key("manager.example.com")
+    manager_certificate, manager_key = certificate_and_key("manager.example.com")
     manager = {
         "certificate": f"{install}/configuration/manager.crt",
         "key": f"{install}/configuration/manager.key",
     }
     node.file(manager["certificate"], manager_certificate, 0o644, uid, uid)
     node.file(manager["key"], manager_key, 0o600, uid, uid)
-    partner_ca, _ = _certificate_and_key("Partner Issuing CA", days=3650)
+    partner_ca, _ = certificate_and_key("Partner Issuing CA", days=3650)
     secrets_vault = f"{install}/configuration/secrets.vault"
     node.file(
         secrets_vault,
