@@ -153,11 +153,14 @@ def _show(result: r.ShowResult) -> None:
 @render.register
 def render_checks(result: r.ChecksResult) -> None:
     """Print a restore/check document: one line per check, then the verdict."""
-    out = console()
-    for check in result.checks:
+    _checks_and_verdict(console(), result.checks, result.ok, result.snapshot_id, result.node)
+
+
+def _checks_and_verdict(out, found: list[Check], ok: bool, snapshot_id: str, node: str) -> None:
+    for check in found:
         out.print(_check_line(check))
-    verdict = "[green]OK[/green]" if result.ok else "[red]FAILED[/red]"
-    out.print(f"{verdict}  snapshot {result.snapshot_id[:8]} of node {result.node}")
+    verdict = "[green]OK[/green]" if ok else "[red]FAILED[/red]"
+    out.print(f"{verdict}  snapshot {snapshot_id[:8]} of node {node}")
 
 
 @render.register
@@ -169,10 +172,7 @@ def _restore_plan(result: r.RestorePlanResult) -> None:
 @render.register
 def _drill(result: r.DrillResult) -> None:
     out = console()
-    for check in result.checks:
-        out.print(_check_line(check))
-    verdict = "[green]OK[/green]" if result.ok else "[red]FAILED[/red]"
-    out.print(f"{verdict}  snapshot {result.snapshot_id[:8]} of node {result.node}")
+    _checks_and_verdict(out, result.checks, result.ok, result.snapshot_id, result.node)
     objectives, met = result.objectives, result.objectives_met
     word = {True: "[green]met[/green]", False: "[red]MISSED[/red]", None: "not judged"}
     out.print(
