@@ -210,12 +210,15 @@ class ServedCertificate(BaseModel):
 class SmokeResult(BaseModel):
     """What one profile's smoke run proved, as typed facts (drill and reports read these).
 
-    `judged` is False when the profile could not try at all (no smoke user, no server program):
-    `reason` says why, and nothing else is claimed. Times are time.monotonic() values.
+    `judged` is False when the profile could not try at all (no smoke user, no server program
+    on this host): `reason` says why, and nothing else is claimed. A profile that serves several
+    protocols (ProFTPD: SFTP and FTPS) records one session per protocol: login_ok and
+    round_trip_ok hold only when every session's did, and the times are the last success's.
+    Times are time.monotonic() values.
     """
 
     profile: str
-    protocol: TransferProtocol = "none"
+    protocols: list[TransferProtocol] = []
     judged: bool = True
     reason: str = ""
     login_ok: bool = False
@@ -229,11 +232,38 @@ class SmokeResult(BaseModel):
     @classmethod
     def not_judged(cls, profile: str, reason: str) -> SmokeResult:
         """Return the result of a smoke run that could not be tried, with the reason."""
-        return cls(profile=profile, judged=False, reason=reason, checks=[warned("smoke", reason)])
+        return cls(
+            profile=profile,
+            judged=False,
+            reason=reason,
+            checks=[warned(f"smoke: {profile}", reason)],
+        )
+
+    def add(self, *found: Check) -> None:
+        """Record checks that prove no login by themselves (server started, host keys, ...)."""
+        self.checks.extend(found)
+
+    def session(self, protocol: TransferProtocol, login: Check, round_trip: Check) -> None:
+        """Record one protocol's login and file round trip, from their checks (one check may
+        prove both: a generic smoke command)."""
+        first = not self.protocols
+        self.protocols.append(protocol)
+        self.checks += [login] if round_trip is login else [login, round_trip]
+        login_ok = login.status == "pass"
+        trip_ok = login_ok and round_trip.status == "pass"
+        self.login_ok = login_ok if first else self.login_ok and login_ok
+        self.round_trip_ok = trip_ok if first else self.round_trip_ok and trip_ok
+        if login_ok:
+            self.login_at = max(self.login_at or login.at, login.at)
+        if trip_ok:
+            self.round_trip_at = max(self.round_trip_at or round_trip.at, round_trip.at)
+
+    @property
+    def proven(self) -> bool:
+        """True when at least one session ran and every login and round trip succeeded."""
+        return self.judged and bool(self.protocols) and self.login_ok and self.round_trip_ok
 
     @property
     def proven_at(self) -> float | None:
-        """When the node was proven to serve: the round trip, else the login (monotonic)."""
-        if self.round_trip_ok and self.round_trip_at is not None:
-            return self.round_trip_at
-        return self.login_at if self.login_ok else None
+        """When the node was proven to serve (the last round trip), else None."""
+        return self.round_trip_at if self.proven else None

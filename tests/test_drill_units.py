@@ -11,6 +11,7 @@ from drkit import model as checks
 from drkit.actions import drill
 from drkit.engines import diff as diff_engine
 from drkit.engines import reports
+from drkit.model import SmokeResult
 
 OLD = {
     "files": [
@@ -174,13 +175,31 @@ def test_html_report_is_self_contained_and_escapes_node_text():
     assert reports.base_name(document) == "drill-20261130T080000Z-01234567"
 
 
-def test_rto_ends_when_the_round_trip_passed():
-    found = [
+def test_rto_ends_when_every_tried_server_made_its_round_trip():
+    sftp = SmokeResult(profile="proftpd")
+    sftp.session(
+        "sftp",
         checks.Check("smoke: sftp login", "pass", "", at=105.0),
-        checks.Check("smoke: file round trip", "pass", "", at=106.5),
-    ]
-    assert drill._rto(found, 100.0) == 6.5
-    assert drill._rto([*found[:1], checks.failed("smoke: file round trip", "no")], 100.0) is None
+        checks.Check("smoke: sftp round trip", "pass", "", at=106.5),
+    )
+    assert drill._rto([sftp], 100.0) == 6.5
+    ftps = SmokeResult(profile="vsftpd")
+    ftps.session(
+        "ftps",
+        checks.Check("smoke: ftps login", "pass", "", at=107.0),
+        checks.Check("smoke: ftps round trip", "pass", "", at=109.0),
+    )
+    untried = SmokeResult.not_judged("sftpplus", "cannot run here")
+    assert drill._rto([sftp, ftps, untried], 100.0) == 9.0
+    assert drill._rto([untried], 100.0) is None
+    broken = SmokeResult(profile="openssh")
+    broken.session(
+        "sftp",
+        checks.Check("smoke: sftp login", "pass", "", at=105.0),
+        checks.failed("smoke: file round trip", "no writable directory"),
+    )
+    assert not broken.proven and broken.login_ok and not broken.round_trip_ok
+    assert drill._rto([sftp, broken], 100.0) is None
     assert checks.Check("a", "pass", "x").as_dict() == {
         "name": "a",
         "status": "pass",

@@ -114,9 +114,10 @@ def test_checks_pass_then_catch_what_breaks(node_root, tmp_path):
     assert names["config: generic validate"] == "pass"
     assert names[f"tls pair: {made['tls']['certificate']}"] == "pass"
     assert names["host key: /etc/myftpd/host_key"] == "pass"
-    assert [c.status for c in generic.smoke(root, snapshot, "drill", tmp_path)] == ["pass"]
-    without = recorded(root, options())
-    assert [c.status for c in generic.smoke(root, without, "drill", tmp_path)] == ["warn"]
+    smoked = generic.smoke(root, snapshot, "drill", tmp_path)
+    assert smoked.proven and [c.status for c in smoked.checks] == ["pass"]
+    untried = generic.smoke(root, recorded(root, options()), "drill", tmp_path)
+    assert not untried.judged and [c.status for c in untried.checks] == ["warn"]
 
     on_root(root, "/etc/myftpd/host_key").chmod(0o644)
     other = node_root / "other"

@@ -19,7 +19,7 @@ from cryptography.x509.oid import NameOID
 from devtools import sample_node
 from drkit import runner
 from drkit.engines import accounts, keys
-from drkit.profiles import openssh
+from drkit.profiles import common, openssh
 
 WORK_PARENT = Path("/var/lib/drkit-tests")
 
@@ -97,8 +97,8 @@ def paths(found, category: str) -> set[str]:
 
 
 def test_split_args_handles_quotes_escapes_and_comments():
-    assert openssh.split_args('"/a b/c" d\\"e # comment') == ["/a b/c", 'd"e']
-    assert openssh.split_args("'x y' z") == ["x y", "z"]
+    assert common.split_args('"/a b/c" d\\"e # comment') == ["/a b/c", 'd"e']
+    assert common.split_args("'x y' z") == ["x y", "z"]
     assert openssh.parse_line("Port=2222") == ("Port", "port", ["2222"])
     assert openssh.parse_line("  # only a comment") is None
 
@@ -190,7 +190,9 @@ def test_missing_sshd_config_is_a_warning(node_root: Path):
 
 
 def test_smoke_refuses_a_work_dir_sshd_would_reject(tmp_path: Path):
-    (result,) = openssh.smoke(tmp_path, {}, "drill", tmp_path / "work")
+    smoked = openssh.smoke(tmp_path, {}, "drill", tmp_path / "work")
+    (result,) = smoked.checks
+    assert smoked.judged and not smoked.proven and not smoked.protocols
     assert result.status == "fail" and "/tmp is group/world-writable" in result.detail
 
 
@@ -405,9 +407,14 @@ def assert_nothing_left(root: Path, work_dir: Path) -> None:
 @pytest.mark.integration
 def test_smoke_passes_on_chrooted_prefix_root(sample, work_dir: Path):
     root, _, manifest = sample
-    results = openssh.smoke(root, manifest, "drill", work_dir)
-    assert failing(results) == {}
-    names = by_name(results)
+    smoked = openssh.smoke(root, manifest, "drill", work_dir)
+    assert failing(smoked.checks) == {}
+    assert smoked.proven and smoked.protocols == ["sftp"]
+    assert smoked.login_at <= smoked.round_trip_at == smoked.proven_at
+    assert {key.type: key.fingerprint for key in smoked.host_keys} == {
+        entry["type"]: entry["fingerprint"] for entry in manifest["host_keys"]
+    }
+    names = by_name(smoked.checks)
     assert "created drill" in names["smoke: user"].detail
     for key_type in ("ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256"):
         assert names[f"smoke: host key {key_type}"].status == "pass"
@@ -422,9 +429,9 @@ def test_smoke_passes_on_chrooted_prefix_root(sample, work_dir: Path):
 @pytest.mark.integration
 def test_smoke_without_chroot_uses_the_node_home(node_root: Path, work_dir: Path):
     info = sample_node.build(node_root, chroot=False)
-    results = openssh.smoke(node_root, host_key_manifest(node_root, info), "drill", work_dir)
-    assert failing(results) == {}
-    assert "in ." in by_name(results)["smoke: file round trip"].detail
+    smoked = openssh.smoke(node_root, host_key_manifest(node_root, info), "drill", work_dir)
+    assert failing(smoked.checks) == {} and smoked.proven
+    assert "in ." in by_name(smoked.checks)["smoke: file round trip"].detail
     assert_nothing_left(node_root, work_dir)
 
 
@@ -432,7 +439,9 @@ def test_smoke_without_chroot_uses_the_node_home(node_root: Path, work_dir: Path
 def test_smoke_fails_when_a_host_key_was_replaced(sample, work_dir: Path):
     root, _, manifest = sample
     regenerate(root, "/etc/ssh/ssh_host_ed25519_key")
-    bad = failing(openssh.smoke(root, manifest, "drill", work_dir))
+    smoked = openssh.smoke(root, manifest, "drill", work_dir)
+    assert not smoked.login_ok and not smoked.proven and smoked.proven_at is None
+    bad = failing(smoked.checks)
     assert "the backup has SHA256:" in bad["smoke: host key ssh-ed25519"]
     assert "Host key verification failed" in bad["smoke: sftp login"]
     assert set(bad) == {
@@ -447,7 +456,7 @@ def test_smoke_fails_when_a_host_key_was_replaced(sample, work_dir: Path):
 def test_smoke_reports_a_bad_chroot_and_cleans_up(sample, work_dir: Path):
     root, _, manifest = sample
     (root / "srv/sftp/drill").chmod(0o775)
-    bad = failing(openssh.smoke(root, manifest, "drill", work_dir))
+    bad = failing(openssh.smoke(root, manifest, "drill", work_dir).checks)
     assert "smoke: sftp login" in bad or "smoke: file round trip" in bad
     assert "bad ownership or modes for chroot directory" in " ".join(bad.values())
     assert_nothing_left(root, work_dir)

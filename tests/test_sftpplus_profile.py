@@ -93,9 +93,9 @@ def test_checks_pass_on_the_sample_and_smoke_only_warns(node, tmp_path):
     assert found["sftpplus: inline [vault-items/partner-ca]"].status == "pass"
     # The product is not installed: its validator is missing, which is said, not faked.
     assert found["config: sftpplus validate"].status == "warn"
-    smoked = sftpplus.smoke(root, recorded, "drill", tmp_path)
-    assert [check.status for check in smoked] == ["warn"]
-    assert "not installable" in smoked[0].detail
+    smoked = sftpplus.PROFILE.smoke(root, recorded, "drill", tmp_path)
+    assert not smoked.judged and [check.status for check in smoked.checks] == ["warn"]
+    assert "not installable" in smoked.reason
 
 
 def test_checks_catch_a_missing_external_vault_file(node):

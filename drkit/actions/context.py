@@ -105,7 +105,8 @@ def collect_inventory(config: Config) -> Inventory:
     """Return what the node's profiles find plus the config's --include extras."""
     inventory = Inventory()
     for kind in config.servers:
-        found = profiles.inventory(kind, config.root, config.smoke_user, config.profile_options)
+        options = config.profile_options.get(kind) or {}
+        found = profiles.get(kind).inventory(config.root, config.smoke_user, options)
         inventory.merge(found)
     inventory.merge(expand_includes(config.root, config.includes))
     return inventory

@@ -3,58 +3,24 @@ proposed drkit.yaml. `drkit init --server auto` uses the same detection."""
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 from pathlib import Path
 
 import yaml
 
 from drkit import errors, profiles
-from drkit.paths import on_root
+from drkit.profiles.interface import Detection
 from drkit.results import DiscoverResult
 
-# kind -> (config files, binaries, service units); a server is present when a config exists.
-SIGNS: dict[str, tuple[list[str], list[str], list[str]]] = {
-    "openssh": (
-        ["/etc/ssh/sshd_config"],
-        ["/usr/sbin/sshd"],
-        ["ssh.service", "sshd.service"],
-    ),
-    "proftpd": (
-        ["/etc/proftpd/proftpd.conf"],
-        ["/usr/sbin/proftpd"],
-        ["proftpd.service"],
-    ),
-    "vsftpd": (
-        ["/etc/vsftpd.conf", "/etc/vsftpd/vsftpd.conf"],
-        ["/usr/sbin/vsftpd"],
-        ["vsftpd.service"],
-    ),
-    "sftpplus": (
-        ["/opt/sftpplus/configuration/server.ini"],
-        ["/opt/sftpplus/bin/admin-commands.sh"],
-        ["sftpplus.service", "sftpplus-server.service"],
-    ),
-}
-UNIT_DIRS = ("/etc/systemd/system", "/lib/systemd/system", "/usr/lib/systemd/system")
 
-
-def detect(root: Path) -> dict[str, dict]:
-    """Return {kind: {configs, binaries, units}} for every server whose config is on root."""
+def detect(root: Path) -> dict[str, Detection]:
+    """Return {kind: what shows it} for every server whose config is on root."""
     found = {}
-    for kind, (configs, binaries, units) in SIGNS.items():
-        present = [path for path in configs if on_root(root, path).is_file()]
-        if not present:
-            continue
-        found[kind] = {
-            "configs": present,
-            "binaries": [path for path in binaries if on_root(root, path).exists()],
-            "units": [
-                f"{directory}/{unit}"
-                for directory in UNIT_DIRS
-                for unit in units
-                if on_root(root, f"{directory}/{unit}").exists()
-            ],
-        }
+    for kind in profiles.KINDS:
+        detection = profiles.get(kind).detect(root)
+        if detection is not None:
+            found[kind] = detection
     return found
 
 
@@ -86,14 +52,14 @@ def run(root: Path, smoke_user: str | None = None) -> DiscoverResult:
         raise errors.UsageError(f"--root {root}: not a directory")
     servers = []
     for kind, signs in detect(root).items():
-        inventory = profiles.inventory(kind, root, smoke_user)
+        inventory = profiles.get(kind).inventory(root, smoke_user, {})
         categories: dict[str, list[str]] = {}
         for entry in inventory.files:
             categories.setdefault(entry.category, []).append(entry.path)
         servers.append(
             {
                 "server": kind,
-                **signs,
+                **dataclasses.asdict(signs),
                 "files": len(inventory.files),
                 "categories": categories,
                 "trees": [entry.path for entry in inventory.dirs],
@@ -114,6 +80,9 @@ def run(root: Path, smoke_user: str | None = None) -> DiscoverResult:
         },
         **({"smoke_user": smoke_user} if smoke_user else {}),
     }
+    node_local = [entry for kind in kinds for entry in profiles.get(kind).node_local]
+    if node_local:
+        proposed["node_local"] = node_local
     return DiscoverResult(
         root=str(root),
         servers=servers,

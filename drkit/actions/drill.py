@@ -22,7 +22,6 @@ import contextlib
 import json
 import logging
 import os
-import re
 import secrets
 import shutil
 import signal
@@ -33,22 +32,20 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-from drkit import errors, profiles
+from drkit import errors
 from drkit import model as checks
 from drkit.actions import context
 from drkit.actions import restore as restore_action
 from drkit.config import Config
 from drkit.engines import reports
 from drkit.engines import status as status_engine
-from drkit.model import Check, parse_utc, utc_text
+from drkit.model import Check, SmokeResult, parse_utc, utc_text
 from drkit.paths import on_root
 from drkit.results import DrillResult
 
 log = logging.getLogger(__name__)
 
 SANDBOXES = "drills"
-LOGIN_CHECK = "smoke: sftp login"
-ROUND_TRIP_CHECK = "smoke: file round trip"
 
 
 # -- interruption ----------------------------------------------------------------------------
@@ -190,29 +187,19 @@ def _brief(snapshot_id: str, moment: datetime) -> dict:
     return {"id": snapshot_id, "time": moment}
 
 
-def _served_keys(node_manifest: dict, found: list[Check]) -> list[dict]:
+def _served_keys(node_manifest: dict, smokes: list[SmokeResult]) -> list[dict]:
     """Return each backed-up host key with the fingerprint the restored server served."""
-    by_type = {}
-    for check in found:
-        if check.name.startswith("smoke: host key "):
-            served = re.search(r"served (SHA256:[A-Za-z0-9+/=]+)", check.detail)
-            by_type[check.name.removeprefix("smoke: host key ")] = (
-                served.group(1) if served else None,
-                check.status == "pass",
-            )
-    keys = []
-    for entry in node_manifest.get("host_keys", []):
-        served, ok = by_type.get(entry["type"], (None, False))
-        keys.append(
-            {
-                "path": entry["path"],
-                "type": entry["type"],
-                "fingerprint": entry["fingerprint"],
-                "served": served,
-                "ok": ok and served == entry["fingerprint"],
-            }
-        )
-    return keys
+    served = {key.type: key.fingerprint for result in smokes for key in result.host_keys}
+    return [
+        {
+            "path": entry["path"],
+            "type": entry["type"],
+            "fingerprint": entry["fingerprint"],
+            "served": served.get(entry["type"]),
+            "ok": served.get(entry["type"]) == entry["fingerprint"],
+        }
+        for entry in node_manifest.get("host_keys", [])
+    ]
 
 
 def _certificates(node_manifest: dict, now: datetime) -> list[dict]:
@@ -231,13 +218,13 @@ def _certificates(node_manifest: dict, now: datetime) -> list[dict]:
     return found
 
 
-def _rto(found: list[Check], started: float) -> float | None:
-    """Return seconds from the drill's start to the first successful login and round trip."""
-    login = next((c for c in found if c.name == LOGIN_CHECK and c.status == "pass"), None)
-    trip = next((c for c in found if c.name == ROUND_TRIP_CHECK and c.status == "pass"), None)
-    if login is None or trip is None:
+def _rto(smokes: list[SmokeResult], started: float) -> float | None:
+    """Return seconds from the drill's start until every server that could be tried had a
+    working login and file round trip; None when none could, or one did not."""
+    judged = [result for result in smokes if result.judged]
+    if not judged or not all(result.proven for result in judged):
         return None
-    return round(max(login.at, trip.at) - started, 3)
+    return round(max(result.proven_at for result in judged) - started, 3)
 
 
 # -- the drill -------------------------------------------------------------------------------
@@ -264,7 +251,7 @@ def run(
     started = datetime.now(UTC)
     origin = restore_action.Origin.from_config(config, list(trust or []))
     found: list[Check] = []
-    evidence: dict = {"snapshot": None, "manifest": {}, "restored": {}}
+    evidence: dict = {"snapshot": None, "manifest": {}, "restored": {}, "smokes": []}
     sandbox: Path | None = None
     removed = False
     with sigterm_interrupts():
@@ -294,7 +281,11 @@ def run(
             # The data's age is the signed manifest's creation time (when the files were read).
             evidence["snapshot"] = _brief(restored.snapshot_id, parse_utc(node_manifest["created"]))
             found += restored.checks
-            found += _smoke(origin, root, sandbox, node_manifest, step)
+            smokes = restore_action.smoke_servers(
+                origin, root, node_manifest, sandbox / "smoke", step
+            )
+            evidence["smokes"] = smokes
+            found += [check for result in smokes for check in result.checks]
         except errors.DrkitError as exc:
             failure = exc
         else:
@@ -345,7 +336,7 @@ def _document(
     )
     objectives = status_engine.objectives_of(config)
     found = list(found)
-    rto = _rto(found, clock)
+    rto = _rto(evidence["smokes"], clock)
     rpo = max(0, round((started - chosen["time"]).total_seconds()))
     judged = spec == "latest"
     met = {
@@ -391,31 +382,10 @@ def _document(
         "objectives_met": met,
         "checks": [check.as_dict() for check in found],
         "problems": [f"{c.name}: {c.detail}" for c in found if c.status == "fail"],
-        "host_keys": _served_keys(node_manifest, found),
+        "host_keys": _served_keys(node_manifest, evidence["smokes"]),
         "certificates": _certificates(node_manifest, started),
         "sandbox": {"path": str(sandbox) if sandbox else None, "removed": True},
     }
-
-
-def _smoke(origin, root: Path, sandbox: Path, node_manifest: dict, step) -> list[Check]:
-    """Start each profile's server from the sandbox and log in; return the smoke checks."""
-    found: list[Check] = []
-    for kind in node_manifest.get("profiles", []):
-        if not origin.smoke_user:
-            found.append(checks.failed("smoke", "no smoke_user configured: nothing logs in"))
-            continue
-        step(f"starting {kind} from the sandbox on 127.0.0.1 and logging in")
-        smoked = profiles.load(kind).smoke(
-            root, node_manifest, origin.smoke_user, sandbox / "smoke"
-        )
-        if not any(check.name == LOGIN_CHECK for check in smoked):
-            # The server never got as far as a login: say so, with the reason, in the check an
-            # operator looks for first.
-            cause = next((c for c in smoked if c.status == "fail"), None)
-            reason = f"{cause.name}: {cause.detail}" if cause else "the smoke run stopped early"
-            smoked.append(checks.failed(LOGIN_CHECK, f"no login attempted ({reason})"))
-        found += smoked
-    return found
 
 
 # -- reports ---------------------------------------------------------------------------------

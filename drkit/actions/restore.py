@@ -23,7 +23,7 @@ from drkit.actions import context
 from drkit.config import Config, Repository, config_error, parse_config
 from drkit.engines import accounts, apply, manifest, screen, staged
 from drkit.engines import restic as restic_engine
-from drkit.model import Check
+from drkit.model import Check, SmokeResult
 from drkit.paths import on_root
 from drkit.results import CheckResult, ChecksResult, RestorePlanResult, RestoreResult
 
@@ -185,21 +185,35 @@ def _server_checks(
 
     found = []
     for kind in node_manifest.get("profiles", []):
-        profile = profiles.load(kind)
         step(f"checking the restored {kind} files")
-        found += profile.checks(target, node_manifest)
-        if smoke:
-            step(f"smoke: starting {kind} on 127.0.0.1 and logging in")
-            if not origin.smoke_user:
-                found.append(checks.failed("smoke", "no smoke_user configured (--smoke-user)"))
-                continue
-            work_dir = origin.state_dir / "smoke" / secrets.token_hex(4)
-            work_dir.mkdir(mode=0o755, parents=True)
-            try:
-                found += profile.smoke(target, node_manifest, origin.smoke_user, work_dir)
-            finally:
-                shutil.rmtree(work_dir, ignore_errors=True)
+        found += profiles.get(kind).checks(target, node_manifest)
+    if smoke:
+        work_dir = origin.state_dir / "smoke" / secrets.token_hex(4)
+        try:
+            for result in smoke_servers(origin, target, node_manifest, work_dir, step):
+                found += result.checks
+        finally:
+            shutil.rmtree(work_dir, ignore_errors=True)
     return found
+
+
+def smoke_servers(
+    origin: Origin, root: Path, node_manifest: dict, work_dir: Path, step: Callable[[str], None]
+) -> list[SmokeResult]:
+    """Start each profile's real server from root on 127.0.0.1, log in and move a file;
+    return what each proved. Without a smoke user nothing is tried: each is "not judged"."""
+    results = []
+    for kind in node_manifest.get("profiles", []):
+        if not origin.smoke_user:
+            reason = "no smoke_user configured: nothing logs in"
+            results.append(SmokeResult.not_judged(kind, reason))
+            continue
+        step(f"smoke: starting {kind} from the restored files on 127.0.0.1 and logging in")
+        result = profiles.get(kind).smoke(root, node_manifest, origin.smoke_user, work_dir)
+        if result.judged and not result.protocols and checks.all_ok(result.checks):
+            result.add(checks.failed(f"smoke: {kind}", "no login was attempted"))
+        results.append(result)
+    return results
 
 
 _R = TypeVar("_R", bound=ChecksResult)

@@ -185,7 +185,7 @@ def _apply_locked(config, restic, chosen, opened, raw, local, dry_run, state, re
                     shadow = host_path.name == "shadow"
                     applier.write_text(host_path, text, 0o640 if shadow else 0o644)
             for kind in node_manifest.get("profiles", []):
-                found += profiles.load(kind).checks(root, node_manifest)
+                found += profiles.get(kind).checks(root, node_manifest)
         except BaseException:
             applier.rollback()
             raise

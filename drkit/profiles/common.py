@@ -12,10 +12,12 @@ import base64
 import contextlib
 import ftplib
 import functools
+import grp
 import hashlib
 import io
 import os
 import posixpath
+import pwd
 import re
 import secrets
 import shutil
@@ -23,7 +25,9 @@ import socket
 import ssl
 import stat
 import sys
+import tempfile
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -31,20 +35,42 @@ from pathlib import Path
 import yaml
 
 from drkit import runner
-from drkit.engines import keys
-from drkit.model import Check, Entry, Inventory, KeyInfo, failed, passed, utc_text, warned
+from drkit.engines import accounts, keys
+from drkit.model import (
+    Check,
+    Entry,
+    Inventory,
+    KeyInfo,
+    ServedCertificate,
+    ServedKey,
+    SmokeResult,
+    failed,
+    passed,
+    utc_text,
+    warned,
+)
 from drkit.paths import on_root, to_node
 
 UPLOAD_DIRS = (".", "upload", "uploads", "incoming")
 CERT_WARN_DAYS = 30
 
 
+def policy_dir() -> Path:
+    """Return the directory of drkit's policy files.
+
+    $DRKIT_POLICY_DIR, else the source tree's policies/, else <prefix>/share/drkit/policies
+    where a wheel install puts them.
+    """
+    if os.environ.get("DRKIT_POLICY_DIR"):
+        return Path(os.environ["DRKIT_POLICY_DIR"])
+    source_tree = Path(__file__).resolve().parents[2] / "policies"
+    return source_tree if source_tree.is_dir() else Path(sys.prefix) / "share/drkit/policies"
+
+
 @functools.cache
 def policy(name: str) -> dict:
     """Return policies/<name>.yaml."""
-    from drkit.profiles import openssh
-
-    return yaml.safe_load((openssh.policy_dir() / f"{name}.yaml").read_text())
+    return yaml.safe_load((policy_dir() / f"{name}.yaml").read_text())
 
 
 def find_program(name: str, candidates: list[str]) -> str | None:
@@ -367,26 +393,174 @@ def make_client_key(work: Path) -> tuple[Path, str] | None:
     return key, (work / "client_key.pub").read_text().strip()
 
 
+# --- configuration text ---------------------------------------------------------------------
+
+
+def split_args(text: str) -> list[str]:
+    """Split a directive's arguments like sshd: quotes, backslash escapes, '#' comments."""
+    args: list[str] = []
+    current: list[str] = []
+    quote, started, i = "", False, 0
+    while i < len(text):
+        char = text[i]
+        if quote:
+            if char == "\\" and text[i + 1 : i + 2] in (quote, "\\"):
+                current.append(text[i + 1])
+                i += 1
+            elif char == quote:
+                quote = ""
+            else:
+                current.append(char)
+        elif char.isspace():
+            if started:
+                args.append("".join(current))
+                current, started = [], False
+        elif char == "\\" and text[i + 1 : i + 2] in ('"', "'", "\\", " "):
+            current.append(text[i + 1])
+            started = True
+            i += 1
+        elif char in "\"'":
+            quote, started = char, True
+        elif char == "#" and not started:
+            break
+        else:
+            current.append(char)
+            started = True
+        i += 1
+    if started:
+        args.append("".join(current))
+    return args
+
+
+# --- accounts for a smoke run -----------------------------------------------------------------
+
+
+def node_account(root: Path, manifest: dict, user: str) -> dict | None:
+    """Return the node's account record of user: the root's files, else the manifest's."""
+    if accounts.source_root(root) == Path(root):
+        found = accounts.read_entries(root, [user])
+        if found:
+            return found[0]
+    return next((a for a in manifest.get("accounts", []) if a["name"] == user), None)
+
+
+def node_fields(root: Path, manifest: dict, user: str) -> list[str]:
+    """Return the node's passwd fields of user (the host's when the node has none)."""
+    account = node_account(root, manifest, user)
+    if account:
+        return (account["passwd"].split(":") + [""] * 7)[:7]
+    entry = pwd.getpwnam(user)
+    return [user, "x", str(entry.pw_uid), str(entry.pw_gid), "", entry.pw_dir, entry.pw_shell]
+
+
+def host_has(lookup, key) -> bool:
+    try:
+        lookup(key)
+    except KeyError:
+        return False
+    return True
+
+
+def ensure_user(root: Path, manifest: dict, user: str, created: list[tuple[str, str]]) -> Check:
+    """Make sure user exists on the host; create it for the run from the node's entry.
+
+    What was created is appended to `created` for removal afterwards.
+    """
+    name = "smoke: user"
+    if host_has(pwd.getpwnam, user):
+        return passed(name, f"{user} exists on the host")
+    account = node_account(root, manifest, user)
+    if account is None:
+        return failed(name, f"{user} is neither on the host nor in the node's accounts")
+    fields = (account["passwd"].split(":") + [""] * 7)[:7]
+    uid, gid, home, shell = fields[2], fields[3], fields[5] or "/", fields[6]
+    argv = ["useradd", "-M", "-p", "*"]
+    groups = [(line.split(":") + [""] * 4)[:4] for line in account.get("groups", [])]
+    for group_name, _, group_gid, members in groups:
+        primary = group_gid == gid
+        if not primary and user not in members.split(","):
+            continue
+        if not host_has(grp.getgrnam, group_name) and not host_has(grp.getgrgid, int(group_gid)):
+            done = runner.run(["groupadd", "-g", group_gid, group_name])
+            if done.returncode == 0:
+                created.append(("group", group_name))
+        if host_has(grp.getgrnam, group_name):
+            argv += ["-g", group_name] if primary else ["-G", group_name]
+    if "-g" not in argv and gid.isdigit() and host_has(grp.getgrgid, int(gid)):
+        argv += ["-g", gid]
+    if uid.isdigit() and not host_has(pwd.getpwuid, int(uid)):
+        argv += ["-u", uid]
+    host_home = home if str(root) == "/" else str(on_root(root, home))
+    usable_shell = shell if shell and os.access(shell, os.X_OK) else "/usr/sbin/nologin"
+    had_group = host_has(grp.getgrnam, user)
+    done = runner.run([*argv, "-d", host_home, "-s", usable_shell, user])
+    if done.returncode != 0:
+        return failed(name, f"useradd {user} failed: {done.stderr_tail}")
+    created.append(("user", user))
+    if not had_group and host_has(grp.getgrnam, user):
+        created.append(("group", user))
+    return passed(name, f"created {user} (uid {pwd.getpwnam(user).pw_uid}) for the run")
+
+
+def _uid_busy(uid: int) -> bool:
+    """Return True while some process runs as uid (an sshd session winding down)."""
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        with contextlib.suppress(OSError):
+            if os.stat(f"/proc/{pid}").st_uid == uid:
+                return True
+    return False
+
+
+def remove_created(created: list[tuple[str, str]]) -> None:
+    """Remove the users and groups created for the run, once their sessions have ended."""
+    for kind, name in reversed(created):
+        if kind == "user" and host_has(pwd.getpwnam, name):
+            uid, deadline = pwd.getpwnam(name).pw_uid, time.monotonic() + 10
+            while _uid_busy(uid) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            if runner.run(["userdel", name]).returncode != 0:
+                runner.run(["userdel", "-f", name])
+        elif kind == "group" and host_has(grp.getgrnam, name):
+            runner.run(["groupdel", name])
+
+
 # --- the SFTP client, pinned -----------------------------------------------------------------
 
 
-def keyscan_checks(
-    host_keys: list[dict], port: int, label: str = "", not_served: str = "not served"
-) -> list[Check]:
-    """Ask the server for each host key type the manifest holds; compare fingerprints.
+# ssh-keyscan's -t name of each host key type.
+KEYSCAN_TYPES = {
+    "ssh-ed25519": "ed25519",
+    "ssh-rsa": "rsa",
+    "ecdsa-sha2-nistp256": "ecdsa",
+    "ecdsa-sha2-nistp384": "ecdsa",
+    "ecdsa-sha2-nistp521": "ecdsa",
+    "ssh-dss": "dsa",
+}
 
-    Checks are named "smoke: {label} host key {type}" ("smoke: host key {type}" without label).
-    """
-    from drkit.profiles import openssh
 
-    names = openssh.policy()["smoke"]["keyscan_types"]
+def keyscan(
+    result: SmokeResult,
+    host_keys: list[dict],
+    port: int,
+    label: str = "",
+    not_served: str = "not served",
+) -> None:
+    """Ask the server for each host key type the manifest holds and compare fingerprints;
+    record a check per type ("smoke: [label ]host key TYPE") and each key as served."""
     by_type: dict[str, list[str]] = {}
     for entry in host_keys:
         by_type.setdefault(entry["type"], []).append(entry["fingerprint"])
-    results = []
     for key_type, expected in by_type.items():
         name = f"smoke: {label} host key {key_type}" if label else f"smoke: host key {key_type}"
-        argv = ["ssh-keyscan", "-T", "5", "-p", str(port), "-t", names.get(key_type, key_type)]
+        argv = [
+            "ssh-keyscan",
+            "-T",
+            "5",
+            "-p",
+            str(port),
+            "-t",
+            KEYSCAN_TYPES.get(key_type, key_type),
+        ]
         done = runner.run([*argv, "127.0.0.1"], timeout=30)
         served = []
         for line in done.stdout.splitlines():
@@ -396,13 +570,14 @@ def keyscan_checks(
                 if info is not None and info.type == key_type:
                     served.append(info)
         if not served:
-            results.append(failed(name, not_served))
-        elif served[0].fingerprint not in expected:
+            result.add(failed(name, not_served))
+            continue
+        result.host_keys.append(ServedKey(type=key_type, fingerprint=served[0].fingerprint))
+        if served[0].fingerprint not in expected:
             detail = f"served {served[0].fingerprint}, the backup has {', '.join(expected)}"
-            results.append(failed(name, detail))
+            result.add(failed(name, detail))
         else:
-            results.append(passed(name, f"served {served[0].fingerprint} as in the backup"))
-    return results
+            result.add(passed(name, f"served {served[0].fingerprint} as in the backup"))
 
 
 def _sftp(
@@ -421,26 +596,37 @@ def _sftp(
     return runner.run(argv, env={"SSH_AUTH_SOCK": ""}, timeout=60)
 
 
-def sftp_checks(
+def sftp_session(
+    result: SmokeResult,
     host_keys: list[dict],
     user: str,
     port: int,
     key: Path,
     work: Path,
-    label: str,
-    hint=None,
+    hint: Callable[[], str] | None = None,
     *,
+    label: str = "sftp",
     trip_name: str | None = None,
     upload_dirs=UPLOAD_DIRS,
     show_dir: bool = False,
     only_key: bool = True,
-) -> list[Check]:
-    """Log in with the OpenSSH sftp client pinned to host_keys; put, get, compare, remove.
+) -> None:
+    """Log in with the OpenSSH sftp client pinned to host_keys; put, get, compare, remove;
+    record the session in result.
 
     Checks: "smoke: {label} login" and trip_name (default "smoke: {label} round trip");
     show_dir adds the login's working directory to its detail; only_key allows no other
     client authentication method than the key.
     """
+    login, trip = _sftp_round_trip(
+        host_keys, user, port, key, work, hint, label, trip_name, upload_dirs, show_dir, only_key
+    )
+    result.session("sftp", login, trip)
+
+
+def _sftp_round_trip(
+    host_keys, user, port, key, work, hint, label, trip_name, upload_dirs, show_dir, only_key
+) -> tuple[Check, Check]:
     known_hosts = work / f"known_hosts-{port}"
     known_hosts.write_text("".join(f"[127.0.0.1]:{port} {k['public_line']}\n" for k in host_keys))
     login_name, check = f"smoke: {label} login", trip_name or f"smoke: {label} round trip"
@@ -449,10 +635,10 @@ def sftp_checks(
     if login.returncode != 0:
         detail = login.stderr_tail.replace("\n", " | ") or "sftp failed"
         extra = hint() if hint else ""
-        return [
+        return (
             failed(login_name, f"{user}: {detail}" + (f" ({extra})" if extra else "")),
             failed(check, "no login"),
-        ]
+        )
     elapsed = time.monotonic() - started
     detail = f"{user} in {elapsed:.2f} s, pinned host key"
     if show_dir:
@@ -461,7 +647,7 @@ def sftp_checks(
             (ln.split(":", 1)[1].strip() for ln in lines if "working directory" in ln), "?"
         )
         detail += f", in {where}"
-    results = [passed(login_name, detail)]
+    logged_in = passed(login_name, detail)
     payload = secrets.token_bytes(4096)
     local, back = work / f"payload-{port}", work / f"payload-{port}.back"
     local.write_bytes(payload)
@@ -472,14 +658,14 @@ def sftp_checks(
         done = _sftp(key, known_hosts, port, user, batch, work, only_key)
         if back.is_file():
             if back.read_bytes() != payload:
-                return [*results, failed(check, f"bytes differ after a round trip in {directory}")]
-            detail = f"wrote, read back and removed {len(payload)} bytes in {directory}"
+                return logged_in, failed(check, f"bytes differ after a round trip in {directory}")
             if done.returncode != 0:
-                return [*results, failed(check, f"read back, but could not remove {remote}")]
-            return [*results, passed(check, detail)]
+                return logged_in, failed(check, f"read back, but could not remove {remote}")
+            detail = f"wrote, read back and removed {len(payload)} bytes in {directory}"
+            return logged_in, passed(check, detail)
         last = done.stderr_tail.splitlines()[-1] if done.stderr_tail else "failed"
         reasons.append(f"{directory}: {last}")
-    return [*results, failed(check, "no writable directory; " + "; ".join(reasons))]
+    return logged_in, failed(check, "no writable directory; " + "; ".join(reasons))
 
 
 # --- the FTPS client, pinned -----------------------------------------------------------------
@@ -498,18 +684,20 @@ class _ReusingFTPS(ftplib.FTP_TLS):
         return conn, size
 
 
-def ftps_checks(
+def ftps_session(
+    result: SmokeResult,
     port: int,
     user: str,
     password: str,
     trusted_pem: str,
     server_name: str,
     expected: set[str],
+    hint: Callable[[], str] | None = None,
     label: str = "ftps",
-    hint=None,
-) -> list[Check]:
-    """Log in over FTP with AUTH TLS, trusting only trusted_pem and checking server_name;
-    the certificate served must be one of expected (sha256 of DER); put, get, compare, delete."""
+) -> None:
+    """Log in over FTP with AUTH TLS, trusting only trusted_pem and checking server_name; the
+    certificate served must be one of expected (sha256 of DER); put, get, compare, delete;
+    record the session and the certificate served in result."""
     context = ssl.create_default_context(cadata=trusted_pem)
     context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
     context.check_hostname = True
@@ -520,7 +708,7 @@ def ftps_checks(
         client.connect("127.0.0.1", port)
         client.host = server_name  # SNI and hostname check against the certificate's name
         client.auth()
-        served = hashlib.sha256(client.sock.getpeercert(binary_form=True)).hexdigest()
+        der = client.sock.getpeercert(binary_form=True)
         client.login(user, password)
         client.prot_p()
     except (OSError, EOFError, ftplib.Error, ssl.SSLError) as exc:
@@ -528,52 +716,86 @@ def ftps_checks(
             client.close()
         extra = hint() if hint else ""
         detail = f"{user}: {type(exc).__name__}: {str(exc).strip()[:200]}"
-        return [
-            failed(login_name, detail + (f" ({extra})" if extra else "")),
-            failed(trip_name, "no login"),
-        ]
+        login = failed(login_name, detail + (f" ({extra})" if extra else ""))
+        result.session("ftps", login, failed(trip_name, "no login"))
+        return
     try:
-        if served not in expected:
-            return [
-                failed(login_name, f"served certificate {served[:16]}… is not the backup's"),
-                failed(trip_name, "not attempted"),
-            ]
-        elapsed = time.monotonic() - started
-        results = [
-            passed(
-                login_name,
-                f"{user} in {elapsed:.2f} s, TLS {client.sock.version()}, certificate for "
-                f"{server_name} as in the backup",
+        served = keys.describe_certificate(ssl.DER_cert_to_PEM_cert(der).encode())
+        if served is not None:
+            result.certificates.append(
+                ServedCertificate(
+                    fingerprint=served.fingerprint,
+                    subject=served.subject,
+                    not_after=utc_text(served.not_after),
+                )
             )
-        ]
-        payload = secrets.token_bytes(4096)
-        name, reasons = f".drkit-smoke-{secrets.token_hex(6)}", []
-        for directory in UPLOAD_DIRS:
-            remote = name if directory == "." else posixpath.join(directory, name)
-            try:
-                client.storbinary(f"STOR {remote}", io.BytesIO(payload))
-            except (OSError, EOFError, ftplib.Error, ssl.SSLError) as exc:
-                reasons.append(f"{directory}: {str(exc).strip()[:120]}")
-                continue
-            back = io.BytesIO()
-            try:
-                client.retrbinary(f"RETR {remote}", back.write)
-                client.delete(remote)
-            except (OSError, EOFError, ftplib.Error, ssl.SSLError) as exc:
-                return [*results, failed(trip_name, f"stored in {directory}, then: {exc}")]
-            if back.getvalue() != payload:
-                return [
-                    *results,
-                    failed(trip_name, f"bytes differ after a round trip in {directory}"),
-                ]
-            detail = f"wrote, read back and removed {len(payload)} bytes in {directory}"
-            return [*results, passed(trip_name, detail)]
-        return [*results, failed(trip_name, "no writable directory; " + "; ".join(reasons))]
+        fingerprint = hashlib.sha256(der).hexdigest()
+        if fingerprint not in expected:
+            login = failed(
+                login_name, f"served certificate {fingerprint[:16]}… is not the backup's"
+            )
+            result.session("ftps", login, failed(trip_name, "not attempted"))
+            return
+        elapsed = time.monotonic() - started
+        login = passed(
+            login_name,
+            f"{user} in {elapsed:.2f} s, TLS {client.sock.version()}, certificate for "
+            f"{server_name} as in the backup",
+        )
+        result.session("ftps", login, _ftps_round_trip(client, trip_name))
     finally:
         with contextlib.suppress(Exception):
             client.quit()
         with contextlib.suppress(Exception):
             client.close()
+
+
+def _ftps_round_trip(client: ftplib.FTP_TLS, trip_name: str) -> Check:
+    payload = secrets.token_bytes(4096)
+    name, reasons = f".drkit-smoke-{secrets.token_hex(6)}", []
+    for directory in UPLOAD_DIRS:
+        remote = name if directory == "." else posixpath.join(directory, name)
+        try:
+            client.storbinary(f"STOR {remote}", io.BytesIO(payload))
+        except (OSError, EOFError, ftplib.Error, ssl.SSLError) as exc:
+            reasons.append(f"{directory}: {str(exc).strip()[:120]}")
+            continue
+        back = io.BytesIO()
+        try:
+            client.retrbinary(f"RETR {remote}", back.write)
+            client.delete(remote)
+        except (OSError, EOFError, ftplib.Error, ssl.SSLError) as exc:
+            return failed(trip_name, f"stored in {directory}, then: {exc}")
+        if back.getvalue() != payload:
+            return failed(trip_name, f"bytes differ after a round trip in {directory}")
+        return passed(
+            trip_name, f"wrote, read back and removed {len(payload)} bytes in {directory}"
+        )
+    return failed(trip_name, "no writable directory; " + "; ".join(reasons))
+
+
+@contextlib.contextmanager
+def smoke_workspace(work_dir: Path, prefix: str) -> Iterator[Path]:
+    """Yield a fresh 0755 directory under work_dir (created when missing) for one smoke run;
+    remove it afterwards whatever happens."""
+    base = Path(work_dir).resolve()
+    base.mkdir(mode=0o755, parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=prefix, dir=base))
+    work.chmod(0o755)
+    try:
+        yield work
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def options_of(manifest: dict, kind: str) -> dict:
+    """Return profile kind's options as the snapshot recorded them.
+
+    They travel inside the signed manifest (not only in the embedded drkit.yaml, which is not
+    signed and which standby sync never reads), so the checks after a bare-metal restore, a
+    drill or a standby sync use exactly the settings the backup was made with.
+    """
+    return dict((manifest.get("profile_options") or {}).get(kind) or {})
 
 
 LOG_PATTERN = r"error|fatal|refused|denied|invalid|failed|unable|oops|no such"

@@ -33,12 +33,12 @@ import yaml
 from drkit import errors, runner
 from drkit.config import CATEGORIES
 from drkit.engines import keys
-from drkit.model import CertInfo, Check, Entry, Inventory, failed, passed, warned
+from drkit.model import CertInfo, Check, Entry, Inventory, SmokeResult, failed, passed, warned
 from drkit.paths import on_root, to_node
-from drkit.profiles import common, options_of
+from drkit.profiles import common
+from drkit.profiles.interface import Profile, Signs
 
 NAME = "generic"
-TAKES_OPTIONS = True
 COMMAND_KEYS = ("validate", "smoke")
 OTHER_KEYS = ("policy", "users", "key_owners", "timeout_seconds")
 PRIVATE_FORBID = 0o077
@@ -250,7 +250,7 @@ def checks(root: Path, manifest: dict) -> list[Check]:
     """Return the checks of a restored (or live) node against the options in its manifest."""
     root = Path(root)
     try:
-        chosen = settings(root, options_of(manifest, NAME))
+        chosen = settings(root, common.options_of(manifest, NAME))
     except errors.ConfigError as exc:
         return [failed("generic: options", exc.message)]
     results = []
@@ -301,19 +301,44 @@ def checks(root: Path, manifest: dict) -> list[Check]:
     return results
 
 
-def smoke(root: Path, manifest: dict, user: str, work_dir: Path) -> list[Check]:
-    """Run profile_options.generic.smoke ({root}, {user}, {work}); without one, say so."""
+def smoke(root: Path, manifest: dict, user: str, work_dir: Path) -> SmokeResult:
+    """Run profile_options.generic.smoke ({root}, {user}, {work}): its exit 0 proves a login
+    and a round trip (the command's own contract); without one, not judged."""
     root = Path(root)
     try:
-        chosen = settings(root, options_of(manifest, NAME))
+        chosen = settings(root, common.options_of(manifest, NAME))
     except errors.ConfigError as exc:
-        return [failed("smoke: generic", exc.message)]
+        result = SmokeResult(profile=NAME)
+        result.add(failed("smoke: generic", exc.message))
+        return result
     if not chosen.get("smoke"):
-        return [
-            warned(
-                "smoke: generic",
-                "no smoke command configured (profile_options.generic.smoke): no login tried",
-            )
-        ]
+        reason = "no smoke command configured (profile_options.generic.smoke): no login tried"
+        return SmokeResult.not_judged(NAME, reason)
     extra = {"user": user, "work": str(Path(work_dir).resolve())}
-    return [_command(chosen, "smoke", root, "smoke: generic", extra)]
+    ran = _command(chosen, "smoke", root, "smoke: generic", extra)
+    result = SmokeResult(profile=NAME)
+    result.session("none", ran, ran)
+    return result
+
+
+class Generic(Profile):
+    """Any other server, described by profile_options.generic (globs, validate, smoke)."""
+
+    name = NAME
+    signs = Signs(configs=())  # never detected: a generic node is described
+
+    def inventory(self, root: Path, smoke_user: str | None, options: dict) -> Inventory:
+        return inventory(root, smoke_user, options)
+
+    def checks(self, root: Path, manifest: dict) -> list[Check]:
+        return checks(root, manifest)
+
+    def smoke(self, root: Path, manifest: dict, user: str, work_dir: Path) -> SmokeResult:
+        return smoke(root, manifest, user, work_dir)
+
+    def sandbox_config(self, root: Path, out_dir: Path) -> Path | None:
+        """None: the operator's commands get the restored root as {root}; nothing is rewritten."""
+        return None
+
+
+PROFILE = Generic()

@@ -7,18 +7,14 @@ directives name files and the mode rules come from policies/openssh.yaml.
 
 from __future__ import annotations
 
-import contextlib
 import fnmatch
 import functools
 import glob
-import grp
 import os
 import posixpath
-import pwd
 import re
 import shutil
 import stat
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -28,32 +24,22 @@ import yaml
 
 from drkit import runner
 from drkit.engines import accounts
-from drkit.model import Check, Entry, Inventory, failed, passed, warned
+from drkit.model import Check, Entry, Inventory, SmokeResult, failed, passed, warned
 from drkit.paths import on_root, to_node
 from drkit.profiles import common
 from drkit.profiles.common import Ref
+from drkit.profiles.interface import Profile, Signs
 
+NAME = "openssh"
 POLICY_FILE = "openssh.yaml"
 _TOKEN = re.compile(r"%(.)")
 _KEYWORD = re.compile(r"^\s*([^\s=]+)\s*(?:=\s*|\s+|$)(.*)$")
 
 
-def policy_dir() -> Path:
-    """Return the directory of drkit's policy files.
-
-    $DRKIT_POLICY_DIR, else the source tree's policies/, else <prefix>/share/drkit/policies
-    where a wheel install puts them.
-    """
-    if os.environ.get("DRKIT_POLICY_DIR"):
-        return Path(os.environ["DRKIT_POLICY_DIR"])
-    source_tree = Path(__file__).resolve().parents[2] / "policies"
-    return source_tree if source_tree.is_dir() else Path(sys.prefix) / "share/drkit/policies"
-
-
 @functools.cache
 def policy() -> dict:
     """Return policies/openssh.yaml."""
-    return yaml.safe_load((policy_dir() / POLICY_FILE).read_text())
+    return yaml.safe_load((common.policy_dir() / POLICY_FILE).read_text())
 
 
 # --- reading sshd_config ----------------------------------------------------------------------
@@ -102,42 +88,6 @@ class Config:
         return (top if multi else top[:1]) + in_match
 
 
-def split_args(text: str) -> list[str]:
-    """Split a directive's arguments like sshd: quotes, backslash escapes, '#' comments."""
-    args: list[str] = []
-    current: list[str] = []
-    quote, started, i = "", False, 0
-    while i < len(text):
-        char = text[i]
-        if quote:
-            if char == "\\" and text[i + 1 : i + 2] in (quote, "\\"):
-                current.append(text[i + 1])
-                i += 1
-            elif char == quote:
-                quote = ""
-            else:
-                current.append(char)
-        elif char.isspace():
-            if started:
-                args.append("".join(current))
-                current, started = [], False
-        elif char == "\\" and text[i + 1 : i + 2] in ('"', "'", "\\", " "):
-            current.append(text[i + 1])
-            started = True
-            i += 1
-        elif char in "\"'":
-            quote, started = char, True
-        elif char == "#" and not started:
-            break
-        else:
-            current.append(char)
-            started = True
-        i += 1
-    if started:
-        args.append("".join(current))
-    return args
-
-
 def parse_line(raw: str) -> tuple[str, str, list[str]] | None:
     """Return (keyword as written, lower-case keyword, args) of a config line, else None."""
     stripped = raw.strip()
@@ -146,7 +96,7 @@ def parse_line(raw: str) -> tuple[str, str, list[str]] | None:
     found = _KEYWORD.match(stripped)
     if not found:
         return None
-    return found.group(1), found.group(1).lower(), split_args(found.group(2))
+    return found.group(1), found.group(1).lower(), common.split_args(found.group(2))
 
 
 def _glob(root: Path, pattern: str) -> list[str]:
@@ -712,177 +662,113 @@ def _certificate_checks(root: Path, manifest: dict) -> list[Check]:
 # --- smoke: the real sshd on a sandbox port -----------------------------------------------------
 
 
-def _node_account(root: Path, manifest: dict, user: str) -> dict | None:
-    """Return the node's account record of user: the root's files, else the manifest's."""
-    if accounts.source_root(root) == Path(root):
-        found = accounts.read_entries(root, [user])
-        if found:
-            return found[0]
-    return next((a for a in manifest.get("accounts", []) if a["name"] == user), None)
-
-
-def _node_fields(root: Path, manifest: dict, user: str) -> list[str]:
-    """Return the node's passwd fields of user (the host's when the node has none)."""
-    account = _node_account(root, manifest, user)
-    if account:
-        return (account["passwd"].split(":") + [""] * 7)[:7]
-    entry = pwd.getpwnam(user)
-    return [user, "x", str(entry.pw_uid), str(entry.pw_gid), "", entry.pw_dir, entry.pw_shell]
-
-
-def _host_has(lookup, key) -> bool:
-    try:
-        lookup(key)
-    except KeyError:
-        return False
-    return True
-
-
-def _ensure_user(root: Path, manifest: dict, user: str, created: list[tuple[str, str]]) -> Check:
-    """Make sure user exists on the host; create it for the run from the node's entry.
-
-    What was created is appended to `created` for removal afterwards.
-    """
-    name = "smoke: user"
-    if _host_has(pwd.getpwnam, user):
-        return passed(name, f"{user} exists on the host")
-    account = _node_account(root, manifest, user)
-    if account is None:
-        return failed(name, f"{user} is neither on the host nor in the node's accounts")
-    fields = (account["passwd"].split(":") + [""] * 7)[:7]
-    uid, gid, home, shell = fields[2], fields[3], fields[5] or "/", fields[6]
-    argv = ["useradd", "-M", "-p", "*"]
-    groups = [(line.split(":") + [""] * 4)[:4] for line in account.get("groups", [])]
-    for group_name, _, group_gid, members in groups:
-        primary = group_gid == gid
-        if not primary and user not in members.split(","):
-            continue
-        if not _host_has(grp.getgrnam, group_name) and not _host_has(grp.getgrgid, int(group_gid)):
-            done = runner.run(["groupadd", "-g", group_gid, group_name])
-            if done.returncode == 0:
-                created.append(("group", group_name))
-        if _host_has(grp.getgrnam, group_name):
-            argv += ["-g", group_name] if primary else ["-G", group_name]
-    if "-g" not in argv and gid.isdigit() and _host_has(grp.getgrgid, int(gid)):
-        argv += ["-g", gid]
-    if uid.isdigit() and not _host_has(pwd.getpwuid, int(uid)):
-        argv += ["-u", uid]
-    host_home = home if str(root) == "/" else str(on_root(root, home))
-    usable_shell = shell if shell and os.access(shell, os.X_OK) else "/usr/sbin/nologin"
-    had_group = _host_has(grp.getgrnam, user)
-    done = runner.run([*argv, "-d", host_home, "-s", usable_shell, user])
-    if done.returncode != 0:
-        return failed(name, f"useradd {user} failed: {done.stderr_tail}")
-    created.append(("user", user))
-    if not had_group and _host_has(grp.getgrnam, user):
-        created.append(("group", user))
-    return passed(name, f"created {user} (uid {pwd.getpwnam(user).pw_uid}) for the run")
-
-
-def _uid_busy(uid: int) -> bool:
-    """Return True while some process runs as uid (an sshd session winding down)."""
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        with contextlib.suppress(OSError):
-            if os.stat(f"/proc/{pid}").st_uid == uid:
-                return True
-    return False
-
-
-def _remove_created(created: list[tuple[str, str]]) -> None:
-    """Remove the users and groups created for the run, once their sessions have ended."""
-    for kind, name in reversed(created):
-        if kind == "user" and _host_has(pwd.getpwnam, name):
-            uid, deadline = pwd.getpwnam(name).pw_uid, time.monotonic() + 10
-            while _uid_busy(uid) and time.monotonic() < deadline:
-                time.sleep(0.1)
-            if runner.run(["userdel", name]).returncode != 0:
-                runner.run(["userdel", "-f", name])
-        elif kind == "group" and _host_has(grp.getgrnam, name):
-            runner.run(["groupdel", name])
-
-
 def _log_hint(server: runner.Service) -> str:
     pattern = r"error|fatal|refused|not allowed|bad ownership|denied|invalid"
     return " | ".join(common.interesting_lines(server.log_tail().splitlines(), pattern))
 
 
-def smoke(root: Path, manifest: dict, user: str, work_dir: Path) -> list[Check]:
+def smoke(root: Path, manifest: dict, user: str, work_dir: Path) -> SmokeResult:
     """Start the real sshd on a copy of the restored config (127.0.0.1, free port) and prove it.
 
-    Checks: served host key per type equals the manifest, an SFTP login of `user` with a
+    Records: served host key per type against the manifest, an SFTP login of `user` with a
     throw-away key, and a file round trip. sshd is stopped, a user created for the run is
     removed and the work files are deleted whatever happens.
     """
     pol, root = policy(), Path(root)
     settings = pol["smoke"]
+    result = SmokeResult(profile=NAME)
     work_dir = Path(work_dir).resolve()
     work_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
     unsafe = _path_problems(Path("/"), str(work_dir), "/", {0}, 0o022)
     if unsafe:
-        return [failed("smoke: sshd started", f"work dir unusable for sshd: {unsafe[0]}")]
-    work = Path(tempfile.mkdtemp(prefix="smoke-", dir=work_dir))
-    work.chmod(0o755)
+        result.add(failed("smoke: sshd started", f"work dir unusable for sshd: {unsafe[0]}"))
+        return result
     created: list[tuple[str, str]] = []
     server: runner.Service | None = None
-    results: list[Check] = []
-    try:
-        config = read_config(root)
-        if pol["config"]["main"] not in config.files:
-            return [failed("smoke: sshd started", f"{pol['config']['main']} is missing")]
-        account = _ensure_user(root, manifest, user, created)
-        results.append(account)
-        if account.status == "fail":
-            return [*results, failed("smoke: sftp login", f"no account for {user}")]
-        key = work / "client_key"
-        keygen = ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "drkit-smoke", "-f"]
-        made = runner.run([*keygen, str(key)])
-        if made.returncode != 0:
-            return [*results, failed("smoke: sftp login", f"ssh-keygen: {made.stderr_tail}")]
-        sandbox = work / "authorized_keys"
-        sandbox.mkdir(mode=0o755)
-        (sandbox / user).write_text((work / "client_key.pub").read_text())
-        (sandbox / user).chmod(0o644)
-        entry = _node_fields(root, manifest, user)
-        port = common.free_port()
-        prepend = [
-            "# drkit smoke run: these lines win over the node's own",
-            f"Port {port}",
-            f"ListenAddress 127.0.0.1:{port}",
-            f"PidFile {work / 'sshd.pid'}",
-            f"AuthorizedKeysFile {sandbox}/%u",
-            "LogLevel VERBOSE",
-            "PubkeyAuthentication yes",
-        ]
-        copy, _ = write_copy(
-            root, config, work / "config",
-            {"prepend": prepend, "authorized_keys": f"{sandbox}/%u", "user": user, "entry": entry},
-        )  # fmt: skip
-        runner.run(["install", "-d", "-m755", settings["privsep_dir"]])
-        server = runner.start_service(
-            [settings["sshd"], "-D", "-e", "-f", str(copy)], work / "sshd.log"
-        )
-        started = time.monotonic()
-        if not common.wait_port(port, server, settings["start_timeout_seconds"]):
-            results.append(failed("smoke: sshd started", _log_hint(server) or "no output"))
-            return results
-        waited = time.monotonic() - started
-        results.append(passed("smoke: sshd started", f"127.0.0.1:{port} in {waited:.2f} s"))
-        host_keys = manifest.get("host_keys", [])
-        not_served = "not served: sshd did not load that host key"
-        results += common.keyscan_checks(host_keys, port, not_served=not_served)
+    with common.smoke_workspace(work_dir, "smoke-") as work:
+        try:
+            config = read_config(root)
+            if pol["config"]["main"] not in config.files:
+                result.add(failed("smoke: sshd started", f"{pol['config']['main']} is missing"))
+                return result
+            account = common.ensure_user(root, manifest, user, created)
+            result.add(account)
+            if account.status == "fail":
+                return result
+            made = common.make_client_key(work)
+            if made is None:
+                result.add(failed("smoke: sshd started", "ssh-keygen failed"))
+                return result
+            key, public_line = made
+            sandbox = work / "authorized_keys"
+            sandbox.mkdir(mode=0o755)
+            (sandbox / user).write_text(public_line + "\n")
+            (sandbox / user).chmod(0o644)
+            entry = common.node_fields(root, manifest, user)
+            port = common.free_port()
+            prepend = [
+                "# drkit smoke run: these lines win over the node's own",
+                f"Port {port}",
+                f"ListenAddress 127.0.0.1:{port}",
+                f"PidFile {work / 'sshd.pid'}",
+                f"AuthorizedKeysFile {sandbox}/%u",
+                "LogLevel VERBOSE",
+                "PubkeyAuthentication yes",
+            ]
+            plan = {"prepend": prepend, "authorized_keys": f"{sandbox}/%u", "user": user}
+            copy, _ = write_copy(root, config, work / "config", {**plan, "entry": entry})
+            runner.run(["install", "-d", "-m755", settings["privsep_dir"]])
+            server = runner.start_service(
+                [settings["sshd"], "-D", "-e", "-f", str(copy)], work / "sshd.log"
+            )
+            started = time.monotonic()
+            if not common.wait_port(port, server, settings["start_timeout_seconds"]):
+                result.add(failed("smoke: sshd started", _log_hint(server) or "no output"))
+                return result
+            waited = time.monotonic() - started
+            result.add(passed("smoke: sshd started", f"127.0.0.1:{port} in {waited:.2f} s"))
+            host_keys = manifest.get("host_keys", [])
+            not_served = "not served: sshd did not load that host key"
+            common.keyscan(result, host_keys, port, not_served=not_served)
 
-        def hint() -> str:
-            found = _log_hint(server)
-            return f"sshd: {found}" if found else ""
+            def hint() -> str:
+                found = _log_hint(server)
+                return f"sshd: {found}" if found else ""
 
-        trip = "smoke: file round trip"
-        results += common.sftp_checks(
-            host_keys, user, port, key, work, "sftp", hint, trip_name=trip,
-            upload_dirs=settings["upload_dirs"], show_dir=True, only_key=False,
-        )  # fmt: skip
-        return results
-    finally:
-        if server is not None:
-            server.stop()
-        _remove_created(created)
-        shutil.rmtree(work, ignore_errors=True)
+            common.sftp_session(
+                result, host_keys, user, port, key, work, hint,
+                trip_name="smoke: file round trip", upload_dirs=settings["upload_dirs"],
+                show_dir=True, only_key=False,
+            )  # fmt: skip
+            return result
+        finally:
+            if server is not None:
+                server.stop()
+            common.remove_created(created)
+
+
+class OpenSSH(Profile):
+    """OpenSSH's sshd serving SFTP (internal-sftp or sftp-server)."""
+
+    name = NAME
+    signs = Signs(
+        configs=("/etc/ssh/sshd_config",),
+        binaries=("/usr/sbin/sshd",),
+        units=("ssh.service", "sshd.service"),
+    )
+    node_local = ("sshd_config:ListenAddress",)
+
+    def inventory(self, root: Path, smoke_user: str | None, options: dict) -> Inventory:
+        return inventory(root, smoke_user)
+
+    def checks(self, root: Path, manifest: dict) -> list[Check]:
+        return checks(root, manifest)
+
+    def smoke(self, root: Path, manifest: dict, user: str, work_dir: Path) -> SmokeResult:
+        return smoke(root, manifest, user, work_dir)
+
+    def sandbox_config(self, root: Path, out_dir: Path) -> Path | None:
+        return write_copy(root, read_config(root), out_dir)[0]
+
+
+PROFILE = OpenSSH()

@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from drkit import runner
-from drkit.model import Check, Inventory, failed, passed
+from drkit.model import Check, Inventory, SmokeResult, failed, passed
 from drkit.paths import on_root, to_node
 from drkit.profiles import common
 from drkit.profiles.common import Ref
-from drkit.profiles.openssh import split_args
+from drkit.profiles.interface import Profile, Signs
 
 NAME = "proftpd"
 
@@ -89,11 +89,11 @@ def parse(raw: str) -> tuple[str, str, list[str]] | None:
     if stripped.startswith("<"):
         inner = stripped.strip("<>").strip()
         token, _, rest = inner.partition(" ")
-        return token, "<" + token.lower(), split_args(rest)
+        return token, "<" + token.lower(), common.split_args(rest)
     token, _, rest = stripped.partition(" ")
     token = token.split("\t")[0]
     rest = stripped[len(token) :]
-    return token, token.lower(), split_args(rest)
+    return token, token.lower(), common.split_args(rest)
 
 
 def _include_targets(root: Path, pattern: str) -> list[str]:
@@ -465,108 +465,110 @@ def _smoke_account(root: Path, config: Config, manifest: dict, user: str) -> lis
     found = virtual_users(root, config).get(user)
     if found:
         return found
-    from drkit.profiles import openssh
-
     try:
-        return openssh._node_fields(root, manifest, user)
+        return common.node_fields(root, manifest, user)
     except KeyError:
         return None
 
 
-def smoke(root: Path, manifest: dict, user: str, work_dir: Path) -> list[Check]:
+def smoke(root: Path, manifest: dict, user: str, work_dir: Path) -> SmokeResult:
     """Start the real proftpd on a rewritten copy of the restored config (127.0.0.1, free
     ports) and log in over every protocol it serves: SFTP pinned to the manifest's host keys,
     FTPS pinned to the manifest's certificate; put, get and compare a file over each."""
     pol, root = policy(), Path(root)
-    work = Path(tempfile.mkdtemp(prefix="smoke-proftpd-", dir=Path(work_dir).resolve()))
-    work.chmod(0o755)
+    result = SmokeResult(profile=NAME)
+    program = common.find_program("proftpd", [pol["smoke"]["proftpd"], "proftpd"])
+    if program is None:
+        return SmokeResult.not_judged(NAME, "proftpd is not installed on this host")
     server: runner.Service | None = None
-    results: list[Check] = []
-    try:
-        program = common.find_program("proftpd", [pol["smoke"]["proftpd"], "proftpd"])
-        if program is None:
-            return [failed("smoke: proftpd started", "proftpd is not installed on this host")]
-        config = read_config(root)
-        if pol["config"]["main"] not in config.files:
-            return [failed("smoke: proftpd started", f"{pol['config']['main']} is missing")]
-        fields = _smoke_account(root, config, manifest, user)
-        if fields is None:
-            return [failed("smoke: user", f"{user} is neither a virtual user nor an account")]
-        password = secrets.token_urlsafe(18)
-        home = fields[5] or "/"
-        host_home = home if str(root) == "/" else str(on_root(root, home))
-        shell = fields[6] or "/bin/false"
-        sandbox = work / "ftpd.passwd"
-        sandbox.write_text(
-            f"{user}:{common.hash_password(password)}:{fields[2]}:{fields[3]}::{host_home}:{shell}\n"
-        )
-        sandbox.chmod(0o640)
-        made = common.make_client_key(work)
-        if made is None:
-            return [failed("smoke: proftpd started", "ssh-keygen failed")]
-        key, public_line = made
-        key_dir = work / "keys"
-        key_dir.mkdir(mode=0o755)
-        (key_dir / user).write_text(common.rfc4716(public_line, "drkit-smoke"))
-        (key_dir / user).chmod(0o644)
-        (work / "logs").mkdir(mode=0o755)
-        ports = {index: common.free_port() for index in range(config.servers)}
-        run_user = config.first("user")
-        run_group = config.first("group")
-        plan = Smoke(
-            work=work,
-            ports=ports,
-            auth_user_file=sandbox,
-            key_dir=key_dir,
-            user=_host_name(pwd.getpwnam, run_user.args[0], "nobody") if run_user else "nobody",
-            group=_host_name(grp.getgrnam, run_group.args[0], "nogroup")
-            if run_group
-            else "nogroup",
-        )
-        copy, _ = write_copy(root, config, work / "config", plan)
-        log_path = work / "proftpd.log"
-        server = runner.start_service([program, "-n", "-c", str(copy)], log_path)
-        started = time.monotonic()
-        served = [
-            index
-            for index in range(config.servers)
-            if config.engine_on("sftpengine", index) or config.engine_on("tlsengine", index)
-        ] or [0]
-        if not all(
-            common.wait_port(ports[i], server, pol["smoke"]["start_timeout_seconds"])
-            for i in served
-        ):
-            hint = common.log_hint(log_path) or "no output"
-            return [*results, failed("smoke: proftpd started", hint)]
-        waited = time.monotonic() - started
-        listening = ", ".join(f"127.0.0.1:{ports[i]}" for i in served)
-        results.append(passed("smoke: proftpd started", f"{listening} in {waited:.2f} s"))
+    with common.smoke_workspace(work_dir, "smoke-proftpd-") as work:
+        try:
+            config = read_config(root)
+            if pol["config"]["main"] not in config.files:
+                result.add(failed("smoke: proftpd started", f"{pol['config']['main']} is missing"))
+                return result
+            fields = _smoke_account(root, config, manifest, user)
+            if fields is None:
+                detail = f"{user} is neither a virtual user nor an account"
+                result.add(failed("smoke: user", detail))
+                return result
+            password = secrets.token_urlsafe(18)
+            home = fields[5] or "/"
+            host_home = home if str(root) == "/" else str(on_root(root, home))
+            shell = fields[6] or "/bin/false"
+            sandbox = work / "ftpd.passwd"
+            hashed = common.hash_password(password)
+            sandbox.write_text(f"{user}:{hashed}:{fields[2]}:{fields[3]}::{host_home}:{shell}\n")
+            sandbox.chmod(0o640)
+            made = common.make_client_key(work)
+            if made is None:
+                result.add(failed("smoke: proftpd started", "ssh-keygen failed"))
+                return result
+            key, public_line = made
+            key_dir = work / "keys"
+            key_dir.mkdir(mode=0o755)
+            (key_dir / user).write_text(common.rfc4716(public_line, "drkit-smoke"))
+            (key_dir / user).chmod(0o644)
+            (work / "logs").mkdir(mode=0o755)
+            ports = {index: common.free_port() for index in range(config.servers)}
+            run_user = config.first("user")
+            run_group = config.first("group")
+            plan = Smoke(
+                work=work,
+                ports=ports,
+                auth_user_file=sandbox,
+                key_dir=key_dir,
+                user=_host_name(pwd.getpwnam, run_user.args[0], "nobody") if run_user else "nobody",
+                group=_host_name(grp.getgrnam, run_group.args[0], "nogroup")
+                if run_group
+                else "nogroup",
+            )
+            copy, _ = write_copy(root, config, work / "config", plan)
+            log_path = work / "proftpd.log"
+            server = runner.start_service([program, "-n", "-c", str(copy)], log_path)
+            started = time.monotonic()
+            served = [
+                index
+                for index in range(config.servers)
+                if config.engine_on("sftpengine", index) or config.engine_on("tlsengine", index)
+            ] or [0]
+            if not all(
+                common.wait_port(ports[i], server, pol["smoke"]["start_timeout_seconds"])
+                for i in served
+            ):
+                hint = common.log_hint(log_path) or "no output"
+                result.add(failed("smoke: proftpd started", hint))
+                return result
+            waited = time.monotonic() - started
+            listening = ", ".join(f"127.0.0.1:{ports[i]}" for i in served)
+            result.add(passed("smoke: proftpd started", f"{listening} in {waited:.2f} s"))
 
-        def hint() -> str:
-            return common.log_hint(log_path, *plan.logs)
+            def hint() -> str:
+                return common.log_hint(log_path, *plan.logs)
 
-        for index in served:
-            if config.engine_on("sftpengine", index):
-                paths = {line.args[0] for line in config.of("sftphostkey", index) if line.args}
-                pinned = [k for k in manifest.get("host_keys", []) if k["path"] in paths]
-                if not pinned:
-                    results.append(failed("smoke: sftp", "the backup holds no SFTPHostKey to pin"))
-                    continue
-                results += common.keyscan_checks(pinned, ports[index], "sftp")
-                results += common.sftp_checks(pinned, user, ports[index], key, work, "sftp", hint)
-            elif config.engine_on("tlsengine", index):
-                results += _ftps(root, config, manifest, index, ports[index], user, password, hint)
-        return results
-    finally:
-        if server is not None:
-            server.stop()
-        shutil.rmtree(work, ignore_errors=True)
+            for index in served:
+                if config.engine_on("sftpengine", index):
+                    paths = {line.args[0] for line in config.of("sftphostkey", index) if line.args}
+                    pinned = [k for k in manifest.get("host_keys", []) if k["path"] in paths]
+                    if not pinned:
+                        detail = "the backup holds no SFTPHostKey to pin"
+                        result.add(failed("smoke: sftp", detail))
+                        continue
+                    common.keyscan(result, pinned, ports[index], "sftp")
+                    common.sftp_session(result, pinned, user, ports[index], key, work, hint)
+                elif config.engine_on("tlsengine", index):
+                    _ftps(result, root, config, manifest, index, ports[index], user, password, hint)
+            return result
+        finally:
+            if server is not None:
+                server.stop()
 
 
-def _ftps(root, config, manifest, index, port, user, password, hint) -> list[Check]:
+def _ftps(result, root, config, manifest, index, port, user, password, hint) -> None:
     pairs = [(cert, key) for cert, key, server in _tls_pairs(config) if server in (index, -1)]
     if not pairs:
-        return [failed("smoke: ftps", "TLSEngine on but no certificate configured")]
+        result.add(failed("smoke: ftps", "TLSEngine on but no certificate configured"))
+        return
     extra = [
         line.args[0]
         for keyword in ("tlscertificatechainfile", "tlscacertificatefile")
@@ -584,6 +586,32 @@ def _ftps(root, config, manifest, index, port, user, password, hint) -> list[Che
         if entry["path"] in {cert for cert, _ in pairs}
     }
     names = common.certificate_names(root, pairs[0][0])
-    return common.ftps_checks(
-        port, user, password, trusted, names[0] if names else "localhost", expected, "ftps", hint
+    server_name = names[0] if names else "localhost"
+    common.ftps_session(result, port, user, password, trusted, server_name, expected, hint)
+
+
+class ProFTPD(Profile):
+    """ProFTPD serving FTPS (mod_tls) and/or SFTP (mod_sftp), on one or more vhosts."""
+
+    name = NAME
+    signs = Signs(
+        configs=("/etc/proftpd/proftpd.conf",),
+        binaries=("/usr/sbin/proftpd",),
+        units=("proftpd.service",),
     )
+    node_local = ("proftpd.conf:DefaultAddress",)
+
+    def inventory(self, root: Path, smoke_user: str | None, options: dict) -> Inventory:
+        return inventory(root, smoke_user)
+
+    def checks(self, root: Path, manifest: dict) -> list[Check]:
+        return checks(root, manifest)
+
+    def smoke(self, root: Path, manifest: dict, user: str, work_dir: Path) -> SmokeResult:
+        return smoke(root, manifest, user, work_dir)
+
+    def sandbox_config(self, root: Path, out_dir: Path) -> Path | None:
+        return write_copy(root, read_config(root), out_dir)[0]
+
+
+PROFILE = ProFTPD()

@@ -22,13 +22,13 @@ from pathlib import Path
 
 from drkit import errors, runner
 from drkit.engines import accounts, keys
-from drkit.model import Check, Inventory, failed, passed, warned
+from drkit.model import Check, Inventory, SmokeResult, failed, passed, warned
 from drkit.paths import on_root
-from drkit.profiles import common, options_of
+from drkit.profiles import common
 from drkit.profiles.common import Ref
+from drkit.profiles.interface import Profile, Signs
 
 NAME = "sftpplus"
-TAKES_OPTIONS = True
 OPTION_KEYS = ("install_dir", "service_user", "validate", "validate_timeout_seconds")
 
 
@@ -411,7 +411,7 @@ def checks(root: Path, manifest: dict) -> list[Check]:
     """Return the static checks of a restored (or live) SFTPPlus node against its manifest."""
     pol, root = policy(), Path(root)
     try:
-        chosen = settings(options_of(manifest, NAME))
+        chosen = settings(common.options_of(manifest, NAME))
     except errors.ConfigError as exc:
         return [failed("sftpplus: options", exc.message)]
     install = chosen["install_dir"]
@@ -473,6 +473,30 @@ def checks(root: Path, manifest: dict) -> list[Check]:
     return results
 
 
-def smoke(root: Path, manifest: dict, user: str, work_dir: Path) -> list[Check]:
-    """SFTPPlus cannot run here: return one warning that says so (never a pass)."""
-    return [warned("smoke: sftpplus", " ".join(policy()["smoke"]["reason"].split()))]
+class SFTPPlus(Profile):
+    """SFTPPlus (server.ini, its vault items and files), judged statically: it cannot run here."""
+
+    name = NAME
+    signs = Signs(
+        configs=("/opt/sftpplus/configuration/server.ini",),
+        binaries=("/opt/sftpplus/bin/admin-commands.sh",),
+        units=("sftpplus.service", "sftpplus-server.service"),
+    )
+    node_local = ("server.ini:[server]/uuid",)
+
+    def inventory(self, root: Path, smoke_user: str | None, options: dict) -> Inventory:
+        return inventory(root, smoke_user, options)
+
+    def checks(self, root: Path, manifest: dict) -> list[Check]:
+        return checks(root, manifest)
+
+    def smoke(self, root: Path, manifest: dict, user: str, work_dir: Path) -> SmokeResult:
+        """SFTPPlus cannot run here: not judged, with the policy's reason (never a pass)."""
+        return SmokeResult.not_judged(NAME, " ".join(policy()["smoke"]["reason"].split()))
+
+    def sandbox_config(self, root: Path, out_dir: Path) -> Path | None:
+        """None: SFTPPlus reads server.ini relative to its install dir; nothing is rewritten."""
+        return None
+
+
+PROFILE = SFTPPlus()

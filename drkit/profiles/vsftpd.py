@@ -21,10 +21,11 @@ from pathlib import Path
 
 from drkit import runner
 from drkit.engines import accounts
-from drkit.model import Check, Inventory, failed, passed, warned
+from drkit.model import Check, Inventory, SmokeResult, failed, passed, warned
 from drkit.paths import on_root
 from drkit.profiles import common
 from drkit.profiles.common import Ref
+from drkit.profiles.interface import Profile, Signs
 
 NAME = "vsftpd"
 
@@ -357,81 +358,112 @@ def _node_text(text: str, root: Path, work: Path) -> str:
 # --- smoke ----------------------------------------------------------------------------------------
 
 
-def smoke(root: Path, manifest: dict, user: str, work_dir: Path) -> list[Check]:
+def smoke(root: Path, manifest: dict, user: str, work_dir: Path) -> SmokeResult:
     """Start the real vsftpd on a rewritten copy of the restored config (127.0.0.1, free port)
     with a one-run PAM service (pam_pwdfile, a one-run password) and log in over FTPS pinned to
     the manifest's certificate; put, get and compare a file. The PAM file, a user created for
     the run and the work files are removed whatever happens."""
-    from drkit.profiles import openssh
-
     pol, root = policy(), Path(root)
-    work = Path(tempfile.mkdtemp(prefix="smoke-vsftpd-", dir=Path(work_dir).resolve()))
-    work.chmod(0o755)
+    program = _program()
+    if program is None:
+        return SmokeResult.not_judged(NAME, "vsftpd is not installed on this host")
+    result = SmokeResult(profile=NAME)
     created: list[tuple[str, str]] = []
     pam_path: Path | None = None
     server: runner.Service | None = None
-    results: list[Check] = []
-    try:
-        program = _program()
-        if program is None:
-            return [failed("smoke: vsftpd started", "vsftpd is not installed on this host")]
+    with common.smoke_workspace(work_dir, "smoke-vsftpd-") as work:
+        try:
+            config = read_config(root)
+            if config.path is None:
+                result.add(failed("smoke: vsftpd started", "no vsftpd.conf found"))
+                return result
+            account = common.ensure_user(root, manifest, user, created)
+            result.add(account)
+            if account.status == "fail":
+                return result
+            password = secrets.token_urlsafe(18)
+            store = work / "ftpd.passwd"
+            store.write_text(f"{user}:{common.hash_password(password)}\n")
+            store.chmod(0o600)
+            service = f"drkit-smoke-{secrets.token_hex(4)}"
+            pam_path = Path(pol["config"]["pam_dir"]) / service
+            pam_path.write_text(
+                "# drkit smoke run: removed when the run ends\n"
+                f"auth    required {pol['smoke']['pam_module']} pwdfile={store}\n"
+                "account required pam_permit.so\n"
+                "session required pam_permit.so\n"
+            )
+            run = _Run(work, common.free_port(), service, _mapped_user_conf(root, config, work))
+            copy = write_copy(root, config, run)
+            log_path = work / "vsftpd.out"
+            server = runner.start_service([program, str(copy)], log_path, stdin_to_log=True)
+            started = time.monotonic()
+            if not common.wait_port(run.port, server, pol["smoke"]["start_timeout_seconds"]):
+                detail = _node_text(common.log_hint(log_path) or "no output", root, work)
+                result.add(failed("smoke: vsftpd started", detail))
+                return result
+            waited = time.monotonic() - started
+            result.add(passed("smoke: vsftpd started", f"127.0.0.1:{run.port} in {waited:.2f} s"))
+            pairs = _tls_pairs(config)
+            if not pairs or not config.yes("ssl_enable"):
+                result.add(failed("smoke: ftps login", "ssl_enable is not YES: no FTPS"))
+                return result
+            certificates = [cert for cert, _ in pairs]
+            trusted = "".join(
+                on_root(root, path).read_text(errors="replace")
+                for path in [*certificates, config.settings.get("ca_certs_file") or ""]
+                if path and common.is_file(root, path)
+            )
+            expected = {
+                entry["fingerprint"]
+                for entry in manifest.get("certificates", [])
+                if entry["path"] in certificates
+            }
+            names = common.certificate_names(root, certificates[0])
+
+            def hint() -> str:
+                return _node_text(common.log_hint(log_path, work / "vsftpd.log"), root, work)
+
+            server_name = names[0] if names else "localhost"
+            common.ftps_session(
+                result, run.port, user, password, trusted, server_name, expected, hint
+            )
+            return result
+        finally:
+            if server is not None:
+                server.stop()
+            if pam_path is not None:
+                pam_path.unlink(missing_ok=True)
+            common.remove_created(created)
+
+
+class Vsftpd(Profile):
+    """vsftpd serving FTPS (ssl_enable), with system, PAM or virtual users."""
+
+    name = NAME
+    signs = Signs(
+        configs=("/etc/vsftpd.conf", "/etc/vsftpd/vsftpd.conf"),
+        binaries=("/usr/sbin/vsftpd",),
+        units=("vsftpd.service",),
+    )
+    node_local = ("vsftpd.conf:listen_address", "vsftpd.conf:pasv_address")
+
+    def inventory(self, root: Path, smoke_user: str | None, options: dict) -> Inventory:
+        return inventory(root, smoke_user)
+
+    def checks(self, root: Path, manifest: dict) -> list[Check]:
+        return checks(root, manifest)
+
+    def smoke(self, root: Path, manifest: dict, user: str, work_dir: Path) -> SmokeResult:
+        return smoke(root, manifest, user, work_dir)
+
+    def sandbox_config(self, root: Path, out_dir: Path) -> Path | None:
+        out_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         config = read_config(root)
         if config.path is None:
-            return [failed("smoke: vsftpd started", "no vsftpd.conf found")]
-        account = openssh._ensure_user(root, manifest, user, created)
-        results.append(account)
-        if account.status == "fail":
-            return results
-        password = secrets.token_urlsafe(18)
-        store = work / "ftpd.passwd"
-        store.write_text(f"{user}:{common.hash_password(password)}\n")
-        store.chmod(0o600)
-        service = f"drkit-smoke-{secrets.token_hex(4)}"
-        pam_path = Path(pol["config"]["pam_dir"]) / service
-        pam_path.write_text(
-            "# drkit smoke run: removed when the run ends\n"
-            f"auth    required {pol['smoke']['pam_module']} pwdfile={store}\n"
-            "account required pam_permit.so\n"
-            "session required pam_permit.so\n"
-        )
-        run = _Run(work, common.free_port(), service, _mapped_user_conf(root, config, work))
-        copy = write_copy(root, config, run)
-        log_path = work / "vsftpd.out"
-        server = runner.start_service([program, str(copy)], log_path, stdin_to_log=True)
-        started = time.monotonic()
-        if not common.wait_port(run.port, server, pol["smoke"]["start_timeout_seconds"]):
-            detail = _node_text(common.log_hint(log_path) or "no output", root, work)
-            return [*results, failed("smoke: vsftpd started", detail)]
-        waited = time.monotonic() - started
-        results.append(passed("smoke: vsftpd started", f"127.0.0.1:{run.port} in {waited:.2f} s"))
-        pairs = _tls_pairs(config)
-        if not pairs or not config.yes("ssl_enable"):
-            return [*results, failed("smoke: ftps login", "ssl_enable is not YES: no FTPS")]
-        certificates = [cert for cert, _ in pairs]
-        trusted = "".join(
-            on_root(root, path).read_text(errors="replace")
-            for path in [*certificates, config.settings.get("ca_certs_file") or ""]
-            if path and common.is_file(root, path)
-        )
-        expected = {
-            entry["fingerprint"]
-            for entry in manifest.get("certificates", [])
-            if entry["path"] in certificates
-        }
-        names = common.certificate_names(root, certificates[0])
+            return None
+        run = _Run(out_dir, common.free_port(), user_conf=_mapped_user_conf(root, config, out_dir))
+        return write_copy(root, config, run)
 
-        def hint() -> str:
-            return _node_text(common.log_hint(log_path, work / "vsftpd.log"), root, work)
 
-        results += common.ftps_checks(
-            run.port, user, password, trusted, names[0] if names else "localhost", expected,
-            "ftps", hint,
-        )  # fmt: skip
-        return results
-    finally:
-        if server is not None:
-            server.stop()
-        if pam_path is not None:
-            pam_path.unlink(missing_ok=True)
-        openssh._remove_created(created)
-        shutil.rmtree(work, ignore_errors=True)
+PROFILE = Vsftpd()
