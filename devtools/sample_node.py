@@ -15,8 +15,34 @@ from drkit import errors, runner
 from drkit.paths import on_root
 
 SFTP_GID = 2100
+SFTP_GROUP = "sftpusers"
 HOST_KEY_TYPES = ("ed25519", "rsa", "ecdsa")
 TLS_NAME = "sftp.example.com"
+
+
+def worker() -> tuple[int, str]:
+    """Return (id offset, name suffix) for parallel test workers.
+
+    A smoke creates the node's smoke user (and its groups) on the host for its run, so two
+    workers building sample nodes must not share a user, group, uid or gid. $DRKIT_SAMPLE_WORKER
+    (a small integer, one per worker) shifts the sample nodes' uids and gids by 1000 per worker
+    and suffixes their group names with `-w<N>`; unset: (0, ""). The demo leaves it unset.
+    """
+    value = os.environ.get("DRKIT_SAMPLE_WORKER", "")
+    if not value.isdigit():
+        return 0, ""
+    return 1000 * (int(value) + 1), f"-w{int(value)}"
+
+
+def smoke_name(base: str = "drill") -> str:
+    """Return the smoke user's name for this worker: base, suffixed per worker (see worker())."""
+    return base + worker()[1]
+
+
+def sftp_group() -> tuple[str, int]:
+    """Return the sample node's sftp group name and gid (per worker, see worker())."""
+    offset, suffix = worker()
+    return SFTP_GROUP + suffix, SFTP_GID + offset
 
 
 class _Node:
@@ -106,7 +132,9 @@ def build(root: Path, smoke_user: str = "drill", chroot: bool = True) -> dict:
     """
     node = _Node(root)
     node.dir("/")
-    users = {smoke_user: 2101, "partner": 2102}
+    offset, _ = worker()
+    group_name, group_id = sftp_group()
+    users = {smoke_user: 2101 + offset, "partner": 2102 + offset}
     node.dir("/etc")
     passwd = [
         "root:x:0:0:root:/root:/bin/bash",
@@ -116,7 +144,7 @@ def build(root: Path, smoke_user: str = "drill", chroot: bool = True) -> dict:
         "root:x:0:",
         "shadow:x:42:",
         "nogroup:x:65534:",
-        f"sftpusers:x:{SFTP_GID}:{','.join(users)}",
+        f"{group_name}:x:{group_id}:{','.join(users)}",
     ]
     shadow = ["root:*:19800:0:99999:7:::", "nobody:*:19800:0:99999:7:::"]
     for name, uid in users.items():
@@ -143,7 +171,7 @@ def build(root: Path, smoke_user: str = "drill", chroot: bool = True) -> dict:
     node.file(
         dropin,
         "# Site policy: sftp accounts only, short grace time.\n"
-        "AllowGroups sftpusers\n"
+        f"AllowGroups {group_name}\n"
         "LoginGraceTime 30\n"
         "MaxAuthTries 4\n"
         "ClientAliveInterval 300\n",

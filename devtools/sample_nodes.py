@@ -15,7 +15,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from devtools.sample_node import _Node, _tls, certificate_and_key
+from devtools.sample_node import _Node, _tls, certificate_and_key, worker
 from drkit import errors, runner
 from drkit.paths import on_root
 from drkit.profiles import common
@@ -199,14 +199,16 @@ def vsftpd(root: Path, smoke_user: str = "drill") -> dict:
     per-user config with local_root, forced TLS, xferlog."""
     node = _Node(root)
     node.dir("/")
-    users = {smoke_user: 2301, "partner": 2302}
+    offset, suffix = worker()
+    gid = 2300 + offset
+    users = {smoke_user: 2301 + offset, "partner": 2302 + offset}
     _base_accounts(
         node,
         [
-            f"{name}:x:{uid}:2300:{name} ftps:/srv/ftp/{name}:/usr/sbin/nologin"
+            f"{name}:x:{uid}:{gid}:{name} ftps:/srv/ftp/{name}:/usr/sbin/nologin"
             for name, uid in users.items()
         ],
-        ["ftpusers:x:2300:" + ",".join(users)],
+        [f"ftpusers{suffix}:x:{gid}:" + ",".join(users)],
     )
     password = secrets.token_urlsafe(16)
     node.dir("/etc/vsftpd", 0o755)
@@ -247,8 +249,8 @@ def vsftpd(root: Path, smoke_user: str = "drill") -> dict:
     node.dir("/srv/ftp")
     for name, uid in users.items():
         node.dir(f"/srv/ftp/{name}", 0o755)  # vsftpd refuses a writable chroot root
-        node.dir(f"/srv/ftp/{name}/upload", 0o755, uid, 2300)
-        node.file(f"/srv/ftp/{name}/upload/statement.txt", "balance 10\n", 0o644, uid, 2300)
+        node.dir(f"/srv/ftp/{name}/upload", 0o755, uid, gid)
+        node.file(f"/srv/ftp/{name}/upload/statement.txt", "balance 10\n", 0o644, uid, gid)
     node.dir("/var/log/vsftpd", 0o750)
     log = "/var/log/vsftpd/xferlog"
     node.file(

@@ -10,7 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from drkit import config
+# One identity per pytest-xdist worker (gw0, gw1, ...), set before any test module imports the
+# sample builders: their smoke users, uids and groups are suffixed and shifted by it.
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+if _WORKER.startswith("gw") and _WORKER[2:].isdigit():
+    os.environ["DRKIT_SAMPLE_WORKER"] = _WORKER[2:]
+
+from drkit import config  # noqa: E402
 
 SANDBOX_PARENT = Path("/var/lib/drkit-tests")
 

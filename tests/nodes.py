@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import secrets
 import shutil
+import socket
 import subprocess
 import uuid
 from pathlib import Path
@@ -19,6 +21,49 @@ from drkit.engines import restic as restic_engine
 
 RESTIC = str(restic_engine.find_restic(None))
 SANDBOX_PARENT = Path("/var/lib/drkit-tests")
+
+# Smoke users are created on the host for a smoke's run and removed after it: one name (and uid,
+# and group) per pytest-xdist worker, so two workers' smokes never share an account.
+SMOKE_USER = sample_node.smoke_name("drill")
+PROFTPD_USER = sample_node.smoke_name("pdrill")
+VSFTPD_USER = sample_node.smoke_name("vdrill")
+
+
+# Ports for servers the tests start themselves: each pytest-xdist worker takes its own range
+# below the kernel's ephemeral ports (32768-60999 here), so no other worker, and no outgoing
+# connection, can take a port between the moment it is chosen and the server's bind.
+PORT_BASE = 20000
+PORTS_PER_WORKER = 1000
+_WORKER_INDEX = int(os.environ.get("DRKIT_SAMPLE_WORKER") or 0)
+_handed_out = itertools.count()
+
+
+def free_port() -> int:
+    """Return a port of this worker's range that is free on 127.0.0.1 now; the range is walked
+    in turn, so a port just handed out (its server maybe not bound yet) is not handed out again
+    before the other 999."""
+    first = PORT_BASE + PORTS_PER_WORKER * _WORKER_INDEX
+    for _ in range(PORTS_PER_WORKER):
+        port = first + next(_handed_out) % PORTS_PER_WORKER
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError(f"no free port in {first}-{first + PORTS_PER_WORKER - 1}")
+
+
+_REFUSING: list[socket.socket] = []
+
+
+def refusing_port() -> int:
+    """Return a 127.0.0.1 port that refuses connections for as long as the test process runs:
+    it stays bound and never listens, so nothing else can start listening on it."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    _REFUSING.append(sock)
+    return sock.getsockname()[1]
 
 
 def drkit(*args: str, env: dict | None = None) -> tuple[int, dict]:
@@ -96,7 +141,7 @@ class Node:
         self.name = node
         self.config = workspace / "drkit.yaml"
         self.state = workspace / "state"
-        self.made = sample_node.build(self.root, smoke_user="drill", chroot=True)
+        self.made = sample_node.build(self.root, smoke_user=SMOKE_USER, chroot=True)
         includes = [
             f"--include={category}={pattern}"
             for category, patterns in self.made["includes"].items()
@@ -111,7 +156,7 @@ class Node:
             "--bucket", repository.bucket,
             "--prefix", repository.prefix,
             "--password-file", str(repository.password_file),
-            "--smoke-user", "drill",
+            "--smoke-user", SMOKE_USER,
             "--state-dir", str(self.state),
             "--lock-days", "1",
             *includes,

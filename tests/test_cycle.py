@@ -11,7 +11,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from nodes import Node, drkit, make_workspace
+from nodes import SMOKE_USER, Node, drkit, make_workspace
 
 from drkit.engines import manifest
 
@@ -290,7 +290,7 @@ def test_init_is_idempotent_and_password_file_must_be_private(node: Node):
         "init", "--node", "sftp-1", "--root", str(node.root),
         "--s3-endpoint", node.repository.s3_endpoint, "--bucket", node.repository.bucket,
         "--prefix", node.repository.prefix, "--password-file", str(node.repository.password_file),
-        "--smoke-user", "drill", "--state-dir", str(node.state),
+        "--smoke-user", SMOKE_USER, "--state-dir", str(node.state),
         "--lock-days", "1",
         *[f"--include={c}={p}" for c, ps in node.made["includes"].items() for p in ps],
     )  # fmt: skip

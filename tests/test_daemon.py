@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from nodes import drkit, init_node
-from test_daemon_units import Recorder, _closed_port
+from nodes import SMOKE_USER, drkit, free_port, init_node
+from test_daemon_units import Recorder
 
 from devtools import sample_node
 from drkit import config as config_module
@@ -46,7 +46,7 @@ class Node:
         self.root = root
         self.repository = repository
         self.work = work
-        made = sample_node.build(root, smoke_user="drill", chroot=True)
+        made = sample_node.build(root, smoke_user=SMOKE_USER, chroot=True)
         includes = [
             f"--include={category}={pattern}"
             for category, patterns in made["includes"].items()
@@ -122,7 +122,7 @@ class DaemonProcess:
     """`drkit daemon` as a real process (so it can be killed with SIGKILL)."""
 
     def __init__(self, node: Node, env: dict | None = None, stop_timeout: float = 30):
-        self.port = _closed_port()
+        self.port = free_port()
         self.log = node.work / f"daemon-{time.monotonic_ns()}.log"
         self.out = node.work / f"daemon-{time.monotonic_ns()}.out"
         argv = [DRKIT, "daemon", "--config", str(node.config), "--json"]

@@ -11,7 +11,6 @@ import http.server
 import json
 import logging
 import re
-import socket
 import threading
 import urllib.error
 import urllib.request
@@ -19,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from nodes import refusing_port
 
 from drkit import config, daemon, errors, model
 from drkit.engines import metrics, notify, status
@@ -69,9 +69,7 @@ def recorder():
 
 
 def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    return refusing_port()
 
 
 def _config(tmp_path: Path, **settings) -> config.Config:

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from nodes import Node, fresh_repository, make_workspace
+from nodes import SMOKE_USER, Node, fresh_repository, make_workspace
 
 from devtools import sample_node
 from drkit.engines.storage import Storage
@@ -78,7 +78,7 @@ def test_drill_passes_measures_and_writes_three_reports(node: Node):
     assert drilled["sandbox"]["removed"] and _sandboxes(node) == []
     assert _processes_mentioning(str(node.state / "drills")) == []
     with pytest.raises(KeyError):
-        pwd.getpwnam("drill")
+        pwd.getpwnam(SMOKE_USER)
 
     paths = {kind: Path(path) for kind, path in drilled["reports"].items()}
     assert set(paths) == {"json", "md", "html"} and all(p.is_file() for p in paths.values())
@@ -147,7 +147,7 @@ def test_sigterm_leaves_no_process_and_no_sandbox(node: Node):
     assert _processes_mentioning(drills) == []
     assert _sandboxes(node) == []
     with pytest.raises(KeyError):
-        pwd.getpwnam("drill")
+        pwd.getpwnam(SMOKE_USER)
 
 
 def test_corrupted_host_keys_fail_the_drill_loudly(node: Node):
@@ -196,12 +196,9 @@ def test_diff_names_config_edits_key_rotation_and_new_users(node: Node):
     with open(root / "etc/shadow", "a") as shadow:
         shadow.write("carol:$6$salt$abcdefghijklmnop:19800:0:99999:7:::\n")
     group = root / "etc/group"
-    group.write_text(
-        group.read_text().replace(
-            "sftpusers:x:2100:drill,partner", "sftpusers:x:2100:drill,partner,carol"
-        )
-        + "carol:x:2103:\n"
-    )
+    group_name, gid = sample_node.sftp_group()
+    members = f"{group_name}:x:{gid}:{SMOKE_USER},partner"
+    group.write_text(group.read_text().replace(members, f"{members},carol") + "carol:x:2103:\n")
     sample_node._tls(sample_node._Node(root))
     node.backup()
 

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from nodes import drkit, init_node
+from nodes import VSFTPD_USER, drkit, init_node
 
 from devtools import sample_nodes
 from devtools.sample_node import _Node, _tls
@@ -30,6 +30,19 @@ def work(node_root: Path):
         yield directory
     finally:
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def _pam_services_of(work: Path) -> list[Path]:
+    """Return the smoke PAM services in /etc/pam.d that belong to this test's node (their
+    pwdfile lives under its work directory): other workers' smokes may hold their own."""
+    mine = []
+    for path in Path("/etc/pam.d").glob("drkit-smoke-*"):
+        try:
+            if str(work) in path.read_text(errors="replace"):
+                mine.append(path)
+        except FileNotFoundError:  # another worker's smoke just removed its own
+            continue
+    return mine
 
 
 def statuses(document: dict) -> dict[str, str]:
@@ -109,8 +122,8 @@ def test_proftpd_checks_catch_one_line_authorized_key(node_root):
 
 def test_vsftpd_backup_destroy_restore_ftps_login(node_root, s3_repository, work):
     root = node_root / "root"
-    sample_nodes.vsftpd(root, smoke_user="vdrill")
-    config, _ = init_node(root, s3_repository, work, "vsftpd", "vdrill", "ftps-1")
+    sample_nodes.vsftpd(root, smoke_user=VSFTPD_USER)
+    config, _ = init_node(root, s3_repository, work, "vsftpd", VSFTPD_USER, "ftps-1")
     code, backup = drkit("backup", "--config", str(config))
     assert code == 0 and backup["warnings"] == [], backup
     code, shown = drkit("show", "latest", "--config", str(config))
@@ -122,16 +135,16 @@ def test_vsftpd_backup_destroy_restore_ftps_login(node_root, s3_repository, work
     names = statuses(restored)
     for name in ("config: vsftpd starts", "smoke: ftps login", "smoke: ftps round trip"):
         assert names.get(name) == "pass", (name, restored["checks"])
-    assert not list(Path("/etc/pam.d").glob("drkit-smoke-*")), "the smoke's PAM service is left"
+    assert not _pam_services_of(work), "the smoke's PAM service is left"
     with pytest.raises(KeyError):
         import pwd
 
-        pwd.getpwnam("vdrill")
+        pwd.getpwnam(VSFTPD_USER)
 
 
 def test_vsftpd_checks_catch_missing_key_and_pam_store(node_root):
     root = node_root / "root"
-    made = sample_nodes.vsftpd(root, smoke_user="vdrill")
+    made = sample_nodes.vsftpd(root, smoke_user=VSFTPD_USER)
     recorded = _node_manifest(root, vsftpd)
     on_root(root, made["tls"]["key"]).unlink()
     on_root(root, "/etc/vsftpd/ftpd.passwd").unlink()

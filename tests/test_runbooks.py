@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from nodes import Node, fresh_repository, make_workspace
+from nodes import SMOKE_USER, Node, fresh_repository, make_workspace
 
 from drkit.cli import app
 from drkit.engines import restic as restic_engine
@@ -177,7 +177,7 @@ def environment(local_s3, tmp_path_factory):
         "NODE": node.name,
         "PASSWORD_FILE": str(repository.password_file),
         "SIGNER": node.signer,
-        "SMOKE_USER": "drill",
+        "SMOKE_USER": SMOKE_USER,
         "REPORT_DIR": str(node.workspace / "reports"),
         "COLUMNS": "160",
     }

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from nodes import drkit, init_node
+from nodes import SMOKE_USER, drkit, init_node
 
 from devtools import sample_node
 from drkit.paths import on_root
@@ -48,7 +48,7 @@ def signer(config: Path) -> str:
 
 def test_standby_follows_active_keeps_local_and_rolls_back_broken(pool_dir, s3_repository):
     active_root, passive_root = pool_dir / "active", pool_dir / "passive"
-    sample_node.build(active_root, smoke_user="drill", chroot=True)
+    sample_node.build(active_root, smoke_user=SMOKE_USER, chroot=True)
     clone(active_root, passive_root)
     listen = "/etc/ssh/sshd_config.d/10-listen.conf"
     on_root(active_root, listen).write_text("ListenAddress 10.0.0.1\n")
@@ -123,7 +123,7 @@ def test_standby_follows_active_keeps_local_and_rolls_back_broken(pool_dir, s3_r
 
 def test_fleet_drift_names_rotated_host_key_and_truncated_log(pool_dir, s3_repository):
     roots = {name: pool_dir / name for name in ("sftp-1", "sftp-2", "sftp-3")}
-    sample_node.build(roots["sftp-1"], smoke_user="drill", chroot=True)
+    sample_node.build(roots["sftp-1"], smoke_user=SMOKE_USER, chroot=True)
     clone(roots["sftp-1"], roots["sftp-2"])
     clone(roots["sftp-1"], roots["sftp-3"])
     config_file = "/etc/ssh/sshd_config"

@@ -6,7 +6,6 @@ import datetime
 import http.server
 import ipaddress
 import secrets
-import socket
 import ssl
 import sys
 import threading
@@ -15,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from nodes import refusing_port
 
 from drkit import config, errors, runner
 from drkit.actions import storage as storage_actions
@@ -48,9 +48,7 @@ def _repository(tmp_path: Path, endpoint: str, **overrides) -> config.Repository
 
 
 def _closed_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    return refusing_port()
 
 
 @pytest.fixture
