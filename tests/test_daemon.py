@@ -88,6 +88,17 @@ class Node:
             timeout=300,
         )
 
+    def lock_objects(self) -> list[str]:
+        """Return the keys of the restic locks in the repository (read with boto3: no restic)."""
+        import boto3
+
+        client = boto3.client(
+            "s3", endpoint_url=self.repository.s3_endpoint, region_name=self.repository.region
+        )
+        prefix = f"{self.repository.prefix}/locks/"
+        listed = client.list_objects_v2(Bucket=self.repository.bucket, Prefix=prefix)
+        return [entry["Key"] for entry in listed.get("Contents", [])]
+
     def snapshots(self, env: dict | None = None) -> list[dict]:
         listed = self.restic("snapshots", "--json", env=env)
         assert listed.returncode == 0, listed.stderr
@@ -291,7 +302,7 @@ def test_killed_daemon_leaves_a_stale_lock_that_the_next_start_removes(
             "restic backup under the daemon",
             step=0.05,
         )
-        time.sleep(1.5)  # restic holds its lock and uploads
+        wait_for(lambda: node.lock_objects(), 60, "restic's lock in the repository", step=0.05)
         first.kill_hard()
     finally:
         first.close()
