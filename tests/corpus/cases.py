@@ -144,6 +144,10 @@ class Case:
     host_programs: tuple[str, ...] = ()  # programs the config runs: checked on the host
     config: str = ""  # the main config's node path
     drkit_may_miss: tuple[str, ...] = ()
+    # The account the cycle's restore --smoke logs in as; None: the profile's static proof only
+    # (`no_smoke` then says why).
+    smoke_user: str | None = None
+    no_smoke: str | None = None
 
     @property
     def files_root(self) -> Path:
@@ -209,6 +213,8 @@ def load_case(directory: Path) -> Case:
         host_programs=tuple(data.get("host_programs") or ()),
         config=data["config"],
         drkit_may_miss=tuple(data.get("drkit_may_miss") or ()),
+        smoke_user=data.get("smoke_user"),
+        no_smoke=data.get("no_smoke"),
     )
     if case.server not in SERVERS:
         raise ValueError(f"{directory.name}: server {case.server!r} is not one of {SERVERS}")
