@@ -101,6 +101,10 @@ def init(
     include: Annotated[
         list[str] | None, typer.Option(help="extra files: CATEGORY=GLOB (repeatable)")
     ] = None,
+    profile_option: Annotated[
+        list[str] | None,
+        typer.Option(help="a profile setting: SERVER.KEY=VALUE, e.g. openssh.config=/etc/x"),
+    ] = None,
     signing_key: Annotated[Path | None, typer.Option(help="default: beside the config")] = None,
     state_dir: Annotated[Path, typer.Option(help="drkit's local state")] = Path("/var/lib/drkit"),
     lock_days: Annotated[int, typer.Option(help="object lock default retention days")] = 30,
@@ -126,6 +130,7 @@ def init(
             ca_bundle=ca_bundle,
             smoke_user=smoke_user,
             includes=include or [],
+            profile_options=profile_option or [],
             signing_key=signing_key,
             state_dir=state_dir,
             lock_days=lock_days,

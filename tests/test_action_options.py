@@ -152,3 +152,70 @@ def _raise(error: BaseException):
         raise error
 
     return action
+
+
+def _write(root: Path, node_path: str, text: str) -> None:
+    path = root / node_path.lstrip("/")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+def test_discover_finds_the_config_a_unit_names_and_init_records_it(tmp_path: Path):
+    _write(tmp_path, "/etc/ega/sshd_config", "Port 22\n")
+    _write(tmp_path, "/lib/systemd/system/ssh.service", "[Service]\nExecStart=/usr/sbin/sshd -D\n")
+    # a drop-in resets ExecStart and names the real config, as `systemctl edit` writes it
+    _write(
+        tmp_path,
+        "/lib/systemd/system/ssh.service.d/override.conf",
+        "[Service]\nExecStart=\nExecStart=/usr/sbin/sshd -D -f /etc/ega/sshd_config\n",
+    )
+    _write(tmp_path, "/etc/vsftpd/ftps.conf", "listen=YES\n")
+    _write(
+        tmp_path,
+        "/etc/systemd/system/vsftpd.service",
+        "ExecStart=/usr/sbin/vsftpd /etc/vsftpd/ftps.conf\n",
+    )
+    found = discover.detect(tmp_path)
+    assert found["openssh"].configs == ["/etc/ega/sshd_config"]
+    assert found["openssh"].options == {"config": "/etc/ega/sshd_config"}
+    assert found["vsftpd"].options == {"config": "/etc/vsftpd/ftps.conf"}
+    proposed = discover.run(tmp_path).proposed_config
+    assert "config: /etc/ega/sshd_config" in proposed and "node_local:" in proposed
+    options = init_action.InitOptions(
+        node="n", s3_endpoint="http://127.0.0.1:9", bucket="b", password_file=tmp_path / "p",
+        servers=["auto"], root=tmp_path,
+    )  # fmt: skip
+    settings = init_action.settings_for(options, tmp_path / "drkit.yaml")
+    assert settings["profile_options"] == {
+        "openssh": {"config": "/etc/ega/sshd_config"},
+        "vsftpd": {"config": "/etc/vsftpd/ftps.conf"},
+    }
+
+
+def test_a_server_without_its_config_is_a_config_error_for_init(tmp_path: Path):
+    options = init_action.InitOptions(
+        node="n", s3_endpoint="http://127.0.0.1:9", bucket="b", password_file=tmp_path / "p",
+        servers=["openssh", "proftpd"], root=tmp_path,
+    )  # fmt: skip
+    with pytest.raises(errors.ConfigError) as caught:
+        init_action.settings_for(options, tmp_path / "drkit.yaml")
+    assert caught.value.exit_code == 2
+    assert "openssh: no /etc/ssh/sshd_config under" in caught.value.message
+    assert "proftpd: no /etc/proftpd/proftpd.conf under" in caught.value.message
+    _write(tmp_path, "/srv/sshd.conf", "Port 22\n")
+    _write(tmp_path, "/etc/proftpd/proftpd.conf", "Port 21\n")
+    options.profile_options = ["openssh.config=/srv/sshd.conf"]
+    settings = init_action.settings_for(options, tmp_path / "drkit.yaml")
+    assert settings["profile_options"] == {"openssh": {"config": "/srv/sshd.conf"}}
+
+
+def test_profile_options_are_server_key_value():
+    assert init_action.parse_profile_options(
+        ["sftpplus.install_dir=/opt/x", "sftpplus.validate_timeout_seconds=30", "openssh.config=/a"]
+    ) == {
+        "sftpplus": {"install_dir": "/opt/x", "validate_timeout_seconds": 30},
+        "openssh": {"config": "/a"},
+    }
+    for bad in ("openssh=/a", "config=/a", "openssh.config="):
+        with pytest.raises(errors.UsageError, match=r"SERVER\.KEY=VALUE"):
+            init_action.parse_profile_options([bad])

@@ -12,7 +12,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-import yaml
 from corpus.cases import Case, load_cases, materialise
 from nodes import drkit, init_node
 
@@ -25,13 +24,13 @@ def failing(document: dict) -> dict[str, str]:
     return {c["name"]: c["detail"] for c in document.get("checks", []) if c["status"] == "fail"}
 
 
-def configure(config: Path, case: Case) -> None:
-    """Give the node's drkit.yaml the case's profile options (init has no flag for them)."""
-    if not case.profile_options:
-        return
-    document = yaml.safe_load(config.read_text())
-    document["profile_options"] = case.profile_options
-    config.write_text(yaml.safe_dump(document, sort_keys=False))
+def profile_flags(case: Case) -> list[str]:
+    """Return init's --profile-option flags for the case's profile options."""
+    return [
+        f"--profile-option={kind}.{key}={value}"
+        for kind, options in case.profile_options.items()
+        for key, value in options.items()
+    ]
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
@@ -46,8 +45,9 @@ def test_corpus_case_backs_up_restores_and_proves(case: Case, node_root: Path, s
     if not case.profile_options:  # a non-default location is found from the unit, or named
         assert case.server in [server["server"] for server in discovered["servers"]], discovered
 
-    config, _ = init_node(root, s3_repository, work, case.server, case.smoke_user, case.name)
-    configure(config, case)
+    config, _ = init_node(
+        root, s3_repository, work, case.server, case.smoke_user, case.name, *profile_flags(case)
+    )
     code, backup = drkit("backup", "--config", str(config))
     assert code == 0, backup
     code, shown = drkit("show", "latest", "--config", str(config))

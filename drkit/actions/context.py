@@ -101,8 +101,25 @@ def node_lock(config: Config) -> Iterator[None]:
         lock.release()
 
 
+def require_configs(root: Path, servers: list[str], options: dict[str, dict]) -> None:
+    """Raise ConfigError naming each server whose configuration is not on root: a backup of
+    it would be an empty snapshot that restores nothing."""
+    missing = []
+    for kind in servers:
+        profile = profiles.get(kind)
+        chosen = options.get(kind) or {}
+        if profile.reads_config and profile.main_config(root, chosen) is None:
+            looked = chosen.get("config") or " or ".join(profile.signs.configs) or "its config"
+            missing.append(f"{kind}: no {looked} under {root}")
+    if missing:
+        hint = "name the file with profile_options.<server>.config, or fix servers"
+        raise errors.ConfigError(f"servers: {'; '.join(missing)} ({hint})")
+
+
 def collect_inventory(config: Config) -> Inventory:
-    """Return what the node's profiles find plus the config's --include extras."""
+    """Return what the node's profiles find plus the config's --include extras; raise
+    ConfigError when a server's configuration is missing."""
+    require_configs(config.root, config.servers, config.profile_options)
     inventory = Inventory()
     for kind in config.servers:
         options = config.profile_options.get(kind) or {}

@@ -3,7 +3,6 @@ proposed drkit.yaml. `drkit init --server auto` uses the same detection."""
 
 from __future__ import annotations
 
-import dataclasses
 import socket
 from pathlib import Path
 
@@ -22,6 +21,11 @@ def detect(root: Path) -> dict[str, Detection]:
         if detection is not None:
             found[kind] = detection
     return found
+
+
+def detected_options(detected: dict[str, Detection]) -> dict[str, dict]:
+    """Return the profile_options the detected servers need (configs their units name)."""
+    return {kind: found.options for kind, found in detected.items() if found.options}
 
 
 def detect_kinds(root: Path) -> list[str]:
@@ -51,15 +55,18 @@ def run(root: Path, smoke_user: str | None = None) -> DiscoverResult:
     if not root.is_dir():
         raise errors.UsageError(f"--root {root}: not a directory")
     servers = []
-    for kind, signs in detect(root).items():
-        inventory = profiles.get(kind).inventory(root, smoke_user, {})
+    detected = detect(root)
+    for kind, signs in detected.items():
+        inventory = profiles.get(kind).inventory(root, smoke_user, signs.options)
         categories: dict[str, list[str]] = {}
         for entry in inventory.files:
             categories.setdefault(entry.category, []).append(entry.path)
         servers.append(
             {
                 "server": kind,
-                **dataclasses.asdict(signs),
+                "configs": signs.configs,
+                "binaries": signs.binaries,
+                "units": signs.units,
                 "files": len(inventory.files),
                 "categories": categories,
                 "trees": [entry.path for entry in inventory.dirs],
@@ -80,6 +87,9 @@ def run(root: Path, smoke_user: str | None = None) -> DiscoverResult:
         },
         **({"smoke_user": smoke_user} if smoke_user else {}),
     }
+    options = detected_options(detected)
+    if options:
+        proposed["profile_options"] = options
     node_local = [entry for kind in kinds for entry in profiles.get(kind).node_local]
     if node_local:
         proposed["node_local"] = node_local

@@ -10,6 +10,8 @@ import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import yaml
+
 from drkit import errors
 from drkit.actions import backup, context, discover
 from drkit.actions import storage as storage_action
@@ -44,6 +46,7 @@ class InitOptions:
     ca_bundle: Path | None = None
     smoke_user: str | None = None
     includes: list[str] = field(default_factory=list)  # CATEGORY=GLOB, repeatable
+    profile_options: list[str] = field(default_factory=list)  # SERVER.KEY=VALUE, repeatable
     signing_key: Path | None = None  # default: signing.key beside the config
     state_dir: Path = Path("/var/lib/drkit")
     lock_days: int = 30
@@ -62,6 +65,23 @@ def parse_includes(items: list[str]) -> dict[str, list[str]]:
             raise errors.UsageError(f"--include {item!r} is not CATEGORY=GLOB")
         includes.setdefault(category, []).append(pattern)
     return includes
+
+
+def parse_profile_options(items: list[str]) -> dict[str, dict]:
+    """Given --profile-option values (SERVER.KEY=VALUE, the value read as a YAML scalar),
+    return {server: {key: value}}; raise UsageError on one not of that shape."""
+    chosen: dict[str, dict] = {}
+    for item in items:
+        name, _, text = item.partition("=")
+        kind, _, key = name.partition(".")
+        if not kind or not key or not text:
+            raise errors.UsageError(f"--profile-option {item!r} is not SERVER.KEY=VALUE")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError:
+            value = text
+        chosen.setdefault(kind, {})[key] = text if isinstance(value, dict | list) else value
+    return chosen
 
 
 def config_path_for(explicit: Path | None) -> Path:
@@ -86,15 +106,23 @@ def settings_for(options: InitOptions, config_path: Path) -> dict:
     }
     if options.ca_bundle:
         repository["ca_bundle"] = str(options.ca_bundle.resolve())
+    servers = discover.resolve_servers(options.servers or ["openssh"], root)
     settings: dict = {
         "node": options.node,
-        "servers": discover.resolve_servers(options.servers or ["openssh"], root),
+        "servers": servers,
         "root": str(root),
         "repository": repository,
         "includes": parse_includes(options.includes),
         "signing_key": str(signing_key.resolve()),
         "state_dir": str(options.state_dir),
     }
+    found = discover.detected_options(discover.detect(root))
+    profile_options = {kind: found[kind] for kind in servers if kind in found}
+    for kind, chosen in parse_profile_options(options.profile_options).items():
+        profile_options[kind] = {**profile_options.get(kind, {}), **chosen}
+    context.require_configs(root, servers, profile_options)
+    if profile_options:
+        settings["profile_options"] = profile_options
     if options.group:
         settings["group"] = options.group
     if options.smoke_user:

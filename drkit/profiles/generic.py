@@ -326,6 +326,7 @@ class Generic(Profile):
 
     name = NAME
     signs = Signs(configs=())  # never detected: a generic node is described
+    reads_config = False
 
     def inventory(self, root: Path, smoke_user: str | None, options: dict) -> Inventory:
         return inventory(root, smoke_user, options)

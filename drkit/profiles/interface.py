@@ -10,8 +10,10 @@ between profiles except `drkit.profiles.common`.
 
 from __future__ import annotations
 
+import contextlib
+import shlex
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
@@ -23,20 +25,57 @@ UNIT_DIRS = ("/etc/systemd/system", "/lib/systemd/system", "/usr/lib/systemd/sys
 
 @dataclass(frozen=True)
 class Signs:
-    """Where a server kind shows itself on a node: config files, programs, service units."""
+    """Where a server kind shows itself on a node: default config files, programs, service
+    units, and how its command line names another config (`config_flag`, e.g. sshd's "-f";
+    "" for the first plain argument, as vsftpd takes it; None when it cannot)."""
 
     configs: tuple[str, ...]
     binaries: tuple[str, ...] = ()
     units: tuple[str, ...] = ()
+    config_flag: str | None = None
 
 
 @dataclass(frozen=True)
 class Detection:
-    """What discovery found of one server kind on a root (node paths)."""
+    """What discovery found of one server kind on a root (node paths); `options` holds the
+    profile options the node needs (a config named by its unit's ExecStart)."""
 
     configs: list[str]
     binaries: list[str]
     units: list[str]
+    options: dict = field(default_factory=dict)
+
+
+def unit_config(root: Path, unit: str, flag: str) -> str | None:
+    """Return the config path a systemd unit's effective ExecStart passes (after `flag`, or as
+    its first plain argument when flag is ""), reading the unit's drop-ins like systemd: a
+    later ExecStart wins and an empty one resets."""
+    texts = []
+    with contextlib.suppress(OSError):
+        texts.append(on_root(root, unit).read_text(errors="replace"))
+    for drop_in in sorted(on_root(root, unit + ".d").glob("*.conf")):
+        with contextlib.suppress(OSError):
+            texts.append(drop_in.read_text(errors="replace"))
+    command: list[str] = []
+    for text in texts:
+        for line in text.splitlines():
+            key, _, value = line.strip().partition("=")
+            if key.strip() != "ExecStart":
+                continue
+            try:
+                command = shlex.split(value.strip().lstrip("@-:+!"))
+            except ValueError:
+                command = []
+    arguments = command[1:]
+    if flag:
+        for index, argument in enumerate(arguments):
+            if argument == flag and index + 1 < len(arguments):
+                return arguments[index + 1]
+            if argument.startswith(flag) and len(argument) > len(flag):
+                return argument[len(flag) :]
+        return None
+    plain = [argument for argument in arguments if not argument.startswith("-")]
+    return plain[0] if plain and plain[0].startswith("/") else None
 
 
 class Profile(ABC):
@@ -47,22 +86,47 @@ class Profile(ABC):
     # Node-local settings (standby.local syntax) a pool of this kind usually keeps per node;
     # discover proposes them.
     node_local: ClassVar[tuple[str, ...]] = ()
+    # False for a profile with no configuration of its own (generic: described by options).
+    reads_config: ClassVar[bool] = True
 
     def detect(self, root: Path) -> Detection | None:
-        """Return what shows this server on root, or None when none of its configs is there."""
+        """Return what shows this server on root, or None when no config of it is there: a
+        default config, or the one its service unit's ExecStart names."""
+        units = [
+            f"{directory}/{unit}"
+            for directory in UNIT_DIRS
+            for unit in self.signs.units
+            if on_root(root, f"{directory}/{unit}").exists()
+        ]
+        named = None
+        if self.signs.config_flag is not None:
+            named = next(
+                (
+                    found
+                    for unit in units
+                    if (found := unit_config(root, unit, self.signs.config_flag))
+                    and on_root(root, found).is_file()
+                ),
+                None,
+            )
         configs = [path for path in self.signs.configs if on_root(root, path).is_file()]
+        if named and named not in configs:
+            configs.insert(0, named)
         if not configs:
             return None
         return Detection(
             configs=configs,
             binaries=[path for path in self.signs.binaries if on_root(root, path).exists()],
-            units=[
-                f"{directory}/{unit}"
-                for directory in UNIT_DIRS
-                for unit in self.signs.units
-                if on_root(root, f"{directory}/{unit}").exists()
-            ],
+            units=units,
+            options={"config": named} if named and named not in self.signs.configs else {},
         )
+
+    def main_config(self, root: Path, options: dict) -> str | None:
+        """Return the node path of the main config this profile reads on root (options'
+        `config`, else the first default that exists), or None when there is none."""
+        chosen = options.get("config")
+        candidates = [chosen] if chosen else list(self.signs.configs)
+        return next((path for path in candidates if on_root(root, path).is_file()), None)
 
     @abstractmethod
     def inventory(self, root: Path, smoke_user: str | None, options: dict) -> Inventory:

@@ -755,6 +755,7 @@ class OpenSSH(Profile):
         configs=("/etc/ssh/sshd_config",),
         binaries=("/usr/sbin/sshd",),
         units=("ssh.service", "sshd.service"),
+        config_flag="-f",
     )
     node_local = ("sshd_config:ListenAddress",)
 

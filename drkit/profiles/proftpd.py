@@ -598,6 +598,7 @@ class ProFTPD(Profile):
         configs=("/etc/proftpd/proftpd.conf",),
         binaries=("/usr/sbin/proftpd",),
         units=("proftpd.service",),
+        config_flag="-c",
     )
     node_local = ("proftpd.conf:DefaultAddress",)
 

@@ -494,6 +494,11 @@ class SFTPPlus(Profile):
         """SFTPPlus cannot run here: not judged, with the policy's reason (never a pass)."""
         return SmokeResult.not_judged(NAME, " ".join(policy()["smoke"]["reason"].split()))
 
+    def main_config(self, root: Path, options: dict) -> str | None:
+        """Return <install_dir>/configuration/server.ini when it is on root, else None."""
+        path = f"{settings(options)['install_dir']}/{policy()['config']['main']}"
+        return path if on_root(root, path).is_file() else None
+
     def sandbox_config(self, root: Path, out_dir: Path) -> Path | None:
         """None: SFTPPlus reads server.ini relative to its install dir; nothing is rewritten."""
         return None
