@@ -12,6 +12,13 @@ What operators get bitten by elsewhere is made impossible or loud here:
   repository, bad config) fail at once. Either way a failed run sends its fail ping and webhook
   when its retries are spent (well within 3 minutes), never a success ping, and a failed backup
   is retried again in the background, sooner than its schedule when that is far;
+- an outage watch probes the repository (one short S3 request) and the state directory every
+  few seconds, run or no run: once they have failed for the retry window (at most 2 minutes)
+  it sends a fail ping and an `outage` webhook, so a run held up by restic's own retries, or a
+  schedule hours away, never delays the alert past 3 minutes; `outage_over` when they pass
+  again. The steps after a snapshot (counting, status and chain head writes) ask the same
+  probe and are skipped or stopped while it fails, so the snapshot of a run caught by an
+  outage still counts at once;
 - a failing job never stops the daemon; SIGTERM/SIGINT stop it gracefully: no new runs, a
   running one may finish within --stop-timeout, then its restic is interrupted cleanly (SIGTERM,
   restic exits 130 and releases its lock). It exits 0 once stopped.
@@ -54,6 +61,8 @@ BACKGROUND_RETRY_MIN = timedelta(seconds=30)
 BACKGROUND_RETRY_MAX = timedelta(minutes=10)
 RETRY_WAIT_MAX_SECONDS = 30
 INTERRUPT_GRACE_SECONDS = 20.0
+OUTAGE_ALERT_AFTER_MAX = 120.0  # + one check interval + one probe stays well under 3 minutes
+OUTAGE_CHECK_SECONDS_MAX = 10.0
 _context = threading.local()
 
 
@@ -239,6 +248,11 @@ class Daemon:
         self._watch_lock = threading.Lock()
         self._failures_in_a_row = 0
         self._breached: bool | None = None
+        self.outage_after = min(self.retry_window, OUTAGE_ALERT_AFTER_MAX)
+        self.outage_every = min(OUTAGE_CHECK_SECONDS_MAX, max(1.0, self.outage_after / 4))
+        self._unusable_since: float | None = None
+        self._outage_alerted = False
+        self._outage_lock = threading.Lock()
         self.scheduler = BackgroundScheduler(
             timezone=UTC,
             executors={"default": ThreadPoolExecutor(max_workers=6)},
@@ -384,10 +398,16 @@ class Daemon:
         return outcome
 
     def _count_snapshots(self) -> int | None:
-        try:
-            from drkit.actions import context
+        """Return the node's snapshot count, or None when the outage probe fails (before or
+        while restic lists them)."""
+        from drkit.actions import context
 
-            restic = context.restic_for(self.config.repository, self.config.restic)
+        repository = self.config.repository
+        try:
+            down = context.outage(repository)
+            if down:
+                raise errors.StorageError(down)
+            restic = context.restic_for(repository, self.config.restic, outage_limit=0)
             return len(restic.snapshots(host=self.config.node, tags=["drkit"]))
         except errors.DrkitError as exc:
             log.warning("snapshots not counted: %s", exc.message)
@@ -397,6 +417,8 @@ class Daemon:
         """After a failed backup, bring the next attempt forward (background retry)."""
         if ok:
             self._failures_in_a_row = 0
+            with self._outage_lock:
+                self._outage_alerted = False  # its success ping went out: alert again if down
             return
         self._failures_in_a_row += 1
         if self.stopping.is_set():
@@ -418,6 +440,46 @@ class Daemon:
                 log.warning("removed %d stale restic lock(s)", len(removed))
         except errors.DrkitError as exc:
             log.warning("stale locks not checked: %s", exc.message)
+
+    def _outage_job(self) -> str:
+        return "backup" if "backup" in self.actions else "standby"
+
+    def _check_outage(self) -> None:
+        """Probe the repository and the state directory; alert once they have failed for
+        outage_after seconds (fail ping and `outage` webhook), and when they pass again."""
+        from drkit.actions import context
+
+        problem = context.outage(self.config.repository) or context.disk_problem(
+            self.config.state_dir
+        )
+        now = time.monotonic()
+        alert, over = None, False
+        with self._outage_lock:
+            if problem is None:
+                over, self._outage_alerted = self._outage_alerted, False
+                self._unusable_since = None
+            else:
+                self._unusable_since = self._unusable_since or now
+                lasted = now - self._unusable_since
+                if lasted >= self.outage_after and not self._outage_alerted:
+                    self._outage_alerted = True
+                    alert = f"{problem} (for {lasted:.0f} s)"
+        job = self._outage_job()
+        if alert:
+            log.error("outage: %s", alert)
+            self.notifier.finish(job, ok=False, error=alert, event="outage")
+        elif over:
+            log.info("outage over: the repository and the state directory answer again")
+            self.notifier.webhook("outage_over", job, ok=True)
+
+    def _outage_watch(self) -> None:
+        """Run _check_outage every outage_every seconds until the daemon stops."""
+        _context.job = "outage"
+        while not self.stopping.wait(self.outage_every):
+            try:
+                self._check_outage()
+            except Exception:  # the watch must outlive a bug in one check
+                log.exception("outage check crashed")
 
     def _watch(self) -> None:
         """Refresh the textfile and alert when the node enters or leaves RPO breach."""
@@ -499,6 +561,7 @@ class Daemon:
                 log.info("metrics on http://%s/metrics, health on /healthz", address)
             planned = self._schedule()
             self.scheduler.start()
+            threading.Thread(target=self._outage_watch, name="outage", daemon=True).start()
             log.info(
                 "daemon started for node %s: %s",
                 self.config.node,

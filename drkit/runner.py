@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import subprocess
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
@@ -124,6 +125,26 @@ def _spawn(argv, env, cwd, stdin=subprocess.DEVNULL, text: bool = True) -> subpr
         raise errors.UsageError(f"program not executable: {argv[0]}") from exc
 
 
+def _watch(
+    process: subprocess.Popen, stop_when: Callable[[], str | None] | None, finished: threading.Event
+) -> list[str]:
+    """Call stop_when every STOP_CHECK_SECONDS until finished is set; once it gives a reason,
+    stop the process group. Return the list that receives the reason."""
+    reasons: list[str] = []
+
+    def watch() -> None:
+        while not finished.wait(STOP_CHECK_SECONDS):
+            reason = stop_when()
+            if reason and not finished.is_set():
+                reasons.append(reason)
+                _stop_group(process)
+                return
+
+    if stop_when is not None:
+        threading.Thread(target=watch, daemon=True).start()
+    return reasons
+
+
 def run(
     argv: list[str],
     *,
@@ -132,14 +153,17 @@ def run(
     cwd: Path | str | None = None,
     input_text: str | None = None,
     binary: bool = False,
+    stop_when: Callable[[], str | None] | None = None,
 ) -> Completed:
     """Run argv to completion and return its output; raise CommandTimeout on overrun.
 
-    binary keeps stdout as bytes (in stdout_bytes), for archives. The caller interprets the
-    exit code: only the caller knows what a code means.
+    binary keeps stdout as bytes (in stdout_bytes), for archives. stop_when is as for
+    run_lines. The caller interprets the exit code: only the caller knows what a code means.
     """
     stdin = subprocess.PIPE if input_text is not None else subprocess.DEVNULL
     process = _spawn(argv, env, cwd, stdin=stdin, text=not binary)
+    finished = threading.Event()
+    reasons = _watch(process, stop_when, finished)
     try:
         stdout, stderr = process.communicate(input=input_text, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -148,6 +172,10 @@ def run(
     except KeyboardInterrupt:
         _stop_group(process)
         raise errors.Interrupted(f"interrupted while running {Path(argv[0]).name}") from None
+    finally:
+        finished.set()
+    if reasons and process.returncode != 0:  # a command that finished well stands
+        raise Stopped(reasons[0])
     if binary:
         text_stderr = stderr.decode(errors="replace")
         return Completed(list(argv), process.returncode, "", text_stderr, stdout)
@@ -169,8 +197,6 @@ def run_lines(
     stop_when, when given, is called every STOP_CHECK_SECONDS while the command runs; once it
     returns a reason the command is stopped (SIGTERM to its group) and Stopped(reason) raised.
     """
-    import threading
-
     process = _spawn(argv, env, cwd)
     tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES * 4)
     reader = threading.Thread(target=lambda: tail.extend(process.stderr), daemon=True)
@@ -180,18 +206,7 @@ def run_lines(
     timer.daemon = True
     timer.start()
     finished = threading.Event()
-    reasons: list[str] = []
-
-    def watch() -> None:
-        while not finished.wait(STOP_CHECK_SECONDS):
-            reason = stop_when()
-            if reason and not finished.is_set():
-                reasons.append(reason)
-                _stop_group(process)
-                return
-
-    if stop_when is not None:
-        threading.Thread(target=watch, daemon=True).start()
+    reasons = _watch(process, stop_when, finished)
     try:
         for line in process.stdout:
             on_line(line.rstrip("\n"))

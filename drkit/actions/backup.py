@@ -7,7 +7,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -60,6 +60,10 @@ def publish_head(config: Config, signing_key, link: dict) -> None:
         "time": utc_text(datetime.now(UTC)),
     }
     text = json.dumps(record, sort_keys=True)
+    down = context.outage(config.repository)
+    if down:
+        log.warning("chain head not stored: %s", down)
+        return
     try:
         signature = keys.sign(signing_key, text.encode())
         Storage(config.repository).put_json(
@@ -69,16 +73,17 @@ def publish_head(config: Config, signing_key, link: dict) -> None:
         log.warning("chain head not stored: %s", exc.message)
 
 
-def _previous_link(config: Config, restic: Restic) -> dict | None:
+def _previous_link(config: Config, restic: Restic, probe: Future) -> dict | None:
     """Return {snapshot_id, manifest_sha256} of the node's last snapshot.
 
     The local record answers without a round trip; without one (a rebuilt machine) the
-    repository is asked.
+    repository is asked, once the S3 probe has answered.
     """
     try:
         return json.loads(chain_path(config).read_text())["previous"]
     except (OSError, ValueError, KeyError, TypeError):
         pass
+    probe.result()
     mine = restic.snapshots(host=config.node, tags=["drkit"])
     if not mine:
         return None
@@ -108,7 +113,7 @@ def run(config: Config, on_progress: Callable[[dict], None] | None = None) -> Ba
         for warning in inventory.warnings:
             log.warning("%s", warning)
         with timing.phase("chain"):
-            previous = _previous_link(config, restic)
+            previous = _previous_link(config, restic, probe)
         first_previous = previous
         for attempt in range(1, PASSES + 1):
             cache = manifest.HashCache(config.state_dir / "cache" / f"{config.node}.json")
@@ -146,7 +151,6 @@ def run(config: Config, on_progress: Callable[[dict], None] | None = None) -> Ba
                         *([f"group:{config.group}"] if config.group else []),
                     ],
                     on_progress=on_progress,
-                    stop_when=context.OutageWatch(config.repository),
                 )
             cache.save()
             previous = record_chain(config, summary.snapshot_id, manifest_bytes)

@@ -7,8 +7,7 @@ import glob
 import logging
 import os
 import re
-import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -35,15 +34,41 @@ def trust_keys(values: Iterable[str] | None) -> list[str]:
     return chosen
 
 
-def restic_for(repository: Repository, binary: Path | None = None) -> restic_engine.Restic:
-    """Return the restic engine for a repository, with restic found and version-checked."""
+def restic_for(
+    repository: Repository, binary: Path | None = None, *, outage_limit: float | None = None
+) -> restic_engine.Restic:
+    """Return the restic engine for a repository, with restic found and version-checked.
+
+    Every restic command it runs is stopped once S3 has failed every outage probe for
+    outage_limit seconds (the repository's `outage_limit` by default): restic alone keeps
+    retrying for 15 minutes.
+    """
+
+    limit = (
+        parse_duration(repository.outage_limit).total_seconds()
+        if outage_limit is None
+        else outage_limit
+    )
     return restic_engine.Restic(
         restic_engine.find_restic(binary),
         repository.restic_url,
         repository.password_file,
         region=repository.region,
         ca_bundle=repository.ca_bundle,
+        stop_when=outage_watch(repository, limit),
     )
+
+
+def outage_watch(repository: Repository, limit: float) -> Callable[[], str | None]:
+    """Return a stop check that gives a reason once every outage probe of the repository has
+    failed for `limit` seconds (boto3 is imported on the first check, not before)."""
+
+    def stop_when() -> str | None:
+        from drkit.engines.storage import outage_probe
+
+        return outage_probe(repository).watch(limit)()
+
+    return stop_when
 
 
 def probe_storage(repository: Repository) -> None:
@@ -53,29 +78,29 @@ def probe_storage(repository: Repository) -> None:
     Storage(repository).probe()
 
 
-class OutageWatch:
-    """Tells a running restic to stop once S3 has failed every probe for the repository's
-    outage_limit (restic alone keeps retrying for 15 minutes). Call it between probes."""
+def outage(repository: Repository) -> str | None:
+    """Return why the repository is unusable right now (the outage probe), or None."""
+    from drkit.engines.storage import outage_probe
 
-    def __init__(self, repository: Repository):
-        self.repository = repository
-        self.limit = parse_duration(repository.outage_limit).total_seconds()
-        self.failing_since: float | None = None
+    return outage_probe(repository).check()
 
-    def __call__(self) -> str | None:
+
+def disk_problem(state_dir: Path) -> str | None:
+    """Return why the node's state directory cannot be written (disk full, read-only,
+    missing), or None: a small file is written, synced and removed."""
+    probe = state_dir / f".probe-{os.getpid()}"
+    try:
+        state_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
+        descriptor = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
         try:
-            probe_storage(self.repository)
-        except errors.StorageError as exc:
-            now = time.monotonic()
-            self.failing_since = self.failing_since or now
-            if now - self.failing_since < self.limit:
-                return None
-            return (
-                f"S3 failed every probe for {now - self.failing_since:.0f} s ({exc.message}): "
-                "restic was stopped and no snapshot was made"
-            )
-        self.failing_since = None
-        return None
+            os.write(descriptor, b"\0" * 4096)
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+            probe.unlink(missing_ok=True)
+    except OSError as exc:
+        return f"the node's state directory {state_dir} is not writable: {exc.strerror}"
+    return None
 
 
 @contextlib.contextmanager

@@ -7,6 +7,7 @@ failed, 12 wrong password, 130 interrupted; an unknown code is a failure.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
@@ -16,7 +17,7 @@ import shutil
 import sys
 import tarfile
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -155,7 +156,11 @@ def _error_line(stderr: str) -> str:
 
 
 class Restic:
-    """One restic repository, reached with a given binary, password file and S3 options."""
+    """One restic repository, reached with a given binary, password file and S3 options.
+
+    stop_when (see runner.run_lines), when given, watches every command: once it gives a
+    reason, restic is stopped and a StorageError names it.
+    """
 
     def __init__(
         self,
@@ -165,12 +170,14 @@ class Restic:
         *,
         region: str = "us-east-1",
         ca_bundle: Path | None = None,
+        stop_when: Callable[[], str | None] | None = None,
     ):
         self.binary = binary
         self.repository_url = repository_url
         self.password_file = password_file
         self.region = region
         self.ca_bundle = ca_bundle
+        self.stop_when = stop_when
 
     def _argv(self, *args: str) -> list[str]:
         argv = [str(self.binary), *args, "--json", "-o", f"s3.region={self.region}"]
@@ -223,10 +230,37 @@ class Restic:
             raise errors.ResticFailed(f"restic was killed by signal {-code} while {doing}")
         raise errors.ResticFailed(f"restic failed while {doing} (exit {code}): {cause}")
 
-    def _run(self, doing: str, *args: str, timeout: float = 300) -> runner.Completed:
-        completed = runner.run(self._argv(*args), env=self._env(), timeout=timeout)
+    def _run(
+        self, doing: str, *args: str, timeout: float = 300, binary: bool = False
+    ) -> runner.Completed:
+        with self._stoppable(doing):
+            completed = runner.run(
+                self._argv(*args),
+                env=self._env(),
+                timeout=timeout,
+                binary=binary,
+                stop_when=self.stop_when,
+            )
         self._raise_for(completed, doing)
         return completed
+
+    def _lines(
+        self, doing: str, argv: list[str], on_line: Callable[[str], None], timeout: float
+    ) -> runner.Completed:
+        with self._stoppable(doing):
+            completed = runner.run_lines(
+                argv, on_line, env=self._env(), timeout=timeout, stop_when=self.stop_when
+            )
+        self._raise_for(completed, doing)
+        return completed
+
+    @staticmethod
+    @contextlib.contextmanager
+    def _stoppable(doing: str) -> Iterator[None]:
+        try:
+            yield
+        except runner.Stopped as stopped:
+            raise errors.StorageError(f"{stopped}: restic was stopped while {doing}") from None
 
     def _json(self, completed: runner.Completed, doing: str):
         try:
@@ -265,7 +299,8 @@ class Restic:
         """Back up paths relative to cwd; return the summary; errors in the stream count.
 
         Paths come from a file list (--files-from-verbatim) so that any name survives.
-        stop_when (see runner.run_lines) may stop restic with a reason: a StorageError.
+        stop_when (see runner.run_lines; the engine's own by default) may stop restic with a
+        reason: a StorageError.
         """
         descriptor, list_name = tempfile.mkstemp(prefix="drkit-files-", suffix=".list")
         list_file = Path(list_name)
@@ -303,10 +338,17 @@ class Restic:
 
         try:
             completed = runner.run_lines(
-                argv, on_line, env=self._env(), cwd=cwd, timeout=timeout, stop_when=stop_when
+                argv,
+                on_line,
+                env=self._env(),
+                cwd=cwd,
+                timeout=timeout,
+                stop_when=stop_when or self.stop_when,
             )
         except runner.Stopped as stopped:
-            raise errors.StorageError(str(stopped)) from None
+            raise errors.StorageError(
+                f"{stopped}: restic was stopped and no snapshot was made"
+            ) from None
         finally:
             list_file.unlink(missing_ok=True)
         for line in completed.stderr.splitlines():
@@ -360,8 +402,7 @@ class Restic:
                 nodes.append({key: item[key] for key in LISTED_FIELDS if key in item})
 
         argv = self._argv("ls", *self._latest_filter(host), snapshot)
-        completed = runner.run_lines(argv, on_line, env=self._env(), timeout=600)
-        self._raise_for(completed, f"listing snapshot {snapshot[:8]}")
+        self._lines(f"listing snapshot {snapshot[:8]}", argv, on_line, timeout=600)
         if not record.get("id"):
             raise errors.ResticFailed(f"restic ls named no snapshot for {snapshot[:8]}")
         return record, nodes
@@ -372,8 +413,7 @@ class Restic:
         """Return the regular files under a snapshot directory, read in one pass (a tar)."""
         args = ["dump", *self._latest_filter(host), snapshot, directory]
         doing = f"reading {directory} from snapshot {snapshot[:8]}"
-        completed = runner.run(self._argv(*args), env=self._env(), timeout=300, binary=True)
-        self._raise_for(completed, doing)
+        completed = self._run(doing, *args, timeout=300, binary=True)
         files = {}
         try:
             with tarfile.open(fileobj=io.BytesIO(completed.stdout_bytes), mode="r:") as archive:
@@ -411,8 +451,7 @@ class Restic:
                 if message.get("action") == "restored":
                     on_restored(message["item"])
 
-        completed = runner.run_lines(argv, on_line, env=self._env(), timeout=timeout)
-        self._raise_for(completed, f"restoring snapshot {snapshot_id[:8]}")
+        self._lines(f"restoring snapshot {snapshot_id[:8]}", argv, on_line, timeout)
 
     def check(self, read_data_subset: str | None = None) -> None:
         """Run restic check; raise when it finds problems."""
@@ -493,7 +532,10 @@ class Restic:
         args = ["check", "--retry-lock", LOCK_WAIT]
         if read_data_subset:
             args += ["--read-data-subset", read_data_subset]
-        completed = runner.run(self._argv(*args), env=self._env(), timeout=6 * 3600)
+        with self._stoppable("checking the repository"):
+            completed = runner.run(
+                self._argv(*args), env=self._env(), timeout=6 * 3600, stop_when=self.stop_when
+            )
         if completed.returncode == 1:
             lines = [
                 line.strip()
@@ -510,8 +552,8 @@ class Restic:
         argv = self._argv("restore", snapshot_id, "--target", str(target))
         for path in node_paths:
             argv += ["--include", path]
-        completed = runner.run_lines(argv, lambda line: None, env=self._env(), timeout=3600)
-        self._raise_for(completed, f"restoring files of snapshot {snapshot_id[:8]}")
+        doing = f"restoring files of snapshot {snapshot_id[:8]}"
+        self._lines(doing, argv, lambda line: None, timeout=3600)
 
     # -- keys (rotation) -----------------------------------------------------------------
 

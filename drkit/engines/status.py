@@ -87,10 +87,14 @@ def _write_local(config: Config, document: dict) -> None:
 
 
 def publish(config: Config, document: dict) -> bool:
-    """Copy the document to the bucket; return False (and log why) when S3 refuses or is down."""
+    """Copy the document to the bucket; return False (and log why) when S3 refuses or is down
+    (the outage probe is asked first, so a down S3 costs one short probe, not retries)."""
     try:
-        from drkit.engines.storage import Storage
+        from drkit.engines.storage import Storage, outage_probe
 
+        down = outage_probe(config.repository).check()
+        if down:
+            raise errors.StorageError(down)
         Storage(config.repository).put_json(bucket_key(config.node), document)
     except errors.DrkitError as exc:
         log.warning("status not published to the bucket: %s", exc.message)
