@@ -25,13 +25,14 @@ _PR_SET_PDEATHSIG = 1
 
 
 def _parent_death_signal():
-    """Return a preexec function that makes a child die with drkit (Linux), or None.
+    """Return a factory of preexec functions that make a child die with drkit (Linux), or None.
 
     Children run in their own session (so a timeout can stop the whole group), which also
     takes them out of drkit's process group: without this, a SIGKILLed drkit would leave its
     restic running on, holding repository locks and writing into a staging directory that the
     next run is about to clean up. The libc function is resolved here, in the parent; the
-    child only makes the one system call.
+    child only makes the system call, then exits at once if drkit (`parent`, its pid taken
+    before the fork) died before the call took effect.
     """
     try:
         import ctypes
@@ -41,13 +42,23 @@ def _parent_death_signal():
         return None
     prctl.restype = ctypes.c_int
 
-    def preexec() -> None:
-        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    def dies_with(parent: int):
+        def preexec() -> None:
+            prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+            if os.getppid() != parent:
+                os._exit(128 + signal.SIGKILL)
 
-    return preexec
+        return preexec
+
+    return dies_with
 
 
-_PREEXEC = _parent_death_signal()
+_DIES_WITH = _parent_death_signal()
+
+
+def _preexec():
+    """Return the preexec function for a child of this process (None off Linux)."""
+    return _DIES_WITH(os.getpid()) if _DIES_WITH else None
 
 
 class Stopped(Exception):
@@ -117,7 +128,7 @@ def _spawn(argv, env, cwd, stdin=subprocess.DEVNULL, text: bool = True) -> subpr
             text=text,
             errors="replace" if text else None,
             start_new_session=True,
-            preexec_fn=_PREEXEC,
+            preexec_fn=_preexec(),
         )
     except FileNotFoundError as exc:
         raise errors.UsageError(f"program not found: {argv[0]}") from exc
@@ -275,7 +286,7 @@ def start_service(
                 env=_merged_env(env),
                 cwd=cwd,
                 start_new_session=True,
-                preexec_fn=_PREEXEC,
+                preexec_fn=_preexec(),
             )
         except FileNotFoundError as exc:
             raise errors.UsageError(f"program not found: {argv[0]}") from exc
