@@ -1,19 +1,26 @@
 """A fault-injecting HTTP proxy on 127.0.0.1 in front of an S3 endpoint (tests only).
 
 Every request is forwarded unchanged (the Host header too, so S3 signatures still verify).
-A seeded RNG picks, for a fraction of requests, one fault:
+For a fraction of requests, one fault:
 - "503":  answer 503 SlowDown without forwarding;
 - "drop": close the connection without an answer, before forwarding;
 - "lost": forward the request, then close the connection without the answer (S3 did the work,
   the client does not know);
 - "slow": wait 0.2-1.0 s, then forward.
 With outage_after=N, every request after the first N meets a fault: an outage.
+
+Repeatable from the seed although clients send requests in parallel: each request's decision
+(fault or not, which one, how slow) comes from its own random.Random, seeded by the seed, the
+request's kind (method and path, with object ids and times blanked) and how many requests of
+that kind came before it. The k-th request of each kind meets the same fault in every run,
+whichever thread forwards it; a retried request is the next of its kind, decided afresh.
 """
 
 from __future__ import annotations
 
 import http.client
 import random
+import re
 import threading
 import time
 from collections import Counter
@@ -23,6 +30,7 @@ from urllib.parse import urlsplit
 FAULTS = ("503", "drop", "lost", "slow")
 _HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade"}
 _OWN = {"content-length", "date", "server"}  # written by this proxy's own response
+_VARYING = re.compile(r"[0-9a-f]{16,}|\d{4}-?\d{2}-?\d{2}T[0-9:.]+Z?|\d{6,}")
 _SLOW_DOWN = (
     b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SlowDown</Code>'
     b"<Message>Please reduce your request rate.</Message></Error>"
@@ -41,8 +49,10 @@ class FaultProxy:
         self.fraction = fraction
         self.faults = tuple(faults)
         self.outage_after = outage_after  # from this request on, every request meets a fault
+        self.seed = seed
         self.counts: Counter = Counter()
-        self._random = random.Random(seed)
+        self.decisions: dict[tuple[str, int], str | None] = {}  # (kind, index) -> fault
+        self._kinds: Counter = Counter()
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -52,16 +62,23 @@ class FaultProxy:
         assert self._server is not None
         return f"http://127.0.0.1:{self._server.server_address[1]}"
 
-    def choose(self) -> str | None:
-        """Return the fault for the next request, or None (forward as is)."""
+    def choose(self, method: str, target: str) -> tuple[str | None, random.Random]:
+        """Return the fault for a request (None: forward as is) and its own seeded RNG."""
+        kind = f"{method} {_VARYING.sub('*', target)}"
         with self._lock:
             self.counts["requests"] += 1
             outage = self.outage_after is not None and self.counts["requests"] > self.outage_after
-            if not outage and self._random.random() >= self.fraction:
-                return None
-            fault = self._random.choice(self.faults)
-            self.counts[fault] += 1
-            return fault
+            index = self._kinds[kind]
+            self._kinds[kind] += 1
+        decision = random.Random(f"{self.seed}|{kind}|{index}")
+        fault = None
+        if outage or decision.random() < self.fraction:
+            fault = decision.choice(self.faults)
+        with self._lock:
+            self.decisions[(kind, index)] = fault
+            if fault:
+                self.counts[fault] += 1
+        return fault, decision
 
     def start(self) -> FaultProxy:
         proxy = self
@@ -98,7 +115,7 @@ class FaultProxy:
 
             def _handle(self) -> None:
                 body = self._body()
-                fault = proxy.choose()
+                fault, decision = proxy.choose(self.command, self.path)
                 if fault == "drop":
                     return self._drop()
                 if fault == "503":
@@ -109,7 +126,7 @@ class FaultProxy:
                     self.wfile.write(_SLOW_DOWN)
                     return None
                 if fault == "slow":
-                    time.sleep(0.2 + 0.8 * random.random())
+                    time.sleep(0.2 + 0.8 * decision.random())
                 try:
                     status, reason, headers, payload = self._forward(body)
                 except OSError:
