@@ -193,24 +193,71 @@ def describe_file(root: Path, node_path: str) -> KeyInfo | None:
         return None
 
 
+# Groups whose only purpose is to let services read TLS private keys: Debian's ssl-cert package
+# ships its snakeoil key 0640 root:ssl-cert and adds the daemons that need keys to that group.
+TLS_KEY_GROUPS = ("ssl-cert",)
+
+
+def _group_name(root: Path, gid: int, node_path: str, manifest: dict | None) -> str | None:
+    """Return the name of gid from the node's groups, else as the manifest recorded it."""
+    for fields in accounts.group_entries(root):
+        if fields[2] == str(gid):
+            return fields[0]
+    for entry in (manifest or {}).get("files", []):
+        if entry["path"] == node_path and entry.get("gid") == gid:
+            return entry.get("group")
+    return None
+
+
 def private_key_mode_check(
-    root: Path, node_path: str, label: str, forbid: int = 0o077, owners: tuple[int, ...] = (0,)
+    root: Path,
+    node_path: str,
+    label: str,
+    forbid: int = 0o077,
+    owners: tuple[int, ...] = (0,),
+    *,
+    group_readers: tuple[str, ...] = (),
+    manifest: dict | None = None,
 ) -> Check:
     """Return pass when a private key has none of the forbidden bits and is owned by one of
-    owners (uids; root alone unless the server runs as its own user, e.g. SFTPPlus)."""
+    owners (uids; root alone unless the server runs as its own user, e.g. SFTPPlus).
+
+    group_readers names groups allowed to read the key (0640): a dedicated key group such as
+    TLS_KEY_GROUPS, for servers that read the key as root (never SSH host keys: sshd and
+    mod_sftp refuse them). The group's name comes from the node, else from the manifest.
+    """
     name = f"{label} mode: {node_path}"
     try:
         info = os.stat(on_root(root, node_path))
     except OSError:
         return failed(name, "missing")
     mode, problems = stat.S_IMODE(info.st_mode), []
-    if mode & forbid:
+    loose = mode & forbid
+    group = _group_name(root, info.st_gid, node_path, manifest) if loose else None
+    reader = loose == (forbid & 0o040) and group in group_readers
+    if loose and not reader:
         problems.append(f"mode {mode:04o}: readable by others, must be 0600 or 0400")
     if info.st_uid not in owners:
         allowed = "root" if owners == (0,) else "root or the service user"
         problems.append(f"owned by uid {info.st_uid}, not {allowed}")
     owner = "root" if info.st_uid == 0 else f"uid {info.st_uid}"
-    return failed(name, "; ".join(problems)) if problems else passed(name, f"{mode:04o} {owner}")
+    if problems:
+        return failed(name, "; ".join(problems))
+    if reader:
+        return passed(
+            name,
+            f"{mode:04o} {owner}: group {group} may read it (a dedicated key group), no one else",
+        )
+    return passed(name, f"{mode:04o} {owner}")
+
+
+def tls_key_mode_check(
+    root: Path, node_path: str, forbid: int = 0o077, manifest: dict | None = None
+) -> Check:
+    """private_key_mode_check of a TLS key a server reads as root: TLS_KEY_GROUPS may read it."""
+    return private_key_mode_check(
+        root, node_path, "tls key", forbid, group_readers=TLS_KEY_GROUPS, manifest=manifest
+    )
 
 
 def host_key_checks(
@@ -323,6 +370,40 @@ def certificate_names(root: Path, certificate: str) -> list[str]:
         if names:
             return names
     return [attr.value for attr in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+
+
+def issuer_checks(root: Path, chains: list[tuple[str, list[str]]]) -> list[Check]:
+    """Each (certificate, [chain and CA files]): the certificate must be self-signed or signed
+    by a certificate those files hold, so clients that trust the CA accept it."""
+    from cryptography import x509
+
+    results = []
+    for certificate, files in chains:
+        if not files or not is_file(root, certificate):
+            continue
+        name = f"tls chain: {certificate}"
+        try:
+            leaf = x509.load_pem_x509_certificate(on_root(root, certificate).read_bytes())
+        except (OSError, ValueError):
+            continue  # certificate_pair_check reports an unreadable certificate
+        issuers = []
+        for path in files:
+            with contextlib.suppress(OSError, ValueError):
+                issuers += x509.load_pem_x509_certificates(on_root(root, path).read_bytes())
+        signer = None
+        for candidate in [leaf, *issuers]:
+            with contextlib.suppress(ValueError, TypeError, x509.InvalidSignature):
+                leaf.verify_directly_issued_by(candidate)
+                signer = candidate
+                break
+        if signer is None:
+            detail = f"issuer {leaf.issuer.rfc4514_string()} is in none of {', '.join(files)}"
+            results.append(failed(name, detail))
+        elif signer is leaf:
+            results.append(passed(name, "self-signed"))
+        else:
+            results.append(passed(name, f"signed by {signer.subject.rfc4514_string()}"))
+    return results
 
 
 # --- keys, passwords, ports ------------------------------------------------------------------
@@ -544,14 +625,27 @@ def keyscan(
     port: int,
     label: str = "",
     not_served: str = "not served",
+    *,
+    offered: set[str] | None = None,
+    loaded: dict[str, str] | None = None,
+    omitted_by: str = "the server's host key algorithms",
 ) -> None:
     """Ask the server for each host key type the manifest holds and compare fingerprints;
-    record a check per type ("smoke: [label ]host key TYPE") and each key as served."""
+    record a check per type ("smoke: [label ]host key TYPE") and each key as served.
+
+    offered: the key types the server offers (None: every type). A type it does not offer is
+    not asked for: loaded ({fingerprint: type}, what the server itself reported loading)
+    proves the key is there, so its check says "loaded, not offered" (omitted_by names the
+    setting) instead of "not served".
+    """
     by_type: dict[str, list[str]] = {}
     for entry in host_keys:
         by_type.setdefault(entry["type"], []).append(entry["fingerprint"])
     for key_type, expected in by_type.items():
         name = f"smoke: {label} host key {key_type}" if label else f"smoke: host key {key_type}"
+        if offered is not None and key_type not in offered:
+            result.add(_not_offered(name, key_type, expected, loaded, omitted_by))
+            continue
         argv = [
             "ssh-keyscan",
             "-T",
@@ -578,6 +672,22 @@ def keyscan(
             result.add(failed(name, detail))
         else:
             result.add(passed(name, f"served {served[0].fingerprint} as in the backup"))
+
+
+def _not_offered(
+    name: str, key_type: str, expected: list[str], loaded: dict[str, str] | None, omitted_by: str
+) -> Check:
+    """The check of a host key type the server does not offer: loaded as in the backup?"""
+    why = f"not offered: {omitted_by} omits {key_type}"
+    if loaded is None:
+        return warned(name, f"{why}; whether it loaded is unknown")
+    hit = next((fp for fp in expected if loaded.get(fp) == key_type), None)
+    if hit:
+        return passed(name, f"loaded {hit} as in the backup, {why}")
+    other = [fp for fp, loaded_type in loaded.items() if loaded_type == key_type]
+    if other:
+        return failed(name, f"loaded {other[0]}, the backup has {', '.join(expected)}; {why}")
+    return failed(name, f"not loaded (and {why})")
 
 
 def _sftp(
@@ -772,6 +882,102 @@ def _ftps_round_trip(client: ftplib.FTP_TLS, trip_name: str) -> Check:
             trip_name, f"wrote, read back and removed {len(payload)} bytes in {directory}"
         )
     return failed(trip_name, "no writable directory; " + "; ".join(reasons))
+
+
+@dataclass(frozen=True)
+class FtpTls:
+    """How an FTP smoke pins TLS: the PEM it trusts, the name it checks, the certificates
+    (sha256 of DER) the server may serve."""
+
+    trusted_pem: str
+    server_name: str
+    expected: frozenset[str]
+
+
+def ftp_session(
+    result: SmokeResult,
+    port: int,
+    user: str,
+    password: str,
+    *,
+    tls: FtpTls | None,
+    read_only: str | None = None,
+    hint: Callable[[], str] | None = None,
+) -> None:
+    """Log in over FTP (explicit TLS pinned as tls says, else plain: the server speaks no TLS
+    and the password is a one-run one on 127.0.0.1); put, get, compare, delete; record the
+    session ("ftps" or "ftp") in result.
+
+    read_only names why the server refuses uploads by its config: the round trip is then a
+    directory listing over a data connection, reported as a warning (no file moved).
+    """
+    label = "ftps" if tls else "ftp"
+    login_name, trip_name = f"smoke: {label} login", f"smoke: {label} round trip"
+    if tls:
+        context = ssl.create_default_context(cadata=tls.trusted_pem)
+        context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
+        context.check_hostname = True
+        client: ftplib.FTP = _ReusingFTPS(context=context, timeout=15)
+    else:
+        client = ftplib.FTP(timeout=15)
+    started, detail = time.monotonic(), ""
+    try:
+        client.connect("127.0.0.1", port)
+        if tls:
+            client.host = tls.server_name  # SNI and hostname check against the certificate
+            client.auth()
+            der = client.sock.getpeercert(binary_form=True)
+            served = keys.describe_certificate(ssl.DER_cert_to_PEM_cert(der).encode())
+            if served is not None:
+                result.certificates.append(
+                    ServedCertificate(
+                        fingerprint=served.fingerprint,
+                        subject=served.subject,
+                        not_after=utc_text(served.not_after),
+                    )
+                )
+            fingerprint = hashlib.sha256(der).hexdigest()
+            if fingerprint not in tls.expected:
+                detail = f"served certificate {fingerprint[:16]}… is not the backup's"
+        if not detail:
+            client.login(user, password)
+            if tls:
+                client.prot_p()
+    except (OSError, EOFError, ftplib.Error, ssl.SSLError) as exc:
+        extra = hint() if hint else ""
+        detail = f"{user}: {type(exc).__name__}: {str(exc).strip()[:200]}"
+        detail += f" ({extra})" if extra else ""
+    try:
+        if detail:
+            result.session(label, failed(login_name, detail), failed(trip_name, "no login"))
+            return
+        elapsed = time.monotonic() - started
+        how = (
+            f"TLS {client.sock.version()}, certificate for {tls.server_name} as in the backup"
+            if tls
+            else "plain FTP: the config enables no TLS"
+        )
+        login = passed(login_name, f"{user} in {elapsed:.2f} s, {how}")
+        trip = _ftp_listing(client, trip_name, read_only) if read_only else None
+        result.session(label, login, trip or _ftps_round_trip(client, trip_name))
+    finally:
+        with contextlib.suppress(Exception):
+            client.quit()
+        with contextlib.suppress(Exception):
+            client.close()
+
+
+def _ftp_listing(client: ftplib.FTP, trip_name: str, read_only: str) -> Check:
+    """List the login directory over a data connection: the proof a read-only server allows."""
+    try:
+        where = client.pwd()
+        lines: list[str] = []
+        client.retrlines("LIST", lines.append)
+    except (OSError, EOFError, ftplib.Error, ssl.SSLError) as exc:
+        return failed(trip_name, f"{read_only}; listing failed: {str(exc).strip()[:160]}")
+    return warned(
+        trip_name, f"{read_only}: listed {len(lines)} entries of {where}, no file written"
+    )
 
 
 @contextlib.contextmanager
