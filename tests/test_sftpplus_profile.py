@@ -12,9 +12,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from corpus.cases import load_cases, materialise
 from nodes import drkit, init_node
 
 from devtools import sample_nodes
+from devtools.sample_node import certificate_and_key
 from drkit.actions import discover
 from drkit.engines import accounts, manifest
 from drkit.paths import on_root
@@ -187,6 +189,76 @@ def test_discover_recognises_sftpplus(node):
     assert made["host_keys"][0] in server["categories"]["host_keys"]
     assert server["warnings"] == []
     assert "servers:\n- sftpplus" in document["proposed_config"]
+
+
+CORPUS = {case.name: case for case in load_cases() if case.server == "sftpplus"}
+
+
+@pytest.mark.parametrize("name", sorted(CORPUS))
+def test_corpus_configs_back_up_what_they_name_and_pass_their_checks(name, tmp_path):
+    case = CORPUS[name]
+    root = tmp_path / "root"
+    materialise(case, root)
+    recorded = build_manifest(root, case.profile_options["sftpplus"])
+    held = {entry["path"] for entry in recorded["files"]}
+    assert not set(case.expect_files) - held
+    assert "/tmp" not in held  # a group's scratch home_folder_path is never taken whole
+    assert failures(sftpplus.checks(root, recorded)) == {}
+
+
+def test_keywords_and_placeholders_are_not_paths():
+    for value in ("Disabled", "crl-distribution-points", "${OS_HOME}", "${MOZILLA_CA_ROOTS}", ""):
+        assert not sftpplus.is_path(value), value
+    assert not sftpplus.is_path("https://auth.example.net/login")
+    assert sftpplus.is_path("configuration/ssh_host_rsa_key")
+
+
+def test_older_releases_rsa_and_dsa_private_keys_are_host_keys(tmp_path):
+    case = CORPUS["sftpplus-docker-2018"]
+    root = tmp_path / "root"
+    materialise(case, root)
+    recorded = build_manifest(root, case.profile_options["sftpplus"])
+    keys = {entry["path"] for entry in recorded["host_keys"]}
+    rsa = "/opt/sftpplus/configuration/ssh_host_rsa_key"
+    assert keys == {rsa, "/opt/sftpplus/configuration/ssh_host_dsa_key"}
+    on_root(root, rsa).chmod(0o644)
+    failed = failures(sftpplus.checks(root, recorded))
+    assert "readable by others" in failed[f"host key mode: {rsa}"]
+
+
+def test_http_and_ldap_authentication_certificates_are_backed_up_and_checked(node, node_root):
+    root, made = node
+    configuration = "/opt/sftpplus/configuration"
+    ca, ca_key = f"{configuration}/ldap-ca.pem", f"{configuration}/ldap-ca.key"
+    client, client_key = f"{configuration}/http-client.pem", f"{configuration}/http-client.key"
+    for certificate, key, name in ((ca, ca_key, "ldap.example.test"), (client, client_key, "c")):
+        certificate_pem, key_pem = certificate_and_key(name)
+        on_root(root, certificate).write_bytes(certificate_pem)
+        on_root(root, key).write_bytes(key_pem)
+        on_root(root, key).chmod(0o600)
+    on_root(root, made["config"]).write_text(
+        on_root(root, made["config"]).read_text()
+        + "\n[authentications/directory]\nenabled = Yes\ntype = ldap\n"
+        + "address = ldap.example.test\nport = 636\nsecure = Yes\n"
+        + f"ssl_certificate_authority = {ca}\n"
+        + "\n[authentications/partners]\nenabled = Yes\ntype = http\n"
+        + "url = https://auth.example.test/sftpplus\n"
+        + f"ssl_certificate = {client}\nssl_key = {client_key}\n"
+    )
+    recorded = build_manifest(root)
+    categories = {entry["path"]: entry["category"] for entry in recorded["files"]}
+    assert categories[ca] == categories[client] == categories[client_key] == "tls"
+    found = by_name(sftpplus.checks(root, recorded))
+    assert found[f"tls pair: {client}"].status == "pass"
+    assert found[f"certificate: {ca}"].status == "pass"
+    assert found[f"secret mode: {client_key}"].status == "pass"
+    shutil.copy(on_root(root, ca_key), on_root(root, client_key))  # an unrelated key
+    on_root(root, ca).unlink()
+    failed = failures(sftpplus.checks(root, recorded))
+    assert "does not match" in failed[f"tls pair: {client}"]
+    assert (
+        "[authentications/directory] ssl_certificate_authority" in failed[f"sftpplus: missing {ca}"]
+    )
 
 
 @pytest.mark.integration

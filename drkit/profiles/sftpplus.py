@@ -144,8 +144,8 @@ def vault_items(config: Config) -> dict[str, VaultItem]:
         path = inline = None
         if content.startswith(prefix):
             path = config.node_path(content[len(prefix) :])
-        elif content:
-            inline = content
+        elif content and policy()["placeholder_prefix"] not in content:
+            inline = content  # ${MOZILLA_CA_ROOTS} and the like: bundles the product ships
         found[item_id] = VaultItem(item_id, section.get("type", ""), path, inline, where)
     return found
 
@@ -179,6 +179,83 @@ def _category_of_content(root: Path, path: str) -> str:
     return "config"
 
 
+def is_path(value: str) -> bool:
+    """Return whether a server.ini value names a file: not empty, not a keyword (Disabled,
+    crl-distribution-points, ...), no ${...} placeholder, no inline PEM, no URL."""
+    pol = policy()
+    value = value.strip().strip('"')
+    return bool(value) and not (
+        value.lower() in pol["keywords"]
+        or pol["placeholder_prefix"] in value
+        or value.startswith("-----BEGIN")
+        or "://" in value
+    )
+
+
+# Options whose files references() reads by section kind, not by name alone.
+_SECTION_OPTIONS = frozenset(
+    {"path", "home_folder_path", "ssh_authorized_keys_path", "external_vault_file"}
+)
+
+
+def _file_option_refs(config: Config, section_name: str, section, named: Named) -> None:
+    """The file_options of one section (any kind): host keys, TLS files, programs, files."""
+    pol = policy()
+    for key, rule in pol["file_options"].items():
+        value = (section.get(key) or "").strip()
+        where = config.where(section_name, key)
+        if value.startswith("-----BEGIN"):
+            named.inline.append((f"[{section_name}] {key}", rule["category"], value))
+            continue
+        if not is_path(value):
+            continue
+        role, category = rule["role"], rule["category"]
+        if role == "program":
+            program = config.node_path(shlex.split(value)[0])
+            named.refs.append(Ref(program, category, key, where, True))
+            continue
+        paths = [config.node_path(word) for word in _words(value)]
+        for path in paths:
+            named.refs.append(Ref(path, category, key, where, True, role == "dir"))
+            if role == "host_key":
+                named.host_keys.append(path)
+            elif category == "tls":
+                named.tls_files.append(path)
+            if role == "key":
+                named.secrets.append(path)
+        if role == "certificate" and paths:
+            key_value = (section.get("ssl_key") or "").strip()
+            key_path = config.node_path(key_value) if is_path(key_value) else None
+            named.tls_pairs.append((paths[0], key_path))
+    handled = set(pol["file_options"]) | set(pol["vault_references"]) | _SECTION_OPTIONS
+    handled |= set(pol["handler_program_keys"])
+    for key in section:
+        if key in handled or not key.endswith(tuple(pol["generic_suffixes"])):
+            continue
+        value = (section.get(key) or "").strip()
+        if is_path(value):
+            where = config.where(section_name, key)
+            named.refs.append(Ref(config.node_path(value), "config", key, where, False))
+
+
+def _home_refs(config: Config, kind: str, named: Named) -> None:
+    """home_folder_path and ssh_authorized_keys_path of [accounts/ID] and [groups/ID]."""
+    scratch = set(policy()["scratch_dirs"])
+    for item_id, section in config.sections(kind):
+        section_name = f"{kind}/{item_id}"
+        value = (section.get("ssh_authorized_keys_path") or "").strip()
+        if is_path(value):
+            where = config.where(section_name, "ssh_authorized_keys_path")
+            path = config.node_path(value)
+            named.refs.append(Ref(path, "user_keys", "ssh_authorized_keys_path", where, True))
+        home = (section.get("home_folder_path") or "").strip()
+        if is_path(home) and config.node_path(home) not in scratch:
+            where = config.where(section_name, "home_folder_path")
+            named.refs.append(
+                Ref(config.node_path(home), "chroot", "home_folder_path", where, True, True)
+            )
+
+
 def references(root: Path, config: Config) -> Named:
     """Return everything server.ini names, with categories; node paths throughout."""
     pol = policy()
@@ -204,31 +281,7 @@ def references(root: Path, config: Config) -> Named:
                     )
                     continue
                 used[item_id] = category
-        for key, category in pol["legacy_files"].items():
-            value = (section.get(key) or "").strip()
-            if not value:
-                continue
-            where = config.where(section_name, key)
-            if value.startswith("-----BEGIN"):
-                named.inline.append((f"[{section_name}] {key}", category, value))
-                continue
-            paths = [config.node_path(word) for word in _words(value)]
-            for path in paths:
-                named.refs.append(Ref(path, category, key, where, True))
-                if category == "host_keys":
-                    named.host_keys.append(path)
-                elif key in ("ssl_certificate", "ssl_key", "ssl_certificate_authority"):
-                    named.tls_files.append(path)
-            if key == "ssl_certificate" and paths:
-                key_value = (section.get("ssl_key") or "").strip()
-                key_path = (
-                    config.node_path(key_value)
-                    if key_value and not key_value.startswith("-----BEGIN")
-                    else None
-                )
-                named.tls_pairs.append((paths[0], key_path))
-            if key == "ssl_key":
-                named.secrets += paths
+        _file_option_refs(config, section_name, section, named)
 
     for item_id, item in vault.items():
         category = used.get(item_id)
@@ -254,7 +307,7 @@ def references(root: Path, config: Config) -> Named:
         kind = (section.get("type") or "").strip()
         if kind in pol["log_handler_types"]:
             value = (section.get("path") or "").strip()
-            if value:
+            if is_path(value):
                 where = config.where(section_name, "path")
                 named.refs.append(
                     Ref(config.node_path(value), "audit_logs", "event handler", where, False)
@@ -262,40 +315,38 @@ def references(root: Path, config: Config) -> Named:
             continue
         for key in pol["handler_program_keys"]:
             value = (section.get(key) or "").strip()
-            if value:
-                program = shlex.split(value)[0] if value else ""
+            if is_path(value):
+                program = shlex.split(value)[0]
                 where = config.where(section_name, key)
                 named.refs.append(Ref(config.node_path(program), "scripts", key, where, True))
                 break
 
-    for account_id, section in config.sections("accounts"):
-        section_name = f"accounts/{account_id}"
-        value = (section.get("ssh_authorized_keys_path") or "").strip()
-        if value and "${" not in value:
-            where = config.where(section_name, "ssh_authorized_keys_path")
-            path = config.node_path(value)
-            directory = on_root(root, path).is_dir()
-            named.refs.append(
-                Ref(path, "user_keys", "ssh_authorized_keys_path", where, True, directory)
-            )
-        home = (section.get("home_folder_path") or "").strip()
-        if home and "${" not in home:
-            where = config.where(section_name, "home_folder_path")
-            named.refs.append(
-                Ref(config.node_path(home), "chroot", "home_folder_path", where, True, True)
-            )
+    _home_refs(config, "accounts", named)
+    _home_refs(config, "groups", named)
 
     for auth_id, section in config.sections("authentications"):
+        section_name = f"authentications/{auth_id}"
         value = (section.get("path") or "").strip()
-        if value:
-            where = config.where(f"authentications/{auth_id}", "path")
+        if is_path(value):
+            where = config.where(section_name, "path")
             named.refs.append(Ref(config.node_path(value), "accounts", "path", where, True))
+        service = (section.get("pam_service") or "").strip()
+        if service and is_path(service) and "/" not in service:
+            where = config.where(section_name, "pam_service")
+            pam = posixpath.join(pol["pam_dir"], service)
+            named.refs.append(Ref(pam, "config", "pam_service", where, False))
+
+    for database_id, section in config.sections("databases"):
+        value = (section.get("path") or "").strip()
+        if is_path(value):
+            where = config.where(f"databases/{database_id}", "path")
+            named.refs.append(Ref(config.node_path(value), "audit_logs", "path", where, False))
 
     for resource_id, section in config.sections("resources"):
         section_name = f"resources/{resource_id}"
         for key in ("external_vault_file", "path"):
             value = (section.get(key) or "").strip()
-            if value:
+            if is_path(value):
                 path = config.node_path(value)
                 named.refs.append(Ref(path, "config", key, config.where(section_name, key), True))
                 if key == "external_vault_file":
