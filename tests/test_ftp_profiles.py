@@ -11,6 +11,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+import yaml
+from corpus.cases import load_cases, materialise
 from nodes import VSFTPD_USER, drkit, init_node
 
 from devtools import sample_nodes
@@ -140,6 +142,29 @@ def test_vsftpd_backup_destroy_restore_ftps_login(node_root, s3_repository, work
         import pwd
 
         pwd.getpwnam(VSFTPD_USER)
+
+
+def test_vsftpd_drill_on_a_corpus_ftps_node_passes_and_measures_rto(node_root, s3_repository, work):
+    """The drill on a node built like the corpus (delfer/docker-alpine-ftp-server: FTPS, a
+    local user, non-default config path): restored in the sandbox, vsftpd started from it, a
+    pinned FTPS login and round trip; RTO measured from the typed smoke result."""
+    case = next(c for c in load_cases() if c.name == "vsftpd-alpine-ftp-server")
+    root = node_root / "root"
+    materialise(case, root)
+    config, _ = init_node(root, s3_repository, work, "vsftpd", case.smoke_user, "ftps-drill")
+    document = yaml.safe_load(config.read_text())
+    document["profile_options"] = case.profile_options
+    config.write_text(yaml.safe_dump(document, sort_keys=False))
+    code, backup = drkit("backup", "--config", str(config))
+    assert code == 0, backup
+    code, drilled = drkit("drill", "--snapshot", "latest", "--config", str(config))
+    names = statuses(drilled)
+    assert code == 0 and drilled["ok"], drilled["checks"]
+    for name in ("config: vsftpd starts", "smoke: ftps login", "smoke: ftps round trip"):
+        assert names.get(name) == "pass", (name, drilled["checks"])
+    assert isinstance(drilled["rto_seconds"], float | int) and 0 < drilled["rto_seconds"] < 120
+    assert not _pam_services_of(work)
+    print(f"vsftpd FTPS drill: RTO {drilled['rto_seconds']:.2f} s")
 
 
 def test_vsftpd_checks_catch_missing_key_and_pam_store(node_root):
