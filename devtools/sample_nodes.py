@@ -251,6 +251,7 @@ def vsftpd(root: Path, smoke_user: str = "drill") -> dict:
         node.dir(f"/srv/ftp/{name}", 0o755)  # vsftpd refuses a writable chroot root
         node.dir(f"/srv/ftp/{name}/upload", 0o755, uid, gid)
         node.file(f"/srv/ftp/{name}/upload/statement.txt", "balance 10\n", 0o644, uid, gid)
+    node.dir("/var/run/vsftpd/empty")  # secure_chroot_dir: without it vsftpd answers 500 OOPS
     node.dir("/var/log/vsftpd", 0o750)
     log = "/var/log/vsftpd/xferlog"
     node.file(
