@@ -11,14 +11,16 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from corpus.cases import CORPUS, Case, load_case, materialise
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from devtools import sample_node
-from drkit import runner
+from drkit import errors, runner
 from drkit.engines import accounts, keys
+from drkit.model import SmokeResult
 from drkit.profiles import common, openssh
 
 WORK_PARENT = Path("/var/lib/drkit-tests")
@@ -125,9 +127,16 @@ def test_include_match_and_tokens(hand_node: Path):
     }
     # The packaged sftp-server is checked but not carried: the distribution restores it.
     assert paths(found, "scripts") == {"/usr/local/bin/wrap"}
-    assert [entry.path for entry in found.dirs] == ["/srv/alice"]
+    # The chroot tree, the Include glob's directory, and the homes of the named users that
+    # have one (carol's and bob's are absent, erin's /home/erin too).
+    assert [entry.path for entry in found.dirs] == [
+        "/srv/alice",
+        "/etc/ssh/sshd_config.d",
+        "/home/dave",
+        "/home/alice",
+    ]
     assert paths(found, "chroot") == {"/srv/alice/upload/a.txt"}
-    assert found.users == ["carol", "bob", "erin", "dave", "alice"]
+    assert found.users == ["carol", "dave", "bob", "erin", "alice"]  # in the order sshd reads
     assert "/etc/ssh/sshd_config.d/*.conf" in found.owned_globs
 
 
@@ -460,3 +469,286 @@ def test_smoke_reports_a_bad_chroot_and_cleans_up(sample, work_dir: Path):
     assert "smoke: sftp login" in bad or "smoke: file round trip" in bad
     assert "bad ownership or modes for chroot directory" in " ".join(bad.values())
     assert_nothing_left(root, work_dir)
+
+
+# --- issue 13: sshd's own semantics, on corpus cases and hand-built roots -----------------------
+
+
+def corpus_root(node_root: Path, name: str) -> tuple[Path, Case]:
+    """Materialise corpus case openssh-NAME under node_root; return (its root, the case)."""
+    case = load_case(CORPUS / f"openssh-{name}")
+    root = node_root / "root"
+    materialise(case, root, client_dir=node_root / "clients")
+    return root, case
+
+
+def options(case: Case) -> dict:
+    return case.profile_options.get("openssh", {})
+
+
+def test_without_an_allow_list_every_account_sshd_lets_in_is_kept(node_root: Path):
+    root, _ = corpus_root(node_root, "atmoz-sftp")
+    found = openssh.inventory(root, None)
+    # bar and baz are password users: no allow list names them, ChrootDirectory %h is theirs.
+    assert found.users == ["foo", "bar", "baz"]
+    assert {"/home/foo", "/home/bar", "/home/baz"} <= {entry.path for entry in found.dirs}
+    assert "/home/foo/.ssh/authorized_keys" in paths(found, "user_keys")
+
+
+def test_sshd_refuses_locked_shell_less_and_denied_accounts(node_root: Path):
+    put(node_root, "/etc/passwd", PASSWD + "gina:x:3007:3007::/home/gina:/no/such/shell\n")
+    put(node_root, "/etc/group", GROUP)
+    put(node_root, "/etc/shadow", "alice:!$6$x:19000::::::\nbob:$6$salt$hash:19000::::::\n")
+    put(
+        node_root,
+        "/etc/ssh/sshd_config",
+        "DenyUsers carol\nMatch User dave\n  ChrootDirectory /srv\n",
+    )
+    for user, uid in (("alice", 3001), ("carol", 3003), ("dave", 3004), ("gina", 3007)):
+        put(node_root, f"/home/{user}/.ssh/authorized_keys", uid=uid)
+    found = openssh.inventory(node_root, None)
+    # alice: locked (UsePAM no); bob: a password hash, PasswordAuthentication's default yes;
+    # carol: DenyUsers; dave: chrooted, so no shell check; gina: her shell does not exist.
+    assert found.users == ["dave", "bob"]
+    assert "DenyUsers" not in " ".join(found.warnings)
+
+
+def test_a_named_user_that_deny_users_refuses_is_left_out_with_a_warning(node_root: Path):
+    put(node_root, "/etc/passwd", PASSWD)
+    put(node_root, "/etc/ssh/sshd_config", "AllowUsers alice bob\nDenyUsers bob\n")
+    found = openssh.inventory(node_root, None)
+    assert found.users == ["alice"]
+    assert "user bob is named by the config, but sshd refuses it: listed in DenyUsers" in (
+        " ".join(found.warnings)
+    )
+
+
+def test_tokens_and_tilde_per_directive(node_root: Path):
+    put(node_root, "/etc/passwd", PASSWD.replace("/root:", "/var/root:"))
+    put(
+        node_root,
+        "/etc/ssh/sshd_config",
+        "AllowUsers alice\n"
+        "AuthorizedKeysFile ~/keys/%u ~bob/shared/%U keys/%h-ignored %x/bad\n"
+        "AuthorizedPrincipalsFile principals/%u\n"
+        "RevokedKeys revoked\n"
+        "TrustedUserCAKeys ~/ca.pub\n"
+        "Match User alice\n"
+        "  ChrootDirectory ~/jail\n",
+    )
+    for path in (
+        "/var/root/keys/alice",  # ~ in AuthorizedKeysFile is sshd's own (root's) home
+        "/home/bob/shared/3001",  # ~bob, then %U = alice's uid
+        "/home/alice/principals/alice",  # relative: under alice's home
+        "/revoked",  # RevokedKeys relative: sshd's working directory
+        "/var/root/ca.pub",
+        "/home/alice/jail/upload/x",  # ChrootDirectory ~ is the user's own home
+    ):
+        put(node_root, path)
+    found = openssh.inventory(node_root, None)
+    assert paths(found, "user_keys") == {
+        "/var/root/keys/alice",
+        "/home/bob/shared/3001",
+        "/home/alice/principals/alice",
+        "/revoked",
+        "/var/root/ca.pub",
+    }
+    assert "/home/alice/jail" in [entry.path for entry in found.dirs]
+
+
+def test_match_overrides_the_global_value_for_its_users_only(node_root: Path):
+    put(node_root, "/etc/passwd", PASSWD)
+    put(node_root, "/etc/group", GROUP)
+    put(
+        node_root,
+        "/etc/ssh/sshd_config",
+        "AllowUsers bob erin\nChrootDirectory /srv/all\n"
+        "Match Group admins\n  ChrootDirectory /srv/%u\n",
+    )
+    put(node_root, "/srv/all/x")
+    put(node_root, "/srv/erin/x")
+    config = openssh.read_config(node_root)
+    db = openssh.Accounts.of(node_root)
+    refs = openssh.references(node_root, config, db, ["bob", "erin"])
+    chroots = {(r.user, r.path) for r in refs if r.directive == "chrootdirectory"}
+    assert chroots == {("bob", "/srv/all"), ("erin", "/srv/erin")}
+
+
+def test_non_default_config_and_pam_service_from_the_options(node_root: Path):
+    root, case = corpus_root(node_root, "ega-inbox")
+    found = openssh.inventory(root, case.smoke_user, options(case))
+    assert {"/etc/ega/sshd_config", "/etc/pam.d/ega", "/ega/banner"} <= paths(found, "config")
+    # AuthorizedKeysCommand programs are node files, backed up wherever they are.
+    assert "/usr/local/bin/ega_ssh_keys" in paths(found, "scripts")
+    assert "/etc/ega/sshd_config" in found.owned_globs
+    assert openssh.inventory(root, None).files == []  # /etc/ssh/sshd_config: not this node's
+
+
+def test_an_unknown_option_is_a_config_error_naming_it(node_root: Path):
+    with pytest.raises(errors.ConfigError, match=r"profile_options\.openssh\.conf: unknown"):
+        openssh.inventory(node_root, None, {"conf": "/etc/ega/sshd_config"})
+    with pytest.raises(errors.ConfigError, match=r"profile_options\.openssh\.config: must be"):
+        openssh.inventory(node_root, None, {"config": "etc/ega/sshd_config"})
+    manifest = {"profile_options": {"openssh": {"bogus": 1}}}
+    (result,) = openssh.checks(node_root, manifest)
+    assert result.status == "fail" and "profile_options.openssh.bogus" in result.detail
+
+
+def test_checks_read_the_config_location_from_the_manifest(node_root: Path):
+    root, case = corpus_root(node_root, "ega-inbox")
+    manifest = {"profile_options": {"openssh": options(case)}}
+    results = by_name(openssh.checks(root, manifest))
+    assert "config: sshd_config" not in results
+    assert results["config: sshd -t"].status == "pass", results["config: sshd -t"].detail
+    assert results["config: named files"].status == "pass"
+
+
+def test_packaged_subsystem_is_looked_for_on_the_host_not_in_the_target(node_root: Path):
+    root, _ = corpus_root(node_root, "debian-default")
+    results = by_name(openssh.checks(root, {}))
+    assert "config: missing /usr/lib/openssh/sftp-server" not in results
+    program = results["program: /usr/lib/openssh/sftp-server"]
+    assert program.status == "pass" and "found on this host" in program.detail
+    assert failing(results.values()) == {}
+
+
+def test_a_packaged_program_missing_on_the_host_warns_and_says_where_it_looked(node_root: Path):
+    root, _ = corpus_root(node_root, "upstream-portable")
+    results = by_name(openssh.checks(root, {}))
+    program = results["program: /usr/libexec/sftp-server"]
+    assert program.status == "warn" and "looked at /usr/libexec/sftp-server" in program.detail
+    assert failing(results.values()) == {"program: /usr/libexec/sftp-server": program.detail}
+
+
+def test_include_glob_directory_is_backed_up(node_root: Path):
+    root, _ = corpus_root(node_root, "debian-default")
+    found = openssh.inventory(root, None)
+    assert "/etc/ssh/sshd_config.d" in [entry.path for entry in found.dirs]
+    assert found.users == ["alice"] and "/home/alice" in [entry.path for entry in found.dirs]
+
+
+def test_sshd_reports_ecdsa_loaded_but_not_offered(node_root: Path, tmp_path: Path):
+    root, _ = corpus_root(node_root, "devsec-hardening")
+    copy, _ = openssh.write_copy(root, openssh.read_config(root), tmp_path)
+    offered, loaded = openssh._offered_and_loaded("/usr/sbin/sshd", copy)
+    ecdsa = keys.describe_key((root / "etc/ssh/ssh_host_ecdsa_key").read_bytes())
+    assert offered >= {"ssh-ed25519", "ssh-rsa"} and "ecdsa-sha2-nistp256" not in offered
+    assert loaded[ecdsa.fingerprint] == "ecdsa-sha2-nistp256"
+
+
+def test_keyscan_says_loaded_not_offered_instead_of_not_served():
+    entry = {"type": "ecdsa-sha2-nistp256", "fingerprint": "SHA256:aaa", "public_line": "x"}
+    kwargs = {"offered": {"ssh-ed25519"}, "omitted_by": "HostKeyAlgorithms"}
+    result = SmokeResult(profile="openssh")
+    common.keyscan(result, [entry], 1, loaded={"SHA256:aaa": "ecdsa-sha2-nistp256"}, **kwargs)
+    common.keyscan(result, [entry], 1, loaded={"SHA256:bbb": "ecdsa-sha2-nistp256"}, **kwargs)
+    common.keyscan(result, [entry], 1, loaded={}, **kwargs)
+    good, replaced, missing = result.checks
+    assert (
+        good.status == "pass" and "loaded SHA256:aaa as in the backup, not offered" in good.detail
+    )
+    assert "HostKeyAlgorithms omits ecdsa-sha2-nistp256" in good.detail
+    assert (
+        replaced.status == "fail"
+        and "loaded SHA256:bbb, the backup has SHA256:aaa" in replaced.detail
+    )
+    assert missing.status == "fail" and missing.detail.startswith("not loaded")
+    assert result.host_keys == []
+
+
+def host_certificate(root: Path, tmp_path: Path, validity: str, key: str = "ed25519") -> None:
+    """Sign root's host key (or, key="other", an unrelated one) with a new CA into
+    /etc/ssh/ssh_host_ed25519_key-cert.pub."""
+    ca = tmp_path / f"ca-{uuid.uuid4().hex[:6]}"
+    runner.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(ca)])
+    subject = root / "etc/ssh/ssh_host_ed25519_key.pub"
+    if key == "other":
+        runner.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "o")])
+        subject = tmp_path / "o.pub"
+    work = tmp_path / "signing.pub"
+    shutil.copy(subject, work)
+    argv = ["ssh-keygen", "-q", "-s", str(ca), "-h", "-I", "node", "-n", "sftp.example.test"]
+    assert runner.run([*argv, "-V", validity, str(work)]).returncode == 0
+    shutil.copy(tmp_path / "signing-cert.pub", root / "etc/ssh/ssh_host_ed25519_key-cert.pub")
+
+
+@pytest.mark.parametrize(
+    ("validity", "key", "status", "says"),
+    [
+        ("-1d:+90d", "ed25519", "pass", "valid until"),
+        ("-1d:+5d", "ed25519", "warn", "in 4 days"),
+        ("20200101:20200102", "ed25519", "fail", "expired 2020-01-0"),
+        ("-1d:+90d", "other", "fail", "which no HostKey holds"),
+    ],
+)
+def test_host_certificate_expiry_and_key(node_root, tmp_path, validity, key, status, says):
+    root, _ = corpus_root(node_root, "devsec-hardening")
+    config = root / "etc/ssh/sshd_config"
+    certificate = "/etc/ssh/ssh_host_ed25519_key-cert.pub"
+    config.write_text(f"HostCertificate {certificate}\n" + config.read_text())
+    host_certificate(root, tmp_path, validity, key)
+    found = openssh.inventory(root, None)
+    assert certificate in paths(found, "host_keys")
+    result = by_name(openssh.checks(root, {}))[f"host certificate: {certificate}"]
+    assert result.status == status and says in result.detail, result.detail
+
+
+@pytest.mark.parametrize(
+    ("spoil", "says"),
+    [
+        (None, None),
+        (lambda p: p.chmod(0o775), "/usr/local/bin/ega_ssh_keys is group/world-writable (0775)"),
+        (lambda p: p.parent.chmod(0o777), "/usr/local/bin is group/world-writable (0777)"),
+        (lambda p: os.chown(p, 1000, 1000), "/usr/local/bin/ega_ssh_keys is owned by uid 1000"),
+        (lambda p: p.chmod(0o644), "is not executable"),
+    ],
+)
+def test_authorized_keys_command_is_checked_as_sshd_does(node_root: Path, spoil, says):
+    root, case = corpus_root(node_root, "ega-inbox")
+    program = root / "usr/local/bin/ega_ssh_keys"
+    if spoil:
+        spoil(program)
+    manifest = {"profile_options": {"openssh": options(case)}}
+    result = by_name(openssh.checks(root, manifest))[
+        "AuthorizedKeysCommand: /usr/local/bin/ega_ssh_keys"
+    ]
+    if says is None:
+        assert result.status == "pass", result.detail
+    else:
+        assert result.status == "fail" and says in result.detail, result.detail
+
+
+def test_ldap_and_sssd_integration_files_are_backed_up_and_checked(node_root: Path, tmp_path):
+    root, case = corpus_root(node_root, "ega-inbox")
+    key = ec.generate_private_key(ec.SECP256R1())
+    put(root, "/etc/ssl/ldap-ca.pem", certificate(key, days=-1).decode())
+    put(root, "/etc/sssd/sssd.conf", "[domain/x]\nldap_tls_cacert = /etc/ssl/ldap-ca.pem\n", 0o644)
+    put(
+        root,
+        "/etc/nslcd.conf",
+        "uri ldap://ldap\nbindpw secret\ntls_cacertfile /etc/ssl/gone.pem\n",
+    )
+    put(root, "/etc/ldap/ldap.conf", "TLS_CACERT /etc/ssl/ldap-ca.pem\n")
+    found = openssh.inventory(root, None, options(case))
+    assert {"/etc/sssd/sssd.conf", "/etc/nslcd.conf", "/etc/ldap/ldap.conf"} <= paths(
+        found, "config"
+    )
+    assert "/etc/ssl/ldap-ca.pem" in paths(found, "tls")
+    bad = failing(openssh.checks(root, {"profile_options": {"openssh": options(case)}}))
+    assert "requires 0600 root" in bad["integration: /etc/sssd/sssd.conf"]
+    assert "holds bindpw and is readable by others" in bad["integration: /etc/nslcd.conf"]
+    assert "expired" in bad["certificate: /etc/ssl/ldap-ca.pem"]
+    assert "tls_cacertfile" in bad["config: missing /etc/ssl/gone.pem"]
+    (root / "etc/sssd/sssd.conf").chmod(0o600)
+    (root / "etc/nslcd.conf").chmod(0o640)
+    put(root, "/etc/ssl/ldap-ca.pem", certificate(key, days=90).decode())
+    put(root, "/etc/ssl/gone.pem", certificate(key, days=90).decode())
+    assert failing(openssh.checks(root, {"profile_options": {"openssh": options(case)}})) == {}
+
+
+def test_pam_includes_are_backed_up_when_present(node_root: Path):
+    root, _ = corpus_root(node_root, "debian-default")
+    put(root, "/etc/pam.d/common-auth", "auth required pam_unix.so\n")
+    found = openssh.inventory(root, None)
+    assert {"/etc/pam.d/sshd", "/etc/pam.d/common-auth"} <= paths(found, "config")
+    assert not any("common-account" in warning for warning in found.warnings)

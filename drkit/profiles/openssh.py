@@ -18,13 +18,14 @@ import stat
 import tempfile
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import yaml
 
-from drkit import runner
-from drkit.engines import accounts
-from drkit.model import Check, Entry, Inventory, SmokeResult, failed, passed, warned
+from drkit import errors, runner
+from drkit.engines import accounts, keys
+from drkit.model import Check, Entry, Inventory, SmokeResult, failed, passed, utc_text, warned
 from drkit.paths import on_root, to_node
 from drkit.profiles import common
 from drkit.profiles.common import Ref
@@ -64,6 +65,7 @@ class Line:
 class Config:
     """Every directive of sshd_config and its Includes, in the order sshd reads them."""
 
+    main: str = ""
     lines: list[Line] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
     texts: dict[str, str] = field(default_factory=dict)
@@ -99,6 +101,11 @@ def parse_line(raw: str) -> tuple[str, str, list[str]] | None:
     return found.group(1), found.group(1).lower(), common.split_args(found.group(2))
 
 
+def settings_alias(keyword: str) -> str:
+    """Return the keyword sshd reads a (lower-case) keyword as."""
+    return policy()["aliases"].get(keyword, keyword)
+
+
 def _glob(root: Path, pattern: str) -> list[str]:
     """Return the node paths of the files that match a node glob, sorted as glob(3) does."""
     normal = posixpath.normpath("/" + pattern.lstrip("/"))
@@ -109,8 +116,8 @@ def _glob(root: Path, pattern: str) -> list[str]:
 
 def read_config(root: Path, main: str | None = None) -> Config:
     """Parse the node's sshd_config and everything it Includes (missing parts become warnings)."""
-    config = Config()
-    _read_file(Path(root), main or policy()["config"]["main"], None, config, ())
+    config = Config(main=main or policy()["config"]["main"])
+    _read_file(Path(root), config.main, None, config, ())
     return config
 
 
@@ -129,6 +136,7 @@ def _read_file(root: Path, node_path: str, match, config: Config, stack: tuple[s
         if parsed is None:
             continue
         _, keyword, args = parsed
+        keyword = settings_alias(keyword)
         if keyword == "match":
             match = tuple(args) or ("all",)
         line = Line(keyword, tuple(args), node_path, number, match)
@@ -137,6 +145,8 @@ def _read_file(root: Path, node_path: str, match, config: Config, stack: tuple[s
             continue
         hits: list[str] = []
         for pattern in args:
+            if pattern.startswith("~"):  # glob(3) GLOB_TILDE, as root
+                pattern = _tilde(pattern, Accounts.of(root), "root") or pattern
             absolute = posixpath.normpath(posixpath.join(settings["include_base"], pattern))
             config.include_patterns.append(absolute)
             matched = _glob(root, absolute)
@@ -151,30 +161,58 @@ def _read_file(root: Path, node_path: str, match, config: Config, stack: tuple[s
             _read_file(root, hit, match, config, (*stack, node_path))
 
 
+# --- options ----------------------------------------------------------------------------------
+
+
+def settings(options: dict | None) -> dict:
+    """Return profile_options.openssh over the policy's defaults; raise ConfigError naming the
+    first unknown or malformed setting."""
+    pol, options = policy(), dict(options or {})
+    unknown = sorted(set(options) - set(pol["options"]))
+    if unknown:
+        raise errors.ConfigError(f"profile_options.openssh.{unknown[0]}: unknown setting")
+    config = options.get("config", pol["config"]["main"])
+    if not isinstance(config, str) or not config.startswith("/"):
+        raise errors.ConfigError("profile_options.openssh.config: must be an absolute node path")
+    service = options.get("pam_service", pol["config"]["pam_service"])
+    if not isinstance(service, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", service):
+        raise errors.ConfigError("profile_options.openssh.pam_service: must be a PAM service name")
+    return {"config": posixpath.normpath(config), "pam_service": service}
+
+
 # --- accounts and per-user paths --------------------------------------------------------------
 
 
 @dataclass
 class Accounts:
-    """The node's passwd and group records."""
+    """The node's passwd, group and shadow records."""
 
     users: dict[str, list[str]]
     groups: list[list[str]]
-    _who: dict[tuple[str, ...], set[str] | None] = field(default_factory=dict)
+    shadow: dict[str, list[str]] = field(default_factory=dict)
 
     @classmethod
     def of(cls, root: Path) -> Accounts:
-        return cls(accounts.passwd_entries(root), accounts.group_entries(root))
+        users = accounts.passwd_entries(root)
+        shadow = {
+            entry["name"]: (entry["shadow"].split(":") + [""] * 9)[:9]
+            for entry in accounts.read_entries(root, list(users))
+            if entry.get("shadow")
+        }
+        return cls(users, accounts.group_entries(root), shadow)
 
-    def who(self, criteria: tuple[str, ...]) -> set[str] | None:
-        """Return the users a Match line is limited to (None: anyone), computed once."""
-        if criteria not in self._who:
-            self._who[criteria] = _criteria_users(criteria, self)
-        return self._who[criteria]
+    def groups_of(self, user: str) -> list[str]:
+        """Return the names of user's primary and supplementary groups."""
+        gid = self.users[user][3] if user in self.users else None
+        return [g[0] for g in self.groups if g[2] == gid or user in g[3].split(",")]
 
     def members(self, group_pattern: str) -> list[str]:
         names = [g[0] for g in self.groups if _match_list(g[0], group_pattern)]
         return [m for name in names for m in accounts.group_members(self.users, self.groups, name)]
+
+    def home(self, user: str) -> str | None:
+        entry = self.users.get(user)
+        return (entry[5] or "/") if entry else None
 
 
 def _match_list(name: str, patterns: str) -> bool:
@@ -188,93 +226,267 @@ def _match_list(name: str, patterns: str) -> bool:
     return positive and not negative
 
 
-def _criteria_users(criteria: tuple[str, ...], db: Accounts) -> set[str] | None:
-    """Return the users a Match line is limited to, or None when it may apply to anyone."""
+def _applies(criteria: tuple[str, ...], user: str, db: Accounts) -> str:
+    """Return whether a Match line applies to user's connections: "yes", "no" or "maybe" (it
+    also tests the client's address, host or port, which only a connection knows)."""
     words = [part for word in criteria for part in word.split("=", 1) if part]
-    sets: list[set[str]] = []
-    index = 0
+    verdicts, index = [], 0
     while index < len(words):
         key = words[index].lower()
         value = words[index + 1] if index + 1 < len(words) else ""
         index += 1 if key == "all" else 2
-        if key == "user":
-            literal = {p for p in value.split(",") if p and not p.startswith("!")}
-            named = {p for p in literal if not glob.has_magic(p)}
-            sets.append({n for n in db.users if _match_list(n, value)} | named)
+        if key == "all":
+            verdicts.append("yes")
+        elif key == "user":
+            verdicts.append("yes" if _match_list(user, value) else "no")
         elif key == "group":
-            sets.append(set(db.members(value)))
-    return set.intersection(*sets) if sets else None
+            names = db.groups_of(user)
+            negated = any(
+                fnmatch.fnmatchcase(g, p[1:])
+                for g in names
+                for p in value.split(",")
+                if p[:1] == "!"
+            )
+            hit = any(_match_list(g, value) for g in names)
+            verdicts.append("yes" if hit and not negated else "no")
+        else:
+            verdicts.append("maybe")
+    if "no" in verdicts:
+        return "no"
+    return "maybe" if "maybe" in verdicts else "yes"
 
 
-def _expand(pattern: str, name: str, entry: list[str]) -> str | None:
-    """Expand %u %h %U %% and a leading ~/ for one user; relative results are under the home."""
-    home = entry[5] or "/"
-    values = {"%": "%", "u": name, "h": home, "U": entry[2]}
-    text = home + pattern[1:] if pattern.startswith("~/") else pattern
+def _lines_for(config: Config, db: Accounts, user: str, keyword: str) -> list[Line]:
+    """Return the lines that may set keyword for user, as sshd applies them: a Match block
+    that applies overrides the global value (the first such block wins); blocks that depend on
+    the connection may apply too, so they are all returned up to the first certain one."""
+    found: list[Line] = []
+    for line in config.lines:
+        if line.keyword != keyword or line.match is None:
+            continue
+        verdict = _applies(line.match, user, db)
+        if verdict == "yes":
+            return [*found, line]
+        if verdict == "maybe":
+            found.append(line)
+    top = [ln for ln in config.lines if ln.keyword == keyword and ln.match is None]
+    return found + (top if keyword in policy()["multi_valued"] else top[:1])
+
+
+def _setting(config: Config, db: Accounts, user: str, keyword: str, default: str) -> str:
+    """Return the value sshd takes for user (a connection-dependent block counts when it is
+    the only candidate)."""
+    lines = _lines_for(config, db, user, keyword)
+    line = lines[-1] if lines else None
+    return line.args[0].lower() if line and line.args else default
+
+
+def _tilde(path: str, db: Accounts, as_user: str) -> str | None:
+    """tilde_expand_filename: ~/ is as_user's home, ~name/ name's; None for an unknown name."""
+    if not path.startswith("~"):
+        return path
+    head, _, rest = path[1:].partition("/")
+    home = db.home(head or as_user)
+    if home is None:
+        return "/root/" + rest if not head and as_user == "root" else None
+    return home.rstrip("/") + "/" + rest
+
+
+def _percent(text: str, user: str, entry: list[str]) -> str | None:
+    """percent_expand with %h %u %U %%; None when an unknown token makes sshd give up."""
+    values = {"%": "%", "u": user, "h": entry[5] or "/", "U": entry[2]}
     try:
-        text = _TOKEN.sub(lambda token: values[token.group(1)], text)
+        return _TOKEN.sub(lambda token: values[token.group(1)], text)
     except KeyError:
         return None
+
+
+def _expand(kind: str, pattern: str, user: str, db: Accounts) -> str | None:
+    """Expand a per-user path as sshd does for its directive kind (see policies/openssh.yaml):
+    user_path: ~ as root at parse time, tokens, relative to the home; chroot: ~ as the user,
+    tokens, absolute only."""
+    entry = db.users[user]
+    text = _tilde(pattern, db, "root" if kind == "user_path" else user)
+    text = _percent(text, user, entry) if text is not None else None
+    if text is None:
+        return None
     if not text.startswith("/"):
-        text = home.rstrip("/") + "/" + text
+        if kind == "chroot":
+            return None  # sshd: "chroot path does not begin at root"
+        text = (entry[5] or "/").rstrip("/") + "/" + text
     return posixpath.normpath(text)
 
 
-def _users(config: Config, db: Accounts, root: Path, smoke_user: str | None):
-    """Return (users whose files and entries belong to the node, warnings)."""
-    names, warnings = [], []
-    explicit: list[str] = []
-    for line in config.effective("allowusers"):
-        for pattern in line.args:
-            user = pattern.split("@", 1)[0]
-            if user.startswith("!"):
-                continue
-            matched = [n for n in db.users if fnmatch.fnmatchcase(n, user)]
-            explicit += matched or ([user] if not glob.has_magic(user) else [])
-    for line in config.effective("allowgroups"):
-        for pattern in line.args:
-            explicit += db.members(pattern)
-    for line in config.lines:
-        if line.keyword == "match":
-            explicit += sorted(db.who(line.args or ("all",)) or ())
-    if smoke_user:
-        explicit.append(smoke_user)
-    for user in dict.fromkeys(explicit):
-        if user in db.users:
-            names.append(user)
-        else:
-            warnings.append(f"user {user} is named by the config but not in the node's accounts")
-    no_home = set(policy()["defaults"]["no_home"])
-    for user, entry in db.users.items():
-        if user in names or entry[5] in no_home or not on_root(root, entry[5]).is_dir():
-            continue
-        if any(
-            common.is_file(root, path)
-            for path, _ in _user_paths(config, db, user, "authorizedkeysfile")
-        ):
-            names.append(user)
-    return names, warnings
+def _file_path(path: str, db: Accounts) -> str | None:
+    """derelativise_path: ~ is root's home, a relative path is under sshd's working directory."""
+    text = _tilde(path, db, "root")
+    if text is None:
+        return None
+    return posixpath.normpath(posixpath.join(policy()["defaults"]["working_directory"], text))
 
 
 def _user_paths(config: Config, db: Accounts, user: str, keyword: str) -> list[tuple[str, str]]:
-    """Return [(node path, where)] of a per-user directive (global value, then Match blocks)."""
-    lines = config.effective(keyword)
+    """Return [(node path, where)] of a per-user directive, expanded for user."""
+    kind = policy()["directives"][keyword]["kind"]
+    lines = _lines_for(config, db, user, keyword)
     found: list[tuple[str, str]] = []
     if keyword == "authorizedkeysfile" and not any(ln.match is None for ln in lines):
         found += [(p, "default") for p in policy()["defaults"]["authorized_keys_file"]]
     for line in lines:
-        who = db.who(line.match) if line.match else None
-        if who is None or user in who:
-            found += [(arg, line.where) for arg in line.args if arg.lower() != "none"]
-    entry = db.users[user]
-    expanded = [(_expand(pattern, user, entry), where) for pattern, where in found]
+        found += [(arg, line.where) for arg in line.args if arg.lower() != "none"]
+    expanded = [(_expand(kind, pattern, user, db), where) for pattern, where in found]
     return list(dict.fromkeys((path, where) for path, where in expanded if path))
+
+
+# --- who sshd lets in -------------------------------------------------------------------------
+
+
+def _refusal(config: Config, db: Accounts, root: Path, user: str) -> str | None:
+    """Return why sshd's allowed_user() refuses user (auth.c), or None. Only a connection
+    knows the client's host: an AllowUsers user@host pattern is taken to let the user in, a
+    DenyUsers one not to keep it out."""
+    pol = policy()["defaults"]
+    entry = db.users[user]
+    use_pam = config.value("usepam", pol["use_pam"]) == "yes"
+    secret = db.shadow.get(user, ["", entry[1]])[1]
+    if not use_pam and secret.startswith("!"):
+        return "its password is locked (UsePAM no)"
+    expires = db.shadow.get(user, [""] * 9)[7]
+    if not use_pam and expires.isdigit() and int(expires) <= int(time.time() // 86400):
+        return "its account has expired (UsePAM no)"
+    chroot = _setting(config, db, user, "chrootdirectory", "none")
+    if chroot == "none":
+        shell = entry[6] or pol["shell"]
+        if not _executable(root, shell):
+            return f"its shell {shell} does not exist or is not executable"
+    groups = db.groups_of(user)
+    for line in _lines_for(config, db, user, "denyusers"):
+        if any(fnmatch.fnmatchcase(user, p) for p in line.args if "@" not in p):
+            return f"listed in DenyUsers ({line.where})"
+    allow = _lines_for(config, db, user, "allowusers")
+    patterns = [p.split("@", 1)[0] for line in allow for p in line.args]
+    if allow and not any(fnmatch.fnmatchcase(user, p) for p in patterns):
+        return f"not listed in AllowUsers ({allow[0].where})"
+    for line in _lines_for(config, db, user, "denygroups"):
+        if any(fnmatch.fnmatchcase(g, p) for g in groups for p in line.args):
+            return f"a group of it is listed in DenyGroups ({line.where})"
+    allow = _lines_for(config, db, user, "allowgroups")
+    if allow and not any(
+        fnmatch.fnmatchcase(g, p) for g in groups for ln in allow for p in ln.args
+    ):
+        return f"none of its groups is listed in AllowGroups ({allow[0].where})"
+    return None
+
+
+def _executable(root: Path, program: str) -> bool:
+    """Return whether a packaged program (a shell) is an executable file on the node, or on
+    this host when the root does not hold it (a restore target, a config-only tree)."""
+    for host in (on_root(root, program), Path(program)):
+        if host.is_file():
+            return bool(host.stat().st_mode & 0o111)
+    return False
+
+
+def _can_authenticate(config: Config, db: Accounts, root: Path, user: str) -> bool:
+    """Return whether user holds a credential sshd would take: an authorized keys or
+    principals file, or a password hash where password or keyboard-interactive login is on
+    (and allowed for root), within AuthenticationMethods."""
+    pol = policy()["defaults"]
+
+    def on(keyword: str, default: str) -> bool:
+        return _setting(config, db, user, keyword, default) == "yes"
+
+    key = on("pubkeyauthentication", pol["pubkey_authentication"]) and any(
+        common.is_file(root, path)
+        for keyword in ("authorizedkeysfile", "authorizedprincipalsfile")
+        for path, _ in _user_paths(config, db, user, keyword)
+    )
+    secret = db.shadow.get(user, ["", db.users[user][1]])[1]
+    usable = secret not in ("", "x") and not secret.startswith(("*", "!"))
+    empty = secret == "" and on("permitemptypasswords", pol["permit_empty_passwords"])
+    use_pam = config.value("usepam", pol["use_pam"]) == "yes"
+    password = (usable or empty) and (
+        on("passwordauthentication", pol["password_authentication"])
+        or (use_pam and on("kbdinteractiveauthentication", pol["kbd_interactive_authentication"]))
+    )
+    if db.users[user][2] == "0":
+        permit = _setting(config, db, user, "permitrootlogin", pol["permit_root_login"])
+        password = password and permit == "yes"
+        key = key and permit != "no"
+    methods = _setting(config, db, user, "authenticationmethods", "any")
+    if methods != "any":
+        lines = _lines_for(config, db, user, "authenticationmethods")
+        have = {"publickey": key, "password": password, "keyboard-interactive": password}
+        return any(
+            all(have.get(method.split(":", 1)[0], False) for method in chain.split(","))
+            for chain in (lines[-1].args if lines else ())
+        )
+    return key or password
+
+
+def _users(config: Config, db: Accounts, root: Path, smoke_user: str | None):
+    """Return (the users whose accounts, keys and homes belong to the node, warnings).
+
+    Named users come from AllowUsers, AllowGroups and Match User/Group blocks; without an
+    allow list, every account of the node that sshd lets in and that holds a credential.
+    A named user that DenyUsers or DenyGroups refuses is left out with a warning.
+    """
+    named: list[str] = []
+    for line in config.lines:
+        if line.keyword == "allowusers":
+            for pattern in line.args:
+                user = pattern.split("@", 1)[0]
+                matched = [n for n in db.users if fnmatch.fnmatchcase(n, user)]
+                named += matched or ([user] if not glob.has_magic(user) else [])
+        elif line.keyword == "allowgroups":
+            groups = [g[0] for p in line.args for g in db.groups if fnmatch.fnmatchcase(g[0], p)]
+            named += [u for g in groups for u in accounts.group_members(db.users, db.groups, g)]
+        elif line.keyword == "match":
+            named += _match_named(line.args or ("all",), db)
+    if smoke_user:
+        named.append(smoke_user)
+    names, warnings = [], []
+    for user in dict.fromkeys(named):
+        if user not in db.users:
+            warnings.append(f"user {user} is named by the config but not in the node's accounts")
+            continue
+        why = _refusal(config, db, root, user)
+        if why and "Deny" in why and user != smoke_user:
+            warnings.append(f"user {user} is named by the config, but sshd refuses it: {why}")
+            continue
+        names.append(user)
+    if not any(ln.keyword in ("allowusers", "allowgroups") for ln in config.lines):
+        names += [
+            user
+            for user in db.users
+            if user not in names
+            and user not in named
+            and _refusal(config, db, root, user) is None
+            and _can_authenticate(config, db, root, user)
+        ]
+    return names, warnings
+
+
+def _match_named(criteria: tuple[str, ...], db: Accounts) -> list[str]:
+    """Return the users a Match block with User or Group criteria may apply to (the literal
+    names of a User list included, so an account missing from the node is reported)."""
+    words = [part for word in criteria for part in word.split("=", 1) if part]
+    keys = [w.lower() for w in words]
+    if "user" not in keys and "group" not in keys:
+        return []
+    found = [u for u in db.users if _applies(criteria, u, db) != "no"]
+    if "user" in keys:
+        value = words[keys.index("user") + 1] if keys.index("user") + 1 < len(words) else ""
+        found += [p for p in value.split(",") if p and p[0] != "!" and not glob.has_magic(p)]
+    return found
 
 
 # --- what the config names ----------------------------------------------------------------------
 
 
-def references(root: Path, config: Config, db: Accounts, users: list[str]) -> list[Ref]:
+def references(
+    root: Path, config: Config, db: Accounts, users: list[str], pam_service: str | None = None
+) -> list[Ref]:
     """Return every node path the config names, with category and whether it must exist."""
     pol = policy()
     refs = [
@@ -292,10 +504,19 @@ def references(root: Path, config: Config, db: Accounts, users: list[str]) -> li
             continue
         for line in config.effective(keyword):
             args = line.args
-            if kind == "path" and args and args[0].lower() != "none":
-                refs.append(Ref(_absolute(args[0]), category, keyword, line.where, required))
+            if kind in ("path", "paths") and args and args[0].lower() != "none":
+                for arg in args if kind == "paths" else args[:1]:
+                    path = _file_path(arg, db)
+                    if path:
+                        refs.append(Ref(path, category, keyword, line.where, required))
             elif kind == "command" and args and args[0].startswith("/"):
                 refs.append(Ref(args[0], category, keyword, line.where, required))
+                if keyword in pol["node_programs"]:
+                    refs += [
+                        Ref(arg, "config", keyword, line.where, False)
+                        for arg in args[1:]
+                        if arg.startswith("/") and "%" not in arg and common.is_file(root, arg)
+                    ]
             elif kind == "subsystem" and len(args) > 1 and args[1].startswith("/"):
                 refs.append(Ref(args[1], category, keyword, line.where, required))
     if not config.effective("hostkey"):
@@ -304,27 +525,110 @@ def references(root: Path, config: Config, db: Accounts, users: list[str]) -> li
         ]
     if not config.effective("modulifile"):
         refs.append(Ref(pol["defaults"]["moduli"], "config", "modulifile", "default", False))
+    for pattern in config.include_patterns:
+        if glob.has_magic(pattern):
+            parent = pattern
+            while glob.has_magic(parent):
+                parent = posixpath.dirname(parent)
+            refs.append(Ref(parent, "config", "include", "Include glob", False, True))
     if config.value("usepam", pol["defaults"]["use_pam"]) == "yes":
-        usepam = config.first("usepam")
-        refs.append(Ref(pol["config"]["pam_file"], "config", "usepam", usepam.where, True))
+        refs += _pam_refs(root, config, pam_service or pol["config"]["pam_service"])
+    refs += _integration_refs(root)
+    no_home = set(pol["defaults"]["no_home"])
+    for user in users:
+        home = db.home(user)
+        if home and home not in no_home and db.users[user][2] != "0":
+            refs.append(
+                Ref(posixpath.normpath(home), "chroot", "home", "passwd", False, True, user)
+            )
     return list(dict.fromkeys(refs))
 
 
-def _absolute(path: str) -> str:
-    return posixpath.normpath(posixpath.join("/", path))
+def _pam_refs(root: Path, config: Config, service: str) -> list[Ref]:
+    """The PAM service file UsePAM reads and the files it includes (@include, include,
+    substack), as far as they are on the node."""
+    pam_dir = policy()["config"]["pam_dir"]
+    usepam = config.first("usepam")
+    refs = [Ref(f"{pam_dir}/{service}", "config", "usepam", usepam.where, True)]
+    queue, seen = [f"{pam_dir}/{service}"], set()
+    while queue:
+        path = queue.pop(0)
+        if path in seen:
+            continue
+        seen.add(path)
+        try:
+            text = on_root(root, path).read_text(errors="replace")
+        except OSError:
+            continue
+        for number, raw in enumerate(text.splitlines(), 1):
+            words = raw.split("#", 1)[0].split()
+            name = None
+            if len(words) >= 2 and words[0] == "@include":
+                name = words[1]
+            elif len(words) >= 3 and words[1] in ("include", "substack"):
+                name = words[2]
+            if name:
+                target = posixpath.join(pam_dir, name)
+                refs.append(Ref(target, "config", "pam", f"{path} line {number}", False))
+                queue.append(target)
+    return refs
 
 
-def inventory(root: Path, smoke_user: str | None) -> Inventory:
-    """Return what makes this OpenSSH node: its files, chroot trees, users and warnings."""
-    pol, root = policy(), Path(root)
-    config = read_config(root)
+def _integration_refs(root: Path) -> list[Ref]:
+    """NSS, LDAP and sssd files on the node (how accounts and keys reach sshd from an
+    authority) and the CA bundles, certificates and keys they name."""
+    rules = policy()["integration"]
+    found = [path for path in rules["files"] if common.is_file(root, path)]
+    for pattern in rules["globs"]:
+        found += _glob(root, pattern)
+    refs = []
+    for path in found:
+        refs.append(Ref(path, "config", "integration", "present on the node", False))
+        for setting, value, where in _tls_settings(root, path):
+            directory = setting.endswith("dir")
+            refs.append(Ref(value, "tls", setting, where, True, directory))
+    return refs
+
+
+def _tls_settings(root: Path, path: str) -> list[tuple[str, str, str]]:
+    """Return (setting, node path, where) of the CA/certificate/key settings in a file."""
+    wanted = set(policy()["integration"]["tls_settings"])
+    found = []
+    try:
+        text = on_root(root, path).read_text(errors="replace")
+    except OSError:
+        return []
+    for number, raw in enumerate(text.splitlines(), 1):
+        hit = re.match(r"\s*([A-Za-z_]+)\s*(?:=\s*|\s+)(/\S*)\s*$", raw)
+        if hit and hit.group(1).lower() in wanted:
+            found.append((hit.group(1).lower(), hit.group(2), f"{path} line {number}"))
+    return found
+
+
+def _packaged(ref: Ref) -> bool:
+    """A program from a package (sftp-server): checked on the host, never backed up."""
+    pol = policy()
+    return (
+        ref.category == "scripts"
+        and ref.directive not in pol["node_programs"]
+        and ref.path.startswith(tuple(pol["packaged_programs"]))
+    )
+
+
+def inventory(root: Path, smoke_user: str | None, options: dict | None = None) -> Inventory:
+    """Return what makes this OpenSSH node: its files, chroot trees and homes, users and
+    warnings. options: profile_options.openssh (config, pam_service)."""
+    pol, root, chosen = policy(), Path(root), settings(options)
+    config = read_config(root, chosen["config"])
     found = Inventory(owned_globs=list(pol["owned_globs"]), warnings=list(config.warnings))
     base = pol["config"]["include_base"].rstrip("/") + "/"
     for pattern in config.include_patterns:
         if pattern.startswith(base) and pattern not in found.owned_globs:
             found.owned_globs.append(pattern)
-    if pol["config"]["main"] not in config.files:
+    if config.main not in config.files:
         return found
+    if config.main not in found.owned_globs:
+        found.owned_globs.append(config.main)
     seen: set[str] = set()
 
     def add(path: str, category: str) -> None:
@@ -337,7 +641,7 @@ def inventory(root: Path, smoke_user: str | None) -> Inventory:
     db = Accounts.of(root)
     users, warnings = _users(config, db, root, smoke_user)
     found.users, found.warnings = users, found.warnings + warnings
-    refs = references(root, config, db, users)
+    refs = references(root, config, db, users, chosen["pam_service"])
     for ref in refs:
         host = on_root(root, ref.path)
         if ref.directory:
@@ -346,30 +650,30 @@ def inventory(root: Path, smoke_user: str | None) -> Inventory:
                     found.dirs.append(Entry(ref.path, ref.category))
                     for path in common.walk_files(root, ref.path):
                         add(path, ref.category)
-            else:
+            elif ref.required:
                 found.warnings.append(f"{_label(ref)} {ref.path} ({ref.where}) is missing")
         elif common.is_file(root, ref.path):
-            if ref.path.startswith(tuple(pol["packaged_programs"])):
+            if _packaged(ref):
                 continue  # the distribution's own program: the package restores it, not drkit
             add(ref.path, ref.category)
             if ref.directive == "hostkey" and common.is_file(root, ref.path + ".pub"):
                 add(ref.path + ".pub", ref.category)
-        elif ref.required:
+        elif ref.required and not _packaged(ref):
             found.warnings.append(f"{_label(ref)} {ref.path} ({ref.where}) is missing")
     if not any(r.directive == "hostkey" and common.is_file(root, r.path) for r in refs):
         found.warnings.append("no host key found: clients will see a new server")
     for user in users:
-        mine = [r for r in refs if r.user == user and r.directive == "authorizedkeysfile"]
-        if not any(common.is_file(root, r.path) for r in mine):
-            found.warnings.append(f"user {user} has no authorized keys file")
+        if not _can_authenticate(config, db, root, user):
+            found.warnings.append(f"user {user} has no authorized keys file or password")
     found.warnings = list(dict.fromkeys(found.warnings))
     return found
 
 
 def _label(ref: Ref) -> str:
     """Return the directive's name as sshd_config spells it."""
-    if ref.directive == "usepam":
-        return "UsePAM"
+    names = {"usepam": "UsePAM", "home": "home of", "pam": "PAM include", "integration": "file"}
+    if ref.directive in names:
+        return names[ref.directive]
     return policy()["directives"].get(ref.directive, {}).get("name", ref.directive)
 
 
@@ -397,8 +701,9 @@ def _map_line(root: Path, keyword: str, args: list[str], smoke: dict | None) -> 
     if rule is None or not args:
         return None
     kind, new = rule["kind"], list(args)
-    if kind == "path" and args[0].lower() != "none":
-        new[0] = str(on_root(root, args[0]))
+    if kind in ("path", "paths") and args[0].lower() != "none":
+        count = len(args) if kind == "paths" else 1
+        new[:count] = [str(on_root(root, arg)) for arg in args[:count]]
     elif kind == "user_path":
         new = [a if a.lower() == "none" else _onto(root, a) for a in args]
     elif kind == "chroot" and args[0].lower() != "none":
@@ -409,6 +714,11 @@ def _map_line(root: Path, keyword: str, args: list[str], smoke: dict | None) -> 
         program = args[position] if len(args) > position else ""
         if program.startswith("/") and on_root(root, program).exists():
             new[position] = str(on_root(root, program))
+        elif (
+            smoke and kind == "subsystem" and program.startswith("/") and not Path(program).exists()
+        ):
+            new[position] = policy()["smoke"]["missing_subsystem"]
+            smoke.setdefault("replaced", []).append((args[0], program))
     return new if new != args else None
 
 
@@ -420,7 +730,7 @@ def write_copy(root: Path, config: Config, out_dir: Path, smoke: dict | None = N
     Return (main copy, {copy path: (node path, lines prepended)}).
     """
     root, pol = Path(root), policy()
-    main = pol["config"]["main"]
+    main = config.main
     copies = {node: out_dir / node.lstrip("/") for node in config.files}
     drop = set(pol["smoke"]["drop"]) if smoke else set()
     names: dict[str, tuple[str, int]] = {}
@@ -468,23 +778,219 @@ def _node_text(text: str, names: dict[str, tuple[str, int]], root: Path) -> str:
 
 def checks(root: Path, manifest: dict) -> list[Check]:
     """Return the static checks of a restored (or live) node against its manifest."""
-    pol, root = policy(), Path(root)
-    config = read_config(root)
-    main = pol["config"]["main"]
-    if main not in config.files:
-        return [failed("config: sshd_config", f"{main} is missing or unreadable")]
+    root = Path(root)
+    try:
+        chosen = settings(common.options_of(manifest, NAME))
+    except errors.ConfigError as exc:
+        return [failed("config: profile options", exc.message)]
+    config = read_config(root, chosen["config"])
+    if config.main not in config.files:
+        return [failed("config: sshd_config", f"{config.main} is missing or unreadable")]
     db = Accounts.of(root)
     users, _ = _users(config, db, root, None)
     users += [a["name"] for a in manifest.get("accounts", []) if a["name"] in db.users]
-    refs = references(root, config, db, list(dict.fromkeys(users)))
+    refs = references(root, config, db, list(dict.fromkeys(users)), chosen["pam_service"])
+    in_target = [r for r in refs if not _packaged(r)]
     return [
         _config_test(root, config),
-        *common.named_files_check(root, refs, directive_name=_label),
+        *common.named_files_check(root, in_target, directive_name=_label),
+        *_host_program_checks(root, [r for r in refs if _packaged(r)]),
         *_host_key_checks(root, refs, manifest),
+        *_host_certificate_checks(root, refs),
         *_user_key_checks(root, refs, config, db),
         *_chroot_checks(root, refs),
+        *_command_checks(root, refs, config, db),
+        *_integration_checks(root, refs),
         *_certificate_checks(root, manifest),
     ]
+
+
+def _host_program_checks(root: Path, refs: list[Ref]) -> list[Check]:
+    """Packaged programs (Subsystem sftp-server, ...) on the host that runs the server: this
+    one. A node checked in place (root /) fails without them; a restore target only warns,
+    since the machine that will run it may install the package."""
+    results = []
+    for ref in {r.path: r for r in reversed(refs)}.values():
+        name, said = f"program: {ref.path}", f"{_label(ref)} ({ref.where})"
+        host = Path(ref.path)
+        if host.is_file() and os.access(host, os.X_OK):
+            results.append(passed(name, f"{said}: packaged, found on this host at {host}"))
+        elif str(root) == "/":
+            results.append(failed(name, f"{said}: not on this node (looked at {host})"))
+        else:
+            detail = (
+                f"{said}: packaged, not on this host (looked at {host}); install it where the "
+                "restored server will run"
+            )
+            results.append(warned(name, detail))
+    return results
+
+
+def _host_certificate_checks(root: Path, refs: list[Ref]) -> list[Check]:
+    """Each HostCertificate: an OpenSSH host certificate, certifying one of the HostKeys,
+    valid now (fail when expired, warn within warn_days)."""
+    held = {}
+    for ref in refs:
+        if ref.directive == "hostkey" and common.is_file(root, ref.path):
+            info = common.describe_file(root, ref.path)
+            if info is not None:
+                held[info.fingerprint] = ref.path
+    results = []
+    for ref in refs:
+        if ref.directive != "hostcertificate" or not common.is_file(root, ref.path):
+            continue
+        results.append(_host_certificate_check(root, ref.path, held))
+    return results
+
+
+def _host_certificate_check(root: Path, path: str, held: dict[str, str]) -> Check:
+    from cryptography.hazmat.primitives import serialization
+
+    name = f"host certificate: {path}"
+    try:
+        cert = serialization.load_ssh_public_identity(on_root(root, path).read_bytes().strip())
+    except (OSError, ValueError, TypeError) as exc:
+        return failed(name, f"not an OpenSSH certificate ({exc})")
+    if not isinstance(cert, serialization.SSHCertificate):
+        return failed(name, "a plain public key, not a certificate")
+    if cert.type != serialization.SSHCertificateType.HOST:
+        return failed(name, "a user certificate, not a host certificate")
+    line = cert.public_key().public_bytes(
+        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+    )
+    certified = keys.describe_key(line)
+    fingerprint = certified.fingerprint if certified else "?"
+    if fingerprint not in held:
+        return failed(
+            name, f"certifies {fingerprint}, which no HostKey holds: sshd cannot serve it"
+        )
+    now, warn_days = time.time(), policy()["certificates"]["warn_days"]
+    until = "forever" if cert.valid_before >= 2**64 - 1 else utc_text(_utc(cert.valid_before))
+    if cert.valid_before < now:
+        return failed(name, f"expired {until}: clients that trust the CA refuse the host")
+    if cert.valid_after > now:
+        return warned(name, f"not valid before {utc_text(_utc(cert.valid_after))}")
+    if cert.valid_before - now <= warn_days * 86400:
+        days = int((cert.valid_before - now) // 86400)
+        return warned(name, f"expires {until}, in {days} days")
+    principals = ",".join(p.decode(errors="replace") for p in cert.valid_principals) or "any host"
+    return passed(name, f"for {principals}, valid until {until}, certifies {held[fingerprint]}")
+
+
+def _utc(seconds: int) -> datetime:
+    return datetime.fromtimestamp(seconds, UTC)
+
+
+def _command_checks(root: Path, refs: list[Ref], config: Config, db: Accounts) -> list[Check]:
+    """AuthorizedKeysCommand and AuthorizedPrincipalsCommand programs as sshd's subprocess()
+    checks them (safe_path in misc.c): an executable regular file, owned by root and not
+    group/world-writable, and so is every directory above it; and a run-as user that exists."""
+    rule = policy()["modes"]["command_program"]
+    results = []
+    for ref in refs:
+        if ref.directive not in policy()["node_programs"] or ref.category != "scripts":
+            continue
+        name = f"{_label(ref)}: {ref.path}"
+        real = _node_realpath(root, ref.path)
+        host = on_root(root, real)
+        if not host.exists():
+            continue  # named_files_check reports it missing
+        problems = _path_problems(
+            root, real, "/", _uids(rule["owner"], None), int(rule["forbid"], 8)
+        )
+        if not host.is_file():
+            problems.append(f"{real} is not a regular file")
+        elif not host.stat().st_mode & 0o111:
+            problems.append(f"{real} is not executable")
+        runs_as = config.first(ref.directive + "user")
+        if runs_as is None or not runs_as.args:
+            problems.append(f"no {_label(ref)}User: sshd skips the command")
+        elif runs_as.args[0] not in db.users:
+            problems.append(f"{_label(ref)}User {runs_as.args[0]} is not an account of the node")
+        detail = f"{real}: root-owned, no group/world write on it or above; sshd runs it"
+        results.append(failed(name, "; ".join(problems)) if problems else passed(name, detail))
+    return results
+
+
+def _node_realpath(root: Path, node_path: str) -> str:
+    """Resolve symlinks of a node path within root (absolute targets are node paths)."""
+    parts, resolved, hops = [p for p in node_path.split("/") if p], "/", 0
+    while parts:
+        current = posixpath.join(resolved, parts.pop(0))
+        host = on_root(root, current)
+        if host.is_symlink() and hops < 40:
+            hops += 1
+            target = os.readlink(host)
+            base = "/" if target.startswith("/") else resolved
+            parts = [
+                p for p in posixpath.normpath(posixpath.join(base, target)).split("/") if p
+            ] + parts
+            resolved = "/"
+        else:
+            resolved = current
+    return resolved
+
+
+def _integration_checks(root: Path, refs: list[Ref]) -> list[Check]:
+    """sssd.conf (and conf.d) exactly 0600 and root-owned, as sssd requires; files holding an
+    LDAP bind password not readable by others; the CA bundles and certificates they name
+    parse and are not expired."""
+    rules = policy()["integration"]
+    by_path = {**rules["files"]}
+    results = []
+    for ref in refs:
+        if ref.directive != "integration":
+            continue
+        rule = by_path.get(ref.path) or next(
+            (r for pattern, r in rules["globs"].items() if fnmatch.fnmatchcase(ref.path, pattern)),
+            {},
+        )
+        info = os.stat(on_root(root, ref.path))
+        mode, name = stat.S_IMODE(info.st_mode), f"integration: {ref.path}"
+        if rule.get("mode") and (mode != int(rule["mode"], 8) or info.st_uid != 0):
+            detail = f"mode {mode:04o} uid {info.st_uid}: the daemon requires {rule['mode']} root"
+            results.append(failed(name, detail))
+        elif rule.get("secret") and mode & 0o004 and _has_setting(root, ref.path, rule["secret"]):
+            results.append(
+                failed(name, f"holds {rule['secret']} and is readable by others ({mode:04o})")
+            )
+        else:
+            results.append(passed(name, f"{mode:04o}, owned by uid {info.st_uid}"))
+    for ref in refs:
+        if ref.category == "tls" and not ref.directory and common.is_file(root, ref.path):
+            if ref.directive.endswith("key"):
+                results.append(
+                    common.private_key_mode_check(root, ref.path, "integration key", forbid=0o037)
+                )
+            else:
+                results.append(_bundle_check(root, ref))
+    return results
+
+
+def _has_setting(root: Path, path: str, setting: str) -> bool:
+    text = on_root(root, path).read_text(errors="replace")
+    return re.search(rf"(?im)^\s*{re.escape(setting)}\b", text) is not None
+
+
+def _bundle_check(root: Path, ref: Ref) -> Check:
+    """A CA bundle or certificate an integration file names: PEM certificates, not expired
+    (a bundle of several passes while one is valid)."""
+    from cryptography import x509
+
+    name = f"certificate: {ref.path}"
+    try:
+        found = x509.load_pem_x509_certificates(on_root(root, ref.path).read_bytes())
+    except (OSError, ValueError) as exc:
+        return failed(name, f"{_label(ref)} ({ref.where}): not PEM certificates ({exc})")
+    now = datetime.now(UTC)
+    valid = [c for c in found if c.not_valid_after_utc > now]
+    if not valid:
+        return failed(name, f"expired {utc_text(found[-1].not_valid_after_utc)} ({ref.where})")
+    soonest = min(c.not_valid_after_utc for c in valid)
+    days = (soonest - now).days
+    if len(found) == 1 and days <= policy()["certificates"]["warn_days"]:
+        return warned(name, f"expires {utc_text(soonest)}, in {days} days ({ref.where})")
+    return passed(name, f"{len(valid)} of {len(found)} certificates valid ({ref.where})")
 
 
 def _config_test(root: Path, config: Config) -> Check:
@@ -639,7 +1145,7 @@ def _in_group(db: Accounts, user: str, gid: int) -> bool:
 def _chroot_checks(root: Path, refs: list[Ref]) -> list[Check]:
     rule = policy()["modes"]["chroot_path"]
     results = []
-    for path in dict.fromkeys(r.path for r in refs if r.directory):
+    for path in dict.fromkeys(r.path for r in refs if r.directive == "chrootdirectory"):
         if not on_root(root, path).is_dir():
             continue
         problems = _path_problems(
@@ -675,7 +1181,7 @@ def smoke(root: Path, manifest: dict, user: str, work_dir: Path) -> SmokeResult:
     removed and the work files are deleted whatever happens.
     """
     pol, root = policy(), Path(root)
-    settings = pol["smoke"]
+    run = pol["smoke"]
     result = SmokeResult(profile=NAME)
     work_dir = Path(work_dir).resolve()
     work_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
@@ -687,9 +1193,13 @@ def smoke(root: Path, manifest: dict, user: str, work_dir: Path) -> SmokeResult:
     server: runner.Service | None = None
     with common.smoke_workspace(work_dir, "smoke-") as work:
         try:
-            config = read_config(root)
-            if pol["config"]["main"] not in config.files:
-                result.add(failed("smoke: sshd started", f"{pol['config']['main']} is missing"))
+            try:
+                config = read_config(root, settings(common.options_of(manifest, NAME))["config"])
+            except errors.ConfigError as exc:
+                result.add(failed("smoke: sshd started", exc.message))
+                return result
+            if config.main not in config.files:
+                result.add(failed("smoke: sshd started", f"{config.main} is missing"))
                 return result
             account = common.ensure_user(root, manifest, user, created)
             result.add(account)
@@ -716,20 +1226,31 @@ def smoke(root: Path, manifest: dict, user: str, work_dir: Path) -> SmokeResult:
                 "PubkeyAuthentication yes",
             ]
             plan = {"prepend": prepend, "authorized_keys": f"{sandbox}/%u", "user": user}
-            copy, _ = write_copy(root, config, work / "config", {**plan, "entry": entry})
-            runner.run(["install", "-d", "-m755", settings["privsep_dir"]])
+            plan["entry"] = entry
+            copy, _ = write_copy(root, config, work / "config", plan)
+            for subsystem, program in plan.get("replaced", []):
+                detail = (
+                    f"{program} is on neither the restored root nor this host: the run used "
+                    f"{run['missing_subsystem']}; install it where the server will run"
+                )
+                result.add(warned(f"smoke: Subsystem {subsystem}", detail))
+            runner.run(["install", "-d", "-m755", run["privsep_dir"]])
+            offered, loaded = _offered_and_loaded(run["sshd"], copy)
             server = runner.start_service(
-                [settings["sshd"], "-D", "-e", "-f", str(copy)], work / "sshd.log"
+                [run["sshd"], "-D", "-e", "-f", str(copy)], work / "sshd.log"
             )
             started = time.monotonic()
-            if not common.wait_port(port, server, settings["start_timeout_seconds"]):
+            if not common.wait_port(port, server, run["start_timeout_seconds"]):
                 result.add(failed("smoke: sshd started", _log_hint(server) or "no output"))
                 return result
             waited = time.monotonic() - started
             result.add(passed("smoke: sshd started", f"127.0.0.1:{port} in {waited:.2f} s"))
             host_keys = manifest.get("host_keys", [])
             not_served = "not served: sshd did not load that host key"
-            common.keyscan(result, host_keys, port, not_served=not_served)
+            common.keyscan(
+                result, host_keys, port, not_served=not_served, offered=offered, loaded=loaded,
+                omitted_by="HostKeyAlgorithms",
+            )  # fmt: skip
 
             def hint() -> str:
                 found = _log_hint(server)
@@ -737,7 +1258,7 @@ def smoke(root: Path, manifest: dict, user: str, work_dir: Path) -> SmokeResult:
 
             common.sftp_session(
                 result, host_keys, user, port, key, work, hint,
-                trip_name="smoke: file round trip", upload_dirs=settings["upload_dirs"],
+                trip_name="smoke: file round trip", upload_dirs=run["upload_dirs"],
                 show_dir=True, only_key=False,
             )  # fmt: skip
             return result
@@ -745,6 +1266,31 @@ def smoke(root: Path, manifest: dict, user: str, work_dir: Path) -> SmokeResult:
             if server is not None:
                 server.stop()
             common.remove_created(created)
+
+
+def _offered_and_loaded(sshd: str, copy: Path) -> tuple[set[str] | None, dict | None]:
+    """Ask sshd itself (`sshd -d -T`): the host key types it offers (its effective
+    HostKeyAlgorithms, defaults included) and the keys it loaded ({fingerprint: type}, its
+    debug lines "private host key #N: TYPE FP"); (None, None) when it cannot say."""
+    done = runner.run([sshd, "-d", "-T", "-f", str(copy)], timeout=30)
+    if done.returncode != 0:
+        return None, None
+    algorithms = next(
+        (ln.split()[1] for ln in done.stdout.splitlines() if ln.startswith("hostkeyalgorithms ")),
+        None,
+    )
+    if algorithms is None:
+        return None, None
+    offered = {_KEY_TYPE_OF.get(a, a) for a in algorithms.split(",") if "-cert-" not in a}
+    loaded = {
+        hit.group(2): hit.group(1)
+        for hit in re.finditer(r"private host key #\d+: (\S+) (SHA256:\S+)", done.stderr)
+    }
+    return offered, loaded
+
+
+# The key type a host key signature algorithm offers (RSA keys sign with three).
+_KEY_TYPE_OF = {"rsa-sha2-256": "ssh-rsa", "rsa-sha2-512": "ssh-rsa"}
 
 
 class OpenSSH(Profile):
@@ -760,7 +1306,7 @@ class OpenSSH(Profile):
     node_local = ("sshd_config:ListenAddress",)
 
     def inventory(self, root: Path, smoke_user: str | None, options: dict) -> Inventory:
-        return inventory(root, smoke_user)
+        return inventory(root, smoke_user, options)
 
     def checks(self, root: Path, manifest: dict) -> list[Check]:
         return checks(root, manifest)
