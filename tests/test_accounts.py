@@ -119,3 +119,34 @@ def test_group_members_counts_primary_gid():
     groups = [["staff", "x", "10", "b"], ["other", "x", "20", ""]]
     assert accounts.group_members(users, groups, "staff") == ["b", "a"]
     assert accounts.group_members(users, groups, "other") == ["b"]
+
+
+def test_restore_creates_the_missing_homes_of_login_accounts_only(tmp_path: Path):
+    (tmp_path / "home/kept").mkdir(parents=True)
+    recorded = [
+        {"name": name, "passwd": f"{name}:x:{uid}:{uid}::{home}:/bin/sh", "groups": []}
+        for name, uid, home in (
+            ("alice", 1001, "/home/alice"),  # missing: created
+            ("kept", 1002, "/home/kept"),  # on the node already
+            ("held", 1003, "/srv/held"),  # in the snapshot: restored, not created
+            ("ghost", 1004, "/nonexistent"),  # a placeholder, never a directory
+            ("ftp", 107, "/srv/ftp"),  # a system account: its tree is its profile's business
+        )
+    ]
+    assert accounts.missing_homes(tmp_path, recorded, {"/srv/held"}) == [
+        ("/home/alice", 1001, 1001)
+    ]
+
+
+def test_a_created_home_has_its_owner_and_mode_and_goes_on_rollback(tmp_path: Path):
+    from drkit.engines import apply
+
+    target = tmp_path / "target"
+    target.mkdir()
+    applier = apply.Applier(target, tmp_path / "staging", tmp_path / "backups")
+    home = target / "home/alice"
+    applier.make_dir(home, accounts.HOME_MODE, 1001, 1002)
+    info = home.stat()
+    assert (info.st_uid, info.st_gid, info.st_mode & 0o7777) == (1001, 1002, 0o700)
+    applier.rollback()
+    assert not (target / "home").exists()

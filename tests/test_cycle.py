@@ -45,7 +45,7 @@ def backed_up(node: Node) -> Node:
     return node
 
 
-def test_backup_destroy_restore_smoke(backed_up: Node):
+def test_backup_destroy_restore_smoke(backed_up: Node, monkeypatch):
     node = backed_up
     code, listed = node.run("snapshots")
     assert code == 0 and [s["id"] for s in listed] == [node.snapshot_id]
@@ -72,6 +72,12 @@ def test_backup_destroy_restore_smoke(backed_up: Node):
     # Accounts are merged, not overwritten: the node's users are back, nothing else is invented.
     passwd = (node.root / "etc/passwd").read_text()
     assert all(f"\n{user}:" in "\n" + passwd for user in node.made["users"])
+
+    # check takes --target as an operator types it, relative to where they stand
+    monkeypatch.chdir(node.root.parent)
+    code, checked = node.run("check", "--target", node.root.name, "--smoke")
+    assert code == 0 and checked["target"] == str(node.root), checked
+    assert {c["name"]: c["status"] for c in checked["checks"]}["smoke: sftp login"] == "pass"
 
 
 def test_plain_restic_reads_the_repository(backed_up: Node, tmp_path: Path):

@@ -295,3 +295,23 @@ def test_a_snapshot_time_restic_printed_unreadably_is_restics_failure_not_a_drki
 
     with pytest.raises(errors.ResticFailed, match="cannot read"):
         restic_engine.Snapshot.from_json({"id": "ab" * 32, "time": "yesterday"})
+
+
+def test_an_included_tls_certificate_is_paired_by_name_when_its_key_no_longer_matches(tmp_path):
+    from devtools.sample_node import certificate_and_key
+    from drkit.profiles import common
+
+    certificate, _ = certificate_and_key("partner.example.net")
+    _, unrelated = certificate_and_key("other.example.net")
+    (tmp_path / "etc/ssl").mkdir(parents=True)
+    (tmp_path / "etc/ssl/partner.crt").write_bytes(certificate)
+    (tmp_path / "etc/ssl/partner.key").write_bytes(unrelated)
+    (tmp_path / "etc/ssl/partner.key").chmod(0o600)
+    found = Inventory(files=[Entry(f"/etc/ssl/partner.{ext}", "tls") for ext in ("crt", "key")])
+    built = manifest.build(
+        tmp_path, found, node="n", profiles=["openssh"], accounts=[], created=datetime.now(UTC)
+    )
+    (entry,) = built["certificates"]
+    assert entry["key_path"] == "/etc/ssl/partner.key"
+    check = common.certificate_check(tmp_path, entry, key_path=entry["key_path"])
+    assert check.status == "fail" and "does not match its key /etc/ssl/partner.key" in check.detail

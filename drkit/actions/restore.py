@@ -351,6 +351,9 @@ def _stage_verify_apply(restic, chosen, opened: Opened, target: Path, staging: P
             for host_path, text in merged.items():
                 shadow = host_path.name == "shadow"
                 applier.write_text(host_path, text, 0o640 if shadow else 0o644)
+            homes = accounts.missing_homes(target, opened.manifest["accounts"], set(entries))
+            for home, uid, gid in homes:
+                applier.make_dir(on_root(target, home), accounts.HOME_MODE, uid, gid)
             _keep_snapshot_files(applier, staging, target)
             applier.commit()
         except OSError as exc:
@@ -371,7 +374,8 @@ def _stage_verify_apply(restic, chosen, opened: Opened, target: Path, staging: P
         checks.passed(
             "apply",
             ", ".join(f"{n} {action}" for action, n in counts.items())
-            + (f"; accounts created: {', '.join(created_users)}" if created_users else ""),
+            + (f"; accounts created: {', '.join(created_users)}" if created_users else "")
+            + (f"; homes created: {', '.join(h for h, _, _ in homes)}" if homes else ""),
         )
     )
     return found, steps
@@ -464,6 +468,9 @@ def check(
     origin: Origin, *, target: Path, snapshot: str = "latest", smoke: bool = False
 ) -> CheckResult:
     """Check a node in place against its snapshot's manifest; restore nothing."""
+    target = Path(target).resolve()  # a relative --target: the smoke's paths must be absolute
+    if not target.is_dir():
+        raise errors.UsageError(f"--target {target}: not a directory")
     restic = context.restic_for(origin.repository, origin.restic)
     context.probe_storage(origin.repository)
     chosen = context.select_snapshot(restic, origin.node, snapshot)

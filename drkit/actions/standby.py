@@ -184,6 +184,9 @@ def _apply_locked(config, restic, chosen, opened, raw, local, dry_run, state, re
                 if before != text:
                     shadow = host_path.name == "shadow"
                     applier.write_text(host_path, text, 0o640 if shadow else 0o644)
+            homes = accounts.missing_homes(root, node_manifest["accounts"], set(entries))
+            for home, uid, gid in homes:
+                applier.make_dir(on_root(root, home), accounts.HOME_MODE, uid, gid)
             for kind in node_manifest.get("profiles", []):
                 found += profiles.get(kind).checks(root, node_manifest)
         except BaseException:

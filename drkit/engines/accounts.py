@@ -82,6 +82,29 @@ def missing(root: Path, accounts: list[dict]) -> list[str]:
     return [account["name"] for account in accounts if account["name"] not in present]
 
 
+# Homes that are placeholders, never directories to create.
+NO_HOME = ("/", "/nonexistent", "/dev/null", "/var/empty")
+LOGIN_UID_MIN = 1000  # login.defs' UID_MIN: below it, system accounts own their own trees
+HOME_MODE = 0o700  # a created home, as Debian 12's adduser makes it
+
+
+def missing_homes(root: Path, accounts: list[dict], held: set[str]) -> list[tuple[str, int, int]]:
+    """Return (home, uid, gid) of each recorded login account (uid >= UID_MIN) whose home is
+    neither on root nor held in the snapshot (`held` node paths): restore creates those, as
+    `useradd -m` would, so a restored user has somewhere to log in to."""
+    found = []
+    for account in accounts:
+        fields = (account["passwd"].split(":") + [""] * 7)[:7]
+        home, uid, gid = fields[5], fields[2], fields[3]
+        if not (uid.isdigit() and gid.isdigit()) or int(uid) < LOGIN_UID_MIN:
+            continue
+        if not home.startswith("/") or home in NO_HOME or home in held:
+            continue
+        if not on_root(root, home).exists():
+            found.append((home, int(uid), int(gid)))
+    return found
+
+
 def _text(lines: list[str]) -> str:
     return "\n".join(lines) + "\n" if lines else ""
 

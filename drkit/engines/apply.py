@@ -452,6 +452,19 @@ class Applier:
             raise
         os.sync()  # one flush for the whole apply instead of one per file
 
+    def make_dir(self, host: Path, mode: int, uid: int, gid: int) -> None:
+        """Create a directory (and its missing parents, root 0755) undone on rollback."""
+        try:
+            self._make_parents(host.parent)
+            self._contained(host)
+            self._record(Undo("added", host))
+            host.mkdir()
+            os.chown(host, uid, gid)
+            os.chmod(host, mode)
+        except OSError as exc:
+            self.rollback()
+            _raise_filesystem(exc, f"creating {host}")
+
     def write_text(
         self, host: Path, text: str | bytes, mode: int, uid: int = 0, gid: int = 0
     ) -> None:

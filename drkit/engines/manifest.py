@@ -12,6 +12,7 @@ import grp
 import hashlib
 import json
 import os
+import posixpath
 import pwd
 import stat
 from collections.abc import Iterable
@@ -204,9 +205,31 @@ def _keys_and_certificates(root: Path, files: list[dict]) -> tuple[list[dict], l
         if certificate:
             certificates.append({"path": entry["path"], **certificate.as_dict(), "key_path": None})
     private_by_fingerprint = {k["fingerprint"]: k["path"] for k in found_keys if k["private"]}
+    private_paths = [k["path"] for k in found_keys if k["private"]]
     for certificate in certificates:
-        certificate["key_path"] = private_by_fingerprint.get(certificate["key_fingerprint"])
+        certificate["key_path"] = private_by_fingerprint.get(
+            certificate["key_fingerprint"]
+        ) or _key_by_name(certificate["path"], private_paths)
     return found_keys, certificates
+
+
+_PAIR_SUFFIXES = (".pem", ".crt", ".cer", ".cert", ".key", "-cert", "_cert", "-key", "_key")
+
+
+def _pair_stem(path: str) -> str:
+    """Return a file's name without the extensions and suffixes TLS pairs differ by."""
+    name = posixpath.basename(path)
+    while stripped := next((s for s in _PAIR_SUFFIXES if name.endswith(s) and name != s), None):
+        name = name[: -len(stripped)]
+    return name
+
+
+def _key_by_name(certificate: str, private_paths: list[str]) -> str | None:
+    """Return the one private key named like certificate (server.crt and server.key,
+    tls-cert.pem and tls-key.pem), so that a key that no longer matches its certificate is
+    still paired with it, and the check says so; None when no single key is."""
+    named = [path for path in private_paths if _pair_stem(path) == _pair_stem(certificate)]
+    return named[0] if len(named) == 1 else None
 
 
 def build(
