@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import itertools
 import json
 import os
@@ -9,9 +12,14 @@ import secrets
 import shutil
 import socket
 import subprocess
+import tempfile
+import threading
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.poly1305 import Poly1305
 from typer.testing import CliRunner
 
 from devtools import sample_node
@@ -72,6 +80,139 @@ def drkit(*args: str, env: dict | None = None) -> tuple[int, dict]:
     return result.exit_code, json.loads(result.stdout)
 
 
+# -- test repositories: restic's own format, with a key that is cheap to open ----------------
+#
+# Opening a repository makes restic derive its key with scrypt, at the cost restic calibrated
+# at `restic init` (N=2^15, r=8, p=6 here: ~0.6 s of CPU in every restic process, ~3 s for
+# init itself), and the suite runs thousands of restic processes on 2 cores. A node's
+# repository is therefore laid out before `drkit init` (which adopts it, as it adopts any
+# existing repository): a config with its own random id and master key and the chunker
+# polynomial of a template that real `restic init` made once per worker, and one key for the
+# node's password with scrypt N=2^10, r=8, p=1, as restic's own tests lower it
+# (TestUseLowSecurityKDFParameters). Everything after that is real restic on the real files.
+
+TEST_KDF = {"N": 1 << 10, "r": 8, "p": 1}
+_TEMPLATE_LOCK = threading.Lock()
+_TEMPLATE: dict[str, str] = {}
+
+
+def _user_key(password: bytes, salt: bytes, n: int, r: int, p: int) -> tuple[bytes, bytes, bytes]:
+    """restic's KDF: scrypt to 64 bytes = AES-256 key, Poly1305-AES key k, and r."""
+    raw = hashlib.scrypt(password, salt=salt, n=n, r=r, p=p, dklen=64, maxmem=1 << 30)
+    return raw[:32], raw[32:48], raw[48:]
+
+
+def _mac(key: tuple[bytes, bytes, bytes], nonce: bytes, data: bytes) -> bytes:
+    encryptor = Cipher(algorithms.AES(key[1]), modes.ECB()).encryptor()
+    return Poly1305.generate_tag(key[2] + encryptor.update(nonce) + encryptor.finalize(), data)
+
+
+def _open(key: tuple[bytes, bytes, bytes], blob: bytes) -> bytes:
+    nonce, data, tag = blob[:16], blob[16:-16], blob[-16:]
+    if not hmac.compare_digest(_mac(key, nonce, data), tag):
+        raise ValueError("restic object: MAC mismatch")
+    decryptor = Cipher(algorithms.AES(key[0]), modes.CTR(nonce)).decryptor()
+    return decryptor.update(data) + decryptor.finalize()
+
+
+def _seal(key: tuple[bytes, bytes, bytes], plain: bytes) -> bytes:
+    nonce = os.urandom(16)
+    encryptor = Cipher(algorithms.AES(key[0]), modes.CTR(nonce)).encryptor()
+    data = encryptor.update(plain) + encryptor.finalize()
+    return nonce + data + _mac(key, nonce, data)
+
+
+def _template() -> dict[str, str]:
+    """Run `restic init` once (per process) into a local directory and read its config back
+    with its own key: the version and chunker polynomial every test repository copies."""
+    with _TEMPLATE_LOCK:
+        if not _TEMPLATE:
+            with tempfile.TemporaryDirectory(prefix="drkit-template-") as directory:
+                password = secrets.token_hex(32).encode()
+                password_file = Path(directory, "password")
+                password_file.write_bytes(password)
+                repo = Path(directory, "repo")
+                subprocess.run(
+                    [RESTIC, "init", "-q", "-r", str(repo), "--password-file", str(password_file)],
+                    check=True, capture_output=True, timeout=120,
+                )  # fmt: skip
+                (key_file,) = (repo / "keys").iterdir()
+                key = json.loads(key_file.read_text())
+                salt = base64.b64decode(key["salt"])
+                user = _user_key(password, salt, key["N"], key["r"], key["p"])
+                master = json.loads(_open(user, base64.b64decode(key["data"])))
+                master_key = (
+                    base64.b64decode(master["encrypt"]),
+                    base64.b64decode(master["mac"]["k"]),
+                    base64.b64decode(master["mac"]["r"]),
+                )
+                found = json.loads(_open(master_key, (repo / "config").read_bytes()))
+                _TEMPLATE.update(
+                    version=found["version"], chunker_polynomial=found["chunker_polynomial"]
+                )
+        return dict(_TEMPLATE)
+
+
+def _clamp(r: bytes) -> bytes:
+    """Poly1305's clamping of r, which restic applies to the keys it makes."""
+    clamped = bytearray(r)
+    for index in (3, 7, 11, 15):
+        clamped[index] &= 15
+    for index in (4, 8, 12):
+        clamped[index] &= 252
+    return bytes(clamped)
+
+
+def repository_objects(password: bytes) -> dict[str, bytes]:
+    """Return a new restic repository's objects ({'config': ..., 'keys/<id>': ...}): its own
+    random id and master key, the template's chunker polynomial, one key (TEST_KDF) for
+    password."""
+    template = _template()
+    master = (os.urandom(32), os.urandom(16), _clamp(os.urandom(16)))
+    salt = os.urandom(64)
+    user = _user_key(password, salt, TEST_KDF["N"], TEST_KDF["r"], TEST_KDF["p"])
+    master_json = {
+        "mac": {
+            "k": base64.b64encode(master[1]).decode(),
+            "r": base64.b64encode(master[2]).decode(),
+        },
+        "encrypt": base64.b64encode(master[0]).decode(),
+    }
+    key = {
+        "created": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+        "username": "root",
+        "hostname": socket.gethostname(),
+        "kdf": "scrypt",
+        **TEST_KDF,
+        "salt": base64.b64encode(salt).decode(),
+        "data": base64.b64encode(_seal(user, json.dumps(master_json).encode())).decode(),
+    }
+    key_bytes = json.dumps(key).encode()
+    config_json = {"version": template["version"], "id": secrets.token_hex(32),
+                   "chunker_polynomial": template["chunker_polynomial"]}  # fmt: skip
+    return {
+        "config": _seal(master, json.dumps(config_json).encode()),
+        f"keys/{hashlib.sha256(key_bytes).hexdigest()}": key_bytes,
+    }
+
+
+def prepare_repository(repository: config.Repository) -> None:
+    """Create the repository's bucket as drkit does (drkit's own Storage.init_bucket: object
+    lock, versioning, retention) and lay out a test repository (see above) at its prefix, unless
+    one is there already (a group's second node). `drkit init` then adopts both."""
+    from drkit.engines.storage import Storage
+
+    storage = Storage(repository)
+    storage.init_bucket(repository.object_lock)
+    prefix = repository.prefix.strip("/")
+    listed = storage.client.list_objects_v2(Bucket=repository.bucket, Prefix=f"{prefix}/config")
+    if listed.get("KeyCount", 0):
+        return
+    password = Path(repository.password_file).read_text().rstrip("\n").encode()
+    for name, body in repository_objects(password).items():
+        storage.client.put_object(Bucket=repository.bucket, Key=f"{prefix}/{name}", Body=body)
+
+
 def init_node(
     root: Path,
     repository,
@@ -85,6 +226,7 @@ def init_node(
     user left to init's defaults when None, extra flags appended); return the config path and
     init's document."""
     config = work / "drkit.yaml"
+    prepare_repository(repository)
     chosen = [*(["--server", server] if server else []),
               *(["--smoke-user", smoke_user] if smoke_user else [])]  # fmt: skip
     code, document = drkit(
@@ -147,6 +289,7 @@ class Node:
             for category, patterns in self.made["includes"].items()
             for pattern in patterns
         ]
+        prepare_repository(repository)
         code, self.init = drkit(
             "init",
             "--config", str(self.config),
