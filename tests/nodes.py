@@ -276,7 +276,11 @@ def make_workspace() -> Path:
 class Node:
     """A sample SFTP node under a prefix root with drkit initialised against the local S3."""
 
-    def __init__(self, workspace: Path, repository, node: str = "sftp-1"):
+    def __init__(
+        self, workspace: Path, repository, node: str = "sftp-1", *, restic_init: bool = False
+    ):
+        """restic_init: let `drkit init` create the repository with `restic init` (its real
+        key cost), instead of adopting a test repository (see prepare_repository)."""
         self.workspace = workspace
         self.root = workspace / "root"
         self.repository = repository
@@ -289,7 +293,8 @@ class Node:
             for category, patterns in self.made["includes"].items()
             for pattern in patterns
         ]
-        prepare_repository(repository)
+        if not restic_init:
+            prepare_repository(repository)
         code, self.init = drkit(
             "init",
             "--config", str(self.config),

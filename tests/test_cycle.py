@@ -32,7 +32,9 @@ def tree_state(root: Path) -> dict[str, tuple]:
 def node(s3_repository) -> Node:
     workspace = make_workspace()
     try:
-        yield Node(workspace, s3_repository)
+        # this file's nodes are made by `drkit init` creating the repository (`restic init`);
+        # everywhere else, init adopts a prepared one (nodes.prepare_repository)
+        yield Node(workspace, s3_repository, restic_init=True)
     finally:
         shutil.rmtree(workspace, ignore_errors=True)
 
@@ -301,6 +303,7 @@ def test_init_is_idempotent_and_password_file_must_be_private(node: Node):
         *[f"--include={c}={p}" for c, ps in node.made["includes"].items() for p in ps],
     )  # fmt: skip
     assert code == 0, again
+    assert node.init["repository_created"]
     assert not again["repository_created"] and not again["password_created"]
     assert again["signer"] == node.init["signer"]
     assert node.config.read_text() == config_before
