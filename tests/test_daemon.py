@@ -18,7 +18,7 @@ import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -543,8 +543,9 @@ def test_fleet_status_shows_missing_and_stale_nodes_as_breached(node: Node):
 
     storage = Storage(node.loaded().repository)
     stale = json.loads(json.dumps(local_status(node)))
-    stale.update(node="sftp-2", updated="2026-01-01T00:00:00Z")
-    stale["last_good_backup"] = {"time": "2026-01-01T00:00:00Z", "snapshot_id": "0ld"}
+    month_ago = (datetime.now(UTC) - timedelta(days=30)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    stale.update(node="sftp-2", updated=month_ago)
+    stale["last_good_backup"] = {"time": month_ago, "snapshot_id": "0ld"}
     storage.put_json("status/sftp-2.json", stale)
     storage.put_json("status/sftp-3.json", ["not", "a", "status"])
     code, fleet = node.run("status", "--fleet")
