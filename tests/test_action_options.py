@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+import yaml
 from pydantic import ValidationError
 
 from drkit import config, errors
@@ -179,8 +180,12 @@ def test_discover_finds_the_config_a_unit_names_and_init_records_it(tmp_path: Pa
     assert found["openssh"].configs == ["/etc/ega/sshd_config"]
     assert found["openssh"].options == {"config": "/etc/ega/sshd_config"}
     assert found["vsftpd"].options == {"config": "/etc/vsftpd/ftps.conf"}
-    proposed = discover.run(tmp_path).proposed_config
-    assert "config: /etc/ega/sshd_config" in proposed and "node_local:" in proposed
+    _write(tmp_path, "/etc/hostname", "ega-inbox-1.example.net\n")
+    proposed = yaml.safe_load(discover.run(tmp_path).proposed_config)
+    assert proposed["node"] == proposed["repository"]["prefix"] == "ega-inbox-1"
+    assert proposed["profile_options"]["openssh"] == {"config": "/etc/ega/sshd_config"}
+    assert "sshd_config:ListenAddress" in proposed["node_local"]
+    config.validate_config(proposed, "discover's proposal")  # usable as it is
     options = init_action.InitOptions(
         node="n", s3_endpoint="http://127.0.0.1:9", bucket="b", password_file=tmp_path / "p",
         servers=["auto"], root=tmp_path,

@@ -357,6 +357,13 @@ CASES: list[Case] = [
     Case("non-empty target without --force", 6, "pass --force",
          lambda c: (["restore", c.node.snapshot_id, "--target", str(c.occupied()),
                      *c.config_with(lambda s: None)], None)),
+    # decided from the signed manifest, before anything is downloaded: a restic that dies on
+    # `restore` would turn the refusal into exit 10
+    Case("non-empty target refused before the download", 6, "see them with --dry-run",
+         lambda c: (["restore", c.node.snapshot_id, "--target", str(c.occupied()),
+                     *c.config_with(lambda s: None)],
+                    c.restic_wrapper(f'case "$1" in restore) kill -9 $$;; esac\n'
+                                     f'exec {RESTIC} "$@"'))),
     Case("verify: bad --read-data-subset", 2, "read-data-subset",
          lambda c: (["verify", "--read-data-subset", "lots", *c.config_with(lambda s: None)],
                     None)),

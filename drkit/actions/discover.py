@@ -9,6 +9,7 @@ from pathlib import Path
 import yaml
 
 from drkit import errors, profiles
+from drkit.paths import on_root
 from drkit.profiles.interface import Detection
 from drkit.results import DiscoverResult
 
@@ -49,6 +50,18 @@ def resolve_servers(requested: list[str], root: Path) -> list[str]:
     return list(dict.fromkeys(kinds))
 
 
+def node_name(root: Path) -> str:
+    """Return the node's short host name: this host's for '/', else the root's etc/hostname,
+    else the root directory's name."""
+    if str(root) == "/":
+        return socket.gethostname().split(".")[0]
+    try:
+        written = on_root(root, "/etc/hostname").read_text().strip().split(".")[0]
+    except OSError:
+        written = ""
+    return written or root.name
+
+
 def run(root: Path, smoke_user: str | None = None) -> DiscoverResult:
     """Return the discover document: servers, their files by category, a proposed config."""
     root = Path(root).resolve()
@@ -75,16 +88,20 @@ def run(root: Path, smoke_user: str | None = None) -> DiscoverResult:
             }
         )
     kinds = [server["server"] for server in servers]
+    node = node_name(root)
+    accounts = [name for server in servers for name in server["accounts"]]
+    smoke_user = smoke_user or (accounts[0] if accounts else None)
     proposed = {
-        "node": socket.gethostname().split(".")[0] if str(root) == "/" else root.name,
+        "node": node,
         "servers": kinds or ["generic"],
         "root": str(root),
         "repository": {
             "s3_endpoint": "https://s3.example.net",
             "bucket": "dr-backups",
-            "prefix": "NODE",
+            "prefix": node,
             "password_file": "/etc/drkit/repo.pass",
         },
+        "signing_key": "/etc/drkit/signing.key",
         **({"smoke_user": smoke_user} if smoke_user else {}),
     }
     options = detected_options(detected)

@@ -278,6 +278,8 @@ def restore(
         )
     problems = screen.screen_listing(listing, opened.manifest)
     _refuse_if(problems, f"snapshot {chosen.short_id} holds what its signed manifest does not")
+    if target.is_dir():
+        _plan_or_refuse(target, opened.manifest, force)  # before anything is downloaded
     _prepare_target(target)
     created_dirs = _missing_ancestors(on_root(target, apply.STAGING))
     applied = False
@@ -305,6 +307,20 @@ def restore(
     )
 
 
+def _plan_or_refuse(target: Path, node_manifest: dict, force: bool) -> list[apply.Step]:
+    """Return the plan of restoring node_manifest onto target; without force, raise Refused
+    when it would change or remove a file there."""
+    steps = apply.plan(target, node_manifest)
+    blocking = [step for step in steps if step.action in ("change", "remove")]
+    if blocking and not force:
+        raise errors.Refused(
+            f"target {target} is not empty: {len(blocking)} file(s) would be changed or "
+            f"removed (first: {blocking[0].path}); see them with --dry-run, or pass --force "
+            "to replace them"
+        )
+    return steps
+
+
 def _stage_verify_apply(restic, chosen, opened: Opened, target: Path, staging: Path, force, step):
     """Restore into staging, verify every file, plan, and apply with a journal; return
     (checks, plan). Staging is removed on the way out, whatever happens."""
@@ -328,13 +344,7 @@ def _stage_verify_apply(restic, chosen, opened: Opened, target: Path, staging: P
                 "files verified", f"{len(opened.manifest['files'])} match sha256, mode, owner"
             ),
         ]
-        steps = apply.plan(target, opened.manifest)
-        blocking = [step for step in steps if step.action in ("change", "remove")]
-        if blocking and not force:
-            raise errors.Refused(
-                f"target {target} is not empty: {len(blocking)} file(s) would be changed or "
-                f"removed (first: {blocking[0].path}); pass --force to replace them"
-            )
+        steps = _plan_or_refuse(target, opened.manifest, force)
         step(f"applying {sum(s.action != 'unchanged' for s in steps)} change(s) to {target}")
         applier = apply.Applier(
             target,

@@ -861,6 +861,7 @@ class Vsftpd(Profile):
         configs=("/etc/vsftpd.conf", "/etc/vsftpd/vsftpd.conf"),
         binaries=("/usr/sbin/vsftpd",),
         units=("vsftpd.service",),
+        config_flag="",
     )
     node_local = ("vsftpd.conf:listen_address", "vsftpd.conf:pasv_address")
 
