@@ -233,6 +233,15 @@ class Notify(Strict):
     timeout_seconds: float = Field(10.0, gt=0, le=60, description="per request")
 
 
+class ReportSettings(Strict):
+    fleet: bool = Field(
+        False,
+        description="the daemon refreshes reports/fleet.html (and .json) in the bucket after "
+        "each run: every node's RPO, RTO, jobs, expiring certificates and drift",
+        examples=[True],
+    )
+
+
 class Config(Strict):
     """The whole of drkit.yaml."""
 
@@ -257,6 +266,9 @@ class Config(Strict):
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     objectives: Objectives = Field(default_factory=Objectives)
     notify: Notify = Field(default_factory=Notify, description="webhook and ping alerts")
+    report: ReportSettings = Field(
+        default_factory=ReportSettings, description="reports the daemon publishes"
+    )
     group: str | None = Field(
         None,
         pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$",
