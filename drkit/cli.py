@@ -6,25 +6,114 @@ Exit codes are documented in the README and drkit.errors.EXIT_CODES.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
+import typer.core
 
 from drkit import errors, output, timing
+
+# Click's exceptions, from wherever this Typer takes Click (recent releases vendor it).
+click_errors = sys.modules[typer.BadParameter.__module__]
 
 EPILOG = "Exit status:\n\n" + "\n".join(
     f"{code}  {meaning}" for code, meaning in errors.EXIT_CODES.items()
 )
+_TYPE_NAMES = {"str": "TEXT", "path": "PATH", "int": "INTEGER", "float": "NUMBER"}
+
+
+def _plain_metavars(params: list, ctx) -> list:
+    """Give options a metavar people read (TEXT, PATH, INTEGER; none for a flag) instead of
+    Typer's Python placeholders (<bool>, <list[str]>)."""
+    for param in params:
+        if param.param_type_name != "option" or param.metavar is not None:
+            continue
+        if param.is_flag or param.count:
+            param.metavar = ""
+        else:
+            label = param.display_type(ctx).strip("<>").removeprefix("list[").removesuffix("]")
+            param.metavar = _TYPE_NAMES.get(label, label)
+    return params
+
+
+def _json_asked(argv: list[str]) -> bool:
+    """Return True when argv asks for --json (before a `--` that ends the options)."""
+    return "--json" in (argv[: argv.index("--")] if "--" in argv else argv)
+
+
+class DrkitCommand(typer.core.TyperCommand):
+    """A drkit command: its help shows plain metavars."""
+
+    def get_params(self, ctx):
+        return _plain_metavars(super().get_params(ctx), ctx)
+
+
+class DrkitGroup(typer.core.TyperGroup):
+    """drkit and its command groups: plain metavars in help, and a usage error (unknown command
+    or option, missing argument, bad value) is one `drkit: error:` line and the usage hint, or
+    with --json the error document on stdout; exit 2."""
+
+    def get_params(self, ctx):
+        return _plain_metavars(super().get_params(ctx), ctx)
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        argv = sys.argv[1:] if args is None else list(args)
+        try:
+            code = super().main(argv, prog_name, complete_var, standalone_mode=False, **extra)
+        except click_errors.NoArgsIsHelpError as shown:
+            shown.show()
+            code = shown.exit_code
+        except click_errors.ClickException as error:
+            code = _usage_error(error, _json_asked(argv))
+        except typer.Abort:
+            code = output.fail(errors.Interrupted("interrupted"), _json_asked(argv))
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+def _usage_error(error, as_json: bool) -> int:
+    """Report a Click error as drkit reports every error; return its exit code (2)."""
+    usage = errors.UsageError(" ".join(error.format_message().split()))
+    code = output.fail(usage, as_json)
+    context = getattr(error, "ctx", None)
+    if not as_json and context is not None:
+        sys.stderr.write(f"{context.get_usage()}\nTry '{context.command_path} --help' for help.\n")
+    return code
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib import metadata
+
+        print(f"drkit {metadata.version('drkit')}")
+        raise typer.Exit(0)
+
+
+def _examples(*lines: str) -> str:
+    """Return a command's help epilog: its examples, one per paragraph."""
+    return "Examples:\n\n" + "\n\n".join(lines)
+
 
 app = typer.Typer(
+    cls=DrkitGroup,
     help="Disaster-recovery backup and restore for SFTP/FTPS transfer server nodes.",
-    epilog=EPILOG,
+    epilog=_examples(
+        "drkit init --config /etc/drkit/drkit.yaml --node sftp-1 --s3-endpoint "
+        "https://s3.example.net --bucket dr-backups --password-file /etc/drkit/repo.pass",
+        "drkit backup",
+        "drkit --install-completion   (TAB then completes commands and options)",
+    )
+    + "\n\n"
+    + EPILOG,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
 )
-storage_app = typer.Typer(help="Prepare and check the S3 bucket.", no_args_is_help=True)
+storage_app = typer.Typer(
+    cls=DrkitGroup, help="Prepare and check the S3 bucket.", no_args_is_help=True
+)
 app.add_typer(storage_app, name="storage")
 
 ConfigOption = Annotated[
@@ -42,6 +131,10 @@ def main_options(
     verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, help="more log lines")] = 0,
     profile: Annotated[
         bool, typer.Option("--profile", help="print the time per phase on stderr")
+    ] = False,
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="print drkit's version"),
     ] = False,
 ) -> None:
     """Disaster-recovery backup and restore for SFTP/FTPS transfer server nodes."""
@@ -78,7 +171,14 @@ def _origin(config_path: Path | None, trust: list[str] | None):
 # --- init and storage -----------------------------------------------------------------------
 
 
-@app.command()
+@app.command(
+    cls=DrkitCommand,
+    epilog=_examples(
+        "drkit init --config /etc/drkit/drkit.yaml --node sftp-1 --server auto --s3-endpoint "
+        "https://s3.example.net --bucket dr-backups --password-file /etc/drkit/repo.pass "
+        "--smoke-user drill --include tls=/etc/ssl/private/transfer.key"
+    ),
+)
 def init(
     node: Annotated[str, typer.Option(help="this node's name, e.g. sftp-1")],
     s3_endpoint: Annotated[str, typer.Option(help="S3 endpoint URL")],
@@ -142,7 +242,9 @@ def init(
     _finish(job, as_json)
 
 
-@storage_app.command("init")
+@storage_app.command(
+    "init", cls=DrkitCommand, epilog=_examples("drkit storage init --config /etc/drkit/drkit.yaml")
+)
 def storage_init(config: ConfigOption = None, as_json: JsonOption = False) -> None:
     """Create or adopt the bucket: versioning on, object lock with default retention."""
 
@@ -154,7 +256,11 @@ def storage_init(config: ConfigOption = None, as_json: JsonOption = False) -> No
     _finish(job, as_json)
 
 
-@storage_app.command("verify")
+@storage_app.command(
+    "verify",
+    cls=DrkitCommand,
+    epilog=_examples("drkit storage verify", "drkit storage verify --json"),
+)
 def storage_verify(config: ConfigOption = None, as_json: JsonOption = False) -> None:
     """Report the bucket's posture; exit 1 when it drifted from the config."""
 
@@ -169,7 +275,10 @@ def storage_verify(config: ConfigOption = None, as_json: JsonOption = False) -> 
 # --- backup and inspection ------------------------------------------------------------------
 
 
-@app.command()
+@app.command(
+    cls=DrkitCommand,
+    epilog=_examples("drkit backup", "drkit backup --json --config /etc/drkit/drkit.yaml"),
+)
 def backup(config: ConfigOption = None, as_json: JsonOption = False) -> None:
     """Take one snapshot of the node now."""
 
@@ -195,7 +304,7 @@ def backup(config: ConfigOption = None, as_json: JsonOption = False) -> None:
     _finish(job, as_json)
 
 
-@app.command()
+@app.command(cls=DrkitCommand, epilog=_examples("drkit snapshots", "drkit snapshots --all --json"))
 def snapshots(
     config: ConfigOption = None,
     all_nodes: Annotated[bool, typer.Option("--all", help="every node in the repository")] = False,
@@ -211,7 +320,7 @@ def snapshots(
     _finish(job, as_json)
 
 
-@app.command()
+@app.command(cls=DrkitCommand, epilog=_examples("drkit show latest", "drkit show latest~1 --json"))
 def show(
     snapshot: Annotated[str, typer.Argument(help="id, latest or latest~N")] = "latest",
     config: ConfigOption = None,
@@ -230,7 +339,17 @@ def show(
 # --- restore and check ----------------------------------------------------------------------
 
 
-@app.command()
+@app.command(
+    cls=DrkitCommand,
+    epilog=_examples(
+        "drkit restore latest --target /srv/rebuild --dry-run",
+        "drkit restore latest --target /srv/rebuild --smoke",
+        "drkit restore --at 2026-01-31T12:00 --target /srv/rebuild",
+        "drkit restore latest --s3-endpoint https://s3.example.net --bucket dr-backups --prefix "
+        "sftp-1 --password-file /root/repo.pass --node sftp-1 --trust-key SHA256:... --target / "
+        "--force",
+    ),
+)
 def restore(
     snapshot: Annotated[str, typer.Argument(help="id, latest or latest~N")] = "latest",
     target: Annotated[Path | None, typer.Option(help="where to rebuild (default: root)")] = None,
@@ -244,7 +363,11 @@ def restore(
     at: Annotated[str | None, typer.Option(help="newest snapshot at or before (UTC)")] = None,
     trust_key: TrustOption = None,
     trust_snapshot_signer: Annotated[
-        bool, typer.Option(help="bare metal: trust the signer the snapshot's config lists")
+        bool,
+        typer.Option(
+            "--trust-snapshot-signer",
+            help="bare metal: trust the signer the snapshot's config lists",
+        ),
     ] = False,
     s3_endpoint: Annotated[str | None, typer.Option(help="bare metal: S3 endpoint")] = None,
     bucket: Annotated[str | None, typer.Option(help="bare metal: bucket")] = None,
@@ -293,7 +416,7 @@ def restore(
     _finish(job, as_json)
 
 
-@app.command()
+@app.command(cls=DrkitCommand, epilog=_examples("drkit check --target / --smoke"))
 def check(
     target: Annotated[Path | None, typer.Option(help="node root to check (default: root)")] = None,
     snapshot: Annotated[str, typer.Option(help="snapshot to compare with")] = "latest",
@@ -318,7 +441,7 @@ def check(
 # --- scheduled operation: daemon, prune, verify, status ------------------------------------
 
 
-@app.command()
+@app.command(cls=DrkitCommand, epilog=_examples("drkit daemon --metrics 127.0.0.1:9109"))
 def daemon(
     metrics: Annotated[
         str | None, typer.Option(help="serve /metrics and /healthz on HOST:PORT")
@@ -356,7 +479,7 @@ def logging_verbose() -> bool:
     return logging.getLogger().level <= logging.DEBUG
 
 
-@app.command()
+@app.command(cls=DrkitCommand, epilog=_examples("drkit prune --dry-run", "drkit prune"))
 def prune(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="show what would go, remove nothing")
@@ -378,7 +501,7 @@ def prune(
     _finish(job, as_json)
 
 
-@app.command()
+@app.command(cls=DrkitCommand, epilog=_examples("drkit verify --read-data-subset 5% --spot 20"))
 def verify(
     read_data_subset: Annotated[
         str | None, typer.Option(help="also read this share of the data: 5%, 1/10, 500M")
@@ -407,7 +530,7 @@ def verify(
     _finish(job, as_json)
 
 
-@app.command()
+@app.command(cls=DrkitCommand, epilog=_examples("drkit status", "drkit status --fleet --json"))
 def status(
     fleet: Annotated[bool, typer.Option("--fleet", help="every node reporting to the bucket")] = (
         False
@@ -428,7 +551,9 @@ def status(
 # --- drills, reports and diffs --------------------------------------------------------------
 
 
-@app.command()
+@app.command(
+    cls=DrkitCommand, epilog=_examples("drkit drill", "drkit drill --snapshot random --json")
+)
 def drill(
     snapshot: Annotated[
         str, typer.Option(help="latest, latest~N, an id, or random (within retention)")
@@ -467,7 +592,7 @@ def drill(
     _finish(job, as_json)
 
 
-@app.command()
+@app.command(cls=DrkitCommand, epilog=_examples("drkit report --open", "drkit report --all --json"))
 def report(
     open_page: Annotated[
         bool, typer.Option("--open", help="open the latest drill's HTML page in a browser")
@@ -486,7 +611,7 @@ def report(
     _finish(job, as_json)
 
 
-@app.command()
+@app.command(cls=DrkitCommand, epilog=_examples("drkit diff latest~1 latest"))
 def diff(
     old: Annotated[str, typer.Argument(help="id, latest or latest~N")],
     new: Annotated[str, typer.Argument(help="id, latest or latest~N")] = "latest",
@@ -506,13 +631,16 @@ def diff(
 
 # --- server discovery, standby (active-passive) and fleet drift (active-active) -----------
 
-standby_app = typer.Typer(help="Active-passive: follow an active node's snapshots.")
+standby_app = typer.Typer(cls=DrkitGroup, help="Active-passive: follow an active node's snapshots.")
 app.add_typer(standby_app, name="standby")
-fleet_app = typer.Typer(help="Active-active: compare the nodes of a group.")
+fleet_app = typer.Typer(cls=DrkitGroup, help="Active-active: compare the nodes of a group.")
 app.add_typer(fleet_app, name="fleet")
 
 
-@app.command()
+@app.command(
+    cls=DrkitCommand,
+    epilog=_examples("drkit discover --root /", "drkit discover --root /mnt/old-node --json"),
+)
 def discover(
     root: Annotated[Path, typer.Option(help="where the node's filesystem is")] = Path("/"),
     smoke_user: Annotated[str | None, typer.Option(help="account for smoke logins")] = None,
@@ -528,7 +656,9 @@ def discover(
     _finish(job, as_json)
 
 
-@standby_app.command("sync")
+@standby_app.command(
+    "sync", cls=DrkitCommand, epilog=_examples("drkit standby sync --dry-run", "drkit standby sync")
+)
 def standby_sync(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="print the plan, touch nothing")
@@ -556,7 +686,7 @@ def standby_sync(
     _finish(job, as_json)
 
 
-@standby_app.command("status")
+@standby_app.command("status", cls=DrkitCommand, epilog=_examples("drkit standby status --json"))
 def standby_status(config: ConfigOption = None, as_json: JsonOption = False) -> None:
     """Show the source node, the snapshot applied, when, and the lag; exit 1 beyond the RPO."""
 
@@ -568,7 +698,7 @@ def standby_status(config: ConfigOption = None, as_json: JsonOption = False) -> 
     _finish(job, as_json)
 
 
-@standby_app.command("promote")
+@standby_app.command("promote", cls=DrkitCommand, epilog=_examples("drkit standby promote"))
 def standby_promote(config: ConfigOption = None, as_json: JsonOption = False) -> None:
     """Stop following the source: this node now backs itself up."""
 
@@ -582,7 +712,9 @@ def standby_promote(config: ConfigOption = None, as_json: JsonOption = False) ->
     _finish(job, as_json)
 
 
-@fleet_app.command("drift")
+@fleet_app.command(
+    "drift", cls=DrkitCommand, epilog=_examples("drkit fleet drift --group sftp-prod")
+)
 def fleet_drift(
     group: Annotated[str | None, typer.Option(help="group to compare (default: config)")] = None,
     trust_key: TrustOption = None,
@@ -601,11 +733,20 @@ def fleet_drift(
 
 # --- key escrow, recovery and rotation ------------------------------------------------------
 
-keys_app = typer.Typer(help="Escrow, recover and rotate the repository password and keys.")
+keys_app = typer.Typer(
+    cls=DrkitGroup, help="Escrow, recover and rotate the repository password and keys."
+)
 app.add_typer(keys_app, name="keys")
 
 
-@keys_app.command("escrow")
+@keys_app.command(
+    "escrow",
+    cls=DrkitCommand,
+    epilog=_examples(
+        "drkit keys escrow --recipients alice.pub --recipients bob.pub --recipients carol.pub "
+        "--threshold 2 --out /root/escrow"
+    ),
+)
 def keys_escrow(
     recipients: Annotated[
         list[Path], typer.Option("--recipients", help="one holder's age recipient file (repeat)")
@@ -625,7 +766,9 @@ def keys_escrow(
     _finish(job, as_json)
 
 
-@keys_app.command("holder")
+@keys_app.command(
+    "holder", cls=DrkitCommand, epilog=_examples("drkit keys holder --identity ~/drkit-holder.key")
+)
 def keys_holder(
     identity: Annotated[Path, typer.Option(help="where to write the new age identity (0600)")],
     as_json: JsonOption = False,
@@ -640,7 +783,11 @@ def keys_holder(
     _finish(job, as_json)
 
 
-@keys_app.command("reveal")
+@keys_app.command(
+    "reveal",
+    cls=DrkitCommand,
+    epilog=_examples("drkit keys reveal --share share-alice.age --identity ~/drkit-holder.key"),
+)
 def keys_reveal(
     share: Annotated[Path, typer.Option(help="the holder's .age share")],
     identity: Annotated[list[Path], typer.Option(help="the holder's age identity file")],
@@ -656,7 +803,16 @@ def keys_reveal(
     _finish(job, as_json)
 
 
-@keys_app.command("recover")
+@keys_app.command(
+    "recover",
+    cls=DrkitCommand,
+    epilog=_examples(
+        "drkit keys recover --out /etc/drkit/repo.pass --share share-alice.age --share "
+        "share-bob.age --identity alice.key --identity bob.key",
+        "drkit keys recover --out /etc/drkit/repo.pass   (then type the words of K shares, one "
+        "share per line)",
+    ),
+)
 def keys_recover(
     out: Annotated[Path, typer.Option(help="new password file to write (0600, must not exist)")],
     share: Annotated[
@@ -680,7 +836,7 @@ def keys_recover(
     _finish(job, as_json)
 
 
-@keys_app.command("rotate")
+@keys_app.command("rotate", cls=DrkitCommand, epilog=_examples("drkit keys rotate"))
 def keys_rotate(config: ConfigOption = None, as_json: JsonOption = False) -> None:
     """Add a new restic key and signing key; retire the old ones without losing a snapshot."""
 

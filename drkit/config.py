@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
+import typing
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -350,19 +352,64 @@ def config_error(
     exc: ValidationError, source: str, field_name: Callable[[str], str] | None = None
 ) -> errors.ConfigError:
     """Given pydantic's ValidationError for settings from source, return one ConfigError that
-    names every field that failed, e.g. `drkit.yaml: node: Field required; colour: unknown
-    setting`. field_name turns a dotted field into what the user typed (a command-line flag).
-    Every loader of drkit's models maps its errors through here."""
-    problems = []
-    for problem in exc.errors():
-        field = ".".join(str(part) for part in problem["loc"]) or "(top level)"
-        if field_name is not None:
-            field = field_name(field)
-        message = problem["msg"].removeprefix("Value error, ")
+    names every field that failed, one line each (`drkit.yaml: node: Field required`); an
+    unknown key suggests the nearest valid one, and a required field it stands for is not
+    reported again. field_name turns a dotted field into what the user typed (a command-line
+    flag). Every loader of drkit's models maps its errors through here."""
+    model = {section.__name__: section for section in Strict.__subclasses__()}.get(exc.title)
+    problems = exc.errors()
+    meant: dict[tuple, str | None] = {}  # loc of an unknown key -> the valid key nearest to it
+    for problem in problems:
         if problem["type"] == "extra_forbidden":
-            message = "unknown setting"
-        problems.append(f"{field}: {message}")
-    return errors.ConfigError(f"{source}: {'; '.join(problems)}")
+            *parent, key = problem["loc"]
+            meant[tuple(problem["loc"])] = _nearest(str(key), _keys_at(model, parent))
+    explained = {(*loc[:-1], nearest) for loc, nearest in meant.items() if nearest}
+    lines = []
+    for problem in problems:
+        loc = tuple(problem["loc"])
+        message = problem["msg"].removeprefix("Value error, ")
+        if problem["type"] == "missing" and loc in explained:
+            continue  # said once, on the misspelt key
+        if loc in meant:
+            nearest = meant[loc]
+            valid = _keys_at(model, list(loc[:-1]))
+            message = "unknown setting" + (
+                f", did you mean '{nearest}'?" if nearest else f"; valid: {', '.join(valid)}"
+            ) * bool(valid)
+        field = ".".join(str(part) for part in loc) or "(top level)"
+        lines.append(f"{field_name(field) if field_name else field}: {message}")
+    return errors.ConfigError(
+        f"{source}: {'; '.join(lines)}", lines=[f"{source}: {line}" for line in lines]
+    )
+
+
+def _keys_at(model: type[BaseModel] | None, loc: list) -> list[str]:
+    """Return the setting names valid at loc inside model: walk its fields, through optional
+    sections, lists and dict values, to the model found there."""
+    for part in loc:
+        if model is None:
+            return []
+        if isinstance(part, int) or part not in model.model_fields:
+            continue  # a list index or a dict key: the same model holds on
+        model = _section(model.model_fields[part].annotation)
+    return list(model.model_fields) if model else []
+
+
+def _section(annotation) -> type[BaseModel] | None:
+    """Return the BaseModel an annotation holds (X, X | None, list[X], dict[str, X])."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for argument in typing.get_args(annotation):
+        found = _section(argument)
+        if found:
+            return found
+    return None
+
+
+def _nearest(word: str, candidates: list[str]) -> str | None:
+    """Return the candidate nearest to word (difflib), or None when none is close."""
+    close = difflib.get_close_matches(word, candidates, n=1, cutoff=0.6)
+    return close[0] if close else None
 
 
 def load_config(explicit: Path | None = None) -> tuple[Config, Path]:

@@ -32,6 +32,7 @@ class DrkitError(Exception):
     def __init__(self, message: str):
         super().__init__(message)
         self.message = message
+        self.lines = [message]  # what a person reads: one line, or one per problem
 
 
 class UsageError(DrkitError):
@@ -46,6 +47,10 @@ class ConfigError(DrkitError):
 
     exit_code = 2
     kind = "config"
+
+    def __init__(self, message: str, lines: list[str] | None = None):
+        super().__init__(message)
+        self.lines = lines or [message]
 
 
 class ChecksFailed(DrkitError):

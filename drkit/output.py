@@ -57,12 +57,12 @@ def run_command(
         else:
             (render or _default_render())(result)
     except errors.DrkitError as error:
-        return _fail(error, as_json)
+        return fail(error, as_json)
     except KeyboardInterrupt:
-        return _fail(errors.Interrupted("interrupted"), as_json)
+        return fail(errors.Interrupted("interrupted"), as_json)
     except Exception as exc:  # the last line of defence: one line, never a traceback
         log.debug("internal error", exc_info=True)
-        return _fail(errors.InternalError.from_exception(exc), as_json)
+        return fail(errors.InternalError.from_exception(exc), as_json)
     ok = result.get("ok", True) if isinstance(result, dict) else getattr(result, "ok", True)
     return 0 if ok else 1
 
@@ -73,11 +73,13 @@ def _default_render() -> Callable[[Any], None]:
     return render
 
 
-def _fail(error: errors.DrkitError, as_json: bool) -> int:
+def fail(error: errors.DrkitError, as_json: bool) -> int:
+    """Report error: its JSON document on stdout, else its line(s) on stderr; return its exit
+    code."""
     if as_json:
         print_json(error_document(error))
     else:
-        sys.stderr.write(f"drkit: error: {error.message}\n")
+        sys.stderr.writelines(f"drkit: error: {line}\n" for line in error.lines)
     return error.exit_code
 
 

@@ -1,0 +1,152 @@
+"""The command line as people meet it: usage errors (also with --json), configuration errors
+that name every field, --version, shell completion, and help that teaches by example."""
+
+from __future__ import annotations
+
+import json
+from importlib import metadata
+
+import pytest
+import typer
+import yaml
+from typer.testing import CliRunner
+
+from drkit.cli import app
+
+USAGE_MISTAKES = {
+    "misspelled command": ["snapshotz"],
+    "misspelled subcommand": ["storage", "verfy"],
+    "unknown option": ["snapshots", "--bogus"],
+    "missing argument": ["diff"],
+    "bad value": ["verify", "--spot", "many"],
+    "missing required option": ["keys", "holder"],
+}
+
+
+def _invoke(args: list[str], **extra):
+    return CliRunner().invoke(app, args, prog_name="drkit", **extra)
+
+
+@pytest.mark.parametrize("args", USAGE_MISTAKES.values(), ids=USAGE_MISTAKES.keys())
+def test_a_usage_error_with_json_is_the_error_document_on_stdout(args):
+    result = _invoke([*args, "--json"])
+    assert result.exit_code == 2, result.output
+    document = json.loads(result.stdout)
+    assert document["ok"] is False
+    assert document["error"]["code"] == 2 and document["error"]["kind"] == "usage"
+    assert "\n" not in document["error"]["message"] and document["error"]["message"]
+    assert "╭" not in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("args", USAGE_MISTAKES.values(), ids=USAGE_MISTAKES.keys())
+def test_a_usage_error_without_json_is_one_line_and_the_usage_hint(args):
+    result = _invoke(args)
+    assert result.exit_code == 2, result.output
+    assert result.stdout == ""
+    errors = [line for line in result.stderr.splitlines() if line.startswith("drkit: error: ")]
+    assert len(errors) == 1, result.stderr
+    assert "Usage: drkit" in result.stderr and "--help' for help." in result.stderr
+    assert "╭" not in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_misspelled_command_suggests_the_right_one():
+    result = _invoke(["snapshotz", "--json"])
+    assert "snapshots" in json.loads(result.stdout)["error"]["message"]
+
+
+def test_version_prints_the_installed_version():
+    result = _invoke(["--version"])
+    assert result.exit_code == 0
+    assert result.stdout == f"drkit {metadata.version('drkit')}\n"
+
+
+def test_shell_completion_can_be_shown_and_installed():
+    assert "--install-completion" in _invoke(["--help"]).stdout
+    result = _invoke(["--show-completion", "bash"])
+    assert result.exit_code == 0, result.output
+    assert "_drkit_completion" in result.stdout and "complete " in result.stdout
+
+
+def _commands(group, path=()):
+    """Yield the argv path of every command of the click tree under group."""
+    for name, command in group.commands.items():
+        if hasattr(command, "commands"):
+            yield from _commands(command, (*path, name))
+        else:
+            yield (*path, name)
+
+
+ALL_COMMANDS = list(_commands(typer.main.get_command(app)))
+
+
+def test_the_command_tree_is_walked():
+    assert len(ALL_COMMANDS) >= 25
+    assert ("storage", "verify") in ALL_COMMANDS and ("keys", "rotate") in ALL_COMMANDS
+
+
+@pytest.mark.parametrize("path", ALL_COMMANDS, ids=" ".join)
+def test_every_command_help_has_an_example_and_no_python_placeholders(path):
+    result = _invoke([*path, "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    text = result.stdout
+    assert "<bool>" not in text and "<list[" not in text, text
+    examples = text.split("Examples:", 1)
+    assert len(examples) == 2, f"{' '.join(path)} --help has no examples"
+    assert f"drkit {' '.join(path)}" in examples[1]
+
+
+# -- configuration errors: every field, one line each, the nearest valid key ---------------
+
+VALID = {
+    "node": "sftp-1",
+    "servers": ["openssh"],
+    "repository": {
+        "s3_endpoint": "http://127.0.0.1:9",
+        "bucket": "drkit-test",
+        "prefix": "sftp-1",
+        "password_file": "/etc/drkit/repo.pass",
+    },
+    "signing_key": "/etc/drkit/signing.key",
+}
+
+
+def _config_file(tmp_path, settings: dict):
+    path = tmp_path / "drkit.yaml"
+    path.write_text(yaml.safe_dump(settings))
+    return path
+
+
+def test_a_nested_typo_is_named_with_the_key_it_meant(tmp_path):
+    settings = json.loads(json.dumps(VALID))
+    settings["repository"]["bukcet"] = settings["repository"].pop("bucket")
+    path = _config_file(tmp_path, settings)
+    result = _invoke(["snapshots", "--config", str(path)])
+    assert result.exit_code == 2
+    assert result.stderr == (
+        f"drkit: error: {path}: repository.bukcet: unknown setting, did you mean 'bucket'?\n"
+    )
+    assert "more)" not in result.stderr
+
+
+def test_every_bad_field_gets_its_own_line_naming_the_file(tmp_path):
+    settings = json.loads(json.dumps(VALID))
+    settings["retention"] = {"lats": 3}
+    settings["schedule"] = {"backup": "61 * * * *"}
+    settings["objectives"] = {"rpo": "soon"}
+    settings["colour"] = "blue"
+    del settings["node"]
+    path = _config_file(tmp_path, settings)
+    result = _invoke(["backup", "--config", str(path)])
+    assert result.exit_code == 2
+    lines = result.stderr.splitlines()
+    assert all(line.startswith(f"drkit: error: {path}: ") for line in lines), lines
+    fields = sorted(line.removeprefix(f"drkit: error: {path}: ").split(":")[0] for line in lines)
+    assert fields == ["colour", "node", "objectives.rpo", "retention.lats", "schedule.backup"]
+    assert "retention.lats: unknown setting, did you mean 'last'?" in result.stderr
+    assert "colour: unknown setting; valid: node, servers" in result.stderr
+
+    document = json.loads(_invoke(["backup", "--config", str(path), "--json"]).stdout)
+    assert document["error"]["kind"] == "config" and document["error"]["code"] == 2
+    message = document["error"]["message"]
+    assert message.startswith(f"{path}: ") and "\n" not in message
+    assert all(field in message for field in fields)
