@@ -752,3 +752,15 @@ def test_pam_includes_are_backed_up_when_present(node_root: Path):
     found = openssh.inventory(root, None)
     assert {"/etc/pam.d/sshd", "/etc/pam.d/common-auth"} <= paths(found, "config")
     assert not any("common-account" in warning for warning in found.warnings)
+
+
+def test_default_host_keys_are_the_nodes_in_a_copy_not_this_hosts(node_root: Path, tmp_path):
+    root, _ = corpus_root(node_root, "debian-default")
+    copy, names = openssh.write_copy(root, openssh.read_config(root), tmp_path)
+    _, loaded = openssh._offered_and_loaded("/usr/sbin/sshd", copy)
+    node_keys = {
+        keys.describe_key((root / path.lstrip("/")).read_bytes()).fingerprint
+        for path in openssh.policy()["defaults"]["host_keys"]
+    }
+    assert set(loaded) == node_keys
+    assert names[str(copy)] == ("/etc/ssh/sshd_config", 4)  # a comment and three HostKey lines

@@ -707,7 +707,7 @@ def _map_line(root: Path, keyword: str, args: list[str], smoke: dict | None) -> 
     elif kind == "user_path":
         new = [a if a.lower() == "none" else _onto(root, a) for a in args]
     elif kind == "chroot" and args[0].lower() != "none":
-        expanded = smoke and _expand(args[0], smoke["user"], smoke["entry"])
+        expanded = smoke and _expand("chroot", args[0], smoke["user"], smoke["db"])
         new[0] = str(on_root(root, expanded)) if expanded else _onto(root, args[0])
     elif kind in ("command", "subsystem"):
         position = 0 if kind == "command" else 1
@@ -725,7 +725,7 @@ def _map_line(root: Path, keyword: str, args: list[str], smoke: dict | None) -> 
 def write_copy(root: Path, config: Config, out_dir: Path, smoke: dict | None = None):
     """Write runnable copies of the config files under out_dir, node paths mapped onto root.
 
-    smoke adds {"prepend": [lines], "authorized_keys": path, "user", "entry"}: listed keywords
+    smoke adds {"prepend": [lines], "authorized_keys": path, "user", "db"}: listed keywords
     are dropped, AuthorizedKeysFile points at the sandbox file, prepended lines win.
     Return (main copy, {copy path: (node path, lines prepended)}).
     """
@@ -734,6 +734,15 @@ def write_copy(root: Path, config: Config, out_dir: Path, smoke: dict | None = N
     copies = {node: out_dir / node.lstrip("/") for node in config.files}
     drop = set(pol["smoke"]["drop"]) if smoke else set()
     names: dict[str, tuple[str, int]] = {}
+    # Without HostKey lines sshd loads its compiled-in defaults, which a copy would take from
+    # this host: name the root's own.
+    default_keys = [
+        f"HostKey {_quote(str(on_root(root, path)))}"
+        for path in ([] if config.effective("hostkey") else pol["defaults"]["host_keys"])
+        if common.is_file(root, path)
+    ]
+    if default_keys:
+        default_keys.insert(0, "# drkit: sshd's default host keys, from the node")
     for node, copy in copies.items():
         out = []
         for number, raw in enumerate(config.texts[node].splitlines(), 1):
@@ -753,7 +762,7 @@ def write_copy(root: Path, config: Config, out_dir: Path, smoke: dict | None = N
                 out.append(f"{token} {' '.join(map(_quote, mapped))}")
             else:
                 out.append(raw)
-        prepend = smoke["prepend"] if smoke and node == main else []
+        prepend = [*(smoke["prepend"] if smoke else []), *default_keys] if node == main else []
         copy.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         copy.write_text("\n".join([*prepend, *out]) + "\n")
         copy.chmod(0o600)
@@ -1226,7 +1235,9 @@ def smoke(root: Path, manifest: dict, user: str, work_dir: Path) -> SmokeResult:
                 "PubkeyAuthentication yes",
             ]
             plan = {"prepend": prepend, "authorized_keys": f"{sandbox}/%u", "user": user}
-            plan["entry"] = entry
+            db = Accounts.of(root)
+            db.users[user] = entry  # the node's fields: its home, not the host's mapping
+            plan["db"] = db
             copy, _ = write_copy(root, config, work / "config", plan)
             for subsystem, program in plan.get("replaced", []):
                 detail = (
