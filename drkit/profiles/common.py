@@ -376,6 +376,7 @@ def issuer_checks(root: Path, chains: list[tuple[str, list[str]]]) -> list[Check
     """Each (certificate, [chain and CA files]): the certificate must be self-signed or signed
     by a certificate those files hold, so clients that trust the CA accept it."""
     from cryptography import x509
+    from cryptography.exceptions import InvalidSignature
 
     results = []
     for certificate, files in chains:
@@ -392,7 +393,7 @@ def issuer_checks(root: Path, chains: list[tuple[str, list[str]]]) -> list[Check
                 issuers += x509.load_pem_x509_certificates(on_root(root, path).read_bytes())
         signer = None
         for candidate in [leaf, *issuers]:
-            with contextlib.suppress(ValueError, TypeError, x509.InvalidSignature):
+            with contextlib.suppress(ValueError, TypeError, InvalidSignature):
                 leaf.verify_directly_issued_by(candidate)
                 signer = candidate
                 break

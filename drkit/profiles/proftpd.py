@@ -1,35 +1,66 @@
-"""ProFTPD nodes (mod_sftp, mod_tls): read proftpd.conf as proftpd does, back up what it names,
-prove a restore with `proftpd -t`, key/certificate comparisons and real SFTP and FTPS logins.
+"""ProFTPD nodes (mod_sftp, mod_tls, mod_ldap): read proftpd.conf as proftpd does, back up what
+it names, prove a restore with `proftpd -t`, key/certificate comparisons and real SFTP, FTPS
+(or plain FTP) logins.
 
-What the profile backs up, which directives name files and the smoke settings come from
-policies/proftpd.yaml.
+proftpd.conf is read the way ProFTPD 1.3.8's parser reads it: `Include` of a file, a directory
+(every entry, `*~`/`*.sw?` skipped only after `IncludeOptions IgnoreTempFiles`) or a glob in
+the last component; `<IfModule>` blocks count only for modules compiled in (`proftpd -l`) or
+loaded by an earlier `LoadModule`; `<Global>` applies to every server, `<VirtualHost>` inherits
+nothing else. Users are every `AuthUserFile` entry of a server and, where mod_auth_unix
+answers, the node's regular accounts that may log in (not in /etc/ftpusers, a valid shell);
+`%u` and `~` in DefaultRoot and SFTPAuthorizedUserKeys expand for each of them, as
+mod_auth and mod_sftp expand them at login. What is backed up and which directives name files
+come from policies/proftpd.yaml.
 """
 
 from __future__ import annotations
 
+import fnmatch
+import functools
 import glob
 import grp
+import os
 import posixpath
 import pwd
 import secrets
 import shutil
+import stat
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from drkit import runner
-from drkit.model import Check, Inventory, SmokeResult, failed, passed
+from drkit import errors, runner
+from drkit.engines import accounts
+from drkit.model import Check, Inventory, SmokeResult, failed, passed, warned
 from drkit.paths import on_root, to_node
 from drkit.profiles import common
 from drkit.profiles.common import Ref
 from drkit.profiles.interface import Profile, Signs
 
 NAME = "proftpd"
+OPTIONS = ("config",)
 
 
 def policy() -> dict:
     return common.policy(NAME)
+
+
+def settings(options: dict | None) -> dict:
+    """Return profile_options.proftpd checked, with defaults: {config: node path}.
+
+    An unknown key or a config that is not an absolute path is a ConfigError naming the field.
+    """
+    options = dict(options or {})
+    for key in options:
+        if key not in OPTIONS:
+            raise errors.ConfigError(
+                f"profile_options.proftpd.{key}: unknown option (known: {', '.join(OPTIONS)})"
+            )
+    main = options.get("config", policy()["config"]["main"])
+    if not isinstance(main, str) or not main.startswith("/"):
+        raise errors.ConfigError("profile_options.proftpd.config: must be an absolute node path")
+    return {"config": posixpath.normpath(main)}
 
 
 # --- reading proftpd.conf ---------------------------------------------------------------------
@@ -37,14 +68,17 @@ def policy() -> dict:
 
 @dataclass(frozen=True)
 class Line:
-    """One directive: lower-case keyword, arguments, where it is, and its server context
-    (0 the main server, n the n-th <VirtualHost>, -1 <Global>)."""
+    """One directive: lower-case keyword, arguments, where it is, its server context (0 the
+    main server, n the n-th <VirtualHost>, -1 <Global>), whether proftpd applies it (False
+    inside an <IfModule> of a module not loaded) and the <Anonymous> root it sits in."""
 
     keyword: str
     args: tuple[str, ...]
     source: str
     number: int
     server: int
+    active: bool = True
+    anon: str | None = None
 
     @property
     def where(self) -> str:
@@ -55,21 +89,30 @@ class Line:
 class Config:
     """Every directive of proftpd.conf and its Includes, in reading order."""
 
+    main: str
     lines: list[Line] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
+    # Files in an Included directory that proftpd does not read (temp files after
+    # IncludeOptions IgnoreTempFiles): backed up all the same, so a forced restore keeps them.
+    unread: list[str] = field(default_factory=list)
     texts: dict[str, str] = field(default_factory=dict)
     include_hits: dict[tuple[str, int], list[str]] = field(default_factory=dict)
-    include_patterns: list[str] = field(default_factory=list)
     missing_includes: list[tuple[Line, str]] = field(default_factory=list)
+    include_dirs: list[tuple[Line, str]] = field(default_factory=list)
+    modules: set[str] = field(default_factory=set)
     servers: int = 1
     warnings: list[str] = field(default_factory=list)
 
-    def of(self, keyword: str, server: int | None = None) -> list[Line]:
-        """Return the lines of keyword (in one server context plus <Global> when given)."""
+    def of(self, keyword: str, server: int | None = None, anon: bool = False) -> list[Line]:
+        """Return the active lines of keyword (in one server context plus <Global> when given;
+        inside <Anonymous> blocks only when anon)."""
         return [
             line
             for line in self.lines
-            if line.keyword == keyword and (server is None or line.server in (server, -1))
+            if line.keyword == keyword
+            and line.active
+            and (anon or line.anon is None)
+            and (server is None or line.server in (server, -1))
         ]
 
     def first(self, keyword: str, server: int = 0) -> Line | None:
@@ -78,7 +121,11 @@ class Config:
 
     def engine_on(self, keyword: str, server: int) -> bool:
         line = self.first(keyword, server)
-        return bool(line and line.args and line.args[0].lower() == "on")
+        return bool(line and line.args and line.args[0].lower() in ("on", "yes", "true"))
+
+    def is_off(self, keyword: str, server: int) -> bool:
+        line = self.first(keyword, server)
+        return bool(line and line.args and line.args[0].lower() in ("off", "no", "false"))
 
 
 def parse(raw: str) -> tuple[str, str, list[str]] | None:
@@ -96,33 +143,67 @@ def parse(raw: str) -> tuple[str, str, list[str]] | None:
     return token, token.lower(), common.split_args(rest)
 
 
-def _include_targets(root: Path, pattern: str) -> list[str]:
-    """Return the node files an Include names: a file, every file of a directory, or a glob."""
-    skip = tuple(policy()["config"]["include_skip_suffixes"])
+def _module(name: str) -> str:
+    return name.strip().removesuffix(".c").removesuffix(".so")
+
+
+@functools.cache
+def static_modules(program: str | None) -> frozenset[str] | None:
+    """Return the modules compiled into proftpd (`proftpd -l`), None when it cannot say."""
+    if program is None:
+        return None
+    done = runner.run([program, "-l"], timeout=30)
+    found = {_module(w) for w in done.stdout.split() if w.endswith(".c")}
+    return frozenset(found) if done.returncode == 0 and found else None
+
+
+def proftpd_program() -> str | None:
+    return common.find_program("proftpd", [policy()["smoke"]["proftpd"], "proftpd"])
+
+
+def _include_targets(root: Path, pattern: str, ignore_temp: bool) -> tuple[list[str], list[str]]:
+    """Return (files proftpd reads, files it skips) for an Include argument: a file, every
+    entry of a directory, or a glob in the last component (`*` does not match a leading dot)."""
+    temp = policy()["config"]["include_temp_patterns"]
     host = on_root(root, pattern)
     if glob.has_magic(pattern):
         hits = sorted(glob.glob(str(host)))
-    elif host.is_dir():
+    elif host.is_dir() and not host.is_symlink():
         hits = sorted(str(child) for child in host.iterdir())
     else:
         hits = [str(host)] if host.is_file() else []
-    return [
-        to_node(root, Path(hit))
-        for hit in hits
-        if Path(hit).is_file() and not Path(hit).name.startswith(".") and not hit.endswith(skip)
-    ]
+    read, skipped = [], []
+    for hit in hits:
+        if not Path(hit).is_file():
+            continue
+        is_temp = any(fnmatch.fnmatchcase(Path(hit).name, p) for p in temp)
+        (skipped if ignore_temp and is_temp else read).append(to_node(root, Path(hit)))
+    return read, skipped
 
 
-def read_config(root: Path) -> Config:
-    """Parse the node's proftpd.conf and everything it Includes."""
-    config = Config()
-    state = {"server": 0, "stack": []}
-    _read_file(Path(root), policy()["config"]["main"], config, (), state)
+def read_config(root: Path, main: str | None = None) -> Config:
+    """Parse the node's proftpd.conf (main, default the policy's) and everything it Includes."""
+    config = Config(main=main or policy()["config"]["main"])
+    static = static_modules(proftpd_program())
+    state = {
+        "server": 0,
+        "stack": [],
+        "active": [True],
+        "anon": [None],
+        "ignore_temp": False,
+        "static": static,
+    }
+    _read_file(Path(root), config.main, config, (), state)
     return config
 
 
+def _module_loaded(config: Config, state: dict, name: str) -> bool:
+    static = state["static"]
+    return static is None or _module(name) in static or _module(name) in config.modules
+
+
 def _read_file(root: Path, node_path: str, config: Config, stack: tuple, state: dict) -> None:
-    settings = policy()["config"]
+    settings_ = policy()["config"]
     try:
         text = on_root(root, node_path).read_text(errors="replace")
     except OSError as exc:
@@ -136,6 +217,7 @@ def _read_file(root: Path, node_path: str, config: Config, stack: tuple, state: 
         if parsed is None:
             continue
         _, keyword, args = parsed
+        active = state["active"][-1]
         if keyword == "<virtualhost":
             config.servers += 1
             state["stack"].append((keyword, state["server"]))
@@ -145,30 +227,51 @@ def _read_file(root: Path, node_path: str, config: Config, stack: tuple, state: 
             state["server"] = -1
         elif keyword in ("</virtualhost", "</global") and state["stack"]:
             state["server"] = state["stack"].pop()[1]
-        line = Line(keyword, tuple(args), node_path, number, state["server"])
+        elif keyword == "<ifmodule":
+            name = args[0] if args else ""
+            loaded = _module_loaded(config, state, name.lstrip("!"))
+            state["active"].append(active and (loaded != name.startswith("!")))
+        elif keyword == "</ifmodule" and len(state["active"]) > 1:
+            state["active"].pop()
+        elif keyword == "<anonymous":
+            state["anon"].append(args[0] if args else "")
+        elif keyword == "</anonymous" and len(state["anon"]) > 1:
+            state["anon"].pop()
+        line = Line(
+            keyword, tuple(args), node_path, number, state["server"], active, state["anon"][-1]
+        )
         config.lines.append(line)
+        if not active:
+            continue
+        if keyword == "loadmodule" and args:
+            config.modules.add(_module(args[0]))
+        elif keyword == "includeoptions":
+            state["ignore_temp"] = "IgnoreTempFiles" in args
         if keyword != "include" or not args:
             continue
-        pattern = posixpath.normpath(posixpath.join(settings["include_base"], args[0]))
-        config.include_patterns.append(pattern)
-        hits = _include_targets(root, pattern)
-        if not hits and not glob.has_magic(pattern) and not on_root(root, pattern).is_dir():
+        base = posixpath.dirname(config.main)
+        pattern = posixpath.normpath(posixpath.join(base, args[0]))
+        hits, skipped = _include_targets(root, pattern, state["ignore_temp"])
+        config.unread += [path for path in skipped if path not in config.unread]
+        if not glob.has_magic(pattern) and on_root(root, pattern).is_dir():
+            config.include_dirs.append((line, pattern))
+        elif not hits and not glob.has_magic(pattern):
             config.missing_includes.append((line, pattern))
         config.include_hits[(node_path, number)] = hits
         for hit in hits:
-            if hit in stack or len(stack) >= settings["max_include_depth"]:
+            if hit in stack or len(stack) >= settings_["max_include_depth"]:
                 config.warnings.append(f"Include {hit} ({line.where}) nests too deep; skipped")
                 continue
             _read_file(root, hit, config, (*stack, node_path), state)
 
 
-# --- what the config names --------------------------------------------------------------------
+# --- who logs in ------------------------------------------------------------------------------
 
 
-def virtual_users(root: Path, config: Config) -> dict[str, list[str]]:
-    """Return {name: passwd fields} of every AuthUserFile the config names."""
+def virtual_users(root: Path, config: Config, server: int | None = None) -> dict[str, list[str]]:
+    """Return {name: passwd fields} of every AuthUserFile (of one server context when given)."""
     users: dict[str, list[str]] = {}
-    for line in config.of("authuserfile"):
+    for line in config.of("authuserfile", server):
         if not line.args:
             continue
         try:
@@ -182,6 +285,143 @@ def virtual_users(root: Path, config: Config) -> dict[str, list[str]]:
     return users
 
 
+def _auth_modules(config: Config, server: int) -> set[str] | None:
+    """Return the modules AuthOrder names for a server context, None when it names none (every
+    loaded auth module answers)."""
+    line = config.first("authorder", server)
+    return {_module(arg).rstrip("*") for arg in line.args} if line and line.args else None
+
+
+def _list_file(root: Path, node_path: str) -> set[str]:
+    source = accounts.source_root(root)
+    try:
+        text = on_root(source, node_path).read_text(errors="replace")
+    except OSError:
+        return set()
+    return {ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("#")}
+
+
+def _login_defs(root: Path) -> tuple[int, int]:
+    """Return (UID_MIN, UID_MAX) of the node's /etc/login.defs (1000, 60000 by default)."""
+    found = {"UID_MIN": 1000, "UID_MAX": 60000}
+    for raw in _list_file(root, "/etc/login.defs"):
+        fields = raw.split()
+        if len(fields) == 2 and fields[0] in found and fields[1].isdigit():
+            found[fields[0]] = int(fields[1])
+    return found["UID_MIN"], found["UID_MAX"]
+
+
+def pam_services(config: Config, server: int) -> list[str]:
+    """Return the PAM services proftpd uses in a server context (none when PAM is off)."""
+    order = _auth_modules(config, server)
+    if "mod_auth_pam" not in (order or {"mod_auth_pam"}) or config.is_off("authpam", server):
+        return []
+    line = config.first("authpamconfig", server)
+    return [line.args[0]] if line and line.args else list(policy()["pam"]["default_services"])
+
+
+def _pam_refs(root: Path, service: str, where: str) -> list[Ref]:
+    """Return the PAM service file and what it names: @include files and module stores."""
+    pam = policy()["pam"]
+    path = f"/etc/pam.d/{service}"
+    refs = [Ref(path, "config", "AuthPAMConfig", where, False)]
+    try:
+        text = on_root(root, path).read_text(errors="replace")
+    except OSError:
+        return refs
+    for raw in text.splitlines():
+        fields = raw.split()
+        if not fields or fields[0].startswith("#"):
+            continue
+        if fields[0] == "@include" and len(fields) > 1:
+            refs.append(Ref(f"/etc/pam.d/{fields[1]}", "config", "@include", path, False))
+            continue
+        for arg in fields[2:]:
+            key, _, value = arg.partition("=")
+            if key in pam["store_args"] and value.startswith("/"):
+                suffix = pam["store_args"][key]
+                refs.append(Ref(value + suffix, "accounts", f"{fields[2]} {key}=", path, False))
+    return refs
+
+
+def _pam_denied(root: Path, services: list[str]) -> set[str]:
+    """Return the users a pam_listfile `sense=deny item=user` line of these services refuses."""
+    denied: set[str] = set()
+    for service in services:
+        for raw in _list_file(root, f"/etc/pam.d/{service}"):
+            args = dict(a.partition("=")[::2] for a in raw.split() if "=" in a)
+            if (
+                "pam_listfile.so" in raw
+                and args.get("sense") == "deny"
+                and args.get("item") == "user"
+                and args.get("file", "").startswith("/")
+            ):
+                denied |= _list_file(root, args["file"])
+    return denied
+
+
+def system_logins(root: Path, config: Config, server: int) -> dict[str, list[str]]:
+    """Return {name: passwd fields} of the node's accounts that may log in to a server context
+    through mod_auth_unix: regular uids (login.defs), not root, not in /etc/ftpusers
+    (UseFtpUsers) or a PAM deny list, with a valid shell when RequireValidShell is on and the
+    node has /etc/shells."""
+    order = _auth_modules(config, server)
+    if order is not None and "mod_auth_unix" not in order:
+        return {}
+    low, high = _login_defs(root)
+    denied = set() if config.is_off("useftpusers", server) else _list_file(root, "/etc/ftpusers")
+    denied |= _pam_denied(root, pam_services(config, server))
+    shells = None if config.is_off("requirevalidshell", server) else _list_file(root, "/etc/shells")
+    found = {}
+    for name, fields in accounts.passwd_entries(root).items():
+        if not fields[2].isdigit() or not low <= int(fields[2]) <= high or name in denied:
+            continue
+        if shells and fields[6] not in shells:
+            continue
+        found[name] = fields
+    return found
+
+
+def logins(root: Path, config: Config, server: int) -> dict[str, list[str]]:
+    """Return every user who may log in to a server context: AuthUserFile, then system."""
+    found = dict(system_logins(root, config, server))
+    found.update(virtual_users(root, config, server))
+    return found
+
+
+def _groups_of(root: Path, name: str, fields: list[str]) -> set[str]:
+    groups = accounts.group_entries(root)
+    return {g[0] for g in groups if g[2] == fields[3] or name in g[3].split(",")}
+
+
+def _group_expr_matches(expr: tuple[str, ...], groups: set[str]) -> bool:
+    """pr_expr_eval_group_and: every comma-separated group (or !group) must hold."""
+    terms = [t for arg in expr for t in arg.split(",") if t]
+    return all((t[1:] not in groups) if t.startswith("!") else (t in groups) for t in terms)
+
+
+def _expand(path: str, user: str, home: str, homes: dict[str, str]) -> str | None:
+    """Expand %u, then ~ or ~name, as path_subst_uservar and pr_fs_interpolate do; None when
+    ~name names no account."""
+    path = path.replace("%u", user)
+    if not path.startswith("~"):
+        return posixpath.normpath(path)
+    name, _, rest = path[1:].partition("/")
+    base = home if not name else homes.get(name)
+    if not base:
+        return None
+    return posixpath.normpath(posixpath.join(base, rest)) if rest else posixpath.normpath(base)
+
+
+# --- what the config names --------------------------------------------------------------------
+
+
+def _log_dir_ok(path: str) -> bool:
+    """True when a log file's directory is the server's own (not /var/log and the like)."""
+    parent = posixpath.dirname(path)
+    return parent not in policy()["shared_dirs"]
+
+
 def references(root: Path, config: Config) -> list[Ref]:
     """Return every node path the config names, with category and whether it must exist."""
     pol = policy()
@@ -189,17 +429,26 @@ def references(root: Path, config: Config) -> list[Ref]:
     refs = [
         Ref(path, "config", "Include", line.where, True) for line, path in config.missing_includes
     ]
-    users = virtual_users(root, config)
+    refs += [
+        Ref(path, "config", "Include", "not read: a temp file", False) for path in config.unread
+    ]
+    refs += [
+        Ref(path, "config", "Include", line.where, True, directory=True)
+        for line, path in config.include_dirs
+    ]
+    all_accounts = accounts.passwd_entries(root)
+    homes = {name: fields[5] for name, fields in all_accounts.items()}
+    users_of = {s: logins(root, config, s) for s in range(config.servers)}
+    for users in users_of.values():
+        homes.update({name: fields[5] for name, fields in users.items() if name not in homes})
     for line in config.lines:
         rule = pol["directives"].get(line.keyword)
         if rule is None or not line.args or line.keyword == "include":
             continue
-        kind, category, required, name = (
-            rule["kind"],
-            rule["category"],
-            rule["required"],
-            rule["name"],
-        )
+        kind, category, name = rule["kind"], rule["category"], rule["name"]
+        required = rule["required"] and line.active
+        servers = range(config.servers) if line.server == -1 else [line.server]
+        users = {u: f for s in servers for u, f in users_of.get(s, {}).items()}
         first = line.args[0]
         if kind == "path" and first.lower() not in off:
             path = posixpath.normpath(posixpath.join("/", first))
@@ -207,50 +456,146 @@ def references(root: Path, config: Config) -> list[Ref]:
         elif kind == "dir" and first.startswith("/"):
             refs.append(Ref(first, category, name, line.where, required, directory=True))
         elif kind == "log" and first.startswith("/"):
-            refs.append(Ref(first, category, name, line.where, required))
+            refs.append(Ref(first, category, name, line.where, False))
+            if _log_dir_ok(first):
+                parent = posixpath.dirname(first)
+                refs.append(Ref(parent, category, name, line.where, required, directory=True))
+        elif kind == "display" and first.startswith("/"):
+            refs.append(Ref(first, category, name, line.where, False))
         elif kind == "exec":
             program = next((a for a in line.args if a.startswith("/")), None)
             if program:
                 refs.append(Ref(program, category, name, line.where, required))
         elif kind == "keystore":
-            for arg in line.args:
-                if not arg.startswith("file:"):
-                    continue
-                pattern = arg.removeprefix("file:")
-                if "%u" in pattern:
-                    for user in users:
-                        path = pattern.replace("%u", user)
-                        refs.append(Ref(path, category, name, line.where, False))
-                else:
-                    refs.append(Ref(pattern, category, name, line.where, required))
+            refs += _keystore_refs(line, rule, users, homes)
         elif kind == "chroot":
-            if first.startswith("~"):
-                for fields in users.values():
-                    home = fields[5]
-                    if home and home != "/":
-                        refs.append(Ref(home, category, name, line.where, True, directory=True))
-            elif first.startswith("/"):
-                refs.append(Ref(first, category, name, line.where, required, directory=True))
+            refs += _default_root_refs(root, line, rule, users, homes)
+        elif kind == "ldapserver":
+            refs += [
+                Ref(arg.split(":", 1)[1], category, f"{name} {arg.split(':', 1)[0]}:", line.where)
+                for arg in line.args
+                if arg.split(":", 1)[0] in ("ssl-ca", "ssl-cert", "ssl-key")
+            ]
+    refs += _anonymous_refs(config, homes)
+    for s, users in users_of.items():
+        for user, fields in users.items():
+            home = fields[5]
+            if home.startswith("/") and home != "/":
+                refs.append(Ref(home, "chroot", "home", f"account {user}", False, True, user))
+        for service in pam_services(config, s):
+            refs += _pam_refs(root, service, "AuthPAM (mod_auth_pam)")
+        if not config.is_off("useftpusers", s):
+            refs.append(Ref("/etc/ftpusers", "accounts", "UseFtpUsers", "default on", False))
+    if config.of("ldapserver"):
+        refs.append(Ref("/etc/ldap/ldap.conf", "config", "mod_ldap", "libldap defaults", False))
+        refs += _ldap_conf_refs(root)
     return list(dict.fromkeys(refs))
 
 
-def system_users(config: Config) -> list[str]:
-    """Return the system account proftpd runs as (User), which a restored node needs."""
-    line = config.first("user")
-    return [line.args[0]] if line and line.args else []
+def _keystore_refs(line: Line, rule: dict, users: dict, homes: dict) -> list[Ref]:
+    refs = []
+    for arg in line.args:
+        if not arg.startswith("file:"):
+            continue
+        pattern = arg.removeprefix("file:")
+        if "%u" not in pattern and not pattern.startswith("~"):
+            refs.append(Ref(pattern, rule["category"], rule["name"], line.where, False))
+            continue
+        for user, fields in users.items():
+            path = _expand(pattern, user, fields[5], homes)
+            if path:
+                refs.append(Ref(path, rule["category"], rule["name"], line.where, False, user=user))
+    return refs
 
 
-def inventory(root: Path, smoke_user: str | None) -> Inventory:
-    """Return what makes this ProFTPD node: config, keys, certificates, users, trees, logs."""
+def _default_root_refs(root: Path, line: Line, rule: dict, users: dict, homes: dict) -> list[Ref]:
+    """DefaultRoot DIR [group-expr]: a fixed directory, or ~, ~name and %u for each user the
+    group expression selects."""
+    first, expr = line.args[0], line.args[1:]
+    required = line.active
+    if "%u" not in first and not first.startswith("~"):
+        path = posixpath.normpath(first)
+        if path == "/":
+            return []
+        return [Ref(path, rule["category"], rule["name"], line.where, required, directory=True)]
+    refs = []
+    for user, fields in users.items():
+        path = _expand(first, user, fields[5], homes)
+        if not path or path == "/":
+            continue
+        selected = not expr or _group_expr_matches(expr, _groups_of(root, user, fields))
+        where = f"{line.where}, user {user}"
+        refs.append(Ref(path, rule["category"], rule["name"], where, required and selected, True))
+    return refs
+
+
+def _anonymous_refs(config: Config, homes: dict[str, str]) -> list[Ref]:
+    """Every active <Anonymous DIR> root: an absolute directory or ~name's home."""
+    refs = []
+    for line in config.lines:
+        if line.keyword != "<anonymous" or not line.active or not line.args:
+            continue
+        first = line.args[0]
+        path = _expand(first, "", "", homes) if first.startswith("~") else first
+        if path and path.startswith("/"):
+            path = posixpath.normpath(path)
+            refs.append(Ref(path, "chroot", "<Anonymous>", line.where, True, directory=True))
+    return refs
+
+
+def _ldap_conf_refs(root: Path) -> list[Ref]:
+    """TLS_CACERT and friends of libldap's /etc/ldap/ldap.conf (mod_ldap's defaults)."""
+    refs = []
+    for raw in _list_file(root, "/etc/ldap/ldap.conf"):
+        fields = raw.split(None, 1)
+        if len(fields) == 2 and fields[0].upper() in ("TLS_CACERT", "TLS_CERT", "TLS_KEY"):
+            where = "/etc/ldap/ldap.conf"
+            refs.append(Ref(fields[1].strip(), "tls", fields[0].upper(), where, True))
+    return refs
+
+
+def run_accounts(root: Path, config: Config) -> tuple[list[str], list[str]]:
+    """Return (system accounts the node needs, warnings): the User the daemon runs as, each
+    <Anonymous> User and every user who may log in; a Group/GroupOwner naming no group and an
+    <Anonymous ~name> naming no account are warnings."""
+    passwd = accounts.passwd_entries(root)
+    groups = {g[0] for g in accounts.group_entries(root)}
+    names, warnings = [], []
+    for line in config.of("user", anon=True):
+        if line.args:
+            names.append(line.args[0])
+            if line.args[0] not in passwd:
+                warnings.append(f"User {line.args[0]} ({line.where}) is not an account here")
+    for keyword in ("group", "groupowner"):
+        for line in config.of(keyword, anon=True):
+            if line.args and line.args[0] not in groups and passwd:
+                token = "GroupOwner" if keyword == "groupowner" else "Group"
+                warnings.append(f"{token} {line.args[0]} ({line.where}) is not a group here")
+    for line in config.lines:
+        if line.keyword == "<anonymous" and line.active and line.args:
+            first = line.args[0]
+            if first.startswith("~"):
+                name = first[1:].split("/", 1)[0]
+                names.append(name)
+                if name not in passwd:
+                    warnings.append(f"<Anonymous {first}> ({line.where}): no account {name}")
+    for s in range(config.servers):
+        names += list(system_logins(root, config, s))
+    return list(dict.fromkeys(names)), warnings
+
+
+def inventory(root: Path, smoke_user: str | None, options: dict | None = None) -> Inventory:
+    """Return what makes this ProFTPD node: config, keys, certificates, users, homes, logs."""
     pol, root = policy(), Path(root)
-    config = read_config(root)
-    if pol["config"]["main"] not in config.files:
-        return Inventory(warnings=config.warnings)
-    found = common.inventory_from_refs(
-        root, config.files, references(root, config), config.warnings
-    )
-    found.owned_globs = list(pol["owned_globs"])
-    found.users = system_users(config)
+    main = settings(options)["config"]
+    config = read_config(root, main)
+    if main not in config.files:
+        return Inventory(warnings=[*config.warnings, f"proftpd: no config {main} on the node"])
+    refs = references(root, config)
+    found = common.inventory_from_refs(root, config.files, refs, config.warnings)
+    found.owned_globs = list(dict.fromkeys([main, *pol["owned_globs"]]))
+    found.users, warnings = run_accounts(root, config)
+    found.warnings += warnings
     if not config.of("sftphostkey") and any(
         config.engine_on("sftpengine", s) for s in range(config.servers)
     ):
@@ -272,10 +617,12 @@ def _mapped(root: Path, path: str) -> str:
 def _map_args(root: Path, keyword: str, args: list[str]) -> list[str] | None:
     """Return args with node paths mapped onto root, or None when nothing changes."""
     rule = policy()["directives"].get(keyword)
+    if keyword == "<anonymous":
+        rule = {"kind": "path"}
     if rule is None or not args or str(root) == "/":
         return None
     kind, new = rule["kind"], list(args)
-    if kind in ("path", "dir", "log", "chroot") and args[0].startswith("/"):
+    if kind in ("path", "dir", "log", "chroot", "display") and args[0].startswith("/"):
         new[0] = _mapped(root, args[0])
     elif kind == "exec":
         new = [
@@ -283,6 +630,13 @@ def _map_args(root: Path, keyword: str, args: list[str]) -> list[str] | None:
         ]
     elif kind == "keystore":
         new = ["file:" + _mapped(root, a[5:]) if a.startswith("file:") else a for a in args]
+    elif kind == "ldapserver":
+        new = [
+            f"{a.split(':', 1)[0]}:{_mapped(root, a.split(':', 1)[1])}"
+            if a.split(":", 1)[0] in ("ssl-ca", "ssl-cert", "ssl-key")
+            else a
+            for a in args
+        ]
     return new if new != args else None
 
 
@@ -292,23 +646,38 @@ class Smoke:
 
     work: Path
     ports: dict[int, int]  # server context -> port
-    auth_user_file: Path
+    auth_user_file: Path | None  # None: the node's own authority (mod_ldap) answers
     key_dir: Path
     user: str
     group: str
     logs: list[Path] = field(default_factory=list)
 
 
-def write_copy(root: Path, config: Config, out_dir: Path, smoke: Smoke | None = None):
+def _sandbox_auth(smoke: Smoke | None) -> list[str]:
+    """Lines that make the smoke's sandbox AuthUserFile the only authority of a server."""
+    if smoke is None or smoke.auth_user_file is None:
+        return []
+    return [f"  AuthUserFile {smoke.auth_user_file}", "  AuthOrder mod_auth_file.c"]
+
+
+def write_copy(
+    root: Path,
+    config: Config,
+    out_dir: Path,
+    smoke: Smoke | None = None,
+    run_as: dict[tuple[str, str], str] | None = None,
+):
     """Write runnable copies of the config files under out_dir, node paths mapped onto root.
 
+    run_as replaces the daemon's User/Group names (a prefix root's accounts the host lacks).
     Without smoke the copy is for `proftpd -t`; with smoke it runs on 127.0.0.1 only, with the
     sandbox credentials, runtime files and logs in the work dir. Return (main copy, {copy: node}).
     """
     pol = policy()
-    main = pol["config"]["main"]
     copies = {node: out_dir / node.lstrip("/") for node in config.files}
     drop = set(pol["smoke"]["drop"]) if smoke else set()
+    if smoke and smoke.auth_user_file is not None:
+        drop |= set(pol["smoke"]["drop_for_sandbox_auth"])
     log_kinds = {k for k, rule in pol["directives"].items() if rule["kind"] == "log"}
     server = 0
     counter = {"server": 0, "stack": []}
@@ -326,7 +695,7 @@ def write_copy(root: Path, config: Config, out_dir: Path, smoke: Smoke | None = 
                 server = counter["server"]
                 if smoke:
                     out += [f"<{token} 127.0.0.1>", "  WtmpLog off"]
-                    out.append(f"  Port {smoke.ports[server]}")
+                    out += [f"  Port {smoke.ports[server]}", *_sandbox_auth(smoke)]
                     continue
             elif keyword == "</virtualhost":
                 server = counter["stack"].pop() if counter["stack"] else 0
@@ -337,22 +706,28 @@ def write_copy(root: Path, config: Config, out_dir: Path, smoke: Smoke | None = 
                     out.append(f"# {raw.strip()}")
             elif keyword in drop:
                 out.append(f"# drkit smoke: {raw.strip()}")
-            elif smoke and keyword == "authuserfile":
-                out.append(f"{token} {smoke.auth_user_file}")
             elif smoke and keyword == "sftpauthorizeduserkeys":
                 out.append(f"{token} file:{smoke.key_dir}/%u")
             elif smoke and keyword in log_kinds and args and args[0].startswith("/"):
                 log_file = smoke.work / "logs" / f"{keyword}-{number}-{len(smoke.logs)}.log"
                 smoke.logs.append(log_file)
                 out.append(f"{token} {' '.join(map(_quote, [str(log_file), *args[1:]]))}")
-            elif smoke and keyword in ("user", "group"):
+            elif smoke and keyword in ("user", "group") and not _in_anonymous(config, node, number):
                 out.append(f"{token} {smoke.user if keyword == 'user' else smoke.group}")
+            elif run_as and args and (keyword, args[0]) in run_as:
+                if not _in_anonymous(config, node, number):
+                    out.append(f"{token} {run_as[(keyword, args[0])]}")
+                else:
+                    out.append(raw)
             elif (mapped := _map_args(root, keyword, args)) is not None:
-                out.append(f"{token} {' '.join(map(_quote, mapped))}")
+                rendered = " ".join(map(_quote, mapped))
+                out.append(
+                    f"<{token} {rendered}>" if keyword.startswith("<") else f"{token} {rendered}"
+                )
             else:
                 out.append(raw)
         prepend = []
-        if smoke and node == main:
+        if smoke and node == config.main:
             prepend = [
                 "# drkit smoke run: 127.0.0.1 only, runtime files in the work dir",
                 "ServerType standalone",
@@ -364,11 +739,20 @@ def write_copy(root: Path, config: Config, out_dir: Path, smoke: Smoke | None = 
                 f"ScoreboardFile {smoke.work / 'proftpd.scoreboard'}",
                 "DelayEngine off",
                 "WtmpLog off",
+                *_sandbox_auth(smoke),
             ]
         copy.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
         copy.write_text("\n".join([*prepend, *out]) + "\n")
         copy.chmod(0o644)
-    return copies[main], {str(copy): node for node, copy in copies.items()}
+    return copies[config.main], {str(copy): node for node, copy in copies.items()}
+
+
+def _in_anonymous(config: Config, node: str, number: int) -> bool:
+    return any(
+        line.anon is not None
+        for line in config.lines
+        if (line.source, line.number) == (node, number)
+    )
 
 
 def _node_text(text: str, names: dict[str, str], root: Path) -> str:
@@ -394,24 +778,37 @@ def _tls_pairs(config: Config) -> list[tuple[str, str | None, int]]:
     return list(dict.fromkeys(pairs))
 
 
+def _ldap_pairs(config: Config) -> list[tuple[str, str | None]]:
+    """Return the ssl-cert:/ssl-key: client pairs of every LDAPServer."""
+    pairs = []
+    for line in config.of("ldapserver"):
+        named = dict(a.split(":", 1) for a in line.args if ":" in a and not a.startswith("ldap"))
+        if named.get("ssl-cert"):
+            pairs.append((named["ssl-cert"], named.get("ssl-key")))
+    return pairs
+
+
 def checks(root: Path, manifest: dict) -> list[Check]:
     """Return the static checks of a restored (or live) ProFTPD node against its manifest."""
     pol, root = policy(), Path(root)
-    config = read_config(root)
-    main = pol["config"]["main"]
+    main = settings(common.options_of(manifest, NAME))["config"]
+    config = read_config(root, main)
     if main not in config.files:
         return [failed("proftpd: config", f"{main} is missing or unreadable")]
     refs = references(root, config)
-    results = [_config_test(root, config), *common.named_files_check(root, refs, "proftpd")]
+    results = [_config_test(root, config), *_module_checks(config)]
+    results += common.named_files_check(root, refs, "proftpd")
     host_keys = [line.args[0] for line in config.of("sftphostkey") if line.args]
     results += common.host_key_checks(root, host_keys, manifest)
     forbid = int(pol["modes"]["private_key_forbid"], 8)
-    for cert, key, _ in _tls_pairs(config):
+    for cert, key in [(c, k) for c, k, _ in _tls_pairs(config)] + _ldap_pairs(config):
         results.append(common.certificate_pair_check(root, cert, key))
         if key and common.is_file(root, key):
             results.append(common.private_key_mode_check(root, key, "tls key", forbid))
     tls_paths = [r.path for r in refs if r.category == "tls"]
     results += common.certificate_checks(root, manifest, tls_paths)
+    results += common.issuer_checks(root, _chains(config))
+    results += _ldap_checks(root, config)
     for ref in refs:
         if ref.directive == "SFTPAuthorizedUserKeys" and common.is_file(root, ref.path):
             text = on_root(root, ref.path).read_text(errors="replace")
@@ -425,14 +822,103 @@ def checks(root: Path, manifest: dict) -> list[Check]:
     return results
 
 
+def _chains(config: Config) -> list[tuple[str, list[str]]]:
+    """Return (certificate, [chain and CA files]) for every TLS pair's server context."""
+    found = []
+    for cert, _, server in _tls_pairs(config):
+        extra = [
+            line.args[0]
+            for keyword in ("tlscertificatechainfile", "tlscacertificatefile")
+            for line in config.of(keyword, server)
+            if line.args
+        ]
+        found.append((cert, extra))
+    return found
+
+
+def _module_checks(config: Config) -> list[Check]:
+    """Each LoadModule'd module must exist where proftpd loads it: ModulePath on this host."""
+    loads = config.of("loadmodule")
+    if not loads:
+        return []
+    path_line = config.first("modulepath")
+    module_dir = path_line.args[0] if path_line and path_line.args else policy()["module_path"]
+    missing = [
+        line.args[0]
+        for line in loads
+        if line.args and not Path(module_dir, _module(line.args[0]) + ".so").is_file()
+    ]
+    name = "proftpd: modules (host)"
+    if missing:
+        detail = f"not in {module_dir} on this host: {', '.join(missing)} (a package to install)"
+        return [failed(name, detail)]
+    return [passed(name, f"{len(loads)} LoadModule found in {module_dir} on this host")]
+
+
+def _ldap_checks(root: Path, config: Config) -> list[Check]:
+    """mod_ldap: every LDAPServer is an ldap(s):// URL or host[:port]; a file holding an
+    LDAPBindDN password is not readable by others (the password is never shown)."""
+    results = []
+    for line in config.of("ldapserver"):
+        servers = [a for a in line.args if not a.split(":", 1)[0].startswith("ssl-")]
+        name = f"ldap: LDAPServer ({line.where})"
+        bad = [s for s in servers for url in s.split() if not _ldap_url_ok(url)]
+        if not servers or bad:
+            results.append(failed(name, f"not an LDAP server: {' '.join(bad) or 'none named'}"))
+        else:
+            results.append(passed(name, " ".join(servers)))
+    for line in config.of("ldapbinddn"):
+        name = f"ldap: bind secret {line.source}"
+        if len(line.args) < 2:
+            results.append(passed(name, f"{line.where}: anonymous or SASL bind, no password"))
+            continue
+        try:
+            info = os.stat(on_root(root, line.source))
+        except OSError:
+            continue
+        mode = stat.S_IMODE(info.st_mode)
+        if mode & 0o004 or info.st_uid != 0:
+            detail = f"holds the bind password ({line.where}) but is {mode:04o} uid {info.st_uid}"
+            results.append(warned(name, detail + ": keep it in an Included 0600 root file"))
+        else:
+            results.append(passed(name, f"{mode:04o} root, password not shown"))
+    return results
+
+
+def _ldap_url_ok(text: str) -> bool:
+    if "://" in text:
+        scheme, _, rest = text.partition("://")
+        return scheme.lower() in ("ldap", "ldaps", "ldapi") and bool(
+            rest.split("/")[0] or scheme == "ldapi"
+        )
+    host, _, port = text.partition(":")
+    return bool(host) and (not port or port.isdigit())
+
+
+def _prefix_run_as(root: Path, config: Config) -> dict[tuple[str, str], str]:
+    """On a prefix root holding its own accounts, the daemon's User/Group names the host lacks,
+    mapped to nobody/nogroup for `proftpd -t` (which resolves them on this host)."""
+    if str(root) == "/" or accounts.source_root(root) != Path(root):
+        return {}
+    found = {}
+    for keyword, lookup, fallback in (
+        ("user", pwd.getpwnam, "nobody"),
+        ("group", grp.getgrnam, "nogroup"),
+    ):
+        for line in config.of(keyword):
+            if line.args and _host_name(lookup, line.args[0], fallback) != line.args[0]:
+                found[(keyword, line.args[0])] = fallback
+    return found
+
+
 def _config_test(root: Path, config: Config) -> Check:
     name = "config: proftpd -t"
-    program = common.find_program("proftpd", [policy()["smoke"]["proftpd"], "proftpd"])
+    program = proftpd_program()
     if program is None:
         return failed(name, "proftpd is not installed on this host")
     work = Path(tempfile.mkdtemp(prefix="drkit-proftpd-t-"))
     try:
-        copy, names = write_copy(root, config, work)
+        copy, names = write_copy(root, config, work, run_as=_prefix_run_as(root, config))
         argv = [
             program if a == policy()["validate"]["argv"][0] else a.replace("{config}", str(copy))
             for a in policy()["validate"]["argv"]
@@ -471,35 +957,61 @@ def _smoke_account(root: Path, config: Config, manifest: dict, user: str) -> lis
         return None
 
 
+def _smoke_contexts(config: Config) -> list[int]:
+    """The server contexts a smoke logs in to: every SFTP and FTPS one; a node serving neither
+    is proven on its DefaultServer (the one answering unmatched addresses), else the main."""
+    served = [
+        s
+        for s in range(config.servers)
+        if config.engine_on("sftpengine", s) or config.engine_on("tlsengine", s)
+    ]
+    if served:
+        return served
+    default = [s for s in range(config.servers) if config.engine_on("defaultserver", s)]
+    return default[:1] or [0]
+
+
 def smoke(root: Path, manifest: dict, user: str, work_dir: Path) -> SmokeResult:
     """Start the real proftpd on a rewritten copy of the restored config (127.0.0.1, free
     ports) and log in over every protocol it serves: SFTP pinned to the manifest's host keys,
-    FTPS pinned to the manifest's certificate; put, get and compare a file over each."""
+    FTPS pinned to the manifest's certificate, plain FTP where neither is on; put, get and
+    compare a file over each.
+
+    The smoke user logs in with a one-run password and key from a sandbox AuthUserFile; on a
+    node whose accounts come from mod_ldap (and that user is not in an AuthUserFile) the
+    node's LDAP authority stays in charge and the login is SFTP with a one-run key only.
+    """
     pol, root = policy(), Path(root)
     result = SmokeResult(profile=NAME)
-    program = common.find_program("proftpd", [pol["smoke"]["proftpd"], "proftpd"])
+    program = proftpd_program()
     if program is None:
         return SmokeResult.not_judged(NAME, "proftpd is not installed on this host")
+    main = settings(common.options_of(manifest, NAME))["config"]
     server: runner.Service | None = None
     with common.smoke_workspace(work_dir, "smoke-proftpd-") as work:
         try:
-            config = read_config(root)
-            if pol["config"]["main"] not in config.files:
-                result.add(failed("smoke: proftpd started", f"{pol['config']['main']} is missing"))
+            config = read_config(root, main)
+            if main not in config.files:
+                result.add(failed("smoke: proftpd started", f"{main} is missing"))
                 return result
-            fields = _smoke_account(root, config, manifest, user)
-            if fields is None:
-                detail = f"{user} is neither a virtual user nor an account"
-                result.add(failed("smoke: user", detail))
-                return result
+            ldap = bool(config.of("ldapserver")) and user not in virtual_users(root, config)
             password = secrets.token_urlsafe(18)
-            home = fields[5] or "/"
-            host_home = home if str(root) == "/" else str(on_root(root, home))
-            shell = fields[6] or "/bin/false"
-            sandbox = work / "ftpd.passwd"
-            hashed = common.hash_password(password)
-            sandbox.write_text(f"{user}:{hashed}:{fields[2]}:{fields[3]}::{host_home}:{shell}\n")
-            sandbox.chmod(0o640)
+            sandbox = None
+            if not ldap:
+                fields = _smoke_account(root, config, manifest, user)
+                if fields is None:
+                    detail = f"{user} is neither a virtual user nor an account"
+                    result.add(failed("smoke: user", detail))
+                    return result
+                home = fields[5] or "/"
+                host_home = home if str(root) == "/" else str(on_root(root, home))
+                shell = fields[6] or "/bin/false"
+                sandbox = work / "ftpd.passwd"
+                hashed = common.hash_password(password)
+                sandbox.write_text(
+                    f"{user}:{hashed}:{fields[2]}:{fields[3]}::{host_home}:{shell}\n"
+                )
+                sandbox.chmod(0o640)
             made = common.make_client_key(work)
             if made is None:
                 result.add(failed("smoke: proftpd started", "ssh-keygen failed"))
@@ -527,11 +1039,7 @@ def smoke(root: Path, manifest: dict, user: str, work_dir: Path) -> SmokeResult:
             log_path = work / "proftpd.log"
             server = runner.start_service([program, "-n", "-c", str(copy)], log_path)
             started = time.monotonic()
-            served = [
-                index
-                for index in range(config.servers)
-                if config.engine_on("sftpengine", index) or config.engine_on("tlsengine", index)
-            ] or [0]
+            served = _smoke_contexts(config)
             if not all(
                 common.wait_port(ports[i], server, pol["smoke"]["start_timeout_seconds"])
                 for i in served
@@ -556,8 +1064,18 @@ def smoke(root: Path, manifest: dict, user: str, work_dir: Path) -> SmokeResult:
                         continue
                     common.keyscan(result, pinned, ports[index], "sftp")
                     common.sftp_session(result, pinned, user, ports[index], key, work, hint)
+                elif ldap:
+                    detail = f"{user} is an LDAP account: drkit knows no password for it"
+                    result.add(
+                        warned(
+                            f"smoke: {'ftps' if config.engine_on('tlsengine', index) else 'ftp'}",
+                            detail,
+                        )
+                    )
                 elif config.engine_on("tlsengine", index):
                     _ftps(result, root, config, manifest, index, ports[index], user, password, hint)
+                else:
+                    common.ftp_session(result, ports[index], user, password, tls=None, hint=hint)
             return result
         finally:
             if server is not None:
@@ -569,12 +1087,7 @@ def _ftps(result, root, config, manifest, index, port, user, password, hint) -> 
     if not pairs:
         result.add(failed("smoke: ftps", "TLSEngine on but no certificate configured"))
         return
-    extra = [
-        line.args[0]
-        for keyword in ("tlscertificatechainfile", "tlscacertificatefile")
-        for line in config.of(keyword, index)
-        if line.args
-    ]
+    extra = [path for cert, chain in _chains(config) if cert == pairs[0][0] for path in chain]
     trusted = "".join(
         on_root(root, path).read_text(errors="replace")
         for path in [cert for cert, _ in pairs] + extra
@@ -591,19 +1104,18 @@ def _ftps(result, root, config, manifest, index, port, user, password, hint) -> 
 
 
 class ProFTPD(Profile):
-    """ProFTPD serving FTPS (mod_tls) and/or SFTP (mod_sftp), on one or more vhosts."""
+    """ProFTPD serving FTPS (mod_tls), SFTP (mod_sftp) and/or FTP, on one or more vhosts."""
 
     name = NAME
     signs = Signs(
         configs=("/etc/proftpd/proftpd.conf",),
         binaries=("/usr/sbin/proftpd",),
         units=("proftpd.service",),
-        config_flag="-c",
     )
     node_local = ("proftpd.conf:DefaultAddress",)
 
     def inventory(self, root: Path, smoke_user: str | None, options: dict) -> Inventory:
-        return inventory(root, smoke_user)
+        return inventory(root, smoke_user, options)
 
     def checks(self, root: Path, manifest: dict) -> list[Check]:
         return checks(root, manifest)
