@@ -287,18 +287,11 @@ def backup(config: ConfigOption = None, as_json: JsonOption = False) -> None:
         from drkit.actions import status as status_action
 
         loaded = _config(config)
-        if as_json:
-            return status_action.recorded(loaded, "backup", lambda: backup_action.run(loaded))
-        from rich.progress import Progress
-
-        with Progress(transient=True) as progress:
-            task = progress.add_task("backing up", total=1.0)
-
-            def on_progress(status: dict) -> None:
-                progress.update(task, completed=float(status.get("percent_done", 0.0)))
-
+        with output.Progress("backup", quiet=as_json) as shown:
             return status_action.recorded(
-                loaded, "backup", lambda: backup_action.run(loaded, on_progress)
+                loaded,
+                "backup",
+                lambda: backup_action.run(loaded, on_progress=shown.status, on_step=shown.step),
             )
 
     _finish(job, as_json)

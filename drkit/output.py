@@ -83,29 +83,90 @@ def fail(error: errors.DrkitError, as_json: bool) -> int:
     return error.exit_code
 
 
+def _when_sized(column):
+    """Return a rich progress column that shows column only once its task has a total."""
+    from rich.progress import ProgressColumn
+
+    class WhenSized(ProgressColumn):
+        def render(self, task):
+            return column.render(task) if task.total else ""
+
+    return WhenSized()
+
+
+class Progress:
+    """What a long command shows on stderr while it runs.
+
+    On a terminal: a live line with a spinner, the current step and, while restic uploads, a
+    bar with bytes (IEC) and time left; each finished step stays as a `✓ step` line and the
+    live line is cleared at the end. Elsewhere: one `drkit: TITLE: step` line per step. The
+    --json document on stdout is never touched (with --json drkit shows nothing: `quiet`).
+    """
+
+    def __init__(self, title: str, console=None, quiet: bool = False):
+        self.title, self.quiet, self.done = title, quiet, []
+        self.console, self.live, self.task = console, None, None
+
+    def __enter__(self) -> Progress:
+        if self.quiet:
+            return self
+        from rich import progress
+        from rich.console import Console
+
+        self.console = self.console or Console(stderr=True, highlight=False)
+        if self.console.is_terminal:
+            self.live = progress.Progress(
+                progress.SpinnerColumn(),
+                progress.TextColumn("{task.description}"),
+                progress.BarColumn(),
+                *(
+                    _when_sized(column)
+                    for column in (
+                        progress.TaskProgressColumn(),
+                        progress.DownloadColumn(binary_units=True),
+                        progress.TimeRemainingColumn(),
+                    )
+                ),
+                console=self.console,
+                transient=True,
+            )
+            self.live.start()
+            self.task = self.live.add_task(f"{self.title}…", total=None)
+        return self
+
+    def step(self, text: str) -> None:
+        """Show that the step called text has begun (the previous one is done)."""
+        if self.quiet:
+            return
+        if self.live is None:
+            sys.stderr.write(f"drkit: {self.title}: {text}\n")
+            sys.stderr.flush()
+            return
+        self._finish_step()
+        self.done.append(text)
+        self.live.remove_task(self.task)  # a fresh task: no bytes until restic reports some
+        self.task = self.live.add_task(f"{self.title}: {text}", total=None)
+
+    def status(self, message: dict) -> None:
+        """Move the bar by one of restic's --json status lines (bytes_done of total_bytes)."""
+        if self.live is not None and message.get("total_bytes"):
+            self.live.update(
+                self.task, total=message["total_bytes"], completed=message.get("bytes_done", 0)
+            )
+
+    def _finish_step(self) -> None:
+        if self.done:
+            self.live.console.print(f"[green]✓[/green] {self.done[-1]}")
+
+    def __exit__(self, *exc_info) -> None:
+        if self.live is not None:
+            if exc_info[0] is None:
+                self._finish_step()
+            self.live.stop()
+
+
 @contextlib.contextmanager
 def steps(as_json: bool, title: str) -> Iterator[Callable[[str], None] | None]:
-    """Yield the on_step callback of a long command: a live step list with a spinner on a
-    terminal, plain `drkit: TITLE: step` lines on stderr otherwise, nothing at all with --json
-    (stdout then holds only the JSON document)."""
-    if as_json:
-        yield None
-        return
-    from rich.console import Console
-
-    err = Console(stderr=True, highlight=False)
-    if not err.is_terminal:
-        yield lambda text: (sys.stderr.write(f"drkit: {title}: {text}\n"), sys.stderr.flush())
-        return
-    current: list[str] = []
-    with err.status(f"{title}…") as spinner:
-
-        def on_step(text: str) -> None:
-            if current:
-                err.print(f"[green]✓[/green] {current[-1]}")
-            current.append(text)
-            spinner.update(f"{title}: {text}")
-
-        yield on_step
-        if current:
-            err.print(f"[green]✓[/green] {current[-1]}")
+    """Yield the on_step callback of a long command (see Progress); None with --json."""
+    with Progress(title, quiet=as_json) as shown:
+        yield None if as_json else shown.step

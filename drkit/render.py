@@ -8,10 +8,12 @@ output.run_command's error guard: a renderer that trips over a result is an inte
 from __future__ import annotations
 
 import sys
+from collections import Counter
 from functools import singledispatch
 from typing import Any
 
 from drkit import results as r
+from drkit import units
 from drkit.model import Check
 
 STATUS_STYLE = {
@@ -41,24 +43,6 @@ def table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
     console().print(grid)
 
 
-def human_size(size: int | None) -> str:
-    """Return a byte count as 1.2 MiB."""
-    if size is None:
-        return ""
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return str(size)
-
-
-def _duration(seconds: float | None) -> str:
-    from drkit.engines.reports import duration_text
-
-    return duration_text(seconds)
-
-
 def _check_line(check: Check) -> str:
     return f"{STATUS_STYLE[check.status]}  {check.name}: {check.detail}"
 
@@ -83,11 +67,31 @@ def _init(result: r.InitResult) -> None:
 
 def _posture(out, result, problem_word: str, verdict: str) -> None:
     """Print a bucket's versioning, object lock, problems and verdict."""
-    out.print(f"versioning   {result.versioning}")
-    out.print(f"object lock  {result.object_lock}")
+    out.print(f"versioning   {result.versioning or 'unknown'}")
+    out.print(f"object lock  {_object_lock(result.object_lock)}")
+    if result.lifecycle is not None:
+        out.print(f"lifecycle    {_lifecycle(result.lifecycle)}")
     for problem in result.problems:
         out.print(f"[red]{problem_word}[/red]  {problem}")
     out.print("[green]OK[/green]" if result.ok else f"[red]{verdict}[/red]")
+
+
+def _object_lock(lock: dict | None) -> str:
+    """Return a bucket's object lock in words: 'on, GOVERNANCE, 30 days default retention'."""
+    if not lock or not lock.get("enabled"):
+        return "off"
+    if lock.get("days") is None and lock.get("years") is None:
+        return "on, no default retention"
+    period = f"{lock['days']} days" if lock.get("days") is not None else f"{lock['years']} years"
+    return f"on, {lock.get('mode')}, {period} default retention"
+
+
+def _lifecycle(rule: dict) -> str:
+    """Return drkit's lifecycle rule in words."""
+    return (
+        f"rule {rule.get('id')} ({rule.get('status')}): noncurrent versions expire after "
+        f"{rule.get('noncurrent_days')} days"
+    )
 
 
 @render.register
@@ -115,15 +119,25 @@ def _backup(result: r.BackupResult) -> None:
     for warning in result.warnings:
         out.print(f"[yellow]warning[/yellow]  {warning}")
     out.print(
-        f"snapshot {result.snapshot_id[:8]}: {result.files} files, "
-        f"{human_size(result.bytes_added)} added in {result.duration_seconds} s"
+        f"snapshot {result.snapshot_id[:8]}: {_file_count(result.files)}, "
+        f"{units.size(result.size)}; {units.size(result.bytes_added)} new data stored "
+        f"in {units.duration(result.duration_seconds)}"
     )
+
+
+def _file_count(files: int | None) -> str:
+    """Return a snapshot's file count, saying that drkit's own files are among them."""
+    return f"{files} files ({len(units.OWN_FILES)} of them drkit's own)"
 
 
 @render.register
 def _snapshots(result: r.SnapshotsResult) -> None:
-    rows = [[s.node, s.time, s.short_id, s.files, human_size(s.size)] for s in result.root]
-    table("snapshots", ["node", "time", "id", "files", "size"], rows)
+    rows = [[s.node, s.time, s.short_id, s.files, units.size(s.size)] for s in result.root]
+    table(
+        f"snapshots (files: drkit's own {len(units.OWN_FILES)} included)",
+        ["node", "time", "id", "files", "size"],
+        rows,
+    )
 
 
 @render.register
@@ -132,7 +146,14 @@ def _show(result: r.ShowResult) -> None:
     trusted = "trusted" if result.trusted else "[red]NOT trusted[/red]"
     out.print(f"snapshot {result.snapshot_id[:8]} of {result.node} at {result.time}")
     out.print(f"signed by {result.signer} ({trusted})")
-    table("files by category", ["category", "files"], sorted(result.categories.items()))
+    if result.file_count is not None:
+        out.print(_file_count(result.file_count))
+    counted = Counter(entry.category for entry in result.files if entry.type == "file")
+    rows = [
+        *sorted(counted.items()),
+        [f"drkit's own ({', '.join(units.OWN_FILES)})", len(units.OWN_FILES)],
+    ]
+    table("files by category", ["category", "files"], rows)
     table(
         "keys",
         ["path", "type", "fingerprint"],
@@ -176,12 +197,12 @@ def _drill(result: r.DrillResult) -> None:
     objectives, met = result.objectives, result.objectives_met
     word = {True: "[green]met[/green]", False: "[red]MISSED[/red]", None: "not judged"}
     out.print(
-        f"RTO {_duration(result.rto_seconds)} "
-        f"(objective {_duration(objectives.rto_seconds)}): {word[met.rto]}"
+        f"RTO {units.duration(result.rto_seconds)} "
+        f"(objective {units.duration(objectives.rto_seconds)}): {word[met.rto]}"
     )
     out.print(
-        f"RPO {_duration(result.rpo_seconds)} "
-        f"(objective {_duration(objectives.rpo_seconds)}): {word[met.rpo]}"
+        f"RPO {units.duration(result.rpo_seconds)} "
+        f"(objective {units.duration(objectives.rpo_seconds)}): {word[met.rpo]}"
     )
     for kind, path in result.reports.items():
         out.print(f"report {kind:4} {path}")
@@ -197,8 +218,8 @@ def _report(result: r.ReportResult) -> None:
             entry.time,
             "pass" if entry.ok else "[red]FAIL[/red]",
             (entry.snapshot_id or "")[:8],
-            _duration(entry.rto_seconds),
-            _duration(entry.rpo_seconds),
+            units.duration(entry.rto_seconds),
+            units.duration(entry.rpo_seconds),
             entry.html,
         ]
         for entry in result.drills
@@ -275,15 +296,6 @@ def _verify(result: r.VerifyResult) -> None:
     out.print("[green]OK[/green]" if result.ok else "[red]FAILED[/red]")
 
 
-def _age(seconds: float | None) -> str:
-    if seconds is None:
-        return "never"
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds / size:.1f}{unit}"
-    return f"{seconds}s"
-
-
 @render.register
 def _status(result: r.StatusResult) -> None:
     rows = []
@@ -296,8 +308,8 @@ def _status(result: r.StatusResult) -> None:
         rows.append(
             [
                 entry.node,
-                _age(entry.age_seconds),
-                f"{rpo} ({_age(entry.rpo_seconds)})",
+                units.duration(entry.age_seconds, none="never"),
+                f"{rpo} ({units.duration(entry.rpo_seconds)})",
                 rto,
                 ("ok" if last.get("ok") else "[red]failed[/red]") if last else "",
                 (last.get("snapshot_id") or "")[:8],
@@ -358,7 +370,8 @@ def _standby_sync(result: r.StandbySyncResult) -> None:
     lag = _given(result.lag_seconds)
     out.print(
         f"{result.source} snapshot {result.snapshot_id[:8]} "
-        f"({result.snapshot_time}): {what}" + (f"; lag {lag} s" if lag is not None else "")
+        f"({result.snapshot_time}): {what}"
+        + (f"; lag {units.duration(lag)}" if lag is not None else "")
     )
 
 
@@ -371,7 +384,8 @@ def _standby_status(result: r.StandbyStatusResult) -> None:
     out.print(f"source      {result.source}")
     out.print(f"snapshot    {(result.snapshot_id or 'none applied yet')[:8]}")
     out.print(f"applied at  {result.applied_at}")
-    out.print(f"lag         {result.lag_seconds} s (RPO {result.rpo_seconds} s)")
+    lag, rpo = units.duration(result.lag_seconds), units.duration(result.rpo_seconds)
+    out.print(f"lag         {lag} (RPO {rpo})")
     if result.rejected:
         out.print(f"[red]rejected[/red]    {result.rejected[:8]}: {result.last_error}")
 

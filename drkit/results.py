@@ -84,7 +84,8 @@ class BackupResult(Result):
     node: str
     snapshot_id: str
     time: str
-    files: int
+    files: int  # regular files as restic counts them, drkit's own three included
+    size: int | None = None  # their bytes: the `size` of snapshots
     bytes_added: int | None
     duration_seconds: float
     signer: str
@@ -135,6 +136,9 @@ class ShowResult(Result):
     profiles: list[str]
     signer: str
     trusted: bool
+    # Regular files in the snapshot as restic counts them (drkit's own three included), the
+    # `files` of backup and snapshots; null for a snapshot without restic's summary.
+    file_count: int | None = None
     categories: dict[str, int]
     files: list[ShownFile]
     keys: list[ShownKey]

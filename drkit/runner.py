@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from drkit import errors
+from drkit import errors, units
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ class CommandTimeout(errors.DrkitError):
 
     def __init__(self, program: str, timeout: float):
         super().__init__(
-            f"{Path(program).name} did not finish within {timeout:.0f} s and was stopped"
+            f"{Path(program).name} did not finish within {units.duration(timeout)} and was stopped"
         )
 
 

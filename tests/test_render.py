@@ -4,10 +4,13 @@ the exit-status epilog generated from errors.EXIT_CODES."""
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
-from drkit import cli, errors, output, render, results
+from drkit import cli, errors, output, render, results, units
 from drkit.model import failed, passed
 
 
@@ -122,6 +125,7 @@ def test_backup_document():
         "snapshot_id": "a" * 64,
         "time": "2024-05-01T03:00:00Z",
         "files": 12,
+        "size": None,
         "bytes_added": 2048,
         "duration_seconds": 1.5,
         "signer": "SHA256:" + "x" * 43,
@@ -330,3 +334,121 @@ def test_a_field_the_model_does_not_declare_is_refused():
 
     with pytest.raises(ValidationError):
         results.FleetDriftResult(ok=True, group=None, nodes=[], findings=[], extra=1)
+
+
+# -- one vocabulary: sizes in IEC units, durations in one format, words instead of dicts ---
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [
+        (None, "none"),
+        (0.25, "0.2 s"),
+        (4.2, "4.2 s"),
+        (45, "45 s"),
+        (59.6, "1 min"),
+        (258, "4 min 18 s"),
+        (900, "15 min"),
+        (12000, "3 h 20 min"),
+        (7200, "2 h"),
+        (183600, "2 d 3 h"),
+        (-12, "-12 s"),
+    ],
+)
+def test_durations_have_one_format(seconds, text):
+    assert units.duration(seconds) == text
+
+
+@pytest.mark.parametrize(
+    ("count", "text"),
+    [
+        (None, ""),
+        (512, "512 B"),
+        (18227, "17.8 KiB"),
+        (5 * 2**30, "5.0 GiB"),
+        (3 * 2**40, "3.0 TiB"),
+    ],
+)
+def test_sizes_are_iec(count, text):
+    assert units.size(count) == text
+
+
+def _printed(result, capsys) -> str:
+    assert output.run_command(lambda: result, as_json=False) in (0, 1)
+    return capsys.readouterr().out
+
+
+def test_status_ages_use_the_one_duration_format(capsys):
+    entry = results.NodeStatus.model_validate(
+        {
+            "node": "sftp-1",
+            "last_backup": {"time": "2024-05-01T03:00:00Z", "ok": True, "snapshot_id": "e" * 64},
+            "last_good_backup": None,
+            "last_prune": None,
+            "last_verify": None,
+            "last_drill": None,
+            "last_standby": None,
+            "standby_lag_seconds": None,
+            "rpo_seconds": 900,
+            "rpo_ok": True,
+            "age_seconds": 258,
+            "rto_seconds": 600,
+            "rto_ok": None,
+            "snapshots": 3,
+            "updated": "2024-05-01T03:00:05Z",
+            "status_age_seconds": 55,
+            "problems": [],
+        }
+    )
+    text = _printed(results.StatusResult(time="t", nodes=[entry], problems=[]), capsys)
+    assert "4 min 18 s" in text and "15 min" in text
+    assert "4.3m" not in text and "15.0m" not in text
+
+
+def test_storage_verify_prints_words_not_a_dict(capsys):
+    result = results.StorageVerifyResult(
+        bucket="dr-backups",
+        endpoint="http://127.0.0.1:9000",
+        versioning="Enabled",
+        object_lock={"enabled": True, "mode": "GOVERNANCE", "days": 30},
+        lifecycle={"id": "drkit-noncurrent-versions", "noncurrent_days": 37, "status": "Enabled"},
+        problems=[],
+    )
+    text = _printed(result, capsys)
+    assert "object lock  on, GOVERNANCE, 30 days default retention" in text
+    assert "noncurrent versions expire after 37 days" in text
+    assert "{" not in text and "'enabled'" not in text
+
+
+def test_backup_text_says_that_drkits_own_files_count(capsys):
+    result = results.BackupResult(
+        node="sftp-1",
+        snapshot_id="a" * 64,
+        time="2024-05-01T03:00:00Z",
+        files=20,
+        size=18227,
+        bytes_added=33587,
+        duration_seconds=258.4,
+        signer="SHA256:" + "x" * 43,
+        previous=None,
+        passes=1,
+        warnings=[],
+    )
+    text = _printed(result, capsys)
+    assert "20 files (3 of them drkit's own), 17.8 KiB; 32.8 KiB new data stored in 4 min 18 s" in (
+        text
+    )
+
+
+def test_no_module_formats_durations_on_its_own():
+    """Durations go through drkit.units: no `{x}s`, `{x:.1f}m` or `/ 60` elsewhere."""
+    package = Path(render.__file__).parent
+    pattern = re.compile(r"\}(?:s|m|h|min)\b|/ ?(?:60|3600)\b")
+    offenders = [
+        f"{path.relative_to(package)}:{number}: {line.strip()}"
+        for path in sorted(package.rglob("*"))
+        if path.suffix in (".py", ".html", ".md", ".svg") and path.name != "units.py"
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if pattern.search(line)
+    ]
+    assert offenders == []

@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-from drkit import errors
+from drkit import errors, units
 from drkit import model as checks
 from drkit.actions import context
 from drkit.actions import restore as restore_action
@@ -347,10 +347,14 @@ def _document(
     if rto is None:
         found.append(checks.failed("objective: RTO", "no login and file round trip succeeded"))
     elif met["rto"]:
-        found.append(checks.passed("objective: RTO", f"{rto:.1f} s to a working login, {target}"))
+        found.append(
+            checks.passed("objective: RTO", f"{units.duration(rto)} to a working login, {target}")
+        )
     else:
         found.append(
-            checks.failed("objective: RTO", f"{rto:.1f} s to a working login, over the {target}")
+            checks.failed(
+                "objective: RTO", f"{units.duration(rto)} to a working login, over the {target}"
+            )
         )
     age, target = reports.duration_text(rpo), reports.duration_text(objectives["rpo_seconds"])
     if judged and met["rpo"]:

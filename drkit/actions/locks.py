@@ -21,6 +21,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from drkit import units
 from drkit.engines import restic as restic_engine
 from drkit.model import parse_utc
 
@@ -56,7 +57,7 @@ def stale_reason(lock: dict, *, host: str, now: datetime) -> str | None:
         moment = parse_utc(created)
         age = (now - moment).total_seconds()
         if age > STALE_AGE_SECONDS:
-            return f"not refreshed for {age / 60:.0f} min"
+            return f"not refreshed for {units.duration(age)}"
     pid = lock.get("pid")
     local = lock.get("hostname") == host and isinstance(pid, int) and pid > 0
     if local and _owner_state(pid) != "alive":

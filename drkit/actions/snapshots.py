@@ -58,6 +58,7 @@ def show(origin: Origin, snapshot: str) -> ShowResult:
         profiles=node_manifest["profiles"],
         signer=signer,
         trusted=signer in origin.trusted_keys,
+        file_count=chosen.files,
         categories=dict(Counter(entry["category"] for entry in node_manifest["files"])),
         files=[
             {k: entry.get(k) for k in ("path", "category", "type", "size", "mode", "user", "group")}
