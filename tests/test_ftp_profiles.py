@@ -82,6 +82,28 @@ def test_proftpd_backup_destroy_restore_sftp_and_ftps_login(node_root, s3_reposi
     assert "pdrill" in users
 
 
+def test_proftpd_drill_sftp_and_ftps_node_built_like_the_corpus(node_root, s3_repository, work):
+    """`drkit drill` on a ProFTPD node serving SFTP and FTPS: the drill passes, its RTO is
+    measured from the logins, and every host key type is served as backed up."""
+    from corpus.cases import load_case, materialise
+
+    case = load_case(Path(__file__).parent / "corpus" / "proftpd-debian-sftp-tls")
+    root = node_root / "root"
+    materialise(case, root, client_dir=node_root / "clients")
+    config, _ = init_node(root, s3_repository, work, "proftpd", case.smoke_user, "ftp-drill")
+    code, backup = drkit("backup", "--config", str(config))
+    assert code == 0, backup
+    code, drilled = drkit("drill", "latest", "--config", str(config))
+    assert code == 0 and drilled["ok"], drilled["problems"]
+    names = statuses(drilled)
+    for name in ("smoke: sftp login", "smoke: ftps login", "smoke: ftps round trip"):
+        assert names.get(name) == "pass", (name, drilled["checks"])
+    assert drilled["rto_seconds"] is not None and 0 < drilled["rto_seconds"] < 120
+    assert len(drilled["host_keys"]) == 3, drilled["host_keys"]
+    assert all(key["ok"] and key["served"] == key["fingerprint"] for key in drilled["host_keys"])
+    print(f"proftpd drill: RTO {drilled['rto_seconds']} s")
+
+
 def _node_manifest(root: Path, profile) -> dict:
     found = profile.inventory(root, None)
     return manifest.build(

@@ -293,9 +293,9 @@ def _auth_modules(config: Config, server: int) -> set[str] | None:
 
 
 def _list_file(root: Path, node_path: str) -> set[str]:
-    source = accounts.source_root(root)
+    """Return the non-blank, non-comment lines of a node file (empty when it is missing)."""
     try:
-        text = on_root(source, node_path).read_text(errors="replace")
+        text = on_root(root, node_path).read_text(errors="replace")
     except OSError:
         return set()
     return {ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("#")}

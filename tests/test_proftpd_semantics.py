@@ -1,0 +1,121 @@
+"""ProFTPD's own semantics, directive by directive, on small node roots: Include of a directory
+and IncludeOptions, <IfModule>, %u and ~ for system users, /etc/ftpusers, DefaultRoot group
+expressions, <Anonymous> roots, and profile_options.proftpd.config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from drkit import errors
+from drkit.profiles import proftpd
+
+
+def _write(root: Path, node_path: str, text: str, mode: int = 0o644) -> Path:
+    path = root / node_path.lstrip("/")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    path.chmod(mode)
+    return path
+
+
+def _accounts(root: Path) -> None:
+    _write(
+        root,
+        "/etc/passwd",
+        "root:x:0:0:root:/root:/bin/bash\n"
+        "ftp:x:108:65534::/srv/ftp:/usr/sbin/nologin\n"
+        "dave:x:2021:2021::/home/dave:/bin/bash\n"
+        "mark:x:2022:2022::/home/mark:/bin/bash\n"
+        "banned:x:2023:2023::/home/banned:/bin/bash\n"
+        "nologin:x:2024:2024::/home/nologin:/usr/sbin/nologin\n",
+    )
+    _write(root, "/etc/group", "dave:x:2021:\nmark:x:2022:\nstaff:x:50:mark\nnogroup:x:65534:\n")
+    _write(root, "/etc/shells", "/bin/sh\n/bin/bash\n")
+    _write(root, "/etc/ftpusers", "root\nbanned\n")
+    for home in ("/home/dave", "/home/mark", "/home/banned", "/home/nologin", "/srv/ftp"):
+        (root / home.lstrip("/")).mkdir(parents=True)
+
+
+def _paths(found) -> set[str]:
+    return {entry.path for entry in found.files} | {entry.path for entry in found.dirs}
+
+
+def test_include_directory_reads_temp_files_unless_ignore_temp_files(tmp_path: Path):
+    _write(tmp_path, "/etc/proftpd/proftpd.conf", "Include /etc/proftpd/conf.d/\n")
+    _write(tmp_path, "/etc/proftpd/conf.d/local.conf~", "TransferLog /srv/logs/xfer.log\n")
+    _write(tmp_path, "/etc/proftpd/conf.d/.hidden", "ServerName x\n")
+    config = proftpd.read_config(tmp_path)
+    assert "/etc/proftpd/conf.d/local.conf~" in config.files  # proftpd reads it
+    assert "/etc/proftpd/conf.d/.hidden" in config.files  # only . and .. are skipped
+    assert config.of("transferlog")
+
+    _write(
+        tmp_path,
+        "/etc/proftpd/proftpd.conf",
+        "IncludeOptions IgnoreTempFiles\nInclude /etc/proftpd/conf.d/\n",
+    )
+    config = proftpd.read_config(tmp_path)
+    assert "/etc/proftpd/conf.d/local.conf~" not in config.files
+    assert not config.of("transferlog")
+    # Not read, but backed up all the same: a forced restore must not remove it.
+    found = proftpd.inventory(tmp_path, None, {})
+    assert "/etc/proftpd/conf.d/local.conf~" in _paths(found)
+    assert "/etc/proftpd/conf.d" in _paths(found)
+
+
+def test_ifmodule_of_a_module_not_loaded_names_nothing_required(tmp_path: Path):
+    _write(
+        tmp_path,
+        "/etc/proftpd/proftpd.conf",
+        "<IfModule mod_dnsbl.c>\n  AuthUserFile /etc/proftpd/dnsbl.passwd\n</IfModule>\n"
+        "<IfModule !mod_dnsbl.c>\n  AuthGroupFile /etc/proftpd/ftpd.group\n</IfModule>\n",
+    )
+    config = proftpd.read_config(tmp_path)
+    refs = {ref.path: ref for ref in proftpd.references(tmp_path, config)}
+    assert not refs["/etc/proftpd/dnsbl.passwd"].required
+    assert refs["/etc/proftpd/ftpd.group"].required
+    _write(tmp_path, "/etc/proftpd/modules.conf", "LoadModule mod_dnsbl.c\n")
+    text = (tmp_path / "etc/proftpd/proftpd.conf").read_text()
+    _write(tmp_path, "/etc/proftpd/proftpd.conf", "Include /etc/proftpd/modules.conf\n" + text)
+    refs = {r.path: r for r in proftpd.references(tmp_path, proftpd.read_config(tmp_path))}
+    assert refs["/etc/proftpd/dnsbl.passwd"].required
+    assert not refs["/etc/proftpd/ftpd.group"].required
+
+
+def test_percent_u_and_tilde_expand_for_system_users(tmp_path: Path):
+    _accounts(tmp_path)
+    _write(
+        tmp_path,
+        "/etc/proftpd/proftpd.conf",
+        "DefaultRoot ~ !staff\n"
+        "SFTPAuthorizedUserKeys file:/etc/proftpd/authorized_keys/%u file:~/.sftp/keys\n"
+        "<Anonymous ~ftp>\n  User ftp\n</Anonymous>\n",
+    )
+    _write(tmp_path, "/etc/proftpd/authorized_keys/dave", "key\n")
+    _write(tmp_path, "/home/dave/.sftp/keys", "key\n")
+    found = proftpd.inventory(tmp_path, None, {})
+    paths = _paths(found)
+    assert {"/etc/proftpd/authorized_keys/dave", "/home/dave/.sftp/keys"} <= paths
+    assert {"/home/dave", "/home/mark", "/srv/ftp"} <= paths
+    # /etc/ftpusers refuses banned; nologin has no valid shell; ftp is a system uid.
+    assert "/home/banned" not in paths and "/home/nologin" not in paths
+    assert set(found.users) == {"ftp", "dave", "mark"}
+    refs = proftpd.references(tmp_path, proftpd.read_config(tmp_path))
+    roots = {r.where.rsplit("user ", 1)[-1]: r for r in refs if r.directive == "DefaultRoot"}
+    assert roots["dave"].required and not roots["mark"].required  # mark is in staff
+
+
+def test_config_option_is_honoured_and_unknown_keys_are_config_errors(tmp_path: Path):
+    _write(tmp_path, "/srv/ftp.conf", "TransferLog /srv/logs/xfer.log\n")
+    (tmp_path / "srv/logs").mkdir()
+    found = proftpd.inventory(tmp_path, None, {"config": "/srv/ftp.conf"})
+    assert {"/srv/ftp.conf", "/srv/logs"} <= _paths(found)
+    missing = proftpd.inventory(tmp_path, None, {})
+    assert not missing.files and "no config /etc/proftpd/proftpd.conf" in missing.warnings[-1]
+    manifest = {"profile_options": {"proftpd": {"config": "/srv/ftp.conf"}}}
+    names = {check.name for check in proftpd.checks(tmp_path, manifest)}
+    assert "config: proftpd -t" in names and "proftpd: config" not in names
+    with pytest.raises(errors.ConfigError, match=r"profile_options\.proftpd\.conf\b"):
+        proftpd.inventory(tmp_path, None, {"conf": "/srv/ftp.conf"})
