@@ -591,14 +591,28 @@ def report(
         bool, typer.Option("--open", help="open the latest drill's HTML page in a browser")
     ] = False,
     all_nodes: Annotated[bool, typer.Option("--all", help="every node's drills")] = False,
+    fleet: Annotated[
+        bool,
+        typer.Option("--fleet", help="one page for every node in the bucket, breached first"),
+    ] = False,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="where --fleet writes its page (default: state_dir/reports/fleet.html)"),
+    ] = None,
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """List the drill reports in the bucket, oldest first; --open shows the latest page."""
+    """List the drill reports in the bucket, oldest first; --open shows the latest page.
+
+    --fleet writes one self-contained HTML page (and its JSON beside it) from the bucket
+    alone; exit 1 when a node is breached.
+    """
 
     def job():
         from drkit.actions import report as report_action
 
+        if fleet:
+            return report_action.fleet(_config(config), out=out, open_page=open_page)
         return report_action.run(_config(config), all_nodes=all_nodes, open_page=open_page)
 
     _finish(job, as_json)

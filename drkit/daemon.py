@@ -48,6 +48,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from drkit import errors, results, runner
+from drkit.actions import report as report_action
 from drkit.actions import status as status_action
 from drkit.config import Config, parse_duration
 from drkit.engines import metrics, notify, status
@@ -392,6 +393,7 @@ class Daemon:
         )
         if name == "backup":
             self._after_backup(ok)
+        report_action.refresh_fleet_page(self.config)
         self._watch()
         self.skipped.report(name, started)
         _context.job = None

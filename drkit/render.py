@@ -231,6 +231,26 @@ def _report(result: r.ReportResult) -> None:
 
 
 @render.register
+def _fleet_report(result: r.FleetReportResult) -> None:
+    rows = [
+        [
+            node.node,
+            "[red]BREACHED[/red]" if node.breached else "[green]ok[/green]",
+            _duration(node.backup_age_seconds),
+            _duration(node.proven_age_seconds),
+            "; ".join(node.problems),
+        ]
+        for node in result.nodes
+    ]
+    table("fleet", ["node", "state", "backup age", "proven age", "problems"], rows)
+    out = console()
+    out.print(f"{result.breached} of {len(result.nodes)} nodes breached")
+    out.print(f"fleet page {result.html} (JSON {result.json_file})")
+    for problem in result.problems:
+        out.print(f"[red]{problem}[/red]")
+
+
+@render.register
 def _diff(result: r.DiffResult) -> None:
     from rich.markup import escape
 

@@ -253,6 +253,39 @@ class ReportResult(Result):
     opened: bool = False
 
 
+class FleetPageNode(Part):
+    """One node of the fleet page (engines.reports.fleet_node); keys it gains stay in the JSON."""
+
+    model_config = ConfigDict(extra="allow")
+
+    node: str
+    group: str | None
+    breached: bool
+    problems: list[str]
+    backup_age_seconds: int | None
+    proven_age_seconds: int | None
+    rpo_seconds: int
+    last_drill: Document | None
+    standby_lag_seconds: int | None
+    expiring: list[Document]
+
+
+class FleetReportResult(Result):
+    """`drkit report --fleet`: ok is false when any node is breached; nodes breached first."""
+
+    kind: Literal["fleet"] = "fleet"
+    time: str
+    bucket: str
+    breached: int
+    nodes: list[FleetPageNode]
+    drift: list[Document]
+    html: str
+    json_file: str
+    uploaded: list[str] = []
+    opened: bool = False
+    problems: list[str] = []
+
+
 class Change(Part):
     category: str
     path: str

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from drkit import errors
 from drkit.actions import context
+from drkit.actions import report as report_action
 from drkit.config import Config, parse_config, parse_duration
 from drkit.engines import localsettings, manifest
 from drkit.model import parse_utc, utc_text
@@ -105,7 +106,9 @@ def drift(
             findings += _audit_continuity(node, before, old_manifest, latest[node], fetched)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    return FleetDriftResult(ok=not findings, group=group, nodes=nodes, findings=findings)
+    result = FleetDriftResult(ok=not findings, group=group, nodes=nodes, findings=findings)
+    report_action.publish_drift(config, result)  # the fleet page shows each group's latest
+    return result
 
 
 def _prefetch(fetched: _Fetcher, latest: dict[str, dict], previous: dict[str, tuple]) -> None:

@@ -14,6 +14,7 @@ import yaml
 
 from drkit import errors
 from drkit.actions import backup, context, discover
+from drkit.actions import status as status_action
 from drkit.actions import storage as storage_action
 from drkit.config import Config, dump_config, find_config_path, parse_config, validate_config
 from drkit.engines import keys, manifest
@@ -160,6 +161,7 @@ def run(config_path: Path, settings: dict) -> InitResult:
     repository_created = restic.init()
     if repository_created:
         backup.record_chain(config, None, None)  # a new repository starts a new chain
+    status_action.register(config)
     return InitResult(
         config=str(config_path),
         config_written=config_written,

@@ -1,21 +1,34 @@
-"""drkit report: the drill history of a node (or every node) from the reports in the bucket.
+"""drkit report: the drill history of a node (or every node), and the fleet page, from the bucket.
 
 Each drill uploads reports/<node>/drill-<time>-<id>.{json,md,html}; the JSON documents are the
-history. `--open` fetches the latest drill's page into the local report directory (when it is
-not there already) and opens it in the default browser.
+history. A drill that failed before it could write a report (storage down, say) is still the
+node's last drill in its status document, so it is listed too: `status` and `report` name the
+same last drill. `--open` fetches the latest drill's page into the local report directory (when
+it is not there already) and opens it in the default browser.
+
+`--fleet` builds one self-contained page (and its JSON) from the bucket alone: every node's
+status document, the latest `fleet drift` findings of each group (reports/fleet-drift-<group>
+.json), nodes in breach first. The daemon of a node with `report.fleet: true` uploads it to
+reports/fleet.html (and .json) after each run.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import webbrowser
+from datetime import UTC, datetime
 from pathlib import Path
 
 from drkit import errors
 from drkit.actions import drill as drill_action
+from drkit.actions import status as status_action
 from drkit.config import Config
 from drkit.engines import reports
-from drkit.results import ReportResult
+from drkit.engines import status as status_engine
+from drkit.model import utc_text
+from drkit.results import FleetDriftResult, FleetReportResult, ReportResult
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +53,7 @@ def run(config: Config, *, all_nodes: bool = False, open_page: bool = False) -> 
         if isinstance(document, dict) and document.get("kind") == "drill":
             entry = reports.summary(document, key.removesuffix(".json") + ".html")
             drills.append({**entry, "report": key})
+    drills += _unreported(config, storage, drills, all_nodes)
     drills.sort(key=lambda entry: (entry["time"] or "", entry["node"] or ""))
     latest_by_node = {entry["node"]: entry for entry in drills}
     result = ReportResult(
@@ -48,7 +62,8 @@ def run(config: Config, *, all_nodes: bool = False, open_page: bool = False) -> 
         drills=[{key: entry[key] for key in _FIELDS} for entry in drills],
     )
     if open_page:
-        mine = [entry for entry in drills if entry["node"] == config.node] or drills
+        mine = [entry for entry in drills if entry["node"] == config.node and entry["html"]]
+        mine = mine or [entry for entry in drills if entry["html"]]
         if not mine:
             raise errors.UsageError(f"no drill report of node {config.node} in the bucket yet")
         page = _local_page(config, storage, mine[-1]["html"])
@@ -58,6 +73,40 @@ def run(config: Config, *, all_nodes: bool = False, open_page: bool = False) -> 
 
 
 _FIELDS = ("node", "time", "ok", "snapshot_id", "rto_seconds", "rpo_seconds", "html")
+
+
+def _unreported(config: Config, storage, drills: list[dict], all_nodes: bool) -> list[dict]:
+    """Return each node's last drill on record in its status document (this node's local one
+    first, as `status` reads it) when it is newer than the node's latest report: a drill that
+    failed before it could write one."""
+    if all_nodes:
+        documents, _ = status_action.fleet_documents(storage)
+    else:
+        documents = {config.node: None}
+    local = status_engine.load_local(config)
+    if local is None and not all_nodes:
+        with contextlib.suppress(errors.StorageError):
+            local = storage.get_json(status_engine.bucket_key(config.node))
+    documents[config.node] = status_action.newer(local, documents.get(config.node))
+    latest: dict[str, str] = {}
+    for entry in drills:
+        latest[entry["node"]] = max(latest.get(entry["node"], ""), entry["time"] or "")
+    found = []
+    for node, document in documents.items():
+        drill = (document or {}).get("last_drill")
+        if drill and (drill.get("time") or "") > latest.get(node, ""):
+            found.append(
+                {
+                    "node": node,
+                    "time": drill.get("time"),
+                    "ok": bool(drill.get("ok")),
+                    "snapshot_id": drill.get("snapshot_id"),
+                    "rto_seconds": drill.get("rto_seconds"),
+                    "rpo_seconds": drill.get("rpo_seconds"),
+                    "html": None,
+                }
+            )
+    return found
 
 
 def _local_page(config: Config, storage, key: str) -> Path:
@@ -71,3 +120,94 @@ def _local_page(config: Config, storage, key: str) -> Path:
         directory.mkdir(parents=True, exist_ok=True)
         page.write_bytes(body)
     return page
+
+
+# -- the fleet page --------------------------------------------------------------------------
+
+
+def fleet_page_path(config: Config) -> Path:
+    """Return where the fleet page is written locally by default: <state_dir>/reports/fleet.html."""
+    return Path(config.state_dir) / "reports" / "fleet.html"
+
+
+def fleet(
+    config: Config, *, out: Path | None = None, open_page: bool = False, upload: bool = False
+) -> FleetReportResult:
+    """Build the fleet page from the bucket alone; write it (and its JSON beside it) to out,
+    upload both to reports/fleet.html and .json when upload, open it when open_page. Return
+    the fleet document; ok is false when any node is breached."""
+    from drkit.engines.storage import Storage
+
+    storage = Storage(config.repository)
+    storage.probe()
+    now = datetime.now(UTC)
+    documents, problems = status_action.fleet_documents(storage)
+    defaults = status_engine.objectives_of(config)
+    nodes = [
+        reports.fleet_node(
+            status_engine.evaluate(document, node=node, now=now, default_objectives=defaults),
+            document,
+            now,
+        )
+        for node, document in documents.items()
+    ]
+    drift = []
+    for key in storage.list_keys(reports.DRIFT_PREFIX):
+        try:
+            found = storage.get_json(key)
+        except errors.StorageError as exc:
+            problems.append(f"{key}: {exc.message}")
+            continue
+        if isinstance(found, dict):
+            drift.append(found)
+    document = reports.fleet_document(nodes, drift, bucket=storage.bucket, now=now)
+    page = Path(out) if out else fleet_page_path(config)
+    located = {**document, "html": str(page), "json_file": str(page.with_suffix(".json"))}
+    body = reports.render_fleet_html(document).encode()
+    text = (json.dumps(located, indent=2) + "\n").encode()
+    try:
+        page.parent.mkdir(parents=True, exist_ok=True)
+        page.write_bytes(body)
+        page.with_suffix(".json").write_bytes(text)
+    except OSError as exc:
+        raise errors.LocalFilesystemError(f"{page}: cannot write ({exc.strerror})") from None
+    uploaded = []
+    if upload:
+        storage.put_bytes(reports.FLEET_HTML, body, "text/html; charset=utf-8")
+        storage.put_bytes(reports.FLEET_JSON, text, "application/json; charset=utf-8")
+        uploaded = [reports.FLEET_HTML, reports.FLEET_JSON]
+    result = FleetReportResult.model_validate({**located, "uploaded": uploaded})
+    result.problems = problems
+    if open_page:
+        result.opened = bool(webbrowser.open(page.resolve().as_uri()))
+    return result
+
+
+def refresh_fleet_page(config: Config) -> None:
+    """The daemon's hook after each run: when report.fleet is set, rebuild the fleet page and
+    upload it; a failure is logged, never the run's outcome."""
+    if not config.report.fleet:
+        return
+    try:
+        fleet(config, upload=True)
+    except (errors.DrkitError, OSError) as exc:
+        log.warning("fleet page not refreshed: %s", getattr(exc, "message", exc))
+
+
+def publish_drift(config: Config, result: FleetDriftResult) -> None:
+    """Keep a `fleet drift` run's findings in the bucket for the fleet page; a bucket that
+    refuses is a warning, the findings stand."""
+    from drkit.engines.storage import Storage
+
+    found = {
+        "kind": "drift",
+        "group": result.group,
+        "time": utc_text(datetime.now(UTC)),
+        "ok": result.ok,
+        "nodes": [node.node for node in result.nodes],
+        "findings": result.model_dump(mode="json")["findings"],
+    }
+    try:
+        Storage(config.repository).put_json(reports.drift_key(result.group or ""), found)
+    except errors.DrkitError as exc:
+        log.warning("drift findings not kept in the bucket: %s", exc.message)

@@ -8,12 +8,17 @@ subjects, check details) is escaped. Reports carry fingerprints, never key mater
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import math
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import jinja2
 import markupsafe
 
-from drkit.model import utc_text
+from drkit import units
+from drkit import units
+from drkit.model import parse_utc_or_none, utc_text
+from drkit.paths import on_root
 
 REPORT_PREFIX = "reports"
 HISTORY_LIMIT = 60
@@ -47,16 +52,8 @@ def summary(document: dict, html_location: str | None = None) -> dict:
 
 
 def duration_text(seconds: float | None) -> str:
-    """Return seconds as '4.2 s', '12 min', '3.5 h' or '2.1 d'; 'none' for None."""
-    if seconds is None:
-        return "none"
-    seconds = float(seconds)
-    if seconds < 120:
-        return f"{seconds:.1f} s"
-    for unit, size in (("d", 86400), ("h", 3600)):
-        if seconds >= size * 2:
-            return f"{seconds / size:.1f} {unit}"
-    return f"{seconds / 60:.0f} min"
+    """Return seconds in drkit's one duration format (drkit.units); 'none' for None."""
+    return units.duration(seconds)
 
 
 def _verdict(met: bool | None) -> str:
@@ -94,17 +91,55 @@ def render_markdown(document: dict, history: list[dict]) -> str:
     return _TEMPLATES.get_template("drill.md").render(document=document, history=history)
 
 
+AXIS_UNITS = (("d", 86400), ("h", 3600), ("min", 60), ("s", 1))
+NICE_STEPS = (1, 2, 2.5, 5, 10)
+
+
+def axis(values: list[float], objective: float | None) -> dict:
+    """Return a chart's y axis for values (seconds): {ceiling, ticks: [(seconds, label)],
+    objective_on_scale}. The axis fits the data, not the objective: an objective more than
+    three times the largest value stays off the scale (drawn at the top, labelled). Every tick
+    is written in one unit, the one duration_text would use for the ceiling."""
+    top = max(values, default=0.0)
+    on_scale = objective is not None and (top <= 0 or objective <= 3 * top)
+    raw = max(top, float(objective) if on_scale else 0.0, 1.0) * 1.1
+    unit, size = next((unit, size) for unit, size in AXIS_UNITS if raw >= 2 * size or size == 1)
+    rough = raw / size / 4
+    magnitude = 10 ** math.floor(math.log10(rough))
+    step = next(nice * magnitude for nice in NICE_STEPS if nice * magnitude >= rough)
+    count = math.ceil(raw / size / step)
+    return {
+        "ceiling": count * step * size,
+        "ticks": [(index * step * size, f"{index * step:g} {unit}") for index in range(count + 1)],
+        "objective_on_scale": on_scale,
+    }
+
+
+def time_labels(times: list[str | None]) -> list[str]:
+    """Return labels for drill times (RFC 3339): dates when they differ, else with the time of
+    day, else with seconds, so that no two labels read the same."""
+    moments = [parse_utc_or_none(text) for text in times]
+    formats = ("%Y-%m-%d", "%Y-%m-%d %H:%M", "%Y-%m-%d %H:%M:%S")
+    for pattern in formats:
+        labels = [moment.strftime(pattern) if moment else "?" for moment in moments]
+        if len(set(labels)) == len(labels):
+            return labels
+    return labels
+
+
 def chart_svg(history: list[dict], field: str, objective: float | None, title: str) -> str:
     """Return an inline SVG line chart of one measure (rto_seconds or rpo_seconds) per drill,
-    with the objective as a dashed line; failed drills are red points."""
-    width, height, left, right, top, bottom = 520, 220, 56, 14, 26, 34
+    on an axis fitted to the measured values, with the objective as a dashed line (at the top
+    with 'off scale' when it is far above them); failed drills are red points."""
+    width, height, left, right, top, bottom = 520, 220, 64, 14, 26, 34
     values = [float(entry[field]) for entry in history if entry.get(field) is not None]
-    ceiling = max([*values, float(objective or 0), 1.0]) * 1.15
+    scale = axis(values, objective)
+    ceiling = scale["ceiling"]
     plot_w, plot_h = width - left - right, height - top - bottom
     base = top + plot_h
 
     def height_of(value: float) -> float:
-        return base - value / ceiling * plot_h
+        return base - min(value, ceiling) / ceiling * plot_h
 
     count = len(history)
     points = [
@@ -118,6 +153,14 @@ def chart_svg(history: list[dict], field: str, objective: float | None, title: s
         for index, entry in enumerate(history)
     ]
     drawn = [f"{point['x']:.1f},{point['y']:.1f}" for point in points if point["y"] is not None]
+    ends = time_labels([entry.get("time") for entry in (history[:1] + history[1:][-1:])])
+    marker = None
+    if objective:
+        marker = {
+            "y": height_of(objective) if scale["objective_on_scale"] else top,
+            "label": f"objective {duration_text(objective)}"
+            + ("" if scale["objective_on_scale"] else " (off scale, above)"),
+        }
     return markupsafe.Markup(
         _TEMPLATES.get_template("chart.svg")
         .render(
@@ -128,15 +171,11 @@ def chart_svg(history: list[dict], field: str, objective: float | None, title: s
             right=left + plot_w,
             top=top,
             base=base,
-            ticks=[
-                (base - fraction * plot_h, duration_text(ceiling * fraction))
-                for fraction in (0.0, 0.5, 1.0)
-            ],
-            objective=objective and {"y": height_of(objective), "label": duration_text(objective)},
+            ticks=[(height_of(seconds), label) for seconds, label in scale["ticks"]],
+            objective=marker,
             points=points,
             polyline=" ".join(drawn) if len(drawn) > 1 else None,
-            dates=history
-            and ((history[0].get("time") or "")[:10], (history[-1].get("time") or "")[:10]),
+            dates=ends,
         )
         .rstrip("\n")
     )
@@ -155,3 +194,170 @@ def render_html(document: dict, history: list[dict]) -> str:
 
 def _now_text() -> str:
     return utc_text(datetime.now(UTC))
+
+
+# -- the fleet page: every node's objectives, jobs, certificates and drift, from the bucket --
+
+FLEET_HTML = f"{REPORT_PREFIX}/fleet.html"
+FLEET_JSON = f"{REPORT_PREFIX}/fleet.json"
+DRIFT_PREFIX = f"{REPORT_PREFIX}/fleet-drift-"
+EXPIRY_WINDOW_DAYS = 90
+CALENDAR_WEEKS = 13
+
+
+def drift_key(group: str) -> str:
+    """Return where the latest `fleet drift` findings of a group are kept: a file beside the
+    nodes' report directories, so no node name can collide with it."""
+    return f"{DRIFT_PREFIX}{group}.json"
+
+
+def certificate_expiries(root: Path, node_manifest: dict) -> list[dict]:
+    """Given a node's root and the manifest of its last backup, return when its certificates
+    end: X.509 ones from the manifest and OpenSSH host certificates among its host keys'
+    files, [{path, kind: tls|host, subject, not_after}]."""
+    from cryptography.hazmat.primitives import serialization
+
+    found = [
+        {
+            "path": entry["path"],
+            "kind": "tls",
+            "subject": entry.get("subject"),
+            "not_after": entry["not_after"],
+        }
+        for entry in node_manifest.get("certificates", [])
+    ]
+    for entry in node_manifest.get("files", []):
+        if entry.get("category") != "host_keys" or not entry["path"].endswith("-cert.pub"):
+            continue
+        try:
+            data = on_root(root, entry["path"]).read_bytes().strip()
+            certificate = serialization.load_ssh_public_identity(data)
+        except (OSError, ValueError, TypeError):
+            continue
+        if isinstance(certificate, serialization.SSHCertificate) and (
+            certificate.valid_before < 2**64 - 1
+        ):
+            principals = ",".join(
+                name.decode(errors="replace") for name in (certificate.valid_principals)
+            )
+            found.append(
+                {
+                    "path": entry["path"],
+                    "kind": "host",
+                    "subject": principals or "any host",
+                    "not_after": utc_text(datetime.fromtimestamp(certificate.valid_before, UTC)),
+                }
+            )
+    return found
+
+
+def _proven_time(document: dict) -> datetime | None:
+    """Return the time of the newest snapshot proven restorable: the last proof's snapshot, or
+    the snapshot a passing drill restored (drill time less its RPO)."""
+    proven = document.get("last_proven") or {}
+    times = []
+    if proven.get("ok") and parse_utc_or_none(proven.get("snapshot_time")):
+        times.append(parse_utc_or_none(proven.get("snapshot_time")))
+    drill = document.get("last_drill") or {}
+    drilled = parse_utc_or_none(drill.get("time"))
+    if drill.get("ok") and drilled is not None and drill.get("rpo_seconds") is not None:
+        times.append(drilled - timedelta(seconds=float(drill["rpo_seconds"])))
+    return max(times, default=None)
+
+
+def fleet_node(entry: dict, document: dict | None, now: datetime) -> dict:
+    """Given a node's `drkit status` entry (engines.status.evaluate) and its status document,
+    return its fleet page entry. Breached: outside the RPO, last backup failed, last drill
+    failed or missed the RTO, a certificate expired, or (a node that proves every snapshot)
+    its newest proven snapshot older than the RPO."""
+    document = document or {}
+    rpo = entry["rpo_seconds"]
+    problems = list(entry["problems"])
+    proven = _proven_time(document)
+    proven_age = None if proven is None else max(0, round((now - proven).total_seconds()))
+    proven_ok = None if proven_age is None else proven_age <= rpo
+    if "last_proven" in document and not proven_ok:
+        age = "never" if proven_age is None else f"{duration_text(proven_age)} old"
+        problems.append(f"newest proven snapshot: {age}, over the RPO of {duration_text(rpo)}")
+    drill = entry.get("last_drill") or {}
+    if entry.get("rto_ok") is False:
+        problems.append(f"last drill failed: {drill.get('error') or 'an objective was missed'}")
+    backup = entry.get("last_backup") or {}
+    source = backup if backup.get("ok") and "certificates" in backup else drill
+    expiring = []
+    for certificate in source.get("certificates") or []:
+        end = parse_utc_or_none(certificate.get("not_after"))
+        if end is None:
+            continue
+        days_left = math.floor((end - now).total_seconds() / 86400)
+        if days_left <= EXPIRY_WINDOW_DAYS:
+            expiring.append({**certificate, "days_left": days_left})
+        if days_left < 0:
+            problems.append(f"certificate {certificate['path']} expired {certificate['not_after']}")
+    expiring.sort(key=lambda item: (item["days_left"], item["path"]))
+    return {
+        "node": entry["node"],
+        "group": entry.get("group") or document.get("group"),
+        "breached": bool(problems),
+        "problems": problems,
+        "backup_age_seconds": entry["age_seconds"],
+        "backup_rpo_ok": entry["rpo_ok"],
+        "proven_age_seconds": proven_age,
+        "proven_rpo_ok": proven_ok,
+        "rpo_seconds": rpo,
+        "rto_seconds": entry["rto_seconds"],
+        "rto_ok": entry.get("rto_ok"),
+        "last_backup": entry.get("last_backup"),
+        "last_prune": entry.get("last_prune"),
+        "last_verify": entry.get("last_verify"),
+        "last_drill": entry.get("last_drill"),
+        "standby_lag_seconds": entry.get("standby_lag_seconds"),
+        "expiring": expiring,
+        "updated": entry.get("updated"),
+    }
+
+
+def fleet_document(nodes: list[dict], drift: list[dict], *, bucket: str, now: datetime) -> dict:
+    """Return the fleet page's document: nodes in breach first (then by name), the latest
+    drift findings of each group; ok is false when any node is breached."""
+    ordered = sorted(nodes, key=lambda node: (not node["breached"], node["node"]))
+    return {
+        "ok": not any(node["breached"] for node in ordered),
+        "kind": "fleet",
+        "time": utc_text(now),
+        "bucket": bucket,
+        "breached": sum(node["breached"] for node in ordered),
+        "nodes": ordered,
+        "drift": sorted(drift, key=lambda found: found.get("group") or ""),
+    }
+
+
+def calendar(nodes: list[dict], now: datetime) -> list[dict]:
+    """Return the expiry calendar: one row per week from this week's Monday, 13 weeks (the
+    90-day window), with a first 'expired' row when any certificate has ended."""
+    monday = (now - timedelta(days=now.weekday())).date()
+    weeks = [
+        {"label": f"week of {monday + timedelta(weeks=index):%Y-%m-%d}", "entries": []}
+        for index in range(CALENDAR_WEEKS + 1)
+    ]
+    expired = {"label": "expired", "entries": []}
+    for node in nodes:
+        for certificate in node["expiring"]:
+            item = {"node": node["node"], **certificate}
+            end = parse_utc_or_none(certificate["not_after"])
+            if certificate["days_left"] < 0 or end is None:
+                expired["entries"].append(item)
+            else:
+                index = min((end.date() - monday).days // 7, CALENDAR_WEEKS)
+                weeks[index]["entries"].append(item)
+    for row in (expired, *weeks):
+        row["entries"].sort(key=lambda item: (item["not_after"], item["node"], item["path"]))
+    return ([expired] if expired["entries"] else []) + weeks
+
+
+def render_fleet_html(document: dict) -> str:
+    """Return the fleet page: one self-contained HTML page (inline CSS, nothing fetched)."""
+    now = parse_utc_or_none(document["time"]) or datetime.now(UTC)
+    return _TEMPLATES.get_template("fleet.html").render(
+        document=document, calendar=calendar(document["nodes"], now)
+    )

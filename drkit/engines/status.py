@@ -42,6 +42,7 @@ def empty(config: Config) -> dict[str, Any]:
     return {
         "format": FORMAT,
         "node": config.node,
+        "group": config.group,
         "updated": None,
         "objectives": objectives_of(config),
         "last_backup": None,
@@ -134,6 +135,7 @@ def record(
         document["updated"] = utc_text(now)
         document["node"] = config.node
         document["objectives"] = objectives_of(config)
+        document["group"] = config.group
         document[f"last_{job}"] = outcome
         if outcome.get("ok"):
             document.setdefault("last_success", {})[job] = outcome.get("time") or utc_text(now)
@@ -251,13 +253,17 @@ def evaluate(
         problems.append(f"last backup failed: {last_backup.get('error')}")
     drill = document.get("last_drill") or {}
     rto_measured = drill.get("rto_seconds")
-    rto_ok = None if rto_measured is None else bool(drill.get("ok")) and rto_measured <= rto
+    # a drill that failed before any login worked has no RTO, and missed the objective
+    rto_ok = None
+    if drill:
+        rto_ok = bool(drill.get("ok")) and rto_measured is not None and rto_measured <= rto
     rpo_ok = not any(
         problem.startswith(("no status", "no successful", "last good")) for problem in problems
     )
     updated = parse_utc_or_none(document.get("updated"))
     return {
         "node": node,
+        "group": document.get("group"),
         "last_backup": last_backup,
         "last_good_backup": good or None,
         "last_prune": document.get("last_prune"),
