@@ -236,8 +236,8 @@ def _fleet_report(result: r.FleetReportResult) -> None:
         [
             node.node,
             "[red]BREACHED[/red]" if node.breached else "[green]ok[/green]",
-            _duration(node.backup_age_seconds),
-            _duration(node.proven_age_seconds),
+            units.duration(node.backup_age_seconds),
+            units.duration(node.proven_age_seconds),
             "; ".join(node.problems),
         ]
         for node in result.nodes

@@ -16,7 +16,6 @@ import jinja2
 import markupsafe
 
 from drkit import units
-from drkit import units
 from drkit.model import parse_utc_or_none, utc_text
 from drkit.paths import on_root
 
