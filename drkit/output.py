@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from drkit import errors, results
+from drkit import errors, results, units
 
 log = logging.getLogger("drkit")
 
@@ -124,14 +124,14 @@ class Progress:
                     for column in (
                         progress.TaskProgressColumn(),
                         progress.DownloadColumn(binary_units=True),
-                        progress.TimeRemainingColumn(),
+                        progress.TextColumn("{task.fields[left]}"),  # restic's own estimate
                     )
                 ),
                 console=self.console,
                 transient=True,
             )
             self.live.start()
-            self.task = self.live.add_task(f"{self.title}…", total=None)
+            self.task = self.live.add_task(f"{self.title}…", total=None, left="")
         return self
 
     def step(self, text: str) -> None:
@@ -145,13 +145,19 @@ class Progress:
         self._finish_step()
         self.done.append(text)
         self.live.remove_task(self.task)  # a fresh task: no bytes until restic reports some
-        self.task = self.live.add_task(f"{self.title}: {text}", total=None)
+        self.task = self.live.add_task(f"{self.title}: {text}", total=None, left="")
 
     def status(self, message: dict) -> None:
-        """Move the bar by one of restic's --json status lines (bytes_done of total_bytes)."""
+        """Move the bar by one of restic's --json status lines (bytes_done of total_bytes,
+        seconds_remaining)."""
         if self.live is not None and message.get("total_bytes"):
+            left = message.get("seconds_remaining")
             self.live.update(
-                self.task, total=message["total_bytes"], completed=message.get("bytes_done", 0)
+                self.task,
+                total=message["total_bytes"],
+                completed=message.get("bytes_done", 0),
+                left="" if left is None else f"{units.duration(left)} left",
+                refresh=True,  # drawn as restic reports it, not at the next 0.1 s tick
             )
 
     def _finish_step(self) -> None:

@@ -182,6 +182,16 @@ def _drop(path: str) -> Callable[[dict], None]:
     return change
 
 
+def _rename(path: str, new_name: str) -> Callable[[dict], None]:
+    def change(settings: dict) -> None:
+        *parents, last = path.split(".")
+        for part in parents:
+            settings = settings[part]
+        settings[new_name] = settings.pop(last)
+
+    return change
+
+
 def _config_case(name, change, fragment, command=("snapshots",)) -> Case:
     return Case(name, 2, fragment, lambda c: ([*command, *c.config_with(change)], None))
 
@@ -212,6 +222,8 @@ CASES: list[Case] = [
     _config_case("unknown top-level key", _set("colour", "blue"), "colour: unknown setting"),
     _config_case("unknown nested key", _set("repository.storage_class", "GLACIER"),
                  "repository.storage_class: unknown setting"),
+    _config_case("misspelled nested key", _rename("repository.bucket", "bukcet"),
+                 "repository.bukcet: unknown setting, did you mean 'bucket'?"),
     _config_case("wrong type: retention", _set("retention.last", "many"), "retention.last"),
     _config_case("wrong type: servers", _set("servers", "openssh"), "servers"),
     _config_case("unknown server profile", _set("servers", ["iis"]), "servers.0"),
@@ -237,6 +249,12 @@ CASES: list[Case] = [
     _config_case("webhook URL not http", _set("notify.webhook", {"url": "ftp://x"}),
                  "notify.webhook.url"),
     _config_case("alert timeout 0", _set("notify.timeout_seconds", 0), "notify.timeout_seconds"),
+    # usage: what Typer parses, answered as drkit answers (also the JSON document)
+    Case("misspelled command", 2, "No such command 'snapshotz'", lambda c: (["snapshotz"], None)),
+    Case("unknown option", 2, "No such option: --colour",
+         lambda c: (["snapshots", "--colour", *c.config_with(lambda s: None)], None)),
+    Case("bad option value", 2, "Invalid value for '--spot'",
+         lambda c: (["verify", "--spot", "many", *c.config_with(lambda s: None)], None)),
     # files: missing, unreadable, not private
     Case("config file missing", 2, "not found",
          lambda c: (["snapshots", "--config", str(c.work / "nope.yaml")], None)),

@@ -3,14 +3,17 @@ that name every field, --version, shell completion, and help that teaches by exa
 
 from __future__ import annotations
 
+import io
 import json
 from importlib import metadata
 
 import pytest
 import typer
 import yaml
+from rich.console import Console
 from typer.testing import CliRunner
 
+from drkit import output
 from drkit.cli import app
 
 USAGE_MISTAKES = {
@@ -150,3 +153,82 @@ def test_every_bad_field_gets_its_own_line_naming_the_file(tmp_path):
     message = document["error"]["message"]
     assert message.startswith(f"{path}: ") and "\n" not in message
     assert all(field in message for field in fields)
+
+
+# -- progress: a moving bar on a terminal, step lines elsewhere, nothing with --json ------
+
+
+def _run_steps(shown: output.Progress) -> None:
+    with shown:
+        shown.step("reading the node's files")
+        shown.step("uploading 12 paths with restic")
+        for done in (0, 10240, 30720):
+            shown.status(
+                {"message_type": "status", "total_bytes": 40960, "bytes_done": done,
+                 "seconds_remaining": 258 - done // 1024}
+            )  # fmt: skip
+        shown.step("storing the signed chain head")
+
+
+def test_progress_without_a_terminal_prints_one_line_per_step(capsys):
+    _run_steps(output.Progress("backup", console=Console(file=io.StringIO())))
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.splitlines() == [
+        "drkit: backup: reading the node's files",
+        "drkit: backup: uploading 12 paths with restic",
+        "drkit: backup: storing the signed chain head",
+    ]
+
+
+def test_progress_on_a_terminal_moves_with_restic_and_leaves_only_the_done_steps(capsys):
+    screen = io.StringIO()
+    terminal = Console(file=screen, force_terminal=True, width=120, color_system=None)
+    _run_steps(output.Progress("backup", console=terminal))
+    drawn = screen.getvalue()
+    assert "75%" in drawn and "30.0/40.0 KiB" in drawn  # the bar followed restic's bytes
+    assert "3 min 48 s left" in drawn  # restic's estimate, in drkit's duration format
+    assert "0/? bytes" not in drawn and "-:--:--" not in drawn
+    final = drawn.rsplit("\x1b[?25h", 1)[0]  # what stays once the live line is cleared
+    assert [line.split("✓ ", 1)[1] for line in final.split("\n") if "✓ " in line] == [
+        "reading the node's files",
+        "uploading 12 paths with restic",
+        "storing the signed chain head",
+    ]
+    assert drawn.endswith("\x1b[2K")  # the live line is erased
+    assert capsys.readouterr().err == ""
+
+
+def test_progress_with_json_shows_nothing(capsys):
+    _run_steps(output.Progress("backup", quiet=True))
+    assert capsys.readouterr() == ("", "")
+
+
+# -- against a real node and S3: the step lines of a backup, the same file counts everywhere
+
+
+@pytest.mark.integration
+def test_backup_steps_and_one_file_count_in_backup_snapshots_and_show(local_s3, tmp_path):
+    from nodes import Node, fresh_repository, make_workspace
+
+    node = Node(make_workspace(), fresh_repository(local_s3, tmp_path, prefix="counts"))
+    try:
+        config = ["--config", str(node.config)]
+        text = _invoke(["backup", *config])  # CliRunner's stderr is no terminal: step lines
+        assert text.exit_code == 0, text.output
+        steps = [line for line in text.stderr.splitlines() if line.startswith("drkit: backup: ")]
+        assert steps[0] == "drkit: backup: reading the node's files"
+        assert "drkit: backup: storing the signed chain head" in steps and len(steps) >= 4
+        assert "(3 of them drkit's own)" in text.stdout and "KiB" in text.stdout
+
+        backup = _invoke(["backup", "--json", *config])
+        assert backup.exit_code == 0 and backup.stderr == ""  # --json: nothing but the document
+        made = json.loads(backup.stdout)
+        listed = json.loads(_invoke(["snapshots", "--json", *config]).stdout)
+        shown = json.loads(_invoke(["show", "latest", "--json", *config]).stdout)
+        assert listed[-1]["id"] == made["snapshot_id"] == shown["snapshot_id"]
+        node_files = sum(1 for entry in shown["files"] if entry["type"] == "file")
+        assert made["files"] == listed[-1]["files"] == shown["file_count"] == node_files + 3
+        assert made["size"] == listed[-1]["size"]
+    finally:
+        node.remove()
