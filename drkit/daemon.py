@@ -47,7 +47,7 @@ from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
-from drkit import errors, results, runner
+from drkit import errors, results, runner, units
 from drkit.actions import report as report_action
 from drkit.actions import status as status_action
 from drkit.config import Config, parse_duration
@@ -465,7 +465,7 @@ class Daemon:
                 lasted = now - self._unusable_since
                 if lasted >= self.outage_after and not self._outage_alerted:
                     self._outage_alerted = True
-                    alert = f"{problem} (for {lasted:.0f} s)"
+                    alert = f"{problem} (for {units.duration(lasted)})"
         job = self._outage_job()
         if alert:
             log.error("outage: %s", alert)

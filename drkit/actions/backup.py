@@ -94,8 +94,14 @@ def _previous_link(config: Config, restic: Restic, probe: Future) -> dict | None
     return {"snapshot_id": mine[-1].id, "manifest_sha256": hashlib.sha256(raw).hexdigest()}
 
 
-def run(config: Config, on_progress: Callable[[dict], None] | None = None) -> BackupResult:
-    """Take one snapshot of the node now; return the backup document."""
+def run(
+    config: Config,
+    on_progress: Callable[[dict], None] | None = None,
+    on_step: Callable[[str], None] | None = None,
+) -> BackupResult:
+    """Take one snapshot of the node now; return the backup document. on_progress gets
+    restic's status lines, on_step a short line as each step begins (progress display)."""
+    step = on_step or (lambda text: None)
     if config.standby is not None:
         raise errors.UsageError(
             f"node {config.node} follows {config.standby.source} (standby) and does not back "
@@ -108,6 +114,7 @@ def run(config: Config, on_progress: Callable[[dict], None] | None = None) -> Ba
     with ThreadPoolExecutor(max_workers=1) as pool, context.node_lock(config):
         probe = pool.submit(context.probe_storage, config.repository)
         started = time.monotonic()
+        step("reading the node's files")
         with timing.phase("inventory"):
             inventory = context.collect_inventory(config)
         for warning in inventory.warnings:
@@ -116,6 +123,7 @@ def run(config: Config, on_progress: Callable[[dict], None] | None = None) -> Ba
             previous = _previous_link(config, restic, probe)
         first_previous = previous
         for attempt in range(1, PASSES + 1):
+            step("hashing and signing the manifest" + (f" (pass {attempt})" if attempt > 1 else ""))
             cache = manifest.HashCache(config.state_dir / "cache" / f"{config.node}.json")
             with timing.phase("manifest (hashing)"):
                 node_manifest = manifest.build(
@@ -139,6 +147,7 @@ def run(config: Config, on_progress: Callable[[dict], None] | None = None) -> Ba
                 probe.result()
             paths = manifest.leaf_paths(node_manifest)
             log.info("backing up %d paths of node %s", len(paths), config.node)
+            step(f"uploading {len(paths)} paths with restic")
             with timing.phase("restic backup"):
                 summary = restic.backup(
                     paths + snapshot_dir,
@@ -154,6 +163,7 @@ def run(config: Config, on_progress: Callable[[dict], None] | None = None) -> Ba
                 )
             cache.save()
             previous = record_chain(config, summary.snapshot_id, manifest_bytes)
+            step("storing the signed chain head")
             with timing.phase("chain head"):
                 publish_head(config, signing_key, previous)
             with timing.phase("changed during backup"):
@@ -174,7 +184,8 @@ def run(config: Config, on_progress: Callable[[dict], None] | None = None) -> Ba
         node=config.node,
         snapshot_id=summary.snapshot_id,
         time=node_manifest["created"],
-        files=len(node_manifest["files"]),
+        files=summary.total_files_processed,  # restic's count, as snapshots and show give it
+        size=summary.total_bytes_processed,
         bytes_added=summary.data_added,
         duration_seconds=round(time.monotonic() - started, 3),
         signer=signature["signer"],

@@ -17,7 +17,7 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from drkit import errors
+from drkit import errors, units
 from drkit.actions import context
 from drkit.actions import report as report_action
 from drkit.config import Config, parse_config, parse_duration
@@ -84,9 +84,10 @@ def drift(
                 findings.append(_finding(node, "trust", "", "manifest names another node"))
                 continue
             if age > rpo:
+                age_text = units.duration(age.total_seconds())
+                rpo_text = units.duration(rpo.total_seconds())
                 detail = (
-                    f"stale: newest snapshot {snapshot.short_id} is {_age(age)} old (RPO "
-                    f"{config.objectives.rpo})"
+                    f"stale: newest snapshot {snapshot.short_id} is {age_text} old (RPO {rpo_text})"
                 )
                 findings.append(_finding(node, "staleness", "", detail))
             latest[node] = opened
@@ -149,14 +150,6 @@ def _work_parent(config: Config) -> Path:
     parent = config.state_dir / "drift"
     parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     return parent
-
-
-def _age(delta: timedelta) -> str:
-    seconds = int(delta.total_seconds())
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds / size:.1f}{unit}"
-    return f"{seconds}s"
 
 
 class _Fetcher:

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from drkit import errors
+from drkit import errors, units
 from drkit.config import Config, parse_duration
 from drkit.model import parse_utc_or_none, utc_text
 
@@ -244,9 +244,13 @@ def evaluate(
     else:
         age = (now - good_time).total_seconds()
         if age < -CLOCK_SKEW_TOLERANCE_SECONDS:
-            problems.append(f"{what} is {-age:.0f} s in the future: the node's clock is wrong")
+            problems.append(
+                f"{what} is {units.duration(-age)} in the future: the node's clock is wrong"
+            )
         elif age > rpo:
-            problems.append(f"{what} is {age:.0f} s old, over the RPO of {rpo} s")
+            problems.append(
+                f"{what} is {units.duration(age)} old, over the RPO of {units.duration(rpo)}"
+            )
         age = max(age, 0.0)
     last_backup = document.get("last_backup")
     if last_backup and not last_backup.get("ok"):

@@ -22,7 +22,7 @@ import boto3
 import botocore.exceptions as boto_errors
 from botocore.config import Config as BotoConfig
 
-from drkit import errors
+from drkit import errors, units
 from drkit.config import ObjectLock, Repository
 
 log = logging.getLogger(__name__)
@@ -627,7 +627,7 @@ class OutageProbe:
             failing = self.failing_for()
             if reason is None or failing < limit:
                 return None
-            return f"S3 failed every probe for {failing:.0f} s ({reason})"
+            return f"S3 failed every probe for {units.duration(failing)} ({reason})"
 
         return stop_when
 
