@@ -169,8 +169,8 @@ class Scenario:
         return {"fail_ping_seconds": round(ping, 1), "webhook_seconds": round(hook, 1)}
 
     def close(self) -> None:
-        if self.daemon is not None:
-            self.daemon.stop(timeout=60)
+        if self.daemon is not None:  # not a test of stopping (restic may be retrying): SIGKILL
+            self.daemon.kill_hard()
         self.s3.stop()
         self.receiver.close()
 

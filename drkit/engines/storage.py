@@ -30,8 +30,8 @@ log = logging.getLogger(__name__)
 CONNECT_TIMEOUT_SECONDS = 5
 READ_TIMEOUT_SECONDS = 15
 MAX_ATTEMPTS = 3  # 3 x (5 s connect or 15 s read) + backoff stays under the 60 s budget
-PROBE_CONNECT_SECONDS = 2  # the outage probe: one request, no retries, at most 2 + 3 s
-PROBE_READ_SECONDS = 3
+PROBE_CONNECT_SECONDS = 3  # the outage probe: one request, no retries; a HEAD that takes
+PROBE_READ_SECONDS = 10  # longer than this on a busy S3 is as good as an outage
 PROBE_FRESH_SECONDS = 1.0  # callers within this of the last probe share its answer
 
 _AUTH_CODES = {
@@ -636,7 +636,14 @@ _probes: dict[tuple, OutageProbe] = {}
 
 
 def outage_probe(repository: Repository) -> OutageProbe:
-    """Return this process's outage probe for the repository."""
-    key = (repository.s3_endpoint, repository.bucket, repository.prefix, repository.ca_bundle)
+    """Return this process's outage probe for the repository and the environment's
+    credentials (refused credentials are not an outage of the right ones)."""
+    key = (
+        repository.s3_endpoint,
+        repository.bucket,
+        repository.prefix,
+        repository.ca_bundle,
+        *(os.environ.get(name) for name in _CREDENTIAL_VARIABLES),
+    )
     with _clients_lock:
         return _probes.setdefault(key, OutageProbe(repository))
