@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 EXIT_CODES: dict[int, str] = {
     0: "success (a check or drill with nothing failing)",
     1: "something checked was found wrong: a failed check, drift, verify problems",
@@ -113,6 +115,17 @@ class LocalFilesystemError(DrkitError):
 
     exit_code = 9
     kind = "filesystem"
+
+    @classmethod
+    def permission_denied(cls, exc: PermissionError) -> LocalFilesystemError:
+        """Return the error for an EACCES/EPERM that reached the top: say what to do."""
+        where = f"{exc.filename}: " if exc.filename else ""
+        hint = (
+            ""
+            if os.geteuid() == 0
+            else "; drkit reads and restores node files as root: run it as root"
+        )
+        return cls(f"{where}permission denied{hint}")
 
 
 class ResticFailed(DrkitError):

@@ -60,6 +60,8 @@ def run_command(
         return fail(error, as_json)
     except KeyboardInterrupt:
         return fail(errors.Interrupted("interrupted"), as_json)
+    except PermissionError as exc:  # not a bug: a node's files are root's
+        return fail(errors.LocalFilesystemError.permission_denied(exc), as_json)
     except Exception as exc:  # the last line of defence: one line, never a traceback
         log.debug("internal error", exc_info=True)
         return fail(errors.InternalError.from_exception(exc), as_json)

@@ -232,3 +232,19 @@ def test_backup_steps_and_one_file_count_in_backup_snapshots_and_show(local_s3, 
         assert made["size"] == listed[-1]["size"]
     finally:
         node.remove()
+
+
+def test_a_permission_error_is_exit_9_and_says_to_run_as_root(monkeypatch, capsys):
+    from drkit import output
+
+    def job():
+        raise PermissionError(13, "Permission denied", "/etc/ssh/ssh_host_ed25519_key")
+
+    monkeypatch.setattr("os.geteuid", lambda: 1000)
+    assert output.run_command(job, as_json=False) == 9
+    line = capsys.readouterr().err.strip()
+    assert line.endswith(
+        "/etc/ssh/ssh_host_ed25519_key: permission denied; drkit reads and restores node files "
+        "as root: run it as root"
+    ), line
+    assert "Errno" not in line and "Traceback" not in line
