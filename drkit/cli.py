@@ -121,6 +121,14 @@ ConfigOption = Annotated[
     typer.Option("--config", "-c", help="drkit.yaml (default: $DRKIT_CONFIG, ./drkit.yaml)"),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="print one JSON document on stdout")]
+WaitOption = Annotated[
+    float | None,
+    typer.Option(
+        "--wait",
+        metavar="SECONDS",
+        help="wait this long for the node lock another run holds (default 60; 0: fail at once)",
+    ),
+]
 TrustOption = Annotated[
     list[str] | None, typer.Option("--trust-key", help="trust this signer fingerprint (repeatable)")
 ]
@@ -279,7 +287,9 @@ def storage_verify(config: ConfigOption = None, as_json: JsonOption = False) -> 
     cls=DrkitCommand,
     epilog=_examples("drkit backup", "drkit backup --json --config /etc/drkit/drkit.yaml"),
 )
-def backup(config: ConfigOption = None, as_json: JsonOption = False) -> None:
+def backup(
+    wait: WaitOption = None, config: ConfigOption = None, as_json: JsonOption = False
+) -> None:
     """Take one snapshot of the node now."""
 
     def job():
@@ -291,7 +301,9 @@ def backup(config: ConfigOption = None, as_json: JsonOption = False) -> None:
             return status_action.recorded(
                 loaded,
                 "backup",
-                lambda: backup_action.run(loaded, on_progress=shown.status, on_step=shown.step),
+                lambda: backup_action.run(
+                    loaded, on_progress=shown.status, on_step=shown.step, lock_wait=wait
+                ),
             )
 
     _finish(job, as_json)
@@ -477,6 +489,7 @@ def prune(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="show what would go, remove nothing")
     ] = False,
+    wait: WaitOption = None,
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -488,7 +501,10 @@ def prune(
 
         loaded = _config(config)
         return status_action.recorded(
-            loaded, "prune", lambda: prune_action.run(loaded, dry_run=dry_run), dry_run=dry_run
+            loaded,
+            "prune",
+            lambda: prune_action.run(loaded, dry_run=dry_run, lock_wait=wait),
+            dry_run=dry_run,
         )
 
     _finish(job, as_json)
@@ -501,6 +517,7 @@ def verify(
     ] = None,
     spot: Annotated[int, typer.Option(help="files of the latest snapshot to spot-check")] = 20,
     trust_key: TrustOption = None,
+    wait: WaitOption = None,
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -516,7 +533,7 @@ def verify(
             loaded,
             "verify",
             lambda: verify_action.run(
-                loaded, read_data_subset=read_data_subset, spot=spot, trust=trusted
+                loaded, read_data_subset=read_data_subset, spot=spot, trust=trusted, lock_wait=wait
             ),
         )
 
@@ -671,6 +688,7 @@ def standby_sync(
         bool, typer.Option("--dry-run", help="print the plan, touch nothing")
     ] = False,
     trust_key: TrustOption = None,
+    wait: WaitOption = None,
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -686,7 +704,7 @@ def standby_sync(
         return status_action.recorded(
             loaded,
             "standby",
-            lambda: standby.sync(loaded, trust_keys=trusted, dry_run=dry_run),
+            lambda: standby.sync(loaded, trust_keys=trusted, dry_run=dry_run, lock_wait=wait),
             dry_run=dry_run,
         )
 

@@ -3,6 +3,7 @@ bare-metal flags, and the one status recorder. No S3, no restic."""
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -224,3 +225,41 @@ def test_profile_options_are_server_key_value():
     for bad in ("openssh=/a", "config=/a", "openssh.config="):
         with pytest.raises(errors.UsageError, match=r"SERVER\.KEY=VALUE"):
             init_action.parse_profile_options([bad])
+
+
+def test_a_held_node_lock_names_its_holder_and_wait_bounds_the_wait(tmp_path: Path):
+    import threading
+    import time
+
+    from tests.test_units import GOOD
+
+    loaded = config.parse_config(GOOD.replace("/var/lib/drkit", str(tmp_path)), "drkit.yaml")
+    loaded = loaded.model_copy(update={"state_dir": tmp_path})
+    held, release = threading.Event(), threading.Event()
+
+    def holder():
+        with context.node_lock(loaded):
+            held.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    try:
+        assert held.wait(10)
+        started = time.monotonic()
+        with pytest.raises(errors.Busy) as caught, context.node_lock(loaded, wait=0):
+            pass
+        assert time.monotonic() - started < 1  # --wait 0 fails at once
+        assert f"held by pid {os.getpid()} (drkit" in caught.value.message
+        assert "since 20" in caught.value.message and "--wait SECONDS" in caught.value.message
+        with (
+            pytest.raises(errors.Busy, match=r"waited 0\.3 s"),
+            context.node_lock(loaded, wait=0.3),
+        ):
+            pass
+    finally:
+        release.set()
+        thread.join()
+    with context.node_lock(loaded, wait=0):  # free again, and its holder file gone with it
+        assert len(list((tmp_path / "locks").glob("*.holder"))) == 1
+    assert list((tmp_path / "locks").glob("*.holder")) == []

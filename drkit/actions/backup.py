@@ -98,6 +98,7 @@ def run(
     config: Config,
     on_progress: Callable[[dict], None] | None = None,
     on_step: Callable[[str], None] | None = None,
+    lock_wait: float | None = None,
 ) -> BackupResult:
     """Take one snapshot of the node now; return the backup document. on_progress gets
     restic's status lines, on_step a short line as each step begins (progress display)."""
@@ -111,7 +112,7 @@ def run(
     signing_key = keys.load_signing_key(config.signing_key)
     # The S3 probe (boto3 import, client, HEAD bucket) overlaps the inventory and hashing;
     # restic does not start until it has answered.
-    with ThreadPoolExecutor(max_workers=1) as pool, context.node_lock(config):
+    with ThreadPoolExecutor(max_workers=1) as pool, context.node_lock(config, lock_wait):
         probe = pool.submit(context.probe_storage, config.repository)
         started = time.monotonic()
         step("reading the node's files")

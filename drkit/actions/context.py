@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import json
 import logging
 import os
 import re
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-from drkit import errors, profiles
+from drkit import errors, profiles, units
 from drkit.config import Config, Repository, check_fingerprint, parse_duration
 from drkit.engines import restic as restic_engine
-from drkit.model import Entry, Inventory, parse_utc
+from drkit.model import Entry, Inventory, parse_utc, utc_text
 from drkit.paths import on_root
 
 log = logging.getLogger(__name__)
@@ -41,8 +43,10 @@ def restic_for(
 
     Every restic command it runs is stopped once S3 has failed every outage probe for
     outage_limit seconds (the repository's `outage_limit` by default): restic alone keeps
-    retrying for 15 minutes.
+    retrying for 15 minutes. A command that meets a lock left by a killed run removes it
+    (locks.clear_stale) and runs again.
     """
+    from drkit.actions.locks import clear_stale
 
     limit = (
         parse_duration(repository.outage_limit).total_seconds()
@@ -56,6 +60,7 @@ def restic_for(
         region=repository.region,
         ca_bundle=repository.ca_bundle,
         stop_when=outage_watch(repository, limit),
+        on_locked=clear_stale,
     )
 
 
@@ -104,8 +109,12 @@ def disk_problem(state_dir: Path) -> str | None:
 
 
 @contextlib.contextmanager
-def node_lock(config: Config) -> Iterator[None]:
-    """Hold the node's lock (shared by the daemon and ad-hoc commands); raise Busy on timeout."""
+def node_lock(config: Config, wait: float | None = None) -> Iterator[None]:
+    """Hold the node's lock (shared by the daemon and ad-hoc commands) for the block.
+
+    A held lock is waited for `wait` seconds (default LOCK_TIMEOUT_SECONDS; 0: not at all),
+    saying once who holds it (pid, command, since when), then Busy names the holder.
+    """
     from filelock import FileLock, Timeout
 
     lock_dir = config.state_dir / "locks"
@@ -113,17 +122,51 @@ def node_lock(config: Config) -> Iterator[None]:
         lock_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as exc:
         raise errors.LocalFilesystemError(f"{lock_dir}: cannot create ({exc.strerror})") from None
-    lock = FileLock(str(lock_dir / f"{config.node}.lock"))
+    path = lock_dir / f"{config.node}.lock"
+    holder_file = path.with_name(path.name + ".holder")
+    lock = FileLock(str(path))
+    limit = LOCK_TIMEOUT_SECONDS if wait is None else max(0.0, wait)
     try:
-        lock.acquire(timeout=LOCK_TIMEOUT_SECONDS)
+        lock.acquire(timeout=0)
     except Timeout:
-        raise errors.Busy(
-            f"another drkit run holds node {config.node}'s lock ({lock.lock_file})"
-        ) from None
+        if limit > 0:
+            log.warning(
+                "node %s's lock is held by %s: waiting up to %s (--wait SECONDS)",
+                config.node, lock_holder(holder_file), units.duration(limit),
+            )  # fmt: skip
+        try:
+            lock.acquire(timeout=limit)
+        except Timeout:
+            raise errors.Busy(
+                f"node {config.node}'s lock is held by {lock_holder(holder_file)}"
+                + (f"; waited {units.duration(limit)}" if limit else "")
+                + ": try again later, or wait longer with --wait SECONDS"
+            ) from None
     try:
+        holder = {
+            "pid": os.getpid(),
+            "command": _command_line(),
+            "since": utc_text(datetime.now(UTC)),
+        }
+        holder_file.write_text(json.dumps(holder) + "\n")
         yield
     finally:
+        holder_file.unlink(missing_ok=True)
         lock.release()
+
+
+def _command_line() -> str:
+    """Return this process's drkit command line (drkit's argv never holds a secret)."""
+    return " ".join(["drkit", *sys.argv[1:]]) if sys.argv else "drkit"
+
+
+def lock_holder(holder_file: Path) -> str:
+    """Return who holds a node lock as its holder file says: pid, command, since when."""
+    try:
+        holder = json.loads(holder_file.read_text())
+        return f"pid {holder['pid']} ({holder['command']}) since {holder['since']}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "another drkit run (it did not say which)"
 
 
 def require_configs(root: Path, servers: list[str], options: dict[str, dict]) -> None:

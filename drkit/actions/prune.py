@@ -41,7 +41,7 @@ def _rules(matches: list[str]) -> list[str]:
     return [match.removesuffix(" snapshot") for match in matches]
 
 
-def run(config: Config, dry_run: bool = False) -> PruneResult:
+def run(config: Config, dry_run: bool = False, lock_wait: float | None = None) -> PruneResult:
     """Apply retention to the node's snapshots; return the prune document.
 
     JSON: {ok, node, dry_run, keep_rules, keep: [{id, time, rules: ["last", "daily"]}],
@@ -53,7 +53,7 @@ def run(config: Config, dry_run: bool = False) -> PruneResult:
     restic = context.restic_for(config.repository, config.restic)
     context.probe_storage(config.repository)
     keep_rules = config.retention.rules()
-    with context.node_lock(config):
+    with context.node_lock(config, lock_wait):
         stale = locks.clear_stale(restic)
         groups = restic.forget(host=config.node, tags=["drkit"], keep=keep_rules, dry_run=dry_run)
         kept, removed = [], []

@@ -69,13 +69,17 @@ def _following(config: Config):
 
 
 def sync(
-    config: Config, *, trust_keys: list[str] | None = None, dry_run: bool = False
+    config: Config,
+    *,
+    trust_keys: list[str] | None = None,
+    dry_run: bool = False,
+    lock_wait: float | None = None,
 ) -> StandbySyncResult:
     """Apply the source node's newest snapshot to this node; return the sync document."""
     standby = _following(config)
     restic = context.restic_for(config.repository, config.restic)
     context.probe_storage(config.repository)
-    with context.node_lock(config):
+    with context.node_lock(config, lock_wait):
         chosen = context.select_snapshot(restic, standby.source, "latest")
         snapshot_time = utc_text(chosen.time)
         state = read_state(config)

@@ -74,6 +74,7 @@ def run(
     spot: int = 20,
     trust: list[str] | None = None,
     seed: int | None = None,
+    lock_wait: float | None = None,
 ) -> VerifyResult:
     """Verify the repository, every snapshot's signature, and a spot sample; return the
     verify document: {ok, node, check, snapshots, spot, problems, drift, duration_seconds}."""
@@ -86,7 +87,7 @@ def run(
     restic = context.restic_for(config.repository, config.restic)
     context.probe_storage(config.repository)
     problems: list[str] = []
-    with context.node_lock(config):
+    with context.node_lock(config, lock_wait):
         stale = locks.clear_stale(restic)
         clean, check_lines = restic.check_report(read_data_subset)
     if not clean:
