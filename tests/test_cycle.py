@@ -32,8 +32,17 @@ def tree_state(root: Path) -> dict[str, tuple]:
 def node(s3_repository) -> Node:
     workspace = make_workspace()
     try:
-        # this file's nodes are made by `drkit init` creating the repository (`restic init`);
-        # everywhere else, init adopts a prepared one (nodes.prepare_repository)
+        yield Node(workspace, s3_repository)
+    finally:
+        shutil.rmtree(workspace, ignore_errors=True)
+
+
+@pytest.fixture
+def initialised_node(s3_repository) -> Node:
+    """A node whose repository `drkit init` created itself, with `restic init` (every other
+    test's init adopts one laid out by nodes.prepare_repository)."""
+    workspace = make_workspace()
+    try:
         yield Node(workspace, s3_repository, restic_init=True)
     finally:
         shutil.rmtree(workspace, ignore_errors=True)
@@ -292,7 +301,8 @@ def test_full_disk_leaves_the_target_as_it_was(backed_up: Node):
         mount_point.rmdir()
 
 
-def test_init_is_idempotent_and_password_file_must_be_private(node: Node):
+def test_init_is_idempotent_and_password_file_must_be_private(initialised_node: Node):
+    node = initialised_node
     config_before = node.config.read_text()
     code, again = node.run(
         "init", "--node", "sftp-1", "--root", str(node.root),
@@ -307,6 +317,7 @@ def test_init_is_idempotent_and_password_file_must_be_private(node: Node):
     assert not again["repository_created"] and not again["password_created"]
     assert again["signer"] == node.init["signer"]
     assert node.config.read_text() == config_before
+    assert node.backup()  # the repository restic init made takes the chain's first snapshot
     node.repository.password_file.chmod(0o644)
     code, document = node.run("snapshots")
     assert code == 2 and "readable by other users" in document["error"]["message"]
