@@ -196,6 +196,18 @@ def repository_objects(password: bytes) -> dict[str, bytes]:
     }
 
 
+def prepare_local_repository(directory: Path, password_file: Path) -> None:
+    """Lay out a test repository (see above) in a local directory, as restic's local backend
+    keeps one."""
+    password = Path(password_file).read_text().rstrip("\n").encode()
+    for name, body in repository_objects(password).items():
+        path = Path(directory, name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(body)
+    for name in ("data", "index", "snapshots", "locks"):
+        Path(directory, name).mkdir(exist_ok=True)
+
+
 def prepare_repository(repository: config.Repository) -> None:
     """Create the repository's bucket as drkit does (drkit's own Storage.init_bucket: object
     lock, versioning, retention) and lay out a test repository (see above) at its prefix, unless

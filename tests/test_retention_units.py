@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from nodes import prepare_local_repository
 from test_units import GOOD
 
 from drkit.config import DEFAULT_RETENTION, dump_config, parse_config
@@ -45,8 +46,8 @@ def local_restic(tmp_path: Path) -> restic_engine.Restic:
     password = tmp_path / "password"
     password.write_text(secrets.token_hex(16) + "\n")
     password.chmod(0o600)
+    prepare_local_repository(tmp_path / "repo", password)
     restic = restic_engine.Restic(restic_engine.find_restic(None), str(tmp_path / "repo"), password)
-    restic.init()
     data = tmp_path / "data"
     data.mkdir()
     for day in range(1, 6):
