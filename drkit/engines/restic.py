@@ -3,6 +3,11 @@
 The password reaches restic through RESTIC_PASSWORD_FILE, never argv. restic's scripting docs
 define the exit codes: 0 ok, 1 failure, 3 incomplete snapshot, 10 no repository, 11 lock
 failed, 12 wrong password, 130 interrupted; an unknown code is a failure.
+
+A command that meets a lock (exit 11) is run once more after `on_locked` (drkit.actions.locks
+.clear_stale) has removed the stale locks, so a lock left by a killed run needs no manual
+`restic unlock`. Commands that wait for a lock (--retry-lock) wait only on that second run: a
+stale lock would otherwise hold the first for the whole wait before anything could remove it.
 """
 
 from __future__ import annotations
@@ -171,6 +176,7 @@ class Restic:
         region: str = "us-east-1",
         ca_bundle: Path | None = None,
         stop_when: Callable[[], str | None] | None = None,
+        on_locked: Callable[[Restic], list] | None = None,
     ):
         self.binary = binary
         self.repository_url = repository_url
@@ -178,6 +184,7 @@ class Restic:
         self.region = region
         self.ca_bundle = ca_bundle
         self.stop_when = stop_when
+        self.on_locked = on_locked
 
     def _argv(self, *args: str) -> list[str]:
         argv = [str(self.binary), *args, "--json", "-o", f"s3.region={self.region}"]
@@ -230,16 +237,53 @@ class Restic:
             raise errors.ResticFailed(f"restic was killed by signal {-code} while {doing}")
         raise errors.ResticFailed(f"restic failed while {doing} (exit {code}): {cause}")
 
+    def _unlocking(
+        self,
+        doing: str,
+        attempt: Callable[[list[str]], runner.Completed],
+        *,
+        wait_lock: bool = False,
+    ) -> runner.Completed:
+        """Run attempt (given extra argv); on exit 11 remove stale locks once and run it again.
+
+        With wait_lock the second run waits up to LOCK_WAIT for a live lock (a concurrent prune
+        delays a backup instead of failing it); without, it is made only when a lock was removed.
+        """
+        completed = attempt([])
+        if completed.returncode != 11:
+            return completed
+        removed = self.on_locked(self) if self.on_locked else []
+        if removed:
+            log.warning(
+                "repository locked while %s: removed %d stale lock(s), running restic again",
+                doing,
+                len(removed),
+            )
+        elif not wait_lock:
+            return completed
+        else:
+            log.info("repository locked while %s: waiting up to %s for the lock", doing, LOCK_WAIT)
+        return attempt(["--retry-lock", LOCK_WAIT] if wait_lock else [])
+
     def _run(
-        self, doing: str, *args: str, timeout: float = 300, binary: bool = False
+        self,
+        doing: str,
+        *args: str,
+        timeout: float = 300,
+        binary: bool = False,
+        wait_lock: bool = False,
     ) -> runner.Completed:
         with self._stoppable(doing):
-            completed = runner.run(
-                self._argv(*args),
-                env=self._env(),
-                timeout=timeout,
-                binary=binary,
-                stop_when=self.stop_when,
+            completed = self._unlocking(
+                doing,
+                lambda extra: runner.run(
+                    self._argv(*args, *extra),
+                    env=self._env(),
+                    timeout=timeout,
+                    binary=binary,
+                    stop_when=self.stop_when,
+                ),
+                wait_lock=wait_lock,
             )
         self._raise_for(completed, doing)
         return completed
@@ -248,8 +292,11 @@ class Restic:
         self, doing: str, argv: list[str], on_line: Callable[[str], None], timeout: float
     ) -> runner.Completed:
         with self._stoppable(doing):
-            completed = runner.run_lines(
-                argv, on_line, env=self._env(), timeout=timeout, stop_when=self.stop_when
+            completed = self._unlocking(
+                doing,
+                lambda extra: runner.run_lines(
+                    argv, on_line, env=self._env(), timeout=timeout, stop_when=self.stop_when
+                ),
             )
         self._raise_for(completed, doing)
         return completed
@@ -312,8 +359,6 @@ class Restic:
             host,
             "--files-from-verbatim",
             str(list_file),
-            "--retry-lock",
-            LOCK_WAIT,
         )
         for tag in tags:
             argv += ["--tag", tag]
@@ -337,13 +382,17 @@ class Restic:
                 on_progress(message)
 
         try:
-            completed = runner.run_lines(
-                argv,
-                on_line,
-                env=self._env(),
-                cwd=cwd,
-                timeout=timeout,
-                stop_when=stop_when or self.stop_when,
+            completed = self._unlocking(
+                "backing up",
+                lambda extra: runner.run_lines(
+                    [*argv, *extra],
+                    on_line,
+                    env=self._env(),
+                    cwd=cwd,
+                    timeout=timeout,
+                    stop_when=stop_when or self.stop_when,
+                ),
+                wait_lock=True,
             )
         except runner.Stopped as stopped:
             raise errors.StorageError(
@@ -455,10 +504,10 @@ class Restic:
 
     def check(self, read_data_subset: str | None = None) -> None:
         """Run restic check; raise when it finds problems."""
-        args = ["check", "--retry-lock", LOCK_WAIT]
+        args = ["check"]
         if read_data_subset:
             args += ["--read-data-subset", read_data_subset]
-        self._run("checking the repository", *args, timeout=3600)
+        self._run("checking the repository", *args, timeout=3600, wait_lock=True)
 
     # -- retention, locks and verification (the daemon's jobs) ---------------------------
 
@@ -490,19 +539,19 @@ class Restic:
             listed = self._json(completed, "listing snapshots")
             kept = [item for item in listed or [] if item.get("hostname") == host]
             return [{"host": host, "tags": tags, "keep": kept, "remove": [], "reasons": []}]
-        args = ["forget", "--host", host, "--group-by", "host,tags", "--retry-lock", LOCK_WAIT]
+        args = ["forget", "--host", host, "--group-by", "host,tags"]
         for tag in tags:
             args += ["--tag", tag]
         for rule, count in rules.items():
             args += [f"--keep-{rule}", str(count)]
         if dry_run:
             args.append("--dry-run")
-        completed = self._run("forgetting snapshots", *args, timeout=600)
+        completed = self._run("forgetting snapshots", *args, timeout=600, wait_lock=True)
         return self._json(completed, "forgetting snapshots") or []
 
     def prune(self, timeout: float = 6 * 3600) -> None:
         """Remove data no snapshot references any more (repository-wide, exclusive lock)."""
-        self._run("pruning the repository", "prune", "--retry-lock", LOCK_WAIT, timeout=timeout)
+        self._run("pruning the repository", "prune", timeout=timeout, wait_lock=True)
 
     def locks(self) -> list[dict]:
         """Return the repository's locks: [{id, time, exclusive, hostname, username, pid}]."""
@@ -529,12 +578,19 @@ class Restic:
 
         Exit 1 is a finding (damage), not a failure to run; other codes raise as usual.
         """
-        args = ["check", "--retry-lock", LOCK_WAIT]
+        args = ["check"]
         if read_data_subset:
             args += ["--read-data-subset", read_data_subset]
         with self._stoppable("checking the repository"):
-            completed = runner.run(
-                self._argv(*args), env=self._env(), timeout=6 * 3600, stop_when=self.stop_when
+            completed = self._unlocking(
+                "checking the repository",
+                lambda extra: runner.run(
+                    self._argv(*args, *extra),
+                    env=self._env(),
+                    timeout=6 * 3600,
+                    stop_when=self.stop_when,
+                ),
+                wait_lock=True,
             )
         if completed.returncode == 1:
             lines = [
