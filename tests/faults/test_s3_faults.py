@@ -1,8 +1,9 @@
-"""S3 faults: `drkit backup` through a fault-injecting proxy (503, dropped connections, lost
-answers, slow answers for a seeded fraction of requests) either succeeds through retries or
-fails with one clear error; never a corrupt repository or a false success.
+"""S3 faults: every `drkit backup` through a fault-injecting proxy (503, dropped connections,
+lost answers, slow answers for a seeded fraction of requests) succeeds through retries, with no
+manual step between runs; an outage fails with one clear error; never a corrupt repository or
+a false success.
 
-Seed: $DRKIT_FAULT_SEED (default 7).
+Seed: $DRKIT_FAULT_SEED (default 7); the proxy's decisions are repeatable from it (s3proxy).
 """
 
 from __future__ import annotations
@@ -38,46 +39,44 @@ def _endpoint(node: Node, endpoint: str) -> None:
 
 
 def _check_clean(node: Node) -> None:
-    # a failed run may leave its (fresh) lock behind when the unlock itself met a fault
-    unlocked = node.restic("unlock", "--remove-all")
-    assert unlocked.returncode == 0, unlocked.stderr
-    checked = node.restic("check")
+    """`restic check` without taking a lock: whatever locks a run left are drkit's to handle."""
+    checked = node.restic("check", "--no-lock")
     assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
-def test_backup_through_s3_faults_succeeds_or_fails_cleanly(node: Node, local_s3):
-    outcomes = {"ok": 0, "failed": 0}
+def test_every_backup_through_s3_faults_succeeds(node: Node, local_s3):
     made: list[str] = []
+    started = time.monotonic()
     with FaultProxy(local_s3.endpoint, fraction=FRACTION, seed=SEED) as proxy:
         _endpoint(node, proxy.endpoint)
         for run in range(RUNS):
             (node.root / "srv" / f"fault-{run}.txt").parent.mkdir(exist_ok=True)
             (node.root / "srv" / f"fault-{run}.txt").write_text(f"run {run}\n" * 1000)
             code, document = node.run("backup")
-            if code == 0:
-                assert document["ok"] is True
-                made.append(document["snapshot_id"])
-                outcomes["ok"] += 1
-            else:
-                assert document["ok"] is False
-                error = (document.get("error") or {}).get("message") or ""
-                assert error and "\n" not in error.strip(), document
-                assert "Traceback" not in json.dumps(document)
-                outcomes["failed"] += 1
-            _check_clean(node)
+            assert code == 0 and document["ok"] is True, (run, document, dict(proxy.counts))
+            made.append(document["snapshot_id"])
         counts = dict(proxy.counts)
-    faults = sum(counts.get(name, 0) for name in ("503", "drop", "lost", "slow"))
-    print(f"s3 faults: {counts}; backups {outcomes}")
-    assert faults > 0, counts
+    faults = {name: counts.get(name, 0) for name in ("503", "drop", "lost", "slow")}
+    assert sum(faults.values()) > 0, counts
+    figures.record(
+        "s3_faults",
+        backups=RUNS,
+        succeeded=len(made),
+        requests=counts["requests"],
+        faults=faults,
+        fraction=FRACTION,
+        seconds=round(time.monotonic() - started, 1),
+        seed=SEED,
+    )
 
     # no false success: every snapshot reported made is in the repository, signed and chained
     _endpoint(node, local_s3.endpoint)
+    _check_clean(node)
     listed = json.loads(node.restic("snapshots", "--json").stdout)
-    assert set(made) <= {item["id"] for item in listed}
-    assert outcomes["ok"] >= 1, outcomes
+    assert set(made) == {item["id"] for item in listed}
     code, verified = node.run("verify", "--spot", "3")
     assert code == 0, verified
-    assert verified["snapshots"]["verified"] == len(listed)
+    assert verified["snapshots"]["verified"] == len(listed) == RUNS
 
 
 def test_an_s3_outage_during_a_backup_gives_up_in_bounded_time_and_leaves_no_snapshot(
