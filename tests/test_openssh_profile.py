@@ -764,3 +764,17 @@ def test_default_host_keys_are_the_nodes_in_a_copy_not_this_hosts(node_root: Pat
     }
     assert set(loaded) == node_keys
     assert names[str(copy)] == ("/etc/ssh/sshd_config", 4)  # a comment and three HostKey lines
+
+
+def test_the_keys_commands_account_is_kept_and_root_needs_no_entry(node_root: Path):
+    root, case = corpus_root(node_root, "ega-inbox")
+    config = root / "etc/ega/sshd_config"
+    found = openssh.inventory(root, None, options(case))
+    assert found.users == []  # runs as root: on every node, not an account to restore
+    passwd = root / "etc/passwd"  # a restore target holds only the restored accounts
+    passwd.write_text("".join(ln for ln in passwd.open() if not ln.startswith("root:")))
+    manifest = {"profile_options": {"openssh": options(case)}}
+    name = "AuthorizedKeysCommand: /usr/local/bin/ega_ssh_keys"
+    assert by_name(openssh.checks(root, manifest))[name].status == "pass"
+    config.write_text(config.read_text().replace("CommandUser root", "CommandUser nobody"))
+    assert openssh.inventory(root, None, options(case)).users == ["nobody"]

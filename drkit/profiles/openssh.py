@@ -101,7 +101,7 @@ def parse_line(raw: str) -> tuple[str, str, list[str]] | None:
     return found.group(1), found.group(1).lower(), common.split_args(found.group(2))
 
 
-def settings_alias(keyword: str) -> str:
+def _alias(keyword: str) -> str:
     """Return the keyword sshd reads a (lower-case) keyword as."""
     return policy()["aliases"].get(keyword, keyword)
 
@@ -136,7 +136,7 @@ def _read_file(root: Path, node_path: str, match, config: Config, stack: tuple[s
         if parsed is None:
             continue
         _, keyword, args = parsed
-        keyword = settings_alias(keyword)
+        keyword = _alias(keyword)
         if keyword == "match":
             match = tuple(args) or ("all",)
         line = Line(keyword, tuple(args), node_path, number, match)
@@ -205,10 +205,6 @@ class Accounts:
         """Return the names of user's primary and supplementary groups."""
         gid = self.users[user][3] if user in self.users else None
         return [g[0] for g in self.groups if g[2] == gid or user in g[3].split(",")]
-
-    def members(self, group_pattern: str) -> list[str]:
-        names = [g[0] for g in self.groups if _match_list(g[0], group_pattern)]
-        return [m for name in names for m in accounts.group_members(self.users, self.groups, name)]
 
     def home(self, user: str) -> str | None:
         entry = self.users.get(user)
@@ -427,7 +423,8 @@ def _can_authenticate(config: Config, db: Accounts, root: Path, user: str) -> bo
 def _users(config: Config, db: Accounts, root: Path, smoke_user: str | None):
     """Return (the users whose accounts, keys and homes belong to the node, warnings).
 
-    Named users come from AllowUsers, AllowGroups and Match User/Group blocks; without an
+    Named users come from AllowUsers, AllowGroups, Match User/Group blocks and the accounts
+    the key and principals commands run as; without an
     allow list, every account of the node that sshd lets in and that holds a credential.
     A named user that DenyUsers or DenyGroups refuses is left out with a warning.
     """
@@ -443,6 +440,8 @@ def _users(config: Config, db: Accounts, root: Path, smoke_user: str | None):
             named += [u for g in groups for u in accounts.group_members(db.users, db.groups, g)]
         elif line.keyword == "match":
             named += _match_named(line.args or ("all",), db)
+        elif line.keyword in _RUN_AS and line.args and line.args[0] != "root":
+            named.append(line.args[0])  # the account sshd runs the command as
     if smoke_user:
         named.append(smoke_user)
     names, warnings = [], []
@@ -465,6 +464,9 @@ def _users(config: Config, db: Accounts, root: Path, smoke_user: str | None):
             and _can_authenticate(config, db, root, user)
         ]
     return names, warnings
+
+
+_RUN_AS = ("authorizedkeyscommanduser", "authorizedprincipalscommanduser")
 
 
 def _match_named(criteria: tuple[str, ...], db: Accounts) -> list[str]:
@@ -914,7 +916,7 @@ def _command_checks(root: Path, refs: list[Ref], config: Config, db: Accounts) -
         runs_as = config.first(ref.directive + "user")
         if runs_as is None or not runs_as.args:
             problems.append(f"no {_label(ref)}User: sshd skips the command")
-        elif runs_as.args[0] not in db.users:
+        elif runs_as.args[0] not in db.users and runs_as.args[0] != "root":
             problems.append(f"{_label(ref)}User {runs_as.args[0]} is not an account of the node")
         detail = f"{real}: root-owned, no group/world write on it or above; sshd runs it"
         results.append(failed(name, "; ".join(problems)) if problems else passed(name, detail))
