@@ -36,7 +36,7 @@ from drkit.engines import keys
 from drkit.model import CertInfo, Check, Entry, Inventory, SmokeResult, failed, passed, warned
 from drkit.paths import on_root, to_node
 from drkit.profiles import common
-from drkit.profiles.interface import Profile, Signs
+from drkit.profiles.interface import ModuleProfile, Signs
 
 NAME = "generic"
 COMMAND_KEYS = ("validate", "smoke")
@@ -321,25 +321,12 @@ def smoke(root: Path, manifest: dict, user: str, work_dir: Path) -> SmokeResult:
     return result
 
 
-class Generic(Profile):
-    """Any other server, described by profile_options.generic (globs, validate, smoke)."""
-
-    name = NAME
-    signs = Signs(configs=())  # never detected: a generic node is described
-    reads_config = False
-
-    def inventory(self, root: Path, smoke_user: str | None, options: dict) -> Inventory:
-        return inventory(root, smoke_user, options)
-
-    def checks(self, root: Path, manifest: dict) -> list[Check]:
-        return checks(root, manifest)
-
-    def smoke(self, root: Path, manifest: dict, user: str, work_dir: Path) -> SmokeResult:
-        return smoke(root, manifest, user, work_dir)
-
-    def sandbox_config(self, root: Path, out_dir: Path) -> Path | None:
-        """None: the operator's commands get the restored root as {root}; nothing is rewritten."""
-        return None
+def sandbox_config(root: Path, out_dir: Path) -> Path | None:
+    """None: the operator's commands get the restored root as {root}; nothing is rewritten."""
+    return None
 
 
-PROFILE = Generic()
+# Never detected (no config of its own): a generic node is described by its options.
+PROFILE = ModuleProfile(
+    NAME, Signs(()), inventory, checks, smoke, sandbox_config, reads_config=False
+)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import shlex
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -148,3 +149,37 @@ class Profile(ABC):
     def sandbox_config(self, root: Path, out_dir: Path) -> Path | None:
         """Write the node's configuration with every node path mapped onto root into out_dir;
         return its main file, or None when the profile has no configuration of its own."""
+
+
+@dataclass(frozen=True, eq=False)
+class ModuleProfile(Profile):
+    """A profile whose module implements the interface as plain functions, one per method
+    (same parameters, no self): `PROFILE = ModuleProfile(NAME, SIGNS, inventory, checks, smoke,
+    sandbox_config)`."""
+
+    name: str  # the interface's ClassVars, per instance here
+    signs: Signs
+    inventory_of: Callable[[Path, str | None, dict], Inventory]
+    checks_of: Callable[[Path, dict], list[Check]]
+    smoke_of: Callable[[Path, dict, str, Path], SmokeResult]
+    sandbox_config_of: Callable[[Path, Path], Path | None]
+    node_local: tuple[str, ...] = ()
+    reads_config: bool = True
+    main_config_of: Callable[[Path, dict], str | None] | None = None
+
+    def inventory(self, root: Path, smoke_user: str | None, options: dict) -> Inventory:
+        return self.inventory_of(root, smoke_user, options)
+
+    def checks(self, root: Path, manifest: dict) -> list[Check]:
+        return self.checks_of(root, manifest)
+
+    def smoke(self, root: Path, manifest: dict, user: str, work_dir: Path) -> SmokeResult:
+        return self.smoke_of(root, manifest, user, work_dir)
+
+    def sandbox_config(self, root: Path, out_dir: Path) -> Path | None:
+        return self.sandbox_config_of(root, out_dir)
+
+    def main_config(self, root: Path, options: dict) -> str | None:
+        if self.main_config_of is not None:
+            return self.main_config_of(root, options)
+        return super().main_config(root, options)

@@ -26,7 +26,7 @@ from drkit.model import Check, Inventory, SmokeResult, failed, passed, warned
 from drkit.paths import on_root
 from drkit.profiles import common
 from drkit.profiles.common import Ref
-from drkit.profiles.interface import Profile, Signs
+from drkit.profiles.interface import ModuleProfile, Signs
 
 NAME = "sftpplus"
 OPTION_KEYS = ("install_dir", "service_user", "validate", "validate_timeout_seconds")
@@ -524,35 +524,28 @@ def checks(root: Path, manifest: dict) -> list[Check]:
     return results
 
 
-class SFTPPlus(Profile):
-    """SFTPPlus (server.ini, its vault items and files), judged statically: it cannot run here."""
-
-    name = NAME
-    signs = Signs(
-        configs=("/opt/sftpplus/configuration/server.ini",),
-        binaries=("/opt/sftpplus/bin/admin-commands.sh",),
-        units=("sftpplus.service", "sftpplus-server.service"),
-    )
-    node_local = ("server.ini:[server]/uuid",)
-
-    def inventory(self, root: Path, smoke_user: str | None, options: dict) -> Inventory:
-        return inventory(root, smoke_user, options)
-
-    def checks(self, root: Path, manifest: dict) -> list[Check]:
-        return checks(root, manifest)
-
-    def smoke(self, root: Path, manifest: dict, user: str, work_dir: Path) -> SmokeResult:
-        """SFTPPlus cannot run here: not judged, with the policy's reason (never a pass)."""
-        return SmokeResult.not_judged(NAME, " ".join(policy()["smoke"]["reason"].split()))
-
-    def main_config(self, root: Path, options: dict) -> str | None:
-        """Return <install_dir>/configuration/server.ini when it is on root, else None."""
-        path = f"{settings(options)['install_dir']}/{policy()['config']['main']}"
-        return path if on_root(root, path).is_file() else None
-
-    def sandbox_config(self, root: Path, out_dir: Path) -> Path | None:
-        """None: SFTPPlus reads server.ini relative to its install dir; nothing is rewritten."""
-        return None
+def smoke(root: Path, manifest: dict, user: str, work_dir: Path) -> SmokeResult:
+    """SFTPPlus cannot run here: not judged, with the policy's reason (never a pass)."""
+    return SmokeResult.not_judged(NAME, " ".join(policy()["smoke"]["reason"].split()))
 
 
-PROFILE = SFTPPlus()
+def main_config(root: Path, options: dict) -> str | None:
+    """Return <install_dir>/configuration/server.ini when it is on root, else None."""
+    path = f"{settings(options)['install_dir']}/{policy()['config']['main']}"
+    return path if on_root(root, path).is_file() else None
+
+
+def sandbox_config(root: Path, out_dir: Path) -> Path | None:
+    """None: SFTPPlus reads server.ini relative to its install dir; nothing is rewritten."""
+    return None
+
+
+SIGNS = Signs(
+    ("/opt/sftpplus/configuration/server.ini",),
+    ("/opt/sftpplus/bin/admin-commands.sh",),
+    ("sftpplus.service", "sftpplus-server.service"),
+)
+PROFILE = ModuleProfile(
+    NAME, SIGNS, inventory, checks, smoke, sandbox_config, ("server.ini:[server]/uuid",),
+    main_config_of=main_config,
+)  # fmt: skip

@@ -35,7 +35,7 @@ from drkit.model import Check, Inventory, SmokeResult, failed, passed, warned
 from drkit.paths import on_root, to_node
 from drkit.profiles import common
 from drkit.profiles.common import Ref
-from drkit.profiles.interface import Profile, Signs
+from drkit.profiles.interface import ModuleProfile, Signs
 
 NAME = "vsftpd"
 
@@ -853,34 +853,22 @@ def _tls_pin(root: Path, config: Config, manifest: dict, login: Login) -> common
     return common.FtpTls(trusted, names[0] if names else "localhost", expected)
 
 
-class Vsftpd(Profile):
-    """vsftpd serving FTP or FTPS, with local, virtual (guest) or anonymous users."""
-
-    name = NAME
-    signs = Signs(
-        configs=("/etc/vsftpd.conf", "/etc/vsftpd/vsftpd.conf"),
-        binaries=("/usr/sbin/vsftpd",),
-        units=("vsftpd.service",),
-        config_flag="",
-    )
-    node_local = ("vsftpd.conf:listen_address", "vsftpd.conf:pasv_address")
-
-    def inventory(self, root: Path, smoke_user: str | None, options: dict) -> Inventory:
-        return inventory(root, smoke_user, options)
-
-    def checks(self, root: Path, manifest: dict) -> list[Check]:
-        return checks(root, manifest)
-
-    def smoke(self, root: Path, manifest: dict, user: str, work_dir: Path) -> SmokeResult:
-        return smoke(root, manifest, user, work_dir)
-
-    def sandbox_config(self, root: Path, out_dir: Path) -> Path | None:
-        out_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        config = read_config(root)
-        if config.path is None:
-            return None
-        run = _Run(out_dir, common.free_port(), user_conf=_mapped_user_conf(root, config, out_dir))
-        return write_copy(root, config, run)
+def sandbox_config(root: Path, out_dir: Path) -> Path | None:
+    """Write vsftpd.conf with node paths mapped onto root into out_dir (a free loopback port,
+    runtime files there); return it, or None when the node has no vsftpd.conf."""
+    out_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    config = read_config(root)
+    if config.path is None:
+        return None
+    run = _Run(out_dir, common.free_port(), user_conf=_mapped_user_conf(root, config, out_dir))
+    return write_copy(root, config, run)
 
 
-PROFILE = Vsftpd()
+SIGNS = Signs(
+    ("/etc/vsftpd.conf", "/etc/vsftpd/vsftpd.conf"),
+    ("/usr/sbin/vsftpd",),
+    ("vsftpd.service",),
+    config_flag="",
+)
+NODE_LOCAL = ("vsftpd.conf:listen_address", "vsftpd.conf:pasv_address")
+PROFILE = ModuleProfile(NAME, SIGNS, inventory, checks, smoke, sandbox_config, NODE_LOCAL)
