@@ -16,6 +16,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from nodes import SMOKE_USER
 
 from devtools import sample_node
 from drkit import errors, runner
@@ -232,7 +233,7 @@ def host_key_manifest(root: Path, info: dict) -> dict:
 
 @pytest.fixture
 def sample(node_root: Path) -> tuple[Path, dict, dict]:
-    info = sample_node.build(node_root)
+    info = sample_node.build(node_root, smoke_user=SMOKE_USER)
     return node_root, info, host_key_manifest(node_root, info)
 
 
@@ -267,7 +268,7 @@ def test_sample_node_passes_every_check(sample):
     results = openssh.checks(root, manifest)
     assert failing(results) == {}
     names = by_name(results)
-    assert "config: sshd -t" in names and "chroot: /srv/sftp/drill" in names
+    assert "config: sshd -t" in names and f"chroot: /srv/sftp/{SMOKE_USER}" in names
     assert "certificate: /etc/ssl/certs/sftp.example.com.pem" in names
 
 
@@ -327,7 +328,7 @@ def test_group_writable_chroot_and_home_fail(sample):
     (root / "srv/sftp").chmod(0o775)
     (root / "home/partner/.ssh").chmod(0o770)
     bad = failing(openssh.checks(root, manifest))
-    assert "/srv/sftp is group/world-writable (0775)" in bad["chroot: /srv/sftp/drill"]
+    assert "/srv/sftp is group/world-writable (0775)" in bad[f"chroot: /srv/sftp/{SMOKE_USER}"]
     assert (
         "/home/partner/.ssh is group/world-writable"
         in bad["user keys: /home/partner/.ssh/authorized_keys"]
@@ -337,11 +338,12 @@ def test_group_writable_chroot_and_home_fail(sample):
 @pytest.mark.integration
 def test_root_only_authorized_keys_fails(sample):
     root, _, manifest = sample
-    path = root / "home/drill/.ssh/authorized_keys"
+    path = root / f"home/{SMOKE_USER}/.ssh/authorized_keys"
     os.chown(path, 0, 0)
     path.chmod(0o600)
     bad = failing(openssh.checks(root, manifest))
-    assert "not readable by drill" in bad["user keys: /home/drill/.ssh/authorized_keys"]
+    found = bad[f"user keys: /home/{SMOKE_USER}/.ssh/authorized_keys"]
+    assert f"not readable by {SMOKE_USER}" in found
 
 
 @pytest.mark.integration
@@ -404,10 +406,10 @@ def assert_nothing_left(root: Path, work_dir: Path) -> None:
         except OSError:
             continue
         assert str(work_dir) not in cmdline and str(root) not in cmdline, cmdline
-    for name in ("drill", "partner"):
+    for name in (SMOKE_USER, "partner"):
         with pytest.raises(KeyError):
             pwd.getpwnam(name)
-    for name in ("drill", "sftpusers"):
+    for name in (SMOKE_USER, sample_node.sftp_group()[0]):
         with pytest.raises(KeyError):
             grp.getgrnam(name)
     assert list(work_dir.iterdir()) == []
@@ -416,7 +418,7 @@ def assert_nothing_left(root: Path, work_dir: Path) -> None:
 @pytest.mark.integration
 def test_smoke_passes_on_chrooted_prefix_root(sample, work_dir: Path):
     root, _, manifest = sample
-    smoked = openssh.smoke(root, manifest, "drill", work_dir)
+    smoked = openssh.smoke(root, manifest, SMOKE_USER, work_dir)
     assert failing(smoked.checks) == {}
     assert smoked.proven and smoked.protocols == ["sftp"]
     assert smoked.login_at <= smoked.round_trip_at == smoked.proven_at
@@ -424,12 +426,12 @@ def test_smoke_passes_on_chrooted_prefix_root(sample, work_dir: Path):
         entry["type"]: entry["fingerprint"] for entry in manifest["host_keys"]
     }
     names = by_name(smoked.checks)
-    assert "created drill" in names["smoke: user"].detail
+    assert f"created {SMOKE_USER}" in names["smoke: user"].detail
     for key_type in ("ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256"):
         assert names[f"smoke: host key {key_type}"].status == "pass"
     assert "in /" in names["smoke: sftp login"].detail
     assert "in upload" in names["smoke: file round trip"].detail
-    assert sorted(p.name for p in (root / "srv/sftp/drill/upload").iterdir()) == [
+    assert sorted(p.name for p in (root / f"srv/sftp/{SMOKE_USER}/upload").iterdir()) == [
         "invoice-0001.csv"
     ]
     assert_nothing_left(root, work_dir)
@@ -437,8 +439,8 @@ def test_smoke_passes_on_chrooted_prefix_root(sample, work_dir: Path):
 
 @pytest.mark.integration
 def test_smoke_without_chroot_uses_the_node_home(node_root: Path, work_dir: Path):
-    info = sample_node.build(node_root, chroot=False)
-    smoked = openssh.smoke(node_root, host_key_manifest(node_root, info), "drill", work_dir)
+    info = sample_node.build(node_root, smoke_user=SMOKE_USER, chroot=False)
+    smoked = openssh.smoke(node_root, host_key_manifest(node_root, info), SMOKE_USER, work_dir)
     assert failing(smoked.checks) == {} and smoked.proven
     assert "in ." in by_name(smoked.checks)["smoke: file round trip"].detail
     assert_nothing_left(node_root, work_dir)
@@ -448,7 +450,7 @@ def test_smoke_without_chroot_uses_the_node_home(node_root: Path, work_dir: Path
 def test_smoke_fails_when_a_host_key_was_replaced(sample, work_dir: Path):
     root, _, manifest = sample
     regenerate(root, "/etc/ssh/ssh_host_ed25519_key")
-    smoked = openssh.smoke(root, manifest, "drill", work_dir)
+    smoked = openssh.smoke(root, manifest, SMOKE_USER, work_dir)
     assert not smoked.login_ok and not smoked.proven and smoked.proven_at is None
     bad = failing(smoked.checks)
     assert "the backup has SHA256:" in bad["smoke: host key ssh-ed25519"]
@@ -464,8 +466,8 @@ def test_smoke_fails_when_a_host_key_was_replaced(sample, work_dir: Path):
 @pytest.mark.integration
 def test_smoke_reports_a_bad_chroot_and_cleans_up(sample, work_dir: Path):
     root, _, manifest = sample
-    (root / "srv/sftp/drill").chmod(0o775)
-    bad = failing(openssh.smoke(root, manifest, "drill", work_dir).checks)
+    (root / f"srv/sftp/{SMOKE_USER}").chmod(0o775)
+    bad = failing(openssh.smoke(root, manifest, SMOKE_USER, work_dir).checks)
     assert "smoke: sftp login" in bad or "smoke: file round trip" in bad
     assert "bad ownership or modes for chroot directory" in " ".join(bad.values())
     assert_nothing_left(root, work_dir)
