@@ -205,3 +205,16 @@ def test_first_fail_ping_and_webhook_leave_within_3_minutes_of_s3_dying(
     assert good and good["snapshot_id"] != after.notes["snapshot_before_kill"], after.notes
     finished = after.notes["success_ping_after_kill"]
     assert finished is not None and finished - after.killed_at < 30, after.notes
+
+
+def test_the_outage_probe_tells_a_missing_repository_from_a_usable_one(s3_repository):
+    from drkit.actions import context
+    from drkit.engines.storage import OutageProbe, Storage
+
+    missing = OutageProbe(s3_repository).check()  # no bucket yet, so no repository either
+    assert missing and "no restic repository" in missing, missing
+    Storage(s3_repository).init_bucket(s3_repository.object_lock)
+    assert "no restic repository" in OutageProbe(s3_repository).check()
+    context.restic_for(s3_repository).init()
+    probe = OutageProbe(s3_repository)
+    assert probe.check() is None and probe.failing_for() == 0
