@@ -103,7 +103,7 @@ def axis(values: list[float], objective: float | None) -> dict:
     on_scale = objective is not None and (top <= 0 or objective <= 3 * top)
     raw = max(top, float(objective) if on_scale else 0.0, 1.0) * 1.1
     unit, size = next((unit, size) for unit, size in AXIS_UNITS if raw >= 2 * size or size == 1)
-    rough = raw / size / 4
+    rough = raw / size / 5
     magnitude = 10 ** math.floor(math.log10(rough))
     step = next(nice * magnitude for nice in NICE_STEPS if nice * magnitude >= rough)
     count = math.ceil(raw / size / step)
