@@ -742,9 +742,18 @@ def write_copy(
                 *_sandbox_auth(smoke),
             ]
         copy.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+        copy.touch(mode=0o600)
+        copy.chmod(_copy_mode(root, node))  # a file holding a bind password stays private
         copy.write_text("\n".join([*prepend, *out]) + "\n")
-        copy.chmod(0o644)
     return copies[config.main], {str(copy): node for node, copy in copies.items()}
+
+
+def _copy_mode(root: Path, node: str) -> int:
+    """Return the node file's read bits (0644 at most, 0600 at least) for its copy."""
+    try:
+        return (stat.S_IMODE(on_root(root, node).stat().st_mode) & 0o644) | 0o600
+    except OSError:
+        return 0o600
 
 
 def _in_anonymous(config: Config, node: str, number: int) -> bool:
