@@ -11,9 +11,10 @@ With outage_after=N, every request after the first N meets a fault: an outage.
 
 Repeatable from the seed although clients send requests in parallel: each request's decision
 (fault or not, which one, how slow) comes from its own random.Random, seeded by the seed, the
-request's kind (method and path, with object ids and times blanked) and how many requests of
-that kind came before it. The k-th request of each kind meets the same fault in every run,
-whichever thread forwards it; a retried request is the next of its kind, decided afresh.
+request's kind (method and path without the bucket, which tests name at random, with object
+ids, restic's data subdirectories and times blanked) and how many requests of that kind came
+before it. The k-th request of each kind meets the same fault in every run, whichever thread
+forwards it; a retried request is the next of its kind, decided afresh.
 """
 
 from __future__ import annotations
@@ -30,11 +31,19 @@ from urllib.parse import urlsplit
 FAULTS = ("503", "drop", "lost", "slow")
 _HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade"}
 _OWN = {"content-length", "date", "server"}  # written by this proxy's own response
-_VARYING = re.compile(r"[0-9a-f]{16,}|\d{4}-?\d{2}-?\d{2}T[0-9:.]+Z?|\d{6,}")
+_VARYING = re.compile(
+    r"[0-9a-f]{16,}|(?<=/data/)[0-9a-f]{2}(?=/)|\d{4}-?\d{2}-?\d{2}T[0-9:.]+Z?|\d{6,}"
+)
 _SLOW_DOWN = (
     b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SlowDown</Code>'
     b"<Message>Please reduce your request rate.</Message></Error>"
 )
+
+
+def _without_bucket(target: str) -> str:
+    """Return a path-style request target without its bucket: "/b/k?q" -> "/k?q"."""
+    path, mark, query = target.partition("?")
+    return "/" + path.lstrip("/").partition("/")[2] + mark + query
 
 
 class FaultProxy:
@@ -64,7 +73,7 @@ class FaultProxy:
 
     def choose(self, method: str, target: str) -> tuple[str | None, random.Random]:
         """Return the fault for a request (None: forward as is) and its own seeded RNG."""
-        kind = f"{method} {_VARYING.sub('*', target)}"
+        kind = f"{method} {_VARYING.sub('*', _without_bucket(target))}"
         with self._lock:
             self.counts["requests"] += 1
             outage = self.outage_after is not None and self.counts["requests"] > self.outage_after
