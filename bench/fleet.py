@@ -99,7 +99,6 @@ def main() -> None:
         env = {**s3.env(), "AWS_EC2_METADATA_DISABLED": "true"}
         os.environ.update(env)
         bucket = "fleet-" + uuid.uuid4().hex[:8]
-        s3.client().create_bucket(Bucket=bucket)
         password = WORK / "repo.pass"
         password.write_text(uuid.uuid4().hex + "\n")
         password.chmod(0o600)
@@ -115,6 +114,7 @@ def main() -> None:
         config_path = WORK / "drkit.yaml"
         config_path.write_text(config.dump_config(node_config))
         storage = Storage(node_config.repository)
+        storage.init_bucket(node_config.repository.object_lock)  # drkit writes only there
         documents = {
             f"node-{index:04d}": status_document(f"node-{index:04d}", index, now)
             for index in range(options.nodes)

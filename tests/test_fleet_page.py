@@ -265,7 +265,7 @@ def bucket(local_s3, tmp_path: Path) -> config.Config:
 def bucket_config(local_s3, tmp_path: Path) -> config.Config:
     """Return a node's config on a fresh bucket of the local S3 (no restic repository)."""
     repository = fresh_repository(local_s3, tmp_path)
-    local_s3.client().create_bucket(Bucket=repository.bucket)
+    Storage(repository).init_bucket(repository.object_lock)  # versioned and locked
     return config.Config(
         node="n-0000",
         servers=["openssh"],

@@ -472,3 +472,20 @@ def test_unknown_access_key_is_an_authentication_error(
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "nobody" + secrets.token_hex(4))
     with pytest.raises(errors.AuthenticationError, match="access key ID is not known"):
         Storage(s3_repository).probe()
+
+
+@pytest.mark.integration
+def test_nothing_is_written_to_a_missing_or_unprotected_bucket(
+    s3_repository, local_s3, tmp_path: Path
+):
+    storage = Storage(s3_repository)
+    with pytest.raises(errors.StorageError, match=r"does not exist .* nothing written"):
+        storage.put_json("status/sftp-1.json", {"node": "sftp-1"})
+    assert not storage.bucket_exists(), "a write created the misspelled bucket"
+    local_s3.client().create_bucket(Bucket=s3_repository.bucket)  # plain: no versioning, no lock
+    with pytest.raises(errors.StorageError, match="versioning Off: nothing written"):
+        storage.put_json("status/sftp-1.json", {"node": "sftp-1"})
+    assert storage.list_keys("status/") == []
+    storage_actions.init(_config(s3_repository, tmp_path))
+    storage.put_json("status/sftp-1.json", {"node": "sftp-1"})
+    assert storage.get_json("status/sftp-1.json") == {"node": "sftp-1"}

@@ -58,6 +58,7 @@ def publish_head(config: Config, signing_key, link: dict) -> None:
         "node": config.node,
         **link,
         "time": utc_text(datetime.now(UTC)),
+        "written_ns": time.time_ns(),  # orders two heads signed within the same second
     }
     text = json.dumps(record, sort_keys=True)
     down = context.outage(config.repository)

@@ -267,7 +267,7 @@ def _newest_head(config: Config, origin: Origin, storage) -> tuple[dict | None, 
             record = _open_record(json.loads(body or b"null"), origin, config.node, "head")
         except (errors.Refused, ValueError):
             continue
-        if newest is None or str(record.get("time")) > str(newest.get("time")):
+        if newest is None or _head_order(record) > _head_order(newest):
             newest = record
     findings = []
     if newest is not None and newest is not current and (current is not None or stored is None):
@@ -282,6 +282,13 @@ def _newest_head(config: Config, origin: Origin, storage) -> tuple[dict | None, 
         source = "versions of the chain head"
         findings.append({"source": source, "snapshot": newest.get("snapshot_id"), "detail": detail})
     return newest, findings, problems
+
+
+def _head_order(record: dict) -> tuple[str, int]:
+    """Return what orders signed heads: their time, then (heads signed within one second) the
+    nanosecond clock they carry; heads written before it carry none."""
+    written = record.get("written_ns")
+    return str(record.get("time")), written if isinstance(written, int) else 0
 
 
 def _local_link(config: Config) -> dict | None:

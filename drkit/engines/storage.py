@@ -122,6 +122,11 @@ def _client(endpoint: str, region: str, ca_bundle: Path | None, *, quick: bool =
         return _clients[key]
 
 
+# Buckets whose posture (exists, versioning, object lock) this process has seen pass, and when.
+POSTURE_TTL_SECONDS = 300
+_POSTURE_PASSED: dict[tuple[str, str], float] = {}
+
+
 class Storage:
     """The repository's S3 bucket, reached with the credentials of the environment.
 
@@ -522,12 +527,38 @@ class Storage:
         except ValueError:
             raise errors.StorageError(f"s3://{self.bucket}/{key} is not valid JSON") from None
 
+    def require_posture(self) -> None:
+        """Raise StorageError unless this process has seen, within POSTURE_TTL_SECONDS, that
+        the bucket exists with versioning and object lock on (3 requests, then cached): a
+        misspelled bucket is never created by a write, nor written to unprotected."""
+        key = (self.endpoint, self.bucket)
+        seen = _POSTURE_PASSED.get(key)
+        if seen is not None and time.monotonic() - seen < POSTURE_TTL_SECONDS:
+            return
+        found = self.posture()
+        if not found["exists"]:
+            reason = "does not exist (a misspelled bucket name?)"
+        elif found["versioning"] != "Enabled":
+            reason = f"has versioning {found['versioning']}"
+        elif not found["object_lock"]["enabled"]:
+            reason = "has no object lock"
+        else:
+            _POSTURE_PASSED[key] = time.monotonic()
+            return
+        raise errors.StorageError(
+            f"bucket {self.bucket} {reason}: nothing written to it; check repository.bucket, "
+            "or prepare it with `drkit storage init`"
+        )
+
     def put_bytes(self, key: str, body: bytes, content_type: str) -> str | None:
-        """Store body at key (a drill report page); return the new version id."""
+        """Store body at key (a drill report page); return the new version id. Only into a
+        bucket whose posture passed (require_posture)."""
+        key = self._check_key(key)
+        self.require_posture()
         response = self._call(
             "put_object",
             Bucket=self.bucket,
-            Key=self._check_key(key),
+            Key=key,
             Body=body,
             ContentType=content_type,
         )
