@@ -93,7 +93,7 @@ def test_proftpd_drill_sftp_and_ftps_node_built_like_the_corpus(node_root, s3_re
     config, _ = init_node(root, s3_repository, work, "proftpd", case.smoke_user, "ftp-drill")
     code, backup = drkit("backup", "--config", str(config))
     assert code == 0, backup
-    code, drilled = drkit("drill", "latest", "--config", str(config))
+    code, drilled = drkit("drill", "--snapshot", "latest", "--config", str(config))
     assert code == 0 and drilled["ok"], drilled.get("problems") or drilled
     names = statuses(drilled)
     for name in ("smoke: sftp login", "smoke: ftps login", "smoke: ftps round trip"):
