@@ -29,7 +29,7 @@ from drkit.model import Check, Entry, Inventory, SmokeResult, failed, passed, ut
 from drkit.paths import on_root, to_node
 from drkit.profiles import common
 from drkit.profiles.common import Ref
-from drkit.profiles.interface import Profile, Signs
+from drkit.profiles.interface import ModuleProfile, Signs
 
 NAME = "openssh"
 POLICY_FILE = "openssh.yaml"
@@ -1306,29 +1306,13 @@ def _offered_and_loaded(sshd: str, copy: Path) -> tuple[set[str] | None, dict | 
 _KEY_TYPE_OF = {"rsa-sha2-256": "ssh-rsa", "rsa-sha2-512": "ssh-rsa"}
 
 
-class OpenSSH(Profile):
-    """OpenSSH's sshd serving SFTP (internal-sftp or sftp-server)."""
-
-    name = NAME
-    signs = Signs(
-        configs=("/etc/ssh/sshd_config",),
-        binaries=("/usr/sbin/sshd",),
-        units=("ssh.service", "sshd.service"),
-        config_flag="-f",
-    )
-    node_local = ("sshd_config:ListenAddress",)
-
-    def inventory(self, root: Path, smoke_user: str | None, options: dict) -> Inventory:
-        return inventory(root, smoke_user, options)
-
-    def checks(self, root: Path, manifest: dict) -> list[Check]:
-        return checks(root, manifest)
-
-    def smoke(self, root: Path, manifest: dict, user: str, work_dir: Path) -> SmokeResult:
-        return smoke(root, manifest, user, work_dir)
-
-    def sandbox_config(self, root: Path, out_dir: Path) -> Path | None:
-        return write_copy(root, read_config(root), out_dir)[0]
+def sandbox_config(root: Path, out_dir: Path) -> Path | None:
+    """Write the node's sshd_config and its Includes with node paths mapped onto root into
+    out_dir; return the main copy."""
+    return write_copy(root, read_config(root), out_dir)[0]
 
 
-PROFILE = OpenSSH()
+SIGNS = Signs(("/etc/ssh/sshd_config",), ("/usr/sbin/sshd",), ("ssh.service", "sshd.service"), "-f")
+PROFILE = ModuleProfile(
+    NAME, SIGNS, inventory, checks, smoke, sandbox_config, ("sshd_config:ListenAddress",)
+)
