@@ -24,12 +24,16 @@ def failing(document: dict) -> dict[str, str]:
     return {c["name"]: c["detail"] for c in document.get("checks", []) if c["status"] == "fail"}
 
 
-def profile_flags(case: Case) -> list[str]:
-    """Return init's --profile-option flags for the case's profile options."""
+def init_flags(case: Case) -> list[str]:
+    """Return init's --profile-option flags for the case's profile options and the --include
+    flags its operator gives."""
     return [
-        f"--profile-option={kind}.{key}={value}"
-        for kind, options in case.profile_options.items()
-        for key, value in options.items()
+        *(f"--include={item}" for item in case.includes),
+        *(
+            f"--profile-option={kind}.{key}={value}"
+            for kind, options in case.profile_options.items()
+            for key, value in options.items()
+        ),
     ]
 
 
@@ -46,7 +50,7 @@ def test_corpus_case_backs_up_restores_and_proves(case: Case, node_root: Path, s
         assert case.server in [server["server"] for server in discovered["servers"]], discovered
 
     config, _ = init_node(
-        root, s3_repository, work, case.server, case.smoke_user, case.name, *profile_flags(case)
+        root, s3_repository, work, case.server, case.smoke_user, case.name, *init_flags(case)
     )
     code, backup = drkit("backup", "--config", str(config))
     assert code == 0, backup

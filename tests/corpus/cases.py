@@ -148,6 +148,9 @@ class Case:
     # (`no_smoke` then says why).
     smoke_user: str | None = None
     no_smoke: str | None = None
+    # `drkit init --include` values the operator of such a node gives (files named by nothing
+    # the server reads); each says why in the case's notes.
+    includes: tuple[str, ...] = ()
 
     @property
     def files_root(self) -> Path:
@@ -215,6 +218,7 @@ def load_case(directory: Path) -> Case:
         drkit_may_miss=tuple(data.get("drkit_may_miss") or ()),
         smoke_user=data.get("smoke_user"),
         no_smoke=data.get("no_smoke"),
+        includes=tuple(data.get("includes") or ()),
     )
     if case.server not in SERVERS:
         raise ValueError(f"{directory.name}: server {case.server!r} is not one of {SERVERS}")
