@@ -166,7 +166,14 @@ def describe_file(
     elif stat.S_ISDIR(info.st_mode):
         entry.update(type="dir")
     elif stat.S_ISREG(info.st_mode):
-        digest = cache.sha256(node_path, host, info) if cache else sha256_file(host)
+        try:
+            digest = cache.sha256(node_path, host, info) if cache else sha256_file(host)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:  # root is refused too: a write-only sysctl, EIO, a FUSE mount
+            raise errors.BackupIncomplete(
+                f"{node_path} could not be read ({exc.strerror}): no snapshot made"
+            ) from None
         entry.update(type="file", size=info.st_size, sha256=digest)
     else:
         return None

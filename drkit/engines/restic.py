@@ -403,6 +403,11 @@ class Restic:
         for line in completed.stderr.splitlines():
             if '"message_type":"error"' in line.replace(" ", ""):
                 on_line(line)
+        if completed.returncode == 3 and summary.errors:  # name the files, not restic's summary
+            raise errors.BackupIncomplete(
+                f"snapshot {summary.snapshot_id[:8] or '(none)'} made but "
+                f"{len(summary.errors)} file(s) could not be read: {summary.errors[0]}"
+            )
         self._raise_for(completed, "backing up")
         if not summary.snapshot_id:
             raise errors.ResticFailed("restic finished without reporting a snapshot id")
