@@ -170,12 +170,15 @@ def test_corrupted_host_keys_fail_the_drill_loudly(node: Node):
     checks = _checks(drilled)
     pair = checks["host key pair: /etc/ssh/ssh_host_ed25519_key"]
     assert pair["status"] == "fail" and "does not parse" in pair["detail"]
-    login = checks["smoke: sftp login"]
-    assert login["status"] == "fail" and "no login attempted" in login["detail"]
-    assert "host key" in login["detail"] or "hostkeys" in login["detail"], login
+    # sshd refuses to start without a usable host key: no login, so no RTO, and the check that
+    # says so names the cause
+    started = checks["smoke: sshd started"]
+    assert started["status"] == "fail", started
+    assert "host key" in started["detail"] or "hostkeys" in started["detail"], started
     assert drilled["rto_seconds"] is None
     assert checks["objective: RTO"]["status"] == "fail"
-    assert any("smoke: sftp login" in problem for problem in drilled["problems"])
+    assert all(key["served"] is None and not key["ok"] for key in drilled["host_keys"])
+    assert any("smoke: sshd started" in problem for problem in drilled["problems"])
     assert _sandboxes(node) == []
     # The failed drill is on record: in the bucket's history and the status document.
     code, listed = node.run("report")
