@@ -177,7 +177,14 @@ def test_discover_finds_the_config_a_unit_names_and_init_records_it(tmp_path: Pa
         "/etc/systemd/system/vsftpd.service",
         "ExecStart=/usr/sbin/vsftpd /etc/vsftpd/ftps.conf\n",
     )
+    _write(tmp_path, "/srv/ftp/proftpd.conf", "ServerName x\n")
+    _write(
+        tmp_path,
+        "/lib/systemd/system/proftpd.service",
+        "ExecStart=/usr/sbin/proftpd --nodaemon -c /srv/ftp/proftpd.conf\n",
+    )
     found = discover.detect(tmp_path)
+    assert found["proftpd"].options == {"config": "/srv/ftp/proftpd.conf"}
     assert found["openssh"].configs == ["/etc/ega/sshd_config"]
     assert found["openssh"].options == {"config": "/etc/ega/sshd_config"}
     assert found["vsftpd"].options == {"config": "/etc/vsftpd/ftps.conf"}
@@ -194,6 +201,7 @@ def test_discover_finds_the_config_a_unit_names_and_init_records_it(tmp_path: Pa
     settings = init_action.settings_for(options, tmp_path / "drkit.yaml")
     assert settings["profile_options"] == {
         "openssh": {"config": "/etc/ega/sshd_config"},
+        "proftpd": {"config": "/srv/ftp/proftpd.conf"},
         "vsftpd": {"config": "/etc/vsftpd/ftps.conf"},
     }
 

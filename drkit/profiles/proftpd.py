@@ -36,7 +36,7 @@ from drkit.model import Check, Inventory, SmokeResult, failed, passed, warned
 from drkit.paths import on_root, to_node
 from drkit.profiles import common
 from drkit.profiles.common import Ref
-from drkit.profiles.interface import Profile, Signs
+from drkit.profiles.interface import ModuleProfile, Signs
 
 NAME = "proftpd"
 OPTIONS = ("config",)
@@ -1112,28 +1112,13 @@ def _ftps(result, root, config, manifest, index, port, user, password, hint) -> 
     common.ftps_session(result, port, user, password, trusted, server_name, expected, hint)
 
 
-class ProFTPD(Profile):
-    """ProFTPD serving FTPS (mod_tls), SFTP (mod_sftp) and/or FTP, on one or more vhosts."""
-
-    name = NAME
-    signs = Signs(
-        configs=("/etc/proftpd/proftpd.conf",),
-        binaries=("/usr/sbin/proftpd",),
-        units=("proftpd.service",),
-    )
-    node_local = ("proftpd.conf:DefaultAddress",)
-
-    def inventory(self, root: Path, smoke_user: str | None, options: dict) -> Inventory:
-        return inventory(root, smoke_user, options)
-
-    def checks(self, root: Path, manifest: dict) -> list[Check]:
-        return checks(root, manifest)
-
-    def smoke(self, root: Path, manifest: dict, user: str, work_dir: Path) -> SmokeResult:
-        return smoke(root, manifest, user, work_dir)
-
-    def sandbox_config(self, root: Path, out_dir: Path) -> Path | None:
-        return write_copy(root, read_config(root), out_dir)[0]
+def sandbox_config(root: Path, out_dir: Path) -> Path | None:
+    """Write proftpd.conf and its Includes with node paths mapped onto root into out_dir;
+    return the main copy."""
+    return write_copy(root, read_config(root), out_dir)[0]
 
 
-PROFILE = ProFTPD()
+SIGNS = Signs(("/etc/proftpd/proftpd.conf",), ("/usr/sbin/proftpd",), ("proftpd.service",), "-c")
+PROFILE = ModuleProfile(
+    NAME, SIGNS, inventory, checks, smoke, sandbox_config, ("proftpd.conf:DefaultAddress",)
+)
