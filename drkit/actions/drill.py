@@ -408,15 +408,7 @@ def history(config: Config, storage=None) -> list[dict]:
     storage = storage or Storage(config.repository)
     prefix = reports.bucket_prefix(config.node)
     keys = [key for key in storage.list_keys(prefix) if key.endswith(".json")]
-    found = []
-    for key in keys[-reports.HISTORY_LIMIT :]:
-        try:
-            document = storage.get_json(key)
-        except errors.StorageError as exc:
-            log.warning("drill report %s unreadable: %s", key, exc.message)
-            continue
-        if isinstance(document, dict) and document.get("kind") == "drill":
-            found.append(reports.summary(document, key.removesuffix(".json") + ".html"))
+    found = [entry for _, entry in reports.drill_summaries(storage, keys[-reports.HISTORY_LIMIT :])]
     return sorted(found, key=lambda entry: entry["time"] or "")
 
 

@@ -41,18 +41,12 @@ def run(config: Config, *, all_nodes: bool = False, open_page: bool = False) -> 
     storage = Storage(config.repository)
     storage.probe()
     prefix = f"{reports.REPORT_PREFIX}/" if all_nodes else reports.bucket_prefix(config.node)
-    drills = []
-    for key in storage.list_keys(prefix):
-        if not key.endswith(".json") or not key.rsplit("/", 1)[-1].startswith("drill-"):
-            continue
-        try:
-            document = storage.get_json(key)
-        except errors.StorageError as exc:
-            log.warning("drill report %s unreadable: %s", key, exc.message)
-            continue
-        if isinstance(document, dict) and document.get("kind") == "drill":
-            entry = reports.summary(document, key.removesuffix(".json") + ".html")
-            drills.append({**entry, "report": key})
+    keys = [
+        key
+        for key in storage.list_keys(prefix)
+        if key.endswith(".json") and key.rsplit("/", 1)[-1].startswith("drill-")
+    ]
+    drills = [{**entry, "report": key} for key, entry in reports.drill_summaries(storage, keys)]
     drills += _unreported(config, storage, drills, all_nodes)
     drills.sort(key=lambda entry: (entry["time"] or "", entry["node"] or ""))
     latest_by_node = {entry["node"]: entry for entry in drills}

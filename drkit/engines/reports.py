@@ -8,6 +8,7 @@ subjects, check details) is escaped. Reports carry fingerprints, never key mater
 
 from __future__ import annotations
 
+import logging
 import math
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,9 +16,11 @@ from pathlib import Path
 import jinja2
 import markupsafe
 
-from drkit import units
+from drkit import errors, units
 from drkit.model import parse_utc_or_none, utc_text
 from drkit.paths import on_root
+
+log = logging.getLogger(__name__)
 
 REPORT_PREFIX = "reports"
 HISTORY_LIMIT = 60
@@ -32,6 +35,21 @@ def base_name(document: dict) -> str:
 def bucket_prefix(node: str) -> str:
     """Return where a node's reports live at the bucket root: reports/<node>/."""
     return f"{REPORT_PREFIX}/{node}/"
+
+
+def drill_summaries(storage, keys: list[str]) -> list[tuple[str, dict]]:
+    """Return (key, summary) of each drill report among keys (the JSON documents of kind
+    drill); one that cannot be read is logged and left out."""
+    found = []
+    for key in keys:
+        try:
+            document = storage.get_json(key)
+        except errors.StorageError as exc:
+            log.warning("drill report %s unreadable: %s", key, exc.message)
+            continue
+        if isinstance(document, dict) and document.get("kind") == "drill":
+            found.append((key, summary(document, key.removesuffix(".json") + ".html")))
+    return found
 
 
 def summary(document: dict, html_location: str | None = None) -> dict:

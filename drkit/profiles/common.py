@@ -478,6 +478,20 @@ def make_client_key(work: Path) -> tuple[Path, str] | None:
 # --- configuration text ---------------------------------------------------------------------
 
 
+def read_config_text(root: Path, node_path: str, config) -> str | None:
+    """Read one of a node's config files into config (a profile's parsed config: its `files`,
+    `texts` and `warnings`); return the text, or None (and a warning) when it is unreadable."""
+    try:
+        text = on_root(root, node_path).read_text(errors="replace")
+    except OSError as exc:
+        config.warnings.append(f"{node_path}: cannot read ({exc.strerror or exc})")
+        return None
+    if node_path not in config.files:
+        config.files.append(node_path)
+    config.texts[node_path] = text
+    return text
+
+
 def split_args(text: str) -> list[str]:
     """Split a directive's arguments like sshd: quotes, backslash escapes, '#' comments."""
     args: list[str] = []
@@ -793,72 +807,6 @@ class _ReusingFTPS(ftplib.FTP_TLS):
                 conn, server_hostname=self.host, session=self.sock.session
             )
         return conn, size
-
-
-def ftps_session(
-    result: SmokeResult,
-    port: int,
-    user: str,
-    password: str,
-    trusted_pem: str,
-    server_name: str,
-    expected: set[str],
-    hint: Callable[[], str] | None = None,
-    label: str = "ftps",
-) -> None:
-    """Log in over FTP with AUTH TLS, trusting only trusted_pem and checking server_name; the
-    certificate served must be one of expected (sha256 of DER); put, get, compare, delete;
-    record the session and the certificate served in result."""
-    context = ssl.create_default_context(cadata=trusted_pem)
-    context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
-    context.check_hostname = True
-    client = _ReusingFTPS(context=context, timeout=15)
-    login_name, trip_name = f"smoke: {label} login", f"smoke: {label} round trip"
-    started = time.monotonic()
-    try:
-        client.connect("127.0.0.1", port)
-        client.host = server_name  # SNI and hostname check against the certificate's name
-        client.auth()
-        der = client.sock.getpeercert(binary_form=True)
-        client.login(user, password)
-        client.prot_p()
-    except (OSError, EOFError, ftplib.Error, ssl.SSLError) as exc:
-        with contextlib.suppress(Exception):
-            client.close()
-        extra = hint() if hint else ""
-        detail = f"{user}: {type(exc).__name__}: {str(exc).strip()[:200]}"
-        login = failed(login_name, detail + (f" ({extra})" if extra else ""))
-        result.session("ftps", login, failed(trip_name, "no login"))
-        return
-    try:
-        served = keys.describe_certificate(ssl.DER_cert_to_PEM_cert(der).encode())
-        if served is not None:
-            result.certificates.append(
-                ServedCertificate(
-                    fingerprint=served.fingerprint,
-                    subject=served.subject,
-                    not_after=utc_text(served.not_after),
-                )
-            )
-        fingerprint = hashlib.sha256(der).hexdigest()
-        if fingerprint not in expected:
-            login = failed(
-                login_name, f"served certificate {fingerprint[:16]}… is not the backup's"
-            )
-            result.session("ftps", login, failed(trip_name, "not attempted"))
-            return
-        elapsed = time.monotonic() - started
-        login = passed(
-            login_name,
-            f"{user} in {elapsed:.2f} s, TLS {client.sock.version()}, certificate for "
-            f"{server_name} as in the backup",
-        )
-        result.session("ftps", login, _ftps_round_trip(client, trip_name))
-    finally:
-        with contextlib.suppress(Exception):
-            client.quit()
-        with contextlib.suppress(Exception):
-            client.close()
 
 
 def _ftps_round_trip(client: ftplib.FTP_TLS, trip_name: str) -> Check:

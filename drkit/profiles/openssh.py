@@ -123,14 +123,9 @@ def read_config(root: Path, main: str | None = None) -> Config:
 
 def _read_file(root: Path, node_path: str, match, config: Config, stack: tuple[str, ...]) -> None:
     settings = policy()["config"]
-    try:
-        text = on_root(root, node_path).read_text(errors="replace")
-    except OSError as exc:
-        config.warnings.append(f"{node_path}: cannot read ({exc.strerror or exc})")
+    text = common.read_config_text(root, node_path, config)
+    if text is None:
         return
-    if node_path not in config.files:
-        config.files.append(node_path)
-    config.texts[node_path] = text
     for number, raw in enumerate(text.splitlines(), 1):
         parsed = parse_line(raw)
         if parsed is None:

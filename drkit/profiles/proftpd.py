@@ -204,14 +204,9 @@ def _module_loaded(config: Config, state: dict, name: str) -> bool:
 
 def _read_file(root: Path, node_path: str, config: Config, stack: tuple, state: dict) -> None:
     settings_ = policy()["config"]
-    try:
-        text = on_root(root, node_path).read_text(errors="replace")
-    except OSError as exc:
-        config.warnings.append(f"{node_path}: cannot read ({exc.strerror or exc})")
+    text = common.read_config_text(root, node_path, config)
+    if text is None:
         return
-    if node_path not in config.files:
-        config.files.append(node_path)
-    config.texts[node_path] = text
     for number, raw in enumerate(text.splitlines(), 1):
         parsed = parse(raw)
         if parsed is None:
@@ -1109,7 +1104,8 @@ def _ftps(result, root, config, manifest, index, port, user, password, hint) -> 
     }
     names = common.certificate_names(root, pairs[0][0])
     server_name = names[0] if names else "localhost"
-    common.ftps_session(result, port, user, password, trusted, server_name, expected, hint)
+    pin = common.FtpTls(trusted, server_name, frozenset(expected))
+    common.ftp_session(result, port, user, password, tls=pin, hint=hint)
 
 
 def sandbox_config(root: Path, out_dir: Path) -> Path | None:
