@@ -141,3 +141,27 @@ def test_profile_options_config_is_honoured_and_checked(tmp_path):
     wrong = {**recorded, "profile_options": {"vsftpd": {"configs": "/x"}}}
     (check,) = vsftpd.checks(root, wrong)
     assert check.status == "fail" and "profile_options.vsftpd.configs" in check.detail
+
+
+def test_user_sub_token_with_system_users_and_user_config_dir(tmp_path):
+    """The tutorial setup (local_root=/home/$USER/ftp for system users, chrooted) with one user
+    moved elsewhere by a user_config_dir file: each login's tree as vsftpd would use it."""
+    root, _ = built("vsftpd-debian-default", tmp_path)
+    conf = on_root(root, "/etc/vsftpd.conf")
+    conf.write_text(
+        conf.read_text()
+        + "chroot_local_user=YES\nuser_sub_token=$USER\nlocal_root=/home/$USER/ftp\n"
+        + "user_config_dir=/etc/vsftpd/users\n"
+    )
+    for path in ("/home/frank/ftp", "/srv/frank-ftp"):
+        on_root(root, path).mkdir(parents=True)
+    users = on_root(root, "/etc/vsftpd/users")
+    users.mkdir(parents=True)
+    (users / "frank").write_text("local_root=/srv/frank-ftp\n")
+    config = vsftpd.read_config(root)
+    taken = {(ref.path, ref.directive.split()[0]) for ref in vsftpd.references(root, config)}
+    assert ("/srv/frank-ftp", "local_root") in taken  # the per-user file wins for frank
+    assert ("/home/frank/ftp", "local_root") not in taken
+    found = vsftpd.inventory(root, None, {})
+    held = {entry.path for entry in found.files} | {entry.path for entry in found.dirs}
+    assert {"/etc/vsftpd/users/frank", "/srv/frank-ftp"} <= held
