@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import MISSING, BaseModel, ConfigDict, PlainSerializer, RootModel
 
-from drkit.model import Check
+from drkit.model import Check, ServedCertificate, ServedKey, SmokeResult, TransferProtocol
 
 
 def _check_documents(checks: list[Check]) -> list[dict[str, str]]:
@@ -173,14 +173,33 @@ class RestorePlanResult(ChecksResult):
     plan: list[PlanStep]
 
 
+class SmokeProof(Part):
+    """What one server started from the restored files proved (`--smoke`)."""
+
+    profile: str
+    protocols: list[TransferProtocol]
+    judged: bool
+    reason: str
+    login_ok: bool
+    round_trip_ok: bool
+    host_keys: list[ServedKey]
+    certificates: list[ServedCertificate]
+
+    @classmethod
+    def of(cls, result: SmokeResult) -> SmokeProof:
+        return cls(**result.model_dump(include=set(cls.model_fields)))
+
+
 class RestoreResult(ChecksResult):
     target: str
     applied: dict[str, int]
     duration_seconds: float
+    smoke: list[SmokeProof] | MISSING = MISSING  # with --smoke
 
 
 class CheckResult(ChecksResult):
     target: str
+    smoke: list[SmokeProof] | MISSING = MISSING  # with --smoke
 
 
 class DrillSnapshot(Part):

@@ -72,9 +72,11 @@ def test_backup_destroy_restore_smoke(backed_up: Node, monkeypatch):
     code, restored = node.run("restore", "latest", "--smoke")
     assert code == 0, restored
     assert restored["ok"] and restored["snapshot_id"] == node.snapshot_id
-    names = {check["name"]: check["status"] for check in restored["checks"]}
-    assert names["smoke: sftp login"] == "pass", restored["checks"]
-    assert names["smoke: file round trip"] == "pass", restored["checks"]
+    (proof,) = restored["smoke"]  # the typed proof of the real sshd started from the restore
+    assert proof["profile"] == "openssh" and proof["protocols"] == ["sftp"], proof
+    assert proof["login_ok"] and proof["round_trip_ok"], restored["checks"]
+    served = {key["type"]: key["fingerprint"] for key in proof["host_keys"]}
+    assert served == {key["type"]: key["fingerprint"] for key in shown["host_keys"]}
     after = tree_state(node.root)
     accounts = ("etc/passwd", "etc/group", "etc/shadow")
     for path, state in before.items():
@@ -88,7 +90,7 @@ def test_backup_destroy_restore_smoke(backed_up: Node, monkeypatch):
     monkeypatch.chdir(node.root.parent)
     code, checked = node.run("check", "--target", node.root.name, "--smoke")
     assert code == 0 and checked["target"] == str(node.root), checked
-    assert {c["name"]: c["status"] for c in checked["checks"]}["smoke: sftp login"] == "pass"
+    assert [(p["login_ok"], p["round_trip_ok"]) for p in checked["smoke"]] == [(True, True)]
 
 
 def test_plain_restic_reads_the_repository(backed_up: Node, tmp_path: Path):

@@ -25,7 +25,13 @@ from drkit.engines import accounts, apply, manifest, screen, staged
 from drkit.engines import restic as restic_engine
 from drkit.model import Check, SmokeResult
 from drkit.paths import on_root
-from drkit.results import CheckResult, ChecksResult, RestorePlanResult, RestoreResult
+from drkit.results import (
+    CheckResult,
+    ChecksResult,
+    RestorePlanResult,
+    RestoreResult,
+    SmokeProof,
+)
 
 log = logging.getLogger(__name__)
 ACTIONS = ("add", "change", "remove", "unchanged")
@@ -177,7 +183,10 @@ def _prepare_target(target: Path) -> None:
 
 def _server_checks(
     origin: Origin, target: Path, node_manifest: dict, smoke: bool, on_step=None
-) -> list[Check]:
+) -> tuple[list[Check], dict]:
+    """Return the profiles' checks of target (and with smoke, the smoke runs' checks) and the
+    result fields they add: `smoke`, what each server started from target proved."""
+
     def step(text: str) -> None:
         timing.mark(text)
         if on_step:
@@ -187,14 +196,15 @@ def _server_checks(
     for kind in node_manifest.get("profiles", []):
         step(f"checking the restored {kind} files")
         found += profiles.get(kind).checks(target, node_manifest)
-    if smoke:
-        work_dir = origin.state_dir / "smoke" / secrets.token_hex(4)
-        try:
-            for result in smoke_servers(origin, target, node_manifest, work_dir, step):
-                found += result.checks
-        finally:
-            shutil.rmtree(work_dir, ignore_errors=True)
-    return found
+    if not smoke:
+        return found, {}
+    work_dir = origin.state_dir / "smoke" / secrets.token_hex(4)
+    try:
+        smokes = smoke_servers(origin, target, node_manifest, work_dir, step)
+    finally:
+        shutil.rmtree(work_dir, ignore_errors=True)
+    found += [check for result in smokes for check in result.checks]
+    return found, {"smoke": [SmokeProof.of(result) for result in smokes]}
 
 
 def smoke_servers(
@@ -295,15 +305,16 @@ def restore(
                     directory.rmdir()
     if recovered:
         found.insert(0, checks.warned("interrupted restore", recovered))
-    found += _server_checks(origin, target, opened.manifest, smoke, on_step)
+    server_checks, proved = _server_checks(origin, target, opened.manifest, smoke, on_step)
     return _result(
         RestoreResult,
         chosen.id,
         opened,
-        found,
+        found + server_checks,
         target=str(target),
         applied={action: sum(step.action == action for step in steps) for action in ACTIONS},
         duration_seconds=round(time.monotonic() - started, 3),
+        **proved,
     )
 
 
@@ -498,5 +509,7 @@ def check(
         )
     else:
         found.append(checks.passed("matches snapshot", f"every file as in {chosen.short_id}"))
-    found += _server_checks(origin, target, opened.manifest, smoke)
-    return _result(CheckResult, chosen.id, opened, found, target=str(target))
+    server_checks, proved = _server_checks(origin, target, opened.manifest, smoke)
+    return _result(
+        CheckResult, chosen.id, opened, found + server_checks, target=str(target), **proved
+    )
