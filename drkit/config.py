@@ -71,8 +71,17 @@ def _check_schedule(text: str) -> str:
     return text
 
 
+def _check_http_url(value: str) -> str:
+    if not re.match(r"^https?://[^/\s]+(/\S*)?$", value):
+        raise ValueError(f"{value!r} is not an http(s):// URL")
+    return value
+
+
 Duration = Annotated[str, AfterValidator(_check_duration)]
 Schedule = Annotated[str, AfterValidator(_check_schedule)]
+HttpUrl = Annotated[str, AfterValidator(_check_http_url)]
+# a URL that paths are appended to: kept without its trailing slash
+BaseUrl = Annotated[str, AfterValidator(_check_http_url), AfterValidator(lambda v: v.rstrip("/"))]
 
 
 class Strict(BaseModel):
@@ -89,7 +98,7 @@ class ObjectLock(Strict):
 
 
 class Repository(Strict):
-    s3_endpoint: str = Field(
+    s3_endpoint: BaseUrl = Field(
         description="S3 endpoint URL", examples=["https://s3.eu-west-1.amazonaws.com"]
     )
     bucket: str = Field(min_length=3, max_length=63, description="bucket name")
@@ -103,13 +112,6 @@ class Repository(Strict):
         description="a backup gives up once every S3 probe has failed for this long "
         "(restic alone would retry for 15 minutes)",
     )
-
-    @field_validator("s3_endpoint")
-    @classmethod
-    def _endpoint_is_url(cls, value: str) -> str:
-        if not re.match(r"^https?://[^/\s]+(/\S*)?$", value):
-            raise ValueError(f"{value!r} is not an http(s):// URL")
-        return value.rstrip("/")
 
     @field_validator("prefix")
     @classmethod
@@ -199,34 +201,20 @@ class Objectives(Strict):
 
 
 class Webhook(Strict):
-    url: str = Field(description="URL that receives a signed JSON POST per finished job")
+    url: HttpUrl = Field(description="URL that receives a signed JSON POST per finished job")
     secret_file: Path | None = Field(
         None, description="file holding the HMAC-SHA256 secret for X-Drkit-Signature"
     )
 
-    @field_validator("url")
-    @classmethod
-    def _is_url(cls, value: str) -> str:
-        if not re.match(r"^https?://[^/\s]+(/\S*)?$", value):
-            raise ValueError(f"{value!r} is not an http(s):// URL")
-        return value
-
 
 class Ping(Strict):
-    url: str = Field(
+    url: BaseUrl = Field(
         description="healthchecks-style ping URL of the backup job: <url>/start, <url>, <url>/fail",
         examples=["https://hc.example.net/ping/UUID"],
     )
     jobs: dict[Literal["prune", "verify", "drill"], str] = Field(
         default_factory=dict, description="ping URLs of the other jobs, when they have checks"
     )
-
-    @field_validator("url")
-    @classmethod
-    def _is_url(cls, value: str) -> str:
-        if not re.match(r"^https?://[^/\s]+(/\S*)?$", value):
-            raise ValueError(f"{value!r} is not an http(s):// URL")
-        return value.rstrip("/")
 
 
 class Notify(Strict):

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import yaml
 
-from drkit import runner
+from drkit import errors, runner
 from drkit.engines import accounts, keys
 from drkit.model import (
     Check,
@@ -95,6 +95,22 @@ def command_output(done: runner.Completed, root: Path) -> str:
     if str(root) != "/":
         output = output.replace(str(root).rstrip("/") + "/", "/")
     return output
+
+
+def command_check(
+    name: str, argv: list[str], root: Path, timeout: float, cwd: Path | None = None
+) -> Check:
+    """Run a validate or smoke command (no shell) and judge it: exit 0 passes; otherwise its
+    last output, with node paths as the node names them, says why."""
+    try:
+        done = runner.run(argv, timeout=timeout, cwd=cwd)
+    except errors.DrkitError as exc:
+        return failed(name, exc.message)
+    program = Path(argv[0]).name
+    if done.returncode != 0:
+        output = command_output(done, root) or "no output"
+        return failed(name, f"{program} exit {done.returncode}: {output}")
+    return passed(name, f"{program} exit 0")
 
 
 # --- what a config names ----------------------------------------------------------------------
@@ -476,6 +492,16 @@ def make_client_key(work: Path) -> tuple[Path, str] | None:
 
 
 # --- configuration text ---------------------------------------------------------------------
+
+
+def parsed_lines(
+    text: str, parse: Callable[[str], tuple[str, str, list[str]] | None]
+) -> Iterator[tuple[int, str, str, list[str]]]:
+    """Yield (line number, token, keyword, args) of each directive line parse understands."""
+    for number, raw in enumerate(text.splitlines(), 1):
+        parsed = parse(raw)
+        if parsed is not None:
+            yield number, *parsed
 
 
 def read_config_text(root: Path, node_path: str, config) -> str | None:

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import yaml
 
-from drkit import errors, runner
+from drkit import errors
 from drkit.config import CATEGORIES
 from drkit.engines import keys
 from drkit.model import CertInfo, Check, Entry, Inventory, SmokeResult, failed, passed, warned
@@ -236,14 +236,7 @@ def _command(
         argv.append(part)
     if not argv:
         return failed(name, f"profile_options.generic.{key} is empty")
-    try:
-        done = runner.run(argv, timeout=float(chosen.get("timeout_seconds", 120)))
-    except errors.DrkitError as exc:
-        return failed(name, exc.message)
-    output = common.command_output(done, root)
-    if done.returncode != 0:
-        return failed(name, f"{Path(argv[0]).name} exit {done.returncode}: {output or 'no output'}")
-    return passed(name, f"{Path(argv[0]).name} exit 0")
+    return common.command_check(name, argv, root, float(chosen.get("timeout_seconds", 120)))
 
 
 def checks(root: Path, manifest: dict) -> list[Check]:

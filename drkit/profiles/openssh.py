@@ -126,11 +126,7 @@ def _read_file(root: Path, node_path: str, match, config: Config, stack: tuple[s
     text = common.read_config_text(root, node_path, config)
     if text is None:
         return
-    for number, raw in enumerate(text.splitlines(), 1):
-        parsed = parse_line(raw)
-        if parsed is None:
-            continue
-        _, keyword, args = parsed
+    for number, _, keyword, args in common.parsed_lines(text, parse_line):
         keyword = _alias(keyword)
         if keyword == "match":
             match = tuple(args) or ("all",)

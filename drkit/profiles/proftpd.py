@@ -207,11 +207,7 @@ def _read_file(root: Path, node_path: str, config: Config, stack: tuple, state: 
     text = common.read_config_text(root, node_path, config)
     if text is None:
         return
-    for number, raw in enumerate(text.splitlines(), 1):
-        parsed = parse(raw)
-        if parsed is None:
-            continue
-        _, keyword, args = parsed
+    for number, _, keyword, args in common.parsed_lines(text, parse):
         active = state["active"][-1]
         if keyword == "<virtualhost":
             config.servers += 1

@@ -20,7 +20,7 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from drkit import errors, runner
+from drkit import errors
 from drkit.engines import accounts, keys
 from drkit.model import Check, Inventory, SmokeResult, failed, passed, warned
 from drkit.paths import on_root
@@ -444,18 +444,8 @@ def _validate_check(root: Path, chosen: dict) -> Check:
         if chosen["validate_explicit"]:
             return failed(name, detail)
         return warned(name, detail + ": static checks only")
-    try:
-        done = runner.run(
-            [program, *argv[1:]],
-            cwd=install_host,
-            timeout=float(chosen["validate_timeout_seconds"]),
-        )
-    except errors.DrkitError as exc:
-        return failed(name, exc.message)
-    output = common.command_output(done, root)
-    if done.returncode != 0:
-        return failed(name, f"exit {done.returncode}: {output or 'no output'}")
-    return passed(name, f"{Path(program).name} exit 0")
+    timeout = float(chosen["validate_timeout_seconds"])
+    return common.command_check(name, [program, *argv[1:]], root, timeout, cwd=install_host)
 
 
 def checks(root: Path, manifest: dict) -> list[Check]:
