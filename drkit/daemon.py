@@ -21,7 +21,8 @@ What operators get bitten by elsewhere is made impossible or loud here:
   outage still counts at once;
 - a failing job never stops the daemon; SIGTERM/SIGINT stop it gracefully: no new runs, a
   running one may finish within --stop-timeout, then its restic is interrupted cleanly (SIGTERM,
-  restic exits 130 and releases its lock). It exits 0 once stopped.
+  restic exits 130 and releases its lock), killed (SIGKILL to its process group) when it has
+  not stopped 20 s later, the run recorded as interrupted. It exits 0 once stopped.
 Each run updates the status document (local and bucket), the metrics, and the log, written as
 JSON lines on stderr.
 """
@@ -62,6 +63,7 @@ BACKGROUND_RETRY_MIN = timedelta(seconds=30)
 BACKGROUND_RETRY_MAX = timedelta(minutes=10)
 RETRY_WAIT_MAX_SECONDS = 30
 INTERRUPT_GRACE_SECONDS = 20.0
+KILL_GRACE_SECONDS = 15.0
 OUTAGE_ALERT_AFTER_MAX = 120.0  # + one check interval + one probe stays well under 3 minutes
 OUTAGE_CHECK_SECONDS_MAX = 10.0
 _context = threading.local()
@@ -149,12 +151,13 @@ def _child_pids() -> list[int]:
     return children
 
 
-def interrupt_children() -> list[int]:
-    """Send SIGTERM to each child's process group (restic then exits 130 and unlocks)."""
+def interrupt_children(sig: int = signal.SIGTERM) -> list[int]:
+    """Send sig to each child's process group: SIGTERM (restic then exits 130 and unlocks), or
+    SIGKILL for a restic that did not react (its lock is stale then, removed at next start)."""
     stopped = []
     for pid in _child_pids():
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, signal.SIGTERM)
+            os.killpg(pid, sig)
             stopped.append(pid)
     return stopped
 
@@ -365,6 +368,13 @@ class Daemon:
         except Exception as exc:  # a bug must not kill the scheduler thread silently
             log.exception("%s crashed", name)
             error = errors.InternalError.from_exception(exc)
+        if (
+            error is not None
+            and self.stopping.is_set()
+            and not isinstance(error, errors.Interrupted)
+        ):
+            # ended by the stop (restic killed after its grace, a retry cut short)
+            error = errors.Interrupted(f"interrupted: the daemon stopped ({error.message})")
         duration = time.monotonic() - clock
         outcome = status_action.record_run(
             self.config,
@@ -608,6 +618,20 @@ class Daemon:
             while self._busy() and time.monotonic() < deadline:
                 time.sleep(0.2)
                 interrupt_children()
+            if self._busy():
+                # restic deaf to SIGTERM (stuck retrying a dead S3): without this the job's
+                # thread, and so the daemon's exit, would wait for it forever
+                killed = interrupt_children(signal.SIGKILL)
+                log.warning(
+                    "killed %s (%d process group(s)): not stopped %.0f s after SIGTERM",
+                    ", ".join(self._busy()),
+                    len(killed),
+                    INTERRUPT_GRACE_SECONDS,
+                )
+                deadline = time.monotonic() + KILL_GRACE_SECONDS
+                while self._busy() and time.monotonic() < deadline:
+                    time.sleep(0.2)
+                    interrupt_children(signal.SIGKILL)
         self.metrics.write_textfile()
         return interrupted
 
