@@ -1,0 +1,138 @@
+"""Documented daemon alerting: the RPO-breach webhook and `--metrics-textfile`, written
+atomically with the documented metrics, against real restic, SeaweedFS and a 127.0.0.1
+webhook receiver."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from test_daemon import DRKIT, DaemonProcess, Node, wait_for
+from test_daemon_units import Recorder
+
+pytestmark = pytest.mark.integration
+LABELS = '{job="backup",node="sftp-1"}'
+DOCUMENTED = (
+    "drkit_last_success_timestamp_seconds",
+    "drkit_last_run_ok",
+    "drkit_last_run_timestamp_seconds",
+    "drkit_run_duration_seconds",
+    "drkit_bytes_added",
+    "drkit_files",
+    "drkit_snapshots",
+    "drkit_seconds_since_last_good_backup",
+    "drkit_rpo_seconds",
+    "drkit_rpo_breached",
+    "drkit_runs_total",
+)
+
+
+@pytest.fixture
+def work_dir(node_root: Path):
+    work = node_root.parent / f"{node_root.name}-work"
+    work.mkdir(mode=0o755)
+    try:
+        yield work
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+@pytest.fixture
+def recorder():
+    server = Recorder()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+class TextfileDaemon(DaemonProcess):
+    """`drkit daemon` with --metrics-textfile (and no HTTP metrics)."""
+
+    def __init__(self, node: Node, textfile: Path):
+        self.port = 0
+        self.log = node.work / f"daemon-{time.monotonic_ns()}.log"
+        self.out = node.work / f"daemon-{time.monotonic_ns()}.out"
+        argv = [DRKIT, "daemon", "--config", str(node.config), "--json"]
+        argv += ["--metrics-textfile", str(textfile), "--stop-timeout", "30"]
+        self._log_handle = open(self.log, "wb")  # noqa: SIM115 (closed in close())
+        self._out_handle = open(self.out, "wb")  # noqa: SIM115
+        self.process = subprocess.Popen(argv, stdout=self._out_handle, stderr=self._log_handle)
+
+
+class TornReads:
+    """Read the textfile in a loop; keep every read that is not a whole exposition."""
+
+    def __init__(self, path: Path):
+        self.path, self.reads, self.torn = path, 0, []
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+        self.thread.start()
+
+    def _loop(self) -> None:
+        while not self.done.wait(0.005):
+            try:
+                text = self.path.read_text()
+            except FileNotFoundError:
+                continue
+            self.reads += 1
+            if not text.endswith("\n") or "drkit_runs_total" not in text:
+                self.torn.append(text)
+
+    def stop(self) -> None:
+        self.done.set()
+        self.thread.join(timeout=10)
+
+
+def hooks(recorder: Recorder) -> list[dict]:
+    return [json.loads(body) for _, path, _, body in recorder.requests if path == "/hook"]
+
+
+@pytest.mark.timeout(240)
+def test_rpo_breach_webhook_and_atomic_metrics_textfile(
+    node_root: Path, s3_repository, work_dir: Path, recorder: Recorder
+):
+    node = Node(node_root / "root", s3_repository, work_dir)
+    node.settings(
+        schedule={"backup": "every 1h", "prune": None, "verify": None, "drill": None},
+        objectives={"rpo": "8s", "rto": "10m"},  # the catch-up backup, then breached 8 s on
+        notify={"webhook": {"url": recorder.url + "/hook"}},
+    )
+    textfile = work_dir / "textfile" / "drkit.prom"
+    daemon = TextfileDaemon(node, textfile)
+    reader = TornReads(textfile)
+    try:
+        wait_for(
+            lambda: any(h["event"] == "rpo_breached" for h in hooks(recorder)),
+            120,
+            "the rpo_breached webhook",
+        )
+        wait_for(
+            lambda: (
+                textfile.is_file() and f"drkit_rpo_breached{LABELS} 1.0" in textfile.read_text()
+            ),
+            60,
+            "the textfile showing the breach",
+        )
+    finally:
+        reader.stop()
+        code = daemon.stop(signal.SIGTERM)
+    assert code == 0, daemon.log.read_text()[-3000:]
+    events = [(h["event"], h["ok"]) for h in hooks(recorder)]
+    assert events.index(("succeeded", True)) < events.index(("rpo_breached", False)), events
+    breach = next(h for h in hooks(recorder) if h["event"] == "rpo_breached")
+    assert breach["job"] == "backup" and breach["node"] == "sftp-1" and breach["snapshot_id"]
+    assert "RPO" in breach["error"], breach
+
+    text = textfile.read_text()
+    for name in DOCUMENTED:
+        assert name in text, name
+    assert f"drkit_last_run_ok{LABELS} 1.0" in text
+    assert reader.reads > 10 and reader.torn == [], reader.torn[:1]
+    assert [p.name for p in textfile.parent.iterdir()] == ["drkit.prom"], "no temporary left"
