@@ -357,13 +357,7 @@ def _stage_verify_apply(restic, chosen, opened: Opened, target: Path, staging: P
         ]
         steps = _plan_or_refuse(target, opened.manifest, force)
         step(f"applying {sum(s.action != 'unchanged' for s in steps)} change(s) to {target}")
-        applier = apply.Applier(
-            target,
-            staging,
-            staging / ".replaced",
-            journal=apply.journal_path(target),
-            snapshot=chosen.id,
-        )
+        applier = apply.Applier.journaled(target, staging, chosen.id)
         entries = {entry["path"]: entry for entry in opened.manifest["files"]}
         applier.apply([step for step in steps if step.action != "unchanged"], entries)
         created_users = accounts.missing(target, opened.manifest["accounts"])

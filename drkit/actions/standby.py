@@ -173,13 +173,7 @@ def _apply_locked(config, restic, chosen, opened, raw, local, dry_run, state, re
         if dry_run:
             return {"ok": True, "changed": bool(changes), "plan": plan, "kept_local": kept,
                     "checks": found}  # fmt: skip
-        applier = apply.Applier(
-            root,
-            staging,
-            staging / ".replaced",
-            journal=apply.journal_path(root),
-            snapshot=chosen.id,
-        )
+        applier = apply.Applier.journaled(root, staging, chosen.id)
         applier.apply(changes, entries)
         try:
             merged = accounts.merge_accounts(root, node_manifest["accounts"])

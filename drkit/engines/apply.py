@@ -323,6 +323,13 @@ class Applier:
     _kept_count: int = 0
     _inside: dict[str, bool] = field(default_factory=dict)  # parent dir → stays in target
 
+    @classmethod
+    def journaled(cls, target: Path, staging: Path, snapshot: str) -> Applier:
+        """Return the applier of a restore or sync of snapshot from staging onto target, with
+        its journal (so the next run can roll a killed one back) and the replaced files kept in
+        staging."""
+        return cls(target, staging, staging / ".replaced", journal_path(target), snapshot)
+
     def _record(self, undo: Undo) -> None:
         if self._journal is None and self.journal is not None:
             self._journal = Journal(self.journal, self.target)
