@@ -15,7 +15,7 @@ import logging
 import socket
 import threading
 import wsgiref.simple_server
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -80,6 +80,14 @@ class StatusCollector:
         def gauge(name: str, documentation: str) -> GaugeMetricFamily:
             return GaugeMetricFamily(name, documentation, labels=list(JOB_LABELS))
 
+        def job_gauges(job: str, rows) -> Iterator[GaugeMetricFamily]:
+            """Yield one gauge per (name, documentation, value); absent values, no sample."""
+            for name, documentation, value in rows:
+                family = gauge(name, documentation)
+                if value is not None:
+                    family.add_metric([node, job], float(value))
+                yield family
+
         success = gauge(
             "drkit_last_success_timestamp_seconds", "Unix time of the job's last successful run"
         )
@@ -101,15 +109,14 @@ class StatusCollector:
         yield from (success, last_ok, last_time, duration)
 
         backup = document.get("last_backup") or {}
-        for name, documentation, value in (
-            ("drkit_bytes_added", "Bytes the last backup added", backup.get("bytes_added")),
-            ("drkit_files", "Files in the last backup", backup.get("files")),
-            ("drkit_snapshots", "Snapshots of the node in the repository", entry["snapshots"]),
-        ):
-            family = gauge(name, documentation)
-            if value is not None:
-                family.add_metric([node, "backup"], float(value))
-            yield family
+        yield from job_gauges(
+            "backup",
+            (
+                ("drkit_bytes_added", "Bytes the last backup added", backup.get("bytes_added")),
+                ("drkit_files", "Files in the last backup", backup.get("files")),
+                ("drkit_snapshots", "Snapshots of the node in the repository", entry["snapshots"]),
+            ),
+        )
 
         age = gauge(
             "drkit_seconds_since_last_good_backup",
@@ -125,18 +132,21 @@ class StatusCollector:
         breached.add_metric([node, "backup"], 0.0 if entry["rpo_ok"] else 1.0)
         yield breached
         drill = document.get("last_drill") or {}
-        for name, documentation, value in (
+        yield from job_gauges(
+            "drill",
             (
-                "drkit_drill_rto_seconds",
-                "Measured RTO of the last drill: start to first login and file round trip",
-                drill.get("rto_seconds"),
+                (
+                    "drkit_drill_rto_seconds",
+                    "Measured RTO of the last drill: start to first login and file round trip",
+                    drill.get("rto_seconds"),
+                ),
+                (
+                    "drkit_drill_rpo_seconds",
+                    "Snapshot age at the last drill",
+                    drill.get("rpo_seconds"),
+                ),
             ),
-            ("drkit_drill_rpo_seconds", "Snapshot age at the last drill", drill.get("rpo_seconds")),
-        ):
-            family = gauge(name, documentation)
-            if value is not None:
-                family.add_metric([node, "drill"], float(value))
-            yield family
+        )
         lag = gauge(
             "drkit_standby_lag_seconds",
             "Passive node: age of the source snapshot it last applied (absent when none)",
