@@ -598,13 +598,24 @@ class Restic:
                 wait_lock=True,
             )
         if completed.returncode == 1:
-            lines = [
-                line.strip()
-                for line in (completed.stdout + "\n" + completed.stderr).splitlines()
-                if line.strip() and not line.startswith("{")
-            ]
+            lines, broken = [], []
+            for line in (completed.stdout + "\n" + completed.stderr).splitlines():
+                if not line.startswith("{"):
+                    lines += [line.strip()] if line.strip() else []
+                    continue
+                try:  # with --json, restic check writes its findings as JSON messages
+                    message = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                if not isinstance(message, dict):
+                    continue
+                if message.get("message_type") == "summary":
+                    broken = [f"damaged pack {pack}" for pack in message.get("broken_packs") or []]
+                elif message.get("message_type") == "error":
+                    first = str(message.get("message") or "").strip().splitlines()
+                    lines += [f"error: {first[0]}"] if first else []
             problems = [line for line in lines if "error" in line.lower()] or lines[-5:]
-            return False, problems[:20]
+            return False, (broken + problems)[:20]
         self._raise_for(completed, "checking the repository")
         return True, []
 
