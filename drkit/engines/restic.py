@@ -423,8 +423,8 @@ class Restic:
         args = ["snapshots"]
         if host:
             args += ["--host", host]
-        for tag in tags or []:
-            args += ["--tag", tag]
+        if tags:  # one --tag a,b: snapshots with all of them (repeated --tag means any of them)
+            args += ["--tag", ",".join(tags)]
         completed = self._run("listing snapshots", *args, timeout=120)
         found = [
             Snapshot.from_json(item) for item in self._json(completed, "listing snapshots") or []

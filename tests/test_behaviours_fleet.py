@@ -1,0 +1,61 @@
+"""Documented fleet drift behaviour: `--group` picks one group's nodes out of a shared
+repository, and TLS and staleness findings, with real restic and SeaweedFS."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+import yaml
+from nodes import SMOKE_USER, drkit, init_node
+from test_standby_fleet import clone, signer
+
+from devtools import sample_node
+from drkit.paths import on_root
+
+pytestmark = pytest.mark.integration
+
+
+def test_fleet_drift_of_one_group_names_tls_and_stale_nodes(node_root, s3_repository):
+    names = ("sftp-1", "sftp-2", "sftp-3", "sftp-9")
+    roots = {name: node_root / name for name in names}
+    made = sample_node.build(roots["sftp-1"], smoke_user=SMOKE_USER, chroot=True)
+    for name in names[1:]:
+        clone(roots["sftp-1"], roots[name])
+    tls = [f"--include=tls={path}" for path in made["includes"]["tls"]]
+    configs = {}
+    for name, root in roots.items():
+        work = node_root / f"{name}-work"
+        work.mkdir(mode=0o755)
+        group = "sftp-other" if name == "sftp-9" else "sftp-prod"
+        configs[name] = init_node(root, s3_repository, work, None, None, name, "--group", group,
+                                  "--include", "audit_logs=/var/log/sftp/*", *tls)[0]  # fmt: skip
+    certificate = made["tls"]["certificate"]
+    key = made["tls"]["key"]
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=other",
+         "-days", "10", "-keyout", str(on_root(roots["sftp-3"], key)),
+         "-out", str(on_root(roots["sftp-3"], certificate))],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    for config in configs.values():
+        code, document = drkit("backup", "--config", str(config))
+        assert code == 0, document
+    # judged from sftp-9 (another group), whose RPO of 1 s the first backups are past by now
+    data = yaml.safe_load(configs["sftp-9"].read_text())
+    data["objectives"] = {**(data.get("objectives") or {}), "rpo": "1s"}
+    configs["sftp-9"].write_text(yaml.safe_dump(data, sort_keys=False))
+    trust = [arg for config in configs.values() for arg in ("--trust-key", signer(config))]
+
+    code, drift = drkit(
+        "fleet", "drift", "--group", "sftp-prod", "--config", str(configs["sftp-9"]), *trust
+    )
+    assert code == 1 and drift["ok"] is False, drift
+    assert drift["group"] == "sftp-prod"
+    assert [n["node"] for n in drift["nodes"]] == ["sftp-1", "sftp-2", "sftp-3"]
+    found = {(f["node"], f["category"], f["path"]) for f in drift["findings"]}
+    assert ("sftp-3", "tls", certificate) in found, drift["findings"]
+    assert not any(f["node"] == "sftp-9" for f in drift["findings"])
+    stale = [f for f in drift["findings"] if f["category"] == "staleness"]
+    assert "sftp-1" in {f["node"] for f in stale}, drift["findings"]
+    assert all(f["detail"].startswith("stale: newest snapshot") for f in stale)
