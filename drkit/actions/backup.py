@@ -43,6 +43,13 @@ def record_chain(
     return link
 
 
+def mark_in_flight(config: Config, previous: dict | None) -> None:
+    """Record, before restic runs, that a snapshot may land: a run killed before it records the
+    new link leaves the next one asking the repository, not linking past that snapshot."""
+    record = {"previous": previous, "in_flight": True}
+    manifest.write_private(chain_path(config), json.dumps(record).encode())
+
+
 def head_key(node: str) -> str:
     """Return the bucket key of the node's signed chain head (beside status/)."""
     return f"records/{node}/head.json"
@@ -77,12 +84,15 @@ def publish_head(config: Config, signing_key, link: dict) -> None:
 def _previous_link(config: Config, restic: Restic, probe: Future) -> dict | None:
     """Return {snapshot_id, manifest_sha256} of the node's last snapshot.
 
-    The local record answers without a round trip; without one (a rebuilt machine) the
+    The local record answers without a round trip; without one (a rebuilt machine), or when
+    the run that wrote it died while restic may have been making a snapshot (in_flight), the
     repository is asked, once the S3 probe has answered.
     """
     try:
-        return json.loads(chain_path(config).read_text())["previous"]
-    except (OSError, ValueError, KeyError, TypeError):
+        record = json.loads(chain_path(config).read_text())
+        if not record.get("in_flight"):
+            return record["previous"]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         pass
     probe.result()
     mine = restic.snapshots(host=config.node, tags=["drkit"])
@@ -150,6 +160,7 @@ def run(
             paths = manifest.leaf_paths(node_manifest)
             log.info("backing up %d paths of node %s", len(paths), config.node)
             step(f"uploading {len(paths)} paths with restic")
+            mark_in_flight(config, previous)
             with timing.phase("restic backup"):
                 summary = restic.backup(
                     paths + snapshot_dir,
