@@ -34,6 +34,29 @@ def node_root() -> Iterator[Path]:
         shutil.rmtree(root, ignore_errors=True)
 
 
+@pytest.fixture
+def work_dir(node_root: Path) -> Iterator[Path]:
+    """Return a fresh root-owned 0755 directory beside node_root (config, state, reports)."""
+    work = node_root.parent / f"{node_root.name}-work"
+    work.mkdir(mode=0o755)
+    try:
+        yield work
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+@pytest.fixture
+def recorder():
+    """Return a webhook/ping recorder on 127.0.0.1 (test_daemon_units.Recorder); closed after."""
+    from test_daemon_units import Recorder
+
+    server = Recorder()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
 # -- the embedded S3 (SeaweedFS), one per test session ----------------------------------------
 
 _AWS_VARIABLES = (

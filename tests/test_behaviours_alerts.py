@@ -5,7 +5,6 @@ webhook receiver."""
 from __future__ import annotations
 
 import json
-import shutil
 import signal
 import subprocess
 import threading
@@ -31,25 +30,6 @@ DOCUMENTED = (
     "drkit_rpo_breached",
     "drkit_runs_total",
 )
-
-
-@pytest.fixture
-def work_dir(node_root: Path):
-    work = node_root.parent / f"{node_root.name}-work"
-    work.mkdir(mode=0o755)
-    try:
-        yield work
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-
-
-@pytest.fixture
-def recorder():
-    server = Recorder()
-    try:
-        yield server
-    finally:
-        server.close()
 
 
 class TextfileDaemon(DaemonProcess):

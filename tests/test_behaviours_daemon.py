@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 from pathlib import Path
 
@@ -13,16 +12,6 @@ import pytest
 from test_daemon import DaemonProcess, Node, local_status, wait_for
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def work_dir(node_root: Path):
-    work = node_root.parent / f"{node_root.name}-work"
-    work.mkdir(mode=0o755)
-    try:
-        yield work
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ import hashlib
 import hmac
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -106,27 +105,8 @@ class Node:
 
 
 @pytest.fixture
-def work_dir(node_root: Path):
-    work = node_root.parent / f"{node_root.name}-work"
-    work.mkdir(mode=0o755)
-    try:
-        yield work
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-
-
-@pytest.fixture
 def node(node_root: Path, s3_repository, work_dir: Path) -> Node:
     return Node(node_root / "root", s3_repository, work_dir)
-
-
-@pytest.fixture
-def recorder():
-    server = Recorder()
-    try:
-        yield server
-    finally:
-        server.close()
 
 
 class DaemonProcess:

@@ -59,15 +59,6 @@ class Recorder:
         self.server.server_close()
 
 
-@pytest.fixture
-def recorder():
-    server = Recorder()
-    try:
-        yield server
-    finally:
-        server.close()
-
-
 def _closed_port() -> int:
     return refusing_port()
 

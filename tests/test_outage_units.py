@@ -23,15 +23,6 @@ def credentials(monkeypatch):
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
 
 
-@pytest.fixture
-def recorder():
-    server = Recorder()
-    try:
-        yield server
-    finally:
-        server.close()
-
-
 def test_the_probe_names_an_unreachable_s3_at_once_and_remembers_since_when(tmp_path: Path):
     repository = _config(tmp_path).repository
     probe = storage.OutageProbe(repository)
