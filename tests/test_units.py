@@ -209,6 +209,25 @@ def test_named_restic_that_is_missing_or_old_is_refused(tmp_path: Path, monkeypa
     assert found.name == "restic"
 
 
+def test_restic_version_is_asked_once_per_installed_binary(tmp_path: Path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    real = restic_engine.find_restic(None)
+    calls = tmp_path / "calls.log"
+    wrapper = tmp_path / "restic"
+    wrapper.write_text(f'#!/bin/sh\necho "$1" >> {calls}\nexec {real} "$@"\n')
+    wrapper.chmod(0o755)
+    for _ in range(3):
+        assert restic_engine.find_restic(wrapper) == wrapper
+    assert calls.read_text().split() == ["version"]
+    wrapper.write_text(wrapper.read_text() + "# upgraded\n")  # another size: asked again
+    restic_engine.find_restic(wrapper)
+    assert calls.read_text().split() == ["version", "version"]
+    cached = json.loads(restic_engine.version_cache_path().read_text())
+    mine = [version for key, version in cached.items() if key.startswith(f"{wrapper}:")]
+    assert len(mine) == 1  # the replaced binary's entry is dropped
+    assert tuple(mine[0]) >= restic_engine.MINIMUM_VERSION
+
+
 def test_cli_errors_are_one_json_document_or_one_line(tmp_path: Path):
     runner = CliRunner()
     missing = str(tmp_path / "none.yaml")

@@ -42,13 +42,66 @@ UPGRADE_HINT = (
 _VERSION = re.compile(r"^restic (\d+)\.(\d+)\.(\d+)")
 
 
+def version_cache_path() -> Path:
+    """Return the file that remembers each restic binary's version ($XDG_CACHE_HOME/drkit)."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "drkit" / "restic-versions.json"
+
+
+def _identity(binary: Path) -> str | None:
+    """Return what names one installed binary: its resolved path, size and mtime."""
+    try:
+        info = binary.stat()
+    except OSError:
+        return None
+    return f"{binary.resolve()}:{info.st_size}:{info.st_mtime_ns}"
+
+
+def _cached_versions() -> dict:
+    try:
+        cached = json.loads(version_cache_path().read_text())
+    except (OSError, ValueError):
+        return {}
+    return cached if isinstance(cached, dict) else {}
+
+
 def _version_of(binary: Path) -> tuple[int, int, int] | None:
+    """Return restic's version, asked once per installed binary: the answer is cached by the
+    binary's path, size and mtime, so a replaced or upgraded restic is asked again."""
+    identity = _identity(binary)
+    cached = _cached_versions()
+    known = cached.get(identity) if identity else None
+    if isinstance(known, list) and len(known) == 3 and all(isinstance(n, int) for n in known):
+        return tuple(known)  # type: ignore[return-value]
     try:
         completed = runner.run([str(binary), "version"], timeout=20)
     except errors.DrkitError:
         return None
     match = _VERSION.match(completed.stdout.strip())
-    return tuple(int(part) for part in match.groups()) if match else None  # type: ignore[return-value]
+    if not match:
+        return None
+    version = tuple(int(part) for part in match.groups())
+    if identity:
+        _remember(cached, identity, version)
+    return version  # type: ignore[return-value]
+
+
+def _remember(cached: dict, identity: str, version: tuple[int, ...]) -> None:
+    """Store a binary's version in the cache (atomically; a cache that cannot be written is
+    only a missed saving)."""
+    path = version_cache_path()
+    cached = {key: value for key, value in cached.items() if _still_installed(key)}
+    cached[identity] = list(version)
+    with contextlib.suppress(OSError):
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        partial = path.with_name(f".{path.name}.{os.getpid()}")
+        partial.write_text(json.dumps(cached, sort_keys=True) + "\n")
+        os.replace(partial, path)
+
+
+def _still_installed(identity: str) -> bool:
+    path = identity.rsplit(":", 2)[0]
+    return _identity(Path(path)) == identity
 
 
 def _checked(binary: Path) -> Path:
