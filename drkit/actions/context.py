@@ -235,7 +235,14 @@ def select_snapshot(
 
     A snapshot of another node is refused (exit 6), an unknown one is a usage error.
     """
-    every = restic.snapshots(tags=["drkit"])
+    return select_from(restic.snapshots(tags=["drkit"]), node, spec, at)
+
+
+def select_from(
+    every: list[restic_engine.Snapshot], node: str, spec: str, at: datetime | None = None
+) -> restic_engine.Snapshot:
+    """Return the node's snapshot named by spec (or --at) among a listing of every drkit
+    snapshot, by select_snapshot's rules: one listing answers several specs."""
     mine = [snapshot for snapshot in every if snapshot.hostname == node]
     if at is not None:
         earlier = [snapshot for snapshot in mine if snapshot.time <= at]

@@ -2,8 +2,9 @@
 
 Both manifests are read from the snapshots, their signatures verified and their signer trusted
 exactly as for a restore, so a diff never describes a tampered snapshot as the node's history.
-Text config and scripts that changed get a unified diff (read with `restic dump`); key files are
-never read beyond their manifest entries, so no private key material can appear.
+Each manifest, signature and config is read in one `restic dump` of the snapshot's drkit
+directory. Text config and scripts that changed get a unified diff (read with `restic dump`);
+key files are never read beyond their manifest entries, so no private key material can appear.
 """
 
 from __future__ import annotations
@@ -12,9 +13,8 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 
 from drkit.actions import context
-from drkit.actions.restore import Origin, open_manifest
+from drkit.actions.restore import Origin, open_snapshot
 from drkit.engines import diff as diff_engine
-from drkit.engines import manifest
 from drkit.model import utc_text
 from drkit.results import DiffResult
 
@@ -36,25 +36,15 @@ def run(origin: Origin, old_spec: str, new_spec: str) -> DiffResult:
     """Return {ok, node, old, new, changes: [{category, path, change, detail, diff?}], notes}."""
     restic = context.restic_for(origin.repository, origin.restic)
     context.probe_storage(origin.repository)
-    old = context.select_snapshot(restic, origin.node, old_spec)
-    new = context.select_snapshot(restic, origin.node, new_spec)
-    paths = (manifest.MANIFEST_PATH, manifest.SIGNATURE_PATH, manifest.CONFIG_PATH)
+    every = restic.snapshots(tags=["drkit"])
+    old = context.select_from(every, origin.node, old_spec)
+    new = context.select_from(every, origin.node, new_spec)
     with ThreadPoolExecutor(PARALLEL_READS) as pool:
         reads = {
-            (snapshot.id, path): pool.submit(restic.dump_text, snapshot.id, path)
+            snapshot.id: pool.submit(open_snapshot, origin, restic, snapshot.id)
             for snapshot in (old, new)
-            for path in paths
         }
-        texts = {key: future.result() for key, future in reads.items()}
-    opened = {
-        snapshot.id: open_manifest(
-            origin,
-            texts[(snapshot.id, paths[0])].encode(),
-            texts[(snapshot.id, paths[1])],
-            texts[(snapshot.id, paths[2])],
-        )
-        for snapshot in (old, new)
-    }
+        opened = {snapshot_id: future.result() for snapshot_id, future in reads.items()}
     old_manifest, new_manifest = opened[old.id].manifest, opened[new.id].manifest
     changes, notes = diff_engine.compare(old_manifest, new_manifest)
     wanted = [

@@ -427,8 +427,9 @@ def _read_drkit_files(restic, snapshot: str, host: str | None = None) -> dict[st
         return {}
 
 
-def _open_snapshot(origin: Origin, restic, snapshot_id: str) -> Opened:
-    """Read and verify a snapshot's manifest before anything is written anywhere."""
+def open_snapshot(origin: Origin, restic, snapshot_id: str) -> Opened:
+    """Read (one restic dump) and verify a snapshot's manifest, signature and config before
+    anything is written anywhere."""
     return _open_files(origin, snapshot_id, _read_drkit_files(restic, snapshot_id))
 
 
@@ -489,7 +490,7 @@ def check(
     restic = context.restic_for(origin.repository, origin.restic)
     context.probe_storage(origin.repository)
     chosen = context.select_snapshot(restic, origin.node, snapshot)
-    opened = _open_snapshot(origin, restic, chosen.id)
+    opened = open_snapshot(origin, restic, chosen.id)
     steps = apply.plan(target, opened.manifest)
     drifted = [step for step in steps if step.action != "unchanged"]
     found = [checks.passed("manifest signature", f"signed by {opened.signer}")]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from datetime import UTC, datetime
 
+from drkit import errors
 from drkit.actions import context
 from drkit.actions.restore import Origin
 from drkit.engines import manifest
@@ -42,9 +43,11 @@ def show(origin: Origin, snapshot: str) -> ShowResult:
     restic = context.restic_for(origin.repository, origin.restic)
     context.probe_storage(origin.repository)
     chosen = context.select_snapshot(restic, origin.node, snapshot)
+    files = restic.dump_directory(chosen.id, manifest.SNAPSHOT_DIR)  # one restic dump
+    if manifest.MANIFEST_PATH not in files or manifest.SIGNATURE_PATH not in files:
+        raise errors.Refused(f"snapshot {chosen.short_id} has no drkit manifest and signature")
     node_manifest, signer = manifest.open_signed(
-        restic.dump_text(chosen.id, manifest.MANIFEST_PATH).encode(),
-        restic.dump_text(chosen.id, manifest.SIGNATURE_PATH),
+        files[manifest.MANIFEST_PATH], files[manifest.SIGNATURE_PATH].decode(errors="replace")
     )
     now = datetime.now(UTC)
     certificates = []

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from drkit import errors, profiles, runner
 from drkit.actions import context
-from drkit.actions.restore import Origin, open_manifest
+from drkit.actions.restore import Origin, open_snapshot
 from drkit.config import Config, dump_config, parse_duration
 from drkit.engines import accounts, apply, localsettings, manifest, screen, staged
 from drkit.model import Check, failed, parse_utc, passed, utc_text
@@ -126,14 +126,9 @@ def sync(
             trust_keys=list(trust_keys or []),
             state_dir=config.state_dir,
         )
-        try:
-            raw = restic.dump_text(chosen.id, manifest.MANIFEST_PATH).encode()
-            signature = restic.dump_text(chosen.id, manifest.SIGNATURE_PATH)
-        except errors.ResticFailed:
-            raise errors.Refused(f"snapshot {chosen.short_id} has no drkit manifest") from None
-        opened = open_manifest(origin, raw, signature, None)
+        opened = open_snapshot(origin, restic, chosen.id)  # one restic dump
         local = localsettings.parse(standby.local)
-        applied = _apply(config, restic, chosen, opened, raw, local, dry_run, state)
+        applied = _apply(config, restic, chosen, opened, opened.raw, local, dry_run, state)
         return StandbySyncResult(**{**applied, **base})
 
 

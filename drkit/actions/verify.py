@@ -33,7 +33,7 @@ from datetime import UTC, datetime, timedelta
 
 from drkit import errors
 from drkit.actions import backup, context, locks
-from drkit.actions.restore import Origin, open_manifest
+from drkit.actions.restore import Origin, open_snapshot
 from drkit.config import Config
 from drkit.engines import keys, manifest
 from drkit.model import utc_text
@@ -51,20 +51,6 @@ _GLOB_CHARACTERS = re.compile(r"([\\*?\[\]])")
 def _include_pattern(node_path: str) -> str:
     """Return a restic --include pattern that matches exactly node_path."""
     return _GLOB_CHARACTERS.sub(r"\\\1", node_path)
-
-
-def _open_snapshot(restic, origin: Origin, snapshot_id: str):
-    """Return the snapshot's opened (verified, trusted) manifest; raise Refused otherwise."""
-    try:
-        manifest_text = restic.dump_text(snapshot_id, manifest.MANIFEST_PATH)
-        signature = restic.dump_text(snapshot_id, manifest.SIGNATURE_PATH)
-    except errors.ResticFailed:
-        raise errors.Refused("no drkit manifest or signature in the snapshot") from None
-    try:
-        config_text = restic.dump_text(snapshot_id, manifest.CONFIG_PATH)
-    except errors.ResticFailed:
-        config_text = None
-    return open_manifest(origin, manifest_text.encode(), signature, config_text)
 
 
 def run(
@@ -99,7 +85,7 @@ def run(
 
     def open_one(snapshot):
         try:
-            return snapshot, _open_snapshot(restic, origin, snapshot.id), None
+            return snapshot, open_snapshot(origin, restic, snapshot.id), None
         except errors.Refused as exc:
             return snapshot, None, exc.message
 
