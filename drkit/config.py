@@ -71,6 +71,19 @@ def _check_schedule(text: str) -> str:
     return text
 
 
+AFTER_BACKUP = "after-backup"
+
+
+def _check_prove(text: str) -> str:
+    # schedule.prove: right after each backup the daemon makes, or a schedule line of its own
+    if text == AFTER_BACKUP:
+        return text
+    try:
+        return _check_schedule(text)
+    except ValueError as exc:
+        raise ValueError(f"{exc}, nor {AFTER_BACKUP!r}") from None
+
+
 def _check_http_url(value: str) -> str:
     if not re.match(r"^https?://[^/\s]+(/\S*)?$", value):
         raise ValueError(f"{value!r} is not an http(s):// URL")
@@ -79,6 +92,7 @@ def _check_http_url(value: str) -> str:
 
 Duration = Annotated[str, AfterValidator(_check_duration)]
 Schedule = Annotated[str, AfterValidator(_check_schedule)]
+ProveSchedule = Annotated[str, AfterValidator(_check_prove)]
 HttpUrl = Annotated[str, AfterValidator(_check_http_url)]
 # a URL that paths are appended to: kept without its trailing slash
 BaseUrl = Annotated[str, AfterValidator(_check_http_url), AfterValidator(lambda v: v.rstrip("/"))]
@@ -158,6 +172,12 @@ class ScheduleConfig(Strict):
     prune: Schedule | None = "30 3 * * *"
     verify: Schedule | None = "0 4 * * 0"
     drill: Schedule | None = "0 5 1 * *"
+    prove: ProveSchedule | None = Field(
+        None,
+        description="drill new snapshots in the sandbox: 'after-backup' (each backup the daemon "
+        "makes), or a cron line or 'every N' (the latest snapshot then); unset: no proofs",
+        examples=[AFTER_BACKUP, "0 * * * *"],
+    )
     standby: Schedule | None = Field(
         None, description="how often a passive node runs `standby sync`", examples=["every 30s"]
     )
@@ -212,8 +232,10 @@ class Ping(Strict):
         description="healthchecks-style ping URL of the backup job: <url>/start, <url>, <url>/fail",
         examples=["https://hc.example.net/ping/UUID"],
     )
-    jobs: dict[Literal["prune", "verify", "drill"], str] = Field(
-        default_factory=dict, description="ping URLs of the other jobs, when they have checks"
+    jobs: dict[Literal["prune", "verify", "drill", "prove"], str] = Field(
+        default_factory=dict,
+        description="ping URLs of the other jobs, when they have checks (a failed proof "
+        "without its own pings the backup's /fail)",
     )
 
 

@@ -19,6 +19,13 @@ What operators get bitten by elsewhere is made impossible or loud here:
   again. The steps after a snapshot (counting, status and chain head writes) ask the same
   probe and are skipped or stopped while it fails, so the snapshot of a run caught by an
   outage still counts at once;
+- every snapshot proven (`schedule.prove`): `after-backup` drills each snapshot the daemon's
+  backups make, right after it, in the sandbox (drill.prove: restore, every check, the real
+  login; no node lock, never the live node) on a thread of its own, so backups never wait for
+  it; a schedule line drills the latest snapshot on that schedule. At start, a node whose
+  newest proven snapshot is older than the RPO (or that has none) proves its latest at once.
+  A failed proof alerts like a failed backup (fail ping, `proof_failed` webhook), and
+  `proven_rpo_breached` / `proven_rpo_ok` webhooks mark entering and leaving proven breach;
 - a failing job never stops the daemon; SIGTERM/SIGINT stop it gracefully: no new runs, a
   running one may finish within --stop-timeout, then its restic is interrupted cleanly (SIGTERM,
   restic exits 130 and releases its lock), killed (SIGKILL to its process group) when it has
@@ -51,14 +58,14 @@ from apscheduler.triggers.interval import IntervalTrigger
 from drkit import errors, results, runner, units
 from drkit.actions import report as report_action
 from drkit.actions import status as status_action
-from drkit.config import Config, parse_duration
+from drkit.config import AFTER_BACKUP, Config, parse_duration
 from drkit.engines import metrics, notify, status
 from drkit.model import utc_text
 from drkit.schedule import trigger_for
 
 log = logging.getLogger("drkit.daemon")
 
-JOBS = ("backup", "prune", "verify", "drill", "standby")
+JOBS = ("backup", "prune", "verify", "drill", "standby", "prove")
 BACKGROUND_RETRY_MIN = timedelta(seconds=30)
 BACKGROUND_RETRY_MAX = timedelta(minutes=10)
 RETRY_WAIT_MAX_SECONDS = 30
@@ -252,6 +259,10 @@ class Daemon:
         self._watch_lock = threading.Lock()
         self._failures_in_a_row = 0
         self._breached: bool | None = None
+        self._proven_breached: bool | None = None
+        self._proof_target: dict = {"snapshot_id": None}  # what the prove action drills
+        self._proof_wanted = threading.Event()  # after-backup: a snapshot waits for its proof
+        self._proof_next: dict = {"snapshot_id": None}
         self.outage_after = min(self.retry_window, OUTAGE_ALERT_AFTER_MAX)
         self.outage_every = min(OUTAGE_CHECK_SECONDS_MAX, max(1.0, self.outage_after / 4))
         self._unusable_since: float | None = None
@@ -295,10 +306,22 @@ class Daemon:
 
             return standby_action.sync(config)
 
-        available = {"backup": backup, "prune": prune, "verify": verify, "drill": drill}
+        def prove() -> dict:
+            from drkit.actions import drill as drill_action
+
+            return drill_action.prove(config, self._proof_target["snapshot_id"] or "latest")
+
+        available = {
+            "backup": backup,
+            "prune": prune,
+            "verify": verify,
+            "drill": drill,
+            "prove": prove,
+        }
         if config.standby is not None:
-            # A passive node follows its source instead of backing itself up (until promote).
-            del available["backup"]
+            # A passive node follows its source instead of backing itself up (until promote),
+            # so it has no snapshots of its own to prove.
+            del available["backup"], available["prove"]
             available["standby"] = standby
         return {name: action for name, action in available.items() if getattr(schedule, name)}
 
@@ -343,8 +366,9 @@ class Daemon:
         )
         return retrying(attempt)
 
-    def run_job(self, name: str) -> dict[str, Any]:
+    def run_job(self, name: str, known: dict | None = None) -> dict[str, Any]:
         """Run one scheduled job to its end: retries, status, metrics, pings and webhook.
+        `known`: fields of its status entry known before it runs (a proof's snapshot).
 
         Return the status entry of the run. Never raises: a failing job never stops the daemon.
         """
@@ -384,6 +408,7 @@ class Daemon:
             result=result,
             error=error,
             count_snapshots=self._count_snapshots,
+            known=known,
         )
         ok = bool(outcome["ok"])
         self.collector.count_run(name, ok)
@@ -398,16 +423,51 @@ class Daemon:
             log.info("%s succeeded in %.1f s", name, duration)
         else:
             log.error("%s failed after %.1f s: %s", name, duration, outcome["error"])
-        self.notifier.finish(
-            name, ok=ok, error=outcome["error"], snapshot_id=outcome.get("snapshot_id")
-        )
+        if name != "prove" or not isinstance(error, errors.Interrupted):
+            self.notifier.finish(
+                name,
+                ok=ok,
+                error=outcome["error"],
+                snapshot_id=outcome.get("snapshot_id"),
+                event="proof_failed" if name == "prove" and not ok else None,
+            )
         if name == "backup":
             self._after_backup(ok)
+            if ok and self.config.schedule.prove == AFTER_BACKUP and "prove" in self.actions:
+                self._want_proof({"snapshot_id": outcome.get("snapshot_id")})
         report_action.refresh_fleet_page(self.config)
         self._watch()
         self.skipped.report(name, started)
         _context.job = None
         return outcome
+
+    # -- proofs -------------------------------------------------------------------------------
+
+    def prove(self, target: dict | None = None) -> dict[str, Any]:
+        """Run the prove job on target ({snapshot_id}; None: the latest snapshot); return its
+        status entry."""
+        self._proof_target = target or {"snapshot_id": None}
+        known = {"snapshot_id": self._proof_target["snapshot_id"]}
+        return self.run_job("prove", known=known if known["snapshot_id"] else None)
+
+    def _want_proof(self, target: dict) -> None:
+        """after-backup: hand a new snapshot to the proof thread (the newest waiting wins)."""
+        with self._lock:
+            self._proof_next = target
+        self._proof_wanted.set()
+
+    def _proof_worker(self) -> None:
+        """after-backup: prove each snapshot handed over, one at a time, until the daemon stops."""
+        while not self.stopping.is_set():
+            if not self._proof_wanted.wait(1.0) or self.stopping.is_set():
+                continue
+            self._proof_wanted.clear()
+            with self._lock:
+                target = self._proof_next
+            try:
+                self.prove(target)
+            except Exception:  # the thread must outlive a bug in one proof
+                log.exception("proof crashed")
 
     def _count_snapshots(self) -> int | None:
         """Return the node's snapshot count, or None when the outage probe fails (before or
@@ -501,6 +561,7 @@ class Daemon:
     def _watch_locked(self) -> None:
         entry = self.collector.evaluate()
         self.metrics.write_textfile()
+        self._watch_proven(entry)
         breached = not entry["rpo_ok"]
         if self._breached is not None and breached != self._breached:
             if breached:
@@ -516,28 +577,56 @@ class Daemon:
             )
         self._breached = breached
 
+    def _watch_proven(self, entry: dict) -> None:
+        """Alert when a node that proves its snapshots enters or leaves proven-RPO breach."""
+        breached = entry["proven_rpo_breached"]
+        if self._proven_breached is not None and breached != self._proven_breached:
+            problem = next(
+                (text for text in entry["problems"] if text.startswith("newest proven")), None
+            )
+            if breached:
+                log.error("proven RPO breached: %s", problem)
+            else:
+                log.info("newest proven snapshot within the RPO again")
+            self.notifier.webhook(
+                "proven_rpo_breached" if breached else "proven_rpo_ok",
+                "prove",
+                ok=not breached,
+                error=problem if breached else None,
+                snapshot_id=entry["proven_snapshot_id"],
+            )
+        self._proven_breached = breached
+
     # -- lifetime ---------------------------------------------------------------------------
 
     def _schedule(self) -> dict[str, str]:
         planned = {}
         schedule = self.config.schedule
         entry = self.collector.evaluate()
+        catch_up = "backup" in self.actions and not entry["backup_rpo_ok"]
         for name in self.actions:
-            line = getattr(schedule, name)
-            extra = {}
-            if name == "backup" and not entry["rpo_ok"]:
+            line = planned[name] = getattr(schedule, name)
+            job, extra = (self.prove, []) if name == "prove" else (self.run_job, [name])
+            due_now = name == "backup" and catch_up
+            if name == "backup" and catch_up:
                 why = "; ".join(entry["problems"]) or "no good backup known"
                 log.info("catch-up backup now: %s", why)
-                extra["next_run_time"] = datetime.now(UTC)
+            elif name == "prove" and not catch_up and entry["proven_rpo_ok"] is not True:
+                # (a catch-up backup's proof, or the next scheduled one, proves the latest too)
+                log.info("catch-up proof of the latest snapshot now: none proven within the RPO")
+                due_now = True
+            if line == AFTER_BACKUP:
+                if due_now:
+                    self._want_proof({"snapshot_id": None})
+                continue  # the proof thread proves each backup's snapshot
             self.scheduler.add_job(
-                self.run_job,
+                job,
                 trigger_for(line, schedule.jitter),
-                args=[name],
+                args=extra,
                 id=name,
                 name=name,
-                **extra,
+                **({"next_run_time": datetime.now(UTC)} if due_now else {}),
             )
-            planned[name] = line
         rpo = self.objectives["rpo_seconds"]
         self.scheduler.add_job(
             self._watch,
@@ -574,6 +663,8 @@ class Daemon:
             planned = self._schedule()
             self.scheduler.start()
             threading.Thread(target=self._outage_watch, name="outage", daemon=True).start()
+            if planned.get("prove") == AFTER_BACKUP:
+                threading.Thread(target=self._proof_worker, name="prove", daemon=True).start()
             log.info(
                 "daemon started for node %s: %s",
                 self.config.node,

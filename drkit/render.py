@@ -325,10 +325,16 @@ def _status(result: r.StatusResult) -> None:
         rto = {None: "no drill", True: "[green]ok[/green]", False: "[red]MISSED[/red]"}[
             entry.rto_ok
         ]
+        proven = units.duration(entry.proven_age_seconds, none="never")
+        if entry.proven_rpo_breached:
+            proven = f"[red]{proven}[/red]"
+        elif not entry.prove:
+            proven += " (not proving)"
         rows.append(
             [
                 entry.node,
                 units.duration(entry.age_seconds, none="never"),
+                proven,
                 f"{rpo} ({units.duration(entry.rpo_seconds)})",
                 rto,
                 ("ok" if last.get("ok") else "[red]failed[/red]") if last else "",
@@ -338,7 +344,7 @@ def _status(result: r.StatusResult) -> None:
         )
     table(
         "nodes",
-        ["node", "last good", "RPO", "RTO", "last backup", "snapshot", "problems"],
+        ["node", "last good", "proven", "RPO", "RTO", "last backup", "snapshot", "problems"],
         rows,
     )
 

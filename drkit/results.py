@@ -255,6 +255,20 @@ class DrillResult(Result):
     history: list[Document]
 
 
+class ProofResult(Result):
+    """The daemon's proof of one snapshot: a drill in the sandbox without reports; ok when
+    every check passed (the objectives are judged by status and by drills, not here)."""
+
+    node: str
+    snapshot_id: str
+    snapshot_time: str | None  # the signed manifest's creation time
+    started: str
+    duration_seconds: float
+    rto_seconds: float | None
+    checks: Checks
+    problems: list[str]
+
+
 class DrillSummary(Part):
     node: str | None
     time: str | None
@@ -403,8 +417,16 @@ class NodeStatus(Part):
     last_verify: Document | None
     last_drill: Document | None
     rpo_seconds: int
-    rpo_ok: bool
+    rpo_ok: bool  # false when breached: by the last good backup or, proving, the newest proof
+    backup_rpo_ok: bool
     age_seconds: int | None
+    prove: str | None  # schedule.prove; None: proven age is reported but never breaches
+    last_proven: Document | None
+    proven_snapshot_id: str | None
+    proven_snapshot_time: str | None
+    proven_age_seconds: int | None
+    proven_rpo_ok: bool | None  # newest proven snapshot within the RPO; None: nothing proven
+    proven_rpo_breached: bool  # proving, a proof tried, and none within the RPO
     rto_seconds: int
     rto_ok: bool | None
     problems: list[str]

@@ -94,7 +94,8 @@ def test_proven_rpo_comes_from_the_last_proof_or_a_passing_drill():
     assert entry["proven_age_seconds"] == 4200 and entry["proven_rpo_ok"] is False
     assert not entry["breached"]  # a node that does not prove every snapshot: shown, not judged
     proof = {"ok": True, "snapshot_time": utc_text(NOW - timedelta(hours=2))}
-    entry = fleet_entry(status_document("n", backup_age=60, last_drill=drill, last_proven=proof))
+    proving = {"prove": "after-backup", "last_proven": proof, "last_good_proof": proof}
+    entry = fleet_entry(status_document("n", backup_age=60, last_drill=drill, **proving))
     assert entry["proven_age_seconds"] == 4200 and entry["breached"]
     assert entry["problems"][0].startswith("newest proven snapshot: 1 h 10 min old")
 

@@ -243,7 +243,15 @@ def test_status_document():
         "standby_lag_seconds": None,
         "rpo_seconds": 86400,
         "rpo_ok": True,
+        "backup_rpo_ok": True,
         "age_seconds": 60,
+        "prove": "after-backup",
+        "last_proven": {"time": "2024-05-01T03:00:10Z", "ok": True, "snapshot_id": "e" * 64},
+        "proven_snapshot_id": "e" * 64,
+        "proven_snapshot_time": "2024-05-01T03:00:00Z",
+        "proven_age_seconds": 60,
+        "proven_rpo_ok": True,
+        "proven_rpo_breached": False,
         "rto_seconds": 900,
         "rto_ok": None,
         "snapshots": 3,
@@ -391,7 +399,15 @@ def test_status_ages_use_the_one_duration_format(capsys):
             "standby_lag_seconds": None,
             "rpo_seconds": 900,
             "rpo_ok": True,
+            "backup_rpo_ok": True,
             "age_seconds": 258,
+            "prove": None,
+            "last_proven": None,
+            "proven_snapshot_id": None,
+            "proven_snapshot_time": None,
+            "proven_age_seconds": 3700,
+            "proven_rpo_ok": False,
+            "proven_rpo_breached": False,
             "rto_seconds": 600,
             "rto_ok": None,
             "snapshots": 3,
@@ -401,7 +417,7 @@ def test_status_ages_use_the_one_duration_format(capsys):
         }
     )
     text = _printed(results.StatusResult(time="t", nodes=[entry], problems=[]), capsys)
-    assert "4 min 18 s" in text and "15 min" in text
+    assert "4 min 18 s" in text and "15 min" in text and "1 h 1 min" in text
     assert "4.3m" not in text and "15.0m" not in text
 
 

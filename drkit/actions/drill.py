@@ -29,6 +29,7 @@ import stat
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -41,7 +42,7 @@ from drkit.engines import reports
 from drkit.engines import status as status_engine
 from drkit.model import Check, SmokeResult, parse_utc, utc_text
 from drkit.paths import on_root
-from drkit.results import DrillResult
+from drkit.results import DrillResult, ProofResult
 
 log = logging.getLogger(__name__)
 
@@ -230,30 +231,36 @@ def _rto(smokes: list[SmokeResult], started: float) -> float | None:
 # -- the drill -------------------------------------------------------------------------------
 
 
-def run(
-    config: Config,
-    *,
-    snapshot: str = "latest",
-    report_dir: Path | None = None,
-    trust: list[str] | None = None,
-    on_step: Callable[[str], None] | None = None,
-    upload: bool = True,
-) -> DrillResult:
-    """Drill the node: restore `snapshot` into a sandbox, check, log in, time it, report.
+@dataclass
+class _Rebuilt:
+    """What one sandboxed rebuild found: the drill's evidence and checks, and the error that
+    stopped it (None when it ran to its end)."""
 
-    Return the drill document (see CONVENTIONS.md: as restore, plus rto_seconds, rpo_seconds,
-    objectives, reports); ok is false when a check failed or an objective was missed. Errors
-    that stop the drill (storage, trust, a tampered snapshot) are raised after the sandbox is
-    gone.
-    """
-    step = on_step or (lambda text: None)
-    clock = time.monotonic()
-    started = datetime.now(UTC)
-    origin = restore_action.Origin.from_config(config, list(trust or []))
-    found: list[Check] = []
-    evidence: dict = {"snapshot": None, "manifest": {}, "restored": {}, "smokes": []}
-    sandbox: Path | None = None
-    removed = False
+    started: datetime
+    clock: float
+    evidence: dict
+    found: list[Check]
+    sandbox: Path | None
+    removed: bool
+    failure: errors.DrkitError | None
+
+
+def _rebuild(
+    config: Config, snapshot: str, trust: list[str], step: Callable[[str], None]
+) -> _Rebuilt:
+    """Restore `snapshot` into a fresh sandbox, run every check and the smoke run, and remove
+    the sandbox whatever happens; errors are returned, not raised."""
+    rebuilt = _Rebuilt(
+        started=datetime.now(UTC),
+        clock=time.monotonic(),
+        evidence={"snapshot": None, "manifest": {}, "restored": {}, "smokes": []},
+        found=[],
+        sandbox=None,
+        removed=False,
+        failure=None,
+    )
+    evidence, found = rebuilt.evidence, rebuilt.found
+    origin = restore_action.Origin.from_config(config, trust)
     with sigterm_interrupts():
         try:
             # 'latest' and ids go to restore as they are (it opens the repository and resolves
@@ -267,7 +274,7 @@ def run(
                 evidence["snapshot"] = _brief(chosen.id, chosen.time)
                 spec = chosen.id
                 step(f"picked snapshot {chosen.short_id} of {utc_text(chosen.time)} at random")
-            sandbox = make_sandbox(config, f"{started:%Y%m%dT%H%M%SZ}")
+            sandbox = rebuilt.sandbox = make_sandbox(config, f"{rebuilt.started:%Y%m%dT%H%M%SZ}")
             root = sandbox / "root"
             root.mkdir(mode=0o755)
             root.chmod(0o755)
@@ -287,14 +294,36 @@ def run(
             evidence["smokes"] = smokes
             found += [check for result in smokes for check in result.checks]
         except errors.DrkitError as exc:
-            failure = exc
-        else:
-            failure = None
+            rebuilt.failure = exc
         finally:
-            if sandbox is not None:
+            if rebuilt.sandbox is not None:
                 step("removing the sandbox")
-                shutil.rmtree(sandbox, ignore_errors=True)
-                removed = not sandbox.exists()
+                shutil.rmtree(rebuilt.sandbox, ignore_errors=True)
+                rebuilt.removed = not rebuilt.sandbox.exists()
+    if rebuilt.failure is None and not rebuilt.removed:
+        found.append(checks.failed("sandbox removed", f"{rebuilt.sandbox} is still there"))
+    return rebuilt
+
+
+def run(
+    config: Config,
+    *,
+    snapshot: str = "latest",
+    report_dir: Path | None = None,
+    trust: list[str] | None = None,
+    on_step: Callable[[str], None] | None = None,
+    upload: bool = True,
+) -> DrillResult:
+    """Drill the node: restore `snapshot` into a sandbox, check, log in, time it, report.
+
+    Return the drill document (see CONVENTIONS.md: as restore, plus rto_seconds, rpo_seconds,
+    objectives, reports); ok is false when a check failed or an objective was missed. Errors
+    that stop the drill (storage, trust, a tampered snapshot) are raised after the sandbox is
+    gone.
+    """
+    step = on_step or (lambda text: None)
+    rebuilt = _rebuild(config, snapshot, list(trust or []), step)
+    evidence, found, failure = rebuilt.evidence, rebuilt.found, rebuilt.failure
     if failure is not None:
         # The drill could not run to its end (storage, trust, a tampered snapshot): the run is
         # still a failed drill on record, then the error is reported with its own exit code.
@@ -305,37 +334,50 @@ def run(
                 evidence["snapshot"] = _brief(chosen.id, chosen.time)
         if evidence["snapshot"] is not None and not isinstance(failure, errors.Interrupted):
             found.append(checks.failed("drill", failure.message))
-            document = _document(config, snapshot, evidence, found, started, clock, sandbox)
-            document["sandbox"]["removed"] = removed
+            document = _document(config, snapshot, rebuilt)
             with contextlib.suppress(errors.DrkitError, OSError):
                 write_reports(config, document, report_dir, upload=upload)
         raise failure
-    if not removed:
-        found.append(checks.failed("sandbox removed", f"{sandbox} is still there"))
-    document = _document(config, snapshot, evidence, found, started, clock, sandbox)
-    document["sandbox"]["removed"] = removed
+    document = _document(config, snapshot, rebuilt)
     step("writing the reports")
     document.update(write_reports(config, document, report_dir, upload=upload))
     return DrillResult.model_validate(document)
 
 
-def _document(
-    config: Config,
-    spec: str,
-    evidence: dict,
-    found: list[Check],
-    started: datetime,
-    clock: float,
-    sandbox: Path | None,
-) -> dict:
+def prove(
+    config: Config, snapshot_id: str, *, on_step: Callable[[str], None] | None = None
+) -> ProofResult:
+    """Prove one snapshot (the daemon's schedule.prove): the drill's rebuild in a sandbox
+    (restore, every check, the real login where the profile has one), no reports, no node
+    lock, never the live node. ok when every check passed; errors that stop the rebuild (a
+    tampered or untrusted snapshot, storage) are raised after the sandbox is gone."""
+    rebuilt = _rebuild(config, snapshot_id, [], on_step or (lambda text: None))
+    if rebuilt.failure is not None:
+        raise rebuilt.failure
+    found, chosen = rebuilt.found, rebuilt.evidence["snapshot"]
+    return ProofResult(
+        ok=checks.all_ok(found),
+        node=config.node,
+        snapshot_id=chosen["id"],
+        snapshot_time=utc_text(chosen["time"]),
+        started=utc_text(rebuilt.started),
+        duration_seconds=round(time.monotonic() - rebuilt.clock, 3),
+        rto_seconds=_rto(rebuilt.evidence["smokes"], rebuilt.clock),
+        checks=found,
+        problems=[f"{c.name}: {c.detail}" for c in found if c.status == "fail"],
+    )
+
+
+def _document(config: Config, spec: str, rebuilt: _Rebuilt) -> dict:
     """Judge the objectives and return the drill document."""
+    evidence, started, clock = rebuilt.evidence, rebuilt.started, rebuilt.clock
     chosen, node_manifest, restored = (
         evidence["snapshot"],
         evidence["manifest"],
         evidence["restored"],
     )
     objectives = status_engine.objectives_of(config)
-    found = list(found)
+    found = list(rebuilt.found)
     rto = _rto(evidence["smokes"], clock)
     rpo = max(0, round((started - chosen["time"]).total_seconds()))
     judged = spec == "latest"
@@ -388,7 +430,10 @@ def _document(
         "problems": [f"{c.name}: {c.detail}" for c in found if c.status == "fail"],
         "host_keys": _served_keys(node_manifest, evidence["smokes"]),
         "certificates": _certificates(node_manifest, started),
-        "sandbox": {"path": str(sandbox) if sandbox else None, "removed": True},
+        "sandbox": {
+            "path": str(rebuilt.sandbox) if rebuilt.sandbox else None,
+            "removed": rebuilt.removed,
+        },
     }
 
 

@@ -16,7 +16,14 @@ from drkit import errors
 from drkit.actions import backup, context, discover
 from drkit.actions import status as status_action
 from drkit.actions import storage as storage_action
-from drkit.config import Config, dump_config, find_config_path, parse_config, validate_config
+from drkit.config import (
+    AFTER_BACKUP,
+    Config,
+    dump_config,
+    find_config_path,
+    parse_config,
+    validate_config,
+)
 from drkit.engines import keys, manifest
 from drkit.results import InitResult
 
@@ -116,6 +123,7 @@ def settings_for(options: InitOptions, config_path: Path) -> dict:
         "includes": parse_includes(options.includes),
         "signing_key": str(signing_key.resolve()),
         "state_dir": str(options.state_dir),
+        "schedule": {"prove": AFTER_BACKUP},  # the daemon drills every snapshot it makes
     }
     found = discover.detected_options(discover.detect(root))
     profile_options = {kind: found[kind] for kind in servers if kind in found}

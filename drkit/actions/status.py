@@ -4,7 +4,9 @@ Without --fleet: this node, from its local status document (the bucket's copy wh
 local one). With --fleet: every `status/<node>.json` in the bucket (one paginated listing, the
 documents fetched in parallel), this node's local document preferred when newer. Missing,
 unreadable or future-dated documents show as breached. The exit is 1 whenever a node shows a
-problem: outside its RPO, its last backup failed (even within the RPO), its last drill failed.
+problem: outside its RPO, its last backup failed (even within the RPO), its last drill failed;
+and for a node that proves its snapshots, its last proof failed or its newest proven snapshot is
+older than the RPO.
 """
 
 from __future__ import annotations
@@ -145,21 +147,26 @@ def record_run(
     result: object = None,
     error: BaseException | None = None,
     count_snapshots: Callable[[], int | None] | None = None,
+    known: dict | None = None,
 ) -> dict:
     """Given one finished run of job (its result, or the error it ended with), when it started
     and how long it took, record it in the node's status document (the local file, and the
     bucket's copy when S3 answers) and return the run's status entry. The one recorder: the
     CLI (through recorded) and the daemon's job runner both record here. The node's snapshot
     count comes from a prune's result, or from count_snapshots after a good backup (the daemon
-    passes it for its metrics; a command's backup stays at one restic listing). Recording
-    never changes the job's outcome: a document that cannot be written is logged."""
-    if job == "drill" and isinstance(error, errors.Interrupted):
-        # An interrupted drill reached no verdict and wrote no report: the last drill on record
-        # stays the last one that did, so status and report name the same drill.
-        log.warning("interrupted drill not recorded: the last drill on record stands")
+    passes it for its metrics; a command's backup stays at one restic listing). `known`: fields
+    known before the run (a proof's snapshot), kept where the run says nothing of them.
+    Recording never changes the job's outcome: a document that cannot be written is logged."""
+    if job in ("drill", "prove") and isinstance(error, errors.Interrupted):
+        # An interrupted drill or proof reached no verdict (and a drill wrote no report): the
+        # last one on record stays the last one that did, so status and report name the same.
+        log.warning("interrupted %s not recorded: the last one on record stands", job)
         return status.outcome_of(job, started, duration, error=error)
     result_document = document(result)
     outcome = status.outcome_of(job, started, duration, result=result_document, error=error)
+    for key, value in (known or {}).items():
+        if outcome.get(key) is None:
+            outcome[key] = value
     if outcome["ok"] and job in ("backup", "drill"):
         outcome["certificates"] = _certificates(config, job, result_document)
     snapshots = None

@@ -98,7 +98,7 @@ class StatusCollector:
             when = parse_utc_or_none((document.get("last_success") or {}).get(job))
             if when is not None:
                 success.add_metric([node, job], when.timestamp())
-            last = document.get(f"last_{job}")
+            last = document.get(status.last_key(job))
             if last:
                 last_ok.add_metric([node, job], 1.0 if last.get("ok") else 0.0)
                 moment = parse_utc_or_none(last.get("time"))
@@ -154,6 +154,20 @@ class StatusCollector:
         if entry.get("standby_lag_seconds") is not None:
             lag.add_metric([node, "standby"], float(entry["standby_lag_seconds"]))
         yield lag
+        proven = gauge(
+            "drkit_last_proven_timestamp_seconds",
+            "Unix time of the newest proven snapshot (absent when none was proven)",
+        )
+        proven_time = parse_utc_or_none(entry["proven_snapshot_time"])
+        if proven_time is not None:
+            proven.add_metric([node, "prove"], proven_time.timestamp())
+        yield proven
+        proven_breached = gauge(
+            "drkit_proven_rpo_breached",
+            "1 when the node proves its snapshots and its newest proven one is older than the RPO",
+        )
+        proven_breached.add_metric([node, "prove"], 1.0 if entry["proven_rpo_breached"] else 0.0)
+        yield proven_breached
         rto = gauge("drkit_rto_seconds", "The node's recovery time objective")
         rto.add_metric([node, "drill"], float(entry["rto_seconds"]))
         yield rto

@@ -3,7 +3,8 @@
 Webhook body: {event, job, node, ok, time, snapshot_id, error}; header
 `X-Drkit-Signature: sha256=<hex HMAC-SHA256 of the raw body with the secret>`.
 Pings: `<url>/start` when a job starts, `<url>` on success, `<url>/fail` with the error line as
-the body on failure. A failed job never sends a success ping.
+the body on failure. A failed job never sends a success ping. A failed proof alerts like a failed
+backup: without pings of its own (`ping.jobs.prove`) it pings the backup's `<url>/fail`.
 
 Alerts never fail a job: a refused or unreachable endpoint is logged as a warning. Secrets (the
 HMAC key, the ping URL's token) never reach a log line: URLs are logged by host only.
@@ -115,12 +116,15 @@ class Notifier:
                     f"notify.webhook.secret_file: {webhook.secret_file} is empty"
                 )
 
-    def ping_url(self, job: str) -> str | None:
-        """Return the job's ping URL: `ping.url` for backup, `ping.jobs.<job>` for the others."""
+    def ping_url(self, job: str, *, failed: bool = False) -> str | None:
+        """Return the job's ping URL: `ping.url` for backup, `ping.jobs.<job>` for the others,
+        and for a failed proof without pings of its own the backup's."""
         ping = self.settings.ping
         if ping is None:
             return None
         url = ping.url if job == "backup" else ping.jobs.get(job)  # type: ignore[call-overload]
+        if url is None and failed and job == "prove":
+            url = ping.url
         return url.rstrip("/") if url else None
 
     def start(self, job: str) -> None:
@@ -140,7 +144,7 @@ class Notifier:
     ) -> dict[str, bool]:
         """Ping success or fail and POST the webhook; return which were delivered."""
         delivered = {}
-        url = self.ping_url(job)
+        url = self.ping_url(job, failed=not ok)
         if url:
             if ok:
                 delivered["ping"] = _post(url, b"", {}, self.settings.timeout_seconds)

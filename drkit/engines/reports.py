@@ -268,34 +268,14 @@ def certificate_expiries(root: Path, node_manifest: dict) -> list[dict]:
     return found
 
 
-def _proven_time(document: dict) -> datetime | None:
-    """Return the time of the newest snapshot proven restorable: the last proof's snapshot, or
-    the snapshot a passing drill restored (drill time less its RPO)."""
-    proven = document.get("last_proven") or {}
-    times = []
-    if proven.get("ok") and parse_utc_or_none(proven.get("snapshot_time")):
-        times.append(parse_utc_or_none(proven.get("snapshot_time")))
-    drill = document.get("last_drill") or {}
-    drilled = parse_utc_or_none(drill.get("time"))
-    if drill.get("ok") and drilled is not None and drill.get("rpo_seconds") is not None:
-        times.append(drilled - timedelta(seconds=float(drill["rpo_seconds"])))
-    return max(times, default=None)
-
-
 def fleet_node(entry: dict, document: dict | None, now: datetime) -> dict:
     """Given a node's `drkit status` entry (engines.status.evaluate) and its status document,
-    return its fleet page entry. Breached: outside the RPO, last backup failed, last drill
-    failed or missed the RTO, a certificate expired, or (a node that proves every snapshot)
-    its newest proven snapshot older than the RPO."""
+    return its fleet page entry. Breached: a status problem (outside the RPO, last backup or
+    proof failed, a node that proves its snapshots with its newest proven one older than the
+    RPO), last drill failed or missed the RTO, or a certificate expired."""
     document = document or {}
     rpo = entry["rpo_seconds"]
     problems = list(entry["problems"])
-    proven = _proven_time(document)
-    proven_age = None if proven is None else max(0, round((now - proven).total_seconds()))
-    proven_ok = None if proven_age is None else proven_age <= rpo
-    if "last_proven" in document and not proven_ok:
-        age = "never" if proven_age is None else f"{duration_text(proven_age)} old"
-        problems.append(f"newest proven snapshot: {age}, over the RPO of {duration_text(rpo)}")
     drill = entry.get("last_drill") or {}
     if entry.get("rto_ok") is False:
         problems.append(f"last drill failed: {drill.get('error') or 'an objective was missed'}")
@@ -318,9 +298,9 @@ def fleet_node(entry: dict, document: dict | None, now: datetime) -> dict:
         "breached": bool(problems),
         "problems": problems,
         "backup_age_seconds": entry["age_seconds"],
-        "backup_rpo_ok": entry["rpo_ok"],
-        "proven_age_seconds": proven_age,
-        "proven_rpo_ok": proven_ok,
+        "backup_rpo_ok": entry["backup_rpo_ok"],
+        "proven_age_seconds": entry["proven_age_seconds"],
+        "proven_rpo_ok": entry["proven_rpo_ok"],
         "rpo_seconds": rpo,
         "rto_seconds": entry["rto_seconds"],
         "rto_ok": entry.get("rto_ok"),

@@ -1,11 +1,14 @@
-"""The status document of a node: what its last backup, prune, verify and drill did, and whether
-it is within its RPO.
+"""The status document of a node: what its last backup, prune, verify, drill and proof did, and
+whether it is within its RPO.
 
 One JSON document per node, kept locally (`<state_dir>/status/<node>.json`) and copied to the
 bucket root (`status/<node>.json`) so that `drkit status --fleet` sees every node. The local copy
 is authoritative for the node itself; the bucket copy is best effort (S3 may be down, which is
 exactly when the local copy still tells the truth). A node whose document is missing, whose last
-good backup is older than its RPO, or whose times lie in the future is breached, never fine.
+good backup is older than its RPO, or whose times lie in the future is breached, never fine; so
+is a node that proves its snapshots (`prove`, schedule.prove) whose newest proven snapshot is
+older than the RPO, whatever it backed up since, from its first proof on (before it, and on a
+node that does not prove, the proven age is reported and never breaches).
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import contextlib
 import json
 import logging
 import os
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +28,7 @@ from drkit.model import parse_utc_or_none, utc_text
 log = logging.getLogger(__name__)
 
 FORMAT = 1
-JOBS = ("backup", "prune", "verify", "drill", "standby")
+JOBS = ("backup", "prune", "verify", "drill", "standby", "prove")
 CLOCK_SKEW_TOLERANCE_SECONDS = 300
 
 
@@ -50,9 +53,23 @@ def empty(config: Config) -> dict[str, Any]:
         "last_prune": None,
         "last_verify": None,
         "last_drill": None,
+        "prove": proving(config),
+        "last_proven": None,
+        "last_good_proof": None,
         "last_success": {},
         "snapshots": None,
     }
+
+
+def proving(config: Config) -> str | None:
+    """Return the node's schedule.prove line, or None when it proves nothing (a passive node
+    backs nothing up, so proves nothing either)."""
+    return None if config.standby is not None else config.schedule.prove
+
+
+def last_key(job: str) -> str:
+    """Return the document's key of a job's last run: last_<job>, and last_proven for prove."""
+    return "last_proven" if job == "prove" else f"last_{job}"
 
 
 def local_path(config: Config) -> Path:
@@ -136,7 +153,8 @@ def record(
         document["node"] = config.node
         document["objectives"] = objectives_of(config)
         document["group"] = config.group
-        document[f"last_{job}"] = outcome
+        document["prove"] = proving(config)
+        document[last_key(job)] = outcome
         if outcome.get("ok"):
             document.setdefault("last_success", {})[job] = outcome.get("time") or utc_text(now)
             if job == "backup":
@@ -150,6 +168,10 @@ def record(
                     "time": outcome["snapshot_time"],
                     "snapshot_id": outcome.get("snapshot_id"),
                     "source": outcome.get("source"),
+                }
+            elif job == "prove":
+                document["last_good_proof"] = {
+                    key: outcome.get(key) for key in ("time", "snapshot_id", "snapshot_time")
                 }
         if snapshots is not None:
             document["snapshots"] = snapshots
@@ -189,6 +211,12 @@ def outcome_of(job: str, started: datetime, duration: float, result=None, error=
             snapshot_id=result.get("snapshot_id"),
             rto_seconds=result.get("rto_seconds"),
             rpo_seconds=result.get("rpo_seconds"),
+        )
+    elif job == "prove":
+        entry.update(
+            snapshot_id=result.get("snapshot_id"),
+            snapshot_time=result.get("snapshot_time"),
+            rto_seconds=result.get("rto_seconds"),
         )
     elif job == "standby":
         entry.update(
@@ -261,9 +289,16 @@ def evaluate(
     rto_ok = None
     if drill:
         rto_ok = bool(drill.get("ok")) and rto_measured is not None and rto_measured <= rto
-    rpo_ok = not any(
+    backup_rpo_ok = not any(
         problem.startswith(("no status", "no successful", "last good")) for problem in problems
     )
+    proven = _proven(document, now, rpo)
+    if proven["proven_rpo_breached"]:
+        problems.append(proven["problem"])
+    last_proof = document.get("last_proven") or {}
+    if proven["prove"] and last_proof and not last_proof.get("ok"):
+        problems.append(f"last proof failed: {last_proof.get('error')}")
+    rpo_ok = backup_rpo_ok and not proven["proven_rpo_breached"]
     updated = parse_utc_or_none(document.get("updated"))
     return {
         "node": node,
@@ -279,11 +314,53 @@ def evaluate(
         else round(max((now - standby_time).total_seconds(), 0.0)),
         "rpo_seconds": rpo,
         "rpo_ok": rpo_ok,
+        "backup_rpo_ok": backup_rpo_ok,
         "age_seconds": None if age is None else round(age),
+        "prove": proven["prove"],
+        "last_proven": document.get("last_proven"),
+        "proven_snapshot_id": proven["proven_snapshot_id"],
+        "proven_snapshot_time": proven["proven_snapshot_time"],
+        "proven_age_seconds": proven["proven_age_seconds"],
+        "proven_rpo_ok": proven["proven_rpo_ok"],
+        "proven_rpo_breached": proven["proven_rpo_breached"],
         "rto_seconds": rto,
         "rto_ok": rto_ok,
         "snapshots": document.get("snapshots"),
         "updated": document.get("updated"),
         "status_age_seconds": None if updated is None else round((now - updated).total_seconds()),
         "problems": problems,
+    }
+
+
+def _proven(document: dict, now: datetime, rpo: int) -> dict[str, Any]:
+    """Return the node's newest proven snapshot, judged: the last good proof's, or the one a
+    passing drill restored (drill time less its RPO), whichever is newer. {prove (the schedule
+    line or None), proven_snapshot_id, proven_snapshot_time, proven_age_seconds and
+    proven_rpo_ok (None: nothing proven), proven_rpo_breached (the node proves, has tried a
+    proof, and has none within the RPO), problem (that breach in words)}."""
+    found = []
+    proof = document.get("last_good_proof") or {}
+    proof_time = parse_utc_or_none(proof.get("snapshot_time"))
+    if proof_time is not None:
+        found.append((proof_time, proof.get("snapshot_id")))
+    drill = document.get("last_drill") or {}
+    drilled = parse_utc_or_none(drill.get("time"))
+    if drill.get("ok") and drilled is not None and drill.get("rpo_seconds") is not None:
+        snapshot_time = drilled - timedelta(seconds=float(drill["rpo_seconds"]))
+        found.append((snapshot_time, drill.get("snapshot_id")))
+    newest, snapshot_id = max(found, key=lambda item: item[0], default=(None, None))
+    age = None if newest is None else max(0, round((now - newest).total_seconds()))
+    within = None if age is None else age <= rpo
+    judged = bool(document.get("prove")) and document.get("last_proven") is not None
+    return {
+        "prove": document.get("prove"),
+        "proven_snapshot_id": snapshot_id,
+        "proven_snapshot_time": None if newest is None else utc_text(newest),
+        "proven_age_seconds": age,
+        "proven_rpo_ok": within,
+        "proven_rpo_breached": judged and not within,
+        "problem": "newest proven snapshot: none, no snapshot proven yet"
+        if age is None
+        else f"newest proven snapshot: {units.duration(age)} old, "
+        f"over the RPO of {units.duration(rpo)}",
     }
