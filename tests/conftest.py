@@ -117,6 +117,7 @@ MEASURED_SECONDS = {
     "test_bad_input.py": 68,
     "test_behaviours_apply.py": 83,
     "test_behaviours_daemon.py": 45,
+    "test_behaviours_prove.py": 35,
     "test_hostile.py": 59,
     "test_openssh_profile.py": 38,
     "faults/test_s3_faults.py": 37,
