@@ -105,6 +105,20 @@ def _previous_link(config: Config, restic: Restic, probe: Future) -> dict | None
     return {"snapshot_id": mine[-1].id, "manifest_sha256": hashlib.sha256(raw).hexdigest()}
 
 
+def _unless_probe_failed(
+    probe: Future, watch: Callable[[], str | None] | None
+) -> Callable[[], str | None]:
+    """Return restic's stop check: stop once the S3 probe has failed (restic is still deriving
+    its key then, and would retry an unreachable S3 for minutes), else ask the outage watch."""
+
+    def stop_when() -> str | None:
+        if probe.done() and probe.exception() is not None:
+            return "the S3 probe failed"
+        return watch() if watch else None
+
+    return stop_when
+
+
 def run(
     config: Config,
     on_progress: Callable[[dict], None] | None = None,
@@ -121,8 +135,8 @@ def run(
         )
     restic = context.restic_for(config.repository, config.restic)
     signing_key = keys.load_signing_key(config.signing_key)
-    # The S3 probe (boto3 import, client, HEAD bucket) overlaps the inventory and hashing;
-    # restic does not start until it has answered.
+    # The S3 probe (boto3 import, client, HEAD bucket) overlaps the inventory, the hashing and
+    # restic's start (its key derivation); a failed probe stops restic and is the error.
     with ThreadPoolExecutor(max_workers=1) as pool, context.node_lock(config, lock_wait):
         probe = pool.submit(context.probe_storage, config.repository)
         started = time.monotonic()
@@ -155,25 +169,29 @@ def run(
                 snapshot_dir = manifest.write_snapshot_files(
                     config.root, manifest_bytes, signature, dump_config(config)
                 )
-            with timing.phase("s3 probe (wait)"):
-                probe.result()
             paths = manifest.leaf_paths(node_manifest)
             log.info("backing up %d paths of node %s", len(paths), config.node)
             step(f"uploading {len(paths)} paths with restic")
             mark_in_flight(config, previous)
-            with timing.phase("restic backup"):
-                summary = restic.backup(
-                    paths + snapshot_dir,
-                    cwd=config.root,
-                    host=config.node,
-                    tags=[
-                        "drkit",
-                        f"node:{config.node}",
-                        *(f"profile:{p}" for p in config.servers),
-                        *([f"group:{config.group}"] if config.group else []),
-                    ],
-                    on_progress=on_progress,
-                )
+            with timing.phase("restic backup (s3 probe overlapped)"):
+                try:
+                    summary = restic.backup(
+                        paths + snapshot_dir,
+                        cwd=config.root,
+                        host=config.node,
+                        tags=[
+                            "drkit",
+                            f"node:{config.node}",
+                            *(f"profile:{p}" for p in config.servers),
+                            *([f"group:{config.group}"] if config.group else []),
+                        ],
+                        on_progress=on_progress,
+                        stop_when=_unless_probe_failed(probe, restic.stop_when),
+                    )
+                except errors.DrkitError:
+                    probe.result()  # a failed probe names the cause better than restic does
+                    raise
+                probe.result()
             cache.save()
             previous = record_chain(config, summary.snapshot_id, manifest_bytes)
             step("storing the signed chain head")
