@@ -26,10 +26,23 @@ ISSUE_TRACKER = "https://example.net/drkit/issues"
 
 
 class DrkitError(Exception):
-    """Base of every error drkit reports as one line and an exit code."""
+    """Base of every error drkit reports as one line and an exit code.
+
+    A subclass declares its exit code (one of EXIT_CODES) and its JSON `kind` in its header,
+    `class Busy(DrkitError, exit_code=7, kind="busy")`; what it leaves out it inherits.
+    """
 
     exit_code = 2
     kind = "error"
+
+    def __init_subclass__(cls, exit_code: int | None = None, kind: str | None = None, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if exit_code is not None:
+            if exit_code not in EXIT_CODES:
+                raise TypeError(f"{cls.__name__}: exit code {exit_code} is not in EXIT_CODES")
+            cls.exit_code = exit_code
+        if kind is not None:
+            cls.kind = kind
 
     def __init__(self, message: str):
         super().__init__(message)
@@ -37,84 +50,52 @@ class DrkitError(Exception):
         self.lines = [message]  # what a person reads: one line, or one per problem
 
 
-class UsageError(DrkitError):
+class UsageError(DrkitError, exit_code=2, kind="usage"):
     """Bad arguments, unknown snapshot, or an option combination that makes no sense."""
 
-    exit_code = 2
-    kind = "usage"
 
-
-class ConfigError(DrkitError):
+class ConfigError(DrkitError, exit_code=2, kind="config"):
     """The configuration file is missing, malformed or incomplete."""
-
-    exit_code = 2
-    kind = "config"
 
     def __init__(self, message: str, lines: list[str] | None = None):
         super().__init__(message)
         self.lines = lines or [message]
 
 
-class ChecksFailed(DrkitError):
+class ChecksFailed(DrkitError, exit_code=1, kind="checks_failed"):
     """A job ran and found something wrong (a failed check, posture drift)."""
 
-    exit_code = 1
-    kind = "checks_failed"
 
-
-class BackupIncomplete(DrkitError):
+class BackupIncomplete(DrkitError, exit_code=3, kind="incomplete"):
     """A snapshot was made but some files could not be read (restic's exit 3)."""
 
-    exit_code = 3
-    kind = "incomplete"
 
-
-class StorageError(DrkitError):
+class StorageError(DrkitError, exit_code=4, kind="storage"):
     """S3 unreachable, TLS failure, bucket or repository missing."""
 
-    exit_code = 4
-    kind = "storage"
 
-
-class RepositoryMissing(StorageError):
+class RepositoryMissing(StorageError, kind="repository_missing"):
     """No restic repository at the configured location (restic's exit 10)."""
 
-    kind = "repository_missing"
 
-
-class AuthenticationError(DrkitError):
+class AuthenticationError(DrkitError, exit_code=5, kind="authentication"):
     """Wrong repository password (restic's exit 12) or refused S3 credentials."""
 
-    exit_code = 5
-    kind = "authentication"
 
-
-class Refused(DrkitError):
+class Refused(DrkitError, exit_code=6, kind="refused"):
     """Untrusted, tampered or hostile snapshot, another node's snapshot, or a non-empty target."""
 
-    exit_code = 6
-    kind = "refused"
 
-
-class Busy(DrkitError):
+class Busy(DrkitError, exit_code=7, kind="busy"):
     """Another run holds the node's lock (restic's exit 11)."""
 
-    exit_code = 7
-    kind = "busy"
 
-
-class ResticMissing(DrkitError):
+class ResticMissing(DrkitError, exit_code=8, kind="restic_missing"):
     """restic is not installed, not restic, or too old."""
 
-    exit_code = 8
-    kind = "restic_missing"
 
-
-class LocalFilesystemError(DrkitError):
+class LocalFilesystemError(DrkitError, exit_code=9, kind="filesystem"):
     """The target is unwritable or the disk is full."""
-
-    exit_code = 9
-    kind = "filesystem"
 
     @classmethod
     def permission_denied(cls, exc: PermissionError) -> LocalFilesystemError:
@@ -128,18 +109,12 @@ class LocalFilesystemError(DrkitError):
         return cls(f"{where}permission denied{hint}")
 
 
-class ResticFailed(DrkitError):
+class ResticFailed(DrkitError, exit_code=10, kind="restic_failed"):
     """restic failed in a way drkit cannot classify: killed, unknown code, unparsable output."""
 
-    exit_code = 10
-    kind = "restic_failed"
 
-
-class InternalError(DrkitError):
+class InternalError(DrkitError, exit_code=11, kind="internal"):
     """A drkit bug: an exception drkit did not expect, in an action or a renderer."""
-
-    exit_code = 11
-    kind = "internal"
 
     @classmethod
     def from_exception(cls, exc: BaseException) -> InternalError:
@@ -169,8 +144,5 @@ def _drkit_place(exc: BaseException) -> str | None:
     return place
 
 
-class Interrupted(DrkitError):
+class Interrupted(DrkitError, exit_code=130, kind="interrupted"):
     """The operator or a signal interrupted the run."""
-
-    exit_code = 130
-    kind = "interrupted"

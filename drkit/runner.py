@@ -65,11 +65,8 @@ class Stopped(Exception):
     """A command was stopped because its `stop_when` check gave a reason (the message)."""
 
 
-class CommandTimeout(errors.DrkitError):
+class CommandTimeout(errors.DrkitError, exit_code=10, kind="timeout"):
     """A command overran the time it was given and was stopped."""
-
-    exit_code = 10
-    kind = "timeout"
 
     def __init__(self, program: str, timeout: float):
         super().__init__(
