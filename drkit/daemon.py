@@ -260,9 +260,9 @@ class Daemon:
         self._failures_in_a_row = 0
         self._breached: bool | None = None
         self._proven_breached: bool | None = None
-        self._proof_target: dict = {"snapshot_id": None}  # what the prove action drills
+        self._proof_snapshot: str | None = None  # what the prove action drills (None: latest)
         self._proof_wanted = threading.Event()  # after-backup: a snapshot waits for its proof
-        self._proof_next: dict = {"snapshot_id": None}
+        self._proof_next: str | None = None
         self.outage_after = min(self.retry_window, OUTAGE_ALERT_AFTER_MAX)
         self.outage_every = min(OUTAGE_CHECK_SECONDS_MAX, max(1.0, self.outage_after / 4))
         self._unusable_since: float | None = None
@@ -309,7 +309,7 @@ class Daemon:
         def prove() -> dict:
             from drkit.actions import drill as drill_action
 
-            return drill_action.prove(config, self._proof_target["snapshot_id"] or "latest")
+            return drill_action.prove(config, self._proof_snapshot or "latest")
 
         available = {
             "backup": backup,
@@ -434,7 +434,7 @@ class Daemon:
         if name == "backup":
             self._after_backup(ok)
             if ok and self.config.schedule.prove == AFTER_BACKUP and "prove" in self.actions:
-                self._want_proof({"snapshot_id": outcome.get("snapshot_id")})
+                self._want_proof(outcome.get("snapshot_id"))
         report_action.refresh_fleet_page(self.config)
         self._watch()
         self.skipped.report(name, started)
@@ -443,17 +443,16 @@ class Daemon:
 
     # -- proofs -------------------------------------------------------------------------------
 
-    def prove(self, target: dict | None = None) -> dict[str, Any]:
-        """Run the prove job on target ({snapshot_id}; None: the latest snapshot); return its
-        status entry."""
-        self._proof_target = target or {"snapshot_id": None}
-        known = {"snapshot_id": self._proof_target["snapshot_id"]}
-        return self.run_job("prove", known=known if known["snapshot_id"] else None)
+    def prove(self, snapshot_id: str | None = None) -> dict[str, Any]:
+        """Run the prove job on a snapshot (None: the latest); return its status entry."""
+        self._proof_snapshot = snapshot_id
+        return self.run_job("prove", known={"snapshot_id": snapshot_id} if snapshot_id else None)
 
-    def _want_proof(self, target: dict) -> None:
-        """after-backup: hand a new snapshot to the proof thread (the newest waiting wins)."""
+    def _want_proof(self, snapshot_id: str | None) -> None:
+        """after-backup: hand a snapshot (None: the latest) to the proof thread; the newest
+        handed over while a proof runs is the next one proven."""
         with self._lock:
-            self._proof_next = target
+            self._proof_next = snapshot_id
         self._proof_wanted.set()
 
     def _proof_worker(self) -> None:
@@ -463,9 +462,9 @@ class Daemon:
                 continue
             self._proof_wanted.clear()
             with self._lock:
-                target = self._proof_next
+                snapshot_id = self._proof_next
             try:
-                self.prove(target)
+                self.prove(snapshot_id)
             except Exception:  # the thread must outlive a bug in one proof
                 log.exception("proof crashed")
 
@@ -606,7 +605,7 @@ class Daemon:
         catch_up = "backup" in self.actions and not entry["backup_rpo_ok"]
         for name in self.actions:
             line = planned[name] = getattr(schedule, name)
-            job, extra = (self.prove, []) if name == "prove" else (self.run_job, [name])
+            job, args = (self.prove, []) if name == "prove" else (self.run_job, [name])
             due_now = name == "backup" and catch_up
             if name == "backup" and catch_up:
                 why = "; ".join(entry["problems"]) or "no good backup known"
@@ -617,12 +616,12 @@ class Daemon:
                 due_now = True
             if line == AFTER_BACKUP:
                 if due_now:
-                    self._want_proof({"snapshot_id": None})
+                    self._want_proof(None)
                 continue  # the proof thread proves each backup's snapshot
             self.scheduler.add_job(
                 job,
                 trigger_for(line, schedule.jitter),
-                args=extra,
+                args=args,
                 id=name,
                 name=name,
                 **({"next_run_time": datetime.now(UTC)} if due_now else {}),

@@ -106,7 +106,7 @@ def test_a_proof_is_recorded_as_last_proven_and_a_good_one_as_last_good_proof(tm
     }
     failed = status.outcome_of("prove", NOW, 1.0, error=errors.Refused("manifest tampered"))
     recorded = status.record(configuration, "prove", failed, upload=False)
-    assert recorded["last_proven"]["ok"] is False
+    assert recorded["last_proven"]["ok"] is False and recorded["last_proven"]["rto_seconds"] is None
     assert recorded["last_proven"]["error"] == "manifest tampered"
     assert recorded["last_good_proof"] == {
         "time": model.utc_text(NOW),
@@ -210,7 +210,7 @@ def test_the_daemon_proves_each_backup_on_its_own_thread_and_alerts_a_failed_pro
         }
 
     def prove() -> dict:
-        target = runner._proof_target["snapshot_id"]
+        target = runner._proof_snapshot
         proofs.append(target)
         release.wait(20)  # a proof holds no lock: the next backup runs meanwhile
         if target == "2" * 64:
@@ -250,3 +250,25 @@ def test_the_daemon_proves_each_backup_on_its_own_thread_and_alerts_a_failed_pro
     assert "/ping/fail" in recorder.paths()
     breach = next(hook for hook in hooks(recorder) if hook["event"] == "proven_rpo_breached")
     assert breach["snapshot_id"] == "1" * 64 and "newest proven snapshot" in breach["error"]
+
+
+@pytest.mark.parametrize("line", ["after-backup", "every 1h"])
+def test_a_node_with_no_snapshot_proven_within_the_rpo_proves_its_latest_at_start(
+    tmp_path: Path, line: str, caplog
+):
+    configuration = _config(tmp_path, schedule=config.ScheduleConfig(backup="every 1h", prove=line))
+    good = {"ok": True, "snapshot_id": "b" * 64, "time": model.utc_text(datetime.now(UTC))}
+    outcome = status.outcome_of("backup", NOW, 1.0, result=good)
+    status.record(configuration, "backup", outcome, upload=False)
+    runner = daemon.Daemon(configuration, actions={"backup": dict, "prove": dict})
+    with caplog.at_level("INFO", logger="drkit.daemon"):
+        assert runner._schedule() == {"backup": "every 1h", "prove": line}
+    messages = [record.getMessage() for record in caplog.records]
+    assert any(text.startswith("catch-up proof of the latest") for text in messages)
+    assert not any(text.startswith("catch-up backup") for text in messages)
+    if line == "after-backup":  # the proof thread proves the latest, no scheduler job
+        assert runner._proof_wanted.is_set() and runner._proof_next is None
+        assert runner.scheduler.get_job("prove") is None
+    else:
+        job = runner.scheduler.get_job("prove")
+        assert job.func == runner.prove and tuple(job.args) == ()

@@ -13,7 +13,8 @@ anything the smoke run created are removed whatever happens: a failed check, an 
 or SIGTERM (turned into an interruption so that every `finally` runs; exit 130).
 
 The drill takes no node lock: it only reads the repository, and a long drill must not hold
-back the backups that the RPO depends on.
+back the backups that the RPO depends on. `prove` is the same rebuild for the daemon's
+schedule.prove, without reports and without judging the objectives.
 """
 
 from __future__ import annotations

@@ -189,6 +189,8 @@ def outcome_of(job: str, started: datetime, duration: float, result=None, error=
         "duration_seconds": round(duration, 3),
         "error": None,
     }
+    if job == "prove":  # one shape, also when the proof ended in an error
+        entry.update(snapshot_id=None, snapshot_time=None, rto_seconds=None)
     if error is not None:
         entry["error"] = getattr(error, "message", None) or f"{type(error).__name__}: {error}"
         entry["error_kind"] = getattr(error, "kind", "error")
