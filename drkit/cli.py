@@ -5,6 +5,7 @@ Exit codes are documented in the README and drkit.errors.EXIT_CODES.
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from pathlib import Path
@@ -129,6 +130,7 @@ WaitOption = Annotated[
         help="wait this long for the node lock another run holds (default 60; 0: fail at once)",
     ),
 ]
+DryRunOption = Annotated[bool, typer.Option("--dry-run", help="print the plan, touch nothing")]
 TrustOption = Annotated[
     list[str] | None, typer.Option("--trust-key", help="trust this signer fingerprint (repeatable)")
 ]
@@ -151,11 +153,26 @@ def main_options(
         os.environ["DRKIT_PROFILE"] = "1"
 
 
-def _finish(job, as_json: bool) -> None:
-    code = output.run_command(job, as_json)
-    if timing.enabled():
-        timing.print_report()
-    raise typer.Exit(code)
+def _command(group: typer.Typer, name: str | None = None, *, examples: list[str]):
+    """Register a function as a command of group, its examples the help's epilog.
+
+    The function's parameters are the command's arguments and options (`as_json` among them)
+    and its docstring the help; it calls one action and returns the result, which
+    output.run_command renders (or prints as JSON) inside the error guard; the command exits
+    with the result's code.
+    """
+
+    def register(function):
+        @functools.wraps(function)
+        def command(**options) -> None:
+            code = output.run_command(lambda: function(**options), options["as_json"])
+            if timing.enabled():
+                timing.print_report()
+            raise typer.Exit(code)
+
+        return group.command(name, cls=DrkitCommand, epilog=_examples(*examples))(command)
+
+    return register
 
 
 def _config(path: Path | None):
@@ -179,13 +196,13 @@ def _origin(config_path: Path | None, trust: list[str] | None):
 # --- init and storage -----------------------------------------------------------------------
 
 
-@app.command(
-    cls=DrkitCommand,
-    epilog=_examples(
+@_command(
+    app,
+    examples=[
         "drkit init --config /etc/drkit/drkit.yaml --node sftp-1 --server auto --s3-endpoint "
         "https://s3.example.net --bucket dr-backups --password-file /etc/drkit/repo.pass "
         "--smoke-user drill --include tls=/etc/ssl/private/transfer.key"
-    ),
+    ],
 )
 def init(
     node: Annotated[str, typer.Option(help="this node's name, e.g. sftp-1")],
@@ -219,148 +236,111 @@ def init(
     lock_mode: Annotated[str, typer.Option(help="GOVERNANCE or COMPLIANCE")] = "GOVERNANCE",
     config: ConfigOption = None,
     as_json: JsonOption = False,
-) -> None:
+):
     """Write drkit.yaml, a repository password and signing key; prepare bucket and repository."""
+    from drkit.actions import init as init_action
 
-    def job():
-        from drkit.actions import init as init_action
-
-        options = init_action.InitOptions(
-            node=node,
-            s3_endpoint=s3_endpoint,
-            bucket=bucket,
-            password_file=password_file,
-            prefix=prefix,
-            servers=server or ["openssh"],
-            group=group,
-            root=root,
-            region=region,
-            ca_bundle=ca_bundle,
-            smoke_user=smoke_user,
-            includes=include or [],
-            profile_options=profile_option or [],
-            signing_key=signing_key,
-            state_dir=state_dir,
-            lock_days=lock_days,
-            lock_mode=lock_mode,
-            config=config,
-        )
-        return init_action.init(options)
-
-    _finish(job, as_json)
+    options = init_action.InitOptions(
+        node=node,
+        s3_endpoint=s3_endpoint,
+        bucket=bucket,
+        password_file=password_file,
+        prefix=prefix,
+        servers=server or ["openssh"],
+        group=group,
+        root=root,
+        region=region,
+        ca_bundle=ca_bundle,
+        smoke_user=smoke_user,
+        includes=include or [],
+        profile_options=profile_option or [],
+        signing_key=signing_key,
+        state_dir=state_dir,
+        lock_days=lock_days,
+        lock_mode=lock_mode,
+        config=config,
+    )
+    return init_action.init(options)
 
 
-@storage_app.command(
-    "init", cls=DrkitCommand, epilog=_examples("drkit storage init --config /etc/drkit/drkit.yaml")
-)
-def storage_init(config: ConfigOption = None, as_json: JsonOption = False) -> None:
+@_command(storage_app, "init", examples=["drkit storage init --config /etc/drkit/drkit.yaml"])
+def storage_init(config: ConfigOption = None, as_json: JsonOption = False):
     """Create or adopt the bucket: versioning on, object lock with default retention."""
+    from drkit.actions import storage
 
-    def job():
-        from drkit.actions import storage
-
-        return storage.init(_config(config))
-
-    _finish(job, as_json)
+    return storage.init(_config(config))
 
 
-@storage_app.command(
-    "verify",
-    cls=DrkitCommand,
-    epilog=_examples("drkit storage verify", "drkit storage verify --json"),
-)
-def storage_verify(config: ConfigOption = None, as_json: JsonOption = False) -> None:
+@_command(storage_app, "verify", examples=["drkit storage verify", "drkit storage verify --json"])
+def storage_verify(config: ConfigOption = None, as_json: JsonOption = False):
     """Report the bucket's posture; exit 1 when it drifted from the config."""
+    from drkit.actions import storage
 
-    def job():
-        from drkit.actions import storage
-
-        return storage.verify(_config(config))
-
-    _finish(job, as_json)
+    return storage.verify(_config(config))
 
 
 # --- backup and inspection ------------------------------------------------------------------
 
 
-@app.command(
-    cls=DrkitCommand,
-    epilog=_examples("drkit backup", "drkit backup --json --config /etc/drkit/drkit.yaml"),
-)
-def backup(
-    wait: WaitOption = None, config: ConfigOption = None, as_json: JsonOption = False
-) -> None:
+@_command(app, examples=["drkit backup", "drkit backup --json --config /etc/drkit/drkit.yaml"])
+def backup(wait: WaitOption = None, config: ConfigOption = None, as_json: JsonOption = False):
     """Take one snapshot of the node now."""
+    from drkit.actions import backup as backup_action
+    from drkit.actions import status as status_action
 
-    def job():
-        from drkit.actions import backup as backup_action
-        from drkit.actions import status as status_action
-
-        loaded = _config(config)
-        with output.Progress("backup", quiet=as_json) as shown:
-            return status_action.recorded(
-                loaded,
-                "backup",
-                lambda: backup_action.run(
-                    loaded, on_progress=shown.status, on_step=shown.step, lock_wait=wait
-                ),
-            )
-
-    _finish(job, as_json)
+    loaded = _config(config)
+    with output.Progress("backup", quiet=as_json) as shown:
+        return status_action.recorded(
+            loaded,
+            "backup",
+            lambda: backup_action.run(
+                loaded, on_progress=shown.status, on_step=shown.step, lock_wait=wait
+            ),
+        )
 
 
-@app.command(cls=DrkitCommand, epilog=_examples("drkit snapshots", "drkit snapshots --all --json"))
+@_command(app, examples=["drkit snapshots", "drkit snapshots --all --json"])
 def snapshots(
     config: ConfigOption = None,
     all_nodes: Annotated[bool, typer.Option("--all", help="every node in the repository")] = False,
     as_json: JsonOption = False,
-) -> None:
+):
     """List the node's snapshots, oldest first."""
+    from drkit.actions import snapshots as snapshots_action
 
-    def job():
-        from drkit.actions import snapshots as snapshots_action
-
-        return snapshots_action.list_snapshots(_origin(config, None), all_nodes)
-
-    _finish(job, as_json)
+    return snapshots_action.list_snapshots(_origin(config, None), all_nodes)
 
 
-@app.command(cls=DrkitCommand, epilog=_examples("drkit show latest", "drkit show latest~1 --json"))
+@_command(app, examples=["drkit show latest", "drkit show latest~1 --json"])
 def show(
     snapshot: Annotated[str, typer.Argument(help="id, latest or latest~N")] = "latest",
     config: ConfigOption = None,
     as_json: JsonOption = False,
-) -> None:
+):
     """Show a snapshot's manifest: files by category, key fingerprints, certificate expiry."""
+    from drkit.actions import snapshots as snapshots_action
 
-    def job():
-        from drkit.actions import snapshots as snapshots_action
-
-        return snapshots_action.show(_origin(config, None), snapshot)
-
-    _finish(job, as_json)
+    return snapshots_action.show(_origin(config, None), snapshot)
 
 
 # --- restore and check ----------------------------------------------------------------------
 
 
-@app.command(
-    cls=DrkitCommand,
-    epilog=_examples(
+@_command(
+    app,
+    examples=[
         "drkit restore latest --target /srv/rebuild --dry-run",
         "drkit restore latest --target /srv/rebuild --smoke",
         "drkit restore --at 2026-01-31T12:00 --target /srv/rebuild",
         "drkit restore latest --s3-endpoint https://s3.example.net --bucket dr-backups --prefix "
         "sftp-1 --password-file /root/repo.pass --node sftp-1 --trust-key SHA256:... --target / "
         "--force",
-    ),
+    ],
 )
 def restore(
     snapshot: Annotated[str, typer.Argument(help="id, latest or latest~N")] = "latest",
     target: Annotated[Path | None, typer.Option(help="where to rebuild (default: root)")] = None,
-    dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="print the plan, touch nothing")
-    ] = False,
+    dry_run: DryRunOption = False,
     force: Annotated[
         bool, typer.Option("--force", help="replace or remove existing files")
     ] = False,
@@ -384,44 +364,40 @@ def restore(
     smoke_user: Annotated[str | None, typer.Option(help="account for the smoke login")] = None,
     config: ConfigOption = None,
     as_json: JsonOption = False,
-) -> None:
+):
     """Rebuild the node from a verified snapshot, then check it."""
+    from drkit.actions import context
+    from drkit.actions import restore as restore_action
 
-    def job():
-        from drkit.actions import context
-        from drkit.actions import restore as restore_action
-
-        shared = {"trust_snapshot_signer": trust_snapshot_signer, "smoke_user": smoke_user}
-        if s3_endpoint:
-            origin = restore_action.Origin.bare_metal(
-                node=node,
-                s3_endpoint=s3_endpoint,
-                bucket=bucket,
-                password_file=password_file,
-                prefix=prefix,
-                region=region,
-                ca_bundle=ca_bundle,
-                extra_trust=trust_key,
-                **shared,
-            )
-        else:
-            origin = restore_action.Origin.from_config(_config(config), trust_key, **shared)
-        with output.steps(as_json, "restore") as on_step:
-            return restore_action.restore(
-                origin,
-                snapshot=snapshot,
-                target=target or origin.root,
-                at=context.parse_at(at) if at else None,
-                dry_run=dry_run,
-                force=force,
-                smoke=smoke,
-                on_step=on_step,
-            )
-
-    _finish(job, as_json)
+    shared = {"trust_snapshot_signer": trust_snapshot_signer, "smoke_user": smoke_user}
+    if s3_endpoint:
+        origin = restore_action.Origin.bare_metal(
+            node=node,
+            s3_endpoint=s3_endpoint,
+            bucket=bucket,
+            password_file=password_file,
+            prefix=prefix,
+            region=region,
+            ca_bundle=ca_bundle,
+            extra_trust=trust_key,
+            **shared,
+        )
+    else:
+        origin = restore_action.Origin.from_config(_config(config), trust_key, **shared)
+    with output.steps(as_json, "restore") as on_step:
+        return restore_action.restore(
+            origin,
+            snapshot=snapshot,
+            target=target or origin.root,
+            at=context.parse_at(at) if at else None,
+            dry_run=dry_run,
+            force=force,
+            smoke=smoke,
+            on_step=on_step,
+        )
 
 
-@app.command(cls=DrkitCommand, epilog=_examples("drkit check --target / --smoke"))
+@_command(app, examples=["drkit check --target / --smoke"])
 def check(
     target: Annotated[Path | None, typer.Option(help="node root to check (default: root)")] = None,
     snapshot: Annotated[str, typer.Option(help="snapshot to compare with")] = "latest",
@@ -429,24 +405,20 @@ def check(
     trust_key: TrustOption = None,
     config: ConfigOption = None,
     as_json: JsonOption = False,
-) -> None:
+):
     """Check a node in place against its latest snapshot; restore nothing."""
+    from drkit.actions import restore as restore_action
 
-    def job():
-        from drkit.actions import restore as restore_action
-
-        origin = restore_action.Origin.from_config(_config(config), trust_key)
-        return restore_action.check(
-            origin, target=target or origin.root, snapshot=snapshot, smoke=smoke
-        )
-
-    _finish(job, as_json)
+    origin = restore_action.Origin.from_config(_config(config), trust_key)
+    return restore_action.check(
+        origin, target=target or origin.root, snapshot=snapshot, smoke=smoke
+    )
 
 
 # --- scheduled operation: daemon, prune, verify, status ------------------------------------
 
 
-@app.command(cls=DrkitCommand, epilog=_examples("drkit daemon --metrics 127.0.0.1:9109"))
+@_command(app, examples=["drkit daemon --metrics 127.0.0.1:9109"])
 def daemon(
     metrics: Annotated[
         str | None, typer.Option(help="serve /metrics and /healthz on HOST:PORT")
@@ -459,22 +431,18 @@ def daemon(
     ] = 60.0,
     config: ConfigOption = None,
     as_json: JsonOption = False,
-) -> None:
+):
     """Run the scheduled backup, prune, verify and drill jobs until SIGTERM; exit 0 once stopped."""
+    from drkit import daemon as daemon_module
 
-    def job():
-        from drkit import daemon as daemon_module
-
-        loaded = _config(config)
-        daemon_module.setup_logging(loaded.node, verbose=int(logging_verbose()))
-        return daemon_module.Daemon(
-            loaded,
-            metrics_address=metrics,
-            textfile=metrics_textfile,
-            stop_timeout=stop_timeout,
-        ).run()
-
-    _finish(job, as_json)
+    loaded = _config(config)
+    daemon_module.setup_logging(loaded.node, verbose=int(logging_verbose()))
+    return daemon_module.Daemon(
+        loaded,
+        metrics_address=metrics,
+        textfile=metrics_textfile,
+        stop_timeout=stop_timeout,
+    ).run()
 
 
 def logging_verbose() -> bool:
@@ -484,7 +452,7 @@ def logging_verbose() -> bool:
     return logging.getLogger().level <= logging.DEBUG
 
 
-@app.command(cls=DrkitCommand, epilog=_examples("drkit prune --dry-run", "drkit prune"))
+@_command(app, examples=["drkit prune --dry-run", "drkit prune"])
 def prune(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="show what would go, remove nothing")
@@ -492,25 +460,21 @@ def prune(
     wait: WaitOption = None,
     config: ConfigOption = None,
     as_json: JsonOption = False,
-) -> None:
+):
     """Apply the retention rules to this node's snapshots and free unused data."""
+    from drkit.actions import prune as prune_action
+    from drkit.actions import status as status_action
 
-    def job():
-        from drkit.actions import prune as prune_action
-        from drkit.actions import status as status_action
-
-        loaded = _config(config)
-        return status_action.recorded(
-            loaded,
-            "prune",
-            lambda: prune_action.run(loaded, dry_run=dry_run, lock_wait=wait),
-            dry_run=dry_run,
-        )
-
-    _finish(job, as_json)
+    loaded = _config(config)
+    return status_action.recorded(
+        loaded,
+        "prune",
+        lambda: prune_action.run(loaded, dry_run=dry_run, lock_wait=wait),
+        dry_run=dry_run,
+    )
 
 
-@app.command(cls=DrkitCommand, epilog=_examples("drkit verify --read-data-subset 5% --spot 20"))
+@_command(app, examples=["drkit verify --read-data-subset 5% --spot 20"])
 def verify(
     read_data_subset: Annotated[
         str | None, typer.Option(help="also read this share of the data: 5%, 1/10, 500M")
@@ -520,50 +484,40 @@ def verify(
     wait: WaitOption = None,
     config: ConfigOption = None,
     as_json: JsonOption = False,
-) -> None:
+):
     """Check the repository, every snapshot's signature, and a sample against the live node."""
+    from drkit.actions import status as status_action
+    from drkit.actions import verify as verify_action
 
-    def job():
-        from drkit.actions import status as status_action
-        from drkit.actions import verify as verify_action
-
-        loaded = _config(config)
-        trusted = _trust_keys(trust_key)
-        return status_action.recorded(
-            loaded,
-            "verify",
-            lambda: verify_action.run(
-                loaded, read_data_subset=read_data_subset, spot=spot, trust=trusted, lock_wait=wait
-            ),
-        )
-
-    _finish(job, as_json)
+    loaded = _config(config)
+    trusted = _trust_keys(trust_key)
+    return status_action.recorded(
+        loaded,
+        "verify",
+        lambda: verify_action.run(
+            loaded, read_data_subset=read_data_subset, spot=spot, trust=trusted, lock_wait=wait
+        ),
+    )
 
 
-@app.command(cls=DrkitCommand, epilog=_examples("drkit status", "drkit status --fleet --json"))
+@_command(app, examples=["drkit status", "drkit status --fleet --json"])
 def status(
     fleet: Annotated[bool, typer.Option("--fleet", help="every node reporting to the bucket")] = (
         False
     ),
     config: ConfigOption = None,
     as_json: JsonOption = False,
-) -> None:
+):
     """Show whether this node (or every node) is within its RPO; exit 1 when one is not."""
+    from drkit.actions import status as status_action
 
-    def job():
-        from drkit.actions import status as status_action
-
-        return status_action.run(_config(config), fleet=fleet)
-
-    _finish(job, as_json)
+    return status_action.run(_config(config), fleet=fleet)
 
 
 # --- drills, reports and diffs --------------------------------------------------------------
 
 
-@app.command(
-    cls=DrkitCommand, epilog=_examples("drkit drill", "drkit drill --snapshot random --json")
-)
+@_command(app, examples=["drkit drill", "drkit drill --snapshot random --json"])
 def drill(
     snapshot: Annotated[
         str, typer.Option(help="latest, latest~N, an id, or random (within retention)")
@@ -574,35 +528,31 @@ def drill(
     trust_key: TrustOption = None,
     config: ConfigOption = None,
     as_json: JsonOption = False,
-) -> None:
+):
     """Rebuild the node in a sandbox, log in for real, measure RTO and RPO; write reports.
 
     Exit 1 when a check fails or an objective is missed.
     """
+    from drkit.actions import drill as drill_action
+    from drkit.actions import status as status_action
 
-    def job():
-        from drkit.actions import drill as drill_action
-        from drkit.actions import status as status_action
-
-        loaded = _config(config)
-        trusted = _trust_keys(trust_key)
-        with output.steps(as_json, "drill") as on_step:
-            return status_action.recorded(
+    loaded = _config(config)
+    trusted = _trust_keys(trust_key)
+    with output.steps(as_json, "drill") as on_step:
+        return status_action.recorded(
+            loaded,
+            "drill",
+            lambda: drill_action.run(
                 loaded,
-                "drill",
-                lambda: drill_action.run(
-                    loaded,
-                    snapshot=snapshot,
-                    report_dir=report_dir,
-                    trust=trusted,
-                    on_step=on_step,
-                ),
-            )
-
-    _finish(job, as_json)
+                snapshot=snapshot,
+                report_dir=report_dir,
+                trust=trusted,
+                on_step=on_step,
+            ),
+        )
 
 
-@app.command(cls=DrkitCommand, epilog=_examples("drkit report --open", "drkit report --all --json"))
+@_command(app, examples=["drkit report --open", "drkit report --all --json"])
 def report(
     open_page: Annotated[
         bool, typer.Option("--open", help="open the latest drill's HTML page in a browser")
@@ -618,39 +568,31 @@ def report(
     ] = None,
     config: ConfigOption = None,
     as_json: JsonOption = False,
-) -> None:
+):
     """List the drill reports in the bucket, oldest first; --open shows the latest page.
 
     --fleet writes one self-contained HTML page (and its JSON beside it) from the bucket
     alone; exit 1 when a node is breached.
     """
+    from drkit.actions import report as report_action
 
-    def job():
-        from drkit.actions import report as report_action
-
-        if fleet:
-            return report_action.fleet(_config(config), out=out, open_page=open_page)
-        return report_action.run(_config(config), all_nodes=all_nodes, open_page=open_page)
-
-    _finish(job, as_json)
+    if fleet:
+        return report_action.fleet(_config(config), out=out, open_page=open_page)
+    return report_action.run(_config(config), all_nodes=all_nodes, open_page=open_page)
 
 
-@app.command(cls=DrkitCommand, epilog=_examples("drkit diff latest~1 latest"))
+@_command(app, examples=["drkit diff latest~1 latest"])
 def diff(
     old: Annotated[str, typer.Argument(help="id, latest or latest~N")],
     new: Annotated[str, typer.Argument(help="id, latest or latest~N")] = "latest",
     trust_key: TrustOption = None,
     config: ConfigOption = None,
     as_json: JsonOption = False,
-) -> None:
+):
     """Show what changed between two snapshots: files by category, config diffs, keys, certs."""
+    from drkit.actions import diff as diff_action
 
-    def job():
-        from drkit.actions import diff as diff_action
-
-        return diff_action.run(_origin(config, trust_key), old, new)
-
-    _finish(job, as_json)
+    return diff_action.run(_origin(config, trust_key), old, new)
 
 
 # --- server discovery, standby (active-passive) and fleet drift (active-active) -----------
@@ -661,99 +603,70 @@ fleet_app = typer.Typer(cls=DrkitGroup, help="Active-active: compare the nodes o
 app.add_typer(fleet_app, name="fleet")
 
 
-@app.command(
-    cls=DrkitCommand,
-    epilog=_examples("drkit discover --root /", "drkit discover --root /mnt/old-node --json"),
-)
+@_command(app, examples=["drkit discover --root /", "drkit discover --root /mnt/old-node --json"])
 def discover(
     root: Annotated[Path, typer.Option(help="where the node's filesystem is")] = Path("/"),
     smoke_user: Annotated[str | None, typer.Option(help="account for smoke logins")] = None,
     as_json: JsonOption = False,
-) -> None:
+):
     """Find the transfer servers on a root, the files each would back up, and a config."""
+    from drkit.actions import discover as discover_action
 
-    def job():
-        from drkit.actions import discover as discover_action
-
-        return discover_action.run(root, smoke_user)
-
-    _finish(job, as_json)
+    return discover_action.run(root, smoke_user)
 
 
-@standby_app.command(
-    "sync", cls=DrkitCommand, epilog=_examples("drkit standby sync --dry-run", "drkit standby sync")
-)
+@_command(standby_app, "sync", examples=["drkit standby sync --dry-run", "drkit standby sync"])
 def standby_sync(
-    dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="print the plan, touch nothing")
-    ] = False,
+    dry_run: DryRunOption = False,
     trust_key: TrustOption = None,
     wait: WaitOption = None,
     config: ConfigOption = None,
     as_json: JsonOption = False,
-) -> None:
+):
     """Apply the source node's newest snapshot here, keeping standby.local; roll back on a
     failed check."""
+    from drkit.actions import standby
+    from drkit.actions import status as status_action
 
-    def job():
-        from drkit.actions import standby
-        from drkit.actions import status as status_action
-
-        loaded = _config(config)
-        trusted = _trust_keys(trust_key)
-        return status_action.recorded(
-            loaded,
-            "standby",
-            lambda: standby.sync(loaded, trust_keys=trusted, dry_run=dry_run, lock_wait=wait),
-            dry_run=dry_run,
-        )
-
-    _finish(job, as_json)
+    loaded = _config(config)
+    trusted = _trust_keys(trust_key)
+    return status_action.recorded(
+        loaded,
+        "standby",
+        lambda: standby.sync(loaded, trust_keys=trusted, dry_run=dry_run, lock_wait=wait),
+        dry_run=dry_run,
+    )
 
 
-@standby_app.command("status", cls=DrkitCommand, epilog=_examples("drkit standby status --json"))
-def standby_status(config: ConfigOption = None, as_json: JsonOption = False) -> None:
+@_command(standby_app, "status", examples=["drkit standby status --json"])
+def standby_status(config: ConfigOption = None, as_json: JsonOption = False):
     """Show the source node, the snapshot applied, when, and the lag; exit 1 beyond the RPO."""
+    from drkit.actions import standby
 
-    def job():
-        from drkit.actions import standby
-
-        return standby.status(_config(config))
-
-    _finish(job, as_json)
+    return standby.status(_config(config))
 
 
-@standby_app.command("promote", cls=DrkitCommand, epilog=_examples("drkit standby promote"))
-def standby_promote(config: ConfigOption = None, as_json: JsonOption = False) -> None:
+@_command(standby_app, "promote", examples=["drkit standby promote"])
+def standby_promote(config: ConfigOption = None, as_json: JsonOption = False):
     """Stop following the source: this node now backs itself up."""
+    from drkit.actions import standby
+    from drkit.config import load_config
 
-    def job():
-        from drkit.actions import standby
-        from drkit.config import load_config
-
-        loaded, path = load_config(config)
-        return standby.promote(loaded, path)
-
-    _finish(job, as_json)
+    loaded, path = load_config(config)
+    return standby.promote(loaded, path)
 
 
-@fleet_app.command(
-    "drift", cls=DrkitCommand, epilog=_examples("drkit fleet drift --group sftp-prod")
-)
+@_command(fleet_app, "drift", examples=["drkit fleet drift --group sftp-prod"])
 def fleet_drift(
     group: Annotated[str | None, typer.Option(help="group to compare (default: config)")] = None,
     trust_key: TrustOption = None,
     config: ConfigOption = None,
     as_json: JsonOption = False,
-) -> None:
+):
     """Compare the newest snapshot of every node of the group; exit 1 on drift."""
+    from drkit.actions import fleet
 
-    def job():
-        from drkit.actions import fleet
-
-        return fleet.drift(_config(config), group=group, trust_keys=_trust_keys(trust_key))
-
-    _finish(job, as_json)
+    return fleet.drift(_config(config), group=group, trust_keys=_trust_keys(trust_key))
 
 
 # --- key escrow, recovery and rotation ------------------------------------------------------
@@ -764,13 +677,13 @@ keys_app = typer.Typer(
 app.add_typer(keys_app, name="keys")
 
 
-@keys_app.command(
+@_command(
+    keys_app,
     "escrow",
-    cls=DrkitCommand,
-    epilog=_examples(
+    examples=[
         "drkit keys escrow --recipients alice.pub --recipients bob.pub --recipients carol.pub "
         "--threshold 2 --out /root/escrow"
-    ),
+    ],
 )
 def keys_escrow(
     recipients: Annotated[
@@ -780,63 +693,49 @@ def keys_escrow(
     out: Annotated[Path, typer.Option(help="directory for the encrypted shares")] = Path("."),
     config: ConfigOption = None,
     as_json: JsonOption = False,
-) -> None:
+):
     """Split the repository password into SLIP-39 shares, one per holder, each age-encrypted."""
+    from drkit.actions import keys as keys_action
 
-    def job():
-        from drkit.actions import keys as keys_action
-
-        return keys_action.escrow_password(_config(config), recipients, threshold, out)
-
-    _finish(job, as_json)
+    return keys_action.escrow_password(_config(config), recipients, threshold, out)
 
 
-@keys_app.command(
-    "holder", cls=DrkitCommand, epilog=_examples("drkit keys holder --identity ~/drkit-holder.key")
-)
+@_command(keys_app, "holder", examples=["drkit keys holder --identity ~/drkit-holder.key"])
 def keys_holder(
     identity: Annotated[Path, typer.Option(help="where to write the new age identity (0600)")],
     as_json: JsonOption = False,
-) -> None:
+):
     """Create an age key pair for an escrow holder; print the recipient to escrow to."""
+    from drkit.actions import keys as keys_action
 
-    def job():
-        from drkit.actions import keys as keys_action
-
-        return keys_action.new_holder(identity)
-
-    _finish(job, as_json)
+    return keys_action.new_holder(identity)
 
 
-@keys_app.command(
+@_command(
+    keys_app,
     "reveal",
-    cls=DrkitCommand,
-    epilog=_examples("drkit keys reveal --share share-alice.age --identity ~/drkit-holder.key"),
+    examples=["drkit keys reveal --share share-alice.age --identity ~/drkit-holder.key"],
 )
 def keys_reveal(
     share: Annotated[Path, typer.Option(help="the holder's .age share")],
     identity: Annotated[list[Path], typer.Option(help="the holder's age identity file")],
     as_json: JsonOption = False,
-) -> None:
+):
     """Decrypt a holder's share and print its words, to be written on paper."""
+    from drkit.actions import keys as keys_action
 
-    def job():
-        from drkit.actions import keys as keys_action
-
-        return keys_action.reveal(share, identity)
-
-    _finish(job, as_json)
+    return keys_action.reveal(share, identity)
 
 
-@keys_app.command(
+@_command(
+    keys_app,
     "recover",
-    cls=DrkitCommand,
-    epilog=_examples(
+    examples=[
         "drkit keys recover --out /etc/drkit/repo.pass --share share-alice.age --share "
         "share-bob.age --identity alice.key --identity bob.key",
         "drkit keys recover --out /etc/drkit/repo.pass   (then type the words of K shares, one "
         "share per line)",
-    ),
+    ],
 )
 def keys_recover(
     out: Annotated[Path, typer.Option(help="new password file to write (0600, must not exist)")],
@@ -847,32 +746,24 @@ def keys_recover(
         list[Path] | None, typer.Option(help="age identity file for .age shares (repeat)")
     ] = None,
     as_json: JsonOption = False,
-) -> None:
+):
     """Rebuild the repository password from K shares (files, or typed one per line on stdin)."""
+    import sys
 
-    def job():
-        import sys
+    from drkit.actions import keys as keys_action
 
-        from drkit.actions import keys as keys_action
-
-        typed = [] if share else [line for line in sys.stdin.read().splitlines() if line.strip()]
-        return keys_action.recover(share or [], identity or [], out, typed)
-
-    _finish(job, as_json)
+    typed = [] if share else [line for line in sys.stdin.read().splitlines() if line.strip()]
+    return keys_action.recover(share or [], identity or [], out, typed)
 
 
-@keys_app.command("rotate", cls=DrkitCommand, epilog=_examples("drkit keys rotate"))
-def keys_rotate(config: ConfigOption = None, as_json: JsonOption = False) -> None:
+@_command(keys_app, "rotate", examples=["drkit keys rotate"])
+def keys_rotate(config: ConfigOption = None, as_json: JsonOption = False):
     """Add a new restic key and signing key; retire the old ones without losing a snapshot."""
+    from drkit.actions import keys as keys_action
+    from drkit.config import load_config
 
-    def job():
-        from drkit.actions import keys as keys_action
-        from drkit.config import load_config
-
-        loaded, path = load_config(config)
-        return keys_action.rotate(loaded, path)
-
-    _finish(job, as_json)
+    loaded, path = load_config(config)
+    return keys_action.rotate(loaded, path)
 
 
 def main() -> None:
