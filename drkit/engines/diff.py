@@ -13,6 +13,7 @@ from __future__ import annotations
 import difflib
 import posixpath
 import re
+from collections.abc import Iterator
 from datetime import datetime
 
 from drkit.model import parse_utc
@@ -52,93 +53,107 @@ def _file_detail(old: dict, new: dict, private: bool) -> str:
     return "; ".join(parts)
 
 
+def _entries(
+    old: dict, new: dict, section: str, key: str = "path"
+) -> Iterator[tuple[str, dict | None, dict | None]]:
+    """Yield (key, old entry, new entry) for each entry of a manifest section (its `key`
+    naming it) in either manifest, by key; None on the side that lacks it."""
+    before = {entry[key]: entry for entry in old.get(section, [])}
+    after = {entry[key]: entry for entry in new.get(section, [])}
+    for name in sorted(set(before) | set(after)):
+        yield name, before.get(name), after.get(name)
+
+
+def _change(category: str, path: str, change: str, detail: str = "") -> dict:
+    """Return one row of compare's changes."""
+    return {"category": category, "path": path, "change": change, "detail": detail}
+
+
 def _private_paths(manifest: dict) -> set[str]:
     return {key["path"] for key in manifest.get("keys", []) if key.get("private")}
 
 
 def compare_files(old: dict, new: dict) -> list[dict]:
     """Return [{category, path, change, detail}] for every file added, removed or changed."""
-    before = {entry["path"]: entry for entry in old.get("files", [])}
-    after = {entry["path"]: entry for entry in new.get("files", [])}
     private = _private_paths(old) | _private_paths(new)
     changes = []
-    for path in sorted(set(before) | set(after)):
-        was, now = before.get(path), after.get(path)
+    for path, was, now in _entries(old, new, "files"):
         if was is None:
             detail = now["type"] if now["type"] != "file" else f"{now.get('size')} bytes"
-            changes.append(
-                {"category": now["category"], "path": path, "change": "added", "detail": detail}
-            )
+            changes.append(_change(now["category"], path, "added", detail))
         elif now is None:
-            changes.append(
-                {"category": was["category"], "path": path, "change": "removed", "detail": ""}
-            )
-        else:
-            detail = _file_detail(was, now, path in private)
-            if detail:
-                changes.append(
-                    {
-                        "category": now["category"],
-                        "path": path,
-                        "change": "changed",
-                        "detail": detail,
-                    }
-                )
+            changes.append(_change(was["category"], path, "removed"))
+        elif detail := _file_detail(was, now, path in private):
+            changes.append(_change(now["category"], path, "changed", detail))
     return changes
+
+
+def _fingerprint_notes(old: dict, new: dict, section: str, added, removed, replaced) -> list[str]:
+    """Return one sentence per entry of a manifest section (entries named by path, told apart
+    by fingerprint) that was added(path, new entry), removed(path, old entry) or
+    replaced(path, old entry, new entry) by one with another fingerprint."""
+    notes = []
+    for path, was, now in _entries(old, new, section):
+        if was is None:
+            notes.append(added(path, now))
+        elif now is None:
+            notes.append(removed(path, was))
+        elif was["fingerprint"] != now["fingerprint"]:
+            notes.append(replaced(path, was, now))
+    return notes
 
 
 def host_key_notes(old: dict, new: dict) -> list[str]:
     """Return sentences about host keys replaced, added or removed."""
-    notes = []
-    before = {key["path"]: key for key in old.get("host_keys", [])}
-    after = {key["path"]: key for key in new.get("host_keys", [])}
-    for path in sorted(set(before) | set(after)):
-        was, now = before.get(path), after.get(path)
-        if was is None:
-            notes.append(f"host key {_name(path)} added ({now['type']} {now['fingerprint']})")
-        elif now is None:
-            notes.append(f"host key {_name(path)} removed (was {was['fingerprint']})")
-        elif was["fingerprint"] != now["fingerprint"]:
-            notes.append(
-                f"host key {_name(path)} replaced: {was['fingerprint']} → {now['fingerprint']}; "
-                "clients that pinned the old key will refuse to connect"
-            )
-    return notes
+    return _fingerprint_notes(
+        old,
+        new,
+        "host_keys",
+        added=lambda path, now: (
+            f"host key {_name(path)} added ({now['type']} {now['fingerprint']})"
+        ),
+        removed=lambda path, was: f"host key {_name(path)} removed (was {was['fingerprint']})",
+        replaced=lambda path, was, now: (
+            f"host key {_name(path)} replaced: {was['fingerprint']} → {now['fingerprint']}; "
+            "clients that pinned the old key will refuse to connect"
+        ),
+    )
 
 
 def certificate_notes(old: dict, new: dict) -> list[str]:
     """Return sentences about certificates renewed, replaced, added or removed."""
-    notes = []
-    before = {cert["path"]: cert for cert in old.get("certificates", [])}
-    after = {cert["path"]: cert for cert in new.get("certificates", [])}
-    for path in sorted(set(before) | set(after)):
-        was, now = before.get(path), after.get(path)
-        if was is None:
-            notes.append(f"certificate {path} added ({now['subject']}, expires {now['not_after']})")
-            continue
-        if now is None:
-            notes.append(f"certificate {path} removed ({was['subject']})")
-            continue
-        if was["fingerprint"] == now["fingerprint"]:
-            continue
-        old_end, new_end = _time(was["not_after"]), _time(now["not_after"])
-        if new_end > old_end:
-            sentence = (
-                f"certificate {path} renewed: expires {now['not_after']} (was {was['not_after']})"
-            )
-        elif new_end < old_end:
-            sentence = (
-                f"certificate {path} replaced and now expires sooner: {now['not_after']} "
-                f"(was {was['not_after']})"
-            )
-        else:
-            sentence = f"certificate {path} replaced, same expiry {now['not_after']}"
-        if was["subject"] != now["subject"]:
-            sentence += f"; subject {was['subject']} → {now['subject']}"
-        if was["key_fingerprint"] != now["key_fingerprint"]:
-            sentence += "; it certifies a new key"
-        notes.append(sentence)
-    return notes
+    return _fingerprint_notes(
+        old,
+        new,
+        "certificates",
+        added=lambda path, now: (
+            f"certificate {path} added ({now['subject']}, expires {now['not_after']})"
+        ),
+        removed=lambda path, was: f"certificate {path} removed ({was['subject']})",
+        replaced=_certificate_replaced,
+    )
+
+
+def _certificate_replaced(path: str, was: dict, now: dict) -> str:
+    """Return the sentence for a certificate another one replaced: renewed, or expiring sooner
+    or the same day; a new subject or key is named."""
+    old_end, new_end = _time(was["not_after"]), _time(now["not_after"])
+    if new_end > old_end:
+        sentence = (
+            f"certificate {path} renewed: expires {now['not_after']} (was {was['not_after']})"
+        )
+    elif new_end < old_end:
+        sentence = (
+            f"certificate {path} replaced and now expires sooner: {now['not_after']} "
+            f"(was {was['not_after']})"
+        )
+    else:
+        sentence = f"certificate {path} replaced, same expiry {now['not_after']}"
+    if was["subject"] != now["subject"]:
+        sentence += f"; subject {was['subject']} → {now['subject']}"
+    if was["key_fingerprint"] != now["key_fingerprint"]:
+        sentence += "; it certifies a new key"
+    return sentence
 
 
 def _owner(manifest: dict, path: str) -> str:
@@ -179,21 +194,14 @@ def account_changes(old: dict, new: dict) -> tuple[list[dict], list[str]]:
     """Return (changes, notes) for the accounts the server needs. Shadow entries are compared
     but never shown: a changed one is reported as "password hash changed"."""
     changes, notes = [], []
-    before = {account["name"]: account for account in old.get("accounts", [])}
-    after = {account["name"]: account for account in new.get("accounts", [])}
-    for name in sorted(set(before) | set(after)):
-        was, now = before.get(name), after.get(name)
+    for name, was, now in _entries(old, new, "accounts", key="name"):
         path = f"/etc/passwd:{name}"
         if was is None:
-            changes.append(
-                {"category": "accounts", "path": path, "change": "added", "detail": "new account"}
-            )
+            changes.append(_change("accounts", path, "added", "new account"))
             notes.append(f"new allowed user {name}")
             continue
         if now is None:
-            changes.append(
-                {"category": "accounts", "path": path, "change": "removed", "detail": ""}
-            )
+            changes.append(_change("accounts", path, "removed"))
             notes.append(f"user {name} is no longer among the server's accounts")
             continue
         parts = []
@@ -210,9 +218,7 @@ def account_changes(old: dict, new: dict) -> tuple[list[dict], list[str]]:
         parts += [f"removed from group {group}" for group in sorted(old_groups - new_groups)]
         if parts:
             detail = "; ".join(parts)
-            changes.append(
-                {"category": "accounts", "path": path, "change": "changed", "detail": detail}
-            )
+            changes.append(_change("accounts", path, "changed", detail))
             notes.append(f"account {name} changed: {detail}")
     return changes, notes
 

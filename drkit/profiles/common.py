@@ -482,13 +482,23 @@ def wait_port(port: int, server: runner.Service, timeout: float) -> bool:
     return False
 
 
-def make_client_key(work: Path) -> tuple[Path, str] | None:
-    """Create a throw-away ed25519 client key; return (private key path, public line)."""
+def authorized_client_key(
+    work: Path, user: str, folder: str, encode: Callable[[str], str] = lambda line: line + "\n"
+) -> tuple[Path, Path] | None:
+    """Create a throw-away ed25519 client key in work and authorise it for user: its public
+    line, as encode writes it, in work/folder/<user>, the per-user key files a sandboxed
+    server is pointed at. Return (private key path, work/folder), or None when ssh-keygen
+    failed."""
     key = work / "client_key"
     argv = ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "drkit-smoke", "-f", str(key)]
     if runner.run(argv).returncode != 0:
         return None
-    return key, (work / "client_key.pub").read_text().strip()
+    public_line = (work / "client_key.pub").read_text().strip()
+    keys_dir = work / folder
+    keys_dir.mkdir(mode=0o755)
+    (keys_dir / user).write_text(encode(public_line))
+    (keys_dir / user).chmod(0o644)
+    return key, keys_dir
 
 
 # --- configuration text ---------------------------------------------------------------------
@@ -502,6 +512,30 @@ def parsed_lines(
         parsed = parse(raw)
         if parsed is not None:
             yield number, *parsed
+
+
+def rewritten_lines(
+    text: str,
+    parse: Callable[[str], tuple[str, str, list[str]] | None],
+    rewrite: Callable[[int, str, str, str, list[str]], list[str]],
+) -> list[str]:
+    """Return the lines of a config file's runnable copy: each directive line parse understands
+    becomes the lines rewrite(line number, raw line, token, keyword, args) returns; every other
+    line (blank, comment) stays as it is."""
+    out: list[str] = []
+    for number, raw in enumerate(text.splitlines(), 1):
+        parsed = parse(raw)
+        out += [raw] if parsed is None else rewrite(number, raw, *parsed)
+    return out
+
+
+def write_config_copy(copy: Path, lines: list[str], mode: int = 0o600, dir_mode: int = 0o700):
+    """Write a config file's copy: its folder made (dir_mode) if need be, the file private
+    before a line is in it (it may hold a secret), then given mode."""
+    copy.parent.mkdir(mode=dir_mode, parents=True, exist_ok=True)
+    copy.touch(mode=0o600)
+    copy.chmod(mode)
+    copy.write_text("\n".join(lines) + "\n")
 
 
 def read_config_text(root: Path, node_path: str, config) -> str | None:
@@ -977,6 +1011,24 @@ def options_of(manifest: dict, kind: str) -> dict:
     drill or a standby sync use exactly the settings the backup was made with.
     """
     return dict((manifest.get("profile_options") or {}).get(kind) or {})
+
+
+def options_fail_as(check: str):
+    """Decorate a profile's checks(root, manifest): when the profile options the manifest
+    recorded are refused (the profile's settings raise ConfigError naming the setting), the
+    result is the one failed check named check, not an error that ends the run."""
+
+    def decorate(checks: Callable[[Path, dict], list[Check]]):
+        @functools.wraps(checks)
+        def checked(root: Path, manifest: dict) -> list[Check]:
+            try:
+                return checks(root, manifest)
+            except errors.ConfigError as exc:
+                return [failed(check, exc.message)]
+
+        return checked
+
+    return decorate
 
 
 LOG_PATTERN = r"error|fatal|refused|denied|invalid|failed|unable|oops|no such"

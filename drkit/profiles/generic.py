@@ -239,13 +239,11 @@ def _command(
     return common.command_check(name, argv, root, float(chosen.get("timeout_seconds", 120)))
 
 
+@common.options_fail_as("generic: options")
 def checks(root: Path, manifest: dict) -> list[Check]:
     """Return the checks of a restored (or live) node against the options in its manifest."""
     root = Path(root)
-    try:
-        chosen = settings(root, common.options_of(manifest, NAME))
-    except errors.ConfigError as exc:
-        return [failed("generic: options", exc.message)]
+    chosen = settings(root, common.options_of(manifest, NAME))
     results = []
     patterns = 0
     for category in CATEGORIES:

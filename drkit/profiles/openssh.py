@@ -736,29 +736,25 @@ def write_copy(root: Path, config: Config, out_dir: Path, smoke: dict | None = N
     ]
     if default_keys:
         default_keys.insert(0, "# drkit: sshd's default host keys, from the node")
+
+    def rewrite(node: str, number: int, raw: str, token: str, keyword: str, args: list[str]):
+        if keyword in drop:
+            return [f"# drkit smoke: {raw.strip()}"]
+        if smoke and keyword == "authorizedkeysfile":
+            return [f"{token} {_quote(smoke['authorized_keys'])}"]
+        if keyword == "include":
+            hits = [str(copies[hit]) for hit in config.include_hits.get((node, number), [])]
+            return [f"{token} {' '.join(map(_quote, hits))}" if hits else f"# {raw.strip()}"]
+        if (mapped := _map_line(root, keyword, args, smoke)) is not None:
+            return [f"{token} {' '.join(map(_quote, mapped))}"]
+        return [raw]
+
     for node, copy in copies.items():
-        out = []
-        for number, raw in enumerate(config.texts[node].splitlines(), 1):
-            parsed = parse_line(raw)
-            if parsed is None:
-                out.append(raw)
-                continue
-            token, keyword, args = parsed
-            if keyword in drop:
-                out.append(f"# drkit smoke: {raw.strip()}")
-            elif smoke and keyword == "authorizedkeysfile":
-                out.append(f"{token} {_quote(smoke['authorized_keys'])}")
-            elif keyword == "include":
-                hits = [str(copies[hit]) for hit in config.include_hits.get((node, number), [])]
-                out.append(f"{token} {' '.join(map(_quote, hits))}" if hits else f"# {raw.strip()}")
-            elif (mapped := _map_line(root, keyword, args, smoke)) is not None:
-                out.append(f"{token} {' '.join(map(_quote, mapped))}")
-            else:
-                out.append(raw)
+        out = common.rewritten_lines(
+            config.texts[node], parse_line, functools.partial(rewrite, node)
+        )
         prepend = [*(smoke["prepend"] if smoke else []), *default_keys] if node == main else []
-        copy.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        copy.write_text("\n".join([*prepend, *out]) + "\n")
-        copy.chmod(0o600)
+        common.write_config_copy(copy, [*prepend, *out])
         names[str(copy)] = (node, len(prepend))
     return copies[main], names
 
@@ -778,13 +774,11 @@ def _node_text(text: str, names: dict[str, tuple[str, int]], root: Path) -> str:
 # --- static checks ------------------------------------------------------------------------------
 
 
+@common.options_fail_as("config: profile options")
 def checks(root: Path, manifest: dict) -> list[Check]:
     """Return the static checks of a restored (or live) node against its manifest."""
     root = Path(root)
-    try:
-        chosen = settings(common.options_of(manifest, NAME))
-    except errors.ConfigError as exc:
-        return [failed("config: profile options", exc.message)]
+    chosen = settings(common.options_of(manifest, NAME))
     config = read_config(root, chosen["config"])
     if config.main not in config.files:
         return [failed("config: sshd_config", f"{config.main} is missing or unreadable")]
@@ -811,21 +805,17 @@ def _host_program_checks(root: Path, refs: list[Ref]) -> list[Check]:
     """Packaged programs (Subsystem sftp-server, ...) on the host that runs the server: this
     one. A node checked in place (root /) fails without them; a restore target only warns,
     since the machine that will run it may install the package."""
-    results = []
-    for ref in {r.path: r for r in reversed(refs)}.values():
-        name, said = f"program: {ref.path}", f"{_label(ref)} ({ref.where})"
-        host = Path(ref.path)
-        if host.is_file() and os.access(host, os.X_OK):
-            results.append(passed(name, f"{said}: packaged, found on this host at {host}"))
-        elif str(root) == "/":
-            results.append(failed(name, f"{said}: not on this node (looked at {host})"))
-        else:
-            detail = (
-                f"{said}: packaged, not on this host (looked at {host}); install it where the "
-                "restored server will run"
-            )
-            results.append(warned(name, detail))
-    return results
+    return [_host_program_check(root, ref) for ref in {r.path: r for r in reversed(refs)}.values()]
+
+
+def _host_program_check(root: Path, ref: Ref) -> Check:
+    name, said, host = f"program: {ref.path}", f"{_label(ref)} ({ref.where})", Path(ref.path)
+    if host.is_file() and os.access(host, os.X_OK):
+        return passed(name, f"{said}: packaged, found on this host at {host}")
+    if str(root) == "/":
+        return failed(name, f"{said}: not on this node (looked at {host})")
+    detail = f"{said}: packaged, not on this host (looked at {host}); install it where the"
+    return warned(name, f"{detail} restored server will run")
 
 
 def _host_certificate_checks(root: Path, refs: list[Ref]) -> list[Check]:
@@ -1207,15 +1197,11 @@ def smoke(root: Path, manifest: dict, user: str, work_dir: Path) -> SmokeResult:
             result.add(account)
             if account.status == "fail":
                 return result
-            made = common.make_client_key(work)
+            made = common.authorized_client_key(work, user, "authorized_keys")
             if made is None:
                 result.add(failed("smoke: sshd started", "ssh-keygen failed"))
                 return result
-            key, public_line = made
-            sandbox = work / "authorized_keys"
-            sandbox.mkdir(mode=0o755)
-            (sandbox / user).write_text(public_line + "\n")
-            (sandbox / user).chmod(0o644)
+            key, sandbox = made
             entry = common.node_fields(root, manifest, user)
             port = common.free_port()
             prepend = [

@@ -670,53 +670,45 @@ def write_copy(
     if smoke and smoke.auth_user_file is not None:
         drop |= set(pol["smoke"]["drop_for_sandbox_auth"])
     log_kinds = {k for k, rule in pol["directives"].items() if rule["kind"] == "log"}
-    server = 0
-    counter = {"server": 0, "stack": []}
+    server = 0  # the <VirtualHost> a line is in, by its order in the config (0: the main server)
+    servers = {"count": 0, "stack": []}
+
+    def rewrite(node: str, number: int, raw: str, token: str, keyword: str, args: list[str]):
+        nonlocal server
+        if keyword == "<virtualhost":
+            servers["count"] += 1
+            servers["stack"].append(server)
+            server = servers["count"]
+            if smoke:
+                port = f"  Port {smoke.ports[server]}"
+                return [f"<{token} 127.0.0.1>", "  WtmpLog off", port, *_sandbox_auth(smoke)]
+        elif keyword == "</virtualhost":
+            server = servers["stack"].pop() if servers["stack"] else 0
+        if keyword == "include":
+            hits = config.include_hits.get((node, number), [])
+            if not hits:
+                return [f"# {raw.strip()}"]
+            return [f"{token} {_quote(str(copies[hit]))}" for hit in hits if hit in copies]
+        if keyword in drop:
+            return [f"# drkit smoke: {raw.strip()}"]
+        if smoke and keyword == "sftpauthorizeduserkeys":
+            return [f"{token} file:{smoke.key_dir}/%u"]
+        if smoke and keyword in log_kinds and args and args[0].startswith("/"):
+            log_file = smoke.work / "logs" / f"{keyword}-{number}-{len(smoke.logs)}.log"
+            smoke.logs.append(log_file)
+            return [f"{token} {' '.join(map(_quote, [str(log_file), *args[1:]]))}"]
+        if smoke and keyword in ("user", "group") and not _in_anonymous(config, node, number):
+            return [f"{token} {smoke.user if keyword == 'user' else smoke.group}"]
+        if run_as and args and (keyword, args[0]) in run_as:
+            anonymous = _in_anonymous(config, node, number)
+            return [raw if anonymous else f"{token} {run_as[(keyword, args[0])]}"]
+        if (mapped := _map_args(root, keyword, args)) is not None:
+            rendered = " ".join(map(_quote, mapped))
+            return [f"<{token} {rendered}>" if keyword.startswith("<") else f"{token} {rendered}"]
+        return [raw]
+
     for node, copy in copies.items():
-        out = []
-        for number, raw in enumerate(config.texts[node].splitlines(), 1):
-            parsed = parse(raw)
-            if parsed is None:
-                out.append(raw)
-                continue
-            token, keyword, args = parsed
-            if keyword == "<virtualhost":
-                counter["server"] += 1
-                counter["stack"].append(server)
-                server = counter["server"]
-                if smoke:
-                    out += [f"<{token} 127.0.0.1>", "  WtmpLog off"]
-                    out += [f"  Port {smoke.ports[server]}", *_sandbox_auth(smoke)]
-                    continue
-            elif keyword == "</virtualhost":
-                server = counter["stack"].pop() if counter["stack"] else 0
-            if keyword == "include":
-                hits = config.include_hits.get((node, number), [])
-                out += [f"{token} {_quote(str(copies[hit]))}" for hit in hits if hit in copies]
-                if not hits:
-                    out.append(f"# {raw.strip()}")
-            elif keyword in drop:
-                out.append(f"# drkit smoke: {raw.strip()}")
-            elif smoke and keyword == "sftpauthorizeduserkeys":
-                out.append(f"{token} file:{smoke.key_dir}/%u")
-            elif smoke and keyword in log_kinds and args and args[0].startswith("/"):
-                log_file = smoke.work / "logs" / f"{keyword}-{number}-{len(smoke.logs)}.log"
-                smoke.logs.append(log_file)
-                out.append(f"{token} {' '.join(map(_quote, [str(log_file), *args[1:]]))}")
-            elif smoke and keyword in ("user", "group") and not _in_anonymous(config, node, number):
-                out.append(f"{token} {smoke.user if keyword == 'user' else smoke.group}")
-            elif run_as and args and (keyword, args[0]) in run_as:
-                if not _in_anonymous(config, node, number):
-                    out.append(f"{token} {run_as[(keyword, args[0])]}")
-                else:
-                    out.append(raw)
-            elif (mapped := _map_args(root, keyword, args)) is not None:
-                rendered = " ".join(map(_quote, mapped))
-                out.append(
-                    f"<{token} {rendered}>" if keyword.startswith("<") else f"{token} {rendered}"
-                )
-            else:
-                out.append(raw)
+        out = common.rewritten_lines(config.texts[node], parse, functools.partial(rewrite, node))
         prepend = []
         if smoke and node == config.main:
             prepend = [
@@ -732,10 +724,8 @@ def write_copy(
                 "WtmpLog off",
                 *_sandbox_auth(smoke),
             ]
-        copy.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
-        copy.touch(mode=0o600)
-        copy.chmod(_copy_mode(root, node))  # a file holding a bind password stays private
-        copy.write_text("\n".join([*prepend, *out]) + "\n")
+        # a file holding a bind password stays private
+        common.write_config_copy(copy, [*prepend, *out], _copy_mode(root, node), dir_mode=0o755)
     return copies[config.main], {str(copy): node for node, copy in copies.items()}
 
 
@@ -788,6 +778,7 @@ def _ldap_pairs(config: Config) -> list[tuple[str, str | None]]:
     return pairs
 
 
+@common.options_fail_as("proftpd: options")
 def checks(root: Path, manifest: dict) -> list[Check]:
     """Return the static checks of a restored (or live) ProFTPD node against its manifest."""
     pol, root = policy(), Path(root)
@@ -1012,15 +1003,13 @@ def smoke(root: Path, manifest: dict, user: str, work_dir: Path) -> SmokeResult:
                     f"{user}:{hashed}:{fields[2]}:{fields[3]}::{host_home}:{shell}\n"
                 )
                 sandbox.chmod(0o640)
-            made = common.make_client_key(work)
+            made = common.authorized_client_key(
+                work, user, "keys", lambda line: common.rfc4716(line, "drkit-smoke")
+            )
             if made is None:
                 result.add(failed("smoke: proftpd started", "ssh-keygen failed"))
                 return result
-            key, public_line = made
-            key_dir = work / "keys"
-            key_dir.mkdir(mode=0o755)
-            (key_dir / user).write_text(common.rfc4716(public_line, "drkit-smoke"))
-            (key_dir / user).chmod(0o644)
+            key, key_dir = made
             (work / "logs").mkdir(mode=0o755)
             ports = {index: common.free_port() for index in range(config.servers)}
             run_user = config.first("user")

@@ -448,13 +448,11 @@ def _validate_check(root: Path, chosen: dict) -> Check:
     return common.command_check(name, [program, *argv[1:]], root, timeout, cwd=install_host)
 
 
+@common.options_fail_as("sftpplus: options")
 def checks(root: Path, manifest: dict) -> list[Check]:
     """Return the static checks of a restored (or live) SFTPPlus node against its manifest."""
     pol, root = policy(), Path(root)
-    try:
-        chosen = settings(common.options_of(manifest, NAME))
-    except errors.ConfigError as exc:
-        return [failed("sftpplus: options", exc.message)]
+    chosen = settings(common.options_of(manifest, NAME))
     install = chosen["install_dir"]
     config = read_config(root, install)
     main = f"{install}/{pol['config']['main']}"

@@ -525,13 +525,11 @@ def pam_module_checks(root: Path, config: Config) -> list[Check]:
     return results
 
 
+@common.options_fail_as("vsftpd: options")
 def checks(root: Path, manifest: dict) -> list[Check]:
     """Return the checks of a restored (or live) vsftpd node against its manifest."""
     root = Path(root)
-    try:
-        chosen = config_path(common.options_of(manifest, NAME))
-    except errors.ConfigError as exc:
-        return [failed("vsftpd: options", exc.message)]
+    chosen = config_path(common.options_of(manifest, NAME))
     config = read_config(root, chosen)
     if config.path is None:
         return [failed("vsftpd: config", f"no {chosen or 'vsftpd.conf'} found")]
@@ -602,8 +600,7 @@ def write_copy(root: Path, config: Config, run: _Run) -> Path:
             out.append(raw)
     out += [f"{key}={value}" for key, value in overrides.items()]
     copy = run.work / "vsftpd.conf"
-    copy.write_text("\n".join(out) + "\n")
-    copy.chmod(0o600)
+    common.write_config_copy(copy, out)
     return copy
 
 
