@@ -76,6 +76,10 @@ def sigterm_interrupts() -> Iterator[None]:
     finally:
         signal.signal(signal.SIGTERM, previous_term)
         signal.signal(signal.SIGINT, previous_int)
+    if raised.is_set():
+        # The signal came where Python could only print the KeyboardInterrupt (a finalizer,
+        # a callback): the block ran on, but the run is still an interrupted one.
+        raise KeyboardInterrupt("SIGTERM")
 
 
 # -- the sandbox -----------------------------------------------------------------------------
