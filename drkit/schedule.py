@@ -8,8 +8,9 @@ day numbers become day names before the trigger is built; names mean the same to
 
 from __future__ import annotations
 
+import math
 import re
-from datetime import UTC
+from datetime import UTC, datetime, timedelta
 
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
@@ -53,6 +54,28 @@ def cron_day_of_week(field: str) -> str:
     return ",".join(_DAY_NAMES[day] for day in sorted(days))
 
 
+class GridIntervalTrigger(IntervalTrigger):
+    """An IntervalTrigger whose jitter delays each run past its own slot of the interval grid.
+
+    APScheduler 3's IntervalTrigger adds the interval to the previous (jittered) fire time, so
+    the jitters add up: `every 10m` with a 1 min jitter drifts minutes off its grid within an
+    hour, and runs on average every 10.5 min. Here the previous fire time is first brought
+    back to the grid slot it was drawn from, so the n-th run is at most one jitter after
+    start + n x interval, as with a cron line.
+    """
+
+    def get_next_fire_time(
+        self, previous_fire_time: datetime | None, now: datetime
+    ) -> datetime | None:
+        if previous_fire_time is not None and self.jitter and previous_fire_time >= self.start_date:
+            # (a run before the grid, the daemon's catch-up, is followed as APScheduler would;
+            # +1 ms: a run drawn on its slot, rounded to microseconds, stays in that slot)
+            elapsed = (previous_fire_time - self.start_date).total_seconds() + 0.001
+            slot = math.floor(elapsed / self.interval_length)
+            previous_fire_time = self.start_date + timedelta(seconds=slot * self.interval_length)
+        return super().get_next_fire_time(previous_fire_time, now)
+
+
 def trigger_for(line: str, jitter: str | None = None) -> BaseTrigger:
     """Given a schedule line ('every 30s' or 5-field cron, UTC) and an optional jitter
     duration, return the APScheduler trigger that runs it; raise ValueError, naming the line,
@@ -64,7 +87,7 @@ def trigger_for(line: str, jitter: str | None = None) -> BaseTrigger:
         seconds = parse_duration(every.group(1).replace(" ", "")).total_seconds()
         if seconds <= 0:
             raise ValueError(f"{line!r}: an interval must be longer than 0 s")
-        return IntervalTrigger(seconds=seconds, jitter=jitter_seconds, timezone=UTC)
+        return GridIntervalTrigger(seconds=seconds, jitter=jitter_seconds, timezone=UTC)
     fields = text.split()
     if len(fields) != 5:
         raise ValueError(

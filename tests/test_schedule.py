@@ -114,3 +114,93 @@ def test_a_refused_line_names_the_field_and_the_line(tmp_path):
         config.parse_config(text, "drkit.yaml")
     assert "schedule.verify" in refused.value.message
     assert "'0 4 * * 8'" in refused.value.message
+
+
+# -- jitter: each run delayed by at most schedule.jitter past its own slot --------------------
+
+
+@pytest.fixture
+def seeded(monkeypatch):
+    """APScheduler draws a trigger's jitter with random.uniform: draw it from a seeded
+    generator, so the fire times below are the same on every run."""
+    import random
+
+    generator = random.Random(16)
+    monkeypatch.setattr(random, "uniform", generator.uniform)
+
+
+def chained(trigger, count: int, now: datetime, previous: datetime | None = None) -> list:
+    """Return count fire times as the scheduler computes them: each from the previous one,
+    asked at the moment it fires."""
+    fires = []
+    for _ in range(count):
+        previous = trigger.get_next_fire_time(previous, now)
+        fires.append(previous)
+        now = previous
+    return fires
+
+
+def test_interval_jitter_delays_each_run_within_its_own_slot(seeded):
+    trigger = schedule.trigger_for("every 10m", "1m")
+    start = trigger.start_date
+    fires = chained(trigger, 50, start)
+    delays = [
+        (fire - (start + n * timedelta(minutes=10))).total_seconds() for n, fire in enumerate(fires)
+    ]
+    assert all(0 <= delay <= 60 for delay in delays), delays  # jitters never add up
+    assert len(set(delays)) == 50 and min(delays) < 15 and max(delays) > 45, delays
+    period = (fires[-1] - fires[0]) / 49
+    assert abs(period - timedelta(minutes=10)) <= timedelta(seconds=60 / 49)
+
+
+def test_the_first_run_after_a_catch_up_run_is_on_the_grid_with_its_jitter(seeded):
+    trigger = schedule.trigger_for("every 10m", "1m")
+    start = trigger.start_date
+    catch_up = start - timedelta(minutes=10)  # the daemon's catch-up runs at once, before it
+    fires = chained(trigger, 3, catch_up, previous=catch_up)
+    for n, fire in enumerate(fires):
+        assert timedelta(0) <= fire - (start + n * timedelta(minutes=10)) <= timedelta(minutes=1)
+
+
+def test_cron_jitter_delays_each_run_within_the_jitter(seeded):
+    trigger = schedule.trigger_for("0 4 * * *", "10m")
+    fires = chained(trigger, 20, MONDAY)
+    delays = []
+    for n, fire in enumerate(fires):
+        slot = MONDAY + timedelta(days=n, hours=4)
+        delays.append((fire - slot).total_seconds())
+    assert all(0 <= delay <= 600 for delay in delays), delays
+    assert len(set(delays)) == 20 and max(delays) > 300, delays
+
+
+def test_without_jitter_runs_are_exactly_on_their_slots():
+    trigger = schedule.trigger_for("every 10m")
+    start = trigger.start_date
+    assert chained(trigger, 5, start) == [start + n * timedelta(minutes=10) for n in range(5)]
+    assert chained(schedule.trigger_for("30 3 * * *"), 3, MONDAY) == [
+        MONDAY + timedelta(days=n, hours=3, minutes=30) for n in range(3)
+    ]
+
+
+def test_the_daemon_schedules_each_job_with_the_configured_jitter(tmp_path, seeded):
+    from test_daemon_units import _config
+
+    from drkit import daemon
+
+    settings = config.ScheduleConfig(
+        backup="every 10m", prune="30 3 * * *", verify=None, drill=None, jitter="90s"
+    )
+    runner = daemon.Daemon(
+        _config(tmp_path, schedule=settings),
+        actions={"backup": dict, "prune": dict},
+    )
+    runner._schedule()
+    backup, prune = runner.scheduler.get_job("backup"), runner.scheduler.get_job("prune")
+    assert backup.trigger.jitter == 90 and prune.trigger.jitter == 90
+    start = backup.trigger.start_date
+    for n, fire in enumerate(chained(backup.trigger, 10, start)):
+        assert timedelta(0) <= fire - (start + n * timedelta(minutes=10)) <= timedelta(seconds=90)
+    for n, fire in enumerate(chained(prune.trigger, 5, MONDAY)):
+        slot = MONDAY + timedelta(days=n, hours=3, minutes=30)
+        assert timedelta(0) <= fire - slot <= timedelta(seconds=90)
+    assert runner.scheduler.get_job("watch").trigger.jitter is None  # only the schedule lines
