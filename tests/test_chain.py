@@ -9,7 +9,7 @@ import pytest
 import yaml
 from nodes import Node, make_workspace
 
-from drkit.actions.backup import head_key
+from drkit.engines.catalog import head_key
 from drkit.engines.storage import Storage
 
 pytestmark = pytest.mark.integration

@@ -14,9 +14,9 @@ from pathlib import Path
 from drkit import errors, timing
 from drkit.actions import context
 from drkit.config import Config, dump_config
-from drkit.engines import accounts, keys, manifest
+from drkit.engines import accounts, catalog, keys, manifest
 from drkit.engines.restic import Restic
-from drkit.model import utc_text
+from drkit.model import parse_utc, utc_text
 from drkit.results import BackupResult
 
 log = logging.getLogger(__name__)
@@ -29,35 +29,39 @@ def chain_path(config: Config) -> Path:
 
 
 def record_chain(
-    config: Config, snapshot_id: str | None, manifest_bytes: bytes | None
+    config: Config,
+    snapshot_id: str | None,
+    manifest_bytes: bytes | None,
+    index: list[catalog.IndexEntry] | None = None,
 ) -> dict | None:
-    """Remember the newest snapshot and its manifest hash; None starts a new chain. Return the
-    link ({snapshot_id, manifest_sha256}) the next manifest records, or None."""
+    """Remember the newest snapshot, its manifest hash and the node's index; None starts a new
+    chain. Return the link ({snapshot_id, manifest_sha256}) the next manifest records."""
     link = None
     if snapshot_id and manifest_bytes is not None:
         link = {
             "snapshot_id": snapshot_id,
             "manifest_sha256": hashlib.sha256(manifest_bytes).hexdigest(),
         }
-    manifest.write_private(chain_path(config), json.dumps({"previous": link}).encode())
+    record = {"previous": link, "index": [entry.as_dict() for entry in index or []]}
+    manifest.write_private(chain_path(config), json.dumps(record).encode())
     return link
 
 
-def mark_in_flight(config: Config, previous: dict | None) -> None:
+def mark_in_flight(config: Config, previous: dict | None, index: list[catalog.IndexEntry]) -> None:
     """Record, before restic runs, that a snapshot may land: a run killed before it records the
     new link leaves the next one asking the repository, not linking past that snapshot."""
-    record = {"previous": previous, "in_flight": True}
+    record = {
+        "previous": previous,
+        "index": [entry.as_dict() for entry in index],
+        "in_flight": True,
+    }
     manifest.write_private(chain_path(config), json.dumps(record).encode())
 
 
-def head_key(node: str) -> str:
-    """Return the bucket key of the node's signed chain head (beside status/)."""
-    return f"records/{node}/head.json"
-
-
-def publish_head(config: Config, signing_key, link: dict) -> None:
-    """Store a signed record of the node's newest snapshot (its chain link), so that `verify`
-    sees a rollback."""
+def publish(config: Config, signing_key, link: dict, index, objects: dict[str, bytes]) -> None:
+    """Store the snapshot's sealed manifest and signature objects, and a signed chain head
+    naming the node's newest snapshot and holding its index (so `verify` sees a rollback and
+    every command finds and opens snapshots without restic), in parallel."""
     from drkit.engines.storage import Storage
 
     record = {
@@ -66,43 +70,134 @@ def publish_head(config: Config, signing_key, link: dict) -> None:
         **link,
         "time": utc_text(datetime.now(UTC)),
         "written_ns": time.time_ns(),  # orders two heads signed within the same second
+        "snapshots": [entry.as_dict() for entry in index],
     }
     text = json.dumps(record, sort_keys=True)
     down = context.outage(config.repository)
     if down:
-        log.warning("chain head not stored: %s", down)
+        log.warning("chain head and manifest objects not stored: %s", down)
         return
+    storage = Storage(config.repository)
+    head = {"record": text, "signature": keys.sign(signing_key, text.encode())}
+    with ThreadPoolExecutor(max_workers=len(objects) + 1) as pool:
+        futures = {
+            key: pool.submit(storage.put_bytes, key, body, "application/json")
+            for key, body in objects.items()
+        }
+        head_key = catalog.head_key(config.node)
+        futures[head_key] = pool.submit(storage.put_json, head_key, head)
+    for key, future in futures.items():
+        try:
+            future.result()
+        except errors.DrkitError as exc:
+            log.warning("%s not stored: %s", key, exc.message)
+
+
+def _sealed_objects(
+    config: Config, seal_key: Future, snapshot_id: str, manifest_bytes, signature, node_manifest
+) -> dict[str, bytes]:
+    """Return the snapshot's catalog objects: its sealed manifest (with drkit.yaml and the text
+    files a diff shows) and its signature; none when the sealing key cannot be made."""
     try:
-        signature = keys.sign(signing_key, text.encode())
-        Storage(config.repository).put_json(
-            head_key(config.node), {"record": text, "signature": signature}
-        )
+        key = seal_key.result()
     except errors.DrkitError as exc:
-        log.warning("chain head not stored: %s", exc.message)
+        log.warning("manifest objects not stored: %s", exc.message)
+        return {}
+    texts = catalog.read_texts(config.root, node_manifest, catalog.text_paths(node_manifest))
+    bundle = catalog.Bundle(manifest_bytes, dump_config(config), texts)
+    sealed_key = catalog.bundle_key(config.node, snapshot_id)
+    return {
+        sealed_key: catalog.seal(key, sealed_key, bundle.encode()),
+        catalog.signature_key(config.node, snapshot_id): manifest.signature_bytes(signature),
+    }
 
 
-def _previous_link(config: Config, restic: Restic, probe: Future) -> dict | None:
-    """Return {snapshot_id, manifest_sha256} of the node's last snapshot.
+def _index_entry(config: Config, summary, manifest_bytes: bytes) -> catalog.IndexEntry:
+    when = parse_utc(summary.backup_start) if summary.backup_start else datetime.now(UTC)
+    return catalog.IndexEntry(
+        id=summary.snapshot_id,
+        time=when,
+        manifest_sha256=hashlib.sha256(manifest_bytes).hexdigest(),
+        files=summary.total_files_processed,
+        size=summary.total_bytes_processed,
+        tags=tuple(_tags(config)),
+    )
 
-    The local record answers without a round trip; without one (a rebuilt machine), or when
-    the run that wrote it died while restic may have been making a snapshot (in_flight), the
-    repository is asked, once the S3 probe has answered.
+
+def _tags(config: Config) -> list[str]:
+    return [
+        "drkit",
+        f"node:{config.node}",
+        *(f"profile:{p}" for p in config.servers),
+        *([f"group:{config.group}"] if config.group else []),
+    ]
+
+
+def _previous_state(
+    config: Config, restic: Restic, probe: Future, signer: str
+) -> tuple[dict | None, list[catalog.IndexEntry]]:
+    """Return ({snapshot_id, manifest_sha256} of the node's last snapshot, the node's index).
+
+    The local record answers without a round trip; without one (a rebuilt machine, a record
+    from before the index), or when the run that wrote it died while restic may have been
+    making a snapshot (in_flight), the signed head and the repository are asked, once the S3
+    probe has answered: snapshots the head does not list join the index, bound to their
+    manifest only when it is signed by this node's key.
     """
     try:
         record = json.loads(chain_path(config).read_text())
-        if not record.get("in_flight"):
-            return record["previous"]
+        if not record.get("in_flight") and "index" in record:
+            return record["previous"], catalog.parse_index(record["index"])
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         pass
     probe.result()
+    index = _signed_index(config, {signer, *config.trusted_keys})
     mine = restic.snapshots(host=config.node, tags=["drkit"])
-    if not mine:
-        return None
+    listed = {entry.id for entry in index}
+    link = None
+    for position, snapshot in enumerate(mine):
+        newest = position == len(mine) - 1
+        if snapshot.id in listed and not newest:
+            continue
+        digest = _own_manifest_sha(restic, snapshot.id, signer) if newest else None
+        if newest and digest:
+            link = {"snapshot_id": snapshot.id, "manifest_sha256": digest}
+        if snapshot.id not in listed:
+            index = catalog.extend_index(
+                index,
+                catalog.IndexEntry(
+                    snapshot.id, snapshot.time, digest, snapshot.files, snapshot.size,
+                    tuple(snapshot.tags),
+                ),
+            )  # fmt: skip
+    return link, index
+
+
+def _signed_index(config: Config, trusted: set[str]) -> list[catalog.IndexEntry]:
+    """Return the index of the node's signed head in the bucket, or [] when there is none."""
+    from drkit.actions.opening import open_record
+    from drkit.engines.storage import Storage
+
     try:
-        raw = restic.dump_text(mine[-1].id, manifest.MANIFEST_PATH).encode()
-    except errors.ResticFailed:
+        stored = Storage(config.repository).get_json(catalog.head_key(config.node))
+        if stored is None:
+            return []
+        record = open_record(stored, trusted, config.node, "head")
+        return catalog.parse_index(record.get("snapshots") or [])
+    except (errors.DrkitError, ValueError, TypeError) as exc:
+        log.warning("the node's signed head is not usable (%s): its index starts again", exc)
+        return []
+
+
+def _own_manifest_sha(restic: Restic, snapshot_id: str, signer: str) -> str | None:
+    """Return the sha256 of a snapshot's manifest when this node's key signed it, else None."""
+    try:
+        files = restic.dump_directory(snapshot_id, manifest.SNAPSHOT_DIR)
+        raw = files[manifest.MANIFEST_PATH]
+        _, signed_by = manifest.open_signed(raw, files[manifest.SIGNATURE_PATH].decode())
+    except (errors.DrkitError, KeyError, UnicodeDecodeError):
         return None
-    return {"snapshot_id": mine[-1].id, "manifest_sha256": hashlib.sha256(raw).hexdigest()}
+    return hashlib.sha256(raw).hexdigest() if signed_by == signer else None
 
 
 def _unless_probe_failed(
@@ -135,10 +230,16 @@ def run(
         )
     restic = context.restic_for(config.repository, config.restic)
     signing_key = keys.load_signing_key(config.signing_key)
-    # The S3 probe (boto3 import, client, HEAD bucket) overlaps the inventory, the hashing and
-    # restic's start (its key derivation); a failed probe stops restic and is the error.
-    with ThreadPoolExecutor(max_workers=1) as pool, context.node_lock(config, lock_wait):
+    signer = keys.signing_fingerprint(signing_key.public_key())
+    # The S3 probe (boto3 import, client, HEAD bucket) and the sealing key's derivation overlap
+    # the inventory, the hashing and restic's start (its key derivation); a failed probe stops
+    # restic and is the error.
+    with ThreadPoolExecutor(max_workers=2) as pool, context.node_lock(config, lock_wait):
         probe = pool.submit(context.probe_storage, config.repository)
+        repository = config.repository
+        seal_key = pool.submit(
+            catalog.seal_key, repository.password_file, repository.bucket, repository.prefix
+        )
         started = time.monotonic()
         step("reading the node's files")
         with timing.phase("inventory"):
@@ -146,7 +247,7 @@ def run(
         for warning in inventory.warnings:
             log.warning("%s", warning)
         with timing.phase("chain"):
-            previous = _previous_link(config, restic, probe)
+            previous, index = _previous_state(config, restic, probe, signer)
         first_previous = previous
         for attempt in range(1, PASSES + 1):
             step("hashing and signing the manifest" + (f" (pass {attempt})" if attempt > 1 else ""))
@@ -172,19 +273,14 @@ def run(
             paths = manifest.leaf_paths(node_manifest)
             log.info("backing up %d paths of node %s", len(paths), config.node)
             step(f"uploading {len(paths)} paths with restic")
-            mark_in_flight(config, previous)
+            mark_in_flight(config, previous, index)
             with timing.phase("restic backup (s3 probe overlapped)"):
                 try:
                     summary = restic.backup(
                         paths + snapshot_dir,
                         cwd=config.root,
                         host=config.node,
-                        tags=[
-                            "drkit",
-                            f"node:{config.node}",
-                            *(f"profile:{p}" for p in config.servers),
-                            *([f"group:{config.group}"] if config.group else []),
-                        ],
+                        tags=_tags(config),
                         on_progress=on_progress,
                         stop_when=_unless_probe_failed(probe, restic.stop_when),
                     )
@@ -193,10 +289,14 @@ def run(
                     raise
                 probe.result()
             cache.save()
-            previous = record_chain(config, summary.snapshot_id, manifest_bytes)
-            step("storing the signed chain head")
-            with timing.phase("chain head"):
-                publish_head(config, signing_key, previous)
+            index = catalog.extend_index(index, _index_entry(config, summary, manifest_bytes))
+            previous = record_chain(config, summary.snapshot_id, manifest_bytes, index)
+            step("storing the signed chain head and the manifest objects")
+            with timing.phase("chain head and manifest objects"):
+                objects = _sealed_objects(
+                    config, seal_key, summary.snapshot_id, manifest_bytes, signature, node_manifest
+                )
+                publish(config, signing_key, previous, index, objects)
             with timing.phase("changed during backup"):
                 moving = cache.changed_since(config.root)
             if not moving:

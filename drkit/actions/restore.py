@@ -7,20 +7,23 @@ import logging
 import os
 import secrets
 import shutil
-import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import TypeVar
 
-from pydantic import ValidationError
-
 from drkit import errors, profiles, timing
 from drkit import model as checks
 from drkit.actions import context
-from drkit.config import Config, Repository, config_error, parse_config
+from drkit.actions.opening import (
+    Catalog,
+    Opened,
+    Origin,
+    _open_files,
+    _read_drkit_files,
+    open_snapshot,
+)
 from drkit.engines import accounts, apply, manifest, screen, staged
 from drkit.engines import restic as restic_engine
 from drkit.model import Check, SmokeResult
@@ -35,139 +38,6 @@ from drkit.results import (
 
 log = logging.getLogger(__name__)
 ACTIONS = ("add", "change", "remove", "unchanged")
-
-
-@dataclass
-class Origin:
-    """Where snapshots come from and whom to trust: from drkit.yaml or bare-metal flags."""
-
-    node: str
-    repository: Repository
-    restic: Path | None = None
-    trusted_keys: list[str] = field(default_factory=list)
-    trust_keys: list[str] = field(default_factory=list)
-    smoke_user: str | None = None
-    state_dir: Path = Path("/var/lib/drkit")
-    trust_snapshot_signer: bool = False
-    root: Path = Path("/")  # the node's root: where restore and check look by default
-
-    @classmethod
-    def from_config(
-        cls,
-        config: Config,
-        extra_trust: list[str] | None = None,
-        *,
-        trust_snapshot_signer: bool = False,
-        smoke_user: str | None = None,
-    ) -> Origin:
-        """Given drkit.yaml and --trust-key values, return the origin; raise UsageError on a
-        --trust-key that is not a fingerprint."""
-        return cls(
-            node=config.node,
-            repository=config.repository,
-            restic=config.restic,
-            trusted_keys=list(config.trusted_keys),
-            trust_keys=context.trust_keys(extra_trust),
-            smoke_user=smoke_user or config.smoke_user,
-            state_dir=config.state_dir,
-            trust_snapshot_signer=trust_snapshot_signer,
-            root=config.root,
-        )
-
-    @classmethod
-    def bare_metal(
-        cls,
-        *,
-        node: str | None,
-        s3_endpoint: str,
-        bucket: str | None,
-        password_file: Path | None,
-        prefix: str | None = None,
-        region: str = "us-east-1",
-        ca_bundle: Path | None = None,
-        extra_trust: list[str] | None = None,
-        trust_snapshot_signer: bool = False,
-        smoke_user: str | None = None,
-    ) -> Origin:
-        """Given bare-metal restore's flags (no drkit.yaml on the machine, no trust store),
-        return the origin, rooted at /; raise UsageError naming the missing flags and
-        ConfigError naming every flag with a bad value."""
-        flags = (("--bucket", bucket), ("--password-file", password_file), ("--node", node))
-        missing = [flag for flag, value in flags if not value]
-        if missing:
-            raise errors.UsageError(f"bare-metal restore needs {', '.join(missing)}")
-        try:
-            repository = Repository(
-                s3_endpoint=s3_endpoint,
-                bucket=bucket,
-                prefix=prefix or node,
-                region=region,
-                ca_bundle=ca_bundle,
-                password_file=password_file,
-            )
-        except ValidationError as exc:
-            raise config_error(
-                exc, "bare-metal restore", lambda field: "--" + field.replace("_", "-")
-            ) from None
-        return cls(
-            node=str(node),
-            repository=repository,
-            trust_keys=context.trust_keys(extra_trust),
-            smoke_user=smoke_user,
-            trust_snapshot_signer=trust_snapshot_signer,
-        )
-
-
-@dataclass
-class Opened:
-    """A snapshot's manifest after its signature and signer were checked."""
-
-    manifest: dict
-    signer: str
-    trust: str
-    embedded_config: Config | None
-    raw: bytes
-
-
-def _trust(origin: Origin, signer: str, config_text: str | None) -> tuple[str, Config | None]:
-    """Decide whether the signer is trusted; return how.
-
-    'config': drkit.yaml's trusted_keys; 'key': --trust-key; 'snapshot': the snapshot's own
-    config under --trust-snapshot-signer (trust on first use, announced on stderr).
-    """
-    embedded = None
-    if config_text:
-        try:
-            embedded = parse_config(config_text, "the snapshot's drkit.yaml")
-        except errors.ConfigError as exc:
-            log.warning("%s", exc.message)
-    if signer in origin.trusted_keys:
-        return "config", embedded
-    if signer in origin.trust_keys:
-        return "key", embedded
-    if origin.trust_snapshot_signer:
-        if embedded and signer in embedded.trusted_keys:
-            print(
-                f"drkit: trusting signer {signer} because the snapshot's own config lists it "
-                "(--trust-snapshot-signer)",
-                file=sys.stderr,
-            )
-            return "snapshot", embedded
-        raise errors.Refused(f"snapshot signer {signer} is not listed in the snapshot's config")
-    raise errors.Refused(
-        f"manifest signed by untrusted key {signer}: add it to trusted_keys or pass --trust-key"
-    )
-
-
-def open_manifest(origin: Origin, manifest_bytes: bytes, signature: str, config_text: str | None):
-    """Verify signature, trust and node of a manifest; return it opened."""
-    node_manifest, signer = manifest.open_signed(manifest_bytes, signature)
-    trust, embedded = _trust(origin, signer, config_text)
-    if node_manifest.get("node") != origin.node:
-        raise errors.Refused(
-            f"manifest is for node {node_manifest.get('node')}, not {origin.node}: refused"
-        )
-    return Opened(node_manifest, signer, trust, embedded, manifest_bytes)
 
 
 def _prepare_target(target: Path) -> None:
@@ -267,8 +137,7 @@ def restore(
     restic = context.restic_for(origin.repository, origin.restic)
     context.probe_storage(origin.repository)
     target = target.resolve()
-    step("reading the signed manifest and the snapshot's listing")
-    chosen, opened, listing = _open_with_listing(origin, restic, snapshot, at)
+    chosen, opened, listing = find_and_open(origin, restic, snapshot, at, step)
     if dry_run:
         steps = (
             apply.plan(target, opened.manifest)
@@ -286,8 +155,9 @@ def restore(
         return _result(
             RestorePlanResult, chosen.id, opened, found, plan=[step.as_dict() for step in steps]
         )
-    problems = screen.screen_listing(listing, opened.manifest)
-    _refuse_if(problems, f"snapshot {chosen.short_id} holds what its signed manifest does not")
+    if listing is not None:  # reached without a signed id: its tree is screened first
+        problems = screen.screen_listing(listing, opened.manifest)
+        _refuse_if(problems, f"snapshot {chosen.short_id} holds what its signed manifest does not")
     if target.is_dir():
         _plan_or_refuse(target, opened.manifest, force)  # before anything is downloaded
     _prepare_target(target)
@@ -405,32 +275,24 @@ def _missing_ancestors(directory: Path) -> list[Path]:
     return missing
 
 
-def _open_files(origin: Origin, snapshot_id: str, files: dict[str, bytes]) -> Opened:
-    """Verify a snapshot's manifest, signature and config (read into memory, never to disk)."""
-    if manifest.MANIFEST_PATH not in files or manifest.SIGNATURE_PATH not in files:
-        raise errors.Refused(
-            f"snapshot {snapshot_id[:8]} has no drkit manifest and signature: not restorable"
-        )
-    config_bytes = files.get(manifest.CONFIG_PATH)
-    return open_manifest(
-        origin,
-        files[manifest.MANIFEST_PATH],
-        files[manifest.SIGNATURE_PATH].decode(errors="replace"),
-        config_bytes.decode(errors="replace") if config_bytes is not None else None,
-    )
+def find_and_open(
+    origin: Origin, restic, spec: str, at: datetime | None, step: Callable[[str], None]
+) -> tuple[restic_engine.Snapshot, Opened, list[dict] | None]:
+    """Return (snapshot, opened manifest, listing to screen or None) for a restore.
 
-
-def _read_drkit_files(restic, snapshot: str, host: str | None = None) -> dict[str, bytes]:
-    try:
-        return restic.dump_directory(snapshot, manifest.SNAPSHOT_DIR, host)
-    except errors.ResticFailed:
-        return {}
-
-
-def open_snapshot(origin: Origin, restic, snapshot_id: str) -> Opened:
-    """Read (one restic dump) and verify a snapshot's manifest, signature and config before
-    anything is written anywhere."""
-    return _open_files(origin, snapshot_id, _read_drkit_files(restic, snapshot_id))
+    A snapshot the signed index binds is found and opened from the catalog (no restic
+    process) and needs no screen: its id fixes its whole tree. Any other is resolved and
+    opened by restic, with its listing for the screen.
+    """
+    step("finding the snapshot in the signed catalog")
+    with Catalog(origin, restic) as found_in:
+        found = found_in.find(origin.node, spec, at)
+        if found is not None and found.bound:
+            step(f"reading the signed manifest of snapshot {found.snapshot.short_id}")
+            return found.snapshot, found_in.open(origin.node, found), None
+    step("reading the signed manifest and the snapshot's listing")
+    wanted = found.snapshot.id if found is not None else spec
+    return _open_with_listing(origin, restic, wanted, None if found else at)
 
 
 def _open_with_listing(origin: Origin, restic, spec: str, at: datetime | None):

@@ -33,9 +33,9 @@ from datetime import UTC, datetime, timedelta
 
 from drkit import errors
 from drkit.actions import backup, context, locks
-from drkit.actions.restore import Origin, open_snapshot
+from drkit.actions.opening import Origin, open_record, open_snapshot
 from drkit.config import Config
-from drkit.engines import keys, manifest
+from drkit.engines import catalog, manifest
 from drkit.model import utc_text
 from drkit.paths import on_root
 from drkit.results import VerifyResult
@@ -178,25 +178,8 @@ def _spot_check(config: Config, restic, snapshot, node_manifest: dict, count: in
 # -- the manifest chain and rollback ---------------------------------------------------------
 
 
-def _open_record(stored, origin: Origin, node: str, kind: str) -> dict:
-    """Return a signed record ({record, signature}) opened; raise Refused when it does not hold."""
-    if not isinstance(stored, dict) or not isinstance(stored.get("record"), str):
-        raise errors.Refused("not a signed record")
-    if not isinstance(stored.get("signature"), dict):
-        raise errors.Refused("the record has no signature")
-    try:
-        signer = keys.verify_signature(stored["signature"], stored["record"].encode())
-    except errors.Refused:
-        raise errors.Refused("the record's signature does not verify") from None
-    if signer not in origin.trusted_keys and signer not in origin.trust_keys:
-        raise errors.Refused(f"the record is signed by untrusted key {signer}")
-    try:
-        record = json.loads(stored["record"])
-    except ValueError:
-        raise errors.Refused("the signed record is not JSON") from None
-    if not isinstance(record, dict) or record.get("kind") != kind or record.get("node") != node:
-        raise errors.Refused(f"not a {kind} record of node {node}")
-    return record
+def _trusted(origin: Origin) -> set[str]:
+    return set(origin.trusted_keys) | set(origin.trust_keys)
 
 
 def _signed_records(config: Config, origin: Origin, storage) -> tuple[set, list]:
@@ -209,7 +192,7 @@ def _signed_records(config: Config, origin: Origin, storage) -> tuple[set, list]
         if not (name.startswith("prune-") and name.endswith(".json")):
             continue
         try:
-            record = _open_record(storage.get_json(key), origin, config.node, "prune")
+            record = open_record(storage.get_json(key), _trusted(origin), config.node, "prune")
             removed |= {str(item.get("id")) for item in record.get("removed") or []}
         except (errors.Refused, AttributeError) as exc:
             detail = exc.message if isinstance(exc, errors.Refused) else "malformed record"
@@ -225,13 +208,13 @@ def _newest_head(config: Config, origin: Origin, storage) -> tuple[dict | None, 
     head put back to an older version, or hidden by a delete marker, leaves the newer one behind,
     so this holds even on a rebuilt machine with no chain record of its own.
     """
-    key = backup.head_key(config.node)
+    key = catalog.head_key(config.node)
     problems: list[str] = []
     current = None
     stored = storage.get_json(key)
     if stored is not None:
         try:
-            current = _open_record(stored, origin, config.node, "head")
+            current = open_record(stored, _trusted(origin), config.node, "head")
         except errors.Refused as exc:
             problems.append(f"rollback: chain head {key}: {exc.message}")
     try:
@@ -250,7 +233,7 @@ def _newest_head(config: Config, origin: Origin, storage) -> tuple[dict | None, 
             break  # newest first: the rest were written before the current head was signed
         try:
             body = storage.get_bytes(key, version["version_id"])
-            record = _open_record(json.loads(body or b"null"), origin, config.node, "head")
+            record = open_record(json.loads(body or b"null"), _trusted(origin), config.node, "head")
         except (errors.Refused, ValueError):
             continue
         if newest is None or _head_order(record) > _head_order(newest):

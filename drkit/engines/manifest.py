@@ -311,11 +311,16 @@ def write_snapshot_files(root: Path, manifest_bytes: bytes, signature: dict, con
     os.chmod(directory, 0o700)
     for node_path, data in (
         (MANIFEST_PATH, manifest_bytes),
-        (SIGNATURE_PATH, json.dumps(signature, indent=1).encode() + b"\n"),
+        (SIGNATURE_PATH, signature_bytes(signature)),
         (CONFIG_PATH, config_text.encode()),
     ):
         write_private(on_root(root, node_path), data)
     return [SNAPSHOT_DIR.lstrip("/")]
+
+
+def signature_bytes(signature: dict) -> bytes:
+    """Return the stored form of a signature document (in the snapshot and beside it)."""
+    return json.dumps(signature, indent=1).encode() + b"\n"
 
 
 def open_signed(manifest_bytes: bytes, signature_text: str) -> tuple[dict, str]:

@@ -194,6 +194,7 @@ class BackupSummary:
     total_files_processed: int = 0
     total_bytes_processed: int = 0
     data_added: int = 0
+    backup_start: str | None = None  # restic 0.17+: when the run began, about its snapshot time
     errors: list[str] = field(default_factory=list)
 
 

@@ -601,6 +601,12 @@ class Storage:
                 )
         return sorted(found, key=lambda version: version["modified"], reverse=True)
 
+    def snapshot_ids(self) -> set[str]:
+        """Return the ids of the restic repository's snapshots: the names of its snapshot
+        files (one listing; restic names each file by the sha256 of its content)."""
+        prefix = self.repository.prefix.strip("/") + "/snapshots/"
+        return {key.removeprefix(prefix) for key in self.list_keys(prefix)}
+
     def list_keys(self, prefix: str = "") -> list[str]:
         """Return the keys under prefix (e.g. reports/<node>/), sorted."""
         pages = self._pages("list_objects_v2", Bucket=self.bucket, Prefix=prefix)

@@ -1,0 +1,227 @@
+"""The catalog beside the repository: sealed manifest objects and the signed snapshot index.
+
+Every backup stores, at the bucket root, `manifests/<node>/<snapshot-id>.json` (the manifest,
+sealed) and `.sig` (its signature, the same document as in the snapshot), and its chain head
+(`records/<node>/head.json`) signs an index of the node's snapshots: id, time, manifest
+sha256. With them a command finds and opens a snapshot with a few S3 requests instead of
+restic processes (each one derives the repository key with scrypt before it reads anything).
+
+Why sealed: the manifest carries the account entries of the users the server needs (their
+shadow lines) and the node's drkit.yaml; the bucket is readable by roles that never hold the
+repository password (the report reader, the auditor). The object is AES-256-GCM under a key
+derived with scrypt from the repository password and the repository's location (bucket and
+prefix, so every machine holding the password derives it); unsealed, it holds the manifest
+byte for byte as it is inside the snapshot. The object's key is the authenticated data, so a
+sealed manifest cannot be moved under another snapshot's name.
+
+Why an id is enough: restic names a snapshot file by the sha256 of its stored bytes and checks
+that hash on every load, and names every tree and blob by the sha256 of its content and checks
+that too; a snapshot id signed after the backup therefore fixes everything restic restores from
+it (README, "The catalog").
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from drkit import errors
+from drkit.model import parse_utc, utc_text
+from drkit.paths import on_root
+
+SEAL_FORMAT = 1
+SCRYPT = {"n": 1 << 15, "r": 8, "p": 1}  # 32 MiB, about 0.1 s: once per command
+INDEX_LIMIT = 5000  # entries a head keeps; older ones resolve through restic
+SNAPSHOT_ID = re.compile(r"[0-9a-f]{64}")
+
+
+def head_key(node: str) -> str:
+    """Return the bucket key of the node's signed chain head, which holds its index."""
+    return f"records/{node}/head.json"
+
+
+def bundle_key(node: str, snapshot_id: str) -> str:
+    """Return the bucket key of a snapshot's sealed manifest."""
+    return f"manifests/{node}/{snapshot_id}.json"
+
+
+def signature_key(node: str, snapshot_id: str) -> str:
+    """Return the bucket key of a snapshot's manifest signature."""
+    return f"manifests/{node}/{snapshot_id}.sig"
+
+
+def seal_key(password_file: Path, bucket: str, prefix: str) -> bytes:
+    """Return the sealing key of a repository: scrypt of its password, salted by its place."""
+    try:
+        password = password_file.read_bytes().rstrip(b"\r\n")
+    except OSError as exc:
+        raise errors.ConfigError(
+            f"repository.password_file: {password_file} unreadable ({exc.strerror})"
+        ) from None
+    salt = hashlib.sha256(f"drkit-seal\0{bucket}\0{prefix.strip('/')}".encode()).digest()
+    return hashlib.scrypt(password, salt=salt, dklen=32, maxmem=64 << 20, **SCRYPT)
+
+
+def seal(key: bytes, object_key: str, payload: bytes) -> bytes:
+    """Return the sealed object of payload stored at object_key."""
+    nonce = os.urandom(12)
+    data = AESGCM(key).encrypt(nonce, gzip.compress(payload, 6), object_key.encode())
+    document = {
+        "drkit_sealed": SEAL_FORMAT,
+        "cipher": "AES-256-GCM",
+        "kdf": "scrypt(repository password, sha256(bucket, prefix))",
+        "nonce": base64.b64encode(nonce).decode(),
+        "data": base64.b64encode(data).decode(),
+    }
+    return json.dumps(document, sort_keys=True).encode() + b"\n"
+
+
+def unseal(key: bytes, object_key: str, blob: bytes) -> bytes:
+    """Return the payload of a sealed object; raise Refused when it does not open."""
+    try:
+        document = json.loads(blob)
+        if document.get("drkit_sealed") != SEAL_FORMAT:
+            raise ValueError("unknown format")
+        nonce, data = (base64.b64decode(document[name]) for name in ("nonce", "data"))
+        return gzip.decompress(AESGCM(key).decrypt(nonce, data, object_key.encode()))
+    except InvalidTag:
+        raise errors.Refused(
+            f"{object_key} does not open with the repository password (sealed elsewhere, "
+            "or altered)"
+        ) from None
+    except (ValueError, KeyError, TypeError, AttributeError, OSError):
+        raise errors.Refused(f"{object_key} is not a sealed drkit object") from None
+
+
+@dataclass
+class Bundle:
+    """What a sealed manifest object holds: the manifest bytes, the node's drkit.yaml, and the
+    text files (config, scripts) a diff shows, each as its manifest entry vouches."""
+
+    manifest: bytes
+    config: str | None = None
+    texts: dict[str, str] = field(default_factory=dict)
+
+    def encode(self) -> bytes:
+        return json.dumps(
+            {"manifest": self.manifest.decode(), "config": self.config, "texts": self.texts},
+            sort_keys=True,
+        ).encode()
+
+    @classmethod
+    def decode(cls, payload: bytes, object_key: str) -> Bundle:
+        try:
+            document = json.loads(payload)
+            texts = document.get("texts") or {}
+            if not isinstance(texts, dict):
+                raise TypeError
+            return cls(document["manifest"].encode(), document.get("config"), texts)
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise errors.Refused(f"{object_key} holds no drkit manifest") from None
+
+    def text(self, node_manifest: dict, path: str) -> str | None:
+        """Return a file's text when the bundle holds it and its sha256 is the manifest's."""
+        text = self.texts.get(path)
+        if text is None:
+            return None
+        expected = next((e.get("sha256") for e in node_manifest["files"] if e["path"] == path), "")
+        return text if hashlib.sha256(text.encode()).hexdigest() == expected else None
+
+
+TEXT_CATEGORIES = ("config", "scripts", "accounts")  # what diff and fleet drift show as text
+TEXT_MAX_BYTES = 256 * 1024
+
+
+def text_paths(node_manifest: dict) -> list[str]:
+    """Return the files a sealed manifest object carries as text: config, scripts and account
+    files up to TEXT_MAX_BYTES that hold no key (keys never leave the snapshot)."""
+    key_paths = {key["path"] for key in node_manifest.get("keys", [])}
+    return [
+        entry["path"]
+        for entry in node_manifest["files"]
+        if entry["category"] in TEXT_CATEGORIES
+        and entry["type"] == "file"
+        and entry["size"] <= TEXT_MAX_BYTES
+        and entry["path"] not in key_paths
+    ]
+
+
+def read_texts(root: Path, node_manifest: dict, paths: list[str]) -> dict[str, str]:
+    """Return the UTF-8 text of each path on root whose bytes still hash as the manifest says
+    (a file that changed since, or is not text, is left out: a diff reads it from restic)."""
+    wanted = set(paths)
+    texts = {}
+    for entry in node_manifest["files"]:
+        if entry["path"] not in wanted:
+            continue
+        try:
+            data = on_root(root, entry["path"]).read_bytes()
+            if hashlib.sha256(data).hexdigest() == entry["sha256"]:
+                texts[entry["path"]] = data.decode()
+        except (OSError, UnicodeDecodeError):
+            continue
+    return texts
+
+
+@dataclass(frozen=True)
+class IndexEntry:
+    """One snapshot of the node as its signed chain head lists it. manifest_sha256 is None
+    for a snapshot listed from the repository when the index began (no manifest bound)."""
+
+    id: str
+    time: datetime
+    manifest_sha256: str | None
+    files: int | None = None
+    size: int | None = None
+    tags: tuple[str, ...] = ()
+
+    def as_dict(self) -> dict:
+        return {
+            "id": self.id,
+            "time": utc_text(self.time),
+            "manifest_sha256": self.manifest_sha256,
+            "files": self.files,
+            "size": self.size,
+            "tags": list(self.tags),
+        }
+
+    @classmethod
+    def of(cls, item: dict) -> IndexEntry:
+        """Return the entry of a signed index item; raise ValueError when it is malformed."""
+        if not isinstance(item, dict) or not SNAPSHOT_ID.fullmatch(str(item.get("id"))):
+            raise ValueError("index entry without a snapshot id")
+        digest = item.get("manifest_sha256")
+        if digest is not None and not re.fullmatch(r"[0-9a-f]{64}", str(digest)):
+            raise ValueError("index entry with a malformed manifest hash")
+        return cls(
+            id=item["id"],
+            time=parse_utc(str(item["time"])),
+            manifest_sha256=digest,
+            files=item.get("files"),
+            size=item.get("size"),
+            tags=tuple(item.get("tags") or ()),
+        )
+
+
+def parse_index(items) -> list[IndexEntry]:
+    """Return a signed head's index, oldest first; raise ValueError when it is malformed."""
+    if not isinstance(items, list):
+        raise ValueError("the head holds no index")
+    return sorted((IndexEntry.of(item) for item in items), key=lambda entry: entry.time)
+
+
+def extend_index(index: list[IndexEntry], entry: IndexEntry) -> list[IndexEntry]:
+    """Return the index with entry appended (replacing an entry of the same id), at most
+    INDEX_LIMIT long."""
+    kept = [item for item in index if item.id != entry.id] + [entry]
+    return sorted(kept, key=lambda item: item.time)[-INDEX_LIMIT:]
