@@ -560,41 +560,48 @@ class Daemon:
     def _watch_locked(self) -> None:
         entry = self.collector.evaluate()
         self.metrics.write_textfile()
-        self._watch_proven(entry)
-        breached = not entry["rpo_ok"]
-        if self._breached is not None and breached != self._breached:
-            if breached:
-                log.error("RPO breached: %s", "; ".join(entry["problems"]))
-            else:
-                log.info("within RPO again")
-            self.notifier.webhook(
-                "rpo_breached" if breached else "rpo_restored",
-                "backup",
-                ok=not breached,
-                error="; ".join(entry["problems"]) or None,
-                snapshot_id=(entry["last_good_backup"] or {}).get("snapshot_id"),
-            )
-        self._breached = breached
-
-    def _watch_proven(self, entry: dict) -> None:
-        """Alert when a node that proves its snapshots enters or leaves proven-RPO breach."""
+        # a node that proves its snapshots: entering or leaving proven-RPO breach
         breached = entry["proven_rpo_breached"]
         if self._proven_breached is not None and breached != self._proven_breached:
             problem = next(
                 (text for text in entry["problems"] if text.startswith("newest proven")), None
             )
-            if breached:
-                log.error("proven RPO breached: %s", problem)
-            else:
-                log.info("newest proven snapshot within the RPO again")
-            self.notifier.webhook(
-                "proven_rpo_breached" if breached else "proven_rpo_ok",
-                "prove",
-                ok=not breached,
+            self._alert_breach(
+                breached,
+                ("proven_rpo_breached", f"proven RPO breached: {problem}"),
+                ("proven_rpo_ok", "newest proven snapshot within the RPO again"),
+                job="prove",
                 error=problem if breached else None,
                 snapshot_id=entry["proven_snapshot_id"],
             )
         self._proven_breached = breached
+        breached = not entry["rpo_ok"]
+        if self._breached is not None and breached != self._breached:
+            problems = "; ".join(entry["problems"])
+            self._alert_breach(
+                breached,
+                ("rpo_breached", f"RPO breached: {problems}"),
+                ("rpo_restored", "within RPO again"),
+                job="backup",
+                error=problems or None,
+                snapshot_id=(entry["last_good_backup"] or {}).get("snapshot_id"),
+            )
+        self._breached = breached
+
+    def _alert_breach(
+        self,
+        breached: bool,
+        entering: tuple[str, str],
+        leaving: tuple[str, str],
+        *,
+        job: str,
+        error: str | None,
+        snapshot_id: str | None,
+    ) -> None:
+        """Log and send the webhook of entering (event, log line) or leaving a breach."""
+        event, line = entering if breached else leaving
+        (log.error if breached else log.info)("%s", line)
+        self.notifier.webhook(event, job, ok=not breached, error=error, snapshot_id=snapshot_id)
 
     # -- lifetime ---------------------------------------------------------------------------
 

@@ -2,8 +2,9 @@
 
 Both manifests are read from the snapshots, their signatures verified and their signer trusted
 exactly as for a restore, so a diff never describes a tampered snapshot as the node's history.
-Each manifest, signature and config is read in one `restic dump` of the snapshot's drkit
-directory. Text config and scripts that changed get a unified diff (read with `restic dump`);
+Both are found and opened through the signed catalog (no restic process), the texts of changed
+config and scripts read from the sealed manifest objects; a snapshot the catalog does not hold
+is read with `restic dump` as before. Text config and scripts that changed get a unified diff;
 key files are never read beyond their manifest entries, so no private key material can appear.
 """
 
@@ -13,7 +14,7 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 
 from drkit.actions import context
-from drkit.actions.restore import Origin, open_snapshot
+from drkit.actions.opening import Catalog, Origin
 from drkit.engines import diff as diff_engine
 from drkit.model import utc_text
 from drkit.results import DiffResult
@@ -36,34 +37,37 @@ def run(origin: Origin, old_spec: str, new_spec: str) -> DiffResult:
     """Return {ok, node, old, new, changes: [{category, path, change, detail, diff?}], notes}."""
     restic = context.restic_for(origin.repository, origin.restic)
     context.probe_storage(origin.repository)
-    every = restic.snapshots(tags=["drkit"])
-    old = context.select_from(every, origin.node, old_spec)
-    new = context.select_from(every, origin.node, new_spec)
-    with ThreadPoolExecutor(PARALLEL_READS) as pool:
-        reads = {
-            snapshot.id: pool.submit(open_snapshot, origin, restic, snapshot.id)
-            for snapshot in (old, new)
-        }
-        opened = {snapshot_id: future.result() for snapshot_id, future in reads.items()}
-    old_manifest, new_manifest = opened[old.id].manifest, opened[new.id].manifest
-    changes, notes = diff_engine.compare(old_manifest, new_manifest)
+    with Catalog(origin, restic) as found_in:
+        old, new = (found_in.find_or_ask(origin.node, spec) for spec in (old_spec, new_spec))
+        with ThreadPoolExecutor(PARALLEL_READS) as pool:
+            reads = {
+                found.snapshot.id: pool.submit(found_in.open, origin.node, found)
+                for found in (old, new)
+            }
+            opened = {snapshot_id: future.result() for snapshot_id, future in reads.items()}
+    old_opened, new_opened = opened[old.snapshot.id], opened[new.snapshot.id]
+    changes, notes = diff_engine.compare(old_opened.manifest, new_opened.manifest)
     wanted = [
         change
         for change in changes
-        if diff_engine.wants_text_diff(change, old_manifest, new_manifest)
+        if diff_engine.wants_text_diff(change, old_opened.manifest, new_opened.manifest)
     ]
     with ThreadPoolExecutor(PARALLEL_READS) as pool:
-        reads = {}
+        contents = {}
         for change in wanted:
-            if change["change"] != "added":
-                reads[(old.id, change["path"])] = pool.submit(
-                    restic.dump_text, old.id, change["path"]
-                )
-            if change["change"] != "removed":
-                reads[(new.id, change["path"])] = pool.submit(
-                    restic.dump_text, new.id, change["path"]
-                )
-        contents = {key: future.result() for key, future in reads.items()}
+            sides = [(old, old_opened)] if change["change"] != "added" else []
+            sides += [(new, new_opened)] if change["change"] != "removed" else []
+            for found, side in sides:
+                key = (found.snapshot.id, change["path"])
+                text = side.bundle.text(side.manifest, change["path"]) if side.bundle else None
+                contents[key] = text if text is not None else pool.submit(
+                    restic.dump_text, found.snapshot.id, change["path"]
+                )  # fmt: skip
+        contents = {
+            key: value if isinstance(value, str) else value.result()
+            for key, value in contents.items()
+        }
+    old, new = old.snapshot, new.snapshot
     for change in wanted:
         text = diff_engine.unified(
             change["path"],
@@ -74,8 +78,8 @@ def run(origin: Origin, old_spec: str, new_spec: str) -> DiffResult:
             change["diff"] = text
     return DiffResult(
         node=origin.node,
-        old=_describe(old, opened[old.id]),
-        new=_describe(new, opened[new.id]),
+        old=_describe(old, old_opened),
+        new=_describe(new, new_opened),
         changes=changes,
         notes=notes,
     )

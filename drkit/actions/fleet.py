@@ -20,6 +20,7 @@ from pathlib import Path
 from drkit import errors, units
 from drkit.actions import context
 from drkit.actions import report as report_action
+from drkit.actions.opening import Catalog, Found, Origin, snapshot_of
 from drkit.config import Config, parse_config, parse_duration
 from drkit.engines import localsettings, manifest
 from drkit.model import parse_utc, utc_text
@@ -45,13 +46,34 @@ def drift(
         raise errors.UsageError("no group: pass --group or set `group` in drkit.yaml")
     restic = context.restic_for(config.repository, config.restic)
     context.probe_storage(config.repository)
-    snapshots = restic.snapshots(tags=["drkit", f"group:{group}"])
-    by_node: dict[str, list] = {}
-    for snapshot in snapshots:
-        by_node.setdefault(snapshot.hostname, []).append(snapshot)
+    origin = Origin.from_config(config, trust_keys)
+    with Catalog(origin, restic) as found_in:
+        return _drift(config, group, found_in, set(origin.trusted_keys) | set(origin.trust_keys))
+
+
+def _group_snapshots(found_in: Catalog, group: str) -> dict[str, list[Found]]:
+    """Return each node's snapshots tagged group:<group>, oldest first: from the signed
+    catalog when every node's head is trusted and lists all the repository holds, else from
+    one `restic snapshots`."""
+    tag = f"group:{group}"
+    by_node: dict[str, list[Found]] = {}
+    indexes = found_in.every_index()
+    if indexes is not None:
+        for node, index in sorted(indexes.items()):
+            mine = [Found(snapshot_of(node, e), e) for e in index if tag in e.tags]
+            if mine:
+                by_node[node] = mine
+        return by_node
+    for snapshot in found_in.ask_restic().snapshots(tags=["drkit", tag]):
+        entry = found_in.entry(snapshot.hostname, snapshot.id)
+        by_node.setdefault(snapshot.hostname, []).append(Found(snapshot, entry))
+    return by_node
+
+
+def _drift(config: Config, group: str, found_in: Catalog, trusted: set[str]) -> FleetDriftResult:
+    by_node = _group_snapshots(found_in, group)
     if not by_node:
         raise errors.UsageError(f"no snapshot in the repository is tagged group:{group}")
-    trusted = set(config.trusted_keys) | set(trust_keys or [])
     now = datetime.now(UTC)
     rpo = parse_duration(config.objectives.rpo)
     findings: list[dict] = []
@@ -60,10 +82,10 @@ def drift(
     previous: dict[str, tuple] = {}
     work = Path(tempfile.mkdtemp(prefix="drift-", dir=_work_parent(config)))
     try:
-        fetched = _Fetcher(restic, work)
+        fetched = _Fetcher(found_in, work)
         for node in sorted(by_node):
-            snapshot = by_node[node][-1]
-            opened, signer = fetched.open(snapshot.id)
+            snapshot = by_node[node][-1].snapshot
+            opened, signer = fetched.open(node, by_node[node][-1])
             age = now - snapshot.time
             nodes.append(
                 {
@@ -94,7 +116,7 @@ def drift(
             fetched.chosen[node] = snapshot.id
             if len(by_node[node]) >= 2:
                 before = by_node[node][-2]
-                previous[node] = (before, *fetched.open(before.id))
+                previous[node] = (before.snapshot, *fetched.open(node, before))
         _prefetch(fetched, latest, previous)
         local = localsettings.parse(_local_entries(config, fetched, latest))
         findings += _compare(latest, fetched, local)
@@ -153,29 +175,34 @@ def _work_parent(config: Config) -> Path:
 
 
 class _Fetcher:
-    """Restores the files drift reads, batched: one restic call per snapshot and batch."""
+    """Reads the files drift compares: from the sealed manifest objects where they hold them
+    (config, scripts, drkit.yaml), else restored, batched: one restic call per snapshot and
+    batch."""
 
-    def __init__(self, restic, work: Path):
-        self.restic, self.work = restic, work
+    def __init__(self, found_in: Catalog, work: Path):
+        self.found_in, self.work = found_in, work
         self.chosen: dict[str, str] = {}
         self.done: set[tuple[str, str]] = set()
+        self.texts: dict[str, dict[str, bytes]] = {}  # snapshot id: {path: bytes}
 
-    def open(self, snapshot_id: str) -> tuple[dict, str]:
-        """Return (manifest, signer) of a snapshot, its drkit.yaml fetched along."""
-        paths = [manifest.MANIFEST_PATH, manifest.SIGNATURE_PATH, manifest.CONFIG_PATH]
-        self._restore(snapshot_id, paths)
-        base = self.work / snapshot_id
-        try:
-            raw = on_root(base, manifest.MANIFEST_PATH).read_bytes()
-            signature = on_root(base, manifest.SIGNATURE_PATH).read_text()
-        except OSError:
-            raise errors.Refused(f"snapshot {snapshot_id[:8]} has no drkit manifest") from None
-        return manifest.open_signed(raw, signature)
+    def open(self, node: str, found: Found) -> tuple[dict, str]:
+        """Return (manifest, signer) of a node's snapshot, its drkit.yaml and texts kept."""
+        raw, signature, config_text, bundle = self.found_in.signed(node, found)
+        opened, signer = manifest.open_signed(raw, signature)
+        texts = self.texts.setdefault(found.snapshot.id, {})
+        if config_text is not None:
+            texts[manifest.CONFIG_PATH] = config_text.encode()
+        for path in bundle.texts if bundle else ():
+            text = bundle.text(opened, path)
+            if text is not None:
+                texts[path] = text.encode()
+        return opened, signer
 
     def _restore(self, snapshot_id: str, paths: list[str]) -> None:
-        missing = [p for p in paths if (snapshot_id, p) not in self.done]
+        held = self.texts.get(snapshot_id, {})
+        missing = [p for p in paths if (snapshot_id, p) not in self.done and p not in held]
         if missing:
-            self.restic.restore_paths(snapshot_id, self.work / snapshot_id, missing)
+            self.found_in.ask_restic().restore_paths(snapshot_id, self.work / snapshot_id, missing)
             self.done.update((snapshot_id, p) for p in missing)
 
     def want(self, node: str, paths: list[str]) -> None:
@@ -183,6 +210,9 @@ class _Fetcher:
 
     def read(self, node: str, path: str) -> bytes | None:
         snapshot_id = self.chosen[node]
+        held = self.texts.get(snapshot_id, {})
+        if path in held:
+            return held[path]
         self._restore(snapshot_id, [path])
         host = on_root(self.work / snapshot_id, path)
         return host.read_bytes() if host.is_file() else None

@@ -228,7 +228,8 @@ class Found:
         return self.entry is not None and self.entry.manifest_sha256 is not None
 
 
-def _snapshot_of(node: str, entry: catalog.IndexEntry) -> restic_engine.Snapshot:
+def snapshot_of(node: str, entry: catalog.IndexEntry) -> restic_engine.Snapshot:
+    """Return the snapshot record of a signed index entry, as restic would list it."""
     return restic_engine.Snapshot(
         id=entry.id,
         short_id=entry.id[:8],
@@ -260,6 +261,7 @@ class Catalog:
         self._listed: Future = self._pool.submit(self.storage.snapshot_ids)
         self._heads: dict[str, Future] = {}
         self._others: set[str] | None = None
+        self.anomalies: list[str] = []  # objects that did not match or open: tampering
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -292,19 +294,35 @@ class Catalog:
         """Return the ids of every snapshot in the repository (one S3 listing)."""
         return self._listed.result()
 
-    def _covered_by_others(self, node: str, uncovered: set[str]) -> bool:
-        """True when the trusted heads of the repository's other nodes list every id of
-        uncovered (a group shares one repository)."""
+    def _head_nodes(self) -> set[str]:
+        """Return the nodes with a chain head in the bucket; their heads start loading."""
+        nodes = {
+            key.split("/")[1]
+            for key in self.storage.list_keys("records/")
+            if key.count("/") == 2 and key.endswith("/head.json")
+        }
+        for node in nodes:
+            self._heads.setdefault(node, self._pool.submit(self._read_index, node))
+        return nodes
+
+    def _complete(self, node: str, index: list[catalog.IndexEntry]) -> bool:
+        """True when every snapshot the repository holds is listed by the node's index or by
+        the trusted head of another node (a group shares one repository): then the index
+        alone says which of them is the node's latest, and a head put back to an older
+        version cannot hide a newer snapshot."""
+        uncovered = self.listed() - {entry.id for entry in index}
+        if uncovered and not uncovered <= self._other_ids(node):
+            log.info("catalog: %d snapshot(s) no trusted head lists: restic is asked",
+                     len(uncovered))  # fmt: skip
+            return False
+        return True
+
+    def _other_ids(self, node: str) -> set[str]:
+        """Return the snapshot ids the trusted heads of the other nodes list."""
         if self._others is None:
-            nodes = {
-                key.split("/")[1]
-                for key in self.storage.list_keys("records/")
-                if key.count("/") == 2 and key.endswith("/head.json")
-            } - {node}
-            for other in nodes:
-                self._heads.setdefault(other, self._pool.submit(self._read_index, other))
+            nodes = self._head_nodes() - {node}
             self._others = {entry.id for other in nodes for entry in (self.index(other) or [])}
-        return uncovered <= self._others
+        return self._others
 
     def find(self, node: str, spec: str, at: datetime | None = None) -> Found | None:
         """Return the node's snapshot named by spec (or --at) from the signed index, or None
@@ -320,15 +338,42 @@ class Catalog:
             valid = re.fullmatch(r"[0-9a-f]{4,64}", spec)
             named = [listed_id for listed_id in listed if valid and listed_id.startswith(spec)]
             entry = by_id.get(named[0]) if len(named) == 1 else None
-            return Found(_snapshot_of(node, entry), entry) if entry else None
-        uncovered = listed - {entry.id for entry in index}
-        if uncovered and not self._covered_by_others(node, uncovered):
-            log.info("catalog: %d snapshot(s) no trusted head lists: restic is asked",
-                     len(uncovered))  # fmt: skip
+            return Found(snapshot_of(node, entry), entry) if entry else None
+        if not self._complete(node, index):
             return None
         live = sorted(by_id.values(), key=lambda entry: entry.time)
-        chosen = context.select_from([_snapshot_of(node, e) for e in live], node, spec, at)
+        chosen = context.select_from([snapshot_of(node, e) for e in live], node, spec, at)
         return Found(chosen, by_id[chosen.id])
+
+    def every_index(self) -> dict[str, list[catalog.IndexEntry]] | None:
+        """Return every node's live index entries (the nodes with a head under records/), or
+        None when a head is not trusted or the heads do not list every snapshot the
+        repository holds."""
+        nodes = self._head_nodes()
+        indexes = {node: self.index(node) for node in sorted(nodes)}
+        if any(index is None for index in indexes.values()):
+            return None
+        listed = self.listed()
+        if listed - {entry.id for index in indexes.values() for entry in index}:
+            return None
+        return {
+            node: [entry for entry in index if entry.id in listed]
+            for node, index in indexes.items()
+        }
+
+    def entry(self, node: str, snapshot_id: str) -> catalog.IndexEntry | None:
+        """Return the node's signed index entry for a snapshot id, or None."""
+        return next((e for e in self.index(node) or [] if e.id == snapshot_id), None)
+
+    def node_snapshots(self, node: str) -> list[Found]:
+        """Return every snapshot of the node, oldest first: from its signed index when that
+        lists all the repository holds, else from one `restic snapshots`."""
+        index = self.index(node)
+        if index is not None and self._complete(node, index):
+            listed = self.listed()
+            return [Found(snapshot_of(node, e), e) for e in index if e.id in listed]
+        found = self.ask_restic().snapshots(host=node, tags=["drkit"])
+        return [Found(snapshot, self.entry(node, snapshot.id)) for snapshot in found]
 
     def find_or_ask(self, node: str, spec: str, at: datetime | None = None) -> Found:
         """Return the node's snapshot named by spec: from the index, else from restic (one
@@ -336,11 +381,11 @@ class Catalog:
         found = self.find(node, spec, at)
         if found is not None:
             return found
-        chosen = context.select_snapshot(self._restic(), node, spec, at)
-        entry = next((e for e in self.index(node) or [] if e.id == chosen.id), None)
-        return Found(chosen, entry)
+        chosen = context.select_snapshot(self.ask_restic(), node, spec, at)
+        return Found(chosen, self.entry(node, chosen.id))
 
-    def _restic(self) -> restic_engine.Restic:
+    def ask_restic(self) -> restic_engine.Restic:
+        """Return the restic engine, for what the catalog cannot answer."""
         if self.restic is None:
             self.restic = context.restic_for(self.origin.repository, self.origin.restic)
         return self.restic
@@ -348,21 +393,45 @@ class Catalog:
     # -- the sealed manifest objects -------------------------------------------------------
 
     def open(self, node: str, found: Found) -> Opened:
-        """Verify and return a found snapshot's manifest: from its sealed object when the
-        index binds it (its sha256 must be the index's), else from the snapshot itself (one
-        `restic dump`), whose copy must then have the bound hash too."""
+        """Verify signature, trust and node of a found snapshot's manifest; return it opened."""
+        raw, signature, config_text, bundle = self.signed(node, found)
+        opened = open_manifest(self.origin, raw, signature, config_text)
+        opened.bundle = bundle
+        return opened
+
+    def signed(
+        self, node: str, found: Found
+    ) -> tuple[bytes, str, str | None, catalog.Bundle | None]:
+        """Return a found snapshot's (manifest bytes, signature text, drkit.yaml, bundle), its
+        signature not yet checked: from its sealed object when the index binds it (its sha256
+        must be the index's), else from the snapshot itself (one `restic dump`), whose copy
+        must then have the bound hash too."""
+        snapshot = found.snapshot
         if found.bound:
-            opened = self._open_objects(node, found)
-            if opened is not None:
-                return opened
-        files = _read_drkit_files(self._restic(), found.snapshot.id)
-        raw = files.get(manifest.MANIFEST_PATH)
-        if found.bound and raw is not None and _sha(raw) != found.entry.manifest_sha256:
+            fetched = self.objects(node, snapshot.id)
+            if fetched is not None and _sha(fetched[0].manifest) == found.entry.manifest_sha256:
+                bundle, signature = fetched
+                return bundle.manifest, signature, bundle.config, bundle
+            if fetched is not None:
+                self._anomaly(
+                    f"snapshot {snapshot.short_id}: tampering: its manifest object "
+                    f"{catalog.bundle_key(node, snapshot.id)} is not the manifest its signed "
+                    "index names"
+                )
+        files = _read_drkit_files(self.ask_restic(), snapshot.id)
+        raw, signature = files.get(manifest.MANIFEST_PATH), files.get(manifest.SIGNATURE_PATH)
+        if raw is None or signature is None:
             raise errors.Refused(
-                f"snapshot {found.snapshot.short_id}: its manifest is not the one the signed "
-                "index names (the snapshot was tampered with)"
+                f"snapshot {snapshot.short_id} has no drkit manifest and signature: not restorable"
             )
-        return _open_files(self.origin, found.snapshot.id, files)
+        if found.bound and _sha(raw) != found.entry.manifest_sha256:
+            raise errors.Refused(
+                f"snapshot {snapshot.short_id}: its manifest is not the one the signed index "
+                "names (the snapshot was tampered with)"
+            )
+        config_bytes = files.get(manifest.CONFIG_PATH)
+        config_text = config_bytes.decode(errors="replace") if config_bytes is not None else None
+        return raw, signature.decode(errors="replace"), config_text, None
 
     def objects(self, node: str, snapshot_id: str) -> tuple[catalog.Bundle, str] | None:
         """Return a snapshot's unsealed manifest object and its signature text, or None when
@@ -376,25 +445,16 @@ class Catalog:
                 return None
             payload = catalog.unseal(self._seal_key.result(), keys_[0], sealed)
             return catalog.Bundle.decode(payload, keys_[0]), signature.decode(errors="replace")
-        except (errors.Refused, errors.StorageError, errors.ConfigError) as exc:
+        except errors.Refused as exc:
+            self._anomaly(f"snapshot {snapshot_id[:8]}: tampering: {exc.message}")
+            return None
+        except (errors.StorageError, errors.ConfigError) as exc:
             log.warning("catalog: %s: read from the snapshot instead", exc.message)
             return None
 
-    def _open_objects(self, node: str, found: Found) -> Opened | None:
-        fetched = self.objects(node, found.snapshot.id)
-        if fetched is None:
-            return None
-        bundle, signature = fetched
-        if _sha(bundle.manifest) != found.entry.manifest_sha256:
-            log.warning(
-                "catalog: the manifest object of %s is not the one the signed index names: "
-                "read from the snapshot instead (`drkit verify` reports it)",
-                found.snapshot.short_id,
-            )
-            return None
-        opened = open_manifest(self.origin, bundle.manifest, signature, bundle.config)
-        opened.bundle = bundle
-        return opened
+    def _anomaly(self, text: str) -> None:
+        log.warning("%s: read from the snapshot instead (`drkit verify` reports it)", text)
+        self.anomalies.append(text)
 
 
 def _sha(data: bytes) -> str:

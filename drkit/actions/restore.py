@@ -22,7 +22,6 @@ from drkit.actions.opening import (
     Origin,
     _open_files,
     _read_drkit_files,
-    open_snapshot,
 )
 from drkit.engines import accounts, apply, manifest, screen, staged
 from drkit.engines import restic as restic_engine
@@ -351,8 +350,9 @@ def check(
         raise errors.UsageError(f"--target {target}: not a directory")
     restic = context.restic_for(origin.repository, origin.restic)
     context.probe_storage(origin.repository)
-    chosen = context.select_snapshot(restic, origin.node, snapshot)
-    opened = open_snapshot(origin, restic, chosen.id)
+    with Catalog(origin, restic) as found_in:
+        found = found_in.find_or_ask(origin.node, snapshot)
+        opened, chosen = found_in.open(origin.node, found), found.snapshot
     steps = apply.plan(target, opened.manifest)
     drifted = [step for step in steps if step.action != "unchanged"]
     found = [checks.passed("manifest signature", f"signed by {opened.signer}")]

@@ -5,9 +5,8 @@ from __future__ import annotations
 from collections import Counter
 from datetime import UTC, datetime
 
-from drkit import errors
 from drkit.actions import context
-from drkit.actions.restore import Origin
+from drkit.actions.opening import Catalog, Origin
 from drkit.engines import manifest
 from drkit.model import parse_utc, utc_text
 from drkit.results import ShowResult, SnapshotEntry, SnapshotsResult
@@ -42,13 +41,11 @@ def show(origin: Origin, snapshot: str) -> ShowResult:
     """
     restic = context.restic_for(origin.repository, origin.restic)
     context.probe_storage(origin.repository)
-    chosen = context.select_snapshot(restic, origin.node, snapshot)
-    files = restic.dump_directory(chosen.id, manifest.SNAPSHOT_DIR)  # one restic dump
-    if manifest.MANIFEST_PATH not in files or manifest.SIGNATURE_PATH not in files:
-        raise errors.Refused(f"snapshot {chosen.short_id} has no drkit manifest and signature")
-    node_manifest, signer = manifest.open_signed(
-        files[manifest.MANIFEST_PATH], files[manifest.SIGNATURE_PATH].decode(errors="replace")
-    )
+    with Catalog(origin, restic) as found_in:
+        found = found_in.find_or_ask(origin.node, snapshot)
+        raw, signature, _, _ = found_in.signed(origin.node, found)
+    chosen = found.snapshot
+    node_manifest, signer = manifest.open_signed(raw, signature)
     now = datetime.now(UTC)
     certificates = []
     for certificate in node_manifest["certificates"]:

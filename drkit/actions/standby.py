@@ -22,7 +22,7 @@ from pathlib import Path
 
 from drkit import errors, profiles, runner
 from drkit.actions import context
-from drkit.actions.restore import Origin, open_snapshot
+from drkit.actions.opening import Catalog, Origin
 from drkit.config import Config, dump_config, parse_duration
 from drkit.engines import accounts, apply, localsettings, manifest, screen, staged
 from drkit.model import Check, failed, parse_utc, passed, utc_text
@@ -79,8 +79,19 @@ def sync(
     standby = _following(config)
     restic = context.restic_for(config.repository, config.restic)
     context.probe_storage(config.repository)
-    with context.node_lock(config, lock_wait):
-        chosen = context.select_snapshot(restic, standby.source, "latest")
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(context.node_lock(config, lock_wait))
+        origin = Origin(
+            node=standby.source,
+            repository=config.repository,
+            restic=config.restic,
+            trusted_keys=list(config.trusted_keys),
+            trust_keys=list(trust_keys or []),
+            state_dir=config.state_dir,
+        )
+        found_in = stack.enter_context(Catalog(origin, restic))
+        found = found_in.find_or_ask(standby.source, "latest")
+        chosen = found.snapshot
         snapshot_time = utc_text(chosen.time)
         state = read_state(config)
         base = {
@@ -118,15 +129,14 @@ def sync(
                     )
                 ],
             )
-        origin = Origin(
-            node=standby.source,
-            repository=config.repository,
-            restic=config.restic,
-            trusted_keys=list(config.trusted_keys),
-            trust_keys=list(trust_keys or []),
-            state_dir=config.state_dir,
-        )
-        opened = open_snapshot(origin, restic, chosen.id)  # one restic dump
+        opened = found_in.open(standby.source, found)
+        if not found.bound:  # reached without a signed id: its tree is screened first
+            problems = screen.screen_listing(restic.list_tree(chosen.id)[1], opened.manifest)
+            if problems:
+                raise errors.Refused(
+                    f"snapshot {chosen.short_id} holds what its signed manifest does not: "
+                    f"{problems[0]}"
+                )
         local = localsettings.parse(standby.local)
         applied = _apply(config, restic, chosen, opened, opened.raw, local, dry_run, state)
         return StandbySyncResult(**{**applied, **base})

@@ -33,9 +33,10 @@ from datetime import UTC, datetime, timedelta
 
 from drkit import errors
 from drkit.actions import backup, context, locks
-from drkit.actions.opening import Origin, open_record, open_snapshot
+from drkit.actions.opening import Catalog, Found, Opened, Origin, open_record
 from drkit.config import Config
 from drkit.engines import catalog, manifest
+from drkit.engines.manifest import MANIFEST_PATH
 from drkit.model import utc_text
 from drkit.paths import on_root
 from drkit.results import VerifyResult
@@ -73,36 +74,18 @@ def run(
     restic = context.restic_for(config.repository, config.restic)
     context.probe_storage(config.repository)
     problems: list[str] = []
-    with context.node_lock(config, lock_wait):
-        stale = locks.clear_stale(restic)
-        clean, check_lines = restic.check_report(read_data_subset)
-    if not clean:
-        problems += [f"restic check: {line}" for line in check_lines] or ["restic check failed"]
-
-    found = restic.snapshots(host=config.node, tags=["drkit"])
-    opened_by_id = {}
-    failed_snapshots = []
-
-    def open_one(snapshot):
-        try:
-            return snapshot, open_snapshot(origin, restic, snapshot.id), None
-        except errors.Refused as exc:
-            return snapshot, None, exc.message
-
-    with ThreadPoolExecutor(max_workers=PARALLEL_READS) as pool:
-        for snapshot, opened, problem in pool.map(open_one, found):
-            if opened is not None:
-                opened_by_id[snapshot.id] = opened
-            else:
-                failed_snapshots.append(
-                    {
-                        "id": snapshot.id,
-                        "time": utc_text(snapshot.time),
-                        "problem": problem,
-                    }
-                )
-                problems.append(f"snapshot {snapshot.short_id}: {problem}")
-
+    with Catalog(origin, restic) as found_in:
+        with context.node_lock(config, lock_wait):
+            # restic's own lock files: read (one `restic list locks`) only when there are any
+            stale = locks.clear_stale(restic) if found_in.storage.lock_files() else []
+            clean, check_lines = restic.check_report(read_data_subset)
+        if not clean:
+            problems += [f"restic check: {line}" for line in check_lines] or ["restic check failed"]
+        every = found_in.node_snapshots(config.node)
+        opened_by_id, failed_snapshots = _open_every(found_in, config.node, every)
+        problems += [f"snapshot {item['id'][:8]}: {item['problem']}" for item in failed_snapshots]
+        problems += found_in.anomalies
+    found = [item.snapshot for item in every]
     chain_document, chain_problems = _check_chain(config, origin, found, opened_by_id)
     problems += chain_problems
 
@@ -110,7 +93,7 @@ def run(
     drift: list[dict] = []
     if found and spot > 0 and found[-1].id in opened_by_id:
         spot_document, spot_failures, drift = _spot_check(
-            config, restic, found[-1], opened_by_id[found[-1].id].manifest, spot, seed
+            config, restic, found[-1], opened_by_id[found[-1].id], spot, seed
         )
         problems += [f"spot check {item['path']}: {item['detail']}" for item in spot_failures]
     elif not found:
@@ -134,9 +117,34 @@ def run(
     )
 
 
-def _spot_check(config: Config, restic, snapshot, node_manifest: dict, count: int, seed):
-    """Restore a random sample of the snapshot's files; compare them with the manifest (failure)
-    and the live node with the manifest (drift). Return (document, failures, drift)."""
+def _open_every(found_in: Catalog, node: str, every: list[Found]) -> tuple[dict, list[dict]]:
+    """Open every snapshot's manifest (from the catalog's objects where it holds them);
+    return ({id: opened}, [{id, time, problem}] for those that do not verify)."""
+
+    def open_one(found: Found):
+        try:
+            return found.snapshot, found_in.open(node, found), None
+        except errors.Refused as exc:
+            return found.snapshot, None, exc.message
+
+    opened_by_id, failed = {}, []
+    with ThreadPoolExecutor(max_workers=PARALLEL_READS) as pool:
+        for snapshot, opened, problem in pool.map(open_one, every):
+            if opened is not None:
+                opened_by_id[snapshot.id] = opened
+            else:
+                failed.append(
+                    {"id": snapshot.id, "time": utc_text(snapshot.time), "problem": problem}
+                )
+    return opened_by_id, failed
+
+
+def _spot_check(config: Config, restic, snapshot, opened: Opened, count: int, seed):
+    """Restore a random sample of the snapshot's files and its own copy of the manifest;
+    compare the files with the manifest (failure), the copy with the manifest verified from
+    the catalog (a difference is tampering), and the live node with the manifest (drift).
+    Return (document, failures, drift)."""
+    node_manifest = opened.manifest
     chooser = random.Random(seed)
     candidates = [entry for entry in node_manifest["files"] if entry["type"] == "file"]
     sample = sorted(
@@ -147,9 +155,19 @@ def _spot_check(config: Config, restic, snapshot, node_manifest: dict, count: in
     drift: list[dict] = []
     try:
         scratch.mkdir(mode=0o700, parents=True)
-        if sample:
-            restic.restore_paths(
-                snapshot.id, scratch, [_include_pattern(entry["path"]) for entry in sample]
+        restic.restore_paths(
+            snapshot.id,
+            scratch,
+            [_include_pattern(path) for path in [e["path"] for e in sample] + [MANIFEST_PATH]],
+        )
+        inside = on_root(scratch, MANIFEST_PATH)
+        if not inside.is_file() or inside.read_bytes() != opened.raw:
+            failures.append(
+                {
+                    "path": MANIFEST_PATH,
+                    "detail": "tampering: the manifest inside the snapshot differs from the "
+                    "signed manifest object beside it",
+                }
             )
         for entry in sample:
             restored = manifest.compare_entry(on_root(scratch, entry["path"]), entry)

@@ -607,6 +607,10 @@ class Storage:
         prefix = self.repository.prefix.strip("/") + "/snapshots/"
         return {key.removeprefix(prefix) for key in self.list_keys(prefix)}
 
+    def lock_files(self) -> list[str]:
+        """Return the keys of the restic repository's lock files (one listing)."""
+        return self.list_keys(self.repository.prefix.strip("/") + "/locks/")
+
     def list_keys(self, prefix: str = "") -> list[str]:
         """Return the keys under prefix (e.g. reports/<node>/), sorted."""
         pages = self._pages("list_objects_v2", Bucket=self.bucket, Prefix=prefix)
