@@ -25,6 +25,12 @@ def slow_node(node_root: Path, s3_repository, work_dir: Path) -> Node:
     return made
 
 
+@pytest.fixture
+def node(node_root: Path, s3_repository, work_dir: Path) -> Node:
+    """A sample node with a small backup (seconds)."""
+    return Node(node_root / "root", s3_repository, work_dir)
+
+
 def restic_backup(daemon: DaemonProcess) -> int:
     """Wait for the daemon's restic backup to start; return its pid."""
     found = wait_for(
@@ -84,3 +90,100 @@ def test_sigterm_kills_a_restic_that_does_not_react_and_exits(slow_node: Node):
     assert any("killed" in m and "backup" in m for m in messages), messages
     last = local_status(slow_node)["last_backup"]
     assert last["ok"] is False and "interrupted" in last["error"], last
+
+
+# -- a failed backup tried again in the background ------------------------------------------
+
+
+@pytest.mark.timeout(120)
+def test_a_failed_backup_is_retried_in_the_background_and_its_success_pinged(
+    node: Node, recorder, monkeypatch, caplog
+):
+    """The catch-up backup fails (a wrong repository password: fatal, no retry within the run)
+    and the schedule is an hour away: the daemon tries again after BACKGROUND_RETRY_MIN, then
+    twice that, and once the password is right again the retry's snapshot is recorded and its
+    success pinged; the schedule after it is the hour again. The real daemon in this process
+    (its 30 s first delay shortened to 2 s), real restic and SeaweedFS."""
+    from datetime import UTC, datetime, timedelta
+    from threading import Thread
+
+    from drkit import daemon
+
+    caplog.set_level("INFO", logger="drkit.daemon")
+    monkeypatch.setattr(daemon, "BACKGROUND_RETRY_MIN", timedelta(seconds=2))
+    node.settings(
+        schedule={"backup": "every 1h", "prune": None, "verify": None, "drill": None,
+                  "prove": None, "retry_window": "1s"},
+        objectives={"rpo": "1m", "rto": "10m"},
+        notify={"ping": {"url": recorder.url + "/ping"}},
+    )  # fmt: skip
+    password = node.repository.password_file
+    right = password.read_text()
+    password.write_text("not-the-repository-password\n")
+    runner = daemon.Daemon(node.loaded(), stop_timeout=30)
+    thread = Thread(target=runner.run, kwargs={"install_signals": False}, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: recorder.paths().count("/ping/fail") >= 2, 60, "two failed backups")
+        password.write_text(right)
+        wait_for(lambda: (local_status(node).get("last_good_backup") or {}).get("snapshot_id"),
+                 60, "the background retry's good backup")  # fmt: skip
+        wait_for(lambda: "/ping" in recorder.paths(), 10, "the success ping")
+        next_run = runner.scheduler.get_job("backup").next_run_time
+    finally:
+        runner.request_stop("test")
+        thread.join(60)
+    assert not thread.is_alive(), "the daemon did not stop"
+    paths = [path for path in recorder.paths() if path != "/ping/start"]
+    assert paths[:2] == ["/ping/fail", "/ping/fail"] and paths[-1] == "/ping", paths
+    last = local_status(node)["last_backup"]
+    assert last["ok"] is True, last
+    (made,) = node.snapshots()  # the failed attempts made none
+    assert last["snapshot_id"] in (made["id"], made["short_id"]), (last, made)
+    assert runner.runs["backup"]["runs"] == paths.count("/ping/fail") + 1, runner.runs
+    assert next_run - datetime.now(UTC) > timedelta(minutes=50), "back on its hourly schedule"
+
+    records = [r for r in caplog.records if r.name == "drkit.daemon"]
+    assert sum("retried in the background" in r.getMessage() for r in records) >= 2
+    ended = [r.created for r in records if r.getMessage().startswith("backup failed after")]
+    began = [r.created for r in records if r.getMessage() == "backup started"]
+    waits = [start - end for end, start in zip(ended, began[1:], strict=False)]
+    assert 1.9 <= waits[0] < 15, waits  # BACKGROUND_RETRY_MIN, not the hour
+    assert waits[1] >= 3.9 and waits[1] > waits[0] * 1.5, waits  # doubled
+
+
+# -- the drill job ----------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(150)
+def test_the_daemon_drills_on_its_schedule_and_records_last_drill(node: Node):
+    """A node backed up by hand whose daemon has only its drill due soon (backup hourly and
+    within the RPO: no catch-up): the drill job restores the latest snapshot in the sandbox,
+    logs in for real, and records last_drill (the snapshot it restored, its RTO)."""
+    from nodes import SMOKE_USER
+
+    node.settings(
+        smoke_user=SMOKE_USER,
+        schedule={"backup": "every 1h", "prune": None, "verify": None, "drill": "every 4s",
+                  "prove": None},
+        objectives={"rpo": "10m", "rto": "10m"},
+    )  # fmt: skip
+    code, made = node.run("backup")
+    assert code == 0, made
+    daemon = DaemonProcess(node, stop_timeout=60)
+    try:
+        drilled = wait_for(lambda: local_status(node).get("last_drill"), 90, "a drill run")
+        state = local_status(node)
+    finally:
+        code = daemon.stop(signal.SIGTERM, timeout=120)
+    assert code == 0, daemon.log.read_text()[-3000:]
+    assert drilled["ok"] is True, drilled
+    assert drilled["snapshot_id"] == made["snapshot_id"], (drilled, made)
+    assert isinstance(drilled["rto_seconds"], int | float) and drilled["rto_seconds"] > 0
+    assert state["last_backup"]["snapshot_id"] == made["snapshot_id"], "no backup ran"
+    summary = json.loads(daemon.out.read_text())
+    assert summary["runs"]["drill"]["runs"] >= 1 and summary["runs"]["drill"]["failed"] == 0
+    assert "backup" not in summary["interrupted"] and summary["runs"]["backup"]["runs"] == 0
+    code, shown = node.run("report")
+    assert code == 0, shown
+    assert made["snapshot_id"] in [entry["snapshot_id"] for entry in shown["drills"]], shown

@@ -8,7 +8,7 @@ import subprocess
 import pytest
 import yaml
 from nodes import SMOKE_USER, drkit, init_node
-from test_standby_fleet import clone, signer
+from test_standby_fleet import clone, init, signer
 
 from devtools import sample_node
 from drkit.paths import on_root
@@ -59,3 +59,29 @@ def test_fleet_drift_of_one_group_names_tls_and_stale_nodes(node_root, s3_reposi
     stale = [f for f in drift["findings"] if f["category"] == "staleness"]
     assert "sftp-1" in {f["node"] for f in stale}, drift["findings"]
     assert all(f["detail"].startswith("stale: newest snapshot") for f in stale)
+
+
+def test_fleet_drift_names_an_account_whose_entries_differ(node_root, s3_repository):
+    """Two nodes of a pool, clones but for one account's passwd line (partner's shell on
+    sftp-2): one finding, category accounts, on sftp-2; /etc/passwd itself is never compared
+    whole (the manifest holds only the accounts the server needs)."""
+    roots = {name: node_root / name for name in ("sftp-1", "sftp-2")}
+    sample_node.build(roots["sftp-1"], smoke_user=SMOKE_USER, chroot=True)
+    clone(roots["sftp-1"], roots["sftp-2"])
+    passwd = on_root(roots["sftp-2"], "/etc/passwd")
+    text = passwd.read_text()
+    line = next(entry for entry in text.splitlines() if entry.startswith("partner:"))
+    passwd.write_text(text.replace(line, line.replace("/usr/sbin/nologin", "/bin/false")))
+    configs = {name: init(node_root, name, root, s3_repository, "sftp-prod")
+               for name, root in roots.items()}  # fmt: skip
+    for config in configs.values():
+        code, document = drkit("backup", "--config", str(config))
+        assert code == 0, document
+    trust = [arg for config in configs.values() for arg in ("--trust-key", signer(config))]
+
+    code, drift = drkit("fleet", "drift", "--config", str(configs["sftp-1"]), *trust)
+    assert code == 1 and drift["ok"] is False, drift
+    accounts = [f for f in drift["findings"] if f["category"] == "accounts"]
+    assert [(f["node"], f["path"]) for f in accounts] == [("sftp-2", "account partner")], drift
+    assert accounts[0]["detail"] == "passwd/group entries differ"
+    assert drift["findings"] == accounts, "nothing else differs between the clones"

@@ -174,3 +174,65 @@ def test_fleet_drift_names_rotated_host_key_and_truncated_log(pool_dir, s3_repos
         "sftp-2",
         "sftp-3",
     }
+
+
+def test_a_passive_nodes_daemon_syncs_each_new_snapshot_of_its_source(pool_dir, s3_repository):
+    """The passive node's daemon runs standby sync on schedule.standby (and no backup, no
+    proof): it applies the source's snapshot, then one the source makes while it runs, with
+    the reload after each change; last_standby records what it applied."""
+    import json
+    import signal
+    from types import SimpleNamespace
+
+    from test_daemon import DaemonProcess, wait_for
+
+    active_root, passive_root = pool_dir / "active", pool_dir / "passive"
+    sample_node.build(active_root, smoke_user=SMOKE_USER, chroot=True)
+    clone(active_root, passive_root)
+    active = init(pool_dir, "sftp-1", active_root, s3_repository, "sftp-prod")
+    passive = init(pool_dir, "sftp-2", passive_root, s3_repository, "sftp-prod")
+    marker = pool_dir / "reloaded"
+    edit_config(
+        passive,
+        standby={"source": "sftp-1", "reload": f"touch {marker}"},
+        trusted_keys=[signer(passive), signer(active)],
+        schedule={"standby": "every 2s", "prune": None, "verify": None, "drill": None,
+                  "prove": "after-backup"},
+        objectives={"rpo": "10m", "rto": "10m"},
+    )  # fmt: skip
+    banner = "/etc/issue.net"
+    on_root(active_root, banner).write_text("First release.\n")
+    code, first = drkit("backup", "--config", str(active))
+    assert code == 0, first
+    work = pool_dir / "sftp-2-work"
+    status_file = work / "state" / "status" / "sftp-2.json"
+
+    def applied(snapshot_id: str):
+        try:
+            last = json.loads(status_file.read_text()).get("last_standby") or {}
+        except (FileNotFoundError, ValueError):
+            return None
+        return last if last.get("snapshot_id") == snapshot_id else None
+
+    daemon = DaemonProcess(SimpleNamespace(config=passive, work=work), stop_timeout=60)
+    try:
+        synced = wait_for(lambda: applied(first["snapshot_id"]), 60, "the first sync")
+        assert synced["ok"] and synced["changed"], synced
+        assert on_root(passive_root, banner).read_text() == "First release.\n"
+        assert marker.exists(), "reload did not run after a changed sync"
+        marker.unlink()
+        on_root(active_root, banner).write_text("Second release.\n")
+        code, second = drkit("backup", "--config", str(active))
+        assert code == 0, second
+        synced = wait_for(lambda: applied(second["snapshot_id"]), 60, "the new snapshot synced")
+    finally:
+        code = daemon.stop(signal.SIGTERM, timeout=120)
+    assert code == 0, daemon.log.read_text()[-3000:]
+    assert synced["ok"] and synced["changed"], synced
+    assert on_root(passive_root, banner).read_text() == "Second release.\n"
+    assert marker.exists(), "reload did not run after the second sync"
+    summary = json.loads(daemon.out.read_text())
+    assert set(summary["runs"]) == {"standby"}, summary  # a passive node backs up nothing
+    assert summary["runs"]["standby"]["failed"] == 0, daemon.log.read_text()[-3000:]
+    code, status = drkit("standby", "status", "--config", str(passive))
+    assert code == 0 and status["snapshot_id"] == second["snapshot_id"], status
