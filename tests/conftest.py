@@ -116,7 +116,7 @@ MEASURED_SECONDS = {
     "test_secrets.py": 79,
     "test_bad_input.py": 68,
     "test_behaviours_apply.py": 83,
-    "test_behaviours_daemon.py": 45,
+    "test_behaviours_daemon.py": 70,
     "test_behaviours_prove.py": 35,
     "test_hostile.py": 59,
     "test_openssh_profile.py": 38,
@@ -125,7 +125,7 @@ MEASURED_SECONDS = {
     "test_keys.py": 36,
     "test_ftp_profiles.py": 34,
     "test_drill.py": 33,
-    "test_standby_fleet.py": 22,
+    "test_standby_fleet.py": 32,
     "test_daemon_units.py": 17,
 }
 TESTS_DIR = Path(__file__).parent
