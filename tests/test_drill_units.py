@@ -100,6 +100,22 @@ def test_certificate_renewal_is_called_renewed():
     ]
 
 
+def test_host_keys_and_certificates_added_and_removed_are_named_with_what_they_are():
+    new = copy.deepcopy(OLD)
+    new["host_keys"] = [{**OLD["host_keys"][0], "path": "/etc/ssh/ssh_host_rsa_key",
+                         "type": "RSA", "fingerprint": "SHA256:rsa"}]  # fmt: skip
+    new["certificates"] = [{**OLD["certificates"][0], "path": "/etc/ssl/certs/y.pem",
+                            "subject": "CN=y", "fingerprint": "c3"}]  # fmt: skip
+    assert diff_engine.host_key_notes(OLD, new) == [
+        "host key ssh_host_ed25519_key removed (was SHA256:old)",
+        "host key ssh_host_rsa_key added (RSA SHA256:rsa)",
+    ]
+    assert diff_engine.certificate_notes(OLD, new) == [
+        "certificate /etc/ssl/certs/x.pem removed (CN=x)",
+        "certificate /etc/ssl/certs/y.pem added (CN=y, expires 2027-01-01T00:00:00Z)",
+    ]
+
+
 def test_text_diffs_only_for_config_and_never_for_keys_or_private_material():
     new = _new()
     changes, _ = diff_engine.compare(OLD, new)

@@ -13,8 +13,9 @@ from __future__ import annotations
 import difflib
 import posixpath
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
+from typing import NamedTuple
 
 from drkit.model import parse_utc
 
@@ -88,49 +89,43 @@ def compare_files(old: dict, new: dict) -> list[dict]:
     return changes
 
 
-def _fingerprint_notes(old: dict, new: dict, section: str, added, removed, replaced) -> list[str]:
+class _Sentences(NamedTuple):
+    """What to say of an entry of a fingerprinted section: added and removed are templates
+    (fields: name, path, now or was, the entries), replaced(path, was, now) a function."""
+
+    added: str
+    removed: str
+    replaced: Callable[[str, dict, dict], str]
+
+
+def _fingerprint_notes(old: dict, new: dict, section: str, say: _Sentences) -> list[str]:
     """Return one sentence per entry of a manifest section (entries named by path, told apart
-    by fingerprint) that was added(path, new entry), removed(path, old entry) or
-    replaced(path, old entry, new entry) by one with another fingerprint."""
+    by fingerprint) that was added, removed, or replaced by one with another fingerprint."""
     notes = []
     for path, was, now in _entries(old, new, section):
         if was is None:
-            notes.append(added(path, now))
+            notes.append(say.added.format(name=_name(path), path=path, now=now))
         elif now is None:
-            notes.append(removed(path, was))
+            notes.append(say.removed.format(name=_name(path), path=path, was=was))
         elif was["fingerprint"] != now["fingerprint"]:
-            notes.append(replaced(path, was, now))
+            notes.append(say.replaced(path, was, now))
     return notes
 
 
 def host_key_notes(old: dict, new: dict) -> list[str]:
     """Return sentences about host keys replaced, added or removed."""
-    return _fingerprint_notes(
-        old,
-        new,
-        "host_keys",
-        added=lambda path, now: (
-            f"host key {_name(path)} added ({now['type']} {now['fingerprint']})"
-        ),
-        removed=lambda path, was: f"host key {_name(path)} removed (was {was['fingerprint']})",
-        replaced=lambda path, was, now: (
-            f"host key {_name(path)} replaced: {was['fingerprint']} → {now['fingerprint']}; "
-            "clients that pinned the old key will refuse to connect"
-        ),
-    )
+    return _fingerprint_notes(old, new, "host_keys", _HOST_KEYS)
 
 
 def certificate_notes(old: dict, new: dict) -> list[str]:
     """Return sentences about certificates renewed, replaced, added or removed."""
-    return _fingerprint_notes(
-        old,
-        new,
-        "certificates",
-        added=lambda path, now: (
-            f"certificate {path} added ({now['subject']}, expires {now['not_after']})"
-        ),
-        removed=lambda path, was: f"certificate {path} removed ({was['subject']})",
-        replaced=_certificate_replaced,
+    return _fingerprint_notes(old, new, "certificates", _CERTIFICATES)
+
+
+def _host_key_replaced(path: str, was: dict, now: dict) -> str:
+    return (
+        f"host key {_name(path)} replaced: {was['fingerprint']} → {now['fingerprint']}; "
+        "clients that pinned the old key will refuse to connect"
     )
 
 
@@ -154,6 +149,18 @@ def _certificate_replaced(path: str, was: dict, now: dict) -> str:
     if was["key_fingerprint"] != now["key_fingerprint"]:
         sentence += "; it certifies a new key"
     return sentence
+
+
+_HOST_KEYS = _Sentences(
+    added="host key {name} added ({now[type]} {now[fingerprint]})",
+    removed="host key {name} removed (was {was[fingerprint]})",
+    replaced=_host_key_replaced,
+)
+_CERTIFICATES = _Sentences(
+    added="certificate {path} added ({now[subject]}, expires {now[not_after]})",
+    removed="certificate {path} removed ({was[subject]})",
+    replaced=_certificate_replaced,
+)
 
 
 def _owner(manifest: dict, path: str) -> str:
