@@ -123,7 +123,11 @@ def test_each_snapshot_is_proven_after_its_backup_and_a_tampered_one_turns_the_n
         breach = wait_for(
             lambda: hooked(recorder, "proven_rpo_breached"), 90, "the proven_rpo_breached webhook"
         )
-        assert breach["snapshot_id"] == first["id"] and "newest proven" in breach["error"]
+        # the newest snapshot proven before the damage (the one proven above, or the next
+        # backup's, proven before the damage landed) is the one the breach names
+        good = local_status(node)["last_good_proof"]
+        assert good["snapshot_id"] != failed["snapshot_id"], good
+        assert breach["snapshot_id"] == good["snapshot_id"] and "newest proven" in breach["error"]
         code, state = node.run("status")
         entry = state["nodes"][0]
         assert code == 1 and entry["rpo_ok"] is False and entry["proven_rpo_breached"], state

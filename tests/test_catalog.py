@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from nodes import RESTIC, Node, fresh_repository, make_workspace
 
+from drkit import errors
 from drkit.engines import catalog, keys, manifest
 from drkit.engines.storage import Storage
 
@@ -48,6 +49,12 @@ def counted(node: Node, *args: str) -> tuple[int, dict, list[str]]:
     node.calls.write_text("")
     code, document = node.run(*args, env=node.counted)
     return code, document, [p for p in node.calls.read_text().split() if p != "version"]
+
+
+def catalog_key(node: Node) -> bytes:
+    """Return the node's catalog key as the repository password unwraps it."""
+    blob = Storage(node.repository).get_bytes(catalog.key_object_key(node.name))
+    return catalog.unwrap_key(blob, node.repository.password_file, node.name)
 
 
 def restore_target(node: Node, name: str) -> Path:
@@ -86,15 +93,13 @@ def test_manifest_objects_are_sealed_and_bound_to_their_key(node):
         if line.startswith("drill")
     )  # fmt: skip
     assert b"sshd_config" not in sealed and smoke_shadow.split(":")[1].encode() not in sealed
-    seal_key = catalog.seal_key(
-        node.repository.password_file, node.repository.bucket, node.repository.prefix
-    )
+    seal_key = catalog_key(node)
     bundle = catalog.Bundle.decode(catalog.unseal(seal_key, key, sealed), key)
     inside = node.restic("dump", node.second, manifest.MANIFEST_PATH).stdout.encode()
     assert bundle.manifest == inside  # byte for byte the copy inside the snapshot
     signature = storage.get_bytes(catalog.signature_key(node.name, node.second))
     assert keys.verify_signature(json.loads(signature), inside) == node.signer
-    with pytest.raises(Exception, match="does not open"):
+    with pytest.raises(errors.Refused, match="does not open"):
         catalog.unseal(seal_key, catalog.bundle_key(node.name, node.first), sealed)
 
 
@@ -117,9 +122,7 @@ def test_a_replaced_manifest_object_is_not_used_and_verify_calls_it_tampering(no
     storage = Storage(node.repository)
     key = catalog.bundle_key(node.name, node.second)
     original = storage.get_bytes(key)
-    seal_key = catalog.seal_key(
-        node.repository.password_file, node.repository.bucket, node.repository.prefix
-    )
+    seal_key = catalog_key(node)
     older = catalog.unseal(
         seal_key, catalog.bundle_key(node.name, node.first),
         storage.get_bytes(catalog.bundle_key(node.name, node.first)),
@@ -186,3 +189,16 @@ def test_a_forged_tree_under_a_legitimately_signed_manifest_is_refused(node):
     finally:
         node.restic("forget", forged_id)
         shutil.rmtree(forged_root, ignore_errors=True)
+
+
+def test_keys_rotate_rewraps_the_catalog_key_so_every_object_still_opens(node):
+    code, document = node.run("keys", "rotate")
+    assert code == 0, document
+    code, document, processes = counted(
+        node, "restore", node.first, "--target", str(restore_target(node, "r-rotated"))
+    )
+    assert code == 0 and processes == ["restore"], document
+    stored = Storage(node.repository).get_bytes(catalog.key_object_key(node.name))
+    assert len(json.loads(stored)["wrappings"]) == 1  # the old password opens it no more
+    code, document, processes = counted(node, "verify")
+    assert code == 0 and processes == ["check", "restore"], document

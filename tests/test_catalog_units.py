@@ -21,17 +21,15 @@ def password_file(tmp_path, text: str = "correct horse\n"):
     return path
 
 
-def test_a_sealed_object_opens_only_with_its_password_place_and_key(tmp_path):
-    key = catalog.seal_key(password_file(tmp_path), "bucket", "node")
+def test_a_sealed_object_opens_only_with_its_key_under_its_own_name():
+    key, other = catalog.new_catalog_key(), catalog.new_catalog_key()
     name = catalog.bundle_key("sftp-1", ID)
     sealed = catalog.seal(key, name, b"shadow:$6$secret")
     assert b"secret" not in sealed
     assert catalog.unseal(key, name, sealed) == b"shadow:$6$secret"
-    other_password = catalog.seal_key(password_file(tmp_path, "wrong\n"), "bucket", "node")
-    elsewhere = catalog.seal_key(password_file(tmp_path), "bucket", "other-prefix")
-    for wrong_key, wrong_name in ((other_password, name), (elsewhere, name), (key, name + "x")):
-        with pytest.raises(errors.Refused, match="does not open"):
-            catalog.unseal(wrong_key, wrong_name, sealed)
+    assert catalog.unseal(other, name, sealed) is None  # sealed under another catalog key
+    with pytest.raises(errors.Refused, match="does not open"):
+        catalog.unseal(key, name + "x", sealed)  # moved under another snapshot's name
     document = json.loads(sealed)
     document["data"] = document["data"][:-8] + "AAAAAAA="
     with pytest.raises(errors.Refused):
@@ -40,14 +38,20 @@ def test_a_sealed_object_opens_only_with_its_password_place_and_key(tmp_path):
         catalog.unseal(key, name, b"{}")
 
 
-def test_the_key_ignores_the_password_files_trailing_newline(tmp_path):
-    with_newline = catalog.seal_key(password_file(tmp_path, "pw\n"), "b", "p")
-    assert with_newline == catalog.seal_key(password_file(tmp_path, "pw"), "b", "p/")
-
-
-def test_an_unreadable_password_file_is_a_config_error(tmp_path):
+def test_the_catalog_key_unwraps_with_each_password_it_was_wrapped_under(tmp_path):
+    old, new = password_file(tmp_path, "old\n"), tmp_path / "new"
+    new.write_text("new")  # no trailing newline: the same rule as with one
+    key = catalog.new_catalog_key()
+    both = catalog.wrap_key(key, [old, new], "sftp-1")
+    assert key.hex() not in both.decode() and b"old" not in both
+    assert catalog.unwrap_key(both, old, "sftp-1") == key
+    assert catalog.unwrap_key(both, new, "sftp-1") == key
+    assert catalog.unwrap_key(both, new, "sftp-2") is None  # another node's key object
+    only_new = catalog.wrap_key(key, [new], "sftp-1")
+    assert catalog.unwrap_key(only_new, old, "sftp-1") is None
+    assert catalog.unwrap_key(b"not json", old, "sftp-1") is None
     with pytest.raises(errors.ConfigError, match="password_file"):
-        catalog.seal_key(tmp_path / "missing", "b", "p")
+        catalog.unwrap_key(only_new, tmp_path / "missing", "sftp-1")
 
 
 def test_index_entries_round_trip_and_malformed_ones_are_refused():

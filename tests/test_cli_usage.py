@@ -218,7 +218,8 @@ def test_backup_steps_and_one_file_count_in_backup_snapshots_and_show(local_s3, 
         assert text.exit_code == 0, text.output
         steps = [line for line in text.stderr.splitlines() if line.startswith("drkit: backup: ")]
         assert steps[0] == "drkit: backup: reading the node's files"
-        assert "drkit: backup: storing the signed chain head" in steps and len(steps) >= 4
+        assert "drkit: backup: storing the signed chain head and the manifest objects" in steps
+        assert len(steps) >= 4
         assert "(3 of them drkit's own)" in text.stdout and "KiB" in text.stdout
 
         backup = _invoke(["backup", "--json", *config])

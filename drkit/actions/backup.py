@@ -93,23 +93,59 @@ def publish(config: Config, signing_key, link: dict, index, objects: dict[str, b
             log.warning("%s not stored: %s", key, exc.message)
 
 
-def _sealed_objects(
-    config: Config, seal_key: Future, snapshot_id: str, manifest_bytes, signature, node_manifest
-) -> dict[str, bytes]:
-    """Return the snapshot's catalog objects: its sealed manifest (with drkit.yaml and the text
-    files a diff shows) and its signature; none when the sealing key cannot be made."""
-    try:
-        key = seal_key.result()
-    except errors.DrkitError as exc:
-        log.warning("manifest objects not stored: %s", exc.message)
-        return {}
-    texts = catalog.read_texts(config.root, node_manifest, catalog.text_paths(node_manifest))
-    bundle = catalog.Bundle(manifest_bytes, dump_config(config), texts)
-    sealed_key = catalog.bundle_key(config.node, snapshot_id)
-    return {
-        sealed_key: catalog.seal(key, sealed_key, bundle.encode()),
-        catalog.signature_key(config.node, snapshot_id): manifest.signature_bytes(signature),
-    }
+class _Sealer:
+    """Seals this run's manifest objects under the node's catalog key: the stored one (read
+    while the node is inventoried), else a new one, stored with the first objects it seals."""
+
+    def __init__(self, config: Config, pool: ThreadPoolExecutor):
+        self.config = config
+        self._stored: Future = pool.submit(_stored_catalog_key, config)
+        self._key: bytes | None = None
+
+    def objects(
+        self, snapshot_id: str, manifest_bytes: bytes, signature: dict, node_manifest: dict
+    ) -> dict[str, bytes]:
+        """Return the snapshot's catalog objects: its sealed manifest (with drkit.yaml and the
+        text files a diff shows), its signature, and a new key object when there was none;
+        none when the stored key cannot be read."""
+        config, objects = self.config, {}
+        if self._key is None:
+            try:
+                self._key = self._stored.result()
+            except errors.DrkitError as exc:
+                log.warning("manifest objects not stored: %s", exc.message)
+                return {}
+            if self._key is None:
+                self._key = catalog.new_catalog_key()
+                objects[catalog.key_object_key(config.node)] = catalog.wrap_key(
+                    self._key, [config.repository.password_file], config.node
+                )
+        texts = catalog.read_texts(config.root, node_manifest, catalog.text_paths(node_manifest))
+        bundle = catalog.Bundle(manifest_bytes, dump_config(config), texts)
+        sealed_key = catalog.bundle_key(config.node, snapshot_id)
+        objects[sealed_key] = catalog.seal(self._key, sealed_key, bundle.encode())
+        objects[catalog.signature_key(config.node, snapshot_id)] = manifest.signature_bytes(
+            signature
+        )
+        return objects
+
+
+def _stored_catalog_key(config: Config) -> bytes | None:
+    """Return the node's catalog key from the bucket, or None when there is none or it does
+    not open with the repository password (changed outside drkit: a new key takes over)."""
+    from drkit.engines.storage import Storage
+
+    blob = Storage(config.repository).get_bytes(catalog.key_object_key(config.node))
+    if blob is None:
+        return None
+    key = catalog.unwrap_key(blob, config.repository.password_file, config.node)
+    if key is None:
+        log.warning(
+            "node %s's catalog key does not open with the repository password (changed "
+            "outside drkit?): a new key seals its manifest objects from now on",
+            config.node,
+        )
+    return key
 
 
 def _index_entry(config: Config, summary, manifest_bytes: bytes) -> catalog.IndexEntry:
@@ -231,15 +267,12 @@ def run(
     restic = context.restic_for(config.repository, config.restic)
     signing_key = keys.load_signing_key(config.signing_key)
     signer = keys.signing_fingerprint(signing_key.public_key())
-    # The S3 probe (boto3 import, client, HEAD bucket) and the sealing key's derivation overlap
+    # The S3 probe (boto3 import, client, HEAD bucket) and the catalog key's read overlap
     # the inventory, the hashing and restic's start (its key derivation); a failed probe stops
     # restic and is the error.
     with ThreadPoolExecutor(max_workers=2) as pool, context.node_lock(config, lock_wait):
         probe = pool.submit(context.probe_storage, config.repository)
-        repository = config.repository
-        seal_key = pool.submit(
-            catalog.seal_key, repository.password_file, repository.bucket, repository.prefix
-        )
+        sealer = _Sealer(config, pool)
         started = time.monotonic()
         step("reading the node's files")
         with timing.phase("inventory"):
@@ -293,8 +326,8 @@ def run(
             previous = record_chain(config, summary.snapshot_id, manifest_bytes, index)
             step("storing the signed chain head and the manifest objects")
             with timing.phase("chain head and manifest objects"):
-                objects = _sealed_objects(
-                    config, seal_key, summary.snapshot_id, manifest_bytes, signature, node_manifest
+                objects = sealer.objects(
+                    summary.snapshot_id, manifest_bytes, signature, node_manifest
                 )
                 publish(config, signing_key, previous, index, objects)
             with timing.phase("changed during backup"):

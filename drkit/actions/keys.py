@@ -20,7 +20,7 @@ from pathlib import Path
 from drkit import errors
 from drkit.actions import context
 from drkit.config import Config, dump_config, parse_config
-from drkit.engines import escrow, keys, manifest
+from drkit.engines import catalog, escrow, keys, manifest
 from drkit.model import utc_text
 from drkit.results import (
     KeysEscrowResult,
@@ -136,6 +136,20 @@ def new_holder(identity_file: Path) -> KeysHolderResult:
     return KeysHolderResult(identity=str(identity_file), recipient=recipient)
 
 
+def _rewrap_catalog_key(config: Config, opener: Path, passwords: list[Path]) -> None:
+    """Wrap the node's catalog key (what seals its manifest objects) under each password:
+    both while the restic keys change, then the new one only. Without a key object, or one the
+    current password does not open, there is nothing to carry over (the next backup makes one)."""
+    from drkit.engines.storage import Storage
+
+    storage = Storage(config.repository)
+    name = catalog.key_object_key(config.node)
+    blob = storage.get_bytes(name)
+    key = catalog.unwrap_key(blob, opener, config.node) if blob else None
+    if key is not None:
+        storage.put_bytes(name, catalog.wrap_key(key, passwords, config.node), "application/json")
+
+
 def rotate(config: Config, config_path: Path) -> KeysRotateResult:
     """Add a new restic key and signing key, then retire the old ones; return the document.
 
@@ -161,10 +175,12 @@ def rotate(config: Config, config_path: Path) -> KeysRotateResult:
         )  # fmt: skip
         new_keys = fresh.key_list()
         new_id = next(key["id"] for key in new_keys if key.get("current"))
+        _rewrap_catalog_key(config, password_file, [password_file, pending])
         os.replace(pending, password_file)
         fresh.password_file = password_file
         for key_id in old_current:
             fresh.key_remove(key_id)
+        _rewrap_catalog_key(config, password_file, [password_file])
         old_signer = keys.signing_fingerprint(
             keys.load_signing_key(config.signing_key).public_key()
         )

@@ -254,10 +254,9 @@ class Catalog:
         self.storage = Storage(origin.repository)
         self.trusted = set(origin.trusted_keys) | set(origin.trust_keys)
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="catalog")
-        repository = origin.repository
-        self._seal_key: Future = self._pool.submit(
-            catalog.seal_key, repository.password_file, repository.bucket, repository.prefix
-        )
+        self._keys: dict[str, Future] = {
+            origin.node: self._pool.submit(self._read_key, origin.node)
+        }
         self._listed: Future = self._pool.submit(self.storage.snapshot_ids)
         self._heads: dict[str, Future] = {}
         self._others: set[str] | None = None
@@ -443,13 +442,39 @@ class Catalog:
                 log.info("catalog: no manifest object for %s: read from the snapshot",
                          snapshot_id[:8])  # fmt: skip
                 return None
-            payload = catalog.unseal(self._seal_key.result(), keys_[0], sealed)
+            key = self.catalog_key(node)
+            payload = catalog.unseal(key, keys_[0], sealed) if key else None
+            if payload is None:
+                log.info("catalog: %s is sealed under a key this password does not open: "
+                         "read from the snapshot", keys_[0])  # fmt: skip
+                return None
             return catalog.Bundle.decode(payload, keys_[0]), signature.decode(errors="replace")
         except errors.Refused as exc:
             self._anomaly(f"snapshot {snapshot_id[:8]}: tampering: {exc.message}")
             return None
         except (errors.StorageError, errors.ConfigError) as exc:
             log.warning("catalog: %s: read from the snapshot instead", exc.message)
+            return None
+
+    def catalog_key_later(self, node: str) -> Future:
+        """Start reading the node's catalog key (once); return its future."""
+        if node not in self._keys:
+            self._keys[node] = self._pool.submit(self._read_key, node)
+        return self._keys[node]
+
+    def catalog_key(self, node: str) -> bytes | None:
+        """Return the node's catalog key (its key object unwrapped with the repository
+        password), or None when there is none this password opens."""
+        return self.catalog_key_later(node).result()
+
+    def _read_key(self, node: str) -> bytes | None:
+        try:
+            blob = self.storage.get_bytes(catalog.key_object_key(node))
+            if blob is None:
+                return None
+            return catalog.unwrap_key(blob, self.origin.repository.password_file, node)
+        except (errors.StorageError, errors.ConfigError) as exc:
+            log.info("catalog: the key of node %s is not readable (%s)", node, exc.message)
             return None
 
     def _anomaly(self, text: str) -> None:

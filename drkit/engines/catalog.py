@@ -8,11 +8,12 @@ restic processes (each one derives the repository key with scrypt before it read
 
 Why sealed: the manifest carries the account entries of the users the server needs (their
 shadow lines) and the node's drkit.yaml; the bucket is readable by roles that never hold the
-repository password (the report reader, the auditor). The object is AES-256-GCM under a key
-derived with scrypt from the repository password and the repository's location (bucket and
-prefix, so every machine holding the password derives it); unsealed, it holds the manifest
-byte for byte as it is inside the snapshot. The object's key is the authenticated data, so a
-sealed manifest cannot be moved under another snapshot's name.
+repository password (the report reader, the auditor). The object is AES-256-GCM under the
+node's catalog key, a random key stored beside it (`manifests/<node>/key.json`) wrapped under a
+key scrypt derives from the repository password, so every machine holding the password opens
+it and `keys rotate` re-wraps one small object instead of re-sealing every manifest; unsealed,
+it holds the manifest byte for byte as it is inside the snapshot. The object's key is the
+authenticated data, so a sealed manifest cannot be moved under another snapshot's name.
 
 Why an id is enough: restic names a snapshot file by the sha256 of its stored bytes and checks
 that hash on every load, and names every tree and blob by the sha256 of its content and checks
@@ -23,6 +24,7 @@ it (README, "The catalog").
 from __future__ import annotations
 
 import base64
+import contextlib
 import gzip
 import hashlib
 import json
@@ -60,16 +62,70 @@ def signature_key(node: str, snapshot_id: str) -> str:
     return f"manifests/{node}/{snapshot_id}.sig"
 
 
-def seal_key(password_file: Path, bucket: str, prefix: str) -> bytes:
-    """Return the sealing key of a repository: scrypt of its password, salted by its place."""
+def key_object_key(node: str) -> str:
+    """Return the bucket key of the node's catalog key, wrapped under the repository password."""
+    return f"manifests/{node}/key.json"
+
+
+def _password(password_file: Path) -> bytes:
     try:
-        password = password_file.read_bytes().rstrip(b"\r\n")
+        return password_file.read_bytes().rstrip(b"\r\n")
     except OSError as exc:
         raise errors.ConfigError(
             f"repository.password_file: {password_file} unreadable ({exc.strerror})"
         ) from None
-    salt = hashlib.sha256(f"drkit-seal\0{bucket}\0{prefix.strip('/')}".encode()).digest()
-    return hashlib.scrypt(password, salt=salt, dklen=32, maxmem=64 << 20, **SCRYPT)
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def new_catalog_key() -> bytes:
+    """Return a fresh catalog key (what seals the node's manifest objects)."""
+    return os.urandom(32)
+
+
+def key_id(catalog_key: bytes) -> str:
+    """Return the short name of a catalog key that sealed objects carry (not secret)."""
+    return hashlib.sha256(b"drkit catalog key id\0" + catalog_key).hexdigest()[:16]
+
+
+def wrap_key(catalog_key: bytes, password_files: list[Path], node: str) -> bytes:
+    """Return the node's key object: the catalog key wrapped (AES-256-GCM) under a key scrypt
+    derives from each password with a salt of its own (two while `keys rotate` runs)."""
+    wrappings = []
+    for password_file in password_files:
+        salt, nonce = os.urandom(16), os.urandom(12)
+        wrapping_key = hashlib.scrypt(
+            _password(password_file), salt=salt, dklen=32, maxmem=64 << 20, **SCRYPT
+        )
+        data = AESGCM(wrapping_key).encrypt(nonce, catalog_key, f"drkit key {node}".encode())
+        wrappings.append({"salt": _b64(salt), "nonce": _b64(nonce), "data": _b64(data)})
+    document = {
+        "drkit_catalog_key": SEAL_FORMAT,
+        "key_id": key_id(catalog_key),
+        "kdf": "scrypt N=2^15 r=8 p=1 of the repository password, AES-256-GCM",
+        "wrappings": wrappings,
+    }
+    return json.dumps(document, sort_keys=True).encode() + b"\n"
+
+
+def unwrap_key(blob: bytes, password_file: Path, node: str) -> bytes | None:
+    """Return the catalog key from the node's key object, or None when no wrapping opens with
+    this password (it was changed outside drkit) or the object is malformed."""
+    password = _password(password_file)
+    try:
+        wrappings = json.loads(blob)["wrappings"]
+        for wrapping in wrappings:
+            salt, nonce, data = (
+                base64.b64decode(wrapping[name]) for name in ("salt", "nonce", "data")
+            )
+            wrapping_key = hashlib.scrypt(password, salt=salt, dklen=32, maxmem=64 << 20, **SCRYPT)
+            with contextlib.suppress(InvalidTag):
+                return AESGCM(wrapping_key).decrypt(nonce, data, f"drkit key {node}".encode())
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return None
 
 
 def seal(key: bytes, object_key: str, payload: bytes) -> bytes:
@@ -79,26 +135,27 @@ def seal(key: bytes, object_key: str, payload: bytes) -> bytes:
     document = {
         "drkit_sealed": SEAL_FORMAT,
         "cipher": "AES-256-GCM",
-        "kdf": "scrypt(repository password, sha256(bucket, prefix))",
-        "nonce": base64.b64encode(nonce).decode(),
-        "data": base64.b64encode(data).decode(),
+        "key_id": key_id(key),
+        "nonce": _b64(nonce),
+        "data": _b64(data),
     }
     return json.dumps(document, sort_keys=True).encode() + b"\n"
 
 
-def unseal(key: bytes, object_key: str, blob: bytes) -> bytes:
-    """Return the payload of a sealed object; raise Refused when it does not open."""
+def unseal(key: bytes, object_key: str, blob: bytes) -> bytes | None:
+    """Return the payload of a sealed object, or None when another catalog key sealed it (one
+    the node had before its password was changed outside drkit); raise Refused when it does not
+    open with the key that sealed it (altered) or is not a sealed object."""
     try:
         document = json.loads(blob)
         if document.get("drkit_sealed") != SEAL_FORMAT:
             raise ValueError("unknown format")
+        if document.get("key_id") != key_id(key):
+            return None
         nonce, data = (base64.b64decode(document[name]) for name in ("nonce", "data"))
         return gzip.decompress(AESGCM(key).decrypt(nonce, data, object_key.encode()))
     except InvalidTag:
-        raise errors.Refused(
-            f"{object_key} does not open with the repository password (sealed elsewhere, "
-            "or altered)"
-        ) from None
+        raise errors.Refused(f"{object_key} does not open with the key that sealed it") from None
     except (ValueError, KeyError, TypeError, AttributeError, OSError):
         raise errors.Refused(f"{object_key} is not a sealed drkit object") from None
 
