@@ -431,13 +431,16 @@ class Daemon:
                 snapshot_id=outcome.get("snapshot_id"),
                 event="proof_failed" if name == "prove" and not ok else None,
             )
-        if name == "backup":
-            self._after_backup(ok)
-            if ok and self.config.schedule.prove == AFTER_BACKUP and "prove" in self.actions:
-                self._want_proof(outcome.get("snapshot_id"))
+        proving = self.config.schedule.prove == AFTER_BACKUP and "prove" in self.actions
+        if name == "backup" and ok and proving:
+            self._want_proof(outcome.get("snapshot_id"))
         report_action.refresh_fleet_page(self.config)
         self._watch()
         self.skipped.report(name, started)
+        if name == "backup":
+            # last: a retry brought forward while this run still held the job's one instance
+            # (a webhook timing out in the watch lasts longer than the 30 s) would be skipped
+            self._after_backup(ok)
         _context.job = None
         return outcome
 

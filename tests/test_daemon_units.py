@@ -428,3 +428,60 @@ def test_runs_skipped_while_a_long_run_runs_are_one_info_line(
         message,
     ), message
     assert int(re.search(r"; (\d+) scheduled", message).group(1)) >= 3
+
+
+# -- background retry ------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(60)
+def test_a_background_retry_is_not_lost_to_a_slow_end_of_the_failed_run(
+    tmp_path: Path, monkeypatch
+):
+    """A failed backup's retry is due BACKGROUND_RETRY_MIN after the failure; what the run
+    still does after it (the RPO watch, whose webhook to an endpoint that does not answer takes
+    up to 3 x 10 s + 1.5 s, more than the 30 s; the fleet page) must not hold the job's one
+    instance when the retry comes due, or APScheduler skips the retry and the backup waits for
+    its schedule, an hour here. The tail is made 1.5 s long, the retry 0.5 s."""
+    import time
+
+    from drkit.schedule import trigger_for
+
+    monkeypatch.setattr(daemon, "BACKGROUND_RETRY_MIN", timedelta(seconds=0.5))
+    configuration = _config(
+        tmp_path,
+        schedule=config.ScheduleConfig(
+            backup="every 1h", prune=None, verify=None, drill=None, retry_window="1s"
+        ),
+    )
+    calls, retried = [], threading.Event()
+
+    def backup() -> dict:
+        calls.append(1)
+        if len(calls) == 1:
+            raise errors.AuthenticationError("wrong repository password")
+        retried.set()
+        return {"ok": True, "snapshot_id": "c0ffee", "time": model.utc_text(datetime.now(UTC))}
+
+    runner = daemon.Daemon(configuration, actions={"backup": backup})
+    runner._count_snapshots = lambda: 1  # no repository here
+    watch = runner._watch
+
+    def slow_watch() -> None:
+        watch()
+        if len(calls) == 1:
+            time.sleep(1.5)
+
+    runner._watch = slow_watch
+    runner.scheduler.add_job(
+        runner.run_job,
+        trigger_for("every 1h"),
+        args=["backup"],
+        id="backup",
+        next_run_time=datetime.now(UTC),
+    )
+    runner.scheduler.start()
+    try:
+        assert retried.wait(15), "the background retry was skipped: the failed run still ran"
+    finally:
+        runner.scheduler.shutdown(wait=True)
+    assert status.load_local(configuration)["last_backup"]["ok"] is True
