@@ -379,6 +379,19 @@ def test_metrics_address_must_be_an_ip_and_port():
         metrics.parse_address("localhost:x")
 
 
+def scheduled(runner: daemon.Daemon, trigger, done: threading.Event, timeout: float, why: str):
+    """Schedule the runner's backup job on trigger, due at once, run the scheduler until done
+    is set (failing with why after timeout seconds), then shut it down."""
+    runner.scheduler.add_job(
+        runner.run_job, trigger, args=["backup"], id="backup", next_run_time=datetime.now(UTC)
+    )
+    runner.scheduler.start()
+    try:
+        assert done.wait(timeout), why
+    finally:
+        runner.scheduler.shutdown(wait=True)
+
+
 # -- quiet logs ------------------------------------------------------------------------------
 
 
@@ -405,18 +418,8 @@ def test_runs_skipped_while_a_long_run_runs_are_one_info_line(
     runner.scheduler.add_listener(lambda event: skips.release(), EVENT_JOB_MAX_INSTANCES)
     finished = threading.Event()
     runner.scheduler.add_listener(lambda event: finished.set(), EVENT_JOB_EXECUTED)
-    runner.scheduler.add_job(
-        runner.run_job,
-        IntervalTrigger(seconds=1, timezone=UTC),
-        args=["backup"],
-        id="backup",
-        next_run_time=datetime.now(UTC),
-    )
-    runner.scheduler.start()
-    try:
-        assert finished.wait(120), "the long run never finished"
-    finally:
-        runner.scheduler.shutdown(wait=True)
+    scheduled(runner, IntervalTrigger(seconds=1, timezone=UTC), finished, 120,
+              "the long run never finished")  # fmt: skip
     warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert not [r for r in warnings if "maximum number of running" in r.getMessage()]
     lines = [r for r in caplog.records if "skipped while it ran" in r.getMessage()]
@@ -472,16 +475,6 @@ def test_a_background_retry_is_not_lost_to_a_slow_end_of_the_failed_run(
             time.sleep(1.5)
 
     runner._watch = slow_watch
-    runner.scheduler.add_job(
-        runner.run_job,
-        trigger_for("every 1h"),
-        args=["backup"],
-        id="backup",
-        next_run_time=datetime.now(UTC),
-    )
-    runner.scheduler.start()
-    try:
-        assert retried.wait(15), "the background retry was skipped: the failed run still ran"
-    finally:
-        runner.scheduler.shutdown(wait=True)
+    scheduled(runner, trigger_for("every 1h"), retried, 15,
+              "the background retry was skipped: the failed run still ran")  # fmt: skip
     assert status.load_local(configuration)["last_backup"]["ok"] is True
