@@ -244,7 +244,7 @@ def snapshot_of(node: str, entry: catalog.IndexEntry) -> restic_engine.Snapshot:
 
 class Catalog:
     """One origin's view of the catalog: the trusted heads, the repository's snapshot ids and
-    the sealing key, each fetched once (in parallel, on first use)."""
+    the nodes' catalog keys, each fetched once (in parallel; the origin node's at once)."""
 
     def __init__(self, origin: Origin, restic: restic_engine.Restic | None = None):
         from drkit.engines.storage import Storage
@@ -254,11 +254,10 @@ class Catalog:
         self.storage = Storage(origin.repository)
         self.trusted = set(origin.trusted_keys) | set(origin.trust_keys)
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="catalog")
-        self._keys: dict[str, Future] = {
-            origin.node: self._pool.submit(self._read_key, origin.node)
-        }
         self._listed: Future = self._pool.submit(self.storage.snapshot_ids)
         self._heads: dict[str, Future] = {}
+        self._keys: dict[str, Future] = {}
+        self._start(origin.node)  # the head and key a command reads first, read at once
         self._others: set[str] | None = None
         self.anomalies: list[str] = []  # objects that did not match or open: tampering
 
@@ -273,10 +272,15 @@ class Catalog:
 
     # -- the signed index ------------------------------------------------------------------
 
-    def index(self, node: str) -> list[catalog.IndexEntry] | None:
-        """Return the node's signed index, oldest first, or None when there is no trusted one."""
+    def _start(self, node: str) -> None:
+        """Start reading the node's head and catalog key, once each."""
         if node not in self._heads:
             self._heads[node] = self._pool.submit(self._read_index, node)
+            self._keys[node] = self._pool.submit(self._read_key, node)
+
+    def index(self, node: str) -> list[catalog.IndexEntry] | None:
+        """Return the node's signed index, oldest first, or None when there is no trusted one."""
+        self._start(node)
         return self._heads[node].result()
 
     def _read_index(self, node: str) -> list[catalog.IndexEntry] | None:
@@ -301,7 +305,7 @@ class Catalog:
             if key.count("/") == 2 and key.endswith("/head.json")
         }
         for node in nodes:
-            self._heads.setdefault(node, self._pool.submit(self._read_index, node))
+            self._start(node)
         return nodes
 
     def _complete(self, node: str, index: list[catalog.IndexEntry]) -> bool:
@@ -456,16 +460,11 @@ class Catalog:
             log.warning("catalog: %s: read from the snapshot instead", exc.message)
             return None
 
-    def catalog_key_later(self, node: str) -> Future:
-        """Start reading the node's catalog key (once); return its future."""
-        if node not in self._keys:
-            self._keys[node] = self._pool.submit(self._read_key, node)
-        return self._keys[node]
-
     def catalog_key(self, node: str) -> bytes | None:
         """Return the node's catalog key (its key object unwrapped with the repository
         password), or None when there is none this password opens."""
-        return self.catalog_key_later(node).result()
+        self._start(node)
+        return self._keys[node].result()
 
     def _read_key(self, node: str) -> bytes | None:
         try:
