@@ -472,9 +472,11 @@ class Daemon:
                 log.exception("proof crashed")
 
     def _count_snapshots(self) -> int | None:
-        """Return the node's snapshot count, or None when the outage probe fails (before or
-        while restic lists them)."""
+        """Return the node's snapshot count (from the signed catalog; restic lists them only
+        when it cannot answer), or None when the outage probe fails (before or while they are
+        counted)."""
         from drkit.actions import context
+        from drkit.actions.opening import Catalog, Origin
 
         repository = self.config.repository
         try:
@@ -482,7 +484,8 @@ class Daemon:
             if down:
                 raise errors.StorageError(down)
             restic = context.restic_for(repository, self.config.restic, outage_limit=0)
-            return len(restic.snapshots(host=self.config.node, tags=["drkit"]))
+            with Catalog(Origin.from_config(self.config), restic) as found_in:
+                return len(found_in.node_snapshots(self.config.node))
         except errors.DrkitError as exc:
             log.warning("snapshots not counted: %s", exc.message)
             return None
