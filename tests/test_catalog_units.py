@@ -110,3 +110,10 @@ def test_a_sealed_object_carries_config_texts_but_never_a_key(tmp_path):
     assert opened.text(node_manifest, "/etc/ssh/changed") is None  # not what the manifest says
     with pytest.raises(errors.Refused, match="holds no drkit manifest"):
         catalog.Bundle.decode(b'{"texts": []}', "k")
+
+
+def test_the_texts_of_one_object_stop_at_their_budget(monkeypatch):
+    monkeypatch.setattr(catalog, "TEXTS_MAX_BYTES", 10)
+    files = [{"path": f"/etc/{n}", "category": "config", "type": "file", "size": size}
+             for n, size in enumerate((4, 5, 3, 1))]  # fmt: skip
+    assert catalog.text_paths({"files": files}) == ["/etc/0", "/etc/1", "/etc/3"]

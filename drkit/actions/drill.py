@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from drkit import errors, units
+from drkit import errors, timing, units
 from drkit import model as checks
 from drkit.actions import context
 from drkit.actions import restore as restore_action
@@ -326,7 +326,11 @@ def run(
     that stop the drill (storage, trust, a tampered snapshot) are raised after the sandbox is
     gone.
     """
-    step = on_step or (lambda text: None)
+    def step(text: str) -> None:
+        timing.mark(text)
+        if on_step:
+            on_step(text)
+
     rebuilt = _rebuild(config, snapshot, list(trust or []), step)
     evidence, found, failure = rebuilt.evidence, rebuilt.found, rebuilt.failure
     if failure is not None:

@@ -197,20 +197,27 @@ class Bundle:
 
 TEXT_CATEGORIES = ("config", "scripts", "accounts")  # what diff and fleet drift show as text
 TEXT_MAX_BYTES = 256 * 1024
+TEXTS_MAX_BYTES = 1 << 20  # per object: every backup seals, uploads and every open reads it
 
 
 def text_paths(node_manifest: dict) -> list[str]:
     """Return the files a sealed manifest object carries as text: config, scripts and account
-    files up to TEXT_MAX_BYTES that hold no key (keys never leave the snapshot)."""
+    files up to TEXT_MAX_BYTES that hold no key (keys never leave the snapshot), in manifest
+    order while they add up to TEXTS_MAX_BYTES (a node's own config is far smaller; the rest
+    of a larger tree is read from restic when a diff needs it)."""
     key_paths = {key["path"] for key in node_manifest.get("keys", [])}
-    return [
-        entry["path"]
-        for entry in node_manifest["files"]
-        if entry["category"] in TEXT_CATEGORIES
-        and entry["type"] == "file"
-        and entry["size"] <= TEXT_MAX_BYTES
-        and entry["path"] not in key_paths
-    ]
+    chosen, total = [], 0
+    for entry in node_manifest["files"]:
+        if (
+            entry["category"] in TEXT_CATEGORIES
+            and entry["type"] == "file"
+            and entry["size"] <= TEXT_MAX_BYTES
+            and entry["path"] not in key_paths
+            and total + entry["size"] <= TEXTS_MAX_BYTES
+        ):
+            chosen.append(entry["path"])
+            total += entry["size"]
+    return chosen
 
 
 def read_texts(root: Path, node_manifest: dict, paths: list[str]) -> dict[str, str]:

@@ -21,6 +21,7 @@ import pwd
 import re
 import secrets
 import shutil
+import signal
 import socket
 import ssl
 import stat
@@ -658,22 +659,34 @@ def ensure_user(root: Path, manifest: dict, user: str, created: list[tuple[str, 
     return passed(name, f"created {user} (uid {pwd.getpwnam(user).pw_uid}) for the run")
 
 
-def _uid_busy(uid: int) -> bool:
-    """Return True while some process runs as uid (an sshd session winding down)."""
+def _processes_of(uid: int) -> list[int]:
+    """Return the pids of the live processes running as uid (an sshd session winding down;
+    a zombie has ended, whenever its new parent reaps it)."""
+    found = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
-        with contextlib.suppress(OSError):
-            if os.stat(f"/proc/{pid}").st_uid == uid:
-                return True
-    return False
+        with contextlib.suppress(OSError, IndexError):
+            if os.stat(f"/proc/{pid}").st_uid != uid:
+                continue
+            with open(f"/proc/{pid}/stat") as handle:
+                state = handle.read().rsplit(")", 1)[1].split()[0]
+            if state != "Z":
+                found.append(int(pid))
+    return found
 
 
 def remove_created(created: list[tuple[str, str]]) -> None:
-    """Remove the users and groups created for the run, once their sessions have ended."""
+    """Remove the users and groups created for the run, once their sessions have ended: the
+    server is stopped by then, so what still runs as a user made for the run is a session of
+    the smoke's own (sshd's per-connection processes outlive its listener by about a second)
+    and is ended."""
     for kind, name in reversed(created):
         if kind == "user" and host_has(pwd.getpwnam, name):
             uid, deadline = pwd.getpwnam(name).pw_uid, time.monotonic() + 10
-            while _uid_busy(uid) and time.monotonic() < deadline:
-                time.sleep(0.1)
+            for pid in _processes_of(uid):
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGTERM)
+            while _processes_of(uid) and time.monotonic() < deadline:
+                time.sleep(0.02)
             if runner.run(["userdel", name]).returncode != 0:
                 runner.run(["userdel", "-f", name])
         elif kind == "group" and host_has(grp.getgrnam, name):
