@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from drkit import errors, results, units
+from drkit import errors, units
 
 log = logging.getLogger("drkit")
 
@@ -53,7 +53,9 @@ def run_command(
     try:
         result = job()
         if as_json:
-            print_json(results.document(result))
+            from drkit.results import document  # pydantic's models: not built for --help
+
+            print_json(document(result))
         else:
             (render or _default_render())(result)
     except errors.DrkitError as error:
