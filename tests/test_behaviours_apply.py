@@ -4,6 +4,7 @@ apply lock): a restore onto a target another apply holds waits for it (60 s), th
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -39,7 +40,9 @@ def test_a_restore_onto_a_target_another_apply_holds_waits_then_exits_busy(node:
         assert busy.returncode == 7, busy.stdout + busy.stderr[-2000:]
         document = json.loads(busy.stdout)
         assert document["error"]["kind"] == "busy", document
-        assert str(target) in document["error"]["message"], document
+        message = document["error"]["message"]
+        assert str(target) in message and f"pid {os.getpid()} (" in message, document  # holder
+        assert "waited 1 min" in message, document
         assert not (target / "etc").exists(), "nothing applied while the other holds it"
     done = subprocess.run(argv, capture_output=True, text=True, timeout=240, check=False)
     assert done.returncode == 0, done.stdout + done.stderr[-2000:]

@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import contextlib
 import glob
-import json
 import logging
 import os
 import re
-import sys
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 from drkit import errors, profiles, units
 from drkit.config import Config, Repository, check_fingerprint, parse_duration
+from drkit.engines import holder
 from drkit.engines import restic as restic_engine
-from drkit.model import Entry, Inventory, parse_utc, utc_text
+from drkit.model import Entry, Inventory, parse_utc
 from drkit.paths import on_root
 
 log = logging.getLogger(__name__)
@@ -123,7 +122,6 @@ def node_lock(config: Config, wait: float | None = None) -> Iterator[None]:
     except OSError as exc:
         raise errors.LocalFilesystemError(f"{lock_dir}: cannot create ({exc.strerror})") from None
     path = lock_dir / f"{config.node}.lock"
-    holder_file = path.with_name(path.name + ".holder")
     lock = FileLock(str(path))
     limit = LOCK_TIMEOUT_SECONDS if wait is None else max(0.0, wait)
     try:
@@ -132,41 +130,22 @@ def node_lock(config: Config, wait: float | None = None) -> Iterator[None]:
         if limit > 0:
             log.warning(
                 "node %s's lock is held by %s: waiting up to %s (--wait SECONDS)",
-                config.node, lock_holder(holder_file), units.duration(limit),
+                config.node, holder.describe(path), units.duration(limit),
             )  # fmt: skip
         try:
             lock.acquire(timeout=limit)
         except Timeout:
             raise errors.Busy(
-                f"node {config.node}'s lock is held by {lock_holder(holder_file)}"
+                f"node {config.node}'s lock is held by {holder.describe(path)}"
                 + (f"; waited {units.duration(limit)}" if limit else "")
                 + ": try again later, or wait longer with --wait SECONDS"
             ) from None
     try:
-        holder = {
-            "pid": os.getpid(),
-            "command": _command_line(),
-            "since": utc_text(datetime.now(UTC)),
-        }
-        holder_file.write_text(json.dumps(holder) + "\n")
+        holder.write(path)
         yield
     finally:
-        holder_file.unlink(missing_ok=True)
+        holder.clear(path)
         lock.release()
-
-
-def _command_line() -> str:
-    """Return this process's drkit command line (drkit's argv never holds a secret)."""
-    return " ".join(["drkit", *sys.argv[1:]]) if sys.argv else "drkit"
-
-
-def lock_holder(holder_file: Path) -> str:
-    """Return who holds a node lock as its holder file says: pid, command, since when."""
-    try:
-        holder = json.loads(holder_file.read_text())
-        return f"pid {holder['pid']} ({holder['command']}) since {holder['since']}"
-    except (OSError, ValueError, KeyError, TypeError):
-        return "another drkit run (it did not say which)"
 
 
 def require_configs(root: Path, servers: list[str], options: dict[str, dict]) -> None:

@@ -326,6 +326,7 @@ def run(
     that stop the drill (storage, trust, a tampered snapshot) are raised after the sandbox is
     gone.
     """
+
     def step(text: str) -> None:
         timing.mark(text)
         if on_step:

@@ -17,18 +17,11 @@ import secrets
 from datetime import UTC, datetime
 from pathlib import Path
 
-from drkit import errors
+from drkit import errors, results
 from drkit.actions import context
 from drkit.config import Config, dump_config, parse_config
 from drkit.engines import catalog, escrow, keys, manifest
 from drkit.model import utc_text
-from drkit.results import (
-    KeysEscrowResult,
-    KeysHolderResult,
-    KeysRecoverResult,
-    KeysRevealResult,
-    KeysRotateResult,
-)
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +57,7 @@ def _write_new(path: Path, data: bytes) -> None:
 
 def escrow_password(
     config: Config, recipients: list[Path], threshold: int, out: Path
-) -> KeysEscrowResult:
+) -> results.KeysEscrowResult:
     """Split the repository password into one age-encrypted SLIP-39 share per recipient file."""
     if not recipients:
         raise errors.UsageError("--recipients: name one age recipient file per holder")
@@ -91,7 +84,7 @@ def escrow_password(
     )
     sheet.unlink(missing_ok=True)
     _write_new(sheet, sheet_text.encode())
-    return KeysEscrowResult(
+    return results.KeysEscrowResult(
         node=config.node,
         threshold=threshold,
         holders=len(holders),
@@ -110,15 +103,15 @@ def _share_text(path: Path | None, identities: list[Path]) -> str:
     return data.decode(errors="replace")
 
 
-def reveal(share: Path, identities: list[Path]) -> KeysRevealResult:
+def reveal(share: Path, identities: list[Path]) -> results.KeysRevealResult:
     """Return a holder's share as words, to be copied onto paper."""
     words = " ".join(_share_text(share, identities).split())
-    return KeysRevealResult(share=str(share), words=words, count=len(words.split()))
+    return results.KeysRevealResult(share=str(share), words=words, count=len(words.split()))
 
 
 def recover(
     shares: list[Path], identities: list[Path], out: Path, typed: list[str]
-) -> KeysRecoverResult:
+) -> results.KeysRecoverResult:
     """Rebuild the password from K shares (files or typed words) into a new 0600 file."""
     mnemonics = [_share_text(path, identities) for path in shares] + typed
     mnemonics = [" ".join(text.split()) for text in mnemonics if text.strip()]
@@ -126,14 +119,14 @@ def recover(
         raise errors.UsageError("no shares given: --share FILE... or type one share per line")
     password = escrow.combine(mnemonics)
     _write_new(out, (password + "\n").encode())
-    return KeysRecoverResult(shares_used=len(mnemonics), password_file=str(out))
+    return results.KeysRecoverResult(shares_used=len(mnemonics), password_file=str(out))
 
 
-def new_holder(identity_file: Path) -> KeysHolderResult:
+def new_holder(identity_file: Path) -> results.KeysHolderResult:
     """Create an age identity for an escrow holder; return the recipient to give the operator."""
     identity, recipient = escrow.new_identity()
     _write_new(identity_file, (identity + "\n").encode())
-    return KeysHolderResult(identity=str(identity_file), recipient=recipient)
+    return results.KeysHolderResult(identity=str(identity_file), recipient=recipient)
 
 
 def _rewrap_catalog_key(config: Config, opener: Path, passwords: list[Path]) -> None:
@@ -150,7 +143,7 @@ def _rewrap_catalog_key(config: Config, opener: Path, passwords: list[Path]) -> 
         storage.put_bytes(name, catalog.wrap_key(key, passwords, config.node), "application/json")
 
 
-def rotate(config: Config, config_path: Path) -> KeysRotateResult:
+def rotate(config: Config, config_path: Path) -> results.KeysRotateResult:
     """Add a new restic key and signing key, then retire the old ones; return the document.
 
     Order matters for a crash at any point: the new password is written beside the old one
@@ -201,7 +194,7 @@ def rotate(config: Config, config_path: Path) -> KeysRotateResult:
         old_signer,
         new_signer,
     )
-    return KeysRotateResult(
+    return results.KeysRotateResult(
         node=config.node,
         restic_keys={"added": new_id, "removed": old_current},
         signer={"new": new_signer, "retired": old_signer},

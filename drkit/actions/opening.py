@@ -165,7 +165,7 @@ def open_manifest(origin: Origin, manifest_bytes: bytes, signature: str, config_
     return Opened(node_manifest, signer, trust, embedded, manifest_bytes)
 
 
-def _open_files(origin: Origin, snapshot_id: str, files: dict[str, bytes]) -> Opened:
+def open_files(origin: Origin, snapshot_id: str, files: dict[str, bytes]) -> Opened:
     """Verify a snapshot's manifest, signature and config (read into memory, never to disk)."""
     if manifest.MANIFEST_PATH not in files or manifest.SIGNATURE_PATH not in files:
         raise errors.Refused(
@@ -180,17 +180,11 @@ def _open_files(origin: Origin, snapshot_id: str, files: dict[str, bytes]) -> Op
     )
 
 
-def _read_drkit_files(restic, snapshot: str, host: str | None = None) -> dict[str, bytes]:
+def read_drkit_files(restic, snapshot: str, host: str | None = None) -> dict[str, bytes]:
     try:
         return restic.dump_directory(snapshot, manifest.SNAPSHOT_DIR, host)
     except errors.ResticFailed:
         return {}
-
-
-def open_snapshot(origin: Origin, restic, snapshot_id: str) -> Opened:
-    """Read (one restic dump) and verify a snapshot's manifest, signature and config before
-    anything is written anywhere."""
-    return _open_files(origin, snapshot_id, _read_drkit_files(restic, snapshot_id))
 
 
 def open_record(stored, trusted: set[str], node: str, kind: str) -> dict:
@@ -421,7 +415,7 @@ class Catalog:
                     f"{catalog.bundle_key(node, snapshot.id)} is not the manifest its signed "
                     "index names"
                 )
-        files = _read_drkit_files(self.ask_restic(), snapshot.id)
+        files = read_drkit_files(self.ask_restic(), snapshot.id)
         raw, signature = files.get(manifest.MANIFEST_PATH), files.get(manifest.SIGNATURE_PATH)
         if raw is None or signature is None:
             raise errors.Refused(

@@ -20,8 +20,8 @@ from drkit.actions.opening import (
     Catalog,
     Opened,
     Origin,
-    _open_files,
-    _read_drkit_files,
+    open_files,
+    read_drkit_files,
 )
 from drkit.engines import accounts, apply, manifest, screen, staged
 from drkit.engines import restic as restic_engine
@@ -308,7 +308,7 @@ def _open_with_listing(origin: Origin, restic, spec: str, at: datetime | None):
         wanted, host = context.select_snapshot(restic, origin.node, spec, at).id, None
     with ThreadPoolExecutor(max_workers=2) as pool:
         listing = pool.submit(restic.list_tree, wanted, host)
-        files = pool.submit(_read_drkit_files, restic, wanted, host)
+        files = pool.submit(read_drkit_files, restic, wanted, host)
         try:
             record, nodes = listing.result()
         except errors.ResticFailed as exc:
@@ -320,9 +320,9 @@ def _open_with_listing(origin: Origin, restic, spec: str, at: datetime | None):
     if host and (
         listed is None or listed.get("size") != len(found.get(manifest.MANIFEST_PATH, b""))
     ):
-        found = _read_drkit_files(restic, record["id"])
+        found = read_drkit_files(restic, record["id"])
     chosen = restic_engine.Snapshot.from_json(record)
-    return chosen, _open_files(origin, chosen.id, found), nodes
+    return chosen, open_files(origin, chosen.id, found), nodes
 
 
 def _refuse_if(problems: list[str], what: str) -> None:

@@ -28,7 +28,8 @@ from pathlib import Path
 
 import filelock
 
-from drkit import errors
+from drkit import errors, units
+from drkit.engines import holder
 from drkit.engines.manifest import SNAPSHOT_DIR, compare_entry
 from drkit.model import parse_utc
 from drkit.paths import host_path, on_root, to_node
@@ -100,7 +101,6 @@ def target_lock(target: Path, timeout: float = 60.0) -> Iterator[Path]:
     """
     lock_path = on_root(target, APPLY_LOCK)
     staging_parent = on_root(target, STAGING)
-    busy = f"another drkit restore or sync is applying to {target}"
     created = [path for path in (lock_path.parent, *lock_path.parent.parents) if not path.exists()]
     lock = filelock.FileLock(lock_path, mode=0o600)
     deadline = time.monotonic() + timeout
@@ -110,16 +110,17 @@ def target_lock(target: Path, timeout: float = 60.0) -> Iterator[Path]:
             lock.acquire(timeout=max(0.0, deadline - time.monotonic()), poll_interval=0.2)
             break
         except filelock.Timeout:
-            raise errors.Busy(busy) from None
+            raise errors.Busy(_busy(target, lock_path, timeout)) from None
         except FileNotFoundError:
             # another apply removed the directory, empty after its lock: make it again
             if time.monotonic() >= deadline:
-                raise errors.Busy(busy) from None
+                raise errors.Busy(_busy(target, lock_path, timeout)) from None
             time.sleep(0.05)
         except OSError as exc:
             _raise_filesystem(exc, f"creating {lock_path}")
     try:
         try:
+            holder.write(lock_path)
             staging_parent.mkdir(mode=0o700, exist_ok=True)
         except OSError as exc:
             _raise_filesystem(exc, f"creating {staging_parent}")
@@ -128,11 +129,19 @@ def target_lock(target: Path, timeout: float = 60.0) -> Iterator[Path]:
         # Unlinked while still held: a waiter that opened this file sees it gone once it gets
         # the lock (filelock checks st_nlink) and takes a new one, so no two holders overlap.
         with contextlib.suppress(OSError):
+            holder.clear(lock_path)
             lock_path.unlink()
         lock.release()
         for directory in created:
             with contextlib.suppress(OSError):
                 directory.rmdir()
+
+
+def _busy(target: Path, lock_path: Path, waited: float) -> str:
+    return (
+        f"another drkit restore or sync is applying to {target}: {holder.describe(lock_path)}"
+        f"; waited {units.duration(waited)}"
+    )
 
 
 @dataclass
