@@ -241,6 +241,7 @@ def bench_dataset(s3: LocalS3, name: str, reps: int) -> dict:
             processes[phase] = drkit["restic"]
         if "drkit_rss_mib" in drkit:
             rss["drkit"].append(drkit["drkit_rss_mib"])
+            slot.setdefault("drkit_rss_mib", []).append(drkit["drkit_rss_mib"])
         if raw:
             slot["restic"].append(raw["seconds"])
             rss["restic"].append(raw["child_rss_mib"])
@@ -282,6 +283,8 @@ def bench_dataset(s3: LocalS3, name: str, reps: int) -> dict:
             row["ratio"] = round(row["drkit"]["median"] / raw_restore, 3)
         if phase in processes:
             row["restic_processes"] = processes[phase]
+        if slot.get("drkit_rss_mib"):
+            row["drkit_peak_rss_mib"] = max(slot["drkit_rss_mib"])
         table[phase] = row
     return {
         "phases": table,

@@ -109,7 +109,7 @@ def test_a_sealed_object_carries_config_texts_but_never_a_key(tmp_path):
     assert opened.text(node_manifest, "/etc/ssh/sshd_config") == "Port 22\n"
     assert opened.text(node_manifest, "/etc/ssh/changed") is None  # not what the manifest says
     with pytest.raises(errors.Refused, match="holds no drkit manifest"):
-        catalog.Bundle.decode(b'{"texts": []}', "k")
+        catalog.Bundle.decode(b'{"texts": {}}\n', "k")
 
 
 def test_the_texts_of_one_object_stop_at_their_budget(monkeypatch):

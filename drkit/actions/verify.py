@@ -29,6 +29,7 @@ import secrets
 import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from drkit import errors
@@ -128,10 +129,11 @@ def _open_every(found_in: Catalog, node: str, every: list[Found]) -> tuple[dict,
             return found.snapshot, None, exc.message
 
     opened_by_id, failed = {}, []
+    newest = every[-1].snapshot.id if every else None
     with ThreadPoolExecutor(max_workers=PARALLEL_READS) as pool:
         for snapshot, opened, problem in pool.map(open_one, every):
-            if opened is not None:
-                opened_by_id[snapshot.id] = opened
+            if opened is not None:  # of the others, the chain check reads only the link
+                opened_by_id[snapshot.id] = opened if snapshot.id == newest else _Link.of(opened)
             else:
                 failed.append(
                     {"id": snapshot.id, "time": utc_text(snapshot.time), "problem": problem}
@@ -287,8 +289,22 @@ def _local_link(config: Config) -> dict | None:
     return link if isinstance(link, dict) and link.get("snapshot_id") else None
 
 
-def _sha(opened) -> str:
-    return hashlib.sha256(opened.raw).hexdigest()
+@dataclass(frozen=True)
+class _Link:
+    """What the chain check reads of an older snapshot's manifest: its link and its hash
+    (30 k-file manifests are not all kept whole)."""
+
+    manifest: dict
+    sha256: str
+
+    @classmethod
+    def of(cls, opened: Opened) -> _Link:
+        kept = {"previous": opened.manifest["previous"]} if "previous" in opened.manifest else {}
+        return cls(kept, _sha(opened))
+
+
+def _sha(opened: Opened | _Link) -> str:
+    return opened.sha256 if isinstance(opened, _Link) else hashlib.sha256(opened.raw).hexdigest()
 
 
 def _check_chain(config: Config, origin: Origin, found: list, opened_by_id: dict):

@@ -170,19 +170,20 @@ class Bundle:
     texts: dict[str, str] = field(default_factory=dict)
 
     def encode(self) -> bytes:
-        return json.dumps(
-            {"manifest": self.manifest.decode(), "config": self.config, "texts": self.texts},
-            sort_keys=True,
-        ).encode()
+        """Return the payload: one JSON line (config, texts), then the manifest bytes as they
+        are (a 30 k-file manifest is not escaped into a second copy)."""
+        header = json.dumps({"config": self.config, "texts": self.texts}, sort_keys=True)
+        return header.encode() + b"\n" + self.manifest
 
     @classmethod
     def decode(cls, payload: bytes, object_key: str) -> Bundle:
+        header, _, manifest_bytes = payload.partition(b"\n")
         try:
-            document = json.loads(payload)
+            document = json.loads(header)
             texts = document.get("texts") or {}
-            if not isinstance(texts, dict):
+            if not isinstance(texts, dict) or not manifest_bytes:
                 raise TypeError
-            return cls(document["manifest"].encode(), document.get("config"), texts)
+            return cls(manifest_bytes, document.get("config"), texts)
         except (ValueError, KeyError, TypeError, AttributeError):
             raise errors.Refused(f"{object_key} holds no drkit manifest") from None
 
