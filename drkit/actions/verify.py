@@ -44,7 +44,7 @@ from drkit.results import VerifyResult
 
 log = logging.getLogger(__name__)
 
-PARALLEL_READS = 4
+OPENED_AT_ONCE = 2  # manifests parsed at once: 30 k files parse to ~50 MiB each
 HEAD_CLOCK_MARGIN = timedelta(minutes=10)  # between this machine's clock and the S3 server's
 HEAD_VERSIONS_READ = 50
 _GLOB_CHARACTERS = re.compile(r"([\\*?\[\]])")
@@ -122,18 +122,22 @@ def _open_every(found_in: Catalog, node: str, every: list[Found]) -> tuple[dict,
     """Open every snapshot's manifest (from the catalog's objects where it holds them);
     return ({id: opened}, [{id, time, problem}] for those that do not verify)."""
 
+    newest = every[-1].snapshot.id if every else None
+
     def open_one(found: Found):
         try:
-            return found.snapshot, found_in.open(node, found), None
+            opened = found_in.open(node, found)
         except errors.Refused as exc:
             return found.snapshot, None, exc.message
+        # of the others, the chain check reads only the link: each whole manifest is let go
+        # as soon as it is verified
+        return found.snapshot, opened if found.snapshot.id == newest else _Link.of(opened), None
 
     opened_by_id, failed = {}, []
-    newest = every[-1].snapshot.id if every else None
-    with ThreadPoolExecutor(max_workers=PARALLEL_READS) as pool:
+    with ThreadPoolExecutor(max_workers=OPENED_AT_ONCE) as pool:
         for snapshot, opened, problem in pool.map(open_one, every):
-            if opened is not None:  # of the others, the chain check reads only the link
-                opened_by_id[snapshot.id] = opened if snapshot.id == newest else _Link.of(opened)
+            if opened is not None:
+                opened_by_id[snapshot.id] = opened
             else:
                 failed.append(
                     {"id": snapshot.id, "time": utc_text(snapshot.time), "problem": problem}
