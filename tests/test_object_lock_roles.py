@@ -46,6 +46,9 @@ def test_backup_role_cannot_delete_locked_versions(roles_s3: LocalS3, tmp_path):
         assert code == 0, made
         backup, admin = roles_s3.client("backup"), roles_s3.client()
         bucket = repository.bucket
+        for suffix in ("json", "sig"):  # and to store the catalog beside the repository
+            key = f"manifests/{node.name}/{made['snapshot_id']}.{suffix}"
+            assert backup.head_object(Bucket=bucket, Key=key)["ContentLength"] > 0
         versions = backup.list_object_versions(Bucket=bucket, Prefix="node/")["Versions"]
         assert len(versions) >= 5  # config, keys, snapshot, index, data
         snapshot_keys = [v["Key"] for v in versions if v["Key"].startswith("node/snapshots/")]

@@ -282,7 +282,13 @@ class Catalog:
         try:
             record = open_record(self.storage.get_json(key), self.trusted, node, "head")
             return catalog.parse_index(record.get("snapshots"))
-        except (errors.Refused, errors.StorageError, ValueError, TypeError) as exc:
+        except (
+            errors.Refused,
+            errors.StorageError,
+            errors.AuthenticationError,
+            ValueError,
+            TypeError,
+        ) as exc:
             reason = exc.message if isinstance(exc, errors.DrkitError) else str(exc)
             log.info("catalog: %s not used (%s): restic is asked", key, reason)
             return None
@@ -450,7 +456,7 @@ class Catalog:
         except errors.Refused as exc:
             self._anomaly(f"snapshot {snapshot_id[:8]}: tampering: {exc.message}")
             return None
-        except (errors.StorageError, errors.ConfigError) as exc:
+        except (errors.StorageError, errors.AuthenticationError, errors.ConfigError) as exc:
             log.warning("catalog: %s: read from the snapshot instead", exc.message)
             return None
 
@@ -466,7 +472,7 @@ class Catalog:
             if blob is None:
                 return None
             return catalog.unwrap_key(blob, self.origin.repository.password_file, node)
-        except (errors.StorageError, errors.ConfigError) as exc:
+        except (errors.StorageError, errors.AuthenticationError, errors.ConfigError) as exc:
             log.info("catalog: the key of node %s is not readable (%s)", node, exc.message)
             return None
 
