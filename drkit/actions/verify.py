@@ -3,12 +3,14 @@ of the latest snapshot's files still matches its manifest.
 
 Three parts:
 1. `restic check` (with `--read-data-subset` when asked): damage is a finding, exit 1.
-2. Every snapshot of the node: its manifest's signature verifies, the signer is trusted and the
-   manifest names this node.
-3. Spot check: N random files of the latest snapshot are restored to a scratch directory and
-   compared with the signed manifest (a mismatch is a failure: the backup is not what was
-   signed), and the live node's files with the manifest (a difference is drift: the node changed
-   since the snapshot; reported, not a failure).
+2. Every snapshot of the node (listed and opened through the signed catalog where it can
+   answer): its manifest's signature verifies, the signer is trusted and the manifest names this
+   node; a sealed manifest object that is not the one the signed index names is tampering.
+3. Spot check: N random files of the latest snapshot, and its own copy of the manifest, are
+   restored to a scratch directory (the one restore) and compared with the signed manifest (a
+   mismatch is a failure: the backup is not what was signed; a copy that differs from the
+   catalog's is tampering), and the live node's files with the manifest (a difference is drift:
+   the node changed since the snapshot; reported, not a failure).
 4. The manifest chain: walked oldest to newest, each manifest's `previous` must name the preceding
    snapshot and the sha256 of its manifest; a snapshot deleted, replaced or re-ordered is a
    "broken chain" failure, unless a signed prune record (`records/<node>/prune-*.json`) lists the
