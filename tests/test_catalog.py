@@ -202,3 +202,16 @@ def test_keys_rotate_rewraps_the_catalog_key_so_every_object_still_opens(node):
     assert len(json.loads(stored)["wrappings"]) == 1  # the old password opens it no more
     code, document, processes = counted(node, "verify")
     assert code == 0 and processes == ["check", "restore"], document
+
+
+def test_a_forgotten_snapshot_leaves_the_index_at_the_next_backup(node):
+    done = node.restic("forget", node.first)
+    assert done.returncode == 0, done.stderr
+    fresh = node.backup()
+    head = Storage(node.repository).get_json(catalog.head_key(node.name))
+    listed = [entry["id"] for entry in json.loads(head["record"])["snapshots"]]
+    assert node.first not in listed and {node.second, fresh} <= set(listed), listed
+    code, document, processes = counted(
+        node, "restore", "latest", "--target", str(restore_target(node, "r-after-forget"))
+    )
+    assert code == 0 and document["snapshot_id"] == fresh and processes == ["restore"]

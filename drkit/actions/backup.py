@@ -160,6 +160,23 @@ def _index_entry(config: Config, summary, manifest_bytes: bytes) -> catalog.Inde
     )
 
 
+def _listed_snapshots(config: Config) -> set[str] | None:
+    """Return the ids of the repository's snapshots (one S3 listing), or None when unreadable."""
+    from drkit.engines.storage import Storage
+
+    try:
+        return Storage(config.repository).snapshot_ids()
+    except errors.DrkitError as exc:
+        log.info("snapshots not listed (%s): the index keeps every entry", exc.message)
+        return None
+
+
+def _still_listed(index: list[catalog.IndexEntry], listed: Future) -> list[catalog.IndexEntry]:
+    """Return the index without the snapshots the repository no longer holds (forgotten)."""
+    present = listed.result()
+    return index if present is None else [entry for entry in index if entry.id in present]
+
+
 def _tags(config: Config) -> list[str]:
     return [
         "drkit",
@@ -273,6 +290,7 @@ def run(
     with ThreadPoolExecutor(max_workers=2) as pool, context.node_lock(config, lock_wait):
         probe = pool.submit(context.probe_storage, config.repository)
         sealer = _Sealer(config, pool)
+        listed = pool.submit(_listed_snapshots, config)
         started = time.monotonic()
         step("reading the node's files")
         with timing.phase("inventory"):
@@ -322,6 +340,8 @@ def run(
                     raise
                 probe.result()
             cache.save()
+            if attempt == 1:  # listed before this run's first snapshot: drop the forgotten
+                index = _still_listed(index, listed)
             index = catalog.extend_index(index, _index_entry(config, summary, manifest_bytes))
             previous = record_chain(config, summary.snapshot_id, manifest_bytes, index)
             step("storing the signed chain head and the manifest objects")
