@@ -97,9 +97,9 @@ class _Sealer:
     """Seals this run's manifest objects under the node's catalog key: the stored one (read
     while the node is inventoried), else a new one, stored with the first objects it seals."""
 
-    def __init__(self, config: Config, pool: ThreadPoolExecutor):
+    def __init__(self, config: Config, pool: ThreadPoolExecutor, probe: Future):
         self.config = config
-        self._stored: Future = pool.submit(_stored_catalog_key, config)
+        self._stored: Future = pool.submit(_after_probe, probe, _stored_catalog_key, config)
         self._key: bytes | None = None
 
     def objects(
@@ -128,6 +128,13 @@ class _Sealer:
             signature
         )
         return objects
+
+
+def _after_probe(probe: Future, read: Callable, config: Config):
+    """Run read(config) once the S3 probe has passed: its first request is the probe's, so an
+    S3 that fails from the start is reported by the probe, with its one line."""
+    probe.result()
+    return read(config)
 
 
 def _stored_catalog_key(config: Config) -> bytes | None:
@@ -173,7 +180,10 @@ def _listed_snapshots(config: Config) -> set[str] | None:
 
 def _still_listed(index: list[catalog.IndexEntry], listed: Future) -> list[catalog.IndexEntry]:
     """Return the index without the snapshots the repository no longer holds (forgotten)."""
-    present = listed.result()
+    try:
+        present = listed.result()
+    except errors.DrkitError:  # the probe's failure: reported by the backup itself
+        present = None
     return index if present is None else [entry for entry in index if entry.id in present]
 
 
@@ -289,8 +299,8 @@ def run(
     # restic and is the error.
     with ThreadPoolExecutor(max_workers=2) as pool, context.node_lock(config, lock_wait):
         probe = pool.submit(context.probe_storage, config.repository)
-        sealer = _Sealer(config, pool)
-        listed = pool.submit(_listed_snapshots, config)
+        sealer = _Sealer(config, pool, probe)
+        listed = pool.submit(_after_probe, probe, _listed_snapshots, config)
         started = time.monotonic()
         step("reading the node's files")
         with timing.phase("inventory"):
