@@ -165,19 +165,24 @@ def open_manifest(origin: Origin, manifest_bytes: bytes, signature: str, config_
     return Opened(node_manifest, signer, trust, embedded, manifest_bytes)
 
 
-def open_files(origin: Origin, snapshot_id: str, files: dict[str, bytes]) -> Opened:
-    """Verify a snapshot's manifest, signature and config (read into memory, never to disk)."""
+def signed_parts(snapshot_id: str, files: dict[str, bytes]) -> tuple[bytes, str, str | None]:
+    """Return (manifest bytes, signature text, drkit.yaml) of a snapshot's drkit directory as
+    read into memory; raise Refused when the manifest or its signature is missing."""
     if manifest.MANIFEST_PATH not in files or manifest.SIGNATURE_PATH not in files:
         raise errors.Refused(
             f"snapshot {snapshot_id[:8]} has no drkit manifest and signature: not restorable"
         )
     config_bytes = files.get(manifest.CONFIG_PATH)
-    return open_manifest(
-        origin,
+    return (
         files[manifest.MANIFEST_PATH],
         files[manifest.SIGNATURE_PATH].decode(errors="replace"),
         config_bytes.decode(errors="replace") if config_bytes is not None else None,
     )
+
+
+def open_files(origin: Origin, snapshot_id: str, files: dict[str, bytes]) -> Opened:
+    """Verify a snapshot's manifest, signature and config (read into memory, never to disk)."""
+    return open_manifest(origin, *signed_parts(snapshot_id, files))
 
 
 def read_drkit_files(restic, snapshot: str, host: str | None = None) -> dict[str, bytes]:
@@ -421,20 +426,15 @@ class Catalog:
                     f"{catalog.bundle_key(node, snapshot.id)} is not the manifest its signed "
                     "index names"
                 )
-        files = read_drkit_files(self.ask_restic(), snapshot.id)
-        raw, signature = files.get(manifest.MANIFEST_PATH), files.get(manifest.SIGNATURE_PATH)
-        if raw is None or signature is None:
-            raise errors.Refused(
-                f"snapshot {snapshot.short_id} has no drkit manifest and signature: not restorable"
-            )
+        raw, signature, config_text = signed_parts(
+            snapshot.id, read_drkit_files(self.ask_restic(), snapshot.id)
+        )
         if found.bound and _sha(raw) != found.entry.manifest_sha256:
             raise errors.Refused(
                 f"snapshot {snapshot.short_id}: its manifest is not the one the signed index "
                 "names (the snapshot was tampered with)"
             )
-        config_bytes = files.get(manifest.CONFIG_PATH)
-        config_text = config_bytes.decode(errors="replace") if config_bytes is not None else None
-        return raw, signature.decode(errors="replace"), config_text, None
+        return raw, signature, config_text, None
 
     def objects(self, node: str, snapshot_id: str) -> tuple[catalog.Bundle, str] | None:
         """Return a snapshot's unsealed manifest object and its signature text, or None when
