@@ -182,7 +182,7 @@ def _config(path: Path | None):
 
 
 def _trust_keys(values: list[str] | None) -> list[str]:
-    from drkit.actions import context
+    from drkit.service import context
 
     return context.trust_keys(values)
 
@@ -366,8 +366,8 @@ def restore(
     as_json: JsonOption = False,
 ):
     """Rebuild the node from a verified snapshot, then check it."""
-    from drkit.actions import context
     from drkit.actions import restore as restore_action
+    from drkit.service import context
 
     shared = {"trust_snapshot_signer": trust_snapshot_signer, "smoke_user": smoke_user}
     if s3_endpoint:

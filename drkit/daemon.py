@@ -475,8 +475,8 @@ class Daemon:
         """Return the node's snapshot count (from the signed catalog; restic lists them only
         when it cannot answer), or None when the outage probe fails (before or while they are
         counted)."""
-        from drkit.actions import context
-        from drkit.actions.opening import Catalog, Origin
+        from drkit.service import context
+        from drkit.service.opening import Catalog, Origin
 
         repository = self.config.repository
         try:
@@ -509,7 +509,7 @@ class Daemon:
 
     def _clear_stale_locks(self) -> None:
         try:
-            from drkit.actions import context, locks
+            from drkit.service import context, locks
 
             restic = context.restic_for(self.config.repository, self.config.restic)
             removed = locks.clear_stale(restic)
@@ -524,7 +524,7 @@ class Daemon:
     def _check_outage(self) -> None:
         """Probe the repository and the state directory; alert once they have failed for
         outage_after seconds (fail ping and `outage` webhook), and when they pass again."""
-        from drkit.actions import context
+        from drkit.service import context
 
         problem = context.outage(self.config.repository) or context.disk_problem(
             self.config.state_dir

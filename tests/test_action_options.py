@@ -12,11 +12,12 @@ import yaml
 from pydantic import ValidationError
 
 from drkit import config, errors
-from drkit.actions import context, discover
+from drkit.actions import discover
 from drkit.actions import init as init_action
 from drkit.actions import status as status_action
 from drkit.actions.restore import Origin
 from drkit.engines import status
+from drkit.service import context
 
 FINGERPRINT = "SHA256:" + "A" * 43
 

@@ -388,7 +388,7 @@ def test_daemon_recovers_by_itself_after_the_s3_server_was_down(
 def test_adhoc_backup_waits_for_the_lock_then_exits_busy(node: Node, monkeypatch):
     from filelock import FileLock
 
-    from drkit.actions import context
+    from drkit.service import context
 
     monkeypatch.setattr(context, "LOCK_TIMEOUT_SECONDS", 1)
     lock = FileLock(str(node.work / "state" / "locks" / "sftp-1.lock"))

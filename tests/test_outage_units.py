@@ -11,8 +11,8 @@ import pytest
 from test_daemon_units import Recorder, _config
 
 from drkit import config, daemon, runner
-from drkit.actions import context
 from drkit.engines import storage
+from drkit.service import context
 
 
 @pytest.fixture(autouse=True)

@@ -12,12 +12,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from drkit import errors, timing
-from drkit.actions import context
 from drkit.config import Config, dump_config
 from drkit.engines import accounts, catalog, keys, manifest
 from drkit.engines.restic import Restic
 from drkit.model import parse_utc, utc_text
 from drkit.results import BackupResult
+from drkit.service import context
 
 log = logging.getLogger(__name__)
 PASSES = 3  # a file written to while restic reads it gets a fresh manifest and snapshot
@@ -238,8 +238,8 @@ def _previous_state(
 
 def _signed_index(config: Config, trusted: set[str]) -> list[catalog.IndexEntry]:
     """Return the index of the node's signed head in the bucket, or [] when there is none."""
-    from drkit.actions.opening import open_record
     from drkit.engines.storage import Storage
+    from drkit.service.opening import open_record
 
     try:
         stored = Storage(config.repository).get_json(catalog.head_key(config.node))

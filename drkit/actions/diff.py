@@ -13,11 +13,11 @@ from __future__ import annotations
 import logging
 from concurrent.futures import ThreadPoolExecutor
 
-from drkit.actions import context
-from drkit.actions.opening import Catalog, Origin
 from drkit.engines import diff as diff_engine
 from drkit.model import utc_text
 from drkit.results import DiffResult
+from drkit.service import context
+from drkit.service.opening import Catalog, Origin
 
 log = logging.getLogger(__name__)
 

@@ -36,7 +36,6 @@ from pathlib import Path
 
 from drkit import errors, timing, units
 from drkit import model as checks
-from drkit.actions import context
 from drkit.actions import restore as restore_action
 from drkit.config import Config
 from drkit.engines import reports
@@ -44,6 +43,7 @@ from drkit.engines import status as status_engine
 from drkit.model import Check, SmokeResult, parse_utc, utc_text
 from drkit.paths import on_root
 from drkit.results import DrillResult, ProofResult
+from drkit.service import context
 
 log = logging.getLogger(__name__)
 

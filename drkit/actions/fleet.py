@@ -18,14 +18,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from drkit import errors, units
-from drkit.actions import context
 from drkit.actions import report as report_action
-from drkit.actions.opening import Catalog, Found, Origin, snapshot_of
 from drkit.config import Config, parse_config, parse_duration
 from drkit.engines import localsettings, manifest
 from drkit.model import parse_utc, utc_text
 from drkit.paths import on_root
 from drkit.results import FleetDriftResult
+from drkit.service import context
+from drkit.service.opening import Catalog, Found, Origin, snapshot_of
 
 COMPARED = ("config", "host_keys", "tls", "scripts", "user_keys", "accounts")
 TEXT_DIFF = ("config", "scripts", "accounts")

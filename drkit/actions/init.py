@@ -13,7 +13,7 @@ from pathlib import Path
 import yaml
 
 from drkit import errors
-from drkit.actions import backup, context, discover
+from drkit.actions import backup, discover
 from drkit.actions import status as status_action
 from drkit.actions import storage as storage_action
 from drkit.config import (
@@ -26,6 +26,7 @@ from drkit.config import (
 )
 from drkit.engines import keys, manifest
 from drkit.results import InitResult
+from drkit.service import context
 
 log = logging.getLogger(__name__)
 

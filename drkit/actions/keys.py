@@ -18,10 +18,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from drkit import errors, results
-from drkit.actions import context
 from drkit.config import Config, dump_config, parse_config
 from drkit.engines import catalog, escrow, keys, manifest
 from drkit.model import utc_text
+from drkit.service import context
 
 log = logging.getLogger(__name__)
 

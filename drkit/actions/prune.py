@@ -17,11 +17,11 @@ import logging
 import time
 from datetime import UTC, datetime
 
-from drkit.actions import context, locks
 from drkit.config import Config
 from drkit.engines import keys
 from drkit.model import parse_utc, utc_text
 from drkit.results import PruneResult
+from drkit.service import context, locks
 
 log = logging.getLogger(__name__)
 

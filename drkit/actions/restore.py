@@ -15,14 +15,6 @@ from typing import TypeVar
 
 from drkit import errors, profiles, timing
 from drkit import model as checks
-from drkit.actions import context
-from drkit.actions.opening import (
-    Catalog,
-    Opened,
-    Origin,
-    open_files,
-    read_drkit_files,
-)
 from drkit.engines import accounts, apply, manifest, screen, staged
 from drkit.engines import restic as restic_engine
 from drkit.model import Check, SmokeResult
@@ -33,6 +25,14 @@ from drkit.results import (
     RestorePlanResult,
     RestoreResult,
     SmokeProof,
+)
+from drkit.service import context
+from drkit.service.opening import (
+    Catalog,
+    Opened,
+    Origin,
+    open_files,
+    read_drkit_files,
 )
 
 log = logging.getLogger(__name__)

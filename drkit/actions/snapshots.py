@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections import Counter
 from datetime import UTC, datetime
 
-from drkit.actions import context
-from drkit.actions.opening import Catalog, Origin
 from drkit.engines import manifest
 from drkit.model import parse_utc, utc_text
 from drkit.results import ShowResult, SnapshotEntry, SnapshotsResult
+from drkit.service import context
+from drkit.service.opening import Catalog, Origin
 
 
 def list_snapshots(origin: Origin, all_nodes: bool = False) -> SnapshotsResult:

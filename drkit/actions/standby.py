@@ -21,13 +21,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from drkit import errors, profiles, runner
-from drkit.actions import context
-from drkit.actions.opening import Catalog, Origin
 from drkit.config import Config, dump_config, parse_duration
 from drkit.engines import accounts, apply, localsettings, manifest, screen, staged
 from drkit.model import Check, failed, parse_utc, passed, utc_text
 from drkit.paths import on_root
 from drkit.results import PromoteResult, StandbyStatusResult, StandbySyncResult
+from drkit.service import context
+from drkit.service.opening import Catalog, Origin
 
 log = logging.getLogger(__name__)
 STAGING = "/var/lib/drkit/staging"

@@ -35,14 +35,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from drkit import errors
-from drkit.actions import backup, context, locks
-from drkit.actions.opening import Catalog, Found, Opened, Origin, open_record
+from drkit.actions import backup
 from drkit.config import Config
 from drkit.engines import catalog, manifest
 from drkit.engines.manifest import MANIFEST_PATH
 from drkit.model import utc_text
 from drkit.paths import on_root
 from drkit.results import VerifyResult
+from drkit.service import context, locks
+from drkit.service.opening import Catalog, Found, Opened, Origin, open_record
 
 log = logging.getLogger(__name__)
 

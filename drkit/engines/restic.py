@@ -4,7 +4,7 @@ The password reaches restic through RESTIC_PASSWORD_FILE, never argv. restic's s
 define the exit codes: 0 ok, 1 failure, 3 incomplete snapshot, 10 no repository, 11 lock
 failed, 12 wrong password, 130 interrupted; an unknown code is a failure.
 
-A command that meets a lock (exit 11) is run once more after `on_locked` (drkit.actions.locks
+A command that meets a lock (exit 11) is run once more after `on_locked` (drkit.service.locks
 .clear_stale) has removed the stale locks, so a lock left by a killed run needs no manual
 `restic unlock`. Commands that wait for a lock (--retry-lock) wait only on that second run: a
 stale lock would otherwise hold the first for the whole wait before anything could remove it.

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from drkit import errors
-from drkit.actions import locks
 from drkit.engines import restic as restic_engine
+from drkit.service import locks
 
 
 @pytest.fixture

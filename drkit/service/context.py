@@ -45,7 +45,7 @@ def restic_for(
     retrying for 15 minutes. A command that meets a lock left by a killed run removes it
     (locks.clear_stale) and runs again.
     """
-    from drkit.actions.locks import clear_stale
+    from drkit.service.locks import clear_stale
 
     limit = (
         parse_duration(repository.outage_limit).total_seconds()

@@ -23,10 +23,10 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from drkit import errors
-from drkit.actions import context
 from drkit.config import Config, Repository, config_error, parse_config
 from drkit.engines import catalog, keys, manifest
 from drkit.engines import restic as restic_engine
+from drkit.service import context
 
 log = logging.getLogger(__name__)
 
