@@ -589,6 +589,96 @@ def split_args(text: str) -> list[str]:
     return args
 
 
+# --- PAM services, read as libpam and the modules read them ---------------------------------
+
+# Module arguments naming a credential or list store: (argument, module it belongs to or "" for
+# any, suffix the module adds). pam_pwdfile takes `pwdfile FILE` as well as `pwdfile=FILE`.
+PAM_STORES = (("pwdfile", "", ""), ("db", "pam_userdb", ".db"), ("file", "", ""))
+
+
+@dataclass
+class PamStack:
+    """What a PAM service names, its included files followed: (path, where) pairs."""
+
+    includes: list[tuple[str, str]]
+    modules: list[tuple[str, str]]
+    stores: list[tuple[str, str]]
+    deny_files: list[str]  # pam_listfile sense=deny item=user lists
+    pwdfiles: list[str]  # pam_pwdfile stores (virtual users, one per line)
+
+
+def pam_module_args(words: list[str]) -> tuple[str | None, list[str]]:
+    """Return (module, its arguments) of a PAM line's words after the type: the control may be
+    a bracketed [value=action ...] list spanning words."""
+    rest = list(words)
+    if rest and rest[0].startswith("["):
+        while rest and not rest[0].endswith("]"):
+            rest.pop(0)
+        rest = rest[1:]
+    else:
+        rest = rest[1:]
+    return (rest[0], rest[1:]) if rest else (None, [])
+
+
+def pam_store_args(module: str, args: list[str]) -> list[tuple[str, str]]:
+    """Return (argument name, file) of each store a module's arguments name, as the module
+    parses them: `name=FILE`, and pam_pwdfile's `pwdfile FILE`."""
+    found = []
+    for index, arg in enumerate(args):
+        for name, owner, suffix in PAM_STORES:
+            if owner and owner not in module:
+                continue
+            value = None
+            if arg.startswith(f"{name}="):
+                value = arg.split("=", 1)[1]
+            elif arg == name and "pam_pwdfile" in module and index + 1 < len(args):
+                value = args[index + 1]
+            if value and value.startswith("/"):
+                found.append((name, value if value.endswith(suffix) else value + suffix))
+    return found
+
+
+def read_pam(root: Path, service_file: str, pam_dir: str = "/etc/pam.d") -> PamStack:
+    """Read a PAM service file and the files it includes (@include, include, substack)."""
+    pam = PamStack([], [], [], [], [])
+    todo, seen = [service_file], set()
+    while todo:
+        path = todo.pop(0)
+        if path in seen:
+            continue
+        seen.add(path)
+        try:
+            text = on_root(root, path).read_text(errors="replace")
+        except OSError:
+            continue
+        for number, raw in enumerate(text.splitlines(), 1):
+            words = raw.split()
+            if not words or words[0].startswith("#"):
+                continue
+            where = f"{path} line {number}"
+            if words[0] == "@include" and len(words) > 1:
+                included = posixpath.join(pam_dir, words[1])
+            elif len(words) > 2 and words[1] in ("include", "substack"):
+                included = posixpath.join(pam_dir, words[2])
+            else:
+                included = None
+            if included:
+                pam.includes.append((included, where))
+                todo.append(included)
+                continue
+            module, args = pam_module_args(words[1:])
+            if not module:
+                continue
+            pam.modules.append((module, where))
+            for name, store in pam_store_args(module, args):
+                pam.stores.append((store, where))
+                if "pam_listfile" in module and "sense=deny" in args and "item=user" in args:
+                    pam.deny_files.append(store)
+                if name == "pwdfile":
+                    pam.pwdfiles.append(store)
+    return pam
+
+
 # --- accounts for a smoke run -----------------------------------------------------------------
 
 

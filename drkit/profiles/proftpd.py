@@ -312,26 +312,12 @@ def pam_services(config: Config, server: int) -> list[str]:
 
 
 def _pam_refs(root: Path, service: str, where: str) -> list[Ref]:
-    """Return the PAM service file and what it names: @include files and module stores."""
-    pam = policy()["pam"]
+    """Return the PAM service file, the files it includes and the stores its modules name."""
     path = f"/etc/pam.d/{service}"
+    pam = common.read_pam(root, path)
     refs = [Ref(path, "config", "AuthPAMConfig", where, False)]
-    try:
-        text = on_root(root, path).read_text(errors="replace")
-    except OSError:
-        return refs
-    for raw in text.splitlines():
-        fields = raw.split()
-        if not fields or fields[0].startswith("#"):
-            continue
-        if fields[0] == "@include" and len(fields) > 1:
-            refs.append(Ref(f"/etc/pam.d/{fields[1]}", "config", "@include", path, False))
-            continue
-        for arg in fields[2:]:
-            key, _, value = arg.partition("=")
-            if key in pam["store_args"] and value.startswith("/"):
-                suffix = pam["store_args"][key]
-                refs.append(Ref(value + suffix, "accounts", f"{fields[2]} {key}=", path, False))
+    refs += [Ref(included, "config", "@include", line, False) for included, line in pam.includes]
+    refs += [Ref(store, "accounts", "PAM store", line, False) for store, line in pam.stores]
     return refs
 
 
@@ -339,15 +325,8 @@ def _pam_denied(root: Path, services: list[str]) -> set[str]:
     """Return the users a pam_listfile `sense=deny item=user` line of these services refuses."""
     denied: set[str] = set()
     for service in services:
-        for raw in _list_file(root, f"/etc/pam.d/{service}"):
-            args = dict(a.partition("=")[::2] for a in raw.split() if "=" in a)
-            if (
-                "pam_listfile.so" in raw
-                and args.get("sense") == "deny"
-                and args.get("item") == "user"
-                and args.get("file", "").startswith("/")
-            ):
-                denied |= _list_file(root, args["file"])
+        for deny_file in common.read_pam(root, f"/etc/pam.d/{service}").deny_files:
+            denied |= _list_file(root, deny_file)
     return denied
 
 

@@ -238,8 +238,38 @@ def _file_option_refs(config: Config, section_name: str, section, named: Named) 
             named.refs.append(Ref(config.node_path(value), "config", key, where, False))
 
 
+def _yes(value: str | None) -> bool:
+    return (value or "").strip().lower() in ("yes", "true", "on", "1")
+
+
+def _no(value: str | None) -> bool:
+    return (value or "").strip().lower() in ("no", "false", "off", "0")
+
+
+def _made_by_product(config: Config, kind: str, section) -> str | None:
+    """Why SFTPPlus makes (or never needs) this account's or group's home folder itself, or
+    None: a disabled item logs nobody in; `create_home_folder = yes`, its own or its group's
+    (an account's `group` names a group by id or name), creates the folder at first login."""
+    if _no(section.get("enabled")):
+        return "disabled: no login needs it"
+    own = section.get("create_home_folder")
+    if own is not None:
+        return "create_home_folder = yes: the product creates it" if _yes(own) else None
+    if kind != "accounts":
+        return None
+    groups = dict(config.sections("groups"))
+    wanted = (section.get("group") or "").strip()
+    group = groups.get(wanted) or next(
+        (g for g in groups.values() if (g.get("name") or "").strip() == wanted), None
+    )
+    if group is not None and _yes(group.get("create_home_folder")):
+        return f"create_home_folder = yes in its group {wanted}: the product creates it"
+    return None
+
+
 def _home_refs(config: Config, kind: str, named: Named) -> None:
-    """home_folder_path and ssh_authorized_keys_path of [accounts/ID] and [groups/ID]."""
+    """home_folder_path and ssh_authorized_keys_path of [accounts/ID] and [groups/ID]; a home
+    the product makes itself (or a disabled item's) is backed up when present, never required."""
     scratch = set(policy()["scratch_dirs"])
     for item_id, section in config.sections(kind):
         section_name = f"{kind}/{item_id}"
@@ -251,9 +281,11 @@ def _home_refs(config: Config, kind: str, named: Named) -> None:
         home = (section.get("home_folder_path") or "").strip()
         if is_path(home) and config.node_path(home) not in scratch:
             where = config.where(section_name, "home_folder_path")
-            named.refs.append(
-                Ref(config.node_path(home), "chroot", "home_folder_path", where, True, True)
-            )
+            made = _made_by_product(config, kind, section)
+            if made:
+                where = f"{where} ({made})"
+            path = config.node_path(home)
+            named.refs.append(Ref(path, "chroot", "home_folder_path", where, not made, True))
 
 
 def references(root: Path, config: Config) -> Named:

@@ -132,68 +132,9 @@ def pam_file(config: Config) -> str:
     return posixpath.join(policy()["config"]["pam_dir"], config.get("pam_service_name") or "ftp")
 
 
-def _pam_lines(root: Path, node_path: str) -> list[tuple[int, list[str]]]:
-    try:
-        text = on_root(root, node_path).read_text(errors="replace")
-    except OSError:
-        return []
-    return [
-        (number, raw.split())
-        for number, raw in enumerate(text.splitlines(), 1)
-        if raw.strip() and not raw.strip().startswith("#")
-    ]
-
-
-@dataclass
-class Pam:
-    """What the PAM service names: included files, credential stores, modules, deny lists."""
-
-    includes: list[tuple[str, str]] = field(default_factory=list)  # (path, where)
-    stores: list[tuple[str, str]] = field(default_factory=list)
-    modules: list[tuple[str, str]] = field(default_factory=list)
-    deny_files: list[str] = field(default_factory=list)
-    pwdfiles: list[str] = field(default_factory=list)
-
-
-def read_pam(root: Path, config: Config) -> Pam:
-    """Read the PAM service file and the files it includes (@include, include, substack)."""
-    pam, pam_dir = Pam(), policy()["config"]["pam_dir"]
-    store_args = tuple(f"{name}=" for name in policy()["pam_store_args"])
-    todo, seen = [pam_file(config)], set()
-    while todo:
-        path = todo.pop(0)
-        if path in seen:
-            continue
-        seen.add(path)
-        for number, words in _pam_lines(root, path):
-            where = f"{path} line {number}"
-            if words[0] == "@include" and len(words) > 1:
-                included = posixpath.join(pam_dir, words[1])
-                pam.includes.append((included, where))
-                todo.append(included)
-                continue
-            if len(words) > 2 and words[1] in ("include", "substack"):
-                included = posixpath.join(pam_dir, words[2])
-                pam.includes.append((included, where))
-                todo.append(included)
-                continue
-            module = next((w for w in words[1:3] if ".so" in w), None)
-            if module is None and len(words) > 2 and ".so" in words[2]:
-                module = words[2]
-            if module:
-                pam.modules.append((module, where))
-            for word in words:
-                if not word.startswith(store_args):
-                    continue
-                store = word.split("=", 1)[1]
-                if module and "pam_userdb" in module and not store.endswith(".db"):
-                    store += ".db"  # pam_userdb appends .db to db=
-                pam.stores.append((store, where))
-                if module and "pam_listfile" in module and "sense=deny" in words:
-                    pam.deny_files.append(store)
-                if word.startswith("pwdfile="):
-                    pam.pwdfiles.append(store)
-    return pam
+def read_pam(root: Path, config: Config) -> common.PamStack:
+    """Read the PAM service vsftpd uses and the files it includes (common.read_pam)."""
+    return common.read_pam(root, pam_file(config), policy()["config"]["pam_dir"])
 
 
 def _names_in(root: Path, node_path: str | None, field_sep: str | None = None) -> list[str]:
