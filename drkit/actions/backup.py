@@ -16,6 +16,7 @@ from drkit.config import Config, dump_config
 from drkit.engines import accounts, catalog, keys, manifest
 from drkit.engines.restic import Restic
 from drkit.model import parse_utc, utc_text
+from drkit.paths import host_path
 from drkit.results import BackupResult
 from drkit.service import context
 
@@ -344,6 +345,7 @@ def run(
                         tags=_tags(config),
                         on_progress=on_progress,
                         stop_when=_unless_probe_failed(probe, restic.stop_when),
+                        exclude=[host_path(config.root, path) for path in node_manifest["skipped"]],
                     )
                 except errors.DrkitError:
                     probe.result()  # a failed probe names the cause better than restic does
@@ -385,5 +387,5 @@ def run(
         signer=signature["signer"],
         previous=first_previous["snapshot_id"] if first_previous else None,
         passes=attempt,
-        warnings=inventory.warnings,
+        warnings=node_manifest["warnings"],
     )

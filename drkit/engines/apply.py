@@ -32,7 +32,7 @@ from drkit import errors, units
 from drkit.engines import holder
 from drkit.engines.manifest import SNAPSHOT_DIR, compare_entry
 from drkit.model import parse_utc
-from drkit.paths import host_path, on_root, to_node
+from drkit.paths import entry_on_root, host_path, on_root, to_node
 
 log = logging.getLogger(__name__)
 
@@ -225,8 +225,8 @@ def read_journal(target: Path) -> tuple[dict | None, list[Undo], bool]:
             undos.append(
                 Undo(
                     record["op"],
-                    on_root(target, record["path"]),
-                    on_root(target, record["kept"]) if record.get("kept") else None,
+                    entry_on_root(target, record["path"]),
+                    entry_on_root(target, record["kept"]) if record.get("kept") else None,
                     record.get("mode"),
                     record.get("uid"),
                     record.get("gid"),
@@ -425,7 +425,7 @@ class Applier:
         self._contained(directory)
         self._record(Undo("added", directory))
         directory.mkdir()
-        staged = on_root(self.staging, to_node(self.target, directory))
+        staged = entry_on_root(self.staging, to_node(self.target, directory))
         if staged.is_dir():
             info = staged.stat()
             os.chown(directory, info.st_uid, info.st_gid)
@@ -437,7 +437,7 @@ class Applier:
         try:
             self.backups.mkdir(mode=0o700, parents=True, exist_ok=True)
             for step in sorted(steps, key=lambda s: s.path):
-                host = on_root(self.target, step.path)
+                host = entry_on_root(self.target, step.path)
                 doing = f"restoring {step.path}"
                 if step.action == "add":
                     self._contained(host)

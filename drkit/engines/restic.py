@@ -198,6 +198,12 @@ class BackupSummary:
     errors: list[str] = field(default_factory=list)
 
 
+def exclude_pattern(host_path: str) -> str:
+    """Return restic's --exclude pattern that matches exactly one absolute host path (its glob
+    characters escaped)."""
+    return re.sub(r"([\\*?\[])", r"\\\1", host_path)
+
+
 def _error_line(stderr: str) -> str:
     """Pick the line that names the cause from restic's stderr (JSON or plain)."""
     lines = [line.strip() for line in stderr.strip().splitlines() if line.strip()]
@@ -395,27 +401,26 @@ class Restic:
         tags: list[str],
         on_progress: Callable[[dict], None] | None = None,
         stop_when: Callable[[], str | None] | None = None,
+        exclude: list[str] | None = None,
         timeout: float = 6 * 3600,
     ) -> BackupSummary:
         """Back up paths relative to cwd; return the summary; errors in the stream count.
 
-        Paths come from a file list (--files-from-verbatim) so that any name survives.
-        stop_when (see runner.run_lines; the engine's own by default) may stop restic with a
-        reason: a StorageError.
+        Paths come from a NUL-separated file list (--files-from-raw) so that every name POSIX
+        allows survives, newlines and bytes that are not UTF-8 included. exclude names host
+        paths restic must skip inside the directories it is given (special files). stop_when
+        (see runner.run_lines; the engine's own by default) may stop restic with a reason: a
+        StorageError.
         """
         descriptor, list_name = tempfile.mkstemp(prefix="drkit-files-", suffix=".list")
         list_file = Path(list_name)
         with os.fdopen(descriptor, "wb") as handle:
-            handle.write(b"".join(p.encode() + b"\n" for p in relative_paths))
-        argv = self._argv(
-            "backup",
-            "--host",
-            host,
-            "--files-from-verbatim",
-            str(list_file),
-        )
+            handle.write(b"".join(os.fsencode(p) + b"\0" for p in relative_paths))
+        argv = self._argv("backup", "--host", host, "--files-from-raw", str(list_file))
         for tag in tags:
             argv += ["--tag", tag]
+        for path in exclude or []:
+            argv += ["--exclude", exclude_pattern(path)]
         summary = BackupSummary()
 
         def on_line(line: str) -> None:

@@ -3,22 +3,24 @@
 restic 0.18 does not reject duplicate or odd names in a tree, so the listing is screened before
 anything is restored, and the staged tree again before anything is applied: every entry must be
 in the signed manifest (or be one of its parent directories), of the same type and special
-bits; no device nodes, FIFOs, sockets, hard links, control characters, `..`, or symlinks that
-climb out of the node.
+bits; no device nodes, FIFOs, sockets or `..`. A symlink is data, restored with its target
+as signed, whatever it points at: nothing drkit does follows one in a target. Names
+are whatever POSIX allows (newlines and bytes that are not UTF-8 included) and are escaped when
+shown; restic's JSON gives bytes that are not UTF-8 as U+FFFD, so the listing is matched on
+that lossy form and the staged tree, walked as bytes, on the exact one.
 """
 
 from __future__ import annotations
 
 import os
-import posixpath
-import re
+import shutil
 import stat
 from pathlib import Path
 
 from drkit.engines.manifest import CONFIG_PATH, MANIFEST_PATH, SIGNATURE_PATH
+from drkit.paths import shown as show
 
 GO_SETUID, GO_SETGID, GO_STICKY = 1 << 23, 1 << 22, 1 << 20
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 ALLOWED_TYPES = ("file", "dir", "symlink")
 DRKIT_FILES = (MANIFEST_PATH, SIGNATURE_PATH, CONFIG_PATH)
 
@@ -37,8 +39,8 @@ def expected_paths(manifest: dict) -> tuple[dict[str, dict], set[str]]:
 
 def name_problem(path: str) -> str | None:
     """Return why a path's name is unacceptable, or None."""
-    if _CONTROL.search(path):
-        return "control character in name"
+    if "\0" in path:
+        return "NUL in name"
     if not path.startswith("/"):
         return "relative path"
     if any(part in ("", ".", "..") for part in path[1:].split("/")) and path != "/":
@@ -48,21 +50,6 @@ def name_problem(path: str) -> str | None:
 
 def _special_bits(mode_text: str) -> int:
     return int(mode_text, 8) & 0o7000
-
-
-def symlink_escapes(node_path: str, link: str) -> bool:
-    """Return True when a relative symlink climbs above the node's root."""
-    if link.startswith("/"):
-        return False
-    depth = 0
-    for part in posixpath.join(posixpath.dirname(node_path), link).split("/"):
-        if part == "..":
-            depth -= 1
-        elif part not in ("", "."):
-            depth += 1
-        if depth < 0:
-            return True
-    return False
 
 
 def screen_manifest(manifest: dict) -> list[str]:
@@ -77,7 +64,7 @@ def screen_manifest(manifest: dict) -> list[str]:
     seen: set[str] = set()
     for entry in manifest.get("files", []):
         path = str(entry.get("path", ""))
-        shown = path.encode("unicode_escape").decode()
+        shown = show(path)
         why = name_problem(path)
         if why or path == "/":
             problems.append(f"{shown}: {why or 'the root itself'} (in the signed manifest)")
@@ -89,7 +76,7 @@ def screen_manifest(manifest: dict) -> list[str]:
     symlinks = {str(e.get("path")) for e in manifest.get("files", []) if e.get("type") == "symlink"}
     for path in sorted(seen):
         if any(parent in symlinks for parent in _ancestors(path)):
-            shown = path.encode("unicode_escape").decode()
+            shown = show(path)
             problems.append(f"{shown}: under a symlink (in the signed manifest)")
     for pattern in manifest.get("owned_globs", []):
         pattern = str(pattern)
@@ -99,40 +86,47 @@ def screen_manifest(manifest: dict) -> list[str]:
                 break
             literal.append(part)
         if name_problem(pattern) or len(literal) < 2:
-            shown = pattern.encode("unicode_escape").decode()
+            shown = show(pattern)
             problems.append(f"owned glob {shown}: too broad or malformed (in the signed manifest)")
     return problems
 
 
+def lossy(path: str) -> str:
+    """Return a name as restic's JSON gives it: bytes that are not UTF-8 become U+FFFD."""
+    return os.fsencode(path).decode("utf-8", "replace")
+
+
 def screen_listing(nodes: list[dict], manifest: dict) -> list[str]:
-    """Given `restic ls --json` nodes, return every reason to refuse the snapshot."""
-    entries, parents = expected_paths(manifest)
+    """Given `restic ls --json` nodes, return every reason to refuse the snapshot.
+
+    restic's names are lossy (see the module): two manifest names that differ only in bytes
+    that are not UTF-8 match the same listed name; the staged tree is screened exactly. Hard
+    links are not refused here: the staged tree gives every linked file an inode of its own.
+    """
+    exact, parents_exact = expected_paths(manifest)
+    entries = {lossy(path): entry for path, entry in exact.items()}
+    parents = {lossy(path) for path in parents_exact}
     problems: list[str] = screen_manifest(manifest)
     seen: set[str] = set()
-    inodes: dict[tuple, str] = {}
     symlinks = {path for path, entry in entries.items() if entry["type"] == "symlink"}
+    drkit_files = {lossy(path) for path in DRKIT_FILES}
     for node in nodes:
         path, kind = str(node.get("path", "")), node.get("type")
-        shown = path.encode("unicode_escape").decode()
+        shown = show(path)
         why = name_problem(path)
         if why:
             problems.append(f"{shown}: {why}")
             continue
-        if path in seen:
+        if path in seen and "\ufffd" not in path:
             problems.append(f"{shown}: appears twice in the snapshot")
         seen.add(path)
         if kind not in ALLOWED_TYPES:
             problems.append(f"{shown}: {kind} entries are never restored")
             continue
-        if kind == "file" and node.get("inode"):
-            identity = (node.get("device_id"), node.get("inode"))
-            if identity in inodes:
-                problems.append(f"{shown}: hard link to {inodes[identity]}")
-            inodes.setdefault(identity, shown)
         if any(parent in symlinks for parent in _ancestors(path)):
             problems.append(f"{shown}: written through a symlinked directory")
             continue
-        if path in DRKIT_FILES or (path in parents and kind == "dir" and path not in entries):
+        if path in drkit_files or (path in parents and kind == "dir" and path not in entries):
             continue
         entry = entries.get(path)
         if entry is None:
@@ -147,18 +141,21 @@ def screen_listing(nodes: list[dict], manifest: dict) -> list[str]:
             | (0o2000 if go_mode & GO_SETGID else 0)
             | (0o1000 if go_mode & GO_STICKY else 0)
         )
+        if "\ufffd" in path:  # the lossy name may stand for another entry: staging decides
+            continue
         if kind == "file" and special != _special_bits(entry["mode"]):
             problems.append(f"{shown}: setuid/setgid bits differ from the signed manifest")
         if kind == "file" and int(node.get("size", 0)) != entry["size"]:
             problems.append(f"{shown}: size differs from the signed manifest")
-    for path, entry in entries.items():
-        if entry["type"] == "symlink" and symlink_escapes(path, entry["link"]):
-            problems.append(f"{path}: symlink to {entry['link']} leaves the node")
     return problems
 
 
 def screen_staging(staging: Path, manifest: dict) -> list[str]:
-    """Walk the staged tree without following links; return every reason to refuse it."""
+    """Walk the staged tree without following links; return every reason to refuse it.
+
+    A hard-linked file the manifest lists is given an inode of its own first: the manifest
+    signs names and contents, not links, so a restore never joins two paths into one file.
+    """
     entries, parents = expected_paths(manifest)
     problems = []
     prefix = len(os.path.normpath(staging))
@@ -170,11 +167,21 @@ def screen_staging(staging: Path, manifest: dict) -> list[str]:
             if path in DRKIT_FILES:
                 continue
             if path not in entries and not (path in parents and stat.S_ISDIR(info.st_mode)):
-                problems.append(f"{path}: not in the signed manifest")
+                problems.append(f"{show(path)}: not in the signed manifest")
             elif stat.S_ISREG(info.st_mode) and info.st_nlink > 1:
-                problems.append(f"{path}: hard link")
+                _own_inode(host, info)
             elif not (stat.S_ISREG(info.st_mode) or stat.S_ISDIR(info.st_mode)) and not (
                 stat.S_ISLNK(info.st_mode)
             ):
-                problems.append(f"{path}: special file")
+                problems.append(f"{show(path)}: special file")
     return problems
+
+
+def _own_inode(host: str, info: os.stat_result) -> None:
+    """Replace a hard-linked staged file by a copy with its own inode, owner and mode."""
+    copy = f"{host}.drkit-unlink"
+    shutil.copyfile(host, copy, follow_symlinks=False)
+    os.chown(copy, info.st_uid, info.st_gid)
+    os.chmod(copy, stat.S_IMODE(info.st_mode))
+    os.utime(copy, ns=(info.st_atime_ns, info.st_mtime_ns))
+    os.replace(copy, host)

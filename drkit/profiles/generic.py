@@ -34,7 +34,7 @@ from drkit import errors
 from drkit.config import CATEGORIES
 from drkit.engines import keys
 from drkit.model import CertInfo, Check, Entry, Inventory, SmokeResult, failed, passed, warned
-from drkit.paths import on_root, to_node
+from drkit.paths import entry_on_root, on_root, to_node
 from drkit.profiles import common
 from drkit.profiles.interface import ModuleProfile, Signs
 
@@ -259,10 +259,10 @@ def checks(root: Path, manifest: dict) -> list[Check]:
     loose = []
     for path in every:
         try:
-            mode = stat.S_IMODE(os.lstat(on_root(root, path)).st_mode)
+            mode = stat.S_IMODE(os.lstat(entry_on_root(root, path)).st_mode)
         except OSError:
             continue
-        if mode & ANY_FORBID and not on_root(root, path).is_symlink():
+        if mode & ANY_FORBID and not entry_on_root(root, path).is_symlink():
             loose.append(path)
     if loose:
         more = f" (and {len(loose) - 1} more)" if len(loose) > 1 else ""
