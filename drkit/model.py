@@ -59,6 +59,9 @@ class Inventory:
     users: list[str] = field(default_factory=list)
     owned_globs: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    # What a profile read from the node's own programs at backup ({profile: {name: value}},
+    # e.g. a compiled-in default), for a restore onto a host whose programs differ.
+    facts: dict[str, dict] = field(default_factory=dict)
 
     def merge(self, other: Inventory) -> None:
         """Add other's findings to this inventory, keeping the first category of a path."""
@@ -69,6 +72,8 @@ class Inventory:
         self.users += [user for user in other.users if user not in self.users]
         self.owned_globs += [glob for glob in other.owned_globs if glob not in self.owned_globs]
         self.warnings += other.warnings
+        for kind, facts in other.facts.items():
+            self.facts.setdefault(kind, {}).update(facts)
 
 
 # -- the manifest's records (JSON documents signed into every snapshot) -----------------------

@@ -23,7 +23,7 @@ from typing import BinaryIO
 from drkit import errors
 from drkit.engines import keys
 from drkit.model import Entry, Inventory, utc_text
-from drkit.paths import host_path, on_root
+from drkit.paths import host_path, on_root, resolve, resolve_links, shown
 
 FORMAT = 1
 SNAPSHOT_DIR = "/var/lib/drkit/snapshot"
@@ -72,20 +72,48 @@ class NameBook:
         return names
 
 
-def _walk(root: Path, entries: Iterable[Entry]) -> dict[str, str]:
-    """Expand directory entries into every path beneath them; return {node path: category}."""
+def _walk(root: Path, entries: Iterable[Entry]) -> tuple[dict[str, str], list[str]]:
+    """Expand the inventory into every path beneath it, never following a link out of the
+    tree it is in; return ({node path: category}, the special files skipped).
+
+    A named path reached through symlinks is recorded as each link on the way (the link
+    itself: restic stores it as a link) and the file or directory it resolves to inside
+    root, as the node's own kernel would resolve it; links met while walking a directory
+    are recorded as links and never entered.
+    """
     found: dict[str, str] = {}
+    skipped: list[str] = []
     root_text = os.path.normpath(str(root))
     strip = 0 if root_text == "/" else len(root_text)
     for entry in entries:
-        host = str(on_root(root, entry.path))
-        found.setdefault(entry.path, entry.category)
+        try:
+            resolved, links = resolve_links(root, entry.path)
+        except OSError:  # a loop of links: the links themselves are what the node holds
+            resolved, links = resolve(root, entry.path, follow_last=False), []
+        for link in links:
+            found.setdefault(link, entry.category)
+        found.setdefault(resolved, entry.category)
+        host = host_path(root, resolved)
         if os.path.isdir(host) and not os.path.islink(host):
             for dirpath, dirnames, filenames in os.walk(host):
                 dirnames.sort()
                 for name in dirnames + sorted(filenames):
-                    found.setdefault(os.path.join(dirpath, name)[strip:], entry.category)
-    return found
+                    node_path = os.path.join(dirpath, name)[strip:]
+                    if _special(os.path.join(dirpath, name)):
+                        skipped.append(node_path)
+                    else:
+                        found.setdefault(node_path, entry.category)
+    return found, skipped
+
+
+def _special(host: str) -> bool:
+    """Return True for a FIFO, socket or device node (never backed up: restic would store it
+    and no restore recreates it)."""
+    try:
+        mode = os.lstat(host).st_mode
+    except OSError:
+        return False
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode) or stat.S_ISLNK(mode))
 
 
 class HashCache:
@@ -259,7 +287,7 @@ def build(
     restore read them from here.
     """
     names = NameBook(root)
-    paths = _walk(root, [*inventory.files, *inventory.dirs])
+    paths, skipped = _walk(root, [*inventory.files, *inventory.dirs])
     files = [
         entry
         for node_path, category in sorted(paths.items())
@@ -287,8 +315,20 @@ def build(
         "profile_options": {
             kind: options for kind, options in (profile_options or {}).items() if kind in profiles
         },
-        "warnings": inventory.warnings,
+        "facts": inventory.facts,
+        "warnings": inventory.warnings + _skipped_warning(skipped),
+        "skipped": skipped,
     }
+
+
+def _skipped_warning(skipped: list[str]) -> list[str]:
+    if not skipped:
+        return []
+    more = f" (and {len(skipped) - 1} more)" if len(skipped) > 1 else ""
+    return [
+        f"{shown(skipped[0])}{more}: FIFO, socket or device node, not backed up "
+        "(a restore never recreates one)"
+    ]
 
 
 def leaf_paths(manifest: dict) -> list[str]:
