@@ -772,11 +772,13 @@ def test_the_keys_commands_account_is_kept_and_root_needs_no_entry(node_root: Pa
     root, case = corpus_root(node_root, "ega-inbox")
     config = root / "etc/ega/sshd_config"
     found = openssh.inventory(root, None, options(case))
-    assert found.users == []  # runs as root: on every node, not an account to restore
+    # root (the command's account) is on every node, not an account to restore; egasftp is a
+    # member of lega, the group DenyGroups *,!lega exempts (issue 22)
+    assert found.users == ["egasftp"]
     passwd = root / "etc/passwd"  # a restore target holds only the restored accounts
     passwd.write_text("".join(ln for ln in passwd.open() if not ln.startswith("root:")))
     manifest = {"profile_options": {"openssh": options(case)}}
     name = "AuthorizedKeysCommand: /usr/local/bin/ega_ssh_keys"
     assert by_name(openssh.checks(root, manifest))[name].status == "pass"
     config.write_text(config.read_text().replace("CommandUser root", "CommandUser nobody"))
-    assert openssh.inventory(root, None, options(case)).users == ["nobody"]
+    assert openssh.inventory(root, None, options(case)).users == ["egasftp", "nobody"]

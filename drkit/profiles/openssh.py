@@ -26,7 +26,7 @@ import yaml
 from drkit import errors, runner
 from drkit.engines import accounts, keys
 from drkit.model import Check, Entry, Inventory, SmokeResult, failed, passed, utc_text, warned
-from drkit.paths import on_root, to_node
+from drkit.paths import on_root
 from drkit.profiles import common
 from drkit.profiles.common import Ref
 from drkit.profiles.interface import ModuleProfile, Signs
@@ -73,6 +73,8 @@ class Config:
     include_patterns: list[str] = field(default_factory=list)
     missing_includes: list[tuple[Line, str]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    # {file as named: (the file it resolves to inside the root, the links on the way)}
+    links: dict[str, tuple[str, list[str]]] = field(default_factory=dict)
 
     def first(self, keyword: str) -> Line | None:
         """Return the global line that sets keyword (the first one wins), else None."""
@@ -107,11 +109,56 @@ def _alias(keyword: str) -> str:
 
 
 def _glob(root: Path, pattern: str) -> list[str]:
-    """Return the node paths of the files that match a node glob, sorted as glob(3) does."""
-    normal = posixpath.normpath("/" + pattern.lstrip("/"))
-    prefix = glob.escape(str(root).rstrip("/"))
-    hits = sorted(glob.glob(prefix + normal)) if glob.has_magic(normal) else [prefix + normal]
-    return [to_node(root, Path(hit)) for hit in hits if Path(hit).is_file()]
+    """Return the node paths of the files that match a node glob, sorted as glob(3) does; every
+    symlink on the way is followed inside root (a node's link never leads out of it)."""
+    current = ["/"]
+    for part in [p for p in posixpath.normpath("/" + pattern.lstrip("/")).split("/") if p]:
+        if not glob.has_magic(part):
+            current = [posixpath.join(base, part) for base in current]
+            continue
+        found = []
+        for base in current:
+            try:
+                names = sorted(os.listdir(on_root(root, _node_links(root, base)[0])))
+            except OSError:
+                continue
+            found += [
+                posixpath.join(base, name)
+                for name in names
+                if fnmatch.fnmatchcase(name, part) and (part[0] == "." or name[0] != ".")
+            ]
+        current = found
+    return sorted(p for p in current if on_root(root, _node_links(root, p)[0]).is_file())
+
+
+def _node_links(root: Path, node_path: str) -> tuple[str, list[str]]:
+    """Return (node_path with its symlinks resolved inside root, the node paths of the links
+    followed on the way): an absolute target starts again at root, `..` stops at root, so a
+    link never leads out of it. A missing component ends the walk (the rest kept as written)."""
+    parts = [p for p in node_path.split("/") if p]
+    resolved, links = "/", []
+    while parts:
+        name = parts.pop(0)
+        if name in (".", ".."):
+            resolved = resolved if name == "." else posixpath.dirname(resolved)
+            continue
+        current = posixpath.join(resolved, name)
+        host = Path(str(root).rstrip("/") + current)
+        if not host.is_symlink() or len(links) >= 40:
+            resolved = current
+            if not host.exists() and not host.is_symlink():
+                return posixpath.join(resolved, *parts), links
+            continue
+        links.append(current)
+        target = os.readlink(host)
+        parts = [p for p in target.split("/") if p] + parts
+        resolved = "/" if target.startswith("/") else resolved
+    return resolved, links
+
+
+def _node_realpath(root: Path, node_path: str) -> str:
+    """Resolve symlinks of a node path within root (absolute targets are node paths)."""
+    return _node_links(root, node_path)[0]
 
 
 def read_config(root: Path, main: str | None = None) -> Config:
@@ -123,9 +170,17 @@ def read_config(root: Path, main: str | None = None) -> Config:
 
 def _read_file(root: Path, node_path: str, match, config: Config, stack: tuple[str, ...]) -> None:
     settings = policy()["config"]
-    text = common.read_config_text(root, node_path, config)
+    real, links = _node_links(root, node_path)
+    known = real in config.files
+    text = common.read_config_text(root, real, config)
     if text is None:
         return
+    if real != node_path:  # read through links as sshd reads it; named as the config names it
+        if not known:
+            config.files.remove(real)
+        config.files.append(node_path)
+        config.texts[node_path] = text
+        config.links[node_path] = (real, links)
     for number, _, keyword, args in common.parsed_lines(text, parse_line):
         keyword = _alias(keyword)
         if keyword == "match":
@@ -414,35 +469,38 @@ def _can_authenticate(config: Config, db: Accounts, root: Path, user: str) -> bo
 def _users(config: Config, db: Accounts, root: Path, smoke_user: str | None):
     """Return (the users whose accounts, keys and homes belong to the node, warnings).
 
-    Named users come from AllowUsers, AllowGroups, Match User/Group blocks and the accounts
-    the key and principals commands run as; without an
-    allow list, every account of the node that sshd lets in and that holds a credential.
-    A named user that DenyUsers or DenyGroups refuses is left out with a warning.
+    Named users come from AllowUsers, AllowGroups, Match User/Group blocks, the groups a
+    DenyGroups list exempts (`*,!lega`) and the accounts the key and principals commands run
+    as; without an allow list, every account of the node that sshd lets in and that holds a
+    credential. A named user that DenyUsers or DenyGroups refuses is left out with a warning,
+    unless it is the only member of a named group: the manifest carries a group's entry with
+    its members, so that one is kept (and the warning says so).
     """
     named: list[str] = []
+    groups = _named_groups(config, db)
     for line in config.lines:
         if line.keyword == "allowusers":
             for pattern in line.args:
                 user = pattern.split("@", 1)[0]
                 matched = [n for n in db.users if fnmatch.fnmatchcase(n, user)]
                 named += matched or ([user] if not glob.has_magic(user) else [])
-        elif line.keyword == "allowgroups":
-            groups = [g[0] for p in line.args for g in db.groups if fnmatch.fnmatchcase(g[0], p)]
-            named += [u for g in groups for u in accounts.group_members(db.users, db.groups, g)]
+        elif line.keyword in ("allowgroups", "denygroups"):
+            in_line = [g for g, where in groups.items() if where == line.where]
+            named += [u for g in in_line for u in accounts.group_members(db.users, db.groups, g)]
         elif line.keyword == "match":
             named += _match_named(line.args or ("all",), db)
         elif line.keyword in _RUN_AS and line.args and line.args[0] != "root":
             named.append(line.args[0])  # the account sshd runs the command as
     if smoke_user:
         named.append(smoke_user)
-    names, warnings = [], []
+    names, warnings, refused = [], [], []
     for user in dict.fromkeys(named):
         if user not in db.users:
             warnings.append(f"user {user} is named by the config but not in the node's accounts")
             continue
         why = _refusal(config, db, root, user)
         if why and "Deny" in why and user != smoke_user:
-            warnings.append(f"user {user} is named by the config, but sshd refuses it: {why}")
+            refused.append((user, why))
             continue
         names.append(user)
     if not any(ln.keyword in ("allowusers", "allowgroups") for ln in config.lines):
@@ -454,7 +512,61 @@ def _users(config: Config, db: Accounts, root: Path, smoke_user: str | None):
             and _refusal(config, db, root, user) is None
             and _can_authenticate(config, db, root, user)
         ]
+    for user, why in refused:
+        carried = [
+            f"{group} ({where})"
+            for group, where in groups.items()
+            if user in accounts.group_members(db.users, db.groups, group)
+            and not set(names) & set(accounts.group_members(db.users, db.groups, group))
+        ]
+        if carried:
+            names.append(user)
+            warnings.append(
+                f"user {user} is kept for the entry of group {', '.join(carried)}, of which no "
+                f"other account is kept, though sshd refuses it: {why}"
+            )
+        else:
+            warnings.append(f"user {user} is named by the config, but sshd refuses it: {why}")
+    for group, where in groups.items():
+        if not accounts.group_members(db.users, db.groups, group):
+            warnings.append(
+                f"group {group} ({where}) has no member among the node's accounts: the "
+                "snapshot carries no entry of it (groups are recorded with their members)"
+            )
     return names, warnings
+
+
+def _named_groups(config: Config, db: Accounts) -> dict[str, str]:
+    """Return {group: where} of the node's groups the config names: AllowGroups words (a comma
+    list's items too), the exemptions of a DenyGroups list (`*,!lega` names lega) and the
+    literal groups of Match Group lists, negated ones included."""
+    found: dict[str, str] = {}
+    for line in config.lines:
+        if line.keyword == "match":
+            words = [part for word in line.args for part in word.split("=", 1) if part]
+            keys = [word.lower() for word in words]
+            items = [
+                item.lstrip("!")
+                for at, key in enumerate(keys[:-1])
+                if key == "group"
+                for item in words[at + 1].split(",")
+                if not glob.has_magic(item.lstrip("!"))
+            ]
+        elif line.keyword in ("allowgroups", "denygroups"):
+            negated = line.keyword == "denygroups"
+            items = [
+                item.lstrip("!")
+                for word in line.args
+                for item in word.split(",")
+                if item and (item.startswith("!") == negated)
+            ]
+        else:
+            continue
+        for pattern in items:
+            for entry in db.groups:
+                if pattern and fnmatch.fnmatchcase(entry[0], pattern):
+                    found.setdefault(entry[0], line.where)
+    return found
 
 
 _RUN_AS = ("authorizedkeyscommanduser", "authorizedprincipalscommanduser")
@@ -629,29 +741,33 @@ def inventory(root: Path, smoke_user: str | None, options: dict | None = None) -
             seen.add(path)
             found.files.append(Entry(path, category))
 
-    for path in config.files:
-        add(path, "config")
+    for path in config.files:  # a file read through links: each link and its target
+        real, links = config.links.get(path, (path, []))
+        for each in (*links, real):
+            add(each, "config")
     db = Accounts.of(root)
     users, warnings = _users(config, db, root, smoke_user)
     found.users, found.warnings = users, found.warnings + warnings
     refs = references(root, config, db, users, chosen["pam_service"])
     for ref in refs:
-        host = on_root(root, ref.path)
-        if ref.directory:
-            if host.is_dir():
-                if ref.path not in {entry.path for entry in found.dirs}:
-                    found.dirs.append(Entry(ref.path, ref.category))
-                    for path in common.walk_files(root, ref.path):
-                        add(path, ref.category)
-            elif ref.required:
-                found.warnings.append(f"{_label(ref)} {ref.path} ({ref.where}) is missing")
-        elif common.is_file(root, ref.path):
-            if _packaged(ref):
-                continue  # the distribution's own program: the package restores it, not drkit
-            add(ref.path, ref.category)
-            if ref.directive == "hostkey" and common.is_file(root, ref.path + ".pub"):
-                add(ref.path + ".pub", ref.category)
-        elif ref.required and not _packaged(ref):
+        real, links = _node_links(root, ref.path)
+        host = on_root(root, real)
+        if _packaged(ref):
+            continue  # the distribution's own program: the package restores it, not drkit
+        for link in links:  # the node's links on the way are part of it, as its target is
+            add(link, ref.category)
+        if ref.directory and host.is_dir():
+            if real not in {entry.path for entry in found.dirs}:
+                found.dirs.append(Entry(real, ref.category))
+                for path in common.walk_files(root, real):
+                    add(path, ref.category)
+        elif not ref.directory and host.is_file():
+            add(real, ref.category)
+            pub = ref.path + ".pub"
+            if ref.directive == "hostkey" and common.is_file(root, _node_realpath(root, pub)):
+                for each in (*_node_links(root, pub)[1], _node_realpath(root, pub)):
+                    add(each, ref.category)
+        elif ref.required:
             found.warnings.append(f"{_label(ref)} {ref.path} ({ref.where}) is missing")
     if not any(r.directive == "hostkey" and common.is_file(root, r.path) for r in refs):
         found.warnings.append("no host key found: clients will see a new server")
@@ -902,25 +1018,6 @@ def _command_checks(root: Path, refs: list[Ref], config: Config, db: Accounts) -
         detail = f"{real}: root-owned, no group/world write on it or above; sshd runs it"
         results.append(failed(name, "; ".join(problems)) if problems else passed(name, detail))
     return results
-
-
-def _node_realpath(root: Path, node_path: str) -> str:
-    """Resolve symlinks of a node path within root (absolute targets are node paths)."""
-    parts, resolved, hops = [p for p in node_path.split("/") if p], "/", 0
-    while parts:
-        current = posixpath.join(resolved, parts.pop(0))
-        host = on_root(root, current)
-        if host.is_symlink() and hops < 40:
-            hops += 1
-            target = os.readlink(host)
-            base = "/" if target.startswith("/") else resolved
-            parts = [
-                p for p in posixpath.normpath(posixpath.join(base, target)).split("/") if p
-            ] + parts
-            resolved = "/"
-        else:
-            resolved = current
-    return resolved
 
 
 def _integration_checks(root: Path, refs: list[Ref]) -> list[Check]:
@@ -1225,7 +1322,7 @@ def smoke(root: Path, manifest: dict, user: str, work_dir: Path) -> SmokeResult:
                 )
                 result.add(warned(f"smoke: Subsystem {subsystem}", detail))
             runner.run(["install", "-d", "-m755", run["privsep_dir"]])
-            offered, loaded = _offered_and_loaded(run["sshd"], copy)
+            offered, loaded = _offered_and_loaded(run["sshd"], copy, user, port)
             server = runner.start_service(
                 [run["sshd"], "-D", "-e", "-f", str(copy)], work / "sshd.log"
             )
@@ -1236,7 +1333,11 @@ def smoke(root: Path, manifest: dict, user: str, work_dir: Path) -> SmokeResult:
             waited = time.monotonic() - started
             result.add(passed("smoke: sshd started", f"127.0.0.1:{port} in {waited:.2f} s"))
             host_keys = manifest.get("host_keys", [])
-            not_served = "not served: sshd did not load that host key"
+            not_served = (
+                "not served: sshd offers that type, ssh-keyscan got no key"
+                if offered is not None
+                else "not served (sshd could not say which host key types it offers)"
+            )
             common.keyscan(
                 result, host_keys, port, not_served=not_served, offered=offered, loaded=loaded,
                 omitted_by="HostKeyAlgorithms",
@@ -1258,24 +1359,41 @@ def smoke(root: Path, manifest: dict, user: str, work_dir: Path) -> SmokeResult:
             common.remove_created(created)
 
 
-def _offered_and_loaded(sshd: str, copy: Path) -> tuple[set[str] | None, dict | None]:
-    """Ask sshd itself (`sshd -d -T`): the host key types it offers (its effective
-    HostKeyAlgorithms, defaults included) and the keys it loaded ({fingerprint: type}, its
-    debug lines "private host key #N: TYPE FP"); (None, None) when it cannot say."""
-    done = runner.run([sshd, "-d", "-T", "-f", str(copy)], timeout=30)
-    if done.returncode != 0:
-        return None, None
-    algorithms = next(
-        (ln.split()[1] for ln in done.stdout.splitlines() if ln.startswith("hostkeyalgorithms ")),
-        None,
-    )
-    if algorithms is None:
-        return None, None
-    offered = {_KEY_TYPE_OF.get(a, a) for a in algorithms.split(",") if "-cert-" not in a}
+def sshd_view(
+    sshd: str, copy: Path, user: str | None = None, port: int = 22
+) -> tuple[dict[str, list[str]] | None, dict[str, str]]:
+    """Ask sshd itself (`sshd -d -T -C ...`) what it makes of a config for a connection of
+    user from 127.0.0.1 to port (its own Match evaluation, `Match LocalPort` and `Address`
+    included): ({keyword: [values]} it would apply, or None when it cannot say, and the host
+    keys it loaded, {fingerprint: type}, from its debug lines "private host key #N: TYPE FP")."""
+    argv = [sshd, "-d", "-T", "-f", str(copy)]
+    if user:
+        spec = f"user={user},host=localhost,addr=127.0.0.1,laddr=127.0.0.1,lport={port},rdomain="
+        argv += ["-C", spec]
+    done = runner.run(argv, timeout=30)
     loaded = {
         hit.group(2): hit.group(1)
         for hit in re.finditer(r"private host key #\d+: (\S+) (SHA256:\S+)", done.stderr)
     }
+    if done.returncode != 0:
+        return None, loaded
+    view: dict[str, list[str]] = {}
+    for line in done.stdout.splitlines():
+        keyword, _, value = line.partition(" ")
+        view.setdefault(keyword, []).append(value)
+    return view, loaded
+
+
+def _offered_and_loaded(
+    sshd: str, copy: Path, user: str | None = None, port: int = 22
+) -> tuple[set[str] | None, dict | None]:
+    """Return the host key types sshd offers (its effective HostKeyAlgorithms, defaults
+    included; None when it cannot say) and the keys it loaded (None when it said nothing)."""
+    view, loaded = sshd_view(sshd, copy, user, port)
+    algorithms = (view or {}).get("hostkeyalgorithms")
+    if not algorithms:
+        return None, loaded or None
+    offered = {_KEY_TYPE_OF.get(a, a) for a in algorithms[0].split(",") if "-cert-" not in a}
     return offered, loaded
 
 
