@@ -13,6 +13,7 @@ import pytest
 from corpus.cases import PLACEHOLDER, SERVERS, load_cases, materialise
 
 CASES = load_cases()
+TWINS = [case for case in CASES if case.twin_of]
 
 
 def test_corpus_size_and_spread():
@@ -28,6 +29,7 @@ def test_case_is_described(case):
     assert (src.repository and src.path and re.fullmatch(r"[0-9a-f]{40}", src.commit or "")) or (
         src.package and src.version
     ), "source needs repository+path+commit or package+version"
+    assert bool(case.twin_of) == bool(case.expect_fail), "a broken twin says how drkit must fail"
     assert case.changes, "every change to the original is listed (at least the loopback rewrite)"
     assert case.expect_files
     assert case.config in case.expect_files
@@ -38,6 +40,16 @@ def test_case_is_described(case):
     for path in case.files_root.rglob("*"):
         if path.is_file():
             assert "PRIVATE KEY" not in path.read_text(errors="replace"), path
+
+
+@pytest.mark.parametrize("twin", TWINS, ids=lambda c: c.name)
+def test_broken_twin_is_described(twin):
+    original = next((c for c in CASES if c.name == twin.twin_of and not c.twin_of), None)
+    assert original, f"{twin.name}: twin_of {twin.twin_of!r} is not a case of the corpus"
+    assert twin.name.startswith(f"{original.name}-twin-")
+    assert twin.source == original.source and twin.server == original.server
+    assert twin.defect and twin.server_said, "the defect and what the real server said of it"
+    assert twin.expect_fail.check and twin.expect_fail.detail
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)

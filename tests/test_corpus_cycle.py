@@ -3,7 +3,8 @@
 discover -> init -> backup -> (the snapshot holds exactly what the configuration names) ->
 the node destroyed -> restore --smoke (a real server started from the restored files and a real
 login; the static proof for a server that cannot run here) -> check. Real SeaweedFS, restic,
-sshd, proftpd and vsftpd on 127.0.0.1.
+sshd, proftpd and vsftpd on 127.0.0.1. A broken twin (a case with one defect its real server
+refuses) runs the same cycle and must be failed, naming the cause, by restore's smoke or by check.
 """
 
 from __future__ import annotations
@@ -22,6 +23,22 @@ CASES = load_cases()
 
 def failing(document: dict) -> dict[str, str]:
     return {c["name"]: c["detail"] for c in document.get("checks", []) if c["status"] == "fail"}
+
+
+def assert_refused(case: Case, *documents: dict) -> None:
+    """Assert that a broken twin's restore or check failed the check its expect_fail names,
+    with a detail naming the cause."""
+    want = case.expect_fail
+    found = [
+        name
+        for document in documents
+        for name, detail in failing(document).items()
+        if want.check in name and want.detail in detail
+    ]
+    assert found, (
+        f"{case.name}: the broken twin ({case.defect}) was not failed by "
+        f"'{want.check}' naming '{want.detail}'; failing: {[failing(d) for d in documents]}"
+    )
 
 
 def init_flags(case: Case) -> list[str]:
@@ -63,6 +80,10 @@ def test_corpus_case_backs_up_restores_and_proves(case: Case, node_root: Path, s
     shutil.rmtree(root)
     smoke = ["--smoke"] if case.smoke_user else []
     code, restored = drkit("restore", "latest", *smoke, "--config", str(config))
+    if case.expect_fail:
+        code, checked = drkit("check", "--target", str(root), "--config", str(config))
+        assert_refused(case, restored, checked)
+        return
     assert code == 0 and not failing(restored), (case.name, failing(restored))
     if case.smoke_user:  # the typed proof: the real server took a real login
         proofs = restored["smoke"]

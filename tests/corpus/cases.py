@@ -91,6 +91,7 @@ class Tls:
     key_mode: str = "0600"
     key_group: str | None = None  # e.g. ssl-cert (Debian snakeoil is 0640 root:ssl-cert)
     days: int = 365
+    mismatched_key: bool = False  # a broken twin: the key file holds another pair's key
 
 
 @dataclass(frozen=True)
@@ -128,6 +129,15 @@ class Generate:
 
 
 @dataclass(frozen=True)
+class ExpectFail:
+    """What a broken twin's defect must make drkit report: a failing check (of restore --smoke
+    or check) whose name contains CHECK and whose detail contains DETAIL."""
+
+    check: str
+    detail: str
+
+
+@dataclass(frozen=True)
 class Case:
     name: str
     directory: Path
@@ -151,6 +161,13 @@ class Case:
     # `drkit init --include` values the operator of such a node gives (files named by nothing
     # the server reads); each says why in the case's notes.
     includes: tuple[str, ...] = ()
+    # A broken twin: a copy of the case TWIN_OF with one defect (`defect`) that the real server
+    # refuses (`server_said`: its own words, from one run before the twin entered the corpus);
+    # drkit must fail as `expect_fail` says.
+    twin_of: str | None = None
+    defect: str | None = None
+    server_said: str | None = None
+    expect_fail: ExpectFail | None = None
 
     @property
     def files_root(self) -> Path:
@@ -219,6 +236,10 @@ def load_case(directory: Path) -> Case:
         smoke_user=data.get("smoke_user"),
         no_smoke=data.get("no_smoke"),
         includes=tuple(data.get("includes") or ()),
+        twin_of=data.get("twin_of"),
+        defect=data.get("defect"),
+        server_said=data.get("server_said"),
+        expect_fail=ExpectFail(**data["expect_fail"]) if data.get("expect_fail") else None,
     )
     if case.server not in SERVERS:
         raise ValueError(f"{directory.name}: server {case.server!r} is not one of {SERVERS}")
@@ -343,6 +364,7 @@ def _tls(case: Case, root: Path, tls: Tls) -> None:
 
     now = dt.datetime.now(dt.UTC)
     key = new_key()
+    stored_key = new_key() if tls.mismatched_key else key
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, tls.cn)])
     issuer_key, issuer = key, subject
 
@@ -378,7 +400,7 @@ def _tls(case: Case, root: Path, tls: Tls) -> None:
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .sign(issuer_key, hashes.SHA256())
     )
-    key_pem = key.private_bytes(
+    key_pem = stored_key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.TraditionalOpenSSL
         if tls.key_type == "rsa"
