@@ -15,11 +15,13 @@ on a free loopback port and waits for its 220 greeting (start-up errors go to fi
 from __future__ import annotations
 
 import contextlib
+import functools
 import glob
 import grp
 import os
 import posixpath
 import pwd
+import re
 import secrets
 import shutil
 import socket
@@ -71,12 +73,17 @@ class Config:
     settings: dict[str, str] = field(default_factory=dict)
     where: dict[str, str] = field(default_factory=dict)
     user_files: dict[str, dict[str, str]] = field(default_factory=dict)
+    # Defaults read from the binary that runs the node (compiled_defaults), over upstream's.
+    compiled: dict[str, str] = field(default_factory=dict)
 
     def get(self, key: str, user: str | None = None) -> str | None:
-        """Return a setting (a user's own file first), else vsftpd's compiled-in default."""
+        """Return a setting (a user's own file first), else vsftpd's compiled-in default: the
+        node binary's when known, else upstream's (tunables.c)."""
         own = self.user_files.get(user or "", {})
         value = own.get(key, self.settings.get(key))
-        return value if value is not None else policy()["config"]["defaults"].get(key)
+        if value is not None:
+            return value
+        return self.compiled.get(key, policy()["config"]["defaults"].get(key))
 
     def yes(self, key: str, user: str | None = None) -> bool:
         return (self.get(key, user) or "").upper() == "YES"
@@ -99,9 +106,51 @@ def parse_settings(text: str) -> list[tuple[int, str, str]]:
     return found
 
 
-def read_config(root: Path, path: str | None = None) -> Config:
-    """Read the node's vsftpd.conf (path, else the first candidate) and user_config_dir."""
-    config = Config()
+def node_program(root: Path) -> str | None:
+    """Return the vsftpd binary that runs the node: the root's own /usr/sbin/vsftpd, else the
+    one this host would start (the smoke's)."""
+    own = on_root(root, SIGNS.binaries[0])
+    if str(root) != "/" and own.is_file():
+        return str(own)
+    return _program()
+
+
+@functools.cache
+def _binary_strings(path: str, size: int, mtime: float) -> dict[str, str]:
+    """Return the compiled-in string defaults found in a vsftpd binary (tunables.c): each
+    policy `compiled` key whose value is the first absolute path ending as its pattern says."""
+    data = Path(path).read_bytes()
+    strings = [m.decode() for m in re.findall(rb"/[\x21-\x7e]{2,200}", data)]
+    found = {}
+    for key, suffix in policy()["compiled"].items():
+        hit = next((text for text in strings if text.endswith(suffix)), None)
+        if hit:
+            found[key] = hit
+    return found
+
+
+def compiled_defaults(root: Path, manifest: dict | None = None) -> dict[str, str]:
+    """Return the compiled-in defaults of the node's vsftpd: as the backup recorded them (a
+    restore elsewhere keeps the node's build), else read from node_program()."""
+    recorded = ((manifest or {}).get("facts") or {}).get(NAME, {}).get("compiled")
+    if recorded:
+        return dict(recorded)
+    program = node_program(root)
+    if program is None:
+        return {}
+    try:
+        info = os.stat(program)
+        return dict(_binary_strings(program, info.st_size, info.st_mtime))
+    except OSError:
+        return {}
+
+
+def read_config(
+    root: Path, path: str | None = None, compiled: dict[str, str] | None = None
+) -> Config:
+    """Read the node's vsftpd.conf (path, else the first candidate) and user_config_dir;
+    compiled: the node binary's defaults (compiled_defaults(root) when None)."""
+    config = Config(compiled=compiled_defaults(root) if compiled is None else compiled)
     for candidate in [path] if path else policy()["config"]["candidates"]:
         host = on_root(root, candidate)
         if host.is_file():
@@ -318,10 +367,25 @@ def _setting_refs(config: Config) -> list[Ref]:
             continue
         if value.startswith(tuple(pol["never_paths"])):
             continue
-        where = config.where.get(key, "compiled-in default")
+        where = config.where.get(key)
+        if where is None and key in config.compiled:
+            where = "compiled into the node's vsftpd"
         kind = rule["kind"]
         required = needed and kind != "log"
-        refs.append(Ref(value, rule["category"], key, where, required, directory=kind == "dir"))
+        refs.append(
+            Ref(
+                value,
+                rule["category"],
+                key,
+                where or "compiled-in default",
+                required,
+                kind == "dir",
+            )
+        )
+        upstream = pol["config"]["defaults"].get(key)
+        if explicit is None and upstream and upstream != value and upstream.startswith("/"):
+            note = f"upstream's default; this build's is {value}"
+            refs.append(Ref(upstream, rule["category"], key, note, False, kind == "dir"))
         parent = posixpath.dirname(posixpath.normpath(value))
         if kind == "log" and explicit and parent not in pol["shared_dirs"]:
             refs.append(Ref(parent, rule["category"], f"{key} directory", where, False, True))
@@ -389,6 +453,8 @@ def inventory(root: Path, smoke_user: str | None, options: dict | None = None) -
     found.users = system_users(root, config, smoke_user)
     if smoke_user and not config.yes("guest_enable") and smoke_user not in found.users:
         found.users.append(smoke_user)
+    if config.compiled:
+        found.facts[NAME] = {"compiled": dict(config.compiled), "program": node_program(root)}
     return found
 
 
@@ -471,7 +537,7 @@ def checks(root: Path, manifest: dict) -> list[Check]:
     """Return the checks of a restored (or live) vsftpd node against its manifest."""
     root = Path(root)
     chosen = config_path(common.options_of(manifest, NAME))
-    config = read_config(root, chosen)
+    config = read_config(root, chosen, compiled_defaults(root, manifest))
     if config.path is None:
         return [failed("vsftpd: config", f"no {chosen or 'vsftpd.conf'} found")]
     refs = references(root, config)
@@ -710,7 +776,7 @@ def smoke(root: Path, manifest: dict, user: str, work_dir: Path) -> SmokeResult:
             except errors.ConfigError as exc:
                 result.add(failed("smoke: vsftpd started", exc.message))
                 return result
-            config = read_config(root, chosen)
+            config = read_config(root, chosen, compiled_defaults(root, manifest))
             if config.path is None:
                 result.add(failed("smoke: vsftpd started", "no vsftpd.conf found"))
                 return result
