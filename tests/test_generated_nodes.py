@@ -185,3 +185,34 @@ def test_backup_exit_0_means_the_tree_comes_back(generated_node, tree):
     assert restored.get("target"), restored
     expected = {name: found for name, found in before.items() if found[0] != "special"}
     assert snapshot(target) == expected
+
+
+def test_a_file_uploaded_while_restic_runs_gets_a_snapshot_that_restores(generated_node):
+    """An SFTP user's upload lands after the walk, before restic reads the directory: restic
+    stores a file the manifest does not list, so the backup takes another pass, and the
+    snapshot it reports restores (before: exit 0 and a snapshot every restore refused)."""
+    from drkit import config as drkit_config
+    from drkit.actions import backup
+
+    root, config_path, workspace = generated_node
+    data = Path(str(root) + DATA)
+    shutil.rmtree(data)
+    data.mkdir(mode=0o755)
+    (data / "existing.csv").write_text("a\n")
+    (data / "incoming").mkdir(mode=0o755)  # empty at the walk: restic is given the directory
+    late = data / "incoming" / b"late\nupload.csv".decode("utf-8", "surrogateescape")
+    loaded = drkit_config.load_config(config_path)[0]
+
+    def upload_during(text: str) -> None:
+        if text.startswith("uploading") and not late.exists():
+            late.write_text("uploaded while restic ran\n")
+
+    result = backup.run(loaded, on_step=upload_during)
+    assert result.passes == 2, result
+    target = workspace / "target-late"
+    code, restored = drkit(
+        "restore", "latest", "--config", str(config_path), "--target", str(target)
+    )
+    assert code in (0, 1), restored
+    restored_late = Path(str(target) + DATA) / "incoming" / late.name
+    assert restored_late.read_text() == "uploaded while restic ran\n"

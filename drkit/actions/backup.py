@@ -13,10 +13,10 @@ from pathlib import Path
 
 from drkit import errors, timing
 from drkit.config import Config, dump_config
-from drkit.engines import accounts, catalog, keys, manifest
+from drkit.engines import accounts, catalog, keys, manifest, screen
 from drkit.engines.restic import Restic
 from drkit.model import parse_utc, utc_text
-from drkit.paths import host_path
+from drkit.paths import host_path, shown
 from drkit.results import BackupResult
 from drkit.service import context
 
@@ -363,17 +363,19 @@ def run(
                 )
                 publish(config, signing_key, previous, index, objects)
             with timing.phase("changed during backup"):
-                moving = cache.changed_since(config.root)
+                moving = cache.changed_since(config.root) + screen.unexpected(
+                    summary.stored, node_manifest
+                )
             if not moving:
                 break
             log.warning(
                 "%d file(s) changed while restic read them (first: %s); pass %d of %d",
-                len(moving), moving[0], attempt, PASSES,
+                len(moving), shown(moving[0]), attempt, PASSES,
             )  # fmt: skip
         else:
             raise errors.BackupIncomplete(
                 f"snapshot {summary.snapshot_id[:8]} made, but {len(moving)} file(s) kept "
-                f"changing during {PASSES} passes (first: {moving[0]}); its manifest cannot "
+                f"changing during {PASSES} passes (first: {shown(moving[0])}); its manifest cannot "
                 "vouch for them, so restore will refuse that snapshot"
             )
     return BackupResult(

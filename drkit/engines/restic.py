@@ -196,6 +196,10 @@ class BackupSummary:
     data_added: int = 0
     backup_start: str | None = None  # restic 0.17+: when the run began, about its snapshot time
     errors: list[str] = field(default_factory=list)
+    stored: list[str] = field(default_factory=list)  # each file and directory restic stored
+
+
+STORED_ACTIONS = ("new", "modified", "unchanged")  # backup's per-item verbose_status actions
 
 
 def exclude_pattern(host_path: str) -> str:
@@ -416,7 +420,9 @@ class Restic:
         list_file = Path(list_name)
         with os.fdopen(descriptor, "wb") as handle:
             handle.write(b"".join(os.fsencode(p) + b"\0" for p in relative_paths))
-        argv = self._argv("backup", "--host", host, "--files-from-raw", str(list_file))
+        argv = self._argv(
+            "backup", "--host", host, "--files-from-raw", str(list_file), "--verbose=2"
+        )
         for tag in tags:
             argv += ["--tag", tag]
         for path in exclude or []:
@@ -429,7 +435,10 @@ class Restic:
             except json.JSONDecodeError:
                 return
             kind = message.get("message_type")
-            if kind == "summary":
+            if kind == "verbose_status":
+                if message.get("action") in STORED_ACTIONS and message.get("item"):
+                    summary.stored.append(message["item"].rstrip("/") or "/")
+            elif kind == "summary":
                 for name in vars(summary):
                     if name in message and name != "errors":
                         setattr(summary, name, message[name])

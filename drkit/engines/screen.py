@@ -96,6 +96,15 @@ def lossy(path: str) -> str:
     return os.fsencode(path).decode("utf-8", "replace")
 
 
+def unexpected(stored: list[str], manifest: dict) -> list[str]:
+    """Return what restic reports storing (`backup -vv` items, lossy names) that the manifest
+    does not list: a file created in a backed-up directory after the walk, which would make
+    the snapshot refuse to restore."""
+    exact, parents = expected_paths(manifest)
+    known = {lossy(path) for path in [*exact, *parents, *DRKIT_FILES]}
+    return [path for path in stored if path not in known and path != "/"]
+
+
 def screen_listing(nodes: list[dict], manifest: dict) -> list[str]:
     """Given `restic ls --json` nodes, return every reason to refuse the snapshot.
 
