@@ -36,14 +36,15 @@ from pathlib import Path
 
 from drkit import errors, timing, units
 from drkit import model as checks
-from drkit.actions import restore as restore_action
 from drkit.config import Config
 from drkit.engines import reports
 from drkit.engines import status as status_engine
 from drkit.model import Check, SmokeResult, parse_utc, utc_text
 from drkit.paths import on_root
 from drkit.results import DrillResult, ProofResult
-from drkit.service import context
+from drkit.service import context, proof, restoring
+from drkit.service.opening import Origin
+from drkit.service.spec import Spec
 
 log = logging.getLogger(__name__)
 
@@ -169,8 +170,9 @@ def make_sandbox(config: Config, label: str) -> Path:
 def choose_snapshot(config: Config, restic, spec: str):
     """Return the snapshot a drill uses: 'latest', 'latest~N', an id, or 'random' (one of the
     snapshots the retention rules keep, so old snapshots are proven restorable too)."""
-    if spec != "random":
-        return context.select_snapshot(restic, config.node, spec)
+    chosen = Spec.parse(spec, allow_random=True)
+    if not chosen.random:
+        return context.select_snapshot(restic, config.node, chosen)
     mine = [
         snapshot
         for snapshot in restic.snapshots(host=config.node, tags=["drkit"])
@@ -265,7 +267,7 @@ def _rebuild(
         failure=None,
     )
     evidence, found = rebuilt.evidence, rebuilt.found
-    origin = restore_action.Origin.from_config(config, trust)
+    origin = Origin.from_config(config, trust)
     with sigterm_interrupts():
         try:
             # 'latest' and ids go to restore as they are (it opens the repository and resolves
@@ -283,19 +285,16 @@ def _rebuild(
             root = sandbox / "root"
             root.mkdir(mode=0o755)
             root.chmod(0o755)
-            restored = restore_action.restore(
-                origin, snapshot=spec, target=root, smoke=False, on_step=step
-            )
-            evidence["restored"] = {"signer": restored.signer, "trust": restored.trust}
+            restic, located = restoring.open_snapshot(origin, spec, None, step)
+            restored = restoring.restore(origin, restic, located, root, step=step)
+            evidence["restored"] = {"signer": located.opened.signer, "trust": located.opened.trust}
             node_manifest = evidence["manifest"] = json.loads(
                 on_root(root, "/var/lib/drkit/restored/manifest.json").read_text()
             )
             # The data's age is the signed manifest's creation time (when the files were read).
-            evidence["snapshot"] = _brief(restored.snapshot_id, parse_utc(node_manifest["created"]))
+            evidence["snapshot"] = _brief(located.snapshot.id, parse_utc(node_manifest["created"]))
             found += restored.checks
-            smokes = restore_action.smoke_servers(
-                origin, root, node_manifest, sandbox / "smoke", step
-            )
+            smokes = proof.smoke_servers(origin, root, node_manifest, sandbox / "smoke", step)
             evidence["smokes"] = smokes
             found += [check for result in smokes for check in result.checks]
         except errors.DrkitError as exc:

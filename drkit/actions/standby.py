@@ -16,17 +16,17 @@ import logging
 import os
 import secrets
 import shlex
-import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 
-from drkit import errors, profiles, runner
+from drkit import errors, runner
 from drkit.config import Config, dump_config, parse_duration
-from drkit.engines import accounts, apply, localsettings, manifest, screen, staged
+from drkit.engines import apply, localsettings, manifest
 from drkit.model import Check, failed, parse_utc, passed, utc_text
 from drkit.paths import on_root
 from drkit.results import PromoteResult, StandbyStatusResult, StandbySyncResult
-from drkit.service import context
+from drkit.service import context, proof, rebuild
+from drkit.service.locate import Located, open_found
 from drkit.service.opening import Catalog, Origin
 
 log = logging.getLogger(__name__)
@@ -129,124 +129,103 @@ def sync(
                     )
                 ],
             )
-        opened = found_in.open(standby.source, found)
-        if not found.bound:  # reached without a signed id: its tree is screened first
-            problems = screen.screen_listing(restic.list_tree(chosen.id)[1], opened.manifest)
-            if problems:
-                raise errors.Refused(
-                    f"snapshot {chosen.short_id} holds what its signed manifest does not: "
-                    f"{problems[0]}"
-                )
+        located = open_found(found_in, standby.source, found)
+        located.screen()  # reached without a signed id: its tree is screened first
         local = localsettings.parse(standby.local)
-        applied = _apply(config, restic, chosen, opened, opened.raw, local, dry_run, state)
+        applied = _apply(config, restic, located, local, dry_run, state)
         return StandbySyncResult(**{**applied, **base})
 
 
-def _apply(config, restic, chosen, opened, raw, local, dry_run, state) -> dict:
+def _apply(config, restic, located: Located, local, dry_run, state) -> dict:
     root = Path(config.root).resolve()
     if dry_run:
-        return _apply_locked(config, restic, chosen, opened, raw, local, dry_run, state, None)
+        return _apply_locked(config, restic, located, local, dry_run, state, None)
     # the apply journal (drkit.engines.apply) lets the next sync roll back a killed one
     with apply.target_lock(root):
         recovered = apply.recover(root)
-        return _apply_locked(config, restic, chosen, opened, raw, local, dry_run, state, recovered)
+        return _apply_locked(config, restic, located, local, dry_run, state, recovered)
 
 
-def _apply_locked(config, restic, chosen, opened, raw, local, dry_run, state, recovered) -> dict:
+def _apply_locked(config, restic, located: Located, local, dry_run, state, recovered) -> dict:
     root = Path(config.root).resolve()
+    chosen, opened = located.snapshot, located.opened
     node_manifest = opened.manifest
     staging = on_root(root, STAGING) / f"standby-{chosen.short_id}-{secrets.token_hex(4)}"
     staging.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     found: list[Check] = [passed("manifest signature", f"signed by {opened.signer}")]
     if recovered:
         found.append(Check("interrupted sync", "warn", recovered))
+    kept: list[str] = []
+
+    def plan(staged: Path, entries: dict[str, dict]) -> list[apply.Step]:
+        steps, local_paths = _plan(root, staged, node_manifest, entries, local)
+        kept.extend(local_paths)
+        return steps
+
     try:
-        with staged.StagedVerifier(staging, node_manifest) as verifier:
-            restic.restore(chosen.id, staging, on_restored=verifier.restored)
-            staged_manifest = on_root(staging, manifest.MANIFEST_PATH)
-            if not staged_manifest.is_file() or staged_manifest.read_bytes() != raw:
-                raise errors.Refused(f"snapshot {chosen.short_id}: restored manifest differs")
-            problems = screen.screen_staging(staging, node_manifest) + verifier.problems()
-        if problems:
-            raise errors.Refused(
-                f"snapshot {chosen.short_id} does not match its signed manifest: {problems[0]}"
-            )
-        entries = {entry["path"]: dict(entry) for entry in node_manifest["files"]}
-        steps, kept = _plan(root, staging, node_manifest, entries, local)
-        changes = [step for step in steps if step.action != "unchanged"]
-        plan = [step.as_dict() for step in steps if step.action != "unchanged"]
-        if dry_run:
-            return {"ok": True, "changed": bool(changes), "plan": plan, "kept_local": kept,
-                    "checks": found}  # fmt: skip
-        applier = apply.Applier.journaled(root, staging, chosen.id)
-        applier.apply(changes, entries)
-        try:
-            merged = accounts.merge_accounts(root, node_manifest["accounts"])
-            for host_path, text in merged.items():
-                before = host_path.read_text() if host_path.is_file() else None
-                if before != text:
-                    shadow = host_path.name == "shadow"
-                    applier.write_text(host_path, text, 0o640 if shadow else 0o644)
-            homes = accounts.missing_homes(root, node_manifest["accounts"], set(entries))
-            for home, uid, gid in homes:
-                applier.make_dir(on_root(root, home), accounts.HOME_MODE, uid, gid)
-            for kind in node_manifest.get("profiles", []):
-                found += profiles.get(kind).checks(root, node_manifest)
-        except BaseException:
-            applier.rollback()
-            raise
-        bad = [check for check in found if check.status == "fail"]
-        now = _now()
-        if bad:
-            applier.rollback()
-            error = f"{bad[0].name}: {bad[0].detail}"
-            log.error("standby sync of %s rolled back: %s", chosen.short_id, error)
-            state.update(rejected=chosen.id, rejected_at=utc_text(now), last_error=error)
-            _write_state(config, state)
-            found.append(
-                failed("standby: rolled back", f"kept {len(changes)} path(s) as they were")
-            )
-            return {
-                "ok": False,
-                "changed": False,
-                "rolled_back": True,
-                "applied_at": state.get("applied_at"),
-                "lag_seconds": _lag(state.get("snapshot_time"), now),
-                "plan": plan,
-                "kept_local": kept,
-                "checks": found,
-            }
-        changed = bool(changes) or bool(applier.undo)
-        applier.commit()
-        reload = _reload(config) if changed else None
-        if reload is not None:
-            found.append(reload)
-        state.update(
-            source=config.standby.source,
-            snapshot_id=chosen.id,
-            snapshot_time=utc_text(chosen.time),
-            applied_at=utc_text(now),
-            ok=True,
-            changed=changed,
-            rejected=None,
-            last_error=None,
-            manifest_sha256=hashlib.sha256(raw).hexdigest(),
+        outcome = rebuild.apply_snapshot(
+            restic,
+            located,
+            root,
+            staging,
+            plan=plan,
+            step=lambda text: None,
+            dry_run=dry_run,
+            judge=lambda: proof.profile_checks(root, node_manifest),
         )
+    finally:
+        with contextlib.suppress(OSError):
+            staging.parent.rmdir()
+    found += outcome.judged
+    plan_document = [step.as_dict() for step in outcome.changes]
+    if dry_run:
+        return {"ok": True, "changed": bool(outcome.changes), "plan": plan_document,
+                "kept_local": kept, "checks": found}  # fmt: skip
+    now = _now()
+    if not outcome.committed:
+        bad = next(check for check in found if check.status == "fail")
+        error = f"{bad.name}: {bad.detail}"
+        log.error("standby sync of %s rolled back: %s", chosen.short_id, error)
+        state.update(rejected=chosen.id, rejected_at=utc_text(now), last_error=error)
         _write_state(config, state)
+        found.append(
+            failed("standby: rolled back", f"kept {len(outcome.changes)} path(s) as they were")
+        )
         return {
-            "ok": True,
-            "changed": changed,
-            "rolled_back": False,
-            "applied_at": state["applied_at"],
-            "lag_seconds": _lag(state["snapshot_time"], now),
-            "plan": plan,
+            "ok": False,
+            "changed": False,
+            "rolled_back": True,
+            "applied_at": state.get("applied_at"),
+            "lag_seconds": _lag(state.get("snapshot_time"), now),
+            "plan": plan_document,
             "kept_local": kept,
             "checks": found,
         }
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-        with contextlib.suppress(OSError):
-            staging.parent.rmdir()
+    reload = _reload(config) if outcome.changed else None
+    if reload is not None:
+        found.append(reload)
+    state.update(
+        source=config.standby.source,
+        snapshot_id=chosen.id,
+        snapshot_time=utc_text(chosen.time),
+        applied_at=utc_text(now),
+        ok=True,
+        changed=outcome.changed,
+        rejected=None,
+        last_error=None,
+        manifest_sha256=hashlib.sha256(opened.raw).hexdigest(),
+    )
+    _write_state(config, state)
+    return {
+        "ok": True,
+        "changed": outcome.changed,
+        "rolled_back": False,
+        "applied_at": state["applied_at"],
+        "lag_seconds": _lag(state["snapshot_time"], now),
+        "plan": plan_document,
+        "kept_local": kept,
+        "checks": found,
+    }
 
 
 def _plan(root, staging, node_manifest, entries, local) -> tuple[list[apply.Step], list[str]]:

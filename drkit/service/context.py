@@ -6,7 +6,6 @@ import contextlib
 import glob
 import logging
 import os
-import re
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,6 +16,7 @@ from drkit.engines import holder
 from drkit.engines import restic as restic_engine
 from drkit.model import Entry, Inventory, parse_utc
 from drkit.paths import on_root
+from drkit.service.spec import Spec
 
 log = logging.getLogger(__name__)
 
@@ -208,7 +208,7 @@ def parse_at(text: str) -> datetime:
 
 
 def select_snapshot(
-    restic: restic_engine.Restic, node: str, spec: str, at: datetime | None = None
+    restic: restic_engine.Restic, node: str, spec: str | Spec, at: datetime | None = None
 ) -> restic_engine.Snapshot:
     """Return the node's snapshot named by an id prefix, 'latest' or 'latest~N', or --at.
 
@@ -218,7 +218,7 @@ def select_snapshot(
 
 
 def select_from(
-    every: list[restic_engine.Snapshot], node: str, spec: str, at: datetime | None = None
+    every: list[restic_engine.Snapshot], node: str, spec: str | Spec, at: datetime | None = None
 ) -> restic_engine.Snapshot:
     """Return the node's snapshot named by spec (or --at) among a listing of every drkit
     snapshot, by select_snapshot's rules: one listing answers several specs."""
@@ -229,16 +229,15 @@ def select_from(
             when = f"{at:%Y-%m-%dT%H:%M:%SZ}"
             raise errors.UsageError(f"node {node} has no snapshot at or before {when}")
         return earlier[-1]
-    latest = re.fullmatch(r"latest(?:~(\d+))?", spec)
-    if latest:
-        back = int(latest.group(1) or 0)
-        if back >= len(mine):
+    spec = Spec.of(spec)
+    if spec.back is not None:
+        if spec.back >= len(mine):
             count = len(mine)
             raise errors.UsageError(f"node {node} has {count} snapshot(s): no {spec}")
-        return mine[-1 - back]
-    if not re.fullmatch(r"[0-9a-f]{4,64}", spec):
-        raise errors.UsageError(f"{spec!r} is not a snapshot id, 'latest' or 'latest~N'")
-    matches = [snapshot for snapshot in every if snapshot.id.startswith(spec)]
+        return mine[-1 - spec.back]
+    if spec.prefix is None:
+        raise errors.UsageError(f"{spec.text!r} is not a snapshot id, 'latest' or 'latest~N'")
+    matches = [snapshot for snapshot in every if snapshot.id.startswith(spec.prefix)]
     if not matches:
         raise errors.UsageError(f"no snapshot {spec} in the repository")
     if len(matches) > 1:

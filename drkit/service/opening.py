@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import re
 import sys
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from drkit.config import Config, Repository, config_error, parse_config
 from drkit.engines import catalog, keys, manifest
 from drkit.engines import restic as restic_engine
 from drkit.service import context
+from drkit.service.spec import Spec
 
 log = logging.getLogger(__name__)
 
@@ -332,19 +332,19 @@ class Catalog:
             self._others = {entry.id for other in nodes for entry in (self.index(other) or [])}
         return self._others
 
-    def find(self, node: str, spec: str, at: datetime | None = None) -> Found | None:
+    def find(self, node: str, spec: str | Spec, at: datetime | None = None) -> Found | None:
         """Return the node's snapshot named by spec (or --at) from the signed index, or None
         when the index cannot answer alone (restic must be asked). Raise UsageError or Refused
         as context.select_from does."""
+        spec = Spec.of(spec) if at is None else spec
         index = self.index(node)
         if index is None:
             return None
         listed = self.listed()
         by_id = {entry.id: entry for entry in index if entry.id in listed}
-        if at is None and not re.fullmatch(r"latest(?:~\d+)?", spec):
+        if isinstance(spec, Spec) and spec.prefix is not None:
             # an id: the listing says whether it names one snapshot, the index whose it is
-            valid = re.fullmatch(r"[0-9a-f]{4,64}", spec)
-            named = [listed_id for listed_id in listed if valid and listed_id.startswith(spec)]
+            named = [listed_id for listed_id in listed if listed_id.startswith(spec.prefix)]
             entry = by_id.get(named[0]) if len(named) == 1 else None
             return Found(snapshot_of(node, entry), entry) if entry else None
         if not self._complete(node, index):
@@ -383,7 +383,7 @@ class Catalog:
         found = self.ask_restic().snapshots(host=node, tags=["drkit"])
         return [Found(snapshot, self.entry(node, snapshot.id)) for snapshot in found]
 
-    def find_or_ask(self, node: str, spec: str, at: datetime | None = None) -> Found:
+    def find_or_ask(self, node: str, spec: str | Spec, at: datetime | None = None) -> Found:
         """Return the node's snapshot named by spec: from the index, else from restic (one
         `restic snapshots`), bound when the index lists the id restic named."""
         found = self.find(node, spec, at)
