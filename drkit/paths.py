@@ -33,6 +33,12 @@ def on_root(root: Path, node_path: str | PurePosixPath) -> Path:
         return Path(host_path(root, UNRESOLVABLE + "/" + str(node_path).lstrip("/")))
 
 
+def joined(root: Path, node_path: str | PurePosixPath) -> Path:
+    """Return root and node_path joined as text, nothing resolved: for a restore target,
+    whose every component the apply itself checks before it writes (engines/apply.py)."""
+    return Path(host_path(root, node_path))
+
+
 def entry_on_root(root: Path, node_path: str | PurePosixPath) -> Path:
     """Return the host path of the entry node_path itself: its parents resolved inside root
     as on_root does, a final symlink kept (what lstat, readlink and replacing it need)."""

@@ -1,38 +1,42 @@
 """Plan and apply a verified snapshot onto a target, atomically per file, with rollback.
 
 Every replaced or removed file is first kept aside; a failure part way through puts each one
-back and removes what was added, so a failed restore leaves the target as it was.
+back and removes what was added (children before the directories made for them), so a failed
+or refused restore leaves the target as it was, directory for directory.
 
 A journal (`/var/lib/drkit/apply-journal.jsonl` inside the target) records each step before it
 is taken, so a process killed part way through (SIGKILL, OOM, power cut of drkit alone) leaves
 enough behind for the next run: `recover()` rolls an unfinished apply back, or finishes the
 clean-up of one that reached its commit record. Either way the target ends wholly as it was or
 wholly as the snapshot says, never half of each.
+
+Every path in the target is reached one component at a time without following links
+(drkit.engines.beneath): a link planted where a directory is needed is refused, never written,
+read or chmodded through. Everything made gets an explicit mode, whatever the umask.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import fnmatch
 import glob
 import json
 import logging
 import os
-import shutil
 import stat
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import filelock
-
 from drkit import errors, units
-from drkit.engines import holder
+from drkit.engines import beneath, holder
 from drkit.engines.manifest import SNAPSHOT_DIR, compare_entry
-from drkit.model import parse_utc
-from drkit.paths import entry_on_root, host_path, on_root, to_node
+from drkit.paths import host_path, on_root, shown, to_node
+
+__all__ = ["on_root"]  # tests and callers reach on_root through this module
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +44,25 @@ JOURNAL = "/var/lib/drkit/apply-journal.jsonl"
 STAGING = "/var/lib/drkit/staging"
 APPLY_LOCK = "/var/lib/drkit/staging.lock"
 TEMPORARY_SUFFIX = ".drkit-new"
+PARENT_MODE = 0o755  # a directory restore makes that the manifest does not list
+
+
+def _owner() -> tuple[int, int]:
+    """Who owns what drkit makes unlisted: root when run as root (a restore), else the runner."""
+    return os.geteuid(), os.getegid()
+
+
+def _parent_maker(directory: Path) -> tuple[int, int, int]:
+    return (PARENT_MODE, *_owner())
+
+
+def _private_maker(directory: Path) -> tuple[int, int, int]:
+    return (0o700, *_owner())
+
+
+def target_path(target: Path, node_path: str) -> Path:
+    """Return the host path of node_path in target, as written (no link resolved)."""
+    return Path(host_path(target, node_path))
 
 
 @dataclass(frozen=True)
@@ -54,23 +77,44 @@ class Step:
         return {"path": self.path, "action": self.action}
 
 
+def _difference(target: Path, entry: dict) -> str | None:
+    """Return why the target's entry differs ('missing' when absent); Refused when a link
+    stands where a directory is needed (on the way, or where the manifest has one)."""
+    host = target_path(target, entry["path"])
+    try:
+        with beneath.parent(target, host) as (fd, name):
+            info = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            if entry["type"] == "dir" and stat.S_ISLNK(info.st_mode):
+                raise beneath._link_refused(target, host, fd, name)
+            return compare_entry(name, entry, dir_fd=fd)
+    except FileNotFoundError:
+        return "missing"
+
+
 def plan(target: Path, manifest: dict) -> list[Step]:
-    """Compare the target with the manifest: add, change, remove or unchanged for each path."""
+    """Compare the target with the manifest: add, change, remove or unchanged for each path.
+    Nothing is followed: a link where a directory is needed is refused (errors.Refused)."""
     steps = []
     listed = set()
     for entry in manifest["files"]:
         listed.add(entry["path"])
-        host = host_path(target, entry["path"])
-        if not os.path.lexists(host):
+        difference = _difference(target, entry)
+        if difference == "missing":
             steps.append(Step(entry["path"], "add"))
-            continue
-        difference = compare_entry(host, entry)
-        steps.append(Step(entry["path"], "change" if difference else "unchanged", difference or ""))
+        else:
+            action = "change" if difference else "unchanged"
+            steps.append(Step(entry["path"], action, difference or ""))
     for pattern in manifest.get("owned_globs", []):
-        for match in sorted(glob.glob(str(on_root(target, pattern)), recursive=True)):
-            node_path = to_node(target, Path(match))
-            host = Path(match)
-            if node_path in listed or node_path.startswith(SNAPSHOT_DIR) or host.is_dir():
+        relative = str(pattern).lstrip("/")
+        for match in sorted(glob.glob(relative, root_dir=target, recursive=True)):
+            node_path = "/" + match
+            if node_path in listed or node_path.startswith(SNAPSHOT_DIR):
+                continue
+            try:
+                info = beneath.lstat(target, target_path(target, node_path))
+            except errors.Refused:
+                continue  # reached through a link: not a file of this target's tree
+            if info is None or stat.S_ISDIR(info.st_mode):
                 continue
             if fnmatch.fnmatch(node_path, pattern):
                 listed.add(node_path)
@@ -86,62 +130,135 @@ def _raise_filesystem(exc: OSError, doing: str) -> None:
 
 def journal_path(target: Path) -> Path:
     """Return where the apply journal of a target lives."""
-    return on_root(target, JOURNAL)
+    return target_path(target, JOURNAL)
+
+
+def read_text(target: Path, host: Path) -> str | None:
+    """Return a regular file's text beneath target (None when missing), read without
+    following a link or opening a FIFO or device (errors.Refused)."""
+    data = beneath.read_bytes(target, host)
+    return None if data is None else data.decode(errors="replace")
+
+
+def prepare_target(target: Path) -> list[Path]:
+    """Create target and its missing parents 0755 (whatever the umask); return those created,
+    deepest first, so a refused restore can remove them again."""
+    created = []
+    directory = target
+    while not os.path.lexists(directory):
+        created.append(directory)
+        directory = directory.parent
+    for missing in reversed(created):
+        os.mkdir(missing, 0o700)
+        os.chmod(missing, PARENT_MODE)
+    return created
+
+
+def remove_empty(target: Path, directories: list[Path]) -> None:
+    """Remove each of directories (deepest first) beneath target that is empty."""
+    for directory in directories:
+        with contextlib.suppress(OSError, errors.Refused, ValueError):
+            with beneath.parent(target, directory) as (fd, name):
+                os.rmdir(name, dir_fd=fd)
 
 
 @contextlib.contextmanager
 def target_lock(target: Path, timeout: float = 60.0) -> Iterator[Path]:
-    """Hold the target's apply lock (a filelock beside its staging directory); yield the
-    staging directory. Raise Busy when another apply holds it past `timeout` seconds.
+    """Hold the target's apply lock (a file beside its staging directory); yield the staging
+    directory. Raise Busy when another apply holds it past `timeout` seconds.
 
     Two restores (or a restore and a standby sync) onto one target would otherwise each see
     the other's journal and staging as debris of a killed run. The lock file is not inside the
     staging directory, whose leftovers `recover()` removes. It and the directories made for it
-    are removed after it when empty, so a failed restore leaves the target as it was.
+    are removed after it when empty, so a failed restore leaves the target as it was. Every
+    one of them is reached without following a link (a planted one is refused).
     """
-    lock_path = on_root(target, APPLY_LOCK)
-    staging_parent = on_root(target, STAGING)
-    created = [path for path in (lock_path.parent, *lock_path.parent.parents) if not path.exists()]
-    lock = filelock.FileLock(lock_path, mode=0o600)
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            lock_path.parent.mkdir(parents=True, exist_ok=True)
-            lock.acquire(timeout=max(0.0, deadline - time.monotonic()), poll_interval=0.2)
-            break
-        except filelock.Timeout:
-            raise errors.Busy(_busy(target, lock_path, timeout)) from None
-        except FileNotFoundError:
-            # another apply removed the directory, empty after its lock: make it again
-            if time.monotonic() >= deadline:
-                raise errors.Busy(_busy(target, lock_path, timeout)) from None
-            time.sleep(0.05)
-        except OSError as exc:
-            _raise_filesystem(exc, f"creating {lock_path}")
+    lock_path = target_path(target, APPLY_LOCK)
+    staging_parent = target_path(target, STAGING)
+    created: list[Path] = []
+
+    def made(directory: Path) -> tuple[int, int, int]:
+        created.insert(0, directory)
+        return _parent_maker(directory)
+
+    descriptor = _acquire(target, lock_path, timeout, made)
     try:
         try:
-            holder.write(lock_path)
-            staging_parent.mkdir(mode=0o700, exist_ok=True)
+            with beneath.parent(target, lock_path) as (dir_fd, name):
+                _write_replacing(dir_fd, f"{name}.holder", holder.record().encode(), 0o600)
+            with beneath.directory(target, staging_parent, _private_maker) as fd:
+                os.fchmod(fd, 0o700)
         except OSError as exc:
             _raise_filesystem(exc, f"creating {staging_parent}")
         yield staging_parent
     finally:
         # Unlinked while still held: a waiter that opened this file sees it gone once it gets
-        # the lock (filelock checks st_nlink) and takes a new one, so no two holders overlap.
-        with contextlib.suppress(OSError):
-            holder.clear(lock_path)
-            lock_path.unlink()
-        lock.release()
-        for directory in created:
-            with contextlib.suppress(OSError):
-                directory.rmdir()
+        # the lock (st_nlink 0) and takes a new one, so no two holders overlap.
+        with contextlib.suppress(OSError, errors.Refused):
+            with beneath.parent(target, lock_path) as (dir_fd, name):
+                for leftover in (f"{name}.holder", name):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(leftover, dir_fd=dir_fd)
+        os.close(descriptor)
+        remove_empty(target, [staging_parent, *created] if created else [])
+
+
+def _acquire(target: Path, lock_path: Path, timeout: float, made) -> int:
+    """Open and flock the lock file (a regular file, never a link); return its descriptor."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with beneath.parent(target, lock_path, made) as (dir_fd, name):
+                flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+                try:
+                    fd = os.open(name, flags, 0o600, dir_fd=dir_fd)
+                except OSError as exc:
+                    if exc.errno != errno.ELOOP:
+                        raise
+                    raise errors.Refused(
+                        f"{target}: {APPLY_LOCK} is a symlink; drkit never writes through one"
+                    ) from None
+        except FileNotFoundError:
+            fd = None  # another apply removed the directory, empty after its lock: again
+        except OSError as exc:
+            _raise_filesystem(exc, f"creating {lock_path}")
+        if fd is not None:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                os.close(fd)
+                raise errors.Refused(f"{target}: {APPLY_LOCK}: {beneath.kind(info)}, not a file")
+            os.fchmod(fd, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                if os.fstat(fd).st_nlink > 0:
+                    return fd
+            except BlockingIOError:
+                pass
+            os.close(fd)
+        if time.monotonic() >= deadline:
+            raise errors.Busy(_busy(target, lock_path, timeout))
+        time.sleep(0.2)
 
 
 def _busy(target: Path, lock_path: Path, waited: float) -> str:
+    try:
+        raw = beneath.read_bytes(target, holder.holder_path(lock_path), limit=1 << 16)
+    except (OSError, errors.Refused):
+        raw = None
     return (
-        f"another drkit restore or sync is applying to {target}: {holder.describe(lock_path)}"
+        f"another drkit restore or sync is applying to {target}: "
+        f"{holder.describe_text(raw.decode(errors='replace') if raw else None)}"
         f"; waited {units.duration(waited)}"
     )
+
+
+def _write_replacing(dir_fd: int, name: str, data: bytes, mode: int) -> None:
+    """Write dir_fd/name afresh through a temporary name (a link there is replaced, never
+    followed)."""
+    temporary = f".{name}{TEMPORARY_SUFFIX}"
+    beneath.remove(dir_fd, temporary)
+    beneath.write_new(dir_fd, temporary, data, mode, *_owner())
+    os.replace(temporary, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
 
 
 @dataclass
@@ -165,10 +282,10 @@ class Journal:
         self._descriptor: int | None = None
 
     def begin(self, **about) -> None:
-        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self._descriptor = os.open(
-            self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o600
-        )
+        with beneath.parent(self.target, self.path, _private_maker) as (dir_fd, name):
+            flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND | os.O_NOFOLLOW
+            self._descriptor = os.open(name, flags | os.O_CLOEXEC, 0o600, dir_fd=dir_fd)
+        os.fchmod(self._descriptor, 0o600)
         self._write({"begin": about})
         os.fsync(self._descriptor)
 
@@ -201,18 +318,21 @@ class Journal:
             os.close(self._descriptor)
             self._descriptor = None
         if remove:
-            self.path.unlink(missing_ok=True)
+            _unlink(self.target, self.path)
+
+
+def _unlink(target: Path, host: Path) -> None:
+    with contextlib.suppress(FileNotFoundError), beneath.parent(target, host) as (fd, name):
+        os.unlink(name, dir_fd=fd)
 
 
 def read_journal(target: Path) -> tuple[dict | None, list[Undo], bool]:
     """Return (begin record, undo records in order, committed) of a target's journal."""
-    path = journal_path(target)
     begin, undos, committed = None, [], False
-    try:
-        lines = path.read_bytes().splitlines()
-    except FileNotFoundError:
+    data = beneath.read_bytes(target, journal_path(target))
+    if data is None:
         return None, [], False
-    for line in lines:
+    for line in data.splitlines():
         try:
             record = json.loads(line)
         except ValueError:
@@ -225,8 +345,8 @@ def read_journal(target: Path) -> tuple[dict | None, list[Undo], bool]:
             undos.append(
                 Undo(
                     record["op"],
-                    entry_on_root(target, record["path"]),
-                    entry_on_root(target, record["kept"]) if record.get("kept") else None,
+                    target_path(target, record["path"]),
+                    target_path(target, record["kept"]) if record.get("kept") else None,
                     record.get("mode"),
                     record.get("uid"),
                     record.get("gid"),
@@ -242,293 +362,92 @@ def recover(target: Path) -> str | None:
     one is rolled back from its journal. Leftover staging directories are removed either way.
     """
     path = journal_path(target)
-    staging_parent = on_root(target, STAGING)
     begin, undos, committed = read_journal(target)
     done = None
-    if begin is not None or path.exists():
+    if begin is not None or beneath.lstat(target, path) is not None:
         snapshot = str((begin or {}).get("snapshot") or "?")[:8]
         if committed:
             done = f"finished an interrupted apply of snapshot {snapshot}"
         else:
-            _undo(undos)
+            _undo([target], undos)
             done = f"rolled back an interrupted apply of snapshot {snapshot} ({len(undos)} step(s))"
         log.warning("%s on %s", done, target)
-    if staging_parent.is_dir():
-        for leftover in staging_parent.iterdir():
-            _remove(leftover)
-    path.unlink(missing_ok=True)
+    with contextlib.suppress(FileNotFoundError):
+        with beneath.directory(target, target_path(target, STAGING)) as fd:
+            for leftover in os.listdir(fd):
+                beneath.remove(fd, leftover)
+    _unlink(target, path)
     return done
 
 
-def _undo(undos: list[Undo]) -> None:
-    """Undo steps in reverse order: restore kept copies, remove additions. Idempotent, so a
-    rollback killed part way can simply be run again."""
+def _root(roots: list[Path], host: Path) -> Path:
+    """Return the first of roots that host lies beneath (lexically)."""
+    for root in roots:
+        if os.path.normpath(host).startswith(os.path.normpath(root).rstrip("/") + "/"):
+            return root
+    raise ValueError(f"{host} lies beneath none of {', '.join(map(str, roots))}")
+
+
+def _undo(roots: list[Path], undos: list[Undo]) -> None:
+    """Undo steps in reverse order: restore kept copies, remove additions (a directory is
+    recorded before what is made in it, so it is empty by its turn). Idempotent, so a
+    rollback killed part way can simply be run again. Nothing is followed on the way."""
     for undo in reversed(undos):
-        host = undo.host
         try:
-            _remove_temporary(host)
-            if undo.action == "added":
-                if host.is_dir() and not host.is_symlink():
-                    with contextlib.suppress(OSError):
-                        host.rmdir()  # only ever empty once its children are undone
-                elif host.exists() or host.is_symlink():
-                    host.unlink()
-                continue
-            kept = undo.kept
-            if kept is None:
-                continue
-            if kept.is_dir() and not kept.is_symlink() and not any(kept.iterdir()):
-                # a directory whose metadata changed: put the metadata back
-                if not (host.is_dir() and not host.is_symlink()):
-                    if host.exists() or host.is_symlink():
-                        _remove(host)
-                    host.mkdir()
-                if undo.uid is not None:
-                    os.chown(host, undo.uid, undo.gid if undo.gid is not None else -1)
-                if undo.mode is not None:
-                    os.chmod(host, undo.mode)
-                kept.rmdir()
-                continue
-            if not (kept.exists() or kept.is_symlink()):
-                continue  # already put back by an earlier, interrupted rollback
-            if host.exists() or host.is_symlink():
-                _remove(host)
-            _move(kept, host)
-        except OSError as exc:
-            log.error("rollback of %s failed: %s", host, exc.strerror)
+            _undo_one(roots, undo)
+        except FileNotFoundError:
+            continue  # its directory is already gone: nothing of it is left to undo
+        except (OSError, errors.Refused, ValueError) as exc:
+            log.error("rollback of %s failed: %s", undo.host, getattr(exc, "strerror", exc))
 
 
-def _move(source: Path, destination: Path) -> None:
-    try:
-        os.rename(source, destination)
-    except OSError as exc:
-        if exc.errno != errno.EXDEV:
-            raise
-        shutil.move(source, destination)
-
-
-def _remove_temporary(host: Path) -> None:
-    temporary = host.with_name(f".{host.name}{TEMPORARY_SUFFIX}")
-    with contextlib.suppress(OSError):
-        if temporary.is_symlink() or temporary.is_file():
-            temporary.unlink()
-
-
-@dataclass
-class Applier:
-    """Applies steps from a verified staging tree onto the target and can undo them.
-
-    With a journal path, every step is recorded before it is taken (see `recover`); call
-    `commit()` once the whole change (files, accounts) is in place.
-    """
-
-    target: Path
-    staging: Path
-    backups: Path
-    journal: Path | None = None
-    snapshot: str = ""
-    undo: list[Undo] = field(default_factory=list)
-    _journal: Journal | None = None
-    _kept_count: int = 0
-    _inside: dict[str, bool] = field(default_factory=dict)  # parent dir → stays in target
-
-    @classmethod
-    def journaled(cls, target: Path, staging: Path, snapshot: str) -> Applier:
-        """Return the applier of a restore or sync of snapshot from staging onto target, with
-        its journal (so the next run can roll a killed one back) and the replaced files kept in
-        staging."""
-        return cls(target, staging, staging / ".replaced", journal_path(target), snapshot)
-
-    def _record(self, undo: Undo) -> None:
-        if self._journal is None and self.journal is not None:
-            self._journal = Journal(self.journal, self.target)
-            self._journal.begin(
-                staging=to_node(self.target, self.staging)
-                if self.staging.is_relative_to(self.target)
-                else str(self.staging),
-                snapshot=self.snapshot,
-            )
-        self.undo.append(undo)
-        if self._journal is not None:
-            self._journal.record(undo)
-
-    def _keep(self, host: Path, move: bool = False) -> Undo:
-        """Put a copy of host aside (or host itself, with move) and return its undo record."""
-        self.backups.mkdir(mode=0o700, parents=True, exist_ok=True)
-        kept = self.backups / f"{self._kept_count:06d}"
-        self._kept_count += 1
-        info = host.lstat()
-        undo = Undo("replaced", host, kept, stat.S_IMODE(info.st_mode), info.st_uid, info.st_gid)
-        if move:
-            _move(host, kept)
-        elif host.is_symlink():
-            os.symlink(os.readlink(host), kept)
-        elif host.is_dir():
-            kept.mkdir()
-        else:
-            shutil.copy2(host, kept)
-            os.chown(kept, info.st_uid, info.st_gid)
-        return undo
-
-    def _contained(self, host: Path) -> None:
-        """Refuse to write where a symlink on the way would lead outside the target."""
-        if host == self.target:
+def _undo_one(roots: list[Path], undo: Undo) -> None:
+    root = _root(roots, undo.host)
+    with beneath.parent(root, undo.host) as (fd, name):
+        with contextlib.suppress(FileNotFoundError, IsADirectoryError):
+            os.unlink(f".{name}{TEMPORARY_SUFFIX}", dir_fd=fd)
+        try:
+            info = os.stat(name, dir_fd=fd, follow_symlinks=False)
+        except FileNotFoundError:
+            info = None
+        if undo.action == "added":
+            if info is not None and stat.S_ISDIR(info.st_mode):
+                os.rmdir(name, dir_fd=fd)  # empty once what was made in it is undone
+            elif info is not None:
+                os.unlink(name, dir_fd=fd)
             return
-        parent = str(host.parent)
-        if parent not in self._inside:
-            real_target = os.path.realpath(self.target)
-            real_parent = os.path.realpath(parent)
-            self._inside[parent] = os.path.commonpath([real_target, real_parent]) == real_target
-        if not self._inside[parent]:
-            raise errors.Refused(f"{host} would be written through a symlink leaving the target")
-
-    def _install(self, entry: dict, host: Path) -> None:
-        """Put the staged entry at host via a temporary name in the same directory."""
-        self._make_parents(host.parent)
-        self._contained(host)
-        if entry["type"] == "dir":
-            if not host.is_dir():
-                host.mkdir()
-            os.chown(host, entry["uid"], entry["gid"])
-            os.chmod(host, int(entry["mode"], 8))
+        if undo.kept is None:
             return
-        if entry["type"] == "file":
-            staged = host_path(self.staging, entry["path"])
+        with beneath.parent(_root(roots, undo.kept), undo.kept) as (kept_fd, kept_name):
             try:
-                os.replace(staged, host)  # verified in staging: owner, mode, mtime, content
+                kept = os.stat(kept_name, dir_fd=kept_fd, follow_symlinks=False)
+            except FileNotFoundError:
+                return  # already put back by an earlier, interrupted rollback
+            if stat.S_ISDIR(kept.st_mode) and not os.listdir(_fd_path(kept_fd, kept_name)):
+                # a directory whose metadata changed: put the metadata back
+                if info is None or not stat.S_ISDIR(info.st_mode):
+                    beneath.remove(fd, name)
+                    os.mkdir(name, 0o700, dir_fd=fd)
+                uid = undo.uid if undo.uid is not None else -1
+                gid = undo.gid if undo.gid is not None else -1
+                beneath.set_owner_mode(fd, name, undo.mode, uid, gid)
+                os.rmdir(kept_name, dir_fd=kept_fd)
                 return
-            except OSError as exc:
-                if exc.errno != errno.EXDEV:
-                    raise
-        temporary = host.with_name(f".{host.name}{TEMPORARY_SUFFIX}")
-        if temporary.exists() or temporary.is_symlink():
-            temporary.unlink()
-        if entry["type"] == "symlink":
-            self._inside.clear()  # a new symlink may change where later paths lead
-            os.symlink(entry["link"], temporary)
-            os.lchown(temporary, entry["uid"], entry["gid"])
-        else:
-            shutil.copyfile(staged, temporary)
-            os.chown(temporary, entry["uid"], entry["gid"])
-            os.chmod(temporary, int(entry["mode"], 8))
-            mtime = parse_utc(entry["mtime"]).timestamp()
-            os.utime(temporary, (mtime, mtime))
-            with open(temporary, "rb") as handle:
-                os.fsync(handle.fileno())
-        os.replace(temporary, host)
-
-    def _make_parents(self, directory: Path) -> None:
-        """Create missing parent directories with the staged tree's owner and mode."""
-        if directory.exists():
-            return
-        self._make_parents(directory.parent)
-        self._contained(directory)
-        self._record(Undo("added", directory))
-        directory.mkdir()
-        staged = entry_on_root(self.staging, to_node(self.target, directory))
-        if staged.is_dir():
-            info = staged.stat()
-            os.chown(directory, info.st_uid, info.st_gid)
-            os.chmod(directory, stat.S_IMODE(info.st_mode))
-
-    def apply(self, steps: list[Step], entries: dict[str, dict]) -> None:
-        """Apply add/change/remove steps; on any failure undo everything and raise."""
-        doing = "preparing the apply"
-        try:
-            self.backups.mkdir(mode=0o700, parents=True, exist_ok=True)
-            for step in sorted(steps, key=lambda s: s.path):
-                host = entry_on_root(self.target, step.path)
-                doing = f"restoring {step.path}"
-                if step.action == "add":
-                    self._contained(host)
-                    self._record(Undo("added", host))
-                    self._install(entries[step.path], host)
-                elif step.action == "change":
-                    self._contained(host)
-                    becomes_dir = entries[step.path]["type"] == "dir"
-                    was_dir = host.is_dir() and not host.is_symlink()
-                    # a directory that becomes something else is moved aside whole, so its
-                    # contents come back on rollback
-                    self._record(self._keep(host, move=was_dir and not becomes_dir))
-                    if not was_dir and becomes_dir:
-                        _remove(host)
-                    self._install(entries[step.path], host)
-                elif step.action == "remove":
-                    doing = f"removing {step.path}"
-                    self._contained(host)
-                    undo = self._keep(host)
-                    undo.action = "removed"
-                    self._record(undo)
-                    _remove(host)
-        except OSError as exc:
-            self.rollback()
-            _raise_filesystem(exc, doing)
-        except BaseException:
-            self.rollback()
-            raise
-        os.sync()  # one flush for the whole apply instead of one per file
-
-    def make_dir(self, host: Path, mode: int, uid: int, gid: int) -> None:
-        """Create a directory (and its missing parents, root 0755) undone on rollback."""
-        try:
-            self._make_parents(host.parent)
-            self._contained(host)
-            self._record(Undo("added", host))
-            host.mkdir()
-            os.chown(host, uid, gid)
-            os.chmod(host, mode)
-        except OSError as exc:
-            self.rollback()
-            _raise_filesystem(exc, f"creating {host}")
-
-    def write_text(
-        self, host: Path, text: str | bytes, mode: int, uid: int = 0, gid: int = 0
-    ) -> None:
-        """Replace (or create) a file atomically, keeping the old one for rollback."""
-        try:
-            if host.exists():
-                info = host.stat()
-                mode, uid, gid = stat.S_IMODE(info.st_mode), info.st_uid, info.st_gid
-                self._record(self._keep(host))
-            else:
-                self._make_parents(host.parent)
-                self._record(Undo("added", host))
-            temporary = host.with_name(f".{host.name}{TEMPORARY_SUFFIX}")
-            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(text.encode() if isinstance(text, str) else text)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.chown(temporary, uid, gid)
-            os.chmod(temporary, mode)
-            os.replace(temporary, host)
-        except OSError as exc:
-            self.rollback()
-            _raise_filesystem(exc, f"writing {host}")
-        except BaseException:
-            self.rollback()
-            raise
-
-    def commit(self) -> None:
-        """Declare the change complete: flush, write the commit record, drop the journal."""
-        os.sync()
-        if self._journal is not None:
-            self._journal.commit()
-            self._journal.close(remove=True)
-            self._journal = None
-        self.undo.clear()
-
-    def rollback(self) -> None:
-        """Undo applied steps in reverse order: restore kept copies, remove additions."""
-        _undo(self.undo)
-        self.undo.clear()
-        if self._journal is not None:
-            self._journal.close(remove=True)
-            self._journal = None
+            beneath.remove(fd, name)
+            os.rename(kept_name, name, src_dir_fd=kept_fd, dst_dir_fd=fd)
 
 
-def _remove(host: Path) -> None:
-    if host.is_dir() and not host.is_symlink():
-        shutil.rmtree(host)
-    elif host.exists() or host.is_symlink():
-        host.unlink()
+def _fd_path(dir_fd: int, name: str) -> int:
+    """Return a descriptor-relative directory for listdir (closed by the caller's context)."""
+    return _Opened(os.open(name, beneath.DIRECTORY, dir_fd=dir_fd)).fd
+
+
+class _Opened:
+    """A descriptor closed when garbage-collected (listdir of a directory by descriptor)."""
+
+    def __init__(self, fd: int):
+        self.fd = fd
+
+    def __del__(self):
+        with contextlib.suppress(OSError):
+            os.close(self.fd)

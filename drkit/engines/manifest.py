@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from drkit import errors
-from drkit.engines import keys
+from drkit.engines import durable, keys
 from drkit.model import Entry, Inventory, utc_text
 from drkit.paths import host_path, on_root, resolve, resolve_links, shown
 
@@ -92,6 +92,8 @@ def _walk(root: Path, entries: Iterable[Entry]) -> tuple[dict[str, str], list[st
             resolved, links = resolve(root, entry.path, follow_last=False), []
         for link in links:
             found.setdefault(link, entry.category)
+        if resolved == "/":  # a link to the root names no file of its own: never the whole tree
+            continue
         found.setdefault(resolved, entry.category)
         host = host_path(root, resolved)
         if os.path.isdir(host) and not os.path.islink(host):
@@ -161,13 +163,9 @@ class HashCache:
 
 
 def write_private(path: Path, data: bytes) -> None:
-    """Write a file readable by its owner only, through a temporary name and a rename."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-    os.replace(temporary, path)
+    """Write a file readable by its owner only (0600, new parents 0700), atomically and
+    durably (durable.write_atomic); raise LocalFilesystemError."""
+    durable.write_atomic(path, data, 0o600, 0o700)
 
 
 def describe_file(
@@ -347,7 +345,8 @@ def encode(manifest: dict) -> bytes:
 def write_snapshot_files(root: Path, manifest_bytes: bytes, signature: dict, config_text: str):
     """Write manifest, signature and config into the node's drkit snapshot directory."""
     directory = on_root(root, SNAPSHOT_DIR)
-    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    durable.make_dirs(directory.parent, 0o755)  # the node's own var/lib, when it lacks one
+    durable.make_dirs(directory, 0o700)
     os.chmod(directory, 0o700)
     for node_path, data in (
         (MANIFEST_PATH, manifest_bytes),
