@@ -56,7 +56,10 @@ def test_broken_twin_is_described(twin):
 def test_case_materialises(case, tmp_path):
     root = tmp_path / "node"
     built = materialise(case, root)
-    missing = [p for p in case.expect_files if not built.node(p).exists()]
+    # a node's link with an absolute target points into the node, not into this host
+    missing = [
+        p for p in case.expect_files if not (built.node(p).exists() or built.node(p).is_symlink())
+    ]
     assert not missing, f"{case.name}: expect_files missing after materialising: {missing}"
     for path in root.rglob("*"):
         if path.is_file() and not path.name.endswith(".db"):

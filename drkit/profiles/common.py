@@ -936,6 +936,8 @@ def _sftp_round_trip(
         )
         detail += f", in {where}"
     logged_in = passed(login_name, detail)
+    if not upload_dirs:  # the caller found no directory the user may write to, and said why
+        return logged_in, warned(check, "no writable directory found: nothing written")
     payload = secrets.token_bytes(4096)
     local, back = work / f"payload-{port}", work / f"payload-{port}.back"
     local.write_bytes(payload)

@@ -12,6 +12,7 @@ import functools
 import glob
 import os
 import posixpath
+import pwd
 import re
 import shutil
 import stat
@@ -26,7 +27,7 @@ import yaml
 from drkit import errors, runner
 from drkit.engines import accounts, keys
 from drkit.model import Check, Entry, Inventory, SmokeResult, failed, passed, utc_text, warned
-from drkit.paths import on_root
+from drkit.paths import on_root, to_node
 from drkit.profiles import common
 from drkit.profiles.common import Ref
 from drkit.profiles.interface import ModuleProfile, Signs
@@ -834,8 +835,11 @@ def _map_line(root: Path, keyword: str, args: list[str], smoke: dict | None) -> 
 def write_copy(root: Path, config: Config, out_dir: Path, smoke: dict | None = None):
     """Write runnable copies of the config files under out_dir, node paths mapped onto root.
 
-    smoke adds {"prepend": [lines], "authorized_keys": path, "user", "db"}: listed keywords
-    are dropped, AuthorizedKeysFile points at the sandbox file, prepended lines win.
+    smoke adds {"prepend": [lines], "authorized_keys": path, "user", "db"}: the listen and
+    runtime keywords (policy smoke.drop) are dropped, the sandbox key file is added beside
+    every AuthorizedKeysFile's own, and a `PubkeyAuthentication no` or an AuthenticationMethods
+    no key alone satisfies is commented out, each such change listed in smoke["differences"]
+    (the smoke warns of them); prepended lines win.
     Return (main copy, {copy path: (node path, lines prepended)}).
     """
     root, pol = Path(root), policy()
@@ -852,12 +856,26 @@ def write_copy(root: Path, config: Config, out_dir: Path, smoke: dict | None = N
     ]
     if default_keys:
         default_keys.insert(0, "# drkit: sshd's default host keys, from the node")
+    prepend = list(smoke["prepend"]) if smoke else []
+    if smoke and config.first("authorizedkeysfile") is None:
+        defaults = pol["defaults"]["authorized_keys_file"]
+        prepend.append(
+            f"AuthorizedKeysFile {' '.join(map(_quote, [smoke['authorized_keys'], *defaults]))}"
+        )
 
     def rewrite(node: str, number: int, raw: str, token: str, keyword: str, args: list[str]):
         if keyword in drop:
             return [f"# drkit smoke: {raw.strip()}"]
+        if smoke and (why := _keeps_the_key_out(keyword, args)):
+            smoke.setdefault("differences", []).append(
+                f"{raw.strip()} ({node} line {number}) commented out for the run: {why}"
+            )
+            return [f"# drkit smoke: {raw.strip()}"]
         if smoke and keyword == "authorizedkeysfile":
-            return [f"{token} {_quote(smoke['authorized_keys'])}"]
+            own = [
+                a for a in (_map_line(root, keyword, args, smoke) or args) if a.lower() != "none"
+            ]
+            return [f"{token} {' '.join(map(_quote, [smoke['authorized_keys'], *own]))}"]
         if keyword == "include":
             hits = [str(copies[hit]) for hit in config.include_hits.get((node, number), [])]
             return [f"{token} {' '.join(map(_quote, hits))}" if hits else f"# {raw.strip()}"]
@@ -869,10 +887,21 @@ def write_copy(root: Path, config: Config, out_dir: Path, smoke: dict | None = N
         out = common.rewritten_lines(
             config.texts[node], parse_line, functools.partial(rewrite, node)
         )
-        prepend = [*(smoke["prepend"] if smoke else []), *default_keys] if node == main else []
-        common.write_config_copy(copy, [*prepend, *out])
-        names[str(copy)] = (node, len(prepend))
+        first = [*prepend, *default_keys] if node == main else []
+        common.write_config_copy(copy, [*first, *out])
+        names[str(copy)] = (node, len(first))
     return copies[main], names
+
+
+def _keeps_the_key_out(keyword: str, args: list[str]) -> str | None:
+    """Return why a line would refuse the smoke's one-run key (PubkeyAuthentication no, an
+    AuthenticationMethods list in which no chain is the key alone), else None."""
+    if keyword == "pubkeyauthentication" and args and args[0].lower() == "no":
+        return "public key login is off on the node; the run logs in with its own key"
+    chains = [a.lower() for a in args]
+    if keyword == "authenticationmethods" and chains and not {"any", "publickey"} & set(chains):
+        return "no method chain is a key alone; the run logs in with its own key only"
+    return None
 
 
 def _node_text(text: str, names: dict[str, tuple[str, int]], root: Path) -> str:
@@ -1306,9 +1335,6 @@ def smoke(root: Path, manifest: dict, user: str, work_dir: Path) -> SmokeResult:
                 f"Port {port}",
                 f"ListenAddress 127.0.0.1:{port}",
                 f"PidFile {work / 'sshd.pid'}",
-                f"AuthorizedKeysFile {sandbox}/%u",
-                "LogLevel VERBOSE",
-                "PubkeyAuthentication yes",
             ]
             plan = {"prepend": prepend, "authorized_keys": f"{sandbox}/%u", "user": user}
             db = Accounts.of(root)
@@ -1321,7 +1347,14 @@ def smoke(root: Path, manifest: dict, user: str, work_dir: Path) -> SmokeResult:
                     f"{run['missing_subsystem']}; install it where the server will run"
                 )
                 result.add(warned(f"smoke: Subsystem {subsystem}", detail))
+            for number, difference in enumerate(plan.get("differences", []), 1):
+                result.add(warned(f"smoke: config differs #{number}", difference))
             runner.run(["install", "-d", "-m755", run["privsep_dir"]])
+            view, _ = sshd_view(run["sshd"], copy, user, port)
+            chrooted = (view or {}).get("chrootdirectory", ["none"])[0] != "none"
+            if chrooted and ("user", user) in created and entry[5]:
+                # inside a chroot the home is the node's own path, not one mapped onto the root
+                runner.run(["usermod", "-d", entry[5], user])
             offered, loaded = _offered_and_loaded(run["sshd"], copy, user, port)
             server = runner.start_service(
                 [run["sshd"], "-D", "-e", "-f", str(copy)], work / "sshd.log"
@@ -1344,19 +1377,150 @@ def smoke(root: Path, manifest: dict, user: str, work_dir: Path) -> SmokeResult:
             )  # fmt: skip
 
             def hint() -> str:
-                found = _log_hint(server)
+                found = _node_text(_log_hint(server), {}, root)
                 return f"sshd: {found}" if found else ""
 
+            landing = _landing(root, view, user, entry)
+            if not landing.writable:
+                result.add(warned("smoke: writable directory", landing.no_write))
             common.sftp_session(
                 result, host_keys, user, port, key, work, hint,
-                trip_name="smoke: file round trip", upload_dirs=run["upload_dirs"],
+                trip_name="smoke: file round trip", upload_dirs=landing.writable,
                 show_dir=True, only_key=False,
             )  # fmt: skip
+            login = next(c for c in result.checks if c.name == "smoke: sftp login")
+            if login.status == "pass":
+                result.add(_landing_check(landing, login.detail.rsplit(", in ", 1)[-1]))
             return result
         finally:
             if server is not None:
                 server.stop()
             common.remove_created(created)
+
+
+@dataclass
+class Landing:
+    """Where the config puts a login of the smoke's user, and where it may write there."""
+
+    start: str | None  # the directory the session starts in, as sftp shows it (None: unknown)
+    said: str  # what the config says, for messages
+    writable: list[str]  # directories (relative to start) the user may write to, "." first
+    no_write: str  # why none was found
+    run_start: str | None = None  # where the run's own account starts, when that differs
+
+
+def _sftp_args(view: dict[str, list[str]]) -> list[str]:
+    """Return the arguments sshd gives the session's SFTP server: ForceCommand's when it runs
+    internal-sftp or sftp-server, else the sftp Subsystem's."""
+    force = (view.get("forcecommand") or ["none"])[0]
+    words = force.split() if force != "none" else []
+    if words:
+        return words[1:] if posixpath.basename(words[0]) in ("internal-sftp", "sftp-server") else []
+    for value in view.get("subsystem", []):
+        words = value.split()
+        if words[:1] == ["sftp"]:
+            return words[2:]
+    return []
+
+
+def _landing(root: Path, view: dict | None, user: str, entry: list[str]) -> Landing:
+    """Work out, from sshd's own view of the config for this user (`sshd -T -C`) and the
+    restored tree's owners and modes, where the login lands (ChrootDirectory, then the home
+    inside it or /, then internal-sftp -d) and the directories there the user may write to."""
+    if not view:
+        return Landing(None, "sshd -T could not say", ["."], "")
+    home = entry[5] or "/"
+    args = _sftp_args(view)
+    start_dir = next(
+        (
+            a[2:] or (args[i + 1] if i + 1 < len(args) else "")
+            for i, a in enumerate(args)
+            if a.startswith("-d")
+        ),
+        "",
+    )
+    host_account = pwd.getpwnam(user)
+    chroot = (view.get("chrootdirectory") or ["none"])[0]
+    said, run_start = [], None
+    if chroot != "none":
+        chroot_host = Path(chroot)
+        shown_chroot = to_node(root, chroot_host) if chroot.startswith(str(root)) else chroot
+        start = home if (chroot_host / home.lstrip("/")).is_dir() else "/"
+        inside = "in it" if start == home else "not in it: /"
+        said.append(f"ChrootDirectory {shown_chroot}, home {home} {inside}")
+        run_home = host_account.pw_dir
+        run_start = run_home if (chroot_host / run_home.lstrip("/")).is_dir() else "/"
+        base = chroot_host
+    else:
+        said.append(f"home {home}, no ChrootDirectory")
+        start, base = str(on_root(root, home)), Path("/")
+        run_start = host_account.pw_dir
+    if start_dir:
+        said.append(f"internal-sftp -d {start_dir}")
+        wanted = start_dir.replace("%d", home).replace("%u", user).replace("%%", "%")
+        wanted = posixpath.normpath(posixpath.join(start, wanted))
+        if chroot == "none":
+            wanted = str(on_root(root, wanted)) if start_dir.startswith("/") else wanted
+        start = wanted if (base / wanted.lstrip("/")).is_dir() else start
+        run_start = start
+    here = base / start.lstrip("/")
+    gids = set(os.getgrouplist(user, host_account.pw_gid))
+    writable = [
+        name
+        for name, path in [(".", here), *_subdirs(here)]
+        if _may_write(path, host_account.pw_uid, gids)
+    ]
+    if "-R" in args:
+        writable, why = [], "internal-sftp -R: the session is read-only"
+    else:
+        why = (
+            f"{user} (uid {host_account.pw_uid}) may write to neither {start} nor a directory in it"
+        )
+    no_write = (
+        f"{why} ({', '.join(said)}), by their owners and modes: login proven, nothing written"
+    )
+    return Landing(
+        start, ", ".join(said), writable, no_write, run_start if run_start != start else None
+    )
+
+
+def _subdirs(path: Path) -> list[tuple[str, Path]]:
+    try:
+        children = sorted(path.iterdir(), key=lambda c: (c.name.startswith("."), c.name))
+        return [(child.name, child) for child in children if child.is_dir()]
+    except OSError:
+        return []
+
+
+def _may_write(path: Path, uid: int, gids: set[int]) -> bool:
+    """Return whether uid (in gids) may create files in directory path, by owner and mode."""
+    try:
+        info = path.stat()
+    except OSError:
+        return False
+    mode = info.st_mode
+    if not stat.S_ISDIR(mode):
+        return False
+    if uid == 0:
+        return True
+    if info.st_uid == uid:
+        return mode & 0o300 == 0o300
+    if info.st_gid in gids:
+        return mode & 0o030 == 0o030
+    return mode & 0o003 == 0o003
+
+
+def _landing_check(landing: Landing, shown: str) -> Check:
+    """Compare where the login landed (sftp's working directory) with what the config says."""
+    name = "smoke: login landed"
+    if landing.start is None:
+        return warned(name, f"in {shown}; {landing.said}")
+    if shown == landing.start:
+        return passed(name, f"in {shown}, as the config says ({landing.said})")
+    if shown == landing.run_start:
+        detail = f"in {shown}: the run's account has its home mapped onto the root, the node's"
+        return warned(name, f"{detail} login starts in {landing.start} ({landing.said})")
+    return failed(name, f"in {shown}, but the config puts it in {landing.start} ({landing.said})")
 
 
 def sshd_view(

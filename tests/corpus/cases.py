@@ -448,6 +448,11 @@ def materialise(
     for src in sorted(case.files_root.rglob("*")):
         rel = src.relative_to(case.files_root)
         dst = root / rel
+        if src.is_symlink():  # a node's link (a drop-in shipped from a checkout): kept a link
+            _mkparent(dst)
+            dst.unlink(missing_ok=True)
+            dst.symlink_to(os.readlink(src))
+            continue
         if src.is_dir():
             dst.mkdir(parents=True, exist_ok=True)
             continue
