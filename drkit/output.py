@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from drkit import errors, units
+from drkit.paths import shown
 
 log = logging.getLogger("drkit")
 
@@ -18,9 +19,19 @@ log = logging.getLogger("drkit")
 def setup_logging(verbose: int) -> None:
     """Send drkit's log lines to stderr: warnings by default, -v info, -vv debug."""
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
-    logging.basicConfig(level=level, format="drkit: %(message)s", stream=sys.stderr)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_OneLine("drkit: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler])
     logging.getLogger("botocore").setLevel(logging.WARNING)
     logging.getLogger("urllib3").setLevel(logging.WARNING)
+
+
+class _OneLine(logging.Formatter):
+    """Log lines stay one line each: names a user chose (newlines, escapes, bytes that are not
+    UTF-8) are escaped, never written to the terminal as they are."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return shown(super().format(record))
 
 
 def error_document(error: errors.DrkitError) -> dict:
@@ -83,7 +94,7 @@ def fail(error: errors.DrkitError, as_json: bool) -> int:
     if as_json:
         print_json(error_document(error))
     else:
-        sys.stderr.writelines(f"drkit: error: {line}\n" for line in error.lines)
+        sys.stderr.writelines(f"drkit: error: {shown(line)}\n" for line in error.lines)
     return error.exit_code
 
 

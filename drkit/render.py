@@ -15,6 +15,7 @@ from typing import Any
 from drkit import results as r
 from drkit import units
 from drkit.model import Check
+from drkit.paths import shown
 
 STATUS_STYLE = {
     "pass": "[green]pass[/green]",
@@ -39,12 +40,12 @@ def table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
     for column in columns:
         grid.add_column(column)
     for row in rows:
-        grid.add_row(*("" if cell is None else str(cell) for cell in row))
+        grid.add_row(*("" if cell is None else shown(str(cell)) for cell in row))
     console().print(grid)
 
 
 def _check_line(check: Check) -> str:
-    return f"{STATUS_STYLE[check.status]}  {check.name}: {check.detail}"
+    return f"{STATUS_STYLE[check.status]}  {shown(check.name)}: {shown(check.detail)}"
 
 
 @singledispatch
@@ -379,7 +380,7 @@ def _given(value: Any) -> Any:
 def _standby_sync(result: r.StandbySyncResult) -> None:
     out = console()
     for step in result.plan:
-        out.print(f"  {step.action:9} {step.path}")
+        out.print(f"  {step.action:9} {shown(step.path)}")
     for kept in _given(result.kept_local) or []:
         out.print(f"  [cyan]local[/cyan]     {kept}")
     for check in result.checks:
