@@ -164,9 +164,22 @@ _CERTIFICATES = _Sentences(
 
 
 def _owner(manifest: dict, path: str) -> str:
+    """Return the account whose logins an authorized-keys file serves: the account the file
+    is named after (AuthorizedKeysFile /etc/ssh/authorized_keys/%u), else the one whose home
+    holds it, else the file's owner when that is not root; "?" when none is known."""
+    homes: dict[str, str] = {}
+    for account in manifest.get("accounts", []):
+        fields = str(account.get("passwd") or "").split(":")
+        if len(fields) > 5 and fields[5] not in ("", "/"):
+            homes[str(account.get("name"))] = fields[5].rstrip("/")
+    if posixpath.basename(path) in homes:
+        return posixpath.basename(path)
+    inside = [name for name, home in homes.items() if path.startswith(home + "/")]
+    if inside:
+        return max(inside, key=lambda name: len(homes[name]))
     for entry in manifest.get("files", []):
-        if entry["path"] == path:
-            return entry.get("user") or "?"
+        if entry["path"] == path and entry.get("uid") not in (0, None):
+            return str(entry.get("user") or "?")
     match = re.match(r"^/home/([^/]+)/", path)
     return match.group(1) if match else "?"
 

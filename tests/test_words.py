@@ -1,0 +1,44 @@
+"""Words an auditor reads: a key change is attributed to the account whose logins it serves."""
+
+from __future__ import annotations
+
+from drkit.engines import diff
+
+
+def _manifest(fingerprints: list[str], path: str, uid: int, user: str) -> dict:
+    return {
+        "accounts": [
+            {"name": "alice", "passwd": "alice:x:2601:2601::/upload:/usr/sbin/nologin"},
+            {"name": "bob", "passwd": "bob:x:2602:2602::/home/bob:/bin/sh"},
+        ],
+        "files": [{"path": path, "type": "file", "uid": uid, "user": user}],
+        "keys": [
+            {
+                "path": path,
+                "category": "user_keys",
+                "private": False,
+                "type": "ssh-ed25519",
+                "fingerprint": fingerprint,
+            }
+            for fingerprint in fingerprints
+        ],  # fmt: skip
+    }
+
+
+def test_a_root_owned_keys_file_named_after_the_user_is_that_users():
+    path = "/etc/ssh/authorized_keys/alice"
+    old = _manifest(["SHA256:old"], path, 0, "root")
+    new = _manifest(["SHA256:new"], path, 0, "root")
+    notes = diff.user_key_notes(old, new)
+    assert notes == [
+        f"user alice: key SHA256:new (ssh-ed25519) added to {path}",
+        f"user alice: key SHA256:old (ssh-ed25519) removed from {path}",
+    ]
+
+
+def test_a_keys_file_in_a_home_is_the_home_owners():
+    path = "/home/bob/.ssh/authorized_keys"
+    notes = diff.user_key_notes(
+        _manifest([], path, 0, "root"), _manifest(["SHA256:k"], path, 0, "root")
+    )
+    assert notes == [f"user bob: key SHA256:k (ssh-ed25519) added to {path}"]
