@@ -8,7 +8,6 @@ output.run_command's error guard: a renderer that trips over a result is an inte
 from __future__ import annotations
 
 import sys
-from collections import Counter
 from functools import singledispatch
 from typing import Any
 
@@ -149,22 +148,30 @@ def _show(result: r.ShowResult) -> None:
     out.print(f"signed by {result.signer} ({trusted})")
     if result.file_count is not None:
         out.print(_file_count(result.file_count))
-    counted = Counter(entry.category for entry in result.files if entry.type == "file")
     rows = [
-        *sorted(counted.items()),
+        *sorted(result.categories.items()),
         [f"drkit's own ({', '.join(units.OWN_FILES)})", len(units.OWN_FILES)],
-    ]
-    table("files by category", ["category", "files"], rows)
-    table(
-        "keys",
-        ["path", "type", "fingerprint"],
-        [[key.path, key.type, key.fingerprint] for key in result.keys],
-    )
-    table(
-        "certificates",
-        ["path", "subject", "expires", "days left"],
-        [[c["path"], c["subject"], c["not_after"], c["days_left"]] for c in result.certificates],
-    )
+    ]  # the JSON's own counts: files, directories and links of each category
+    table("entries by category (files, directories, links)", ["category", "entries"], rows)
+    if result.keys:
+        table(
+            "keys",
+            ["path", "type", "fingerprint"],
+            [[key.path, key.type, key.fingerprint] for key in result.keys],
+        )
+    else:
+        out.print("keys: none in this snapshot")
+    if result.certificates:
+        table(
+            "certificates",
+            ["path", "subject", "expires", "days left"],
+            [
+                [c["path"], c["subject"], c["not_after"], c["days_left"]]
+                for c in result.certificates
+            ],
+        )
+    else:
+        out.print("certificates: none in this snapshot")
     for warning in result.warnings:
         out.print(f"[yellow]warning[/yellow]  {warning}")
 

@@ -42,3 +42,21 @@ def test_a_keys_file_in_a_home_is_the_home_owners():
         _manifest([], path, 0, "root"), _manifest(["SHA256:k"], path, 0, "root")
     )
     assert notes == [f"user bob: key SHA256:k (ssh-ed25519) added to {path}"]
+
+
+def test_a_drill_that_failed_before_its_snapshot_prints_no_empty_fields():
+    from drkit.engines import reports
+
+    document = {
+        "ok": False,
+        "node": "sftp-1",
+        "started": "2026-12-07T10:00:00Z",
+        "finished": "2026-12-07T10:00:30Z",
+        "duration_seconds": 30,
+        "snapshot": {"spec": "latest"},
+        "checks": [{"name": "storage", "status": "fail", "detail": "S3 unreachable"}],
+    }
+    for page in (reports.render_html(document, []), reports.render_markdown(document, [])):
+        assert "trust: )" not in page and "()" not in page and "signed by ``" not in page
+        assert "none in this snapshot" not in page
+        assert "no snapshot was opened" in page.lower()
