@@ -7,7 +7,9 @@ output.run_command's error guard: a renderer that trips over a result is an inte
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from collections import Counter
 from functools import singledispatch
 from typing import Any
 
@@ -31,8 +33,8 @@ def console():
     return Console(highlight=False, width=wide)
 
 
-def table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
-    """Print a rich table."""
+def table(title: str, columns: list[str], rows: list[list[Any]], out: Any = None) -> None:
+    """Print a rich table (on out, a rich console, when given)."""
     from rich.table import Table
 
     grid = Table(title=title, title_justify="left")
@@ -40,7 +42,7 @@ def table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
         grid.add_column(column)
     for row in rows:
         grid.add_row(*("" if cell is None else shown(str(cell)) for cell in row))
-    console().print(grid)
+    (out or console()).print(grid)
 
 
 def _check_line(check: Check) -> str:
@@ -260,25 +262,38 @@ def _fleet_report(result: r.FleetReportResult) -> None:
 
 @render.register
 def _diff(result: r.DiffResult) -> None:
+    """Print a diff; a long one on a terminal goes through the pager, and every diff ends with
+    its counts, so the last screen says how much changed."""
+    out = console()
+    long = sys.stdout.isatty() and len(result.changes) + len(result.notes) > out.height
+    with out.pager(styles=True) if long else contextlib.nullcontext():
+        _diff_body(result, out)
+
+
+def _diff_body(result: r.DiffResult, out: Any) -> None:
     from rich.markup import escape
 
-    out = console()
     out.print(
         f"snapshot {result.old.short_id} ({result.old.time}) → "
         f"{result.new.short_id} ({result.new.time})"
     )
     rows = [[c.category, c.change, c.path, c.detail] for c in result.changes]
-    table("changes", ["category", "change", "path", "detail"], rows)
+    table("changes", ["category", "change", "path", "detail"], rows, out)
     for note in result.notes:
-        out.print(f"[bold]•[/bold] {note}")
+        out.print(f"[bold]•[/bold] {escape(shown(note))}")
     for change in result.changes:
         if isinstance(change.diff, str) and change.diff:
-            out.print(f"\n[bold]{escape(change.path)}[/bold]")
+            out.print(f"\n[bold]{escape(shown(change.path))}[/bold]")
             for line in change.diff.splitlines():
                 style = {"+": "green", "-": "red", "@": "cyan"}.get(line[:1])
                 out.print(f"[{style}]{escape(line)}[/{style}]" if style else escape(line))
-    if not result.changes and not result.notes:
-        out.print("no differences")
+    counts = Counter(change.change for change in result.changes)
+    out.print(
+        "no differences"
+        if not result.changes and not result.notes
+        else f"summary: {counts['added']} added, {counts['removed']} removed, "
+        f"{counts['changed']} changed, {len(result.notes)} note(s)"
+    )
 
 
 # -- scheduled operation ---------------------------------------------------------------------

@@ -60,3 +60,20 @@ def test_a_drill_that_failed_before_its_snapshot_prints_no_empty_fields():
         assert "trust: )" not in page and "()" not in page and "signed by ``" not in page
         assert "none in this snapshot" not in page
         assert "no snapshot was opened" in page.lower()
+
+
+def test_a_diff_ends_with_its_counts(capsys):
+    from drkit import render, results
+
+    snapshot = {"id": "a" * 64, "short_id": "aaaaaaaa", "time": "t", "signer": "s"}
+    changes = [
+        {"category": "config", "path": f"/srv/f{index}", "change": "added", "detail": "new"}
+        for index in range(3)
+    ] + [{"category": "tls", "path": "/etc/k", "change": "removed", "detail": "gone"}]
+    result = results.DiffResult(
+        node="n", old=snapshot, new={**snapshot, "short_id": "bbbbbbbb"}, changes=changes,
+        notes=["user alice: key x added to /etc/ssh/authorized_keys/alice"],
+    )  # fmt: skip
+    render.render(result)
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last == "summary: 3 added, 1 removed, 0 changed, 1 note(s)"
