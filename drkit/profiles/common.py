@@ -974,10 +974,13 @@ class _ReusingFTPS(ftplib.FTP_TLS):
         return conn, size
 
 
-def _ftps_round_trip(client: ftplib.FTP_TLS, trip_name: str) -> Check:
+def _ftps_round_trip(client: ftplib.FTP_TLS, trip_name: str, upload_dirs=UPLOAD_DIRS) -> Check:
+    if not upload_dirs:  # the caller found no directory the user may write to
+        where = _ftp_listing(client, trip_name, "no writable directory found")
+        return warned(trip_name, where.detail)
     payload = secrets.token_bytes(4096)
     name, reasons = f".drkit-smoke-{secrets.token_hex(6)}", []
-    for directory in UPLOAD_DIRS:
+    for directory in upload_dirs:
         remote = name if directory == "." else posixpath.join(directory, name)
         try:
             client.storbinary(f"STOR {remote}", io.BytesIO(payload))
@@ -1017,13 +1020,19 @@ def ftp_session(
     tls: FtpTls | None,
     read_only: str | None = None,
     hint: Callable[[], str] | None = None,
+    upload_dirs=UPLOAD_DIRS,
+    expect_dir: str | None = None,
+    landing_why: str = "the config",
 ) -> None:
     """Log in over FTP (explicit TLS pinned as tls says, else plain: the server speaks no TLS
-    and the password is a one-run one on 127.0.0.1); put, get, compare, delete; record the
-    session ("ftps" or "ftp") in result.
+    and the password is a one-run one on 127.0.0.1); put, get, compare, delete in the first of
+    upload_dirs that takes the file (none: a listing, as a warning); record the session ("ftps"
+    or "ftp") in result.
 
     read_only names why the server refuses uploads by its config: the round trip is then a
     directory listing over a data connection, reported as a warning (no file moved).
+    expect_dir: where the configuration says the login lands (its `pwd`), checked as
+    "smoke: {label} landing" (landing_why names the setting).
     """
     label = "ftps" if tls else "ftp"
     login_name, trip_name = f"smoke: {label} login", f"smoke: {label} round trip"
@@ -1072,13 +1081,82 @@ def ftp_session(
             else "plain FTP: the config enables no TLS"
         )
         login = passed(login_name, f"{user} in {elapsed:.2f} s, {how}")
+        if expect_dir is not None:
+            result.add(_ftp_landing(client, label, expect_dir, landing_why))
         trip = _ftp_listing(client, trip_name, read_only) if read_only else None
-        result.session(label, login, trip or _ftps_round_trip(client, trip_name))
+        result.session(label, login, trip or _ftps_round_trip(client, trip_name, upload_dirs))
     finally:
         with contextlib.suppress(Exception):
             client.quit()
         with contextlib.suppress(Exception):
             client.close()
+
+
+def _ftp_landing(client: ftplib.FTP, label: str, expect_dir: str, why: str) -> Check:
+    """Where the login landed (`pwd`) against where the configuration says it lands."""
+    name = f"smoke: {label} landing"
+    try:
+        where = client.pwd()
+    except (OSError, EOFError, ftplib.Error, ssl.SSLError) as exc:
+        return failed(name, f"pwd failed: {str(exc).strip()[:160]}")
+    if posixpath.normpath(where) == posixpath.normpath(expect_dir):
+        return passed(name, f"in {where}, as {why} says")
+    return failed(name, f"landed in {where}; {why} says {expect_dir}")
+
+
+def writable_places(root: Path, landed: Path, fields: list[str]) -> list[tuple[str, Path]]:
+    """Return (name relative to landed, host path) of landed and its subdirectories that the
+    account (passwd fields: its uid, primary gid and the node's groups naming it) may write by
+    owner and mode, landed first: where a smoke uploads, found rather than guessed."""
+    if not (fields[2].isdigit() and fields[3].isdigit()):
+        return []
+    uid, gids = int(fields[2]), {int(fields[3])}
+    gids |= {
+        int(g[2])
+        for g in accounts.group_entries(root)
+        if fields[0] in g[3].split(",") and g[2].isdigit()
+    }
+    try:
+        children = sorted(c for c in landed.iterdir() if c.is_dir() and not c.is_symlink())
+    except OSError:
+        return []
+    found = []
+    for folder in [landed, *children[:64]]:
+        try:
+            info = folder.stat()
+        except OSError:
+            continue
+        mode = stat.S_IMODE(info.st_mode)
+        if (
+            uid == 0
+            or (info.st_uid == uid and mode & 0o200)
+            or (info.st_gid in gids and mode & 0o020)
+            or mode & 0o002
+        ):
+            found.append(("." if folder == landed else folder.name, folder))
+    return found
+
+
+def one_run_pam_service(work: Path, user: str, password: str) -> Path:
+    """Write a one-run PAM service (/etc/pam.d/drkit-smoke-<hex>: pam_pwdfile over a work-dir
+    store holding user with password's hash) and return its path; the caller removes it."""
+    store = work / f"pam-{secrets.token_hex(4)}.passwd"
+    store.touch(mode=0o600)
+    store.chmod(0o600)
+    store.write_text(f"{user}:{hash_password(password)}\n")
+    path = Path("/etc/pam.d") / f"drkit-smoke-{secrets.token_hex(4)}"
+    write_config_copy(
+        path,
+        [
+            "# drkit smoke run: removed when the run ends",
+            f"auth    required pam_pwdfile.so pwdfile={store}",
+            "account required pam_permit.so",
+            "session required pam_permit.so",
+        ],
+        0o644,
+        0o755,
+    )
+    return path
 
 
 def _ftp_listing(client: ftplib.FTP, trip_name: str, read_only: str) -> Check:

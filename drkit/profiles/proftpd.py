@@ -15,6 +15,7 @@ come from policies/proftpd.yaml.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import functools
 import glob
@@ -22,6 +23,7 @@ import grp
 import os
 import posixpath
 import pwd
+import re
 import secrets
 import shutil
 import stat
@@ -611,76 +613,133 @@ def _map_args(root: Path, keyword: str, args: list[str]) -> list[str] | None:
 
 
 @dataclass
-class Smoke:
-    """How a smoke copy differs from the node's config."""
+class Run:
+    """How a runnable copy differs from the node's config.
+
+    Always: the runtime files (PidFile, ScoreboardFile, DelayTable, ControlsSocket) in work,
+    never the host's. With ports (a start check, a smoke): every server on 127.0.0.1 at its
+    own port, logs in work. For a smoke: its one-run credentials added beside the node's own
+    authentication sources (a key store beside SFTPAuthorizedUserKeys, a PAM service with a
+    one-run password in front of AuthOrder, the node's accounts in a work-dir AuthUserFile
+    where this host's /etc/passwd is not the node's). `differences` names each change beyond
+    addresses and runtime paths.
+    """
 
     work: Path
-    ports: dict[int, int]  # server context -> port
-    auth_user_file: Path | None  # None: the node's own authority (mod_ldap) answers
-    key_dir: Path
-    user: str
-    group: str
+    ports: dict[int, int] = field(default_factory=dict)  # server context -> port
+    run_as: dict[tuple[str, str], str] = field(default_factory=dict)
+    key_dir: Path | None = None
+    sftp_contexts: set[int] = field(default_factory=set)
+    pam_service: str | None = None
+    auth_files: dict[str, Path] = field(default_factory=dict)  # node AuthUserFile -> its copy
+    stand_in: Path | None = None  # AuthUserFile for the server contexts that name none
     logs: list[Path] = field(default_factory=list)
+    differences: list[str] = field(default_factory=list)
+
+    def differ(self, text: str) -> None:
+        if text not in self.differences:
+            self.differences.append(text)
 
 
-def _sandbox_auth(smoke: Smoke | None) -> list[str]:
-    """Lines that make the smoke's sandbox AuthUserFile the only authority of a server."""
-    if smoke is None or smoke.auth_user_file is None:
-        return []
-    return [f"  AuthUserFile {smoke.auth_user_file}", "  AuthOrder mod_auth_file.c"]
+def _runtime_lines(work: Path) -> list[str]:
+    """The runtime files of a copy, in its work dir (mod_delay, mod_ctrls only when loaded)."""
+    return [
+        f"PidFile {work / 'proftpd.pid'}",
+        f"ScoreboardFile {work / 'proftpd.scoreboard'}",
+        "<IfModule mod_delay.c>",
+        f"  DelayTable {work / 'proftpd.delay'}",
+        "</IfModule>",
+        "<IfModule mod_ctrls.c>",
+        f"  ControlsSocket {work / 'proftpd.sock'}",
+        "</IfModule>",
+    ]
 
 
-def write_copy(
-    root: Path,
-    config: Config,
-    out_dir: Path,
-    smoke: Smoke | None = None,
-    run_as: dict[tuple[str, str], str] | None = None,
-):
-    """Write runnable copies of the config files under out_dir, node paths mapped onto root.
+def _added(config: Config, run: Run, server: int) -> list[str]:
+    """The smoke's credentials a server context gets where it names no such source itself."""
+    lines = []
+    if (
+        run.key_dir
+        and server in run.sftp_contexts
+        and not config.of("sftpauthorizeduserkeys", server)
+    ):
+        lines.append(f"SFTPAuthorizedUserKeys file:{run.key_dir}/%u")
+    if run.pam_service and not config.of("authpamconfig", server):
+        lines.append(f"AuthPAMConfig {run.pam_service}")
+    if run.stand_in and not config.of("authuserfile", server):
+        lines.append(f"AuthUserFile {run.stand_in}")
+    return lines
 
-    run_as replaces the daemon's User/Group names (a prefix root's accounts the host lacks).
-    Without smoke the copy is for `proftpd -t`; with smoke it runs on 127.0.0.1 only, with the
-    sandbox credentials, runtime files and logs in the work dir. Return (main copy, {copy: node}).
+
+def _credential_line(line: Line, token: str, args: list[str], root: Path, run: Run):
+    """Return the smoke copy of an authentication line (credentials added beside the node's),
+    or None when the line is not one."""
+    keyword = line.keyword
+    if keyword == "sftpauthorizeduserkeys" and run.key_dir:
+        mapped = _map_args(root, keyword, args) or args
+        return [f"{token} {' '.join(map(_quote, [*mapped, f'file:{run.key_dir}/%u']))}"]
+    if keyword == "authuserfile" and args and args[0] in run.auth_files:
+        return [f"{token} {_quote(str(run.auth_files[args[0]]))} {' '.join(args[1:])}".rstrip()]
+    if keyword == "authorder" and (run.pam_service or run.stand_in):
+        names = {_module(arg).rstrip("*") for arg in args}
+        front = [m for m in ("mod_auth_pam", "mod_auth_file") if m not in names]
+        front = [m for m in front if m != "mod_auth_pam" or run.pam_service]
+        front = [m for m in front if m != "mod_auth_file" or run.stand_in]
+        if front:
+            run.differ(f"AuthOrder ({line.where}): {', '.join(front)} added in front")
+        return [f"{token} {' '.join([f'{m}.c' for m in front] + args)}"]
+    if keyword == "authpam" and run.pam_service and args and args[0].lower() in ("off", "no"):
+        run.differ(f"AuthPAM off ({line.where}): on, for the one-run password")
+        return [f"{token} on"]
+    if keyword == "authpamconfig" and run.pam_service:
+        run.differ(
+            f"AuthPAMConfig {' '.join(args)} ({line.where}): the one-run PAM service stands in "
+            "(this host's PAM stack is not the node's)"
+        )
+        return [f"{token} {run.pam_service}"]
+    return None
+
+
+def write_copy(root: Path, config: Config, out_dir: Path, run: Run | None = None):
+    """Write runnable copies of the config files under out_dir, node paths mapped onto root,
+    changed as run says (runtime files in out_dir when run is None: `proftpd -t`).
+
+    Return (main copy, {copy: node path}).
     """
     pol = policy()
+    run = run or Run(work=out_dir)
     copies = {node: out_dir / node.lstrip("/") for node in config.files}
-    drop = set(pol["smoke"]["drop"]) if smoke else set()
-    if smoke and smoke.auth_user_file is not None:
-        drop |= set(pol["smoke"]["drop_for_sandbox_auth"])
+    drop = set(pol["runtime"]) | (set(pol["smoke"]["listen"]) if run.ports else set())
     log_kinds = {k for k, rule in pol["directives"].items() if rule["kind"] == "log"}
-    server = 0  # the <VirtualHost> a line is in, by its order in the config (0: the main server)
-    servers = {"count": 0, "stack": []}
+    lines = {(line.source, line.number): line for line in config.lines}
 
     def rewrite(node: str, number: int, raw: str, token: str, keyword: str, args: list[str]):
-        nonlocal server
-        if keyword == "<virtualhost":
-            servers["count"] += 1
-            servers["stack"].append(server)
-            server = servers["count"]
-            if smoke:
-                port = f"  Port {smoke.ports[server]}"
-                return [f"<{token} 127.0.0.1>", "  WtmpLog off", port, *_sandbox_auth(smoke)]
-        elif keyword == "</virtualhost":
-            server = servers["stack"].pop() if servers["stack"] else 0
+        line = lines.get((node, number)) or Line(keyword, tuple(args), node, number, 0)
+        if keyword == "<virtualhost" and run.ports:
+            port = run.ports.get(line.server, 0)
+            added = [f"  {text}" for text in _added(config, run, line.server)]
+            return [f"<{token} 127.0.0.1>", "  WtmpLog off", f"  Port {port}", *added]
         if keyword == "include":
             hits = config.include_hits.get((node, number), [])
             if not hits:
                 return [f"# {raw.strip()}"]
             return [f"{token} {_quote(str(copies[hit]))}" for hit in hits if hit in copies]
         if keyword in drop:
-            return [f"# drkit smoke: {raw.strip()}"]
-        if smoke and keyword == "sftpauthorizeduserkeys":
-            return [f"{token} file:{smoke.key_dir}/%u"]
-        if smoke and keyword in log_kinds and args and args[0].startswith("/"):
-            log_file = smoke.work / "logs" / f"{keyword}-{number}-{len(smoke.logs)}.log"
-            smoke.logs.append(log_file)
+            if keyword == "servertype" and args and args[0].lower() == "inetd":
+                run.differ(f"ServerType inetd ({line.where}): run standalone")
+            return [f"# drkit: {raw.strip()}"]
+        if run.ports and keyword in log_kinds and args and args[0].startswith("/"):
+            log_file = run.work / "logs" / f"{keyword}-{number}-{len(run.logs)}.log"
+            run.logs.append(log_file)
             return [f"{token} {' '.join(map(_quote, [str(log_file), *args[1:]]))}"]
-        if smoke and keyword in ("user", "group") and not _in_anonymous(config, node, number):
-            return [f"{token} {smoke.user if keyword == 'user' else smoke.group}"]
-        if run_as and args and (keyword, args[0]) in run_as:
-            anonymous = _in_anonymous(config, node, number)
-            return [raw if anonymous else f"{token} {run_as[(keyword, args[0])]}"]
+        if args and (keyword, args[0]) in run.run_as and line.anon is None:
+            run.differ(
+                f"{token} {args[0]} ({line.where}): runs as {run.run_as[(keyword, args[0])]}, "
+                "this host has no such account"
+            )
+            return [f"{token} {run.run_as[(keyword, args[0])]}"]
+        if line.active and (found := _credential_line(line, token, args, root, run)) is not None:
+            return found
         if (mapped := _map_args(root, keyword, args)) is not None:
             rendered = " ".join(map(_quote, mapped))
             return [f"<{token} {rendered}>" if keyword.startswith("<") else f"{token} {rendered}"]
@@ -689,20 +748,19 @@ def write_copy(
     for node, copy in copies.items():
         out = common.rewritten_lines(config.texts[node], parse, functools.partial(rewrite, node))
         prepend = []
-        if smoke and node == config.main:
-            prepend = [
-                "# drkit smoke run: 127.0.0.1 only, runtime files in the work dir",
-                "ServerType standalone",
-                "DefaultAddress 127.0.0.1",
-                "SocketBindTight on",
-                "UseIPv6 off",
-                f"Port {smoke.ports[0]}",
-                f"PidFile {smoke.work / 'proftpd.pid'}",
-                f"ScoreboardFile {smoke.work / 'proftpd.scoreboard'}",
-                "DelayEngine off",
-                "WtmpLog off",
-                *_sandbox_auth(smoke),
-            ]
+        if node == config.main:
+            prepend = ["# drkit: runtime files in the work dir", *_runtime_lines(run.work)]
+            if run.ports:
+                prepend += [
+                    "# drkit: 127.0.0.1 only",
+                    "ServerType standalone",
+                    "DefaultAddress 127.0.0.1",
+                    "SocketBindTight on",
+                    "UseIPv6 off",
+                    f"Port {run.ports.get(0, 0)}",
+                    "WtmpLog off",
+                    *_added(config, run, 0),
+                ]
         # a file holding a bind password stays private
         common.write_config_copy(copy, [*prepend, *out], _copy_mode(root, node), dir_mode=0o755)
     return copies[config.main], {str(copy): node for node, copy in copies.items()}
@@ -714,14 +772,6 @@ def _copy_mode(root: Path, node: str) -> int:
         return (stat.S_IMODE(on_root(root, node).stat().st_mode) & 0o644) | 0o600
     except OSError:
         return 0o600
-
-
-def _in_anonymous(config: Config, node: str, number: int) -> bool:
-    return any(
-        line.anon is not None
-        for line in config.lines
-        if (line.source, line.number) == (node, number)
-    )
 
 
 def _node_text(text: str, names: dict[str, str], root: Path) -> str:
@@ -766,7 +816,7 @@ def checks(root: Path, manifest: dict) -> list[Check]:
     if main not in config.files:
         return [failed("proftpd: config", f"{main} is missing or unreadable")]
     refs = references(root, config)
-    results = [_config_test(root, config), *_module_checks(config)]
+    results = [_config_test(root, config), _start_check(root, config), *_module_checks(config)]
     results += common.named_files_check(root, refs, "proftpd")
     host_keys = [line.args[0] for line in config.of("sftphostkey") if line.args]
     results += common.host_key_checks(root, host_keys, manifest)
@@ -865,10 +915,10 @@ def _ldap_url_ok(text: str) -> bool:
     return bool(host) and (not port or port.isdigit())
 
 
-def _prefix_run_as(root: Path, config: Config) -> dict[tuple[str, str], str]:
-    """On a prefix root holding its own accounts, the daemon's User/Group names the host lacks,
-    mapped to nobody/nogroup for `proftpd -t` (which resolves them on this host)."""
-    if str(root) == "/" or accounts.source_root(root) != Path(root):
+def _run_as(root: Path, config: Config) -> dict[tuple[str, str], str]:
+    """On a prefix root, the daemon's User/Group names this host lacks, mapped to
+    nobody/nogroup (proftpd resolves them on this host); none on / (the host is the node)."""
+    if str(root) == "/":
         return {}
     found = {}
     for keyword, lookup, fallback in (
@@ -888,7 +938,7 @@ def _config_test(root: Path, config: Config) -> Check:
         return failed(name, "proftpd is not installed on this host")
     work = Path(tempfile.mkdtemp(prefix="drkit-proftpd-t-"))
     try:
-        copy, names = write_copy(root, config, work, run_as=_prefix_run_as(root, config))
+        copy, names = write_copy(root, config, work, Run(work, run_as=_run_as(root, config)))
         argv = [
             program if a == policy()["validate"]["argv"][0] else a.replace("{config}", str(copy))
             for a in policy()["validate"]["argv"]
@@ -900,9 +950,80 @@ def _config_test(root: Path, config: Config) -> Check:
     patterns = policy()["validate"]["fail_patterns"]
     bad = [ln for ln in lines if any(p in ln.lower() for p in patterns)]
     if done.returncode != 0 or bad:
-        useful = [ln.split("]: ", 1)[-1] for ln in (bad or lines)]
+        useful = [_said(ln) for ln in (bad or lines)]
         return failed(name, f"exit {done.returncode}: " + " | ".join(useful[:2]))
     return passed(name, "proftpd accepts the config")
+
+
+def _said(line: str) -> str:
+    """Return what proftpd said on a log line, without its timestamp, host and pid."""
+    return re.sub(r"^.*?proftpd\[\d+\][^:]*:\s*", "", line).strip()
+
+
+def _server_words(log_path: Path, names: dict[str, str], root: Path, work: Path) -> str:
+    """Return the interesting lines proftpd wrote at start, node paths as the node names them."""
+    try:
+        text = log_path.read_text(errors="replace")
+    except OSError:
+        return ""
+    text = _node_text(text, names, root).replace(str(work), "<work>")
+    lines = [_said(line) for line in text.splitlines() if line.strip()]
+    lines = [line for line in lines if "SocketBindTight in effect" not in line]
+    return " | ".join(common.interesting_lines(lines, common.LOG_PATTERN + "|cannot|refus"))
+
+
+def _servers(config: Config) -> list[int]:
+    """The server contexts proftpd creates: the main one and every active <VirtualHost>."""
+    return [0] + [
+        line.server for line in config.lines if line.keyword == "<virtualhost" and line.active
+    ]
+
+
+def _start(root: Path, config: Config, run: Run, program: str):
+    """Write the run's copy, start proftpd -n from it and wait until every server listens.
+
+    Return (service or None, the server's words when it did not come up, seconds waited).
+    """
+    copy, names = write_copy(root, config, run.work / "config", run)
+    names.update({str(held): node for node, held in run.auth_files.items()})
+    (run.work / "logs").mkdir(mode=0o755, exist_ok=True)
+    log_path = run.work / "proftpd.out"
+    server = runner.start_service([program, "-n", "-c", str(copy)], log_path)
+    started, timeout = time.monotonic(), policy()["smoke"]["start_timeout_seconds"]
+    up = all(common.wait_port(run.ports[i], server, timeout) for i in _servers(config))
+    if up:
+        return server, "", time.monotonic() - started
+    alive = server.alive()
+    server.stop()
+    words = _server_words(log_path, names, root, run.work) or "no output"
+    how = "did not listen in time" if alive else "exited"
+    return None, f"{how}: {words}", 0.0
+
+
+def _start_check(root: Path, config: Config) -> Check:
+    """Start the real proftpd on the restored config changed only in its listen addresses,
+    ports, runtime files and logs (and, on a prefix root, a User/Group the host lacks): what
+    `proftpd -t` accepts may still be refused at start (FTPS and SFTP on one server)."""
+    name = "config: proftpd starts"
+    program = proftpd_program()
+    if program is None:
+        return failed(name, "proftpd is not installed on this host")
+    base = Path(tempfile.mkdtemp(prefix="drkit-proftpd-start-"))
+    base.chmod(0o755)
+    try:
+        ports = {index: common.free_port() for index in range(config.servers)}
+        run = Run(base, ports=ports, run_as=_run_as(root, config))
+        server, words, waited = _start(root, config, run, program)
+        if server is None:
+            return failed(name, f"proftpd {words}")
+        server.stop()
+        listening = ", ".join(f"127.0.0.1:{ports[i]}" for i in _servers(config))
+        detail = f"listened on {listening} in {waited:.2f} s"
+        if run.differences:
+            detail += "; changed: " + "; ".join(run.differences)
+        return passed(name, detail)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 # --- smoke: the real proftpd on loopback ports --------------------------------------------------
@@ -916,145 +1037,273 @@ def _host_name(lookup, name: str, fallback: str) -> str:
     return name
 
 
-def _smoke_account(root: Path, config: Config, manifest: dict, user: str) -> list[str] | None:
-    """Return the passwd fields of the smoke user: a virtual user, else the node's account."""
-    found = virtual_users(root, config).get(user)
-    if found:
-        return found
-    try:
-        return common.node_fields(root, manifest, user)
-    except KeyError:
-        return None
-
-
 def _smoke_contexts(config: Config) -> list[int]:
     """The server contexts a smoke logs in to: every SFTP and FTPS one; a node serving neither
     is proven on its DefaultServer (the one answering unmatched addresses), else the main."""
     served = [
         s
-        for s in range(config.servers)
+        for s in _servers(config)
         if config.engine_on("sftpengine", s) or config.engine_on("tlsengine", s)
     ]
     if served:
         return served
-    default = [s for s in range(config.servers) if config.engine_on("defaultserver", s)]
+    default = [s for s in _servers(config) if config.engine_on("defaultserver", s)]
     return default[:1] or [0]
 
 
-def smoke(root: Path, manifest: dict, user: str, work_dir: Path) -> SmokeResult:
-    """Start the real proftpd on a rewritten copy of the restored config (127.0.0.1, free
-    ports) and log in over every protocol it serves: SFTP pinned to the manifest's host keys,
-    FTPS pinned to the manifest's certificate, plain FTP where neither is on; put, get and
-    compare a file over each.
+def _auth_copies(root: Path, config: Config, run: Run, stand_in: str | None) -> None:
+    """On a prefix root, give the run a copy of each AuthUserFile with the homes mapped onto
+    root (proftpd chroots and changes into them), with the node file's mode, owner and
+    folder mode (proftpd refuses a world-writable one as on the node); stand_in (the smoke
+    user's node account, when this host's /etc/passwd is not the node's) is added to each, and
+    to a stand-in AuthUserFile for the server contexts naming none."""
+    if str(root) == "/":
+        return
+    folder = run.work / "auth"
+    folder.mkdir(mode=0o755)
+    for index, line in enumerate(config.of("authuserfile")):
+        node_file = line.args[0] if line.args else ""
+        host = on_root(root, node_file)
+        if node_file in run.auth_files or not host.is_file():
+            continue
+        rows = []
+        for raw in host.read_text(errors="replace").splitlines():
+            fields = raw.split(":")
+            if len(fields) >= 7 and not raw.startswith("#") and fields[5].startswith("/"):
+                fields[5] = _mapped(root, fields[5])
+            rows.append(":".join(fields))
+        rows += [stand_in] if stand_in else []
+        place = folder / str(index)
+        place.mkdir(mode=0o755)
+        copy = place / host.name
+        common.write_config_copy(copy, rows, 0o600)
+        info, parent = host.stat(), host.parent.stat()
+        os.chown(copy, info.st_uid, info.st_gid)
+        copy.chmod(stat.S_IMODE(info.st_mode))
+        place.chmod(stat.S_IMODE(parent.st_mode))
+        run.auth_files[node_file] = copy
+    if stand_in:
+        run.stand_in = folder / "node-accounts.passwd"
+        common.write_config_copy(run.stand_in, [stand_in], 0o600)
+        user = stand_in.split(":", 1)[0]
+        run.differ(
+            f"{user} is the node's account: served from a work-dir AuthUserFile beside the "
+            "node's sources (this host's /etc/passwd is not the node's)"
+        )
 
-    The smoke user logs in with a one-run password and key from a sandbox AuthUserFile; on a
-    node whose accounts come from mod_ldap (and that user is not in an AuthUserFile) the
-    node's LDAP authority stays in charge and the login is SFTP with a one-run key only.
+
+def _landing(root: Path, config: Config, server: int, user: str, fields: list[str]):
+    """Return (the host directory a login lands in, the path its client is shown there, why):
+    DefaultRoot (the first whose group expression holds) chroots it, into its home when the
+    home is inside the chroot."""
+    home = posixpath.normpath(fields[5] or "/")
+    for line in config.of("defaultroot", server):
+        if not line.args:
+            continue
+        expr = line.args[1:]
+        if expr and not _group_expr_matches(expr, _groups_of(root, user, fields)):
+            continue
+        jail = _expand(line.args[0], user, home, {user: home})
+        if not jail or jail == "/":
+            break
+        inside = home == jail or home.startswith(jail.rstrip("/") + "/")
+        seen = "/" + posixpath.relpath(home, jail) if inside and home != jail else "/"
+        why = f"DefaultRoot {' '.join(line.args)} ({line.where})"
+        return on_root(root, home if inside else jail), seen, why
+    return on_root(root, home), _mapped(root, home), "no DefaultRoot: the home, not chrooted"
+
+
+def _write_rules(config: Config, server: int, user: str, home: str) -> list[tuple[str, bool]]:
+    """Return (directory pattern, allowed) of each <Limit WRITE/STOR/ALL> AllowAll/DenyAll
+    (or AllowUser/DenyUser naming user) of a server context outside <Anonymous>; "" is the
+    server itself."""
+    rules, folders, limit = [], [], None
+    for line in config.lines:
+        if not line.active or line.anon is not None or line.server not in (server, -1):
+            continue
+        if line.keyword == "<directory" and line.args:
+            pattern = (
+                line.args[0].replace("~", home, 1) if line.args[0].startswith("~") else line.args[0]
+            )
+            folders.append(posixpath.normpath(pattern))
+        elif line.keyword == "</directory" and folders:
+            folders.pop()
+        elif line.keyword == "<limit":
+            limit = {arg.upper() for arg in line.args} & {"WRITE", "STOR", "ALL"}
+        elif line.keyword == "</limit":
+            limit = None
+        elif limit and line.keyword in ("allowall", "denyall", "allowuser", "denyuser"):
+            if line.keyword.endswith("user") and user not in ",".join(line.args).split(","):
+                continue
+            rules.append((folders[-1] if folders else "", line.keyword.startswith("allow")))
+    return rules
+
+
+def _may_write(rules: list[tuple[str, bool]], node_dir: str) -> bool:
+    """The most specific <Directory> rule matching node_dir decides (none: allowed)."""
+
+    def matches(pattern: str) -> bool:
+        if not pattern:
+            return True
+        if fnmatch.fnmatchcase(node_dir, pattern):
+            return True
+        return not glob.has_magic(pattern) and node_dir.startswith(pattern.rstrip("/") + "/")
+
+    hits = [(len(pattern), allowed) for pattern, allowed in rules if matches(pattern)]
+    return max(hits)[1] if hits else True
+
+
+def writable_dirs(
+    root: Path, config: Config, server: int, user: str, fields: list[str], landed: Path
+) -> list[str]:
+    """Return where a login may upload, relative to where it lands ("." first): the landing
+    directory and its subdirectories that the account may write by owner and mode
+    (common.writable_places) and that no <Limit WRITE> denies."""
+    rules = _write_rules(config, server, user, posixpath.normpath(fields[5] or "/"))
+    return [
+        name
+        for name, folder in common.writable_places(root, landed, [user, *fields[1:]])
+        if _may_write(rules, to_node(root, folder) if str(root) != "/" else str(folder))
+    ]
+
+
+def smoke(root: Path, manifest: dict, user: str, work_dir: Path) -> SmokeResult:
+    """Start the real proftpd on the restored config, changed only in its listen addresses,
+    ports, runtime files and logs, with the smoke's one-run credentials added beside the
+    node's own (a key store beside SFTPAuthorizedUserKeys, a one-run PAM password in front of
+    AuthOrder, the node's account in a work-dir AuthUserFile where this host's /etc/passwd is
+    not the node's); every other change is a warning naming it. Log in over every protocol it
+    serves (SFTP pinned to the manifest's host keys, FTPS to its certificate, plain FTP where
+    neither is on), confirm where the login landed against DefaultRoot, and put, get and
+    compare a file in a directory the user may write (found from owners, modes and
+    <Limit WRITE>; none found is a warning). On a node whose accounts come from mod_ldap the
+    login is SFTP with the one-run key only.
     """
-    pol, root = policy(), Path(root)
+    root = Path(root)
     result = SmokeResult(profile=NAME)
     program = proftpd_program()
     if program is None:
         return SmokeResult.not_judged(NAME, "proftpd is not installed on this host")
     main = settings(common.options_of(manifest, NAME))["config"]
     server: runner.Service | None = None
+    pam_path: Path | None = None
     with common.smoke_workspace(work_dir, "smoke-proftpd-") as work:
         try:
             config = read_config(root, main)
             if main not in config.files:
                 result.add(failed("smoke: proftpd started", f"{main} is missing"))
                 return result
-            ldap = bool(config.of("ldapserver")) and user not in virtual_users(root, config)
-            password = secrets.token_urlsafe(18)
-            sandbox = None
-            if not ldap:
-                fields = _smoke_account(root, config, manifest, user)
+            virtual = virtual_users(root, config)
+            ldap = bool(config.of("ldapserver")) and user not in virtual
+            fields = virtual.get(user)
+            if fields is None and not ldap:
+                with contextlib.suppress(KeyError):
+                    fields = common.node_fields(root, manifest, user)
                 if fields is None:
                     detail = f"{user} is neither a virtual user nor an account"
                     result.add(failed("smoke: user", detail))
                     return result
-                home = fields[5] or "/"
-                host_home = home if str(root) == "/" else str(on_root(root, home))
-                shell = fields[6] or "/bin/false"
-                sandbox = work / "ftpd.passwd"
-                hashed = common.hash_password(password)
-                sandbox.write_text(
-                    f"{user}:{hashed}:{fields[2]}:{fields[3]}::{host_home}:{shell}\n"
-                )
-                sandbox.chmod(0o640)
+            ports = {index: common.free_port() for index in range(config.servers)}
+            served = _smoke_contexts(config)
+            run = Run(work, ports=ports, run_as=_run_as(root, config))
+            run.sftp_contexts = {s for s in served if config.engine_on("sftpengine", s)}
             made = common.authorized_client_key(
                 work, user, "keys", lambda line: common.rfc4716(line, "drkit-smoke")
             )
             if made is None:
                 result.add(failed("smoke: proftpd started", "ssh-keygen failed"))
                 return result
-            key, key_dir = made
-            (work / "logs").mkdir(mode=0o755)
-            ports = {index: common.free_port() for index in range(config.servers)}
-            run_user = config.first("user")
-            run_group = config.first("group")
-            plan = Smoke(
-                work=work,
-                ports=ports,
-                auth_user_file=sandbox,
-                key_dir=key_dir,
-                user=_host_name(pwd.getpwnam, run_user.args[0], "nobody") if run_user else "nobody",
-                group=_host_name(grp.getgrnam, run_group.args[0], "nogroup")
-                if run_group
-                else "nogroup",
-            )
-            copy, _ = write_copy(root, config, work / "config", plan)
-            log_path = work / "proftpd.log"
-            server = runner.start_service([program, "-n", "-c", str(copy)], log_path)
-            started = time.monotonic()
-            served = _smoke_contexts(config)
-            if not all(
-                common.wait_port(ports[i], server, pol["smoke"]["start_timeout_seconds"])
-                for i in served
+            key, run.key_dir = made
+            password = secrets.token_urlsafe(18)
+            if not ldap and _module_loaded(
+                config, {"static": static_modules(program)}, "mod_auth_pam"
             ):
-                hint = common.log_hint(log_path) or "no output"
-                result.add(failed("smoke: proftpd started", hint))
+                pam_path = common.one_run_pam_service(work, user, password)
+                run.pam_service = pam_path.name
+            stand_in = None
+            if fields is not None and user not in virtual and str(root) != "/":
+                home = _mapped(root, fields[5] or "/")
+                stand_in = f"{user}:*:{fields[2]}:{fields[3]}::{home}:{fields[6] or '/bin/false'}"
+            _auth_copies(root, config, run, stand_in)
+            server, words, waited = _start(root, config, run, program)
+            if server is None:
+                result.add(failed("smoke: proftpd started", f"proftpd {words}"))
                 return result
-            waited = time.monotonic() - started
             listening = ", ".join(f"127.0.0.1:{ports[i]}" for i in served)
             result.add(passed("smoke: proftpd started", f"{listening} in {waited:.2f} s"))
+            if run.differences:
+                detail = "; ".join(run.differences)
+                result.add(warned("smoke: differs from the node's config", detail))
 
             def hint() -> str:
-                return common.log_hint(log_path, *plan.logs)
+                return common.log_hint(work / "proftpd.out", *run.logs)
 
             for index in served:
-                if config.engine_on("sftpengine", index):
-                    paths = {line.args[0] for line in config.of("sftphostkey", index) if line.args}
-                    pinned = [k for k in manifest.get("host_keys", []) if k["path"] in paths]
-                    if not pinned:
-                        detail = "the backup holds no SFTPHostKey to pin"
-                        result.add(failed("smoke: sftp", detail))
-                        continue
-                    common.keyscan(result, pinned, ports[index], "sftp")
-                    common.sftp_session(result, pinned, user, ports[index], key, work, hint)
-                elif ldap:
-                    detail = f"{user} is an LDAP account: drkit knows no password for it"
-                    result.add(
-                        warned(
-                            f"smoke: {'ftps' if config.engine_on('tlsengine', index) else 'ftp'}",
-                            detail,
-                        )
-                    )
-                elif config.engine_on("tlsengine", index):
-                    _ftps(result, root, config, manifest, index, ports[index], user, password, hint)
-                else:
-                    common.ftp_session(result, ports[index], user, password, tls=None, hint=hint)
+                _login(
+                    result, root, config, manifest, index, user, fields, run, key, password, hint
+                )
             return result
         finally:
             if server is not None:
                 server.stop()
+            if pam_path is not None:
+                pam_path.unlink(missing_ok=True)
 
 
-def _ftps(result, root, config, manifest, index, port, user, password, hint) -> None:
-    pairs = [(cert, key) for cert, key, server in _tls_pairs(config) if server in (index, -1)]
-    if not pairs:
+def _login(result, root, config, manifest, index, user, fields, run, key, password, hint) -> None:
+    """Log in to one server context over what it serves; check the landing and move a file."""
+    port = run.ports[index]
+    landed, seen, why = (None, None, "")
+    uploads: tuple[str, ...] = common.UPLOAD_DIRS
+    if fields is not None:
+        landed, seen, why = _landing(root, config, index, user, fields)
+        uploads = tuple(writable_dirs(root, config, index, user, fields, landed))
+    if config.engine_on("sftpengine", index):
+        paths = {line.args[0] for line in config.of("sftphostkey", index) if line.args}
+        pinned = [k for k in manifest.get("host_keys", []) if k["path"] in paths]
+        if not pinned:
+            result.add(failed("smoke: sftp", "the backup holds no SFTPHostKey to pin"))
+            return
+        common.keyscan(result, pinned, port, "sftp")
+        before = len(result.checks)
+        common.sftp_session(
+            result, pinned, user, port, key, run.work, hint, upload_dirs=uploads, show_dir=True
+        )
+        login = next((c for c in result.checks[before:] if c.name == "smoke: sftp login"), None)
+        if login and login.status == "pass" and seen is not None:
+            where = login.detail.rsplit(", in ", 1)[-1]
+            result.add(_landing_check("sftp", where, seen, why))
+        return
+    label = "ftps" if config.engine_on("tlsengine", index) else "ftp"
+    if run.pam_service is None:
+        why_not = (
+            f"{user} is an LDAP account: drkit knows no password for it"
+            if fields is None
+            else "this proftpd has no mod_auth_pam: no one-run password beside the node's"
+        )
+        result.add(warned(f"smoke: {label}", why_not))
+        return
+    tls = _ftps_pin(root, config, manifest, index) if label == "ftps" else None
+    if label == "ftps" and tls is None:
         result.add(failed("smoke: ftps", "TLSEngine on but no certificate configured"))
         return
+    common.ftp_session(
+        result, port, user, password, tls=tls, hint=hint, upload_dirs=uploads, expect_dir=seen,
+        landing_why=why,
+    )  # fmt: skip
+
+
+def _landing_check(label: str, where: str, seen: str, why: str) -> Check:
+    name = f"smoke: {label} landing"
+    if posixpath.normpath(where) == posixpath.normpath(seen):
+        return passed(name, f"in {where}, as {why} says")
+    return failed(name, f"landed in {where}; {why} says {seen}")
+
+
+def _ftps_pin(root, config, manifest, index) -> common.FtpTls | None:
+    pairs = [(cert, key) for cert, key, server in _tls_pairs(config) if server in (index, -1)]
+    if not pairs:
+        return None
     extra = [path for cert, chain in _chains(config) if cert == pairs[0][0] for path in chain]
     trusted = "".join(
         on_root(root, path).read_text(errors="replace")
@@ -1067,9 +1316,7 @@ def _ftps(result, root, config, manifest, index, port, user, password, hint) -> 
         if entry["path"] in {cert for cert, _ in pairs}
     }
     names = common.certificate_names(root, pairs[0][0])
-    server_name = names[0] if names else "localhost"
-    pin = common.FtpTls(trusted, server_name, frozenset(expected))
-    common.ftp_session(result, port, user, password, tls=pin, hint=hint)
+    return common.FtpTls(trusted, names[0] if names else "localhost", frozenset(expected))
 
 
 def sandbox_config(root: Path, out_dir: Path) -> Path | None:

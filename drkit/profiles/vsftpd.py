@@ -791,18 +791,14 @@ def smoke(root: Path, manifest: dict, user: str, work_dir: Path) -> SmokeResult:
             password = pol["smoke"]["anonymous_password"]
             if login.kind != "anonymous":
                 password = secrets.token_urlsafe(18)
-                store = work / "ftpd.passwd"
-                store.write_text(f"{user}:{common.hash_password(password)}\n")
-                store.chmod(0o600)
-                service = f"drkit-smoke-{secrets.token_hex(4)}"
-                pam_path = Path(pol["config"]["pam_dir"]) / service
-                pam_path.write_text(
-                    "# drkit smoke run: removed when the run ends\n"
-                    f"auth    required {pol['smoke']['pam_module']} pwdfile={store}\n"
-                    "account required pam_permit.so\n"
-                    "session required pam_permit.so\n"
+                pam_path = common.one_run_pam_service(work, user, password)
+                extra["pam_service_name"] = pam_path.name
+                detail = (
+                    f"pam_service_name {config.get('pam_service_name')}: the one-run PAM "
+                    "service stands in (vsftpd takes one service; this host's PAM is not the "
+                    "node's)"
                 )
-                extra["pam_service_name"] = service
+                result.add(warned("smoke: differs from the node's config", detail))
             run = _Run(
                 work, common.free_port(), user_conf=_mapped_user_conf(root, config, work),
                 extra=extra,
@@ -821,10 +817,17 @@ def smoke(root: Path, manifest: dict, user: str, work_dir: Path) -> SmokeResult:
             def hint() -> str:
                 return _node_text(common.log_hint(log_path, work / "vsftpd.log"), root, work)
 
+            seen, landed, why = landing(root, manifest, config, login)
+            read_only = _read_only(config, login)
+            uploads = common.UPLOAD_DIRS
+            if landed is not None and read_only is None:
+                fields = _account_fields(root, manifest, login.account)
+                found = common.writable_places(root, landed, fields) if fields else []
+                uploads = tuple(name for name, _ in found)
             common.ftp_session(
                 result, run.port, user, password,
-                tls=_tls_pin(root, config, manifest, login), read_only=_read_only(config, login),
-                hint=hint,
+                tls=_tls_pin(root, config, manifest, login), read_only=read_only,
+                hint=hint, upload_dirs=uploads, expect_dir=seen, landing_why=why,
             )  # fmt: skip
             return result
         finally:
@@ -833,6 +836,37 @@ def smoke(root: Path, manifest: dict, user: str, work_dir: Path) -> SmokeResult:
             if pam_path is not None:
                 pam_path.unlink(missing_ok=True)
             common.remove_created(created)
+
+
+def _account_fields(root: Path, manifest: dict, account: str) -> list[str] | None:
+    try:
+        return common.node_fields(root, manifest, account)
+    except KeyError:
+        return None
+
+
+def landing(root: Path, manifest: dict, config: Config, login: Login):
+    """Return (the path a login's client is shown after login, the host directory it is,
+    why) as vsftpd works it out: it changes into the home, then into local_root; a chrooted
+    login is then chrooted there and shown "/". (None, None, "") when the account is unknown."""
+    fields = _account_fields(root, manifest, login.account)
+    if fields is None:
+        return None, None, ""
+    place = place_of(root, config, login, {login.account: fields})
+    if place.root:
+        key = "anon_root" if login.kind == "anonymous" else "local_root"
+        named = place.root == place.local_root
+        why = (
+            f"chrooted into {key} {place.root}" if named else f"chrooted into the home {place.root}"
+        )
+        return "/", on_root(root, place.root), why
+    where = place.local_root or place.home or "/"
+    why = (
+        f"local_root {where}, not chrooted"
+        if place.local_root
+        else f"the home {where}, not chrooted"
+    )
+    return _mapped(root, where), on_root(root, where), why
 
 
 def _tls_pin(root: Path, config: Config, manifest: dict, login: Login) -> common.FtpTls | None:
