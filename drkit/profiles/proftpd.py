@@ -449,6 +449,11 @@ def references(root: Path, config: Config) -> list[Ref]:
                 if arg.split(":", 1)[0] in ("ssl-ca", "ssl-cert", "ssl-key")
             ]
     refs += _anonymous_refs(config, homes)
+    refs += [
+        Ref(folder, "config", f"{line.args[0]} directory", line.where, False, directory=True)
+        for line, folder in runtime_dirs(config)
+        if not folder.startswith(RUN_DIRS)
+    ]
     for s, users in users_of.items():
         for user, fields in users.items():
             home = fields[5]
@@ -462,6 +467,39 @@ def references(root: Path, config: Config) -> list[Ref]:
         refs.append(Ref("/etc/ldap/ldap.conf", "config", "mod_ldap", "libldap defaults", False))
         refs += _ldap_conf_refs(root)
     return list(dict.fromkeys(refs))
+
+
+RUN_DIRS = ("/run/", "/var/run/")
+
+
+def runtime_dirs(config: Config) -> list[tuple[Line, str]]:
+    """Return (line, directory) of each runtime file the config names (ScoreboardFile,
+    PidFile, ...) in a directory of the server's own: proftpd needs the directory at start
+    (not the file); shared directories (/var, /run itself) are not the server's."""
+    found = []
+    for line in config.lines:
+        if line.keyword in policy()["runtime"] and line.active and line.args:
+            path = line.args[0]
+            folder = posixpath.dirname(posixpath.normpath(path)) if path.startswith("/") else ""
+            if folder and folder not in policy()["shared_dirs"]:
+                found.append((line, folder))
+    return found
+
+
+def _runtime_dir_checks(root: Path, config: Config) -> list[Check]:
+    """The directory of each runtime file must be there when proftpd starts; one on /run is
+    made at boot (the service's RuntimeDirectory or tmpfiles.d), not restored."""
+    results = []
+    for line, folder in runtime_dirs(config):
+        name = f"proftpd: {folder} ({line.args[0].rsplit('/', 1)[-1]})"
+        if on_root(root, folder).is_dir():
+            results.append(passed(name, f"there for {line.where}"))
+        elif folder.startswith(RUN_DIRS):
+            detail = f"missing ({line.where}); on /run: the service makes it at boot, not a restore"
+            results.append(warned(name, detail))
+        else:
+            results.append(failed(name, f"missing: proftpd cannot start ({line.where})"))
+    return list({check.name: check for check in results}.values())
 
 
 def _keystore_refs(line: Line, rule: dict, users: dict, homes: dict) -> list[Ref]:
@@ -829,6 +867,7 @@ def checks(root: Path, manifest: dict) -> list[Check]:
     results += common.certificate_checks(root, manifest, tls_paths)
     results += common.issuer_checks(root, _chains(config))
     results += _ldap_checks(root, config)
+    results += _runtime_dir_checks(root, config)
     for ref in refs:
         if ref.directive == "SFTPAuthorizedUserKeys" and common.is_file(root, ref.path):
             text = on_root(root, ref.path).read_text(errors="replace")
