@@ -6,6 +6,7 @@ Exit codes are documented in the README and drkit.errors.EXIT_CODES.
 from __future__ import annotations
 
 import functools
+import itertools
 import os
 import sys
 from pathlib import Path
@@ -63,6 +64,9 @@ class DrkitGroup(typer.core.TyperGroup):
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode, **extra)
         argv = sys.argv[1:] if args is None else list(args)
+        options = list(itertools.takewhile(lambda arg: arg.startswith("-"), argv))
+        if "--version" in options and "--json" in options:
+            sys.exit(_version_document())
         try:
             code = super().main(argv, prog_name, complete_var, standalone_mode=False, **extra)
         except click_errors.NoArgsIsHelpError as shown:
@@ -91,6 +95,16 @@ def _version(value: bool) -> None:
 
         print(f"drkit {metadata.version('drkit')}")
         raise typer.Exit(0)
+
+
+def _version_document() -> int:
+    """Print `{"ok": true, "version": ...}` (`drkit --version --json`); return 0."""
+    from importlib import metadata
+
+    from drkit.results import VersionResult, document
+
+    output.print_json(document(VersionResult(version=metadata.version("drkit"))))
+    return 0
 
 
 def _examples(*lines: str) -> str:
@@ -131,6 +145,13 @@ WaitOption = Annotated[
     ),
 ]
 DryRunOption = Annotated[bool, typer.Option("--dry-run", help="print the plan, touch nothing")]
+RollbackOption = Annotated[
+    bool,
+    typer.Option(
+        "--allow-rollback",
+        help="use `latest` even when it is older than the newest signed state known",
+    ),
+]
 TrustOption = Annotated[
     list[str] | None, typer.Option("--trust-key", help="trust this signer fingerprint (repeatable)")
 ]
@@ -362,6 +383,7 @@ def restore(
     password_file: Annotated[Path | None, typer.Option(help="bare metal: password file")] = None,
     node: Annotated[str | None, typer.Option(help="bare metal: node to restore")] = None,
     smoke_user: Annotated[str | None, typer.Option(help="account for the smoke login")] = None,
+    allow_rollback: RollbackOption = False,
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ):
@@ -394,6 +416,7 @@ def restore(
             force=force,
             smoke=smoke,
             on_step=on_step,
+            allow_rollback=allow_rollback,
         )
 
 
@@ -526,6 +549,7 @@ def drill(
         Path | None, typer.Option(help="where to write reports (default: state_dir/reports/NODE)")
     ] = None,
     trust_key: TrustOption = None,
+    allow_rollback: RollbackOption = False,
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ):
@@ -548,6 +572,7 @@ def drill(
                 report_dir=report_dir,
                 trust=trusted,
                 on_step=on_step,
+                allow_rollback=allow_rollback,
             ),
         )
 
@@ -595,6 +620,39 @@ def diff(
     return diff_action.run(_origin(config, trust_key), old, new)
 
 
+@_command(
+    app,
+    examples=[
+        "drkit history",
+        "drkit history --ack 1a2b3c4d-5e6f7a8b --why 'partner key change, ticket 4711'",
+        "drkit history --last-clean 1a2b3c4d-5e6f7a8b --json",
+    ],
+)
+def history(
+    since: Annotated[str | None, typer.Option(help="only events from this time on")] = None,
+    ack: Annotated[
+        list[str] | None, typer.Option("--ack", help="event id to acknowledge as planned")
+    ] = None,
+    why: Annotated[str | None, typer.Option(help="the reason, signed with --ack")] = None,
+    last_clean: Annotated[
+        str | None, typer.Option(help="name the newest snapshot before this event")
+    ] = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+):
+    """List the node's security events (keys added, host keys replaced, logins weakened, ...)."""
+    from drkit.actions import history as history_action
+    from drkit.service import context
+
+    return history_action.run(
+        _config(config),
+        since=context.parse_at(since) if since else None,
+        ack=ack,
+        why=why,
+        last_clean=last_clean,
+    )
+
+
 # --- server discovery, standby (active-passive) and fleet drift (active-active) -----------
 
 standby_app = typer.Typer(cls=DrkitGroup, help="Active-passive: follow an active node's snapshots.")
@@ -620,6 +678,7 @@ def standby_sync(
     dry_run: DryRunOption = False,
     trust_key: TrustOption = None,
     wait: WaitOption = None,
+    allow_rollback: RollbackOption = False,
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ):
@@ -633,7 +692,13 @@ def standby_sync(
     return status_action.recorded(
         loaded,
         "standby",
-        lambda: standby.sync(loaded, trust_keys=trusted, dry_run=dry_run, lock_wait=wait),
+        lambda: standby.sync(
+            loaded,
+            trust_keys=trusted,
+            dry_run=dry_run,
+            lock_wait=wait,
+            allow_rollback=allow_rollback,
+        ),
         dry_run=dry_run,
     )
 

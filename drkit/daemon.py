@@ -366,6 +366,22 @@ class Daemon:
         )
         return retrying(attempt)
 
+    def _alert_security_events(self, name: str, result: Any) -> None:
+        """A backup that found security changes sends the `suspicious_change` webhook: one
+        alert per backup, naming the first events (drkit history lists them all)."""
+        found = getattr(result, "security_events", None) if name == "backup" else None
+        if not found:
+            return
+        details = "; ".join(f"{event.detail} [{event.id}]" for event in found[:3])
+        more = f" (+{len(found) - 3} more)" if len(found) > 3 else ""
+        self.notifier.webhook(
+            "suspicious_change",
+            name,
+            ok=False,
+            error=f"{len(found)} security change(s): {details}{more}",
+            snapshot_id=found[0].snapshot_id,
+        )
+
     def run_job(self, name: str, known: dict | None = None) -> dict[str, Any]:
         """Run one scheduled job to its end: retries, status, metrics, pings and webhook.
         `known`: fields of its status entry known before it runs (a proof's snapshot).
@@ -431,6 +447,7 @@ class Daemon:
                 snapshot_id=outcome.get("snapshot_id"),
                 event="proof_failed" if name == "prove" and not ok else None,
             )
+        self._alert_security_events(name, result)
         proving = self.config.schedule.prove == AFTER_BACKUP and "prove" in self.actions
         if name == "backup" and ok and proving:
             self._want_proof(outcome.get("snapshot_id"))

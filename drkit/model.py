@@ -272,3 +272,30 @@ class SmokeResult(BaseModel):
     def proven_at(self) -> float | None:
         """When the node was proven to serve (the last round trip), else None."""
         return self.round_trip_at if self.proven else None
+
+
+# -- security-change watch --------------------------------------------------------------------
+
+EventKind = Literal[
+    "host_key_replaced",
+    "user_key_added",
+    "account_added",
+    "uid0_account",
+    "auth_weakened",
+    "script_changed",
+    "files_dropped",
+]
+
+
+class SecurityEvent(BaseModel):
+    """One change an intruder would make, as `drkit history` lists it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+    time: str
+    snapshot_id: str
+    kind: EventKind
+    path: str
+    detail: str
+    acknowledged: bool = False

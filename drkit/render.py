@@ -120,8 +120,10 @@ def _backup(result: r.BackupResult) -> None:
     out = console()
     for warning in result.warnings:
         out.print(f"[yellow]warning[/yellow]  {warning}")
+    for event in result.security_events:
+        out.print(f"[red]security change[/red]  {event.detail} (event {event.id})")
     out.print(
-        f"snapshot {result.snapshot_id[:8]}: {_file_count(result.files)}, "
+        f"snapshot {result.snapshot_id[:8]}: {_file_count(result.file_count)}, "
         f"{units.size(result.size)}; {units.size(result.bytes_added)} new data stored "
         f"in {units.duration(result.duration_seconds)}"
     )
@@ -134,7 +136,9 @@ def _file_count(files: int | None) -> str:
 
 @render.register
 def _snapshots(result: r.SnapshotsResult) -> None:
-    rows = [[s.node, s.time, s.short_id, s.files, units.size(s.size)] for s in result.root]
+    rows = [
+        [s.node, s.time, s.short_id, s.file_count, units.size(s.size)] for s in result.snapshots
+    ]
     table(
         f"snapshots (files: drkit's own {len(units.OWN_FILES)} included)",
         ["node", "time", "id", "files", "size"],
@@ -296,6 +300,21 @@ def _diff_body(result: r.DiffResult, out: Any) -> None:
     )
 
 
+@render.register
+def _history(result: r.HistoryResult) -> None:
+    out = console()
+    rows = [
+        [e.time, e.id, e.kind, e.detail, "acknowledged" if e.acknowledged else "OPEN"]
+        for e in result.events
+    ]
+    if rows:
+        table(f"security events of {result.node}", ["time", "id", "kind", "detail", ""], rows, out)
+    else:
+        out.print(f"no security events recorded for {result.node}")
+    if isinstance(result.snapshot_id, str):
+        out.print(f"last clean snapshot: {result.snapshot_id}")
+
+
 # -- scheduled operation ---------------------------------------------------------------------
 
 
@@ -382,7 +401,7 @@ def _discover(result: r.DiscoverResult) -> None:
         out.print(f"no known transfer server under {result.root} (use --server generic)")
     for server in result.servers:
         out.print(
-            f"[bold]{server.server}[/bold]: {', '.join(server.configs)} ({server.files} files)"
+            f"[bold]{server.server}[/bold]: {', '.join(server.configs)} ({server.file_count} files)"
         )
         for category, paths in sorted(server.categories.items()):
             shown = ", ".join(paths[:4]) + (f" … +{len(paths) - 4}" if len(paths) > 4 else "")

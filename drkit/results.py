@@ -2,19 +2,30 @@
 for people, and `--json` prints `result.model_dump(mode="json")`.
 
 The JSON shapes are a documented interface (../shared/CONVENTIONS.md and the README): field
-names, nesting, and null versus absent are exactly as documented. A field that some runs of a
-command carry and others leave out is typed `... | MISSING` and defaults to MISSING, so the
-dump omits it instead of writing null. Parts that are documents of their own (a manifest's
-records, restic's lock descriptions, the engines' status entries) stay free-form dicts.
+names, nesting, and null versus absent are exactly as documented. Every document is an object
+with `ok`; lists travel under a named key; one name per concept (`files` is always a list of
+entries, `file_count` their number, `kept`/`removed` the retention pair). The published JSON
+Schema files (docs/schemas, devtools/schemas.py) are generated from these models. A field that
+some runs of a command carry and others leave out is typed `... | MISSING` and defaults to
+MISSING, so the dump omits it instead of writing null. Parts that are documents of their own
+(a manifest's records, restic's lock descriptions, the engines' status entries) stay free-form
+dicts.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import MISSING, BaseModel, ConfigDict, PlainSerializer, RootModel
+from pydantic import MISSING, BaseModel, ConfigDict, PlainSerializer
 
-from drkit.model import Check, ServedCertificate, ServedKey, SmokeResult, TransferProtocol
+from drkit.model import (
+    Check,
+    SecurityEvent,
+    ServedCertificate,
+    ServedKey,
+    SmokeResult,
+    TransferProtocol,
+)
 
 
 def _check_documents(checks: list[Check]) -> list[dict[str, str]]:
@@ -30,7 +41,7 @@ class Result(BaseModel):
     """Base of every command result: `ok` false makes the command exit 1. A field the model does
     not declare is an error, never silently left out of the JSON."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_serialization_defaults_required=True)
 
     ok: bool = True
 
@@ -38,7 +49,7 @@ class Result(BaseModel):
 class Part(BaseModel):
     """Base of a nested part of a result."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_serialization_defaults_required=True)
 
 
 # -- init and storage ------------------------------------------------------------------------
@@ -84,7 +95,7 @@ class BackupResult(Result):
     node: str
     snapshot_id: str
     time: str
-    files: int  # regular files as restic counts them, drkit's own three included
+    file_count: int  # regular files as restic counts them, drkit's own three included
     size: int | None = None  # their bytes: the `size` of snapshots
     bytes_added: int | None
     duration_seconds: float
@@ -92,6 +103,7 @@ class BackupResult(Result):
     previous: str | None
     passes: int
     warnings: list[str]
+    security_events: list[SecurityEvent] = []  # changes an intruder would make, unacknowledged
 
 
 class SnapshotEntry(Part):
@@ -99,17 +111,15 @@ class SnapshotEntry(Part):
     short_id: str
     time: str
     node: str | None
-    files: int | None
+    file_count: int | None
     size: int | None
     tags: list[str]
 
 
-class SnapshotsResult(RootModel[list[SnapshotEntry]]):
-    """`drkit snapshots`: a list of snapshots, oldest first (a list, not an object)."""
+class SnapshotsResult(Result):
+    """`drkit snapshots`: the snapshots, oldest first."""
 
-    @property
-    def ok(self) -> bool:
-        return True
+    snapshots: list[SnapshotEntry]
 
 
 class ShownFile(Part):
@@ -137,7 +147,7 @@ class ShowResult(Result):
     signer: str
     trusted: bool
     # Regular files in the snapshot as restic counts them (drkit's own three included), the
-    # `files` of backup and snapshots; null for a snapshot without restic's summary.
+    # `file_count` of backup and snapshots; null for a snapshot without restic's summary.
     file_count: int | None = None
     categories: dict[str, int]
     files: list[ShownFile]
@@ -345,39 +355,31 @@ class DiffResult(Result):
 # -- scheduled operation ---------------------------------------------------------------------
 
 
-class PrunedSnapshot(Part):
+class RemovedSnapshot(Part):
     id: str | None
     short_id: str
     time: str
     tags: list[str]
-    reasons: list[str] | MISSING = MISSING  # kept snapshots only: restic's reasons
-    rules: list[str] | MISSING = MISSING  # kept snapshots only: "last", "daily", ...
 
 
-class KeptSnapshot(Part):
-    id: str | None
-    time: str
-    rules: list[str]  # the keep rules that keep it, from restic's reasons
-
-
-class RemovedSnapshot(Part):
-    id: str | None
-    time: str
+class KeptSnapshot(RemovedSnapshot):
+    reasons: list[str]  # restic's own reasons for keeping it
+    rules: list[str]  # the keep rules among them: "last", "daily", ...
 
 
 class PruneResult(Result):
+    """`drkit prune`: one pair, `kept` and `removed`, oldest first."""
+
     node: str
     dry_run: bool
     keep_rules: Document
-    keep: list[KeptSnapshot]
-    remove: list[RemovedSnapshot]
-    kept: list[PrunedSnapshot]
-    removed: list[PrunedSnapshot]
+    kept: list[KeptSnapshot]
+    removed: list[RemovedSnapshot]
     pruned: bool
     group_pruner: bool
     stale_locks: list[Document]
     record: str | None
-    snapshots: int
+    snapshot_count: int  # the node's snapshots after this prune
     duration_seconds: float
 
 
@@ -456,7 +458,7 @@ class DiscoveredServer(Part):
     configs: list[str]
     binaries: list[str]
     units: list[str]
-    files: int
+    file_count: int
     categories: dict[str, list[str]]
     trees: list[str]
     accounts: list[str]
@@ -529,6 +531,12 @@ class FleetDriftResult(Result):
     findings: list[Finding]
 
 
+class VersionResult(Result):
+    """`drkit --version --json`."""
+
+    version: str
+
+
 # -- keys ------------------------------------------------------------------------------------
 
 
@@ -584,3 +592,12 @@ class KeysRotateResult(Result):
 def document(result: Any) -> Any:
     """Return the JSON document of a result: a model's dump; a dict (or None) as it is."""
     return result.model_dump(mode="json") if isinstance(result, BaseModel) else result
+
+
+class HistoryResult(Result):
+    """`drkit history`: the node's security events, oldest first; with --last-clean, the newest
+    snapshot before the chosen event."""
+
+    node: str
+    events: list[SecurityEvent]
+    snapshot_id: str | MISSING = MISSING

@@ -9,24 +9,19 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
-from pathlib import Path
 
 from drkit import errors, timing
 from drkit.config import Config, dump_config
-from drkit.engines import accounts, catalog, keys, manifest, screen
+from drkit.engines import accounts, catalog, keys, manifest, screen, watch
 from drkit.engines.restic import Restic
-from drkit.model import parse_utc, utc_text
+from drkit.model import SecurityEvent, parse_utc, utc_text
 from drkit.paths import host_path, shown
 from drkit.results import BackupResult
-from drkit.service import context
+from drkit.service import context, rollback
+from drkit.service.rollback import chain_path
 
 log = logging.getLogger(__name__)
 PASSES = 3  # a file written to while restic reads it gets a fresh manifest and snapshot
-
-
-def chain_path(config: Config) -> Path:
-    """Return where this node keeps the link to its last snapshot's manifest."""
-    return config.state_dir / "chain" / f"{config.node}.json"
 
 
 def record_chain(
@@ -45,6 +40,10 @@ def record_chain(
         }
     record = {"previous": link, "index": [entry.as_dict() for entry in index or []]}
     manifest.write_private(chain_path(config), json.dumps(record).encode())
+    if snapshot_id and manifest_bytes is not None:
+        rollback.remember(
+            config.state_dir, config.repository, config.node, snapshot_id, manifest_bytes
+        )
     return link
 
 
@@ -294,7 +293,7 @@ def run(
         )
     restic = context.restic_for(config.repository, config.restic)
     signing_key = keys.load_signing_key(config.signing_key)
-    signer = keys.signing_fingerprint(signing_key.public_key())
+    signer = keys.require_trusted(signing_key, config.trusted_keys, config.signing_key)
     # The S3 probe (boto3 import, client, HEAD bucket) and the catalog key's read overlap
     # the inventory, the hashing and restic's start (its key derivation); a failed probe stops
     # restic and is the error.
@@ -378,11 +377,13 @@ def run(
                 f"changing during {PASSES} passes (first: {shown(moving[0])}); its manifest cannot "
                 "vouch for them, so restore will refuse that snapshot"
             )
+        with timing.phase("security-change watch"):
+            events = _watch(config, summary.snapshot_id, node_manifest, signing_key)
     return BackupResult(
         node=config.node,
         snapshot_id=summary.snapshot_id,
         time=node_manifest["created"],
-        files=summary.total_files_processed,  # restic's count, as snapshots and show give it
+        file_count=summary.total_files_processed,  # restic's count, as snapshots and show give it
         size=summary.total_bytes_processed,
         bytes_added=summary.data_added,
         duration_seconds=round(time.monotonic() - started, 3),
@@ -390,4 +391,42 @@ def run(
         previous=first_previous["snapshot_id"] if first_previous else None,
         passes=attempt,
         warnings=node_manifest["warnings"],
+        security_events=events,
     )
+
+
+def _watch(
+    config: Config, snapshot_id: str, node_manifest: dict, signing_key
+) -> list[SecurityEvent]:
+    """Classify this snapshot's changes against the node's previous one (the baseline kept in
+    state_dir), store the events found as a signed record beside the repository, keep this
+    snapshot as the next baseline; return the events. A first backup, or one on a machine
+    without a baseline, has none to compare with."""
+    texts = catalog.read_texts(config.root, node_manifest, catalog.text_paths(node_manifest))
+    new = watch.baseline(snapshot_id, node_manifest, texts)
+    path = config.state_dir / "watch" / f"{config.node}.json"
+    try:
+        old = watch.Baseline.model_validate_json(path.read_bytes())
+    except (OSError, ValueError):
+        old = None
+    found = watch.classify(old, new, node_manifest["created"]) if old else []
+    for event in found:
+        log.warning("security change: %s (event %s)", event.detail, event.id)
+    if found:
+        record = {
+            "kind": "events",
+            "node": config.node,
+            "snapshot_id": snapshot_id,
+            "time": node_manifest["created"],
+            "events": [event.model_dump(exclude={"acknowledged"}) for event in found],
+        }
+        text = json.dumps(record, sort_keys=True)
+        stored = {"record": text, "signature": keys.sign(signing_key, text.encode())}
+        try:
+            from drkit.engines.storage import Storage
+
+            Storage(config.repository).put_json(watch.events_key(config.node, snapshot_id), stored)
+        except errors.DrkitError as exc:
+            log.warning("security events not stored: %s", exc.message)
+    manifest.write_private(path, new.model_dump_json().encode())
+    return found

@@ -122,7 +122,7 @@ def certificate_notes(old: dict, new: dict) -> list[str]:
     return _fingerprint_notes(old, new, "certificates", _CERTIFICATES)
 
 
-def _host_key_replaced(path: str, was: dict, now: dict) -> str:
+def host_key_replaced(path: str, was: dict, now: dict) -> str:
     return (
         f"host key {_name(path)} replaced: {was['fingerprint']} → {now['fingerprint']}; "
         "clients that pinned the old key will refuse to connect"
@@ -154,7 +154,7 @@ def _certificate_replaced(path: str, was: dict, now: dict) -> str:
 _HOST_KEYS = _Sentences(
     added="host key {name} added ({now[type]} {now[fingerprint]})",
     removed="host key {name} removed (was {was[fingerprint]})",
-    replaced=_host_key_replaced,
+    replaced=host_key_replaced,
 )
 _CERTIFICATES = _Sentences(
     added="certificate {path} added ({now[subject]}, expires {now[not_after]})",
@@ -163,7 +163,7 @@ _CERTIFICATES = _Sentences(
 )
 
 
-def _owner(manifest: dict, path: str) -> str:
+def key_user(manifest: dict, path: str) -> str:
     """Return the account whose logins an authorized-keys file serves: the account the file
     is named after (AuthorizedKeysFile /etc/ssh/authorized_keys/%u), else the one whose home
     holds it, else the file's owner when that is not root; "?" when none is known."""
@@ -197,11 +197,11 @@ def user_key_notes(old: dict, new: dict) -> list[str]:
 
     before, after = listed(old), listed(new)
     for path, fingerprint in sorted(set(after) - set(before)):
-        user = _owner(new, path)
+        user = key_user(new, path)
         key_type = after[(path, fingerprint)]["type"]
         notes.append(f"user {user}: key {fingerprint} ({key_type}) added to {path}")
     for path, fingerprint in sorted(set(before) - set(after)):
-        user = _owner(old, path)
+        user = key_user(old, path)
         key_type = before[(path, fingerprint)]["type"]
         notes.append(f"user {user}: key {fingerprint} ({key_type}) removed from {path}")
     return notes
