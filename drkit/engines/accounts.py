@@ -10,7 +10,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from drkit.paths import on_root
+from drkit.engines import beneath
+from drkit.paths import host_path, on_root
 
 log = logging.getLogger(__name__)
 
@@ -22,12 +23,16 @@ def source_root(root: Path) -> Path:
     return Path(root) if on_root(root, "/etc/passwd").is_file() else Path("/")
 
 
-def _lines(path: Path) -> list[str]:
+def _lines(path: Path, beneath_root: Path | None = None) -> list[str]:
+    """Return a file's lines; with beneath_root, read without following a link on the way or
+    opening anything but a regular file (errors.Refused), as a restore reads its target."""
     try:
-        text = path.read_text(errors="replace")
+        if beneath_root is None:
+            return path.read_text(errors="replace").splitlines()
+        data = beneath.read_bytes(beneath_root, path)
     except (FileNotFoundError, PermissionError):
         return []
-    return text.splitlines()
+    return data.decode(errors="replace").splitlines() if data is not None else []
 
 
 def _entries(lines: list[str]) -> list[list[str]]:
@@ -119,8 +124,8 @@ def merge_accounts(
     already used under another name is reported in `warnings` (and logged), not overwritten.
     """
     warnings = warnings if warnings is not None else []
-    paths = [on_root(root, name) for name in FILES]
-    passwd, group, shadow = (_lines(path) for path in paths)
+    paths = [Path(host_path(root, name)) for name in FILES]
+    passwd, group, shadow = (_lines(path, root) for path in paths)
     users = {f[0]: f for f in _entries(passwd)}
     uids = {f[2]: f[0] for f in _entries(passwd) if len(f) > 2}
     shadow_names = {f[0] for f in _entries(shadow)}

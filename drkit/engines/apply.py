@@ -140,6 +140,18 @@ def read_text(target: Path, host: Path) -> str | None:
     return None if data is None else data.decode(errors="replace")
 
 
+def staged_files(staging: Path, node_dir: str) -> list[tuple[str, bytes]]:
+    """Return (name, content) of the regular files in a staged directory, sorted by name,
+    read without following links (errors.Refused for a link, FIFO or device there)."""
+    found = []
+    with beneath.directory(staging, target_path(staging, node_dir)) as dir_fd:
+        for name in sorted(os.listdir(dir_fd)):
+            fd = beneath.open_regular(dir_fd, name, shown(f"{node_dir}/{name}"))
+            with os.fdopen(fd, "rb") as handle:
+                found.append((name, handle.read()))
+    return found
+
+
 def prepare_target(target: Path) -> list[Path]:
     """Create target and its missing parents 0755 (whatever the umask); return those created,
     deepest first, so a refused restore can remove them again."""
@@ -157,9 +169,11 @@ def prepare_target(target: Path) -> list[Path]:
 def remove_empty(target: Path, directories: list[Path]) -> None:
     """Remove each of directories (deepest first) beneath target that is empty."""
     for directory in directories:
-        with contextlib.suppress(OSError, errors.Refused, ValueError):
-            with beneath.parent(target, directory) as (fd, name):
-                os.rmdir(name, dir_fd=fd)
+        with (
+            contextlib.suppress(OSError, errors.Refused, ValueError),
+            beneath.parent(target, directory) as (fd, name),
+        ):
+            os.rmdir(name, dir_fd=fd)
 
 
 @contextlib.contextmanager
@@ -182,10 +196,15 @@ def target_lock(target: Path, timeout: float = 60.0) -> Iterator[Path]:
         return _parent_maker(directory)
 
     descriptor = _acquire(target, lock_path, timeout, made)
+    ours = [Path(lock_path).name]  # unlinked at the end: the lock, and its holder once written
     try:
         try:
             with beneath.parent(target, lock_path) as (dir_fd, name):
+                beneath.refuse_unless_regular(dir_fd, f"{name}.holder", f"{APPLY_LOCK}.holder")
                 _write_replacing(dir_fd, f"{name}.holder", holder.record().encode(), 0o600)
+                ours.insert(0, f"{name}.holder")
+            if beneath.lstat(target, staging_parent) is None:
+                created.insert(0, staging_parent)
             with beneath.directory(target, staging_parent, _private_maker) as fd:
                 os.fchmod(fd, 0o700)
         except OSError as exc:
@@ -194,13 +213,15 @@ def target_lock(target: Path, timeout: float = 60.0) -> Iterator[Path]:
     finally:
         # Unlinked while still held: a waiter that opened this file sees it gone once it gets
         # the lock (st_nlink 0) and takes a new one, so no two holders overlap.
-        with contextlib.suppress(OSError, errors.Refused):
-            with beneath.parent(target, lock_path) as (dir_fd, name):
-                for leftover in (f"{name}.holder", name):
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(leftover, dir_fd=dir_fd)
+        with (
+            contextlib.suppress(OSError, errors.Refused),
+            beneath.parent(target, lock_path) as (dir_fd, name),
+        ):
+            for leftover in ours:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(leftover, dir_fd=dir_fd)
         os.close(descriptor)
-        remove_empty(target, [staging_parent, *created] if created else [])
+        remove_empty(target, created)
 
 
 def _acquire(target: Path, lock_path: Path, timeout: float, made) -> int:
@@ -283,6 +304,7 @@ class Journal:
 
     def begin(self, **about) -> None:
         with beneath.parent(self.target, self.path, _private_maker) as (dir_fd, name):
+            beneath.refuse_unless_regular(dir_fd, name, JOURNAL)
             flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND | os.O_NOFOLLOW
             self._descriptor = os.open(name, flags | os.O_CLOEXEC, 0o600, dir_fd=dir_fd)
         os.fchmod(self._descriptor, 0o600)
@@ -372,10 +394,12 @@ def recover(target: Path) -> str | None:
             _undo([target], undos)
             done = f"rolled back an interrupted apply of snapshot {snapshot} ({len(undos)} step(s))"
         log.warning("%s on %s", done, target)
-    with contextlib.suppress(FileNotFoundError):
-        with beneath.directory(target, target_path(target, STAGING)) as fd:
-            for leftover in os.listdir(fd):
-                beneath.remove(fd, leftover)
+    with (
+        contextlib.suppress(FileNotFoundError),
+        beneath.directory(target, target_path(target, STAGING)) as fd,
+    ):
+        for leftover in os.listdir(fd):
+            beneath.remove(fd, leftover)
     _unlink(target, path)
     return done
 
@@ -423,7 +447,7 @@ def _undo_one(roots: list[Path], undo: Undo) -> None:
                 kept = os.stat(kept_name, dir_fd=kept_fd, follow_symlinks=False)
             except FileNotFoundError:
                 return  # already put back by an earlier, interrupted rollback
-            if stat.S_ISDIR(kept.st_mode) and not os.listdir(_fd_path(kept_fd, kept_name)):
+            if stat.S_ISDIR(kept.st_mode) and beneath.is_empty_directory(kept_fd, kept_name):
                 # a directory whose metadata changed: put the metadata back
                 if info is None or not stat.S_ISDIR(info.st_mode):
                     beneath.remove(fd, name)
@@ -437,17 +461,234 @@ def _undo_one(roots: list[Path], undo: Undo) -> None:
             os.rename(kept_name, name, src_dir_fd=kept_fd, dst_dir_fd=fd)
 
 
-def _fd_path(dir_fd: int, name: str) -> int:
-    """Return a descriptor-relative directory for listdir (closed by the caller's context)."""
-    return _Opened(os.open(name, beneath.DIRECTORY, dir_fd=dir_fd)).fd
+@dataclass
+class Applier:
+    """Applies steps from a verified staging tree onto the target and can undo them.
 
+    With a journal path, every step is recorded before it is taken (see `recover`); call
+    `commit()` once the whole change (files, accounts) is in place. Paths in the target, in
+    staging and among the kept copies are reached without following links (beneath).
+    """
 
-class _Opened:
-    """A descriptor closed when garbage-collected (listdir of a directory by descriptor)."""
+    target: Path
+    staging: Path
+    backups: Path
+    journal: Path | None = None
+    snapshot: str = ""
+    undo: list[Undo] = field(default_factory=list)
+    _journal: Journal | None = None
+    _kept_count: int = 0
 
-    def __init__(self, fd: int):
-        self.fd = fd
+    @classmethod
+    def journaled(cls, target: Path, staging: Path, snapshot: str) -> Applier:
+        """Return the applier of a restore or sync of snapshot from staging onto target, with
+        its journal (so the next run can roll a killed one back) and the replaced files kept in
+        staging."""
+        return cls(target, staging, staging / ".replaced", journal_path(target), snapshot)
 
-    def __del__(self):
-        with contextlib.suppress(OSError):
-            os.close(self.fd)
+    @property
+    def _roots(self) -> list[Path]:
+        return [self.target, self.staging, self.backups.parent]
+
+    def _record(self, undo: Undo) -> None:
+        if self._journal is None and self.journal is not None:
+            self._journal = Journal(self.journal, self.target)
+            self._journal.begin(
+                staging=to_node(self.target, self.staging)
+                if self.staging.is_relative_to(self.target)
+                else str(self.staging),
+                snapshot=self.snapshot,
+            )
+        self.undo.append(undo)
+        if self._journal is not None:
+            self._journal.record(undo)
+
+    def _made(self, directory: Path) -> tuple[int, int, int]:
+        """A missing parent of something restored: journalled before it is made, root's
+        0755 (the manifest lists the directories it restores, with their owner and mode)."""
+        self._record(Undo("added", directory))
+        return _parent_maker(directory)
+
+    @contextlib.contextmanager
+    def _at(self, host: Path) -> Iterator[tuple[int, str]]:
+        """Yield (descriptor of host's parent, host's name); missing parents are made."""
+        if not os.path.lexists(self.target):
+            prepare_target(self.target)
+        with beneath.parent(self.target, host, self._made) as found:
+            yield found
+
+    def _keep(self, dir_fd: int, name: str, host: Path, action: str, move: bool = False) -> None:
+        """Record host's old self and put it aside: a copy (a link as a link, a directory as an
+        empty directory standing for its metadata), or host itself with move. A FIFO, device
+        or socket is moved, never opened."""
+        if not self.backups.exists():
+            self.backups.mkdir(mode=0o700, parents=True)
+            self.backups.chmod(0o700)
+        info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        kept = self.backups / f"{self._kept_count:06d}"
+        self._kept_count += 1
+        self._record(Undo(action, host, kept, stat.S_IMODE(info.st_mode), info.st_uid, info.st_gid))
+        regular, link = stat.S_ISREG(info.st_mode), stat.S_ISLNK(info.st_mode)
+        with beneath.parent(_root(self._roots, kept), kept) as (kept_fd, kept_name):
+            if move or not (regular or link or stat.S_ISDIR(info.st_mode)):
+                os.rename(name, kept_name, src_dir_fd=dir_fd, dst_dir_fd=kept_fd)
+            elif link:
+                os.symlink(os.readlink(name, dir_fd=dir_fd), kept_name, dir_fd=kept_fd)
+            elif not regular:
+                os.mkdir(kept_name, 0o700, dir_fd=kept_fd)
+            else:
+                source = beneath.open_regular(dir_fd, name, shown(str(host)))
+                try:
+                    beneath.copy_new(source, kept_fd, kept_name)
+                finally:
+                    os.close(source)
+
+    def _install(self, dir_fd: int, name: str, entry: dict) -> None:
+        """Put the staged entry at dir_fd/name via a temporary name in the same directory."""
+        mode, uid, gid = int(entry["mode"], 8), entry["uid"], entry["gid"]
+        if entry["type"] == "dir":
+            if beneath.exists(dir_fd, name):
+                beneath.set_owner_mode(dir_fd, name, mode, uid, gid)
+            else:
+                beneath.make_directory(dir_fd, name, mode, uid, gid)
+            return
+        temporary = f".{name}{TEMPORARY_SUFFIX}"
+        beneath.remove(dir_fd, temporary)
+        if entry["type"] == "symlink":
+            os.symlink(entry["link"], temporary, dir_fd=dir_fd)
+            os.chown(temporary, uid, gid, dir_fd=dir_fd, follow_symlinks=False)
+        else:
+            staged = target_path(self.staging, entry["path"])
+            with beneath.parent(self.staging, staged) as (staged_fd, staged_name):
+                try:  # verified in staging: owner, mode, mtime, content
+                    os.replace(staged_name, name, src_dir_fd=staged_fd, dst_dir_fd=dir_fd)
+                    return
+                except OSError as exc:
+                    if exc.errno != errno.EXDEV:
+                        raise
+                source = beneath.open_regular(staged_fd, staged_name, shown(entry["path"]))
+            try:
+                beneath.copy_new(source, dir_fd, temporary)
+            finally:
+                os.close(source)
+        os.replace(temporary, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+
+    def apply(self, steps: list[Step], entries: dict[str, dict]) -> None:
+        """Apply add/change/remove steps; on any failure undo everything and raise."""
+        doing = "preparing the apply"
+        try:
+            for step in sorted(steps, key=lambda s: s.path):
+                host = target_path(self.target, step.path)
+                doing = f"restoring {shown(step.path)}"
+                with self._at(host) as (fd, name):
+                    if step.action == "add":
+                        self._record(Undo("added", host))
+                        self._install(fd, name, entries[step.path])
+                    elif step.action == "change":
+                        info = os.stat(name, dir_fd=fd, follow_symlinks=False)
+                        becomes_dir = entries[step.path]["type"] == "dir"
+                        if becomes_dir and stat.S_ISLNK(info.st_mode):
+                            raise beneath._link_refused(self.target, host, fd, name)
+                        was_dir = stat.S_ISDIR(info.st_mode)
+                        # a directory that becomes something else is moved aside whole, so
+                        # its contents come back on rollback
+                        self._keep(fd, name, host, "replaced", move=was_dir and not becomes_dir)
+                        if not was_dir and becomes_dir:
+                            beneath.remove(fd, name)
+                        self._install(fd, name, entries[step.path])
+                    elif step.action == "remove":
+                        doing = f"removing {shown(step.path)}"
+                        self._keep(fd, name, host, "removed", move=True)
+        except OSError as exc:
+            self.rollback()
+            _raise_filesystem(exc, doing)
+        except BaseException:
+            self.rollback()
+            raise
+        os.sync()  # one flush for the whole apply instead of one per file
+
+    def make_dir(self, host: Path, mode: int, uid: int, gid: int) -> None:
+        """Create a directory (and its missing parents, root 0755) undone on rollback."""
+        try:
+            with self._at(host) as (fd, name):
+                self._record(Undo("added", host))
+                beneath.make_directory(fd, name, mode, uid, gid)
+        except OSError as exc:
+            self.rollback()
+            _raise_filesystem(exc, f"creating {host}")
+        except BaseException:
+            self.rollback()
+            raise
+
+    def private_directory(self, host: Path) -> None:
+        """Make host a directory of mode 0700 (made, or its mode changed), undone on rollback;
+        a link there is refused."""
+        try:
+            with self._at(host) as (fd, name):
+                try:
+                    info = os.stat(name, dir_fd=fd, follow_symlinks=False)
+                except FileNotFoundError:
+                    self._record(Undo("added", host))
+                    beneath.make_directory(fd, name, 0o700, *_owner())
+                    return
+                if stat.S_ISLNK(info.st_mode):
+                    raise beneath._link_refused(self.target, host, fd, name)
+                if not stat.S_ISDIR(info.st_mode):
+                    raise beneath._not_directory(self.target, host)
+                if stat.S_IMODE(info.st_mode) != 0o700:
+                    self._keep(fd, name, host, "replaced")
+                    beneath.set_owner_mode(fd, name, 0o700, info.st_uid, info.st_gid)
+        except OSError as exc:
+            self.rollback()
+            _raise_filesystem(exc, f"creating {host}")
+        except BaseException:
+            self.rollback()
+            raise
+
+    def write_text(
+        self, host: Path, text: str | bytes, mode: int, uid: int = 0, gid: int = 0
+    ) -> None:
+        """Replace (or create) a regular file atomically, keeping the old one for rollback;
+        a link, FIFO or device there is refused, never followed or opened."""
+        try:
+            with self._at(host) as (fd, name):
+                try:
+                    info = os.stat(name, dir_fd=fd, follow_symlinks=False)
+                except FileNotFoundError:
+                    self._record(Undo("added", host))
+                else:
+                    if not stat.S_ISREG(info.st_mode):
+                        raise errors.Refused(
+                            f"{self.target}: {shown(to_node(self.target, host))} is "
+                            f"{beneath.kind(info)}, not a regular file; drkit replaces none"
+                        )
+                    mode, uid, gid = stat.S_IMODE(info.st_mode), info.st_uid, info.st_gid
+                    self._keep(fd, name, host, "replaced")
+                temporary = f".{name}{TEMPORARY_SUFFIX}"
+                beneath.remove(fd, temporary)
+                data = text.encode() if isinstance(text, str) else text
+                beneath.write_new(fd, temporary, data, mode, uid, gid)
+                os.replace(temporary, name, src_dir_fd=fd, dst_dir_fd=fd)
+        except OSError as exc:
+            self.rollback()
+            _raise_filesystem(exc, f"writing {host}")
+        except BaseException:
+            self.rollback()
+            raise
+
+    def commit(self) -> None:
+        """Declare the change complete: flush, write the commit record, drop the journal."""
+        os.sync()
+        if self._journal is not None:
+            self._journal.commit()
+            self._journal.close(remove=True)
+            self._journal = None
+        self.undo.clear()
+
+    def rollback(self) -> None:
+        """Undo applied steps in reverse order: restore kept copies, remove additions."""
+        _undo(self._roots, self.undo)
+        self.undo.clear()
+        if self._journal is not None:
+            self._journal.close(remove=True)
+            self._journal = None

@@ -25,18 +25,31 @@ def command_line() -> str:
     return " ".join(["drkit", *sys.argv[1:]]) if sys.argv else "drkit"
 
 
+def record() -> str:
+    """Return the holder record of this process (one JSON line)."""
+    holder = {"pid": os.getpid(), "command": command_line(), "since": utc_text(datetime.now(UTC))}
+    return json.dumps(holder) + "\n"
+
+
 def write(lock_path: Path) -> None:
     """Record this process as the lock's holder."""
-    holder = {"pid": os.getpid(), "command": command_line(), "since": utc_text(datetime.now(UTC))}
-    holder_path(lock_path).write_text(json.dumps(holder) + "\n")
+    holder_path(lock_path).write_text(record())
 
 
 def describe(lock_path: Path) -> str:
     """Return who holds a lock as its holder file says: pid, command, since when."""
     try:
-        holder = json.loads(holder_path(lock_path).read_text())
+        return describe_text(holder_path(lock_path).read_text())
+    except OSError:
+        return describe_text(None)
+
+
+def describe_text(text: str | None) -> str:
+    """Return who holds a lock as a holder record (None: none could be read) says."""
+    try:
+        holder = json.loads(text or "")
         return f"pid {holder['pid']} ({holder['command']}) since {holder['since']}"
-    except (OSError, ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError):
         return "another drkit run (it did not say which)"
 
 

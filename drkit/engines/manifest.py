@@ -8,6 +8,7 @@ them along with the node and a bare machine needs nothing else.
 
 from __future__ import annotations
 
+import errno
 import grp
 import hashlib
 import json
@@ -34,9 +35,16 @@ KEY_CATEGORIES = ("host_keys", "user_keys", "tls")
 CHUNK = 1 << 20
 
 
-def sha256_file(path: str | Path) -> str:
-    """Return the hex sha256 of a file, read in chunks (files are never loaded whole)."""
-    with open(path, "rb") as handle:
+def sha256_file(path: str | Path, dir_fd: int | None = None) -> str:
+    """Return the hex sha256 of a regular file, read in chunks (files are never loaded whole);
+    relative to dir_fd, a final link is not followed. A FIFO or device is never waited on:
+    OSError(EINVAL)."""
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC
+    fd = os.open(path, flags | (os.O_NOFOLLOW if dir_fd is not None else 0), dir_fd=dir_fd)
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
+        os.set_blocking(fd, True)
         return sha256_handle(handle)
 
 
@@ -380,17 +388,21 @@ def open_signed(manifest_bytes: bytes, signature_text: str) -> tuple[dict, str]:
     return manifest, signer
 
 
-def compare_entry(host: str | Path, expected: dict, *, content: bool = True) -> str | None:
-    """Return why host differs from the manifest entry, or None when it matches."""
+def compare_entry(
+    host: str | Path, expected: dict, *, content: bool = True, dir_fd: int | None = None
+) -> str | None:
+    """Return why host (relative to dir_fd, if given) differs from the manifest entry, or
+    None when it matches; a final link is never followed."""
     try:
-        info = os.lstat(host)
+        info = os.stat(host, dir_fd=dir_fd, follow_symlinks=False)
     except FileNotFoundError:
         return "missing"
     kind = expected["type"]
     if kind == "symlink":
         if not stat.S_ISLNK(info.st_mode):
             return "not a symlink"
-        return None if os.readlink(host) == expected["link"] else "symlink target differs"
+        link = os.readlink(host, dir_fd=dir_fd)
+        return None if link == expected["link"] else "symlink target differs"
     if kind == "dir" and not stat.S_ISDIR(info.st_mode):
         return "not a directory"
     if kind == "file":
@@ -398,7 +410,7 @@ def compare_entry(host: str | Path, expected: dict, *, content: bool = True) -> 
             return "not a regular file"
         if info.st_size != expected["size"]:
             return f"size {info.st_size} != {expected['size']}"
-        if content and sha256_file(host) != expected["sha256"]:
+        if content and sha256_file(host, dir_fd) != expected["sha256"]:
             return "content differs (sha256)"
     if f"{stat.S_IMODE(info.st_mode):04o}" != expected["mode"]:
         return f"mode {stat.S_IMODE(info.st_mode):04o} != {expected['mode']}"

@@ -13,10 +13,10 @@ that lossy form and the staged tree, walked as bytes, on the exact one.
 from __future__ import annotations
 
 import os
-import shutil
 import stat
 from pathlib import Path
 
+from drkit.engines import beneath
 from drkit.engines.manifest import CONFIG_PATH, MANIFEST_PATH, SIGNATURE_PATH
 from drkit.paths import shown as show
 
@@ -162,35 +162,51 @@ def screen_listing(nodes: list[dict], manifest: dict) -> list[str]:
 def screen_staging(staging: Path, manifest: dict) -> list[str]:
     """Walk the staged tree without following links; return every reason to refuse it.
 
-    A hard-linked file the manifest lists is given an inode of its own first: the manifest
-    signs names and contents, not links, so a restore never joins two paths into one file.
+    Only regular files, directories and links are allowed (a FIFO, device or socket is refused
+    whatever its name), and drkit's own files must be regular files. A hard-linked file the
+    manifest lists is given an inode of its own first: the manifest signs names and contents,
+    not links, so a restore never joins two paths into one file; one linked to a name outside
+    the staged tree is refused.
     """
     entries, parents = expected_paths(manifest)
     problems = []
+    linked: dict[tuple[int, int], list[tuple[str, str, str]]] = {}
     prefix = len(os.path.normpath(staging))
     for directory, dirnames, filenames in os.walk(staging):
         for name in dirnames + filenames:
             host = os.path.join(directory, name)
             path = host[prefix:]
             info = os.lstat(host)
+            mode = info.st_mode
+            special = not (stat.S_ISREG(mode) or stat.S_ISDIR(mode) or stat.S_ISLNK(mode))
             if path in DRKIT_FILES:
-                continue
-            if path not in entries and not (path in parents and stat.S_ISDIR(info.st_mode)):
+                if not stat.S_ISREG(info.st_mode):
+                    problems.append(f"{show(path)}: {beneath.kind(info)}, not a regular file")
+            elif special:
+                problems.append(f"{show(path)}: special file ({beneath.kind(info)})")
+            elif path not in entries and not (path in parents and stat.S_ISDIR(info.st_mode)):
                 problems.append(f"{show(path)}: not in the signed manifest")
             elif stat.S_ISREG(info.st_mode) and info.st_nlink > 1:
-                _own_inode(host, info)
-            elif not (stat.S_ISREG(info.st_mode) or stat.S_ISDIR(info.st_mode)) and not (
-                stat.S_ISLNK(info.st_mode)
-            ):
-                problems.append(f"{show(path)}: special file")
+                linked.setdefault((info.st_dev, info.st_ino), []).append((directory, name, path))
+    for (_, _), names in linked.items():
+        if os.lstat(os.path.join(*names[0][:2])).st_nlink > len(names):
+            shown_names = ", ".join(show(path) for _, _, path in names)
+            problems.append(f"{shown_names}: hard link to a file outside the snapshot's tree")
+        elif not problems:
+            for directory, name, _ in names:
+                _own_inode(directory, name)
     return problems
 
 
-def _own_inode(host: str, info: os.stat_result) -> None:
-    """Replace a hard-linked staged file by a copy with its own inode, owner and mode."""
-    copy = f"{host}.drkit-unlink"
-    shutil.copyfile(host, copy, follow_symlinks=False)
-    os.chown(copy, info.st_uid, info.st_gid)
-    os.chmod(copy, stat.S_IMODE(info.st_mode))
-    os.utime(copy, ns=(info.st_atime_ns, info.st_mtime_ns))
-    os.replace(copy, host)
+def _own_inode(directory: str, name: str) -> None:
+    """Replace a hard-linked staged file by a copy with its own inode, owner, mode and times."""
+    dir_fd = os.open(directory, beneath.DIRECTORY)
+    try:
+        source = beneath.open_regular(dir_fd, name, show(name))
+        try:
+            beneath.copy_new(source, dir_fd, f"{name}.drkit-unlink")
+        finally:
+            os.close(source)
+        os.replace(f"{name}.drkit-unlink", name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    finally:
+        os.close(dir_fd)

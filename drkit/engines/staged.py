@@ -5,7 +5,8 @@ then, on worker threads, overlaps the verification (and the flush of large files
 the rest of the download instead of adding a second pass over every byte afterwards. Once restic
 is done, every manifest entry is compared in full: type, size, mode, owner and link target; a
 file hashed early counts only if it is still the same inode with the same size, otherwise it is
-hashed again. A file restic never reported is simply hashed in that final pass.
+hashed again. A file restic never reported is simply hashed in that final pass. Nothing in
+staging is reached through a link, and only regular files are opened (a FIFO never blocks).
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from drkit.engines import manifest
-from drkit.paths import host_path
+from drkit import errors
+from drkit.engines import beneath, manifest
+from drkit.paths import host_path, shown
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +65,8 @@ class StagedVerifier:
     def _work(self) -> None:
         while (node_path := self._queue.get()) is not _DONE:
             # a file that cannot be read now is hashed again, and its problem named, at the end
-            with contextlib.suppress(OSError):
-                self.hashed[node_path] = _hash_and_flush(Path(host_path(self.staging, node_path)))
+            with contextlib.suppress(OSError, errors.Refused):
+                self.hashed[node_path] = _hash_and_flush(self.staging, node_path)
 
     def _stop(self) -> None:
         if self._stopped:
@@ -86,32 +88,46 @@ class StagedVerifier:
     def _compare(self, share: list[dict]) -> list[str]:
         found = []
         for entry in share:
-            host = host_path(self.staging, entry["path"])
-            early = self.hashed.get(entry["path"])
-            difference = None
-            if early is not None and _same_file(host, early):
-                difference = manifest.compare_entry(host, entry, content=False)
-                if difference is None and early[2] != entry["sha256"]:
-                    difference = "content differs (sha256)"
-            else:
-                difference = manifest.compare_entry(host, entry)
+            try:
+                difference = self._difference(entry)
+            except (OSError, errors.Refused) as exc:
+                difference = str(getattr(exc, "message", None) or exc.strerror)
             if difference:
-                found.append(f"{entry['path']}: {difference}")
+                found.append(f"{shown(entry['path'])}: {difference}")
         return found
 
+    def _difference(self, entry: dict) -> str | None:
+        """Return why the staged entry differs from the manifest, nothing on the way followed
+        (a link where a directory should be is a difference, not a path)."""
+        host = Path(host_path(self.staging, entry["path"]))
+        try:
+            with beneath.parent(self.staging, host) as (fd, name):
+                early = self.hashed.get(entry["path"])
+                if early is not None and _same_file(fd, name, early):
+                    difference = manifest.compare_entry(name, entry, content=False, dir_fd=fd)
+                    if difference is None and early[2] != entry["sha256"]:
+                        difference = "content differs (sha256)"
+                    return difference
+                return manifest.compare_entry(name, entry, dir_fd=fd)
+        except FileNotFoundError:
+            return "missing"
 
-def _hash_and_flush(host: Path) -> tuple[int, int, str]:
-    with open(host, "rb") as handle:
-        info = os.fstat(handle.fileno())
+
+def _hash_and_flush(staging: Path, node_path: str) -> tuple[int, int, str]:
+    """Hash a staged regular file, reached and opened without following links."""
+    with beneath.parent(staging, Path(host_path(staging, node_path))) as (dir_fd, name):
+        fd = beneath.open_regular(dir_fd, name, shown(node_path))
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(fd)
         digest = manifest.sha256_handle(handle)
         if info.st_size >= SYNC_FROM_BYTES:
-            os.fdatasync(handle.fileno())
+            os.fdatasync(fd)
     return info.st_ino, info.st_size, digest
 
 
-def _same_file(host: str, early: tuple[int, int, str]) -> bool:
+def _same_file(dir_fd: int, name: str, early: tuple[int, int, str]) -> bool:
     try:
-        info = os.lstat(host)
+        info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
     except OSError:
         return False
     return (info.st_ino, info.st_size) == early[:2]

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from drkit import errors
-from drkit.engines import accounts, apply, manifest, screen, staged
+from drkit.engines import accounts, apply, beneath, manifest, screen, staged
 from drkit.engines import restic as restic_engine
 from drkit.model import Check
 from drkit.paths import on_root
@@ -77,8 +77,8 @@ def stage(
     with staged.StagedVerifier(staging, opened.manifest) as verifier:
         restic.restore(chosen.id, staging, on_restored=verifier.restored)
         step("verifying the signature and every file")
-        staged_manifest = on_root(staging, manifest.MANIFEST_PATH)
-        if not staged_manifest.is_file() or staged_manifest.read_bytes() != opened.raw:
+        staged_manifest = apply.target_path(staging, manifest.MANIFEST_PATH)
+        if beneath.read_bytes(staging, staged_manifest) != opened.raw:
             raise errors.Refused(f"snapshot {chosen.short_id}: restored manifest differs")
         refuse_if(
             screen.screen_staging(staging, opened.manifest) + verifier.problems(),
@@ -145,19 +145,17 @@ def apply_snapshot(
 def _write_accounts(applier: apply.Applier, root: Path, recorded: list[dict]) -> None:
     """Write passwd, group and shadow with the recorded accounts merged in, where they change."""
     for host_path, text in accounts.merge_accounts(root, recorded).items():
-        before = host_path.read_text(errors="replace") if host_path.is_file() else None
-        if before != text:
+        if apply.read_text(root, host_path) != text:
             applier.write_text(host_path, text, 0o640 if host_path.name == "shadow" else 0o644)
 
 
 def keep_snapshot_files(applier: apply.Applier, staging: Path, target: Path) -> None:
     """Leave the restored manifest, signature and config in the target's drkit directory
     (journalled with the rest of the apply, so a rollback takes them away too)."""
-    source = on_root(staging, manifest.SNAPSHOT_DIR)
-    destination = on_root(target, RESTORED)
-    for item in sorted(source.iterdir()):
-        applier.write_text(destination / item.name, item.read_bytes(), 0o600)
-    destination.chmod(0o700)
+    destination = apply.target_path(target, RESTORED)
+    applier.private_directory(destination)
+    for name, data in apply.staged_files(staging, manifest.SNAPSHOT_DIR):
+        applier.write_text(destination / name, data, 0o600)
 
 
 def missing_ancestors(directory: Path) -> list[Path]:

@@ -45,9 +45,10 @@ class Planned:
 
 
 def prepare_target(target: Path) -> None:
-    """Create target when missing; raise LocalFilesystemError when it cannot be written."""
+    """Create target when missing (0755, whatever the umask); raise LocalFilesystemError when
+    it cannot be written."""
     try:
-        target.mkdir(parents=True, exist_ok=True)
+        apply.prepare_target(target)
     except OSError as exc:
         raise errors.LocalFilesystemError(f"target {target}: {exc.strerror}") from None
     if not target.is_dir():

@@ -1,0 +1,278 @@
+"""Paths beneath a root (a restore target, a staging tree), reached one component at a time.
+
+Every directory on the way is opened with O_NOFOLLOW|O_DIRECTORY relative to the one before
+(openat-style), and every operation acts on its final name relative to that descriptor, so no
+link anywhere in a path is followed, whatever a planted one says, and a name swapped for a link
+between two checks is not followed either. A link where a directory is needed is refused
+(errors.Refused); a link as the final name is only ever replaced or removed as the link itself.
+Files are opened with O_NOFOLLOW|O_NONBLOCK and must turn out regular: drkit never opens a
+FIFO, device or socket it did not create, so none can hang or trip it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import shutil
+import stat
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from drkit import errors
+from drkit.paths import shown
+
+DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+CHUNK = 1 << 20
+# how a missing directory on the way is made: given its host path, return (mode, uid, gid)
+# after whatever must happen before it exists (a journal record); None: not made
+Maker = Callable[[Path], tuple[int, int, int]]
+
+
+def node_of(root: Path, host: Path) -> str:
+    """Return host as a node path of root ('/etc/passwd'); raise ValueError outside it."""
+    relative = Path(os.path.normpath(host)).relative_to(os.path.normpath(root))
+    return "/" if relative == Path(".") else "/" + relative.as_posix()
+
+
+def _link_refused(root: Path, host: Path, dir_fd: int, name: str) -> errors.Refused:
+    try:
+        link = os.readlink(name, dir_fd=dir_fd)
+    except OSError:
+        link = "?"
+    return errors.Refused(
+        f"{root}: {shown(node_of(root, host))} is a symlink (to {shown(link)}) where a directory "
+        "is needed; drkit never writes or reads through a link in a target: remove it first"
+    )
+
+
+def _not_directory(root: Path, host: Path) -> errors.Refused:
+    return errors.Refused(
+        f"{root}: {shown(node_of(root, host))} is not a directory; drkit needs one there"
+    )
+
+
+def _open_directory(root: Path, host: Path, dir_fd: int, name: str) -> int:
+    """Open dir_fd/name as a directory without following it; Refused for a link."""
+    try:
+        return os.open(name, DIRECTORY, dir_fd=dir_fd)
+    except OSError as exc:
+        if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
+            raise
+        info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        if stat.S_ISLNK(info.st_mode):
+            raise _link_refused(root, host, dir_fd, name) from None
+        raise _not_directory(root, host) from None
+
+
+@contextlib.contextmanager
+def directory(root: Path, host: Path, make: Maker | None = None) -> Iterator[int]:
+    """Yield a descriptor of directory host beneath root, every component opened without
+    following links. With make, a missing component is created (see Maker), its mode and
+    owner set on its descriptor; without, FileNotFoundError."""
+    parts = [part for part in node_of(root, host).split("/") if part]
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        reached = Path(root)
+        for part in parts:
+            reached = reached / part
+            try:
+                child = _open_directory(root, reached, fd, part)
+            except FileNotFoundError:
+                if make is None:
+                    raise
+                mode, uid, gid = make(reached)
+                os.mkdir(part, 0o700, dir_fd=fd)
+                child = _open_directory(root, reached, fd, part)
+                os.fchown(child, uid, gid)
+                os.fchmod(child, mode)
+            os.close(fd)
+            fd = child
+        yield fd
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def parent(root: Path, host: Path, make: Maker | None = None) -> Iterator[tuple[int, str]]:
+    """Yield (descriptor of host's parent directory, host's name); see directory()."""
+    if os.path.normpath(host) == os.path.normpath(root):
+        raise ValueError(f"{host} is the root itself")
+    with directory(root, Path(host).parent, make) as fd:
+        yield fd, Path(host).name
+
+
+def lstat(root: Path, host: Path) -> os.stat_result | None:
+    """Return host's own status (a final link not followed), None when it or a parent is
+    missing; Refused when a parent is a link."""
+    try:
+        with parent(root, host) as (fd, name):
+            return os.stat(name, dir_fd=fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+
+
+def open_regular(dir_fd: int, name: str, shown_path: str) -> int:
+    """Open dir_fd/name for reading, refusing anything but a regular file (a link, a FIFO, a
+    device, a socket) before it can block or act: return a blocking descriptor."""
+    try:
+        fd = os.open(name, READ, dir_fd=dir_fd)
+    except OSError as exc:
+        if exc.errno != errno.ELOOP:
+            raise
+        raise errors.Refused(f"{shown_path} is a symlink; drkit never reads through one") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise errors.Refused(f"{shown_path}: {kind(info)}, not a regular file; drkit opens none")
+    os.set_blocking(fd, True)
+    return fd
+
+
+def kind(info: os.stat_result) -> str:
+    """Return the type of a file in words ('a FIFO')."""
+    for test, name in (
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISLNK, "a symlink"),
+        (stat.S_ISDIR, "a directory"),
+    ):
+        if test(info.st_mode):
+            return name
+    return "a regular file"
+
+
+def read_bytes(root: Path, host: Path, limit: int | None = None) -> bytes | None:
+    """Return the content of regular file host beneath root, None when missing; Refused when
+    it or a parent is a link, or it is not a regular file (a FIFO is never opened to block)."""
+    try:
+        with parent(root, host) as (dir_fd, name):
+            fd = open_regular(dir_fd, name, f"{root}: {shown(node_of(root, host))}")
+    except FileNotFoundError:
+        return None
+    with os.fdopen(fd, "rb") as handle:
+        data = handle.read(limit + 1 if limit is not None else -1)
+    if limit is not None and len(data) > limit:
+        raise errors.Refused(f"{host}: larger than {limit} bytes")
+    return data
+
+
+def sha256(dir_fd: int, name: str, shown_path: str) -> tuple[os.stat_result, str]:
+    """Return (status, hex sha256) of regular file dir_fd/name, read without following it."""
+    from drkit.engines.manifest import sha256_handle  # manifest reads through this module
+
+    fd = open_regular(dir_fd, name, shown_path)
+    with os.fdopen(fd, "rb") as handle:
+        return os.fstat(fd), sha256_handle(handle)
+
+
+def make_directory(dir_fd: int, name: str, mode: int, uid: int, gid: int) -> None:
+    """Create dir_fd/name with exactly mode and owner (umask-independent)."""
+    os.mkdir(name, 0o700, dir_fd=dir_fd)
+    child = os.open(name, DIRECTORY, dir_fd=dir_fd)
+    try:
+        os.fchown(child, uid, gid)
+        os.fchmod(child, mode)
+    finally:
+        os.close(child)
+
+
+def set_owner_mode(dir_fd: int, name: str, mode: int | None, uid: int, gid: int) -> None:
+    """Set owner (and mode, unless None or a link) of dir_fd/name itself, never a link's
+    target; the mode only of a directory or regular file (opened without blocking)."""
+    info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    os.chown(name, uid, gid, dir_fd=dir_fd, follow_symlinks=False)
+    if mode is None or stat.S_ISLNK(info.st_mode):
+        return
+    if not (stat.S_ISDIR(info.st_mode) or stat.S_ISREG(info.st_mode)):
+        raise errors.Refused(f"{shown(name)}: {kind(info)}; drkit sets the mode of none")
+    fd = os.open(name, DIRECTORY if stat.S_ISDIR(info.st_mode) else READ, dir_fd=dir_fd)
+    try:
+        if stat.S_ISREG(os.fstat(fd).st_mode) or stat.S_ISDIR(os.fstat(fd).st_mode):
+            os.fchmod(fd, mode)
+    finally:
+        os.close(fd)
+
+
+def write_new(dir_fd: int, name: str, data: bytes, mode: int, uid: int, gid: int) -> None:
+    """Create dir_fd/name (which must not exist) with data, owner and exactly mode; flushed."""
+    fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
+                 dir_fd=dir_fd)  # fmt: skip
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fchown(fd, uid, gid)
+        os.fchmod(fd, mode)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def copy_new(source_fd: int, dir_fd: int, name: str) -> None:
+    """Copy an open regular file into dir_fd/name (which must not exist) with its owner, mode
+    and times."""
+    fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
+                 dir_fd=dir_fd)  # fmt: skip
+    try:
+        os.lseek(source_fd, 0, os.SEEK_SET)
+        while block := os.read(source_fd, CHUNK):
+            view = memoryview(block)
+            while view:
+                view = view[os.write(fd, view) :]
+        info = os.fstat(source_fd)
+        os.fchown(fd, info.st_uid, info.st_gid)
+        os.fchmod(fd, stat.S_IMODE(info.st_mode))
+        os.utime(fd, ns=(info.st_atime_ns, info.st_mtime_ns))
+    finally:
+        os.close(fd)
+
+
+def remove(dir_fd: int, name: str) -> None:
+    """Remove dir_fd/name: a directory with everything in it (links removed, never followed),
+    anything else unlinked. Missing is fine."""
+    try:
+        info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return
+    if stat.S_ISDIR(info.st_mode):
+        shutil.rmtree(name, dir_fd=dir_fd)
+    else:
+        os.unlink(name, dir_fd=dir_fd)
+
+
+def exists(dir_fd: int, name: str) -> bool:
+    """Return whether dir_fd/name exists (a dangling link does)."""
+    try:
+        os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def is_empty_directory(dir_fd: int, name: str) -> bool:
+    """Return whether dir_fd/name is a directory with nothing in it (never following it)."""
+    try:
+        fd = os.open(name, DIRECTORY, dir_fd=dir_fd)
+    except OSError:
+        return False
+    try:
+        return not os.listdir(fd)
+    finally:
+        os.close(fd)
+
+
+def refuse_unless_regular(dir_fd: int, name: str, shown_path: str) -> None:
+    """Raise Refused when dir_fd/name exists as anything but a regular file (a planted link,
+    FIFO or device where drkit writes one of its own files)."""
+    try:
+        info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return
+    if stat.S_ISLNK(info.st_mode):
+        raise errors.Refused(f"{shown_path} is a symlink; drkit never writes through one")
+    if not stat.S_ISREG(info.st_mode):
+        raise errors.Refused(f"{shown_path}: {kind(info)}, not a regular file; drkit opens none")
