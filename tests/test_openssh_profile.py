@@ -632,7 +632,8 @@ def test_include_glob_directory_is_backed_up(node_root: Path):
 def test_sshd_reports_ecdsa_loaded_but_not_offered(node_root: Path, tmp_path: Path):
     root, _ = corpus_root(node_root, "devsec-hardening")
     copy, _ = openssh.write_copy(root, openssh.read_config(root), tmp_path)
-    offered, loaded = openssh._offered_and_loaded("/usr/sbin/sshd", copy)
+    view, loaded = openssh.sshd_view("/usr/sbin/sshd", copy)
+    offered = openssh._offered(view)
     ecdsa = keys.describe_key((root / "etc/ssh/ssh_host_ecdsa_key").read_bytes())
     assert offered >= {"ssh-ed25519", "ssh-rsa"} and "ecdsa-sha2-nistp256" not in offered
     assert loaded[ecdsa.fingerprint] == "ecdsa-sha2-nistp256"
@@ -759,7 +760,7 @@ def test_pam_includes_are_backed_up_when_present(node_root: Path):
 def test_default_host_keys_are_the_nodes_in_a_copy_not_this_hosts(node_root: Path, tmp_path):
     root, _ = corpus_root(node_root, "debian-default")
     copy, names = openssh.write_copy(root, openssh.read_config(root), tmp_path)
-    _, loaded = openssh._offered_and_loaded("/usr/sbin/sshd", copy)
+    _, loaded = openssh.sshd_view("/usr/sbin/sshd", copy)
     node_keys = {
         keys.describe_key((root / path.lstrip("/")).read_bytes()).fingerprint
         for path in openssh.policy()["defaults"]["host_keys"]

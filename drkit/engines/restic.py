@@ -28,6 +28,7 @@ from datetime import datetime
 from pathlib import Path
 
 from drkit import errors, runner
+from drkit.engines import durable, keys
 from drkit.model import parse_utc
 
 log = logging.getLogger(__name__)
@@ -92,11 +93,8 @@ def _remember(cached: dict, identity: str, version: tuple[int, ...]) -> None:
     path = version_cache_path()
     cached = {key: value for key, value in cached.items() if _still_installed(key)}
     cached[identity] = list(version)
-    with contextlib.suppress(OSError):
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        partial = path.with_name(f".{path.name}.{os.getpid()}")
-        partial.write_text(json.dumps(cached, sort_keys=True) + "\n")
-        os.replace(partial, path)
+    with contextlib.suppress(errors.LocalFilesystemError):
+        durable.write_atomic(path, (json.dumps(cached, sort_keys=True) + "\n").encode())
 
 
 def _still_installed(identity: str) -> bool:
@@ -258,15 +256,7 @@ class Restic:
         return argv
 
     def _env(self) -> dict[str, str]:
-        if not self.password_file.is_file():
-            raise errors.ConfigError(f"{self.password_file}: repository password file not found")
-        if not os.access(self.password_file, os.R_OK):
-            raise errors.ConfigError(f"{self.password_file}: repository password file unreadable")
-        if self.password_file.stat().st_mode & 0o077:
-            raise errors.ConfigError(
-                f"{self.password_file}: repository password file is readable by other users: "
-                "chmod 600 it"
-            )
+        keys.read_password(self.password_file)  # missing, shared, FIFO, empty: one line
         return {
             "RESTIC_REPOSITORY": self.repository_url,
             "RESTIC_PASSWORD_FILE": str(self.password_file),

@@ -16,13 +16,13 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from drkit import errors, units
 from drkit.config import Config, parse_duration
+from drkit.engines import durable
 from drkit.model import parse_utc_or_none, utc_text
 
 log = logging.getLogger(__name__)
@@ -94,14 +94,8 @@ def load_local(config: Config) -> dict[str, Any] | None:
 
 
 def _write_local(config: Config, document: dict) -> None:
-    path = local_path(config)
-    try:
-        path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
-        partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        partial.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n")
-        os.replace(partial, path)
-    except OSError as exc:
-        raise errors.LocalFilesystemError(f"{path}: cannot write ({exc.strerror})") from None
+    text = json.dumps(document, indent=2, sort_keys=True) + "\n"
+    durable.write_atomic(local_path(config), text.encode(), 0o644, 0o755)
 
 
 def publish(config: Config, document: dict) -> bool:
@@ -125,8 +119,9 @@ def _status_lock(config: Config):
     from filelock import FileLock
 
     lock_dir = config.state_dir / "locks"
-    lock_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    with FileLock(str(lock_dir / f"{config.node}.status.lock"), timeout=30):
+    durable.make_dirs(config.state_dir, 0o755)
+    durable.make_dirs(lock_dir, 0o700)
+    with FileLock(str(lock_dir / f"{config.node}.status.lock"), mode=0o600, timeout=30):
         yield
 
 

@@ -1350,12 +1350,12 @@ def smoke(root: Path, manifest: dict, user: str, work_dir: Path) -> SmokeResult:
             for number, difference in enumerate(plan.get("differences", []), 1):
                 result.add(warned(f"smoke: config differs #{number}", difference))
             runner.run(["install", "-d", "-m755", run["privsep_dir"]])
-            view, _ = sshd_view(run["sshd"], copy, user, port)
+            view, loaded = sshd_view(run["sshd"], copy, user, port)
             chrooted = (view or {}).get("chrootdirectory", ["none"])[0] != "none"
             if chrooted and ("user", user) in created and entry[5]:
                 # inside a chroot the home is the node's own path, not one mapped onto the root
                 runner.run(["usermod", "-d", entry[5], user])
-            offered, loaded = _offered_and_loaded(run["sshd"], copy, user, port)
+            offered = _offered(view)
             server = runner.start_service(
                 [run["sshd"], "-D", "-e", "-f", str(copy)], work / "sshd.log"
             )
@@ -1372,7 +1372,8 @@ def smoke(root: Path, manifest: dict, user: str, work_dir: Path) -> SmokeResult:
                 else "not served (sshd could not say which host key types it offers)"
             )
             common.keyscan(
-                result, host_keys, port, not_served=not_served, offered=offered, loaded=loaded,
+                result, host_keys, port, not_served=not_served, offered=offered,
+                loaded=loaded or None,
                 omitted_by="HostKeyAlgorithms",
             )  # fmt: skip
 
@@ -1548,17 +1549,13 @@ def sshd_view(
     return view, loaded
 
 
-def _offered_and_loaded(
-    sshd: str, copy: Path, user: str | None = None, port: int = 22
-) -> tuple[set[str] | None, dict | None]:
-    """Return the host key types sshd offers (its effective HostKeyAlgorithms, defaults
-    included; None when it cannot say) and the keys it loaded (None when it said nothing)."""
-    view, loaded = sshd_view(sshd, copy, user, port)
+def _offered(view: dict[str, list[str]] | None) -> set[str] | None:
+    """Return the host key types sshd offers, from its view (its effective HostKeyAlgorithms,
+    defaults included); None when it cannot say."""
     algorithms = (view or {}).get("hostkeyalgorithms")
     if not algorithms:
-        return None, loaded or None
-    offered = {_KEY_TYPE_OF.get(a, a) for a in algorithms[0].split(",") if "-cert-" not in a}
-    return offered, loaded
+        return None
+    return {_KEY_TYPE_OF.get(a, a) for a in algorithms[0].split(",") if "-cert-" not in a}
 
 
 # The key type a host key signature algorithm offers (RSA keys sign with three).
