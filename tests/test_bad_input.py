@@ -263,7 +263,7 @@ CASES: list[Case] = [
     Case("password file missing", 2, "password file not found",
          lambda c: (["snapshots", *c.config_with(
              _set("repository.password_file", str(c.work / "gone")))], None)),
-    Case("password file is a directory", 2, "password file not found",
+    Case("password file is a directory", 2, "password file is a directory",
          lambda c: (["snapshots", *_password_file(c, directory=True)], None)),
     Case("password file readable by others", 2, "readable by other users",
          lambda c: (["snapshots", *_password_file(c, mode=0o644)], None)),

@@ -37,7 +37,7 @@ from pathlib import Path
 from drkit import errors, timing, units
 from drkit import model as checks
 from drkit.config import Config
-from drkit.engines import reports
+from drkit.engines import durable, reports
 from drkit.engines import status as status_engine
 from drkit.model import Check, SmokeResult, parse_utc, utc_text
 from drkit.paths import on_root
@@ -148,7 +148,7 @@ def make_sandbox(config: Config, label: str) -> Path:
             "that; set state_dir to a root-owned 0755 directory (e.g. /var/lib/drkit)"
         )
     try:
-        parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+        durable.make_dirs(parent, 0o755)
         parent.chmod(0o755)
         remove_stale_sandboxes(parent)
         sandbox = parent / f"{label}-{secrets.token_hex(3)}"
@@ -477,10 +477,7 @@ def write_reports(
     from drkit.engines.storage import Storage
 
     directory = report_directory(config, report_dir)
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise errors.LocalFilesystemError(f"report directory {directory}: {exc.strerror}") from None
+    durable.make_dirs(directory, 0o755)
     name = reports.base_name(document)
     key_base = reports.bucket_prefix(config.node) + name
     storage = Storage(config.repository)
@@ -503,7 +500,7 @@ def write_reports(
     }
     types = {"json": "application/json", "md": "text/markdown", "html": "text/html"}
     for kind, path in paths.items():
-        path.write_bytes(bodies[kind])
+        durable.write_atomic(path, bodies[kind], 0o644, 0o755)
     uploaded: list[str] = []
     if upload:
         try:

@@ -20,7 +20,7 @@ from pathlib import Path
 from drkit import errors, units
 from drkit.actions import report as report_action
 from drkit.config import Config, parse_config, parse_duration
-from drkit.engines import localsettings, manifest
+from drkit.engines import durable, localsettings, manifest
 from drkit.model import parse_utc, utc_text
 from drkit.paths import on_root
 from drkit.results import FleetDriftResult
@@ -170,7 +170,8 @@ def _prefetch(fetched: _Fetcher, latest: dict[str, dict], previous: dict[str, tu
 
 def _work_parent(config: Config) -> Path:
     parent = config.state_dir / "drift"
-    parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    durable.make_dirs(config.state_dir, 0o755)
+    durable.make_dirs(parent, 0o700)
     return parent
 
 

@@ -26,7 +26,7 @@ from drkit import errors
 from drkit.actions import drill as drill_action
 from drkit.actions import status as status_action
 from drkit.config import Config
-from drkit.engines import reports
+from drkit.engines import durable, reports
 from drkit.engines import status as status_engine
 from drkit.model import utc_text
 from drkit.results import FleetDriftResult, FleetReportResult, ReportResult
@@ -112,8 +112,7 @@ def _local_page(config: Config, storage, key: str) -> Path:
         body = storage.get_bytes(key)
         if body is None:
             raise errors.StorageError(f"s3://{config.repository.bucket}/{key} is missing")
-        directory.mkdir(parents=True, exist_ok=True)
-        page.write_bytes(body)
+        durable.write_atomic(page, body, 0o644, 0o755)
     return page
 
 
@@ -155,12 +154,8 @@ def fleet(
     located = {**document, "html": str(page), "json_file": str(page.with_suffix(".json"))}
     body = reports.render_fleet_html(document).encode()
     text = (json.dumps(located, separators=(",", ":")) + "\n").encode()  # C-encoded: 1,000 nodes
-    try:
-        page.parent.mkdir(parents=True, exist_ok=True)
-        page.write_bytes(body)
-        page.with_suffix(".json").write_bytes(text)
-    except OSError as exc:
-        raise errors.LocalFilesystemError(f"{page}: cannot write ({exc.strerror})") from None
+    durable.write_atomic(page, body, 0o644, 0o755)
+    durable.write_atomic(page.with_suffix(".json"), text, 0o644, 0o755)
     uploaded = []
     if upload:
         storage.put_bytes(reports.FLEET_HTML, body, "text/html; charset=utf-8")

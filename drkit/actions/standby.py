@@ -314,11 +314,7 @@ def promote(config: Config, config_path: Path) -> PromoteResult:
     state = read_state(config)
     promoted = config.model_copy(update={"standby": None})
     text = dump_config(promoted)
-    temporary = config_path.with_name(f".{config_path.name}.tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.replace(temporary, config_path)
+    manifest.write_private(config_path, text.encode())
     now = utc_text(_now())
     state.update(promoted_at=now, promoted_from=standby.source)
     _write_state(config, state)

@@ -37,7 +37,7 @@ from datetime import UTC, datetime, timedelta
 from drkit import errors
 from drkit.actions import backup
 from drkit.config import Config
-from drkit.engines import catalog, manifest
+from drkit.engines import catalog, durable, manifest
 from drkit.engines.manifest import MANIFEST_PATH
 from drkit.model import utc_text
 from drkit.paths import on_root
@@ -88,7 +88,7 @@ def run(
         every = found_in.node_snapshots(config.node)
         opened_by_id, failed_snapshots = _open_every(found_in, config.node, every)
         problems += [f"snapshot {item['id'][:8]}: {item['problem']}" for item in failed_snapshots]
-        problems += found_in.anomalies
+        problems += found_in.anomalies + found_in.storage.malformed
     found = [item.snapshot for item in every]
     chain_document, chain_problems = _check_chain(config, origin, found, opened_by_id)
     problems += chain_problems
@@ -163,7 +163,7 @@ def _spot_check(config: Config, restic, snapshot, opened: Opened, count: int, se
     failures: list[dict] = []
     drift: list[dict] = []
     try:
-        scratch.mkdir(mode=0o700, parents=True)
+        durable.make_dirs(scratch, 0o700)
         restic.restore_paths(
             snapshot.id,
             scratch,

@@ -12,6 +12,7 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+from drkit.engines import durable
 from drkit.model import utc_text
 
 
@@ -33,7 +34,7 @@ def record() -> str:
 
 def write(lock_path: Path) -> None:
     """Record this process as the lock's holder."""
-    holder_path(lock_path).write_text(record())
+    durable.write_atomic(holder_path(lock_path), record().encode(), 0o644)
 
 
 def describe(lock_path: Path) -> str:

@@ -208,8 +208,9 @@ class Metrics:
         if self.textfile is None:
             return
         try:
-            self.textfile.parent.mkdir(parents=True, exist_ok=True)
+            self.textfile.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
             write_to_textfile(str(self.textfile), self.registry)
+            self.textfile.chmod(0o644)  # whatever the umask: node_exporter reads it
         except OSError as exc:
             log.warning("metrics textfile %s not written: %s", self.textfile, exc.strerror)
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from drkit import errors, profiles, units
 from drkit.config import Config, Repository, check_fingerprint, parse_duration
-from drkit.engines import holder
+from drkit.engines import durable, holder
 from drkit.engines import restic as restic_engine
 from drkit.model import Entry, Inventory, parse_utc
 from drkit.paths import on_root
@@ -94,7 +94,7 @@ def disk_problem(state_dir: Path) -> str | None:
     missing), or None: a small file is written, synced and removed."""
     probe = state_dir / f".probe-{os.getpid()}"
     try:
-        state_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
+        durable.make_dirs(state_dir, 0o755)
         descriptor = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
         try:
             os.write(descriptor, b"\0" * 4096)
@@ -102,6 +102,8 @@ def disk_problem(state_dir: Path) -> str | None:
         finally:
             os.close(descriptor)
             probe.unlink(missing_ok=True)
+    except errors.LocalFilesystemError as exc:
+        return f"the node's state directory is not writable: {exc.message}"
     except OSError as exc:
         return f"the node's state directory {state_dir} is not writable: {exc.strerror}"
     return None
@@ -117,12 +119,10 @@ def node_lock(config: Config, wait: float | None = None) -> Iterator[None]:
     from filelock import FileLock, Timeout
 
     lock_dir = config.state_dir / "locks"
-    try:
-        lock_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    except OSError as exc:
-        raise errors.LocalFilesystemError(f"{lock_dir}: cannot create ({exc.strerror})") from None
+    durable.make_dirs(config.state_dir, 0o755)
+    durable.make_dirs(lock_dir, 0o700)
     path = lock_dir / f"{config.node}.lock"
-    lock = FileLock(str(path))
+    lock = FileLock(str(path), mode=0o600)
     limit = LOCK_TIMEOUT_SECONDS if wait is None else max(0.0, wait)
     try:
         lock.acquire(timeout=0)
