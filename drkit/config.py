@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import logging
 import os
 import re
 import typing
@@ -23,6 +24,8 @@ from pydantic import (
 
 from drkit import errors
 
+log = logging.getLogger(__name__)
+
 DEFAULT_CONFIG_PATHS = (Path("drkit.yaml"), Path("/etc/drkit/drkit.yaml"))
 CATEGORIES = (
     "config",
@@ -34,10 +37,11 @@ CATEGORIES = (
     "audit_logs",
     "chroot",
 )
-SERVER_KINDS = ("openssh", "proftpd", "vsftpd", "sftpplus", "generic")
-ServerKind = Literal["openssh", "proftpd", "vsftpd", "sftpplus", "generic"]
+SERVER_KINDS = ("openssh", "proftpd", "vsftpd", "pureftpd", "sftpplus", "generic")
+ServerKind = Literal["openssh", "proftpd", "vsftpd", "pureftpd", "sftpplus", "generic"]
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+MAX_DURATION_SECONDS = 100 * 365 * 86400  # beyond it, date arithmetic overflows
 _FINGERPRINT = re.compile(r"SHA256:[A-Za-z0-9+/]{43}")
 
 
@@ -46,7 +50,10 @@ def parse_duration(text: str) -> timedelta:
     match = _DURATION.match(str(text))
     if not match:
         raise ValueError(f"{text!r} is not a duration like 30s, 15m, 2h, 1d")
-    return timedelta(seconds=int(match.group(1)) * _UNIT_SECONDS[match.group(2)])
+    seconds = int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    if seconds > MAX_DURATION_SECONDS:
+        raise ValueError(f"{text!r} is longer than 100 years")
+    return timedelta(seconds=seconds)
 
 
 def check_fingerprint(text: str) -> str:
@@ -422,16 +429,58 @@ def _nearest(word: str, candidates: list[str]) -> str | None:
     return close[0] if close else None
 
 
-def load_config(explicit: Path | None = None) -> tuple[Config, Path]:
-    """Find, read and validate the configuration; return it with the path it came from."""
-    path = find_config_path(explicit)
+CONFIG_MAX_BYTES = 1 << 20
+
+
+def read_config_text(path: Path) -> str:
+    """Return a config file's text; raise ConfigError when it is missing, not a regular file
+    (a FIFO is never opened for reading, so nothing hangs), too large, or not UTF-8."""
+    from drkit.engines.keys import read_regular
+
+    data = read_regular(path, "configuration file", CONFIG_MAX_BYTES)
     try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise errors.ConfigError(f"{path}: configuration file not found") from None
-    except OSError as exc:
-        raise errors.ConfigError(f"{path}: cannot read ({exc.strerror})") from None
-    config = parse_config(text, str(path))
+        return data.decode()
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise errors.ConfigError(
+            f"{path}: line {line}: not UTF-8 text (byte 0x{data[exc.start]:02x}): save it as UTF-8"
+        ) from None
+
+
+def trust_fingerprints(path: Path, fingerprints: list[str]) -> None:
+    """Add fingerprints to the trusted_keys of the config file at path, unless it lists them
+    already (the file is rewritten atomically, 0600)."""
+    from drkit.engines import durable
+
+    current = parse_config(read_config_text(path), str(path))
+    trusted = list(dict.fromkeys([*current.trusted_keys, *fingerprints]))
+    if trusted != current.trusted_keys:
+        updated = current.model_copy(update={"trusted_keys": trusted})
+        durable.write_atomic(path, dump_config(updated).encode(), 0o600, 0o700)
+
+
+def _finish_rotation(config: Config, path: Path) -> Config:
+    """Finish or undo a signing-key rotation a kill interrupted (engines.keys.finish_rotation);
+    return the config as it is afterwards."""
+    from drkit.engines import keys
+
+    done = keys.finish_rotation(
+        config.state_dir,
+        config.signing_key,
+        config.trusted_keys,
+        lambda fingerprints: trust_fingerprints(path, fingerprints),
+    )
+    if done is None:
+        return config
+    log.warning("%s", done)
+    return parse_config(read_config_text(path), str(path))
+
+
+def load_config(explicit: Path | None = None) -> tuple[Config, Path]:
+    """Find, read and validate the configuration; return it with the path it came from.
+    A key rotation a kill interrupted is finished or undone first."""
+    path = find_config_path(explicit)
+    config = _finish_rotation(parse_config(read_config_text(path), str(path)), path)
     secret = config.notify.webhook.secret_file if config.notify.webhook else None
     if secret is not None and secret.exists() and secret.stat().st_mode & 0o077:
         raise errors.ConfigError(

@@ -6,6 +6,7 @@ Every step is idempotent: existing files are kept, an existing bucket or reposit
 from __future__ import annotations
 
 import logging
+import os
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,10 +19,10 @@ from drkit.actions import status as status_action
 from drkit.actions import storage as storage_action
 from drkit.config import (
     AFTER_BACKUP,
-    Config,
     dump_config,
     find_config_path,
     parse_config,
+    read_config_text,
     validate_config,
 )
 from drkit.engines import keys, manifest
@@ -156,13 +157,12 @@ def run(config_path: Path, settings: dict) -> InitResult:
         fingerprint = keys.generate_signing_key(signing_key)
     except OSError as exc:
         raise errors.LocalFilesystemError(f"cannot write {exc.filename}: {exc.strerror}") from None
-    previous: Config | None = None
-    if config_path.exists():
-        previous = parse_config(config_path.read_text(), str(config_path))
+    existing = read_config_text(config_path) if os.path.lexists(config_path) else None
+    previous = parse_config(existing, str(config_path)) if existing is not None else None
     trusted = list(dict.fromkeys([*(previous.trusted_keys if previous else []), fingerprint]))
     config = validate_config({**settings, "trusted_keys": trusted}, "drkit init's settings")
     text = dump_config(config)
-    config_written = not config_path.exists() or config_path.read_text() != text
+    config_written = existing != text
     if config_written:
         manifest.write_private(config_path, text.encode())
     bucket = storage_action.init(config)

@@ -18,8 +18,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from drkit import errors, results
-from drkit.config import Config, dump_config, parse_config
-from drkit.engines import catalog, escrow, keys, manifest
+from drkit.config import Config, load_config, trust_fingerprints
+from drkit.engines import catalog, durable, escrow, keys
 from drkit.model import utc_text
 from drkit.service import context
 
@@ -35,24 +35,28 @@ def _read(path: Path) -> bytes:
 
 
 def _read_password(path: Path) -> str:
-    keys.require_private(path, "repository password file")
-    return _read(path).decode(errors="replace").strip()
+    return keys.read_password(path).decode(errors="replace").strip()
 
 
 def _write_new(path: Path, data: bytes) -> None:
     """Create a 0600 file that must not exist yet (never overwrite a secret)."""
-    try:
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    except OSError as exc:
-        raise errors.LocalFilesystemError(f"{path}: {exc.strerror}") from None
+    durable.make_dirs(path.parent, 0o700)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
         raise errors.UsageError(f"{path} exists: choose another file") from None
     except OSError as exc:
         raise errors.LocalFilesystemError(f"{path}: {exc.strerror}") from None
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    except OSError as exc:
+        path.unlink(missing_ok=True)  # a full disk leaves no half-written secret
+        raise errors.LocalFilesystemError(f"{path}: {exc.strerror}") from None
+    finally:
+        os.close(fd)
 
 
 def escrow_password(
@@ -148,7 +152,8 @@ def rotate(config: Config, config_path: Path) -> results.KeysRotateResult:
 
     Order matters for a crash at any point: the new password is written beside the old one
     and proven to open the repository before it replaces the password file; the old restic
-    key goes only after that. The old signing fingerprint stays in trusted_keys.
+    key goes only after that. The signing key is replaced through a journal the next command
+    replays (keys.rotate_signing_key); the old fingerprint stays in trusted_keys.
     """
     from drkit.engines import restic as restic_engine
 
@@ -174,18 +179,12 @@ def rotate(config: Config, config_path: Path) -> results.KeysRotateResult:
         for key_id in old_current:
             fresh.key_remove(key_id)
         _rewrap_catalog_key(config, password_file, [password_file])
-        old_signer = keys.signing_fingerprint(
-            keys.load_signing_key(config.signing_key).public_key()
+        old_signer, new_signer = keys.rotate_signing_key(
+            config.state_dir,
+            config.signing_key,
+            lambda fingerprints: trust_fingerprints(config_path, fingerprints),
         )
-        retired = config.signing_key.with_name(config.signing_key.name + ".retiring")
-        os.replace(config.signing_key, retired)
-        new_signer = keys.generate_signing_key(config.signing_key)
-        text = config_path.read_text()
-        current = parse_config(text, str(config_path))
-        trusted = list(dict.fromkeys([*current.trusted_keys, old_signer, new_signer]))
-        updated = current.model_copy(update={"trusted_keys": trusted})
-        manifest.write_private(config_path, dump_config(updated).encode())
-        retired.unlink()
+        trusted = load_config(config_path)[0].trusted_keys
     log.warning(
         "keys rotated: restic key %s replaced by %s; signer %s retired (still trusted for "
         "verification), %s signs from now on",

@@ -38,6 +38,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from drkit import errors
+from drkit.engines import keys
 from drkit.model import parse_utc, utc_text
 from drkit.paths import on_root
 
@@ -67,13 +68,60 @@ def key_object_key(node: str) -> str:
     return f"manifests/{node}/key.json"
 
 
+# -- limits on what is read from the bucket ---------------------------------------------------
+# Anyone with write access to the bucket (not the repository password) can put anything at
+# these keys: an object larger than its limit, or JSON nested deeper than JSON_DEPTH_LIMIT (a
+# 400 KB `[[[[...` exhausts a recursive parser), is not drkit's and counts as absent.
+
+JSON_DEPTH_LIMIT = 32  # drkit's own documents nest 6 deep at most
+DEFAULT_OBJECT_LIMIT = 64 << 20
+_OBJECT_LIMITS = (
+    (re.compile(r"manifests/[^/]+/key\.json"), 64 << 10),
+    (re.compile(r".*\.sig"), 64 << 10),
+    (re.compile(r"manifests/.*\.json"), 512 << 20),  # a sealed manifest of a very large tree
+    (re.compile(r"(records|status)/.*"), 16 << 20),  # a head holds INDEX_LIMIT entries
+)
+_JSON_SYNTAX = re.compile(rb'["\[\]{}]')
+WRAPPINGS_LIMIT = 8  # a key object holds one wrapping per password, two during `keys rotate`
+
+
+def object_limit(key: str) -> int:
+    """Return the largest object drkit reads at key (bytes)."""
+    return next((limit for pattern, limit in _OBJECT_LIMITS if pattern.fullmatch(key)),
+                DEFAULT_OBJECT_LIMIT)  # fmt: skip
+
+
+def shape_problem(key: str, body: bytes) -> str | None:
+    """Return why the JSON object read at key cannot be one drkit wrote (nested deeper than
+    JSON_DEPTH_LIMIT), or None; objects that are not JSON (report pages) are not judged.
+    Brackets are counted without parsing; a string is skipped whole (to its unescaped quote)."""
+    if not key.endswith((".json", ".sig")):
+        return None
+    depth, position = 0, 0
+    while (match := _JSON_SYNTAX.search(body, position)) is not None:
+        at = match.start()
+        if body[at] == 0x22:  # a string: its end is the next quote not escaped by a backslash
+            while True:
+                at = body.find(b'"', at + 1)
+                if at < 0:
+                    return None  # unterminated: the JSON parser says so
+                before = at - 1
+                while body[before] == 0x5C:
+                    before -= 1
+                if (at - 1 - before) % 2 == 0:
+                    break
+        elif body[at] in b"[{":
+            depth += 1
+            if depth > JSON_DEPTH_LIMIT:
+                return f"JSON nested deeper than {JSON_DEPTH_LIMIT} levels"
+        else:
+            depth -= 1
+        position = at + 1
+    return None
+
+
 def _password(password_file: Path) -> bytes:
-    try:
-        return password_file.read_bytes().rstrip(b"\r\n")
-    except OSError as exc:
-        raise errors.ConfigError(
-            f"repository.password_file: {password_file} unreadable ({exc.strerror})"
-        ) from None
+    return keys.read_password(password_file, "repository.password_file", private=False)
 
 
 def _b64(data: bytes) -> str:
@@ -116,6 +164,8 @@ def unwrap_key(blob: bytes, password_file: Path, node: str) -> bytes | None:
     password = _password(password_file)
     try:
         wrappings = json.loads(blob)["wrappings"]
+        if not isinstance(wrappings, list) or len(wrappings) > WRAPPINGS_LIMIT:
+            return None  # each wrapping costs an scrypt: a planted list of thousands is not ours
         for wrapping in wrappings:
             salt, nonce, data = (
                 base64.b64decode(wrapping[name]) for name in ("salt", "nonce", "data")
@@ -280,8 +330,8 @@ class IndexEntry:
 
 def parse_index(items) -> list[IndexEntry]:
     """Return a signed head's index, oldest first; raise ValueError when it is malformed."""
-    if not isinstance(items, list):
-        raise ValueError("the head holds no index")
+    if not isinstance(items, list) or len(items) > 2 * INDEX_LIMIT:
+        raise ValueError("the head holds no index of drkit's shape")
     return sorted((IndexEntry.of(item) for item in items), key=lambda entry: entry.time)
 
 

@@ -8,8 +8,12 @@ certificate matches a key when the two fingerprints are equal.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
+import json
 import os
+import stat
+from collections.abc import Callable
 from pathlib import Path
 
 from cryptography import x509
@@ -18,6 +22,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from drkit import errors
+from drkit.engines import durable
 from drkit.model import CertInfo, KeyInfo
 
 _PRIVATE_MARKERS = (b"PRIVATE KEY-----",)
@@ -110,19 +115,22 @@ def describe_certificate(data: bytes) -> CertInfo | None:
 # --- the manifest-signing key -------------------------------------------------------------
 
 
-def generate_signing_key(path: Path) -> str:
-    """Write a new Ed25519 signing key to path (0600) unless one exists; return its fingerprint."""
-    if path.exists():
-        return signing_fingerprint(load_signing_key(path).public_key())
+def _new_key_pem() -> tuple[bytes, str]:
     key = ed25519.Ed25519PrivateKey.generate()
     pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(pem)
-    return signing_fingerprint(key.public_key())
+    return pem, signing_fingerprint(key.public_key())
+
+
+def generate_signing_key(path: Path) -> str:
+    """Write a new Ed25519 signing key to path (0600, atomically) unless one exists; return
+    its fingerprint."""
+    if path.exists():
+        return signing_fingerprint(load_signing_key(path).public_key())
+    pem, fingerprint = _new_key_pem()
+    durable.write_atomic(path, pem, 0o600, 0o700)
+    return fingerprint
 
 
 def require_private(path: Path, what: str) -> None:
@@ -137,16 +145,57 @@ def require_private(path: Path, what: str) -> None:
         )
 
 
+def read_regular(path: Path, what: str, limit: int) -> bytes:
+    """Return the bytes of a regular file of at most limit bytes; raise ConfigError (one line)
+    when it is missing, unreadable, larger, or not a regular file. A FIFO or device is never
+    read (opened non-blocking, checked with fstat), so nothing hangs on one."""
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+    except FileNotFoundError:
+        raise errors.ConfigError(f"{path}: {what} not found") from None
+    except OSError as exc:
+        raise errors.ConfigError(f"{path}: cannot read {what} ({exc.strerror})") from None
+    with os.fdopen(descriptor, "rb") as handle:
+        mode = os.fstat(descriptor).st_mode
+        if not stat.S_ISREG(mode):
+            kind = (
+                "a FIFO"
+                if stat.S_ISFIFO(mode)
+                else "a directory"
+                if stat.S_ISDIR(mode)
+                else "not a regular file"
+            )
+            raise errors.ConfigError(f"{path}: {what} is {kind}: name a regular file")
+        try:
+            data = handle.read(limit + 1)
+        except OSError as exc:
+            raise errors.ConfigError(f"{path}: cannot read {what} ({exc.strerror})") from None
+    if len(data) > limit:
+        raise errors.ConfigError(f"{path}: {what} is larger than {limit} bytes")
+    return data
+
+
+def read_password(path: Path, what: str = "repository password file", private=True) -> bytes:
+    """Return the password a password file holds (without its line end); raise ConfigError
+    when the file is missing, not a regular file, empty, or (private) readable by others."""
+    if private:
+        require_private(path, what)
+    password = read_regular(path, what, 64 * 1024).rstrip(b"\r\n")
+    if not password.strip():
+        raise errors.ConfigError(f"password file {path} is empty: it must hold the password")
+    return password
+
+
 def load_signing_key(path: Path) -> ed25519.Ed25519PrivateKey:
     """Read the Ed25519 signing key; raise ConfigError naming the file when it is unusable
     or readable by others."""
     require_private(path, "signing key")
+    if not os.path.lexists(path):
+        raise errors.ConfigError(f"{path}: signing key not found (drkit init creates it)")
     try:
-        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-    except FileNotFoundError:
-        raise errors.ConfigError(f"{path}: signing key not found (drkit init creates it)") from None
-    except OSError as exc:
-        raise errors.ConfigError(f"{path}: cannot read signing key ({exc.strerror})") from None
+        key = serialization.load_pem_private_key(
+            read_regular(path, "signing key", 64 * 1024), password=None
+        )
     except (ValueError, TypeError, UnsupportedAlgorithm):
         raise errors.ConfigError(f"{path}: not a PEM private key") from None
     if not isinstance(key, ed25519.Ed25519PrivateKey):
@@ -192,3 +241,153 @@ def verify_signature(document: dict, data: bytes) -> str:
     except InvalidSignature:
         raise errors.Refused("manifest signature does not verify: it was altered") from None
     return signing_fingerprint(public)
+
+
+def require_trusted(key: ed25519.Ed25519PrivateKey, trusted: list[str], path: Path) -> str:
+    """Return the key's fingerprint when the config trusts it; raise ConfigError otherwise (a
+    backup never signs what its own config would refuse)."""
+    signer = signing_fingerprint(key.public_key())
+    if signer not in trusted:
+        raise errors.ConfigError(
+            f"{path}: signing key {signer} is not in trusted_keys: nothing is signed with it "
+            "(add it to trusted_keys, or restart a daemon started before `drkit keys rotate`)"
+        )
+    return signer
+
+
+# --- rotating the signing key, journalled ---------------------------------------------------
+
+ROTATION_JOURNAL = "key-rotation.json"
+
+
+def rotation_journal(state_dir: Path) -> Path:
+    """Return the journal of a signing-key rotation in progress."""
+    return state_dir / ROTATION_JOURNAL
+
+
+def next_key_path(key_path: Path) -> Path:
+    """Return where a rotation writes the new signing key before it replaces the old one."""
+    return key_path.with_name(key_path.name + ".next")
+
+
+def fingerprint_at(path: Path) -> str | None:
+    """Return the fingerprint of the signing key at path, or None when there is no usable one."""
+    try:
+        return signing_fingerprint(load_signing_key(path).public_key())
+    except errors.ConfigError:
+        return None
+
+
+@contextlib.contextmanager
+def _rotation_lock(state_dir: Path, wait: float):
+    """Hold the rotation lock; yield False (held by none) when another process holds it."""
+    from filelock import FileLock, Timeout
+
+    lock_dir = state_dir / "locks"
+    durable.make_dirs(state_dir, 0o755)
+    durable.make_dirs(lock_dir, 0o700)
+    lock = FileLock(str(lock_dir / "key-rotation.lock"), mode=0o600)
+    try:
+        lock.acquire(timeout=wait)
+    except Timeout:
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        lock.release()
+
+
+def rotate_signing_key(
+    state_dir: Path, key_path: Path, trust: Callable[[list[str]], None]
+) -> tuple[str, str]:
+    """Replace the signing key with a new one; return (old, new) fingerprints.
+
+    Journalled, every step idempotent, so that the next command finishes or undoes it
+    (finish_rotation) whatever instant a kill lands: 1. the journal names the key and its
+    signer; 2. the new key is written beside the old one (`<key>.next`); 3. trust([old, new])
+    makes the config trust both; 4. a rename puts the new key in the old one's place; 5. the
+    journal goes. The key file always holds a whole key, and the config trusts it.
+    """
+    with _rotation_lock(state_dir, 30) as held:
+        if not held:
+            raise errors.Busy(f"{state_dir}: another run is rotating the signing key")
+        old = signing_fingerprint(load_signing_key(key_path).public_key())
+        record = {"signing_key": str(key_path), "old": old}
+        durable.write_atomic(rotation_journal(state_dir), json.dumps(record).encode())
+        pem, new = _new_key_pem()
+        durable.write_atomic(next_key_path(key_path), pem, 0o600, 0o700)
+        _complete(state_dir, key_path, old, new, trust)
+    return old, new
+
+
+def _complete(state_dir: Path, key_path: Path, old: str, new: str, trust) -> None:
+    """Steps 3 to 5 of a rotation (see rotate_signing_key)."""
+    trust([old, new])
+    try:
+        os.replace(next_key_path(key_path), key_path)
+        durable.sync_dir(key_path.parent)
+    except OSError as exc:
+        raise errors.LocalFilesystemError(f"{key_path}: cannot replace ({exc.strerror})") from None
+    durable.remove(rotation_journal(state_dir))
+
+
+def finish_rotation(
+    state_dir: Path, key_path: Path, trusted: list[str], trust: Callable[[list[str]], None]
+) -> str | None:
+    """Finish or undo a signing-key rotation a kill interrupted (its journal, or the
+    `<key>.retiring` file an older drkit left); return what was done, None when nothing was
+    pending. A rotation running in another process right now is left to finish itself."""
+    journal = rotation_journal(state_dir)
+    retiring = key_path.with_name(key_path.name + ".retiring")
+    if not journal.exists() and not retiring.exists():
+        return None
+    with _rotation_lock(state_dir, 0) as held:
+        if not held:
+            return None
+        if journal.exists():
+            return _replay(journal, state_dir, key_path, trust)
+        if retiring.exists():
+            return _settle_retiring(retiring, key_path, trusted)
+    return None
+
+
+def _replay(journal: Path, state_dir: Path, key_path: Path, trust) -> str | None:
+    try:
+        record = json.loads(read_regular(journal, "key rotation journal", 64 * 1024))
+    except (errors.ConfigError, ValueError):
+        record = None
+    if isinstance(record, dict) and record.get("signing_key") not in (None, str(key_path)):
+        return None  # the journal of another config's key
+    pending = next_key_path(key_path)
+    old = record.get("old") if isinstance(record, dict) else None
+    new = fingerprint_at(pending)
+    if old and new:
+        _complete(state_dir, key_path, old, new, trust)
+        return f"an interrupted key rotation was finished: {new} signs from now on"
+    for leftover in (pending, pending.with_name(pending.name + ".tmp")):
+        durable.remove(leftover)
+    durable.remove(journal)
+    current = fingerprint_at(key_path)
+    if current == old:
+        return f"an interrupted key rotation was undone: {current} still signs"
+    return f"an interrupted key rotation was finished: {current} signs"
+
+
+def _settle_retiring(retiring: Path, key_path: Path, trusted: list[str]) -> str | None:
+    """An older drkit's rotation moved the old key to `<key>.retiring` before writing the new
+    one: keep the key the config trusts."""
+    current, previous = fingerprint_at(key_path), fingerprint_at(retiring)
+    if current is not None and current in trusted:
+        durable.remove(retiring)
+        return f"an interrupted key rotation was finished: {current} signs"
+    if previous is not None and previous in trusted:
+        try:
+            os.replace(retiring, key_path)
+            durable.sync_dir(key_path.parent)
+        except OSError as exc:
+            raise errors.LocalFilesystemError(
+                f"{retiring}: cannot restore ({exc.strerror})"
+            ) from None
+        return f"an interrupted key rotation was undone: {previous} signs again"
+    return None

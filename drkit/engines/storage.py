@@ -24,6 +24,7 @@ from botocore.config import Config as BotoConfig
 
 from drkit import errors, units
 from drkit.config import ObjectLock, Repository
+from drkit.engines import catalog
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +147,7 @@ class Storage:
                 f"repository.ca_bundle: {self.ca_bundle} does not exist or is not a file"
             )
         self.client = _client(self.endpoint, self.region, self.ca_bundle, quick=quick)
+        self.malformed: list[str] = []  # objects read that were ignored (see _malformed)
 
     # -- the one door to boto3 -----------------------------------------------------------
 
@@ -518,14 +520,29 @@ class Storage:
         return self.put_bytes(key, body, "application/json")
 
     def get_json(self, key: str) -> Any | None:
-        """Return the JSON document at key, or None when there is none."""
+        """Return the JSON document at key, or None when there is none or it is malformed
+        (see get_bytes)."""
         body = self.get_bytes(key)
         if body is None:
             return None
         try:
             return json.loads(body)
         except ValueError:
-            raise errors.StorageError(f"s3://{self.bucket}/{key} is not valid JSON") from None
+            return self._malformed(key, None, "not valid JSON")
+
+    def _malformed(self, key: str, version_id: str | None, problem: str) -> None:
+        """Count a malformed object as absent: say so in one warning line and remember it for
+        `drkit verify` (self.malformed). An old version of it is only logged."""
+        line = (
+            f"s3://{self.bucket}/{key}: {problem}: not drkit's (malformed, or planted by "
+            "someone with write access to the bucket), ignored as if absent"
+        )
+        if version_id is not None:
+            log.info("%s (version %s)", line, version_id)
+        else:
+            log.warning("%s", line)
+            self.malformed.append(line)
+        return None
 
     def require_posture(self) -> None:
         """Raise StorageError unless this process has seen, within POSTURE_TTL_SECONDS, that
@@ -576,10 +593,20 @@ class Storage:
         )
         if response is None:
             return None
+        limit = catalog.object_limit(key)
         try:
-            return response["Body"].read()
+            size = response.get("ContentLength")
+            if isinstance(size, int) and size > limit:
+                response["Body"].close()
+                body = None
+            else:
+                body = response["Body"].read(limit + 1)
         except (boto_errors.BotoCoreError, OSError) as exc:
             raise self._translate(exc, "get_object") from None
+        if body is None or len(body) > limit:
+            return self._malformed(key, version_id, f"larger than {units.size(limit)}")
+        problem = catalog.shape_problem(key, body)
+        return self._malformed(key, version_id, problem) if problem else body
 
     def versions(self, key: str) -> list[dict[str, Any]]:
         """Return every version of key, newest first: [{version_id, modified, latest, deleted}]
