@@ -234,7 +234,8 @@ def init(
     server: Annotated[
         list[str] | None,
         typer.Option(
-            help="server profile, repeatable: auto, openssh, proftpd, vsftpd, sftpplus, generic"
+            help="server profile, repeatable: auto, openssh, proftpd, vsftpd, pureftpd, sftpplus, "
+            "generic"
         ),
     ] = None,
     group: Annotated[
