@@ -1464,6 +1464,11 @@ def _landing(root: Path, view: dict | None, user: str, entry: list[str]) -> Land
             wanted = str(on_root(root, wanted)) if start_dir.startswith("/") else wanted
         start = wanted if (base / wanted.lstrip("/")).is_dir() else start
         run_start = start
+    # sftp shows realpath("."): resolved inside the chroot, or on this host without one
+    start, run_start = (
+        (_node_links(base, path)[0] if chroot != "none" else os.path.realpath(path))
+        for path in (start, run_start)
+    )
     here = base / start.lstrip("/")
     gids = set(os.getgrouplist(user, host_account.pw_gid))
     writable = [
