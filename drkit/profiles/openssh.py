@@ -1,8 +1,10 @@
 """OpenSSH sftp nodes: read sshd_config as sshd does, back up what it names, prove a restore.
 
 The raw config is parsed here (not `sshd -T`): Include lines only show in the raw files, and a
-config with an unknown keyword must still be backed up. What the profile backs up, which
-directives name files and the mode rules come from policies/openssh.yaml.
+config with an unknown keyword must still be backed up; files are read through their symlinks
+resolved inside the node root. The smoke runs the node's own config and asks sshd itself
+(`sshd -T -C`) what applies to its user. What the profile backs up, which directives name
+files and the mode rules come from policies/openssh.yaml.
 """
 
 from __future__ import annotations
