@@ -452,7 +452,6 @@ def references(root: Path, config: Config) -> list[Ref]:
     refs += [
         Ref(folder, "config", f"{line.args[0]} directory", line.where, False, directory=True)
         for line, folder in runtime_dirs(config)
-        if not folder.startswith(RUN_DIRS)
     ]
     for s, users in users_of.items():
         for user, fields in users.items():
@@ -673,6 +672,7 @@ class Run:
     stand_in: Path | None = None  # AuthUserFile for the server contexts that name none
     logs: list[Path] = field(default_factory=list)
     differences: list[str] = field(default_factory=list)
+    origins: dict[str, list[int]] = field(default_factory=dict)  # copy -> node line numbers
 
     def differ(self, text: str) -> None:
         if text not in self.differences:
@@ -784,7 +784,12 @@ def write_copy(root: Path, config: Config, out_dir: Path, run: Run | None = None
         return [raw]
 
     for node, copy in copies.items():
-        out = common.rewritten_lines(config.texts[node], parse, functools.partial(rewrite, node))
+        out, origin = [], []  # origin: the node line each copy line comes from (0: added)
+        for number, raw in enumerate(config.texts[node].splitlines(), 1):
+            parsed = parse(raw)
+            made = [raw] if parsed is None else rewrite(node, number, raw, *parsed)
+            out += made
+            origin += [number] * len(made)
         prepend = []
         if node == config.main:
             prepend = ["# drkit: runtime files in the work dir", *_runtime_lines(run.work)]
@@ -801,6 +806,7 @@ def write_copy(root: Path, config: Config, out_dir: Path, run: Run | None = None
                 ]
         # a file holding a bind password stays private
         common.write_config_copy(copy, [*prepend, *out], _copy_mode(root, node), dir_mode=0o755)
+        run.origins[str(copy)] = [0] * len(prepend) + origin
     return copies[config.main], {str(copy): node for node, copy in copies.items()}
 
 
@@ -812,7 +818,18 @@ def _copy_mode(root: Path, node: str) -> int:
         return 0o600
 
 
-def _node_text(text: str, names: dict[str, str], root: Path) -> str:
+def _node_text(
+    text: str, names: dict[str, str], root: Path, origins: dict[str, list[int]] | None = None
+) -> str:
+    """Return proftpd's words with copy paths and line numbers as the node's files have them."""
+
+    def node_line(match: re.Match) -> str:
+        lines = (origins or {}).get(match.group(2), [])
+        number = int(match.group(1))
+        found = lines[number - 1] if 0 < number <= len(lines) else 0
+        return f"line {found or number} of '{match.group(2)}'"
+
+    text = re.sub(r"line (\d+) of '([^']+)'", node_line, text)
     for copy, node in names.items():
         text = text.replace(copy, node)
     return text.replace(str(root).rstrip("/") + "/", "/") if str(root) != "/" else text
@@ -977,7 +994,8 @@ def _config_test(root: Path, config: Config) -> Check:
         return failed(name, "proftpd is not installed on this host")
     work = Path(tempfile.mkdtemp(prefix="drkit-proftpd-t-"))
     try:
-        copy, names = write_copy(root, config, work, Run(work, run_as=_run_as(root, config)))
+        run = Run(work, run_as=_run_as(root, config))
+        copy, names = write_copy(root, config, work, run)
         argv = [
             program if a == policy()["validate"]["argv"][0] else a.replace("{config}", str(copy))
             for a in policy()["validate"]["argv"]
@@ -985,7 +1003,8 @@ def _config_test(root: Path, config: Config) -> Check:
         done = runner.run(argv, timeout=60)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    lines = [ln.strip() for ln in _node_text(done.stderr, names, root).splitlines() if ln.strip()]
+    text = _node_text(done.stderr, names, root, run.origins)
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     patterns = policy()["validate"]["fail_patterns"]
     bad = [ln for ln in lines if any(p in ln.lower() for p in patterns)]
     if done.returncode != 0 or bad:
@@ -999,13 +1018,14 @@ def _said(line: str) -> str:
     return re.sub(r"^.*?proftpd\[\d+\][^:]*:\s*", "", line).strip()
 
 
-def _server_words(log_path: Path, names: dict[str, str], root: Path, work: Path) -> str:
-    """Return the interesting lines proftpd wrote at start, node paths as the node names them."""
+def _server_words(log_path: Path, names: dict[str, str], root: Path, run: Run) -> str:
+    """Return the interesting lines proftpd wrote at start, node paths and lines as the node's
+    files have them."""
     try:
         text = log_path.read_text(errors="replace")
     except OSError:
         return ""
-    text = _node_text(text, names, root).replace(str(work), "<work>")
+    text = _node_text(text, names, root, run.origins).replace(str(run.work), "<work>")
     lines = [_said(line) for line in text.splitlines() if line.strip()]
     lines = [line for line in lines if "SocketBindTight in effect" not in line]
     return " | ".join(common.interesting_lines(lines, common.LOG_PATTERN + "|cannot|refus"))
@@ -1034,7 +1054,7 @@ def _start(root: Path, config: Config, run: Run, program: str):
         return server, "", time.monotonic() - started
     alive = server.alive()
     server.stop()
-    words = _server_words(log_path, names, root, run.work) or "no output"
+    words = _server_words(log_path, names, root, run) or "no output"
     how = "did not listen in time" if alive else "exited"
     return None, f"{how}: {words}", 0.0
 
