@@ -127,6 +127,29 @@ def test_local_users_are_the_node_accounts_pam_lets_in(tmp_path):
     assert "frank" not in {login.name for login in vsftpd.logins(root, config)}
 
 
+def test_a_pam_listfile_with_onerr_succeed_may_be_missing(tmp_path):
+    """pam_listfile onerr=succeed succeeds without its list (the Ansible role's RHEL stack names
+    /etc/vsftpd/ftpusers, which the role never writes): optional; pam_userdb's db is required."""
+    root, _ = built("vsftpd-ansible-xat59-virtual", tmp_path)
+    config = vsftpd.read_config(root, "/etc/vsftpd/vsftpd.conf")
+    stores = {
+        r.path: r.required for r in vsftpd.references(root, config) if r.directive == "PAM store"
+    }
+    assert stores == {"/etc/vsftpd/login.db": True, "/etc/vsftpd/ftpusers": False}
+
+
+def test_a_user_file_names_its_own_guest_account_and_privileges(tmp_path):
+    """users.d/<user> of the Ansible role sets guest_username=www-data and
+    virtual_use_local_privs=YES: the login runs as www-data, unchrooted (chroot_local_user=NO),
+    and www-data's entry is backed up."""
+    root, recorded = built("vsftpd-ansible-xat59-virtual", tmp_path)
+    config = vsftpd.read_config(root, "/etc/vsftpd/vsftpd.conf")
+    logins = {login.name: login for login in vsftpd.logins(root, config)}
+    assert {logins["xat"].account, logins["jdoe"].account} == {"www-data"}
+    assert not vsftpd.is_chrooted(root, config, logins["xat"])
+    assert "www-data" in {account["name"] for account in recorded["accounts"]}
+
+
 def test_a_log_on_proc_is_never_taken(tmp_path):
     root, _ = built("vsftpd-alpine-ftp-server", tmp_path)
     config = vsftpd.read_config(root, "/etc/vsftpd/vsftpd.conf")

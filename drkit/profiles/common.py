@@ -29,7 +29,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -605,6 +605,8 @@ class PamStack:
     stores: list[tuple[str, str]]
     deny_files: list[str]  # pam_listfile sense=deny item=user lists
     pwdfiles: list[str]  # pam_pwdfile stores (virtual users, one per line)
+    # stores a missing file does not break: pam_listfile onerr=succeed succeeds without its list
+    optional: list[str] = field(default_factory=list)
 
 
 def pam_module_args(words: list[str]) -> tuple[str | None, list[str]]:
@@ -676,6 +678,8 @@ def read_pam(root: Path, service_file: str, pam_dir: str = "/etc/pam.d") -> PamS
                     pam.deny_files.append(store)
                 if name == "pwdfile":
                     pam.pwdfiles.append(store)
+                if "pam_listfile" in module and "onerr=succeed" in args:
+                    pam.optional.append(store)
     return pam
 
 

@@ -254,8 +254,8 @@ def logins(root: Path, config: Config, smoke_user: str | None = None) -> list[Lo
         guest = config.get("guest_username") or "ftp"
         for store in pam.pwdfiles:
             named += [(name, store) for name in _names_in(root, store, ":")]
-        for name, where in dict(named).items():
-            found.append(Login(name, guest, "guest", where))
+        for name, where in dict(named).items():  # a user's own file may name another guest
+            found.append(Login(name, config.get("guest_username", name) or guest, "guest", where))
         return found
     denied = set(listed if not allow_list else [])
     for deny_file in pam.deny_files:
@@ -284,7 +284,7 @@ def _in_chroot_list(root: Path, config: Config, name: str) -> bool:
 def is_chrooted(root: Path, config: Config, login: Login) -> bool:
     """chrooted() with chroot_list_file applied (it inverts chroot_local_user for its users)."""
     if login.kind == "anonymous" or (
-        login.kind == "guest" and not config.yes("virtual_use_local_privs")
+        login.kind == "guest" and not config.yes("virtual_use_local_privs", login.name)
     ):
         return True
     return config.yes("chroot_local_user") != _in_chroot_list(root, config, login.name)
@@ -400,7 +400,10 @@ def references(root: Path, config: Config, smoke_user: str | None = None) -> lis
     refs.append(Ref(pam_file(config), "config", "pam_service_name", where, explicit_pam))
     pam = read_pam(root, config)
     refs += [Ref(path, "config", "PAM include", line, False) for path, line in pam.includes]
-    refs += [Ref(path, "accounts", "PAM store", line, True) for path, line in pam.stores]
+    refs += [
+        Ref(path, "accounts", "PAM store", line, path not in pam.optional)
+        for path, line in pam.stores
+    ]
     passwd = accounts.passwd_entries(root)
     for login in logins(root, config, smoke_user):
         place = place_of(root, config, login, passwd)
@@ -615,14 +618,21 @@ def _mapped(root: Path, path: str) -> str:
     return path if str(root) == "/" else str(on_root(root, path))
 
 
-def _mapped_user_conf(root: Path, config: Config, work: Path) -> Path | None:
+def _mapped_user_conf(
+    root: Path, config: Config, work: Path, renamed: dict[str, str] | None = None
+) -> Path | None:
+    """Write the user_config_dir files with node paths mapped onto root and each
+    guest_username the run renamed (RENAMED: node account -> one-run account) renamed."""
     if not config.user_files:
         return None
+    renamed = renamed or {}
     target = work / "user_conf"
     target.mkdir(mode=0o755)
     for user, own in config.user_files.items():
         lines = [
             f"{key}={_mapped(root, value) if value.startswith('/') else value}"
+            if key != "guest_username"
+            else f"{key}={renamed.get(value, value)}"
             for key, value in own.items()
         ]
         (target / user).write_text("\n".join(lines) + "\n")
@@ -651,11 +661,12 @@ def _start_check(root: Path, config: Config, manifest: dict) -> Check:
     work.chmod(0o755)
     server, created = None, []
     try:
-        made, extra = run_accounts(root, manifest, config, created)
+        renamed: dict[str, str] = {}
+        made, extra = run_accounts(root, manifest, config, created, renamed)
         broken = [check for check in made if check.status == "fail"]
         if broken:
             return failed(name, f"{broken[0].name.removeprefix('smoke: ')}: {broken[0].detail}")
-        user_conf = _mapped_user_conf(root, config, work)
+        user_conf = _mapped_user_conf(root, config, work, renamed)
         run = _Run(work, common.free_port(), user_conf=user_conf, extra=extra)
         copy = write_copy(root, config, run)
         log_path = work / "vsftpd.out"
@@ -712,12 +723,17 @@ def _one_run_account(
 
 
 def run_accounts(
-    root: Path, manifest: dict, config: Config, created: list[tuple[str, str]]
+    root: Path,
+    manifest: dict,
+    config: Config,
+    created: list[tuple[str, str]],
+    renamed: dict[str, str] | None = None,
 ) -> tuple[list[Check], dict[str, str]]:
     """Give the copy the system accounts vsftpd looks up at start and login: guest_username
-    (guest_enable) and ftp_username (anonymous_enable) as one-run accounts with the node's
-    ids and mapped homes, nopriv_user only when the host lacks it. Return the checks and the
-    settings that point the copy at them."""
+    (guest_enable; the config's and each user_config_dir file's) and ftp_username
+    (anonymous_enable) as one-run accounts with the node's ids and mapped homes, nopriv_user
+    only when the host lacks it. Return the checks and the settings that point the copy at
+    them; RENAMED gets each guest account's one-run name (for the user files)."""
     results, extra = [], {}
     wanted = [
         ("guest_username", config.yes("guest_enable") and config.yes("local_enable")),
@@ -731,6 +747,16 @@ def run_accounts(
         results.append(check)
         if temp:
             extra[key] = temp
+            if key == "guest_username" and renamed is not None:
+                renamed[config.get(key) or ""] = temp
+    if renamed is not None and wanted[0][1]:
+        for own in config.user_files.values():
+            account = own.get("guest_username")
+            if account and account not in renamed:
+                check, temp = _one_run_account(root, manifest, account, created)
+                results.append(check)
+                if temp:
+                    renamed[account] = temp
     return results, extra
 
 
@@ -739,7 +765,7 @@ def _read_only(config: Config, login: Login) -> str | None:
     if not config.yes("write_enable", login.name):
         return "write_enable=NO: the config refuses uploads"
     anon_like = login.kind == "anonymous" or (
-        login.kind == "guest" and not config.yes("virtual_use_local_privs")
+        login.kind == "guest" and not config.yes("virtual_use_local_privs", login.name)
     )
     if anon_like and not config.yes("anon_upload_enable", login.name):
         return f"anon_upload_enable=NO: {login.kind} logins may not upload"
@@ -750,7 +776,7 @@ def _smoke_login(config: Config, user: str) -> Login:
     if config.yes("anonymous_enable") and user in _anonymous_names():
         return Login(user, config.get("ftp_username") or "ftp", "anonymous", "smoke_user")
     if config.yes("guest_enable"):
-        return Login(user, config.get("guest_username") or "ftp", "guest", "smoke_user")
+        return Login(user, config.get("guest_username", user) or "ftp", "guest", "smoke_user")
     return Login(user, user, "local", "smoke_user")
 
 
@@ -781,7 +807,8 @@ def smoke(root: Path, manifest: dict, user: str, work_dir: Path) -> SmokeResult:
                 result.add(failed("smoke: vsftpd started", "no vsftpd.conf found"))
                 return result
             login = _smoke_login(config, user)
-            made, extra = run_accounts(root, manifest, config, created)
+            renamed: dict[str, str] = {}
+            made, extra = run_accounts(root, manifest, config, created, renamed)
             result.add(*made)
             if login.kind == "local":
                 result.add(_one_run_account(root, manifest, user, created, as_is=True)[0])
@@ -800,7 +827,7 @@ def smoke(root: Path, manifest: dict, user: str, work_dir: Path) -> SmokeResult:
                 )
                 result.add(warned("smoke: differs from the node's config", detail))
             run = _Run(
-                work, common.free_port(), user_conf=_mapped_user_conf(root, config, work),
+                work, common.free_port(), user_conf=_mapped_user_conf(root, config, work, renamed),
                 extra=extra,
             )  # fmt: skip
             copy = write_copy(root, config, run)
