@@ -58,7 +58,7 @@ def status_document(node: str, index: int, now: datetime) -> dict:
             "duration_seconds": 12.5,
             "snapshot_id": uuid.uuid4().hex * 2,
             "bytes_added": 123456,
-            "files": 2981,
+            "file_count": 2981,
             "certificates": [
                 {
                     "path": "/etc/ssl/certs/ftps.pem",

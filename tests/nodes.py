@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.poly1305 import Poly1305
 from typer.testing import CliRunner
 
-from devtools import sample_node
+from devtools import sample_node, schemas
 from drkit import config
 from drkit.cli import app
 from drkit.engines import restic as restic_engine
@@ -75,9 +75,12 @@ def refusing_port() -> int:
 
 
 def drkit(*args: str, env: dict | None = None) -> tuple[int, dict]:
-    """Run the CLI in-process with --json; return the exit code and the one JSON document."""
+    """Run the CLI in-process with --json; return the exit code and the one JSON document,
+    checked against the command's published JSON Schema (docs/schemas)."""
     result = CliRunner().invoke(app, [*args, "--json"], env=env, catch_exceptions=False)
-    return result.exit_code, json.loads(result.stdout)
+    document = json.loads(result.stdout)
+    schemas.validate([*args, "--json"], document)
+    return result.exit_code, document
 
 
 # -- test repositories: restic's own format, with a key that is cheap to open ----------------

@@ -122,7 +122,7 @@ def _node_config(tmp_path: Path) -> config.Config:
 def test_the_recorder_records_runs_and_errors_but_not_dry_runs(tmp_path, monkeypatch):
     monkeypatch.setattr(status, "publish", lambda configuration, document: False)
     configuration = _node_config(tmp_path)
-    result = {"ok": True, "kept": [], "removed": [], "snapshots": 3}
+    result = {"ok": True, "kept": [], "removed": [], "snapshot_count": 3}
     assert status_action.recorded(configuration, "prune", lambda: result, dry_run=True) is result
     assert status.load_local(configuration) is None
     assert status_action.recorded(configuration, "prune", lambda: result) is result

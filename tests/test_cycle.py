@@ -59,7 +59,8 @@ def backed_up(node: Node) -> Node:
 def test_backup_destroy_restore_smoke(backed_up: Node, monkeypatch):
     node = backed_up
     code, listed = node.run("snapshots")
-    assert code == 0 and [s["id"] for s in listed] == [node.snapshot_id]
+    assert code == 0 and [s["id"] for s in listed["snapshots"]] == [node.snapshot_id]
+    listed = listed["snapshots"]
     assert listed[0]["node"] == "sftp-1" and listed[0]["time"].endswith("Z")
     code, shown = node.run("show", "latest")
     assert code == 0

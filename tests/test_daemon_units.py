@@ -310,7 +310,7 @@ def test_metrics_and_healthz_tell_the_rpo_truth(tmp_path: Path):
                 "ok": True,
                 "snapshot_id": "ab12",
                 "bytes_added": 1234,
-                "files": 17,
+                "file_count": 17,
                 "duration_seconds": 1.5,
                 "error": None,
             },

@@ -13,7 +13,9 @@ def _write(directory: Path, name: str, document: dict) -> None:
 
 
 def test_report_renders_every_document_and_escapes_table_cells(tmp_path: Path):
-    _write(tmp_path, "backup", {"snapshot_id": "abcdef1234567890", "files": 12, "bytes_added": 9})
+    _write(
+        tmp_path, "backup", {"snapshot_id": "abcdef1234567890", "file_count": 12, "bytes_added": 9}
+    )
     _write(
         tmp_path,
         "show",

@@ -216,4 +216,4 @@ def test_discover_finds_openssh_and_proftpd_and_init_auto_takes_both(
     code, backup = drkit("backup", "--config", str(config))
     assert code == 0, backup
     code, listed = drkit("snapshots", "--config", str(config))
-    assert code == 0 and len(listed) == 1
+    assert code == 0 and len(listed["snapshots"]) == 1

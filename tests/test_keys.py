@@ -93,7 +93,7 @@ def test_lost_password_is_recovered_from_k_paper_shares(escrow_node, tmp_path):
     assert password not in json.dumps(document)
     recovered.rename(node.repository.password_file)
     code, listed = node.run("snapshots")
-    assert code == 0 and [s["id"] for s in listed] == [first]
+    assert code == 0 and [s["id"] for s in listed["snapshots"]] == [first]
     # one age file plus the holder's identity works as well
     again = tmp_path / "again.password"
     code, document = drkit("keys", "recover", "--share", escrowed["files"][0]["file"],

@@ -111,7 +111,7 @@ def test_backup_document():
         node="sftp-1",
         snapshot_id="a" * 64,
         time="2024-05-01T03:00:00Z",
-        files=12,
+        file_count=12,
         bytes_added=2048,
         duration_seconds=1.5,
         signer="SHA256:" + "x" * 43,
@@ -124,7 +124,7 @@ def test_backup_document():
         "node": "sftp-1",
         "snapshot_id": "a" * 64,
         "time": "2024-05-01T03:00:00Z",
-        "files": 12,
+        "file_count": 12,
         "size": None,
         "bytes_added": 2048,
         "duration_seconds": 1.5,
@@ -132,22 +132,22 @@ def test_backup_document():
         "previous": None,
         "passes": 1,
         "warnings": ["no smoke user"],
+        "security_events": [],
     }
 
 
-def test_snapshots_document_is_a_list():
+def test_snapshots_document_is_an_object_with_its_list():
     entry = {
         "id": "b" * 64,
         "short_id": "b" * 8,
         "time": "2024-05-01T03:00:00Z",
         "node": "sftp-1",
-        "files": 3,
+        "file_count": 3,
         "size": None,
         "tags": ["drkit", "node:sftp-1"],
     }
-    result = results.SnapshotsResult([results.SnapshotEntry(**entry)])
-    assert result.model_dump(mode="json") == [entry]
-    assert result.ok is True
+    result = results.SnapshotsResult(snapshots=[results.SnapshotEntry(**entry)])
+    assert result.model_dump(mode="json") == {"ok": True, "snapshots": [entry]}
 
 
 CHECKS = [passed("manifest signature", "signed by SHA256:k"), failed("sshd -t", "bad config")]
@@ -254,7 +254,7 @@ def test_status_document():
         "proven_rpo_breached": False,
         "rto_seconds": 900,
         "rto_ok": None,
-        "snapshots": 3,
+        "snapshot_count": 3,
         "updated": "2024-05-01T03:00:05Z",
         "status_age_seconds": 55,
         "problems": [],
@@ -410,7 +410,7 @@ def test_status_ages_use_the_one_duration_format(capsys):
             "proven_rpo_breached": False,
             "rto_seconds": 600,
             "rto_ok": None,
-            "snapshots": 3,
+            "snapshot_count": 3,
             "updated": "2024-05-01T03:00:05Z",
             "status_age_seconds": 55,
             "problems": [],
@@ -441,7 +441,7 @@ def test_backup_text_says_that_drkits_own_files_count(capsys):
         node="sftp-1",
         snapshot_id="a" * 64,
         time="2024-05-01T03:00:00Z",
-        files=20,
+        file_count=20,
         size=18227,
         bytes_added=33587,
         duration_seconds=258.4,

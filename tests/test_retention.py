@@ -61,10 +61,12 @@ def test_last_3_keeps_exactly_3_and_dry_run_names_the_rule(node: Node):
     code, planned = node.run("prune", "--dry-run")
     assert code == 0, planned
     assert planned["keep_rules"] == {"last": 3}
-    assert _times(planned["keep"]) == [f"2025-03-0{day}T10:00:00Z" for day in (3, 4, 5)]
-    assert [item["rules"] for item in planned["keep"]] == [["last"]] * 3
-    assert _times(planned["remove"]) == ["2025-03-01T10:00:00Z", "2025-03-02T10:00:00Z"]
-    assert set(planned["remove"][0]) == {"id", "time"}
+    assert "keep" not in planned and "remove" not in planned  # one pair: kept and removed
+    assert _times(planned["kept"]) == [f"2025-03-0{day}T10:00:00Z" for day in (3, 4, 5)]
+    assert [item["rules"] for item in planned["kept"]] == [["last"]] * 3
+    assert _times(planned["removed"]) == ["2025-03-01T10:00:00Z", "2025-03-02T10:00:00Z"]
+    assert set(planned["removed"][0]) == {"id", "short_id", "time", "tags"}
+    assert planned["snapshot_count"] == 3
 
     # the human output names the keeping rule on each kept snapshot's line
     shown = CliRunner().invoke(
@@ -89,7 +91,7 @@ def test_no_section_applies_the_defaults(node: Node):
     code, planned = node.run("prune", "--dry-run")
     assert code == 0, planned
     assert planned["keep_rules"] == DEFAULT_RETENTION
-    assert len(planned["keep"]) == 5 and planned["remove"] == []
-    newest = planned["keep"][-1]["rules"]
+    assert len(planned["kept"]) == 5 and planned["removed"] == []
+    newest = planned["kept"][-1]["rules"]
     assert {"last", "daily", "weekly", "monthly", "yearly"} <= set(newest), newest
-    assert all("daily" in item["rules"] for item in planned["keep"])
+    assert all("daily" in item["rules"] for item in planned["kept"])

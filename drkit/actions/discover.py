@@ -80,7 +80,7 @@ def run(root: Path, smoke_user: str | None = None) -> DiscoverResult:
                 "configs": signs.configs,
                 "binaries": signs.binaries,
                 "units": signs.units,
-                "files": len(inventory.files),
+                "file_count": len(inventory.files),
                 "categories": categories,
                 "trees": [entry.path for entry in inventory.dirs],
                 "accounts": inventory.users,

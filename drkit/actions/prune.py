@@ -44,9 +44,9 @@ def _rules(matches: list[str]) -> list[str]:
 def run(config: Config, dry_run: bool = False, lock_wait: float | None = None) -> PruneResult:
     """Apply retention to the node's snapshots; return the prune document.
 
-    JSON: {ok, node, dry_run, keep_rules, keep: [{id, time, rules: ["last", "daily"]}],
-    remove: [{id, time}], kept: [{id, short_id, time, tags, reasons, rules}], removed: [...],
-    pruned, stale_locks, record, duration_seconds}. The rules are restic's own reasons for
+    JSON: {ok, node, dry_run, keep_rules, kept: [{id, short_id, time, tags, reasons, rules:
+    ["last", "daily"]}], removed: [{id, short_id, time, tags}], pruned, stale_locks, record,
+    snapshot_count, duration_seconds}. The rules are restic's own reasons for
     keeping each snapshot (`forget --json`), not recomputed here.
     """
     started = time.monotonic()
@@ -82,15 +82,13 @@ def run(config: Config, dry_run: bool = False, lock_wait: float | None = None) -
         node=config.node,
         dry_run=dry_run,
         keep_rules=keep_rules,
-        keep=[{"id": s["id"], "time": s["time"], "rules": s["rules"]} for s in kept],
-        remove=[{"id": s["id"], "time": s["time"]} for s in removed],
         kept=kept,
         removed=removed,
         pruned=pruned,
         group_pruner=config.group_pruner,
         stale_locks=stale,
         record=record,
-        snapshots=len(kept),
+        snapshot_count=len(kept),
         duration_seconds=round(time.monotonic() - started, 3),
     )
 

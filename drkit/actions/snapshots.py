@@ -18,13 +18,13 @@ def list_snapshots(origin: Origin, all_nodes: bool = False) -> SnapshotsResult:
     context.probe_storage(origin.repository)
     found = restic.snapshots(host=None if all_nodes else origin.node, tags=["drkit"])
     return SnapshotsResult(
-        [
+        snapshots=[
             SnapshotEntry(
                 id=snapshot.id,
                 short_id=snapshot.short_id,
                 time=utc_text(snapshot.time),
                 node=snapshot.hostname,
-                files=snapshot.files,
+                file_count=snapshot.files,
                 size=snapshot.size,
                 tags=snapshot.tags,
             )

@@ -171,7 +171,7 @@ def record_run(
         outcome["certificates"] = _certificates(config, job, result_document)
     snapshots = None
     if job == "prune" and isinstance(result_document, dict):
-        snapshots = result_document.get("snapshots")
+        snapshots = result_document.get("snapshot_count")
     elif job == "backup" and outcome["ok"] and count_snapshots is not None:
         snapshots = count_snapshots()
     try:

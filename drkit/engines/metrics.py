@@ -113,8 +113,12 @@ class StatusCollector:
             "backup",
             (
                 ("drkit_bytes_added", "Bytes the last backup added", backup.get("bytes_added")),
-                ("drkit_files", "Files in the last backup", backup.get("files")),
-                ("drkit_snapshots", "Snapshots of the node in the repository", entry["snapshots"]),
+                ("drkit_files", "Files in the last backup", backup.get("file_count")),
+                (
+                    "drkit_snapshots",
+                    "Snapshots of the node in the repository",
+                    entry["snapshot_count"],
+                ),
             ),
         )
 

@@ -136,7 +136,7 @@ def record(
     """Record one finished run of job in the node's status document; return the document.
 
     outcome: {time, ok, duration_seconds, error, ...job fields (snapshot_id, bytes_added,
-    files)}. A good backup also becomes last_good_backup. The local file is always written;
+    file_count)}. A good backup also becomes last_good_backup. The local file is always written;
     the bucket copy when upload and S3 answers.
     """
     if job not in JOBS:
@@ -197,7 +197,7 @@ def outcome_of(job: str, started: datetime, duration: float, result=None, error=
             time=result.get("time") or entry["time"],
             snapshot_id=result.get("snapshot_id"),
             bytes_added=result.get("bytes_added"),
-            files=result.get("files"),
+            file_count=result.get("file_count"),
         )
     elif job == "prune":
         entry.update(removed=len(result.get("removed", [])), kept=len(result.get("kept", [])))
@@ -322,7 +322,7 @@ def evaluate(
         "proven_rpo_breached": proven["proven_rpo_breached"],
         "rto_seconds": rto,
         "rto_ok": rto_ok,
-        "snapshots": document.get("snapshots"),
+        "snapshot_count": document.get("snapshots"),
         "updated": document.get("updated"),
         "status_age_seconds": None if updated is None else round((now - updated).total_seconds()),
         "problems": problems,
