@@ -253,7 +253,11 @@ class _Rebuilt:
 
 
 def _rebuild(
-    config: Config, snapshot: str, trust: list[str], step: Callable[[str], None]
+    config: Config,
+    snapshot: str,
+    trust: list[str],
+    step: Callable[[str], None],
+    allow_rollback: bool = False,
 ) -> _Rebuilt:
     """Restore `snapshot` into a fresh sandbox, run every check and the smoke run, and remove
     the sandbox whatever happens; errors are returned, not raised."""
@@ -285,7 +289,9 @@ def _rebuild(
             root = sandbox / "root"
             root.mkdir(mode=0o755)
             root.chmod(0o755)
-            restic, located = restoring.open_snapshot(origin, spec, None, step)
+            restic, located = restoring.open_snapshot(
+                origin, spec, None, step, allow_rollback=allow_rollback
+            )
             restored = restoring.restore(origin, restic, located, root, step=step)
             evidence["restored"] = {"signer": located.opened.signer, "trust": located.opened.trust}
             node_manifest = evidence["manifest"] = json.loads(
@@ -317,6 +323,7 @@ def run(
     trust: list[str] | None = None,
     on_step: Callable[[str], None] | None = None,
     upload: bool = True,
+    allow_rollback: bool = False,
 ) -> DrillResult:
     """Drill the node: restore `snapshot` into a sandbox, check, log in, time it, report.
 
@@ -331,7 +338,7 @@ def run(
         if on_step:
             on_step(text)
 
-    rebuilt = _rebuild(config, snapshot, list(trust or []), step)
+    rebuilt = _rebuild(config, snapshot, list(trust or []), step, allow_rollback)
     evidence, found, failure = rebuilt.evidence, rebuilt.found, rebuilt.failure
     if failure is not None:
         # The drill could not run to its end (storage, trust, a tampered snapshot): the run is

@@ -48,10 +48,12 @@ def restore(
     force: bool = False,
     smoke: bool = False,
     on_step: Callable[[str], None] | None = None,
+    allow_rollback: bool = False,
 ) -> RestoreResult | RestorePlanResult:
     """Restore a verified snapshot onto target; dry-run only plans; return the restore result.
 
     on_step, when given, is called with a short line as each step begins (progress display).
+    `latest` older than the newest signed state known is refused unless allow_rollback.
     """
 
     def step(text: str) -> None:
@@ -61,7 +63,9 @@ def restore(
 
     started = time.monotonic()
     target = target.resolve()
-    restic, located = restoring.open_snapshot(origin, snapshot, at, step)
+    restic, located = restoring.open_snapshot(
+        origin, snapshot, at, step, allow_rollback=allow_rollback
+    )
     chosen, opened = located.snapshot, located.opened
     if dry_run:
         planned = restoring.plan(located, target)

@@ -13,7 +13,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import os
 import secrets
 import shlex
 from datetime import UTC, datetime
@@ -26,7 +25,7 @@ from drkit.model import Check, failed, parse_utc, passed, utc_text
 from drkit.paths import on_root
 from drkit.results import PromoteResult, StandbyStatusResult, StandbySyncResult
 from drkit.service import context, proof, rebuild
-from drkit.service.locate import Located, open_found
+from drkit.service.locate import Located, guard, open_found, remember
 from drkit.service.opening import Catalog, Origin
 
 log = logging.getLogger(__name__)
@@ -74,8 +73,11 @@ def sync(
     trust_keys: list[str] | None = None,
     dry_run: bool = False,
     lock_wait: float | None = None,
+    allow_rollback: bool = False,
 ) -> StandbySyncResult:
-    """Apply the source node's newest snapshot to this node; return the sync document."""
+    """Apply the source node's newest snapshot to this node; return the sync document. A
+    newest snapshot older than the newest signed state known (the source's chain head, this
+    machine's record) is refused unless allow_rollback."""
     standby = _following(config)
     restic = context.restic_for(config.repository, config.restic)
     context.probe_storage(config.repository)
@@ -130,6 +132,8 @@ def sync(
                 ],
             )
         located = open_found(found_in, standby.source, found)
+        guard(origin, found_in, located, allow=allow_rollback)
+        remember(origin, located)
         located.screen()  # reached without a signed id: its tree is screened first
         local = localsettings.parse(standby.local)
         applied = _apply(config, restic, located, local, dry_run, state)

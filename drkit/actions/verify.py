@@ -32,24 +32,20 @@ import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 
 from drkit import errors
-from drkit.actions import backup
 from drkit.config import Config
-from drkit.engines import catalog, durable, manifest
+from drkit.engines import durable, manifest
 from drkit.engines.manifest import MANIFEST_PATH
 from drkit.model import utc_text
 from drkit.paths import on_root
 from drkit.results import VerifyResult
-from drkit.service import context, locks
+from drkit.service import context, locks, rollback
 from drkit.service.opening import Catalog, Found, Opened, Origin, open_record
 
 log = logging.getLogger(__name__)
 
 OPENED_AT_ONCE = 2  # manifests parsed at once: 30 k files parse to ~50 MiB each
-HEAD_CLOCK_MARGIN = timedelta(minutes=10)  # between this machine's clock and the S3 server's
-HEAD_VERSIONS_READ = 50
 _GLOB_CHARACTERS = re.compile(r"([\\*?\[\]])")
 
 
@@ -227,70 +223,10 @@ def _signed_records(config: Config, origin: Origin, storage) -> tuple[set, list]
     return removed, problems
 
 
-def _newest_head(config: Config, origin: Origin, storage) -> tuple[dict | None, list, list]:
-    """Return the newest signed chain head among the versions of the head object, the rollback
-    findings about the head object itself, and other problems.
-
-    Versioning keeps every head a backup wrote, and the backup role cannot delete versions: a
-    head put back to an older version, or hidden by a delete marker, leaves the newer one behind,
-    so this holds even on a rebuilt machine with no chain record of its own.
-    """
-    key = catalog.head_key(config.node)
-    problems: list[str] = []
-    current = None
-    stored = storage.get_json(key)
-    if stored is not None:
-        try:
-            current = open_record(stored, _trusted(origin), config.node, "head")
-        except errors.Refused as exc:
-            problems.append(f"rollback: chain head {key}: {exc.message}")
-    try:
-        versions = storage.versions(key)
-    except errors.AuthenticationError as exc:
-        log.warning("versions of %s not readable (%s): head rollback not checked", key, exc.message)
-        return current, [], problems
-    since = None
-    if current is not None and current.get("time"):
-        signed = datetime.strptime(str(current["time"]), "%Y-%m-%dT%H:%M:%SZ")
-        since = signed.replace(tzinfo=UTC) - HEAD_CLOCK_MARGIN
-    newest = current
-    older = [version for version in versions if not version["latest"] and not version["deleted"]]
-    for version in older[:HEAD_VERSIONS_READ]:
-        if since is not None and version["modified"] < since:
-            break  # newest first: the rest were written before the current head was signed
-        try:
-            body = storage.get_bytes(key, version["version_id"])
-            record = open_record(json.loads(body or b"null"), _trusted(origin), config.node, "head")
-        except (errors.Refused, ValueError):
-            continue
-        if newest is None or _head_order(record) > _head_order(newest):
-            newest = record
-    findings = []
-    if newest is not None and newest is not current and (current is not None or stored is None):
-        later = f"snapshot {str(newest.get('snapshot_id'))[:8]} ({newest.get('time')})"
-        detail = f"the chain head {key} was deleted; its newest signed version names {later}"
-        if current is not None:
-            detail = (
-                f"the chain head {key} was put back to an older version naming snapshot "
-                f"{str(current.get('snapshot_id'))[:8]} ({current.get('time')}); a version "
-                f"written after it names {later}"
-            )
-        source = "versions of the chain head"
-        findings.append({"source": source, "snapshot": newest.get("snapshot_id"), "detail": detail})
-    return newest, findings, problems
-
-
-def _head_order(record: dict) -> tuple[str, int]:
-    """Return what orders signed heads: their time, then (heads signed within one second) the
-    nanosecond clock they carry; heads written before it carry none."""
-    written = record.get("written_ns")
-    return str(record.get("time")), written if isinstance(written, int) else 0
-
-
 def _local_link(config: Config) -> dict | None:
     """Return this machine's record of the node's newest snapshot, or None."""
     try:
-        link = json.loads(backup.chain_path(config).read_text())["previous"]
+        link = json.loads(rollback.chain_path(config).read_text())["previous"]
     except (OSError, ValueError, KeyError, TypeError):
         return None
     return link if isinstance(link, dict) and link.get("snapshot_id") else None
@@ -322,8 +258,8 @@ def _check_chain(config: Config, origin: Origin, found: list, opened_by_id: dict
 
     storage = Storage(config.repository)
     removed, problems = _signed_records(config, origin, storage)
-    head, rollback, head_problems = _newest_head(config, origin, storage)
-    problems += head_problems + [f"rollback: {finding['detail']}" for finding in rollback]
+    head, findings, head_problems = rollback.newest_head(storage, _trusted(origin), config.node)
+    problems += head_problems + [f"rollback: {finding['detail']}" for finding in findings]
     present = {snapshot.id: snapshot for snapshot in found}
     chain = [snapshot for snapshot in found if snapshot.id in opened_by_id]
     position = {snapshot.id: index for index, snapshot in enumerate(chain)}
@@ -411,14 +347,14 @@ def _check_chain(config: Config, origin: Origin, found: list, opened_by_id: dict
                 f"has; its newest is {now}"
             )
         if detail:
-            rollback.append({"source": source, "snapshot": named, "detail": detail})
+            findings.append({"source": source, "snapshot": named, "detail": detail})
             problems.append(f"rollback: {detail}")
     document = {
-        "ok": not broken and not rollback,
+        "ok": not broken and not findings,
         "links": linked,
         "explained_gaps": explained,
         "broken": broken,
         "head": head,
-        "rollback": rollback,
+        "rollback": findings,
     }
     return document, problems

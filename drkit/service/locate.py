@@ -3,6 +3,7 @@ binds the snapshot, else through restic with the snapshot's listing for the scre
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -11,9 +12,11 @@ from datetime import datetime
 from drkit import errors
 from drkit.engines import manifest, screen
 from drkit.engines import restic as restic_engine
-from drkit.service import context
+from drkit.service import context, rollback
 from drkit.service.opening import Catalog, Found, Opened, Origin, open_files, read_drkit_files
 from drkit.service.spec import Spec
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -47,12 +50,16 @@ def locate(
     spec: str | Spec,
     at: datetime | None,
     step: Callable[[str], None],
+    *,
+    allow_rollback: bool = False,
 ) -> Located:
     """Return the node's snapshot named by spec (or --at), opened.
 
     A snapshot the signed index binds is found and opened from the catalog (no restic
     process) and needs no screen: its id fixes its whole tree. Any other is resolved and
-    opened by restic, with its listing for the screen.
+    opened by restic, with its listing for the screen. `latest` is refused (Refused) when it
+    is older than the newest signed state the node published or this machine saw, unless
+    allow_rollback.
     """
     spec = Spec.of(spec) if at is None else spec
     step("finding the snapshot in the signed catalog")
@@ -60,11 +67,42 @@ def locate(
         found = found_in.find(origin.node, spec, at)
         if found is not None and found.bound:
             step(f"reading the signed manifest of snapshot {found.snapshot.short_id}")
-            return Located(found.snapshot, found_in.open(origin.node, found))
-    step("reading the signed manifest and the snapshot's listing")
-    if found is not None:
-        return _open_with_listing(origin, restic, Spec.parse(found.snapshot.id), None)
-    return _open_with_listing(origin, restic, spec, at)
+            located = Located(found.snapshot, found_in.open(origin.node, found))
+        else:
+            step("reading the signed manifest and the snapshot's listing")
+            if found is not None:
+                wanted, when = Spec.parse(found.snapshot.id), None
+            else:
+                wanted, when = spec, at
+            located = _open_with_listing(origin, restic, wanted, when)
+        if isinstance(spec, Spec) and spec.latest and at is None:
+            guard(origin, found_in, located, allow=allow_rollback)
+    remember(origin, located)
+    return located
+
+
+def guard(origin: Origin, found_in: Catalog, located: Located, *, allow: bool) -> None:
+    """Raise Refused when the located `latest` is older than the newest signed state the
+    node's chain head (its newest signed version) or this machine's record knows."""
+    try:
+        head, _, _ = rollback.newest_head(found_in.storage, found_in.trusted, origin.node)
+        from_head = rollback.of_head(head)
+    except (errors.StorageError, errors.AuthenticationError) as exc:
+        log.warning("the chain head's versions are not readable (%s)", exc.message)
+        from_head = rollback.of_index(found_in.index(origin.node), "the signed chain head")
+    local = rollback.remembered(origin.state_dir, origin.repository, origin.node)
+    rollback.refuse_rollback(located.snapshot.id, located.opened, [from_head, local], allow=allow)
+
+
+def remember(origin: Origin, located: Located) -> None:
+    """Record on this machine the snapshot opened, when it is the newest seen."""
+    rollback.remember(
+        origin.state_dir,
+        origin.repository,
+        origin.node,
+        located.snapshot.id,
+        located.opened.raw,
+    )
 
 
 def open_found(found_in: Catalog, node: str, found: Found) -> Located:

@@ -62,12 +62,15 @@ def open_snapshot(
     spec: str | Spec,
     at: datetime | None,
     step: Callable[[str], None],
+    *,
+    allow_rollback: bool = False,
 ) -> tuple[restic_engine.Restic, Located]:
-    """Open the repository and return (restic, the snapshot spec names, opened)."""
+    """Open the repository and return (restic, the snapshot spec names, opened); `latest`
+    older than the newest signed state known is refused unless allow_rollback."""
     step("opening the repository")
     restic = context.restic_for(origin.repository, origin.restic)
     context.probe_storage(origin.repository)
-    return restic, locate(origin, restic, spec, at, step)
+    return restic, locate(origin, restic, spec, at, step, allow_rollback=allow_rollback)
 
 
 def plan(located: Located, target: Path) -> Planned:
