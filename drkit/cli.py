@@ -654,6 +654,73 @@ def history(
     )
 
 
+# --- what clients see: identity proof and failover rehearsal ---------------------------------
+
+identity_app = typer.Typer(cls=DrkitGroup, help="Prove what clients see at each address.")
+app.add_typer(identity_app, name="identity")
+failover_app = typer.Typer(cls=DrkitGroup, help="Rehearse a failover as a pinned client sees it.")
+app.add_typer(failover_app, name="failover")
+ProtocolOption = Annotated[
+    str | None, typer.Option(help="sftp, ftps or ftp, for addresses given as HOST:PORT")
+]
+
+
+@_command(
+    identity_app,
+    "check",
+    examples=[
+        "drkit identity check --address sftp://10.0.0.11:22 --address sftp://10.0.0.12:22 "
+        "--via sftp://sftp.example.net:22"
+    ],
+)
+def identity_check(
+    address: Annotated[
+        list[str] | None, typer.Option("--address", help="a node's own address")
+    ] = None,
+    via: Annotated[
+        str | None, typer.Option(help="the shared address clients use: also log in there")
+    ] = None,
+    protocol: ProtocolOption = None,
+    node: Annotated[str | None, typer.Option(help="the node whose snapshot is the truth")] = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+):
+    """Compare the host keys and certificates each address serves with the signed snapshot."""
+    from drkit.actions import identity
+
+    return identity.check(_config(config), address or [], protocol=protocol, via=via, node=node)
+
+
+@_command(
+    failover_app,
+    "rehearse",
+    examples=[
+        "drkit failover rehearse --via sftp://sftp.example.net:22 --stop-command "
+        "'ssh active systemctl stop ssh' --start-command 'ssh active systemctl start ssh' --yes"
+    ],
+)
+def failover_rehearse(
+    via: Annotated[str, typer.Option(help="the shared address clients use")],
+    stop_command: Annotated[str, typer.Option(help="stops (or drains) the active node")],
+    start_command: Annotated[str, typer.Option(help="starts the active node again")],
+    yes: Annotated[bool, typer.Option("--yes", help="consent to stopping the active")] = False,
+    protocol: ProtocolOption = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+):
+    """Stop the active, time a pinned login and file round trip through --via, start it again."""
+    from drkit.actions import identity
+
+    return identity.rehearse(
+        _config(config),
+        via,
+        stop_command=stop_command,
+        start_command=start_command,
+        protocol=protocol,
+        yes=yes,
+    )
+
+
 # --- server discovery, standby (active-passive) and fleet drift (active-active) -----------
 
 standby_app = typer.Typer(cls=DrkitGroup, help="Active-passive: follow an active node's snapshots.")

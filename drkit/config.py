@@ -276,6 +276,15 @@ class Config(Strict):
         default_factory=list, description="fingerprints of keys whose manifests are trusted"
     )
     smoke_user: str | None = Field(None, description="account used for the smoke login")
+    smoke_key: Path | None = Field(
+        None,
+        description="private key of smoke_user for live SFTP logins (identity check --via, "
+        "failover rehearse); 0600",
+    )
+    smoke_password_file: Path | None = Field(
+        None,
+        description="file holding smoke_user's password for live FTP/FTPS logins; 0600",
+    )
     restic: Path | None = Field(None, description="restic binary; default: searched")
     state_dir: Path = Field(Path("/var/lib/drkit"), description="drkit's local state")
     retention: Retention = Field(

@@ -311,8 +311,35 @@ def _history(result: r.HistoryResult) -> None:
         table(f"security events of {result.node}", ["time", "id", "kind", "detail", ""], rows, out)
     else:
         out.print(f"no security events recorded for {result.node}")
-    if isinstance(result.snapshot_id, str):
+    if _given(result.snapshot_id) is not None:
         out.print(f"last clean snapshot: {result.snapshot_id}")
+
+
+@render.register
+def _identity(result: r.IdentityResult) -> None:
+    out = console()
+    out.print(f"node {result.node}, snapshot {result.snapshot_id[:8]}")
+    for endpoint in result.endpoints:
+        mark = STATUS_STYLE["pass" if endpoint.ok else "fail"]
+        out.print(f"{mark}  {shown(endpoint.address)}: {shown(endpoint.detail)}")
+    login = _given(result.login)
+    if login is not None:
+        mark = STATUS_STYLE["pass" if login.ok else "fail"]
+        out.print(f"{mark}  login via {login.address}: {shown(login.detail)}")
+
+
+@render.register
+def _rehearsal(result: r.RehearsalResult) -> None:
+    out = console()
+    mark = STATUS_STYLE["pass" if result.ok else "fail"]
+    rto = units.duration(result.rto_seconds) if result.rto_seconds is not None else "none"
+    out.print(f"{mark}  failover through {result.via}: RTO {rto} ({result.login_after.detail})")
+    changed = set(result.served_after) - set(result.served_before)
+    out.print(
+        "clients saw the same identity"
+        if not changed
+        else f"[red]clients saw a new identity[/red]: {', '.join(sorted(changed))}"
+    )
 
 
 # -- scheduled operation ---------------------------------------------------------------------

@@ -601,3 +601,55 @@ class HistoryResult(Result):
     node: str
     events: list[SecurityEvent]
     snapshot_id: str | MISSING = MISSING
+
+
+# -- identity proof and failover rehearsal ---------------------------------------------------
+
+
+class ServedFingerprint(Part):
+    fingerprint: str
+    expected: str | None  # what the signed snapshot holds for that key type or certificate
+
+
+class IdentityEndpoint(Part):
+    address: str
+    protocol: str
+    ok: bool
+    host_keys: list[ServedFingerprint]
+    certificates: list[ServedFingerprint]
+    detail: str
+
+
+class IdentityLogin(Part):
+    address: str
+    protocol: str
+    ok: bool
+    detail: str
+
+
+class IdentityResult(Result):
+    """`drkit identity check`: what each address serves against the newest signed snapshot."""
+
+    node: str
+    snapshot_id: str
+    endpoints: list[IdentityEndpoint]
+    login: IdentityLogin | MISSING = MISSING
+
+
+class RehearsalLogin(Part):
+    ok: bool
+    at: float | None  # seconds after the stop command: the RTO a pinned client saw
+    detail: str
+
+
+class RehearsalResult(Result):
+    """`drkit failover rehearse`: the RTO a pinned client sees through the shared address."""
+
+    node: str
+    snapshot_id: str
+    via: str
+    rto_seconds: float | None
+    served_before: list[str]
+    served_after: list[str]
+    login_after: RehearsalLogin
+    detail: str
