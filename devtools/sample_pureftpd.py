@@ -68,7 +68,8 @@ def pure_pw(*args: str, password: str | None = None) -> None:
 
 def pureftpd(root: Path, smoke_user: str = "drill", tls_level: int = 2) -> dict:
     """Create a Pure-FTPd node: Debian's conf/ and auth/ plus PureDB virtual users (the smoke
-    user and a partner, chrooted), ChrootEveryone, TLS tls_level with a key+certificate
+    user made by pure-pw useradd -d, a partner line with a crypt hash; both chrooted),
+    ChrootEveryone, TLS tls_level with a key+certificate
     bundle, an AltLog; return what was made, with the smoke user's password."""
     node = _Node(root)
     node.dir("/")
@@ -93,10 +94,14 @@ def pureftpd(root: Path, smoke_user: str = "drill", tls_level: int = 2) -> dict:
     node.dir("/srv")
     node.dir("/srv/ftp")
     for name, uid in users.items():
-        secret = password if name == smoke_user else secrets.token_urlsafe(16)
         home = f"/srv/ftp/{name}"
-        pure_pw("useradd", name, "-u", str(uid), "-g", str(gid), "-d", home, "-f", str(passwd),
-                password=secret)  # fmt: skip
+        if name == smoke_user:  # pure-pw 1.0.50's argon2id hash (~1 s of CPU per user)
+            pure_pw("useradd", name, "-u", str(uid), "-g", str(gid), "-d", home,
+                    "-f", str(passwd), password=password)  # fmt: skip
+        else:  # a crypt(3) SHA-512 line, as older pure-pw releases wrote (pure-ftpd takes both)
+            secret = common.hash_password(secrets.token_urlsafe(16))
+            with passwd.open("a") as out:
+                out.write(f"{name}:{secret}:{uid}:{gid}::{home}/./::::::::::::\n")
         node.dir(home, 0o755, uid, gid)
         node.file(f"{home}/statement.txt", "balance 10\n", 0o644, uid, gid)
     # pure-pw writes node paths into the passwd file; the PureDB is built from it.

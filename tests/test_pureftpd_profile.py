@@ -1,0 +1,229 @@
+"""Pure-FTPd nodes: the configuration read as Debian's pure-ftpd-wrapper reads it (compared with
+the real wrapper's own output), what the checks catch, and a node built from Debian's shipped
+configuration with virtual users and TLS through discover, init, backup, destroy, restore
+--smoke and drill on the real pure-ftpd on 127.0.0.1.
+
+Real SeaweedFS, restic, pure-ftpd and pure-pw: nothing here is mocked.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from nodes import drkit, init_node
+
+from devtools import sample_pureftpd
+from devtools.sample_node import certificate_and_key
+from drkit.engines import accounts, manifest
+from drkit.paths import on_root
+from drkit.profiles import common, pureftpd
+from drkit.profiles.pureftpd import read
+
+SMOKE_USER = "pfdrill"
+
+
+@pytest.fixture
+def work(node_root: Path):
+    directory = node_root.parent / f"{node_root.name}-work"
+    directory.mkdir(mode=0o755)
+    try:
+        yield directory
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def statuses(document: dict) -> dict[str, str]:
+    return {check["name"]: check["status"] for check in document["checks"]}
+
+
+def recorded(root: Path, options: dict | None = None) -> dict:
+    found = pureftpd.inventory(root, SMOKE_USER, options or {})
+    return manifest.build(
+        root,
+        found,
+        node="n",
+        profiles=["pureftpd"],
+        accounts=accounts.read_entries(root, found.users),
+        created=datetime.now(UTC),
+        profile_options={"pureftpd": options} if options else {},
+    )
+
+
+def run_wrapper(root: Path) -> subprocess.CompletedProcess:
+    """Run Debian's real pure-ftpd-wrapper --show-options on the node's /etc/pure-ftpd (bound
+    over /etc in a private mount namespace: the wrapper reads fixed paths)."""
+    wrapper = common.find_program("pure-ftpd-wrapper", [read.WRAPPER])
+    assert wrapper, "scripts/bootstrap unpacks pure-ftpd-wrapper into .tools/bin"
+    script = (
+        "mount -t tmpfs none /etc && mkdir /etc/pure-ftpd && "
+        f'mount --bind "{on_root(root, "/etc/pure-ftpd")}" /etc/pure-ftpd && '
+        f'perl "{wrapper}" --show-options'
+    )
+    return subprocess.run(
+        ["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, timeout=60
+    )
+
+
+def wrapper_options(root: Path) -> list[str]:
+    done = run_wrapper(root)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.split()
+
+
+def test_conf_and_auth_read_as_the_real_wrapper_reads_them(node_root):
+    root = node_root / "root"
+    sample_pureftpd.pureftpd(root, smoke_user=SMOKE_USER)
+    on_root(root, "/etc/pure-ftpd/conf/PassivePortRange").write_text("# range\n30000   30099\n")
+    on_root(root, "/etc/pure-ftpd/conf/Umask").write_text("\n133 022\n")
+    on_root(root, "/etc/pure-ftpd/conf/AutoRename").write_text("off\n")
+    on_root(root, "/etc/pure-ftpd/conf/DontResolve").write_text("no\nyes\n")  # "no" yields nothing
+    theirs = wrapper_options(root)
+    setup = read.read_wrapper(root)
+    ours = []
+    for option in setup.options:
+        if option.flag != "B":  # the init script's STANDALONE_OR_INETD, not the wrapper's
+            ours += [f"-{option.flag}"] + ([option.value] if option.value is not None else [])
+    pairs = lambda argv: sorted(" ".join(argv).replace(" -", "\n-").splitlines())  # noqa: E731
+    assert pairs(ours) == pairs(theirs)
+    # the -l methods in the wrapper's order: auth/ links sorted, 50pure before 70pam
+    assert [o.value for o in setup.logins()] == ["puredb:/etc/pure-ftpd/pureftpd.pdb", "pam"]
+    assert theirs[:4] == ["-l", "puredb:/etc/pure-ftpd/pureftpd.pdb", "-l", "pam"]
+
+
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [("MaxIdelTime", "15\n"), ("TLS", "required\n"), ("Umask", "no\n"), ("FortunesFile", "/x\n")],
+)
+def test_a_file_the_real_wrapper_refuses_is_refused_in_its_words(node_root, name, text):
+    root = node_root / "root"
+    sample_pureftpd.pureftpd(root, smoke_user=SMOKE_USER)
+    on_root(root, f"/etc/pure-ftpd/conf/{name}").write_text(text)
+    done = run_wrapper(root)
+    assert done.returncode != 0
+    ((where, why),) = read.read_wrapper(root).refused
+    assert where == f"/etc/pure-ftpd/conf/{name}" and why in done.stderr, done.stderr
+
+
+def test_files_the_wrapper_refuses_fail_the_checks_naming_the_file(node_root):
+    root = node_root / "root"
+    sample_pureftpd.pureftpd(root, smoke_user=SMOKE_USER)
+    on_root(root, "/etc/pure-ftpd/conf/MaxIdelTime").write_text("15\n")  # a misspelt option
+    found = {check.name: check for check in pureftpd.checks(root, recorded(root))}
+    assert found["pureftpd: /etc/pure-ftpd/conf/MaxIdelTime"].status == "fail"
+    assert found["config: pure-ftpd starts"].status == "fail"
+    assert "pure-ftpd-wrapper refuses" in found["config: pure-ftpd starts"].detail
+
+
+def test_a_unit_command_line_is_the_configuration(node_root):
+    root = node_root / "root"
+    sample_pureftpd.pureftpd(root, smoke_user=SMOKE_USER)
+    shutil.rmtree(on_root(root, "/etc/pure-ftpd/conf"))
+    unit = on_root(root, "/etc/systemd/system/pure-ftpd.service")
+    unit.parent.mkdir(parents=True)
+    command = (
+        "/usr/sbin/pure-ftpd -l puredb:/etc/pure-ftpd/pureftpd.pdb -AE --tls=2 "
+        "-O clf:/var/log/pure-ftpd/transfer.log -u1000"
+    )
+    unit.write_text(f"[Service]\nExecStart=/usr/sbin/pure-ftpd-wrapper\nExecStart={command}\n")
+    detection = pureftpd.PROFILE.detect(root)
+    assert detection.options == {"command": command}
+    node = pureftpd.read_node(root, detection.options)
+    assert (node.tls, node.setup.has("A"), node.setup.number("u", 0)) == (2, True, 1000)
+    taken = {entry.path for entry in pureftpd.inventory(root, None, detection.options).files}
+    assert {"/etc/systemd/system/pure-ftpd.service", "/etc/pure-ftpd/pureftpd.pdb"} <= taken
+    assert {"/etc/ssl/private/pure-ftpd.pem", "/var/log/pure-ftpd/transfer.log"} <= taken
+
+
+def test_virtual_users_homes_chroots_and_minuid(node_root):
+    root = node_root / "root"
+    made = sample_pureftpd.pureftpd(root, smoke_user=SMOKE_USER)
+    node = pureftpd.read_node(root, {})
+    homes = {user.name: (user.chroot, user.directory) for user in node.users}
+    assert homes[SMOKE_USER] == (f"/srv/ftp/{SMOKE_USER}",) * 2  # pure-pw useradd -d: chrooted
+    shutil.rmtree(on_root(root, "/srv/ftp/partner"))
+    on_root(root, "/etc/pure-ftpd/conf/MinUID").write_text(f"{made['uids'][SMOKE_USER] + 1}\n")
+    found = {check.name: check for check in pureftpd.user_checks(root, node)}
+    assert found["pureftpd: user partner"].status == "fail"
+    assert "421 Home directory not available" in found["pureftpd: user partner"].detail
+    node = pureftpd.read_node(root, {})
+    found = {check.name: check for check in pureftpd.user_checks(root, node)}
+    assert "I can't trust you" in found[f"pureftpd: user {SMOKE_USER}"].detail
+    on_root(root, "/etc/pure-ftpd/conf/CreateHomeDir").write_text("yes\n")
+    node = pureftpd.read_node(root, {})
+    found = {check.name: check for check in pureftpd.user_checks(root, node)}
+    assert found["pureftpd: user partner"].status == "pass"  # created at first login
+
+
+def test_puredb_rebuilt_from_its_passwd_and_compared(node_root):
+    root = node_root / "root"
+    made = sample_pureftpd.pureftpd(root, smoke_user=SMOKE_USER)
+    node = pureftpd.read_node(root, {})
+    (check,) = pureftpd.puredb_checks(root, node)
+    assert check.status == "pass" and "byte for byte" in check.detail
+    passwd = on_root(root, made["passwd"])
+    passwd.write_text(passwd.read_text().replace(f"/srv/ftp/{SMOKE_USER}/./", "/srv/ftp/x/./"))
+    (check,) = pureftpd.puredb_checks(root, node)
+    assert check.status == "warn" and "differs from what pure-pw mkdb builds" in check.detail
+    on_root(root, made["puredb"]).write_bytes(b"truncated")
+    (check,) = pureftpd.puredb_checks(root, node)
+    assert check.status == "fail" and "not a PureDB file" in check.detail
+
+
+def test_broken_twin_mismatched_key_in_the_bundle_is_refused_by_the_server_and_the_checks(
+    node_root,
+):
+    """The twin's pem holds another pair's key before the certificate, with TLS 2: the real
+    pure-ftpd exits 252 at start; the checks fail naming the bundle and the key."""
+    root = node_root / "root"
+    made = sample_pureftpd.pureftpd(root, smoke_user=SMOKE_USER)
+    before = recorded(root)
+    certificate, _ = certificate_and_key(sample_pureftpd.TLS_NAME)
+    _, other_key = certificate_and_key("other.example.com")
+    on_root(root, made["tls"]["bundle"]).write_bytes(other_key + certificate)
+    found = {check.name: check for check in pureftpd.checks(root, before)}
+    pair = found[f"tls pair: {made['tls']['bundle']}"]
+    assert pair.status == "fail" and "does not match" in pair.detail
+    assert "exits 252 at start" in pair.detail
+    start = found["config: pure-ftpd starts"]
+    assert start.status == "fail" and "exit 252 at start" in start.detail, start.detail
+    assert made["tls"]["bundle"] in start.detail
+
+
+def test_pureftpd_backup_destroy_restore_smoke_and_drill(node_root, s3_repository, work):
+    root = node_root / "root"
+    made = sample_pureftpd.pureftpd(root, smoke_user=SMOKE_USER)
+    code, found = drkit("discover", "--root", str(root))
+    assert code == 0, found
+    assert [server["server"] for server in found["servers"]] == ["pureftpd"], found
+    assert "servers:\n- pureftpd" in found["proposed_config"]
+    config, _ = init_node(root, s3_repository, work, "auto", SMOKE_USER, "pure-1")
+    code, backup = drkit("backup", "--config", str(config))
+    assert code == 0 and backup["warnings"] == [], backup
+    code, shown = drkit("show", "latest", "--config", str(config))
+    assert {"config", "accounts", "tls", "audit_logs", "chroot"} <= set(shown["categories"])
+    held = {entry["path"] for entry in shown["files"]}
+    assert {made["passwd"], made["puredb"], made["tls"]["bundle"]} <= held
+    assert "/etc/pure-ftpd/auth/50pure" in held
+
+    shutil.rmtree(root)
+    code, restored = drkit("restore", "latest", "--smoke", "--config", str(config))
+    assert code == 0, restored
+    assert (root / "etc/pure-ftpd/auth/50pure").is_symlink()  # restored as the link it was
+    checks = statuses(restored)
+    assert checks.get("config: pure-ftpd starts") == "pass", restored["checks"]
+    assert checks.get(f"pureftpd: PureDB {made['puredb']}") == "pass", restored["checks"]
+    assert checks.get(f"tls pair: {made['tls']['bundle']}") == "pass", restored["checks"]
+    (proof,) = restored["smoke"]
+    assert proof["protocols"] == ["ftps"] and proof["login_ok"] and proof["round_trip_ok"], proof
+    assert proof["certificates"], "the certificate as pure-ftpd served it"
+    # the node's own users are untouched: the one-run user lived in a copy in the work dir
+    assert [u.name for u in read.read_passwd(root, made["passwd"])] == made["users"]
+
+    code, drilled = drkit("drill", "--snapshot", "latest", "--config", str(config))
+    assert code == 0 and drilled["ok"], drilled["checks"]
+    assert 0 < drilled["rto_seconds"] < 120
+    print(f"pure-ftpd FTPS drill: RTO {drilled['rto_seconds']:.2f} s")
