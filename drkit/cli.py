@@ -152,6 +152,10 @@ RollbackOption = Annotated[
         help="use `latest` even when it is older than the newest signed state known",
     ),
 ]
+FromOption = Annotated[
+    str | None,
+    typer.Option("--from", help="read from this copy (repository.copies) instead of the primary"),
+]
 TrustOption = Annotated[
     list[str] | None, typer.Option("--trust-key", help="trust this signer fingerprint (repeatable)")
 ]
@@ -226,6 +230,7 @@ def _origin(config_path: Path | None, trust: list[str] | None):
     ],
 )
 def init(
+    ctx: typer.Context,
     node: Annotated[str, typer.Option(help="this node's name, e.g. sftp-1")],
     s3_endpoint: Annotated[str, typer.Option(help="S3 endpoint URL")],
     bucket: Annotated[str, typer.Option(help="bucket name")],
@@ -256,11 +261,28 @@ def init(
     state_dir: Annotated[Path, typer.Option(help="drkit's local state")] = Path("/var/lib/drkit"),
     lock_days: Annotated[int, typer.Option(help="object lock default retention days")] = 30,
     lock_mode: Annotated[str, typer.Option(help="GOVERNANCE or COMPLIANCE")] = "GOVERNANCE",
+    update: Annotated[
+        bool,
+        typer.Option(
+            "--update",
+            help="apply the settings named here to an existing drkit.yaml, keeping the rest",
+        ),
+    ] = False,
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ):
-    """Write drkit.yaml, a repository password and signing key; prepare bucket and repository."""
+    """Write drkit.yaml, a repository password and signing key; prepare bucket and repository.
+
+    An existing drkit.yaml is never replaced: the same settings change nothing, other ones are
+    refused naming each difference (exit 2) unless --update."""
     from drkit.actions import init as init_action
+
+    renamed = {"server": "servers", "include": "includes", "profile_option": "profile_options"}
+    named = {
+        renamed.get(name, name)
+        for name in ctx.params
+        if getattr(ctx.get_parameter_source(name), "name", None) == "COMMANDLINE"
+    }
 
     options = init_action.InitOptions(
         node=node,
@@ -281,6 +303,8 @@ def init(
         lock_days=lock_days,
         lock_mode=lock_mode,
         config=config,
+        update=update,
+        named=named,
     )
     return init_action.init(options)
 
@@ -325,12 +349,15 @@ def backup(wait: WaitOption = None, config: ConfigOption = None, as_json: JsonOp
 def snapshots(
     config: ConfigOption = None,
     all_nodes: Annotated[bool, typer.Option("--all", help="every node in the repository")] = False,
+    from_copy: FromOption = None,
     as_json: JsonOption = False,
 ):
     """List the node's snapshots, oldest first."""
     from drkit.actions import snapshots as snapshots_action
+    from drkit.service.opening import Origin
 
-    return snapshots_action.list_snapshots(_origin(config, None), all_nodes)
+    origin = Origin.from_config(_config(config).from_copy(from_copy))
+    return snapshots_action.list_snapshots(origin, all_nodes)
 
 
 @_command(app, examples=["drkit show latest", "drkit show latest~1 --json"])
@@ -385,6 +412,7 @@ def restore(
     node: Annotated[str | None, typer.Option(help="bare metal: node to restore")] = None,
     smoke_user: Annotated[str | None, typer.Option(help="account for the smoke login")] = None,
     allow_rollback: RollbackOption = False,
+    from_copy: FromOption = None,
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ):
@@ -406,7 +434,8 @@ def restore(
             **shared,
         )
     else:
-        origin = restore_action.Origin.from_config(_config(config), trust_key, **shared)
+        loaded = _config(config).from_copy(from_copy)
+        origin = restore_action.Origin.from_config(loaded, trust_key, **shared)
     with output.steps(as_json, "restore") as on_step:
         return restore_action.restore(
             origin,
@@ -551,6 +580,7 @@ def drill(
     ] = None,
     trust_key: TrustOption = None,
     allow_rollback: RollbackOption = False,
+    from_copy: FromOption = None,
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ):
@@ -568,7 +598,7 @@ def drill(
             loaded,
             "drill",
             lambda: drill_action.run(
-                loaded,
+                loaded.from_copy(from_copy),
                 snapshot=snapshot,
                 report_dir=report_dir,
                 trust=trusted,
@@ -652,6 +682,18 @@ def history(
         why=why,
         last_clean=last_clean,
     )
+
+
+@_command(app, examples=["drkit copy", "drkit copy --name offsite --json"])
+def copy(
+    name: Annotated[str | None, typer.Option(help="only this copy (repository.copies)")] = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+):
+    """Copy the node's snapshots and signed catalog to its further repositories (3-2-1)."""
+    from drkit.actions import copy as copy_action
+
+    return copy_action.run(_config(config), name)
 
 
 # --- what clients see: identity proof and failover rehearsal ---------------------------------

@@ -142,10 +142,47 @@ class Repository(Strict):
             raise ValueError("must be a non-empty folder name without '..'")
         return value
 
+    copies: list[Copy] = Field(
+        default_factory=list,
+        description="further repositories every snapshot is copied to (3-2-1): "
+        "[{name, s3_endpoint, bucket, prefix}]; password as the primary's unless set",
+    )
+
     @property
     def restic_url(self) -> str:
         """Return the restic repository location, s3:<endpoint>/<bucket>/<prefix>."""
         return f"s3:{self.s3_endpoint}/{self.bucket}/{self.prefix}"
+
+    def copy_named(self, name: str) -> Repository:
+        """Return the repository of the copy called name (its own endpoint, bucket, prefix,
+        object lock; the primary's password and outage limit unless it sets them)."""
+        for copy in self.copies:
+            if copy.name == name:
+                return Repository(
+                    s3_endpoint=copy.s3_endpoint,
+                    bucket=copy.bucket,
+                    prefix=copy.prefix,
+                    region=copy.region,
+                    ca_bundle=copy.ca_bundle,
+                    password_file=copy.password_file or self.password_file,
+                    object_lock=copy.object_lock,
+                    outage_limit=self.outage_limit,
+                )
+        known = ", ".join(copy.name for copy in self.copies) or "none configured"
+        raise errors.UsageError(f"no copy named {name} in repository.copies ({known})")
+
+
+class Copy(Strict):
+    """A further repository a node's snapshots are copied to."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$", examples=["offsite"])
+    s3_endpoint: BaseUrl = Field(description="S3 endpoint URL of the copy")
+    bucket: str = Field(min_length=3, max_length=63)
+    prefix: str = Field(description="folder of the copy's restic repository")
+    region: str = Field("us-east-1")
+    ca_bundle: Path | None = None
+    password_file: Path | None = Field(None, description="default: the primary's")
+    object_lock: ObjectLock = Field(default_factory=ObjectLock)
 
 
 DEFAULT_RETENTION = {"last": 4, "hourly": 24, "daily": 14, "weekly": 8, "monthly": 12, "yearly": 3}
@@ -263,6 +300,12 @@ class ReportSettings(Strict):
 
 class Config(Strict):
     """The whole of drkit.yaml."""
+
+    def from_copy(self, name: str | None) -> Config:
+        """Return this config reading from the copy called name (None: itself)."""
+        if name is None:
+            return self
+        return self.model_copy(update={"repository": self.repository.copy_named(name)})
 
     node: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$", examples=["sftp-1"])
     servers: list[ServerKind] = Field(min_length=1, examples=[["openssh", "proftpd"]])

@@ -62,6 +62,8 @@ def render(result: Any) -> None:
 def _init(result: r.InitResult) -> None:
     out = console()
     out.print(f"config      {result.config}")
+    for change in result.changes:
+        out.print(f"changed     {change}")
     out.print(f"signer      {result.signer}  (keep this fingerprint with the runbook)")
     out.print(f"repository  {result.repository}")
     out.print("[green]ready[/green]: run `drkit backup`")
@@ -340,6 +342,18 @@ def _rehearsal(result: r.RehearsalResult) -> None:
         if not changed
         else f"[red]clients saw a new identity[/red]: {', '.join(sorted(changed))}"
     )
+
+
+@render.register
+def _copy(result: r.CopyResult) -> None:
+    out = console()
+    for state in result.copies:
+        newest = state.newest[:8] if state.newest else "none"
+        took = units.duration(state.duration_seconds)
+        out.print(
+            f"copy {state.name} ({state.bucket}): {state.snapshots} snapshot(s), newest "
+            f"{newest}, {state.objects} object(s) copied in {took}"
+        )
 
 
 # -- scheduled operation ---------------------------------------------------------------------

@@ -78,6 +78,7 @@ class StorageVerifyResult(Result):
 class InitResult(Result):
     config: str
     config_written: bool
+    changes: list[str]  # the settings --update changed in an existing drkit.yaml
     node: str
     password_file: str
     password_created: bool
@@ -578,7 +579,7 @@ class ResticKeys(Part):
 
 class Signers(Part):
     new: str
-    retired: str
+    retired: str | None  # None: the signing key was lost, a new one made in its place
 
 
 class KeysRotateResult(Result):
@@ -653,3 +654,24 @@ class RehearsalResult(Result):
     served_after: list[str]
     login_after: RehearsalLogin
     detail: str
+
+
+# -- copies ----------------------------------------------------------------------------------
+
+
+class CopyState(Part):
+    name: str
+    bucket: str
+    created: bool  # the copy's repository was made by this run
+    snapshots: int  # the node's snapshots the copy now holds
+    objects: int  # catalog objects and signed records copied this run
+    newest: str | None
+    last_copy: str
+    duration_seconds: float
+
+
+class CopyResult(Result):
+    """`drkit copy`: each copy brought up to the primary."""
+
+    node: str
+    copies: list[CopyState]

@@ -271,7 +271,9 @@ class Restic:
         cause = _error_line(completed.stderr)
         if code == 10:
             raise errors.RepositoryMissing(
-                f"no restic repository at {self.repository_url}: run drkit init"
+                f"no restic repository at {self.repository_url}: check repository.bucket and "
+                "repository.prefix in drkit.yaml (a new node's repository is made by `drkit "
+                "init` with that node's settings)"
             )
         if code == 11:
             raise errors.Busy(f"repository is locked by another run while {doing}: {cause}")
@@ -377,6 +379,41 @@ class Restic:
             self._run("opening the repository", "cat", "config", timeout=120)
         except errors.RepositoryMissing:
             return False
+        return True
+
+    def copy_from(self, source: Restic, snapshot_ids: list[str], timeout: float = 6 * 3600) -> None:
+        """Copy snapshots from source into this repository (restic copy: snapshots already
+        here are skipped, data is deduplicated against what is here). One restic process,
+        both repositories' keys derived; both reached with the same S3 credentials."""
+        if not snapshot_ids:
+            return
+        keys.read_password(source.password_file)
+        argv = self._argv("copy", *snapshot_ids)
+        env = {
+            **self._env(),
+            "RESTIC_FROM_REPOSITORY": source.repository_url,
+            "RESTIC_FROM_PASSWORD_FILE": str(source.password_file),
+        }
+        doing = f"copying {len(snapshot_ids)} snapshot(s) to {self.repository_url}"
+        with self._stoppable(doing):
+            completed = runner.run(argv, env=env, timeout=timeout, stop_when=self.stop_when)
+        self._raise_for(completed, doing)
+
+    def init_copy_of(self, source: Restic) -> bool:
+        """Create this repository, unless it exists, with source's chunker parameters (so a
+        copy deduplicates as the source does); return True when it was created."""
+        if self.exists():
+            return False
+        keys.read_password(source.password_file)
+        argv = self._argv("init", "--copy-chunker-params")
+        env = {
+            **self._env(),
+            "RESTIC_FROM_REPOSITORY": source.repository_url,
+            "RESTIC_FROM_PASSWORD_FILE": str(source.password_file),
+        }
+        with self._stoppable("initialising the copy"):
+            completed = runner.run(argv, env=env, timeout=120, stop_when=self.stop_when)
+        self._raise_for(completed, "initialising the copy")
         return True
 
     def init(self) -> bool:
