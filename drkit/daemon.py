@@ -366,6 +366,17 @@ class Daemon:
         )
         return retrying(attempt)
 
+    def _copy(self) -> None:
+        """Bring every copy up to the primary after a backup; a failed copy alerts
+        (`copy_failed`) and never fails the backup: the next one copies what is missing."""
+        from drkit.actions import copy as copy_action
+
+        try:
+            copy_action.run(self.config)
+        except errors.DrkitError as exc:
+            log.error("copy failed: %s", exc.message)
+            self.notifier.webhook("copy_failed", "copy", ok=False, error=exc.message)
+
     def _alert_security_events(self, name: str, result: Any) -> None:
         """A backup that found security changes sends the `suspicious_change` webhook: one
         alert per backup, naming the first events (drkit history lists them all)."""
@@ -448,6 +459,8 @@ class Daemon:
                 event="proof_failed" if name == "prove" and not ok else None,
             )
         self._alert_security_events(name, result)
+        if name == "backup" and ok and self.config.repository.copies:
+            self._copy()
         proving = self.config.schedule.prove == AFTER_BACKUP and "prove" in self.actions
         if name == "backup" and ok and proving:
             self._want_proof(outcome.get("snapshot_id"))
