@@ -29,7 +29,7 @@ import yaml
 
 CORPUS = Path(__file__).resolve().parent
 PLACEHOLDER = re.compile(r"\{\{([a-z][a-z0-9_]*)\}\}")
-SERVERS = ("openssh", "proftpd", "vsftpd", "sftpplus")
+SERVERS = ("openssh", "proftpd", "vsftpd", "pureftpd", "sftpplus")
 
 
 @dataclass(frozen=True)

@@ -323,6 +323,7 @@ def tls_checks(root: Path, node: Node, manifest: dict) -> list[Check]:
         pair = common.certificate_pair_check(root, node.certificate, node.key)
         if pair.status != "pass":
             why = "holds no private key" if pair.status == "warn" else pair.detail
+            why = why.removesuffix(": TLS sessions would fail")
             pair = failed(pair.name, f"{why}: pure-ftpd exits 252 at start (TLS {node.tls})")
         results.append(pair)
         key = node.key or node.certificate
