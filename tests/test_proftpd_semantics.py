@@ -4,6 +4,7 @@ expressions, <Anonymous> roots, and profile_options.proftpd.config."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -119,3 +120,33 @@ def test_config_option_is_honoured_and_unknown_keys_are_config_errors(tmp_path: 
     assert "config: proftpd -t" in names and "proftpd: config" not in names
     with pytest.raises(errors.ConfigError, match=r"profile_options\.proftpd\.conf\b"):
         proftpd.inventory(tmp_path, None, {"conf": "/srv/ftp.conf"})
+
+
+def test_writable_directory_and_landing_follow_defaultroot_and_limit_write(tmp_path: Path):
+    """Where a login lands (DefaultRoot ~ chroots into the home, shown as /) and where it may
+    upload: the home and its subdirectories the account may write by owner and mode, minus
+    those a <Directory> <Limit WRITE> DenyAll covers (the most specific block decides)."""
+    _accounts(tmp_path)
+    _write(
+        tmp_path,
+        "/etc/proftpd/proftpd.conf",
+        "DefaultRoot ~\n"
+        "<Directory /home/dave/archive>\n  <Limit WRITE>\n    DenyAll\n  </Limit>\n</Directory>\n"
+        "<Anonymous ~ftp>\n  <Limit WRITE>\n    DenyAll\n  </Limit>\n</Anonymous>\n",
+    )
+    for name in ("archive", "incoming", "readonly"):
+        (tmp_path / "home/dave" / name).mkdir()
+    (tmp_path / "home/dave/readonly").chmod(0o555)
+    for folder in ("home/dave", "home/dave/archive", "home/dave/incoming", "home/dave/readonly"):
+        os.chown(tmp_path / folder, 2021, 2021)
+    config = proftpd.read_config(tmp_path)
+    fields = ["dave", "x", "2021", "2021", "", "/home/dave", "/bin/bash"]
+    landed, seen, why = proftpd._landing(tmp_path, config, 0, "dave", fields)
+    assert (landed, seen) == (tmp_path / "home/dave", "/") and "DefaultRoot ~" in why
+    found = proftpd.writable_dirs(tmp_path, config, 0, "dave", fields, landed)
+    assert found == [".", "incoming"]  # archive: <Limit WRITE> DenyAll; readonly: 0555
+    _write(tmp_path, "/etc/proftpd/proftpd.conf", "<Limit WRITE>\n  DenyAll\n</Limit>\n")
+    config = proftpd.read_config(tmp_path)
+    assert proftpd.writable_dirs(tmp_path, config, 0, "dave", fields, landed) == []
+    landed, seen, why = proftpd._landing(tmp_path, config, 0, "dave", fields)
+    assert seen == str(tmp_path / "home/dave") and "not chrooted" in why
