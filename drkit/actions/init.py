@@ -1,6 +1,9 @@
 """drkit init: write drkit.yaml, the repository password, the signing key, bucket and repository.
 
 Every step is idempotent: existing files are kept, an existing bucket or repository adopted.
+An existing drkit.yaml is never replaced: init with its settings changes nothing, with other
+ones it refuses naming each difference, or applies only the named ones with --update
+(drkit.service.settings).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from drkit.config import (
 from drkit.engines import keys, manifest
 from drkit.results import InitResult
 from drkit.service import context
+from drkit.service import settings as node_settings
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +66,21 @@ class InitOptions:
     lock_days: int = 30
     lock_mode: str = "GOVERNANCE"
     config: Path | None = None  # --config; default: the usual lookup, else ./drkit.yaml
+    update: bool = False  # --update: apply the named settings to an existing drkit.yaml
+    named: set[str] | None = None  # options given on the command line (None: not defaults)
+
+    def given(self) -> set[str]:
+        """Return the options init was given: those named on the command line, else those
+        that differ from their defaults (the four required ones always)."""
+        required = {"node", "s3_endpoint", "bucket", "password_file"}
+        if self.named is not None:
+            return (self.named | required) & set(node_settings.OPTION_PATHS)
+        blank = InitOptions(node="", s3_endpoint="", bucket="", password_file=Path())
+        return required | {
+            name
+            for name in node_settings.OPTION_PATHS
+            if getattr(self, name) != getattr(blank, name)
+        }
 
 
 def parse_includes(items: list[str]) -> dict[str, list[str]]:
@@ -103,7 +122,9 @@ def config_path_for(explicit: Path | None) -> Path:
 
 
 def settings_for(options: InitOptions, config_path: Path) -> dict:
-    """Given init's options and the config path, return the settings (drkit.yaml's shape)."""
+    """Given init's options and the config path, return the settings (drkit.yaml's shape);
+    raise ConfigError for a state_dir under a world-writable directory."""
+    node_settings.check_state_dir(options.state_dir)
     root = options.root.resolve()
     signing_key = options.signing_key or config_path.parent / "signing.key"
     repository: dict = {
@@ -145,24 +166,38 @@ def init(options: InitOptions) -> InitResult:
     """Given init's options, write the config, password and signing key, and prepare the
     bucket and repository (see run)."""
     config_path = config_path_for(options.config)
-    return run(config_path.resolve(), settings_for(options, config_path))
+    settings = settings_for(options, config_path)
+    return run(config_path.resolve(), settings, options.given(), options.update)
 
 
-def run(config_path: Path, settings: dict) -> InitResult:
-    """Given the path to write and init's settings (drkit.yaml's shape), set the node up."""
+def run(
+    config_path: Path, settings: dict, named: set[str] | None = None, update: bool = False
+) -> InitResult:
+    """Given the path to write, init's settings (drkit.yaml's shape), the options named on
+    the command line (None: all) and --update, set the node up."""
+    existing = read_config_text(config_path) if os.path.lexists(config_path) else None
+    previous = parse_config(existing, str(config_path)) if existing is not None else None
+    changes: list[str] = []
+    if existing is not None:
+        settings, changes = node_settings.differences(
+            yaml.safe_load(existing) or {}, settings, set(node_settings.OPTION_PATHS)
+            if named is None else named,
+        )  # fmt: skip
+        if changes and not update:
+            raise node_settings.refuse(config_path, changes)
     password_file = Path(settings["repository"]["password_file"])
     signing_key = Path(settings["signing_key"])
+    if previous is not None and not os.path.lexists(signing_key):
+        raise keys.missing_signing_key(signing_key)  # a new one would orphan the snapshots
     try:
         password_created = ensure_password_file(password_file)
         fingerprint = keys.generate_signing_key(signing_key)
     except OSError as exc:
         raise errors.LocalFilesystemError(f"cannot write {exc.filename}: {exc.strerror}") from None
-    existing = read_config_text(config_path) if os.path.lexists(config_path) else None
-    previous = parse_config(existing, str(config_path)) if existing is not None else None
     trusted = list(dict.fromkeys([*(previous.trusted_keys if previous else []), fingerprint]))
     config = validate_config({**settings, "trusted_keys": trusted}, "drkit init's settings")
     text = dump_config(config)
-    config_written = existing != text
+    config_written = existing is None or bool(changes) or fingerprint not in previous.trusted_keys
     if config_written:
         manifest.write_private(config_path, text.encode())
     bucket = storage_action.init(config)
@@ -182,4 +217,5 @@ def run(config_path: Path, settings: dict) -> InitResult:
         bucket=bucket,
         repository=config.repository.restic_url,
         repository_created=repository_created,
+        changes=changes,
     )

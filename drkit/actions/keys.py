@@ -190,7 +190,7 @@ def rotate(config: Config, config_path: Path) -> results.KeysRotateResult:
         "verification), %s signs from now on",
         ",".join(k[:8] for k in old_current),
         new_id[:8],
-        old_signer,
+        old_signer or "(lost)",
         new_signer,
     )
     return results.KeysRotateResult(

@@ -186,12 +186,22 @@ def read_password(path: Path, what: str = "repository password file", private=Tr
     return password
 
 
+def missing_signing_key(path: Path) -> errors.ConfigError:
+    """Return the error of a signing key that is not there, with the recoveries that keep the
+    node's configuration and the snapshots it signed."""
+    return errors.ConfigError(
+        f"{path}: signing key not found: put back the copy you keep of it, or make a new signer "
+        "with `drkit keys rotate` (the lost one stays in trusted_keys, so its snapshots still "
+        "restore)"
+    )
+
+
 def load_signing_key(path: Path) -> ed25519.Ed25519PrivateKey:
     """Read the Ed25519 signing key; raise ConfigError naming the file when it is unusable
     or readable by others."""
     require_private(path, "signing key")
     if not os.path.lexists(path):
-        raise errors.ConfigError(f"{path}: signing key not found (drkit init creates it)")
+        raise missing_signing_key(path)
     try:
         key = serialization.load_pem_private_key(
             read_regular(path, "signing key", 64 * 1024), password=None
@@ -300,8 +310,9 @@ def _rotation_lock(state_dir: Path, wait: float):
 
 def rotate_signing_key(
     state_dir: Path, key_path: Path, trust: Callable[[list[str]], None]
-) -> tuple[str, str]:
-    """Replace the signing key with a new one; return (old, new) fingerprints.
+) -> tuple[str | None, str]:
+    """Replace the signing key with a new one; return (old, new) fingerprints (old None when
+    the key was lost: a new one is written in its place).
 
     Journalled, every step idempotent, so that the next command finishes or undoes it
     (finish_rotation) whatever instant a kill lands: 1. the journal names the key and its
@@ -312,6 +323,10 @@ def rotate_signing_key(
     with _rotation_lock(state_dir, 30) as held:
         if not held:
             raise errors.Busy(f"{state_dir}: another run is rotating the signing key")
+        if not os.path.lexists(key_path):  # lost: a new signer; the lost one stays trusted
+            new = generate_signing_key(key_path)
+            trust([new])
+            return None, new
         old = signing_fingerprint(load_signing_key(key_path).public_key())
         record = {"signing_key": str(key_path), "old": old}
         durable.write_atomic(rotation_journal(state_dir), json.dumps(record).encode())
