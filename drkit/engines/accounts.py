@@ -8,6 +8,7 @@ whole: the manifest records only the entries of the users a profile names.
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 from drkit.engines import beneath
@@ -93,21 +94,32 @@ LOGIN_UID_MIN = 1000  # login.defs' UID_MIN: below it, system accounts own their
 HOME_MODE = 0o700  # a created home, as Debian 12's adduser makes it
 
 
-def missing_homes(root: Path, accounts: list[dict], held: set[str]) -> list[tuple[str, int, int]]:
-    """Return (home, uid, gid) of each recorded login account (uid >= UID_MIN) whose home is
-    neither on root nor held in the snapshot (`held` node paths): restore creates those, as
-    `useradd -m` would, so a restored user has somewhere to log in to."""
-    found = []
+def missing_homes(
+    root: Path,
+    accounts: list[dict],
+    held: set[str],
+    landings: dict[str, list[str]] | None = None,
+) -> list[tuple[str, int, int]]:
+    """Return (home, uid, gid) of each directory a recorded login account (uid >= UID_MIN)
+    logs in to that is neither on root nor held in the snapshot (`held` node paths): restore
+    creates those, as `useradd -m` would, so a restored user has somewhere to log in to.
+
+    landings: {name: node paths the node's servers put that account in at login} (a chroot
+    puts the home inside it); an account without an entry logs in to its passwd home. Each
+    path is returned once, owned by the first account that lands there."""
+    found: dict[str, tuple[int, int]] = {}
     for account in accounts:
         fields = (account["passwd"].split(":") + [""] * 7)[:7]
-        home, uid, gid = fields[5], fields[2], fields[3]
+        uid, gid = fields[2], fields[3]
         if not (uid.isdigit() and gid.isdigit()) or int(uid) < LOGIN_UID_MIN:
             continue
-        if not home.startswith("/") or home in NO_HOME or home in held:
-            continue
-        if not on_root(root, home).exists():
-            found.append((home, int(uid), int(gid)))
-    return found
+        places = [fields[5]] if landings is None else landings.get(account["name"], [])
+        for home in places:
+            if not home.startswith("/") or home in NO_HOME or home in held or home in found:
+                continue
+            if not os.path.lexists(on_root(root, home)):
+                found[home] = (int(uid), int(gid))
+    return [(home, uid, gid) for home, (uid, gid) in found.items()]
 
 
 def _text(lines: list[str]) -> str:

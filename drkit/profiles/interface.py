@@ -11,6 +11,7 @@ between profiles except `drkit.profiles.common`.
 from __future__ import annotations
 
 import contextlib
+import posixpath
 import shlex
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -129,6 +130,18 @@ class Profile(ABC):
         candidates = [chosen] if chosen else list(self.signs.configs)
         return next((path for path in candidates if on_root(root, path).is_file()), None)
 
+    def login_homes(self, root: Path, manifest: dict) -> dict[str, str]:
+        """Return {account: node path} of the directory this server puts each of the
+        manifest's accounts in at login, as the restored node on root configures it: the
+        passwd home here; a server that confines logins (a chroot, a virtual root) says where
+        it looks. An account the server does not place anywhere is left out."""
+        homes = {}
+        for account in manifest.get("accounts", []):
+            fields = (str(account.get("passwd", "")).split(":") + [""] * 7)[:7]
+            if fields[5].startswith("/"):
+                homes[account["name"]] = posixpath.normpath(fields[5])
+        return homes
+
     @abstractmethod
     def inventory(self, root: Path, smoke_user: str | None, options: dict) -> Inventory:
         """Return the node's files, trees and accounts; options are profile_options.<name>."""
@@ -166,6 +179,7 @@ class ModuleProfile(Profile):
     node_local: tuple[str, ...] = ()
     reads_config: bool = True
     main_config_of: Callable[[Path, dict], str | None] | None = None
+    login_homes_of: Callable[[Path, dict], dict[str, str]] | None = None
 
     def inventory(self, root: Path, smoke_user: str | None, options: dict) -> Inventory:
         return self.inventory_of(root, smoke_user, options)
@@ -183,3 +197,8 @@ class ModuleProfile(Profile):
         if self.main_config_of is not None:
             return self.main_config_of(root, options)
         return super().main_config(root, options)
+
+    def login_homes(self, root: Path, manifest: dict) -> dict[str, str]:
+        if self.login_homes_of is not None:
+            return self.login_homes_of(root, manifest)
+        return super().login_homes(root, manifest)

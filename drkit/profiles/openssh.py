@@ -1575,7 +1575,38 @@ def sandbox_config(root: Path, out_dir: Path) -> Path | None:
     return write_copy(root, read_config(root), out_dir)[0]
 
 
+def login_homes(root: Path, manifest: dict) -> dict[str, str]:
+    """Return {account: node path} where sshd starts each of the manifest's accounts: its
+    passwd home, inside its ChrootDirectory (tokens and ~ expanded, the Match block that
+    applies) when it has one. A home that is a placeholder names no directory."""
+    root = Path(root)
+    config = read_config(root, settings(common.options_of(manifest, NAME))["config"])
+    db = Accounts.of(root)
+    no_home = set(policy()["defaults"]["no_home"])
+    homes = {}
+    for name in [account["name"] for account in manifest.get("accounts", [])]:
+        home = db.home(name)
+        if home is None or not home.startswith("/") or home in no_home:
+            continue
+        lines = _lines_for(config, db, name, "chrootdirectory")
+        chroot = lines[-1].args[0] if lines and lines[-1].args else "none"
+        if chroot.lower() == "none":
+            homes[name] = posixpath.normpath(home)
+            continue
+        inside = _expand("chroot", chroot, name, db)
+        if inside is not None:
+            homes[name] = posixpath.normpath(posixpath.join(inside, home.lstrip("/")))
+    return homes
+
+
 SIGNS = Signs(("/etc/ssh/sshd_config",), ("/usr/sbin/sshd",), ("ssh.service", "sshd.service"), "-f")
 PROFILE = ModuleProfile(
-    NAME, SIGNS, inventory, checks, smoke, sandbox_config, ("sshd_config:ListenAddress",)
+    NAME,
+    SIGNS,
+    inventory,
+    checks,
+    smoke,
+    sandbox_config,
+    ("sshd_config:ListenAddress",),
+    login_homes_of=login_homes,
 )

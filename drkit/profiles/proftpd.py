@@ -1385,6 +1385,35 @@ def sandbox_config(root: Path, out_dir: Path) -> Path | None:
 
 
 SIGNS = Signs(("/etc/proftpd/proftpd.conf",), ("/usr/sbin/proftpd",), ("proftpd.service",), "-c")
+
+
+def login_homes(root: Path, manifest: dict) -> dict[str, str]:
+    """Return {account: node path} of the home a login of each of the manifest's accounts
+    changes into: its passwd home when no DefaultRoot applies or the home lies inside the
+    chroot DefaultRoot makes (in any server context); a login jailed away from its home
+    starts at the jail's root and needs none."""
+    root = Path(root)
+    config = read_config(root, settings(common.options_of(manifest, NAME))["config"])
+    passwd = accounts.passwd_entries(root)
+    homes = {}
+    for name in [account["name"] for account in manifest.get("accounts", [])]:
+        fields = passwd.get(name)
+        if not fields or not fields[5].startswith("/"):
+            continue
+        home = posixpath.normpath(fields[5])
+        for server in _servers(config):
+            if _landing(root, config, server, name, fields)[0] == on_root(root, home):
+                homes[name] = home
+    return homes
+
+
 PROFILE = ModuleProfile(
-    NAME, SIGNS, inventory, checks, smoke, sandbox_config, ("proftpd.conf:DefaultAddress",)
+    NAME,
+    SIGNS,
+    inventory,
+    checks,
+    smoke,
+    sandbox_config,
+    ("proftpd.conf:DefaultAddress",),
+    login_homes_of=login_homes,
 )

@@ -565,7 +565,32 @@ SIGNS = Signs(
     ("/opt/sftpplus/bin/admin-commands.sh",),
     ("sftpplus.service", "sftpplus-server.service"),
 )
+
+
+def login_homes(root: Path, manifest: dict) -> dict[str, str]:
+    """Return {account: node path} of each of the manifest's accounts' home folder: the
+    home_folder_path of the [accounts/ID] section that names it (else of its group), or its
+    passwd home when server.ini names none."""
+    root = Path(root)
+    config = read_config(root, settings(common.options_of(manifest, NAME))["install_dir"])
+    named = {(item.get("name") or "").strip(): item for _, item in config.sections("accounts")}
+    groups = dict(config.sections("groups"))
+    passwd = accounts.passwd_entries(root)
+    homes = {}
+    for name in [account["name"] for account in manifest.get("accounts", [])]:
+        section = named.get(name)
+        home = (section.get("home_folder_path") or "").strip() if section is not None else ""
+        if not is_path(home) and section is not None:
+            group = groups.get((section.get("group") or "").strip())
+            home = (group.get("home_folder_path") or "").strip() if group is not None else ""
+        if is_path(home):
+            homes[name] = config.node_path(home)
+        elif name in passwd and passwd[name][5].startswith("/"):
+            homes[name] = posixpath.normpath(passwd[name][5])
+    return homes
+
+
 PROFILE = ModuleProfile(
     NAME, SIGNS, inventory, checks, smoke, sandbox_config, ("server.ini:[server]/uuid",),
-    main_config_of=main_config,
+    main_config_of=main_config, login_homes_of=login_homes,
 )  # fmt: skip

@@ -936,4 +936,24 @@ SIGNS = Signs(
     config_flag="",
 )
 NODE_LOCAL = ("vsftpd.conf:listen_address", "vsftpd.conf:pasv_address")
-PROFILE = ModuleProfile(NAME, SIGNS, inventory, checks, smoke, sandbox_config, NODE_LOCAL)
+
+
+def login_homes(root: Path, manifest: dict) -> dict[str, str]:
+    """Return {account: node path} of the home vsftpd changes a local login of each of the
+    manifest's accounts into (user_sub_token expanded; a missing one is 500 OOPS), as the
+    restored config says; local_root and a chroot are the config's own trees."""
+    root = Path(root)
+    chosen = config_path(common.options_of(manifest, NAME))
+    config = read_config(root, chosen, compiled_defaults(root, manifest))
+    passwd = accounts.passwd_entries(root)
+    homes = {}
+    for name in [account["name"] for account in manifest.get("accounts", [])]:
+        place = place_of(root, config, Login(name, name, "local", "manifest"), passwd)
+        if place.home and place.home.startswith("/"):
+            homes[name] = place.home
+    return homes
+
+
+PROFILE = ModuleProfile(
+    NAME, SIGNS, inventory, checks, smoke, sandbox_config, NODE_LOCAL, login_homes_of=login_homes
+)
