@@ -328,6 +328,11 @@ class Config(Strict):
         None,
         description="file holding smoke_user's password for live FTP/FTPS logins; 0600",
     )
+    unchanged: Literal["confirm", "snapshot"] = Field(
+        "confirm",
+        description="a backup of an unchanged node: confirm (a signed freshness entry in the "
+        "chain head, no restic process) or snapshot (a new snapshot every run)",
+    )
     restic: Path | None = Field(None, description="restic binary; default: searched")
     state_dir: Path = Field(Path("/var/lib/drkit"), description="drkit's local state")
     retention: Retention = Field(

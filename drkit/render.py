@@ -124,6 +124,12 @@ def _backup(result: r.BackupResult) -> None:
         out.print(f"[yellow]warning[/yellow]  {warning}")
     for event in result.security_events:
         out.print(f"[red]security change[/red]  {event.detail} (event {event.id})")
+    if result.unchanged:
+        out.print(
+            f"unchanged since snapshot {result.snapshot_id[:8]}: confirmed in the signed chain "
+            f"head at {result.time}, no new snapshot ({units.duration(result.duration_seconds)})"
+        )
+        return
     out.print(
         f"snapshot {result.snapshot_id[:8]}: {_file_count(result.file_count)}, "
         f"{units.size(result.size)}; {units.size(result.bytes_added)} new data stored "

@@ -105,6 +105,7 @@ class BackupResult(Result):
     passes: int
     warnings: list[str]
     security_events: list[SecurityEvent] = []  # changes an intruder would make, unacknowledged
+    unchanged: bool = False  # no new snapshot: snapshot_id was confirmed by a freshness entry
 
 
 class SnapshotEntry(Part):
@@ -115,6 +116,7 @@ class SnapshotEntry(Part):
     file_count: int | None
     size: int | None
     tags: list[str]
+    confirms: str | MISSING = MISSING  # a freshness entry: the node was unchanged since this id
 
 
 class SnapshotsResult(Result):

@@ -18,6 +18,7 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
+import yaml
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.poly1305 import Poly1305
 from typer.testing import CliRunner
@@ -259,7 +260,17 @@ def init_node(
         *extra,
     )  # fmt: skip
     assert code == 0, document
+    snapshot_every_run(config)
     return config, document
+
+
+def snapshot_every_run(config_path: Path) -> None:
+    """Set `unchanged: snapshot`: the suite's nodes make a snapshot at every backup, so tests of
+    chains, retention, rollbacks and catalogs get one per run; tests/test_freshness.py runs
+    the default (an unchanged node confirms its last snapshot)."""
+    settings = yaml.safe_load(config_path.read_text())
+    settings["unchanged"] = "snapshot"
+    config_path.write_text(yaml.safe_dump(settings, sort_keys=False))
 
 
 def fresh_repository(local_s3, directory: Path, prefix: str = "node") -> config.Repository:
@@ -325,6 +336,7 @@ class Node:
             *includes,
         )  # fmt: skip
         assert code == 0, self.init
+        snapshot_every_run(self.config)
         self.signer = self.init["signer"]
 
     def run(self, *args: str, env: dict | None = None) -> tuple[int, dict]:

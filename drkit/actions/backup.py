@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 
 from drkit import errors, timing
 from drkit.config import Config, dump_config
-from drkit.engines import accounts, catalog, keys, manifest, screen, watch
+from drkit.engines import accounts, catalog, freshness, keys, manifest, screen, watch
 from drkit.engines.restic import Restic
 from drkit.model import SecurityEvent, parse_utc, utc_text
 from drkit.paths import host_path, shown
@@ -24,21 +24,37 @@ log = logging.getLogger(__name__)
 PASSES = 3  # a file written to while restic reads it gets a fresh manifest and snapshot
 
 
+def _chain_record(config: Config) -> dict:
+    """Return the node's local chain record, {} when there is none or it is unreadable."""
+    try:
+        record = json.loads(chain_path(config).read_text())
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
 def record_chain(
     config: Config,
     snapshot_id: str | None,
     manifest_bytes: bytes | None,
     index: list[catalog.IndexEntry] | None = None,
+    content: str | None = None,
 ) -> dict | None:
-    """Remember the newest snapshot, its manifest hash and the node's index; None starts a new
-    chain. Return the link ({snapshot_id, manifest_sha256}) the next manifest records."""
+    """Remember the newest snapshot, its manifest hash, the digest of its content (freshness)
+    and the node's index; None starts a new chain. Return the link ({snapshot_id,
+    manifest_sha256}) the next manifest records."""
     link = None
     if snapshot_id and manifest_bytes is not None:
         link = {
             "snapshot_id": snapshot_id,
             "manifest_sha256": hashlib.sha256(manifest_bytes).hexdigest(),
         }
-    record = {"previous": link, "index": [entry.as_dict() for entry in index or []]}
+    record = {
+        "previous": link,
+        "index": [entry.as_dict() for entry in index or []],
+        "content": content,
+        "confirmations": freshness.confirmations(_chain_record(config).get("confirmations")),
+    }
     manifest.write_private(chain_path(config), json.dumps(record).encode())
     if snapshot_id and manifest_bytes is not None:
         rollback.remember(
@@ -54,6 +70,7 @@ def mark_in_flight(config: Config, previous: dict | None, index: list[catalog.In
         "previous": previous,
         "index": [entry.as_dict() for entry in index],
         "in_flight": True,
+        "confirmations": freshness.confirmations(_chain_record(config).get("confirmations")),
     }
     manifest.write_private(chain_path(config), json.dumps(record).encode())
 
@@ -71,6 +88,7 @@ def publish(config: Config, signing_key, link: dict, index, objects: dict[str, b
         "time": utc_text(datetime.now(UTC)),
         "written_ns": time.time_ns(),  # orders two heads signed within the same second
         "snapshots": [entry.as_dict() for entry in index],
+        "confirmations": freshness.confirmations(_chain_record(config).get("confirmations")),
     }
     text = json.dumps(record, sort_keys=True)
     down = context.outage(config.repository)
@@ -325,6 +343,11 @@ def run(
                     cache=cache,
                     profile_options=config.profile_options,
                 )
+            content = freshness.content_digest(node_manifest, dump_config(config))
+            if attempt == 1 and _unchanged(config, previous, content, listed):
+                cache.save()
+                step("unchanged: confirming the last snapshot in the signed chain head")
+                return _confirm(config, signing_key, previous, index, node_manifest, started)
             with timing.phase("manifest signing"):
                 manifest_bytes = manifest.encode(node_manifest)
                 signature = keys.sign(signing_key, manifest_bytes)
@@ -354,7 +377,7 @@ def run(
             if attempt == 1:  # listed before this run's first snapshot: drop the forgotten
                 index = _still_listed(index, listed)
             index = catalog.extend_index(index, _index_entry(config, summary, manifest_bytes))
-            previous = record_chain(config, summary.snapshot_id, manifest_bytes, index)
+            previous = record_chain(config, summary.snapshot_id, manifest_bytes, index, content)
             step("storing the signed chain head and the manifest objects")
             with timing.phase("chain head and manifest objects"):
                 objects = sealer.objects(
@@ -392,6 +415,48 @@ def run(
         passes=attempt,
         warnings=node_manifest["warnings"],
         security_events=events,
+    )
+
+
+def _unchanged(config: Config, previous: dict | None, content: str, listed: Future) -> bool:
+    """Return True when the node's content is its last snapshot's, and that snapshot is still
+    in the repository (one S3 listing, made beside the inventory)."""
+    record = _chain_record(config)
+    if config.unchanged != "confirm" or previous is None or record.get("in_flight"):
+        return False
+    if record.get("content") != content:
+        return False
+    present = listed.result()
+    return present is not None and previous["snapshot_id"] in present
+
+
+def _confirm(
+    config: Config, signing_key, previous: dict, index: list, node_manifest: dict, started: float
+) -> BackupResult:
+    """Sign a freshness entry for the unchanged node's last snapshot into the chain head."""
+    now = utc_text(datetime.now(UTC))
+    record = _chain_record(config)
+    entries = freshness.confirmations(record.get("confirmations"))
+    record["confirmations"] = freshness.confirmations(
+        [*entries, {"snapshot_id": previous["snapshot_id"], "time": now}]
+    )
+    manifest.write_private(chain_path(config), json.dumps(record).encode())
+    publish(config, signing_key, previous, index, {})
+    confirmed = next((entry for entry in index if entry.id == previous["snapshot_id"]), None)
+    log.info("node unchanged: snapshot %s confirmed", previous["snapshot_id"][:8])
+    return BackupResult(
+        node=config.node,
+        snapshot_id=previous["snapshot_id"],
+        time=now,
+        file_count=confirmed.files if confirmed and confirmed.files is not None else 0,
+        size=confirmed.size if confirmed else None,
+        bytes_added=0,
+        duration_seconds=round(time.monotonic() - started, 3),
+        signer=keys.signing_fingerprint(signing_key.public_key()),
+        previous=previous["snapshot_id"],
+        passes=0,
+        warnings=node_manifest["warnings"],
+        unchanged=True,
     )
 
 

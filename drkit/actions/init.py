@@ -17,8 +17,7 @@ from pathlib import Path
 import yaml
 
 from drkit import errors
-from drkit.actions import backup, discover
-from drkit.actions import status as status_action
+from drkit.actions import backup
 from drkit.actions import storage as storage_action
 from drkit.config import (
     AFTER_BACKUP,
@@ -30,7 +29,7 @@ from drkit.config import (
 )
 from drkit.engines import keys, manifest
 from drkit.results import InitResult
-from drkit.service import context
+from drkit.service import context, detection, status
 from drkit.service import settings as node_settings
 
 log = logging.getLogger(__name__)
@@ -137,7 +136,7 @@ def settings_for(options: InitOptions, config_path: Path) -> dict:
     }
     if options.ca_bundle:
         repository["ca_bundle"] = str(options.ca_bundle.resolve())
-    servers = discover.resolve_servers(options.servers or ["openssh"], root)
+    servers = detection.resolve_servers(options.servers or ["openssh"], root)
     settings: dict = {
         "node": options.node,
         "servers": servers,
@@ -148,7 +147,7 @@ def settings_for(options: InitOptions, config_path: Path) -> dict:
         "state_dir": str(options.state_dir),
         "schedule": {"prove": AFTER_BACKUP},  # the daemon drills every snapshot it makes
     }
-    found = discover.detected_options(discover.detect(root))
+    found = detection.detected_options(detection.detect(root))
     profile_options = {kind: found[kind] for kind in servers if kind in found}
     for kind, chosen in parse_profile_options(options.profile_options).items():
         profile_options[kind] = {**profile_options.get(kind, {}), **chosen}
@@ -205,7 +204,7 @@ def run(
     repository_created = restic.init()
     if repository_created:
         backup.record_chain(config, None, None)  # a new repository starts a new chain
-    status_action.register(config)
+    status.register(config)
     return InitResult(
         config=str(config_path),
         config_written=config_written,

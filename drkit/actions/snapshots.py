@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections import Counter
 from datetime import UTC, datetime
 
-from drkit.engines import manifest
+from drkit import errors
+from drkit.engines import catalog, freshness, manifest
 from drkit.model import parse_utc, utc_text
 from drkit.results import ShowResult, SnapshotEntry, SnapshotsResult
 from drkit.service import context
-from drkit.service.opening import Catalog, Origin
+from drkit.service.opening import Catalog, Origin, open_record
 
 
 def list_snapshots(origin: Origin, all_nodes: bool = False) -> SnapshotsResult:
@@ -17,20 +18,43 @@ def list_snapshots(origin: Origin, all_nodes: bool = False) -> SnapshotsResult:
     restic = context.restic_for(origin.repository, origin.restic)
     context.probe_storage(origin.repository)
     found = restic.snapshots(host=None if all_nodes else origin.node, tags=["drkit"])
-    return SnapshotsResult(
-        snapshots=[
-            SnapshotEntry(
-                id=snapshot.id,
-                short_id=snapshot.short_id,
-                time=utc_text(snapshot.time),
-                node=snapshot.hostname,
-                file_count=snapshot.files,
-                size=snapshot.size,
-                tags=snapshot.tags,
-            )
-            for snapshot in found
-        ]
-    )
+    entries = [
+        SnapshotEntry(
+            id=snapshot.id,
+            short_id=snapshot.short_id,
+            time=utc_text(snapshot.time),
+            node=snapshot.hostname,
+            file_count=snapshot.files,
+            size=snapshot.size,
+            tags=snapshot.tags,
+        )
+        for snapshot in found
+    ]
+    by_id = {entry.id: entry for entry in entries}
+    for node in sorted({entry.node for entry in entries if entry.node}):
+        for confirmation in _confirmations(origin, node):
+            confirmed = by_id.get(confirmation["snapshot_id"])
+            if confirmed is not None:  # a freshness entry of a snapshot still held
+                entries.append(
+                    confirmed.model_copy(
+                        update={"time": confirmation["time"], "confirms": confirmed.id}
+                    )
+                )
+    return SnapshotsResult(snapshots=sorted(entries, key=lambda entry: entry.time))
+
+
+def _confirmations(origin: Origin, node: str) -> list[dict[str, str]]:
+    """Return the freshness entries of a node's signed chain head (none when it is missing or
+    does not verify against the trusted keys)."""
+    from drkit.engines.storage import Storage
+
+    try:
+        stored = Storage(origin.repository).get_json(catalog.head_key(node))
+        trusted = {*origin.trusted_keys, *origin.trust_keys}
+        record = open_record(stored, trusted, node, "head") if stored is not None else {}
+    except (errors.DrkitError, ValueError, TypeError):
+        return []
+    return freshness.confirmations(record.get("confirmations"))
 
 
 def show(origin: Origin, snapshot: str) -> ShowResult:

@@ -1,0 +1,36 @@
+"""Freshness: an unchanged node confirms its last snapshot instead of making another.
+
+A backup whose manifest (every path, type, mode, owner, mtime and content hash; the keys,
+certificates and accounts; the profile options) and drkit.yaml are exactly those of the node's
+previous snapshot adds nothing a restore could use. Hashes come from the hash cache, keyed on
+size, mtime, ctime and inode: the rule restic applies to decide a file is unchanged. Such a
+backup runs no restic process: it signs a freshness entry (the snapshot it confirms, the time)
+into the node's chain head, and status, RPO and `snapshots` count it as a backup at that time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+VOLATILE = ("created", "previous", "warnings")  # what differs between two runs of one state
+KEPT = 100  # freshness entries a chain head carries (the newest)
+
+
+def content_digest(node_manifest: dict, config_text: str) -> str:
+    """Return the sha256 of what a snapshot of this manifest would hold and vouch for."""
+    stable = {key: value for key, value in node_manifest.items() if key not in VOLATILE}
+    digest = hashlib.sha256(json.dumps(stable, sort_keys=True).encode())
+    digest.update(b"\0" + config_text.encode())
+    return digest.hexdigest()
+
+
+def confirmations(recorded: object) -> list[dict[str, str]]:
+    """Return the freshness entries of a chain record, well formed only, newest last."""
+    if not isinstance(recorded, list):
+        return []
+    return [
+        {"snapshot_id": str(item["snapshot_id"]), "time": str(item["time"])}
+        for item in recorded
+        if isinstance(item, dict) and "snapshot_id" in item and "time" in item
+    ][-KEPT:]
