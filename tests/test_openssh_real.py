@@ -143,6 +143,18 @@ def test_the_chroot_a_symlinked_drop_in_sets_is_checked_as_sshd_checks_it(node_r
     assert checks["user keys: /etc/ssh/authorized_keys/acme"].status == "pass"
 
 
+def test_a_dangling_drop_in_link_fails_sshd_t_in_its_own_words(node_root):
+    root, case = build(node_root, "openssh-sftpuser-symlinked-dropin-twin-dangling-link")
+    config = openssh.read_config(root)  # glob(3) lists the link; sshd cannot open it
+    assert [hit for _, hit in config.missing_includes] == ["/etc/ssh/sshd_config.d/sftp.conf"]
+    found = openssh.inventory(root, None)
+    assert "/etc/ssh/sshd_config.d/sftp.conf" in listed(found)  # the node's link, as it is
+    checks = by_name(openssh.checks(root, manifest_of(root, case, [])))
+    test = checks["config: sshd -t"]
+    assert test.status == "fail"
+    assert test.detail == "exit 1: /etc/ssh/sshd_config.d/sftp.conf: No such file or directory"
+
+
 # --- 2. loaded but not offered, beside Match LocalPort/Address ---------------------------------
 
 

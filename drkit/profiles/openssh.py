@@ -131,7 +131,17 @@ def _glob(root: Path, pattern: str) -> list[str]:
                 if fnmatch.fnmatchcase(name, part) and (part[0] == "." or name[0] != ".")
             ]
         current = found
-    return sorted(p for p in current if on_root(root, _node_links(root, p)[0]).is_file())
+    return sorted(p for p in current if _globbed(root, p))
+
+
+def _globbed(root: Path, node_path: str) -> bool:
+    """Return whether glob(3) lists node_path as sshd's Include takes it: a file, or a symlink
+    whatever it points to (sshd then fails to open a dangling one), not a directory."""
+    real = on_root(root, _node_links(root, node_path)[0])
+    if real.is_file():
+        return True
+    parent = on_root(root, _node_links(root, posixpath.dirname(node_path))[0])
+    return (parent / posixpath.basename(node_path)).is_symlink() and not real.is_dir()
 
 
 def _node_links(root: Path, node_path: str) -> tuple[str, list[str]]:
@@ -204,6 +214,9 @@ def _read_file(root: Path, node_path: str, match, config: Config, stack: tuple[s
             hits += matched
         config.include_hits[(node_path, number)] = hits
         for hit in hits:
+            if not on_root(root, _node_realpath(root, hit)).is_file():
+                config.missing_includes.append((line, hit))  # a dangling link: sshd cannot open it
+                continue
             if hit in stack or len(stack) >= settings["max_include_depth"]:
                 config.warnings.append(f"Include {hit} ({line.where}) nests too deep; skipped")
                 continue
@@ -879,7 +892,14 @@ def write_copy(root: Path, config: Config, out_dir: Path, smoke: dict | None = N
             ]
             return [f"{token} {' '.join(map(_quote, [smoke['authorized_keys'], *own]))}"]
         if keyword == "include":
-            hits = [str(copies[hit]) for hit in config.include_hits.get((node, number), [])]
+            hits = config.include_hits.get((node, number), [])
+            for hit in (h for h in hits if h not in copies):  # a link the node cannot open:
+                dangling = out_dir / hit.lstrip("/")  # the copy holds one too, sshd says so
+                dangling.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+                if not dangling.is_symlink():
+                    dangling.symlink_to(on_root(root, _node_realpath(root, hit)))
+                names[str(dangling)] = (hit, 0)
+            hits = [str(copies.get(hit, out_dir / hit.lstrip("/"))) for hit in hits]
             return [f"{token} {' '.join(map(_quote, hits))}" if hits else f"# {raw.strip()}"]
         if (mapped := _map_line(root, keyword, args, smoke)) is not None:
             return [f"{token} {' '.join(map(_quote, mapped))}"]
@@ -1342,7 +1362,7 @@ def smoke(root: Path, manifest: dict, user: str, work_dir: Path) -> SmokeResult:
             db = Accounts.of(root)
             db.users[user] = entry  # the node's fields: its home, not the host's mapping
             plan["db"] = db
-            copy, _ = write_copy(root, config, work / "config", plan)
+            copy, names = write_copy(root, config, work / "config", plan)
             for subsystem, program in plan.get("replaced", []):
                 detail = (
                     f"{program} is on neither the restored root nor this host: the run used "
@@ -1363,7 +1383,8 @@ def smoke(root: Path, manifest: dict, user: str, work_dir: Path) -> SmokeResult:
             )
             started = time.monotonic()
             if not common.wait_port(port, server, run["start_timeout_seconds"]):
-                result.add(failed("smoke: sshd started", _log_hint(server) or "no output"))
+                said = _node_text(_log_hint(server), names, root)
+                result.add(failed("smoke: sshd started", said or "no output"))
                 return result
             waited = time.monotonic() - started
             result.add(passed("smoke: sshd started", f"127.0.0.1:{port} in {waited:.2f} s"))
@@ -1380,7 +1401,7 @@ def smoke(root: Path, manifest: dict, user: str, work_dir: Path) -> SmokeResult:
             )  # fmt: skip
 
             def hint() -> str:
-                found = _node_text(_log_hint(server), {}, root)
+                found = _node_text(_log_hint(server), names, root)
                 return f"sshd: {found}" if found else ""
 
             landing = _landing(root, view, user, entry)
