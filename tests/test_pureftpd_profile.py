@@ -138,6 +138,45 @@ def test_a_unit_command_line_is_the_configuration(node_root):
     assert {"/etc/ssl/private/pure-ftpd.pem", "/var/log/pure-ftpd/transfer.log"} <= taken
 
 
+def test_a_unit_naming_pure_ftpds_own_config_file(node_root, tmp_path):
+    """`pure-ftpd /etc/pure-ftpd/pure-ftpd.conf` (upstream's form since 1.0.47): the file's keys
+    become options as src/simpleconf_ftpd.h maps them, and the real pure-ftpd runs from them."""
+    root = node_root / "root"
+    made = sample_pureftpd.pureftpd(root, smoke_user=SMOKE_USER)
+    shutil.rmtree(on_root(root, "/etc/pure-ftpd/conf"))
+    on_root(root, "/etc/pure-ftpd/pure-ftpd.conf").write_text(
+        "ChrootEveryone  yes\nNoAnonymous yes   # virtual users only\nDaemonize yes\n"
+        f"PureDB {made['puredb']}\nPAMAuthentication no\nMinUID 1000\nUmask 133:022\n"
+        "PassivePortRange 30000 30099\nTLS 2\nCertFile /etc/ssl/private/pure-ftpd.pem\n"
+        "AltLog clf:/var/log/pure-ftpd/transfer.log\n"
+    )
+    unit = on_root(root, "/lib/systemd/system/pure-ftpd.service")
+    unit.parent.mkdir(parents=True)
+    unit.write_text("[Service]\nExecStart=/usr/sbin/pure-ftpd /etc/pure-ftpd/pure-ftpd.conf\n")
+    options = pureftpd.PROFILE.detect(root).options
+    node = pureftpd.read_node(root, options)
+    assert not node.setup.refused
+    flags = {(option.flag, option.value) for option in node.setup.options}
+    assert {("A", None), ("E", None), ("B", None), ("U", "133:022"), ("p", "30000:30099")} <= flags
+    assert ("l", f"puredb:{made['puredb']}") in flags and ("Y", "2") in flags
+    assert not any(flag == "l" and value == "pam" for flag, value in flags)  # "no": not added
+    before = recorded(root, options)
+    assert "/etc/pure-ftpd/pure-ftpd.conf" in {entry["path"] for entry in before["files"]}
+    found = {check.name: check for check in pureftpd.checks(root, before)}
+    assert found["config: pure-ftpd starts"].status == "pass", found["config: pure-ftpd starts"]
+    proof = pureftpd.smoke(root, before, SMOKE_USER, tmp_path)
+    assert proof.login_ok and proof.round_trip_ok, proof.checks
+    conf = on_root(root, "/etc/pure-ftpd/pure-ftpd.conf")
+    conf.write_text("chrooteveryone yes\nFooBar 1\n")  # keys in any case; FooBar is none
+    setup = pureftpd.read_node(root, options).setup
+    assert setup.has("A")
+    where = "/etc/pure-ftpd/pure-ftpd.conf line 2"
+    assert setup.refused == [(where, "property not found: [FooBar 1]")]
+    found = {check.name: check for check in pureftpd.checks(root, before)}
+    assert found[f"pureftpd: {where}"].status == "fail"
+    assert "pure-ftpd refuses" in found["config: pure-ftpd starts"].detail
+
+
 def test_virtual_users_homes_chroots_and_minuid(node_root):
     root = node_root / "root"
     made = sample_pureftpd.pureftpd(root, smoke_user=SMOKE_USER)

@@ -81,7 +81,7 @@ def read_node(root: Path, options: dict | None) -> Node:
     chosen = settings(options)
     if chosen["command"]:
         where = "profile_options.pureftpd.command (the unit's ExecStart)"
-        setup = read.read_command(chosen["command"], where)
+        setup = read.read_command(chosen["command"], where, root)
     else:
         setup = read.read_wrapper(root)
     certificate, _, key = (setup.value("2") or read.CERT_FILE).partition(",")
@@ -122,7 +122,7 @@ def main_config(root: Path, options: dict) -> str | None:
     """Return what configures the node: the command line's program, else conf/ when present."""
     chosen = settings(options)
     if chosen["command"]:
-        return read.read_command(chosen["command"], "command").program
+        return read.read_command(chosen["command"], "command", root).program
     return read.CONF_DIR if on_root(root, read.CONF_DIR).is_dir() else None
 
 
@@ -139,7 +139,7 @@ def references(root: Path, node: Node, smoke_user: str | None = None) -> list[Re
     """Return every node path the configuration names, with category and whether it must exist."""
     setup, refs = node.setup, []
     source = node.setup.source
-    refs += [Ref(path, "config", "pure-ftpd-wrapper", source) for path in setup.files]
+    refs += [Ref(path, "config", "configuration", source) for path in setup.files]
     refs += [Ref(path, "config", "shipped config", "not read by pure-ftpd-wrapper", False)
              for path in EXTRA_CONFIGS]  # fmt: skip
     unit = read.unit_command(root)
@@ -386,7 +386,9 @@ def _start_check(root: Path, node: Node) -> Check:
     name = "config: pure-ftpd starts"
     if node.setup.refused:
         where, why = node.setup.refused[0]
-        return failed(name, f"pure-ftpd-wrapper refuses {where}: {why}")
+        wrapper = node.setup.source.startswith(read.CONF_DIR)
+        program = "pure-ftpd-wrapper" if wrapper else "pure-ftpd"
+        return failed(name, f"{program} refuses {where}: {why}")
     work = Path(tempfile.mkdtemp(prefix="drkit-pureftpd-t-"))
     work.chmod(0o755)
     try:

@@ -291,9 +291,10 @@ def read_wrapper(root: Path, capabilities: tuple[str, ...] = ()) -> Setup:
     return setup
 
 
-def read_command(command: str, where: str) -> Setup:
+def read_command(command: str, where: str, root: Path) -> Setup:
     """Return the options of a pure-ftpd command line (a unit's ExecStart), parsed as its
-    getopt_long does: clustered short flags, `-Y2` and `-Y 2`, `--tls=2` and `--tls 2`."""
+    getopt_long does: clustered short flags, `-Y2` and `-Y 2`, `--tls=2` and `--tls 2`; a
+    plain argument is pure-ftpd's own configuration file (read_config_file)."""
     setup = Setup(source=where)
     try:
         words = shlex.split(command)
@@ -302,7 +303,14 @@ def read_command(command: str, where: str) -> Setup:
         return setup
     if words:
         setup.program = words[0]
-    rest, index = words[1:], 0
+    _parse_argv(setup, words[1:], where)
+    for path in setup.arguments[:1]:
+        read_config_file(root, path, setup)
+    return setup
+
+
+def _parse_argv(setup: Setup, rest: list[str], where: str) -> None:
+    index = 0
     while index < len(rest):
         word = rest[index]
         index += 1
@@ -336,11 +344,67 @@ def read_command(command: str, where: str) -> Setup:
                 break
         else:
             setup.arguments.append(word)
-    if setup.arguments:
-        setup.warnings.append(
-            f"{where}: a configuration file argument ({setup.arguments[0]}) is not read by drkit"
-        )
-    return setup
+
+
+# pure-ftpd's own configuration file (`pure-ftpd /etc/pure-ftpd.conf`, read by pure-ftpd since
+# 1.0.47), as src/simpleconf_ftpd.h maps each key to a long option: None for a yes/no key, ""
+# for one value (the rest of the line), ":" or "," for two words joined.
+CONFIG_KEYS = {
+    "AltLog": ("altlog", ""), "AnonymousBandwidth": ("anonymousbandwidth", ":"),
+    "AnonymousRatio": ("anonymousratio", ":"), "Bind": ("bind", ""),
+    "CertFileAndKey": ("certfile", ","), "CertFile": ("certfile", ""),
+    "ExtCert": ("extcert", ""), "ForcePassiveIP": ("forcepassiveip", ""),
+    "FortunesFile": ("fortunesfile", ""), "LimitRecursion": ("limitrecursion", ":"),
+    "ExtAuth": ("login", "extauth"), "LDAPConfigFile": ("login", "ldap"),
+    "MySQLConfigFile": ("login", "mysql"), "PGSQLConfigFile": ("login", "pgsql"),
+    "PureDB": ("login", "puredb"), "PAMAuthentication": ("login=pam", None),
+    "UnixAuthentication": ("login=unix", None), "MaxClientsNumber": ("maxclientsnumber", ""),
+    "MaxClientsPerIP": ("maxclientsperip", ""), "MaxDiskUsage": ("maxdiskusagepct", ""),
+    "MaxIdleTime": ("maxidletime", ""), "MaxLoad": ("maxload", ""), "MinUID": ("minuid", ""),
+    "PassivePortRange": ("passiveportrange", ":"), "PerUserLimits": ("peruserlimits", ""),
+    "PIDFile": ("pidfile", ""), "Quota": ("quota", ""), "SyslogFacility": ("syslogfacility", ""),
+    "TLSCipherSuite": ("tlsciphersuite", ""), "TLS": ("tls", ""),
+    "TrustedGID": ("trustedgid", ""), "TrustedIP": ("trustedip", ""), "Umask": ("umask", ""),
+    "UserBandwidth": ("userbandwidth", ":"), "UserRatio": ("userratio", ":"),
+    "CallUploadScript": ("uploadscript", None),
+}  # fmt: skip
+YES = ("yes", "true", "on", "1")
+
+
+def read_config_file(root: Path, node_path: str, setup: Setup, depth: int = 0) -> None:
+    """Add the options of a pure-ftpd configuration file to setup, line by line as pure-ftpd
+    turns them into long options (keys in any case; `Include FILE` read in place); a key it
+    does not know is refused in its words: pure-ftpd exits 252 at start."""
+    try:
+        text = on_root(root, node_path).read_text(errors="replace")
+    except OSError as exc:
+        setup.refused.append((node_path, f"cannot read the configuration file: {exc.strerror}"))
+        return
+    setup.files.append(node_path)
+    config_keys = {key.lower(): value for key, value in CONFIG_KEYS.items()}
+    switches = {key.lower(): flag for key, (flag, kind) in OPTIONS.items() if kind == "bool"}
+    for number, raw in enumerate(text.splitlines(), 1):
+        words = raw.split("#", 1)[0].split()
+        if not words:
+            continue
+        key, values, where = words[0].lower(), words[1:], f"{node_path} line {number}"
+        if key == "include" and values and depth < 8:
+            read_config_file(root, values[0], setup, depth + 1)
+        elif key in config_keys:
+            name, how = config_keys[key]
+            if how is None or (name == "login" and not values):
+                if values and values[0].lower() in YES:
+                    _parse_argv(setup, [f"--{name}"], where)
+            elif name == "login":
+                _parse_argv(setup, [f"--login={how}:{' '.join(values)}"], where)
+            else:
+                joined = how.join(values[:2]) if how else " ".join(values)
+                _parse_argv(setup, [f"--{name}={joined}"], where)
+        elif key in switches:
+            if values and values[0].lower() in YES:
+                setup.options.append(Option(switches[key], None, where))
+        else:
+            setup.refused.append((where, f"property not found: [{raw.strip()}]"))
 
 
 def unit_command(root: Path, unit: str = "pure-ftpd.service") -> tuple[str, str] | None:
