@@ -23,6 +23,8 @@ from drkit.paths import on_root
 from drkit.profiles import common, pureftpd
 from drkit.profiles.pureftpd import read
 
+pytestmark = pytest.mark.integration
+
 SMOKE_USER = "pfdrill"
 
 
