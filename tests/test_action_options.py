@@ -17,7 +17,7 @@ from drkit.actions import init as init_action
 from drkit.actions import status as status_action
 from drkit.actions.restore import Origin
 from drkit.engines import status
-from drkit.service import context
+from drkit.service import context, detection
 
 FINGERPRINT = "SHA256:" + "A" * 43
 
@@ -60,7 +60,7 @@ def test_init_settings_are_a_valid_config(tmp_path: Path):
 
 def test_server_auto_on_an_empty_root_is_a_usage_error(tmp_path: Path):
     with pytest.raises(errors.UsageError, match="--server auto: no known server"):
-        discover.resolve_servers(["auto"], tmp_path)
+        detection.resolve_servers(["auto"], tmp_path)
 
 
 def test_trust_key_is_held_to_the_config_fingerprint_rule():
@@ -184,7 +184,7 @@ def test_discover_finds_the_config_a_unit_names_and_init_records_it(tmp_path: Pa
         "/lib/systemd/system/proftpd.service",
         "ExecStart=/usr/sbin/proftpd --nodaemon -c /srv/ftp/proftpd.conf\n",
     )
-    found = discover.detect(tmp_path)
+    found = detection.detect(tmp_path)
     assert found["proftpd"].options == {"config": "/srv/ftp/proftpd.conf"}
     assert found["openssh"].configs == ["/etc/ega/sshd_config"]
     assert found["openssh"].options == {"config": "/etc/ega/sshd_config"}

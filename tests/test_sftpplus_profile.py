@@ -21,6 +21,7 @@ from drkit.actions import discover
 from drkit.engines import accounts, manifest
 from drkit.paths import on_root
 from drkit.profiles import sftpplus
+from drkit.service import detection
 
 # A real validator for the tests: Python's own INI parser over the restored server.ini (the
 # product's bin/admin-commands.sh is not installable here).
@@ -181,7 +182,7 @@ def test_validate_command_from_the_manifest_runs_and_fails_on_broken_ini(node):
 
 def test_discover_recognises_sftpplus(node):
     root, made = node
-    assert discover.detect_kinds(root) == ["sftpplus"]
+    assert detection.detect_kinds(root) == ["sftpplus"]
     document = discover.run(root).model_dump()
     server = document["servers"][0]
     assert server["server"] == "sftpplus"

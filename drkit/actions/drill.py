@@ -44,6 +44,7 @@ from drkit.paths import on_root
 from drkit.results import DrillResult, ProofResult
 from drkit.service import context, proof, restoring
 from drkit.service.opening import Origin
+from drkit.service.reporting import report_directory
 from drkit.service.spec import Spec
 
 log = logging.getLogger(__name__)
@@ -454,12 +455,6 @@ def _document(config: Config, spec: str, rebuilt: _Rebuilt) -> dict:
 
 
 # -- reports ---------------------------------------------------------------------------------
-
-
-def report_directory(config: Config, report_dir: Path | None) -> Path:
-    """Return where drill reports are written locally: --report-dir, else
-    <state_dir>/reports/<node>."""
-    return Path(report_dir) if report_dir else Path(config.state_dir) / "reports" / config.node
 
 
 def history(config: Config, storage=None) -> list[dict]:

@@ -18,7 +18,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from drkit import errors, units
-from drkit.actions import report as report_action
 from drkit.config import Config, parse_config, parse_duration
 from drkit.engines import durable, localsettings, manifest
 from drkit.model import parse_utc, utc_text
@@ -26,6 +25,7 @@ from drkit.paths import on_root
 from drkit.results import FleetDriftResult
 from drkit.service import context
 from drkit.service.opening import Catalog, Found, Origin, snapshot_of
+from drkit.service.reporting import publish_drift
 
 COMPARED = ("config", "host_keys", "tls", "scripts", "user_keys", "accounts")
 TEXT_DIFF = ("config", "scripts", "accounts")
@@ -130,7 +130,7 @@ def _drift(config: Config, group: str, found_in: Catalog, trusted: set[str]) -> 
     finally:
         shutil.rmtree(work, ignore_errors=True)
     result = FleetDriftResult(ok=not findings, group=group, nodes=nodes, findings=findings)
-    report_action.publish_drift(config, result)  # the fleet page shows each group's latest
+    publish_drift(config, result)  # the fleet page shows each group's latest
     return result
 
 

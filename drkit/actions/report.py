@@ -23,13 +23,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from drkit import errors
-from drkit.actions import drill as drill_action
-from drkit.actions import status as status_action
 from drkit.config import Config
 from drkit.engines import durable, reports
 from drkit.engines import status as status_engine
-from drkit.model import utc_text
-from drkit.results import FleetDriftResult, FleetReportResult, ReportResult
+from drkit.results import FleetReportResult, ReportResult
+from drkit.service.reporting import report_directory
+from drkit.service.status import fleet_documents, newer
 
 log = logging.getLogger(__name__)
 
@@ -75,14 +74,14 @@ def _unreported(config: Config, storage, drills: list[dict], all_nodes: bool) ->
     first, as `status` reads it) when it is newer than the node's latest report: a drill that
     failed before it could write one."""
     if all_nodes:
-        documents, _ = status_action.fleet_documents(storage)
+        documents, _ = fleet_documents(storage)
     else:
         documents = {config.node: None}
     local = status_engine.load_local(config)
     if local is None and not all_nodes:
         with contextlib.suppress(errors.StorageError):
             local = storage.get_json(status_engine.bucket_key(config.node))
-    documents[config.node] = status_action.newer(local, documents.get(config.node))
+    documents[config.node] = newer(local, documents.get(config.node))
     latest: dict[str, str] = {}
     for entry in drills:
         latest[entry["node"]] = max(latest.get(entry["node"], ""), entry["time"] or "")
@@ -106,7 +105,7 @@ def _unreported(config: Config, storage, drills: list[dict], all_nodes: bool) ->
 
 def _local_page(config: Config, storage, key: str) -> Path:
     """Return the local copy of the report page at key, fetching it when it is missing."""
-    directory = drill_action.report_directory(config, None)
+    directory = report_directory(config, None)
     page = directory / key.rsplit("/", 1)[-1]
     if not page.is_file():
         body = storage.get_bytes(key)
@@ -137,7 +136,7 @@ def fleet(
     now = datetime.now(UTC)
     with ThreadPoolExecutor(max_workers=1) as pool:  # the groups' drift beside the nodes' status
         drift_read = pool.submit(_drift_documents, storage)
-        documents, problems = status_action.fleet_documents(storage)
+        documents, problems = fleet_documents(storage)
         drift, drift_problems = drift_read.result()
     problems += drift_problems
     defaults = status_engine.objectives_of(config)
@@ -191,22 +190,3 @@ def refresh_fleet_page(config: Config) -> None:
         fleet(config, upload=True)
     except (errors.DrkitError, OSError) as exc:
         log.warning("fleet page not refreshed: %s", getattr(exc, "message", exc))
-
-
-def publish_drift(config: Config, result: FleetDriftResult) -> None:
-    """Keep a `fleet drift` run's findings in the bucket for the fleet page; a bucket that
-    refuses is a warning, the findings stand."""
-    from drkit.engines.storage import Storage
-
-    found = {
-        "kind": "drift",
-        "group": result.group,
-        "time": utc_text(datetime.now(UTC)),
-        "ok": result.ok,
-        "nodes": [node.node for node in result.nodes],
-        "findings": result.model_dump(mode="json")["findings"],
-    }
-    try:
-        Storage(config.repository).put_json(reports.drift_key(result.group or ""), found)
-    except errors.DrkitError as exc:
-        log.warning("drift findings not kept in the bucket: %s", exc.message)
