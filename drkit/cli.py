@@ -310,11 +310,20 @@ def init(
 
 
 @_command(storage_app, "init", examples=["drkit storage init --config /etc/drkit/drkit.yaml"])
-def storage_init(config: ConfigOption = None, as_json: JsonOption = False):
-    """Create or adopt the bucket: versioning on, object lock with default retention."""
+def storage_init(
+    create: Annotated[
+        bool, typer.Option("--create", help="make the bucket when it does not exist yet")
+    ] = False,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+):
+    """Create or adopt the bucket: versioning on, object lock with default retention.
+
+    A bucket that does not exist is made only with --create (a misspelled repository.bucket
+    is named, with the buckets the credentials see, instead of becoming a new bucket)."""
     from drkit.actions import storage
 
-    return storage.init(_config(config))
+    return storage.init(_config(config), create=create)
 
 
 @_command(storage_app, "verify", examples=["drkit storage verify", "drkit storage verify --json"])

@@ -127,6 +127,34 @@ def test_no_error_advises_a_command_that_replaces_the_configuration():
             assert advice not in text, f"{path}: {advice}"
 
 
+# -- 2. storage advice that cannot hurt -------------------------------------------------------
+
+
+def test_a_mistyped_bucket_is_named_with_the_buckets_that_exist(node: Node, local_s3):
+    settings = yaml.safe_load(node.config.read_text())
+    real = settings["repository"]["bucket"]
+    typo = real[:-1] + ("x" if real[-1] != "x" else "y")
+    settings["repository"]["bucket"] = typo
+    node.config.write_text(yaml.safe_dump(settings, sort_keys=False))
+    for command in (["snapshots"], ["backup"], ["storage", "verify"], ["status"]):
+        code, failed = node.run(*command)
+        if command == ["status"]:
+            continue  # status reads the local document too; its problems name the storage
+        message = failed["error"]["message"]
+        assert code == 4, (command, failed)
+        assert f"bucket {typo} does not exist at {node.repository.s3_endpoint}" in message
+        assert f"prefix {node.repository.prefix}" in message
+        assert "check repository.bucket" in message and real in message, message
+        assert "gone" not in message and "storage init" not in message, message
+
+    code, refused = node.run("storage", "init")  # no config or flag asked for this name
+    assert code == 4 and "--create" in refused["error"]["message"], refused
+    names = [bucket["Name"] for bucket in local_s3.client().list_buckets()["Buckets"]]
+    assert typo not in names
+    code, made = node.run("storage", "init", "--create")
+    assert code == 0 and made["created"] is True, made
+
+
 # -- 5. state_dir is validated at init -------------------------------------------------------
 
 

@@ -199,7 +199,7 @@ def test_ca_bundle_makes_the_certificate_trusted(tmp_path: Path, fake_credential
 
 @pytest.mark.integration
 def test_init_creates_a_versioned_locked_bucket(s3_repository, tmp_path: Path):
-    result = storage_actions.init(_config(s3_repository, tmp_path)).model_dump()
+    result = storage_actions.init(_config(s3_repository, tmp_path), create=True).model_dump()
     assert result["ok"] is True, result
     assert result["created"] is True
     assert result["bucket"] == s3_repository.bucket
@@ -216,8 +216,8 @@ def test_init_creates_a_versioned_locked_bucket(s3_repository, tmp_path: Path):
 
 @pytest.mark.integration
 def test_second_init_changes_nothing(s3_repository, tmp_path: Path):
-    storage_actions.init(_config(s3_repository, tmp_path))
-    again = storage_actions.init(_config(s3_repository, tmp_path)).model_dump()
+    storage_actions.init(_config(s3_repository, tmp_path), create=True)
+    again = storage_actions.init(_config(s3_repository, tmp_path), create=True).model_dump()
     assert again["ok"] is True
     assert again["created"] is False
     assert again["changes"] == []
@@ -226,7 +226,7 @@ def test_second_init_changes_nothing(s3_repository, tmp_path: Path):
 @pytest.mark.integration
 def test_verify_ok_after_init(s3_repository, tmp_path: Path):
     configuration = _config(s3_repository, tmp_path)
-    storage_actions.init(configuration)
+    storage_actions.init(configuration, create=True)
     result = storage_actions.verify(configuration).model_dump()
     assert result == {
         "ok": True,
@@ -244,7 +244,7 @@ def test_verify_detects_changed_retention_and_init_repairs_it(
     s3_repository, local_s3, tmp_path: Path
 ):
     configuration = _config(s3_repository, tmp_path)
-    storage_actions.init(configuration)
+    storage_actions.init(configuration, create=True)
     local_s3.client().put_object_lock_configuration(
         Bucket=s3_repository.bucket,
         ObjectLockConfiguration={
@@ -256,7 +256,7 @@ def test_verify_detects_changed_retention_and_init_repairs_it(
     assert drifted["ok"] is False
     assert drifted["problems"] == ["default retention is 5 days, the config says 1"]
 
-    repaired = storage_actions.init(configuration).model_dump()
+    repaired = storage_actions.init(configuration, create=True).model_dump()
     assert repaired["ok"] is True
     assert repaired["changes"] == ["set default retention GOVERNANCE 1 days"]
     assert storage_actions.verify(configuration).ok is True
@@ -264,7 +264,7 @@ def test_verify_detects_changed_retention_and_init_repairs_it(
 
 @pytest.mark.integration
 def test_verify_detects_a_different_retention_mode(s3_repository, tmp_path: Path):
-    storage_actions.init(_config(s3_repository, tmp_path))
+    storage_actions.init(_config(s3_repository, tmp_path), create=True)
     stricter = s3_repository.model_copy(
         update={"object_lock": config.ObjectLock(mode="COMPLIANCE", days=1)}
     )
@@ -294,7 +294,7 @@ def test_bucket_without_lock_and_suspended_versioning(s3_repository, local_s3, t
     assert result["problems"][2].startswith("no lifecycle rule expires noncurrent versions")
 
     # adopts it, versions it, then locks it
-    adopted = storage_actions.init(configuration).model_dump()
+    adopted = storage_actions.init(configuration, create=True).model_dump()
     assert adopted["ok"] is True, adopted
     assert adopted["created"] is False
     assert adopted["changes"] == [
@@ -395,7 +395,7 @@ def test_bucket_that_refuses_object_lock_is_reported_not_raised(tmp_path: Path, 
 def test_locked_object_version_cannot_be_deleted(s3_repository, local_s3, tmp_path: Path):
     import botocore.exceptions
 
-    storage_actions.init(_config(s3_repository, tmp_path))
+    storage_actions.init(_config(s3_repository, tmp_path), create=True)
     storage = Storage(s3_repository)
     version = storage.put_json("status/sftp-1.json", {"ok": True})
     assert version
@@ -418,7 +418,7 @@ def test_locked_object_version_cannot_be_deleted(s3_repository, local_s3, tmp_pa
 
 @pytest.mark.integration
 def test_json_objects_round_trip(s3_repository, tmp_path: Path):
-    storage_actions.init(_config(s3_repository, tmp_path))
+    storage_actions.init(_config(s3_repository, tmp_path), create=True)
     storage = Storage(s3_repository)
     assert storage.get_json("status/sftp-1.json") is None
     document = {"node": "sftp-1", "last_backup": {"ok": True, "files": 3}}
@@ -433,7 +433,7 @@ def test_json_objects_round_trip(s3_repository, tmp_path: Path):
 
 @pytest.mark.integration
 def test_probe_passes_on_an_initialised_bucket(s3_repository, tmp_path: Path):
-    storage_actions.init(_config(s3_repository, tmp_path))
+    storage_actions.init(_config(s3_repository, tmp_path), create=True)
     Storage(s3_repository).probe()
 
 
@@ -441,10 +441,12 @@ def test_probe_passes_on_an_initialised_bucket(s3_repository, tmp_path: Path):
 def test_missing_bucket_is_a_storage_error(s3_repository, tmp_path: Path):
     with pytest.raises(errors.StorageError) as raised:
         Storage(s3_repository).probe()
-    assert raised.value.message == (
-        f"bucket {s3_repository.bucket} does not exist at {s3_repository.s3_endpoint}: "
-        "run drkit storage init"
+    assert raised.value.message.startswith(
+        f"bucket {s3_repository.bucket} does not exist at {s3_repository.s3_endpoint} "
+        f"(repository prefix {s3_repository.prefix}): check repository.bucket in drkit.yaml; "
+        "buckets these credentials see: "
     )
+    assert "storage init" not in raised.value.message
     with pytest.raises(errors.StorageError, match="does not exist"):
         storage_actions.verify(_config(s3_repository, tmp_path))
 
@@ -453,7 +455,7 @@ def test_missing_bucket_is_a_storage_error(s3_repository, tmp_path: Path):
 def test_wrong_secret_is_an_authentication_error(
     s3_repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
-    storage_actions.init(_config(s3_repository, tmp_path))
+    storage_actions.init(_config(s3_repository, tmp_path), create=True)
     wrong = secrets.token_hex(20)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", wrong)
     with pytest.raises(errors.AuthenticationError) as raised:
@@ -486,6 +488,6 @@ def test_nothing_is_written_to_a_missing_or_unprotected_bucket(
     with pytest.raises(errors.StorageError, match="versioning Off: nothing written"):
         storage.put_json("status/sftp-1.json", {"node": "sftp-1"})
     assert storage.list_keys("status/") == []
-    storage_actions.init(_config(s3_repository, tmp_path))
+    storage_actions.init(_config(s3_repository, tmp_path), create=True)
     storage.put_json("status/sftp-1.json", {"node": "sftp-1"})
     assert storage.get_json("status/sftp-1.json") == {"node": "sftp-1"}

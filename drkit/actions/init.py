@@ -199,7 +199,7 @@ def run(
     config_written = existing is None or bool(changes) or fingerprint not in previous.trusted_keys
     if config_written:
         manifest.write_private(config_path, text.encode())
-    bucket = storage_action.init(config)
+    bucket = storage_action.init(config, create=True)  # --bucket named it
     restic = context.restic_for(config.repository, config.restic)
     repository_created = restic.init()
     if repository_created:

@@ -16,8 +16,10 @@ def _storage(config: Config):
     return Storage(config.repository)
 
 
-def init(config: Config) -> StorageInitResult:
+def init(config: Config, create: bool = False) -> StorageInitResult:
     """Create or adopt the bucket with versioning and default retention; return what was done.
+    A bucket that does not exist is created only with create (`--create`, or `drkit init`,
+    whose --bucket names it): a misspelled name in drkit.yaml is never made into a bucket.
 
     JSON: {ok, bucket, endpoint, created, changes, versioning, object_lock, problems}; ok is
     false when the bucket does not end up versioned and locked as the config says.
@@ -31,7 +33,7 @@ def init(config: Config) -> StorageInitResult:
         repository.object_lock.days,
     )
     storage = _storage(config)
-    done = storage.init_bucket(repository.object_lock)
+    done = storage.init_bucket(repository.object_lock, create)
     lifecycle_changes, lifecycle_problems = storage.ensure_lifecycle(noncurrent_days(config))
     done["changes"] += lifecycle_changes
     done["problems"] += lifecycle_problems

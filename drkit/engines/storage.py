@@ -201,10 +201,7 @@ class Storage:
             if code in _MISSING_BUCKET_CODES or (
                 status == 404 and method in ("head_bucket", "create_bucket")
             ):
-                return errors.StorageError(
-                    f"bucket {self.bucket} does not exist at {self.endpoint}: "
-                    "run drkit storage init"
-                )
+                return self.missing_bucket()
             if code in _REGION_CODES or status == 301:
                 return errors.StorageError(
                     f"bucket {self.bucket} is not in region {self.region}: "
@@ -261,8 +258,35 @@ class Storage:
         )
         if found is not None:
             return
+        if not self.bucket_exists():
+            raise self.missing_bucket()
         raise errors.StorageError(
-            f"no restic repository at {self.repository.restic_url} (its config object is gone)"
+            f"no restic repository at {self.repository.restic_url}: bucket {self.bucket} has "
+            f"no restic config object under prefix {self.repository.prefix!r}; check "
+            "repository.prefix in drkit.yaml"
+        )
+
+    def visible_buckets(self) -> list[str] | None:
+        """Return the buckets these credentials may list; None when they may not (or S3 does
+        not say)."""
+        try:
+            answer = self._call("list_buckets")
+        except errors.DrkitError:
+            return None
+        return sorted(bucket["Name"] for bucket in (answer or {}).get("Buckets") or [])
+
+    def missing_bucket(self, hint: str = "") -> errors.StorageError:
+        """Return the error of a bucket that is not there: where drkit looked, what to check,
+        and the buckets the credentials can see (a missing bucket is a wrong name as often as
+        anything else; never called gone)."""
+        seen = self.visible_buckets()
+        if seen is None:
+            listing = "these credentials may not list buckets"
+        else:
+            listing = f"buckets these credentials see: {', '.join(seen) or 'none'}"
+        return errors.StorageError(
+            f"bucket {self.bucket} does not exist at {self.endpoint} (repository prefix "
+            f"{self.repository.prefix}): check repository.bucket in drkit.yaml; {listing}{hint}"
         )
 
     def bucket_exists(self) -> bool:
@@ -311,8 +335,9 @@ class Storage:
             "object_lock": self.object_lock(),
         }
 
-    def init_bucket(self, object_lock: ObjectLock) -> dict[str, Any]:
-        """Create (or adopt) the bucket with versioning and default object-lock retention.
+    def init_bucket(self, object_lock: ObjectLock, create: bool = True) -> dict[str, Any]:
+        """Create (or adopt) the bucket with versioning and default object-lock retention;
+        a missing bucket is created only when create (else StorageError naming it).
 
         Idempotent. Return {bucket, created, changes: [...], problems: [...], versioning,
         object_lock}: what was done, and what could not be done (an existing bucket without
@@ -322,6 +347,10 @@ class Storage:
         problems: list[str] = []
         created = False
         if not self.bucket_exists():
+            if not create:
+                raise self.missing_bucket(
+                    "; if the name is right, `drkit storage init --create` makes it"
+                )
             params: dict[str, Any] = {"Bucket": self.bucket, "ObjectLockEnabledForBucket": True}
             if self.region != "us-east-1":
                 params["CreateBucketConfiguration"] = {"LocationConstraint": self.region}
@@ -394,9 +423,7 @@ class Storage:
         """
         posture = self.posture()
         if not posture["exists"]:
-            raise errors.StorageError(
-                f"bucket {self.bucket} does not exist at {self.endpoint}: run drkit storage init"
-            )
+            raise self.missing_bucket()
         problems: list[str] = []
         versioning = posture["versioning"]
         if versioning != "Enabled":
@@ -554,8 +581,8 @@ class Storage:
             return
         found = self.posture()
         if not found["exists"]:
-            reason = "does not exist (a misspelled bucket name?)"
-        elif found["versioning"] != "Enabled":
+            raise self.missing_bucket("; nothing written to it")
+        if found["versioning"] != "Enabled":
             reason = f"has versioning {found['versioning']}"
         elif not found["object_lock"]["enabled"]:
             reason = "has no object lock"
