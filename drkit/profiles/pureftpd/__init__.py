@@ -85,11 +85,12 @@ def read_node(root: Path, options: dict | None) -> Node:
     else:
         setup = read.read_wrapper(root)
     certificate, _, key = (setup.value("2") or read.CERT_FILE).partition(",")
+    # Without -l, pure-ftpd authenticates system accounts (unix).
     logins = [option.value or "" for option in setup.logins()] or ["unix"]
     puredbs = [
-        (value.split(":", 1)[1], option.where)
-        for option, value in zip(setup.logins(), logins, strict=False)
-        if value.startswith("puredb:")
+        ((option.value or "").split(":", 1)[1], option.where)
+        for option in setup.logins()
+        if (option.value or "").startswith("puredb:")
     ]
     passwd = chosen["passwd"]
     if passwd is None and puredbs:
@@ -129,8 +130,9 @@ def main_config(root: Path, options: dict) -> str | None:
 # --- what the node needs --------------------------------------------------------------------------
 
 
-def _directory(setup: read.Setup, flag: str) -> str | None:
-    value = setup.value(flag) or ""
+def _altlog_file(setup: read.Setup) -> str | None:
+    """Return the file of AltLog's FORMAT:FILE, or None."""
+    value = setup.value("O") or ""
     path = value.split(":", 1)[1] if ":" in value else ""
     return path if path.startswith("/") else None
 
@@ -165,7 +167,7 @@ def references(root: Path, node: Node, smoke_user: str | None = None) -> list[Re
     if node.key:
         refs.append(Ref(node.key, "tls", "certificate key", setup.where("2"), node.tls > 0))
     refs.append(Ref(DHPARAMS, "tls", "DH parameters", "older Pure-FTPd releases", False))
-    log = _directory(setup, "O")
+    log = _altlog_file(setup)
     if log:
         refs.append(Ref(log, "audit_logs", "AltLog", setup.where("O"), False))
         if posixpath.dirname(log) != "/var/log":
@@ -178,6 +180,8 @@ def references(root: Path, node: Node, smoke_user: str | None = None) -> list[Re
     for user in node.users:
         where = f"{node.passwd} line {user.line} ({user.name})"
         tree = user.chroot or user.directory
+        if not tree.startswith("/"):
+            continue  # no absolute home: no tree to take
         refs.append(Ref(tree, "chroot", "home of virtual user", where, not create, True, user.name))
         if user.chroot and user.directory != tree:
             refs.append(Ref(user.directory, "chroot", "home", where, not create, True, user.name))
@@ -190,14 +194,9 @@ def references(root: Path, node: Node, smoke_user: str | None = None) -> list[Re
 
 
 def _upload_script(root: Path, setup: read.Setup) -> str | None:
-    if not setup.has("o"):
-        return None
-    with contextlib.suppress(OSError):
-        for line in on_root(root, read.DEFAULTS).read_text(errors="replace").splitlines():
-            key, _, value = line.strip().partition("=")
-            if key == "UPLOADSCRIPT" and value.strip("'\"").startswith("/"):
-                return value.strip("'\"")
-    return None
+    """Return the program pure-uploadscript runs (UPLOADSCRIPT) when CallUploadScript is on."""
+    script = read.defaults(root).get("UPLOADSCRIPT", "") if setup.has("o") else ""
+    return script if script.startswith("/") else None
 
 
 def system_users(root: Path, node: Node, smoke_user: str | None = None) -> list[str]:

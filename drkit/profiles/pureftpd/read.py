@@ -214,7 +214,7 @@ def _option_file(root: Path, node_path: str, kind: str) -> tuple[bool, str | Non
     return True, None, ""
 
 
-def _defaults(root: Path) -> dict[str, str]:
+def defaults(root: Path) -> dict[str, str]:
     """Return the shell variables /etc/default/pure-ftpd-common sets (plain NAME=value lines)."""
     found = {}
     with contextlib.suppress(OSError):
@@ -280,12 +280,12 @@ def read_wrapper(root: Path, capabilities: tuple[str, ...] = ()) -> Setup:
             # SyslogFacility has the wrapper's only priority: it goes first.
             at = 0 if name == "SyslogFacility" else len(setup.options)
             setup.options.insert(at, Option(flag, value or None, path))
-    defaults = _defaults(root)
+    variables = defaults(root)
     if on_root(root, DEFAULTS).is_file():
         setup.files.append(DEFAULTS)
-    if defaults.get("STANDALONE_OR_INETD") == "standalone":
+    if variables.get("STANDALONE_OR_INETD") == "standalone":
         setup.options.append(Option("B", None, f"{DEFAULTS} STANDALONE_OR_INETD=standalone"))
-    if defaults.get("VIRTUALCHROOT") == "true":
+    if variables.get("VIRTUALCHROOT") == "true":
         setup.program += "-virtualchroot"
     setup.options.append(Option("g", PID_FILE, "pure-ftpd-wrapper (always)"))
     return setup
