@@ -8,6 +8,8 @@ Real SeaweedFS, restic, pure-ftpd and pure-pw: nothing here is mocked.
 
 from __future__ import annotations
 
+import os
+import pwd
 import shutil
 import subprocess
 from datetime import UTC, datetime
@@ -17,7 +19,8 @@ import pytest
 from nodes import drkit, init_node
 
 from devtools import sample_pureftpd
-from devtools.sample_node import certificate_and_key
+from devtools.sample_node import certificate_and_key, worker
+from drkit import errors
 from drkit.engines import accounts, manifest
 from drkit.paths import on_root
 from drkit.profiles import common, pureftpd
@@ -212,6 +215,45 @@ def test_puredb_rebuilt_from_its_passwd_and_compared(node_root):
     on_root(root, made["puredb"]).write_bytes(b"truncated")
     (check,) = pureftpd.puredb_checks(root, node)
     assert check.status == "fail" and "not a PureDB file" in check.detail
+
+
+def test_profile_options_are_checked_and_a_missing_passwd_warns(node_root):
+    root = node_root / "root"
+    made = sample_pureftpd.pureftpd(root, smoke_user=SMOKE_USER)
+    with pytest.raises(errors.ConfigError, match=r"profile_options\.pureftpd\.bogus"):
+        pureftpd.inventory(root, None, {"bogus": 1})
+    with pytest.raises(errors.ConfigError, match=r"profile_options\.pureftpd\.passwd"):
+        pureftpd.settings({"passwd": "etc/pureftpd.passwd"})
+    wrong = {**recorded(root), "profile_options": {"pureftpd": {"commands": "/x"}}}
+    (check,) = pureftpd.checks(root, wrong)
+    assert check.status == "fail" and "profile_options.pureftpd.commands" in check.detail
+    on_root(root, made["passwd"]).unlink()
+    found = pureftpd.inventory(root, SMOKE_USER, {})
+    assert any("cannot be rebuilt" in warning for warning in found.warnings), found.warnings
+    (check,) = pureftpd.puredb_checks(root, pureftpd.read_node(root, {}))
+    assert check.status == "warn" and "is missing" in check.detail
+
+
+def test_smoke_as_a_system_account_chrooted_by_chroot_everyone(node_root, tmp_path):
+    """With PAM or unix logins the smoke user may be a system account: the one-run PureDB line
+    takes its uid, gid and home (chrooted: ChrootEveryone), and no host account is made."""
+    root = node_root / "root"
+    sample_pureftpd.pureftpd(root, smoke_user=SMOKE_USER)
+    uid = 3000 + worker()[0]
+    on_root(root, "/etc/passwd").write_text(
+        f"root:x:0:0:root:/root:/bin/bash\nsysftp:x:{uid}:{uid}::/home/sysftp:/bin/sh\n"
+    )
+    home = on_root(root, "/home/sysftp")
+    home.mkdir(parents=True)
+    os.chown(home, uid, uid)
+    found = pureftpd.inventory(root, "sysftp", {})
+    assert "sysftp" in found.users  # PAMAuthentication yes: a login of the node
+    proof = pureftpd.smoke(root, recorded(root), "sysftp", tmp_path)
+    checks = {check.name: check for check in proof.checks}
+    assert "system account sysftp (ChrootEveryone)" in checks["smoke: user"].detail
+    assert proof.login_ok and proof.round_trip_ok, proof.checks
+    with pytest.raises(KeyError):
+        pwd.getpwnam("sysftp")
 
 
 def test_broken_twin_mismatched_key_in_the_bundle_is_refused_by_the_server_and_the_checks(

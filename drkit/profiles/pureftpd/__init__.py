@@ -260,7 +260,12 @@ def puredb_checks(root: Path, node: Node) -> list[Check]:
             results.append(failed(name, detail))
             continue
         if index or not node.passwd or not common.is_file(root, node.passwd):
-            results.append(passed(name, f"a PureDB file ({len(data)} bytes)"))
+            detail = f"a PureDB file ({len(data)} bytes)"
+            if not index:
+                missing = f"; its source {node.passwd} is missing: pure-pw cannot edit its users"
+                results.append(warned(name, detail + missing))
+            else:
+                results.append(passed(name, detail))
             continue
         program = _pure_pw()
         if program is None:
