@@ -1,0 +1,81 @@
+"""Entries the signed manifest does not list never carry the snapshot's owner or mode (real
+restic and S3): a snapshot made with plain restic under drkit's tags, whose tree gives the
+directories above the signed files mode 0777 and uid 6666, restores with those directories
+root-owned 0755, on a fresh target as on bare metal."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+
+import pytest
+from nodes import Node, drkit, make_workspace
+
+from drkit.engines import manifest
+
+pytestmark = pytest.mark.integration
+
+FORGED_UID = 6666
+
+
+@pytest.fixture
+def node(s3_repository):
+    made = Node(make_workspace(), s3_repository)
+    yield made
+    made.remove()
+
+
+def _unlisted_dirs(listed: dict) -> set[str]:
+    """Return the parent directories of the manifest's entries that it does not list itself."""
+    paths = {entry["path"] for entry in listed["files"]}
+    parents = set()
+    for path in paths:
+        parent = os.path.dirname(path)
+        while parent not in ("/", ""):
+            parents.add(parent)
+            parent = os.path.dirname(parent)
+    return parents - paths
+
+
+def test_unlisted_directories_never_carry_the_snapshots_owner_or_mode(node: Node):
+    node.backup()
+    listed = json.loads((node.root / manifest.MANIFEST_PATH.lstrip("/")).read_bytes())
+    unlisted = _unlisted_dirs(listed)
+    assert {"/etc", "/etc/ssl/private"} <= unlisted, sorted(unlisted)
+
+    forged = node.workspace / "forged"
+    subprocess.run(["cp", "-a", str(node.root), str(forged)], check=True)
+    for path in unlisted:
+        host = forged / path.lstrip("/")
+        os.chown(host, FORGED_UID, FORGED_UID)
+        host.chmod(0o777)
+    made = node.restic(
+        "backup", "--json", "--host", node.name, "--tag", "drkit", "--tag",
+        f"node:{node.name}", "--tag", "profile:openssh", *manifest.leaf_paths(listed),
+        manifest.SNAPSHOT_DIR.lstrip("/"), cwd=forged,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    forged_id = json.loads(made.stdout.splitlines()[-1])["snapshot_id"]
+    shutil.rmtree(forged)
+
+    bare_metal = (
+        "--s3-endpoint", node.repository.s3_endpoint,
+        "--bucket", node.repository.bucket, "--prefix", node.repository.prefix,
+        "--node", node.name, "--password-file", str(node.repository.password_file),
+        "--trust-key", node.signer,
+    )  # fmt: skip
+    for label, extra in (("configured", ("--config", str(node.config))), ("bare", bare_metal)):
+        target = node.workspace / f"target-{label}"
+        code, document = drkit("restore", forged_id, "--target", str(target), *extra)
+        assert code == 0 and document["snapshot_id"] == forged_id, document
+        for path in sorted(unlisted):
+            info = (target / path.lstrip("/")).stat()
+            assert (info.st_uid, info.st_gid, info.st_mode & 0o7777) == (0, 0, 0o755), (
+                label,
+                path,
+                oct(info.st_mode),
+                info.st_uid,
+            )
+        shutil.rmtree(target)
