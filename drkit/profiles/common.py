@@ -1085,10 +1085,11 @@ def ftp_session(
             else "plain FTP: the config enables no TLS"
         )
         login = passed(login_name, f"{user} in {elapsed:.2f} s, {how}")
-        if expect_dir is not None:
-            result.add(_ftp_landing(client, label, expect_dir, landing_why))
+        landed = _ftp_landing(client, label, expect_dir, landing_why) if expect_dir else None
         trip = _ftp_listing(client, trip_name, read_only) if read_only else None
         result.session(label, login, trip or _ftps_round_trip(client, trip_name, upload_dirs))
+        if landed is not None:
+            result.add(landed)
     finally:
         with contextlib.suppress(Exception):
             client.quit()
