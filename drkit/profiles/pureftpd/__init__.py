@@ -361,11 +361,14 @@ def _start(
 ) -> tuple[runner.Service | None, int, list[str], str]:
     """Start pure-ftpd from the restored configuration on a free loopback port; return the
     service (None when it did not greet), its port, the changes made and why it failed."""
-    program = _program()
+    wanted = posixpath.basename(node.setup.program)
+    program = common.find_program(wanted, [node.setup.program]) or _program()
     if program is None:
         return None, 0, [], "pure-ftpd is not installed on this host"
     port = common.free_port()
     options, changes = read.runnable(node.setup, root, work, port, puredb)
+    if posixpath.basename(program) != wanted:
+        changes.insert(0, f"runs {posixpath.basename(program)}: {wanted} is not on this host")
     log_path = work / "pure-ftpd.out"
     server = runner.start_service([program, *options], log_path)
     reply = _greeting(port, server, START_TIMEOUT)
