@@ -26,9 +26,11 @@ def test_corpus_size_and_spread():
 def test_case_is_described(case):
     assert case.name.startswith(f"{case.server}-")
     src = case.source
-    assert (src.repository and src.path and re.fullmatch(r"[0-9a-f]{40}", src.commit or "")) or (
-        src.package and src.version
-    ), "source needs repository+path+commit or package+version"
+    assert (
+        (src.repository and src.path and re.fullmatch(r"[0-9a-f]{40}", src.commit or ""))
+        or (src.package and src.version)
+        or (src.url and src.version)  # a wiki page: its URL and the revision read
+    ), "source needs repository+path+commit, package+version or url+version"
     assert bool(case.twin_of) == bool(case.expect_fail), "a broken twin says how drkit must fail"
     assert case.changes, "every change to the original is listed (at least the loopback rewrite)"
     assert case.expect_files

@@ -52,7 +52,7 @@ class Source:
     def describe(self) -> str:
         if self.repository:
             return f"{self.repository}:{self.path}@{(self.commit or '')[:12]}"
-        return f"{self.package} {self.version}"
+        return f"{self.package or self.url} {self.version}"
 
 
 @dataclass(frozen=True)
