@@ -815,17 +815,25 @@ def smoke(root: Path, manifest: dict, user: str, work_dir: Path) -> SmokeResult:
             if any(check.status == "fail" for check in result.checks):
                 return result
             extra["anonymous_enable"] = "YES" if login.kind == "anonymous" else "NO"
+            differs = [
+                f"{key} {config.get(key)}: {value} for the run (the node's ids and home)"
+                for key, value in extra.items()
+                if key in ("guest_username", "ftp_username") and value != config.get(key)
+            ]
+            if config.yes("anonymous_enable") != (login.kind == "anonymous"):
+                differs.append(f"anonymous_enable={extra['anonymous_enable']}: one login kind")
             password = pol["smoke"]["anonymous_password"]
             if login.kind != "anonymous":
                 password = secrets.token_urlsafe(18)
                 pam_path = common.one_run_pam_service(work, user, password)
                 extra["pam_service_name"] = pam_path.name
-                detail = (
+                differs.append(
                     f"pam_service_name {config.get('pam_service_name')}: the one-run PAM "
                     "service stands in (vsftpd takes one service; this host's PAM is not the "
                     "node's)"
                 )
-                result.add(warned("smoke: differs from the node's config", detail))
+            if differs:
+                result.add(warned("smoke: differs from the node's config", "; ".join(differs)))
             run = _Run(
                 work, common.free_port(), user_conf=_mapped_user_conf(root, config, work, renamed),
                 extra=extra,
