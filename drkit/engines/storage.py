@@ -64,6 +64,7 @@ _CREDENTIAL_VARIABLES = (
 _clients: dict[tuple, Any] = {}
 _sessions: dict[tuple, Any] = {}
 _clients_lock = threading.Lock()
+_MALFORMED_SAID: set[tuple[str, str]] = set()
 
 
 def _one_line(text: str, limit: int = 200) -> str:
@@ -566,9 +567,13 @@ class Storage:
         )
         if version_id is not None:
             log.info("%s (version %s)", line, version_id)
-        else:
+            return None
+        self.malformed.append(line)
+        with _clients_lock:
+            said = (self.bucket, key) in _MALFORMED_SAID
+            _MALFORMED_SAID.add((self.bucket, key))
+        if not said:  # once per command, however many readers meet it
             log.warning("%s", line)
-            self.malformed.append(line)
         return None
 
     def require_posture(self) -> None:
