@@ -168,10 +168,10 @@ def make_sandbox(config: Config, label: str) -> Path:
 # -- choosing the snapshot -------------------------------------------------------------------
 
 
-def choose_snapshot(config: Config, restic, spec: str):
+def choose_snapshot(config: Config, restic, spec: str | Spec):
     """Return the snapshot a drill uses: 'latest', 'latest~N', an id, or 'random' (one of the
     snapshots the retention rules keep, so old snapshots are proven restorable too)."""
-    chosen = Spec.parse(spec, allow_random=True)
+    chosen = spec if isinstance(spec, Spec) else Spec.parse(spec, allow_random=True)
     if not chosen.random:
         return context.select_snapshot(restic, config.node, chosen)
     mine = [
@@ -277,14 +277,14 @@ def _rebuild(
         try:
             # 'latest' and ids go to restore as they are (it opens the repository and resolves
             # them without an extra listing); 'random' needs the retention window first.
-            spec = snapshot
-            if snapshot == "random":
+            spec = Spec.parse(snapshot, allow_random=True)
+            if spec.random:
                 step("opening the repository")
                 restic = context.restic_for(config.repository, config.restic)
                 context.probe_storage(config.repository)
-                chosen = choose_snapshot(config, restic, snapshot)
+                chosen = choose_snapshot(config, restic, spec)
                 evidence["snapshot"] = _brief(chosen.id, chosen.time)
-                spec = chosen.id
+                spec = Spec.parse(chosen.id)
                 step(f"picked snapshot {chosen.short_id} of {utc_text(chosen.time)} at random")
             sandbox = rebuilt.sandbox = make_sandbox(config, f"{rebuilt.started:%Y%m%dT%H%M%SZ}")
             root = sandbox / "root"
