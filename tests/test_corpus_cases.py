@@ -1,8 +1,9 @@
 """The corpus of real configurations loads, is described completely, and builds into a node root.
 
-Fast (no server runs): every case.yaml parses into a Case, the corpus keeps at least 15
-configurations from at least 8 sources covering all four servers, and materialising each case
-produces every path its expect_files names (config files copied, keys and certificates generated).
+Fast (no server runs): every case.yaml parses into a Case, the corpus keeps at least 30
+configurations from at least 18 sources covering every server, and at least 8 broken twins (each
+a copy of a case with one defect its real server refuses), and materialising each case produces
+every path its expect_files names (config files copied, keys and certificates generated).
 """
 
 from __future__ import annotations
@@ -17,9 +18,11 @@ TWINS = [case for case in CASES if case.twin_of]
 
 
 def test_corpus_size_and_spread():
-    assert len(CASES) >= 15
-    assert len({c.source.key for c in CASES}) >= 8
-    assert {c.server for c in CASES} == set(SERVERS)
+    configurations = [case for case in CASES if not case.twin_of]
+    assert len(configurations) >= 30
+    assert len({c.source.key for c in configurations}) >= 18
+    assert len(TWINS) >= 8
+    assert {c.server for c in configurations} == set(SERVERS)
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
