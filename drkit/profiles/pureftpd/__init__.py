@@ -200,10 +200,12 @@ def _upload_script(root: Path, setup: read.Setup) -> str | None:
 
 
 def system_users(root: Path, node: Node, smoke_user: str | None = None) -> list[str]:
-    """Return the node's system accounts that log in: `ftp` when anonymous logins are on,
-    with unix or pam every account from MinUID up, and the smoke user when it is one."""
+    """Return the node's system accounts that log in or own logins' files: `ftp` when
+    anonymous logins are on, with unix or pam every account from MinUID up, the accounts whose
+    uid virtual users run as (pure-pw useradd -u ftpuser), and the smoke user when it is one."""
     passwd = accounts.passwd_entries(root)
-    names = []
+    by_uid = {fields[2]: name for name, fields in passwd.items()}
+    names = [by_uid[user.uid] for user in node.users if user.uid in by_uid]
     if not node.setup.has("E") and "ftp" in passwd:
         names.append("ftp")
     if {"unix", "pam"} & set(node.methods):
