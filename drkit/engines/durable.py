@@ -24,21 +24,23 @@ def _failure(path: Path, exc: OSError) -> errors.LocalFilesystemError:
 
 
 def make_dirs(path: Path, mode: int = 0o700) -> None:
-    """Create path and every missing parent with exactly mode (umask-independent); directories
-    that exist are left as they are. Raise LocalFilesystemError."""
+    """Create path with exactly mode and every missing parent 0755 (umask-independent: a
+    parent such as state_dir stays traversable, for the smoke's files a server reads as its
+    user); directories that exist are left as they are. Raise LocalFilesystemError."""
     missing = []
     current = Path(path)
     while not os.path.lexists(current) and current != current.parent:
         missing.append(current)
         current = current.parent
     for directory in reversed(missing):
+        wanted = mode if directory == missing[0] else 0o755
         try:
-            os.mkdir(directory, mode)
+            os.mkdir(directory, wanted)
         except FileExistsError:
             continue  # made meanwhile by another run
         except OSError as exc:
             raise _failure(directory, exc) from None
-        os.chmod(directory, mode)
+        os.chmod(directory, wanted)
 
 
 def sync_dir(directory: Path) -> None:
