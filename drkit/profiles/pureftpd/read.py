@@ -486,6 +486,7 @@ DROPPED = {
     "6": "IPV6Only: the run binds 127.0.0.1",
     "3": "ExtCert: pure-certd's socket does not run in the sandbox",
     "o": "CallUploadScript: pure-uploadscript does not run in the sandbox",
+    "V": "TrustedIP: it allows non-anonymous logins only on the node's own address",
 }
 
 
