@@ -182,6 +182,31 @@ def test_a_unit_naming_pure_ftpds_own_config_file(node_root, tmp_path):
     assert "pure-ftpd refuses" in found["config: pure-ftpd starts"].detail
 
 
+def test_the_loopback_run_changes_only_what_it_must_and_names_each_change(tmp_path):
+    command = (
+        "/usr/sbin/pure-ftpd -B -6 -P ftp.example.com -V 192.0.2.7 -o -3 /run/certd.sock "
+        "-l extauth:/run/authd.sock -l puredb:/etc/pure-ftpd/pureftpd.pdb -l pam "
+        "-O w3c:/var/log/pure-ftpd/transfer.log -Y 2 -2 /etc/ftpd/cert.pem,/etc/ftpd/key.pem "
+        "-S 192.0.2.7,21 -g /run/pure-ftpd.pid -A -u 1000"
+    )
+    setup = read.read_command(command, "unit", Path("/"))
+    work = tmp_path / "work"
+    argv, changes = read.runnable(setup, tmp_path / "root", work, 2121, work / "run.pdb")
+    assert argv[:2] == ["-l", f"puredb:{work}/run.pdb"]  # the run's own PureDB, tried first
+    for gone in ("-B", "-6", "-P", "-V", "-o", "-3"):
+        assert gone not in argv
+    assert "extauth:/run/authd.sock" not in " ".join(argv) and argv[2:4] == ["-l", "pam"]
+    assert argv[argv.index("-O") + 1] == f"w3c:{work}/altlog"
+    root = tmp_path / "root"
+    assert argv[argv.index("-2") + 1] == f"{root}/etc/ftpd/cert.pem,{root}/etc/ftpd/key.pem"
+    assert argv[-5:] == ["-S", "127.0.0.1,2121", "-4", "-g", str(work / "pure-ftpd.pid")]
+    assert {"-A", "-u"} <= set(argv)
+    text = "; ".join(changes)
+    for named in ("Daemonize", "IPV6Only", "ForcePassiveIP", "TrustedIP", "CallUploadScript",
+                  "ExtCert", "ExtAuth", "AltLog", "PureDB", "Bind 127.0.0.1,2121"):  # fmt: skip
+        assert named in text, (named, text)
+
+
 def test_virtual_users_homes_chroots_and_minuid(node_root):
     root = node_root / "root"
     made = sample_pureftpd.pureftpd(root, smoke_user=SMOKE_USER)
