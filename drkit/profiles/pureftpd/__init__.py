@@ -391,13 +391,17 @@ def _node_text(text: str, root: Path, work: Path) -> str:
     return text.replace(str(root).rstrip("/") + "/", "/") if str(root) != "/" else text
 
 
+def _refusal(node: Node) -> str:
+    """Say why the node's configuration never reaches a running pure-ftpd (its first refusal)."""
+    where, why = node.setup.refused[0]
+    wrapper = node.setup.source.startswith(read.CONF_DIR)
+    return f"{'pure-ftpd-wrapper' if wrapper else 'pure-ftpd'} refuses {where}: {why}"
+
+
 def _start_check(root: Path, node: Node) -> Check:
     name = "config: pure-ftpd starts"
     if node.setup.refused:
-        where, why = node.setup.refused[0]
-        wrapper = node.setup.source.startswith(read.CONF_DIR)
-        program = "pure-ftpd-wrapper" if wrapper else "pure-ftpd"
-        return failed(name, f"{program} refuses {where}: {why}")
+        return failed(name, _refusal(node))
     work = Path(tempfile.mkdtemp(prefix="drkit-pureftpd-t-"))
     work.chmod(0o755)
     try:
@@ -490,6 +494,9 @@ def smoke(root: Path, manifest: dict, user: str, work_dir: Path) -> SmokeResult:
         node = read_node(root, common.options_of(manifest, NAME))
     except errors.ConfigError as exc:
         result.add(failed("smoke: pure-ftpd started", exc.message))
+        return result
+    if node.setup.refused:
+        result.add(failed("smoke: pure-ftpd started", _refusal(node)))
         return result
     server: runner.Service | None = None
     with common.smoke_workspace(work_dir, "smoke-pureftpd-") as work:
