@@ -388,8 +388,18 @@ def _objects(node: Node, snapshot_id: str) -> dict[str, str]:
     }
 
 
-@pytest.mark.parametrize("planted", [DEEP_AND_LARGE, DEEP_AND_SMALL], ids=["400KB", "40KB"])
-@pytest.mark.parametrize("which", ["head", "key", "sig"])
+def test_the_shape_check_counts_brackets_outside_strings_only():
+    deep = json.dumps({"a": '\\"[[[[' * 100, "b": [[{"c": "]]]"}]]}).encode()
+    assert catalog.shape_problem("records/n/head.json", deep) is None
+    nested = b'{"a":' * 33 + b"1" + b"}" * 33
+    assert "deeper than 32" in catalog.shape_problem("manifests/n/x.sig", nested)
+    assert catalog.shape_problem("reports/n/page.html", DEEP_AND_LARGE) is None  # not JSON
+
+
+PLANTED = [("head", DEEP_AND_LARGE), ("key", DEEP_AND_SMALL), ("sig", DEEP_AND_LARGE)]
+
+
+@pytest.mark.parametrize(("which", "planted"), PLANTED, ids=[f"{w}-{len(p)}" for w, p in PLANTED])
 def test_nested_json_planted_in_the_bucket_is_ignored_with_one_line(node, which, planted):
     snapshot_id = node.backup()
     storage = Storage(node.repository)
