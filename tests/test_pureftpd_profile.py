@@ -242,6 +242,20 @@ def test_puredb_rebuilt_from_its_passwd_and_compared(node_root):
     assert check.status == "fail" and "not a PureDB file" in check.detail
 
 
+def test_fifos_where_files_belong_never_hang_the_reader(node_root):
+    root = node_root / "root"
+    made = sample_pureftpd.pureftpd(root, smoke_user=SMOKE_USER)
+    before = recorded(root)
+    for path in ("/etc/pure-ftpd/conf/TLS", made["puredb"], made["passwd"]):
+        on_root(root, path).unlink()
+        os.mkfifo(on_root(root, path))
+    setup = read.read_wrapper(root)
+    assert "not a regular file" in dict(setup.refused)["/etc/pure-ftpd/conf/TLS"]
+    found = {check.name: check for check in pureftpd.checks(root, before)}
+    assert found["config: pure-ftpd starts"].status == "fail"
+    assert pureftpd.read_node(root, {}).users == []
+
+
 def test_profile_options_are_checked_and_a_missing_passwd_warns(node_root):
     root = node_root / "root"
     made = sample_pureftpd.pureftpd(root, smoke_user=SMOKE_USER)

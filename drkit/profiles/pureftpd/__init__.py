@@ -253,10 +253,13 @@ def puredb_checks(root: Path, node: Node) -> list[Check]:
     results = []
     for index, (pdb, _) in enumerate(node.puredbs):
         name = f"pureftpd: PureDB {pdb}"
+        if not on_root(root, pdb).is_file():
+            continue  # named_files_check fails a missing one; a FIFO is never read
         try:
             data = on_root(root, pdb).read_bytes()
-        except OSError:
-            continue  # named_files_check fails a missing one
+        except OSError as exc:
+            results.append(failed(name, f"unreadable ({exc.strerror})"))
+            continue
         if not data.startswith(b"PDB2"):
             detail = "not a PureDB file: pure-ftpd answers 421 Unable to read the indexed puredb"
             results.append(failed(name, detail))
@@ -465,7 +468,10 @@ def _smoke_line(root: Path, manifest: dict, node: Node, user: str, login: str, s
 def _tls_pin(root: Path, node: Node, manifest: dict) -> common.FtpTls | None:
     if node.tls <= 0 or not common.is_file(root, node.certificate):
         return None
-    text = on_root(root, node.certificate).read_text(errors="replace")
+    try:
+        text = read.text_of(root, node.certificate)
+    except OSError:
+        return None
     trusted = "".join(re.findall(r"-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----\n?",
                                  text, re.S))  # fmt: skip
     expected = frozenset(
@@ -510,7 +516,10 @@ def smoke(root: Path, manifest: dict, user: str, work_dir: Path) -> SmokeResult:
             copy.touch(mode=0o600)
             copy.chmod(0o600)
             own = node.passwd and common.is_file(root, node.passwd)
-            text = on_root(root, node.passwd).read_text(errors="replace") if own else ""
+            try:
+                text = read.text_of(root, node.passwd) if own else ""
+            except OSError:
+                text, own = "", False
             copy.write_text(text + ("" if not text or text.endswith("\n") else "\n") + line + "\n")
             done = runner.run([pure_pw, "mkdb", str(pdb), "-f", str(copy)], timeout=60)
             if done.returncode != 0:

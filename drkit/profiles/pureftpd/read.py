@@ -196,10 +196,26 @@ def _parse(kind: str, value: str, root: Path) -> tuple[bool, str | None]:
     return (True, out) if ok else (False, f'"{value}"{why}')
 
 
+MAX_TEXT = 64 << 20  # a pureftpd.passwd of ~300,000 users
+
+
+def text_of(root: Path, node_path: str) -> str:
+    """Return a node file's text; OSError when it is not a regular file (a FIFO would block
+    the reader for ever) or larger than MAX_TEXT."""
+    host = on_root(root, node_path)
+    info = os.stat(host)
+    if not stat.S_ISREG(info.st_mode):
+        raise OSError(22, "not a regular file", node_path)
+    if info.st_size > MAX_TEXT:
+        raise OSError(27, f"larger than {MAX_TEXT >> 20} MiB", node_path)
+    with open(host, "rb") as handle:
+        return handle.read(MAX_TEXT + 1).decode(errors="replace")
+
+
 def _option_file(root: Path, node_path: str, kind: str) -> tuple[bool, str | None, str]:
     """Read one option file as the wrapper's parse_file: (accepted, value, why refused)."""
     try:
-        text = on_root(root, node_path).read_text(errors="replace")
+        text = text_of(root, node_path)
     except OSError as exc:
         return False, None, f"Couldn't open configuration file {node_path}: {exc.strerror}"
     for raw in text.splitlines():
@@ -218,7 +234,7 @@ def defaults(root: Path) -> dict[str, str]:
     """Return the shell variables /etc/default/pure-ftpd-common sets (plain NAME=value lines)."""
     found = {}
     with contextlib.suppress(OSError):
-        for raw in on_root(root, DEFAULTS).read_text(errors="replace").splitlines():
+        for raw in text_of(root, DEFAULTS).splitlines():
             match = re.fullmatch(r"\s*([A-Z_]+)=(.*?)\s*", raw)
             if match:
                 with contextlib.suppress(ValueError):
@@ -376,7 +392,7 @@ def read_config_file(root: Path, node_path: str, setup: Setup, depth: int = 0) -
     turns them into long options (keys in any case; `Include FILE` read in place); a key it
     does not know is refused in its words: pure-ftpd exits 252 at start."""
     try:
-        text = on_root(root, node_path).read_text(errors="replace")
+        text = text_of(root, node_path)
     except OSError as exc:
         setup.refused.append((node_path, f"cannot read the configuration file: {exc.strerror}"))
         return
@@ -414,10 +430,11 @@ def unit_command(root: Path, unit: str = "pure-ftpd.service") -> tuple[str, str]
         path = f"{directory}/{unit}"
         if not on_root(root, path).is_file():
             continue
-        texts = [on_root(root, path).read_text(errors="replace")]
-        for drop_in in sorted(on_root(root, path + ".d").glob("*.conf")):
+        drop_ins = sorted(p.name for p in on_root(root, path + ".d").glob("*.conf"))
+        texts = []
+        for node_file in [path, *(f"{path}.d/{name}" for name in drop_ins)]:
             with contextlib.suppress(OSError):
-                texts.append(drop_in.read_text(errors="replace"))
+                texts.append(text_of(root, node_file))
         command = ""
         for text in texts:
             for line in text.splitlines():
@@ -465,7 +482,7 @@ class VirtualUser:
 def read_passwd(root: Path, node_path: str) -> list[VirtualUser]:
     """Return the virtual users of a pureftpd.passwd file (none when it is unreadable)."""
     try:
-        text = on_root(root, node_path).read_text(errors="replace")
+        text = text_of(root, node_path)
     except OSError:
         return []
     users = []
