@@ -155,21 +155,24 @@ def read_regular(path: Path, what: str, limit: int) -> bytes:
         raise errors.ConfigError(f"{path}: {what} not found") from None
     except OSError as exc:
         raise errors.ConfigError(f"{path}: cannot read {what} ({exc.strerror})") from None
-    with os.fdopen(descriptor, "rb") as handle:
+    chunks: list[bytes] = []
+    try:
         mode = os.fstat(descriptor).st_mode
         if not stat.S_ISREG(mode):
-            kind = (
-                "a FIFO"
-                if stat.S_ISFIFO(mode)
-                else "a directory"
-                if stat.S_ISDIR(mode)
-                else "not a regular file"
+            kind = {stat.S_IFIFO: "a FIFO", stat.S_IFDIR: "a directory"}.get(
+                stat.S_IFMT(mode), "not a regular file"
             )
-            raise errors.ConfigError(f"{path}: {what} is {kind}: name a regular file")
-        try:
-            data = handle.read(limit + 1)
-        except OSError as exc:
-            raise errors.ConfigError(f"{path}: cannot read {what} ({exc.strerror})") from None
+            raise errors.ConfigError(f"{path}: {what} is {kind}, cannot read it: name a file")
+        while (size := sum(map(len, chunks))) <= limit:
+            chunk = os.read(descriptor, limit + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    except OSError as exc:
+        raise errors.ConfigError(f"{path}: cannot read {what} ({exc.strerror})") from None
+    finally:
+        os.close(descriptor)
+    data = b"".join(chunks)
     if len(data) > limit:
         raise errors.ConfigError(f"{path}: {what} is larger than {limit} bytes")
     return data
@@ -178,9 +181,9 @@ def read_regular(path: Path, what: str, limit: int) -> bytes:
 def read_password(path: Path, what: str = "repository password file", private=True) -> bytes:
     """Return the password a password file holds (without its line end); raise ConfigError
     when the file is missing, not a regular file, empty, or (private) readable by others."""
+    password = read_regular(path, what, 64 * 1024).rstrip(b"\r\n")
     if private:
         require_private(path, what)
-    password = read_regular(path, what, 64 * 1024).rstrip(b"\r\n")
     if not password.strip():
         raise errors.ConfigError(f"password file {path} is empty: it must hold the password")
     return password
