@@ -19,50 +19,42 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import fnmatch
 import glob
 import json
 import logging
 import os
 import stat
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from drkit import errors, units
-from drkit.engines import beneath, holder
+from drkit import errors
+from drkit.engines import beneath
 from drkit.engines.manifest import SNAPSHOT_DIR, compare_entry
-from drkit.paths import host_path, on_root, shown, to_node
+from drkit.engines.targetlock import (
+    APPLY_LOCK,
+    STAGING,
+    TEMPORARY_SUFFIX,
+    owner,
+    parent_maker,
+    prepare_target,
+    private_maker,
+    remove_empty,
+    target_lock,
+)
+from drkit.engines.targetlock import raise_filesystem as _raise_filesystem
+from drkit.paths import joined, on_root, shown, to_node
 
-__all__ = ["on_root"]  # tests and callers reach on_root through this module
+# callers reach the lock and on_root through this module
+__all__ = ["APPLY_LOCK", "STAGING", "on_root", "prepare_target", "remove_empty", "target_lock"]
 
 log = logging.getLogger(__name__)
 
 JOURNAL = "/var/lib/drkit/apply-journal.jsonl"
-STAGING = "/var/lib/drkit/staging"
-APPLY_LOCK = "/var/lib/drkit/staging.lock"
-TEMPORARY_SUFFIX = ".drkit-new"
-PARENT_MODE = 0o755  # a directory restore makes that the manifest does not list
 
 
-def _owner() -> tuple[int, int]:
-    """Who owns what drkit makes unlisted: root when run as root (a restore), else the runner."""
-    return os.geteuid(), os.getegid()
-
-
-def _parent_maker(directory: Path) -> tuple[int, int, int]:
-    return (PARENT_MODE, *_owner())
-
-
-def _private_maker(directory: Path) -> tuple[int, int, int]:
-    return (0o700, *_owner())
-
-
-def target_path(target: Path, node_path: str) -> Path:
-    """Return the host path of node_path in target, as written (no link resolved)."""
-    return Path(host_path(target, node_path))
+target_path = joined  # a path in a target, as written: the apply checks each component
 
 
 @dataclass(frozen=True)
@@ -122,12 +114,6 @@ def plan(target: Path, manifest: dict) -> list[Step]:
     return steps
 
 
-def _raise_filesystem(exc: OSError, doing: str) -> None:
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        raise errors.LocalFilesystemError(f"disk full while {doing}") from None
-    raise errors.LocalFilesystemError(f"{doing}: {exc.strerror}") from None
-
-
 def journal_path(target: Path) -> Path:
     """Return where the apply journal of a target lives."""
     return target_path(target, JOURNAL)
@@ -152,136 +138,6 @@ def staged_files(staging: Path, node_dir: str) -> list[tuple[str, bytes]]:
     return found
 
 
-def prepare_target(target: Path) -> list[Path]:
-    """Create target and its missing parents 0755 (whatever the umask); return those created,
-    deepest first, so a refused restore can remove them again."""
-    created = []
-    directory = target
-    while not os.path.lexists(directory):
-        created.append(directory)
-        directory = directory.parent
-    for missing in reversed(created):
-        os.mkdir(missing, 0o700)
-        os.chmod(missing, PARENT_MODE)
-    return created
-
-
-def remove_empty(target: Path, directories: list[Path]) -> None:
-    """Remove each of directories (deepest first) beneath target that is empty."""
-    for directory in directories:
-        with (
-            contextlib.suppress(OSError, errors.Refused, ValueError),
-            beneath.parent(target, directory) as (fd, name),
-        ):
-            os.rmdir(name, dir_fd=fd)
-
-
-@contextlib.contextmanager
-def target_lock(target: Path, timeout: float = 60.0) -> Iterator[Path]:
-    """Hold the target's apply lock (a file beside its staging directory); yield the staging
-    directory. Raise Busy when another apply holds it past `timeout` seconds.
-
-    Two restores (or a restore and a standby sync) onto one target would otherwise each see
-    the other's journal and staging as debris of a killed run. The lock file is not inside the
-    staging directory, whose leftovers `recover()` removes. It and the directories made for it
-    are removed after it when empty, so a failed restore leaves the target as it was. Every
-    one of them is reached without following a link (a planted one is refused).
-    """
-    lock_path = target_path(target, APPLY_LOCK)
-    staging_parent = target_path(target, STAGING)
-    created: list[Path] = []
-
-    def made(directory: Path) -> tuple[int, int, int]:
-        created.insert(0, directory)
-        return _parent_maker(directory)
-
-    descriptor = _acquire(target, lock_path, timeout, made)
-    ours = [Path(lock_path).name]  # unlinked at the end: the lock, and its holder once written
-    try:
-        try:
-            with beneath.parent(target, lock_path) as (dir_fd, name):
-                beneath.refuse_unless_regular(dir_fd, f"{name}.holder", f"{APPLY_LOCK}.holder")
-                _write_replacing(dir_fd, f"{name}.holder", holder.record().encode(), 0o600)
-                ours.insert(0, f"{name}.holder")
-            if beneath.lstat(target, staging_parent) is None:
-                created.insert(0, staging_parent)
-            with beneath.directory(target, staging_parent, _private_maker) as fd:
-                os.fchmod(fd, 0o700)
-        except OSError as exc:
-            _raise_filesystem(exc, f"creating {staging_parent}")
-        yield staging_parent
-    finally:
-        # Unlinked while still held: a waiter that opened this file sees it gone once it gets
-        # the lock (st_nlink 0) and takes a new one, so no two holders overlap.
-        with (
-            contextlib.suppress(OSError, errors.Refused),
-            beneath.parent(target, lock_path) as (dir_fd, name),
-        ):
-            for leftover in ours:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(leftover, dir_fd=dir_fd)
-        os.close(descriptor)
-        remove_empty(target, created)
-
-
-def _acquire(target: Path, lock_path: Path, timeout: float, made) -> int:
-    """Open and flock the lock file (a regular file, never a link); return its descriptor."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with beneath.parent(target, lock_path, made) as (dir_fd, name):
-                flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-                try:
-                    fd = os.open(name, flags, 0o600, dir_fd=dir_fd)
-                except OSError as exc:
-                    if exc.errno != errno.ELOOP:
-                        raise
-                    raise errors.Refused(
-                        f"{target}: {APPLY_LOCK} is a symlink; drkit never writes through one"
-                    ) from None
-        except FileNotFoundError:
-            fd = None  # another apply removed the directory, empty after its lock: again
-        except OSError as exc:
-            _raise_filesystem(exc, f"creating {lock_path}")
-        if fd is not None:
-            info = os.fstat(fd)
-            if not stat.S_ISREG(info.st_mode):
-                os.close(fd)
-                raise errors.Refused(f"{target}: {APPLY_LOCK}: {beneath.kind(info)}, not a file")
-            os.fchmod(fd, 0o600)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                if os.fstat(fd).st_nlink > 0:
-                    return fd
-            except BlockingIOError:
-                pass
-            os.close(fd)
-        if time.monotonic() >= deadline:
-            raise errors.Busy(_busy(target, lock_path, timeout))
-        time.sleep(0.2)
-
-
-def _busy(target: Path, lock_path: Path, waited: float) -> str:
-    try:
-        raw = beneath.read_bytes(target, holder.holder_path(lock_path), limit=1 << 16)
-    except (OSError, errors.Refused):
-        raw = None
-    return (
-        f"another drkit restore or sync is applying to {target}: "
-        f"{holder.describe_text(raw.decode(errors='replace') if raw else None)}"
-        f"; waited {units.duration(waited)}"
-    )
-
-
-def _write_replacing(dir_fd: int, name: str, data: bytes, mode: int) -> None:
-    """Write dir_fd/name afresh through a temporary name (a link there is replaced, never
-    followed)."""
-    temporary = f".{name}{TEMPORARY_SUFFIX}"
-    beneath.remove(dir_fd, temporary)
-    beneath.write_new(dir_fd, temporary, data, mode, *_owner())
-    os.replace(temporary, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-
-
 @dataclass
 class Undo:
     """One journalled step: what was done to a host path and where its old self is kept."""
@@ -303,7 +159,7 @@ class Journal:
         self._descriptor: int | None = None
 
     def begin(self, **about) -> None:
-        with beneath.parent(self.target, self.path, _private_maker) as (dir_fd, name):
+        with beneath.parent(self.target, self.path, private_maker) as (dir_fd, name):
             beneath.refuse_unless_regular(dir_fd, name, JOURNAL)
             flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND | os.O_NOFOLLOW
             self._descriptor = os.open(name, flags | os.O_CLOEXEC, 0o600, dir_fd=dir_fd)
@@ -507,7 +363,7 @@ class Applier:
         """A missing parent of something restored: journalled before it is made, root's
         0755 (the manifest lists the directories it restores, with their owner and mode)."""
         self._record(Undo("added", directory))
-        return _parent_maker(directory)
+        return parent_maker(directory)
 
     @contextlib.contextmanager
     def _at(self, host: Path) -> Iterator[tuple[int, str]]:
@@ -629,7 +485,7 @@ class Applier:
                     info = os.stat(name, dir_fd=fd, follow_symlinks=False)
                 except FileNotFoundError:
                     self._record(Undo("added", host))
-                    beneath.make_directory(fd, name, 0o700, *_owner())
+                    beneath.make_directory(fd, name, 0o700, *owner())
                     return
                 if stat.S_ISLNK(info.st_mode):
                     raise beneath._link_refused(self.target, host, fd, name)
