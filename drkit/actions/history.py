@@ -94,7 +94,7 @@ def run(
 
 
 def _acknowledge(config: Config, event_ids: list[str], why: str) -> None:
-    signing_key = keys.load_signing_key(config.signing_key)
+    signing_key = keys.load_trusted_signing_key(config.signing_key, config.trusted_keys)
     storage = Storage(config.repository)
     for event_id in event_ids:
         record = {

@@ -110,7 +110,8 @@ def _write_record(config: Config, removed: list[dict], kept: list[dict]) -> str 
     text = json.dumps(record, sort_keys=True)
     key = f"records/{config.node}/prune-{now:%Y%m%dT%H%M%S%fZ}.json"
     try:
-        signature = keys.sign(keys.load_signing_key(config.signing_key), text.encode())
+        signing_key = keys.load_trusted_signing_key(config.signing_key, config.trusted_keys)
+        signature = keys.sign(signing_key, text.encode())
         Storage(config.repository).put_json(key, {"record": text, "signature": signature})
     except errors.DrkitError as exc:
         log.warning("prune record not stored: %s", exc.message)

@@ -256,6 +256,13 @@ def verify_signature(document: dict, data: bytes) -> str:
     return signing_fingerprint(public)
 
 
+def load_trusted_signing_key(path: Path, trusted: list[str]) -> ed25519.Ed25519PrivateKey:
+    """Return the signing key at path when the config trusts it (see require_trusted)."""
+    key = load_signing_key(path)
+    require_trusted(key, trusted, path)
+    return key
+
+
 def require_trusted(key: ed25519.Ed25519PrivateKey, trusted: list[str], path: Path) -> str:
     """Return the key's fingerprint when the config trusts it; raise ConfigError otherwise (a
     backup never signs what its own config would refuse)."""
