@@ -17,62 +17,12 @@ from drkit.engines.restic import Restic
 from drkit.model import SecurityEvent, parse_utc, utc_text
 from drkit.paths import host_path, shown
 from drkit.results import BackupResult
-from drkit.service import context, rollback
+from drkit.service import chain, context
+from drkit.service.chain import mark_in_flight, record_chain
 from drkit.service.rollback import chain_path
 
 log = logging.getLogger(__name__)
 PASSES = 3  # a file written to while restic reads it gets a fresh manifest and snapshot
-
-
-def _chain_record(config: Config) -> dict:
-    """Return the node's local chain record, {} when there is none or it is unreadable."""
-    try:
-        record = json.loads(chain_path(config).read_text())
-    except (OSError, ValueError):
-        return {}
-    return record if isinstance(record, dict) else {}
-
-
-def record_chain(
-    config: Config,
-    snapshot_id: str | None,
-    manifest_bytes: bytes | None,
-    index: list[catalog.IndexEntry] | None = None,
-    content: str | None = None,
-) -> dict | None:
-    """Remember the newest snapshot, its manifest hash, the digest of its content (freshness)
-    and the node's index; None starts a new chain. Return the link ({snapshot_id,
-    manifest_sha256}) the next manifest records."""
-    link = None
-    if snapshot_id and manifest_bytes is not None:
-        link = {
-            "snapshot_id": snapshot_id,
-            "manifest_sha256": hashlib.sha256(manifest_bytes).hexdigest(),
-        }
-    record = {
-        "previous": link,
-        "index": [entry.as_dict() for entry in index or []],
-        "content": content,
-        "confirmations": freshness.confirmations(_chain_record(config).get("confirmations")),
-    }
-    manifest.write_private(chain_path(config), json.dumps(record).encode())
-    if snapshot_id and manifest_bytes is not None:
-        rollback.remember(
-            config.state_dir, config.repository, config.node, snapshot_id, manifest_bytes
-        )
-    return link
-
-
-def mark_in_flight(config: Config, previous: dict | None, index: list[catalog.IndexEntry]) -> None:
-    """Record, before restic runs, that a snapshot may land: a run killed before it records the
-    new link leaves the next one asking the repository, not linking past that snapshot."""
-    record = {
-        "previous": previous,
-        "index": [entry.as_dict() for entry in index],
-        "in_flight": True,
-        "confirmations": freshness.confirmations(_chain_record(config).get("confirmations")),
-    }
-    manifest.write_private(chain_path(config), json.dumps(record).encode())
 
 
 def publish(config: Config, signing_key, link: dict, index, objects: dict[str, bytes]) -> None:
@@ -88,7 +38,7 @@ def publish(config: Config, signing_key, link: dict, index, objects: dict[str, b
         "time": utc_text(datetime.now(UTC)),
         "written_ns": time.time_ns(),  # orders two heads signed within the same second
         "snapshots": [entry.as_dict() for entry in index],
-        "confirmations": freshness.confirmations(_chain_record(config).get("confirmations")),
+        "confirmations": freshness.confirmations(chain.read(config).get("confirmations")),
     }
     text = json.dumps(record, sort_keys=True)
     down = context.outage(config.repository)
@@ -421,7 +371,7 @@ def run(
 def _unchanged(config: Config, previous: dict | None, content: str, listed: Future) -> bool:
     """Return True when the node's content is its last snapshot's, and that snapshot is still
     in the repository (one S3 listing, made beside the inventory)."""
-    record = _chain_record(config)
+    record = chain.read(config)
     if config.unchanged != "confirm" or previous is None or record.get("in_flight"):
         return False
     if record.get("content") != content:
@@ -435,7 +385,7 @@ def _confirm(
 ) -> BackupResult:
     """Sign a freshness entry for the unchanged node's last snapshot into the chain head."""
     now = utc_text(datetime.now(UTC))
-    record = _chain_record(config)
+    record = chain.read(config)
     entries = freshness.confirmations(record.get("confirmations"))
     record["confirmations"] = freshness.confirmations(
         [*entries, {"snapshot_id": previous["snapshot_id"], "time": now}]

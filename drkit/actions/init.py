@@ -17,8 +17,6 @@ from pathlib import Path
 import yaml
 
 from drkit import errors
-from drkit.actions import backup
-from drkit.actions import storage as storage_action
 from drkit.config import (
     AFTER_BACKUP,
     dump_config,
@@ -29,7 +27,8 @@ from drkit.config import (
 )
 from drkit.engines import keys, manifest
 from drkit.results import InitResult
-from drkit.service import context, detection, status
+from drkit.service import bucket as buckets
+from drkit.service import chain, context, detection, status
 from drkit.service import settings as node_settings
 
 log = logging.getLogger(__name__)
@@ -199,11 +198,11 @@ def run(
     config_written = existing is None or bool(changes) or fingerprint not in previous.trusted_keys
     if config_written:
         manifest.write_private(config_path, text.encode())
-    bucket = storage_action.init(config, create=True)  # --bucket named it
+    bucket = buckets.prepare(config, create=True)  # --bucket named it
     restic = context.restic_for(config.repository, config.restic)
     repository_created = restic.init()
     if repository_created:
-        backup.record_chain(config, None, None)  # a new repository starts a new chain
+        chain.record_chain(config, None, None)  # a new repository starts a new chain
     status.register(config)
     return InitResult(
         config=str(config_path),

@@ -6,6 +6,7 @@ import logging
 
 from drkit.config import Config
 from drkit.results import StorageInitResult, StorageVerifyResult
+from drkit.service import bucket
 
 log = logging.getLogger(__name__)
 
@@ -24,39 +25,7 @@ def init(config: Config, create: bool = False) -> StorageInitResult:
     JSON: {ok, bucket, endpoint, created, changes, versioning, object_lock, problems}; ok is
     false when the bucket does not end up versioned and locked as the config says.
     """
-    repository = config.repository
-    log.info(
-        "initialising bucket %s at %s (object lock %s %d days)",
-        repository.bucket,
-        repository.s3_endpoint,
-        repository.object_lock.mode,
-        repository.object_lock.days,
-    )
-    storage = _storage(config)
-    done = storage.init_bucket(repository.object_lock, create)
-    lifecycle_changes, lifecycle_problems = storage.ensure_lifecycle(noncurrent_days(config))
-    done["changes"] += lifecycle_changes
-    done["problems"] += lifecycle_problems
-    checked = storage.verify(repository.object_lock)
-    problems = list(done["problems"])
-    problems += [problem for problem in checked["problems"] if problem not in problems]
-    for change in done["changes"]:
-        log.info("bucket %s: %s", repository.bucket, change)
-    if not done["changes"]:
-        log.info("bucket %s already as configured", repository.bucket)
-    for problem in problems:
-        log.warning("bucket %s: %s", repository.bucket, problem)
-    return StorageInitResult(
-        ok=not problems,
-        bucket=repository.bucket,
-        endpoint=repository.s3_endpoint,
-        created=done["created"],
-        changes=done["changes"],
-        versioning=checked["versioning"],
-        object_lock=checked["object_lock"],
-        lifecycle=storage.lifecycle_rule(),
-        problems=problems,
-    )
+    return bucket.prepare(config, create)
 
 
 def verify(config: Config) -> StorageVerifyResult:
@@ -71,7 +40,7 @@ def verify(config: Config) -> StorageVerifyResult:
     storage.probe()
     checked = storage.verify(repository.object_lock)
     lifecycle = storage.lifecycle_rule()
-    wanted = noncurrent_days(config)
+    wanted = bucket.noncurrent_days(config)
     if lifecycle is None or lifecycle["status"] != "Enabled":
         checked["problems"].append(
             "no lifecycle rule expires noncurrent versions: pruned data is never freed "
@@ -94,10 +63,3 @@ def verify(config: Config) -> StorageVerifyResult:
         lifecycle=lifecycle,
         problems=checked["problems"],
     )
-
-
-def noncurrent_days(config: Config) -> int:
-    """Return after how many days noncurrent versions expire: the lock period plus a margin."""
-    from drkit.engines.storage import LIFECYCLE_MARGIN_DAYS
-
-    return config.repository.object_lock.days + LIFECYCLE_MARGIN_DAYS
