@@ -150,3 +150,32 @@ def test_writable_directory_and_landing_follow_defaultroot_and_limit_write(tmp_p
     assert proftpd.writable_dirs(tmp_path, config, 0, "dave", fields, landed) == []
     landed, seen, why = proftpd._landing(tmp_path, config, 0, "dave", fields)
     assert seen == str(tmp_path / "home/dave") and "not chrooted" in why
+
+
+def test_require_valid_shell_reads_the_nodes_etc_shells(tmp_path: Path):
+    """RequireValidShell (default on) judges a login's shell by /etc/shells: the node's is
+    backed up, and a smoke whose host's /etc/shells lacks a shell the node's lists runs with
+    RequireValidShell off, naming it (librasoft-fr/proftpd-sftp appends /sbin/nologin)."""
+    _write(
+        tmp_path,
+        "/etc/proftpd/proftpd.conf",
+        "AuthUserFile /etc/proftpd/ftppasswd\nAuthOrder mod_auth_file.c\n",
+    )
+    _write(tmp_path, "/etc/proftpd/ftppasswd", "user1:x:1000:1000::/data/user1:/sbin/nologin\n")
+    _write(tmp_path, "/etc/shells", "/bin/sh\n/sbin/nologin\n")
+    config = proftpd.read_config(tmp_path)
+    shells = [r for r in proftpd.references(tmp_path, config) if r.path == "/etc/shells"]
+    assert shells and not shells[0].required
+    fields = proftpd.virtual_users(tmp_path, config)["user1"]
+    run = proftpd.Run(tmp_path / "work")
+    proftpd._valid_shell(tmp_path, config, run, "user1", fields, [0])
+    host_lists_it = "/sbin/nologin" in proftpd._list_file(Path("/"), "/etc/shells")
+    assert run.shells_off != host_lists_it
+    assert bool(run.differences) != host_lists_it
+    _write(
+        tmp_path,
+        "/etc/proftpd/proftpd.conf",
+        "AuthUserFile /etc/proftpd/ftppasswd\nAuthOrder mod_auth_file.c\nRequireValidShell off\n",
+    )
+    config = proftpd.read_config(tmp_path)
+    assert "/etc/shells" not in {r.path for r in proftpd.references(tmp_path, config)}

@@ -462,6 +462,8 @@ def references(root: Path, config: Config) -> list[Ref]:
             refs += _pam_refs(root, service, "AuthPAM (mod_auth_pam)")
         if not config.is_off("useftpusers", s):
             refs.append(Ref("/etc/ftpusers", "accounts", "UseFtpUsers", "default on", False))
+        if users and not config.is_off("requirevalidshell", s):
+            refs.append(Ref("/etc/shells", "accounts", "RequireValidShell", "default on", False))
     if config.of("ldapserver"):
         refs.append(Ref("/etc/ldap/ldap.conf", "config", "mod_ldap", "libldap defaults", False))
         refs += _ldap_conf_refs(root)
@@ -671,6 +673,7 @@ class Run:
     auth_files: dict[str, Path] = field(default_factory=dict)  # node AuthUserFile -> its copy
     stand_in: Path | None = None  # AuthUserFile for the server contexts that name none
     logs: list[Path] = field(default_factory=list)
+    shells_off: bool = False  # RequireValidShell off: the node's /etc/shells is not this host's
     differences: list[str] = field(default_factory=list)
     origins: dict[str, list[int]] = field(default_factory=dict)  # copy -> node line numbers
 
@@ -706,6 +709,8 @@ def _added(config: Config, run: Run, server: int) -> list[str]:
         lines.append(f"AuthPAMConfig {run.pam_service}")
     if run.stand_in and not config.of("authuserfile", server):
         lines.append(f"AuthUserFile {run.stand_in}")
+    if run.shells_off:
+        lines.append("RequireValidShell off")
     return lines
 
 
@@ -776,6 +781,8 @@ def write_copy(root: Path, config: Config, out_dir: Path, run: Run | None = None
                 "this host has no such account"
             )
             return [f"{token} {run.run_as[(keyword, args[0])]}"]
+        if run.shells_off and keyword == "requirevalidshell":
+            return [f"{token} off"]
         if line.active and (found := _credential_line(line, token, args, root, run)) is not None:
             return found
         if (mapped := _map_args(root, keyword, args)) is not None:
@@ -1283,6 +1290,7 @@ def smoke(root: Path, manifest: dict, user: str, work_dir: Path) -> SmokeResult:
             if fields is not None and user not in virtual and str(root) != "/":
                 home = _mapped(root, fields[5] or "/")
                 stand_in = f"{user}:*:{fields[2]}:{fields[3]}::{home}:{fields[6] or '/bin/false'}"
+            _valid_shell(root, config, run, user, fields, served)
             _auth_copies(root, config, run, stand_in)
             server, words, waited = _start(root, config, run, program)
             if server is None:
@@ -1307,6 +1315,21 @@ def smoke(root: Path, manifest: dict, user: str, work_dir: Path) -> SmokeResult:
                 server.stop()
             if pam_path is not None:
                 pam_path.unlink(missing_ok=True)
+
+
+def _valid_shell(root: Path, config: Config, run: Run, user: str, fields, served) -> None:
+    """RequireValidShell reads this host's /etc/shells: when the node's lists the user's shell
+    and this host's does not, the run turns it off (a difference named)."""
+    shell = (fields or [""] * 7)[6]
+    if not shell or all(config.is_off("requirevalidshell", s) for s in served):
+        return
+    node, host = _list_file(root, "/etc/shells"), _list_file(Path("/"), "/etc/shells")
+    if shell in node and shell not in host:
+        run.shells_off = True
+        run.differ(
+            f"RequireValidShell off: {user}'s shell {shell} is in the node's /etc/shells, "
+            "not in this host's"
+        )
 
 
 def _login(result, root, config, manifest, index, user, fields, run, key, password, hint) -> None:
