@@ -527,6 +527,11 @@ def _finish_rotation(config: Config, path: Path) -> Config:
         config.trusted_keys,
         lambda fingerprints: trust_fingerprints(path, fingerprints),
     )
+    if keys.restic_rotation_journal(config.state_dir).exists():
+        log.warning(
+            "a key rotation was killed after the new repository password took over: the old "
+            "one still opens the repository until `drkit keys rotate` runs again"
+        )
     if done is None:
         return config
     log.warning("%s", done)

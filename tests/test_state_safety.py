@@ -423,3 +423,25 @@ def test_nested_json_planted_in_the_bucket_is_ignored_with_one_line(node, which,
         if which == "sig":  # the backup wrote a new head and key; a snapshot's .sig stays
             storage.put_bytes(key, good, "application/json")
         shutil.rmtree(node.workspace / f"target-{which}-{len(planted)}", ignore_errors=True)
+
+
+# -- last: a rotation of the restic key (it slows every later restic open of this node) --------
+
+
+def test_a_rotation_killed_after_the_new_password_took_over_is_finished_by_the_next(node, tmp_path):
+    old = tmp_path / "old.password"
+    put_private(old, b"the password before the rotation\n")
+    assert node.restic("key", "add", "--new-password-file", str(old)).returncode == 0
+    listed = json.loads(node.restic("key", "list", "--json").stdout)
+    stale = [key["id"] for key in listed if not key["current"]]
+    journal = keys.restic_rotation_journal(node.state)
+    put_private(journal, json.dumps({"remove": stale}).encode())
+    _, _, lines, _ = cli(node.config, "snapshots", as_json=False)
+    assert len([line for line in lines if "old one still opens the repository" in line]) == 1
+    code, rotated, lines, _ = cli(node.config, "keys", "rotate")
+    assert code == 0, (rotated, lines)
+    assert any("old restic key" in line and stale[0][:8] in line for line in lines), lines
+    listed = json.loads(node.restic("key", "list", "--json").stdout)
+    assert [key["id"] for key in listed] == [rotated["restic_keys"]["added"]]
+    assert node.restic("--password-file", str(old), "snapshots").returncode == 12
+    assert not journal.exists()

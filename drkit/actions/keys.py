@@ -11,6 +11,7 @@ rotate   a new restic key and a new signing key; the old restic key is removed, 
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import secrets
@@ -147,12 +148,38 @@ def _rewrap_catalog_key(config: Config, opener: Path, passwords: list[Path]) -> 
         storage.put_bytes(name, catalog.wrap_key(key, passwords, config.node), "application/json")
 
 
+def _finish_removal(config: Config, restic, journal: Path) -> None:
+    """Remove the old restic keys a rotation killed after its new password took over left
+    valid (named by its journal, written just before the password file is replaced); a key
+    the password file still opens is the current one and stays."""
+    if not journal.exists():
+        return
+    try:
+        named = json.loads(keys.read_regular(journal, "key rotation journal", 64 * 1024))
+        ids = [str(key_id) for key_id in named["remove"]]
+    except (errors.ConfigError, ValueError, KeyError, TypeError):
+        ids = []
+    listed = {key["id"]: key for key in restic.key_list()}
+    stale = [key_id for key_id in ids if key_id in listed and not listed[key_id].get("current")]
+    for key_id in stale:
+        restic.key_remove(key_id)
+    password_file = config.repository.password_file
+    _rewrap_catalog_key(config, password_file, [password_file])
+    durable.remove(journal)
+    if stale:
+        log.warning(
+            "an interrupted key rotation was finished: old restic key %s removed",
+            ",".join(key_id[:8] for key_id in stale),
+        )
+
+
 def rotate(config: Config, config_path: Path) -> results.KeysRotateResult:
     """Add a new restic key and signing key, then retire the old ones; return the document.
 
     Order matters for a crash at any point: the new password is written beside the old one
     and proven to open the repository before it replaces the password file; the old restic
-    key goes only after that. The signing key is replaced through a journal the next command
+    key goes only after that; a rotation killed before it did is finished by the next one
+    (_finish_removal). The signing key is replaced through a journal the next command
     replays (keys.rotate_signing_key); the old fingerprint stays in trusted_keys.
     """
     from drkit.engines import restic as restic_engine
@@ -161,7 +188,9 @@ def rotate(config: Config, config_path: Path) -> results.KeysRotateResult:
     context.probe_storage(config.repository)
     password_file = config.repository.password_file
     pending = password_file.with_name(password_file.name + ".new")
+    journal = keys.restic_rotation_journal(config.state_dir)
     with context.node_lock(config):
+        _finish_removal(config, restic, journal)
         old_keys = restic.key_list()
         old_current = [key["id"] for key in old_keys if key.get("current")]
         pending.unlink(missing_ok=True)
@@ -174,11 +203,14 @@ def rotate(config: Config, config_path: Path) -> results.KeysRotateResult:
         new_keys = fresh.key_list()
         new_id = next(key["id"] for key in new_keys if key.get("current"))
         _rewrap_catalog_key(config, password_file, [password_file, pending])
+        durable.write_atomic(journal, json.dumps({"remove": old_current}).encode())
         os.replace(pending, password_file)
+        durable.sync_dir(password_file.parent)
         fresh.password_file = password_file
         for key_id in old_current:
             fresh.key_remove(key_id)
         _rewrap_catalog_key(config, password_file, [password_file])
+        durable.remove(journal)
         old_signer, new_signer = keys.rotate_signing_key(
             config.state_dir,
             config.signing_key,

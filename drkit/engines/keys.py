@@ -285,6 +285,11 @@ def rotation_journal(state_dir: Path) -> Path:
     return state_dir / ROTATION_JOURNAL
 
 
+def restic_rotation_journal(state_dir: Path) -> Path:
+    """Return the journal naming the old restic keys a rotation still has to remove."""
+    return state_dir / "key-rotation-restic.json"
+
+
 def next_key_path(key_path: Path) -> Path:
     """Return where a rotation writes the new signing key before it replaces the old one."""
     return key_path.with_name(key_path.name + ".next")
