@@ -1,7 +1,8 @@
-"""Entries the signed manifest does not list never carry the snapshot's owner or mode (real
-restic and S3): a snapshot made with plain restic under drkit's tags, whose tree gives the
-directories above the signed files mode 0777 and uid 6666, restores with those directories
-root-owned 0755, on a fresh target as on bare metal."""
+"""Directories carry only signed owners and modes (real restic and S3). The manifest lists every
+directory above a backed-up path, so a snapshot made with plain restic under drkit's tags that
+gives /etc mode 0777 and uid 6666 is refused; the few directories it does not list (those above
+drkit's own snapshot files) restore root-owned 0755 whatever the snapshot says, on a fresh
+target as on bare metal."""
 
 from __future__ import annotations
 
@@ -39,15 +40,11 @@ def _unlisted_dirs(listed: dict) -> set[str]:
     return parents - paths
 
 
-def test_unlisted_directories_never_carry_the_snapshots_owner_or_mode(node: Node):
-    node.backup()
-    listed = json.loads((node.root / manifest.MANIFEST_PATH.lstrip("/")).read_bytes())
-    unlisted = _unlisted_dirs(listed)
-    assert {"/etc", "/etc/ssl/private"} <= unlisted, sorted(unlisted)
-
+def _forged(node: Node, listed: dict, directories: set[str]) -> str:
+    """Return the id of a plain-restic snapshot of the node whose directories are 0777 6666."""
     forged = node.workspace / "forged"
     subprocess.run(["cp", "-a", str(node.root), str(forged)], check=True)
-    for path in unlisted:
+    for path in directories:
         host = forged / path.lstrip("/")
         os.chown(host, FORGED_UID, FORGED_UID)
         host.chmod(0o777)
@@ -57,8 +54,30 @@ def test_unlisted_directories_never_carry_the_snapshots_owner_or_mode(node: Node
         manifest.SNAPSHOT_DIR.lstrip("/"), cwd=forged,
     )  # fmt: skip
     assert made.returncode == 0, made.stderr
-    forged_id = json.loads(made.stdout.splitlines()[-1])["snapshot_id"]
     shutil.rmtree(forged)
+    return json.loads(made.stdout.splitlines()[-1])["snapshot_id"]
+
+
+def test_a_forged_mode_on_a_signed_directory_is_refused(node: Node):
+    node.backup()
+    listed = json.loads((node.root / manifest.MANIFEST_PATH.lstrip("/")).read_bytes())
+    kinds = {entry["path"]: entry for entry in listed["files"]}
+    assert kinds["/etc/ssl/private"]["type"] == "dir" and kinds["/etc"]["category"] == "parents"
+    forged_id = _forged(node, listed, {"/etc", "/etc/ssl/private"})
+    target = node.workspace / "target-signed"
+    code, document = node.run("restore", forged_id, "--target", str(target))
+    assert code == 6 and "/etc" in document["error"]["message"], document
+    assert not (target / "etc").exists()
+
+
+def test_unlisted_directories_never_carry_the_snapshots_owner_or_mode(node: Node):
+    node.backup()
+    listed = json.loads((node.root / manifest.MANIFEST_PATH.lstrip("/")).read_bytes())
+    assert _unlisted_dirs(listed) == set()  # every directory above a backed-up path is signed
+    paths = {entry["path"] for entry in listed["files"]}
+    unlisted = {"/var/lib", "/var/lib/drkit"} - paths  # above drkit's own snapshot files
+    assert unlisted == {"/var/lib", "/var/lib/drkit"}, sorted(paths)
+    forged_id = _forged(node, listed, unlisted)
 
     bare_metal = (
         "--s3-endpoint", node.repository.s3_endpoint,

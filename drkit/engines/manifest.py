@@ -32,6 +32,7 @@ MANIFEST_PATH = f"{SNAPSHOT_DIR}/manifest.json"
 SIGNATURE_PATH = f"{SNAPSHOT_DIR}/manifest.sig"
 CONFIG_PATH = f"{SNAPSHOT_DIR}/drkit.yaml"
 KEY_CATEGORIES = ("host_keys", "user_keys", "tls")
+PARENTS = "parents"  # the category of the directories above backed-up paths
 CHUNK = 1 << 20
 
 
@@ -114,6 +115,18 @@ def _walk(root: Path, entries: Iterable[Entry]) -> tuple[dict[str, str], list[st
                     else:
                         found.setdefault(node_path, entry.category)
     return found, skipped
+
+
+def _parents(paths: dict[str, str]) -> set[str]:
+    """Return every directory above a backed-up path (the root itself excluded): the manifest
+    lists them, so their owner and mode are signed like any entry's."""
+    parents: set[str] = set()
+    for node_path in paths:
+        parent = posixpath.dirname(node_path)
+        while parent not in ("/", "") and parent not in parents:
+            parents.add(parent)
+            parent = posixpath.dirname(parent)
+    return {parent for parent in parents if not parent.startswith(SNAPSHOT_DIR)}
 
 
 def _special(host: str) -> bool:
@@ -294,6 +307,8 @@ def build(
     """
     names = NameBook(root)
     paths, skipped = _walk(root, [*inventory.files, *inventory.dirs])
+    for parent in _parents(paths):  # /etc/ssl/private's 0700 is the node's: signed, restored
+        paths.setdefault(parent, PARENTS)
     files = [
         entry
         for node_path, category in sorted(paths.items())
