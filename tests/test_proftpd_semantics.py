@@ -179,3 +179,20 @@ def test_require_valid_shell_reads_the_nodes_etc_shells(tmp_path: Path):
     )
     config = proftpd.read_config(tmp_path)
     assert "/etc/shells" not in {r.path for r in proftpd.references(tmp_path, config)}
+
+
+def test_loadmodule_of_a_module_compiled_into_this_proftpd_is_present(tmp_path: Path):
+    """PLD's conf.d/mod_auth_file.conf says LoadModule mod_auth_file.c; Debian's proftpd has it
+    built in (proftpd -l), says "already loaded" and starts: not a missing module."""
+    built_in = proftpd.static_modules(proftpd.proftpd_program())
+    assert built_in and "mod_auth_file" in built_in
+    _write(
+        tmp_path,
+        "/etc/proftpd/proftpd.conf",
+        "LoadModule mod_auth_file.c\nLoadModule mod_ident.c\n",
+    )
+    (check,) = proftpd._module_checks(proftpd.read_config(tmp_path))
+    assert check.status == "pass", check.detail
+    _write(tmp_path, "/etc/proftpd/proftpd.conf", "LoadModule mod_nowhere.c\n")
+    (check,) = proftpd._module_checks(proftpd.read_config(tmp_path))
+    assert check.status == "fail" and "mod_nowhere.c" in check.detail

@@ -920,16 +920,20 @@ def _chains(config: Config) -> list[tuple[str, list[str]]]:
 
 
 def _module_checks(config: Config) -> list[Check]:
-    """Each LoadModule'd module must exist where proftpd loads it: ModulePath on this host."""
+    """Each LoadModule'd module must exist where proftpd loads it: ModulePath on this host,
+    or compiled into this host's proftpd (which then says "already loaded" and goes on)."""
     loads = config.of("loadmodule")
     if not loads:
         return []
     path_line = config.first("modulepath")
     module_dir = path_line.args[0] if path_line and path_line.args else policy()["module_path"]
+    built_in = static_modules(proftpd_program()) or frozenset()
     missing = [
         line.args[0]
         for line in loads
-        if line.args and not Path(module_dir, _module(line.args[0]) + ".so").is_file()
+        if line.args
+        and _module(line.args[0]) not in built_in
+        and not Path(module_dir, _module(line.args[0]) + ".so").is_file()
     ]
     name = "proftpd: modules (host)"
     if missing:
