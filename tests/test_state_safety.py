@@ -272,6 +272,10 @@ def test_nothing_drkit_creates_is_group_or_world_writable_under_umask_000(local_
             for category, patterns in made["includes"].items()
             for pattern in patterns
         ]
+        outside = tmp_path / "outside"
+        outside.write_text("not drkit's\n")
+        (workspace / "drkit.yaml.tmp").write_text("a killed init's leftover")
+        (workspace / "signing.key.tmp").symlink_to(outside)  # planted: never written through
         code, document, lines, _ = cli(
             None, "init", "--config", str(config), "--node", "umask-1", "--root", str(root),
             "--s3-endpoint", repository.s3_endpoint, "--bucket", repository.bucket,
@@ -279,6 +283,8 @@ def test_nothing_drkit_creates_is_group_or_world_writable_under_umask_000(local_
             "--state-dir", str(state), "--lock-days", "1", *includes, umask=0,
         )  # fmt: skip
         assert code == 0, (document, lines)
+        assert not [p for p in workspace.iterdir() if p.name.endswith(".tmp")]
+        assert outside.read_text() == "not drkit's\n"
         for command in (["backup"], ["status"]):
             code, document, lines, _ = cli(config, *command, umask=0)
             assert code == 0, (command, document, lines)
