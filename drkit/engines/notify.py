@@ -102,15 +102,11 @@ class Notifier:
         self._secret: bytes | None = None
         webhook = settings.webhook
         if webhook and webhook.secret_file:
-            from drkit.engines.keys import require_private
+            from drkit.engines.keys import read_regular, require_private
 
-            require_private(webhook.secret_file, "notify.webhook.secret_file")
-            try:
-                self._secret = webhook.secret_file.read_bytes().strip()
-            except OSError as exc:
-                raise errors.ConfigError(
-                    f"notify.webhook.secret_file: {webhook.secret_file}: {exc.strerror}"
-                ) from None
+            what = "notify.webhook.secret_file"
+            require_private(webhook.secret_file, what)
+            self._secret = read_regular(webhook.secret_file, what, 64 * 1024).strip()  # no FIFO
             if not self._secret:
                 raise errors.ConfigError(
                     f"notify.webhook.secret_file: {webhook.secret_file} is empty"
