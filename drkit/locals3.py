@@ -2,9 +2,10 @@
 
 `LocalS3` starts one `weed mini` with every port (HTTP and gRPC) chosen free on 127.0.0.1,
 generated credentials in an identities file, and a data directory (given, or a temporary one it
-removes at stop). `python -m drkit.locals3 --data DIR --env-file FILE` runs one for shell scripts:
-it writes `export DRKIT_S3_ENDPOINT=...` lines to FILE once S3 answers, and stops SeaWeedFS
-cleanly on SIGTERM or SIGINT.
+removes at stop). `python -m drkit.locals3 --data DIR --env-file FILE [--port N]` runs one for
+shell scripts: it writes `export DRKIT_S3_ENDPOINT=...` lines to FILE once S3 answers, and stops
+SeaWeedFS cleanly on SIGTERM or SIGINT. With --port (and the same --data) a restarted S3 keeps
+its endpoint, so a drkit.yaml written against it still points at it.
 """
 
 from __future__ import annotations
@@ -111,7 +112,9 @@ class LocalS3:
         log_path: Path | str | None = None,
         ready_timeout: float = READY_TIMEOUT_SECONDS,
         backup_identity: bool = False,
+        s3_port: int | None = None,
     ):
+        """s3_port: serve S3 on this port (its gRPC on port + 10000), else on a free one."""
         self.data_dir: Path | None = Path(data_dir) if data_dir is not None else None
         self._own_data = data_dir is None
         self._weed = weed
@@ -124,6 +127,7 @@ class LocalS3:
         # bypass of governance retention and no change of the bucket's lock or versioning)
         self.backup_access_key = "drkitbk" + secrets.token_hex(8) if backup_identity else None
         self.backup_secret_key = secrets.token_hex(20) if backup_identity else None
+        self.s3_port = s3_port
         self.ports: dict[str, int] = {}
         self.log_path: Path | None = None
         self._runtime: Path | None = None
@@ -305,7 +309,10 @@ class LocalS3:
 
     def _launch(self, weed: str) -> None:
         assert self.log_path is not None
-        self.ports = dict(zip(COMPONENTS, _free_ports(len(COMPONENTS)), strict=True))
+        free = _free_ports(len(COMPONENTS) + 1)
+        if self.s3_port is not None:
+            free = [self.s3_port, *(port for port in free if port != self.s3_port)]
+        self.ports = dict(zip(COMPONENTS, free[: len(COMPONENTS)], strict=True))
         self._service = runner.start_service(self._argv(weed), self.log_path, cwd=self.data_dir)
 
     def _wait_ready(self, *, last_attempt: bool) -> bool:
@@ -390,6 +397,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--env-file", type=Path, required=True, help="file to write exports to")
     parser.add_argument("--log", type=Path, help="weed's log file (default: temporary)")
     parser.add_argument(
+        "--port",
+        type=int,
+        help="S3 port on 127.0.0.1 (default: a free one); keep it, and --data, across restarts "
+        "so drkit.yaml's endpoint stays valid",
+    )
+    parser.add_argument(
         "--timeout",
         type=float,
         default=READY_TIMEOUT_SECONDS,
@@ -404,7 +417,9 @@ def main(argv: list[str] | None = None) -> int:
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     with contextlib.suppress(FileNotFoundError):
         args.env_file.unlink()
-    server = LocalS3(args.data, log_path=args.log, ready_timeout=args.timeout)
+    if args.port is not None and not 0 < args.port <= 65535 - GRPC_OFFSET:
+        parser.error(f"--port must be 1..{65535 - GRPC_OFFSET} (its gRPC port is port + 10000)")
+    server = LocalS3(args.data, log_path=args.log, ready_timeout=args.timeout, s3_port=args.port)
     code = 0
     try:
         server.start()

@@ -421,6 +421,7 @@ class NodeStatus(Part):
     last_prune: Document | None
     last_verify: Document | None
     last_drill: Document | None
+    last_good_drill: Document | None = None  # a failed drill is recorded beside it
     rpo_seconds: int
     rpo_ok: bool  # false when breached: by the last good backup or, proving, the newest proof
     backup_rpo_ok: bool

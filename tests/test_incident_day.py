@@ -3,12 +3,25 @@ minutes, no lost history. Each test reproduces what an operator under stress tri
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import threading
+import time
 import uuid
 from pathlib import Path
 
 import pytest
 import yaml
-from nodes import Node, drkit, fresh_repository, make_workspace
+from nodes import Node, drkit, free_port, fresh_repository, make_workspace, refusing_port
+from typer.testing import CliRunner
+
+from drkit.cli import app
+from drkit.locals3 import LocalS3
 
 pytestmark = pytest.mark.integration
 
@@ -64,10 +77,6 @@ def test_init_again_keeps_the_node_and_refuses_other_settings(node: Node, local_
     assert "--update" in message and "nothing was changed" in message
     assert node.config.read_bytes() == before
     assert _object_lock_days(local_s3, node.repository.bucket) == 1
-    from typer.testing import CliRunner
-
-    from drkit.cli import app
-
     text = CliRunner().invoke(app, ["init", *_tour_args(node), "--lock-days", "30"])
     assert text.exit_code == 2
     assert "repository.object_lock.days: 1 -> 30 (the bucket's default object-lock retention" in (
@@ -155,6 +164,113 @@ def test_a_mistyped_bucket_is_named_with_the_buckets_that_exist(node: Node, loca
     assert code == 0 and made["created"] is True, made
 
 
+# -- 3. every command bounded on a dead or hung S3 -------------------------------------------
+
+BOUND_SECONDS = 30
+DEAD_S3_COMMANDS = [
+    ["snapshots"],
+    ["backup"],
+    ["show", "latest"],
+    ["restore", "latest", "--dry-run", "--target", "/nonexistent-target"],
+    ["drill"],
+    ["prune", "--dry-run"],
+    ["verify"],
+    ["storage", "verify"],
+    ["diff", "latest~1", "latest"],
+    ["report"],
+]
+
+
+@pytest.fixture
+def hung_port():
+    """A 127.0.0.1 port that accepts connections and never answers (stopped after)."""
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    listener.settimeout(0.2)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        while not stop.is_set():
+            with contextlib.suppress(OSError):
+                held.append(listener.accept()[0])
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield listener.getsockname()[1]
+    stop.set()
+    thread.join(5)
+    for connection in [*held, listener]:
+        connection.close()
+
+
+@pytest.mark.parametrize("outage", ["refused", "hung"])
+def test_every_command_fails_within_30_s_naming_storage(node: Node, hung_port, outage):
+    node.backup()
+    settings = yaml.safe_load(node.config.read_text())
+    port = refusing_port() if outage == "refused" else hung_port
+    settings["repository"]["s3_endpoint"] = f"http://127.0.0.1:{port}"
+    node.config.write_text(yaml.safe_dump(settings, sort_keys=False))
+    measured = {}
+    for command in DEAD_S3_COMMANDS:
+        started = time.monotonic()
+        code, failed = node.run(*command)
+        measured[" ".join(command)] = (round(time.monotonic() - started, 1), code, failed)
+    print(outage, {name: seconds for name, (seconds, _, _) in measured.items()})
+    for name, (seconds, code, failed) in measured.items():
+        assert seconds < BOUND_SECONDS, (name, seconds, failed)
+        assert code == 4, (name, failed)
+        message = failed["error"]["message"]
+        assert "\n" not in message and f"127.0.0.1:{port}" in message, (name, message)
+
+
+# -- 4. history is kept -----------------------------------------------------------------------
+
+
+def test_a_failed_drill_and_a_new_state_dir_keep_the_history(node: Node, local_s3):
+    node.backup()
+    code, drilled = node.run("drill")
+    assert code == 0, drilled
+    code, before = node.run("status")
+    passed = before["nodes"][0]
+    assert passed["proven_snapshot_id"] == drilled["snapshot_id"], passed
+
+    good = node.config.read_text()
+    settings = yaml.safe_load(good)
+    settings["repository"]["s3_endpoint"] = f"http://127.0.0.1:{refusing_port()}"
+    node.config.write_text(yaml.safe_dump(settings, sort_keys=False))
+    code, failed = node.run("drill")
+    assert code == 4, failed
+    node.config.write_text(good)
+    code, after = node.run("status")
+    entry = after["nodes"][0]
+    assert entry["last_drill"]["ok"] is False  # the failure is on record...
+    assert entry["last_good_drill"]["snapshot_id"] == drilled["snapshot_id"]  # ...beside this
+    for key in ("proven_snapshot_id", "proven_snapshot_time"):
+        assert entry[key] == passed[key], key
+    assert any(p.startswith("last drill failed at ") and "unreachable" in p
+               for p in entry["problems"]), entry["problems"]  # fmt: skip
+
+    # a new state_dir knows nothing: its first run merges with the bucket's document
+    settings = yaml.safe_load(good)
+    settings["state_dir"] = str(node.workspace / "state-2")
+    node.config.write_text(yaml.safe_dump(settings, sort_keys=False))
+    code, pruned = node.run("prune")
+    assert code == 0, pruned
+    stored = local_s3.client().get_object(
+        Bucket=node.repository.bucket, Key=f"status/{node.name}.json"
+    )
+    document = json.loads(stored["Body"].read())
+    assert document["last_good_backup"]["snapshot_id"] == entry["last_good_backup"]["snapshot_id"]
+    assert document["last_good_drill"]["snapshot_id"] == drilled["snapshot_id"]
+    assert document["last_prune"]["ok"] is True
+    code, status = node.run("status")
+    entry = status["nodes"][0]
+    assert entry["age_seconds"] is not None
+    assert entry["proven_snapshot_id"] == drilled["snapshot_id"]
+
+
 # -- 5. state_dir is validated at init -------------------------------------------------------
 
 
@@ -175,6 +291,40 @@ def test_init_refuses_a_state_dir_under_a_world_writable_directory(local_s3, tmp
         assert f"lies under {parent}, which is world-writable" in message and "sshd" in message
         assert not (workspace / "drkit.yaml").exists() and not state.exists()
     finally:
-        import shutil
-
         shutil.rmtree(workspace, ignore_errors=True)
+
+
+# -- 8. the embedded S3 keeps its endpoint across a restart ----------------------------------
+
+
+def test_the_embedded_s3_keeps_its_port_across_a_restart(tmp_path: Path):
+    port, data = free_port(), tmp_path / "s3"
+    with LocalS3(data, s3_port=port) as first:
+        assert first.endpoint == f"http://127.0.0.1:{port}"
+        first.client().create_bucket(Bucket="kept")
+    with LocalS3(data, s3_port=port) as second:  # drkit.yaml's endpoint still answers
+        assert second.endpoint == f"http://127.0.0.1:{port}"
+        assert [b["Name"] for b in second.client().list_buckets()["Buckets"]] == ["kept"]
+
+
+def test_the_readme_says_where_drkit_is_and_its_own_node_block_runs(tmp_path: Path):
+    checkout = Path(__file__).resolve().parents[1]
+    text = (checkout / "README.md").read_text()
+    assert ".venv/bin/drkit" in text
+    section = text.split("## Trying it on your own node", 1)[1].split("\n## ", 1)[0]
+    block = re.search(r"^```sh\n(.*?)^```$", section, re.M | re.S).group(1)
+    port = free_port()
+    for example, real in {
+        "8333": str(port),
+        "/var/lib/drkit-s3": str(tmp_path / "s3"),
+        "/root/drkit-s3.env": str(tmp_path / "s3.env"),
+    }.items():
+        block = block.replace(example, real)
+    script = f'{block}\necho "$DRKIT_S3_ENDPOINT"\nkill %1\nwait\n'
+    done = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script], cwd=checkout, capture_output=True,
+        text=True, timeout=120, check=False, env={**os.environ, "DRKIT_S3_ENDPOINT": ""},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.splitlines()[0].startswith("drkit ")
+    assert done.stdout.splitlines()[-1] == f"http://127.0.0.1:{port}"

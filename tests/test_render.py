@@ -133,6 +133,7 @@ def test_backup_document():
         "passes": 1,
         "warnings": ["no smoke user"],
         "security_events": [],
+        "unchanged": False,
     }
 
 
@@ -239,6 +240,7 @@ def test_status_document():
         "last_prune": None,
         "last_verify": None,
         "last_drill": None,
+        "last_good_drill": None,
         "last_standby": None,
         "standby_lag_seconds": None,
         "rpo_seconds": 86400,

@@ -344,13 +344,19 @@ def run(
     if failure is not None:
         # The drill could not run to its end (storage, trust, a tampered snapshot): the run is
         # still a failed drill on record, then the error is reported with its own exit code.
-        if evidence["snapshot"] is None and not isinstance(failure, errors.Interrupted):
+        # Storage that failed is not asked again: restic would retry it for minutes.
+        unreachable = isinstance(failure, errors.StorageError | errors.AuthenticationError)
+        upload = upload and not unreachable
+        stopped = isinstance(failure, errors.Interrupted)
+        if evidence["snapshot"] is None and not stopped and not unreachable:
+            step("finding the snapshot the drill was asked for")
             with contextlib.suppress(errors.DrkitError):
                 restic = context.restic_for(config.repository, config.restic)
                 chosen = context.select_snapshot(restic, config.node, snapshot)
                 evidence["snapshot"] = _brief(chosen.id, chosen.time)
-        if evidence["snapshot"] is not None and not isinstance(failure, errors.Interrupted):
+        if evidence["snapshot"] is not None and not stopped:
             found.append(checks.failed("drill", failure.message))
+            step("writing the reports of the failed drill")
             document = _document(config, snapshot, rebuilt)
             with contextlib.suppress(errors.DrkitError, OSError):
                 write_reports(config, document, report_dir, upload=upload)

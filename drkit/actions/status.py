@@ -120,8 +120,10 @@ def record_run(
         snapshots = result_document.get("snapshot_count")
     elif job == "backup" and outcome["ok"] and count_snapshots is not None:
         snapshots = count_snapshots()
+    # A run that storage stopped does not wait on that storage again to publish the document.
+    upload = not isinstance(error, errors.StorageError | errors.AuthenticationError)
     try:
-        status.record(config, job, outcome, snapshots=snapshots)
+        status.record(config, job, outcome, snapshots=snapshots, upload=upload)
     except (errors.DrkitError, OSError) as exc:
         log.warning("status not recorded: %s", getattr(exc, "message", exc))
     return outcome

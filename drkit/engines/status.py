@@ -53,6 +53,7 @@ def empty(config: Config) -> dict[str, Any]:
         "last_prune": None,
         "last_verify": None,
         "last_drill": None,
+        "last_good_drill": None,
         "prove": proving(config),
         "last_proven": None,
         "last_good_proof": None,
@@ -143,6 +144,8 @@ def record(
         raise errors.UsageError(f"unknown job {job!r}")
     with _status_lock(config):
         document = load_local(config) or empty(config)
+        if upload:  # a state directory that knows less than the bucket learns from it
+            document = merged(document, _bucket_copy(config))
         now = datetime.now(UTC)
         document["updated"] = utc_text(now)
         document["node"] = config.node
@@ -168,12 +171,66 @@ def record(
                 document["last_good_proof"] = {
                     key: outcome.get(key) for key in ("time", "snapshot_id", "snapshot_time")
                 }
+            elif job == "drill":  # a failed drill later is recorded beside it, never instead
+                document["last_good_drill"] = {
+                    key: outcome.get(key)
+                    for key in ("time", "snapshot_id", "rto_seconds", "rpo_seconds")
+                }
         if snapshots is not None:
             document["snapshots"] = snapshots
         _write_local(config, document)
     if upload:
         publish(config, document)
     return document
+
+
+# The entries of a status document that each say when they happened, merged newest first.
+DATED = (
+    *(last_key(job) for job in JOBS),
+    "last_good_backup",
+    "last_good_standby",
+    "last_good_proof",
+    "last_good_drill",
+)
+
+
+def _when(entry: Any) -> datetime | None:
+    return parse_utc_or_none(entry.get("time")) if isinstance(entry, dict) else None
+
+
+def merged(document: dict[str, Any], other: dict[str, Any] | None) -> dict[str, Any]:
+    """Return document with what other (another copy of the same node's document: the
+    bucket's) knows that it does not: for each job the newer last run and last good run, the
+    later success times, the snapshot count when document has none. Nothing newer is lost."""
+    if not isinstance(other, dict) or other.get("node") not in (None, document.get("node")):
+        return document
+    result = dict(document)
+    for key in DATED:
+        mine, theirs = _when(result.get(key)), _when(other.get(key))
+        if theirs is not None and (mine is None or theirs > mine):
+            result[key] = other[key]
+    success = dict(other.get("last_success") or {})
+    for job, moment in (result.get("last_success") or {}).items():
+        theirs, mine = parse_utc_or_none(success.get(job)), parse_utc_or_none(moment)
+        if theirs is None or (mine is not None and mine >= theirs):
+            success[job] = moment
+    result["last_success"] = success
+    if result.get("snapshots") is None:
+        result["snapshots"] = other.get("snapshots")
+    return result
+
+
+def _bucket_copy(config: Config) -> dict[str, Any] | None:
+    """Return the bucket's copy of the node's document, None when S3 is down or has none."""
+    try:
+        from drkit.engines.storage import Storage, outage_probe
+
+        if outage_probe(config.repository).check():
+            return None
+        return Storage(config.repository).get_json(bucket_key(config.node))
+    except errors.DrkitError as exc:
+        log.warning("the bucket's status document not read: %s", exc.message)
+        return None
 
 
 def outcome_of(job: str, started: datetime, duration: float, result=None, error=None) -> dict:
@@ -281,6 +338,10 @@ def evaluate(
     if last_backup and not last_backup.get("ok"):
         problems.append(f"last backup failed: {last_backup.get('error')}")
     drill = document.get("last_drill") or {}
+    if drill and not drill.get("ok"):
+        good_drill = document.get("last_good_drill") or {}
+        passed = f" (last passed: {good_drill['time']})" if good_drill.get("time") else ""
+        problems.append(f"last drill failed at {drill.get('time')}: {drill.get('error')}{passed}")
     rto_measured = drill.get("rto_seconds")
     # a drill that failed before any login worked has no RTO, and missed the objective
     rto_ok = None
@@ -305,6 +366,7 @@ def evaluate(
         "last_prune": document.get("last_prune"),
         "last_verify": document.get("last_verify"),
         "last_drill": document.get("last_drill"),
+        "last_good_drill": document.get("last_good_drill"),
         "last_standby": document.get("last_standby"),
         "standby_lag_seconds": None
         if standby_time is None
@@ -340,9 +402,10 @@ def _proven(document: dict, now: datetime, rpo: int) -> dict[str, Any]:
     proof_time = parse_utc_or_none(proof.get("snapshot_time"))
     if proof_time is not None:
         found.append((proof_time, proof.get("snapshot_id")))
-    drill = document.get("last_drill") or {}
+    last = document.get("last_drill") or {}
+    drill = last if last.get("ok") else document.get("last_good_drill") or {}
     drilled = parse_utc_or_none(drill.get("time"))
-    if drill.get("ok") and drilled is not None and drill.get("rpo_seconds") is not None:
+    if drilled is not None and drill.get("rpo_seconds") is not None:
         snapshot_time = drilled - timedelta(seconds=float(drill["rpo_seconds"]))
         found.append((snapshot_time, drill.get("snapshot_id")))
     newest, snapshot_id = max(found, key=lambda item: item[0], default=(None, None))

@@ -147,6 +147,7 @@ class Storage:
             raise errors.ConfigError(
                 f"repository.ca_bundle: {self.ca_bundle} does not exist or is not a file"
             )
+        self.quick = quick
         self.client = _client(self.endpoint, self.region, self.ca_bundle, quick=quick)
         self.malformed: list[str] = []  # objects read that were ignored (see _malformed)
 
@@ -236,15 +237,17 @@ class Storage:
     def probe(self) -> None:
         """Check that the endpoint answers, the credentials are accepted and the bucket exists.
 
-        Raise StorageError or AuthenticationError with one clear line otherwise.
+        Raise StorageError or AuthenticationError with one clear line otherwise. One request
+        with the outage probe's short timeouts and no retries: a hung S3 is named in seconds.
         """
+        quick = self if self.quick else Storage(self.repository, quick=True)
         try:
-            self._call("head_bucket", Bucket=self.bucket)
+            quick._call("head_bucket", Bucket=self.bucket)
         except errors.AuthenticationError as refused:
             # HEAD answers carry no error code; a GET says which of key, secret or policy failed
             if "403 Forbidden" not in refused.message:
                 raise
-            self._call("get_bucket_versioning", Bucket=self.bucket)
+            quick._call("get_bucket_versioning", Bucket=self.bucket)
             raise
         log.debug("s3 bucket %s at %s answers", self.bucket, self.endpoint)
 

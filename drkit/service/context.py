@@ -76,7 +76,8 @@ def outage_watch(repository: Repository, limit: float) -> Callable[[], str | Non
 
 
 def probe_storage(repository: Repository) -> None:
-    """Fail fast, with one line, when S3 is unreachable, refuses us, or the bucket is missing."""
+    """Fail fast, with one line, when S3 is unreachable, refuses us, or the bucket is missing
+    (one request with short timeouts and no retries: Storage.probe)."""
     from drkit.engines.storage import Storage
 
     Storage(repository).probe()
