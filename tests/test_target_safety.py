@@ -265,3 +265,21 @@ def test_staged_files_are_read_without_following_a_link_on_the_way(staging, tmp_
     assert any(p.startswith(f"{listed}: ") and f"{parent} is a symlink" in p for p in problems), (
         problems
     )
+
+
+def test_an_owned_glob_never_walks_through_a_link_in_the_target(tmp_path: Path):
+    target = tmp_path / "target"
+    drop_ins = target / "etc/ssh/sshd_config.d"
+    drop_ins.mkdir(parents=True)
+    (drop_ins / "old.conf").write_text("Port 2222\n")
+    (drop_ins / "root").symlink_to("/")  # `**` through it would list the whole host
+    (drop_ins / "loop").symlink_to("..")
+    signed = {"files": [], "owned_globs": ["/etc/ssh/sshd_config.d/**"]}
+    started = time.monotonic()
+    steps = apply.plan(target, signed)
+    assert time.monotonic() - started < 5
+    assert {step.path for step in steps if step.action == "remove"} == {
+        "/etc/ssh/sshd_config.d/old.conf",
+        "/etc/ssh/sshd_config.d/root",
+        "/etc/ssh/sshd_config.d/loop",
+    }

@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import fnmatch
-import glob
 import json
 import logging
 import os
@@ -97,9 +96,7 @@ def plan(target: Path, manifest: dict) -> list[Step]:
             action = "change" if difference else "unchanged"
             steps.append(Step(entry["path"], action, difference or ""))
     for pattern in manifest.get("owned_globs", []):
-        relative = str(pattern).lstrip("/")
-        for match in sorted(glob.glob(relative, root_dir=target, recursive=True)):
-            node_path = "/" + match
+        for node_path in beneath.glob(target, str(pattern)):
             if node_path in listed or node_path.startswith(SNAPSHOT_DIR):
                 continue
             try:

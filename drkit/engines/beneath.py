@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fnmatch
 import os
 import shutil
 import stat
@@ -276,3 +277,70 @@ def refuse_unless_regular(dir_fd: int, name: str, shown_path: str) -> None:
         raise errors.Refused(f"{shown_path} is a symlink; drkit never writes through one")
     if not stat.S_ISREG(info.st_mode):
         raise errors.Refused(f"{shown_path}: {kind(info)}, not a regular file; drkit opens none")
+
+
+def glob(root: Path, pattern: str) -> list[str]:
+    """Return the node paths beneath root that pattern matches as glob.glob(recursive=True)
+    would (`*` within one name, hidden names only for a pattern starting with '.', `**` any
+    depth), sorted; no link is entered, so nothing outside root, and no loop, is walked."""
+    parts = [part for part in pattern.strip("/").split("/") if part]
+    found: list[str] = []
+    try:
+        fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return found
+    try:
+        _glob(fd, "", parts, found)
+    finally:
+        os.close(fd)
+    return sorted(set(found))
+
+
+def _glob(dir_fd: int, node: str, parts: list[str], found: list[str]) -> None:
+    part, rest = parts[0], parts[1:]
+    if part == "**":
+        if rest:
+            _glob(dir_fd, node, rest, found)
+        for name, is_dir in _entries(dir_fd, part):
+            if not rest:
+                found.append(f"{node}/{name}")
+            if is_dir:
+                _descend(dir_fd, name, f"{node}/{name}", parts, found)
+        return
+    if any(char in part for char in "*?["):
+        names = [(n, d) for n, d in _entries(dir_fd, part) if fnmatch.fnmatchcase(n, part)]
+    else:
+        try:
+            info = os.stat(part, dir_fd=dir_fd, follow_symlinks=False)
+        except OSError:
+            return
+        names = [(part, stat.S_ISDIR(info.st_mode))]
+    for name, is_dir in names:
+        if not rest:
+            found.append(f"{node}/{name}")
+        elif is_dir:
+            _descend(dir_fd, name, f"{node}/{name}", rest, found)
+
+
+def _entries(dir_fd: int, part: str) -> list[tuple[str, bool]]:
+    """Return (name, is a real directory) of a directory's entries a pattern part may match."""
+    try:
+        with os.scandir(dir_fd) as listing:
+            return [
+                (entry.name, entry.is_dir(follow_symlinks=False))
+                for entry in listing
+                if part.startswith(".") or not entry.name.startswith(".")
+            ]
+    except OSError:
+        return []
+
+
+def _descend(dir_fd: int, name: str, node: str, parts: list[str], found: list[str]) -> None:
+    try:
+        child = os.open(name, DIRECTORY, dir_fd=dir_fd)
+    except OSError:
+        return  # a link, or gone: never entered
+    try:
+        _glob(child, node, parts, found)
+    finally:
+        os.close(child)
