@@ -23,7 +23,6 @@ Three parts:
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import random
 import re
@@ -40,7 +39,7 @@ from drkit.engines.manifest import MANIFEST_PATH
 from drkit.model import utc_text
 from drkit.paths import on_root
 from drkit.results import VerifyResult
-from drkit.service import context, locks, rollback
+from drkit.service import chain, context, locks, rollback
 from drkit.service.opening import Catalog, Found, Opened, Origin, open_record
 
 log = logging.getLogger(__name__)
@@ -225,10 +224,7 @@ def _signed_records(config: Config, origin: Origin, storage) -> tuple[set, list]
 
 def _local_link(config: Config) -> dict | None:
     """Return this machine's record of the node's newest snapshot, or None."""
-    try:
-        link = json.loads(rollback.chain_path(config).read_text())["previous"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+    link = chain.read(config).get("previous")
     return link if isinstance(link, dict) and link.get("snapshot_id") else None
 
 
