@@ -357,7 +357,7 @@ def _copy(result: r.CopyResult) -> None:
         newest = state.newest[:8] if state.newest else "none"
         took = units.duration(state.duration_seconds)
         out.print(
-            f"copy {state.name} ({state.bucket}): {state.snapshots} snapshot(s), newest "
+            f"copy {state.name} ({state.bucket}): {state.snapshot_count} snapshot(s), newest "
             f"{newest}, {state.objects} object(s) copied in {took}"
         )
 

@@ -666,7 +666,7 @@ class CopyState(Part):
     name: str
     bucket: str
     created: bool  # the copy's repository was made by this run
-    snapshots: int  # the node's snapshots the copy now holds
+    snapshot_count: int  # the node's snapshots the copy now holds
     objects: int  # catalog objects and signed records copied this run
     newest: str | None
     last_copy: str

@@ -70,9 +70,9 @@ def test_the_node_is_rebuilt_from_its_copy_after_the_primary_bucket_is_gone(
 
         code, copied = node.run("copy")
         assert code == 0, copied
-        assert copied["copies"][0]["snapshots"] == 2 and copied["copies"][0]["newest"] == second
+        assert copied["copies"][0]["snapshot_count"] == 2 and copied["copies"][0]["newest"] == second
         code, again = node.run("copy")  # nothing new: restic skips, head and key refreshed
-        assert code == 0 and again["copies"][0]["snapshots"] == 2
+        assert code == 0 and again["copies"][0]["snapshot_count"] == 2
 
         _delete_bucket(local_s3, node.repository.bucket)
         code, gone = node.run("snapshots")

@@ -71,7 +71,7 @@ def _copy_one(config: Config, target: Repository, source, ids: list[str]) -> Cop
         name=name,
         bucket=target.bucket,
         created=created,
-        snapshots=len(ids),
+        snapshot_count=len(ids),
         objects=objects,
         newest=ids[-1] if ids else None,
         last_copy=utc_text(datetime.now(UTC)),
