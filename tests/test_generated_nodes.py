@@ -150,6 +150,7 @@ def generated_node(local_s3, tmp_path_factory):
 REGRESSIONS = [
     ("file", b"report\n2026.csv", 0o644, (2601, 2601), b"a,b\n"),
     ("file", b"caf\xe9.csv", 0o640, (2602, 2601), b"x"),
+    ("file", b"\xe1\x80", 0o644, (0, 0), b""),  # a cut sequence: restic's JSON has 2 U+FFFD
     ("dir", b"common.d", 0o755, (0, 0), [("file", b"a.conf", 0o600, (0, 0), b"k v\n")]),
     ("symlink", b"conf.d", 0o777, (0, 0), b"common.d"),
     ("symlink", b"etc", 0o777, (0, 0), b"/etc"),

@@ -13,6 +13,7 @@ that lossy form and the staged tree, walked as bytes, on the exact one.
 from __future__ import annotations
 
 import os
+import re
 import stat
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from drkit.paths import shown as show
 GO_SETUID, GO_SETGID, GO_STICKY = 1 << 23, 1 << 22, 1 << 20
 ALLOWED_TYPES = ("file", "dir", "symlink")
 DRKIT_FILES = (MANIFEST_PATH, SIGNATURE_PATH, CONFIG_PATH)
+_ESCAPED = re.compile("[\udc80-\udcff]")  # surrogateescape's stand-ins for bytes
 
 
 def _ancestors(path: str) -> list[str]:
@@ -92,8 +94,9 @@ def screen_manifest(manifest: dict) -> list[str]:
 
 
 def lossy(path: str) -> str:
-    """Return a name as restic's JSON gives it: bytes that are not UTF-8 become U+FFFD."""
-    return os.fsencode(path).decode("utf-8", "replace")
+    """Return a name as restic's JSON gives it: each byte that is not part of valid UTF-8
+    becomes one U+FFFD (Go's rule: one per byte, not one per ill-formed sequence)."""
+    return _ESCAPED.sub("\ufffd", os.fsencode(path).decode("utf-8", "surrogateescape"))
 
 
 def unexpected(stored: list[str], manifest: dict) -> list[str]:
