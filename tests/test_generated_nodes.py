@@ -135,7 +135,7 @@ def generated_node(local_s3, tmp_path_factory):
     repository = fresh_repository(local_s3, tmp_path_factory.mktemp("generated"), "generated")
     work = workspace / "work"
     work.mkdir()
-    config, document = init_node(root, repository, work, "generic", None, "generated")
+    config, _ = init_node(root, repository, work, "generic", None, "generated")
     settings_doc = yaml.safe_load(config.read_text())
     settings_doc["profile_options"] = {"generic": {"config": [DATA]}}
     config.write_text(yaml.safe_dump(settings_doc))
