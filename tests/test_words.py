@@ -21,7 +21,7 @@ def _manifest(fingerprints: list[str], path: str, uid: int, user: str) -> dict:
                 "fingerprint": fingerprint,
             }
             for fingerprint in fingerprints
-        ],  # fmt: skip
+        ],
     }
 
 
