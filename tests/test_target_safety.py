@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from nodes import Node, fresh_repository, make_workspace
 
-from drkit.engines import apply, screen, staged
+from drkit.engines import accounts, apply, screen, staged
 from drkit.engines.manifest import MANIFEST_PATH
 
 pytestmark = pytest.mark.integration
@@ -283,3 +283,16 @@ def test_an_owned_glob_never_walks_through_a_link_in_the_target(tmp_path: Path):
         "/etc/ssh/sshd_config.d/root",
         "/etc/ssh/sshd_config.d/loop",
     }
+
+
+def test_account_files_a_check_reads_never_block_on_a_fifo(tmp_path: Path):
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
+    os.mkfifo(tmp_path / "etc/group", 0o644)
+    read: list = []
+    worker = threading.Thread(
+        target=lambda: read.append(accounts.group_entries(tmp_path)), daemon=True
+    )
+    worker.start()
+    worker.join(10)
+    assert read == [[]], "reading a FIFO as the group file blocked"

@@ -26,11 +26,13 @@ def source_root(root: Path) -> Path:
 
 def _lines(path: Path, beneath_root: Path | None = None) -> list[str]:
     """Return a file's lines; with beneath_root, read without following a link on the way or
-    opening anything but a regular file (errors.Refused), as a restore reads its target."""
+    opening anything but a regular file (errors.Refused), as a restore reads its target.
+    Without, a FIFO, device or socket reads as empty (it is never waited on)."""
     try:
         if beneath_root is None:
-            return path.read_text(errors="replace").splitlines()
-        data = beneath.read_bytes(beneath_root, path)
+            data = beneath.read_any_regular(path)
+        else:
+            data = beneath.read_bytes(beneath_root, path)
     except (FileNotFoundError, PermissionError):
         return []
     return data.decode(errors="replace").splitlines() if data is not None else []

@@ -161,13 +161,18 @@ def read_bytes(root: Path, host: Path, limit: int | None = None) -> bytes | None
     return data
 
 
-def sha256(dir_fd: int, name: str, shown_path: str) -> tuple[os.stat_result, str]:
-    """Return (status, hex sha256) of regular file dir_fd/name, read without following it."""
-    from drkit.engines.manifest import sha256_handle  # manifest reads through this module
-
-    fd = open_regular(dir_fd, name, shown_path)
+def read_any_regular(path: Path) -> bytes | None:
+    """Return the content of path (links followed, as the caller resolved it), None when it
+    is not a regular file: a FIFO, device or socket is not opened (nor waited on, should one
+    replace the file between the check and the open)."""
+    if not stat.S_ISREG(os.stat(path).st_mode):
+        return None
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     with os.fdopen(fd, "rb") as handle:
-        return os.fstat(fd), sha256_handle(handle)
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        os.set_blocking(fd, True)
+        return handle.read()
 
 
 def make_directory(dir_fd: int, name: str, mode: int, uid: int, gid: int) -> None:
