@@ -701,8 +701,10 @@ def copy(
 ):
     """Copy the node's snapshots and signed catalog to its further repositories (3-2-1)."""
     from drkit.actions import copy as copy_action
+    from drkit.actions import status as status_action
 
-    return copy_action.run(_config(config), name)
+    loaded = _config(config)
+    return status_action.recorded(loaded, "copy", lambda: copy_action.run(loaded, name))
 
 
 # --- what clients see: identity proof and failover rehearsal ---------------------------------

@@ -372,7 +372,7 @@ class Daemon:
         from drkit.actions import copy as copy_action
 
         try:
-            copy_action.run(self.config)
+            status_action.recorded(self.config, "copy", lambda: copy_action.run(self.config))
         except errors.DrkitError as exc:
             log.error("copy failed: %s", exc.message)
             self.notifier.webhook("copy_failed", "copy", ok=False, error=exc.message)

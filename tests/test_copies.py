@@ -70,7 +70,12 @@ def test_the_node_is_rebuilt_from_its_copy_after_the_primary_bucket_is_gone(
 
         code, copied = node.run("copy")
         assert code == 0, copied
-        assert copied["copies"][0]["snapshot_count"] == 2 and copied["copies"][0]["newest"] == second
+        copied_state = copied["copies"][0]
+        assert copied_state["snapshot_count"] == 2 and copied_state["newest"] == second
+        code, state = node.run("status")
+        copies = state["nodes"][0]["copies"]
+        assert [(c["name"], c["rpo_ok"]) for c in copies] == [("offsite", True)], state
+        assert copies[0]["lag_seconds"] < 60
         code, again = node.run("copy")  # nothing new: restic skips, head and key refreshed
         assert code == 0 and again["copies"][0]["snapshot_count"] == 2
 

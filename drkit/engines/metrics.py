@@ -135,6 +135,15 @@ class StatusCollector:
         breached = gauge("drkit_rpo_breached", "1 when the node is outside its RPO")
         breached.add_metric([node, "backup"], 0.0 if entry["rpo_ok"] else 1.0)
         yield breached
+        copy_lag = GaugeMetricFamily(
+            "drkit_copy_lag_seconds",
+            "Age of the last good copy of the node's snapshots to each further repository",
+            labels=["node", "copy"],
+        )
+        for copy in entry.get("copies") or []:
+            if copy["lag_seconds"] is not None:
+                copy_lag.add_metric([node, copy["name"]], float(copy["lag_seconds"]))
+        yield copy_lag
         drill = document.get("last_drill") or {}
         yield from job_gauges(
             "drill",

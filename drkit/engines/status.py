@@ -28,7 +28,7 @@ from drkit.model import parse_utc_or_none, utc_text
 log = logging.getLogger(__name__)
 
 FORMAT = 1
-JOBS = ("backup", "prune", "verify", "drill", "standby", "prove")
+JOBS = ("backup", "prune", "verify", "drill", "standby", "prove", "copy")
 CLOCK_SKEW_TOLERANCE_SECONDS = 300
 
 
@@ -167,6 +167,9 @@ def record(
                     "snapshot_id": outcome.get("snapshot_id"),
                     "source": outcome.get("source"),
                 }
+            elif job == "copy":  # each copy keeps its own last good copy
+                for copied in outcome.get("copies") or []:
+                    document.setdefault("copies", {})[copied["name"]] = copied["last_copy"]
             elif job == "prove":
                 document["last_good_proof"] = {
                     key: outcome.get(key) for key in ("time", "snapshot_id", "snapshot_time")
@@ -272,6 +275,11 @@ def outcome_of(job: str, started: datetime, duration: float, result=None, error=
             snapshot_time=result.get("snapshot_time"),
             rto_seconds=result.get("rto_seconds"),
         )
+    elif job == "copy":
+        entry["copies"] = [
+            {"name": copied.get("name"), "last_copy": copied.get("last_copy")}
+            for copied in result.get("copies") or []
+        ]
     elif job == "standby":
         entry.update(
             source=result.get("source"),
@@ -357,6 +365,11 @@ def evaluate(
     if proven["prove"] and last_proof and not last_proof.get("ok"):
         problems.append(f"last proof failed: {last_proof.get('error')}")
     rpo_ok = backup_rpo_ok and not proven["proven_rpo_breached"]
+    copies = _copies(document, now, rpo)
+    for copy in copies:
+        problem = copy.pop("problem")
+        if problem:
+            problems.append(problem)
     updated = parse_utc_or_none(document.get("updated"))
     return {
         "node": node,
@@ -384,11 +397,27 @@ def evaluate(
         "proven_rpo_breached": proven["proven_rpo_breached"],
         "rto_seconds": rto,
         "rto_ok": rto_ok,
+        "copies": copies,
         "snapshot_count": document.get("snapshots"),
         "updated": document.get("updated"),
         "status_age_seconds": None if updated is None else round((now - updated).total_seconds()),
         "problems": problems,
     }
+
+
+def _copies(document: dict, now: datetime, rpo: int) -> list[dict[str, Any]]:
+    """Return each copy's lag ({name, last_copy, lag_seconds, rpo_ok, problem}): the age of its
+    last good copy, judged by the node's RPO (a copy is a recovery point of its own)."""
+    judged = []
+    for name, last in sorted((document.get("copies") or {}).items()):
+        when = parse_utc_or_none(last)
+        lag = None if when is None else max(0, round((now - when).total_seconds()))
+        ok = lag is not None and lag <= rpo
+        problem = None if ok else f"copy {name} is {units.duration(lag or 0)} behind (RPO)"
+        judged.append(
+            {"name": name, "last_copy": last, "lag_seconds": lag, "rpo_ok": ok, "problem": problem}
+        )
+    return judged
 
 
 def _proven(document: dict, now: datetime, rpo: int) -> dict[str, Any]:
