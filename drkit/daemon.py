@@ -380,7 +380,17 @@ class Daemon:
     def _alert_security_events(self, name: str, result: Any) -> None:
         """A backup that found security changes sends the `suspicious_change` webhook: one
         alert per backup, naming the first events (drkit history lists them all)."""
-        found = getattr(result, "security_events", None) if name == "backup" else None
+        if name != "backup" or result is None:
+            return
+        from drkit.actions import history
+
+        try:
+            self.collector.unacknowledged = sum(
+                not event.acknowledged for event in history.events(self.config)
+            )
+        except errors.DrkitError as exc:
+            log.warning("security events not counted: %s", exc.message)
+        found = getattr(result, "security_events", None)
         if not found:
             return
         details = "; ".join(f"{event.detail} [{event.id}]" for event in found[:3])

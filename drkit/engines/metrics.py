@@ -55,6 +55,7 @@ class StatusCollector:
         self.read = read
         self.objectives = objectives
         self.runs: dict[tuple[str, str], int] = {}
+        self.unacknowledged: int | None = None  # security events open, counted after a backup
         self._lock = threading.Lock()
 
     def count_run(self, job: str, ok: bool) -> None:
@@ -144,6 +145,14 @@ class StatusCollector:
             if copy["lag_seconds"] is not None:
                 copy_lag.add_metric([node, copy["name"]], float(copy["lag_seconds"]))
         yield copy_lag
+        if self.unacknowledged is not None:
+            events = GaugeMetricFamily(
+                "drkit_unacknowledged_events",
+                "Security events (drkit history) no signed acknowledgement covers",
+                labels=["node"],
+            )
+            events.add_metric([node], float(self.unacknowledged))
+            yield events
         drill = document.get("last_drill") or {}
         yield from job_gauges(
             "drill",
