@@ -104,6 +104,20 @@ def test_a_link_planted_on_a_path_the_restore_writes_is_refused_and_never_follow
     assert tree(target) == before, "the refused restore changed the target"
 
 
+def test_a_link_where_the_manifest_restores_a_file_is_replaced_only_with_force(node: Node):
+    target = node.workspace / "target-final-link"
+    (target / "etc/ssh").mkdir(parents=True)
+    link = target / "etc/ssh/sshd_config"
+    link.symlink_to(node.outside / "secret")
+    outside = tree(node.outside)
+    code, document, _ = _restore(node, target)
+    assert code == 6 and "not empty" in _message(document), document
+    code, document, _ = _restore(node, target, "--force")
+    assert code == 0, document
+    assert not link.is_symlink() and "secret" not in link.read_text()
+    assert tree(node.outside) == outside
+
+
 # -- 2. a planted account file is never read through ----------------------------------------
 
 
