@@ -85,6 +85,7 @@ def _message(document: dict) -> str:
         "var/lib/drkit/staging",
         "var/lib/drkit/staging.lock",
         "var/lib/drkit/staging.lock.holder",
+        "var/lib/drkit/apply-journal.jsonl",
     ],
 )
 def test_a_link_planted_on_a_path_the_restore_writes_is_refused_and_never_followed(
@@ -93,7 +94,7 @@ def test_a_link_planted_on_a_path_the_restore_writes_is_refused_and_never_follow
     target = node.workspace / f"target-link-{planted.replace('/', '-')}"
     link = target / planted
     link.parent.mkdir(parents=True)
-    file_link = planted.endswith(("lock", "holder"))
+    file_link = planted.endswith(("lock", "holder", "jsonl"))
     aim = node.outside / "secret" if file_link else node.outside
     link.symlink_to(os.path.relpath(aim, link.parent))  # relative: climbs out of the target
     outside, before = tree(node.outside), tree(target)
