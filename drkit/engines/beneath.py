@@ -26,8 +26,8 @@ from drkit.paths import shown
 DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 CHUNK = 1 << 20
-# how a missing directory on the way is made: given its host path, return (mode, uid, gid)
-# after whatever must happen before it exists (a journal record); None: not made
+# how a missing directory on the way is made: given its host path, do what must happen before
+# it exists (a journal record) and return its (mode, uid, gid)
 Maker = Callable[[Path], tuple[int, int, int]]
 
 
@@ -190,15 +190,15 @@ def set_owner_mode(dir_fd: int, name: str, mode: int | None, uid: int, gid: int)
     """Set owner (and mode, unless None or a link) of dir_fd/name itself, never a link's
     target; the mode only of a directory or regular file (opened without blocking)."""
     info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-    os.chown(name, uid, gid, dir_fd=dir_fd, follow_symlinks=False)
-    if mode is None or stat.S_ISLNK(info.st_mode):
-        return
-    if not (stat.S_ISDIR(info.st_mode) or stat.S_ISREG(info.st_mode)):
+    link, directory_ = stat.S_ISLNK(info.st_mode), stat.S_ISDIR(info.st_mode)
+    if mode is not None and not (link or directory_ or stat.S_ISREG(info.st_mode)):
         raise errors.Refused(f"{shown(name)}: {kind(info)}; drkit sets the mode of none")
-    fd = os.open(name, DIRECTORY if stat.S_ISDIR(info.st_mode) else READ, dir_fd=dir_fd)
+    os.chown(name, uid, gid, dir_fd=dir_fd, follow_symlinks=False)
+    if mode is None or link:
+        return
+    fd = os.open(name, DIRECTORY if directory_ else READ, dir_fd=dir_fd)
     try:
-        if stat.S_ISREG(os.fstat(fd).st_mode) or stat.S_ISDIR(os.fstat(fd).st_mode):
-            os.fchmod(fd, mode)
+        os.fchmod(fd, mode)
     finally:
         os.close(fd)
 
