@@ -84,7 +84,7 @@ def test_a_drill_that_failed_before_any_login_missed_the_rto():
     drill = {"time": utc_text(NOW), "ok": False, "error": "storage unreachable"}
     entry = fleet_entry(status_document("n", backup_age=60, last_drill=drill))
     assert entry["rto_ok"] is False
-    assert entry["problems"] == ["last drill failed: storage unreachable"]
+    assert entry["problems"] == [f"last drill failed at {utc_text(NOW)}: storage unreachable"]
 
 
 def test_proven_rpo_comes_from_the_last_proof_or_a_passing_drill():

@@ -277,7 +277,8 @@ def fleet_node(entry: dict, document: dict | None, now: datetime) -> dict:
     rpo = entry["rpo_seconds"]
     problems = list(entry["problems"])
     drill = entry.get("last_drill") or {}
-    if entry.get("rto_ok") is False:
+    named = any(problem.startswith("last drill failed") for problem in problems)
+    if entry.get("rto_ok") is False and not named:  # a drill that passed but missed its RTO
         problems.append(f"last drill failed: {drill.get('error') or 'an objective was missed'}")
     backup = entry.get("last_backup") or {}
     source = backup if backup.get("ok") and "certificates" in backup else drill
