@@ -127,7 +127,7 @@ def staged_files(staging: Path, node_dir: str) -> list[tuple[str, bytes]]:
     """Return (name, content) of the regular files in a staged directory, sorted by name,
     read without following links (errors.Refused for a link, FIFO or device there)."""
     found = []
-    with beneath.directory(staging, target_path(staging, node_dir)) as dir_fd:
+    with beneath.directory(staging, target_path(staging, node_dir), listable=True) as dir_fd:
         for name in sorted(os.listdir(dir_fd)):
             fd = beneath.open_regular(dir_fd, name, shown(f"{node_dir}/{name}"))
             with os.fdopen(fd, "rb") as handle:
@@ -249,7 +249,7 @@ def recover(target: Path) -> str | None:
         log.warning("%s on %s", done, target)
     with (
         contextlib.suppress(FileNotFoundError),
-        beneath.directory(target, target_path(target, STAGING)) as fd,
+        beneath.directory(target, target_path(target, STAGING), listable=True) as fd,
     ):
         for leftover in os.listdir(fd):
             beneath.remove(fd, leftover)

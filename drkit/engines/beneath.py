@@ -24,6 +24,7 @@ from drkit import errors
 from drkit.paths import shown
 
 DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+WALK = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC  # search permission is enough
 READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 CHUNK = 1 << 20
 # how a missing directory on the way is made: given its host path, do what must happen before
@@ -54,10 +55,10 @@ def _not_directory(root: Path, host: Path) -> errors.Refused:
     )
 
 
-def _open_directory(root: Path, host: Path, dir_fd: int, name: str) -> int:
+def _open_directory(root: Path, host: Path, dir_fd: int, name: str, flags: int = WALK) -> int:
     """Open dir_fd/name as a directory without following it; Refused for a link."""
     try:
-        return os.open(name, DIRECTORY, dir_fd=dir_fd)
+        return os.open(name, flags, dir_fd=dir_fd)
     except OSError as exc:
         if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
             raise
@@ -68,24 +69,29 @@ def _open_directory(root: Path, host: Path, dir_fd: int, name: str) -> int:
 
 
 @contextlib.contextmanager
-def directory(root: Path, host: Path, make: Maker | None = None) -> Iterator[int]:
+def directory(
+    root: Path, host: Path, make: Maker | None = None, *, listable: bool = False
+) -> Iterator[int]:
     """Yield a descriptor of directory host beneath root, every component opened without
-    following links. With make, a missing component is created (see Maker), its mode and
-    owner set on its descriptor; without, FileNotFoundError."""
+    following links (O_PATH: for *at calls; listable: a readable one, for listdir and
+    fchmod). With make, a missing component is created (see Maker), its mode and owner set
+    on its descriptor; without, FileNotFoundError."""
     parts = [part for part in node_of(root, host).split("/") if part]
-    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    last = DIRECTORY if listable else WALK
+    fd = os.open(root, (last if not parts else WALK) & ~os.O_NOFOLLOW)
     try:
         reached = Path(root)
-        for part in parts:
+        for index, part in enumerate(parts, 1):
             reached = reached / part
+            flags = last if index == len(parts) else WALK
             try:
-                child = _open_directory(root, reached, fd, part)
+                child = _open_directory(root, reached, fd, part, flags)
             except FileNotFoundError:
                 if make is None:
                     raise
                 mode, uid, gid = make(reached)
                 os.mkdir(part, 0o700, dir_fd=fd)
-                child = _open_directory(root, reached, fd, part)
+                child = _open_directory(root, reached, fd, part, DIRECTORY)
                 os.fchown(child, uid, gid)
                 os.fchmod(child, mode)
             os.close(fd)

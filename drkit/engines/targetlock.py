@@ -102,7 +102,7 @@ def target_lock(target: Path, timeout: float = 60.0) -> Iterator[Path]:
                 ours.insert(0, f"{name}.holder")
             if beneath.lstat(target, staging_parent) is None:
                 created.insert(0, staging_parent)
-            with beneath.directory(target, staging_parent, private_maker) as fd:
+            with beneath.directory(target, staging_parent, private_maker, listable=True) as fd:
                 os.fchmod(fd, 0o700)
         except OSError as exc:
             raise_filesystem(exc, f"creating {staging_parent}")
