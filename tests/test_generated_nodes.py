@@ -217,3 +217,60 @@ def test_a_file_uploaded_while_restic_runs_gets_a_snapshot_that_restores(generat
     assert code in (0, 1), restored
     restored_late = Path(str(target) + DATA) / "incoming" / late.name
     assert restored_late.read_text() == "uploaded while restic ran\n"
+
+
+accounts = st.lists(
+    st.tuples(
+        st.sampled_from(["alice", "bob", "carol", "dave"]),
+        st.sampled_from(["/upload", "/srv/data/shared", "/home/{name}", "/srv/data"]),
+    ),
+    min_size=1,
+    max_size=4,
+    unique_by=lambda account: account[0],
+)
+
+
+@settings(
+    max_examples=int(os.environ.get("DRKIT_GENERATED_EXAMPLES", "12")) // 2 or 1,
+    deadline=None,
+    derandomize=True,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(users=accounts)
+@example(users=[("alice", "/upload"), ("bob", "/upload"), ("carol", "/home/{name}")])
+def test_shared_and_missing_homes_come_back_once_where_the_server_looks(generated_node, users):
+    """Accounts that share a home, or whose home the node never had: a restore into a fresh
+    target makes each missing home once, where the server looks (the generic profile: the
+    passwd home), owned by the first account that lands there, and nothing else."""
+    root, config_path, workspace = generated_node
+    passwd = ["root:x:0:0:root:/root:/bin/sh"]
+    for index, (name, home) in enumerate(users):
+        passwd.append(f"{name}:x:{2601 + index}:2601::{home.format(name=name)}:/bin/false")
+    (root / "etc/passwd").write_text("\n".join(passwd) + "\n")
+    data = Path(str(root) + DATA)
+    shutil.rmtree(data)
+    data.mkdir(mode=0o755)
+    settings_doc = yaml.safe_load(config_path.read_text())
+    settings_doc["profile_options"] = {
+        "generic": {"config": [DATA], "users": [name for name, _ in users]}
+    }
+    config_path.write_text(yaml.safe_dump(settings_doc))
+
+    code, backup = drkit("backup", "--config", str(config_path))
+    assert code == 0, backup
+    target = workspace / "target-homes"
+    shutil.rmtree(target, ignore_errors=True)
+    code, restored = drkit(
+        "restore", "latest", "--config", str(config_path), "--target", str(target)
+    )
+    assert code in (0, 1), restored
+    first_owner: dict[str, int] = {}
+    for index, (name, home) in enumerate(users):
+        first_owner.setdefault(home.format(name=name), 2601 + index)
+    for home, uid in first_owner.items():
+        made = Path(str(target) + home)
+        assert made.is_dir(), (home, restored)
+        if home != DATA:  # the backed-up tree itself keeps its own owner
+            assert made.stat().st_uid == uid, (home, made.stat().st_uid)
+    assert not Path(str(target) + "/home/nobody").exists()
