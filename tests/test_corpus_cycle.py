@@ -11,7 +11,7 @@ from corpus.cycle import run_cycle
 
 pytestmark = pytest.mark.integration
 
-CASES = [case for case in load_cases() if case.server in ('openssh',)]
+CASES = [case for case in load_cases() if case.server in ("openssh",)]
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)

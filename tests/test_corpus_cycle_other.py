@@ -11,7 +11,7 @@ from corpus.cycle import run_cycle
 
 pytestmark = pytest.mark.integration
 
-CASES = [case for case in load_cases() if case.server not in ('openssh', 'proftpd')]
+CASES = [case for case in load_cases() if case.server not in ("openssh", "proftpd")]
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)

@@ -30,6 +30,7 @@ from drkit.service.status import fleet_documents, newer
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+
 def run(config: Config, fleet: bool = False) -> StatusResult:
     """Return the status result: {ok, time, nodes: [entry...], problems}; ok is false when a
     node is outside its RPO or missed its RTO."""
