@@ -373,19 +373,22 @@ class Applier:
     def _keep(self, dir_fd: int, name: str, host: Path, action: str, move: bool = False) -> None:
         """Record host's old self and put it aside: a copy (a link as a link, a directory as an
         empty directory standing for its metadata), or host itself with move. A FIFO, device
-        or socket is moved, never opened."""
+        or socket is moved, never opened. A move is recorded before it is made; a copy once it
+        is whole (a kill part way through a copy must not leave half a file to put back)."""
         if not self.backups.exists():
             self.backups.mkdir(mode=0o700, parents=True)
             self.backups.chmod(0o700)
         info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
         kept = self.backups / f"{self._kept_count:06d}"
         self._kept_count += 1
-        self._record(Undo(action, host, kept, stat.S_IMODE(info.st_mode), info.st_uid, info.st_gid))
+        undo = Undo(action, host, kept, stat.S_IMODE(info.st_mode), info.st_uid, info.st_gid)
         regular, link = stat.S_ISREG(info.st_mode), stat.S_ISLNK(info.st_mode)
         with beneath.parent(_root(self._roots, kept), kept) as (kept_fd, kept_name):
             if move or not (regular or link or stat.S_ISDIR(info.st_mode)):
+                self._record(undo)
                 os.rename(name, kept_name, src_dir_fd=dir_fd, dst_dir_fd=kept_fd)
-            elif link:
+                return
+            if link:
                 os.symlink(os.readlink(name, dir_fd=dir_fd), kept_name, dir_fd=kept_fd)
             elif not regular:
                 os.mkdir(kept_name, 0o700, dir_fd=kept_fd)
@@ -395,6 +398,7 @@ class Applier:
                     beneath.copy_new(source, kept_fd, kept_name)
                 finally:
                     os.close(source)
+            self._record(undo)
 
     def _install(self, dir_fd: int, name: str, entry: dict) -> None:
         """Put the staged entry at dir_fd/name via a temporary name in the same directory."""
