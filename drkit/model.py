@@ -24,6 +24,12 @@ def utc_text(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def utc_text_precise(moment: datetime) -> str:
+    """Return an RFC 3339 UTC time with Z, to the microsecond: what orders two records made
+    within one second (manifests, the signed index, this machine's rollback record)."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
 def parse_utc(text: str) -> datetime:
     """Return the aware datetime of an RFC 3339 time (restic's nanoseconds included); a time
     without a zone means UTC. Raises ValueError on anything else."""

@@ -212,7 +212,7 @@ def test_the_outage_probe_tells_a_missing_repository_from_a_usable_one(s3_reposi
     from drkit.service import context
 
     missing = OutageProbe(s3_repository).check()  # no bucket yet, so no repository either
-    assert missing and "no restic repository" in missing, missing
+    assert missing and f"bucket {s3_repository.bucket} does not exist" in missing, missing
     Storage(s3_repository).init_bucket(s3_repository.object_lock)
     assert "no restic repository" in OutageProbe(s3_repository).check()
     context.restic_for(s3_repository).init()

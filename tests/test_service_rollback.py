@@ -66,7 +66,7 @@ def test_an_old_signed_snapshot_backed_up_again_is_refused_as_latest(node: Node,
 
     target = tmp_path / "target"
     code, document = node.run("restore", "latest", "--target", str(target))
-    assert code == 6, document
+    assert code == 6, (first[:8], second[:8], replayed[:8], node.restic("snapshots").stdout)
     _refused(document, replayed, second)
     assert not target.exists() or not any(target.rglob("*"))
 

@@ -355,7 +355,7 @@ def run(
     return BackupResult(
         node=config.node,
         snapshot_id=summary.snapshot_id,
-        time=node_manifest["created"],
+        time=utc_text(parse_utc(node_manifest["created"])),
         file_count=summary.total_files_processed,  # restic's count, as snapshots and show give it
         size=summary.total_bytes_processed,
         bytes_added=summary.data_added,
@@ -424,7 +424,8 @@ def _watch(
         old = watch.Baseline.model_validate_json(path.read_bytes())
     except (OSError, ValueError):
         old = None
-    found = watch.classify(old, new, node_manifest["created"]) if old else []
+    created = utc_text(parse_utc(node_manifest["created"]))
+    found = watch.classify(old, new, created) if old else []
     for event in found:
         log.warning("security change: %s (event %s)", event.detail, event.id)
     if found:
@@ -432,7 +433,7 @@ def _watch(
             "kind": "events",
             "node": config.node,
             "snapshot_id": snapshot_id,
-            "time": node_manifest["created"],
+            "time": created,
             "events": [event.model_dump(exclude={"acknowledged"}) for event in found],
         }
         text = json.dumps(record, sort_keys=True)

@@ -39,7 +39,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from drkit import errors
 from drkit.engines import keys
-from drkit.model import parse_utc, utc_text
+from drkit.model import parse_utc, utc_text_precise
 from drkit.paths import on_root
 
 SEAL_FORMAT = 1
@@ -303,7 +303,7 @@ class IndexEntry:
     def as_dict(self) -> dict:
         return {
             "id": self.id,
-            "time": utc_text(self.time),
+            "time": utc_text_precise(self.time),
             "manifest_sha256": self.manifest_sha256,
             "files": self.files,
             "size": self.size,

@@ -23,7 +23,7 @@ from typing import BinaryIO
 
 from drkit import errors
 from drkit.engines import durable, keys
-from drkit.model import Entry, Inventory, utc_text
+from drkit.model import Entry, Inventory, utc_text, utc_text_precise
 from drkit.paths import host_path, on_root, resolve, resolve_links, shown
 
 FORMAT = 1
@@ -325,7 +325,7 @@ def build(
         "format": FORMAT,
         "node": node,
         "profiles": profiles,
-        "created": utc_text(created),
+        "created": utc_text_precise(created),  # two snapshots within one second still order
         "files": files,
         "keys": found_keys,
         "host_keys": host_keys,

@@ -25,7 +25,7 @@ from pathlib import Path
 from drkit import errors
 from drkit.config import Config, Repository
 from drkit.engines import catalog, manifest
-from drkit.model import parse_utc, utc_text
+from drkit.model import parse_utc, utc_text, utc_text_precise
 from drkit.service.opening import Opened, open_record
 
 log = logging.getLogger(__name__)
@@ -98,7 +98,7 @@ def remember(
         return
     record = {
         "snapshot_id": snapshot_id,
-        "time": utc_text(created),
+        "time": utc_text_precise(created),
         "manifest_sha256": hashlib.sha256(manifest_bytes).hexdigest(),
     }
     try:
