@@ -175,6 +175,13 @@ def test_a_restore_refused_late_leaves_the_target_as_it_was(node: Node):
     assert after == before
 
 
+def test_a_refused_restore_into_a_new_target_leaves_no_target_behind(node: Node):
+    target = node.workspace / "new-parent" / "target-new"
+    code, document = node.run("restore", "latest~5", "--target", str(target))
+    assert code == 2, document  # no such snapshot: refused before anything is made
+    assert not target.parent.exists()  # late refusals: tests/test_hostile.py, every forgery
+
+
 # -- 5. modes under umask 000 ---------------------------------------------------------------
 
 

@@ -108,11 +108,13 @@ def restore(
     located.screen()  # reached without a signed id: its tree is screened first
     if target.is_dir():
         rebuild.plan_or_refuse(target, opened.manifest, force)  # before anything is downloaded
+    made_target = rebuild.missing_ancestors(target)  # a refused restore leaves none of them
     prepare_target(target)
-    created_dirs = rebuild.missing_ancestors(on_root(target, apply.STAGING))
+    created_dirs = rebuild.missing_ancestors(on_root(target, apply.STAGING)) + made_target
     applied = False
-    with apply.target_lock(target) as staging_parent:
-        try:
+    staging_parent = on_root(target, apply.STAGING)
+    try:
+        with apply.target_lock(target) as staging_parent:
             recovered = apply.recover(target)
             staging = staging_parent / f"{chosen.short_id}-{secrets.token_hex(4)}"
             outcome = rebuild.apply_snapshot(
@@ -125,10 +127,10 @@ def restore(
                 keep_files=True,
             )
             applied = True
-        finally:
-            for directory in created_dirs if not applied else [staging_parent]:
-                with contextlib.suppress(OSError):
-                    directory.rmdir()
+    finally:  # once the lock is gone: what this restore made, deepest first, when empty
+        for directory in created_dirs if not applied else [staging_parent]:
+            with contextlib.suppress(OSError):
+                directory.rmdir()
     found = [
         checks.passed("manifest signature", f"signed by {opened.signer} ({opened.trust})"),
         checks.passed(
