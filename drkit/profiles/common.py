@@ -473,6 +473,17 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def greeting(port: int, server: runner.Service, timeout: float) -> str | None:
+    """Wait for the server's first reply line on 127.0.0.1:port; None if it never came."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and server.alive():
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 2) as conn:
+            conn.settimeout(5)
+            return conn.recv(512).decode(errors="replace").strip()
+        time.sleep(0.02)
+    return None
+
+
 def wait_port(port: int, server: runner.Service, timeout: float) -> bool:
     """Wait until 127.0.0.1:port accepts connections while the server runs."""
     deadline = time.monotonic() + timeout

@@ -667,32 +667,16 @@ def references(
 
 def _pam_refs(root: Path, config: Config, service: str) -> list[Ref]:
     """The PAM service file UsePAM reads and the files it includes (@include, include,
-    substack), as far as they are on the node."""
+    substack), as far as they are on the node (common.read_pam, as vsftpd and proftpd read
+    theirs)."""
     pam_dir = policy()["config"]["pam_dir"]
     usepam = config.first("usepam")
-    refs = [Ref(f"{pam_dir}/{service}", "config", "usepam", usepam.where, True)]
-    queue, seen = [f"{pam_dir}/{service}"], set()
-    while queue:
-        path = queue.pop(0)
-        if path in seen:
-            continue
-        seen.add(path)
-        try:
-            text = on_root(root, path).read_text(errors="replace")
-        except OSError:
-            continue
-        for number, raw in enumerate(text.splitlines(), 1):
-            words = raw.split("#", 1)[0].split()
-            name = None
-            if len(words) >= 2 and words[0] == "@include":
-                name = words[1]
-            elif len(words) >= 3 and words[1] in ("include", "substack"):
-                name = words[2]
-            if name:
-                target = posixpath.join(pam_dir, name)
-                refs.append(Ref(target, "config", "pam", f"{path} line {number}", False))
-                queue.append(target)
-    return refs
+    service_file = f"{pam_dir}/{service}"
+    stack = common.read_pam(root, service_file, pam_dir)
+    return [
+        Ref(service_file, "config", "usepam", usepam.where, True),
+        *(Ref(path, "config", "pam", where, False) for path, where in stack.includes),
+    ]
 
 
 def _integration_refs(root: Path) -> list[Ref]:

@@ -24,7 +24,6 @@ import pwd
 import re
 import secrets
 import shutil
-import socket
 import stat
 import tempfile
 import time
@@ -639,17 +638,6 @@ def _mapped_user_conf(
     return target
 
 
-def _greeting(port: int, server: runner.Service, timeout: float) -> str | None:
-    """Wait for the server's first reply line on 127.0.0.1:port; None if it never came."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and server.alive():
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 2) as conn:
-            conn.settimeout(5)
-            return conn.recv(512).decode(errors="replace").strip()
-        time.sleep(0.02)
-    return None
-
-
 def _start_check(root: Path, config: Config, manifest: dict) -> Check:
     """vsftpd has no -t: start it on a free loopback port and wait for 220 (a missing
     secure_chroot_dir shows here as 500 OOPS)."""
@@ -671,7 +659,7 @@ def _start_check(root: Path, config: Config, manifest: dict) -> Check:
         copy = write_copy(root, config, run)
         log_path = work / "vsftpd.out"
         server = runner.start_service([program, str(copy)], log_path, stdin_to_log=True)
-        reply = _greeting(run.port, server, policy()["smoke"]["start_timeout_seconds"])
+        reply = common.greeting(run.port, server, policy()["smoke"]["start_timeout_seconds"])
         if reply and reply.startswith("220"):
             return passed(name, f"greets with 220 on 127.0.0.1:{run.port}")
         output = reply or common.log_hint(log_path) or "no greeting"

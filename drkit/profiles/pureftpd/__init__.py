@@ -16,13 +16,11 @@ test mode: the config check starts it on a free loopback port and waits for its 
 
 from __future__ import annotations
 
-import contextlib
 import posixpath
 import re
 import secrets
 import shlex
 import shutil
-import socket
 import tempfile
 import time
 from dataclasses import dataclass
@@ -350,17 +348,6 @@ def tls_checks(root: Path, node: Node, manifest: dict) -> list[Check]:
     return results
 
 
-def _greeting(port: int, server: runner.Service, timeout: float) -> str | None:
-    """Wait for the server's first reply line on 127.0.0.1:port; None if it never came."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and server.alive():
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 2) as conn:
-            conn.settimeout(5)
-            return conn.recv(512).decode(errors="replace").strip()
-        time.sleep(0.02)
-    return None
-
-
 def _start(
     root: Path, node: Node, work: Path, puredb: Path | None
 ) -> tuple[runner.Service | None, int, list[str], str]:
@@ -376,7 +363,7 @@ def _start(
         changes.insert(0, f"runs {posixpath.basename(program)}: {wanted} is not on this host")
     log_path = work / "pure-ftpd.out"
     server = runner.start_service([program, *options], log_path)
-    reply = _greeting(port, server, START_TIMEOUT)
+    reply = common.greeting(port, server, START_TIMEOUT)
     if reply and reply.startswith("220"):
         return server, port, changes, ""
     server.stop()
