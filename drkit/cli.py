@@ -429,7 +429,6 @@ def restore(
     from drkit.actions import restore as restore_action
     from drkit.service import context
 
-    shared = {"trust_snapshot_signer": trust_snapshot_signer, "smoke_user": smoke_user}
     if s3_endpoint:
         origin = restore_action.Origin.bare_metal(
             node=node,
@@ -440,11 +439,14 @@ def restore(
             region=region,
             ca_bundle=ca_bundle,
             extra_trust=trust_key,
-            **shared,
+            trust_snapshot_signer=trust_snapshot_signer,
+            smoke_user=smoke_user,
         )
     else:
         loaded = _config(config).from_copy(from_copy)
-        origin = restore_action.Origin.from_config(loaded, trust_key, **shared)
+        origin = restore_action.Origin.from_config(
+            loaded, trust_key, trust_snapshot_signer=trust_snapshot_signer, smoke_user=smoke_user
+        )
     with output.steps(as_json, "restore") as on_step:
         return restore_action.restore(
             origin,

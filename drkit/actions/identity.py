@@ -73,20 +73,20 @@ def _endpoint(address: served.Address, node_manifest: dict) -> IdentityEndpoint:
             if not host_keys:
                 problems.append(f"{address} offered no host key")
         elif address.protocol == "ftps":
-            fingerprint = served.certificate(address)
-            if fingerprint is None:
+            presented = served.certificate(address)
+            if presented is None:
                 problems.append(f"{address} offers no TLS")
             else:
-                expected_cert = fingerprint if fingerprint in certificates else None
+                expected_cert = presented if presented in certificates else None
                 served_certificates.append(
                     ServedFingerprint(
-                        fingerprint=fingerprint,
+                        fingerprint=presented,
                         expected=expected_cert or next(iter(sorted(certificates)), None),
                     )
                 )
                 if expected_cert is None:
                     problems.append(
-                        f"{address} certificate {fingerprint}, the snapshot has "
+                        f"{address} certificate {presented}, the snapshot has "
                         f"{', '.join(sorted(certificates)) or 'none'}"
                     )
     except (OSError, runner.CommandTimeout) as exc:

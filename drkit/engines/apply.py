@@ -27,6 +27,7 @@ import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NoReturn
 
 from drkit import errors
 from drkit.engines import beneath
@@ -456,12 +457,8 @@ class Applier:
                     elif step.action == "remove":
                         doing = f"removing {shown(step.path)}"
                         self._keep(fd, name, host, "removed", move=True)
-        except OSError as exc:
-            self.rollback()
-            _raise_filesystem(exc, doing)
-        except BaseException:
-            self.rollback()
-            raise
+        except BaseException as exc:
+            self._failed(exc, doing)
         os.sync()  # one flush for the whole apply instead of one per file
 
     def make_dir(self, host: Path, mode: int, uid: int, gid: int) -> None:
@@ -470,12 +467,8 @@ class Applier:
             with self._at(host) as (fd, name):
                 self._record(Undo("added", host))
                 beneath.make_directory(fd, name, mode, uid, gid)
-        except OSError as exc:
-            self.rollback()
-            _raise_filesystem(exc, f"creating {host}")
-        except BaseException:
-            self.rollback()
-            raise
+        except BaseException as exc:
+            self._failed(exc, f"creating {host}")
 
     def private_directory(self, host: Path) -> None:
         """Make host a directory of mode 0700 (made, or its mode changed), undone on rollback;
@@ -495,12 +488,8 @@ class Applier:
                 if stat.S_IMODE(info.st_mode) != 0o700:
                     self._keep(fd, name, host, "replaced")
                     beneath.set_owner_mode(fd, name, 0o700, info.st_uid, info.st_gid)
-        except OSError as exc:
-            self.rollback()
-            _raise_filesystem(exc, f"creating {host}")
-        except BaseException:
-            self.rollback()
-            raise
+        except BaseException as exc:
+            self._failed(exc, f"creating {host}")
 
     def write_text(
         self, host: Path, text: str | bytes, mode: int, uid: int = 0, gid: int = 0
@@ -526,12 +515,15 @@ class Applier:
                 data = text.encode() if isinstance(text, str) else text
                 beneath.write_new(fd, temporary, data, mode, uid, gid)
                 os.replace(temporary, name, src_dir_fd=fd, dst_dir_fd=fd)
-        except OSError as exc:
-            self.rollback()
-            _raise_filesystem(exc, f"writing {host}")
-        except BaseException:
-            self.rollback()
-            raise
+        except BaseException as exc:
+            self._failed(exc, f"writing {host}")
+
+    def _failed(self, exc: BaseException, doing: str) -> NoReturn:
+        """Undo what was applied, then raise exc (an OSError as the filesystem error it is)."""
+        self.rollback()
+        if isinstance(exc, OSError):
+            _raise_filesystem(exc, doing)
+        raise exc
 
     def commit(self) -> None:
         """Declare the change complete: flush, write the commit record, drop the journal."""

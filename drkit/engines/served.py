@@ -81,7 +81,7 @@ def certificate(address: Address) -> str | None:
             client.auth()
         except ftplib.error_perm:
             return None
-        der = client.sock.getpeercert(binary_form=True)
+        der = _peer_certificate(client)
         return hashlib.sha256(der).hexdigest() if der else None
     finally:
         _close(client)
@@ -135,11 +135,10 @@ def ftps_login(
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
     client = ftplib.FTP_TLS(context=context, timeout=TIMEOUT)
-    client.trust_server_pasv_ipv4_address = False  # behind a load balancer: its address
     try:
         client.connect(address.host, address.port)
         client.auth()
-        der = client.sock.getpeercert(binary_form=True)
+        der = _peer_certificate(client)
         served = hashlib.sha256(der).hexdigest() if der else ""
         if served not in expected:
             return Login(False, None, f"certificate {served[:16]}… is not the snapshot's")
@@ -165,6 +164,12 @@ def port_open(address: Address, timeout: float = 2.0) -> bool:
             return True
     except OSError:
         return False
+
+
+def _peer_certificate(client: ftplib.FTP_TLS) -> bytes | None:
+    """Return the DER certificate the server presented on the control connection."""
+    sock = client.sock
+    return sock.getpeercert(binary_form=True) if isinstance(sock, ssl.SSLSocket) else None
 
 
 def _close(client: ftplib.FTP) -> None:

@@ -16,6 +16,7 @@ import stat
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NoReturn
 
 from drkit import errors, units
 from drkit.engines import beneath, holder
@@ -42,7 +43,7 @@ def private_maker(directory: Path) -> tuple[int, int, int]:
     return (0o700, *owner())
 
 
-def raise_filesystem(exc: OSError, doing: str) -> None:
+def raise_filesystem(exc: OSError, doing: str) -> NoReturn:
     """Raise LocalFilesystemError for an OSError while doing something (disk full named)."""
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         raise errors.LocalFilesystemError(f"disk full while {doing}") from None
