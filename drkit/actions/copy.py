@@ -63,7 +63,9 @@ def _copy_one(config: Config, target: Repository, source, ids: list[str]) -> Cop
     started = time.monotonic()
     context.probe_storage(target)
     destination = context.restic_for(target, config.restic)
-    created = destination.init_copy_of(source)
+    created = not Storage(target).has_repository()  # a HEAD, not a restic process
+    if created:
+        destination.init_copy_of(source)
     destination.copy_from(source, ids)
     objects = _copy_objects(config.repository, target, config.node)
     log.info("copy %s: %d snapshot(s), %d object(s)", name, len(ids), objects)

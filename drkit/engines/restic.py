@@ -399,11 +399,9 @@ class Restic:
             completed = runner.run(argv, env=env, timeout=timeout, stop_when=self.stop_when)
         self._raise_for(completed, doing)
 
-    def init_copy_of(self, source: Restic) -> bool:
-        """Create this repository, unless it exists, with source's chunker parameters (so a
-        copy deduplicates as the source does); return True when it was created."""
-        if self.exists():
-            return False
+    def init_copy_of(self, source: Restic) -> None:
+        """Create this repository with source's chunker parameters (so a copy deduplicates
+        as the source does)."""
         keys.read_password(source.password_file)
         argv = self._argv("init", "--copy-chunker-params")
         env = {
@@ -414,7 +412,6 @@ class Restic:
         with self._stoppable("initialising the copy"):
             completed = runner.run(argv, env=env, timeout=120, stop_when=self.stop_when)
         self._raise_for(completed, "initialising the copy")
-        return True
 
     def init(self) -> bool:
         """Create the repository unless it exists; return True when it was created."""

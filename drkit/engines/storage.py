@@ -251,16 +251,20 @@ class Storage:
             raise
         log.debug("s3 bucket %s at %s answers", self.bucket, self.endpoint)
 
+    def has_repository(self) -> bool:
+        """Return True when the restic repository's config object is there (one HEAD)."""
+        key = f"{self.repository.prefix}/config"
+        found = self._call(
+            "head_object", tolerate=("404", "NoSuchKey"), Bucket=self.bucket, Key=key
+        )
+        return found is not None
+
     def repository_answers(self) -> None:
         """Check that the restic repository's config object is there (one HEAD request).
 
         Raise StorageError or AuthenticationError with one clear line otherwise.
         """
-        key = f"{self.repository.prefix}/config"
-        found = self._call(
-            "head_object", tolerate=("404", "NoSuchKey"), Bucket=self.bucket, Key=key
-        )
-        if found is not None:
+        if self.has_repository():
             return
         if not self.bucket_exists():
             raise self.missing_bucket()
