@@ -105,6 +105,9 @@ def _storage_init(result: r.StorageInitResult) -> None:
     for change in result.changes:
         out.print(f"changed      {change}")
     _posture(out, result, "problem", "NOT AS CONFIGURED")
+    for copy in result.copies:
+        out.print(f"\ncopy bucket  {copy.bucket} at {copy.endpoint}")
+        _posture(out, copy, "problem", "NOT AS CONFIGURED")
 
 
 @render.register
@@ -112,6 +115,9 @@ def _storage_verify(result: r.StorageVerifyResult) -> None:
     out = console()
     out.print(f"bucket       {result.bucket}")
     _posture(out, result, "drift", "DRIFT")
+    for copy in result.copies:
+        out.print(f"\ncopy bucket  {copy.bucket} at {copy.endpoint}")
+        _posture(out, copy, "drift", "DRIFT")
 
 
 # -- backup and inspection -------------------------------------------------------------------

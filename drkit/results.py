@@ -55,6 +55,20 @@ class Part(BaseModel):
 # -- init and storage ------------------------------------------------------------------------
 
 
+class CopyBucket(Part):
+    """A copy's bucket as storage init left it or storage verify found it."""
+
+    ok: bool
+    bucket: str
+    endpoint: str
+    versioning: str | None
+    object_lock: Document | None
+    lifecycle: Document | None
+    problems: list[str]
+    created: bool | MISSING = MISSING  # storage init only
+    changes: list[str] | MISSING = MISSING  # storage init only
+
+
 class StorageInitResult(Result):
     bucket: str
     endpoint: str
@@ -64,6 +78,7 @@ class StorageInitResult(Result):
     object_lock: Document | None
     lifecycle: Document | None
     problems: list[str]
+    copies: list[CopyBucket] = []  # each of repository.copies, prepared the same way
 
 
 class StorageVerifyResult(Result):
@@ -73,6 +88,7 @@ class StorageVerifyResult(Result):
     object_lock: Document | None
     lifecycle: Document | None
     problems: list[str]
+    copies: list[CopyBucket] = []  # each of repository.copies, verified the same way
 
 
 class InitResult(Result):

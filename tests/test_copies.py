@@ -13,9 +13,7 @@ import pytest
 import yaml
 from nodes import Node, fresh_repository, make_workspace
 
-from drkit.config import load_config
 from drkit.engines import manifest
-from drkit.engines.storage import Storage
 from drkit.locals3 import LocalS3
 
 pytestmark = pytest.mark.integration
@@ -60,9 +58,11 @@ def test_the_node_is_rebuilt_from_its_copy_after_the_primary_bucket_is_gone(
              "prefix": "sftp-1", "object_lock": {"mode": "GOVERNANCE", "days": 1}},
         ]  # fmt: skip
         node.config.write_text(yaml.safe_dump(settings))
-        loaded = load_config(node.config)[0]
-        copy_repository = loaded.repository.copy_named("offsite")
-        Storage(copy_repository).init_bucket(copy_repository.object_lock)
+        code, prepared = node.run("storage", "init", "--create")  # the copy's bucket too
+        assert code == 0 and prepared["copies"][0]["bucket"] == copy_bucket, prepared
+        assert prepared["copies"][0]["created"] is True
+        code, verified = node.run("storage", "verify")
+        assert code == 0 and [c["ok"] for c in verified["copies"]] == [True], verified
         node.backup()
         second = node.backup()
         code, primary = node.run("snapshots")

@@ -236,6 +236,7 @@ def test_verify_ok_after_init(s3_repository, tmp_path: Path):
         "object_lock": {"enabled": True, "mode": "GOVERNANCE", "days": 1},
         "lifecycle": {"id": "drkit-noncurrent-versions", "noncurrent_days": 8, "status": "Enabled"},
         "problems": [],
+        "copies": [],  # repository.copies names none
     }
 
 

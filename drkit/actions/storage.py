@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from drkit.config import Config
-from drkit.results import StorageInitResult, StorageVerifyResult
+from drkit.results import CopyBucket, StorageInitResult, StorageVerifyResult
 from drkit.service import bucket
 
 log = logging.getLogger(__name__)
@@ -25,7 +25,13 @@ def init(config: Config, create: bool = False) -> StorageInitResult:
     JSON: {ok, bucket, endpoint, created, changes, versioning, object_lock, problems}; ok is
     false when the bucket does not end up versioned and locked as the config says.
     """
-    return bucket.prepare(config, create)
+    prepared = bucket.prepare(config, create)
+    copies = [
+        CopyBucket(**init(config.from_copy(copy.name), create).model_dump(exclude={"copies"}))
+        for copy in config.repository.copies
+    ]
+    ok = prepared.ok and all(copy.ok for copy in copies)
+    return prepared.model_copy(update={"ok": ok, "copies": copies})
 
 
 def verify(config: Config) -> StorageVerifyResult:
@@ -54,8 +60,13 @@ def verify(config: Config) -> StorageVerifyResult:
     checked["ok"] = not checked["problems"]
     for problem in checked["problems"]:
         log.warning("bucket %s: %s", repository.bucket, problem)
+    copies = [
+        CopyBucket(**verify(config.from_copy(copy.name)).model_dump(exclude={"copies"}))
+        for copy in repository.copies
+    ]
     return StorageVerifyResult(
-        ok=checked["ok"],
+        ok=checked["ok"] and all(copy.ok for copy in copies),
+        copies=copies,
         bucket=repository.bucket,
         endpoint=repository.s3_endpoint,
         versioning=checked["versioning"],
