@@ -56,6 +56,40 @@ class Entry:
     category: str
 
 
+DatabaseEngine = Literal["sqlite", "postgresql", "mysql"]
+
+
+@dataclass(frozen=True)
+class Database:
+    """A database a server's configuration names (accounts, logs, state).
+
+    `named_by` is "file:directive" (e.g. "/etc/proftpd/sql.conf:SQLConnectInfo"). A SQLite
+    database has `path` (the node path); a server database has `name` and its authority
+    (`host`/`port`, or `socket`) and `user`. `local` is True for a SQLite file, localhost or a
+    Unix socket (dumped with the server's own tool), False for a remote authority (its settings
+    backed up and its reachability reported, like LDAP). Passwords are never held here.
+    """
+
+    engine: DatabaseEngine
+    named_by: str
+    path: str = ""
+    name: str = ""
+    host: str = ""
+    port: int | None = None
+    socket: str = ""
+    user: str = ""
+    local: bool = True
+
+    @property
+    def label(self) -> str:
+        """A one-word name for messages: the SQLite path, or engine://authority/name."""
+        if self.engine == "sqlite":
+            return self.path
+        port = f":{self.port}" if self.port else ""
+        authority = self.socket or f"{self.host or 'localhost'}{port}"
+        return f"{self.engine}://{authority}/{self.name}"
+
+
 @dataclass
 class Inventory:
     """What a profile found on a node: files to back up and what restore must recreate."""
@@ -65,6 +99,9 @@ class Inventory:
     users: list[str] = field(default_factory=list)
     owned_globs: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    # Databases the server's configuration names (SQLite files copied with the online backup
+    # API; local server databases dumped; remote ones reported as external authorities).
+    databases: list[Database] = field(default_factory=list)
     # What a profile read from the node's own programs at backup ({profile: {name: value}},
     # e.g. a compiled-in default), for a restore onto a host whose programs differ.
     facts: dict[str, dict] = field(default_factory=dict)
@@ -78,6 +115,7 @@ class Inventory:
         self.users += [user for user in other.users if user not in self.users]
         self.owned_globs += [glob for glob in other.owned_globs if glob not in self.owned_globs]
         self.warnings += other.warnings
+        self.databases += [db for db in other.databases if db not in self.databases]
         for kind, facts in other.facts.items():
             self.facts.setdefault(kind, {}).update(facts)
 
