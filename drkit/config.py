@@ -127,7 +127,9 @@ class Repository(Strict):
     region: str = Field("us-east-1", description="S3 region")
     ca_bundle: Path | None = Field(None, description="PEM file of CAs that sign the endpoint")
     password_file: Path = Field(description="file holding the restic password (mode 0600)")
-    object_lock: ObjectLock = Field(default_factory=ObjectLock)
+    object_lock: ObjectLock = Field(
+        default_factory=ObjectLock, description="object-lock mode and retention of new objects"
+    )
     outage_limit: Duration = Field(
         "5m",
         description="a backup gives up once every S3 probe has failed for this long "
@@ -182,7 +184,9 @@ class Copy(Strict):
     region: str = Field("us-east-1")
     ca_bundle: Path | None = None
     password_file: Path | None = Field(None, description="default: the primary's")
-    object_lock: ObjectLock = Field(default_factory=ObjectLock)
+    object_lock: ObjectLock = Field(
+        default_factory=ObjectLock, description="object-lock mode and retention of new objects"
+    )
 
 
 DEFAULT_RETENTION = {"last": 4, "hourly": 24, "daily": 14, "weekly": 8, "monthly": 12, "yearly": 3}
@@ -192,12 +196,12 @@ class Retention(Strict):
     """restic keep rules. A section applies exactly the rules it names (an unnamed rule keeps
     nothing); DEFAULT_RETENTION applies only when the config has no `retention` section."""
 
-    last: int | None = Field(None, ge=0)
-    hourly: int | None = Field(None, ge=0)
-    daily: int | None = Field(None, ge=0)
-    weekly: int | None = Field(None, ge=0)
-    monthly: int | None = Field(None, ge=0)
-    yearly: int | None = Field(None, ge=0)
+    last: int | None = Field(None, ge=0, description="keep the newest N snapshots")
+    hourly: int | None = Field(None, ge=0, description="keep one per hour for the last N hours")
+    daily: int | None = Field(None, ge=0, description="keep one per day for the last N days")
+    weekly: int | None = Field(None, ge=0, description="keep one per week for the last N weeks")
+    monthly: int | None = Field(None, ge=0, description="keep one per month for the last N months")
+    yearly: int | None = Field(None, ge=0, description="keep one per year for the last N years")
 
     @classmethod
     def defaults(cls) -> Retention:
@@ -213,9 +217,17 @@ class ScheduleConfig(Strict):
     """When the daemon runs each job: 5-field cron lines (UTC) or 'every N[smhd]'."""
 
     backup: Schedule = Field("*/15 * * * *", description="cron line or 'every 30s'")
-    prune: Schedule | None = "30 3 * * *"
-    verify: Schedule | None = "0 4 * * 0"
-    drill: Schedule | None = "0 5 1 * *"
+    prune: Schedule | None = Field(
+        "30 3 * * *", description="forget and prune by the retention rules; null: never"
+    )
+    verify: Schedule | None = Field(
+        "0 4 * * 0",
+        description="restic check and a restore verify of the newest snapshot; null: never",
+    )
+    drill: Schedule | None = Field(
+        "0 5 1 * *",
+        description="a DR drill: restore into a sandbox, smoke, measure RPO/RTO; null: never",
+    )
     prove: ProveSchedule | None = Field(
         None,
         description="drill new snapshots in the sandbox: 'after-backup' (each backup the daemon "
@@ -284,8 +296,8 @@ class Ping(Strict):
 
 
 class Notify(Strict):
-    webhook: Webhook | None = None
-    ping: Ping | None = None
+    webhook: Webhook | None = Field(None, description="signed JSON POST per finished job")
+    ping: Ping | None = Field(None, description="healthchecks-style start/success/fail pings")
     timeout_seconds: float = Field(10.0, gt=0, le=60, description="per request")
 
 
@@ -307,10 +319,16 @@ class Config(Strict):
             return self
         return self.model_copy(update={"repository": self.repository.copy_named(name)})
 
-    node: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$", examples=["sftp-1"])
-    servers: list[ServerKind] = Field(min_length=1, examples=[["openssh", "proftpd"]])
+    node: str = Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$",
+        description="this node's name; snapshots are tagged with it",
+        examples=["sftp-1"],
+    )
+    servers: list[ServerKind] = Field(
+        min_length=1, description="server profiles of this node", examples=[["openssh", "proftpd"]]
+    )
     root: Path = Field(Path("/"), description="where the node's filesystem is mounted")
-    repository: Repository
+    repository: Repository = Field(description="the S3 bucket and restic repository")
     includes: dict[str, list[str]] = Field(
         default_factory=dict, description="extra files by category: {tls: [/etc/ssl/x.key]}"
     )
@@ -339,8 +357,12 @@ class Config(Strict):
         default_factory=Retention.defaults,
         description="keep rules; a section applies exactly the rules it names",
     )
-    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
-    objectives: Objectives = Field(default_factory=Objectives)
+    schedule: ScheduleConfig = Field(
+        default_factory=ScheduleConfig, description="when the daemon runs each job"
+    )
+    objectives: Objectives = Field(
+        default_factory=Objectives, description="RPO and RTO the status and drills judge by"
+    )
     notify: Notify = Field(default_factory=Notify, description="webhook and ping alerts")
     report: ReportSettings = Field(
         default_factory=ReportSettings, description="reports the daemon publishes"
