@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal, TypedDict
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, SecretStr
 
 Status = Literal["pass", "warn", "fail"]
 TransferProtocol = Literal["sftp", "ftps", "ftp", "none"]
@@ -67,7 +67,9 @@ class Database:
     database has `path` (the node path); a server database has `name` and its authority
     (`host`/`port`, or `socket`) and `user`. `local` is True for a SQLite file, localhost or a
     Unix socket (dumped with the server's own tool), False for a remote authority (its settings
-    backed up and its reachability reported, like LDAP). Passwords are never held here.
+    backed up and its reachability reported, like LDAP). `password` (a SecretStr: shown as
+    stars, left out of repr and comparisons) is held in memory only, for the server's own
+    tool (PGPASSFILE, MYSQL_PWD); it is never written to the manifest, argv or a log.
     """
 
     engine: DatabaseEngine
@@ -79,6 +81,7 @@ class Database:
     socket: str = ""
     user: str = ""
     local: bool = True
+    password: SecretStr | None = field(default=None, repr=False, compare=False)
 
     @property
     def label(self) -> str:
