@@ -165,7 +165,7 @@ def test_sshd_is_asked_with_a_connection_spec(node_root, tmp_path):
     assert bare is None and loaded  # sshd -T refuses Match LocalPort without -C, keys loaded
     view, loaded = openssh.sshd_view("/usr/sbin/sshd", copy, "root", 2222)
     ecdsa = keys.describe_key((root / "etc/ssh/ssh_host_ecdsa_key").read_bytes())
-    assert openssh._offered(view) == {"ssh-ed25519", "ssh-rsa"}
+    assert openssh.offered(view) == {"ssh-ed25519", "ssh-rsa"}
     assert loaded[ecdsa.fingerprint] == "ecdsa-sha2-nistp256"
     assert view["passwordauthentication"] == ["yes"]  # the LocalPort 2222 block, by sshd itself
 
