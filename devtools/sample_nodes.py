@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from devtools.sample_node import _Node, _tls, certificate_and_key, worker
 from drkit import errors, runner
 from drkit.paths import on_root
-from drkit.profiles import common
+from drkit.profiles.common import authfiles
 
 FTPS_NAME = "sftp.example.com"  # the name sample_node's certificate is issued for
 
@@ -85,11 +85,11 @@ def proftpd(root: Path, smoke_user: str = "drill") -> dict:
     for name, uid in users.items():
         secret = password if name == smoke_user else secrets.token_urlsafe(16)
         lines.append(
-            f"{name}:{common.hash_password(secret)}:{uid}:2200::/srv/ftp/{name}:/bin/false"
+            f"{name}:{authfiles.hash_password(secret)}:{uid}:2200::/srv/ftp/{name}:/bin/false"
         )
         node.file(
             f"/etc/proftpd/authorized_keys/{name}",
-            common.rfc4716(_client_public_line(), f"{name}@client"),
+            authfiles.rfc4716(_client_public_line(), f"{name}@client"),
         )
     node.file("/etc/proftpd/ftpd.passwd", "\n".join(lines) + "\n", 0o640)
     node.file("/etc/proftpd/ftpd.group", f"ftpusers:x:2200:{','.join(users)}\n", 0o644)
@@ -216,7 +216,7 @@ def vsftpd(root: Path, smoke_user: str = "drill") -> dict:
     credentials = []
     for name in users:
         secret = password if name == smoke_user else secrets.token_urlsafe(16)
-        credentials.append(f"{name}:{common.hash_password(secret)}")
+        credentials.append(f"{name}:{authfiles.hash_password(secret)}")
         node.file(f"/etc/vsftpd/user_conf/{name}", f"local_root=/srv/ftp/{name}\n")
     node.file("/etc/vsftpd/ftpd.passwd", "\n".join(credentials) + "\n", 0o600)
     node.file("/etc/vsftpd.userlist", "\n".join(users) + "\n")

@@ -17,7 +17,7 @@ from pathlib import Path
 from devtools.sample_node import _Node, certificate_and_key, worker
 from drkit import errors, runner
 from drkit.paths import on_root
-from drkit.profiles import common
+from drkit.profiles.common import authfiles, programs
 
 TLS_NAME = "ftp.example.com"
 PEM = "/etc/ssl/private/pure-ftpd.pem"
@@ -57,7 +57,7 @@ auth	required	pam_shells.so
 
 def pure_pw(*args: str, password: str | None = None) -> None:
     """Run pure-pw (the host's, else .tools/bin's); a password goes on stdin, twice."""
-    program = common.find_program("pure-pw", ["/usr/bin/pure-pw"])
+    program = programs.find_program("pure-pw", ["/usr/bin/pure-pw"])
     if program is None:
         raise errors.UsageError("pure-pw is not installed (scripts/bootstrap unpacks it)")
     secret = f"{password}\n{password}\n" if password is not None else None
@@ -99,7 +99,7 @@ def pureftpd(root: Path, smoke_user: str = "drill", tls_level: int = 2) -> dict:
             pure_pw("useradd", name, "-u", str(uid), "-g", str(gid), "-d", home,
                     "-f", str(passwd), password=password)  # fmt: skip
         else:  # a crypt(3) SHA-512 line, as older pure-pw releases wrote (pure-ftpd takes both)
-            secret = common.hash_password(secrets.token_urlsafe(16))
+            secret = authfiles.hash_password(secrets.token_urlsafe(16))
             with passwd.open("a") as out:
                 out.write(f"{name}:{secret}:{uid}:{gid}::{home}/./::::::::::::\n")
         node.dir(home, 0o755, uid, gid)

@@ -22,7 +22,8 @@ from corpus.cases import load_case, materialise
 from drkit import runner
 from drkit.engines import accounts, manifest
 from drkit.paths import on_root
-from drkit.profiles import common, proftpd, sftpplus, vsftpd
+from drkit.profiles import proftpd, sftpplus, vsftpd
+from drkit.profiles.common import configrefs, pamfiles, smokerun
 
 pytestmark = pytest.mark.integration
 
@@ -112,10 +113,10 @@ def test_smoke_credentials_are_added_beside_the_nodes_own(node_root):
     work = node_root / "run"
     work.mkdir(mode=0o755)
     password = secrets.token_urlsafe(12)
-    pam_path = common.one_run_pam_service(work, "pubadmin", password)
+    pam_path = pamfiles.one_run_pam_service(work, "pubadmin", password)
     run = proftpd.Run(
         work,
-        ports={index: common.free_port() for index in range(config.servers)},
+        ports={index: smokerun.free_port() for index in range(config.servers)},
         run_as=proftpd._run_as(root, config),
         pam_service=pam_path.name,
     )
@@ -244,15 +245,15 @@ def test_pam_pwdfile_with_a_space_names_the_virtual_users_store(node_root):
         on_root(root, path).write_text(text)
     for home in ("/home/alice", "/home/bob", "/srv/ftp"):
         on_root(root, home).mkdir(parents=True)
-    stack = common.read_pam(root, "/etc/pam.d/vsftpd")
+    stack = pamfiles.read_pam(root, "/etc/pam.d/vsftpd")
     assert stack.pwdfiles == ["/etc/vsftpd.passwd"]
     found = vsftpd.inventory(root, None, {})
     assert "/etc/vsftpd.passwd" in {entry.path for entry in found.files}
     logins = {login.name for login in vsftpd.logins(root, vsftpd.read_config(root))}
     assert {"alice", "bob"} <= logins  # the virtual users, read from the store
     assert "/home/alice" in {entry.path for entry in found.dirs}
-    assert common.pam_store_args("pam_pwdfile.so", ["pwdfile", "/x"]) == [("pwdfile", "/x")]
-    assert common.pam_store_args("pam_unix.so", ["pwdfile", "/x"]) == []
+    assert pamfiles.pam_store_args("pam_pwdfile.so", ["pwdfile", "/x"]) == [("pwdfile", "/x")]
+    assert pamfiles.pam_store_args("pam_unix.so", ["pwdfile", "/x"]) == []
 
 
 # --- SFTPPlus: what the product creates itself -----------------------------------------------
@@ -275,9 +276,8 @@ def test_sftpplus_homes_the_product_makes_are_not_required(node_root):
         ini.write_text(text)
         config = sftpplus.read_config(root, "/opt/sftpplus")
         refs = sftpplus.references(root, config).refs
-        return [
-            c.name for c in common.named_files_check(root, refs, "sftpplus") if "missing" in c.name
-        ]
+        found = configrefs.named_files_check(root, refs, "sftpplus")
+        return [c.name for c in found if "missing" in c.name]
 
     assert f"sftpplus: missing {home}" in missing(original)
     account = "[accounts/bdb99c31-1119-4b8b-b609-63672a9a0b6f]"

@@ -20,9 +20,10 @@ from nodes import SMOKE_USER
 
 from devtools import sample_node
 from drkit import errors, runner
-from drkit.engines import accounts, keys
+from drkit.engines import accounts, clients, keys
 from drkit.model import SmokeResult
-from drkit.profiles import common, openssh
+from drkit.profiles import openssh
+from drkit.profiles.common import configtext
 
 WORK_PARENT = Path("/var/lib/drkit-tests")
 
@@ -100,8 +101,8 @@ def paths(found, category: str) -> set[str]:
 
 
 def test_split_args_handles_quotes_escapes_and_comments():
-    assert common.split_args('"/a b/c" d\\"e # comment') == ["/a b/c", 'd"e']
-    assert common.split_args("'x y' z") == ["x y", "z"]
+    assert configtext.split_args('"/a b/c" d\\"e # comment') == ["/a b/c", 'd"e']
+    assert configtext.split_args("'x y' z") == ["x y", "z"]
     assert openssh.parse_line("Port=2222") == ("Port", "port", ["2222"])
     assert openssh.parse_line("  # only a comment") is None
 
@@ -643,9 +644,9 @@ def test_keyscan_says_loaded_not_offered_instead_of_not_served():
     entry = {"type": "ecdsa-sha2-nistp256", "fingerprint": "SHA256:aaa", "public_line": "x"}
     kwargs = {"offered": {"ssh-ed25519"}, "omitted_by": "HostKeyAlgorithms"}
     result = SmokeResult(profile="openssh")
-    common.keyscan(result, [entry], 1, loaded={"SHA256:aaa": "ecdsa-sha2-nistp256"}, **kwargs)
-    common.keyscan(result, [entry], 1, loaded={"SHA256:bbb": "ecdsa-sha2-nistp256"}, **kwargs)
-    common.keyscan(result, [entry], 1, loaded={}, **kwargs)
+    clients.keyscan(result, [entry], 1, loaded={"SHA256:aaa": "ecdsa-sha2-nistp256"}, **kwargs)
+    clients.keyscan(result, [entry], 1, loaded={"SHA256:bbb": "ecdsa-sha2-nistp256"}, **kwargs)
+    clients.keyscan(result, [entry], 1, loaded={}, **kwargs)
     good, replaced, missing = result.checks
     assert (
         good.status == "pass" and "loaded SHA256:aaa as in the backup, not offered" in good.detail

@@ -21,7 +21,7 @@ from nodes import drkit, init_node
 
 from devtools.sample_node import _Node, _tls
 from drkit.paths import on_root
-from drkit.profiles import common
+from drkit.profiles.common import smokerun
 
 pytestmark = pytest.mark.integration
 
@@ -47,7 +47,7 @@ def slapd(node_root):
     admin_file = work / "admin.pw"
     admin_file.write_text(admin_secret)  # ldapadd -y reads it: no trailing newline
     admin_file.chmod(0o600)
-    port = common.free_port()
+    port = smokerun.free_port()
     conf = work / "slapd.conf"
     hashed = subprocess.run(
         ["slappasswd", "-T", str(admin_file)], check=True, capture_output=True, text=True
@@ -132,7 +132,7 @@ def _ldap_node(root: Path, ldap: dict) -> str:
     (root / "etc/proftpd/proftpd.conf").write_text(
         "Include /etc/proftpd/modules.conf\n"
         "ServerType standalone\nDefaultAddress 127.0.0.1\nSocketBindTight on\nUseIPv6 off\n"
-        f"Port {common.free_port()}\nUser nobody\nGroup nogroup\n"
+        f"Port {smokerun.free_port()}\nUser nobody\nGroup nogroup\n"
         "<Global>\n"
         "  <IfModule mod_ldap.c>\n"
         f"    LDAPServer {ldap['url']}/??sub ssl-ca:{ca_cert}\n"
@@ -145,7 +145,7 @@ def _ldap_node(root: Path, ldap: dict) -> str:
         "  DefaultRoot ~\n"
         "</Global>\n"
         "<VirtualHost 127.0.0.1>\n"
-        f"  Port {common.free_port()}\n"
+        f"  Port {smokerun.free_port()}\n"
         "  SFTPEngine on\n"
         "  SFTPHostKey /etc/proftpd/ssh_host_ed25519_key\n"
         "  SFTPAuthMethods publickey\n"

@@ -23,7 +23,8 @@ from devtools.sample_node import certificate_and_key, worker
 from drkit import errors
 from drkit.engines import accounts, manifest
 from drkit.paths import on_root
-from drkit.profiles import common, pureftpd
+from drkit.profiles import pureftpd
+from drkit.profiles.common import programs
 from drkit.profiles.pureftpd import read
 
 pytestmark = pytest.mark.integration
@@ -61,7 +62,7 @@ def recorded(root: Path, options: dict | None = None) -> dict:
 def run_wrapper(root: Path) -> subprocess.CompletedProcess:
     """Run Debian's real pure-ftpd-wrapper --show-options on the node's /etc/pure-ftpd (bound
     over /etc in a private mount namespace: the wrapper reads fixed paths)."""
-    wrapper = common.find_program("pure-ftpd-wrapper", [read.WRAPPER])
+    wrapper = programs.find_program("pure-ftpd-wrapper", [read.WRAPPER])
     assert wrapper, "scripts/bootstrap unpacks pure-ftpd-wrapper into .tools/bin"
     script = (
         "mount -t tmpfs none /etc && mkdir /etc/pure-ftpd && "

@@ -318,7 +318,7 @@ def test_a_snapshot_time_restic_printed_unreadably_is_restics_failure_not_a_drki
 
 def test_an_included_tls_certificate_is_paired_by_name_when_its_key_no_longer_matches(tmp_path):
     from devtools.sample_node import certificate_and_key
-    from drkit.profiles import common
+    from drkit.profiles.common import keychecks
 
     certificate, _ = certificate_and_key("partner.example.net")
     _, unrelated = certificate_and_key("other.example.net")
@@ -332,5 +332,5 @@ def test_an_included_tls_certificate_is_paired_by_name_when_its_key_no_longer_ma
     )
     (entry,) = built["certificates"]
     assert entry["key_path"] == "/etc/ssl/partner.key"
-    check = common.certificate_check(tmp_path, entry, key_path=entry["key_path"])
+    check = keychecks.certificate_check(tmp_path, entry, key_path=entry["key_path"])
     assert check.status == "fail" and "does not match its key /etc/ssl/partner.key" in check.detail

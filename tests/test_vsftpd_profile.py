@@ -16,7 +16,8 @@ from corpus.cases import load_cases, materialise
 from drkit import errors
 from drkit.engines import accounts, manifest
 from drkit.paths import on_root
-from drkit.profiles import common, vsftpd
+from drkit.profiles import vsftpd
+from drkit.profiles.common import configrefs, keychecks
 
 CASES = {case.name: case for case in load_cases() if case.server == "vsftpd"}
 
@@ -72,7 +73,7 @@ def test_a_missing_compiled_in_secure_chroot_dir_fails(tmp_path):
     assert default == "/var/run/vsftpd/empty"  # read from .tools/bin/vsftpd, Debian's build
     on_root(root, default).rmdir()
     config = vsftpd.read_config(root)
-    results = common.named_files_check(root, vsftpd.references(root, config), "vsftpd")
+    results = configrefs.named_files_check(root, vsftpd.references(root, config), "vsftpd")
     found = {check.name: check for check in results}
     check = found[f"vsftpd: missing {default}"]
     assert check.status == "fail" and "compiled into the node's vsftpd" in check.detail
@@ -91,21 +92,21 @@ def test_a_chroot_root_writable_by_its_account_fails_naming_the_cause(tmp_path):
 def test_snakeoil_key_readable_by_ssl_cert_passes_and_by_everyone_fails(tmp_path):
     root, recorded = built("vsftpd-debian-default", tmp_path)
     key = "/etc/ssl/private/ssl-cert-snakeoil.key"
-    check = common.tls_key_mode_check(root, key, manifest=recorded)
+    check = keychecks.tls_key_mode_check(root, key, manifest=recorded)
     assert check.status == "pass" and "group ssl-cert may read it" in check.detail
     # After a restore the node may not know the group: the manifest's record names it.
     group = on_root(root, "/etc/group")
     group.write_text(
         "".join(ln for ln in group.read_text().splitlines(True) if "ssl-cert" not in ln)
     )
-    assert common.tls_key_mode_check(root, key, manifest=recorded).status == "pass"
-    assert common.tls_key_mode_check(root, key).status == "fail"
+    assert keychecks.tls_key_mode_check(root, key, manifest=recorded).status == "pass"
+    assert keychecks.tls_key_mode_check(root, key).status == "fail"
     on_root(root, key).chmod(0o644)
-    check = common.tls_key_mode_check(root, key, manifest=recorded)
+    check = keychecks.tls_key_mode_check(root, key, manifest=recorded)
     assert check.status == "fail" and "readable by others" in check.detail
     # SSH host keys get no such allowance.
     on_root(root, key).chmod(0o640)
-    assert common.private_key_mode_check(root, key, "host key").status == "fail"
+    assert keychecks.private_key_mode_check(root, key, "host key").status == "fail"
 
 
 def test_without_local_enable_only_the_anonymous_root_is_served(tmp_path):

@@ -35,7 +35,7 @@ from drkit.config import CATEGORIES
 from drkit.engines import keys
 from drkit.model import CertInfo, Check, Entry, Inventory, SmokeResult, failed, passed, warned
 from drkit.paths import entry_on_root, on_root, to_node
-from drkit.profiles import common
+from drkit.profiles.common import authfiles, configrefs, keychecks, profile_options, programs
 from drkit.profiles.interface import ModuleProfile, Signs
 
 NAME = "generic"
@@ -140,7 +140,7 @@ def _files(root: Path, patterns: list[str]) -> list[str]:
     for pattern in patterns:
         for host in _expand(root, pattern):
             node = to_node(root, host)
-            paths += common.walk_files(root, node) if host.is_dir() else [node]
+            paths += configrefs.walk_files(root, node) if host.is_dir() else [node]
     return list(dict.fromkeys(paths))
 
 
@@ -171,7 +171,7 @@ def _tls_checks(root: Path, paths: list[str], owners: tuple[int, ...]) -> list[C
         if key is not None and key.private:
             keys_by_print.setdefault(key.fingerprint, path)
             results.append(
-                common.private_key_mode_check(root, path, "tls key", PRIVATE_FORBID, owners)
+                keychecks.private_key_mode_check(root, path, "tls key", PRIVATE_FORBID, owners)
             )
         elif b"PRIVATE KEY-----" in data:
             results.append(failed(f"tls key: {path}", "does not load (encrypted or damaged)"))
@@ -211,9 +211,9 @@ def _host_key_checks(
     """Private host keys: mode and manifest fingerprint; public halves: match a private one."""
     private, public = [], []
     for path in paths:
-        info = common.describe_file(root, path)
+        info = keychecks.describe_file(root, path)
         (public if info is not None and not info.private else private).append((path, info))
-    results = common.host_key_checks(root, [path for path, _ in private], manifest, owners)
+    results = keychecks.host_key_checks(root, [path for path, _ in private], manifest, owners)
     prints = {info.fingerprint for _, info in private if info is not None}
     for path, info in public:
         name = f"host key pair: {path}"
@@ -236,14 +236,14 @@ def _command(
         argv.append(part)
     if not argv:
         return failed(name, f"profile_options.generic.{key} is empty")
-    return common.command_check(name, argv, root, float(chosen.get("timeout_seconds", 120)))
+    return programs.command_check(name, argv, root, float(chosen.get("timeout_seconds", 120)))
 
 
-@common.options_fail_as("generic: options")
+@profile_options.options_fail_as("generic: options")
 def checks(root: Path, manifest: dict) -> list[Check]:
     """Return the checks of a restored (or live) node against the options in its manifest."""
     root = Path(root)
-    chosen = settings(root, common.options_of(manifest, NAME))
+    chosen = settings(root, profile_options.options_of(manifest, NAME))
     results = []
     patterns = 0
     for category in CATEGORIES:
@@ -277,7 +277,7 @@ def checks(root: Path, manifest: dict) -> list[Check]:
             listed = keys.authorized_keys(on_root(root, path).read_bytes())
         except OSError:
             continue
-        listed = listed or common.rfc4716_keys(on_root(root, path).read_text(errors="replace"))
+        listed = listed or authfiles.rfc4716_keys(on_root(root, path).read_text(errors="replace"))
         name = f"user keys: {path}"
         results.append(
             passed(name, f"{len(listed)} key(s) parse")
@@ -286,7 +286,7 @@ def checks(root: Path, manifest: dict) -> list[Check]:
         )
     tls = _files(root, chosen.get("tls", []))
     results += _tls_checks(root, tls, owners)
-    results += common.certificate_checks(root, manifest, tls)
+    results += keychecks.certificate_checks(root, manifest, tls)
     if chosen.get("validate"):
         results.append(_command(chosen, "validate", root, "config: generic validate"))
     return results
@@ -297,7 +297,7 @@ def smoke(root: Path, manifest: dict, user: str, work_dir: Path) -> SmokeResult:
     and a round trip (the command's own contract); without one, not judged."""
     root = Path(root)
     try:
-        chosen = settings(root, common.options_of(manifest, NAME))
+        chosen = settings(root, profile_options.options_of(manifest, NAME))
     except errors.ConfigError as exc:
         result = SmokeResult(profile=NAME)
         result.add(failed("smoke: generic", exc.message))

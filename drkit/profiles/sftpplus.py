@@ -24,8 +24,8 @@ from drkit import errors
 from drkit.engines import accounts, keys
 from drkit.model import Check, Inventory, SmokeResult, failed, passed, warned
 from drkit.paths import on_root
-from drkit.profiles import common
-from drkit.profiles.common import Ref
+from drkit.profiles.common import configrefs, keychecks, policies, profile_options, programs
+from drkit.profiles.common.configrefs import Ref
 from drkit.profiles.interface import ModuleProfile, Signs
 
 NAME = "sftpplus"
@@ -33,7 +33,7 @@ OPTION_KEYS = ("install_dir", "service_user", "validate", "validate_timeout_seco
 
 
 def policy() -> dict:
-    return common.policy(NAME)
+    return policies.policy(NAME)
 
 
 def settings(options: dict | None) -> dict:
@@ -417,7 +417,7 @@ def inventory(root: Path, smoke_user: str | None, options: dict | None = None) -
             Ref(f"{install}/{name}", tree["category"], name, "installation", tree["required"], True)
         )
     refs += [Ref(unit, "config", "unit", "systemd", False) for unit in pol["units"]]
-    found = common.inventory_from_refs(root, config.files, refs, warnings)
+    found = configrefs.inventory_from_refs(root, config.files, refs, warnings)
     found.owned_globs = [
         f"{install}/{pol['config']['main']}",
         f"{install}/{pol['config']['override']}",
@@ -432,7 +432,7 @@ def inventory(root: Path, smoke_user: str | None, options: dict | None = None) -
 
 
 def _mode_check(root: Path, path: str, label: str, forbid: int, owners: tuple[int, ...]) -> Check:
-    return common.private_key_mode_check(root, path, label, forbid, owners)
+    return keychecks.private_key_mode_check(root, path, label, forbid, owners)
 
 
 def _inline_checks(named: Named) -> list[Check]:
@@ -477,14 +477,14 @@ def _validate_check(root: Path, chosen: dict) -> Check:
             return failed(name, detail)
         return warned(name, detail + ": static checks only")
     timeout = float(chosen["validate_timeout_seconds"])
-    return common.command_check(name, [program, *argv[1:]], root, timeout, cwd=install_host)
+    return programs.command_check(name, [program, *argv[1:]], root, timeout, cwd=install_host)
 
 
-@common.options_fail_as("sftpplus: options")
+@profile_options.options_fail_as("sftpplus: options")
 def checks(root: Path, manifest: dict) -> list[Check]:
     """Return the static checks of a restored (or live) SFTPPlus node against its manifest."""
     pol, root = policy(), Path(root)
-    chosen = settings(common.options_of(manifest, NAME))
+    chosen = settings(profile_options.options_of(manifest, NAME))
     install = chosen["install_dir"]
     config = read_config(root, install)
     main = f"{install}/{pol['config']['main']}"
@@ -510,7 +510,7 @@ def checks(root: Path, manifest: dict) -> list[Check]:
         )
         for ref in missing_vault
     ]
-    results += common.named_files_check(
+    results += configrefs.named_files_check(
         root, [ref for ref in named.refs if ref not in missing_vault], "sftpplus"
     )
     uid = _service_user(root, chosen["service_user"])
@@ -519,7 +519,7 @@ def checks(root: Path, manifest: dict) -> list[Check]:
     any_forbid = int(pol["modes"]["any_forbid"], 8)
     private = set(named.secrets)
     for path in named.tls_files:
-        info = common.describe_file(root, path)
+        info = keychecks.describe_file(root, path)
         if info is not None and info.private:
             private.add(path)
     if any(
@@ -528,17 +528,17 @@ def checks(root: Path, manifest: dict) -> list[Check]:
     ):
         private.update(config.files)
     for path in sorted(private - set(named.host_keys)):
-        if common.is_file(root, path):
+        if configrefs.is_file(root, path):
             results.append(_mode_check(root, path, "secret", private_forbid, owners))
     for path in config.files:
         with contextlib.suppress(OSError):
             if stat.S_IMODE(os.stat(on_root(root, path)).st_mode) & any_forbid:
                 results.append(failed(f"sftpplus: mode of {path}", "writable by everyone"))
-    results += common.host_key_checks(root, named.host_keys, manifest, owners)
+    results += keychecks.host_key_checks(root, named.host_keys, manifest, owners)
     for certificate, key in dict.fromkeys(named.tls_pairs):
-        if common.is_file(root, certificate):
-            results.append(common.certificate_pair_check(root, certificate, key))
-    results += common.certificate_checks(root, manifest, named.tls_files)
+        if configrefs.is_file(root, certificate):
+            results.append(keychecks.certificate_pair_check(root, certificate, key))
+    results += keychecks.certificate_checks(root, manifest, named.tls_files)
     results += _inline_checks(named)
     results.append(_validate_check(root, chosen))
     return results
@@ -572,7 +572,7 @@ def login_homes(root: Path, manifest: dict) -> dict[str, str]:
     home_folder_path of the [accounts/ID] section that names it (else of its group), or its
     passwd home when server.ini names none."""
     root = Path(root)
-    config = read_config(root, settings(common.options_of(manifest, NAME))["install_dir"])
+    config = read_config(root, settings(profile_options.options_of(manifest, NAME))["install_dir"])
     named = {(item.get("name") or "").strip(): item for _, item in config.sections("accounts")}
     groups = dict(config.sections("groups"))
     passwd = accounts.passwd_entries(root)

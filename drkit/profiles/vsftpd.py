@@ -31,18 +31,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from drkit import errors, runner
-from drkit.engines import accounts
+from drkit.engines import accounts, clients
 from drkit.model import Check, Inventory, SmokeResult, failed, passed, warned
 from drkit.paths import on_root, to_node
-from drkit.profiles import common
-from drkit.profiles.common import Ref
+from drkit.profiles.common import (
+    configrefs,
+    configtext,
+    keychecks,
+    pamfiles,
+    policies,
+    profile_options,
+    programs,
+    smoke_accounts,
+    smokerun,
+)
+from drkit.profiles.common.configrefs import Ref
 from drkit.profiles.interface import ModuleProfile, Signs
 
 NAME = "vsftpd"
 
 
 def policy() -> dict:
-    return common.policy(NAME)
+    return policies.policy(NAME)
 
 
 def settings(options: dict | None) -> dict:
@@ -180,9 +190,9 @@ def pam_file(config: Config) -> str:
     return posixpath.join(policy()["config"]["pam_dir"], config.get("pam_service_name") or "ftp")
 
 
-def read_pam(root: Path, config: Config) -> common.PamStack:
-    """Read the PAM service vsftpd uses and the files it includes (common.read_pam)."""
-    return common.read_pam(root, pam_file(config), policy()["config"]["pam_dir"])
+def read_pam(root: Path, config: Config) -> pamfiles.PamStack:
+    """Read the PAM service vsftpd uses and the files it includes (pamfiles.read_pam)."""
+    return pamfiles.read_pam(root, pam_file(config), policy()["config"]["pam_dir"])
 
 
 def _names_in(root: Path, node_path: str | None, field_sep: str | None = None) -> list[str]:
@@ -447,7 +457,7 @@ def inventory(root: Path, smoke_user: str | None, options: dict | None = None) -
     if config.path is None:
         return Inventory(warnings=[f"vsftpd: no {chosen or 'vsftpd.conf'} found"])
     refs = references(root, config, smoke_user)
-    found = common.inventory_from_refs(root, [config.path], refs, [])
+    found = configrefs.inventory_from_refs(root, [config.path], refs, [])
     found.owned_globs = list(dict.fromkeys([config.path, *policy()["owned_globs"]]))
     user_dir = config.settings.get("user_config_dir")
     if user_dir:
@@ -534,28 +544,28 @@ def pam_module_checks(root: Path, config: Config) -> list[Check]:
     return results
 
 
-@common.options_fail_as("vsftpd: options")
+@profile_options.options_fail_as("vsftpd: options")
 def checks(root: Path, manifest: dict) -> list[Check]:
     """Return the checks of a restored (or live) vsftpd node against its manifest."""
     root = Path(root)
-    chosen = config_path(common.options_of(manifest, NAME))
+    chosen = config_path(profile_options.options_of(manifest, NAME))
     config = read_config(root, chosen, compiled_defaults(root, manifest))
     if config.path is None:
         return [failed("vsftpd: config", f"no {chosen or 'vsftpd.conf'} found")]
     refs = references(root, config)
     results = [_start_check(root, config, manifest)]
-    results += common.named_files_check(root, refs, "vsftpd")
+    results += configrefs.named_files_check(root, refs, "vsftpd")
     info = os.stat(on_root(root, config.path))
     if info.st_uid != 0:
         results.append(failed(f"vsftpd: owner of {config.path}", "must be owned by root"))
     forbid = int(policy()["modes"]["private_key_forbid"], 8)
     for cert, key in _tls_pairs(config):
-        if not common.is_file(root, cert) and not config.yes("ssl_enable"):
+        if not configrefs.is_file(root, cert) and not config.yes("ssl_enable"):
             continue
-        results.append(common.certificate_pair_check(root, cert, key))
-        if key and common.is_file(root, key):
-            results.append(common.tls_key_mode_check(root, key, forbid, manifest))
-    results += common.certificate_checks(
+        results.append(keychecks.certificate_pair_check(root, cert, key))
+        if key and configrefs.is_file(root, key):
+            results.append(keychecks.tls_key_mode_check(root, key, forbid, manifest))
+    results += keychecks.certificate_checks(
         root, manifest, [r.path for r in refs if r.category == "tls"]
     )
     results += chroot_checks(root, config, None)
@@ -567,7 +577,7 @@ def checks(root: Path, manifest: dict) -> list[Check]:
 
 
 def _program() -> str | None:
-    return common.find_program("vsftpd", policy()["smoke"]["vsftpd"])
+    return programs.find_program("vsftpd", policy()["smoke"]["vsftpd"])
 
 
 @dataclass
@@ -609,7 +619,7 @@ def write_copy(root: Path, config: Config, run: _Run) -> Path:
             out.append(raw)
     out += [f"{key}={value}" for key, value in overrides.items()]
     copy = run.work / "vsftpd.conf"
-    common.write_config_copy(copy, out)
+    configtext.write_config_copy(copy, out)
     return copy
 
 
@@ -655,19 +665,19 @@ def _start_check(root: Path, config: Config, manifest: dict) -> Check:
         if broken:
             return failed(name, f"{broken[0].name.removeprefix('smoke: ')}: {broken[0].detail}")
         user_conf = _mapped_user_conf(root, config, work, renamed)
-        run = _Run(work, common.free_port(), user_conf=user_conf, extra=extra)
+        run = _Run(work, smokerun.free_port(), user_conf=user_conf, extra=extra)
         copy = write_copy(root, config, run)
         log_path = work / "vsftpd.out"
         server = runner.start_service([program, str(copy)], log_path, stdin_to_log=True)
-        reply = common.greeting(run.port, server, policy()["smoke"]["start_timeout_seconds"])
+        reply = smokerun.greeting(run.port, server, policy()["smoke"]["start_timeout_seconds"])
         if reply and reply.startswith("220"):
             return passed(name, f"greets with 220 on 127.0.0.1:{run.port}")
-        output = reply or common.log_hint(log_path) or "no greeting"
+        output = reply or smokerun.log_hint(log_path) or "no greeting"
         return failed(name, _node_text(output, root, work))
     finally:
         if server is not None:
             server.stop()
-        common.remove_created(created)
+        smoke_accounts.remove_created(created)
         shutil.rmtree(work, ignore_errors=True)
 
 
@@ -689,14 +699,14 @@ def _one_run_account(
     home. Return the check and the name the copy uses (the host's own when the node has no
     entry)."""
     name = "smoke: user" if as_is else f"smoke: account {account}"
-    entry = common.node_account(root, manifest, account)
-    if entry is None or (as_is and common.host_has(pwd.getpwnam, account)):
-        if common.host_has(pwd.getpwnam, account):
+    entry = smoke_accounts.node_account(root, manifest, account)
+    if entry is None or (as_is and smoke_accounts.host_has(pwd.getpwnam, account)):
+        if smoke_accounts.host_has(pwd.getpwnam, account):
             return passed(name, f"{account} as the host has it"), account
         return failed(name, f"{account} is neither in the node's accounts nor on the host"), None
     fields = (entry["passwd"].split(":") + [""] * 7)[:7]
     temp, gid = account if as_is else f"drkit-{secrets.token_hex(4)}", fields[3]
-    if not common.host_has(grp.getgrgid, int(gid)):
+    if not smoke_accounts.host_has(grp.getgrgid, int(gid)):
         if runner.run(["groupadd", "-o", "-g", gid, temp]).returncode != 0:
             return failed(name, f"groupadd -g {gid} failed"), None
         created.append(("group", temp))
@@ -726,7 +736,7 @@ def run_accounts(
     wanted = [
         ("guest_username", config.yes("guest_enable") and config.yes("local_enable")),
         ("ftp_username", config.yes("anonymous_enable")),
-        ("nopriv_user", not common.host_has(pwd.getpwnam, config.get("nopriv_user") or "")),
+        ("nopriv_user", not smoke_accounts.host_has(pwd.getpwnam, config.get("nopriv_user") or "")),
     ]
     for key, needed in wanted:
         if not needed:
@@ -783,10 +793,10 @@ def smoke(root: Path, manifest: dict, user: str, work_dir: Path) -> SmokeResult:
     created: list[tuple[str, str]] = []
     pam_path: Path | None = None
     server: runner.Service | None = None
-    with common.smoke_workspace(work_dir, "smoke-vsftpd-") as work:
+    with smokerun.smoke_workspace(work_dir, "smoke-vsftpd-") as work:
         try:
             try:
-                chosen = config_path(common.options_of(manifest, NAME))
+                chosen = config_path(profile_options.options_of(manifest, NAME))
             except errors.ConfigError as exc:
                 result.add(failed("smoke: vsftpd started", exc.message))
                 return result
@@ -813,7 +823,7 @@ def smoke(root: Path, manifest: dict, user: str, work_dir: Path) -> SmokeResult:
             password = pol["smoke"]["anonymous_password"]
             if login.kind != "anonymous":
                 password = secrets.token_urlsafe(18)
-                pam_path = common.one_run_pam_service(work, user, password)
+                pam_path = pamfiles.one_run_pam_service(work, user, password)
                 extra["pam_service_name"] = pam_path.name
                 differs.append(
                     f"pam_service_name {config.get('pam_service_name')}: the one-run PAM "
@@ -823,31 +833,31 @@ def smoke(root: Path, manifest: dict, user: str, work_dir: Path) -> SmokeResult:
             if differs:
                 result.add(warned("smoke: differs from the node's config", "; ".join(differs)))
             run = _Run(
-                work, common.free_port(), user_conf=_mapped_user_conf(root, config, work, renamed),
-                extra=extra,
+                work, smokerun.free_port(),
+                user_conf=_mapped_user_conf(root, config, work, renamed), extra=extra,
             )  # fmt: skip
             copy = write_copy(root, config, run)
             log_path = work / "vsftpd.out"
             server = runner.start_service([program, str(copy)], log_path, stdin_to_log=True)
             started = time.monotonic()
-            if not common.wait_port(run.port, server, pol["smoke"]["start_timeout_seconds"]):
-                detail = _node_text(common.log_hint(log_path) or "no output", root, work)
+            if not smokerun.wait_port(run.port, server, pol["smoke"]["start_timeout_seconds"]):
+                detail = _node_text(smokerun.log_hint(log_path) or "no output", root, work)
                 result.add(failed("smoke: vsftpd started", detail))
                 return result
             waited = time.monotonic() - started
             result.add(passed("smoke: vsftpd started", f"127.0.0.1:{run.port} in {waited:.2f} s"))
 
             def hint() -> str:
-                return _node_text(common.log_hint(log_path, work / "vsftpd.log"), root, work)
+                return _node_text(smokerun.log_hint(log_path, work / "vsftpd.log"), root, work)
 
             seen, landed, why = landing(root, manifest, config, login)
             read_only = _read_only(config, login)
-            uploads = common.UPLOAD_DIRS
+            uploads = clients.UPLOAD_DIRS
             if landed is not None and read_only is None:
                 fields = _account_fields(root, manifest, login.account)
-                found = common.writable_places(root, landed, fields) if fields else []
+                found = smoke_accounts.writable_places(root, landed, fields) if fields else []
                 uploads = tuple(name for name, _ in found)
-            common.ftp_session(
+            clients.ftp_session(
                 result, run.port, user, password,
                 tls=_tls_pin(root, config, manifest, login), read_only=read_only,
                 hint=hint, upload_dirs=uploads, expect_dir=seen, landing_why=why,
@@ -858,12 +868,12 @@ def smoke(root: Path, manifest: dict, user: str, work_dir: Path) -> SmokeResult:
                 server.stop()
             if pam_path is not None:
                 pam_path.unlink(missing_ok=True)
-            common.remove_created(created)
+            smoke_accounts.remove_created(created)
 
 
 def _account_fields(root: Path, manifest: dict, account: str) -> list[str] | None:
     try:
-        return common.node_fields(root, manifest, account)
+        return smoke_accounts.node_fields(root, manifest, account)
     except KeyError:
         return None
 
@@ -892,7 +902,7 @@ def landing(root: Path, manifest: dict, config: Config, login: Login):
     return _mapped(root, where), on_root(root, where), why
 
 
-def _tls_pin(root: Path, config: Config, manifest: dict, login: Login) -> common.FtpTls | None:
+def _tls_pin(root: Path, config: Config, manifest: dict, login: Login) -> clients.FtpTls | None:
     """How the smoke pins TLS, or None when this login speaks plain FTP: ssl_enable=NO, or an
     anonymous login without allow_anon_ssl (vsftpd refuses it encryption)."""
     if not config.yes("ssl_enable"):
@@ -903,15 +913,15 @@ def _tls_pin(root: Path, config: Config, manifest: dict, login: Login) -> common
     trusted = "".join(
         on_root(root, path).read_text(errors="replace")
         for path in [*certificates, config.settings.get("ca_certs_file") or ""]
-        if path and common.is_file(root, path)
+        if path and configrefs.is_file(root, path)
     )
     expected = frozenset(
         entry["fingerprint"]
         for entry in manifest.get("certificates", [])
         if entry["path"] in certificates
     )
-    names = common.certificate_names(root, certificates[0]) if certificates else []
-    return common.FtpTls(trusted, names[0] if names else "localhost", expected)
+    names = keychecks.certificate_names(root, certificates[0]) if certificates else []
+    return clients.FtpTls(trusted, names[0] if names else "localhost", expected)
 
 
 def sandbox_config(root: Path, out_dir: Path) -> Path | None:
@@ -921,7 +931,7 @@ def sandbox_config(root: Path, out_dir: Path) -> Path | None:
     config = read_config(root)
     if config.path is None:
         return None
-    run = _Run(out_dir, common.free_port(), user_conf=_mapped_user_conf(root, config, out_dir))
+    run = _Run(out_dir, smokerun.free_port(), user_conf=_mapped_user_conf(root, config, out_dir))
     return write_copy(root, config, run)
 
 
@@ -939,7 +949,7 @@ def login_homes(root: Path, manifest: dict) -> dict[str, str]:
     manifest's accounts into (user_sub_token expanded; a missing one is 500 OOPS), as the
     restored config says; local_root and a chroot are the config's own trees."""
     root = Path(root)
-    chosen = config_path(common.options_of(manifest, NAME))
+    chosen = config_path(profile_options.options_of(manifest, NAME))
     config = read_config(root, chosen, compiled_defaults(root, manifest))
     passwd = accounts.passwd_entries(root)
     homes = {}

@@ -27,11 +27,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from drkit import errors, runner
-from drkit.engines import accounts
+from drkit.engines import accounts, clients
 from drkit.model import Check, Inventory, SmokeResult, failed, passed, warned
 from drkit.paths import on_root
-from drkit.profiles import common
-from drkit.profiles.common import Ref
+from drkit.profiles.common import (
+    authfiles,
+    configrefs,
+    configtext,
+    keychecks,
+    pamfiles,
+    profile_options,
+    programs,
+    smoke_accounts,
+    smokerun,
+)
+from drkit.profiles.common.configrefs import Ref
 from drkit.profiles.interface import Detection, ModuleProfile, Signs
 from drkit.profiles.pureftpd import read
 
@@ -93,7 +103,7 @@ def read_node(root: Path, options: dict | None) -> Node:
     passwd = chosen["passwd"]
     if passwd is None and puredbs:
         beside = re.sub(r"\.pdb$", ".passwd", puredbs[0][0])
-        passwd = next((p for p in (beside, read.PASSWD) if common.is_file(root, p)), beside)
+        passwd = next((p for p in (beside, read.PASSWD) if configrefs.is_file(root, p)), beside)
     users = read.read_passwd(root, passwd) if passwd else []
     return Node(
         setup, setup.number("Y", 0), certificate, key or None, puredbs, passwd, users,
@@ -155,7 +165,7 @@ def references(root: Path, node: Node, smoke_user: str | None = None) -> list[Re
         refs.append(Ref(node.passwd, "accounts", "pureftpd.passwd", where, False))
     if "pam" in node.methods:
         refs.append(Ref(PAM_SERVICE, "config", "-l pam", "PAM service pure-ftpd"))
-        pam = common.read_pam(root, PAM_SERVICE)
+        pam = pamfiles.read_pam(root, PAM_SERVICE)
         refs += [Ref(path, "config", "PAM include", line, False) for path, line in pam.includes]
         refs += [Ref(path, "accounts", "PAM store", line, False) for path, line in pam.stores]
     if setup.value("F"):
@@ -224,11 +234,11 @@ def inventory(root: Path, smoke_user: str | None, options: dict | None = None) -
     if node.setup.source.startswith(read.CONF_DIR) and not on_root(root, read.CONF_DIR).is_dir():
         return Inventory(warnings=[f"pureftpd: no {read.CONF_DIR} found"])
     warnings = [f"pureftpd: {why}" for _, why in node.setup.refused] + node.setup.warnings
-    if node.puredbs and node.passwd and not common.is_file(root, node.passwd):
+    if node.puredbs and node.passwd and not configrefs.is_file(root, node.passwd):
         warnings.append(
             f"pureftpd: no {node.passwd}: the PureDB {node.puredbs[0][0]} cannot be rebuilt"
         )
-    found = common.inventory_from_refs(root, [], references(root, node, smoke_user), warnings)
+    found = configrefs.inventory_from_refs(root, [], references(root, node, smoke_user), warnings)
     found.owned_globs = [f"{read.CONF_DIR}/*", f"{read.AUTH_DIR}/*"]
     found.users = system_users(root, node, smoke_user)
     return found
@@ -238,11 +248,11 @@ def inventory(root: Path, smoke_user: str | None, options: dict | None = None) -
 
 
 def _pure_pw() -> str | None:
-    return common.find_program("pure-pw", ["/usr/bin/pure-pw"])
+    return programs.find_program("pure-pw", ["/usr/bin/pure-pw"])
 
 
 def _program() -> str | None:
-    return common.find_program("pure-ftpd", [read.PROGRAM])
+    return programs.find_program("pure-ftpd", [read.PROGRAM])
 
 
 def puredb_checks(root: Path, node: Node) -> list[Check]:
@@ -262,7 +272,7 @@ def puredb_checks(root: Path, node: Node) -> list[Check]:
             detail = "not a PureDB file: pure-ftpd answers 421 Unable to read the indexed puredb"
             results.append(failed(name, detail))
             continue
-        if index or not node.passwd or not common.is_file(root, node.passwd):
+        if index or not node.passwd or not configrefs.is_file(root, node.passwd):
             detail = f"a PureDB file ({len(data)} bytes)"
             if not index:
                 missing = f"; its source {node.passwd} is missing: pure-pw cannot edit its users"
@@ -279,7 +289,7 @@ def puredb_checks(root: Path, node: Node) -> list[Check]:
             argv = [program, "mkdb", str(rebuilt), "-f", str(on_root(root, node.passwd))]
             done = runner.run(argv, timeout=60)
             if done.returncode != 0 or not rebuilt.is_file():
-                said = common.command_output(done, root)
+                said = programs.command_output(done, root)
                 detail = f"pure-pw mkdb failed on {node.passwd}: {said}"
                 results.append(failed(name, detail))
             elif rebuilt.read_bytes() == data:
@@ -326,17 +336,17 @@ def tls_checks(root: Path, node: Node, manifest: dict) -> list[Check]:
     when a file of them is kept, must parse."""
     results = []
     files = [node.certificate] + ([node.key] if node.key else [])
-    if node.tls > 0 and all(common.is_file(root, path) for path in files):
-        pair = common.certificate_pair_check(root, node.certificate, node.key)
+    if node.tls > 0 and all(configrefs.is_file(root, path) for path in files):
+        pair = keychecks.certificate_pair_check(root, node.certificate, node.key)
         if pair.status != "pass":
             why = "holds no private key" if pair.status == "warn" else pair.detail
             why = why.removesuffix(": TLS sessions would fail")
             pair = failed(pair.name, f"{why}: pure-ftpd exits 252 at start (TLS {node.tls})")
         results.append(pair)
         key = node.key or node.certificate
-        results.append(common.tls_key_mode_check(root, key, manifest=manifest))
-    results += common.certificate_checks(root, manifest, files)
-    if common.is_file(root, DHPARAMS):
+        results.append(keychecks.tls_key_mode_check(root, key, manifest=manifest))
+    results += keychecks.certificate_checks(root, manifest, files)
+    if configrefs.is_file(root, DHPARAMS):
         from cryptography.hazmat.primitives.serialization import load_pem_parameters
 
         name = f"tls: {DHPARAMS}"
@@ -354,24 +364,26 @@ def _start(
     """Start pure-ftpd from the restored configuration on a free loopback port; return the
     service (None when it did not greet), its port, the changes made and why it failed."""
     wanted = posixpath.basename(node.setup.program)
-    program = common.find_program(wanted, [node.setup.program]) or _program()
+    program = programs.find_program(wanted, [node.setup.program]) or _program()
     if program is None:
         return None, 0, [], "pure-ftpd is not installed on this host"
-    port = common.free_port()
+    port = smokerun.free_port()
     options, changes = read.runnable(node.setup, root, work, port, puredb)
     if posixpath.basename(program) != wanted:
         changes.insert(0, f"runs {posixpath.basename(program)}: {wanted} is not on this host")
     log_path = work / "pure-ftpd.out"
     server = runner.start_service([program, *options], log_path)
-    reply = common.greeting(port, server, START_TIMEOUT)
+    reply = smokerun.greeting(port, server, START_TIMEOUT)
     if reply and reply.startswith("220"):
         return server, port, changes, ""
     server.stop()
     code = server.process.returncode
-    said = common.log_hint(log_path) or reply or "no greeting, nothing written (it logs to syslog)"
+    said = (
+        smokerun.log_hint(log_path) or reply or "no greeting, nothing written (it logs to syslog)"
+    )
     why = f"exit {code} at start: {said}" if code is not None else said
     if code == 252 and node.tls > 0:
-        pair = common.certificate_pair_check(root, node.certificate, node.key)
+        pair = keychecks.certificate_pair_check(root, node.certificate, node.key)
         why += f"; TLS {node.tls} needs {node.certificate} with its key ({pair.detail})"
     return None, port, changes, _node_text(why, root, work)
 
@@ -405,16 +417,16 @@ def _start_check(root: Path, node: Node) -> Check:
         shutil.rmtree(work, ignore_errors=True)
 
 
-@common.options_fail_as("pureftpd: options")
+@profile_options.options_fail_as("pureftpd: options")
 def checks(root: Path, manifest: dict) -> list[Check]:
     """Return the checks of a restored (or live) Pure-FTPd node against its manifest."""
     root = Path(root)
-    node = read_node(root, common.options_of(manifest, NAME))
+    node = read_node(root, profile_options.options_of(manifest, NAME))
     if node.setup.source.startswith(read.CONF_DIR) and not on_root(root, read.CONF_DIR).is_dir():
         return [failed("pureftpd: config", f"no {read.CONF_DIR} found")]
     results = [failed(f"pureftpd: {where}", why) for where, why in node.setup.refused]
     results.append(_start_check(root, node))
-    results += common.named_files_check(root, references(root, node), "pureftpd")
+    results += configrefs.named_files_check(root, references(root, node), "pureftpd")
     results += puredb_checks(root, node)
     results += user_checks(root, node)
     results += tls_checks(root, node, manifest)
@@ -435,13 +447,13 @@ def _mapped_home(root: Path, home: str) -> str:
 def _smoke_line(root: Path, manifest: dict, node: Node, user: str, login: str, secret: str):
     """Return the pureftpd.passwd line of the one-run login (user's uid, gid, home and
     limits, a one-run password), or a failed check naming why there is none."""
-    hashed = common.hash_password(secret)
+    hashed = authfiles.hash_password(secret)
     own = next((u for u in node.users if u.name == user), None)
     if own is not None:
         fields = list(own.fields)
         fields[0], fields[1], fields[5] = login, hashed, _mapped_home(root, own.home)
         return ":".join(fields), f"virtual user {user}"
-    account = common.node_account(root, manifest, user)
+    account = smoke_accounts.node_account(root, manifest, user)
     if account is None:
         return None, f"{user} is neither a virtual user nor one of the node's accounts"
     entry = (account["passwd"].split(":") + [""] * 7)[:7]
@@ -452,8 +464,8 @@ def _smoke_line(root: Path, manifest: dict, node: Node, user: str, login: str, s
     return line, f"system account {user}" + (" (ChrootEveryone)" if jailed else "")
 
 
-def _tls_pin(root: Path, node: Node, manifest: dict) -> common.FtpTls | None:
-    if node.tls <= 0 or not common.is_file(root, node.certificate):
+def _tls_pin(root: Path, node: Node, manifest: dict) -> clients.FtpTls | None:
+    if node.tls <= 0 or not configrefs.is_file(root, node.certificate):
         return None
     try:
         text = read.text_of(root, node.certificate)
@@ -466,8 +478,8 @@ def _tls_pin(root: Path, node: Node, manifest: dict) -> common.FtpTls | None:
         for entry in manifest.get("certificates", [])
         if entry["path"] == node.certificate
     )
-    names = common.certificate_names(root, node.certificate) if trusted else []
-    return common.FtpTls(trusted, names[0] if names else "localhost", expected)
+    names = keychecks.certificate_names(root, node.certificate) if trusted else []
+    return clients.FtpTls(trusted, names[0] if names else "localhost", expected)
 
 
 def smoke(root: Path, manifest: dict, user: str, work_dir: Path) -> SmokeResult:
@@ -484,7 +496,7 @@ def smoke(root: Path, manifest: dict, user: str, work_dir: Path) -> SmokeResult:
         return SmokeResult.not_judged(NAME, "pure-ftpd or pure-pw is not installed on this host")
     result = SmokeResult(profile=NAME)
     try:
-        node = read_node(root, common.options_of(manifest, NAME))
+        node = read_node(root, profile_options.options_of(manifest, NAME))
     except errors.ConfigError as exc:
         result.add(failed("smoke: pure-ftpd started", exc.message))
         return result
@@ -492,7 +504,7 @@ def smoke(root: Path, manifest: dict, user: str, work_dir: Path) -> SmokeResult:
         result.add(failed("smoke: pure-ftpd started", _refusal(node)))
         return result
     server: runner.Service | None = None
-    with common.smoke_workspace(work_dir, "smoke-pureftpd-") as work:
+    with smokerun.smoke_workspace(work_dir, "smoke-pureftpd-") as work:
         try:
             login, secret = f"drkit-{secrets.token_hex(4)}", secrets.token_urlsafe(18)
             line, how = _smoke_line(root, manifest, node, user, login, secret)
@@ -502,7 +514,7 @@ def smoke(root: Path, manifest: dict, user: str, work_dir: Path) -> SmokeResult:
             copy, pdb = work / "pureftpd.passwd", work / "pureftpd.pdb"
             copy.touch(mode=0o600)
             copy.chmod(0o600)
-            own = node.passwd and common.is_file(root, node.passwd)
+            own = node.passwd and configrefs.is_file(root, node.passwd)
             try:
                 text = read.text_of(root, node.passwd) if own else ""
             except OSError:
@@ -510,7 +522,7 @@ def smoke(root: Path, manifest: dict, user: str, work_dir: Path) -> SmokeResult:
             copy.write_text(text + ("" if not text or text.endswith("\n") else "\n") + line + "\n")
             done = runner.run([pure_pw, "mkdb", str(pdb), "-f", str(copy)], timeout=60)
             if done.returncode != 0:
-                detail = f"pure-pw mkdb failed: {common.command_output(done, root)}"
+                detail = f"pure-pw mkdb failed: {programs.command_output(done, root)}"
                 result.add(failed("smoke: user", detail))
                 return result
             beside = f"beside the {len(node.users)} of a copy of {node.passwd}" if own else "alone"
@@ -526,9 +538,9 @@ def smoke(root: Path, manifest: dict, user: str, work_dir: Path) -> SmokeResult:
             detail = f"127.0.0.1:{port} in {waited:.2f} s; changed: {changed}"
             result.add(passed("smoke: pure-ftpd started", detail))
             log_path = work / "pure-ftpd.out"
-            common.ftp_session(
+            clients.ftp_session(
                 result, port, login, secret, tls=_tls_pin(root, node, manifest),
-                hint=lambda: _node_text(common.log_hint(log_path), root, work),
+                hint=lambda: _node_text(smokerun.log_hint(log_path), root, work),
             )  # fmt: skip
             return result
         finally:
@@ -543,10 +555,10 @@ def sandbox_config(root: Path, out_dir: Path) -> Path | None:
     node = read_node(root, None)
     if not on_root(root, read.CONF_DIR).is_dir():
         return None
-    options, changes = read.runnable(node.setup, root, out_dir, common.free_port())
+    options, changes = read.runnable(node.setup, root, out_dir, smokerun.free_port())
     path = out_dir / "pure-ftpd.args"
     lines = [f"# {change}" for change in changes]
-    common.write_config_copy(path, [*lines, shlex.join([_program() or read.PROGRAM, *options])])
+    configtext.write_config_copy(path, [*lines, shlex.join([_program() or read.PROGRAM, *options])])
     return path
 
 

@@ -1,0 +1,156 @@
+"""Accounts for a smoke run: the node's record of a user, the host user created for the run
+and removed after it, and the directories the user may write to."""
+
+from __future__ import annotations
+
+import contextlib
+import grp
+import os
+import pwd
+import signal
+import stat
+import time
+from pathlib import Path
+
+from drkit import runner
+from drkit.engines import accounts
+from drkit.model import (
+    Check,
+    failed,
+    passed,
+)
+from drkit.paths import on_root
+
+
+def node_account(root: Path, manifest: dict, user: str) -> dict | None:
+    """Return the node's account record of user: the root's files, else the manifest's."""
+    if accounts.source_root(root) == Path(root):
+        found = accounts.read_entries(root, [user])
+        if found:
+            return found[0]
+    return next((a for a in manifest.get("accounts", []) if a["name"] == user), None)
+
+
+def node_fields(root: Path, manifest: dict, user: str) -> list[str]:
+    """Return the node's passwd fields of user (the host's when the node has none)."""
+    account = node_account(root, manifest, user)
+    if account:
+        return (account["passwd"].split(":") + [""] * 7)[:7]
+    entry = pwd.getpwnam(user)
+    return [user, "x", str(entry.pw_uid), str(entry.pw_gid), "", entry.pw_dir, entry.pw_shell]
+
+
+def host_has(lookup, key) -> bool:
+    try:
+        lookup(key)
+    except KeyError:
+        return False
+    return True
+
+
+def ensure_user(root: Path, manifest: dict, user: str, created: list[tuple[str, str]]) -> Check:
+    """Make sure user exists on the host; create it for the run from the node's entry.
+
+    What was created is appended to `created` for removal afterwards.
+    """
+    name = "smoke: user"
+    if host_has(pwd.getpwnam, user):
+        return passed(name, f"{user} exists on the host")
+    account = node_account(root, manifest, user)
+    if account is None:
+        return failed(name, f"{user} is neither on the host nor in the node's accounts")
+    fields = (account["passwd"].split(":") + [""] * 7)[:7]
+    uid, gid, home, shell = fields[2], fields[3], fields[5] or "/", fields[6]
+    argv = ["useradd", "-M", "-p", "*"]
+    groups = [(line.split(":") + [""] * 4)[:4] for line in account.get("groups", [])]
+    for group_name, _, group_gid, members in groups:
+        primary = group_gid == gid
+        if not primary and user not in members.split(","):
+            continue
+        if not host_has(grp.getgrnam, group_name) and not host_has(grp.getgrgid, int(group_gid)):
+            done = runner.run(["groupadd", "-g", group_gid, group_name])
+            if done.returncode == 0:
+                created.append(("group", group_name))
+        if host_has(grp.getgrnam, group_name):
+            argv += ["-g", group_name] if primary else ["-G", group_name]
+    if "-g" not in argv and gid.isdigit() and host_has(grp.getgrgid, int(gid)):
+        argv += ["-g", gid]
+    if uid.isdigit() and not host_has(pwd.getpwuid, int(uid)):
+        argv += ["-u", uid]
+    host_home = home if str(root) == "/" else str(on_root(root, home))
+    usable_shell = shell if shell and os.access(shell, os.X_OK) else "/usr/sbin/nologin"
+    had_group = host_has(grp.getgrnam, user)
+    done = runner.run([*argv, "-d", host_home, "-s", usable_shell, user])
+    if done.returncode != 0:
+        return failed(name, f"useradd {user} failed: {done.stderr_tail}")
+    created.append(("user", user))
+    if not had_group and host_has(grp.getgrnam, user):
+        created.append(("group", user))
+    return passed(name, f"created {user} (uid {pwd.getpwnam(user).pw_uid}) for the run")
+
+
+def _processes_of(uid: int) -> list[int]:
+    """Return the pids of the live processes running as uid (an sshd session winding down;
+    a zombie has ended, whenever its new parent reaps it)."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        with contextlib.suppress(OSError, IndexError):
+            if os.stat(f"/proc/{pid}").st_uid != uid:
+                continue
+            with open(f"/proc/{pid}/stat") as handle:
+                state = handle.read().rsplit(")", 1)[1].split()[0]
+            if state != "Z":
+                found.append(int(pid))
+    return found
+
+
+def remove_created(created: list[tuple[str, str]]) -> None:
+    """Remove the users and groups created for the run, once their sessions have ended: the
+    server is stopped by then, so what still runs as a user made for the run is a session of
+    the smoke's own (sshd's per-connection processes outlive its listener by about a second)
+    and is ended."""
+    for kind, name in reversed(created):
+        if kind == "user" and host_has(pwd.getpwnam, name):
+            uid, deadline = pwd.getpwnam(name).pw_uid, time.monotonic() + 10
+            for pid in _processes_of(uid):
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGTERM)
+            while _processes_of(uid) and time.monotonic() < deadline:
+                time.sleep(0.02)
+            if runner.run(["userdel", name]).returncode != 0:
+                runner.run(["userdel", "-f", name])
+        elif kind == "group" and host_has(grp.getgrnam, name):
+            runner.run(["groupdel", name])
+
+
+def writable_places(root: Path, landed: Path, fields: list[str]) -> list[tuple[str, Path]]:
+    """Return (name relative to landed, host path) of landed and its subdirectories that the
+    account (passwd fields: its uid, primary gid and the node's groups naming it) may write by
+    owner and mode, landed first: where a smoke uploads, found rather than guessed."""
+    if not (fields[2].isdigit() and fields[3].isdigit()):
+        return []
+    uid, gids = int(fields[2]), {int(fields[3])}
+    gids |= {
+        int(g[2])
+        for g in accounts.group_entries(root)
+        if fields[0] in g[3].split(",") and g[2].isdigit()
+    }
+    try:
+        children = sorted(c for c in landed.iterdir() if c.is_dir() and not c.is_symlink())
+    except OSError:
+        return []
+    found = []
+    for folder in [landed, *children[:64]]:
+        try:
+            info = folder.stat()
+        except OSError:
+            continue
+        mode = stat.S_IMODE(info.st_mode)
+        if (
+            uid == 0
+            or (info.st_uid == uid and mode & 0o200)
+            or (info.st_gid in gids and mode & 0o020)
+            or mode & 0o002
+        ):
+            found.append(("." if folder == landed else folder.name, folder))
+    return found
