@@ -117,13 +117,13 @@ def test_smoke_credentials_are_added_beside_the_nodes_own(node_root):
     run = proftpd.Run(
         work,
         ports={index: smokerun.free_port() for index in range(config.servers)},
-        run_as=proftpd._run_as(root, config),
+        run_as=proftpd.sandbox.run_as(root, config),
         pam_service=pam_path.name,
     )
     server = None
     try:
-        proftpd._auth_copies(root, config, run, None)
-        server, words, _ = proftpd._start(root, config, run, proftpd.proftpd_program())
+        proftpd.loopback.auth_copies(root, config, run, None)
+        server, words, _ = proftpd.sandbox.start(root, config, run, proftpd.proftpd_program())
         assert server is not None, words
         vhost = max(run.ports)  # the ftp.ftech.net vhost: the last one, its own AuthUserFile
         for secret in (pubadmin.password, password):

@@ -141,14 +141,14 @@ def test_writable_directory_and_landing_follow_defaultroot_and_limit_write(tmp_p
         os.chown(tmp_path / folder, 2021, 2021)
     config = proftpd.read_config(tmp_path)
     fields = ["dave", "x", "2021", "2021", "", "/home/dave", "/bin/bash"]
-    landed, seen, why = proftpd._landing(tmp_path, config, 0, "dave", fields)
+    landed, seen, why = proftpd.users.landing(tmp_path, config, 0, "dave", fields)
     assert (landed, seen) == (tmp_path / "home/dave", "/") and "DefaultRoot ~" in why
     found = proftpd.writable_dirs(tmp_path, config, 0, "dave", fields, landed)
     assert found == [".", "incoming"]  # archive: <Limit WRITE> DenyAll; readonly: 0555
     _write(tmp_path, "/etc/proftpd/proftpd.conf", "<Limit WRITE>\n  DenyAll\n</Limit>\n")
     config = proftpd.read_config(tmp_path)
     assert proftpd.writable_dirs(tmp_path, config, 0, "dave", fields, landed) == []
-    landed, seen, why = proftpd._landing(tmp_path, config, 0, "dave", fields)
+    landed, seen, why = proftpd.users.landing(tmp_path, config, 0, "dave", fields)
     assert seen == str(tmp_path / "home/dave") and "not chrooted" in why
 
 
@@ -168,8 +168,8 @@ def test_require_valid_shell_reads_the_nodes_etc_shells(tmp_path: Path):
     assert shells and not shells[0].required
     fields = proftpd.virtual_users(tmp_path, config)["user1"]
     run = proftpd.Run(tmp_path / "work")
-    proftpd._valid_shell(tmp_path, config, run, "user1", fields, [0])
-    host_lists_it = "/sbin/nologin" in proftpd._list_file(Path("/"), "/etc/shells")
+    proftpd.loopback.valid_shell(tmp_path, config, run, "user1", fields, [0])
+    host_lists_it = "/sbin/nologin" in proftpd.users.list_file(Path("/"), "/etc/shells")
     assert run.shells_off != host_lists_it
     assert bool(run.differences) != host_lists_it
     _write(
@@ -191,8 +191,8 @@ def test_loadmodule_of_a_module_compiled_into_this_proftpd_is_present(tmp_path: 
         "/etc/proftpd/proftpd.conf",
         "LoadModule mod_auth_file.c\nLoadModule mod_ident.c\n",
     )
-    (check,) = proftpd._module_checks(proftpd.read_config(tmp_path))
+    (check,) = proftpd.static.module_checks(proftpd.read_config(tmp_path))
     assert check.status == "pass", check.detail
     _write(tmp_path, "/etc/proftpd/proftpd.conf", "LoadModule mod_nowhere.c\n")
-    (check,) = proftpd._module_checks(proftpd.read_config(tmp_path))
+    (check,) = proftpd.static.module_checks(proftpd.read_config(tmp_path))
     assert check.status == "fail" and "mod_nowhere.c" in check.detail
