@@ -207,7 +207,7 @@ def _sftp_round_trip(
 # --- the FTPS client, pinned -----------------------------------------------------------------
 
 
-class _ReusingFTPS(ftplib.FTP_TLS):
+class ReusingFTPS(ftplib.FTP_TLS):
     """ftplib over explicit TLS whose data connections reuse the control session's TLS
     session: ProFTPD and vsftpd refuse data channels that do not (their default)."""
 
@@ -286,7 +286,7 @@ def ftp_session(
         context = ssl.create_default_context(cadata=tls.trusted_pem)
         context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
         context.check_hostname = True
-        client: ftplib.FTP = _ReusingFTPS(context=context, timeout=15)
+        client: ftplib.FTP = ReusingFTPS(context=context, timeout=15)
     else:
         client = ftplib.FTP(timeout=15)
     started, detail = time.monotonic(), ""

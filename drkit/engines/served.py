@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from drkit import runner
-from drkit.engines import keys
+from drkit.engines import clients, keys
 
 KEYSCAN_TYPES = "rsa,ecdsa,ed25519"
 TIMEOUT = 10.0
@@ -134,7 +134,7 @@ def ftps_login(
     context = ssl.create_default_context()
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
-    client = ftplib.FTP_TLS(context=context, timeout=TIMEOUT)
+    client = clients.ReusingFTPS(context=context, timeout=TIMEOUT)
     try:
         client.connect(address.host, address.port)
         client.auth()
