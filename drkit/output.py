@@ -15,6 +15,7 @@ from drkit.paths import shown
 
 log = logging.getLogger("drkit")
 
+from drkit.engines.resticjson import BackupStatus
 
 def setup_logging(verbose: int) -> None:
     """Send drkit's log lines to stderr: warnings by default, -v info, -vv debug."""
@@ -162,15 +163,15 @@ class Progress:
         self.live.remove_task(self.task)  # a fresh task: no bytes until restic reports some
         self.task = self.live.add_task(f"{self.title}: {text}", total=None, left="")
 
-    def status(self, message: dict) -> None:
+    def status(self, message: BackupStatus) -> None:
         """Move the bar by one of restic's --json status lines (bytes_done of total_bytes,
         seconds_remaining)."""
-        if self.live is not None and message.get("total_bytes"):
-            left = message.get("seconds_remaining")
+        if self.live is not None and message.total_bytes:
+            left = message.seconds_remaining
             self.live.update(
                 self.task,
-                total=message["total_bytes"],
-                completed=message.get("bytes_done", 0),
+                total=message.total_bytes,
+                completed=message.bytes_done,
                 left="" if left is None else f"{units.duration(left)} left",
                 refresh=True,  # drawn as restic reports it, not at the next 0.1 s tick
             )

@@ -25,6 +25,7 @@ from nodes import Node, fresh_repository, make_workspace
 
 from drkit import config as config_module
 from drkit.engines import keys, manifest, screen
+from drkit.engines.resticjson import TreeNode
 
 pytestmark = pytest.mark.integration
 
@@ -361,7 +362,8 @@ def test_listing_rules_beyond_what_restic_writes(node, expect):
         {"path": "/etc/link", "type": "symlink", "mode": 0o777},
         node,
     ]
-    problems = screen.screen_listing(listing, _listing_manifest())
+    nodes = [TreeNode.model_validate(entry) for entry in listing]
+    problems = screen.screen_listing(nodes, _listing_manifest())
     assert any(expect in problem for problem in problems), problems
 
 

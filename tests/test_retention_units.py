@@ -62,11 +62,11 @@ def local_restic(tmp_path: Path) -> restic_engine.Restic:
 def test_forget_passes_only_the_named_rules_and_returns_restics_reasons(local_restic):
     keep = {"last": 3, "hourly": None, "daily": 0}
     (group,) = local_restic.forget(host="n1", tags=["drkit"], keep=keep, dry_run=True)
-    assert len(group["keep"]) == 3 and len(group["remove"]) == 2
-    assert [reason["matches"] for reason in group["reasons"]] == [["last snapshot"]] * 3
+    assert len(group.keep) == 3 and len(group.remove) == 2
+    assert [reason.matches for reason in group.reasons] == [["last snapshot"]] * 3
 
 
 def test_forget_without_any_rule_removes_nothing(local_restic):
     # restic refuses a forget without a policy; drkit keeps every snapshot instead
     (group,) = local_restic.forget(host="n1", tags=["drkit"], keep={"last": 0}, dry_run=True)
-    assert len(group["keep"]) == 5 and group["remove"] == [] and group["reasons"] == []
+    assert len(group.keep) == 5 and group.remove == [] and group.reasons == []

@@ -14,8 +14,9 @@ from typer.testing import CliRunner
 from drkit import errors, runner
 from drkit.cli import app
 from drkit.config import parse_config
-from drkit.engines import apply, keys, manifest, staged
+from drkit.engines import apply, keys, manifest, resticbin, staged
 from drkit.engines import restic as restic_engine
+from drkit.engines.resticjson import SnapshotRecord
 from drkit.model import Entry, Inventory
 
 GOOD = """
@@ -222,10 +223,10 @@ def test_restic_version_is_asked_once_per_installed_binary(tmp_path: Path, monke
     wrapper.write_text(wrapper.read_text() + "# upgraded\n")  # another size: asked again
     restic_engine.find_restic(wrapper)
     assert calls.read_text().split() == ["version", "version"]
-    cached = json.loads(restic_engine.version_cache_path().read_text())
+    cached = json.loads(resticbin.version_cache_path().read_text())
     mine = [version for key, version in cached.items() if key.startswith(f"{wrapper}:")]
     assert len(mine) == 1  # the replaced binary's entry is dropped
-    assert tuple(mine[0]) >= restic_engine.MINIMUM_VERSION
+    assert tuple(mine[0]) >= resticbin.MINIMUM_VERSION
 
 
 def test_cli_errors_are_one_json_document_or_one_line(tmp_path: Path):
@@ -313,7 +314,8 @@ def test_a_snapshot_time_restic_printed_unreadably_is_restics_failure_not_a_drki
     from drkit import errors
 
     with pytest.raises(errors.ResticFailed, match="cannot read"):
-        restic_engine.Snapshot.from_json({"id": "ab" * 32, "time": "yesterday"})
+        record = SnapshotRecord(id="ab" * 32, time="yesterday")
+        restic_engine.Snapshot.from_record(record)
 
 
 def test_an_included_tls_certificate_is_paired_by_name_when_its_key_no_longer_matches(tmp_path):

@@ -14,6 +14,7 @@ from drkit import errors, timing
 from drkit.config import Config, dump_config
 from drkit.engines import accounts, catalog, freshness, keys, manifest, screen, watch
 from drkit.engines.restic import Restic
+from drkit.engines.resticjson import BackupStatus
 from drkit.model import SecurityEvent, parse_utc, utc_text
 from drkit.paths import host_path, shown
 from drkit.results import BackupResult
@@ -247,7 +248,7 @@ def _unless_probe_failed(
 
 def run(
     config: Config,
-    on_progress: Callable[[dict], None] | None = None,
+    on_progress: Callable[[BackupStatus], None] | None = None,
     on_step: Callable[[str], None] | None = None,
     lock_wait: float | None = None,
 ) -> BackupResult:

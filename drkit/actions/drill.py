@@ -184,7 +184,7 @@ def choose_snapshot(config: Config, restic, spec: str | Spec):
     groups = restic.forget(
         host=config.node, tags=["drkit"], keep=config.retention.model_dump(), dry_run=True
     )
-    kept = {snapshot.get("id") for group in groups for snapshot in group.get("keep") or []}
+    kept = {snapshot.id for group in groups for snapshot in group.keep}
     window = [snapshot for snapshot in mine if snapshot.id in kept] or mine
     return secrets.choice(window)
 

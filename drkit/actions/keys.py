@@ -159,8 +159,8 @@ def _finish_removal(config: Config, restic, journal: Path) -> None:
         ids = [str(key_id) for key_id in named["remove"]]
     except (errors.ConfigError, ValueError, KeyError, TypeError):
         ids = []
-    listed = {key["id"]: key for key in restic.key_list()}
-    stale = [key_id for key_id in ids if key_id in listed and not listed[key_id].get("current")]
+    listed = {key.id: key for key in restic.key_list()}
+    stale = [key_id for key_id in ids if key_id in listed and not listed[key_id].current]
     for key_id in stale:
         restic.key_remove(key_id)
     password_file = config.repository.password_file
@@ -192,7 +192,7 @@ def rotate(config: Config, config_path: Path) -> results.KeysRotateResult:
     with context.node_lock(config):
         _finish_removal(config, restic, journal)
         old_keys = restic.key_list()
-        old_current = [key["id"] for key in old_keys if key.get("current")]
+        old_current = [key.id for key in old_keys if key.current]
         pending.unlink(missing_ok=True)
         _write_new(pending, (secrets.token_hex(32) + "\n").encode())
         restic.key_add(pending)
@@ -201,7 +201,7 @@ def rotate(config: Config, config_path: Path) -> results.KeysRotateResult:
             region=restic.region, ca_bundle=restic.ca_bundle,
         )  # fmt: skip
         new_keys = fresh.key_list()
-        new_id = next(key["id"] for key in new_keys if key.get("current"))
+        new_id = next(key.id for key in new_keys if key.current)
         _rewrap_catalog_key(config, password_file, [password_file, pending])
         durable.write_atomic(journal, json.dumps({"remove": old_current}).encode())
         os.replace(pending, password_file)

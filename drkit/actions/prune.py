@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 
 from drkit.config import Config
 from drkit.engines import keys
+from drkit.engines.resticjson import SnapshotRecord
 from drkit.model import parse_utc, utc_text
 from drkit.results import PruneResult
 from drkit.service import context, locks
@@ -26,12 +27,12 @@ from drkit.service import context, locks
 log = logging.getLogger(__name__)
 
 
-def _brief(snapshot: dict) -> dict:
+def _brief(snapshot: SnapshotRecord) -> dict:
     return {
-        "id": snapshot.get("id"),
-        "short_id": snapshot.get("short_id", str(snapshot.get("id", ""))[:8]),
-        "time": utc_text(parse_utc(snapshot["time"])),
-        "tags": snapshot.get("tags") or [],
+        "id": snapshot.id,
+        "short_id": snapshot.short,
+        "time": utc_text(parse_utc(snapshot.time)),
+        "tags": snapshot.tags,
     }
 
 
@@ -58,14 +59,11 @@ def run(config: Config, dry_run: bool = False, lock_wait: float | None = None) -
         groups = restic.forget(host=config.node, tags=["drkit"], keep=keep_rules, dry_run=dry_run)
         kept, removed = [], []
         for group in groups:
-            reasons = {
-                (reason.get("snapshot") or {}).get("id"): reason.get("matches") or []
-                for reason in group.get("reasons") or []
-            }
-            for snapshot in group.get("keep") or []:
-                matches = reasons.get(snapshot.get("id"), [])
+            reasons = {reason.snapshot.id: reason.matches for reason in group.reasons}
+            for snapshot in group.keep:
+                matches = reasons.get(snapshot.id, [])
                 kept.append({**_brief(snapshot), "reasons": matches, "rules": _rules(matches)})
-            removed += [_brief(snapshot) for snapshot in group.get("remove") or []]
+            removed += [_brief(snapshot) for snapshot in group.remove]
         kept.sort(key=lambda item: item["time"])
         removed.sort(key=lambda item: item["time"])
         verb = "would remove" if dry_run else "removed"

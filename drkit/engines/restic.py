@@ -14,137 +14,33 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import logging
 import os
 import re
-import shutil
-import sys
 import tarfile
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
 from drkit import errors, runner
-from drkit.engines import durable, keys
+from drkit.engines import keys
+from drkit.engines import resticjson as messages
+from drkit.engines.resticbin import find_restic as find_restic  # the engine's one door
+from drkit.engines.resticjson import (
+    BackupStatus,
+    ForgetGroup,
+    KeyRecord,
+    LockRecord,
+    SnapshotRecord,
+    TreeNode,
+)
 from drkit.model import parse_utc
 
 log = logging.getLogger(__name__)
 
-MINIMUM_VERSION = (0, 17, 0)
-LISTED_FIELDS = ("path", "type", "mode", "size", "inode", "device_id")
 LOCK_WAIT = "2m"
-UPGRADE_HINT = (
-    "install restic >= 0.17 (./scripts/bootstrap puts 0.18 in .tools/bin), "
-    "or name one with $DRKIT_RESTIC or `restic:` in drkit.yaml"
-)
-_VERSION = re.compile(r"^restic (\d+)\.(\d+)\.(\d+)")
-
-
-def version_cache_path() -> Path:
-    """Return the file that remembers each restic binary's version ($XDG_CACHE_HOME/drkit)."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "drkit" / "restic-versions.json"
-
-
-def _identity(binary: Path) -> str | None:
-    """Return what names one installed binary: its resolved path, size and mtime."""
-    try:
-        info = binary.stat()
-    except OSError:
-        return None
-    return f"{binary.resolve()}:{info.st_size}:{info.st_mtime_ns}"
-
-
-def _cached_versions() -> dict:
-    try:
-        cached = json.loads(version_cache_path().read_text())
-    except (OSError, ValueError):
-        return {}
-    return cached if isinstance(cached, dict) else {}
-
-
-def _version_of(binary: Path) -> tuple[int, int, int] | None:
-    """Return restic's version, asked once per installed binary: the answer is cached by the
-    binary's path, size and mtime, so a replaced or upgraded restic is asked again."""
-    identity = _identity(binary)
-    cached = _cached_versions()
-    known = cached.get(identity) if identity else None
-    if isinstance(known, list) and len(known) == 3 and all(isinstance(n, int) for n in known):
-        return tuple(known)  # type: ignore[return-value]
-    try:
-        completed = runner.run([str(binary), "version"], timeout=20)
-    except errors.DrkitError:
-        return None
-    match = _VERSION.match(completed.stdout.strip())
-    if not match:
-        return None
-    version = tuple(int(part) for part in match.groups())
-    if identity:
-        _remember(cached, identity, version)
-    return version  # type: ignore[return-value]
-
-
-def _remember(cached: dict, identity: str, version: tuple[int, ...]) -> None:
-    """Store a binary's version in the cache (atomically; a cache that cannot be written is
-    only a missed saving)."""
-    path = version_cache_path()
-    cached = {key: value for key, value in cached.items() if _still_installed(key)}
-    cached[identity] = list(version)
-    with contextlib.suppress(errors.LocalFilesystemError):
-        durable.write_atomic(path, (json.dumps(cached, sort_keys=True) + "\n").encode())
-
-
-def _still_installed(identity: str) -> bool:
-    path = identity.rsplit(":", 2)[0]
-    return _identity(Path(path)) == identity
-
-
-def _checked(binary: Path) -> Path:
-    if not (binary.is_file() and os.access(binary, os.X_OK)):
-        raise errors.ResticMissing(f"restic not found at {binary}: {UPGRADE_HINT}")
-    version = _version_of(binary)
-    if version is None:
-        raise errors.ResticMissing(f"{binary} is not restic: {UPGRADE_HINT}")
-    if version < MINIMUM_VERSION:
-        found = ".".join(map(str, version))
-        raise errors.ResticMissing(f"restic {found} at {binary} is too old: {UPGRADE_HINT}")
-    return binary
-
-
-def _bundled_candidates() -> list[Path]:
-    """.tools/bin beside drkit's own installation: the source tree or the venv's parent."""
-    package_dir = Path(__file__).resolve().parents[2]
-    venv_parent = Path(sys.prefix).resolve().parent
-    return [
-        base / ".tools" / "bin" / "restic" for base in dict.fromkeys([package_dir, venv_parent])
-    ]
-
-
-def find_restic(configured: Path | None) -> Path:
-    """Return a usable restic: config, $DRKIT_RESTIC, .tools/bin beside drkit, then PATH.
-
-    A named binary that is missing or too old is an error; searched ones are skipped.
-    """
-    named = configured or (
-        Path(os.environ["DRKIT_RESTIC"]) if os.environ.get("DRKIT_RESTIC") else None
-    )
-    if named:
-        return _checked(named)
-    on_path = shutil.which("restic")
-    candidates = [*_bundled_candidates(), *([Path(on_path)] if on_path else [])]
-    too_old = []
-    for candidate in candidates:
-        if candidate.is_file():
-            try:
-                return _checked(candidate)
-            except errors.ResticMissing as exc:
-                too_old.append(exc.message)
-    if too_old:
-        raise errors.ResticMissing(too_old[0])
-    raise errors.ResticMissing(f"restic not found: {UPGRADE_HINT}")
 
 
 @dataclass(frozen=True)
@@ -161,23 +57,23 @@ class Snapshot:
     size: int | None
 
     @classmethod
-    def from_json(cls, data: dict) -> Snapshot:
-        summary = data.get("summary") or {}
+    def from_record(cls, record: SnapshotRecord) -> Snapshot:
         try:
-            time = parse_utc(data["time"])
+            time = parse_utc(record.time)
         except ValueError:
             raise errors.ResticFailed(
-                f"restic printed a time drkit cannot read: {data['time']!r}"
+                f"restic printed a time drkit cannot read: {record.time!r}"
             ) from None
+        summary = record.summary
         return cls(
-            id=data["id"],
-            short_id=data.get("short_id", data["id"][:8]),
+            id=record.id,
+            short_id=record.short,
             time=time,
-            hostname=data.get("hostname", ""),
-            tags=list(data.get("tags") or []),
-            paths=list(data.get("paths") or []),
-            files=summary.get("total_files_processed"),
-            size=summary.get("total_bytes_processed"),
+            hostname=record.hostname,
+            tags=list(record.tags),
+            paths=list(record.paths),
+            files=summary.total_files_processed if summary else None,
+            size=summary.total_bytes_processed if summary else None,
         )
 
 
@@ -206,22 +102,6 @@ def exclude_pattern(host_path: str) -> str:
     return re.sub(r"([\\*?\[])", r"\\\1", host_path)
 
 
-def _error_line(stderr: str) -> str:
-    """Pick the line that names the cause from restic's stderr (JSON or plain)."""
-    lines = [line.strip() for line in stderr.strip().splitlines() if line.strip()]
-    for line in reversed(lines):
-        if line.startswith("{"):
-            try:
-                message = json.loads(line).get("message")
-            except json.JSONDecodeError:
-                continue
-            if message:
-                return str(message).strip().splitlines()[0]
-        elif not line.startswith(("Usage", "Flags")):
-            return line
-    return "no message"
-
-
 class Restic:
     """One restic repository, reached with a given binary, password file and S3 options.
 
@@ -238,7 +118,7 @@ class Restic:
         region: str = "us-east-1",
         ca_bundle: Path | None = None,
         stop_when: Callable[[], str | None] | None = None,
-        on_locked: Callable[[Restic], list] | None = None,
+        on_locked: Callable[[Restic], list[object]] | None = None,
     ):
         self.binary = binary
         self.repository_url = repository_url
@@ -268,7 +148,7 @@ class Restic:
         code = completed.returncode
         if code == 0:
             return
-        cause = _error_line(completed.stderr)
+        cause = messages.error_line(completed.stderr)
         if code == 10:
             raise errors.RepositoryMissing(
                 f"no restic repository at {self.repository_url}: check repository.bucket and "
@@ -365,14 +245,6 @@ class Restic:
         except runner.Stopped as stopped:
             raise errors.StorageError(f"{stopped}: restic was stopped while {doing}") from None
 
-    def _json(self, completed: runner.Completed, doing: str):
-        try:
-            return json.loads(completed.stdout)
-        except json.JSONDecodeError:
-            raise errors.ResticFailed(
-                f"restic printed output drkit cannot parse while {doing}"
-            ) from None
-
     def exists(self) -> bool:
         """Return True when a repository answers at the location with this password."""
         try:
@@ -427,7 +299,7 @@ class Restic:
         cwd: Path,
         host: str,
         tags: list[str],
-        on_progress: Callable[[dict], None] | None = None,
+        on_progress: Callable[[BackupStatus], None] | None = None,
         stop_when: Callable[[], str | None] | None = None,
         exclude: list[str] | None = None,
         timeout: float = 6 * 3600,
@@ -454,23 +326,17 @@ class Restic:
         summary = BackupSummary()
 
         def on_line(line: str) -> None:
-            try:
-                message = json.loads(line)
-            except json.JSONDecodeError:
-                return
-            kind = message.get("message_type")
-            if kind == "verbose_status":
-                if message.get("action") in STORED_ACTIONS and message.get("item"):
-                    summary.stored.append(message["item"].rstrip("/") or "/")
-            elif kind == "summary":
-                for name in vars(summary):
-                    if name in message and name != "errors":
-                        setattr(summary, name, message[name])
-            elif kind == "error":
-                item = message.get("item") or ""
-                cause = (message.get("error") or {}).get("message") or "unreadable"
-                summary.errors.append(f"{item}: {cause}".strip(": "))
-            elif kind == "status" and on_progress:
+            message = messages.backup_line(line)
+            if isinstance(message, messages.VerboseStatus):
+                if message.action in STORED_ACTIONS and message.item:
+                    summary.stored.append(message.item.rstrip("/") or "/")
+            elif isinstance(message, messages.BackupSummaryMessage):
+                for name, value in message.model_dump(exclude={"message_type"}).items():
+                    setattr(summary, name, value)
+            elif isinstance(message, messages.ErrorMessage):
+                cause = (message.error.message if message.error else "") or "unreadable"
+                summary.errors.append(f"{message.item}: {cause}".strip(": "))
+            elif isinstance(message, BackupStatus) and on_progress:
                 on_progress(message)
 
         try:
@@ -497,7 +363,7 @@ class Restic:
                 on_line(line)
         if completed.returncode == 3 and summary.errors:  # name the files, not restic's summary
             raise errors.BackupIncomplete(
-                f"snapshot {summary.snapshot_id[:8] or '(none)'} made but "
+                f"snapshot {(summary.snapshot_id or '')[:8] or '(none)'} made but "
                 f"{len(summary.errors)} file(s) could not be read: {summary.errors[0]}"
             )
         self._raise_for(completed, "backing up")
@@ -518,9 +384,8 @@ class Restic:
         if tags:  # one --tag a,b: snapshots with all of them (repeated --tag means any of them)
             args += ["--tag", ",".join(tags)]
         completed = self._run("listing snapshots", *args, timeout=120)
-        found = [
-            Snapshot.from_json(item) for item in self._json(completed, "listing snapshots") or []
-        ]
+        listed = messages.parsed(messages.SNAPSHOTS, completed.stdout, "listing snapshots")
+        found = [Snapshot.from_record(record) for record in listed or []]
         return sorted(found, key=lambda snapshot: snapshot.time)
 
     def dump_text(self, snapshot_id: str, node_path: str) -> str:
@@ -528,30 +393,30 @@ class Restic:
         doing = f"reading {node_path} from snapshot {snapshot_id[:8]}"
         return self._run(doing, "dump", snapshot_id, node_path, timeout=300).stdout
 
-    def list_tree(self, snapshot: str, host: str | None = None) -> tuple[dict, list[dict]]:
+    def list_tree(
+        self, snapshot: str, host: str | None = None
+    ) -> tuple[SnapshotRecord, list[TreeNode]]:
         """Return a snapshot's own record and its nodes from `restic ls --json`.
 
         With host, `latest` means that host's newest drkit snapshot.
         """
-        record: dict = {}
-        nodes: list[dict] = []
+        records: list[SnapshotRecord] = []
+        nodes: list[TreeNode] = []
 
         def on_line(line: str) -> None:
-            try:
-                item = json.loads(line)
-            except json.JSONDecodeError:
-                return
-            kind = item.get("struct_type") or item.get("message_type")
-            if kind == "snapshot":
-                record.update(item)
-            elif kind == "node":  # streamed, and only what screening reads: large trees stay small
-                nodes.append({key: item[key] for key in LISTED_FIELDS if key in item})
+            # streamed, and only what screening reads: large trees stay small
+            if '"struct_type":"node"' in line or '"message_type":"node"' in line:
+                with contextlib.suppress(ValueError):
+                    nodes.append(TreeNode.model_validate_json(line))
+            elif '"struct_type":"snapshot"' in line or '"message_type":"snapshot"' in line:
+                with contextlib.suppress(ValueError):
+                    records.append(SnapshotRecord.model_validate_json(line))
 
         argv = self._argv("ls", *self._latest_filter(host), snapshot)
         self._lines(f"listing snapshot {snapshot[:8]}", argv, on_line, timeout=600)
-        if not record.get("id"):
+        if not records or not records[0].id:
             raise errors.ResticFailed(f"restic ls named no snapshot for {snapshot[:8]}")
-        return record, nodes
+        return records[0], nodes
 
     def dump_directory(
         self, snapshot: str, directory: str, host: str | None = None
@@ -560,7 +425,7 @@ class Restic:
         args = ["dump", *self._latest_filter(host), snapshot, directory]
         doing = f"reading {directory} from snapshot {snapshot[:8]}"
         completed = self._run(doing, *args, timeout=300, binary=True)
-        files = {}
+        files: dict[str, bytes] = {}
         try:
             with tarfile.open(fileobj=io.BytesIO(completed.stdout_bytes), mode="r:") as archive:
                 for member in archive:
@@ -593,18 +458,11 @@ class Restic:
 
         def on_line(line: str) -> None:
             if on_restored and line.startswith('{"message_type":"verbose_status"'):
-                message = json.loads(line)
-                if message.get("action") == "restored":
-                    on_restored(message["item"])
+                message = messages.VerboseStatus.model_validate_json(line)
+                if message.action == "restored":
+                    on_restored(message.item)
 
         self._lines(f"restoring snapshot {snapshot_id[:8]}", argv, on_line, timeout)
-
-    def check(self, read_data_subset: str | None = None) -> None:
-        """Run restic check; raise when it finds problems."""
-        args = ["check"]
-        if read_data_subset:
-            args += ["--read-data-subset", read_data_subset]
-        self._run("checking the repository", *args, timeout=3600, wait_lock=True)
 
     # -- retention, locks and verification (the daemon's jobs) ---------------------------
 
@@ -613,13 +471,11 @@ class Restic:
         *,
         host: str,
         tags: list[str],
-        keep: dict[str, int | None],
+        keep: Mapping[str, int | None],
         dry_run: bool = False,
-    ) -> list[dict]:
+    ) -> list[ForgetGroup]:
         """Apply keep rules to one host's snapshots, grouped by host and tags; remove nothing
-        when dry_run. Return restic's groups: [{host, tags, keep: [...], remove: [...],
-        reasons: [{snapshot, matches: ["last snapshot", ...]}]}], snapshots as `restic
-        snapshots --json` writes them.
+        when dry_run. Return restic's groups (keep, remove, and the reasons for keeping).
 
         Only the rules with a count above 0 are passed. With none, nothing is removed (restic
         itself refuses a forget without a policy): every snapshot is listed as kept.
@@ -633,9 +489,9 @@ class Restic:
             for tag in tags:
                 args += ["--tag", tag]
             completed = self._run("listing snapshots", *args, timeout=120)
-            listed = self._json(completed, "listing snapshots")
-            kept = [item for item in listed or [] if item.get("hostname") == host]
-            return [{"host": host, "tags": tags, "keep": kept, "remove": [], "reasons": []}]
+            listed = messages.parsed(messages.SNAPSHOTS, completed.stdout, "listing snapshots")
+            kept = [record for record in listed or [] if record.hostname == host]
+            return [ForgetGroup(host=host, tags=tags, keep=kept)]
         args = ["forget", "--host", host, "--group-by", "host,tags"]
         for tag in tags:
             args += ["--tag", tag]
@@ -644,16 +500,16 @@ class Restic:
         if dry_run:
             args.append("--dry-run")
         completed = self._run("forgetting snapshots", *args, timeout=600, wait_lock=True)
-        return self._json(completed, "forgetting snapshots") or []
+        return messages.parsed(messages.FORGET_GROUPS, completed.stdout, "forgetting") or []
 
     def prune(self, timeout: float = 6 * 3600) -> None:
         """Remove data no snapshot references any more (repository-wide, exclusive lock)."""
         self._run("pruning the repository", "prune", timeout=timeout, wait_lock=True)
 
-    def locks(self) -> list[dict]:
-        """Return the repository's locks: [{id, time, exclusive, hostname, username, pid}]."""
+    def locks(self) -> list[LockRecord]:
+        """Return the repository's locks, each with its id."""
         listed = self._run("listing locks", "list", "locks", "--no-lock", timeout=120)
-        found = []
+        found: list[LockRecord] = []
         for lock_id in listed.stdout.split():
             if not re.fullmatch(r"[0-9a-f]{64}", lock_id):
                 continue
@@ -661,8 +517,8 @@ class Restic:
                 described = self._run("reading a lock", "cat", "lock", lock_id, "--no-lock")
             except errors.ResticFailed:
                 continue  # removed meanwhile: its owner finished
-            info = self._json(described, "reading a lock") or {}
-            found.append({"id": lock_id, **info})
+            info = messages.parsed(messages.LOCK, described.stdout, "reading a lock")
+            found.append(info.model_copy(update={"id": lock_id}))
         return found
 
     def unlock(self) -> None:
@@ -690,21 +546,18 @@ class Restic:
                 wait_lock=True,
             )
         if completed.returncode == 1:
-            lines, broken = [], []
+            lines: list[str] = []
+            broken: list[str] = []
             for line in (completed.stdout + "\n" + completed.stderr).splitlines():
                 if not line.startswith("{"):
                     lines += [line.strip()] if line.strip() else []
                     continue
-                try:  # with --json, restic check writes its findings as JSON messages
-                    message = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-                if not isinstance(message, dict):
-                    continue
-                if message.get("message_type") == "summary":
-                    broken = [f"damaged pack {pack}" for pack in message.get("broken_packs") or []]
-                elif message.get("message_type") == "error":
-                    first = str(message.get("message") or "").strip().splitlines()
+                # with --json, restic check writes its findings as JSON messages
+                message = messages.check_line(line)
+                if isinstance(message, messages.CheckSummary):
+                    broken = [f"damaged pack {pack}" for pack in message.broken_packs]
+                elif isinstance(message, messages.ErrorMessage):
+                    first = message.message.strip().splitlines()
                     lines += [f"error: {first[0]}"] if first else []
             problems = [line for line in lines if "error" in line.lower()] or lines[-5:]
             return False, (broken + problems)[:20]
@@ -725,10 +578,10 @@ class Restic:
         """Add a key whose password is in new_password_file (the current one opens the repo)."""
         self._run("adding a key", "key", "add", "--new-password-file", str(new_password_file))
 
-    def key_list(self) -> list[dict]:
-        """Return the repository's keys: [{current, id, userName, hostName, created}]."""
+    def key_list(self) -> list[KeyRecord]:
+        """Return the repository's keys (`current`: the one this engine opens it with)."""
         completed = self._run("listing keys", "key", "list", timeout=120)
-        return self._json(completed, "listing keys") or []
+        return messages.parsed(messages.KEYS, completed.stdout, "listing keys") or []
 
     def key_remove(self, key_id: str) -> None:
         """Remove a key that is not the one this engine opens the repository with."""

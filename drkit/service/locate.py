@@ -12,6 +12,7 @@ from datetime import datetime
 from drkit import errors
 from drkit.engines import manifest, screen
 from drkit.engines import restic as restic_engine
+from drkit.engines.resticjson import TreeNode
 from drkit.service import context, rollback
 from drkit.service.opening import Catalog, Found, Opened, Origin, open_files, read_drkit_files
 from drkit.service.spec import Spec
@@ -26,7 +27,7 @@ class Located:
 
     snapshot: restic_engine.Snapshot
     opened: Opened
-    listing: list[dict] | None = None
+    listing: list[TreeNode] | None = None
 
     def screen(self) -> None:
         """Raise Refused when the listing holds what the signed manifest does not."""
@@ -136,10 +137,8 @@ def _open_with_listing(
                 raise errors.UsageError(f"node {origin.node} has no snapshot yet") from None
             raise
         found = files.result()
-    listed = next((n for n in nodes if n.get("path") == manifest.MANIFEST_PATH), None)
-    if host and (
-        listed is None or listed.get("size") != len(found.get(manifest.MANIFEST_PATH, b""))
-    ):
-        found = read_drkit_files(restic, record["id"])
-    chosen = restic_engine.Snapshot.from_json(record)
+    listed = next((n for n in nodes if n.path == manifest.MANIFEST_PATH), None)
+    if host and (listed is None or listed.size != len(found.get(manifest.MANIFEST_PATH, b""))):
+        found = read_drkit_files(restic, record.id)
+    chosen = restic_engine.Snapshot.from_record(record)
     return Located(chosen, open_files(origin, chosen.id, found), nodes)

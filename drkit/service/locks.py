@@ -15,14 +15,16 @@ runs `restic unlock`.
 from __future__ import annotations
 
 import logging
-import os
 import socket
 import time
 from datetime import UTC, datetime
-from pathlib import Path
+from typing import TypedDict
+
+import psutil
 
 from drkit import units
 from drkit.engines import restic as restic_engine
+from drkit.engines.resticjson import LockRecord
 from drkit.model import parse_utc
 
 log = logging.getLogger(__name__)
@@ -31,37 +33,39 @@ STALE_AGE_SECONDS = 30 * 60  # restic's StaleLockTimeout
 REAP_WAIT_SECONDS = 10.0  # how long an exited owner may stay a zombie before restic unlock
 
 
+class StaleLock(TypedDict):
+    """A lock judged stale, as prune and verify report it (`id` shortened to 8 digits)."""
+
+    id: str
+    hostname: str
+    pid: int
+    time: str
+    exclusive: bool
+    reason: str
+
+
 def _owner_state(pid: int) -> str:
     """Return "alive", "exited" (a zombie: dead, not yet reaped) or "gone" for a local pid."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
+        status = psutil.Process(pid).status()
+    except psutil.ZombieProcess:
+        return "exited"
+    except psutil.NoSuchProcess:
         return "gone"
-    except OSError:
-        stat = ""
-    if stat:
-        return "exited" if stat[stat.rindex(")") + 2 :].startswith("Z") else "alive"
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return "gone"
-    except PermissionError:
-        pass
-    return "alive"
+    except psutil.AccessDenied:
+        return "alive"
+    return "exited" if status == psutil.STATUS_ZOMBIE else "alive"
 
 
-def stale_reason(lock: dict, *, host: str, now: datetime) -> str | None:
-    """Return why a lock (`restic cat lock` JSON) is stale, or None when it may be live."""
-    created = lock.get("time")
-    if created:
-        moment = parse_utc(created)
+def stale_reason(lock: LockRecord, *, host: str, now: datetime) -> str | None:
+    """Return why a lock (`restic cat lock`) is stale, or None when it may be live."""
+    if lock.time:
+        moment = parse_utc(lock.time)
         age = (now - moment).total_seconds()
         if age > STALE_AGE_SECONDS:
             return f"not refreshed for {units.duration(age)}"
-    pid = lock.get("pid")
-    local = lock.get("hostname") == host and isinstance(pid, int) and pid > 0
-    if local and _owner_state(pid) != "alive":
-        return f"its owner, pid {pid} on this host, is gone"
+    if lock.hostname == host and lock.pid > 0 and _owner_state(lock.pid) != "alive":
+        return f"its owner, pid {lock.pid} on this host, is gone"
     return None
 
 
@@ -76,28 +80,28 @@ def _wait_reaped(pids: list[int], timeout: float = REAP_WAIT_SECONDS) -> None:
         log.warning("pid(s) %s exited but were not reaped; their locks stay", waiting)
 
 
-def clear_stale(restic: restic_engine.Restic) -> list[dict]:
+def clear_stale(restic: restic_engine.Restic) -> list[StaleLock]:
     """Remove the repository's stale locks; return them as [{id, hostname, pid, time,
     exclusive, reason}]. Live locks are reported by the run that meets them (busy)."""
     host = socket.gethostname()
     now = datetime.now(UTC)
-    stale = []
+    stale: list[StaleLock] = []
     for lock in restic.locks():
         reason = stale_reason(lock, host=host, now=now)
         if reason:
             stale.append(
-                {
-                    "id": lock["id"][:8],
-                    "hostname": lock.get("hostname"),
-                    "pid": lock.get("pid"),
-                    "time": lock.get("time"),
-                    "exclusive": bool(lock.get("exclusive")),
-                    "reason": reason,
-                }
+                StaleLock(
+                    id=lock.id[:8],
+                    hostname=lock.hostname,
+                    pid=lock.pid,
+                    time=lock.time,
+                    exclusive=lock.exclusive,
+                    reason=reason,
+                )
             )
     if stale:
-        for lock in stale:
-            log.warning("removing stale restic lock %s: %s", lock["id"], lock["reason"])
-        _wait_reaped([lock["pid"] for lock in stale if lock["reason"].startswith("its owner")])
+        for found in stale:
+            log.warning("removing stale restic lock %s: %s", found["id"], found["reason"])
+        _wait_reaped([found["pid"] for found in stale if found["reason"].startswith("its owner")])
         restic.unlock()
     return stale
