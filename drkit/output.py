@@ -7,15 +7,19 @@ import contextlib
 import json
 import logging
 import sys
+import threading
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from typing import Any
 
+import pythonjsonlogger.json
+
 from drkit import errors, units
+from drkit.engines.resticjson import BackupStatus
 from drkit.paths import shown
 
 log = logging.getLogger("drkit")
 
-from drkit.engines.resticjson import BackupStatus
 
 def setup_logging(verbose: int) -> None:
     """Send drkit's log lines to stderr: warnings by default, -v info, -vv debug."""
@@ -33,6 +37,65 @@ class _OneLine(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         return shown(super().format(record))
+
+
+# The daemon's job of the current thread, named in each JSON log line (None outside a job).
+_job = threading.local()
+
+
+def log_job(name: str | None) -> None:
+    """Name the job the current thread runs in the JSON log lines it writes from now on."""
+    _job.name = name
+
+
+class _JobFields(logging.Filter):
+    """Give each record the fields a JSON log line carries beside the message."""
+
+    def __init__(self, node: str):
+        super().__init__()
+        self.node = node
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        created = datetime.fromtimestamp(record.created, UTC)
+        record.time = created.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        record.node = self.node
+        record.job = getattr(_job, "name", None)
+        return True
+
+
+class JsonLines(pythonjsonlogger.json.JsonFormatter):
+    """One JSON object per log line: time, level, node, job, logger, message, and for an error
+    logged with its exception, that exception's last line."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "%(time)s %(levelname)s %(node)s %(job)s %(name)s %(message)s",
+            rename_fields={"levelname": "level", "name": "logger"},
+        )
+
+    def process_log_record(  # JSON edge: pythonjsonlogger's hook, one log line's fields
+        self, log_data: dict[str, Any]
+    ) -> dict[str, Any]:
+        trace = log_data.pop("exc_info", None)
+        log_data.pop("stack_info", None)
+        log_data["level"] = str(log_data["level"]).lower()
+        if trace and log_data["level"] in ("error", "critical"):
+            log_data["exception"] = str(trace).splitlines()[-1]
+        return log_data
+
+
+def setup_json_logging(node: str, verbose: int = 0) -> None:
+    """Send drkit's log lines to stderr as JSON lines (the daemon): info by default, -v debug."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(_JobFields(node))
+    handler.setFormatter(JsonLines())
+    root = logging.getLogger()
+    for existing in list(root.handlers):
+        root.removeHandler(existing)
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    for noisy in ("botocore", "urllib3", "boto3", "s3transfer", "filelock", "apscheduler"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def error_document(error: errors.DrkitError) -> dict:

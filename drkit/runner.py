@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
+
 from drkit import errors, units
 
 log = logging.getLogger(__name__)
@@ -298,3 +300,17 @@ def service(argv: list[str], log_path: Path, **kwargs) -> Iterator[Service]:
         yield started
     finally:
         started.stop()
+
+
+def signal_children(sig: int = signal.SIGTERM) -> list[int]:
+    """Send sig to the process group of each child of this process (each started in a session
+    of its own, so the group is the child's and what it started); return the children's pids.
+
+    SIGTERM lets restic exit 130 and release its lock; SIGKILL is for a restic deaf to it (its
+    lock is stale then, removed at the next start)."""
+    signalled = []
+    for child in psutil.Process().children():
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(child.pid, sig)
+            signalled.append(child.pid)
+    return signalled

@@ -44,19 +44,29 @@ def test_one_to_five_is_monday_to_friday():
 @pytest.mark.parametrize(
     ("field", "expected"),
     [
-        ("0", "sun"),
-        ("7", "sun"),
-        ("1-5", "mon,tue,wed,thu,fri"),
-        ("5-7", "sun,fri,sat"),
-        ("*/2", "sun,tue,thu,sat"),
-        ("1-5/2", "mon,wed,fri"),
-        ("0,6", "sun,sat"),
-        ("mon-fri", "mon-fri"),
-        ("*", "*"),
+        ("0", ["Sun"]),
+        ("7", ["Sun"]),
+        ("1-5", ["Mon", "Tue", "Wed", "Thu", "Fri"]),
+        ("5-7", ["Fri", "Sat", "Sun"]),
+        ("*/2", ["Tue", "Thu", "Sat", "Sun"]),
+        ("1-5/2", ["Mon", "Wed", "Fri"]),
+        ("0,6", ["Sat", "Sun"]),
+        ("mon-fri", ["Mon", "Tue", "Wed", "Thu", "Fri"]),
+        ("*", ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]),
     ],
 )
-def test_cron_day_of_week_means_what_crontab_means(field, expected):
-    assert schedule.cron_day_of_week(field) == expected
+def test_day_of_week_means_what_crontab_means(field, expected):
+    fires = fire_times(f"0 4 * * {field}", len(expected))
+    assert [fire.strftime("%a") for fire in fires] == expected  # one week from a Monday
+    assert all(fire.hour == 4 and fire.minute == 0 for fire in fires)
+
+
+def test_a_run_missed_is_the_next_one_asked_for_as_with_apscheduler():
+    trigger = schedule.trigger_for("0 4 * * *")
+    first = trigger.get_next_fire_time(None, MONDAY + timedelta(hours=4))  # at its slot: fires
+    assert first == MONDAY + timedelta(hours=4)
+    late = MONDAY + timedelta(days=3)  # the scheduler asks late: the missed run comes first
+    assert trigger.get_next_fire_time(first, late) == MONDAY + timedelta(days=1, hours=4)
 
 
 def test_every_line_is_an_interval():
