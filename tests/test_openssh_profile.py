@@ -634,7 +634,7 @@ def test_sshd_reports_ecdsa_loaded_but_not_offered(node_root: Path, tmp_path: Pa
     root, _ = corpus_root(node_root, "devsec-hardening")
     copy, _ = openssh.write_copy(root, openssh.read_config(root), tmp_path)
     view, loaded = openssh.sshd_view("/usr/sbin/sshd", copy)
-    offered = openssh._offered(view)
+    offered = openssh.offered(view)
     ecdsa = keys.describe_key((root / "etc/ssh/ssh_host_ecdsa_key").read_bytes())
     assert offered >= {"ssh-ed25519", "ssh-rsa"} and "ecdsa-sha2-nistp256" not in offered
     assert loaded[ecdsa.fingerprint] == "ecdsa-sha2-nistp256"
@@ -764,7 +764,7 @@ def test_default_host_keys_are_the_nodes_in_a_copy_not_this_hosts(node_root: Pat
     _, loaded = openssh.sshd_view("/usr/sbin/sshd", copy)
     node_keys = {
         keys.describe_key((root / path.lstrip("/")).read_bytes()).fingerprint
-        for path in openssh.policy()["defaults"]["host_keys"]
+        for path in openssh.policy().defaults.host_keys
     }
     assert set(loaded) == node_keys
     assert names[str(copy)] == ("/etc/ssh/sshd_config", 4)  # a comment and three HostKey lines

@@ -23,7 +23,7 @@ from drkit.profiles.common.profile_options import options_fail_as, options_of
 from drkit.profiles.openssh.config import Config, node_realpath, read_config
 from drkit.profiles.openssh.inventory import label, packaged, references
 from drkit.profiles.openssh.passwd import Accounts
-from drkit.profiles.openssh.policy import NAME, policy, settings
+from drkit.profiles.openssh.policy import NAME, IntegrationRule, policy, settings
 from drkit.profiles.openssh.sandbox import node_text, write_copy
 from drkit.profiles.openssh.users import node_users
 
@@ -33,13 +33,13 @@ def checks(root: Path, manifest: dict) -> list[Check]:
     """Return the static checks of a restored (or live) node against its manifest."""
     root = Path(root)
     chosen = settings(options_of(manifest, NAME))
-    config = read_config(root, chosen["config"])
+    config = read_config(root, chosen.config)
     if config.main not in config.files:
         return [failed("config: sshd_config", f"{config.main} is missing or unreadable")]
     db = Accounts.of(root)
     users, _ = node_users(config, db, root, None)
     users += [a["name"] for a in manifest.get("accounts", []) if a["name"] in db.users]
-    refs = references(root, config, db, list(dict.fromkeys(users)), chosen["pam_service"])
+    refs = references(root, config, db, list(dict.fromkeys(users)), chosen.pam_service)
     in_target = [r for r in refs if not packaged(r)]
     return [
         _config_test(root, config),
@@ -110,7 +110,7 @@ def _host_certificate_check(root: Path, path: str, held: dict[str, str]) -> Chec
         return failed(
             name, f"certifies {fingerprint}, which no HostKey holds: sshd cannot serve it"
         )
-    now, warn_days = time.time(), policy()["certificates"]["warn_days"]
+    now, warn_days = time.time(), policy().certificates.warn_days
     until = "forever" if cert.valid_before >= 2**64 - 1 else utc_text(_utc(cert.valid_before))
     if cert.valid_before < now:
         return failed(name, f"expired {until}: clients that trust the CA refuse the host")
@@ -131,19 +131,17 @@ def _command_checks(root: Path, refs: list[Ref], config: Config, db: Accounts) -
     """AuthorizedKeysCommand and AuthorizedPrincipalsCommand programs as sshd's subprocess()
     checks them (safe_path in misc.c): an executable regular file, owned by root and not
     group/world-writable, and so is every directory above it; and a run-as user that exists."""
-    rule = policy()["modes"]["command_program"]
+    rule = policy().modes.command_program
     results = []
     for ref in refs:
-        if ref.directive not in policy()["node_programs"] or ref.category != "scripts":
+        if ref.directive not in policy().node_programs or ref.category != "scripts":
             continue
         name = f"{label(ref)}: {ref.path}"
         real = node_realpath(root, ref.path)
         host = on_root(root, real)
         if not host.exists():
             continue  # named_files_check reports it missing
-        problems = path_problems(
-            root, real, "/", _uids(rule["owner"], None), int(rule["forbid"], 8)
-        )
+        problems = path_problems(root, real, "/", rule.uids(None), rule.forbidden)
         if not host.is_file():
             problems.append(f"{real} is not a regular file")
         elif not host.stat().st_mode & 0o111:
@@ -162,24 +160,23 @@ def _integration_checks(root: Path, refs: list[Ref]) -> list[Check]:
     """sssd.conf (and conf.d) exactly 0600 and root-owned, as sssd requires; files holding an
     LDAP bind password not readable by others; the CA bundles and certificates they name
     parse and are not expired."""
-    rules = policy()["integration"]
-    by_path = {**rules["files"]}
+    rules = policy().integration
     results = []
     for ref in refs:
         if ref.directive != "integration":
             continue
-        rule = by_path.get(ref.path) or next(
-            (r for pattern, r in rules["globs"].items() if fnmatch.fnmatchcase(ref.path, pattern)),
-            {},
+        rule = rules.files.get(ref.path) or next(
+            (r for pattern, r in rules.globs.items() if fnmatch.fnmatchcase(ref.path, pattern)),
+            IntegrationRule(),
         )
         info = os.stat(on_root(root, ref.path))
         mode, name = stat.S_IMODE(info.st_mode), f"integration: {ref.path}"
-        if rule.get("mode") and (mode != int(rule["mode"], 8) or info.st_uid != 0):
-            detail = f"mode {mode:04o} uid {info.st_uid}: the daemon requires {rule['mode']} root"
+        if rule.mode and (mode != int(rule.mode, 8) or info.st_uid != 0):
+            detail = f"mode {mode:04o} uid {info.st_uid}: the daemon requires {rule.mode} root"
             results.append(failed(name, detail))
-        elif rule.get("secret") and mode & 0o004 and _has_setting(root, ref.path, rule["secret"]):
+        elif rule.secret and mode & 0o004 and _has_setting(root, ref.path, rule.secret):
             results.append(
-                failed(name, f"holds {rule['secret']} and is readable by others ({mode:04o})")
+                failed(name, f"holds {rule.secret} and is readable by others ({mode:04o})")
             )
         else:
             results.append(passed(name, f"{mode:04o}, owned by uid {info.st_uid}"))
@@ -215,7 +212,7 @@ def _bundle_check(root: Path, ref: Ref) -> Check:
         return failed(name, f"expired {utc_text(found[-1].not_valid_after_utc)} ({ref.where})")
     soonest = min(c.not_valid_after_utc for c in valid)
     days = (soonest - now).days
-    if len(found) == 1 and days <= policy()["certificates"]["warn_days"]:
+    if len(found) == 1 and days <= policy().certificates.warn_days:
         return warned(name, f"expires {utc_text(soonest)}, in {days} days ({ref.where})")
     return passed(name, f"{len(valid)} of {len(found)} certificates valid ({ref.where})")
 
@@ -226,14 +223,14 @@ def _config_test(root: Path, config: Config) -> Check:
     work = Path(tempfile.mkdtemp(prefix="drkit-sshd-t-"))
     try:
         copy, names = write_copy(root, config, work)
-        runner.run(["install", "-d", "-m755", pol["smoke"]["privsep_dir"]])
-        argv = [arg.replace("{config}", str(copy)) for arg in pol["validate"]["argv"]]
+        runner.run(["install", "-d", "-m755", pol.smoke.privsep_dir])
+        argv = [arg.replace("{config}", str(copy)) for arg in pol.validation.argv]
         done = runner.run(argv, timeout=60)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     lines = [ln.strip("@ \t") for ln in node_text(done.stderr, names, root).splitlines()]
     lines = [ln for ln in lines if ln]
-    bad = [ln for ln in lines if any(p in ln for p in pol["validate"]["fail_patterns"])]
+    bad = [ln for ln in lines if any(p in ln for p in pol.validation.fail_patterns)]
     if done.returncode != 0:
         cause = next((ln for ln in lines if " line " in ln), lines[0] if lines else "no output")
         return failed(name, f"exit {done.returncode}: {cause}")
@@ -244,8 +241,8 @@ def _config_test(root: Path, config: Config) -> Check:
 
 
 def _host_key_checks(root: Path, refs: list[Ref], manifest: dict) -> list[Check]:
-    rule = policy()["modes"]["host_private_key"]
-    forbid = int(rule["forbid"], 8)
+    rule = policy().modes.host_private_key
+    forbid = rule.forbidden
     results = []
     configured = [r.path for r in refs if r.directive == "hostkey" and is_file(root, r.path)]
     for path in configured:
@@ -253,7 +250,7 @@ def _host_key_checks(root: Path, refs: list[Ref], manifest: dict) -> list[Check]
         mode, problems = stat.S_IMODE(info.st_mode), []
         if mode & forbid:
             problems.append(f"mode {mode:04o}, must be 0600 or 0400")
-        if info.st_uid not in _uids(rule["owner"], None):
+        if info.st_uid not in rule.uids(None):
             problems.append(f"owned by uid {info.st_uid}, not root")
         name = f"host key mode: {path}"
         results.append(
@@ -275,16 +272,16 @@ def _host_key_checks(root: Path, refs: list[Ref], manifest: dict) -> list[Check]
                 results.append(passed(name, f"{private.type} {private.fingerprint}"))
     recorded = manifest.get("host_keys", [])
     for entry in recorded:
-        name, info = f"host key: {entry['path']}", describe_file(root, entry["path"])
+        name, held = f"host key: {entry['path']}", describe_file(root, entry["path"])
         if not is_file(root, entry["path"]):
             results.append(failed(name, "missing"))
-        elif info is None:
+        elif held is None:
             results.append(failed(name, "not a readable key"))
-        elif info.fingerprint != entry["fingerprint"]:
-            detail = f"is {info.fingerprint}, the backup had {entry['fingerprint']}"
+        elif held.fingerprint != entry["fingerprint"]:
+            detail = f"is {held.fingerprint}, the backup had {entry['fingerprint']}"
             results.append(failed(name, detail))
         else:
-            results.append(passed(name, f"{info.type} {info.fingerprint} as in the backup"))
+            results.append(passed(name, f"{held.type} {held.fingerprint} as in the backup"))
     known = {entry["path"] for entry in recorded}
     if "host_keys" in manifest:
         results += [
@@ -293,10 +290,6 @@ def _host_key_checks(root: Path, refs: list[Ref], manifest: dict) -> list[Check]
             if p not in known
         ]
     return results
-
-
-def _uids(owners: list[str], user_uid: int | None) -> set[int]:
-    return {0 if owner == "root" else user_uid for owner in owners} - {None}
 
 
 def path_problems(
@@ -323,10 +316,10 @@ def path_problems(
 
 def _user_key_checks(root: Path, refs: list[Ref], config: Config, db: Accounts) -> list[Check]:
     pol = policy()
-    strict = config.value("strictmodes", pol["defaults"]["strict_modes"]) != "no"
+    strict = config.value("strictmodes", pol.defaults.strict_modes) != "no"
     file_rule, path_rule = (
-        pol["modes"]["authorized_keys_file"],
-        pol["modes"]["authorized_keys_path"],
+        pol.modes.authorized_keys_file,
+        pol.modes.authorized_keys_path,
     )
     results, seen = [], set()
     for ref in refs:
@@ -335,8 +328,10 @@ def _user_key_checks(root: Path, refs: list[Ref], config: Config, db: Accounts) 
         seen.add(ref.path)
         if not is_file(root, ref.path):
             continue
+        if ref.user is None:
+            continue  # every AuthorizedKeysFile reference names its user
         entry = db.users[ref.user]
-        uid, gid, home = int(entry[2]), int(entry[3]), entry[5]
+        uid, gid, home = int(entry.uid), int(entry.gid), entry.home
         name = f"user keys: {ref.path}"
         try:
             info = os.stat(on_root(root, ref.path))
@@ -352,30 +347,28 @@ def _user_key_checks(root: Path, refs: list[Ref], config: Config, db: Accounts) 
         if not readable:
             problems.append(f"{ref.path} ({mode:04o}) is not readable by {ref.user}")
         if strict:
-            owners = _uids(file_rule["owner"], uid)
-            problems += path_problems(root, ref.path, ref.path, owners, int(file_rule["forbid"], 8))
+            owners = file_rule.uids(uid)
+            problems += path_problems(root, ref.path, ref.path, owners, file_rule.forbidden)
             parent = posixpath.dirname(ref.path)
             stop = home if (ref.path + "/").startswith(home.rstrip("/") + "/") else "/"
-            owners = _uids(path_rule["owner"], uid)
-            problems += path_problems(root, parent, stop, owners, int(path_rule["forbid"], 8))
+            owners = path_rule.uids(uid)
+            problems += path_problems(root, parent, stop, owners, path_rule.forbidden)
         detail = f"{mode:04o}, path safe for {ref.user}" if strict else "StrictModes no"
         results.append(failed(name, "; ".join(problems)) if problems else passed(name, detail))
     return results
 
 
 def _in_group(db: Accounts, user: str, gid: int) -> bool:
-    return any(user in g[3].split(",") for g in db.groups if g[2] == str(gid))
+    return any(user in g.members for g in db.groups if g.gid == str(gid))
 
 
 def _chroot_checks(root: Path, refs: list[Ref]) -> list[Check]:
-    rule = policy()["modes"]["chroot_path"]
+    rule = policy().modes.chroot_path
     results = []
     for path in dict.fromkeys(r.path for r in refs if r.directive == "chrootdirectory"):
         if not on_root(root, path).is_dir():
             continue
-        problems = path_problems(
-            root, path, "/", _uids(rule["owner"], None), int(rule["forbid"], 8), must_be_dir=True
-        )
+        problems = path_problems(root, path, "/", rule.uids(None), rule.forbidden, must_be_dir=True)
         name = f"chroot: {path}"
         detail = "every component root-owned, not group/world-writable"
         results.append(failed(name, "; ".join(problems)) if problems else passed(name, detail))
@@ -383,7 +376,7 @@ def _chroot_checks(root: Path, refs: list[Ref]) -> list[Check]:
 
 
 def _certificate_checks(root: Path, manifest: dict) -> list[Check]:
-    warn_days = policy()["certificates"]["warn_days"]
+    warn_days = policy().certificates.warn_days
     return [
         certificate_check(root, entry, warn_days, entry.get("key_path"), ok_note=None)
         for entry in manifest.get("certificates", [])

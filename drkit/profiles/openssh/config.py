@@ -58,7 +58,7 @@ class Config:
 
     def effective(self, keyword: str) -> list[Line]:
         """Return the global line(s) that take effect, then every Match-block line."""
-        multi = keyword in policy()["multi_valued"]
+        multi = keyword in policy().multi_valued
         top = [ln for ln in self.lines if ln.keyword == keyword and ln.match is None]
         in_match = [ln for ln in self.lines if ln.keyword == keyword and ln.match is not None]
         return (top if multi else top[:1]) + in_match
@@ -77,7 +77,7 @@ def parse_line(raw: str) -> tuple[str, str, list[str]] | None:
 
 def _alias(keyword: str) -> str:
     """Return the keyword sshd reads a (lower-case) keyword as."""
-    return policy()["aliases"].get(keyword, keyword)
+    return policy().aliases.get(keyword, keyword)
 
 
 def node_glob(root: Path, pattern: str) -> list[str]:
@@ -118,7 +118,7 @@ def node_links(root: Path, node_path: str) -> tuple[str, list[str]]:
     followed on the way): an absolute target starts again at root, `..` stops at root, so a
     link never leads out of it. A missing component ends the walk (the rest kept as written)."""
     parts = [p for p in node_path.split("/") if p]
-    resolved, links = "/", []
+    resolved, links = "/", list[str]()
     while parts:
         name = parts.pop(0)
         if name in (".", ".."):
@@ -145,13 +145,19 @@ def node_realpath(root: Path, node_path: str) -> str:
 
 def read_config(root: Path, main: str | None = None) -> Config:
     """Parse the node's sshd_config and everything it Includes (missing parts become warnings)."""
-    config = Config(main=main or policy()["config"]["main"])
+    config = Config(main=main or policy().config.main)
     _read_file(Path(root), config.main, None, config, ())
     return config
 
 
-def _read_file(root: Path, node_path: str, match, config: Config, stack: tuple[str, ...]) -> None:
-    settings = policy()["config"]
+def _read_file(
+    root: Path,
+    node_path: str,
+    match: tuple[str, ...] | None,
+    config: Config,
+    stack: tuple[str, ...],
+) -> None:
+    settings = policy().config
     real, links = node_links(root, node_path)
     known = real in config.files
     text = read_config_text(root, real, config)
@@ -175,7 +181,7 @@ def _read_file(root: Path, node_path: str, match, config: Config, stack: tuple[s
         for pattern in args:
             if pattern.startswith("~"):  # glob(3) GLOB_TILDE, as root
                 pattern = tilde(pattern, Accounts.of(root), "root") or pattern
-            absolute = posixpath.normpath(posixpath.join(settings["include_base"], pattern))
+            absolute = posixpath.normpath(posixpath.join(settings.include_base, pattern))
             config.include_patterns.append(absolute)
             matched = node_glob(root, absolute)
             if not matched and not glob.has_magic(absolute):
@@ -186,7 +192,7 @@ def _read_file(root: Path, node_path: str, match, config: Config, stack: tuple[s
             if not on_root(root, node_realpath(root, hit)).is_file():
                 config.missing_includes.append((line, hit))  # a dangling link: sshd cannot open it
                 continue
-            if hit in stack or len(stack) >= settings["max_include_depth"]:
+            if hit in stack or len(stack) >= settings.max_include_depth:
                 config.warnings.append(f"Include {hit} ({line.where}) nests too deep; skipped")
                 continue
             _read_file(root, hit, match, config, (*stack, node_path))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import glob
 import posixpath
 import re
+from collections.abc import Mapping
 from pathlib import Path
 
 from drkit.model import Entry, Inventory
@@ -25,8 +26,8 @@ def references(
     refs = [
         Ref(path, "config", "include", line.where, True) for line, path in config.missing_includes
     ]
-    for keyword, rule in pol["directives"].items():
-        kind, category, required = rule["kind"], rule["category"], rule["required"]
+    for keyword, rule in pol.directives.items():
+        kind, category, required = rule.kind, rule.category, rule.required
         if kind in ("user_path", "chroot"):
             for user in users:
                 refs += [
@@ -44,7 +45,7 @@ def references(
                         refs.append(Ref(path, category, keyword, line.where, required))
             elif kind == "command" and args and args[0].startswith("/"):
                 refs.append(Ref(args[0], category, keyword, line.where, required))
-                if keyword in pol["node_programs"]:
+                if keyword in pol.node_programs:
                     refs += [
                         Ref(arg, "config", keyword, line.where, False)
                         for arg in args[1:]
@@ -53,24 +54,22 @@ def references(
             elif kind == "subsystem" and len(args) > 1 and args[1].startswith("/"):
                 refs.append(Ref(args[1], category, keyword, line.where, required))
     if not config.effective("hostkey"):
-        refs += [
-            Ref(p, "host_keys", "hostkey", "default", False) for p in pol["defaults"]["host_keys"]
-        ]
+        refs += [Ref(p, "host_keys", "hostkey", "default", False) for p in pol.defaults.host_keys]
     if not config.effective("modulifile"):
-        refs.append(Ref(pol["defaults"]["moduli"], "config", "modulifile", "default", False))
+        refs.append(Ref(pol.defaults.moduli, "config", "modulifile", "default", False))
     for pattern in config.include_patterns:
         if glob.has_magic(pattern):
             parent = pattern
             while glob.has_magic(parent):
                 parent = posixpath.dirname(parent)
             refs.append(Ref(parent, "config", "include", "Include glob", False, True))
-    if config.value("usepam", pol["defaults"]["use_pam"]) == "yes":
-        refs += _pam_refs(root, config, pam_service or pol["config"]["pam_service"])
+    if config.value("usepam", pol.defaults.use_pam) == "yes":
+        refs += _pam_refs(root, config, pam_service or pol.config.pam_service)
     refs += _integration_refs(root)
-    no_home = set(pol["defaults"]["no_home"])
+    no_home = set(pol.defaults.no_home)
     for user in users:
         home = db.home(user)
-        if home and home not in no_home and db.users[user][2] != "0":
+        if home and home not in no_home and db.users[user].uid != "0":
             refs.append(
                 Ref(posixpath.normpath(home), "chroot", "home", "passwd", False, True, user)
             )
@@ -81,12 +80,12 @@ def _pam_refs(root: Path, config: Config, service: str) -> list[Ref]:
     """The PAM service file UsePAM reads and the files it includes (@include, include,
     substack), as far as they are on the node (read_pam, as vsftpd and proftpd read
     theirs)."""
-    pam_dir = policy()["config"]["pam_dir"]
+    pam_dir = policy().config.pam_dir
     usepam = config.first("usepam")
     service_file = f"{pam_dir}/{service}"
     stack = read_pam(root, service_file, pam_dir)
     return [
-        Ref(service_file, "config", "usepam", usepam.where, True),
+        Ref(service_file, "config", "usepam", usepam.where if usepam else "default", True),
         *(Ref(path, "config", "pam", where, False) for path, where in stack.includes),
     ]
 
@@ -94,9 +93,9 @@ def _pam_refs(root: Path, config: Config, service: str) -> list[Ref]:
 def _integration_refs(root: Path) -> list[Ref]:
     """NSS, LDAP and sssd files on the node (how accounts and keys reach sshd from an
     authority) and the CA bundles, certificates and keys they name."""
-    rules = policy()["integration"]
-    found = [path for path in rules["files"] if is_file(root, path)]
-    for pattern in rules["globs"]:
+    rules = policy().integration
+    found = [path for path in rules.files if is_file(root, path)]
+    for pattern in rules.globs:
         found += node_glob(root, pattern)
     refs = []
     for path in found:
@@ -109,7 +108,7 @@ def _integration_refs(root: Path) -> list[Ref]:
 
 def _tls_settings(root: Path, path: str) -> list[tuple[str, str, str]]:
     """Return (setting, node path, where) of the CA/certificate/key settings in a file."""
-    wanted = set(policy()["integration"]["tls_settings"])
+    wanted = set(policy().integration.tls_settings)
     found = []
     try:
         text = on_root(root, path).read_text(errors="replace")
@@ -127,18 +126,20 @@ def packaged(ref: Ref) -> bool:
     pol = policy()
     return (
         ref.category == "scripts"
-        and ref.directive not in pol["node_programs"]
-        and ref.path.startswith(tuple(pol["packaged_programs"]))
+        and ref.directive not in pol.node_programs
+        and ref.path.startswith(tuple(pol.packaged_programs))
     )
 
 
-def inventory(root: Path, smoke_user: str | None, options: dict | None = None) -> Inventory:
+def inventory(
+    root: Path, smoke_user: str | None, options: Mapping[str, object] | None = None
+) -> Inventory:
     """Return what makes this OpenSSH node: its files, chroot trees and homes, users and
     warnings. options: profile_options.openssh (config, pam_service)."""
     pol, root, chosen = policy(), Path(root), settings(options)
-    config = read_config(root, chosen["config"])
-    found = Inventory(owned_globs=list(pol["owned_globs"]), warnings=list(config.warnings))
-    base = pol["config"]["include_base"].rstrip("/") + "/"
+    config = read_config(root, chosen.config)
+    found = Inventory(owned_globs=list(pol.owned_globs), warnings=list(config.warnings))
+    base = pol.config.include_base.rstrip("/") + "/"
     for pattern in config.include_patterns:
         if pattern.startswith(base) and pattern not in found.owned_globs:
             found.owned_globs.append(pattern)
@@ -160,7 +161,7 @@ def inventory(root: Path, smoke_user: str | None, options: dict | None = None) -
     db = Accounts.of(root)
     users, warnings = node_users(config, db, root, smoke_user)
     found.users, found.warnings = users, found.warnings + warnings
-    refs = references(root, config, db, users, chosen["pam_service"])
+    refs = references(root, config, db, users, chosen.pam_service)
     for ref in refs:
         real, links = node_links(root, ref.path)
         host = on_root(root, real)
@@ -195,4 +196,5 @@ def label(ref: Ref) -> str:
     names = {"usepam": "UsePAM", "home": "home of", "pam": "PAM include", "integration": "file"}
     if ref.directive in names:
         return names[ref.directive]
-    return policy()["directives"].get(ref.directive, {}).get("name", ref.directive)
+    directive = policy().directives.get(ref.directive)
+    return directive.name if directive else ref.directive

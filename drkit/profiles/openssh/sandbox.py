@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from drkit import runner
@@ -11,8 +12,28 @@ from drkit.paths import on_root
 from drkit.profiles.common.configrefs import is_file
 from drkit.profiles.common.configtext import rewritten_lines, write_config_copy
 from drkit.profiles.openssh.config import Config, node_realpath, parse_line, read_config
+from drkit.profiles.openssh.passwd import Accounts
 from drkit.profiles.openssh.policy import policy
 from drkit.profiles.openssh.users import expand
+
+# sshd's own view of a config (`sshd -T`): {keyword: [value per line]}
+SshdView = dict[str, list[str]]
+# {copy path: (the node path it copies, lines put before the node's own)}
+CopyNames = dict[str, tuple[str, int]]
+
+
+@dataclass
+class SmokePlan:
+    """What a smoke run changes in its copy: lines put first (its port, listen address, pid
+    file), the key file it adds beside the node's, and whose connection it is; write_copy
+    fills in the Subsystem programs it replaced and the lines it commented out."""
+
+    prepend: list[str]
+    authorized_keys: str
+    user: str
+    db: Accounts
+    replaced: list[tuple[str, str]] = field(default_factory=list)
+    differences: list[str] = field(default_factory=list)
 
 
 def _quote(arg: str) -> str:
@@ -30,19 +51,21 @@ def _onto(root: Path, path: str) -> str:
     return str(on_root(root, path)) if path.startswith("/") else path
 
 
-def _map_line(root: Path, keyword: str, args: list[str], smoke: dict | None) -> list[str] | None:
+def _map_line(
+    root: Path, keyword: str, args: list[str], smoke: SmokePlan | None
+) -> list[str] | None:
     """Return the arguments with node paths mapped onto root, or None when nothing changes."""
-    rule = policy()["directives"].get(keyword)
+    rule = policy().directives.get(keyword)
     if rule is None or not args:
         return None
-    kind, new = rule["kind"], list(args)
+    kind, new = rule.kind, list(args)
     if kind in ("path", "paths") and args[0].lower() != "none":
         count = len(args) if kind == "paths" else 1
         new[:count] = [str(on_root(root, arg)) for arg in args[:count]]
     elif kind == "user_path":
         new = [a if a.lower() == "none" else _onto(root, a) for a in args]
     elif kind == "chroot" and args[0].lower() != "none":
-        expanded = smoke and expand("chroot", args[0], smoke["user"], smoke["db"])
+        expanded = smoke and expand("chroot", args[0], smoke.user, smoke.db)
         new[0] = str(on_root(root, expanded)) if expanded else _onto(root, args[0])
     elif kind in ("command", "subsystem"):
         position = 0 if kind == "command" else 1
@@ -52,47 +75,51 @@ def _map_line(root: Path, keyword: str, args: list[str], smoke: dict | None) -> 
         elif (
             smoke and kind == "subsystem" and program.startswith("/") and not Path(program).exists()
         ):
-            new[position] = policy()["smoke"]["missing_subsystem"]
-            smoke.setdefault("replaced", []).append((args[0], program))
+            new[position] = policy().smoke.missing_subsystem
+            smoke.replaced.append((args[0], program))
     return new if new != args else None
 
 
-def write_copy(root: Path, config: Config, out_dir: Path, smoke: dict | None = None):
+def write_copy(
+    root: Path, config: Config, out_dir: Path, smoke: SmokePlan | None = None
+) -> tuple[Path, CopyNames]:
     """Write runnable copies of the config files under out_dir, node paths mapped onto root.
 
-    smoke adds {"prepend": [lines], "authorized_keys": path, "user", "db"}: the listen and
-    runtime keywords (policy smoke.drop) are dropped, the sandbox key file is added beside
-    every AuthorizedKeysFile's own, and a `PubkeyAuthentication no` or an AuthenticationMethods
-    no key alone satisfies is commented out, each such change listed in smoke["differences"]
-    (the smoke warns of them); prepended lines win.
+    With a smoke plan, the listen and runtime keywords (policy smoke.drop) are dropped, the
+    plan's key file is added beside every AuthorizedKeysFile's own, and a `PubkeyAuthentication
+    no` or an AuthenticationMethods no key alone satisfies is commented out, each such change
+    listed in the plan's differences (the smoke warns of them); the plan's lines come first, so
+    they win.
     Return (main copy, {copy path: (node path, lines prepended)}).
     """
     root, pol = Path(root), policy()
     main = config.main
     copies = {node: out_dir / node.lstrip("/") for node in config.files}
-    drop = set(pol["smoke"]["drop"]) if smoke else set()
-    names: dict[str, tuple[str, int]] = {}
+    drop = set(pol.smoke.drop) if smoke else set[str]()
+    names: CopyNames = {}
     # Without HostKey lines sshd loads its compiled-in defaults, which a copy would take from
     # this host: name the root's own.
     default_keys = [
         f"HostKey {_quote(str(on_root(root, path)))}"
-        for path in ([] if config.effective("hostkey") else pol["defaults"]["host_keys"])
+        for path in ([] if config.effective("hostkey") else pol.defaults.host_keys)
         if is_file(root, path)
     ]
     if default_keys:
         default_keys.insert(0, "# drkit: sshd's default host keys, from the node")
-    prepend = list(smoke["prepend"]) if smoke else []
+    prepend = list(smoke.prepend) if smoke else []
     if smoke and config.first("authorizedkeysfile") is None:
-        defaults = pol["defaults"]["authorized_keys_file"]
+        defaults = pol.defaults.authorized_keys_file
         prepend.append(
-            f"AuthorizedKeysFile {' '.join(map(_quote, [smoke['authorized_keys'], *defaults]))}"
+            f"AuthorizedKeysFile {' '.join(map(_quote, [smoke.authorized_keys, *defaults]))}"
         )
 
-    def rewrite(node: str, number: int, raw: str, token: str, keyword: str, args: list[str]):
+    def rewrite(
+        node: str, number: int, raw: str, token: str, keyword: str, args: list[str]
+    ) -> list[str]:
         if keyword in drop:
             return [f"# drkit smoke: {raw.strip()}"]
         if smoke and (why := _keeps_the_key_out(keyword, args)):
-            smoke.setdefault("differences", []).append(
+            smoke.differences.append(
                 f"{raw.strip()} ({node} line {number}) commented out for the run: {why}"
             )
             return [f"# drkit smoke: {raw.strip()}"]
@@ -100,7 +127,7 @@ def write_copy(root: Path, config: Config, out_dir: Path, smoke: dict | None = N
             own = [
                 a for a in (_map_line(root, keyword, args, smoke) or args) if a.lower() != "none"
             ]
-            return [f"{token} {' '.join(map(_quote, [smoke['authorized_keys'], *own]))}"]
+            return [f"{token} {' '.join(map(_quote, [smoke.authorized_keys, *own]))}"]
         if keyword == "include":
             hits = config.include_hits.get((node, number), [])
             for hit in (h for h in hits if h not in copies):  # a link the node cannot open:
@@ -134,21 +161,21 @@ def _keeps_the_key_out(keyword: str, args: list[str]) -> str | None:
     return None
 
 
-def node_text(text: str, names: dict[str, tuple[str, int]], root: Path) -> str:
+def node_text(text: str, names: CopyNames, root: Path) -> str:
     """Rewrite sshd's messages about copies into node paths and line numbers."""
     for copy, (node, offset) in names.items():
-        text = re.sub(
-            re.escape(copy) + r"(\W+line )(\d+)",
-            lambda m, node=node, offset=offset: f"{node}{m.group(1)}{int(m.group(2)) - offset}",
-            text,
-        )
+
+        def renumbered(hit: re.Match[str], node: str = node, offset: int = offset) -> str:
+            return f"{node}{hit.group(1)}{int(hit.group(2)) - offset}"
+
+        text = re.sub(re.escape(copy) + r"(\W+line )(\d+)", renumbered, text)
         text = text.replace(copy, node)
     return text.replace(str(root).rstrip("/") + "/", "/") if str(root) != "/" else text
 
 
 def sshd_view(
     sshd: str, copy: Path, user: str | None = None, port: int = 22
-) -> tuple[dict[str, list[str]] | None, dict[str, str]]:
+) -> tuple[SshdView | None, dict[str, str]]:
     """Ask sshd itself (`sshd -d -T -C ...`) what it makes of a config for a connection of
     user from 127.0.0.1 to port (its own Match evaluation, `Match LocalPort` and `Address`
     included): ({keyword: [values]} it would apply, or None when it cannot say, and the host
@@ -164,14 +191,14 @@ def sshd_view(
     }
     if done.returncode != 0:
         return None, loaded
-    view: dict[str, list[str]] = {}
+    view: SshdView = {}
     for line in done.stdout.splitlines():
         keyword, _, value = line.partition(" ")
         view.setdefault(keyword, []).append(value)
     return view, loaded
 
 
-def offered(view: dict[str, list[str]] | None) -> set[str] | None:
+def offered(view: SshdView | None) -> set[str] | None:
     """Return the host key types sshd offers, from its view (its effective HostKeyAlgorithms,
     defaults included); None when it cannot say."""
     algorithms = (view or {}).get("hostkeyalgorithms")

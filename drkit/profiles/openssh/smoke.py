@@ -12,7 +12,7 @@ from pathlib import Path
 
 from drkit import errors, runner
 from drkit.engines.clients import keyscan, sftp_session
-from drkit.model import Check, SmokeResult, failed, passed, warned
+from drkit.model import Check, PasswdEntry, SmokeResult, failed, passed, warned
 from drkit.paths import on_root, to_node
 from drkit.profiles.common.authfiles import authorized_client_key
 from drkit.profiles.common.profile_options import options_of
@@ -22,7 +22,14 @@ from drkit.profiles.openssh.checks import path_problems
 from drkit.profiles.openssh.config import node_links, read_config
 from drkit.profiles.openssh.passwd import Accounts
 from drkit.profiles.openssh.policy import NAME, policy, settings
-from drkit.profiles.openssh.sandbox import node_text, offered, sshd_view, write_copy
+from drkit.profiles.openssh.sandbox import (
+    SmokePlan,
+    SshdView,
+    node_text,
+    offered,
+    sshd_view,
+    write_copy,
+)
 
 
 def _log_hint(server: runner.Service) -> str:
@@ -38,7 +45,7 @@ def smoke(root: Path, manifest: dict, user: str, work_dir: Path) -> SmokeResult:
     removed and the work files are deleted whatever happens.
     """
     pol, root = policy(), Path(root)
-    run = pol["smoke"]
+    run = pol.smoke
     result = SmokeResult(profile=NAME)
     work_dir = Path(work_dir).resolve()
     work_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
@@ -51,7 +58,7 @@ def smoke(root: Path, manifest: dict, user: str, work_dir: Path) -> SmokeResult:
     with smoke_workspace(work_dir, "smoke-") as work:
         try:
             try:
-                config = read_config(root, settings(options_of(manifest, NAME))["config"])
+                config = read_config(root, settings(options_of(manifest, NAME)).config)
             except errors.ConfigError as exc:
                 result.add(failed("smoke: sshd started", exc.message))
                 return result
@@ -67,7 +74,7 @@ def smoke(root: Path, manifest: dict, user: str, work_dir: Path) -> SmokeResult:
                 result.add(failed("smoke: sshd started", "ssh-keygen failed"))
                 return result
             key, sandbox = made
-            entry = node_fields(root, manifest, user)
+            entry = PasswdEntry(*node_fields(root, manifest, user))
             port = free_port()
             prepend = [
                 "# drkit smoke run: these lines win over the node's own",
@@ -75,31 +82,30 @@ def smoke(root: Path, manifest: dict, user: str, work_dir: Path) -> SmokeResult:
                 f"ListenAddress 127.0.0.1:{port}",
                 f"PidFile {work / 'sshd.pid'}",
             ]
-            plan = {"prepend": prepend, "authorized_keys": f"{sandbox}/%u", "user": user}
             db = Accounts.of(root)
             db.users[user] = entry  # the node's fields: its home, not the host's mapping
-            plan["db"] = db
+            plan = SmokePlan(prepend, f"{sandbox}/%u", user, db)
             copy, names = write_copy(root, config, work / "config", plan)
-            for subsystem, program in plan.get("replaced", []):
+            for subsystem, program in plan.replaced:
                 detail = (
                     f"{program} is on neither the restored root nor this host: the run used "
-                    f"{run['missing_subsystem']}; install it where the server will run"
+                    f"{run.missing_subsystem}; install it where the server will run"
                 )
                 result.add(warned(f"smoke: Subsystem {subsystem}", detail))
-            for number, difference in enumerate(plan.get("differences", []), 1):
+            for number, difference in enumerate(plan.differences, 1):
                 result.add(warned(f"smoke: config differs #{number}", difference))
-            runner.run(["install", "-d", "-m755", run["privsep_dir"]])
-            view, loaded = sshd_view(run["sshd"], copy, user, port)
+            runner.run(["install", "-d", "-m755", run.privsep_dir])
+            view, loaded = sshd_view(run.sshd, copy, user, port)
             chrooted = (view or {}).get("chrootdirectory", ["none"])[0] != "none"
-            if chrooted and ("user", user) in created and entry[5]:
+            if chrooted and ("user", user) in created and entry.home:
                 # inside a chroot the home is the node's own path, not one mapped onto the root
-                runner.run(["usermod", "-d", entry[5], user])
+                runner.run(["usermod", "-d", entry.home, user])
             offers = offered(view)
             server = runner.start_service(
-                [run["sshd"], "-D", "-e", "-f", str(copy)], work / "sshd.log"
+                [run.sshd, "-D", "-e", "-f", str(copy)], work / "sshd.log"
             )
             started = time.monotonic()
-            if not wait_port(port, server, run["start_timeout_seconds"]):
+            if not wait_port(port, server, run.start_timeout_seconds):
                 said = node_text(_log_hint(server), names, root)
                 result.add(failed("smoke: sshd started", said or "no output"))
                 return result
@@ -150,7 +156,7 @@ class Landing:
     run_start: str | None = None  # where the run's own account starts, when that differs
 
 
-def _sftp_args(view: dict[str, list[str]]) -> list[str]:
+def _sftp_args(view: SshdView) -> list[str]:
     """Return the arguments sshd gives the session's SFTP server: ForceCommand's when it runs
     internal-sftp or sftp-server, else the sftp Subsystem's."""
     force = (view.get("forcecommand") or ["none"])[0]
@@ -164,13 +170,13 @@ def _sftp_args(view: dict[str, list[str]]) -> list[str]:
     return []
 
 
-def _landing(root: Path, view: dict | None, user: str, entry: list[str]) -> Landing:
+def _landing(root: Path, view: SshdView | None, user: str, entry: PasswdEntry) -> Landing:
     """Work out, from sshd's own view of the config for this user (`sshd -T -C`) and the
     restored tree's owners and modes, where the login lands (ChrootDirectory, then the home
     inside it or /, then internal-sftp -d) and the directories there the user may write to."""
     if not view:
         return Landing(None, "sshd -T could not say", ["."], "")
-    home = entry[5] or "/"
+    home = entry.home or "/"
     args = _sftp_args(view)
     start_dir = next(
         (

@@ -9,7 +9,7 @@ import re
 import time
 from pathlib import Path
 
-from drkit.engines import accounts
+from drkit.model import PasswdEntry
 from drkit.paths import on_root
 from drkit.profiles.common.configrefs import is_file
 from drkit.profiles.common.profile_options import options_of
@@ -75,7 +75,7 @@ def _lines_for(config: Config, db: Accounts, user: str, keyword: str) -> list[Li
         if verdict == "maybe":
             found.append(line)
     top = [ln for ln in config.lines if ln.keyword == keyword and ln.match is None]
-    return found + (top if keyword in policy()["multi_valued"] else top[:1])
+    return found + (top if keyword in policy().multi_valued else top[:1])
 
 
 def _setting(config: Config, db: Accounts, user: str, keyword: str, default: str) -> str:
@@ -86,9 +86,9 @@ def _setting(config: Config, db: Accounts, user: str, keyword: str, default: str
     return line.args[0].lower() if line and line.args else default
 
 
-def _percent(text: str, user: str, entry: list[str]) -> str | None:
+def _percent(text: str, user: str, entry: PasswdEntry) -> str | None:
     """percent_expand with %h %u %U %%; None when an unknown token makes sshd give up."""
-    values = {"%": "%", "u": user, "h": entry[5] or "/", "U": entry[2]}
+    values = {"%": "%", "u": user, "h": entry.home or "/", "U": entry.uid}
     try:
         return _TOKEN.sub(lambda token: values[token.group(1)], text)
     except KeyError:
@@ -107,7 +107,7 @@ def expand(kind: str, pattern: str, user: str, db: Accounts) -> str | None:
     if not text.startswith("/"):
         if kind == "chroot":
             return None  # sshd: "chroot path does not begin at root"
-        text = (entry[5] or "/").rstrip("/") + "/" + text
+        text = (entry.home or "/").rstrip("/") + "/" + text
     return posixpath.normpath(text)
 
 
@@ -116,16 +116,16 @@ def file_path(path: str, db: Accounts) -> str | None:
     text = tilde(path, db, "root")
     if text is None:
         return None
-    return posixpath.normpath(posixpath.join(policy()["defaults"]["working_directory"], text))
+    return posixpath.normpath(posixpath.join(policy().defaults.working_directory, text))
 
 
 def user_paths(config: Config, db: Accounts, user: str, keyword: str) -> list[tuple[str, str]]:
     """Return [(node path, where)] of a per-user directive, expanded for user."""
-    kind = policy()["directives"][keyword]["kind"]
+    kind = policy().directives[keyword].kind
     lines = _lines_for(config, db, user, keyword)
     found: list[tuple[str, str]] = []
     if keyword == "authorizedkeysfile" and not any(ln.match is None for ln in lines):
-        found += [(p, "default") for p in policy()["defaults"]["authorized_keys_file"]]
+        found += [(p, "default") for p in policy().defaults.authorized_keys_file]
     for line in lines:
         found += [(arg, line.where) for arg in line.args if arg.lower() != "none"]
     expanded = [(expand(kind, pattern, user, db), where) for pattern, where in found]
@@ -136,18 +136,19 @@ def _refusal(config: Config, db: Accounts, root: Path, user: str) -> str | None:
     """Return why sshd's allowed_user() refuses user (auth.c), or None. Only a connection
     knows the client's host: an AllowUsers user@host pattern is taken to let the user in, a
     DenyUsers one not to keep it out."""
-    pol = policy()["defaults"]
+    pol = policy().defaults
     entry = db.users[user]
-    use_pam = config.value("usepam", pol["use_pam"]) == "yes"
-    secret = db.shadow.get(user, ["", entry[1]])[1]
+    use_pam = config.value("usepam", pol.use_pam) == "yes"
+    secret = db.password(user)
     if not use_pam and secret.startswith("!"):
         return "its password is locked (UsePAM no)"
-    expires = db.shadow.get(user, [""] * 9)[7]
+    shadow = db.shadow.get(user)
+    expires = shadow.expire if shadow else ""
     if not use_pam and expires.isdigit() and int(expires) <= int(time.time() // 86400):
         return "its account has expired (UsePAM no)"
     chroot = _setting(config, db, user, "chrootdirectory", "none")
     if chroot == "none":
-        shell = entry[6] or pol["shell"]
+        shell = entry.shell or pol.shell
         if not _executable(root, shell):
             return f"its shell {shell} does not exist or is not executable"
     groups = db.groups_of(user)
@@ -182,26 +183,26 @@ def can_authenticate(config: Config, db: Accounts, root: Path, user: str) -> boo
     """Return whether user holds a credential sshd would take: an authorized keys or
     principals file, or a password hash where password or keyboard-interactive login is on
     (and allowed for root), within AuthenticationMethods."""
-    pol = policy()["defaults"]
+    pol = policy().defaults
 
     def on(keyword: str, default: str) -> bool:
         return _setting(config, db, user, keyword, default) == "yes"
 
-    key = on("pubkeyauthentication", pol["pubkey_authentication"]) and any(
+    key = on("pubkeyauthentication", pol.pubkey_authentication) and any(
         is_file(root, path)
         for keyword in ("authorizedkeysfile", "authorizedprincipalsfile")
         for path, _ in user_paths(config, db, user, keyword)
     )
-    secret = db.shadow.get(user, ["", db.users[user][1]])[1]
+    secret = db.password(user)
     usable = secret not in ("", "x") and not secret.startswith(("*", "!"))
-    empty = secret == "" and on("permitemptypasswords", pol["permit_empty_passwords"])
-    use_pam = config.value("usepam", pol["use_pam"]) == "yes"
+    empty = secret == "" and on("permitemptypasswords", pol.permit_empty_passwords)
+    use_pam = config.value("usepam", pol.use_pam) == "yes"
     password = (usable or empty) and (
-        on("passwordauthentication", pol["password_authentication"])
-        or (use_pam and on("kbdinteractiveauthentication", pol["kbd_interactive_authentication"]))
+        on("passwordauthentication", pol.password_authentication)
+        or (use_pam and on("kbdinteractiveauthentication", pol.kbd_interactive_authentication))
     )
-    if db.users[user][2] == "0":
-        permit = _setting(config, db, user, "permitrootlogin", pol["permit_root_login"])
+    if db.users[user].uid == "0":
+        permit = _setting(config, db, user, "permitrootlogin", pol.permit_root_login)
         password = password and permit == "yes"
         key = key and permit != "no"
     methods = _setting(config, db, user, "authenticationmethods", "any")
@@ -215,7 +216,9 @@ def can_authenticate(config: Config, db: Accounts, root: Path, user: str) -> boo
     return key or password
 
 
-def node_users(config: Config, db: Accounts, root: Path, smoke_user: str | None):
+def node_users(
+    config: Config, db: Accounts, root: Path, smoke_user: str | None
+) -> tuple[list[str], list[str]]:
     """Return (the users whose accounts, keys and homes belong to the node, warnings).
 
     Named users come from AllowUsers, AllowGroups, Match User/Group blocks, the groups a
@@ -235,7 +238,7 @@ def node_users(config: Config, db: Accounts, root: Path, smoke_user: str | None)
                 named += matched or ([user] if not glob.has_magic(user) else [])
         elif line.keyword in ("allowgroups", "denygroups"):
             in_line = [g for g, where in groups.items() if where == line.where]
-            named += [u for g in in_line for u in accounts.group_members(db.users, db.groups, g)]
+            named += [u for g in in_line for u in db.members(g)]
         elif line.keyword == "match":
             named += _match_named(line.args or ("all",), db)
         elif line.keyword in _RUN_AS and line.args and line.args[0] != "root":
@@ -265,8 +268,7 @@ def node_users(config: Config, db: Accounts, root: Path, smoke_user: str | None)
         carried = [
             f"{group} ({where})"
             for group, where in groups.items()
-            if user in accounts.group_members(db.users, db.groups, group)
-            and not set(names) & set(accounts.group_members(db.users, db.groups, group))
+            if user in db.members(group) and not set(names) & set(db.members(group))
         ]
         if carried:
             names.append(user)
@@ -277,7 +279,7 @@ def node_users(config: Config, db: Accounts, root: Path, smoke_user: str | None)
         else:
             warnings.append(f"user {user} is named by the config, but sshd refuses it: {why}")
     for group, where in groups.items():
-        if not accounts.group_members(db.users, db.groups, group):
+        if not db.members(group):
             warnings.append(
                 f"group {group} ({where}) has no member among the node's accounts: the "
                 "snapshot carries no entry of it (groups are recorded with their members)"
@@ -313,8 +315,8 @@ def _named_groups(config: Config, db: Accounts) -> dict[str, str]:
             continue
         for pattern in items:
             for entry in db.groups:
-                if pattern and fnmatch.fnmatchcase(entry[0], pattern):
-                    found.setdefault(entry[0], line.where)
+                if pattern and fnmatch.fnmatchcase(entry.name, pattern):
+                    found.setdefault(entry.name, line.where)
     return found
 
 
@@ -340,9 +342,9 @@ def login_homes(root: Path, manifest: dict) -> dict[str, str]:
     passwd home, inside its ChrootDirectory (tokens and ~ expanded, the Match block that
     applies) when it has one. A home that is a placeholder names no directory."""
     root = Path(root)
-    config = read_config(root, settings(options_of(manifest, NAME))["config"])
+    config = read_config(root, settings(options_of(manifest, NAME)).config)
     db = Accounts.of(root)
-    no_home = set(policy()["defaults"]["no_home"])
+    no_home = set(policy().defaults.no_home)
     homes = {}
     for name in [account["name"] for account in manifest.get("accounts", [])]:
         home = db.home(name)
