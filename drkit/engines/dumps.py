@@ -12,9 +12,11 @@ connection), as for an LDAP server.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import re
+import shlex
 import shutil
 import socket
 import tempfile
@@ -138,8 +140,10 @@ def _mysql_defaults(database: Database, directory: Path) -> list[str]:
 
 
 def _last_line(completed: runner.Completed) -> str:
+    """Return the tool's line that names the cause (its first error), else its last line."""
     lines = completed.stderr.strip().splitlines()
-    return lines[-1] if lines else f"exit {completed.returncode}"
+    named = [line for line in lines if "error:" in line or "FATAL:" in line or "ERROR:" in line]
+    return (named or lines or [f"exit {completed.returncode}"])[0 if named else -1].strip()
 
 
 def dump(database: Database, out: Path) -> None:
@@ -164,23 +168,42 @@ def dump(database: Database, out: Path) -> None:
     if completed.returncode != 0:
         partial.unlink(missing_ok=True)
         raise DumpFailed(f"{database.label}: {Path(program).name} failed: {_last_line(completed)}")
-    os.replace(partial, out)
+    if out.is_file() and _same_dump(out, partial):
+        partial.unlink()  # unchanged data: the snapshot's file stays byte for byte the same
+    else:
+        os.replace(partial, out)
+
+
+def _same_dump(old: Path, new: Path) -> bool:
+    """Return True when two dumps differ at most in pg_dump's per-run random \\restrict key
+    (which guards psql against meta-commands smuggled in the data), read line by line."""
+    with old.open("rb") as first, new.open("rb") as second:
+        for left, right in itertools.zip_longest(first, second):
+            if left != right and not (_restrict_line(left) and _restrict_line(right)):
+                return False
+    return True
+
+
+def _restrict_line(line: bytes | None) -> bool:
+    return line is not None and line.startswith((b"\\restrict ", b"\\unrestrict "))
 
 
 def load_command(database: Database, dump_path: str) -> str:
     """Return the shell command that loads a dump into database (as its user; the password is
     asked for or read from ~/.pgpass / ~/.my.cnf, never written here)."""
     if database.engine == "postgresql":
-        host = database.socket or database.host or "localhost"
-        port = f" -p {database.port}" if database.port else ""
-        user = f" -U {database.user}" if database.user else ""
-        return (
-            f"psql -X -v ON_ERROR_STOP=1 --single-transaction -h {host}{port}{user} "
-            f"-d {database.name} -f {dump_path}"
-        )
-    where = f"-S {database.socket}" if database.socket else f"-h {database.host or 'localhost'}"
-    port = f" -P {database.port}" if database.port else ""
-    return f"mysql {where}{port} -u {database.user} -p {database.name} < {dump_path}"
+        argv = ["psql", "-X", "-v", "ON_ERROR_STOP=1", "--single-transaction"]
+        argv += ["-h", database.socket or database.host or "localhost"]
+        argv += ["-p", str(database.port)] if database.port else []
+        argv += ["-U", database.user] if database.user else []
+        return shlex.join([*argv, "-d", database.name, "-f", dump_path])
+    argv = [
+        "mysql",
+        *(["-S", database.socket] if database.socket else ["-h", database.host or "localhost"]),
+    ]
+    argv += ["-P", str(database.port)] if database.port else []
+    argv += ["-u", database.user, "-p", database.name]
+    return f"{shlex.join(argv)} < {shlex.quote(dump_path)}"
 
 
 def load(database: Database, dump_file: Path, *, create: bool = True) -> str:
