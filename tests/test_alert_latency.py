@@ -208,7 +208,8 @@ def test_first_fail_ping_and_webhook_leave_within_3_minutes_of_s3_dying(
 
 
 def test_the_outage_probe_tells_a_missing_repository_from_a_usable_one(s3_repository):
-    from drkit.engines.storage import OutageProbe, Storage
+    from drkit.engines.outage import OutageProbe
+    from drkit.engines.storage import Storage
     from drkit.service import context
 
     missing = OutageProbe(s3_repository).check()  # no bucket yet, so no repository either

@@ -89,8 +89,8 @@ def test_rollback_of_the_newest_snapshot_is_seen(node: Node):
     # a head put back to the older version, with the snapshots: versioning still holds the newer
     storage = Storage(node.repository)
     versions = storage.versions(head_key("sftp-1"))
-    assert len(versions) == 2 and versions[0]["latest"]
-    older = storage.get_bytes(head_key("sftp-1"), versions[1]["version_id"])
+    assert len(versions) == 2 and versions[0].latest
+    older = storage.get_bytes(head_key("sftp-1"), versions[1].version_id)
     assert ids[0] in older.decode()
     storage.put_bytes(head_key("sftp-1"), older, "application/json")
     code, verified = _verify(node)

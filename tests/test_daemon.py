@@ -475,7 +475,7 @@ def test_prune_on_a_locked_bucket_removes_and_records_signed(forged: Node):
     record = json.loads(stored["record"])
     assert {item["id"] for item in record["removed"]} == {s["id"] for s in pruned["removed"]}
     # the bucket's lifecycle rule frees what restic deleted once the lock has passed
-    assert storage.lifecycle_rule()["noncurrent_days"] == 1 + 7
+    assert storage.lifecycle_rule().noncurrent_days == 1 + 7
     code, state = node.run("status")
     assert state["nodes"][0]["last_prune"]["ok"] is True
 

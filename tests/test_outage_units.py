@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from test_daemon_units import Recorder, _config
 
-from drkit import config, daemon, runner
-from drkit.engines import storage
+from drkit import config, daemon, runner, timing
+from drkit.engines import outage, s3
 from drkit.service import context
 
 
@@ -25,16 +25,16 @@ def credentials(monkeypatch):
 
 def test_the_probe_names_an_unreachable_s3_at_once_and_remembers_since_when(tmp_path: Path):
     repository = _config(tmp_path).repository
-    probe = storage.OutageProbe(repository)
+    probe = outage.OutageProbe(repository)
     started = time.monotonic()
     reason = probe.check()
     assert reason and "unreachable" in reason and "connection refused" in reason
-    assert time.monotonic() - started < storage.PROBE_CONNECT_SECONDS + storage.PROBE_READ_SECONDS
+    assert time.monotonic() - started < s3.PROBE_CONNECT_SECONDS + s3.PROBE_READ_SECONDS
     assert probe.check() == reason  # a probe just made answers for the next caller
     assert probe.failing_for() >= 0
     assert probe.watch(3600)() is None  # not failing for an hour yet
     assert probe.watch(0)().startswith("S3 failed every probe for")
-    assert storage.outage_probe(repository) is storage.outage_probe(repository)
+    assert outage.outage_probe(repository) is outage.outage_probe(repository)
 
 
 def test_a_stoppable_command_is_stopped_and_one_that_ends_well_stands(monkeypatch):

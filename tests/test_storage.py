@@ -206,7 +206,7 @@ def test_init_creates_a_versioned_locked_bucket(s3_repository, tmp_path: Path):
     assert result["versioning"] == "Enabled"
     assert result["object_lock"] == {"enabled": True, "mode": "GOVERNANCE", "days": 1}
     assert result["problems"] == []
-    assert Storage(s3_repository).posture() == {
+    assert Storage(s3_repository).posture().model_dump() == {
         "bucket": s3_repository.bucket,
         "exists": True,
         "versioning": "Enabled",
@@ -355,7 +355,7 @@ def test_listings_follow_every_page_and_a_refused_page_is_one_typed_error(
             {**versions, "KeyMarker": "status/n.json", "VersionIdMarker": "v1"},
         )
         found = storage.versions("status/n.json")
-        assert [(v["version_id"], v["latest"], v["deleted"]) for v in found] == [
+        assert [(v.version_id, v.latest, v.deleted) for v in found] == [
             ("v2", True, True),
             ("v1", False, False),
         ]
@@ -382,7 +382,7 @@ def test_bucket_that_refuses_object_lock_is_reported_not_raised(tmp_path: Path, 
         stub.add_response("head_bucket", {}, bucket)
         stub.add_response("get_bucket_versioning", {"Status": "Enabled"}, bucket)
         stub.add_client_error("get_object_lock_configuration", no_lock, http_status_code=404)
-        result = storage.init_bucket(config.ObjectLock(mode="GOVERNANCE", days=7))
+        result = storage.init_bucket(config.ObjectLock(mode="GOVERNANCE", days=7)).model_dump()
         stub.assert_no_pending_responses()
     assert result["created"] is False
     assert result["changes"] == []

@@ -47,30 +47,30 @@ def verify(config: Config) -> StorageVerifyResult:
     checked = storage.verify(repository.object_lock)
     lifecycle = storage.lifecycle_rule()
     wanted = bucket.noncurrent_days(config)
-    if lifecycle is None or lifecycle["status"] != "Enabled":
-        checked["problems"].append(
+    if lifecycle is None or lifecycle.status != "Enabled":
+        checked.problems.append(
             "no lifecycle rule expires noncurrent versions: pruned data is never freed "
             "(drkit storage init adds it)"
         )
-    elif (lifecycle["noncurrent_days"] or 0) < repository.object_lock.days:
-        checked["problems"].append(
-            f"noncurrent versions expire after {lifecycle['noncurrent_days']} days, before "
+    elif (lifecycle.noncurrent_days or 0) < repository.object_lock.days:
+        checked.problems.append(
+            f"noncurrent versions expire after {lifecycle.noncurrent_days} days, before "
             f"the {repository.object_lock.days}-day lock ends (drkit storage init sets {wanted})"
         )
-    checked["ok"] = not checked["problems"]
-    for problem in checked["problems"]:
+    checked.ok = not checked.problems
+    for problem in checked.problems:
         log.warning("bucket %s: %s", repository.bucket, problem)
     copies = [
         CopyBucket(**verify(config.from_copy(copy.name)).model_dump(exclude={"copies"}))
         for copy in repository.copies
     ]
     return StorageVerifyResult(
-        ok=checked["ok"] and all(copy.ok for copy in copies),
+        ok=checked.ok and all(copy.ok for copy in copies),
         copies=copies,
         bucket=repository.bucket,
         endpoint=repository.s3_endpoint,
-        versioning=checked["versioning"],
-        object_lock=checked["object_lock"],
-        lifecycle=lifecycle,
-        problems=checked["problems"],
+        versioning=checked.versioning,
+        object_lock=checked.object_lock.model_dump(),
+        lifecycle=lifecycle.model_dump() if lifecycle else None,
+        problems=checked.problems,
     )

@@ -103,7 +103,8 @@ def publish(config: Config, document: dict) -> bool:
     """Copy the document to the bucket; return False (and log why) when S3 refuses or is down
     (the outage probe is asked first, so a down S3 costs one short probe, not retries)."""
     try:
-        from drkit.engines.storage import Storage, outage_probe
+        from drkit.engines.outage import outage_probe
+        from drkit.engines.storage import Storage
 
         down = outage_probe(config.repository).check()
         if down:
@@ -226,7 +227,8 @@ def merged(document: dict[str, Any], other: dict[str, Any] | None) -> dict[str, 
 def _bucket_copy(config: Config) -> dict[str, Any] | None:
     """Return the bucket's copy of the node's document, None when S3 is down or has none."""
     try:
-        from drkit.engines.storage import Storage, outage_probe
+        from drkit.engines.outage import outage_probe
+        from drkit.engines.storage import Storage
 
         if outage_probe(config.repository).check():
             return None

@@ -32,14 +32,14 @@ def prepare(config: Config, create: bool = False) -> StorageInitResult:
     storage = Storage(config.repository)
     done = storage.init_bucket(repository.object_lock, create)
     lifecycle_changes, lifecycle_problems = storage.ensure_lifecycle(noncurrent_days(config))
-    done["changes"] += lifecycle_changes
-    done["problems"] += lifecycle_problems
+    changes = done.changes + lifecycle_changes
+    problems = done.problems + lifecycle_problems
     checked = storage.verify(repository.object_lock)
-    problems = list(done["problems"])
-    problems += [problem for problem in checked["problems"] if problem not in problems]
-    for change in done["changes"]:
+    lifecycle = storage.lifecycle_rule()
+    problems += [problem for problem in checked.problems if problem not in problems]
+    for change in changes:
         log.info("bucket %s: %s", repository.bucket, change)
-    if not done["changes"]:
+    if not changes:
         log.info("bucket %s already as configured", repository.bucket)
     for problem in problems:
         log.warning("bucket %s: %s", repository.bucket, problem)
@@ -47,17 +47,17 @@ def prepare(config: Config, create: bool = False) -> StorageInitResult:
         ok=not problems,
         bucket=repository.bucket,
         endpoint=repository.s3_endpoint,
-        created=done["created"],
-        changes=done["changes"],
-        versioning=checked["versioning"],
-        object_lock=checked["object_lock"],
-        lifecycle=storage.lifecycle_rule(),
+        created=done.created,
+        changes=changes,
+        versioning=checked.versioning,
+        object_lock=checked.object_lock.model_dump(),
+        lifecycle=lifecycle.model_dump() if lifecycle else None,
         problems=problems,
     )
 
 
 def noncurrent_days(config: Config) -> int:
     """Return after how many days noncurrent versions expire: the lock period plus a margin."""
-    from drkit.engines.storage import LIFECYCLE_MARGIN_DAYS
+    from drkit.engines.posture import LIFECYCLE_MARGIN_DAYS
 
     return config.repository.object_lock.days + LIFECYCLE_MARGIN_DAYS

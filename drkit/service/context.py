@@ -68,7 +68,7 @@ def outage_watch(repository: Repository, limit: float) -> Callable[[], str | Non
     failed for `limit` seconds (boto3 is imported on the first check, not before)."""
 
     def stop_when() -> str | None:
-        from drkit.engines.storage import outage_probe
+        from drkit.engines.outage import outage_probe
 
         return outage_probe(repository).watch(limit)()
 
@@ -85,7 +85,7 @@ def probe_storage(repository: Repository) -> None:
 
 def outage(repository: Repository) -> str | None:
     """Return why the repository is unusable right now (the outage probe), or None."""
-    from drkit.engines.storage import outage_probe
+    from drkit.engines.outage import outage_probe
 
     return outage_probe(repository).check()
 

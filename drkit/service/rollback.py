@@ -149,12 +149,12 @@ def newest_head(storage, trusted: set[str], node: str) -> tuple[dict | None, lis
         except ValueError:
             since = None
     newest = current
-    older = [version for version in versions if not version["latest"] and not version["deleted"]]
+    older = [version for version in versions if not version.latest and not version.deleted]
     for version in older[:HEAD_VERSIONS_READ]:
-        if since is not None and version["modified"] < since:
+        if since is not None and version.modified < since:
             break  # newest first: the rest were written before the current head was signed
         try:
-            body = storage.get_bytes(key, version["version_id"])
+            body = storage.get_bytes(key, version.version_id)
             record = open_record(json.loads(body or b"null"), trusted, node, "head")
         except (errors.Refused, errors.StorageError, ValueError):
             continue
