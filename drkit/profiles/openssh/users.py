@@ -1,4 +1,12 @@
-"""Per-user settings (Match blocks), per-user paths, who sshd lets in and where logins land."""
+"""Per-user settings (Match blocks), per-user paths, who sshd lets in and where logins land.
+
+Match blocks are evaluated here, not by `sshd -T -C user=...`: sshd looks a Match Group up in
+this host's accounts, not the node root's; it answers one connection, where a backup takes
+every Match Address/Host/LocalPort block as possibly applying; it exits on a config a backup
+must still read; and it would be one sshd run per account. tests/test_openssh_match.py holds
+this evaluation to sshd's for User, Group and All criteria. The smoke, which has one
+connection, asks sshd itself (sandbox.sshd_view).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +17,7 @@ import re
 import time
 from pathlib import Path
 
-from drkit.model import PasswdEntry
+from drkit.model import Manifest, PasswdEntry
 from drkit.paths import on_root
 from drkit.profiles.common.configrefs import is_file
 from drkit.profiles.common.profile_options import options_of
@@ -78,7 +86,7 @@ def _lines_for(config: Config, db: Accounts, user: str, keyword: str) -> list[Li
     return found + (top if keyword in policy().multi_valued else top[:1])
 
 
-def _setting(config: Config, db: Accounts, user: str, keyword: str, default: str) -> str:
+def user_setting(config: Config, db: Accounts, user: str, keyword: str, default: str) -> str:
     """Return the value sshd takes for user (a connection-dependent block counts when it is
     the only candidate)."""
     lines = _lines_for(config, db, user, keyword)
@@ -146,7 +154,7 @@ def _refusal(config: Config, db: Accounts, root: Path, user: str) -> str | None:
     expires = shadow.expire if shadow else ""
     if not use_pam and expires.isdigit() and int(expires) <= int(time.time() // 86400):
         return "its account has expired (UsePAM no)"
-    chroot = _setting(config, db, user, "chrootdirectory", "none")
+    chroot = user_setting(config, db, user, "chrootdirectory", "none")
     if chroot == "none":
         shell = entry.shell or pol.shell
         if not _executable(root, shell):
@@ -186,7 +194,7 @@ def can_authenticate(config: Config, db: Accounts, root: Path, user: str) -> boo
     pol = policy().defaults
 
     def on(keyword: str, default: str) -> bool:
-        return _setting(config, db, user, keyword, default) == "yes"
+        return user_setting(config, db, user, keyword, default) == "yes"
 
     key = on("pubkeyauthentication", pol.pubkey_authentication) and any(
         is_file(root, path)
@@ -202,10 +210,10 @@ def can_authenticate(config: Config, db: Accounts, root: Path, user: str) -> boo
         or (use_pam and on("kbdinteractiveauthentication", pol.kbd_interactive_authentication))
     )
     if db.users[user].uid == "0":
-        permit = _setting(config, db, user, "permitrootlogin", pol.permit_root_login)
+        permit = user_setting(config, db, user, "permitrootlogin", pol.permit_root_login)
         password = password and permit == "yes"
         key = key and permit != "no"
-    methods = _setting(config, db, user, "authenticationmethods", "any")
+    methods = user_setting(config, db, user, "authenticationmethods", "any")
     if methods != "any":
         lines = _lines_for(config, db, user, "authenticationmethods")
         have = {"publickey": key, "password": password, "keyboard-interactive": password}
@@ -337,7 +345,7 @@ def _match_named(criteria: tuple[str, ...], db: Accounts) -> list[str]:
     return found
 
 
-def login_homes(root: Path, manifest: dict) -> dict[str, str]:
+def login_homes(root: Path, manifest: Manifest) -> dict[str, str]:
     """Return {account: node path} where sshd starts each of the manifest's accounts: its
     passwd home, inside its ChrootDirectory (tokens and ~ expanded, the Match block that
     applies) when it has one. A home that is a placeholder names no directory."""
@@ -346,7 +354,7 @@ def login_homes(root: Path, manifest: dict) -> dict[str, str]:
     db = Accounts.of(root)
     no_home = set(policy().defaults.no_home)
     homes = {}
-    for name in [account["name"] for account in manifest.get("accounts", [])]:
+    for name in [account.name for account in manifest.accounts]:
         home = db.home(name)
         if home is None or not home.startswith("/") or home in no_home:
             continue
