@@ -11,8 +11,25 @@ import os
 import resource
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
+
+
+def utc_now() -> datetime:
+    """Return the wall-clock time now, in UTC."""
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class Clock:
+    """Where long-running code reads the time: the wall clock (UTC) for what it records, the
+    monotonic one for how long things take. Tests give their own to drive time without sleeps."""
+
+    now: Callable[[], datetime] = field(default=utc_now)
+    monotonic: Callable[[], float] = field(default=time.monotonic)
+
 
 _phases: list[tuple[str, float]] = []
 _started = time.perf_counter()

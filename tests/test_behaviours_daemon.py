@@ -110,7 +110,7 @@ def test_a_failed_backup_is_retried_in_the_background_and_its_success_pinged(
     from drkit import daemon
 
     caplog.set_level("INFO", logger="drkit.daemon")
-    monkeypatch.setattr(daemon, "BACKGROUND_RETRY_MIN", timedelta(seconds=2))
+    monkeypatch.setattr(daemon.scheduler, "BACKGROUND_RETRY_MIN", timedelta(seconds=2))
     node.settings(
         schedule={"backup": "every 1h", "prune": None, "verify": None, "drill": None,
                   "prove": None, "retry_window": "1s"},
@@ -140,7 +140,7 @@ def test_a_failed_backup_is_retried_in_the_background_and_its_success_pinged(
     assert last["ok"] is True, last
     (made,) = node.snapshots()  # the failed attempts made none
     assert last["snapshot_id"] in (made["id"], made["short_id"]), (last, made)
-    assert runner.runs["backup"]["runs"] == paths.count("/ping/fail") + 1, runner.runs
+    assert runner.jobs.runs["backup"]["runs"] == paths.count("/ping/fail") + 1, runner.jobs.runs
     assert next_run - datetime.now(UTC) > timedelta(minutes=50), "back on its hourly schedule"
 
     records = [r for r in caplog.records if r.name == "drkit.daemon"]

@@ -21,6 +21,7 @@ import pytest
 from nodes import refusing_port
 
 from drkit import config, daemon, errors, model
+from drkit.daemon import watch
 from drkit.engines import metrics, notify, status
 
 
@@ -232,8 +233,9 @@ def test_a_failed_run_sends_fail_never_success_and_a_transient_error_is_retried(
         calls["count"] += 1
         raise errors.AuthenticationError("wrong repository password")
 
-    runner = daemon.Daemon(configuration, actions={"backup": flaky})
-    runner._count_snapshots = lambda: 1  # no repository here
+    runner = daemon.Daemon(
+        configuration, actions={"backup": flaky}, count_snapshots=lambda: 1
+    )  # no repository here
     outcome = runner.run_job("backup")
     assert outcome["ok"] is True and calls["count"] == 3
     assert recorder.paths() == ["/ping/start", "/ping", "/hook"]
@@ -248,7 +250,7 @@ def test_a_failed_run_sends_fail_never_success_and_a_transient_error_is_retried(
     local = status.load_local(configuration)
     assert local["last_backup"]["ok"] is False
     assert local["last_good_backup"]["snapshot_id"] == "c0ffee"
-    assert runner.runs["backup"] == {
+    assert runner.jobs.runs["backup"] == {
         "runs": 2,
         "failed": 1,
         "last_error": "wrong repository password",
@@ -268,8 +270,8 @@ def test_a_run_reached_by_the_stop_before_it_began_is_cancelled_not_failed(
     runner.request_stop("SIGTERM")
     assert runner.run_job("backup") == {}
     assert calls == [] and recorder.paths() == []
-    assert runner.runs["backup"] == {"runs": 0, "failed": 0, "last_error": None}
-    assert runner._busy() == []
+    assert runner.jobs.runs["backup"] == {"runs": 0, "failed": 0, "last_error": None}
+    assert runner.jobs.busy() == []
 
 
 @pytest.mark.timeout(60)  # a 3 s window: the run gives up in seconds, or the test times out
@@ -413,8 +415,9 @@ def test_runs_skipped_while_a_long_run_runs_are_one_info_line(
                 assert skips.acquire(timeout=60), "APScheduler skipped no run"
         return {"ok": True, "snapshot_id": "c0ffee", "time": model.utc_text(datetime.now(UTC))}
 
-    runner = daemon.Daemon(configuration, actions={"backup": slow})
-    runner._count_snapshots = lambda: 1  # no repository here
+    runner = daemon.Daemon(
+        configuration, actions={"backup": slow}, count_snapshots=lambda: 1
+    )  # no repository here
     runner.scheduler.add_listener(lambda event: skips.release(), EVENT_JOB_MAX_INSTANCES)
     finished = threading.Event()
     runner.scheduler.add_listener(lambda event: finished.set(), EVENT_JOB_EXECUTED)
@@ -449,7 +452,7 @@ def test_a_background_retry_is_not_lost_to_a_slow_end_of_the_failed_run(
 
     from drkit.schedule import trigger_for
 
-    monkeypatch.setattr(daemon, "BACKGROUND_RETRY_MIN", timedelta(seconds=0.5))
+    monkeypatch.setattr(daemon.scheduler, "BACKGROUND_RETRY_MIN", timedelta(seconds=0.5))
     configuration = _config(
         tmp_path,
         schedule=config.ScheduleConfig(
@@ -465,16 +468,17 @@ def test_a_background_retry_is_not_lost_to_a_slow_end_of_the_failed_run(
         retried.set()
         return {"ok": True, "snapshot_id": "c0ffee", "time": model.utc_text(datetime.now(UTC))}
 
-    runner = daemon.Daemon(configuration, actions={"backup": backup})
-    runner._count_snapshots = lambda: 1  # no repository here
-    watch = runner._watch
+    runner = daemon.Daemon(
+        configuration, actions={"backup": backup}, count_snapshots=lambda: 1
+    )  # no repository here
 
-    def slow_watch() -> None:
-        watch()
-        if len(calls) == 1:
-            time.sleep(1.5)
+    class SlowBreachWatch(watch.BreachWatch):
+        def check(self) -> None:
+            super().check()
+            if len(calls) == 1:
+                time.sleep(1.5)
 
-    runner._watch = slow_watch
+    runner.breach = SlowBreachWatch(runner.notifier, runner.collector, runner.metrics)
     scheduled(runner, trigger_for("every 1h"), retried, 15,
               "the background retry was skipped: the failed run still ran")  # fmt: skip
     assert status.load_local(configuration)["last_backup"]["ok"] is True

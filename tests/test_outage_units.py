@@ -70,18 +70,22 @@ def test_the_outage_watch_alerts_once_per_outage_without_any_run(
         ),
         schedule=config.ScheduleConfig(backup="every 1h", retry_window="10m"),
     )
-    watcher = daemon.Daemon(configuration, actions={"backup": dict})
-    assert watcher.outage_after == daemon.OUTAGE_ALERT_AFTER_MAX  # capped: 10m is too long
-    assert watcher.outage_every == daemon.OUTAGE_CHECK_SECONDS_MAX
-    watcher._check_outage()
+    now = [1000.0]
+    clock = timing.Clock(monotonic=lambda: now[0])
+    watcher = daemon.Daemon(configuration, actions={"backup": dict}, clock=clock).outage
+    assert watcher.after == daemon.OUTAGE_ALERT_AFTER_MAX  # capped: 10m is too long
+    assert watcher.every == daemon.OUTAGE_CHECK_SECONDS_MAX
+    watcher.check()
+    now[0] += watcher.after - 1
+    watcher.check()
     assert recorder.paths() == [], "not alerted before the outage has lasted outage_after"
-    watcher.outage_after = 0
-    watcher._check_outage()
-    watcher._check_outage()
+    now[0] += 1
+    watcher.check()
+    watcher.check()
     assert recorder.paths() == ["/ping/fail", "/hook"], "one alert per outage"
     assert b"unreachable" in recorder.requests[0][3]
     hook = json.loads(recorder.requests[1][3])
     assert hook["event"] == "outage" and hook["ok"] is False and hook["job"] == "backup"
-    watcher._after_backup(True)  # a good run's success ping: a later check alerts again
-    watcher._check_outage()
+    watcher.rearm()  # a good run's success ping: a later check alerts again
+    watcher.check()
     assert recorder.paths().count("/ping/fail") == 2

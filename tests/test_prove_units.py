@@ -210,7 +210,7 @@ def test_the_daemon_proves_each_backup_on_its_own_thread_and_alerts_a_failed_pro
         }
 
     def prove() -> dict:
-        target = runner._proof_snapshot
+        target = runner.proofs.target
         proofs.append(target)
         release.wait(20)  # a proof holds no lock: the next backup runs meanwhile
         if target == "2" * 64:
@@ -221,17 +221,20 @@ def test_the_daemon_proves_each_backup_on_its_own_thread_and_alerts_a_failed_pro
             "snapshot_time": model.utc_text(datetime.now(UTC)),
         }
 
-    runner = daemon.Daemon(configuration, actions={"backup": backup, "prove": prove})
-    runner._count_snapshots = lambda: 1
-    worker = threading.Thread(target=runner._proof_worker, daemon=True)
+    runner = daemon.Daemon(
+        configuration, actions={"backup": backup, "prove": prove}, count_snapshots=lambda: 1
+    )
+    worker = threading.Thread(
+        target=runner.proofs.worker, args=[runner.prove, runner.stopping], daemon=True
+    )
     worker.start()
     try:
-        runner._watch()  # the baseline: proving, nothing tried yet, not breached
+        runner.breach.check()  # the baseline: proving, nothing tried yet, not breached
         runner.run_job("backup")
         wait_until(lambda: proofs == ["1" * 64])
         assert runner.run_job("backup")["ok"] is True  # while the first proof runs
         release.set()
-        wait_until(lambda: len(proofs) == 2 and not runner._busy())
+        wait_until(lambda: len(proofs) == 2 and not runner.jobs.busy())
         assert proofs == ["1" * 64, "2" * 64]
         local = status.load_local(configuration)
         assert (
@@ -239,7 +242,7 @@ def test_the_daemon_proves_each_backup_on_its_own_thread_and_alerts_a_failed_pro
         )
         assert local["last_good_proof"]["snapshot_id"] == "1" * 64
         time.sleep(2.5)  # the good proof's snapshot passes the 2 s RPO
-        runner._watch()
+        runner.breach.check()
     finally:
         runner.request_stop("test")
         worker.join(5)
@@ -262,12 +265,12 @@ def test_a_node_with_no_snapshot_proven_within_the_rpo_proves_its_latest_at_star
     status.record(configuration, "backup", outcome, upload=False)
     runner = daemon.Daemon(configuration, actions={"backup": dict, "prove": dict})
     with caplog.at_level("INFO", logger="drkit.daemon"):
-        assert runner._schedule() == {"backup": "every 1h", "prove": line}
+        assert runner.schedule() == {"backup": "every 1h", "prove": line}
     messages = [record.getMessage() for record in caplog.records]
     assert any(text.startswith("catch-up proof of the latest") for text in messages)
     assert not any(text.startswith("catch-up backup") for text in messages)
     if line == "after-backup":  # the proof thread proves the latest, no scheduler job
-        assert runner._proof_wanted.is_set() and runner._proof_next is None
+        assert runner.proofs.wanted.is_set() and runner.proofs.next is None
         assert runner.scheduler.get_job("prove") is None
     else:
         job = runner.scheduler.get_job("prove")

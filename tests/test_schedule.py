@@ -204,7 +204,7 @@ def test_the_daemon_schedules_each_job_with_the_configured_jitter(tmp_path, seed
         _config(tmp_path, schedule=settings),
         actions={"backup": dict, "prune": dict},
     )
-    runner._schedule()
+    runner.schedule()
     backup, prune = runner.scheduler.get_job("backup"), runner.scheduler.get_job("prune")
     assert backup.trigger.jitter == 90 and prune.trigger.jitter == 90
     start = backup.trigger.start_date

@@ -45,7 +45,7 @@ def daemon(
     from drkit import daemon as daemon_module
 
     loaded = config_at(config)
-    daemon_module.setup_logging(loaded.node, verbose=int(logging_verbose()))
+    output.setup_json_logging(loaded.node, verbose=int(logging_verbose()))
     return daemon_module.Daemon(
         loaded,
         metrics_address=metrics,
