@@ -9,9 +9,9 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Literal, TypedDict
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, SecretStr
+from pydantic import BaseModel, ConfigDict, JsonValue, SecretStr
 
 Status = Literal["pass", "warn", "fail"]
 TransferProtocol = Literal["sftp", "ftps", "ftp", "none"]
@@ -123,11 +123,20 @@ class Inventory:
             self.facts.setdefault(kind, {}).update(facts)
 
 
-# -- the manifest's records (JSON documents signed into every snapshot) -----------------------
+# -- the signed manifest (the JSON document signed into every snapshot) ----------------------
 
 
-class FileRecord(TypedDict, total=False):
-    """One path of the manifest: what it was at backup time."""
+class Record(BaseModel):
+    """A record of the signed manifest. A record encodes only the fields it was given (dumped
+    with exclude_unset) and keeps fields this version does not know (extra="allow"), and no
+    value is coerced (strict): a stored manifest encodes back to its own bytes."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+
+
+class FileRecord(Record):
+    """One path of the manifest: what it was at backup time (size and sha256 for a regular
+    file, link for a symlink; absent otherwise)."""
 
     path: str
     category: str
@@ -138,12 +147,12 @@ class FileRecord(TypedDict, total=False):
     user: str
     group: str
     mtime: str
-    size: int
-    sha256: str
-    link: str
+    size: int | None = None
+    sha256: str | None = None
+    link: str | None = None
 
 
-class KeyRecord(TypedDict):
+class KeyRecord(Record):
     """An SSH key (private key, public key or authorized_keys line) found among the files."""
 
     path: str
@@ -154,7 +163,16 @@ class KeyRecord(TypedDict):
     public_line: str
 
 
-class CertificateRecord(TypedDict):
+class HostKeyRecord(Record):
+    """A server's private host key: what a restored server must offer again."""
+
+    path: str
+    type: str
+    fingerprint: str
+    public_line: str
+
+
+class CertificateRecord(Record):
     """An X.509 certificate found among the files, and the private key it certifies."""
 
     path: str
@@ -164,6 +182,148 @@ class CertificateRecord(TypedDict):
     fingerprint: str
     key_fingerprint: str
     key_path: str | None
+
+
+@dataclass(frozen=True)
+class PasswdEntry:
+    """One /etc/passwd line, name:password:uid:gid:gecos:home:shell (a missing field is "")."""
+
+    name: str
+    password: str
+    uid: str
+    gid: str
+    gecos: str
+    home: str
+    shell: str
+
+    @classmethod
+    def parse(cls, line: str) -> PasswdEntry:
+        name, password, uid, gid, gecos, home, shell = (line.split(":") + [""] * 7)[:7]
+        return cls(name, password, uid, gid, gecos, home, shell)
+
+    @property
+    def uid_number(self) -> int | None:
+        return int(self.uid) if self.uid.isdigit() else None
+
+    @property
+    def gid_number(self) -> int | None:
+        return int(self.gid) if self.gid.isdigit() else None
+
+
+@dataclass(frozen=True)
+class GroupEntry:
+    """One /etc/group line, name:password:gid:member,member (a missing field is "")."""
+
+    name: str
+    password: str
+    gid: str
+    members: tuple[str, ...]
+
+    @classmethod
+    def parse(cls, line: str) -> GroupEntry:
+        name, password, gid, members = (line.split(":") + [""] * 4)[:4]
+        return cls(name, password, gid, tuple(member for member in members.split(",") if member))
+
+    def line(self) -> str:
+        """Return the /etc/group line of this entry."""
+        return ":".join((self.name, self.password, self.gid, ",".join(self.members)))
+
+
+@dataclass(frozen=True)
+class ShadowEntry:
+    """One /etc/shadow line: the name, the password hash and the account's expiry (days since
+    1970, "" for never); the ageing fields drkit never reads are left out."""
+
+    name: str
+    password: str
+    expire: str
+
+    @classmethod
+    def parse(cls, line: str) -> ShadowEntry:
+        fields = (line.split(":") + [""] * 9)[:9]
+        return cls(fields[0], fields[1], fields[7])
+
+
+class AccountRecord(Record):
+    """A node account the manifest carries: its passwd line, shadow line (None when it was
+    unreadable or absent) and the group lines of the groups it is in, as the node held them."""
+
+    name: str
+    passwd: str
+    shadow: str | None = None
+    groups: list[str] = []
+
+    @property
+    def entry(self) -> PasswdEntry:
+        return PasswdEntry.parse(self.passwd)
+
+    @property
+    def shadow_entry(self) -> ShadowEntry | None:
+        return ShadowEntry.parse(self.shadow) if self.shadow else None
+
+    @property
+    def group_entries(self) -> list[GroupEntry]:
+        return [GroupEntry.parse(line) for line in self.groups]
+
+
+class DumpRecord(Record):
+    """A database dump the snapshot holds (category `databases`): the file (also listed among
+    the files, with the same sha256), the database it came from and what named it."""
+
+    path: str
+    sha256: str
+    size: int
+    engine: DatabaseEngine
+    database: str  # Database.label
+    name: str
+    host: str = ""
+    port: int | None = None
+    socket: str = ""
+    user: str = ""
+    named_by: str = ""
+    format: Literal["sql"] = "sql"
+
+
+class ChainLink(Record):
+    """The node's previous snapshot, as the next manifest links to it."""
+
+    snapshot_id: str
+    manifest_sha256: str
+
+
+class Manifest(Record):
+    """The signed manifest of one snapshot: the node's files, the keys and certificates among
+    them, the accounts it needs, the link to its previous snapshot, and the profile options
+    and facts the checks after a restore read."""
+
+    format: int
+    node: str
+    profiles: list[str] = []
+    created: str
+    files: list[FileRecord] = []
+    keys: list[KeyRecord] = []
+    host_keys: list[HostKeyRecord] = []
+    certificates: list[CertificateRecord] = []
+    accounts: list[AccountRecord] = []
+    previous: ChainLink | None = None
+    owned_globs: list[str] = []
+    profile_options: dict[str, dict[str, JsonValue]] = {}
+    facts: dict[str, dict[str, JsonValue]] = {}
+    warnings: list[str] = []
+    skipped: list[str] = []
+    databases: list[DumpRecord] = []
+
+    def account(self, name: str) -> AccountRecord | None:
+        """Return the recorded account called name, or None."""
+        return next((account for account in self.accounts if account.name == name), None)
+
+    def options_of(self, kind: str) -> dict[str, JsonValue]:
+        """Return the profile options signed for profile kind ({} when none were)."""
+        return dict(self.profile_options.get(kind) or {})
+
+    def private_key_paths(self) -> set[str]:
+        """Return the node paths of the private keys among the files."""
+        return {key.path for key in self.keys if key.private}
 
 
 # -- checks ----------------------------------------------------------------------------------

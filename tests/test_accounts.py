@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from drkit.engines import accounts
+from drkit.model import AccountRecord, GroupEntry, PasswdEntry, ShadowEntry
 
 PASSWD = """root:x:0:0:root:/root:/bin/bash
 drill:x:2101:2101:drill:/home/drill:/usr/sbin/nologin
@@ -30,13 +31,13 @@ def write_etc(root: Path, passwd: str, group: str, shadow: str | None = None) ->
 def test_read_entries_from_the_root(node_root: Path):
     write_etc(node_root, PASSWD, GROUP, SHADOW)
     found = accounts.read_entries(node_root, ["drill", "partner", "ghost", "drill"])
-    assert [a["name"] for a in found] == ["drill", "partner"]
+    assert [a.name for a in found] == ["drill", "partner"]
     drill, partner = found
-    assert drill["passwd"] == "drill:x:2101:2101:drill:/home/drill:/usr/sbin/nologin"
-    assert drill["shadow"] == "drill:*:19800:0:99999:7:::"
-    assert drill["groups"] == ["sftpusers:x:2100:drill,partner", "drill:x:2101:"]
-    assert partner["shadow"] is None
-    assert partner["groups"] == [
+    assert drill.passwd == "drill:x:2101:2101:drill:/home/drill:/usr/sbin/nologin"
+    assert drill.shadow == "drill:*:19800:0:99999:7:::"
+    assert drill.groups == ["sftpusers:x:2100:drill,partner", "drill:x:2101:"]
+    assert partner.shadow is None
+    assert partner.groups == [
         "sftpusers:x:2100:drill,partner",
         "partner:x:2102:",
         "audit:x:2200:partner",
@@ -45,8 +46,8 @@ def test_read_entries_from_the_root(node_root: Path):
 
 def test_read_entries_from_the_host_when_the_root_has_no_passwd(node_root: Path):
     (found,) = accounts.read_entries(node_root, ["root"])
-    assert found["passwd"].startswith("root:x:0:0:")
-    assert any(line.startswith("root:") for line in found["groups"])
+    assert found.passwd.startswith("root:x:0:0:")
+    assert any(line.startswith("root:") for line in found.groups)
     assert accounts.source_root(node_root) == Path("/")
 
 
@@ -121,10 +122,24 @@ def test_group_members_counts_primary_gid():
     assert accounts.group_members(users, groups, "other") == ["b"]
 
 
+def test_one_parser_reads_passwd_group_and_shadow_lines_short_or_long():
+    entry = PasswdEntry.parse("drill:x:2101:2101:drill:/home/drill:/usr/sbin/nologin")
+    assert (entry.uid_number, entry.gid_number, entry.home) == (2101, 2101, "/home/drill")
+    short = PasswdEntry.parse("odd:x:abc")
+    assert (short.uid_number, short.gid, short.home, short.shell) == (None, "", "", "")
+    group = GroupEntry.parse("sftpusers:x:2100:drill,,partner")
+    assert group.members == ("drill", "partner")
+    assert group.line() == "sftpusers:x:2100:drill,partner"
+    assert GroupEntry.parse("empty:x:7").members == ()
+    assert ShadowEntry.parse("drill:$6$salt$hash:19800:0:99999:7::20000:").expire == "20000"
+    record = AccountRecord(name="drill", passwd="drill:x:2101:2101::/srv/d:/bin/sh")
+    assert (record.entry.home, record.shadow_entry, record.group_entries) == ("/srv/d", None, [])
+
+
 def test_restore_creates_the_missing_homes_of_login_accounts_only(tmp_path: Path):
     (tmp_path / "home/kept").mkdir(parents=True)
     recorded = [
-        {"name": name, "passwd": f"{name}:x:{uid}:{uid}::{home}:/bin/sh", "groups": []}
+        AccountRecord(name=name, passwd=f"{name}:x:{uid}:{uid}::{home}:/bin/sh", groups=[])
         for name, uid, home in (
             ("alice", 1001, "/home/alice"),  # missing: created
             ("kept", 1002, "/home/kept"),  # on the node already

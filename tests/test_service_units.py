@@ -13,6 +13,7 @@ import pytest
 
 from drkit import errors
 from drkit.config import Repository
+from drkit.model import Manifest
 from drkit.service import rollback
 from drkit.service.opening import Opened
 from drkit.service.spec import Spec
@@ -43,8 +44,9 @@ def test_random_is_a_spec_only_where_it_is_allowed():
 
 
 def _opened(created: str, body: str = "") -> Opened:
-    raw = json.dumps({"node": "sftp-1", "created": created, "files": [], "body": body}).encode()
-    return Opened(json.loads(raw), "SHA256:x", "config", None, raw)
+    document = {"format": 1, "node": "sftp-1", "created": created, "files": [], "body": body}
+    raw = json.dumps(document).encode()
+    return Opened(Manifest.model_validate_json(raw), "SHA256:x", "config", None, raw)
 
 
 def _known(snapshot_id: str, opened: Opened | None, when: str) -> rollback.Known:

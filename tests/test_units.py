@@ -17,7 +17,7 @@ from drkit.config import parse_config
 from drkit.engines import apply, keys, manifest, resticbin, staged
 from drkit.engines import restic as restic_engine
 from drkit.engines.resticjson import SnapshotRecord
-from drkit.model import Entry, Inventory
+from drkit.model import Entry, Inventory, Manifest
 
 GOOD = """
 node: sftp-1
@@ -88,7 +88,7 @@ def _tree(root: Path) -> Inventory:
     return Inventory(files=files, dirs=[Entry("/etc/app", "config")])
 
 
-def _build(root: Path, inventory: Inventory) -> dict:
+def _build(root: Path, inventory: Inventory) -> Manifest:
     return manifest.build(
         root, inventory, node="n", profiles=["openssh"], accounts=[], created=datetime.now(UTC)
     )
@@ -97,12 +97,10 @@ def _build(root: Path, inventory: Inventory) -> dict:
 def test_manifest_records_files_and_detects_differences(tmp_path: Path):
     inventory = _tree(tmp_path)
     built = _build(tmp_path, inventory)
-    by_path = {entry["path"]: entry for entry in built["files"]}
-    assert by_path["/etc/app/tls.key"]["mode"] == "0600"
-    assert by_path["/etc/app/link"] == by_path["/etc/app/link"] | {
-        "type": "symlink",
-        "link": "server.ini",
-    }
+    by_path = {entry.path: entry for entry in built.files}
+    assert by_path["/etc/app/tls.key"].mode == "0600"
+    link = by_path["/etc/app/link"]
+    assert (link.type, link.link) == ("symlink", "server.ini")
     assert manifest.leaf_paths(built) == ["etc/app/link", "etc/app/server.ini", "etc/app/tls.key"]
     entry = by_path["/etc/app/server.ini"]
     assert manifest.compare_entry(tmp_path / "etc/app/server.ini", entry) is None
@@ -142,7 +140,7 @@ def test_apply_rolls_back_everything_on_failure(tmp_path: Path):
     before = (target / "etc/app/server.ini").read_text()
     steps = apply.plan(target, built)
     assert {s.path: s.action for s in steps}["/etc/app/server.ini"] == "change"
-    entries = {entry["path"]: entry for entry in built["files"]}
+    entries = {entry.path: entry for entry in built.files}
     (staging / "etc/app/tls.key").unlink()  # the copy of the last file fails
     applier = apply.Applier(target, staging, tmp_path / "kept")
     with pytest.raises(errors.LocalFilesystemError):
@@ -154,7 +152,7 @@ def test_apply_rolls_back_everything_on_failure(tmp_path: Path):
 def test_apply_replaces_and_keeps_modes(tmp_path: Path):
     staging, target = tmp_path / "staging", tmp_path / "target"
     built = _build(staging, _tree(staging))
-    entries = {entry["path"]: entry for entry in built["files"]}
+    entries = {entry.path: entry for entry in built.files}
     steps = apply.plan(target, built)
     assert {s.action for s in steps} == {"add"}
     apply.Applier(target, staging, tmp_path / "kept").apply(steps, entries)
@@ -261,8 +259,8 @@ def test_hash_cache_reuses_unchanged_files_and_sees_moving_ones(tmp_path: Path):
         tmp_path, inventory, node="n", profiles=[], accounts=[], created=datetime.now(UTC),
         cache=again,
     )  # fmt: skip
-    digests = {e["path"]: e.get("sha256") for e in rebuilt["files"]}
-    old = {e["path"]: e.get("sha256") for e in built["files"]}
+    digests = {e.path: e.sha256 for e in rebuilt.files}
+    old = {e.path: e.sha256 for e in built.files}
     assert digests["/etc/app/tls.key"] == old["/etc/app/tls.key"]
     assert digests["/etc/app/server.ini"] != old["/etc/app/server.ini"]
 
@@ -332,7 +330,7 @@ def test_an_included_tls_certificate_is_paired_by_name_when_its_key_no_longer_ma
     built = manifest.build(
         tmp_path, found, node="n", profiles=["openssh"], accounts=[], created=datetime.now(UTC)
     )
-    (entry,) = built["certificates"]
-    assert entry["key_path"] == "/etc/ssl/partner.key"
-    check = keychecks.certificate_check(tmp_path, entry, key_path=entry["key_path"])
+    (entry,) = built.certificates
+    assert entry.key_path == "/etc/ssl/partner.key"
+    check = keychecks.certificate_check(tmp_path, entry, key_path=entry.key_path)
     assert check.status == "fail" and "does not match its key /etc/ssl/partner.key" in check.detail

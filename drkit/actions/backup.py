@@ -12,13 +12,13 @@ from datetime import UTC, datetime
 
 from drkit import errors, timing
 from drkit.config import Config, dump_config
-from drkit.engines import accounts, catalog, freshness, keys, manifest, screen, watch
+from drkit.engines import accounts, catalog, freshness, keys, manifest, screen, sqlite_copies, watch
 from drkit.engines.restic import Restic
 from drkit.engines.resticjson import BackupStatus
-from drkit.model import SecurityEvent, parse_utc, utc_text
+from drkit.model import ChainLink, Manifest, SecurityEvent, parse_utc, utc_text
 from drkit.paths import host_path, shown
 from drkit.results import BackupResult
-from drkit.service import chain, context
+from drkit.service import chain, context, databases
 from drkit.service.chain import mark_in_flight, record_chain
 from drkit.service.rollback import chain_path
 
@@ -72,7 +72,7 @@ class _Sealer:
         self._key: bytes | None = None
 
     def objects(
-        self, snapshot_id: str, manifest_bytes: bytes, signature: dict, node_manifest: dict
+        self, snapshot_id: str, manifest_bytes: bytes, signature: dict, node_manifest: Manifest
     ) -> dict[str, bytes]:
         """Return the snapshot's catalog objects: its sealed manifest (with drkit.yaml and the
         text files a diff shows), its signature, and a new key object when there was none;
@@ -274,6 +274,8 @@ def run(
         step("reading the node's files")
         with timing.phase("inventory"):
             inventory = context.collect_inventory(config)
+        with timing.phase("database dumps"):
+            dumped = databases.take_dumps(config.root, inventory)
         for warning in inventory.warnings:
             log.warning("%s", warning)
         with timing.phase("chain"):
@@ -282,6 +284,8 @@ def run(
         for attempt in range(1, PASSES + 1):
             step("hashing and signing the manifest" + (f" (pass {attempt})" if attempt > 1 else ""))
             cache = manifest.HashCache(config.state_dir / "cache" / f"{config.node}.json")
+            with timing.phase("SQLite online-backup copies"):
+                copies, copy_warnings = sqlite_copies.copy_all(config.root, inventory.databases)
             with timing.phase("manifest (hashing)"):
                 node_manifest = manifest.build(
                     config.root,
@@ -290,10 +294,13 @@ def run(
                     profiles=list(config.servers),
                     accounts=accounts.read_entries(config.root, inventory.users),
                     created=datetime.now(UTC),
-                    previous=previous,
+                    previous=ChainLink.model_validate(previous) if previous else None,
                     cache=cache,
                     profile_options=config.profile_options,
                 )
+                unread = sqlite_copies.seal(node_manifest, copies, copy_warnings, cache)
+                if dumped:
+                    node_manifest.databases = dumped
             content = freshness.content_digest(node_manifest, dump_config(config))
             if attempt == 1 and _unchanged(config, previous, content, listed):
                 cache.save()
@@ -318,7 +325,10 @@ def run(
                         tags=_tags(config),
                         on_progress=on_progress,
                         stop_when=_unless_probe_failed(probe, restic.stop_when),
-                        exclude=[host_path(config.root, path) for path in node_manifest["skipped"]],
+                        exclude=[
+                            host_path(config.root, path)
+                            for path in [*node_manifest.skipped, *unread]
+                        ],
                     )
                 except errors.DrkitError:
                     probe.result()  # a failed probe names the cause better than restic does
@@ -356,7 +366,7 @@ def run(
     return BackupResult(
         node=config.node,
         snapshot_id=summary.snapshot_id,
-        time=utc_text(parse_utc(node_manifest["created"])),
+        time=utc_text(parse_utc(node_manifest.created)),
         file_count=summary.total_files_processed,  # restic's count, as snapshots and show give it
         size=summary.total_bytes_processed,
         bytes_added=summary.data_added,
@@ -364,7 +374,7 @@ def run(
         signer=signature["signer"],
         previous=first_previous["snapshot_id"] if first_previous else None,
         passes=attempt,
-        warnings=node_manifest["warnings"],
+        warnings=node_manifest.warnings,
         security_events=events,
     )
 
@@ -382,7 +392,12 @@ def _unchanged(config: Config, previous: dict | None, content: str, listed: Futu
 
 
 def _confirm(
-    config: Config, signing_key, previous: dict, index: list, node_manifest: dict, started: float
+    config: Config,
+    signing_key,
+    previous: dict,
+    index: list,
+    node_manifest: Manifest,
+    started: float,
 ) -> BackupResult:
     """Sign a freshness entry for the unchanged node's last snapshot into the chain head."""
     now = utc_text(datetime.now(UTC))
@@ -406,13 +421,13 @@ def _confirm(
         signer=keys.signing_fingerprint(signing_key.public_key()),
         previous=previous["snapshot_id"],
         passes=0,
-        warnings=node_manifest["warnings"],
+        warnings=node_manifest.warnings,
         unchanged=True,
     )
 
 
 def _watch(
-    config: Config, snapshot_id: str, node_manifest: dict, signing_key
+    config: Config, snapshot_id: str, node_manifest: Manifest, signing_key
 ) -> list[SecurityEvent]:
     """Classify this snapshot's changes against the node's previous one (the baseline kept in
     state_dir), store the events found as a signed record beside the repository, keep this
@@ -425,7 +440,7 @@ def _watch(
         old = watch.Baseline.model_validate_json(path.read_bytes())
     except (OSError, ValueError):
         old = None
-    created = utc_text(parse_utc(node_manifest["created"]))
+    created = utc_text(parse_utc(node_manifest.created))
     found = watch.classify(old, new, created) if old else []
     for event in found:
         log.warning("security change: %s (event %s)", event.detail, event.id)

@@ -39,10 +39,10 @@ from drkit import model as checks
 from drkit.config import Config
 from drkit.engines import durable, reports
 from drkit.engines import status as status_engine
-from drkit.model import Check, SmokeResult, parse_utc, utc_text
-from drkit.paths import on_root
+from drkit.model import Check, Manifest, SmokeResult, parse_utc, utc_text
 from drkit.results import DrillResult, ProofResult
 from drkit.service import context, proof, restoring
+from drkit.service import databases as database_service
 from drkit.service.opening import Origin
 from drkit.service.reporting import report_directory
 from drkit.service.spec import Spec
@@ -196,31 +196,31 @@ def _brief(snapshot_id: str, moment: datetime) -> dict:
     return {"id": snapshot_id, "time": moment}
 
 
-def _served_keys(node_manifest: dict, smokes: list[SmokeResult]) -> list[dict]:
+def _served_keys(node_manifest: Manifest | None, smokes: list[SmokeResult]) -> list[dict]:
     """Return each backed-up host key with the fingerprint the restored server served."""
     served = {key.type: key.fingerprint for result in smokes for key in result.host_keys}
     return [
         {
-            "path": entry["path"],
-            "type": entry["type"],
-            "fingerprint": entry["fingerprint"],
-            "served": served.get(entry["type"]),
-            "ok": served.get(entry["type"]) == entry["fingerprint"],
+            "path": entry.path,
+            "type": entry.type,
+            "fingerprint": entry.fingerprint,
+            "served": served.get(entry.type),
+            "ok": served.get(entry.type) == entry.fingerprint,
         }
-        for entry in node_manifest.get("host_keys", [])
+        for entry in (node_manifest.host_keys if node_manifest else [])
     ]
 
 
-def _certificates(node_manifest: dict, now: datetime) -> list[dict]:
+def _certificates(node_manifest: Manifest | None, now: datetime) -> list[dict]:
     found = []
-    for certificate in node_manifest.get("certificates", []):
-        expiry = parse_utc(certificate["not_after"])
+    for certificate in node_manifest.certificates if node_manifest else []:
+        expiry = parse_utc(certificate.not_after)
         found.append(
             {
-                "path": certificate["path"],
-                "subject": certificate["subject"],
-                "issuer": certificate["issuer"],
-                "not_after": certificate["not_after"],
+                "path": certificate.path,
+                "subject": certificate.subject,
+                "issuer": certificate.issuer,
+                "not_after": certificate.not_after,
                 "days_left": (expiry - now).days,
             }
         )
@@ -265,7 +265,7 @@ def _rebuild(
     rebuilt = _Rebuilt(
         started=datetime.now(UTC),
         clock=time.monotonic(),
-        evidence={"snapshot": None, "manifest": {}, "restored": {}, "smokes": []},
+        evidence={"snapshot": None, "manifest": None, "restored": {}, "smokes": []},
         found=[],
         sandbox=None,
         removed=False,
@@ -293,15 +293,19 @@ def _rebuild(
             restic, located = restoring.open_snapshot(
                 origin, spec, None, step, allow_rollback=allow_rollback
             )
-            restored = restoring.restore(origin, restic, located, root, step=step)
-            evidence["restored"] = {"signer": located.opened.signer, "trust": located.opened.trust}
-            node_manifest = evidence["manifest"] = json.loads(
-                on_root(root, "/var/lib/drkit/restored/manifest.json").read_text()
+            restored = restoring.restore(
+                origin, restic, located, root, step=step, databases="skip"
             )
+            evidence["restored"] = {"signer": located.opened.signer, "trust": located.opened.trust}
+            node_manifest = evidence["manifest"] = located.opened.manifest
             # The data's age is the signed manifest's creation time (when the files were read).
-            evidence["snapshot"] = _brief(located.snapshot.id, parse_utc(node_manifest["created"]))
+            evidence["snapshot"] = _brief(located.snapshot.id, parse_utc(node_manifest.created))
             found += restored.checks
-            smokes = proof.smoke_servers(origin, root, node_manifest, sandbox / "smoke", step)
+            if node_manifest.databases:
+                step("loading the database dumps into a throwaway server on 127.0.0.1")
+            with database_service.throwaway(root, node_manifest, sandbox) as served:
+                found += served.checks
+                smokes = proof.smoke_servers(origin, root, node_manifest, sandbox / "smoke", step)
             evidence["smokes"] = smokes
             found += [check for result in smokes for check in result.checks]
         except errors.DrkitError as exc:

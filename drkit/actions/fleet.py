@@ -20,7 +20,7 @@ from pathlib import Path
 from drkit import errors, units
 from drkit.config import Config, parse_config, parse_duration
 from drkit.engines import durable, localsettings, manifest
-from drkit.model import parse_utc, utc_text
+from drkit.model import FileRecord, Manifest, parse_utc, utc_text
 from drkit.paths import on_root
 from drkit.results import FleetDriftResult
 from drkit.service import context
@@ -78,7 +78,7 @@ def _drift(config: Config, group: str, found_in: Catalog, trusted: set[str]) -> 
     rpo = parse_duration(config.objectives.rpo)
     findings: list[dict] = []
     nodes: list[dict] = []
-    latest: dict[str, dict] = {}
+    latest: dict[str, Manifest] = {}
     previous: dict[str, tuple] = {}
     work = Path(tempfile.mkdtemp(prefix="drift-", dir=_work_parent(config)))
     try:
@@ -102,7 +102,7 @@ def _drift(config: Config, group: str, found_in: Catalog, trusted: set[str]) -> 
                 )
                 findings.append(_finding(node, "trust", "", detail))
                 continue
-            if opened.get("node") != node:
+            if opened.node != node:
                 findings.append(_finding(node, "trust", "", "manifest names another node"))
                 continue
             if age > rpo:
@@ -134,16 +134,16 @@ def _drift(config: Config, group: str, found_in: Catalog, trusted: set[str]) -> 
     return result
 
 
-def _prefetch(fetched: _Fetcher, latest: dict[str, dict], previous: dict[str, tuple]) -> None:
+def _prefetch(fetched: _Fetcher, latest: dict[str, Manifest], previous: dict[str, tuple]) -> None:
     """Restore, in one restic call per node, every file drift will read: files that differ
     across nodes, and audit logs (and rotated copies) that changed since the previous
     snapshot."""
     needs: dict[str, set[str]] = {node: set() for node in latest}
     shas: dict[str, dict[str, str]] = {}
     for node, node_manifest in latest.items():
-        for entry in node_manifest["files"]:
-            if entry["category"] in COMPARED and entry["type"] == "file":
-                shas.setdefault(entry["path"], {})[node] = entry["sha256"]
+        for entry in node_manifest.files:
+            if entry.category in COMPARED and entry.type == "file":
+                shas.setdefault(entry.path, {})[node] = entry.sha256
     for path, by_node in shas.items():
         if len(set(by_node.values())) > 1:
             for node in by_node:
@@ -151,17 +151,16 @@ def _prefetch(fetched: _Fetcher, latest: dict[str, dict], previous: dict[str, tu
     for node, (_, old_manifest, _) in previous.items():
         if node not in latest:
             continue
-        now_files = {e["path"]: e for e in latest[node]["files"] if e["type"] == "file"}
-        for old in old_manifest["files"]:
-            if old["category"] != "audit_logs" or old["type"] != "file":
+        now_files = {e.path: e for e in latest[node].files if e.type == "file"}
+        for old in old_manifest.files:
+            if old.category != "audit_logs" or old.type != "file":
                 continue
-            new = now_files.get(old["path"])
-            if new is None or new["sha256"] != old["sha256"]:
+            new = now_files.get(old.path)
+            if new is None or new.sha256 != old.sha256:
                 needs[node].update(
                     path
                     for path in now_files
-                    if path == old["path"]
-                    or path.startswith((old["path"] + ".", old["path"] + "-"))
+                    if path == old.path or path.startswith((old.path + ".", old.path + "-"))
                 )
     for node, paths in needs.items():
         if paths:
@@ -186,7 +185,7 @@ class _Fetcher:
         self.done: set[tuple[str, str]] = set()
         self.texts: dict[str, dict[str, bytes]] = {}  # snapshot id: {path: bytes}
 
-    def open(self, node: str, found: Found) -> tuple[dict, str]:
+    def open(self, node: str, found: Found) -> tuple[Manifest, str]:
         """Return (manifest, signer) of a node's snapshot, its drkit.yaml and texts kept."""
         raw, signature, config_text, bundle = self.found_in.signed(node, found)
         opened, signer = manifest.open_signed(raw, signature)
@@ -234,36 +233,34 @@ def _local_entries(config: Config, fetched: _Fetcher, latest: dict) -> list[str]
     return list(dict.fromkeys(entries))
 
 
-def _fingerprint(node_manifest: dict, path: str) -> str | None:
-    for entry in node_manifest.get("keys", []):
-        if entry["path"] == path:
-            return entry["fingerprint"]
-    for entry in node_manifest.get("certificates", []):
-        if entry["path"] == path:
-            return f"certificate {entry['fingerprint'][:16]}…"
+def _fingerprint(node_manifest: Manifest, path: str) -> str | None:
+    for entry in node_manifest.keys:
+        if entry.path == path:
+            return entry.fingerprint
+    for entry in node_manifest.certificates:
+        if entry.path == path:
+            return f"certificate {entry.fingerprint[:16]}…"
     return None
 
 
-def _compare(latest: dict[str, dict], fetched: _Fetcher, local) -> list[dict]:
+def _compare(latest: dict[str, Manifest], fetched: _Fetcher, local) -> list[dict]:
     findings: list[dict] = []
     if len(latest) < 2:
         return findings
-    files: dict[str, dict[str, dict]] = {}
+    files: dict[str, dict[str, FileRecord]] = {}
     for node, node_manifest in latest.items():
-        for entry in node_manifest["files"]:
-            if entry["category"] in COMPARED and entry["type"] != "dir":
-                files.setdefault(entry["path"], {})[node] = entry
+        for entry in node_manifest.files:
+            if entry.category in COMPARED and entry.type != "dir":
+                files.setdefault(entry.path, {})[node] = entry
     for path, present in sorted(files.items()):
         if local.path_is_local(path):
             continue
-        category = next(iter(present.values()))["category"]
+        category = next(iter(present.values())).category
         absent = [node for node in latest if node not in present]
         for node in absent:
             detail = f"missing; present on {', '.join(sorted(present))}"
             findings.append(_finding(node, category, path, detail))
-        variants = {
-            node: entry.get("sha256") or entry.get("link") for node, entry in present.items()
-        }
+        variants = {node: entry.sha256 or entry.link for node, entry in present.items()}
         if len(set(variants.values())) <= 1:
             continue
         settings = local.settings_of(path)
@@ -319,12 +316,12 @@ def _first(variants: dict[str, str], value: str) -> str:
     return sorted(node for node, v in variants.items() if v == value)[0]
 
 
-def _accounts(latest: dict[str, dict]) -> list[dict]:
+def _accounts(latest: dict[str, Manifest]) -> list[dict]:
     findings = []
     if len(latest) < 2:
         return findings
     tables = {
-        node: {a["name"]: (a.get("passwd"), tuple(a.get("groups") or [])) for a in m["accounts"]}
+        node: {a.name: (a.passwd, tuple(a.groups)) for a in m.accounts}
         for node, m in latest.items()
     }
     names = sorted({name for table in tables.values() for name in table})
@@ -340,60 +337,60 @@ def _accounts(latest: dict[str, dict]) -> list[dict]:
     return findings
 
 
-def _certificates(latest: dict[str, dict], now: datetime) -> list[dict]:
+def _certificates(latest: dict[str, Manifest], now: datetime) -> list[dict]:
     findings = []
     for node, node_manifest in latest.items():
-        for entry in node_manifest.get("certificates", []):
-            until = parse_utc(entry["not_after"])
+        for entry in node_manifest.certificates:
+            until = parse_utc(entry.not_after)
             left = until - now
             if left <= timedelta(0):
-                findings.append(
-                    _finding(node, "tls", entry["path"], f"expired {entry['not_after']}")
-                )
+                findings.append(_finding(node, "tls", entry.path, f"expired {entry.not_after}"))
             elif left <= timedelta(days=CERT_WARN_DAYS):
-                detail = f"expires {entry['not_after']}, in {left.days} days"
-                findings.append(_finding(node, "tls", entry["path"], detail))
+                detail = f"expires {entry.not_after}, in {left.days} days"
+                findings.append(_finding(node, "tls", entry.path, detail))
     return findings
 
 
 def _audit_continuity(node, previous_snapshot, previous, current, fetched) -> list[dict]:
     """Each audit log must extend (or be a recognised rotation of) the previous snapshot's."""
-    now_files = {e["path"]: e for e in current["files"] if e["type"] == "file"}
+    now_files = {e.path: e for e in current.files if e.type == "file"}
     findings = []
-    for old in previous["files"]:
-        if old["category"] != "audit_logs" or old["type"] != "file":
+    for old in previous.files:
+        if old.category != "audit_logs" or old.type != "file":
             continue
-        path = old["path"]
+        path = old.path
         new = now_files.get(path)
-        if new is not None and new["sha256"] == old["sha256"]:
+        if new is not None and new.sha256 == old.sha256:
             continue
-        if new is not None and new["size"] >= old["size"]:
+        if new is not None and new.size >= old.size:
             data = fetched.read(node, path) or b""
-            if hashlib.sha256(data[: old["size"]]).hexdigest() == old["sha256"]:
+            if hashlib.sha256(data[: old.size]).hexdigest() == old.sha256:
                 continue
         if _rotated(old, now_files, fetched, node):
             continue
         since = f"snapshot {previous_snapshot.short_id}"
         if new is None:
             detail = f"removed since {since}, and no rotated copy holds it"
-        elif new["size"] < old["size"]:
-            detail = f"truncated: {new['size']} bytes, {old['size']} in {since}"
+        elif new.size < old.size:
+            detail = f"truncated: {new.size} bytes, {old.size} in {since}"
         else:
-            detail = f"rewritten: its first {old['size']} bytes differ from {since}"
+            detail = f"rewritten: its first {old.size} bytes differ from {since}"
         findings.append(_finding(node, "audit_logs", path, detail))
     return findings
 
 
-def _rotated(old: dict, now_files: dict[str, dict], fetched: _Fetcher, node: str) -> bool:
+def _rotated(
+    old: FileRecord, now_files: dict[str, FileRecord], fetched: _Fetcher, node: str
+) -> bool:
     """Return True when a rotated file (path.1, path-20240101 ...) holds the old log."""
-    path = old["path"]
+    path = old.path
     for candidate, entry in now_files.items():
         if candidate == path or not candidate.startswith((path + ".", path + "-")):
             continue
-        if entry["sha256"] == old["sha256"]:
+        if entry.sha256 == old.sha256:
             return True
-        if entry["size"] >= old["size"] and not candidate.endswith(".gz"):
+        if entry.size >= old.size and not candidate.endswith(".gz"):
             data = fetched.read(node, candidate) or b""
-            if hashlib.sha256(data[: old["size"]]).hexdigest() == old["sha256"]:
+            if hashlib.sha256(data[: old.size]).hexdigest() == old.sha256:
                 return True
     return False

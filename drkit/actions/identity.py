@@ -18,6 +18,7 @@ from pathlib import Path
 from drkit import errors, runner
 from drkit.config import Config
 from drkit.engines import keys, manifest, served
+from drkit.model import Manifest
 from drkit.results import (
     IdentityEndpoint,
     IdentityLogin,
@@ -32,7 +33,7 @@ from drkit.service.opening import Catalog, Origin
 POLL_SECONDS = 0.2
 
 
-def _signed_identity(config: Config, node: str | None) -> tuple[str, dict]:
+def _signed_identity(config: Config, node: str | None) -> tuple[str, Manifest]:
     """Return (snapshot id, manifest) of the node's newest snapshot, signed by a trusted key."""
     origin = Origin.from_config(config)
     origin.node = node or config.node
@@ -48,10 +49,10 @@ def _signed_identity(config: Config, node: str | None) -> tuple[str, dict]:
     return found.snapshot.id, node_manifest
 
 
-def _endpoint(address: served.Address, node_manifest: dict) -> IdentityEndpoint:
+def _endpoint(address: served.Address, node_manifest: Manifest) -> IdentityEndpoint:
     """Compare what one address serves with the signed snapshot."""
-    expected_keys = {key["type"]: key["fingerprint"] for key in node_manifest["host_keys"]}
-    certificates = {c["fingerprint"] for c in node_manifest["certificates"]}
+    expected_keys = {key.type: key.fingerprint for key in node_manifest.host_keys}
+    certificates = {c.fingerprint for c in node_manifest.certificates}
     problems: list[str] = []
     host_keys: list[ServedFingerprint] = []
     served_certificates: list[ServedFingerprint] = []
@@ -109,18 +110,18 @@ def _secret_file(path: Path | None, setting: str) -> Path:
 
 
 def _login(
-    config: Config, address: served.Address, node_manifest: dict, *, round_trip: bool
+    config: Config, address: served.Address, node_manifest: Manifest, *, round_trip: bool
 ) -> served.Login:
     """Log in as smoke_user through address, pinned to the snapshot's keys or certificate."""
     if not config.smoke_user:
         raise errors.UsageError("a live login needs the setting smoke_user in drkit.yaml")
     if address.protocol == "sftp":
         key_file = _secret_file(config.smoke_key, "smoke_key")
-        lines = [key["public_line"] for key in node_manifest["host_keys"]]
+        lines = [key.public_line for key in node_manifest.host_keys]
         return served.sftp_login(address, config.smoke_user, key_file, lines, round_trip=round_trip)
     password_file = _secret_file(config.smoke_password_file, "smoke_password_file")
     password = password_file.read_text().strip()
-    expected = {c["fingerprint"] for c in node_manifest["certificates"]}
+    expected = {c.fingerprint for c in node_manifest.certificates}
     return served.ftps_login(address, config.smoke_user, password, expected, round_trip=round_trip)
 
 

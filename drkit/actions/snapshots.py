@@ -72,28 +72,28 @@ def show(origin: Origin, snapshot: str) -> ShowResult:
     node_manifest, signer = manifest.open_signed(raw, signature)
     now = datetime.now(UTC)
     certificates = []
-    for certificate in node_manifest["certificates"]:
-        expires = parse_utc(certificate["not_after"])
-        certificates.append({**certificate, "days_left": (expires - now).days})
+    for certificate in node_manifest.certificates:
+        expires = parse_utc(certificate.not_after)
+        certificates.append({**certificate.model_dump(), "days_left": (expires - now).days})
     return ShowResult(
         snapshot_id=chosen.id,
         time=utc_text(chosen.time),
-        node=node_manifest["node"],
-        profiles=node_manifest["profiles"],
+        node=node_manifest.node,
+        profiles=node_manifest.profiles,
         signer=signer,
         trusted=signer in origin.trusted_keys,
         file_count=chosen.files,
-        categories=dict(Counter(entry["category"] for entry in node_manifest["files"])),
+        categories=dict(Counter(entry.category for entry in node_manifest.files)),
         files=[
-            {k: entry.get(k) for k in ("path", "category", "type", "size", "mode", "user", "group")}
-            for entry in node_manifest["files"]
+            entry.model_dump(include={"path", "category", "type", "size", "mode", "user", "group"})
+            for entry in node_manifest.files
         ],
         keys=[
-            {k: key[k] for k in ("path", "category", "type", "fingerprint")}
-            for key in node_manifest["keys"]
+            key.model_dump(include={"path", "category", "type", "fingerprint"})
+            for key in node_manifest.keys
         ],
-        host_keys=node_manifest["host_keys"],
+        host_keys=[key.model_dump() for key in node_manifest.host_keys],
         certificates=certificates,
-        accounts=[account["name"] for account in node_manifest["accounts"]],
-        warnings=node_manifest["warnings"],
+        accounts=[account.name for account in node_manifest.accounts],
+        warnings=node_manifest.warnings,
     )

@@ -21,7 +21,7 @@ from pathlib import Path
 from drkit import errors, runner
 from drkit.config import Config, dump_config, parse_duration
 from drkit.engines import apply, localsettings, manifest
-from drkit.model import Check, failed, parse_utc, passed, utc_text
+from drkit.model import Check, FileRecord, failed, parse_utc, passed, utc_text
 from drkit.paths import on_root
 from drkit.results import PromoteResult, StandbyStatusResult, StandbySyncResult
 from drkit.service import context, proof, rebuild
@@ -161,7 +161,7 @@ def _apply_locked(config, restic, located: Located, local, dry_run, state, recov
         found.append(Check("interrupted sync", "warn", recovered))
     kept: list[str] = []
 
-    def plan(staged: Path, entries: dict[str, dict]) -> list[apply.Step]:
+    def plan(staged: Path, entries: dict[str, FileRecord]) -> list[apply.Step]:
         steps, local_paths = _plan(root, staged, node_manifest, entries, local)
         kept.extend(local_paths)
         return steps
@@ -245,7 +245,7 @@ def _plan(root, staging, node_manifest, entries, local) -> tuple[list[apply.Step
             kept.append(step.path)
             continue
         entry = entries.get(step.path)
-        settings = local.settings_of(step.path) if entry and entry["type"] == "file" else []
+        settings = local.settings_of(step.path) if entry and entry.type == "file" else []
         if not settings or step.action == "remove":
             steps.append(step)
             continue
@@ -254,7 +254,7 @@ def _plan(root, staging, node_manifest, entries, local) -> tuple[list[apply.Step
         text = localsettings.merge(staged.read_text(errors="replace"), live_text, settings)
         data = text.encode()
         staged.write_bytes(data)
-        entry.update(size=len(data), sha256=hashlib.sha256(data).hexdigest())
+        entry.size, entry.sha256 = len(data), hashlib.sha256(data).hexdigest()
         kept.append(
             f"{step.path}:"
             + ",".join(s.key if not s.section else f"[{s.section}]/{s.key}" for s in settings)

@@ -12,7 +12,6 @@ older than the RPO.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -22,7 +21,7 @@ from typing import TypeVar
 from drkit import errors
 from drkit.config import Config
 from drkit.engines import manifest, reports, status
-from drkit.model import utc_text
+from drkit.model import Manifest, utc_text
 from drkit.paths import on_root
 from drkit.results import StatusResult, document
 from drkit.service.status import fleet_documents, newer
@@ -141,6 +140,8 @@ def _certificates(config: Config, job: str, result: dict | None) -> list[dict]:
             for certificate in (result or {}).get("certificates") or []
         ]
     with contextlib.suppress(OSError, ValueError):
-        node_manifest = json.loads(on_root(config.root, manifest.MANIFEST_PATH).read_bytes())
+        node_manifest = Manifest.model_validate_json(
+            on_root(config.root, manifest.MANIFEST_PATH).read_bytes()
+        )
         return reports.certificate_expiries(config.root, node_manifest)
     return []

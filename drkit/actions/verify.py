@@ -34,9 +34,9 @@ from dataclasses import dataclass
 
 from drkit import errors
 from drkit.config import Config
-from drkit.engines import durable, manifest
+from drkit.engines import durable, manifest, sqlite_copies
 from drkit.engines.manifest import MANIFEST_PATH
-from drkit.model import utc_text
+from drkit.model import ChainLink, utc_text
 from drkit.paths import on_root
 from drkit.results import VerifyResult
 from drkit.service import chain, context, locks, rollback
@@ -150,9 +150,12 @@ def _spot_check(config: Config, restic, snapshot, opened: Opened, count: int, se
     Return (document, failures, drift)."""
     node_manifest = opened.manifest
     chooser = random.Random(seed)
-    candidates = [entry for entry in node_manifest["files"] if entry["type"] == "file"]
-    sample = sorted(
-        chooser.sample(candidates, min(count, len(candidates))), key=lambda e: e["path"]
+    candidates = [entry for entry in node_manifest.files if entry.type == "file"]
+    databases = [e for e in candidates if e.category == sqlite_copies.CATEGORY]
+    candidates = [entry for entry in candidates if entry not in databases]
+    sample = sorted(  # every database, integrity-checked, and a sample of the other files
+        databases + chooser.sample(candidates, min(count, len(candidates))),
+        key=lambda e: e.path,
     )
     scratch = config.state_dir / "verify" / secrets.token_hex(4)
     failures: list[dict] = []
@@ -162,7 +165,12 @@ def _spot_check(config: Config, restic, snapshot, opened: Opened, count: int, se
         restic.restore_paths(
             snapshot.id,
             scratch,
-            [_include_pattern(path) for path in [e["path"] for e in sample] + [MANIFEST_PATH]],
+            [
+                _include_pattern(path)
+                for path in [e.path for e in sample]
+                + [sqlite_copies.stored_path(e.path) for e in databases]
+                + [MANIFEST_PATH]
+            ],
         )
         inside = on_root(scratch, MANIFEST_PATH)
         if not inside.is_file() or inside.read_bytes() != opened.raw:
@@ -174,12 +182,17 @@ def _spot_check(config: Config, restic, snapshot, opened: Opened, count: int, se
                 }
             )
         for entry in sample:
-            restored = manifest.compare_entry(on_root(scratch, entry["path"]), entry)
+            held = sqlite_copies.stored_path(entry.path)  # where a database copy is held
+            held = held if entry in databases and on_root(scratch, held).exists() else entry.path
+            restored = manifest.compare_entry(on_root(scratch, held), entry)
+            problem = None if restored else sqlite_copies.check_file(scratch, held)
+            if problem not in (None, sqlite_copies.OK):
+                restored = f"PRAGMA integrity_check: {problem}"
             if restored:
-                failures.append({"path": entry["path"], "detail": f"in the snapshot: {restored}"})
-            live = manifest.compare_entry(on_root(config.root, entry["path"]), entry)
+                failures.append({"path": entry.path, "detail": f"in the snapshot: {restored}"})
+            live = manifest.compare_entry(on_root(config.root, entry.path), entry)
             if live:
-                drift.append({"path": entry["path"], "detail": live})
+                drift.append({"path": entry.path, "detail": live})
     except OSError as exc:
         raise errors.LocalFilesystemError(f"{scratch}: {exc.strerror}") from None
     finally:
@@ -230,16 +243,18 @@ def _local_link(config: Config) -> dict | None:
 
 @dataclass(frozen=True)
 class _Link:
-    """What the chain check reads of an older snapshot's manifest: its link and its hash
-    (30 k-file manifests are not all kept whole)."""
+    """What the chain check reads of an older snapshot's manifest: whether it is chained (made
+    since drkit chains its manifests), its link and its hash (30 k-file manifests are not all
+    kept whole)."""
 
-    manifest: dict
+    chained: bool
+    previous: ChainLink | None
     sha256: str
 
     @classmethod
     def of(cls, opened: Opened) -> _Link:
-        kept = {"previous": opened.manifest["previous"]} if "previous" in opened.manifest else {}
-        return cls(kept, _sha(opened))
+        chained = "previous" in opened.manifest.model_fields_set
+        return cls(chained, opened.manifest.previous, _sha(opened))
 
 
 def _sha(opened: Opened | _Link) -> str:
@@ -270,12 +285,13 @@ def _check_chain(config: Config, origin: Origin, found: list, opened_by_id: dict
         problems.append(f"broken chain at snapshot {snapshot.short_id}: {detail}")
 
     for index, snapshot in enumerate(chain):
-        node_manifest = opened_by_id[snapshot.id].manifest
-        if "previous" not in node_manifest:
+        opened = opened_by_id[snapshot.id]
+        read = opened if isinstance(opened, _Link) else _Link.of(opened)
+        if not read.chained:
             continue  # made before drkit chained its manifests
-        link = node_manifest["previous"]
+        link = read.previous
         before = chain[index - 1] if index else None
-        if not isinstance(link, dict) or not link.get("snapshot_id"):
+        if link is None or not link.snapshot_id:
             if before is not None:
                 report_break(
                     snapshot,
@@ -284,8 +300,7 @@ def _check_chain(config: Config, origin: Origin, found: list, opened_by_id: dict
                     f"it starts a new chain although snapshot {before.short_id} precedes it",
                 )
             continue
-        link_id = str(link.get("snapshot_id"))
-        link_sha = str(link.get("manifest_sha256"))
+        link_id, link_sha = link.snapshot_id, link.manifest_sha256
         if before is not None and (
             link_id == before.id or link_sha == _sha(opened_by_id[before.id])
         ):

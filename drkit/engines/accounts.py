@@ -7,11 +7,13 @@ whole: the manifest records only the entries of the users a profile names.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from pathlib import Path
 
 from drkit.engines import beneath
+from drkit.model import AccountRecord, GroupEntry, PasswdEntry
 from drkit.paths import host_path, on_root
 
 log = logging.getLogger(__name__)
@@ -38,56 +40,53 @@ def _lines(path: Path, beneath_root: Path | None = None) -> list[str]:
     return data.decode(errors="replace").splitlines() if data is not None else []
 
 
-def _entries(lines: list[str]) -> list[list[str]]:
-    """Return the colon-split records, skipping blanks, comments and NIS +/- lines."""
+def _records(lines: list[str]) -> list[str]:
+    """Return the entry lines, skipping blanks, comments and NIS +/- lines."""
     return [
-        line.split(":")
+        line
         for line in lines
         if line.strip() and not line.startswith(("#", "+", "-")) and ":" in line
     ]
 
 
-def _members(fields: list[str]) -> list[str]:
-    return [name for name in (fields[3].split(",") if len(fields) > 3 else []) if name]
+def _by_name(lines: list[str]) -> dict[str, str]:
+    """Return {name: line} of the entry lines (of a name listed twice, the last)."""
+    return {line.split(":", 1)[0]: line for line in _records(lines)}
 
 
-def read_entries(root: Path, users: list[str]) -> list[dict]:
-    """Given user names, return [{name, passwd, shadow, groups}] for those that exist.
-
-    passwd and shadow are the raw lines (shadow None when unreadable or absent); groups are
-    the group lines whose gid is the user's or that list the user as a member.
-    """
+def read_entries(root: Path, users: list[str]) -> list[AccountRecord]:
+    """Given user names, return the account records of those that exist: the raw passwd and
+    shadow lines (shadow None when unreadable or absent) and the group lines whose gid is the
+    user's or that list the user as a member."""
     etc = source_root(root)
-    passwd = {f[0]: ":".join(f) for f in _entries(_lines(on_root(etc, "/etc/passwd")))}
-    shadow = {f[0]: ":".join(f) for f in _entries(_lines(on_root(etc, "/etc/shadow")))}
-    groups = _entries(_lines(on_root(etc, "/etc/group")))
+    passwd = _by_name(_lines(on_root(etc, "/etc/passwd")))
+    shadow = _by_name(_lines(on_root(etc, "/etc/shadow")))
+    groups = _records(_lines(on_root(etc, "/etc/group")))
     found = []
     for name in dict.fromkeys(users):
         line = passwd.get(name)
         if line is None:
             continue
-        fields = line.split(":")
-        gid = fields[3] if len(fields) > 3 else ""
+        gid = PasswdEntry.parse(line).gid
         found.append(
-            {
-                "name": name,
-                "passwd": line,
-                "shadow": shadow.get(name),
-                "groups": [
-                    ":".join(g)
-                    for g in groups
-                    if (len(g) > 2 and g[2] == gid) or name in _members(g)
+            AccountRecord(
+                name=name,
+                passwd=line,
+                shadow=shadow.get(name),
+                groups=[
+                    group
+                    for group in groups
+                    if (entry := GroupEntry.parse(group)).gid == gid or name in entry.members
                 ],
-            }
+            )
         )
     return found
 
 
-def missing(root: Path, accounts: list[dict]) -> list[str]:
+def missing(root: Path, accounts: list[AccountRecord]) -> list[str]:
     """Return the names of recorded accounts that the node (root, else the host) lacks."""
-    etc = source_root(root)
-    present = {f[0] for f in _entries(_lines(on_root(etc, "/etc/passwd")))}
-    return [account["name"] for account in accounts if account["name"] not in present]
+    present = passwd_entries(root)
+    return [account.name for account in accounts if account.name not in present]
 
 
 # Homes that are placeholders, never directories to create.
@@ -98,7 +97,7 @@ HOME_MODE = 0o700  # a created home, as Debian 12's adduser makes it
 
 def missing_homes(
     root: Path,
-    accounts: list[dict],
+    accounts: list[AccountRecord],
     held: set[str],
     landings: dict[str, list[str]] | None = None,
 ) -> list[tuple[str, int, int]]:
@@ -111,16 +110,16 @@ def missing_homes(
     path is returned once, owned by the first account that lands there."""
     found: dict[str, tuple[int, int]] = {}
     for account in accounts:
-        fields = (account["passwd"].split(":") + [""] * 7)[:7]
-        uid, gid = fields[2], fields[3]
-        if not (uid.isdigit() and gid.isdigit()) or int(uid) < LOGIN_UID_MIN:
+        entry = account.entry
+        uid, gid = entry.uid_number, entry.gid_number
+        if uid is None or gid is None or uid < LOGIN_UID_MIN:
             continue
-        places = [fields[5]] if landings is None else landings.get(account["name"], [])
+        places = [entry.home] if landings is None else landings.get(account.name, [])
         for home in places:
             if not home.startswith("/") or home in NO_HOME or home in held or home in found:
                 continue
             if not os.path.lexists(on_root(root, home)):
-                found[home] = (int(uid), int(gid))
+                found[home] = (uid, gid)
     return [(home, uid, gid) for home, (uid, gid) in found.items()]
 
 
@@ -129,7 +128,7 @@ def _text(lines: list[str]) -> str:
 
 
 def merge_accounts(
-    root: Path, accounts: list[dict], warnings: list[str] | None = None
+    root: Path, accounts: list[AccountRecord], warnings: list[str] | None = None
 ) -> dict[Path, str]:
     """Return the new texts of <root>/etc/passwd, group and shadow with missing entries added.
 
@@ -140,50 +139,53 @@ def merge_accounts(
     warnings = warnings if warnings is not None else []
     paths = [Path(host_path(root, name)) for name in FILES]
     passwd, group, shadow = (_lines(path, root) for path in paths)
-    users = {f[0]: f for f in _entries(passwd)}
-    uids = {f[2]: f[0] for f in _entries(passwd) if len(f) > 2}
-    shadow_names = {f[0] for f in _entries(shadow)}
+    present = [PasswdEntry.parse(line) for line in _records(passwd)]
+    users = {entry.name for entry in present}
+    uids = {entry.uid: entry.name for entry in present if entry.uid}
+    shadow_names = set(_by_name(shadow))
 
     def warn(message: str) -> None:
         log.warning(message)
         warnings.append(message)
 
     for account in accounts:
-        name, fields = account["name"], account["passwd"].split(":")
+        name, entry = account.name, account.entry
         if name not in users:
-            uid = fields[2] if len(fields) > 2 else ""
-            if uid in uids and uids[uid] != name:
-                warn(f"user {name}: uid {uid} is already {uids[uid]}")
-            passwd.append(account["passwd"])
-            users[name], uids[uid] = fields, name
+            if entry.uid in uids and uids[entry.uid] != name:
+                warn(f"user {name}: uid {entry.uid} is already {uids[entry.uid]}")
+            passwd.append(account.passwd)
+            users.add(name)
+            uids[entry.uid] = name
         if name not in shadow_names:
-            shadow.append(account.get("shadow") or f"{name}:*:::::::")
+            shadow.append(account.shadow or f"{name}:*:::::::")
             shadow_names.add(name)
 
     for account in accounts:
-        for line in account.get("groups", []):
-            fields = line.split(":")
-            position = _find(group, 0, fields[0])
+        for line in account.groups:
+            recorded = GroupEntry.parse(line)
+            position = _find(group, recorded.name)
             if position is None:
-                gid = fields[2] if len(fields) > 2 else ""
-                clash = _find(group, 2, gid)
+                clash = _find(group, recorded.gid, by_gid=True)
                 if clash is not None:
-                    warn(f"group {fields[0]}: gid {gid} is already {group[clash].split(':')[0]}")
+                    known = GroupEntry.parse(group[clash]).name
+                    warn(f"group {recorded.name}: gid {recorded.gid} is already {known}")
                 group.append(line)
-            elif account["name"] in _members(fields):
-                existing = group[position].split(":")
-                if account["name"] not in _members(existing):
-                    existing += [""] * (4 - len(existing))
-                    existing[3] = ",".join([*_members(existing), account["name"]])
-                    group[position] = ":".join(existing)
+            elif account.name in recorded.members:
+                existing = GroupEntry.parse(group[position])
+                if account.name not in existing.members:
+                    members = (*existing.members, account.name)
+                    group[position] = dataclasses.replace(existing, members=members).line()
     return {paths[0]: _text(passwd), paths[1]: _text(group), paths[2]: _text(shadow)}
 
 
-def _find(lines: list[str], field: int, value: str) -> int | None:
-    """Return the index of the first entry whose field equals value, else None."""
+def _find(lines: list[str], value: str, *, by_gid: bool = False) -> int | None:
+    """Return the index of the first group entry named value (by_gid: with gid value), else
+    None."""
     for position, line in enumerate(lines):
-        fields = line.split(":")
-        if not line.startswith(("#", "+", "-")) and len(fields) > field and fields[field] == value:
+        if line.startswith(("#", "+", "-")):
+            continue
+        entry = GroupEntry.parse(line)
+        if (entry.gid if by_gid else entry.name) == value:
             return position
     return None
 
@@ -191,13 +193,17 @@ def _find(lines: list[str], field: int, value: str) -> int | None:
 def passwd_entries(root: Path) -> dict[str, list[str]]:
     """Return {name: passwd fields} of the node's accounts (root's files, else the host's)."""
     etc = source_root(root)
-    return {f[0]: f + [""] * (7 - len(f)) for f in _entries(_lines(on_root(etc, "/etc/passwd")))}
+    return {
+        name: list(dataclasses.astuple(PasswdEntry.parse(line)))
+        for name, line in _by_name(_lines(on_root(etc, "/etc/passwd"))).items()
+    }
 
 
 def group_entries(root: Path) -> list[list[str]]:
     """Return the group records (fields) of the node's accounts (root's files, else the host's)."""
     return [
-        f + [""] * (4 - len(f)) for f in _entries(_lines(on_root(source_root(root), "/etc/group")))
+        (line.split(":") + [""] * 4)[:4]
+        for line in _records(_lines(on_root(source_root(root), "/etc/group")))
     ]
 
 
@@ -206,6 +212,6 @@ def group_members(users: dict[str, list[str]], groups: list[list[str]], name: st
     found: list[str] = []
     for fields in groups:
         if fields[0] == name:
-            found += _members(fields)
+            found += list(GroupEntry.parse(":".join(fields)).members)
             found += [user for user, entry in users.items() if entry[3] == fields[2]]
     return list(dict.fromkeys(found))

@@ -44,6 +44,7 @@ from drkit.engines.targetlock import (
     target_lock,
 )
 from drkit.engines.targetlock import raise_filesystem as _raise_filesystem
+from drkit.model import FileRecord, Manifest
 from drkit.paths import joined, on_root, shown, to_node
 
 # callers reach the lock and on_root through this module
@@ -69,34 +70,34 @@ class Step:
         return {"path": self.path, "action": self.action}
 
 
-def _difference(target: Path, entry: dict) -> str | None:
+def _difference(target: Path, entry: FileRecord) -> str | None:
     """Return why the target's entry differs ('missing' when absent); Refused when a link
     stands where a directory is needed (on the way, or where the manifest has one)."""
-    host = target_path(target, entry["path"])
+    host = target_path(target, entry.path)
     try:
         with beneath.parent(target, host) as (fd, name):
             info = os.stat(name, dir_fd=fd, follow_symlinks=False)
-            if entry["type"] == "dir" and stat.S_ISLNK(info.st_mode):
+            if entry.type == "dir" and stat.S_ISLNK(info.st_mode):
                 raise beneath._link_refused(target, host, fd, name)
             return compare_entry(name, entry, dir_fd=fd)
     except FileNotFoundError:
         return "missing"
 
 
-def plan(target: Path, manifest: dict) -> list[Step]:
+def plan(target: Path, manifest: Manifest) -> list[Step]:
     """Compare the target with the manifest: add, change, remove or unchanged for each path.
     Nothing is followed: a link where a directory is needed is refused (errors.Refused)."""
     steps = []
     listed = set()
-    for entry in manifest["files"]:
-        listed.add(entry["path"])
+    for entry in manifest.files:
+        listed.add(entry.path)
         difference = _difference(target, entry)
         if difference == "missing":
-            steps.append(Step(entry["path"], "add"))
+            steps.append(Step(entry.path, "add"))
         else:
             action = "change" if difference else "unchanged"
-            steps.append(Step(entry["path"], action, difference or ""))
-    for pattern in manifest.get("owned_globs", []):
+            steps.append(Step(entry.path, action, difference or ""))
+    for pattern in manifest.owned_globs:
         for node_path in beneath.glob(target, str(pattern)):
             if node_path in listed or node_path.startswith(SNAPSHOT_DIR):
                 continue
@@ -401,10 +402,10 @@ class Applier:
                     os.close(source)
             self._record(undo)
 
-    def _install(self, dir_fd: int, name: str, entry: dict) -> None:
+    def _install(self, dir_fd: int, name: str, entry: FileRecord) -> None:
         """Put the staged entry at dir_fd/name via a temporary name in the same directory."""
-        mode, uid, gid = int(entry["mode"], 8), entry["uid"], entry["gid"]
-        if entry["type"] == "dir":
+        mode, uid, gid = int(entry.mode, 8), entry.uid, entry.gid
+        if entry.type == "dir":
             if beneath.exists(dir_fd, name):
                 beneath.set_owner_mode(dir_fd, name, mode, uid, gid)
             else:
@@ -412,11 +413,11 @@ class Applier:
             return
         temporary = f".{name}{TEMPORARY_SUFFIX}"
         beneath.remove(dir_fd, temporary)
-        if entry["type"] == "symlink":
-            os.symlink(entry["link"], temporary, dir_fd=dir_fd)
+        if entry.type == "symlink":
+            os.symlink(entry.link, temporary, dir_fd=dir_fd)
             os.chown(temporary, uid, gid, dir_fd=dir_fd, follow_symlinks=False)
         else:
-            staged = target_path(self.staging, entry["path"])
+            staged = target_path(self.staging, entry.path)
             with beneath.parent(self.staging, staged) as (staged_fd, staged_name):
                 try:  # verified in staging: owner, mode, mtime, content
                     os.replace(staged_name, name, src_dir_fd=staged_fd, dst_dir_fd=dir_fd)
@@ -424,14 +425,14 @@ class Applier:
                 except OSError as exc:
                     if exc.errno != errno.EXDEV:
                         raise
-                source = beneath.open_regular(staged_fd, staged_name, shown(entry["path"]))
+                source = beneath.open_regular(staged_fd, staged_name, shown(entry.path))
             try:
                 beneath.copy_new(source, dir_fd, temporary)
             finally:
                 os.close(source)
         os.replace(temporary, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
 
-    def apply(self, steps: list[Step], entries: dict[str, dict]) -> None:
+    def apply(self, steps: list[Step], entries: dict[str, FileRecord]) -> None:
         """Apply add/change/remove steps; on any failure undo everything and raise."""
         doing = "preparing the apply"
         try:
@@ -444,7 +445,7 @@ class Applier:
                         self._install(fd, name, entries[step.path])
                     elif step.action == "change":
                         info = os.stat(name, dir_fd=fd, follow_symlinks=False)
-                        becomes_dir = entries[step.path]["type"] == "dir"
+                        becomes_dir = entries[step.path].type == "dir"
                         if becomes_dir and stat.S_ISLNK(info.st_mode):
                             raise beneath._link_refused(self.target, host, fd, name)
                         was_dir = stat.S_ISDIR(info.st_mode)

@@ -39,7 +39,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from drkit import errors
 from drkit.engines import keys
-from drkit.model import parse_utc, utc_text_precise
+from drkit.model import Manifest, parse_utc, utc_text_precise
 from drkit.paths import on_root
 
 SEAL_FORMAT = 1
@@ -237,12 +237,12 @@ class Bundle:
         except (ValueError, KeyError, TypeError, AttributeError):
             raise errors.Refused(f"{object_key} holds no drkit manifest") from None
 
-    def text(self, node_manifest: dict, path: str) -> str | None:
+    def text(self, node_manifest: Manifest, path: str) -> str | None:
         """Return a file's text when the bundle holds it and its sha256 is the manifest's."""
         text = self.texts.get(path)
         if text is None:
             return None
-        expected = next((e.get("sha256") for e in node_manifest["files"] if e["path"] == path), "")
+        expected = next((e.sha256 for e in node_manifest.files if e.path == path), "")
         return text if hashlib.sha256(text.encode()).hexdigest() == expected else None
 
 
@@ -251,38 +251,39 @@ TEXT_MAX_BYTES = 256 * 1024
 TEXTS_MAX_BYTES = 1 << 20  # per object: every backup seals, uploads and every open reads it
 
 
-def text_paths(node_manifest: dict) -> list[str]:
+def text_paths(node_manifest: Manifest) -> list[str]:
     """Return the files a sealed manifest object carries as text: config, scripts and account
     files up to TEXT_MAX_BYTES that hold no key (keys never leave the snapshot), in manifest
     order while they add up to TEXTS_MAX_BYTES (a node's own config is far smaller; the rest
     of a larger tree is read from restic when a diff needs it)."""
-    key_paths = {key["path"] for key in node_manifest.get("keys", [])}
+    key_paths = {key.path for key in node_manifest.keys}
     chosen, total = [], 0
-    for entry in node_manifest["files"]:
+    for entry in node_manifest.files:
+        size = entry.size or 0
         if (
-            entry["category"] in TEXT_CATEGORIES
-            and entry["type"] == "file"
-            and entry["size"] <= TEXT_MAX_BYTES
-            and entry["path"] not in key_paths
-            and total + entry["size"] <= TEXTS_MAX_BYTES
+            entry.category in TEXT_CATEGORIES
+            and entry.type == "file"
+            and size <= TEXT_MAX_BYTES
+            and entry.path not in key_paths
+            and total + size <= TEXTS_MAX_BYTES
         ):
-            chosen.append(entry["path"])
-            total += entry["size"]
+            chosen.append(entry.path)
+            total += size
     return chosen
 
 
-def read_texts(root: Path, node_manifest: dict, paths: list[str]) -> dict[str, str]:
+def read_texts(root: Path, node_manifest: Manifest, paths: list[str]) -> dict[str, str]:
     """Return the UTF-8 text of each path on root whose bytes still hash as the manifest says
     (a file that changed since, or is not text, is left out: a diff reads it from restic)."""
     wanted = set(paths)
     texts = {}
-    for entry in node_manifest["files"]:
-        if entry["path"] not in wanted:
+    for entry in node_manifest.files:
+        if entry.path not in wanted:
             continue
         try:
-            data = on_root(root, entry["path"]).read_bytes()
-            if hashlib.sha256(data).hexdigest() == entry["sha256"]:
-                texts[entry["path"]] = data.decode()
+            data = on_root(root, entry.path).read_bytes()
+            if hashlib.sha256(data).hexdigest() == entry.sha256:
+                texts[entry.path] = data.decode()
         except (OSError, UnicodeDecodeError):
             continue
     return texts

@@ -13,21 +13,24 @@ from __future__ import annotations
 import hashlib
 import json
 
+from drkit.model import Manifest
+
 VOLATILE = ("created", "previous", "warnings")  # what differs between two runs of one state
 KEPT = 100  # freshness entries a chain head carries (the newest)
 
 
-def content_digest(node_manifest: dict, config_text: str) -> str:
+def content_digest(node_manifest: Manifest, config_text: str) -> str:
     """Return the sha256 of what a snapshot of this manifest would hold and vouch for. A
     directory's mtime is left out: it moves whenever a name under it comes or goes (drkit's
     own snapshot directory made under /var the first time), and every backed-up name is an
     entry of its own."""
-    stable = {key: value for key, value in node_manifest.items() if key not in VOLATILE}
+    document = node_manifest.model_dump(exclude_unset=True)
+    stable = {key: value for key, value in document.items() if key not in VOLATILE}
     stable["files"] = [
         {key: value for key, value in entry.items() if key != "mtime"}
         if entry.get("type") == "dir"
         else entry
-        for entry in node_manifest.get("files", [])
+        for entry in document.get("files", [])
     ]
     digest = hashlib.sha256(json.dumps(stable, sort_keys=True).encode())
     digest.update(b"\0" + config_text.encode())

@@ -16,14 +16,28 @@ import os
 import posixpath
 import pwd
 import stat
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
+from pydantic import JsonValue, ValidationError
+
 from drkit import errors
 from drkit.engines import durable, keys
-from drkit.model import Entry, Inventory, utc_text, utc_text_precise
+from drkit.model import (
+    AccountRecord,
+    CertificateRecord,
+    ChainLink,
+    Entry,
+    FileRecord,
+    HostKeyRecord,
+    Inventory,
+    KeyRecord,
+    Manifest,
+    utc_text,
+    utc_text_precise,
+)
 from drkit.paths import host_path, on_root, resolve, resolve_links, shown
 
 FORMAT = 1
@@ -60,7 +74,7 @@ def sha256_handle(handle: BinaryIO) -> str:
 class NameBook:
     """uid/gid → names from the node's own /etc/passwd and /etc/group, else the host's."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path) -> None:
         self.users: dict[int, str] = {}
         self.groups: dict[int, str] = {}
         passwd, group = on_root(root, "/etc/passwd"), on_root(root, "/etc/group")
@@ -73,7 +87,7 @@ class NameBook:
 
     @staticmethod
     def _read(path: Path) -> dict[int, str]:
-        names = {}
+        names: dict[int, str] = {}
         for line in path.read_text(errors="replace").splitlines():
             fields = line.split(":")
             if len(fields) >= 3 and fields[2].isdigit():
@@ -146,27 +160,29 @@ class HashCache:
     stat per file, not a read of every byte.
     """
 
-    def __init__(self, path: Path | None = None):
+    def __init__(self, path: Path | None = None) -> None:
         self.path = path
-        self.old: dict[str, list] = {}
-        self.new: dict[str, list] = {}
+        self.old: dict[str, list[int | str]] = {}
+        self.new: dict[str, list[int | str]] = {}
         if path and path.is_file():
             try:
-                self.old = json.loads(path.read_text()).get("files", {})
+                stored = json.loads(path.read_text()).get("files", {})
             except (OSError, ValueError, AttributeError):
-                self.old = {}
+                stored = {}
+            self.old = stored if isinstance(stored, dict) else {}
 
     def sha256(self, node_path: str, host: str, info: os.stat_result) -> str:
         """Return the file's sha256, from the cache when its stat is unchanged."""
-        key = [info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino]
+        key: list[int | str] = [info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino]
         cached = self.old.get(node_path)
-        digest = cached[4] if cached and cached[:4] == key else sha256_file(host)
+        hit = cached[4] if cached and len(cached) == 5 and cached[:4] == key else None
+        digest = hit if isinstance(hit, str) else sha256_file(host)
         self.new[node_path] = [*key, digest]
         return digest
 
     def changed_since(self, root: Path) -> list[str]:
         """Return the node paths whose size, mtime, ctime or inode moved since they were hashed."""
-        moved = []
+        moved: list[str] = []
         for node_path, recorded in self.new.items():
             try:
                 info = os.lstat(host_path(root, node_path))
@@ -191,14 +207,14 @@ def write_private(path: Path, data: bytes) -> None:
 
 def describe_file(
     root: Path, node_path: str, category: str, names: NameBook, cache: HashCache | None = None
-) -> dict | None:
+) -> FileRecord | None:
     """Return the manifest entry of one path, or None when it vanished."""
     host = host_path(root, node_path)
     try:
         info = os.lstat(host)
     except FileNotFoundError:
         return None
-    entry = {
+    common = {
         "path": node_path,
         "category": category,
         "mode": f"{stat.S_IMODE(info.st_mode):04o}",
@@ -209,61 +225,69 @@ def describe_file(
         "mtime": utc_text(datetime.fromtimestamp(info.st_mtime, UTC)),
     }
     if stat.S_ISLNK(info.st_mode):
-        entry.update(type="symlink", link=os.readlink(host))
-    elif stat.S_ISDIR(info.st_mode):
-        entry.update(type="dir")
-    elif stat.S_ISREG(info.st_mode):
-        try:
-            digest = cache.sha256(node_path, host, info) if cache else sha256_file(host)
-        except FileNotFoundError:
-            return None
-        except OSError as exc:  # root is refused too: a write-only sysctl, EIO, a FUSE mount
-            raise errors.BackupIncomplete(
-                f"{node_path} could not be read ({exc.strerror}): no snapshot made"
-            ) from None
-        entry.update(type="file", size=info.st_size, sha256=digest)
-    else:
+        return FileRecord.model_validate({**common, "type": "symlink", "link": os.readlink(host)})
+    if stat.S_ISDIR(info.st_mode):
+        return FileRecord.model_validate({**common, "type": "dir"})
+    if not stat.S_ISREG(info.st_mode):
         return None
-    return entry
+    try:
+        digest = cache.sha256(node_path, host, info) if cache else sha256_file(host)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:  # root is refused too: a write-only sysctl, EIO, a FUSE mount
+        raise errors.BackupIncomplete(
+            f"{node_path} could not be read ({exc.strerror}): no snapshot made"
+        ) from None
+    return FileRecord.model_validate(
+        {**common, "type": "file", "size": info.st_size, "sha256": digest}
+    )
 
 
-def _keys_and_certificates(root: Path, files: list[dict]) -> tuple[list[dict], list[dict]]:
-    found_keys, certificates = [], []
+def _keys_and_certificates(
+    root: Path, files: list[FileRecord]
+) -> tuple[list[KeyRecord], list[CertificateRecord]]:
+    found_keys: list[KeyRecord] = []
+    certificates: list[CertificateRecord] = []
     for entry in files:
-        if entry["type"] != "file" or entry["category"] not in KEY_CATEGORIES:
+        if entry.type != "file" or entry.category not in KEY_CATEGORIES:
             continue
-        if entry["size"] > 1 << 20:
+        if (entry.size or 0) > 1 << 20:
             continue
-        data = on_root(root, entry["path"]).read_bytes()
+        data = on_root(root, entry.path).read_bytes()
         key = keys.describe_key(data)
-        if key:
-            found_keys.append(
-                {
-                    "path": entry["path"],
-                    "category": entry["category"],
-                    "private": key.private,
-                    **key.as_dict(),
-                }
+        listed = (
+            [key] if key else keys.authorized_keys(data) if entry.category == "user_keys" else []
+        )
+        found_keys += [
+            KeyRecord(
+                path=entry.path,
+                category=entry.category,
+                private=one.private,
+                type=one.type,
+                fingerprint=one.fingerprint,
+                public_line=one.public_line,
             )
-        elif entry["category"] == "user_keys":
-            for listed in keys.authorized_keys(data):
-                found_keys.append(
-                    {
-                        "path": entry["path"],
-                        "category": "user_keys",
-                        "private": False,
-                        **listed.as_dict(),
-                    }
-                )
+            for one in listed
+        ]
         certificate = keys.describe_certificate(data)
         if certificate:
-            certificates.append({"path": entry["path"], **certificate.as_dict(), "key_path": None})
-    private_by_fingerprint = {k["fingerprint"]: k["path"] for k in found_keys if k["private"]}
-    private_paths = [k["path"] for k in found_keys if k["private"]]
-    for certificate in certificates:
-        certificate["key_path"] = private_by_fingerprint.get(
-            certificate["key_fingerprint"]
-        ) or _key_by_name(certificate["path"], private_paths)
+            certificates.append(
+                CertificateRecord(
+                    path=entry.path,
+                    subject=certificate.subject,
+                    issuer=certificate.issuer,
+                    not_after=utc_text(certificate.not_after),
+                    fingerprint=certificate.fingerprint,
+                    key_fingerprint=certificate.key_fingerprint,
+                    key_path=None,
+                )
+            )
+    private_by_fingerprint = {k.fingerprint: k.path for k in found_keys if k.private}
+    private_paths = [k.path for k in found_keys if k.private]
+    for record in certificates:
+        record.key_path = private_by_fingerprint.get(record.key_fingerprint) or _key_by_name(
+            record.path, private_paths
+        )
     return found_keys, certificates
 
 
@@ -292,12 +316,12 @@ def build(
     *,
     node: str,
     profiles: list[str],
-    accounts: list[dict],
+    accounts: list[AccountRecord],
     created: datetime,
-    previous: dict | None = None,
+    previous: ChainLink | None = None,
     cache: HashCache | None = None,
-    profile_options: dict | None = None,
-) -> dict:
+    profile_options: Mapping[str, Mapping[str, JsonValue]] | None = None,
+) -> Manifest:
     """Return the manifest of a node's files as they are on disk now.
 
     previous ({snapshot_id, manifest_sha256} of the node's last snapshot) links the manifests
@@ -317,29 +341,33 @@ def build(
     ]
     found_keys, certificates = _keys_and_certificates(root, files)
     host_keys = [
-        {k: key[k] for k in ("path", "type", "fingerprint", "public_line")}
+        HostKeyRecord(
+            path=key.path, type=key.type, fingerprint=key.fingerprint, public_line=key.public_line
+        )
         for key in found_keys
-        if key["category"] == "host_keys" and key["private"]
+        if key.category == "host_keys" and key.private
     ]
-    return {
-        "format": FORMAT,
-        "node": node,
-        "profiles": profiles,
-        "created": utc_text_precise(created),  # two snapshots within one second still order
-        "files": files,
-        "keys": found_keys,
-        "host_keys": host_keys,
-        "certificates": certificates,
-        "accounts": accounts,
-        "previous": previous,
-        "owned_globs": inventory.owned_globs,
-        "profile_options": {
-            kind: options for kind, options in (profile_options or {}).items() if kind in profiles
+    return Manifest(
+        format=FORMAT,
+        node=node,
+        profiles=profiles,
+        created=utc_text_precise(created),  # two snapshots within one second still order
+        files=files,
+        keys=found_keys,
+        host_keys=host_keys,
+        certificates=certificates,
+        accounts=accounts,
+        previous=previous,
+        owned_globs=inventory.owned_globs,
+        profile_options={
+            kind: dict(options)
+            for kind, options in (profile_options or {}).items()
+            if kind in profiles
         },
-        "facts": inventory.facts,
-        "warnings": inventory.warnings + _skipped_warning(skipped),
-        "skipped": skipped,
-    }
+        facts=inventory.facts,
+        warnings=inventory.warnings + _skipped_warning(skipped),
+        skipped=skipped,
+    )
 
 
 def _skipped_warning(skipped: list[str]) -> list[str]:
@@ -352,20 +380,24 @@ def _skipped_warning(skipped: list[str]) -> list[str]:
     ]
 
 
-def leaf_paths(manifest: dict) -> list[str]:
+def leaf_paths(manifest: Manifest) -> list[str]:
     """Return the root-relative paths restic must be given: all but directories with listed
     children (restic would recurse into those and pick up files the manifest never saw)."""
-    paths = [entry["path"] for entry in manifest["files"]]
+    paths = [entry.path for entry in manifest.files]
     parents = {str(Path(path).parent) for path in paths}
     return [path.lstrip("/") for path in paths if path not in parents]
 
 
-def encode(manifest: dict) -> bytes:
-    """Return the exact bytes that are signed and stored."""
-    return json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode() + b"\n"
+def encode(manifest: Manifest) -> bytes:
+    """Return the exact bytes that are signed and stored: the fields each record was given
+    (a stored manifest opened and encoded again gives back its own bytes)."""
+    document = manifest.model_dump(exclude_unset=True)
+    return json.dumps(document, sort_keys=True, separators=(",", ":")).encode() + b"\n"
 
 
-def write_snapshot_files(root: Path, manifest_bytes: bytes, signature: dict, config_text: str):
+def write_snapshot_files(
+    root: Path, manifest_bytes: bytes, signature: dict[str, str], config_text: str
+) -> list[str]:
     """Write manifest, signature and config into the node's drkit snapshot directory."""
     directory = on_root(root, SNAPSHOT_DIR)
     durable.make_dirs(directory.parent, 0o755)  # the node's own var/lib, when it lacks one
@@ -380,12 +412,12 @@ def write_snapshot_files(root: Path, manifest_bytes: bytes, signature: dict, con
     return [SNAPSHOT_DIR.lstrip("/")]
 
 
-def signature_bytes(signature: dict) -> bytes:
+def signature_bytes(signature: dict[str, str]) -> bytes:
     """Return the stored form of a signature document (in the snapshot and beside it)."""
     return json.dumps(signature, indent=1).encode() + b"\n"
 
 
-def open_signed(manifest_bytes: bytes, signature_text: str) -> tuple[dict, str]:
+def open_signed(manifest_bytes: bytes, signature_text: str) -> tuple[Manifest, str]:
     """Verify the signature over the manifest; return (manifest, signer fingerprint)."""
     try:
         signature = json.loads(signature_text)
@@ -395,16 +427,26 @@ def open_signed(manifest_bytes: bytes, signature_text: str) -> tuple[dict, str]:
         raise errors.Refused("manifest signature file is malformed")
     signer = keys.verify_signature(signature, manifest_bytes)
     try:
-        manifest = json.loads(manifest_bytes)
+        document = json.loads(manifest_bytes)
     except json.JSONDecodeError:
         raise errors.Refused("manifest is not JSON") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+    if not isinstance(document, dict) or document.get("format") != FORMAT:
         raise errors.Refused("manifest has an unknown format")
-    return manifest, signer
+    try:
+        return Manifest.model_validate(document), signer
+    except ValidationError as exc:
+        raise errors.Refused(f"manifest is malformed: {_first_error(exc)}") from None
+
+
+def _first_error(exc: ValidationError) -> str:
+    """Return where and why a manifest failed validation, in one line."""
+    error = exc.errors(include_url=False, include_input=False)[0]
+    where = ".".join(str(part) for part in error["loc"])
+    return f"{where}: {error['msg']}" if where else error["msg"]
 
 
 def compare_entry(
-    host: str | Path, expected: dict, *, content: bool = True, dir_fd: int | None = None
+    host: str | Path, expected: FileRecord, *, content: bool = True, dir_fd: int | None = None
 ) -> str | None:
     """Return why host (relative to dir_fd, if given) differs from the manifest entry, or
     None when it matches; a final link is never followed."""
@@ -412,23 +454,23 @@ def compare_entry(
         info = os.stat(host, dir_fd=dir_fd, follow_symlinks=False)
     except FileNotFoundError:
         return "missing"
-    kind = expected["type"]
+    kind = expected.type
     if kind == "symlink":
         if not stat.S_ISLNK(info.st_mode):
             return "not a symlink"
         link = os.readlink(host, dir_fd=dir_fd)
-        return None if link == expected["link"] else "symlink target differs"
+        return None if link == expected.link else "symlink target differs"
     if kind == "dir" and not stat.S_ISDIR(info.st_mode):
         return "not a directory"
     if kind == "file":
         if not stat.S_ISREG(info.st_mode):
             return "not a regular file"
-        if info.st_size != expected["size"]:
-            return f"size {info.st_size} != {expected['size']}"
-        if content and sha256_file(host, dir_fd) != expected["sha256"]:
+        if info.st_size != expected.size:
+            return f"size {info.st_size} != {expected.size}"
+        if content and sha256_file(host, dir_fd) != expected.sha256:
             return "content differs (sha256)"
-    if f"{stat.S_IMODE(info.st_mode):04o}" != expected["mode"]:
-        return f"mode {stat.S_IMODE(info.st_mode):04o} != {expected['mode']}"
-    if (info.st_uid, info.st_gid) != (expected["uid"], expected["gid"]):
-        return f"owner {info.st_uid}:{info.st_gid} != {expected['uid']}:{expected['gid']}"
+    if f"{stat.S_IMODE(info.st_mode):04o}" != expected.mode:
+        return f"mode {stat.S_IMODE(info.st_mode):04o} != {expected.mode}"
+    if (info.st_uid, info.st_gid) != (expected.uid, expected.gid):
+        return f"owner {info.st_uid}:{info.st_gid} != {expected.uid}:{expected.gid}"
     return None

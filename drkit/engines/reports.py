@@ -17,7 +17,7 @@ import jinja2
 import markupsafe
 
 from drkit import errors, units
-from drkit.model import parse_utc_or_none, utc_text
+from drkit.model import Manifest, parse_utc_or_none, utc_text
 from drkit.paths import on_root
 
 log = logging.getLogger(__name__)
@@ -228,7 +228,7 @@ def drift_key(group: str) -> str:
     return f"{DRIFT_PREFIX}{group}.json"
 
 
-def certificate_expiries(root: Path, node_manifest: dict) -> list[dict]:
+def certificate_expiries(root: Path, node_manifest: Manifest) -> list[dict]:
     """Given a node's root and the manifest of its last backup, return when its certificates
     end: X.509 ones from the manifest and OpenSSH host certificates among its host keys'
     files, [{path, kind: tls|host, subject, not_after}]."""
@@ -236,18 +236,18 @@ def certificate_expiries(root: Path, node_manifest: dict) -> list[dict]:
 
     found = [
         {
-            "path": entry["path"],
+            "path": entry.path,
             "kind": "tls",
-            "subject": entry.get("subject"),
-            "not_after": entry["not_after"],
+            "subject": entry.subject,
+            "not_after": entry.not_after,
         }
-        for entry in node_manifest.get("certificates", [])
+        for entry in node_manifest.certificates
     ]
-    for entry in node_manifest.get("files", []):
-        if entry.get("category") != "host_keys" or not entry["path"].endswith("-cert.pub"):
+    for file in node_manifest.files:
+        if file.category != "host_keys" or not file.path.endswith("-cert.pub"):
             continue
         try:
-            data = on_root(root, entry["path"]).read_bytes().strip()
+            data = on_root(root, file.path).read_bytes().strip()
             certificate = serialization.load_ssh_public_identity(data)
         except (OSError, ValueError, TypeError):
             continue
@@ -259,7 +259,7 @@ def certificate_expiries(root: Path, node_manifest: dict) -> list[dict]:
             )
             found.append(
                 {
-                    "path": entry["path"],
+                    "path": file.path,
                     "kind": "host",
                     "subject": principals or "any host",
                     "not_after": utc_text(datetime.fromtimestamp(certificate.valid_before, UTC)),

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from drkit import errors
 from drkit.engines import beneath, manifest
+from drkit.model import FileRecord, Manifest
 from drkit.paths import host_path, shown
 
 log = logging.getLogger(__name__)
@@ -36,10 +37,10 @@ class StagedVerifier:
     and call `problems()` after restic finished.
     """
 
-    def __init__(self, staging: Path, node_manifest: dict, workers: int | None = None):
+    def __init__(self, staging: Path, node_manifest: Manifest, workers: int | None = None):
         self.staging = staging
-        self.entries: list[dict] = node_manifest["files"]
-        self.files = {entry["path"]: entry for entry in self.entries if entry["type"] == "file"}
+        self.entries = node_manifest.files
+        self.files = {entry.path: entry for entry in self.entries if entry.type == "file"}
         self.workers = workers or min(4, os.cpu_count() or 1)
         self.hashed: dict[str, tuple[int, int, str]] = {}  # path: (inode, size, sha256)
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
@@ -85,7 +86,7 @@ class StagedVerifier:
         with ThreadPoolExecutor(max_workers=self.workers) as pool:
             return [problem for found in pool.map(self._compare, shares) for problem in found]
 
-    def _compare(self, share: list[dict]) -> list[str]:
+    def _compare(self, share: list[FileRecord]) -> list[str]:
         found = []
         for entry in share:
             try:
@@ -93,19 +94,19 @@ class StagedVerifier:
             except (OSError, errors.Refused) as exc:
                 difference = str(getattr(exc, "message", None) or exc.strerror)
             if difference:
-                found.append(f"{shown(entry['path'])}: {difference}")
+                found.append(f"{shown(entry.path)}: {difference}")
         return found
 
-    def _difference(self, entry: dict) -> str | None:
+    def _difference(self, entry: FileRecord) -> str | None:
         """Return why the staged entry differs from the manifest, nothing on the way followed
         (a link where a directory should be is a difference, not a path)."""
-        host = Path(host_path(self.staging, entry["path"]))
+        host = Path(host_path(self.staging, entry.path))
         try:
             with beneath.parent(self.staging, host) as (fd, name):
-                early = self.hashed.get(entry["path"])
+                early = self.hashed.get(entry.path)
                 if early is not None and _same_file(fd, name, early):
                     difference = manifest.compare_entry(name, entry, content=False, dir_fd=fd)
-                    if difference is None and early[2] != entry["sha256"]:
+                    if difference is None and early[2] != entry.sha256:
                         difference = "content differs (sha256)"
                     return difference
                 return manifest.compare_entry(name, entry, dir_fd=fd)

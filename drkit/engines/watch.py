@@ -19,7 +19,7 @@ import re
 from pydantic import BaseModel, ConfigDict
 
 from drkit.engines import diff
-from drkit.model import EventKind, SecurityEvent
+from drkit.model import AccountRecord, EventKind, Manifest, PasswdEntry, SecurityEvent
 
 FILES_DROPPED_SHARE = 0.2  # a fifth of the node's files gone between two backups
 
@@ -65,27 +65,24 @@ class Baseline(BaseModel):
     directives: dict[str, list[str]]  # watched directive (lower case) -> values, config order
 
 
-def baseline(snapshot_id: str, node_manifest: dict, texts: dict[str, str]) -> Baseline:
+def baseline(snapshot_id: str, node_manifest: Manifest, texts: dict[str, str]) -> Baseline:
     """Return the watch's view of a snapshot: its manifest and the config texts it carries."""
-    files = node_manifest.get("files", [])
+    files = node_manifest.files
     user_keys = [
-        (str(key["path"]), str(key["fingerprint"]))
-        for key in node_manifest.get("keys", [])
-        if key.get("category") == "user_keys" and not key.get("private")
+        (key.path, key.fingerprint)
+        for key in node_manifest.keys
+        if key.category == "user_keys" and not key.private
     ]
     return Baseline(
         snapshot_id=snapshot_id,
-        file_count=sum(entry.get("type") == "file" for entry in files),
-        host_keys={k["path"]: k["fingerprint"] for k in node_manifest.get("host_keys", [])},
+        file_count=sum(entry.type == "file" for entry in files),
+        host_keys={key.path: key.fingerprint for key in node_manifest.host_keys},
         user_keys=sorted(user_keys),
-        accounts={
-            str(account["name"]): str(account.get("passwd") or "")
-            for account in node_manifest.get("accounts", [])
-        },
+        accounts={account.name: account.passwd for account in node_manifest.accounts},
         scripts={
-            entry["path"]: entry.get("sha256") or entry.get("link") or entry["type"]
+            entry.path: entry.sha256 or entry.link or entry.type
             for entry in files
-            if entry.get("category") == "scripts"
+            if entry.category == "scripts"
         },
         directives=directives(
             {path: text for path, text in sorted(texts.items()) if _is_config(node_manifest, path)}
@@ -93,11 +90,8 @@ def baseline(snapshot_id: str, node_manifest: dict, texts: dict[str, str]) -> Ba
     )
 
 
-def _is_config(node_manifest: dict, path: str) -> bool:
-    return any(
-        entry["path"] == path and entry.get("category") == "config"
-        for entry in node_manifest.get("files", [])
-    )
+def _is_config(node_manifest: Manifest, path: str) -> bool:
+    return any(entry.path == path and entry.category == "config" for entry in node_manifest.files)
 
 
 def directives(texts: dict[str, str]) -> dict[str, list[str]]:
@@ -125,25 +119,19 @@ def classify(old: Baseline, new: Baseline, time: str) -> list[SecurityEvent]:
     for path, fingerprint in sorted(new.host_keys.items()):
         was = old.host_keys.get(path)
         if was is not None and was != fingerprint:
-            sentence = diff.host_key_replaced(
-                path, {"fingerprint": was}, {"fingerprint": fingerprint}
-            )
+            sentence = diff.host_key_replaced(path, was, fingerprint)
             found.append(("host_key_replaced", path, sentence))
     added_keys = sorted(set(new.user_keys) - set(old.user_keys))
-    manifest_view = {
-        "accounts": [{"name": n, "passwd": line} for n, line in new.accounts.items()],
-        "files": [],
-    }
+    recorded = [AccountRecord(name=name, passwd=line) for name, line in new.accounts.items()]
     for path, fingerprint in added_keys:
-        user = diff.key_user(manifest_view, path)
+        user = diff.key_user(recorded, [], path)
         found.append(("user_key_added", path, f"user {user}: key {fingerprint} added to {path}"))
     for name, line in sorted(new.accounts.items()):
-        fields = line.split(":")
-        uid0 = len(fields) > 2 and fields[2] == "0" and name != "root"
+        uid0 = PasswdEntry.parse(line).uid == "0" and name != "root"
         was = old.accounts.get(name)
         if was is None:
             found.append(("account_added", f"/etc/passwd:{name}", f"new allowed user {name}"))
-        if uid0 and (was is None or was.split(":")[2:3] != ["0"]):
+        if uid0 and (was is None or PasswdEntry.parse(was).uid != "0"):
             found.append(
                 ("uid0_account", f"/etc/passwd:{name}", f"account {name} has uid 0 (root's)")
             )

@@ -33,7 +33,17 @@ import yaml
 from drkit import errors
 from drkit.config import CATEGORIES
 from drkit.engines import keys
-from drkit.model import CertInfo, Check, Entry, Inventory, SmokeResult, failed, passed, warned
+from drkit.model import (
+    CertInfo,
+    Check,
+    Entry,
+    Inventory,
+    Manifest,
+    SmokeResult,
+    failed,
+    passed,
+    warned,
+)
 from drkit.paths import entry_on_root, on_root, to_node
 from drkit.profiles.common import authfiles, configrefs, keychecks, profile_options, programs
 from drkit.profiles.interface import ModuleProfile, Signs
@@ -206,7 +216,7 @@ def _tls_checks(root: Path, paths: list[str], owners: tuple[int, ...]) -> list[C
 
 
 def _host_key_checks(
-    root: Path, paths: list[str], manifest: dict, owners: tuple[int, ...]
+    root: Path, paths: list[str], manifest: Manifest, owners: tuple[int, ...]
 ) -> list[Check]:
     """Private host keys: mode and manifest fingerprint; public halves: match a private one."""
     private, public = [], []
@@ -240,7 +250,7 @@ def _command(
 
 
 @profile_options.options_fail_as("generic: options")
-def checks(root: Path, manifest: dict) -> list[Check]:
+def checks(root: Path, manifest: Manifest) -> list[Check]:
     """Return the checks of a restored (or live) node against the options in its manifest."""
     root = Path(root)
     chosen = settings(root, profile_options.options_of(manifest, NAME))
@@ -292,7 +302,7 @@ def checks(root: Path, manifest: dict) -> list[Check]:
     return results
 
 
-def smoke(root: Path, manifest: dict, user: str, work_dir: Path) -> SmokeResult:
+def smoke(root: Path, manifest: Manifest, user: str, work_dir: Path) -> SmokeResult:
     """Run profile_options.generic.smoke ({root}, {user}, {work}): its exit 0 proves a login
     and a round trip (the command's own contract); without one, not judged."""
     root = Path(root)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from drkit import errors
 from drkit.engines import accounts, keys
-from drkit.model import Check, Inventory, SmokeResult, failed, passed, warned
+from drkit.model import Check, Inventory, Manifest, SmokeResult, failed, passed, warned
 from drkit.paths import on_root
 from drkit.profiles.common import configrefs, keychecks, policies, profile_options, programs
 from drkit.profiles.common.configrefs import Ref
@@ -481,7 +481,7 @@ def _validate_check(root: Path, chosen: dict) -> Check:
 
 
 @profile_options.options_fail_as("sftpplus: options")
-def checks(root: Path, manifest: dict) -> list[Check]:
+def checks(root: Path, manifest: Manifest) -> list[Check]:
     """Return the static checks of a restored (or live) SFTPPlus node against its manifest."""
     pol, root = policy(), Path(root)
     chosen = settings(profile_options.options_of(manifest, NAME))
@@ -544,7 +544,7 @@ def checks(root: Path, manifest: dict) -> list[Check]:
     return results
 
 
-def smoke(root: Path, manifest: dict, user: str, work_dir: Path) -> SmokeResult:
+def smoke(root: Path, manifest: Manifest, user: str, work_dir: Path) -> SmokeResult:
     """SFTPPlus cannot run here: not judged, with the policy's reason (never a pass)."""
     return SmokeResult.not_judged(NAME, " ".join(policy()["smoke"]["reason"].split()))
 
@@ -567,7 +567,7 @@ SIGNS = Signs(
 )
 
 
-def login_homes(root: Path, manifest: dict) -> dict[str, str]:
+def login_homes(root: Path, manifest: Manifest) -> dict[str, str]:
     """Return {account: node path} of each of the manifest's accounts' home folder: the
     home_folder_path of the [accounts/ID] section that names it (else of its group), or its
     passwd home when server.ini names none."""
@@ -577,7 +577,7 @@ def login_homes(root: Path, manifest: dict) -> dict[str, str]:
     groups = dict(config.sections("groups"))
     passwd = accounts.passwd_entries(root)
     homes = {}
-    for name in [account["name"] for account in manifest.get("accounts", [])]:
+    for name in [account.name for account in manifest.accounts]:
         section = named.get(name)
         home = (section.get("home_folder_path") or "").strip() if section is not None else ""
         if not is_path(home) and section is not None:

@@ -7,16 +7,17 @@ from pathlib import Path
 
 from drkit import errors, profiles
 from drkit.engines import accounts
+from drkit.model import Manifest
 
 log = logging.getLogger(__name__)
 
 
-def missing(root: Path, node_manifest: dict, held: set[str]) -> list[tuple[str, int, int]]:
+def missing(root: Path, node_manifest: Manifest, held: set[str]) -> list[tuple[str, int, int]]:
     """Return (node path, uid, gid) of each home to create on root, once each: where each of
     the snapshot's servers puts the account at login (a chrooted user's home lies inside its
     chroot), as the restored configuration on root says; nothing anywhere else."""
-    recorded = node_manifest.get("accounts", [])
-    kinds = node_manifest.get("profiles") or []
+    recorded = node_manifest.accounts
+    kinds = node_manifest.profiles
     if not kinds:
         return accounts.missing_homes(root, recorded, held)
     landings: dict[str, list[str]] = {}

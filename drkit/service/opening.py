@@ -25,6 +25,7 @@ from drkit import errors
 from drkit.config import Config, Repository, config_error, parse_config
 from drkit.engines import catalog, keys, manifest
 from drkit.engines import restic as restic_engine
+from drkit.model import Manifest
 from drkit.service import context
 from drkit.service.spec import Spec
 
@@ -116,7 +117,7 @@ class Origin:
 class Opened:
     """A snapshot's manifest after its signature and signer were checked."""
 
-    manifest: dict
+    manifest: Manifest
     signer: str
     trust: str
     embedded_config: Config | None
@@ -158,9 +159,9 @@ def open_manifest(origin: Origin, manifest_bytes: bytes, signature: str, config_
     """Verify signature, trust and node of a manifest; return it opened."""
     node_manifest, signer = manifest.open_signed(manifest_bytes, signature)
     trust, embedded = _trust(origin, signer, config_text)
-    if node_manifest.get("node") != origin.node:
+    if node_manifest.node != origin.node:
         raise errors.Refused(
-            f"manifest is for node {node_manifest.get('node')}, not {origin.node}: refused"
+            f"manifest is for node {node_manifest.node}, not {origin.node}: refused"
         )
     return Opened(node_manifest, signer, trust, embedded, manifest_bytes)
 

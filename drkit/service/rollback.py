@@ -25,7 +25,7 @@ from pathlib import Path
 from drkit import errors
 from drkit.config import Config, Repository
 from drkit.engines import catalog, manifest
-from drkit.model import parse_utc, utc_text, utc_text_precise
+from drkit.model import Manifest, parse_utc, parse_utc_or_none, utc_text, utc_text_precise
 from drkit.service.opening import Opened, open_record
 
 log = logging.getLogger(__name__)
@@ -90,8 +90,8 @@ def remember(
     """Record a snapshot opened (or made) on this machine when its signed manifest is newer
     than the one recorded; a state directory that cannot be written is logged, not raised."""
     try:
-        created = parse_utc(str(json.loads(manifest_bytes)["created"]))
-    except (ValueError, KeyError, TypeError):
+        created = parse_utc(Manifest.model_validate_json(manifest_bytes).created)
+    except ValueError:  # pydantic's ValidationError is one
         return
     known = remembered(state_dir, repository, node)
     if known is not None and known.time >= created:
@@ -212,10 +212,7 @@ def refuse_rollback(
     """Raise Refused when a witness knows a newer signed state than the snapshot's manifest
     (or the same id with another manifest); with allow, warn instead."""
     sha = hashlib.sha256(opened.raw).hexdigest()
-    try:
-        created = parse_utc(str(opened.manifest["created"]))
-    except (KeyError, ValueError):
-        created = None
+    created = parse_utc_or_none(opened.manifest.created)
     for known in witnesses:
         if known is None or known.manifest_sha256 == sha:
             continue

@@ -11,8 +11,10 @@ from pathlib import Path
 
 from drkit.engines import accounts, keys
 from drkit.model import (
+    CertificateRecord,
     Check,
     KeyInfo,
+    Manifest,
     failed,
     passed,
     utc_text,
@@ -36,14 +38,14 @@ def describe_file(root: Path, node_path: str) -> KeyInfo | None:
 TLS_KEY_GROUPS = ("ssl-cert",)
 
 
-def _group_name(root: Path, gid: int, node_path: str, manifest: dict | None) -> str | None:
+def _group_name(root: Path, gid: int, node_path: str, manifest: Manifest | None) -> str | None:
     """Return the name of gid from the node's groups, else as the manifest recorded it."""
     for fields in accounts.group_entries(root):
         if fields[2] == str(gid):
             return fields[0]
-    for entry in (manifest or {}).get("files", []):
-        if entry["path"] == node_path and entry.get("gid") == gid:
-            return entry.get("group")
+    for entry in manifest.files if manifest else []:
+        if entry.path == node_path and entry.gid == gid:
+            return entry.group
     return None
 
 
@@ -55,7 +57,7 @@ def private_key_mode_check(
     owners: tuple[int, ...] = (0,),
     *,
     group_readers: tuple[str, ...] = (),
-    manifest: dict | None = None,
+    manifest: Manifest | None = None,
 ) -> Check:
     """Return pass when a private key has none of the forbidden bits and is owned by one of
     owners (uids; root alone unless the server runs as its own user, e.g. SFTPPlus).
@@ -90,7 +92,7 @@ def private_key_mode_check(
 
 
 def tls_key_mode_check(
-    root: Path, node_path: str, forbid: int = 0o077, manifest: dict | None = None
+    root: Path, node_path: str, forbid: int = 0o077, manifest: Manifest | None = None
 ) -> Check:
     """private_key_mode_check of a TLS key a server reads as root: TLS_KEY_GROUPS may read it."""
     return private_key_mode_check(
@@ -99,10 +101,10 @@ def tls_key_mode_check(
 
 
 def host_key_checks(
-    root: Path, paths: list[str], manifest: dict, owners: tuple[int, ...] = (0,)
+    root: Path, paths: list[str], manifest: Manifest, owners: tuple[int, ...] = (0,)
 ) -> list[Check]:
     """Each host key: safe mode, parses, and has the fingerprint the manifest recorded."""
-    recorded = {entry["path"]: entry for entry in manifest.get("host_keys", [])}
+    recorded = {entry.path: entry for entry in manifest.host_keys}
     results = []
     for path in dict.fromkeys(paths):
         if not configrefs.is_file(root, path):
@@ -115,8 +117,8 @@ def host_key_checks(
             results.append(failed(name, "not a readable private key"))
         elif entry is None:
             results.append(warned(name, f"{info.type} {info.fingerprint}: not in the backup"))
-        elif info.fingerprint != entry["fingerprint"]:
-            detail = f"is {info.fingerprint}, the backup had {entry['fingerprint']}"
+        elif info.fingerprint != entry.fingerprint:
+            detail = f"is {info.fingerprint}, the backup had {entry.fingerprint}"
             results.append(failed(name, detail))
         else:
             results.append(passed(name, f"{info.type} {info.fingerprint} as in the backup"))
@@ -153,16 +155,16 @@ def certificate_pair_check(root: Path, certificate: str, key: str | None) -> Che
 
 def certificate_check(
     root: Path,
-    entry: dict,
+    entry: CertificateRecord,
     warn_days: int = CERT_WARN_DAYS,
     key_path: str | None = None,
     ok_note: str | None = "as in the backup",
 ) -> Check:
     """Expiry and equality with the backup of one manifest certificate; with key_path, the
     certificate must also match that private key. ok_note ends a pass's detail."""
-    name = f"certificate: {entry['path']}"
+    name = f"certificate: {entry.path}"
     try:
-        info = keys.describe_certificate(on_root(root, entry["path"]).read_bytes())
+        info = keys.describe_certificate(on_root(root, entry.path).read_bytes())
     except OSError as exc:
         return failed(name, f"unreadable ({exc.strerror})")
     if info is None:
@@ -177,7 +179,7 @@ def certificate_check(
         notes.append(f"matches {key_path}")
     left = info.not_after - datetime.now(UTC)
     until = utc_text(info.not_after)
-    if entry.get("fingerprint") and entry["fingerprint"] != info.fingerprint:
+    if entry.fingerprint and entry.fingerprint != info.fingerprint:
         return warned(name, f"differs from the backup; valid until {until}")
     if left <= timedelta(0):
         return failed(name, f"expired {until}")
@@ -186,13 +188,11 @@ def certificate_check(
     return passed(name, ", ".join([f"valid until {until}", *notes]))
 
 
-def certificate_checks(root: Path, manifest: dict, paths: list[str]) -> list[Check]:
+def certificate_checks(root: Path, manifest: Manifest, paths: list[str]) -> list[Check]:
     """Expiry and equality with the backup of the manifest's certificates at the given paths."""
     wanted = set(paths)
     return [
-        certificate_check(root, entry)
-        for entry in manifest.get("certificates", [])
-        if entry["path"] in wanted
+        certificate_check(root, entry) for entry in manifest.certificates if entry.path in wanted
     ]
 
 

@@ -4,6 +4,7 @@ and removed after it, and the directories the user may write to."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import grp
 import os
 import pwd
@@ -15,27 +16,29 @@ from pathlib import Path
 from drkit import runner
 from drkit.engines import accounts
 from drkit.model import (
+    AccountRecord,
     Check,
+    Manifest,
     failed,
     passed,
 )
 from drkit.paths import on_root
 
 
-def node_account(root: Path, manifest: dict, user: str) -> dict | None:
+def node_account(root: Path, manifest: Manifest, user: str) -> AccountRecord | None:
     """Return the node's account record of user: the root's files, else the manifest's."""
     if accounts.source_root(root) == Path(root):
         found = accounts.read_entries(root, [user])
         if found:
             return found[0]
-    return next((a for a in manifest.get("accounts", []) if a["name"] == user), None)
+    return manifest.account(user)
 
 
-def node_fields(root: Path, manifest: dict, user: str) -> list[str]:
+def node_fields(root: Path, manifest: Manifest, user: str) -> list[str]:
     """Return the node's passwd fields of user (the host's when the node has none)."""
     account = node_account(root, manifest, user)
     if account:
-        return (account["passwd"].split(":") + [""] * 7)[:7]
+        return list(dataclasses.astuple(account.entry))
     entry = pwd.getpwnam(user)
     return [user, "x", str(entry.pw_uid), str(entry.pw_gid), "", entry.pw_dir, entry.pw_shell]
 
@@ -48,7 +51,9 @@ def host_has(lookup, key) -> bool:
     return True
 
 
-def ensure_user(root: Path, manifest: dict, user: str, created: list[tuple[str, str]]) -> Check:
+def ensure_user(
+    root: Path, manifest: Manifest, user: str, created: list[tuple[str, str]]
+) -> Check:
     """Make sure user exists on the host; create it for the run from the node's entry.
 
     What was created is appended to `created` for removal afterwards.
@@ -59,13 +64,13 @@ def ensure_user(root: Path, manifest: dict, user: str, created: list[tuple[str, 
     account = node_account(root, manifest, user)
     if account is None:
         return failed(name, f"{user} is neither on the host nor in the node's accounts")
-    fields = (account["passwd"].split(":") + [""] * 7)[:7]
-    uid, gid, home, shell = fields[2], fields[3], fields[5] or "/", fields[6]
+    entry = account.entry
+    uid, gid, home, shell = entry.uid, entry.gid, entry.home or "/", entry.shell
     argv = ["useradd", "-M", "-p", "*"]
-    groups = [(line.split(":") + [""] * 4)[:4] for line in account.get("groups", [])]
-    for group_name, _, group_gid, members in groups:
+    for group in account.group_entries:
+        group_name, group_gid = group.name, group.gid
         primary = group_gid == gid
-        if not primary and user not in members.split(","):
+        if not primary and user not in group.members:
             continue
         if not host_has(grp.getgrnam, group_name) and not host_has(grp.getgrgid, int(group_gid)):
             done = runner.run(["groupadd", "-g", group_gid, group_name])

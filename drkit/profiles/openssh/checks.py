@@ -15,7 +15,7 @@ from pathlib import Path
 
 from drkit import runner
 from drkit.engines import keys
-from drkit.model import Check, failed, passed, utc_text, warned
+from drkit.model import Check, Manifest, failed, passed, utc_text, warned
 from drkit.paths import on_root
 from drkit.profiles.common.configrefs import Ref, is_file, named_files_check
 from drkit.profiles.common.keychecks import certificate_check, describe_file, private_key_mode_check
@@ -29,7 +29,7 @@ from drkit.profiles.openssh.users import node_users
 
 
 @options_fail_as("config: profile options")
-def checks(root: Path, manifest: dict) -> list[Check]:
+def checks(root: Path, manifest: Manifest) -> list[Check]:
     """Return the static checks of a restored (or live) node against its manifest."""
     root = Path(root)
     chosen = settings(options_of(manifest, NAME))
@@ -38,7 +38,7 @@ def checks(root: Path, manifest: dict) -> list[Check]:
         return [failed("config: sshd_config", f"{config.main} is missing or unreadable")]
     db = Accounts.of(root)
     users, _ = node_users(config, db, root, None)
-    users += [a["name"] for a in manifest.get("accounts", []) if a["name"] in db.users]
+    users += [a.name for a in manifest.accounts if a.name in db.users]
     refs = references(root, config, db, list(dict.fromkeys(users)), chosen.pam_service)
     in_target = [r for r in refs if not packaged(r)]
     return [
@@ -240,7 +240,7 @@ def _config_test(root: Path, config: Config) -> Check:
     return passed(name, "sshd accepts the config and loads every host key")
 
 
-def _host_key_checks(root: Path, refs: list[Ref], manifest: dict) -> list[Check]:
+def _host_key_checks(root: Path, refs: list[Ref], manifest: Manifest) -> list[Check]:
     rule = policy().modes.host_private_key
     forbid = rule.forbidden
     results = []
@@ -270,20 +270,20 @@ def _host_key_checks(root: Path, refs: list[Ref], manifest: dict) -> list[Check]
                 results.append(failed(name, detail))
             else:
                 results.append(passed(name, f"{private.type} {private.fingerprint}"))
-    recorded = manifest.get("host_keys", [])
+    recorded = manifest.host_keys
     for entry in recorded:
-        name, held = f"host key: {entry['path']}", describe_file(root, entry["path"])
-        if not is_file(root, entry["path"]):
+        name, held = f"host key: {entry.path}", describe_file(root, entry.path)
+        if not is_file(root, entry.path):
             results.append(failed(name, "missing"))
         elif held is None:
             results.append(failed(name, "not a readable key"))
-        elif held.fingerprint != entry["fingerprint"]:
-            detail = f"is {held.fingerprint}, the backup had {entry['fingerprint']}"
+        elif held.fingerprint != entry.fingerprint:
+            detail = f"is {held.fingerprint}, the backup had {entry.fingerprint}"
             results.append(failed(name, detail))
         else:
             results.append(passed(name, f"{held.type} {held.fingerprint} as in the backup"))
-    known = {entry["path"] for entry in recorded}
-    if "host_keys" in manifest:
+    known = {entry.path for entry in recorded}
+    if "host_keys" in manifest.model_fields_set:
         results += [
             warned(f"host key: {p}", "configured but not in the backup")
             for p in configured
@@ -375,9 +375,9 @@ def _chroot_checks(root: Path, refs: list[Ref]) -> list[Check]:
     return results
 
 
-def _certificate_checks(root: Path, manifest: dict) -> list[Check]:
+def _certificate_checks(root: Path, manifest: Manifest) -> list[Check]:
     warn_days = policy().certificates.warn_days
     return [
-        certificate_check(root, entry, warn_days, entry.get("key_path"), ok_note=None)
-        for entry in manifest.get("certificates", [])
+        certificate_check(root, entry, warn_days, entry.key_path, ok_note=None)
+        for entry in manifest.certificates
     ]

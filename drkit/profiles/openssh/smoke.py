@@ -12,7 +12,7 @@ from pathlib import Path
 
 from drkit import errors, runner
 from drkit.engines.clients import keyscan, sftp_session
-from drkit.model import Check, PasswdEntry, SmokeResult, failed, passed, warned
+from drkit.model import Check, Manifest, PasswdEntry, SmokeResult, failed, passed, warned
 from drkit.paths import on_root, to_node
 from drkit.profiles.common.authfiles import authorized_client_key
 from drkit.profiles.common.profile_options import options_of
@@ -37,7 +37,7 @@ def _log_hint(server: runner.Service) -> str:
     return " | ".join(interesting_lines(server.log_tail().splitlines(), pattern))
 
 
-def smoke(root: Path, manifest: dict, user: str, work_dir: Path) -> SmokeResult:
+def smoke(root: Path, manifest: Manifest, user: str, work_dir: Path) -> SmokeResult:
     """Start the real sshd on a copy of the restored config (127.0.0.1, free port) and prove it.
 
     Records: served host key per type against the manifest, an SFTP login of `user` with a
@@ -111,7 +111,7 @@ def smoke(root: Path, manifest: dict, user: str, work_dir: Path) -> SmokeResult:
                 return result
             waited = time.monotonic() - started
             result.add(passed("smoke: sshd started", f"127.0.0.1:{port} in {waited:.2f} s"))
-            host_keys = manifest.get("host_keys", [])
+            host_keys = manifest.host_keys
             not_served = (
                 "not served: sshd offers that type, ssh-keyscan got no key"
                 if offers is not None

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from drkit import errors, runner
 from drkit.engines import accounts, clients
-from drkit.model import Check, Inventory, SmokeResult, failed, passed, warned
+from drkit.model import Check, Inventory, Manifest, SmokeResult, failed, passed, warned
 from drkit.paths import on_root
 from drkit.profiles.common import (
     authfiles,
@@ -330,7 +330,7 @@ def user_checks(root: Path, node: Node) -> list[Check]:
     return results
 
 
-def tls_checks(root: Path, node: Node, manifest: dict) -> list[Check]:
+def tls_checks(root: Path, node: Node, manifest: Manifest) -> list[Check]:
     """With TLS on, the bundle pure-ftpd loads must hold a certificate and its own key (else
     it exits 252 at start); its key file private; certificates as backed up; DH parameters,
     when a file of them is kept, must parse."""
@@ -418,7 +418,7 @@ def _start_check(root: Path, node: Node) -> Check:
 
 
 @profile_options.options_fail_as("pureftpd: options")
-def checks(root: Path, manifest: dict) -> list[Check]:
+def checks(root: Path, manifest: Manifest) -> list[Check]:
     """Return the checks of a restored (or live) Pure-FTPd node against its manifest."""
     root = Path(root)
     node = read_node(root, profile_options.options_of(manifest, NAME))
@@ -444,7 +444,7 @@ def _mapped_home(root: Path, home: str) -> str:
     return str(on_root(root, jail or "/")) + (f"/./{rest}" if marker else "")
 
 
-def _smoke_line(root: Path, manifest: dict, node: Node, user: str, login: str, secret: str):
+def _smoke_line(root: Path, manifest: Manifest, node: Node, user: str, login: str, secret: str):
     """Return the pureftpd.passwd line of the one-run login (user's uid, gid, home and
     limits, a one-run password), or a failed check naming why there is none."""
     hashed = authfiles.hash_password(secret)
@@ -456,15 +456,15 @@ def _smoke_line(root: Path, manifest: dict, node: Node, user: str, login: str, s
     account = smoke_accounts.node_account(root, manifest, user)
     if account is None:
         return None, f"{user} is neither a virtual user nor one of the node's accounts"
-    entry = (account["passwd"].split(":") + [""] * 7)[:7]
+    entry = account.entry
     trusted = node.setup.value("a")
-    jailed = node.setup.has("A") and entry[3] != trusted
-    home = entry[5].rstrip("/") + ("/./" if jailed else "")
-    line = f"{login}:{hashed}:{entry[2]}:{entry[3]}::{_mapped_home(root, home)}::::::::::::"
+    jailed = node.setup.has("A") and entry.gid != trusted
+    home = entry.home.rstrip("/") + ("/./" if jailed else "")
+    line = f"{login}:{hashed}:{entry.uid}:{entry.gid}::{_mapped_home(root, home)}::::::::::::"
     return line, f"system account {user}" + (" (ChrootEveryone)" if jailed else "")
 
 
-def _tls_pin(root: Path, node: Node, manifest: dict) -> clients.FtpTls | None:
+def _tls_pin(root: Path, node: Node, manifest: Manifest) -> clients.FtpTls | None:
     if node.tls <= 0 or not configrefs.is_file(root, node.certificate):
         return None
     try:
@@ -474,15 +474,15 @@ def _tls_pin(root: Path, node: Node, manifest: dict) -> clients.FtpTls | None:
     trusted = "".join(re.findall(r"-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----\n?",
                                  text, re.S))  # fmt: skip
     expected = frozenset(
-        entry["fingerprint"]
-        for entry in manifest.get("certificates", [])
-        if entry["path"] == node.certificate
+        entry.fingerprint
+        for entry in manifest.certificates
+        if entry.path == node.certificate
     )
     names = keychecks.certificate_names(root, node.certificate) if trusted else []
     return clients.FtpTls(trusted, names[0] if names else "localhost", expected)
 
 
-def smoke(root: Path, manifest: dict, user: str, work_dir: Path) -> SmokeResult:
+def smoke(root: Path, manifest: Manifest, user: str, work_dir: Path) -> SmokeResult:
     """Start the real pure-ftpd from the restored configuration on 127.0.0.1 (Bind, pid file,
     AltLog and the options DROPPED names changed, each change reported) with a one-run
     virtual user added beside the node's own: a copy of the node's pureftpd.passwd in the
