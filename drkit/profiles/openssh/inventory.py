@@ -78,8 +78,7 @@ def references(
 
 def _pam_refs(root: Path, config: Config, service: str) -> list[Ref]:
     """The PAM service file UsePAM reads and the files it includes (@include, include,
-    substack), as far as they are on the node (read_pam, as vsftpd and proftpd read
-    theirs)."""
+    substack), as far as they are on the node (common's one PAM reader)."""
     pam_dir = policy().config.pam_dir
     usepam = config.first("usepam")
     service_file = f"{pam_dir}/{service}"
