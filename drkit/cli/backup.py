@@ -22,6 +22,7 @@ from drkit.cli.base import (
     origin_for,
     storage_app,
 )
+from drkit.results import Result
 
 # --- init and storage -----------------------------------------------------------------------
 
@@ -75,7 +76,7 @@ def init(
     ] = False,
     config: ConfigOption = None,
     as_json: JsonOption = False,
-):
+) -> Result:
     """Write drkit.yaml, a repository password and signing key; prepare bucket and repository.
 
     An existing drkit.yaml is never replaced: the same settings change nothing, other ones are
@@ -121,7 +122,7 @@ def storage_init(
     ] = False,
     config: ConfigOption = None,
     as_json: JsonOption = False,
-):
+) -> Result:
     """Create or adopt the bucket: versioning on, object lock with default retention.
 
     A bucket that does not exist is made only with --create (a misspelled repository.bucket
@@ -134,7 +135,7 @@ def storage_init(
 @drkit_command(
     storage_app, "verify", examples=["drkit storage verify", "drkit storage verify --json"]
 )
-def storage_verify(config: ConfigOption = None, as_json: JsonOption = False):
+def storage_verify(config: ConfigOption = None, as_json: JsonOption = False) -> Result:
     """Report the bucket's posture; exit 1 when it drifted from the config."""
     from drkit.actions import storage
 
@@ -145,7 +146,9 @@ def storage_verify(config: ConfigOption = None, as_json: JsonOption = False):
 
 
 @drkit_command(app, examples=["drkit backup", "drkit backup --json --config /etc/drkit/drkit.yaml"])
-def backup(wait: WaitOption = None, config: ConfigOption = None, as_json: JsonOption = False):
+def backup(
+    wait: WaitOption = None, config: ConfigOption = None, as_json: JsonOption = False
+) -> Result:
     """Take one snapshot of the node now."""
     from drkit.actions import backup as backup_action
     from drkit.actions import status as status_action
@@ -167,7 +170,7 @@ def snapshots(
     all_nodes: Annotated[bool, typer.Option("--all", help="every node in the repository")] = False,
     from_copy: FromOption = None,
     as_json: JsonOption = False,
-):
+) -> Result:
     """List the node's snapshots, oldest first."""
     from drkit.actions import snapshots as snapshots_action
     from drkit.service.opening import Origin
@@ -181,7 +184,7 @@ def show(
     snapshot: Annotated[str, typer.Argument(help="id, latest or latest~N")] = "latest",
     config: ConfigOption = None,
     as_json: JsonOption = False,
-):
+) -> Result:
     """Show a snapshot's manifest: files by category, key fingerprints, certificate expiry."""
     from drkit.actions import snapshots as snapshots_action
 
@@ -210,6 +213,14 @@ def restore(
         bool, typer.Option("--force", help="replace or remove existing files")
     ] = False,
     smoke: Annotated[bool, typer.Option("--smoke", help="start the server and log in")] = False,
+    restore_databases: Annotated[
+        bool,
+        typer.Option(
+            "--restore-databases",
+            help="load the snapshot's database dumps into the target's database server "
+            "(default: leave them in /var/lib/drkit/restored/databases with the command)",
+        ),
+    ] = False,
     at: Annotated[str | None, typer.Option(help="newest snapshot at or before (UTC)")] = None,
     trust_key: TrustOption = None,
     trust_snapshot_signer: Annotated[
@@ -231,13 +242,14 @@ def restore(
     from_copy: FromOption = None,
     config: ConfigOption = None,
     as_json: JsonOption = False,
-):
+) -> Result:
     """Rebuild the node from a verified snapshot, then check it."""
     from drkit.actions import restore as restore_action
     from drkit.service import context
+    from drkit.service.opening import Origin
 
     if s3_endpoint:
-        origin = restore_action.Origin.bare_metal(
+        origin = Origin.bare_metal(
             node=node,
             s3_endpoint=s3_endpoint,
             bucket=bucket,
@@ -251,7 +263,7 @@ def restore(
         )
     else:
         loaded = config_at(config).from_copy(from_copy)
-        origin = restore_action.Origin.from_config(
+        origin = Origin.from_config(
             loaded, trust_key, trust_snapshot_signer=trust_snapshot_signer, smoke_user=smoke_user
         )
     with output.steps(as_json, "restore") as on_step:
@@ -265,6 +277,7 @@ def restore(
             smoke=smoke,
             on_step=on_step,
             allow_rollback=allow_rollback,
+            restore_databases=restore_databases,
         )
 
 
@@ -276,11 +289,12 @@ def check(
     trust_key: TrustOption = None,
     config: ConfigOption = None,
     as_json: JsonOption = False,
-):
+) -> Result:
     """Check a node in place against its latest snapshot; restore nothing."""
     from drkit.actions import restore as restore_action
+    from drkit.service.opening import Origin
 
-    origin = restore_action.Origin.from_config(config_at(config), trust_key)
+    origin = Origin.from_config(config_at(config), trust_key)
     return restore_action.check(
         origin, target=target or origin.root, snapshot=snapshot, smoke=smoke
     )

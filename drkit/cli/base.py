@@ -9,11 +9,20 @@ import functools
 import itertools
 import os
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 import typer.core
+
+if TYPE_CHECKING:  # Typer's Click, vendored since Typer 0.29
+    from typer._click import ClickException, Parameter
+    from typer._click import Context as ClickContext
+
+    from drkit.config import Config
+    from drkit.results import Result
+    from drkit.service.opening import Origin
 
 from drkit import errors, output, timing
 
@@ -26,11 +35,11 @@ EPILOG = "Exit status:\n\n" + "\n".join(
 _TYPE_NAMES = {"str": "TEXT", "path": "PATH", "int": "INTEGER", "float": "NUMBER"}
 
 
-def _plain_metavars(params: list, ctx) -> list:
+def _plain_metavars(params: list[Parameter], ctx: ClickContext) -> list[Parameter]:
     """Give options a metavar people read (TEXT, PATH, INTEGER; none for a flag) instead of
     Typer's Python placeholders (<bool>, <list[str]>)."""
     for param in params:
-        if param.param_type_name != "option" or param.metavar is not None:
+        if not isinstance(param, typer.core.TyperOption) or param.metavar is not None:
             continue
         if param.is_flag or param.count:
             param.metavar = ""
@@ -48,7 +57,7 @@ def _json_asked(argv: list[str]) -> bool:
 class DrkitCommand(typer.core.TyperCommand):
     """A drkit command: its help shows plain metavars."""
 
-    def get_params(self, ctx):
+    def get_params(self, ctx: ClickContext) -> list[Parameter]:
         return _plain_metavars(super().get_params(ctx), ctx)
 
 
@@ -57,18 +66,28 @@ class DrkitGroup(typer.core.TyperGroup):
     or option, missing argument, bad value) is one `drkit: error:` line and the usage hint, or
     with --json the error document on stdout; exit 2."""
 
-    def get_params(self, ctx):
+    def get_params(self, ctx: ClickContext) -> list[Parameter]:
         return _plain_metavars(super().get_params(ctx), ctx)
 
-    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        windows_expand_args: bool = True,
+        **extra: Any,  # Click's own pass-through
+    ) -> Any:  # Click's own: a command's return value, or an exit
         if not standalone_mode:
-            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+            return super().main(
+                args, prog_name, complete_var, standalone_mode, windows_expand_args, **extra
+            )
         argv = sys.argv[1:] if args is None else list(args)
         options = list(itertools.takewhile(lambda arg: arg.startswith("-"), argv))
         if "--version" in options and "--json" in options:
             sys.exit(_version_document())
         try:
-            code = super().main(argv, prog_name, complete_var, standalone_mode=False, **extra)
+            code = super().main(argv, prog_name, complete_var, False, windows_expand_args, **extra)
         except click_errors.NoArgsIsHelpError as shown:
             shown.show()
             code = shown.exit_code
@@ -79,7 +98,7 @@ class DrkitGroup(typer.core.TyperGroup):
         sys.exit(code if isinstance(code, int) else 0)
 
 
-def _usage_error(error, as_json: bool) -> int:
+def _usage_error(error: ClickException, as_json: bool) -> int:
     """Report a Click error as drkit reports every error; return its exit code (2)."""
     usage = errors.UsageError(" ".join(error.format_message().split()))
     code = output.fail(usage, as_json)
@@ -178,7 +197,9 @@ def main_options(
         os.environ["DRKIT_PROFILE"] = "1"
 
 
-def drkit_command(group: typer.Typer, name: str | None = None, *, examples: list[str]):
+def drkit_command(
+    group: typer.Typer, name: str | None = None, *, examples: list[str]
+) -> Callable[[Callable[..., Result]], Callable[..., None]]:
     """Register a function as a command of group, its examples the help's epilog.
 
     The function's parameters are the command's arguments and options (`as_json` among them)
@@ -187,33 +208,39 @@ def drkit_command(group: typer.Typer, name: str | None = None, *, examples: list
     with the result's code.
     """
 
-    def register(function):
+    def register(function: Callable[..., Result]) -> Callable[..., None]:
         @functools.wraps(function)
-        def command(**options) -> None:
-            code = output.run_command(lambda: function(**options), options["as_json"])
+        def command(**options: object) -> None:
+            code = output.run_command(lambda: function(**options), options["as_json"] is True)
             if timing.enabled():
                 timing.print_report()
             raise typer.Exit(code)
 
-        return group.command(name, cls=DrkitCommand, epilog=_examples(*examples))(command)
+        registered: Callable[..., None] = group.command(
+            name, cls=DrkitCommand, epilog=_examples(*examples)
+        )(command)
+        return registered
 
     return register
 
 
-def config_at(path: Path | None):
+def config_at(path: Path | None) -> Config:
+    """Return the config found at path, else where drkit looks for it."""
     from drkit.config import load_config
 
     return load_config(path)[0]
 
 
 def trust_keys(values: list[str] | None) -> list[str]:
+    """Return the --trust-key fingerprints, each checked."""
     from drkit.service import context
 
     return context.trust_keys(values)
 
 
-def origin_for(config_path: Path | None, trust: list[str] | None):
-    from drkit.actions.restore import Origin
+def origin_for(config_path: Path | None, trust: list[str] | None) -> Origin:
+    """Return where snapshots are read from, as the config at config_path says."""
+    from drkit.service.opening import Origin
 
     return Origin.from_config(config_at(config_path), trust)
 

@@ -20,6 +20,7 @@ from drkit.cli.base import (
     drkit_command,
     trust_keys,
 )
+from drkit.results import Result
 
 # --- what clients see: identity proof and failover rehearsal ---------------------------------
 
@@ -51,7 +52,7 @@ def identity_check(
     node: Annotated[str | None, typer.Option(help="the node whose snapshot is the truth")] = None,
     config: ConfigOption = None,
     as_json: JsonOption = False,
-):
+) -> Result:
     """Compare the host keys and certificates each address serves with the signed snapshot."""
     from drkit.actions import identity
 
@@ -74,7 +75,7 @@ def failover_rehearse(
     protocol: ProtocolOption = None,
     config: ConfigOption = None,
     as_json: JsonOption = False,
-):
+) -> Result:
     """Stop the active, time a pinned login and file round trip through --via, start it again."""
     from drkit.actions import identity
 
@@ -103,7 +104,7 @@ def discover(
     root: Annotated[Path, typer.Option(help="where the node's filesystem is")] = Path("/"),
     smoke_user: Annotated[str | None, typer.Option(help="account for smoke logins")] = None,
     as_json: JsonOption = False,
-):
+) -> Result:
     """Find the transfer servers on a root, the files each would back up, and a config."""
     from drkit.actions import discover as discover_action
 
@@ -118,7 +119,7 @@ def standby_sync(
     allow_rollback: RollbackOption = False,
     config: ConfigOption = None,
     as_json: JsonOption = False,
-):
+) -> Result:
     """Apply the source node's newest snapshot here, keeping standby.local; roll back on a
     failed check."""
     from drkit.actions import standby
@@ -141,7 +142,7 @@ def standby_sync(
 
 
 @drkit_command(standby_app, "status", examples=["drkit standby status --json"])
-def standby_status(config: ConfigOption = None, as_json: JsonOption = False):
+def standby_status(config: ConfigOption = None, as_json: JsonOption = False) -> Result:
     """Show the source node, the snapshot applied, when, and the lag; exit 1 beyond the RPO."""
     from drkit.actions import standby
 
@@ -149,7 +150,7 @@ def standby_status(config: ConfigOption = None, as_json: JsonOption = False):
 
 
 @drkit_command(standby_app, "promote", examples=["drkit standby promote"])
-def standby_promote(config: ConfigOption = None, as_json: JsonOption = False):
+def standby_promote(config: ConfigOption = None, as_json: JsonOption = False) -> Result:
     """Stop following the source: this node now backs itself up."""
     from drkit.actions import standby
     from drkit.config import load_config
@@ -164,7 +165,7 @@ def fleet_drift(
     trust_key: TrustOption = None,
     config: ConfigOption = None,
     as_json: JsonOption = False,
-):
+) -> Result:
     """Compare the newest snapshot of every node of the group; exit 1 on drift."""
     from drkit.actions import fleet
 
@@ -195,7 +196,7 @@ def keys_escrow(
     out: Annotated[Path, typer.Option(help="directory for the encrypted shares")] = Path("."),
     config: ConfigOption = None,
     as_json: JsonOption = False,
-):
+) -> Result:
     """Split the repository password into SLIP-39 shares, one per holder, each age-encrypted."""
     from drkit.actions import keys as keys_action
 
@@ -206,7 +207,7 @@ def keys_escrow(
 def keys_holder(
     identity: Annotated[Path, typer.Option(help="where to write the new age identity (0600)")],
     as_json: JsonOption = False,
-):
+) -> Result:
     """Create an age key pair for an escrow holder; print the recipient to escrow to."""
     from drkit.actions import keys as keys_action
 
@@ -222,7 +223,7 @@ def keys_reveal(
     share: Annotated[Path, typer.Option(help="the holder's .age share")],
     identity: Annotated[list[Path], typer.Option(help="the holder's age identity file")],
     as_json: JsonOption = False,
-):
+) -> Result:
     """Decrypt a holder's share and print its words, to be written on paper."""
     from drkit.actions import keys as keys_action
 
@@ -248,7 +249,7 @@ def keys_recover(
         list[Path] | None, typer.Option(help="age identity file for .age shares (repeat)")
     ] = None,
     as_json: JsonOption = False,
-):
+) -> Result:
     """Rebuild the repository password from K shares (files, or typed one per line on stdin)."""
     import sys
 
@@ -259,7 +260,7 @@ def keys_recover(
 
 
 @drkit_command(keys_app, "rotate", examples=["drkit keys rotate"])
-def keys_rotate(config: ConfigOption = None, as_json: JsonOption = False):
+def keys_rotate(config: ConfigOption = None, as_json: JsonOption = False) -> Result:
     """Add a new restic key and signing key; retire the old ones without losing a snapshot."""
     from drkit.actions import keys as keys_action
     from drkit.config import load_config

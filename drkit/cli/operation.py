@@ -23,6 +23,7 @@ from drkit.cli.base import (
     origin_for,
     trust_keys,
 )
+from drkit.results import Result
 
 # --- scheduled operation: daemon, prune, verify, status ------------------------------------
 
@@ -40,7 +41,7 @@ def daemon(
     ] = 60.0,
     config: ConfigOption = None,
     as_json: JsonOption = False,
-):
+) -> Result:
     """Run the scheduled backup, prune, verify and drill jobs until SIGTERM; exit 0 once stopped."""
     from drkit import daemon as daemon_module
 
@@ -62,7 +63,7 @@ def prune(
     wait: WaitOption = None,
     config: ConfigOption = None,
     as_json: JsonOption = False,
-):
+) -> Result:
     """Apply the retention rules to this node's snapshots and free unused data."""
     from drkit.actions import prune as prune_action
     from drkit.actions import status as status_action
@@ -86,7 +87,7 @@ def verify(
     wait: WaitOption = None,
     config: ConfigOption = None,
     as_json: JsonOption = False,
-):
+) -> Result:
     """Check the repository, every snapshot's signature, and a sample against the live node."""
     from drkit.actions import status as status_action
     from drkit.actions import verify as verify_action
@@ -109,7 +110,7 @@ def status(
     ),
     config: ConfigOption = None,
     as_json: JsonOption = False,
-):
+) -> Result:
     """Show whether this node (or every node) is within its RPO; exit 1 when one is not."""
     from drkit.actions import status as status_action
 
@@ -132,7 +133,7 @@ def drill(
     from_copy: FromOption = None,
     config: ConfigOption = None,
     as_json: JsonOption = False,
-):
+) -> Result:
     """Rebuild the node in a sandbox, log in for real, measure RTO and RPO; write reports.
 
     Exit 1 when a check fails or an objective is missed.
@@ -173,7 +174,7 @@ def report(
     ] = None,
     config: ConfigOption = None,
     as_json: JsonOption = False,
-):
+) -> Result:
     """List the drill reports in the bucket, oldest first; --open shows the latest page.
 
     --fleet writes one self-contained HTML page (and its JSON beside it) from the bucket
@@ -193,7 +194,7 @@ def diff(
     trust_key: TrustOption = None,
     config: ConfigOption = None,
     as_json: JsonOption = False,
-):
+) -> Result:
     """Show what changed between two snapshots: files by category, config diffs, keys, certs."""
     from drkit.actions import diff as diff_action
 
@@ -219,7 +220,7 @@ def history(
     ] = None,
     config: ConfigOption = None,
     as_json: JsonOption = False,
-):
+) -> Result:
     """List the node's security events (keys added, host keys replaced, logins weakened, ...)."""
     from drkit.actions import history as history_action
     from drkit.service import context
@@ -238,7 +239,7 @@ def copy(
     name: Annotated[str | None, typer.Option(help="only this copy (repository.copies)")] = None,
     config: ConfigOption = None,
     as_json: JsonOption = False,
-):
+) -> Result:
     """Copy the node's snapshots and signed catalog to its further repositories (3-2-1)."""
     from drkit.actions import copy as copy_action
     from drkit.actions import status as status_action
