@@ -35,7 +35,9 @@ class DrkitError(Exception):
     exit_code = 2
     kind = "error"
 
-    def __init_subclass__(cls, exit_code: int | None = None, kind: str | None = None, **kwargs):
+    def __init_subclass__(
+        cls, exit_code: int | None = None, kind: str | None = None, **kwargs: object
+    ) -> None:
         super().__init_subclass__(**kwargs)
         if exit_code is not None:
             if exit_code not in EXIT_CODES:

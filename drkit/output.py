@@ -10,13 +10,18 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pythonjsonlogger.json
 
 from drkit import errors, units
 from drkit.engines.resticjson import BackupStatus
 from drkit.paths import shown
+
+if TYPE_CHECKING:  # rich is imported when a progress line is shown, not for every command
+    from rich import progress
+    from rich.console import Console, RenderableType
+    from rich.progress import ProgressColumn, Task, TaskID
 
 log = logging.getLogger("drkit")
 
@@ -98,7 +103,7 @@ def setup_json_logging(node: str, verbose: int = 0) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def error_document(error: errors.DrkitError) -> dict:
+def error_document(error: errors.DrkitError) -> dict[str, object]:
     """Return the JSON shape of a failure to do the job."""
     return {
         "ok": False,
@@ -106,16 +111,16 @@ def error_document(error: errors.DrkitError) -> dict:
     }
 
 
-def print_json(document: Any) -> None:
+def print_json(document: object) -> None:
     """Print one JSON document on stdout."""
     sys.stdout.write(json.dumps(document, indent=2, default=str) + "\n")
     sys.stdout.flush()
 
 
 def run_command(
-    job: Callable[[], Any],
+    job: Callable[[], object],
     as_json: bool,
-    render: Callable[[Any], None] | None = None,
+    render: Callable[[object], None] | None = None,
 ) -> int:
     """Run one action and render its result (drkit.render.render unless given); return the
     exit code.
@@ -146,7 +151,7 @@ def run_command(
     return 0 if ok else 1
 
 
-def _default_render() -> Callable[[Any], None]:
+def _default_render() -> Callable[[object], None]:
     from drkit.render import render
 
     return render
@@ -162,12 +167,12 @@ def fail(error: errors.DrkitError, as_json: bool) -> int:
     return error.exit_code
 
 
-def _when_sized(column):
+def _when_sized(column: ProgressColumn) -> ProgressColumn:
     """Return a rich progress column that shows column only once its task has a total."""
     from rich.progress import ProgressColumn
 
     class WhenSized(ProgressColumn):
-        def render(self, task):
+        def render(self, task: Task) -> RenderableType:
             return column.render(task) if task.total else ""
 
     return WhenSized()
@@ -182,9 +187,12 @@ class Progress:
     --json document on stdout is never touched (with --json drkit shows nothing: `quiet`).
     """
 
-    def __init__(self, title: str, console=None, quiet: bool = False):
-        self.title, self.quiet, self.done = title, quiet, []
-        self.console, self.live, self.task = console, None, None
+    def __init__(self, title: str, console: Console | None = None, quiet: bool = False):
+        self.title, self.quiet = title, quiet
+        self.done: list[str] = []
+        self.console = console
+        self.live: progress.Progress | None = None
+        self.task: TaskID | None = None
 
     def __enter__(self) -> Progress:
         if self.quiet:
@@ -223,13 +231,14 @@ class Progress:
             return
         self._finish_step()
         self.done.append(text)
-        self.live.remove_task(self.task)  # a fresh task: no bytes until restic reports some
+        if self.task is not None:
+            self.live.remove_task(self.task)  # a fresh task: no bytes until restic reports some
         self.task = self.live.add_task(f"{self.title}: {text}", total=None, left="")
 
     def status(self, message: BackupStatus) -> None:
         """Move the bar by one of restic's --json status lines (bytes_done of total_bytes,
         seconds_remaining)."""
-        if self.live is not None and message.total_bytes:
+        if self.live is not None and self.task is not None and message.total_bytes:
             left = message.seconds_remaining
             self.live.update(
                 self.task,
@@ -240,10 +249,10 @@ class Progress:
             )
 
     def _finish_step(self) -> None:
-        if self.done:
+        if self.done and self.live is not None:
             self.live.console.print(f"[green]✓[/green] {self.done[-1]}")
 
-    def __exit__(self, *exc_info) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         if self.live is not None:
             if exc_info[0] is None:
                 self._finish_step()

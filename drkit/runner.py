@@ -13,6 +13,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -26,7 +27,7 @@ STOP_CHECK_SECONDS = 5.0
 _PR_SET_PDEATHSIG = 1
 
 
-def _parent_death_signal():
+def _parent_death_signal() -> Callable[[int], Callable[[], None]] | None:
     """Return a factory of preexec functions that make a child die with drkit (Linux), or None.
 
     Children run in their own session (so a timeout can stop the whole group), which also
@@ -44,7 +45,7 @@ def _parent_death_signal():
         return None
     prctl.restype = ctypes.c_int
 
-    def dies_with(parent: int):
+    def dies_with(parent: int) -> Callable[[], None]:
         def preexec() -> None:
             prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
             if os.getppid() != parent:
@@ -58,7 +59,7 @@ def _parent_death_signal():
 _DIES_WITH = _parent_death_signal()
 
 
-def _preexec():
+def _preexec() -> Callable[[], None] | None:
     """Return the preexec function for a child of this process (None off Linux)."""
     return _DIES_WITH(os.getpid()) if _DIES_WITH else None
 
@@ -103,7 +104,7 @@ def _merged_env(env: Mapping[str, str] | None) -> dict[str, str]:
     return merged
 
 
-def _stop_group(process: subprocess.Popen, grace: float = TERMINATE_GRACE_SECONDS) -> None:
+def _stop_group(process: subprocess.Popen[Any], grace: float = TERMINATE_GRACE_SECONDS) -> None:
     """Send SIGTERM to the process group, then SIGKILL once `grace` seconds have passed."""
     for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
         if process.poll() is not None:
@@ -114,7 +115,13 @@ def _stop_group(process: subprocess.Popen, grace: float = TERMINATE_GRACE_SECOND
             process.wait(timeout=wait)
 
 
-def _spawn(argv, env, cwd, stdin=subprocess.DEVNULL, text: bool = True) -> subprocess.Popen:
+def _spawn(
+    argv: list[str],
+    env: Mapping[str, str] | None,
+    cwd: Path | str | None,
+    stdin: int = subprocess.DEVNULL,
+    text: bool = True,
+) -> subprocess.Popen[Any]:
     log.debug("run: %s", _describe(argv, env))
     try:
         return subprocess.Popen(
@@ -136,22 +143,26 @@ def _spawn(argv, env, cwd, stdin=subprocess.DEVNULL, text: bool = True) -> subpr
 
 
 def _watch(
-    process: subprocess.Popen, stop_when: Callable[[], str | None] | None, finished: threading.Event
+    process: subprocess.Popen[Any],
+    stop_when: Callable[[], str | None] | None,
+    finished: threading.Event,
 ) -> list[str]:
     """Call stop_when every STOP_CHECK_SECONDS until finished is set; once it gives a reason,
     stop the process group. Return the list that receives the reason."""
     reasons: list[str] = []
+    if stop_when is None:
+        return reasons
+    check = stop_when
 
     def watch() -> None:
         while not finished.wait(STOP_CHECK_SECONDS):
-            reason = stop_when()
+            reason = check()
             if reason and not finished.is_set():
                 reasons.append(reason)
                 _stop_group(process)
                 return
 
-    if stop_when is not None:
-        threading.Thread(target=watch, daemon=True).start()
+    threading.Thread(target=watch, daemon=True).start()
     return reasons
 
 
@@ -208,8 +219,10 @@ def run_lines(
     returns a reason the command is stopped (SIGTERM to its group) and Stopped(reason) raised.
     """
     process = _spawn(argv, env, cwd)
+    stdout, stderr = process.stdout, process.stderr
+    assert stdout is not None and stderr is not None  # both are pipes
     tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES * 4)
-    reader = threading.Thread(target=lambda: tail.extend(process.stderr), daemon=True)
+    reader = threading.Thread(target=lambda: tail.extend(stderr), daemon=True)
     reader.start()
     deadline = time.monotonic() + timeout
     timer = threading.Timer(timeout, _stop_group, args=(process,))
@@ -218,7 +231,7 @@ def run_lines(
     finished = threading.Event()
     reasons = _watch(process, stop_when, finished)
     try:
-        for line in process.stdout:
+        for line in stdout:
             on_line(line.rstrip("\n"))
         process.wait()
     except KeyboardInterrupt:
@@ -242,7 +255,7 @@ def run_lines(
 class Service:
     """A long-running process (a server under test or smoke) and how to stop it."""
 
-    process: subprocess.Popen
+    process: subprocess.Popen[bytes]
     log_path: Path
 
     def alive(self) -> bool:
@@ -293,9 +306,16 @@ def start_service(
 
 
 @contextlib.contextmanager
-def service(argv: list[str], log_path: Path, **kwargs) -> Iterator[Service]:
+def service(
+    argv: list[str],
+    log_path: Path,
+    *,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | str | None = None,
+    stdin_to_log: bool = False,
+) -> Iterator[Service]:
     """Run argv as a Service for the duration of the block, stopping it on the way out."""
-    started = start_service(argv, log_path, **kwargs)
+    started = start_service(argv, log_path, env=env, cwd=cwd, stdin_to_log=stdin_to_log)
     try:
         yield started
     finally:

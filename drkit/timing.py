@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypedDict
 
 
 def utc_now() -> datetime:
@@ -45,7 +46,7 @@ def phase(name: str) -> Iterator[None]:
         _phases.append((name, time.perf_counter() - start))
 
 
-_current: list = []
+_current: list[tuple[str, float]] = []
 
 
 def mark(name: str) -> None:
@@ -61,7 +62,14 @@ def end_mark() -> None:
         _phases.append((name, time.perf_counter() - start))
 
 
-def phases() -> list[dict]:
+class Phase(TypedDict):
+    """One phase's total: its name and seconds."""
+
+    phase: str
+    seconds: float
+
+
+def phases() -> list[Phase]:
     """Return the recorded phases, summed by name, in first-seen order."""
     end_mark()
     totals: dict[str, float] = {}
