@@ -107,7 +107,7 @@ class Inventory:
     databases: list[Database] = field(default_factory=list)
     # What a profile read from the node's own programs at backup ({profile: {name: value}},
     # e.g. a compiled-in default), for a restore onto a host whose programs differ.
-    facts: dict[str, dict] = field(default_factory=dict)
+    facts: dict[str, dict[str, object]] = field(default_factory=dict)
 
     def merge(self, other: Inventory) -> None:
         """Add other's findings to this inventory, keeping the first category of a path."""
@@ -181,7 +181,7 @@ class CertificateRecord(Record):
     not_after: str
     fingerprint: str
     key_fingerprint: str
-    key_path: str | None
+    key_path: str | None = None
 
 
 @dataclass(frozen=True)
@@ -373,7 +373,7 @@ class KeyInfo:
     public_line: str
     private: bool
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, str]:
         return {"type": self.type, "fingerprint": self.fingerprint, "public_line": self.public_line}
 
 
@@ -387,7 +387,7 @@ class CertInfo:
     fingerprint: str
     key_fingerprint: str
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, str]:
         return {
             "subject": self.subject,
             "issuer": self.issuer,
