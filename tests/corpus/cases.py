@@ -21,6 +21,7 @@ import os
 import re
 import shutil
 import socket
+import sqlite3
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -117,6 +118,7 @@ class File:
     content: str = ""
     mode: str = "0644"
     owner: str = "root"
+    sqlite: str = ""  # SQL statements: the file is the SQLite database they build
 
 
 @dataclass(frozen=True)
@@ -486,7 +488,12 @@ def materialise(
     for f in case.generate.files:
         path = root / f.path.lstrip("/")
         _mkparent(path)
-        path.write_text(f.content)
+        if f.sqlite:
+            database = sqlite3.connect(path)
+            database.executescript(f.sqlite)
+            database.close()
+        else:
+            path.write_text(f.content)
         path.chmod(int(f.mode, 8))
         _chown(path, f.owner, case)
 
