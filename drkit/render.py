@@ -10,13 +10,21 @@ from __future__ import annotations
 import contextlib
 import sys
 from collections import Counter
+from collections.abc import Mapping, Sequence
 from functools import singledispatch
-from typing import Any
+from typing import TYPE_CHECKING, TypeVar
+
+from pydantic import MISSING
 
 from drkit import results as r
 from drkit import units
 from drkit.model import Check
 from drkit.paths import shown
+
+if TYPE_CHECKING:  # rich is imported when something is printed, not for every command
+    from rich.console import Console
+
+_T = TypeVar("_T")
 
 STATUS_STYLE = {
     "pass": "[green]pass[/green]",
@@ -25,7 +33,7 @@ STATUS_STYLE = {
 }
 
 
-def console():
+def console() -> Console:
     """Return a rich console on stdout."""
     from rich.console import Console
 
@@ -33,7 +41,9 @@ def console():
     return Console(highlight=False, width=wide)
 
 
-def table(title: str, columns: list[str], rows: list[list[Any]], out: Any = None) -> None:
+def table(
+    title: str, columns: list[str], rows: Sequence[Sequence[object]], out: Console | None = None
+) -> None:
     """Print a rich table (on out, a rich console, when given)."""
     from rich.table import Table
 
@@ -50,7 +60,7 @@ def _check_line(check: Check) -> str:
 
 
 @singledispatch
-def render(result: Any) -> None:
+def render(result: object) -> None:
     """Print a command's result for people; a type without a renderer is printed as it is."""
     console().print(result)
 
@@ -69,7 +79,12 @@ def _init(result: r.InitResult) -> None:
     out.print("[green]ready[/green]: run `drkit backup`")
 
 
-def _posture(out, result, problem_word: str, verdict: str) -> None:
+def _posture(
+    out: Console,
+    result: r.StorageInitResult | r.StorageVerifyResult | r.CopyBucket,
+    problem_word: str,
+    verdict: str,
+) -> None:
     """Print a bucket's versioning, object lock, problems and verdict."""
     out.print(f"versioning   {result.versioning or 'unknown'}")
     out.print(f"object lock  {_object_lock(result.object_lock)}")
@@ -80,7 +95,7 @@ def _posture(out, result, problem_word: str, verdict: str) -> None:
     out.print("[green]OK[/green]" if result.ok else f"[red]{verdict}[/red]")
 
 
-def _object_lock(lock: dict | None) -> str:
+def _object_lock(lock: Mapping[str, object] | None) -> str:
     """Return a bucket's object lock in words: 'on, GOVERNANCE, 30 days default retention'."""
     if not lock or not lock.get("enabled"):
         return "off"
@@ -90,7 +105,7 @@ def _object_lock(lock: dict | None) -> str:
     return f"on, {lock.get('mode')}, {period} default retention"
 
 
-def _lifecycle(rule: dict) -> str:
+def _lifecycle(rule: Mapping[str, object]) -> str:
     """Return drkit's lifecycle rule in words."""
     return (
         f"rule {rule.get('id')} ({rule.get('status')}): noncurrent versions expire after "
@@ -205,7 +220,9 @@ def render_checks(result: r.ChecksResult) -> None:
     _checks_and_verdict(console(), result.checks, result.ok, result.snapshot_id, result.node)
 
 
-def _checks_and_verdict(out, found: list[Check], ok: bool, snapshot_id: str, node: str) -> None:
+def _checks_and_verdict(
+    out: Console, found: list[Check], ok: bool, snapshot_id: str, node: str
+) -> None:
     for check in found:
         out.print(_check_line(check))
     verdict = "[green]OK[/green]" if ok else "[red]FAILED[/red]"
@@ -288,7 +305,7 @@ def _diff(result: r.DiffResult) -> None:
         _diff_body(result, out)
 
 
-def _diff_body(result: r.DiffResult, out: Any) -> None:
+def _diff_body(result: r.DiffResult, out: Console) -> None:
     from rich.markup import escape
 
     out.print(
@@ -465,9 +482,9 @@ def _discover(result: r.DiscoverResult) -> None:
     out.print(result.proposed_config, markup=False)
 
 
-def _given(value: Any) -> Any:
+def _given(value: _T | MISSING) -> _T | None:
     """Return a MISSING field as None (the renderer treats absent and null alike)."""
-    return None if value is r.MISSING else value
+    return None if value is MISSING else value
 
 
 @render.register
