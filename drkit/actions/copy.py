@@ -14,10 +14,12 @@ import json
 import logging
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 
 from drkit import errors
 from drkit.config import Config, Repository
 from drkit.engines import manifest
+from drkit.engines.restic import Restic
 from drkit.engines.storage import Storage
 from drkit.model import utc_text
 from drkit.results import CopyResult, CopyState
@@ -27,12 +29,12 @@ log = logging.getLogger(__name__)
 ALWAYS_COPIED = ("head.json", "key.json")  # rewritten in place on the primary: copied each run
 
 
-def state_path(config: Config):
+def state_path(config: Config) -> Path:
     """Return where this node records its copies' progress."""
     return config.state_dir / "copies" / f"{config.node}.json"
 
 
-def _recorded(config: Config) -> dict:
+def _recorded(config: Config) -> dict[str, object]:
     try:
         document = json.loads(state_path(config).read_text())
         return document if isinstance(document, dict) else {}
@@ -58,7 +60,7 @@ def run(config: Config, name: str | None = None) -> CopyResult:
     return CopyResult(ok=True, node=config.node, copies=states)
 
 
-def _copy_one(config: Config, target: Repository, source, ids: list[str]) -> CopyState:
+def _copy_one(config: Config, target: Repository, source: Restic, ids: list[str]) -> CopyState:
     name = next(c.name for c in config.repository.copies if c.bucket == target.bucket)
     started = time.monotonic()
     context.probe_storage(target)

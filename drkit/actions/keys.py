@@ -21,6 +21,7 @@ from pathlib import Path
 from drkit import errors, results
 from drkit.config import Config, load_config, trust_fingerprints
 from drkit.engines import catalog, durable, escrow, keys
+from drkit.engines.restic import Restic
 from drkit.model import utc_text
 from drkit.service import context
 
@@ -148,7 +149,7 @@ def _rewrap_catalog_key(config: Config, opener: Path, passwords: list[Path]) -> 
         storage.put_bytes(name, catalog.wrap_key(key, passwords, config.node), "application/json")
 
 
-def _finish_removal(config: Config, restic, journal: Path) -> None:
+def _finish_removal(config: Config, restic: Restic, journal: Path) -> None:
     """Remove the old restic keys a rotation killed after its new password took over left
     valid (named by its journal, written just before the password file is replaced); a key
     the password file still opens is the current one and stays."""

@@ -21,19 +21,19 @@ from drkit.config import Config
 from drkit.engines import keys
 from drkit.engines.resticjson import SnapshotRecord
 from drkit.model import parse_utc, utc_text
-from drkit.results import PruneResult
+from drkit.results import KeptSnapshot, PruneResult, RemovedSnapshot
 from drkit.service import context, locks
 
 log = logging.getLogger(__name__)
 
 
-def _brief(snapshot: SnapshotRecord) -> dict:
-    return {
-        "id": snapshot.id,
-        "short_id": snapshot.short,
-        "time": utc_text(parse_utc(snapshot.time)),
-        "tags": snapshot.tags,
-    }
+def _brief(snapshot: SnapshotRecord) -> RemovedSnapshot:
+    return RemovedSnapshot(
+        id=snapshot.id,
+        short_id=snapshot.short,
+        time=utc_text(parse_utc(snapshot.time)),
+        tags=snapshot.tags,
+    )
 
 
 def _rules(matches: list[str]) -> list[str]:
@@ -57,15 +57,17 @@ def run(config: Config, dry_run: bool = False, lock_wait: float | None = None) -
     with context.node_lock(config, lock_wait):
         stale = locks.clear_stale(restic)
         groups = restic.forget(host=config.node, tags=["drkit"], keep=keep_rules, dry_run=dry_run)
-        kept, removed = [], []
+        kept: list[KeptSnapshot] = []
+        removed: list[RemovedSnapshot] = []
         for group in groups:
             reasons = {reason.snapshot.id: reason.matches for reason in group.reasons}
             for snapshot in group.keep:
                 matches = reasons.get(snapshot.id, [])
-                kept.append({**_brief(snapshot), "reasons": matches, "rules": _rules(matches)})
+                brief = _brief(snapshot).model_dump()
+                kept.append(KeptSnapshot(**brief, reasons=matches, rules=_rules(matches)))
             removed += [_brief(snapshot) for snapshot in group.remove]
-        kept.sort(key=lambda item: item["time"])
-        removed.sort(key=lambda item: item["time"])
+        kept.sort(key=lambda item: item.time)
+        removed.sort(key=lambda item: item.time)
         verb = "would remove" if dry_run else "removed"
         log.info("node %s: %s %d snapshot(s), kept %d", config.node, verb, len(removed), len(kept))
         pruned = False
@@ -91,7 +93,9 @@ def run(config: Config, dry_run: bool = False, lock_wait: float | None = None) -
     )
 
 
-def _write_record(config: Config, removed: list[dict], kept: list[dict]) -> str | None:
+def _write_record(
+    config: Config, removed: list[RemovedSnapshot], kept: list[KeptSnapshot]
+) -> str | None:
     """Store a signed record of what this prune removed; return its key (None if S3 refused)."""
     from drkit import errors
     from drkit.engines.storage import Storage
@@ -102,8 +106,8 @@ def _write_record(config: Config, removed: list[dict], kept: list[dict]) -> str 
         "node": config.node,
         "time": utc_text(now),
         "keep_rules": config.retention.rules(),
-        "removed": [{"id": item["id"], "time": item["time"]} for item in removed],
-        "kept": [item["id"] for item in kept],
+        "removed": [{"id": item.id, "time": item.time} for item in removed],
+        "kept": [item.id for item in kept],
     }
     text = json.dumps(record, sort_keys=True)
     key = f"records/{config.node}/prune-{now:%Y%m%dT%H%M%S%fZ}.json"

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from drkit.config import Config
 from drkit.results import CopyBucket, StorageInitResult, StorageVerifyResult
 from drkit.service import bucket
 
+if TYPE_CHECKING:
+    from drkit.engines.storage import Storage
+
 log = logging.getLogger(__name__)
 
 
-def _storage(config: Config):
+def _storage(config: Config) -> Storage:
     from drkit.engines.storage import Storage  # boto3 only for commands that talk to S3
 
     return Storage(config.repository)
