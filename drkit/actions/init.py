@@ -94,10 +94,10 @@ def parse_includes(items: list[str]) -> dict[str, list[str]]:
     return includes
 
 
-def parse_profile_options(items: list[str]) -> dict[str, dict]:
+def parse_profile_options(items: list[str]) -> dict[str, dict[str, object]]:
     """Given --profile-option values (SERVER.KEY=VALUE, the value read as a YAML scalar),
     return {server: {key: value}}; raise UsageError on one not of that shape."""
-    chosen: dict[str, dict] = {}
+    chosen: dict[str, dict[str, object]] = {}
     for item in items:
         name, _, text = item.partition("=")
         kind, _, key = name.partition(".")
@@ -119,13 +119,13 @@ def config_path_for(explicit: Path | None) -> Path:
         return Path("drkit.yaml")
 
 
-def settings_for(options: InitOptions, config_path: Path) -> dict:
+def settings_for(options: InitOptions, config_path: Path) -> dict[str, object]:
     """Given init's options and the config path, return the settings (drkit.yaml's shape);
     raise ConfigError for a state_dir under a world-writable directory."""
     node_settings.check_state_dir(options.state_dir)
     root = options.root.resolve()
     signing_key = options.signing_key or config_path.parent / "signing.key"
-    repository: dict = {
+    repository: dict[str, object] = {
         "s3_endpoint": options.s3_endpoint,
         "bucket": options.bucket,
         "prefix": options.prefix or options.node,
@@ -136,7 +136,7 @@ def settings_for(options: InitOptions, config_path: Path) -> dict:
     if options.ca_bundle:
         repository["ca_bundle"] = str(options.ca_bundle.resolve())
     servers = detection.resolve_servers(options.servers or ["openssh"], root)
-    settings: dict = {
+    settings: dict[str, object] = {
         "node": options.node,
         "servers": servers,
         "root": str(root),
@@ -160,6 +160,17 @@ def settings_for(options: InitOptions, config_path: Path) -> dict:
     return settings
 
 
+def _setting(settings: dict[str, object], *path: str) -> str:
+    """Return the text setting at path (keys into nested sections); raise ConfigError when it
+    is missing or not text."""
+    value: object = settings
+    for key in path:
+        value = value.get(key) if isinstance(value, dict) else None
+    if not isinstance(value, str):
+        raise errors.ConfigError(f"{'.'.join(path)} is missing from drkit init's settings")
+    return value
+
+
 def init(options: InitOptions) -> InitResult:
     """Given init's options, write the config, password and signing key, and prepare the
     bucket and repository (see run)."""
@@ -169,7 +180,10 @@ def init(options: InitOptions) -> InitResult:
 
 
 def run(
-    config_path: Path, settings: dict, named: set[str] | None = None, update: bool = False
+    config_path: Path,
+    settings: dict[str, object],
+    named: set[str] | None = None,
+    update: bool = False,
 ) -> InitResult:
     """Given the path to write, init's settings (drkit.yaml's shape), the options named on
     the command line (None: all) and --update, set the node up."""
@@ -183,8 +197,8 @@ def run(
         )  # fmt: skip
         if changes and not update:
             raise node_settings.refuse(config_path, changes)
-    password_file = Path(settings["repository"]["password_file"])
-    signing_key = Path(settings["signing_key"])
+    password_file = Path(_setting(settings, "repository", "password_file"))
+    signing_key = Path(_setting(settings, "signing_key"))
     if previous is not None and not os.path.lexists(signing_key):
         raise keys.missing_signing_key(signing_key)  # a new one would orphan the snapshots
     try:
@@ -195,7 +209,7 @@ def run(
     trusted = list(dict.fromkeys([*(previous.trusted_keys if previous else []), fingerprint]))
     config = validate_config({**settings, "trusted_keys": trusted}, "drkit init's settings")
     text = dump_config(config)
-    config_written = existing is None or bool(changes) or fingerprint not in previous.trusted_keys
+    config_written = previous is None or bool(changes) or fingerprint not in previous.trusted_keys
     if config_written:
         manifest.write_private(config_path, text.encode())
     bucket = buckets.prepare(config, create=True)  # --bucket named it
