@@ -16,13 +16,24 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from typing_extensions import TypedDict
+
 from drkit import errors, units
 from drkit.config import Config, parse_duration
 from drkit.engines import durable
+from drkit.engines.statusdoc import (
+    GoodBackup,
+    GoodDrill,
+    Objectives,
+    Outcome,
+    StatusDocument,
+    document_of,
+)
 from drkit.model import parse_utc_or_none, utc_text
 
 log = logging.getLogger(__name__)
@@ -32,34 +43,34 @@ JOBS = ("backup", "prune", "verify", "drill", "standby", "prove", "copy")
 CLOCK_SKEW_TOLERANCE_SECONDS = 300
 
 
-def objectives_of(config: Config) -> dict[str, int]:
-    """Return the node's objectives in seconds: {rpo_seconds, rto_seconds}."""
-    return {
-        "rpo_seconds": int(parse_duration(config.objectives.rpo).total_seconds()),
-        "rto_seconds": int(parse_duration(config.objectives.rto).total_seconds()),
-    }
+def objectives_of(config: Config) -> Objectives:
+    """Return the node's objectives in seconds."""
+    return Objectives(
+        rpo_seconds=int(parse_duration(config.objectives.rpo).total_seconds()),
+        rto_seconds=int(parse_duration(config.objectives.rto).total_seconds()),
+    )
 
 
-def empty(config: Config) -> dict[str, Any]:
+def empty(config: Config) -> StatusDocument:
     """Return the status document of a node that has done nothing yet."""
-    return {
-        "format": FORMAT,
-        "node": config.node,
-        "group": config.group,
-        "updated": None,
-        "objectives": objectives_of(config),
-        "last_backup": None,
-        "last_good_backup": None,
-        "last_prune": None,
-        "last_verify": None,
-        "last_drill": None,
-        "last_good_drill": None,
-        "prove": proving(config),
-        "last_proven": None,
-        "last_good_proof": None,
-        "last_success": {},
-        "snapshots": None,
-    }
+    return StatusDocument(
+        format=FORMAT,
+        node=config.node,
+        group=config.group,
+        updated=None,
+        objectives=objectives_of(config),
+        last_backup=None,
+        last_good_backup=None,
+        last_prune=None,
+        last_verify=None,
+        last_drill=None,
+        last_good_drill=None,
+        prove=proving(config),
+        last_proven=None,
+        last_good_proof=None,
+        last_success={},
+        snapshots=None,
+    )
 
 
 def proving(config: Config) -> str | None:
@@ -83,23 +94,26 @@ def bucket_key(node: str) -> str:
     return f"status/{node}.json"
 
 
-def load_local(config: Config) -> dict[str, Any] | None:
+def load_local(config: Config) -> StatusDocument | None:
     """Return the node's local status document, or None when there is none (or it is torn)."""
     try:
-        document = json.loads(local_path(config).read_text())
+        raw = json.loads(local_path(config).read_text())
     except (FileNotFoundError, json.JSONDecodeError):
         return None
     except OSError as exc:
         raise errors.LocalFilesystemError(f"{local_path(config)}: {exc.strerror}") from None
-    return document if isinstance(document, dict) else None
+    document = document_of(raw)
+    if document is None:
+        log.warning("%s is not a status document: ignored", local_path(config))
+    return document
 
 
-def _write_local(config: Config, document: dict) -> None:
+def _write_local(config: Config, document: StatusDocument) -> None:
     text = json.dumps(document, indent=2, sort_keys=True) + "\n"
     durable.write_atomic(local_path(config), text.encode(), 0o644, 0o755)
 
 
-def publish(config: Config, document: dict) -> bool:
+def publish(config: Config, document: StatusDocument) -> bool:
     """Copy the document to the bucket; return False (and log why) when S3 refuses or is down
     (the outage probe is asked first, so a down S3 costs one short probe, not retries)."""
     try:
@@ -117,7 +131,7 @@ def publish(config: Config, document: dict) -> bool:
 
 
 @contextlib.contextmanager
-def _status_lock(config: Config):
+def _status_lock(config: Config) -> Iterator[None]:
     from filelock import FileLock
 
     lock_dir = config.state_dir / "locks"
@@ -130,11 +144,11 @@ def _status_lock(config: Config):
 def record(
     config: Config,
     job: str,
-    outcome: dict[str, Any],
+    outcome: Outcome,
     *,
     snapshots: int | None = None,
     upload: bool = True,
-) -> dict[str, Any]:
+) -> StatusDocument:
     """Record one finished run of job in the node's status document; return the document.
 
     outcome: {time, ok, duration_seconds, error, ...job fields (snapshot_id, bytes_added,
@@ -153,39 +167,54 @@ def record(
         document["objectives"] = objectives_of(config)
         document["group"] = config.group
         document["prove"] = proving(config)
-        document[last_key(job)] = outcome
-        if outcome.get("ok"):
-            document.setdefault("last_success", {})[job] = outcome.get("time") or utc_text(now)
-            if job == "backup":
-                document["last_good_backup"] = {
-                    "time": outcome.get("time"),
-                    "snapshot_id": outcome.get("snapshot_id"),
-                }
-            elif job == "standby" and outcome.get("snapshot_time"):
-                # What a passive node serves: the source's snapshot it last applied.
-                document["last_good_standby"] = {
-                    "time": outcome["snapshot_time"],
-                    "snapshot_id": outcome.get("snapshot_id"),
-                    "source": outcome.get("source"),
-                }
-            elif job == "copy":  # each copy keeps its own last good copy
-                for copied in outcome.get("copies") or []:
-                    document.setdefault("copies", {})[copied["name"]] = copied["last_copy"]
-            elif job == "prove":
-                document["last_good_proof"] = {
-                    key: outcome.get(key) for key in ("time", "snapshot_id", "snapshot_time")
-                }
-            elif job == "drill":  # a failed drill later is recorded beside it, never instead
-                document["last_good_drill"] = {
-                    key: outcome.get(key)
-                    for key in ("time", "snapshot_id", "rto_seconds", "rpo_seconds")
-                }
+        document = _with_entry(document, last_key(job), outcome)
+        if outcome["ok"]:
+            document.setdefault("last_success", {})[job] = outcome["time"] or utc_text(now)
+            _record_good(document, job, outcome)
         if snapshots is not None:
             document["snapshots"] = snapshots
         _write_local(config, document)
     if upload:
         publish(config, document)
     return document
+
+
+def _record_good(document: StatusDocument, job: str, outcome: Outcome) -> None:
+    """Record a good run as the job's last good one, where the document keeps one."""
+    if job == "backup":
+        document["last_good_backup"] = GoodBackup(
+            time=outcome["time"], snapshot_id=outcome.get("snapshot_id")
+        )
+    elif job == "standby" and outcome.get("snapshot_time"):
+        # What a passive node serves: the source's snapshot it last applied.
+        document["last_good_standby"] = {
+            "time": str(outcome.get("snapshot_time")),
+            "snapshot_id": outcome.get("snapshot_id"),
+            "source": outcome.get("source"),
+        }
+    elif job == "copy":  # each copy keeps its own last good copy
+        for copied in outcome.get("copies") or []:
+            document.setdefault("copies", {})[str(copied["name"])] = copied["last_copy"]
+    elif job == "prove":
+        document["last_good_proof"] = {
+            "time": outcome["time"],
+            "snapshot_id": outcome.get("snapshot_id"),
+            "snapshot_time": outcome.get("snapshot_time"),
+        }
+    elif job == "drill":  # a failed drill later is recorded beside it, never instead
+        document["last_good_drill"] = {
+            "time": outcome["time"],
+            "snapshot_id": outcome.get("snapshot_id"),
+            "rto_seconds": outcome.get("rto_seconds"),
+            "rpo_seconds": outcome.get("rpo_seconds"),
+        }
+
+
+def _with_entry(document: StatusDocument, key: str, value: object) -> StatusDocument:
+    """Return document with its entry key (a job's last run, named at run time) set."""
+    entries: dict[str, object] = dict(document)
+    entries[key] = value
+    return document_of(entries) or document
 
 
 # The entries of a status document that each say when they happened, merged newest first.
@@ -198,33 +227,34 @@ DATED = (
 )
 
 
-def _when(entry: Any) -> datetime | None:
+def _when(entry: object) -> datetime | None:
     return parse_utc_or_none(entry.get("time")) if isinstance(entry, dict) else None
 
 
-def merged(document: dict[str, Any], other: dict[str, Any] | None) -> dict[str, Any]:
+def merged(document: StatusDocument, other: StatusDocument | None) -> StatusDocument:
     """Return document with what other (another copy of the same node's document: the
     bucket's) knows that it does not: for each job the newer last run and last good run, the
     later success times, the snapshot count when document has none. Nothing newer is lost."""
-    if not isinstance(other, dict) or other.get("node") not in (None, document.get("node")):
+    if other is None or other.get("node") not in (None, document.get("node")):
         return document
-    result = dict(document)
+    result: dict[str, object] = dict(document)
+    theirs_by_key: Mapping[str, object] = other
     for key in DATED:
-        mine, theirs = _when(result.get(key)), _when(other.get(key))
+        mine, theirs = _when(result.get(key)), _when(theirs_by_key.get(key))
         if theirs is not None and (mine is None or theirs > mine):
-            result[key] = other[key]
+            result[key] = theirs_by_key[key]
     success = dict(other.get("last_success") or {})
-    for job, moment in (result.get("last_success") or {}).items():
+    for job, moment in (document.get("last_success") or {}).items():
         theirs, mine = parse_utc_or_none(success.get(job)), parse_utc_or_none(moment)
         if theirs is None or (mine is not None and mine >= theirs):
             success[job] = moment
     result["last_success"] = success
     if result.get("snapshots") is None:
         result["snapshots"] = other.get("snapshots")
-    return result
+    return document_of(result) or document
 
 
-def _bucket_copy(config: Config) -> dict[str, Any] | None:
+def _bucket_copy(config: Config) -> StatusDocument | None:
     """Return the bucket's copy of the node's document, None when S3 is down or has none."""
     try:
         from drkit.engines.outage import outage_probe
@@ -232,22 +262,25 @@ def _bucket_copy(config: Config) -> dict[str, Any] | None:
 
         if outage_probe(config.repository).check():
             return None
-        return Storage(config.repository).get_json(bucket_key(config.node))
+        return document_of(Storage(config.repository).get_json(bucket_key(config.node)))
     except errors.DrkitError as exc:
         log.warning("the bucket's status document not read: %s", exc.message)
         return None
 
 
-def outcome_of(job: str, started: datetime, duration: float, result=None, error=None) -> dict:
+def outcome_of(
+    job: str,
+    started: datetime,
+    duration: float,
+    result: Mapping[str, Any] | None = None,  # JSON edge: the run's result document
+    error: BaseException | None = None,
+) -> Outcome:
     """Return the status entry of one run from its result document or its error."""
-    entry: dict[str, Any] = {
-        "time": utc_text(started),
-        "ok": False,
-        "duration_seconds": round(duration, 3),
-        "error": None,
-    }
+    entry = Outcome(
+        time=utc_text(started), ok=False, duration_seconds=round(duration, 3), error=None
+    )
     if job == "prove":  # one shape, also when the proof ended in an error
-        entry.update(snapshot_id=None, snapshot_time=None, rto_seconds=None)
+        entry.update({"snapshot_id": None, "snapshot_time": None, "rto_seconds": None})
     if error is not None:
         entry["error"] = getattr(error, "message", None) or f"{type(error).__name__}: {error}"
         entry["error_kind"] = getattr(error, "kind", "error")
@@ -256,26 +289,36 @@ def outcome_of(job: str, started: datetime, duration: float, result=None, error=
     entry["ok"] = bool(result.get("ok", True))
     if job == "backup":
         entry.update(
-            time=result.get("time") or entry["time"],
-            snapshot_id=result.get("snapshot_id"),
-            bytes_added=result.get("bytes_added"),
-            file_count=result.get("file_count"),
+            {
+                "time": result.get("time") or entry["time"],
+                "snapshot_id": result.get("snapshot_id"),
+                "bytes_added": result.get("bytes_added"),
+                "file_count": result.get("file_count"),
+            }
         )
     elif job == "prune":
-        entry.update(removed=len(result.get("removed", [])), kept=len(result.get("kept", [])))
+        entry.update(
+            {"removed": len(result.get("removed", [])), "kept": len(result.get("kept", []))}
+        )
     elif job == "verify":
-        entry.update(problems=len(result.get("problems", [])), drift=len(result.get("drift", [])))
+        entry.update(
+            {"problems": len(result.get("problems", [])), "drift": len(result.get("drift", []))}
+        )
     elif job == "drill":
         entry.update(
-            snapshot_id=result.get("snapshot_id"),
-            rto_seconds=result.get("rto_seconds"),
-            rpo_seconds=result.get("rpo_seconds"),
+            {
+                "snapshot_id": result.get("snapshot_id"),
+                "rto_seconds": result.get("rto_seconds"),
+                "rpo_seconds": result.get("rpo_seconds"),
+            }
         )
     elif job == "prove":
         entry.update(
-            snapshot_id=result.get("snapshot_id"),
-            snapshot_time=result.get("snapshot_time"),
-            rto_seconds=result.get("rto_seconds"),
+            {
+                "snapshot_id": result.get("snapshot_id"),
+                "snapshot_time": result.get("snapshot_time"),
+                "rto_seconds": result.get("rto_seconds"),
+            }
         )
     elif job == "copy":
         entry["copies"] = [
@@ -284,10 +327,12 @@ def outcome_of(job: str, started: datetime, duration: float, result=None, error=
         ]
     elif job == "standby":
         entry.update(
-            source=result.get("source"),
-            snapshot_id=result.get("snapshot_id"),
-            changed=result.get("changed"),
-            lag_seconds=result.get("lag_seconds"),
+            {
+                "source": result.get("source"),
+                "snapshot_id": result.get("snapshot_id"),
+                "changed": result.get("changed"),
+                "lag_seconds": result.get("lag_seconds"),
+            }
         )
         if entry["ok"]:
             entry["snapshot_time"] = result.get("snapshot_time")
@@ -301,13 +346,67 @@ def outcome_of(job: str, started: datetime, duration: float, result=None, error=
     return entry
 
 
+class CopyLag(TypedDict):
+    """A copy repository judged: the age of its last good copy against the node's RPO."""
+
+    name: str
+    last_copy: str | None
+    lag_seconds: int | None
+    rpo_ok: bool
+
+
+class Proven(TypedDict):
+    """The node's newest proven snapshot, judged against its RPO."""
+
+    prove: str | None
+    proven_snapshot_id: str | None
+    proven_snapshot_time: str | None
+    proven_age_seconds: int | None
+    proven_rpo_ok: bool | None
+    proven_rpo_breached: bool
+    problem: str
+
+
+class NodeEntry(TypedDict):
+    """One node's `drkit status` entry: its document judged at a moment."""
+
+    node: str
+    group: str | None
+    last_backup: Outcome | None
+    last_good_backup: GoodBackup | None
+    last_prune: Outcome | None
+    last_verify: Outcome | None
+    last_drill: Outcome | None
+    last_good_drill: GoodDrill | None
+    last_standby: Outcome | None
+    standby_lag_seconds: int | None
+    rpo_seconds: int
+    rpo_ok: bool
+    backup_rpo_ok: bool
+    age_seconds: int | None
+    prove: str | None
+    last_proven: Outcome | None
+    proven_snapshot_id: str | None
+    proven_snapshot_time: str | None
+    proven_age_seconds: int | None
+    proven_rpo_ok: bool | None
+    proven_rpo_breached: bool
+    rto_seconds: int
+    rto_ok: bool | None
+    copies: list[CopyLag]
+    snapshot_count: int | None
+    updated: str | None
+    status_age_seconds: int | None
+    problems: list[str]
+
+
 def evaluate(
-    document: dict | None,
+    given: StatusDocument | None,
     *,
     node: str,
     now: datetime,
-    default_objectives: dict[str, int],
-) -> dict[str, Any]:
+    default_objectives: Objectives,
+) -> NodeEntry:
     """Judge one node's status document at `now`; return its `drkit status` entry.
 
     A missing document, no good backup, a good backup older than the RPO, or a time in the
@@ -316,7 +415,8 @@ def evaluate(
     its own last good backup: the age of the copy it serves.
     """
     problems: list[str] = []
-    document = document or {}
+    # read as a mapping: an entry of a partial document (an older drkit's) reads as absent
+    document: Mapping[str, Any] = given or {}
     objectives = document.get("objectives") or default_objectives
     rpo = int(objectives.get("rpo_seconds") or default_objectives["rpo_seconds"])
     rto = int(objectives.get("rto_seconds") or default_objectives["rto_seconds"])
@@ -368,16 +468,13 @@ def evaluate(
         problems.append(f"last proof failed: {last_proof.get('error')}")
     rpo_ok = backup_rpo_ok and not proven["proven_rpo_breached"]
     copies = _copies(document, now, rpo)
-    for copy in copies:
-        problem = copy.pop("problem")
-        if problem:
-            problems.append(problem)
+    problems += [problem for _, problem in copies if problem]
     updated = parse_utc_or_none(document.get("updated"))
     return {
         "node": node,
         "group": document.get("group"),
         "last_backup": last_backup,
-        "last_good_backup": good or None,
+        "last_good_backup": document.get("last_good_backup") or None,
         "last_prune": document.get("last_prune"),
         "last_verify": document.get("last_verify"),
         "last_drill": document.get("last_drill"),
@@ -399,7 +496,7 @@ def evaluate(
         "proven_rpo_breached": proven["proven_rpo_breached"],
         "rto_seconds": rto,
         "rto_ok": rto_ok,
-        "copies": copies,
+        "copies": [lag for lag, _ in copies],
         "snapshot_count": document.get("snapshots"),
         "updated": document.get("updated"),
         "status_age_seconds": None if updated is None else round((now - updated).total_seconds()),
@@ -407,28 +504,28 @@ def evaluate(
     }
 
 
-def _copies(document: dict, now: datetime, rpo: int) -> list[dict[str, Any]]:
-    """Return each copy's lag ({name, last_copy, lag_seconds, rpo_ok, problem}): the age of its
-    last good copy, judged by the node's RPO (a copy is a recovery point of its own)."""
-    judged = []
+def _copies(
+    document: Mapping[str, Any], now: datetime, rpo: int
+) -> list[tuple[CopyLag, str | None]]:
+    """Return each copy's lag (the age of its last good copy, judged by the node's RPO: a copy
+    is a recovery point of its own) and the problem when it is behind."""
+    judged: list[tuple[CopyLag, str | None]] = []
     for name, last in sorted((document.get("copies") or {}).items()):
         when = parse_utc_or_none(last)
         lag = None if when is None else max(0, round((now - when).total_seconds()))
         ok = lag is not None and lag <= rpo
         problem = None if ok else f"copy {name} is {units.duration(lag or 0)} behind (RPO)"
-        judged.append(
-            {"name": name, "last_copy": last, "lag_seconds": lag, "rpo_ok": ok, "problem": problem}
-        )
+        judged.append((CopyLag(name=name, last_copy=last, lag_seconds=lag, rpo_ok=ok), problem))
     return judged
 
 
-def _proven(document: dict, now: datetime, rpo: int) -> dict[str, Any]:
+def _proven(document: Mapping[str, Any], now: datetime, rpo: int) -> Proven:
     """Return the node's newest proven snapshot, judged: the last good proof's, or the one a
     passing drill restored (drill time less its RPO), whichever is newer. {prove (the schedule
     line or None), proven_snapshot_id, proven_snapshot_time, proven_age_seconds and
     proven_rpo_ok (None: nothing proven), proven_rpo_breached (the node proves, has tried a
     proof, and has none within the RPO), problem (that breach in words)}."""
-    found = []
+    found: list[tuple[datetime, str | None]] = []
     proof = document.get("last_good_proof") or {}
     proof_time = parse_utc_or_none(proof.get("snapshot_time"))
     if proof_time is not None:

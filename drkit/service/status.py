@@ -5,22 +5,27 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from drkit import errors
 from drkit.config import Config
 from drkit.engines import status
+from drkit.engines.statusdoc import StatusDocument, document_of
 from drkit.model import parse_utc_or_none, utc_text
+
+if TYPE_CHECKING:
+    from drkit.engines.storage import Storage
 
 # botocore keeps 10 connections per client: more threads would only queue for them (or churn
 # connections); 8 fetch 1,000 documents from a local S3 in about a second.
 FETCH_WORKERS = 8
 
 
-def newer(first: dict | None, second: dict | None) -> dict | None:
+def newer(first: StatusDocument | None, second: StatusDocument | None) -> StatusDocument | None:
     """Return the more recently updated of two status documents (either may be None)."""
 
-    def updated(document: dict | None) -> datetime:
-        moment = parse_utc_or_none((document or {}).get("updated"))
+    def updated(document: StatusDocument) -> datetime:
+        moment = parse_utc_or_none(document.get("updated"))
         return moment or datetime.min.replace(tzinfo=UTC)
 
     if first is None or second is None:
@@ -38,26 +43,27 @@ def register(config: Config) -> bool:
     key = status.bucket_key(config.node)
     if storage.get_json(key) is not None:
         return False
-    storage.put_json(key, {**status.empty(config), "updated": utc_text(datetime.now(UTC))})
+    document = status.empty(config)
+    document["updated"] = utc_text(datetime.now(UTC))
+    storage.put_json(key, document)
     return True
 
 
-def fleet_documents(storage) -> tuple[dict[str, dict | None], list[str]]:
+def fleet_documents(storage: Storage) -> tuple[dict[str, StatusDocument | None], list[str]]:
     """Return every node's status document in the bucket ({node: document, None when it is
     unreadable}) and the problems met: one paginated listing of status/, then the documents
     fetched by a bounded pool of threads (the client is thread-safe)."""
-    nodes = {}
+    nodes: dict[str, str] = {}
     for key in storage.list_keys("status/"):
         node = key.removeprefix("status/").removesuffix(".json")
         if key.endswith(".json") and "/" not in node:
             nodes[node] = key
 
-    def fetch(key: str) -> tuple[dict | None, str | None]:
+    def fetch(key: str) -> tuple[StatusDocument | None, str | None]:
         try:
-            document = storage.get_json(key)
+            return document_of(storage.get_json(key)), None
         except errors.StorageError as exc:
             return None, f"{key}: {exc.message}"
-        return (document if isinstance(document, dict) else None), None
 
     with ThreadPoolExecutor(max_workers=FETCH_WORKERS) as pool:
         fetched = list(pool.map(fetch, nodes.values()))
