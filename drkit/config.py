@@ -18,6 +18,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    JsonValue,
     ValidationError,
     field_validator,
 )
@@ -36,6 +37,7 @@ CATEGORIES = (
     "scripts",
     "audit_logs",
     "chroot",
+    "databases",
 )
 SERVER_KINDS = ("openssh", "proftpd", "vsftpd", "pureftpd", "sftpplus", "generic")
 ServerKind = Literal["openssh", "proftpd", "vsftpd", "pureftpd", "sftpplus", "generic"]
@@ -380,7 +382,7 @@ class Config(Strict):
         description="settings that differ per node on purpose, ignored by `fleet drift` "
         "(same syntax as standby.local)",
     )
-    profile_options: dict[str, dict] = Field(
+    profile_options: dict[str, dict[str, JsonValue]] = Field(
         default_factory=dict,
         description="per-profile settings, signed into every manifest: sftpplus {install_dir, "
         "service_user, validate, validate_timeout_seconds}, generic {policy, <category>: "
@@ -439,9 +441,29 @@ def validate_config(data: object, source: str) -> Config:
     if not isinstance(data, dict):
         raise errors.ConfigError(f"{source}: expected a mapping of settings at the top level")
     try:
-        return Config.model_validate(data)
+        config = Config.model_validate(data)
     except ValidationError as exc:
         raise config_error(exc, source) from None
+    _check_profile_options(config, source)
+    return config
+
+
+def _check_profile_options(config: Config, source: str) -> None:
+    """Validate each profile_options.<kind> by that profile's own options model, once, at
+    load; raise ConfigError naming the first bad setting. The settings stay as written: they
+    are signed into every manifest as given."""
+    from drkit import profiles  # profiles read this module's names: imported only here
+
+    for kind, given in config.profile_options.items():
+        if kind not in SERVER_KINDS:
+            raise errors.ConfigError(
+                f"{source}: profile_options.{kind}: unknown profile; use one of "
+                f"{', '.join(SERVER_KINDS)}"
+            )
+        try:
+            profiles.options(kind, given)
+        except errors.ConfigError as exc:
+            raise errors.ConfigError(f"{source}: {exc.message}") from None
 
 
 def config_error(

@@ -71,6 +71,7 @@ def _node(root: Path) -> dict[str, str]:
             "gid INTEGER, homedir TEXT, shell TEXT, count INTEGER DEFAULT 0)"
         )
         database.execute("CREATE TABLE history (at TEXT, padding BLOB)")
+        database.execute("CREATE INDEX history_at ON history (at)")
         database.executemany(
             "INSERT INTO history VALUES (datetime('now'), randomblob(4000))", [()] * 1000
         )
@@ -236,13 +237,18 @@ def test_a_sqlite_backed_proftpd_node_is_copied_consistently_while_written_and_r
 
     # The broken twin: a users.db that fails integrity_check is backed up with a warning, and
     # restore's check of its copy fails, naming the file.
-    data = bytearray((root / DB.lstrip("/")).read_bytes())
-    page = 4096
-    data[3 * page + 100 : 3 * page + 600] = os.urandom(500)
-    (root / DB.lstrip("/")).write_bytes(bytes(data))
+    broken = sqlite3.connect(root / DB.lstrip("/"))
+    with broken:  # the userid index now points at the history index's pages
+        broken.execute("PRAGMA writable_schema=ON")
+        broken.execute(
+            "UPDATE sqlite_schema SET rootpage = (SELECT rootpage FROM sqlite_schema WHERE "
+            "name = 'history_at') WHERE name = 'sqlite_autoindex_users_1'"
+        )
+    broken.close()
     code, backup = drkit("backup", "--config", str(config))
     assert code == 0, backup
-    assert any(DB in warning and "integrity_check" in warning for warning in backup["warnings"])
+    warned = [warning for warning in backup["warnings"] if DB in warning]
+    assert warned and "integrity_check" in warned[0], backup["warnings"]
     target = node_root / "twin"
     code, refused = drkit("restore", "latest", "--target", str(target), "--config", str(config))
     failed = {c["name"]: c["detail"] for c in refused["checks"] if c["status"] == "fail"}

@@ -101,7 +101,8 @@ def copy_all(root: Path, databases: Iterable[Database]) -> tuple[list[Copy], lis
         except (sqlite3.Error, errors.Refused) as exc:
             warnings.append(
                 f"{shown(database.path)} ({database.named_by}): not copied with SQLite's online "
-                f"backup ({exc}); its bytes are backed up as they are read"
+                f"backup ({exc}); its bytes are backed up as they are read, and a restore's "
+                "integrity_check judges them"
             )
             continue
         if copy.problem:
