@@ -52,6 +52,8 @@ def test_config_defaults_and_repository_url():
         (GOOD + "trusted_keys: [abc]\n", "trusted_keys"),
         (GOOD.replace("servers: [openssh]", "servers: [iis]"), "servers.0"),
         (GOOD.replace("  prefix: sftp-1\n", ""), "repository.prefix"),
+        (GOOD + "profile_options: {iis: {config: /x}}\n", "profile_options.iis: unknown profile"),
+        (GOOD + "profile_options: {openssh: {colour: blue}}\n", "openssh.colour: unknown"),
     ],
 )
 def test_config_errors_name_file_and_field(text, expected):
