@@ -18,6 +18,7 @@ from nodes import VSFTPD_USER, drkit, init_node
 from devtools import sample_nodes
 from devtools.sample_node import _Node, _tls
 from drkit.engines import accounts, manifest
+from drkit.model import Manifest
 from drkit.paths import on_root
 from drkit.profiles import proftpd, vsftpd
 
@@ -97,8 +98,8 @@ def test_proftpd_drill_sftp_and_ftps_node_built_like_the_corpus(node_root, s3_re
     print(f"proftpd drill: RTO {drilled['rto_seconds']} s")
 
 
-def _node_manifest(root: Path, profile) -> dict:
-    found = profile.inventory(root, None)
+def _node_manifest(root: Path, profile) -> Manifest:
+    found = profile.inventory(root, None, profile.settings({}))
     return manifest.build(
         root,
         found,

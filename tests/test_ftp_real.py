@@ -21,9 +21,11 @@ from corpus.cases import load_case, materialise
 
 from drkit import runner
 from drkit.engines import accounts, manifest
+from drkit.model import Manifest
 from drkit.paths import on_root
 from drkit.profiles import proftpd, sftpplus, vsftpd
 from drkit.profiles.common import configrefs, pamfiles, smokerun
+from tests.manifests import partial
 
 pytestmark = pytest.mark.integration
 
@@ -37,7 +39,7 @@ def node_of(name: str, node_root: Path, profile=None):
     materialise(case, root, client_dir=node_root / "clients")
     module = profile or {"proftpd": proftpd, "vsftpd": vsftpd}[case.server]
     options = case.profile_options.get(case.server) or {}
-    found = module.inventory(root, case.smoke_user, options)
+    found = module.inventory(root, case.smoke_user, module.settings(options))
     recorded = manifest.build(
         root,
         found,
@@ -54,7 +56,7 @@ def by_name(checks) -> dict:
     return {check.name: check for check in checks}
 
 
-def smoke_of(module, root: Path, recorded: dict, user: str, node_root: Path):
+def smoke_of(module, root: Path, recorded: Manifest, user: str, node_root: Path):
     work = node_root / "work"
     work.mkdir(mode=0o755, exist_ok=True)
     return by_name(module.smoke(root, recorded, user, work).checks)
@@ -160,9 +162,9 @@ def test_scoreboard_of_the_restored_node_never_the_hosts(node_root):
     conf.write_text(conf.read_text().replace("/var/run/proftpd/", f"{folder}/"))
     on_root(root, folder).mkdir(mode=0o755, parents=True)
     options = case.profile_options["proftpd"]
-    found = proftpd.inventory(root, "taro", options)
+    found = proftpd.inventory(root, "taro", proftpd.settings(options))
     assert folder in {entry.path for entry in found.dirs}
-    recorded = {"profile_options": case.profile_options, "host_keys": [], "certificates": []}
+    recorded = partial(profile_options=case.profile_options)
     checks = by_name(proftpd.checks(root, recorded))
     assert checks["config: proftpd -t"].status == "pass", checks["config: proftpd -t"]
     assert checks["config: proftpd starts"].status == "pass", checks["config: proftpd starts"]
@@ -216,12 +218,13 @@ def test_vsftpd_secure_chroot_dir_comes_from_the_binary_and_travels_in_the_manif
     (.tools/bin/vsftpd), compiled with /var/run/vsftpd/empty; the backup records it, and a
     restore elsewhere judges by the recorded value, not this host's binary."""
     _, root, recorded = node_of("vsftpd-upstream-default", node_root)
-    facts = recorded["facts"]["vsftpd"]
+    facts = recorded.facts["vsftpd"]
     assert facts["compiled"] == {"secure_chroot_dir": "/var/run/vsftpd/empty"}
-    assert facts["program"].endswith("vsftpd")
+    assert str(facts["program"]).endswith("vsftpd")
     assert by_name(vsftpd.checks(root, recorded))["vsftpd: named files"].status == "pass"
     # a node built with upstream's default, restored here: its recorded value is required
-    elsewhere = {**recorded, "facts": {"vsftpd": {"compiled": {"secure_chroot_dir": "/srv/e"}}}}
+    compiled = {"vsftpd": {"compiled": {"secure_chroot_dir": "/srv/e"}}}
+    elsewhere = recorded.model_copy(update={"facts": compiled})
     found = by_name(vsftpd.checks(root, elsewhere))
     assert found["vsftpd: missing /srv/e"].status == "fail"
     assert "compiled into the node's vsftpd" in found["vsftpd: missing /srv/e"].detail
@@ -247,7 +250,7 @@ def test_pam_pwdfile_with_a_space_names_the_virtual_users_store(node_root):
         on_root(root, home).mkdir(parents=True)
     stack = pamfiles.read_pam(root, "/etc/pam.d/vsftpd")
     assert stack.pwdfiles == ["/etc/vsftpd.passwd"]
-    found = vsftpd.inventory(root, None, {})
+    found = vsftpd.inventory(root, None, vsftpd.settings({}))
     assert "/etc/vsftpd.passwd" in {entry.path for entry in found.files}
     logins = {login.name for login in vsftpd.logins(root, vsftpd.read_config(root))}
     assert {"alice", "bob"} <= logins  # the virtual users, read from the store

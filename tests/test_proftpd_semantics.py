@@ -11,6 +11,7 @@ import pytest
 
 from drkit import errors
 from drkit.profiles import proftpd
+from tests.manifests import partial
 
 
 def _write(root: Path, node_path: str, text: str, mode: int = 0o644) -> Path:
@@ -61,7 +62,7 @@ def test_include_directory_reads_temp_files_unless_ignore_temp_files(tmp_path: P
     assert "/etc/proftpd/conf.d/local.conf~" not in config.files
     assert not config.of("transferlog")
     # Not read, but backed up all the same: a forced restore must not remove it.
-    found = proftpd.inventory(tmp_path, None, {})
+    found = proftpd.inventory(tmp_path, None, proftpd.settings({}))
     assert "/etc/proftpd/conf.d/local.conf~" in _paths(found)
     assert "/etc/proftpd/conf.d" in _paths(found)
 
@@ -96,7 +97,7 @@ def test_percent_u_and_tilde_expand_for_system_users(tmp_path: Path):
     )
     _write(tmp_path, "/etc/proftpd/authorized_keys/dave", "key\n")
     _write(tmp_path, "/home/dave/.sftp/keys", "key\n")
-    found = proftpd.inventory(tmp_path, None, {})
+    found = proftpd.inventory(tmp_path, None, proftpd.settings({}))
     paths = _paths(found)
     assert {"/etc/proftpd/authorized_keys/dave", "/home/dave/.sftp/keys"} <= paths
     assert {"/home/dave", "/home/mark", "/srv/ftp"} <= paths
@@ -111,15 +112,15 @@ def test_percent_u_and_tilde_expand_for_system_users(tmp_path: Path):
 def test_config_option_is_honoured_and_unknown_keys_are_config_errors(tmp_path: Path):
     _write(tmp_path, "/srv/ftp.conf", "TransferLog /srv/logs/xfer.log\n")
     (tmp_path / "srv/logs").mkdir()
-    found = proftpd.inventory(tmp_path, None, {"config": "/srv/ftp.conf"})
+    found = proftpd.inventory(tmp_path, None, proftpd.settings({"config": "/srv/ftp.conf"}))
     assert {"/srv/ftp.conf", "/srv/logs"} <= _paths(found)
-    missing = proftpd.inventory(tmp_path, None, {})
+    missing = proftpd.inventory(tmp_path, None, proftpd.settings({}))
     assert not missing.files and "no config /etc/proftpd/proftpd.conf" in missing.warnings[-1]
-    manifest = {"profile_options": {"proftpd": {"config": "/srv/ftp.conf"}}}
+    manifest = partial(profile_options={"proftpd": {"config": "/srv/ftp.conf"}})
     names = {check.name for check in proftpd.checks(tmp_path, manifest)}
     assert "config: proftpd -t" in names and "proftpd: config" not in names
     with pytest.raises(errors.ConfigError, match=r"profile_options\.proftpd\.conf\b"):
-        proftpd.inventory(tmp_path, None, {"conf": "/srv/ftp.conf"})
+        proftpd.settings({"conf": "/srv/ftp.conf"})
 
 
 def test_writable_directory_and_landing_follow_defaultroot_and_limit_write(tmp_path: Path):

@@ -28,7 +28,7 @@ def built(name: str, tmp_path: Path) -> tuple[Path, dict]:
     root = tmp_path / "root"
     materialise(case, root)
     options = case.profile_options.get("vsftpd") or {}
-    found = vsftpd.inventory(root, case.smoke_user, options)
+    found = vsftpd.inventory(root, case.smoke_user, vsftpd.settings(options))
     recorded = manifest.build(
         root,
         found,
@@ -44,7 +44,7 @@ def built(name: str, tmp_path: Path) -> tuple[Path, dict]:
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_inventory_holds_every_path_the_config_names(name, tmp_path):
     _, recorded = built(name, tmp_path)
-    held = {entry["path"] for entry in recorded["files"]}
+    held = {entry.path for entry in recorded.files}
     assert not set(CASES[name].expect_files) - held
     assert not set(CASES[name].expect_missing_ok) & held - {"/etc/pam.d/ftp"}
 
@@ -60,9 +60,9 @@ def test_user_sub_token_expands_local_root_and_takes_the_trees_it_names(tmp_path
     assert not [path for path, _ in refs if "$USER" in path]
     assert ("/home/vsftpd", "user_sub_token") in refs  # the directory holding every $USER tree
     assert refs[("/var/ftp", "home")].required  # the guest account's home: vsftpd enters it first
-    entry = {e["path"]: e for e in recorded["files"]}["/home/vsftpd"]
-    assert (entry["type"], entry["user"]) == ("dir", "ftp")  # restored with owner and mode
-    assert "ftp" in {account["name"] for account in recorded["accounts"]}
+    entry = {e.path: e for e in recorded.files}["/home/vsftpd"]
+    assert (entry.type, entry.user) == ("dir", "ftp")  # restored with owner and mode
+    assert "ftp" in {account.name for account in recorded.accounts}
 
 
 def test_a_missing_compiled_in_secure_chroot_dir_fails(tmp_path):
@@ -148,7 +148,7 @@ def test_a_user_file_names_its_own_guest_account_and_privileges(tmp_path):
     logins = {login.name: login for login in vsftpd.logins(root, config)}
     assert {logins["xat"].account, logins["jdoe"].account} == {"www-data"}
     assert not vsftpd.is_chrooted(root, config, logins["xat"])
-    assert "www-data" in {account["name"] for account in recorded["accounts"]}
+    assert "www-data" in {account.name for account in recorded.accounts}
 
 
 def test_a_log_on_proc_is_never_taken(tmp_path):
@@ -159,15 +159,15 @@ def test_a_log_on_proc_is_never_taken(tmp_path):
 
 def test_profile_options_config_is_honoured_and_checked(tmp_path):
     root, recorded = built("vsftpd-fauria-virtual", tmp_path)
-    assert recorded["profile_options"] == {"vsftpd": {"config": "/etc/vsftpd/vsftpd.conf"}}
-    assert "/etc/vsftpd/vsftpd.conf" in {e["path"] for e in recorded["files"]}
-    missing = vsftpd.inventory(root, None, {"config": "/etc/other.conf"})
+    assert recorded.profile_options == {"vsftpd": {"config": "/etc/vsftpd/vsftpd.conf"}}
+    assert "/etc/vsftpd/vsftpd.conf" in {e.path for e in recorded.files}
+    missing = vsftpd.inventory(root, None, vsftpd.settings({"config": "/etc/other.conf"}))
     assert missing.warnings == ["vsftpd: no /etc/other.conf found"] and not missing.files
     with pytest.raises(errors.ConfigError, match=r"profile_options\.vsftpd\.bogus"):
-        vsftpd.inventory(root, None, {"bogus": 1})
+        vsftpd.settings({"bogus": 1})
     with pytest.raises(errors.ConfigError, match=r"profile_options\.vsftpd\.config"):
         vsftpd.settings({"config": "etc/vsftpd.conf"})
-    wrong = {**recorded, "profile_options": {"vsftpd": {"configs": "/x"}}}
+    wrong = recorded.model_copy(update={"profile_options": {"vsftpd": {"configs": "/x"}}})
     (check,) = vsftpd.checks(root, wrong)
     assert check.status == "fail" and "profile_options.vsftpd.configs" in check.detail
 
@@ -191,6 +191,6 @@ def test_user_sub_token_with_system_users_and_user_config_dir(tmp_path):
     taken = {(ref.path, ref.directive.split()[0]) for ref in vsftpd.references(root, config)}
     assert ("/srv/frank-ftp", "local_root") in taken  # the per-user file wins for frank
     assert ("/home/frank/ftp", "local_root") not in taken
-    found = vsftpd.inventory(root, None, {})
+    found = vsftpd.inventory(root, None, vsftpd.settings({}))
     held = {entry.path for entry in found.files} | {entry.path for entry in found.dirs}
     assert {"/etc/vsftpd/users/frank", "/srv/frank-ftp"} <= held

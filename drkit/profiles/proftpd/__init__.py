@@ -12,17 +12,10 @@ come from policies/proftpd.yaml.
 from __future__ import annotations
 
 from drkit.profiles.interface import ModuleProfile, Signs
-from drkit.profiles.proftpd.config import (
-    NAME,
-    Config,
-    Line,
-    proftpd_program,
-    read_config,
-    settings,
-    static_modules,
-)
+from drkit.profiles.proftpd.config import Config, Line, proftpd_program, read_config, static_modules
 from drkit.profiles.proftpd.loopback import smoke, writable_dirs
 from drkit.profiles.proftpd.named import inventory, references
+from drkit.profiles.proftpd.policy import NAME, Options, settings
 from drkit.profiles.proftpd.sandbox import Run, sandbox_config, write_copy
 from drkit.profiles.proftpd.static import checks
 from drkit.profiles.proftpd.users import login_homes, logins, virtual_users
@@ -33,6 +26,7 @@ __all__ = [
     "SIGNS",
     "Config",
     "Line",
+    "Options",
     "Run",
     "checks",
     "inventory",
@@ -61,4 +55,6 @@ PROFILE = ModuleProfile(
     sandbox_config,
     ("proftpd.conf:DefaultAddress",),
     login_homes_of=login_homes,
+    options_model=Options,
+    settings_of=settings,
 )

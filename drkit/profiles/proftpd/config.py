@@ -2,7 +2,7 @@
 (every entry, `*~`/`*.sw?` skipped only after `IncludeOptions IgnoreTempFiles`) or a glob in
 the last component; `<IfModule>` blocks count only for modules compiled in (`proftpd -l`) or
 loaded by an earlier `LoadModule`; `<Global>` applies to every server, `<VirtualHost>` inherits
-nothing else. Also the profile's options and policy, and the key pairs a config names."""
+nothing else. Also the key pairs a config names."""
 
 from __future__ import annotations
 
@@ -13,35 +13,10 @@ import posixpath
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from drkit import errors, runner
+from drkit import runner
 from drkit.paths import on_root, to_node
-from drkit.profiles.common import configtext, policies, programs
-
-NAME = "proftpd"
-
-
-OPTIONS = ("config",)
-
-
-def policy() -> dict:
-    return policies.policy(NAME)
-
-
-def settings(options: dict | None) -> dict:
-    """Return profile_options.proftpd checked, with defaults: {config: node path}.
-
-    An unknown key or a config that is not an absolute path is a ConfigError naming the field.
-    """
-    options = dict(options or {})
-    for key in options:
-        if key not in OPTIONS:
-            raise errors.ConfigError(
-                f"profile_options.proftpd.{key}: unknown option (known: {', '.join(OPTIONS)})"
-            )
-    main = options.get("config", policy()["config"]["main"])
-    if not isinstance(main, str) or not main.startswith("/"):
-        raise errors.ConfigError("profile_options.proftpd.config: must be an absolute node path")
-    return {"config": posixpath.normpath(main)}
+from drkit.profiles.common import configtext, programs
+from drkit.profiles.proftpd.policy import policy
 
 
 @dataclass(frozen=True)
@@ -136,13 +111,13 @@ def static_modules(program: str | None) -> frozenset[str] | None:
 
 
 def proftpd_program() -> str | None:
-    return programs.find_program("proftpd", [policy()["smoke"]["proftpd"], "proftpd"])
+    return programs.find_program("proftpd", [policy().smoke.proftpd, "proftpd"])
 
 
 def _include_targets(root: Path, pattern: str, ignore_temp: bool) -> tuple[list[str], list[str]]:
     """Return (files proftpd reads, files it skips) for an Include argument: a file, every
     entry of a directory, or a glob in the last component (`*` does not match a leading dot)."""
-    temp = policy()["config"]["include_temp_patterns"]
+    temp = policy().config.include_temp_patterns
     host = on_root(root, pattern)
     if glob.has_magic(pattern):
         hits = sorted(glob.glob(str(host)))
@@ -150,7 +125,8 @@ def _include_targets(root: Path, pattern: str, ignore_temp: bool) -> tuple[list[
         hits = sorted(str(child) for child in host.iterdir())
     else:
         hits = [str(host)] if host.is_file() else []
-    read, skipped = [], []
+    read: list[str] = []
+    skipped: list[str] = []
     for hit in hits:
         if not Path(hit).is_file():
             continue
@@ -159,68 +135,73 @@ def _include_targets(root: Path, pattern: str, ignore_temp: bool) -> tuple[list[
     return read, skipped
 
 
+@dataclass
+class _Reading:
+    """Where the parser is: server context, the sections it is in, whether the lines apply
+    (<IfModule> nesting), the <Anonymous> roots, IncludeOptions, the compiled-in modules."""
+
+    static: frozenset[str] | None
+    server: int = 0
+    stack: list[tuple[str, int]] = field(default_factory=list)
+    active: list[bool] = field(default_factory=lambda: [True])
+    anon: list[str | None] = field(default_factory=lambda: [None])
+    ignore_temp: bool = False
+
+
 def read_config(root: Path, main: str | None = None) -> Config:
     """Parse the node's proftpd.conf (main, default the policy's) and everything it Includes."""
-    config = Config(main=main or policy()["config"]["main"])
-    static = static_modules(proftpd_program())
-    state = {
-        "server": 0,
-        "stack": [],
-        "active": [True],
-        "anon": [None],
-        "ignore_temp": False,
-        "static": static,
-    }
+    config = Config(main=main or policy().config.main)
+    state = _Reading(static=static_modules(proftpd_program()))
     _read_file(Path(root), config.main, config, (), state)
     return config
 
 
-def module_loaded(config: Config, state: dict, name: str) -> bool:
-    static = state["static"]
+def module_loaded(config: Config, static: frozenset[str] | None, name: str) -> bool:
+    """Whether a module is there: compiled in (static; None when unknown: assumed) or loaded."""
     return static is None or module_name(name) in static or module_name(name) in config.modules
 
 
-def _read_file(root: Path, node_path: str, config: Config, stack: tuple, state: dict) -> None:
-    settings_ = policy()["config"]
+def _read_file(
+    root: Path, node_path: str, config: Config, stack: tuple[str, ...], state: _Reading
+) -> None:
+    settings_ = policy().config
     text = configtext.read_config_text(root, node_path, config)
     if text is None:
         return
     for number, _, keyword, args in configtext.parsed_lines(text, parse):
-        active = state["active"][-1]
+        active = state.active[-1]
         if keyword == "<virtualhost":
             config.servers += 1
-            state["stack"].append((keyword, state["server"]))
-            state["server"] = config.servers - 1
+            state.stack.append((keyword, state.server))
+            state.server = config.servers - 1
         elif keyword == "<global":
-            state["stack"].append((keyword, state["server"]))
-            state["server"] = -1
-        elif keyword in ("</virtualhost", "</global") and state["stack"]:
-            state["server"] = state["stack"].pop()[1]
+            state.stack.append((keyword, state.server))
+            state.server = -1
+        elif keyword in ("</virtualhost", "</global") and state.stack:
+            state.server = state.stack.pop()[1]
         elif keyword == "<ifmodule":
             name = args[0] if args else ""
-            loaded = module_loaded(config, state, name.lstrip("!"))
-            state["active"].append(active and (loaded != name.startswith("!")))
-        elif keyword == "</ifmodule" and len(state["active"]) > 1:
-            state["active"].pop()
+            loaded = module_loaded(config, state.static, name.lstrip("!"))
+            state.active.append(active and (loaded != name.startswith("!")))
+        elif keyword == "</ifmodule" and len(state.active) > 1:
+            state.active.pop()
         elif keyword == "<anonymous":
-            state["anon"].append(args[0] if args else "")
-        elif keyword == "</anonymous" and len(state["anon"]) > 1:
-            state["anon"].pop()
-        line = Line(
-            keyword, tuple(args), node_path, number, state["server"], active, state["anon"][-1]
-        )
+            state.anon.append(args[0] if args else "")
+        elif keyword == "</anonymous" and len(state.anon) > 1:
+            state.anon.pop()
+        line = Line(keyword, tuple(args), node_path, number, state.server, active, state.anon[-1])
         config.lines.append(line)
         if not active:
             continue
         if keyword == "loadmodule" and args:
             config.modules.add(module_name(args[0]))
         elif keyword == "includeoptions":
-            state["ignore_temp"] = "IgnoreTempFiles" in args
+            state.ignore_temp = "IgnoreTempFiles" in args
         if keyword != "include" or not args:
             continue
         base = posixpath.dirname(config.main)
         pattern = posixpath.normpath(posixpath.join(base, args[0]))
-        hits, skipped = _include_targets(root, pattern, state["ignore_temp"])
+        hits, skipped = _include_targets(root, pattern, state.ignore_temp)
         config.unread += [path for path in skipped if path not in config.unread]
         if not glob.has_magic(pattern) and on_root(root, pattern).is_dir():
             config.include_dirs.append((line, pattern))
@@ -228,7 +209,7 @@ def _read_file(root: Path, node_path: str, config: Config, stack: tuple, state: 
             config.missing_includes.append((line, pattern))
         config.include_hits[(node_path, number)] = hits
         for hit in hits:
-            if hit in stack or len(stack) >= settings_["max_include_depth"]:
+            if hit in stack or len(stack) >= settings_.max_include_depth:
                 config.warnings.append(f"Include {hit} ({line.where}) nests too deep; skipped")
                 continue
             _read_file(root, hit, config, (*stack, node_path), state)

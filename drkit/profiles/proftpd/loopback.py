@@ -11,11 +11,12 @@ import os
 import posixpath
 import secrets
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 from drkit import runner
 from drkit.engines import clients
-from drkit.model import Check, SmokeResult, failed, passed, warned
+from drkit.model import Check, Manifest, SmokeResult, failed, passed, warned
 from drkit.paths import on_root, to_node
 from drkit.profiles.common import (
     authfiles,
@@ -28,17 +29,16 @@ from drkit.profiles.common import (
     smokerun,
 )
 from drkit.profiles.proftpd.config import (
-    NAME,
     Config,
     chains,
     module_loaded,
     proftpd_program,
     read_config,
     server_contexts,
-    settings,
     static_modules,
     tls_pairs,
 )
+from drkit.profiles.proftpd.policy import NAME, settings
 from drkit.profiles.proftpd.sandbox import Run, mapped_path, run_as, start
 from drkit.profiles.proftpd.users import landing, list_file, virtual_users
 
@@ -152,7 +152,7 @@ def writable_dirs(
     ]
 
 
-def smoke(root: Path, manifest: dict, user: str, work_dir: Path) -> SmokeResult:
+def smoke(root: Path, manifest: Manifest, user: str, work_dir: Path) -> SmokeResult:
     """Start the real proftpd on the restored config, changed only in its listen addresses,
     ports, runtime files and logs, with the smoke's one-run credentials added beside the
     node's own (a key store beside SFTPAuthorizedUserKeys, a one-run PAM password in front of
@@ -169,7 +169,7 @@ def smoke(root: Path, manifest: dict, user: str, work_dir: Path) -> SmokeResult:
     program = proftpd_program()
     if program is None:
         return SmokeResult.not_judged(NAME, "proftpd is not installed on this host")
-    main = settings(profile_options.options_of(manifest, NAME))["config"]
+    main = settings(profile_options.options_of(manifest, NAME)).config
     server: runner.Service | None = None
     pam_path: Path | None = None
     with smokerun.smoke_workspace(work_dir, "smoke-proftpd-") as work:
@@ -200,9 +200,7 @@ def smoke(root: Path, manifest: dict, user: str, work_dir: Path) -> SmokeResult:
                 return result
             key, run.key_dir = made
             password = secrets.token_urlsafe(18)
-            if not ldap and module_loaded(
-                config, {"static": static_modules(program)}, "mod_auth_pam"
-            ):
+            if not ldap and module_loaded(config, static_modules(program), "mod_auth_pam"):
                 pam_path = pamfiles.one_run_pam_service(work, user, password)
                 run.pam_service = pam_path.name
             stand_in = None
@@ -236,7 +234,9 @@ def smoke(root: Path, manifest: dict, user: str, work_dir: Path) -> SmokeResult:
                 pam_path.unlink(missing_ok=True)
 
 
-def valid_shell(root: Path, config: Config, run: Run, user: str, fields, served) -> None:
+def valid_shell(
+    root: Path, config: Config, run: Run, user: str, fields: list[str] | None, served: list[int]
+) -> None:
     """RequireValidShell reads this host's /etc/shells: when the node's lists the user's shell
     and this host's does not, the run turns it off (a difference named)."""
     shell = (fields or [""] * 7)[6]
@@ -251,7 +251,19 @@ def valid_shell(root: Path, config: Config, run: Run, user: str, fields, served)
         )
 
 
-def _login(result, root, config, manifest, index, user, fields, run, key, password, hint) -> None:
+def _login(
+    result: SmokeResult,
+    root: Path,
+    config: Config,
+    manifest: Manifest,
+    index: int,
+    user: str,
+    fields: list[str] | None,
+    run: Run,
+    key: Path,
+    password: str,
+    hint: Callable[[], str],
+) -> None:
     """Log in to one server context over what it serves; check the landing and move a file."""
     port = run.ports[index]
     landed, seen, why = (None, None, "")
@@ -261,7 +273,7 @@ def _login(result, root, config, manifest, index, user, fields, run, key, passwo
         uploads = tuple(writable_dirs(root, config, index, user, fields, landed))
     if config.engine_on("sftpengine", index):
         paths = {line.args[0] for line in config.of("sftphostkey", index) if line.args}
-        pinned = [k for k in manifest.get("host_keys", []) if k["path"] in paths]
+        pinned = [k for k in manifest.host_keys if k.path in paths]
         if not pinned:
             result.add(failed("smoke: sftp", "the backup holds no SFTPHostKey to pin"))
             return
@@ -301,7 +313,7 @@ def _landing_check(label: str, where: str, seen: str, why: str) -> Check:
     return failed(name, f"landed in {where}; {why} says {seen}")
 
 
-def _ftps_pin(root, config, manifest, index) -> clients.FtpTls | None:
+def _ftps_pin(root: Path, config: Config, manifest: Manifest, index: int) -> clients.FtpTls | None:
     pairs = [(cert, key) for cert, key, server in tls_pairs(config) if server in (index, -1)]
     if not pairs:
         return None
@@ -312,9 +324,9 @@ def _ftps_pin(root, config, manifest, index) -> clients.FtpTls | None:
         if configrefs.is_file(root, path)
     )
     expected = {
-        entry["fingerprint"]
-        for entry in manifest.get("certificates", [])
-        if entry["path"] in {cert for cert, _ in pairs}
+        entry.fingerprint
+        for entry in manifest.certificates
+        if entry.path in {cert for cert, _ in pairs}
     }
     names = keychecks.certificate_names(root, pairs[0][0])
     return clients.FtpTls(trusted, names[0] if names else "localhost", frozenset(expected))

@@ -11,7 +11,8 @@ from drkit.engines import accounts
 from drkit.model import Inventory
 from drkit.profiles.common import configrefs, pamfiles
 from drkit.profiles.common.configrefs import Ref
-from drkit.profiles.proftpd.config import Config, Line, policy, read_config, settings
+from drkit.profiles.proftpd.config import Config, Line, read_config
+from drkit.profiles.proftpd.policy import Directive, Options, policy
 from drkit.profiles.proftpd.users import (
     expand,
     group_expr_matches,
@@ -36,13 +37,13 @@ def _pam_refs(root: Path, service: str, where: str) -> list[Ref]:
 def _log_dir_ok(path: str) -> bool:
     """True when a log file's directory is the server's own (not /var/log and the like)."""
     parent = posixpath.dirname(path)
-    return parent not in policy()["shared_dirs"]
+    return parent not in policy().shared_dirs
 
 
 def references(root: Path, config: Config) -> list[Ref]:
     """Return every node path the config names, with category and whether it must exist."""
     pol = policy()
-    off = set(pol["off_words"])
+    off = set(pol.off_words)
     refs = [
         Ref(path, "config", "Include", line.where, True) for line, path in config.missing_includes
     ]
@@ -59,11 +60,11 @@ def references(root: Path, config: Config) -> list[Ref]:
     for users in users_of.values():
         homes.update({name: fields[5] for name, fields in users.items() if name not in homes})
     for line in config.lines:
-        rule = pol["directives"].get(line.keyword)
+        rule = pol.directives.get(line.keyword)
         if rule is None or not line.args or line.keyword == "include":
             continue
-        kind, category, name = rule["kind"], rule["category"], rule["name"]
-        required = rule["required"] and line.active
+        kind, category, name = rule.kind, rule.category, rule.name
+        required = rule.required and line.active
         servers = range(config.servers) if line.server == -1 else [line.server]
         users = {u: f for s in servers for u, f in users_of.get(s, {}).items()}
         first = line.args[0]
@@ -121,31 +122,35 @@ def runtime_dirs(config: Config) -> list[tuple[Line, str]]:
     (not the file); shared directories (/var, /run itself) are not the server's."""
     found = []
     for line in config.lines:
-        if line.keyword in policy()["runtime"] and line.active and line.args:
+        if line.keyword in policy().runtime and line.active and line.args:
             path = line.args[0]
             folder = posixpath.dirname(posixpath.normpath(path)) if path.startswith("/") else ""
-            if folder and folder not in policy()["shared_dirs"]:
+            if folder and folder not in policy().shared_dirs:
                 found.append((line, folder))
     return found
 
 
-def _keystore_refs(line: Line, rule: dict, users: dict, homes: dict) -> list[Ref]:
+def _keystore_refs(
+    line: Line, rule: Directive, users: dict[str, list[str]], homes: dict[str, str]
+) -> list[Ref]:
     refs = []
     for arg in line.args:
         if not arg.startswith("file:"):
             continue
         pattern = arg.removeprefix("file:")
         if "%u" not in pattern and not pattern.startswith("~"):
-            refs.append(Ref(pattern, rule["category"], rule["name"], line.where, False))
+            refs.append(Ref(pattern, rule.category, rule.name, line.where, False))
             continue
         for user, fields in users.items():
             path = expand(pattern, user, fields[5], homes)
             if path:
-                refs.append(Ref(path, rule["category"], rule["name"], line.where, False, user=user))
+                refs.append(Ref(path, rule.category, rule.name, line.where, False, user=user))
     return refs
 
 
-def _default_root_refs(root: Path, line: Line, rule: dict, users: dict, homes: dict) -> list[Ref]:
+def _default_root_refs(
+    root: Path, line: Line, rule: Directive, users: dict[str, list[str]], homes: dict[str, str]
+) -> list[Ref]:
     """DefaultRoot DIR [group-expr]: a fixed directory, or ~, ~name and %u for each user the
     group expression selects."""
     first, expr = line.args[0], line.args[1:]
@@ -154,15 +159,15 @@ def _default_root_refs(root: Path, line: Line, rule: dict, users: dict, homes: d
         path = posixpath.normpath(first)
         if path == "/":
             return []
-        return [Ref(path, rule["category"], rule["name"], line.where, required, directory=True)]
+        return [Ref(path, rule.category, rule.name, line.where, required, directory=True)]
     refs = []
     for user, fields in users.items():
-        path = expand(first, user, fields[5], homes)
-        if not path or path == "/":
+        jail = expand(first, user, fields[5], homes)
+        if not jail or jail == "/":
             continue
         selected = not expr or group_expr_matches(expr, groups_of(root, user, fields))
         where = f"{line.where}, user {user}"
-        refs.append(Ref(path, rule["category"], rule["name"], where, required and selected, True))
+        refs.append(Ref(jail, rule.category, rule.name, where, required and selected, True))
     return refs
 
 
@@ -191,16 +196,16 @@ def _ldap_conf_refs(root: Path) -> list[Ref]:
     return refs
 
 
-def inventory(root: Path, smoke_user: str | None, options: dict | None = None) -> Inventory:
+def inventory(root: Path, smoke_user: str | None, options: Options) -> Inventory:
     """Return what makes this ProFTPD node: config, keys, certificates, users, homes, logs."""
     pol, root = policy(), Path(root)
-    main = settings(options)["config"]
+    main = options.config
     config = read_config(root, main)
     if main not in config.files:
         return Inventory(warnings=[*config.warnings, f"proftpd: no config {main} on the node"])
     refs = references(root, config)
     found = configrefs.inventory_from_refs(root, config.files, refs, config.warnings)
-    found.owned_globs = list(dict.fromkeys([main, *pol["owned_globs"]]))
+    found.owned_globs = list(dict.fromkeys([main, *pol.owned_globs]))
     found.users, warnings = run_accounts(root, config)
     found.warnings += warnings
     if not config.of("sftphostkey") and any(

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from drkit import errors
 from drkit.profiles.common.policies import policy as read_policy
+from drkit.profiles.interface import ProfileOptions
 
 NAME = "proftpd"
 
@@ -94,10 +95,8 @@ def policy() -> Policy:
     return Policy.model_validate(read_policy(NAME))
 
 
-class Options(BaseModel):
+class Options(ProfileOptions):
     """profile_options.proftpd: the main proftpd.conf (proftpd -c)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     config: str
 

@@ -10,6 +10,7 @@ import pwd
 import re
 import stat
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,10 +22,10 @@ from drkit.profiles.proftpd.config import (
     Line,
     module_name,
     parse,
-    policy,
     read_config,
     server_contexts,
 )
+from drkit.profiles.proftpd.policy import policy
 
 
 def _quote(arg: str) -> str:
@@ -37,12 +38,11 @@ def mapped_path(root: Path, path: str) -> str:
 
 def _map_args(root: Path, keyword: str, args: list[str]) -> list[str] | None:
     """Return args with node paths mapped onto root, or None when nothing changes."""
-    rule = policy()["directives"].get(keyword)
-    if keyword == "<anonymous":
-        rule = {"kind": "path"}
-    if rule is None or not args or str(root) == "/":
+    rule = policy().directives.get(keyword)
+    kind = "path" if keyword == "<anonymous" else rule.kind if rule else None
+    if kind is None or not args or str(root) == "/":
         return None
-    kind, new = rule["kind"], list(args)
+    new = list(args)
     if kind in ("path", "dir", "log", "chroot", "display") and args[0].startswith("/"):
         new[0] = mapped_path(root, args[0])
     elif kind == "exec":
@@ -125,7 +125,9 @@ def _added(config: Config, run: Run, server: int) -> list[str]:
     return lines
 
 
-def _credential_line(line: Line, token: str, args: list[str], root: Path, run: Run):
+def _credential_line(
+    line: Line, token: str, args: list[str], root: Path, run: Run
+) -> list[str] | None:
     """Return the smoke copy of an authentication line (credentials added beside the node's),
     or None when the line is not one."""
     keyword = line.keyword
@@ -154,7 +156,9 @@ def _credential_line(line: Line, token: str, args: list[str], root: Path, run: R
     return None
 
 
-def write_copy(root: Path, config: Config, out_dir: Path, run: Run | None = None):
+def write_copy(
+    root: Path, config: Config, out_dir: Path, run: Run | None = None
+) -> tuple[Path, dict[str, str]]:
     """Write runnable copies of the config files under out_dir, node paths mapped onto root,
     changed as run says (runtime files in out_dir when run is None: `proftpd -t`).
 
@@ -163,11 +167,13 @@ def write_copy(root: Path, config: Config, out_dir: Path, run: Run | None = None
     pol = policy()
     run = run or Run(work=out_dir)
     copies = {node: out_dir / node.lstrip("/") for node in config.files}
-    drop = set(pol["runtime"]) | (set(pol["smoke"]["listen"]) if run.ports else set())
-    log_kinds = {k for k, rule in pol["directives"].items() if rule["kind"] == "log"}
+    drop = set(pol.runtime) | (set(pol.smoke.listen) if run.ports else set())
+    log_kinds = {k for k, rule in pol.directives.items() if rule.kind == "log"}
     lines = {(line.source, line.number): line for line in config.lines}
 
-    def rewrite(node: str, number: int, raw: str, token: str, keyword: str, args: list[str]):
+    def rewrite(
+        node: str, number: int, raw: str, token: str, keyword: str, args: list[str]
+    ) -> list[str]:
         line = lines.get((node, number)) or Line(keyword, tuple(args), node, number, 0)
         if keyword == "<virtualhost" and run.ports:
             port = run.ports.get(line.server, 0)
@@ -202,7 +208,8 @@ def write_copy(root: Path, config: Config, out_dir: Path, run: Run | None = None
         return [raw]
 
     for node, copy in copies.items():
-        out, origin = [], []  # origin: the node line each copy line comes from (0: added)
+        out: list[str] = []
+        origin: list[int] = []  # the node line each copy line comes from (0: added)
         for number, raw in enumerate(config.texts[node].splitlines(), 1):
             parsed = parse(raw)
             made = [raw] if parsed is None else rewrite(node, number, raw, *parsed)
@@ -241,7 +248,7 @@ def node_text(
 ) -> str:
     """Return proftpd's words with copy paths and line numbers as the node's files have them."""
 
-    def node_line(match: re.Match) -> str:
+    def node_line(match: re.Match[str]) -> str:
         lines = (origins or {}).get(match.group(2), [])
         number = int(match.group(1))
         found = lines[number - 1] if 0 < number <= len(lines) else 0
@@ -287,7 +294,9 @@ def _server_words(log_path: Path, names: dict[str, str], root: Path, run: Run) -
     return " | ".join(smokerun.interesting_lines(lines, smokerun.LOG_PATTERN + "|cannot|refus"))
 
 
-def start(root: Path, config: Config, run: Run, program: str):
+def start(
+    root: Path, config: Config, run: Run, program: str
+) -> tuple[runner.Service | None, str, float]:
     """Write the run's copy, start proftpd -n from it and wait until every server listens.
 
     Return (service or None, the server's words when it did not come up, seconds waited).
@@ -297,7 +306,7 @@ def start(root: Path, config: Config, run: Run, program: str):
     (run.work / "logs").mkdir(mode=0o755, exist_ok=True)
     log_path = run.work / "proftpd.out"
     server = runner.start_service([program, "-n", "-c", str(copy)], log_path)
-    started, timeout = time.monotonic(), policy()["smoke"]["start_timeout_seconds"]
+    started, timeout = time.monotonic(), policy().smoke.start_timeout_seconds
     up = all(smokerun.wait_port(run.ports[i], server, timeout) for i in server_contexts(config))
     if up:
         return server, "", time.monotonic() - started
@@ -308,7 +317,7 @@ def start(root: Path, config: Config, run: Run, program: str):
     return None, f"{how}: {words}", 0.0
 
 
-def _host_name(lookup, name: str, fallback: str) -> str:
+def _host_name(lookup: Callable[[str], object], name: str, fallback: str) -> str:
     try:
         lookup(name)
     except KeyError:

@@ -11,24 +11,22 @@ import tempfile
 from pathlib import Path
 
 from drkit import runner
-from drkit.model import Check, failed, passed, warned
+from drkit.model import Check, Manifest, failed, passed, warned
 from drkit.paths import on_root
 from drkit.profiles.common import authfiles, configrefs, keychecks, profile_options, smokerun
 from drkit.profiles.proftpd.config import (
-    NAME,
     Config,
     chains,
     ldap_pairs,
     module_name,
-    policy,
     proftpd_program,
     read_config,
     server_contexts,
-    settings,
     static_modules,
     tls_pairs,
 )
 from drkit.profiles.proftpd.named import references, runtime_dirs
+from drkit.profiles.proftpd.policy import NAME, policy, settings
 from drkit.profiles.proftpd.sandbox import Run, node_text, run_as, said, start, write_copy
 
 RUN_DIRS = ("/run/", "/var/run/")
@@ -51,10 +49,10 @@ def _runtime_dir_checks(root: Path, config: Config) -> list[Check]:
 
 
 @profile_options.options_fail_as("proftpd: options")
-def checks(root: Path, manifest: dict) -> list[Check]:
+def checks(root: Path, manifest: Manifest) -> list[Check]:
     """Return the static checks of a restored (or live) ProFTPD node against its manifest."""
     pol, root = policy(), Path(root)
-    main = settings(profile_options.options_of(manifest, NAME))["config"]
+    main = settings(profile_options.options_of(manifest, NAME)).config
     config = read_config(root, main)
     if main not in config.files:
         return [failed("proftpd: config", f"{main} is missing or unreadable")]
@@ -63,7 +61,7 @@ def checks(root: Path, manifest: dict) -> list[Check]:
     results += configrefs.named_files_check(root, refs, "proftpd")
     host_keys = [line.args[0] for line in config.of("sftphostkey") if line.args]
     results += keychecks.host_key_checks(root, host_keys, manifest)
-    forbid = int(pol["modes"]["private_key_forbid"], 8)
+    forbid = pol.modes.forbidden
     for cert, key in [(c, k) for c, k, _ in tls_pairs(config)] + ldap_pairs(config):
         results.append(keychecks.certificate_pair_check(root, cert, key))
         if key and configrefs.is_file(root, key):
@@ -93,7 +91,7 @@ def module_checks(config: Config) -> list[Check]:
     if not loads:
         return []
     path_line = config.first("modulepath")
-    module_dir = path_line.args[0] if path_line and path_line.args else policy()["module_path"]
+    module_dir = path_line.args[0] if path_line and path_line.args else policy().module_path
     built_in = static_modules(proftpd_program()) or frozenset()
     missing = [
         line.args[0]
@@ -159,15 +157,15 @@ def _config_test(root: Path, config: Config) -> Check:
         run = Run(work, run_as=run_as(root, config))
         copy, names = write_copy(root, config, work, run)
         argv = [
-            program if a == policy()["validate"]["argv"][0] else a.replace("{config}", str(copy))
-            for a in policy()["validate"]["argv"]
+            program if a == policy().validation.argv[0] else a.replace("{config}", str(copy))
+            for a in policy().validation.argv
         ]
         done = runner.run(argv, timeout=60)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     text = node_text(done.stderr, names, root, run.origins)
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    patterns = policy()["validate"]["fail_patterns"]
+    patterns = policy().validation.fail_patterns
     bad = [ln for ln in lines if any(p in ln.lower() for p in patterns)]
     if done.returncode != 0 or bad:
         useful = [said(ln) for ln in (bad or lines)]

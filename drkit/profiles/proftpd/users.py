@@ -9,17 +9,11 @@ import posixpath
 from pathlib import Path
 
 from drkit.engines import accounts
+from drkit.model import Manifest
 from drkit.paths import on_root
 from drkit.profiles.common import pamfiles, profile_options
-from drkit.profiles.proftpd.config import (
-    NAME,
-    Config,
-    module_name,
-    policy,
-    read_config,
-    server_contexts,
-    settings,
-)
+from drkit.profiles.proftpd.config import Config, module_name, read_config, server_contexts
+from drkit.profiles.proftpd.policy import NAME, policy, settings
 from drkit.profiles.proftpd.sandbox import mapped_path
 
 
@@ -72,7 +66,7 @@ def pam_services(config: Config, server: int) -> list[str]:
     if "mod_auth_pam" not in (order or {"mod_auth_pam"}) or config.is_off("authpam", server):
         return []
     line = config.first("authpamconfig", server)
-    return [line.args[0]] if line and line.args else list(policy()["pam"]["default_services"])
+    return [line.args[0]] if line and line.args else list(policy().pam.default_services)
 
 
 def _pam_denied(root: Path, services: list[str]) -> set[str]:
@@ -167,7 +161,9 @@ def run_accounts(root: Path, config: Config) -> tuple[list[str], list[str]]:
     return list(dict.fromkeys(names)), warnings
 
 
-def landing(root: Path, config: Config, server: int, user: str, fields: list[str]):
+def landing(
+    root: Path, config: Config, server: int, user: str, fields: list[str]
+) -> tuple[Path, str, str]:
     """Return (the host directory a login lands in, the path its client is shown there, why):
     DefaultRoot (the first whose group expression holds) chroots it, into its home when the
     home is inside the chroot."""
@@ -188,16 +184,16 @@ def landing(root: Path, config: Config, server: int, user: str, fields: list[str
     return on_root(root, home), mapped_path(root, home), "no DefaultRoot: the home, not chrooted"
 
 
-def login_homes(root: Path, manifest: dict) -> dict[str, str]:
+def login_homes(root: Path, manifest: Manifest) -> dict[str, str]:
     """Return {account: node path} of the home a login of each of the manifest's accounts
     changes into: its passwd home when no DefaultRoot applies or the home lies inside the
     chroot DefaultRoot makes (in any server context); a login jailed away from its home
     starts at the jail's root and needs none."""
     root = Path(root)
-    config = read_config(root, settings(profile_options.options_of(manifest, NAME))["config"])
+    config = read_config(root, settings(profile_options.options_of(manifest, NAME)).config)
     passwd = accounts.passwd_entries(root)
     homes = {}
-    for name in [account["name"] for account in manifest.get("accounts", [])]:
+    for name in [account.name for account in manifest.accounts]:
         fields = passwd.get(name)
         if not fields or not fields[5].startswith("/"):
             continue

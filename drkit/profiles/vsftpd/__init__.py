@@ -19,17 +19,10 @@ static (the checks of restored files) and loopback (the smoke).
 from __future__ import annotations
 
 from drkit.profiles.interface import ModuleProfile
-from drkit.profiles.vsftpd.config import (
-    NAME,
-    NODE_LOCAL,
-    SIGNS,
-    Config,
-    compiled_defaults,
-    read_config,
-    settings,
-)
+from drkit.profiles.vsftpd.config import NODE_LOCAL, SIGNS, Config, compiled_defaults, read_config
 from drkit.profiles.vsftpd.loopback import smoke
 from drkit.profiles.vsftpd.named import inventory, references
+from drkit.profiles.vsftpd.policy import NAME, Options, settings
 from drkit.profiles.vsftpd.sandbox import sandbox_config
 from drkit.profiles.vsftpd.static import checks, chroot_checks
 from drkit.profiles.vsftpd.users import Login, is_chrooted, login_homes, logins
@@ -40,6 +33,7 @@ __all__ = [
     "SIGNS",
     "Config",
     "Login",
+    "Options",
     "checks",
     "chroot_checks",
     "compiled_defaults",
@@ -55,5 +49,14 @@ __all__ = [
 ]
 
 PROFILE = ModuleProfile(
-    NAME, SIGNS, inventory, checks, smoke, sandbox_config, NODE_LOCAL, login_homes_of=login_homes
+    NAME,
+    SIGNS,
+    inventory,
+    checks,
+    smoke,
+    sandbox_config,
+    NODE_LOCAL,
+    login_homes_of=login_homes,
+    options_model=Options,
+    settings_of=settings,
 )

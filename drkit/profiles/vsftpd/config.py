@@ -8,34 +8,15 @@ import functools
 import os
 import posixpath
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from drkit import errors
+from drkit.model import Manifest
 from drkit.paths import on_root
-from drkit.profiles.common import pamfiles, policies, programs
+from drkit.profiles.common import pamfiles, programs
 from drkit.profiles.interface import Signs
-
-NAME = "vsftpd"
-
-
-def policy() -> dict:
-    return policies.policy(NAME)
-
-
-def settings(options: dict | None) -> dict:
-    """Return profile_options.vsftpd over the policy's defaults; raise ConfigError naming the
-    setting when one is unknown or malformed."""
-    options = dict(options or {})
-    allowed = policy()["options"]
-    unknown = sorted(set(options) - set(allowed))
-    if unknown:
-        raise errors.ConfigError(f"profile_options.vsftpd.{unknown[0]}: unknown setting")
-    chosen = {**allowed, **options}
-    config = chosen["config"]
-    if config is not None and not (isinstance(config, str) and config.startswith("/")):
-        raise errors.ConfigError("profile_options.vsftpd.config: must be an absolute node path")
-    return chosen
+from drkit.profiles.vsftpd.policy import NAME, policy, settings
 
 
 @dataclass
@@ -57,7 +38,7 @@ class Config:
         value = own.get(key, self.settings.get(key))
         if value is not None:
             return value
-        return self.compiled.get(key, policy()["config"]["defaults"].get(key))
+        return self.compiled.get(key, policy().config.defaults.get(key))
 
     def yes(self, key: str, user: str | None = None) -> bool:
         return (self.get(key, user) or "").upper() == "YES"
@@ -96,19 +77,19 @@ def _binary_strings(path: str, size: int, mtime: float) -> dict[str, str]:
     data = Path(path).read_bytes()
     strings = [m.decode() for m in re.findall(rb"/[\x21-\x7e]{2,200}", data)]
     found = {}
-    for key, suffix in policy()["compiled"].items():
+    for key, suffix in policy().compiled.items():
         hit = next((text for text in strings if text.endswith(suffix)), None)
         if hit:
             found[key] = hit
     return found
 
 
-def compiled_defaults(root: Path, manifest: dict | None = None) -> dict[str, str]:
+def compiled_defaults(root: Path, manifest: Manifest | None = None) -> dict[str, str]:
     """Return the compiled-in defaults of the node's vsftpd: as the backup recorded them (a
     restore elsewhere keeps the node's build), else read from node_program()."""
-    recorded = ((manifest or {}).get("facts") or {}).get(NAME, {}).get("compiled")
-    if recorded:
-        return dict(recorded)
+    recorded = manifest.facts.get(NAME, {}).get("compiled") if manifest else None
+    if isinstance(recorded, dict) and recorded:
+        return {key: str(value) for key, value in recorded.items()}
     program = node_program(root)
     if program is None:
         return {}
@@ -125,7 +106,7 @@ def read_config(
     """Read the node's vsftpd.conf (path, else the first candidate) and user_config_dir;
     compiled: the node binary's defaults (compiled_defaults(root) when None)."""
     config = Config(compiled=compiled_defaults(root) if compiled is None else compiled)
-    for candidate in [path] if path else policy()["config"]["candidates"]:
+    for candidate in [path] if path else policy().config.candidates:
         host = on_root(root, candidate)
         if host.is_file():
             config.path, config.text = candidate, host.read_text(errors="replace")
@@ -144,17 +125,17 @@ def read_config(
     return config
 
 
-def config_path(options: dict | None) -> str | None:
-    return settings(options)["config"]
+def config_path(options: Mapping[str, object] | None) -> str | None:
+    return settings(options).config
 
 
 def pam_file(config: Config) -> str:
-    return posixpath.join(policy()["config"]["pam_dir"], config.get("pam_service_name") or "ftp")
+    return posixpath.join(policy().config.pam_dir, config.get("pam_service_name") or "ftp")
 
 
 def read_pam(root: Path, config: Config) -> pamfiles.PamStack:
     """Read the PAM service vsftpd uses and the files it includes (pamfiles.read_pam)."""
-    return pamfiles.read_pam(root, pam_file(config), policy()["config"]["pam_dir"])
+    return pamfiles.read_pam(root, pam_file(config), policy().config.pam_dir)
 
 
 def names_in(root: Path, node_path: str | None, field_sep: str | None = None) -> list[str]:
@@ -174,7 +155,7 @@ def names_in(root: Path, node_path: str | None, field_sep: str | None = None) ->
 
 
 def anonymous_names() -> tuple[str, ...]:
-    return tuple(policy()["smoke"]["anonymous_names"])
+    return tuple(policy().smoke.anonymous_names)
 
 
 def tls_pairs(config: Config) -> list[tuple[str, str | None]]:
@@ -192,7 +173,7 @@ def tls_pairs(config: Config) -> list[tuple[str, str | None]]:
 
 
 def vsftpd_program() -> str | None:
-    return programs.find_program("vsftpd", policy()["smoke"]["vsftpd"])
+    return programs.find_program("vsftpd", policy().smoke.vsftpd)
 
 
 SIGNS = Signs(

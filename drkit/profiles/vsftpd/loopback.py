@@ -10,7 +10,7 @@ from pathlib import Path
 
 from drkit import errors, runner
 from drkit.engines import clients
-from drkit.model import SmokeResult, failed, passed, warned
+from drkit.model import Manifest, SmokeResult, failed, passed, warned
 from drkit.paths import on_root
 from drkit.profiles.common import (
     configrefs,
@@ -21,16 +21,15 @@ from drkit.profiles.common import (
     smokerun,
 )
 from drkit.profiles.vsftpd.config import (
-    NAME,
     Config,
     anonymous_names,
     compiled_defaults,
     config_path,
-    policy,
     read_config,
     tls_pairs,
     vsftpd_program,
 )
+from drkit.profiles.vsftpd.policy import NAME, policy
 from drkit.profiles.vsftpd.sandbox import (
     Run,
     mapped_user_conf,
@@ -62,7 +61,7 @@ def _smoke_login(config: Config, user: str) -> Login:
     return Login(user, user, "local", "smoke_user")
 
 
-def smoke(root: Path, manifest: dict, user: str, work_dir: Path) -> SmokeResult:
+def smoke(root: Path, manifest: Manifest, user: str, work_dir: Path) -> SmokeResult:
     """Start the real vsftpd on a rewritten copy of the restored config (127.0.0.1, free port)
     with a one-run PAM service (pam_pwdfile, a one-run password) and log in as vsftpd would
     let user in (local, virtual or anonymous): over FTPS pinned to the manifest's certificate
@@ -104,7 +103,7 @@ def smoke(root: Path, manifest: dict, user: str, work_dir: Path) -> SmokeResult:
             ]
             if config.yes("anonymous_enable") != (login.kind == "anonymous"):
                 differs.append(f"anonymous_enable={extra['anonymous_enable']}: one login kind")
-            password = pol["smoke"]["anonymous_password"]
+            password = pol.smoke.anonymous_password
             if login.kind != "anonymous":
                 password = secrets.token_urlsafe(18)
                 pam_path = pamfiles.one_run_pam_service(work, user, password)
@@ -124,7 +123,7 @@ def smoke(root: Path, manifest: dict, user: str, work_dir: Path) -> SmokeResult:
             log_path = work / "vsftpd.out"
             server = runner.start_service([program, str(copy)], log_path, stdin_to_log=True)
             started = time.monotonic()
-            if not smokerun.wait_port(run.port, server, pol["smoke"]["start_timeout_seconds"]):
+            if not smokerun.wait_port(run.port, server, pol.smoke.start_timeout_seconds):
                 detail = node_text(smokerun.log_hint(log_path) or "no output", root, work)
                 result.add(failed("smoke: vsftpd started", detail))
                 return result
@@ -136,7 +135,7 @@ def smoke(root: Path, manifest: dict, user: str, work_dir: Path) -> SmokeResult:
 
             seen, landed, why = landing(root, manifest, config, login)
             read_only = _read_only(config, login)
-            uploads = clients.UPLOAD_DIRS
+            uploads: tuple[str, ...] = clients.UPLOAD_DIRS
             if landed is not None and read_only is None:
                 fields = account_fields(root, manifest, login.account)
                 found = smoke_accounts.writable_places(root, landed, fields) if fields else []
@@ -155,7 +154,7 @@ def smoke(root: Path, manifest: dict, user: str, work_dir: Path) -> SmokeResult:
             smoke_accounts.remove_created(created)
 
 
-def _tls_pin(root: Path, config: Config, manifest: dict, login: Login) -> clients.FtpTls | None:
+def _tls_pin(root: Path, config: Config, manifest: Manifest, login: Login) -> clients.FtpTls | None:
     """How the smoke pins TLS, or None when this login speaks plain FTP: ssl_enable=NO, or an
     anonymous login without allow_anon_ssl (vsftpd refuses it encryption)."""
     if not config.yes("ssl_enable"):
@@ -169,9 +168,7 @@ def _tls_pin(root: Path, config: Config, manifest: dict, login: Login) -> client
         if path and configrefs.is_file(root, path)
     )
     expected = frozenset(
-        entry["fingerprint"]
-        for entry in manifest.get("certificates", [])
-        if entry["path"] in certificates
+        entry.fingerprint for entry in manifest.certificates if entry.path in certificates
     )
     names = keychecks.certificate_names(root, certificates[0]) if certificates else []
     return clients.FtpTls(trusted, names[0] if names else "localhost", expected)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import glob
 import os
 import posixpath
+from collections.abc import Mapping
 from pathlib import Path
 
 from drkit.engines import accounts
@@ -14,19 +15,17 @@ from drkit.paths import on_root, to_node
 from drkit.profiles.common import configrefs
 from drkit.profiles.common.configrefs import Ref
 from drkit.profiles.vsftpd.config import (
-    NAME,
     Config,
-    config_path,
     node_program,
     pam_file,
-    policy,
     read_config,
     read_pam,
 )
+from drkit.profiles.vsftpd.policy import NAME, Options, policy
 from drkit.profiles.vsftpd.users import guest_account, logins, place_of, system_users
 
 
-def template_refs(root: Path, config: Config, passwd: dict) -> list[Ref]:
+def template_refs(root: Path, config: Config, passwd: Mapping[str, list[str]]) -> list[Ref]:
     """Trees named by a user_sub_token template for users drkit cannot list (virtual users of
     a Berkeley DB store): every existing match of the template with the token as '*', and the
     directory holding them when the token is the template's last component."""
@@ -62,36 +61,27 @@ def template_refs(root: Path, config: Config, passwd: dict) -> list[Ref]:
 def _setting_refs(config: Config) -> list[Ref]:
     pol = policy()
     refs = []
-    for key, rule in pol["settings"].items():
+    for key, rule in pol.settings.items():
         explicit = config.settings.get(key)
-        needed = not rule.get("needs") or any(config.yes(flag) for flag in rule["needs"])
+        needed = not rule.needs or any(config.yes(flag) for flag in rule.needs)
         value = explicit if explicit is not None else (config.get(key) if needed else None)
         if not value or not value.startswith("/"):
             continue
-        if value.startswith(tuple(pol["never_paths"])):
+        if value.startswith(tuple(pol.never_paths)):
             continue
-        where = config.where.get(key)
-        if where is None and key in config.compiled:
-            where = "compiled into the node's vsftpd"
-        kind = rule["kind"]
-        required = needed and kind != "log"
-        refs.append(
-            Ref(
-                value,
-                rule["category"],
-                key,
-                where or "compiled-in default",
-                required,
-                kind == "dir",
-            )
+        where = config.where.get(key) or (
+            "compiled into the node's vsftpd" if key in config.compiled else "compiled-in default"
         )
-        upstream = pol["config"]["defaults"].get(key)
+        kind = rule.kind
+        required = needed and kind != "log"
+        refs.append(Ref(value, rule.category, key, where, required, kind == "dir"))
+        upstream = pol.config.defaults.get(key)
         if explicit is None and upstream and upstream != value and upstream.startswith("/"):
             note = f"upstream's default; this build's is {value}"
-            refs.append(Ref(upstream, rule["category"], key, note, False, kind == "dir"))
+            refs.append(Ref(upstream, rule.category, key, note, False, kind == "dir"))
         parent = posixpath.dirname(posixpath.normpath(value))
-        if kind == "log" and explicit and parent not in pol["shared_dirs"]:
-            refs.append(Ref(parent, rule["category"], f"{key} directory", where, False, True))
+        if kind == "log" and explicit and parent not in pol.shared_dirs:
+            refs.append(Ref(parent, rule.category, f"{key} directory", where, False, True))
     return refs
 
 
@@ -129,16 +119,16 @@ def references(root: Path, config: Config, smoke_user: str | None = None) -> lis
     return list(dict.fromkeys(refs))
 
 
-def inventory(root: Path, smoke_user: str | None, options: dict | None = None) -> Inventory:
+def inventory(root: Path, smoke_user: str | None, options: Options) -> Inventory:
     """Return what makes this vsftpd node: config, PAM service and stores, TLS, lists, trees."""
     root = Path(root)
-    chosen = config_path(options)
+    chosen = options.config
     config = read_config(root, chosen)
     if config.path is None:
         return Inventory(warnings=[f"vsftpd: no {chosen or 'vsftpd.conf'} found"])
     refs = references(root, config, smoke_user)
     found = configrefs.inventory_from_refs(root, [config.path], refs, [])
-    found.owned_globs = list(dict.fromkeys([config.path, *policy()["owned_globs"]]))
+    found.owned_globs = list(dict.fromkeys([config.path, *policy().owned_globs]))
     user_dir = config.settings.get("user_config_dir")
     if user_dir:
         found.owned_globs.append(f"{user_dir}/*")

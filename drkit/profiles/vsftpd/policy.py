@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from drkit import errors
 from drkit.profiles.common.policies import policy as read_policy
+from drkit.profiles.interface import ProfileOptions
 
 NAME = "vsftpd"
 
@@ -80,11 +81,9 @@ def policy() -> Policy:
     return Policy.model_validate(read_policy(NAME))
 
 
-class Options(BaseModel):
+class Options(ProfileOptions):
     """profile_options.vsftpd: the vsftpd.conf the node's vsftpd reads (None: the first of
     the policy's candidates that exists)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     config: str | None = None
 

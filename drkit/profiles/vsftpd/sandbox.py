@@ -11,10 +11,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from drkit import runner
-from drkit.model import Check, failed, passed
+from drkit.model import Check, Manifest, failed, passed
 from drkit.paths import on_root
 from drkit.profiles.common import configtext, smoke_accounts, smokerun
-from drkit.profiles.vsftpd.config import Config, policy, read_config
+from drkit.profiles.vsftpd.config import Config, read_config
+from drkit.profiles.vsftpd.policy import policy
 
 
 @dataclass
@@ -30,7 +31,7 @@ def write_copy(root: Path, config: Config, run: Run) -> Path:
     """Write a runnable copy of vsftpd.conf (node paths mapped onto root, 127.0.0.1:port,
     logs in the work dir, optionally a sandbox PAM service and remapped accounts)."""
     pol = policy()
-    overrides = dict(pol["smoke"]["override"])
+    overrides = dict(pol.smoke.override)
     overrides["listen_port"] = str(run.port)
     overrides["xferlog_file"] = str(run.work / "xferlog")
     overrides["vsftpd_log_file"] = str(run.work / "vsftpd.log")
@@ -40,7 +41,7 @@ def write_copy(root: Path, config: Config, run: Run) -> Path:
     if run.user_conf:
         overrides["user_config_dir"] = str(run.user_conf)
     overrides.update(run.extra)
-    drop = set(pol["smoke"]["drop"])
+    drop = set(pol.smoke.drop)
     out = []
     for raw in config.text.splitlines():
         line = raw.strip()
@@ -50,7 +51,7 @@ def write_copy(root: Path, config: Config, run: Run) -> Path:
             out.append(raw)
         elif key in overrides or key in drop:
             out.append(f"# drkit: {line}")
-        elif value.strip().startswith("/") and key in (*pol["settings"], "local_root"):
+        elif value.strip().startswith("/") and key in (*pol.settings, "local_root"):
             out.append(f"{key}={mapped_path(root, value.strip())}")
         else:
             out.append(raw)
@@ -91,7 +92,11 @@ def node_text(text: str, root: Path, work: Path) -> str:
 
 
 def one_run_account(
-    root: Path, manifest: dict, account: str, created: list[tuple[str, str]], as_is: bool = False
+    root: Path,
+    manifest: Manifest,
+    account: str,
+    created: list[tuple[str, str]],
+    as_is: bool = False,
 ) -> tuple[Check, str | None]:
     """Create a one-run account with the node's uid, gid and (mapped) home of account (a uid
     the host already uses is shared: the restored trees are owned by the node's ids). as_is:
@@ -105,25 +110,25 @@ def one_run_account(
         if smoke_accounts.host_has(pwd.getpwnam, account):
             return passed(name, f"{account} as the host has it"), account
         return failed(name, f"{account} is neither in the node's accounts nor on the host"), None
-    fields = (entry["passwd"].split(":") + [""] * 7)[:7]
-    temp, gid = account if as_is else f"drkit-{secrets.token_hex(4)}", fields[3]
+    passwd = entry.entry
+    temp, gid = account if as_is else f"drkit-{secrets.token_hex(4)}", passwd.gid
     if not smoke_accounts.host_has(grp.getgrgid, int(gid)):
         if runner.run(["groupadd", "-o", "-g", gid, temp]).returncode != 0:
             return failed(name, f"groupadd -g {gid} failed"), None
         created.append(("group", temp))
-    home = mapped_path(root, fields[5] or "/")
-    argv = ["useradd", "-M", "-p", "*", "-o", "-u", fields[2], "-g", gid, "-d", home]
+    home = mapped_path(root, passwd.home or "/")
+    argv = ["useradd", "-M", "-p", "*", "-o", "-u", passwd.uid, "-g", gid, "-d", home]
     done = runner.run([*argv, "-s", "/usr/sbin/nologin", temp])
     if done.returncode != 0:
         return failed(name, f"useradd failed: {done.stderr_tail}"), None
     created.append(("user", temp))
-    detail = f"{account} (uid {fields[2]}, gid {gid}, home {fields[5]}) for the run"
+    detail = f"{account} (uid {passwd.uid}, gid {gid}, home {passwd.home}) for the run"
     return passed(name, detail if as_is else f"as {temp}: {detail}"), temp
 
 
 def run_accounts(
     root: Path,
-    manifest: dict,
+    manifest: Manifest,
     config: Config,
     created: list[tuple[str, str]],
     renamed: dict[str, str] | None = None,

@@ -13,22 +13,21 @@ from pathlib import Path
 
 from drkit import runner
 from drkit.engines import accounts
-from drkit.model import Check, failed, passed, warned
+from drkit.model import Check, Manifest, failed, passed, warned
 from drkit.paths import on_root
 from drkit.profiles.common import configrefs, keychecks, profile_options, smoke_accounts, smokerun
 from drkit.profiles.vsftpd.config import (
-    NAME,
     Config,
     compiled_defaults,
     config_path,
     pam_file,
-    policy,
     read_config,
     read_pam,
     tls_pairs,
     vsftpd_program,
 )
 from drkit.profiles.vsftpd.named import references
+from drkit.profiles.vsftpd.policy import NAME, policy
 from drkit.profiles.vsftpd.sandbox import Run, mapped_user_conf, node_text, run_accounts, write_copy
 from drkit.profiles.vsftpd.users import Login, guest_account, logins, place_of
 
@@ -74,7 +73,7 @@ def chroot_checks(root: Path, config: Config, smoke_user: str | None) -> list[Ch
 def pam_module_checks(root: Path, config: Config) -> list[Check]:
     """PAM modules are the host's: look for each where PAM loads it from and say where."""
     results = []
-    dirs = policy()["pam_module_dirs"]
+    dirs = policy().pam_module_dirs
     for module, where in dict(read_pam(root, config).modules).items():
         name = f"vsftpd: PAM module {module}"
         candidates = [module] if module.startswith("/") else [f"{d}/{module}" for d in dirs]
@@ -91,7 +90,7 @@ def pam_module_checks(root: Path, config: Config) -> list[Check]:
 
 
 @profile_options.options_fail_as("vsftpd: options")
-def checks(root: Path, manifest: dict) -> list[Check]:
+def checks(root: Path, manifest: Manifest) -> list[Check]:
     """Return the checks of a restored (or live) vsftpd node against its manifest."""
     root = Path(root)
     chosen = config_path(profile_options.options_of(manifest, NAME))
@@ -104,7 +103,7 @@ def checks(root: Path, manifest: dict) -> list[Check]:
     info = os.stat(on_root(root, config.path))
     if info.st_uid != 0:
         results.append(failed(f"vsftpd: owner of {config.path}", "must be owned by root"))
-    forbid = int(policy()["modes"]["private_key_forbid"], 8)
+    forbid = policy().modes.forbidden
     for cert, key in tls_pairs(config):
         if not configrefs.is_file(root, cert) and not config.yes("ssl_enable"):
             continue
@@ -122,7 +121,7 @@ def checks(root: Path, manifest: dict) -> list[Check]:
     return results
 
 
-def _start_check(root: Path, config: Config, manifest: dict) -> Check:
+def _start_check(root: Path, config: Config, manifest: Manifest) -> Check:
     """vsftpd has no -t: start it on a free loopback port and wait for 220 (a missing
     secure_chroot_dir shows here as 500 OOPS)."""
     name = "config: vsftpd starts"
@@ -131,7 +130,8 @@ def _start_check(root: Path, config: Config, manifest: dict) -> Check:
         return failed(name, "vsftpd is not installed on this host")
     work = Path(tempfile.mkdtemp(prefix="drkit-vsftpd-t-"))
     work.chmod(0o755)
-    server, created = None, []
+    server: runner.Service | None = None
+    created: list[tuple[str, str]] = []
     try:
         renamed: dict[str, str] = {}
         made, extra = run_accounts(root, manifest, config, created, renamed)
@@ -143,7 +143,7 @@ def _start_check(root: Path, config: Config, manifest: dict) -> Check:
         copy = write_copy(root, config, run)
         log_path = work / "vsftpd.out"
         server = runner.start_service([program, str(copy)], log_path, stdin_to_log=True)
-        reply = smokerun.greeting(run.port, server, policy()["smoke"]["start_timeout_seconds"])
+        reply = smokerun.greeting(run.port, server, policy().smoke.start_timeout_seconds)
         if reply and reply.startswith("220"):
             return passed(name, f"greets with 220 on 127.0.0.1:{run.port}")
         output = reply or smokerun.log_hint(log_path) or "no greeting"

@@ -7,23 +7,24 @@ local_root, and may be chrooted there."""
 from __future__ import annotations
 
 import posixpath
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from drkit.engines import accounts
+from drkit.model import Manifest
 from drkit.paths import on_root
 from drkit.profiles.common import profile_options, smoke_accounts
 from drkit.profiles.vsftpd.config import (
-    NAME,
     Config,
     anonymous_names,
     compiled_defaults,
     config_path,
     names_in,
-    policy,
     read_config,
     read_pam,
 )
+from drkit.profiles.vsftpd.policy import NAME, policy
 from drkit.profiles.vsftpd.sandbox import mapped_path
 
 
@@ -44,7 +45,7 @@ class Login:
 
 
 def _uid_range(root: Path) -> tuple[int, int]:
-    low, high = policy()["local_uid_min"], policy()["local_uid_max"]
+    low, high = policy().local_uid_min, policy().local_uid_max
     for line in names_in(root, "/etc/login.defs"):
         words = line.split()
         if len(words) == 2 and words[0] == "UID_MIN" and words[1].isdigit():
@@ -118,7 +119,7 @@ class Place:
     local_root: str | None
 
 
-def place_of(root: Path, config: Config, login: Login, passwd: dict) -> Place:
+def place_of(root: Path, config: Config, login: Login, passwd: Mapping[str, list[str]]) -> Place:
     """Return the login's home, local_root and chroot directory (node paths, tokens expanded)."""
     fields = passwd.get(login.account)
     home = config.expand(fields[5], login.name) if fields and fields[5] else None
@@ -155,14 +156,16 @@ def system_users(root: Path, config: Config, smoke_user: str | None = None) -> l
     return [name for name in dict.fromkeys(names) if name]
 
 
-def account_fields(root: Path, manifest: dict, account: str) -> list[str] | None:
+def account_fields(root: Path, manifest: Manifest, account: str) -> list[str] | None:
     try:
         return smoke_accounts.node_fields(root, manifest, account)
     except KeyError:
         return None
 
 
-def landing(root: Path, manifest: dict, config: Config, login: Login):
+def landing(
+    root: Path, manifest: Manifest, config: Config, login: Login
+) -> tuple[str | None, Path | None, str]:
     """Return (the path a login's client is shown after login, the host directory it is,
     why) as vsftpd works it out: it changes into the home, then into local_root; a chrooted
     login is then chrooted there and shown "/". (None, None, "") when the account is unknown."""
@@ -186,7 +189,7 @@ def landing(root: Path, manifest: dict, config: Config, login: Login):
     return mapped_path(root, where), on_root(root, where), why
 
 
-def login_homes(root: Path, manifest: dict) -> dict[str, str]:
+def login_homes(root: Path, manifest: Manifest) -> dict[str, str]:
     """Return {account: node path} of the home vsftpd changes a local login of each of the
     manifest's accounts into (user_sub_token expanded; a missing one is 500 OOPS), as the
     restored config says; local_root and a chroot are the config's own trees."""
@@ -195,7 +198,7 @@ def login_homes(root: Path, manifest: dict) -> dict[str, str]:
     config = read_config(root, chosen, compiled_defaults(root, manifest))
     passwd = accounts.passwd_entries(root)
     homes = {}
-    for name in [account["name"] for account in manifest.get("accounts", [])]:
+    for name in [account.name for account in manifest.accounts]:
         place = place_of(root, config, Login(name, name, "local", "manifest"), passwd)
         if place.home and place.home.startswith("/"):
             homes[name] = place.home
