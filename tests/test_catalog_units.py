@@ -10,6 +10,7 @@ import pytest
 
 from drkit import errors
 from drkit.engines import catalog
+from tests.manifests import partial
 
 ID = "a" * 64
 
@@ -86,19 +87,19 @@ def test_a_sealed_object_carries_config_texts_but_never_a_key(tmp_path):
     (root / "etc/ssh/ssh_host_ed25519_key").write_text("-----BEGIN OPENSSH PRIVATE KEY-----\n")
     (root / "etc/ssh/changed").write_text("now\n")
 
-    def entry(path: str, category: str, data: bytes) -> dict:
+    def entry(path: str, category: str, data: bytes) -> dict[str, object]:
         return {"path": path, "category": category, "type": "file", "size": len(data),
                 "sha256": hashlib.sha256(data).hexdigest()}  # fmt: skip
 
-    node_manifest = {
-        "files": [
+    node_manifest = partial(
+        files=[
             entry("/etc/ssh/sshd_config", "config", b"Port 22\n"),
             entry("/etc/ssh/ssh_host_ed25519_key", "config", b"x"),
             entry("/etc/ssh/changed", "config", b"then\n"),
             entry("/var/log/sftp.log", "audit_logs", b"log"),
         ],
-        "keys": [{"path": "/etc/ssh/ssh_host_ed25519_key"}],
-    }
+        keys=[{"path": "/etc/ssh/ssh_host_ed25519_key"}],
+    )
     paths = catalog.text_paths(node_manifest)
     assert paths == ["/etc/ssh/sshd_config", "/etc/ssh/changed"]
     texts = catalog.read_texts(root, node_manifest, paths)
@@ -116,4 +117,4 @@ def test_the_texts_of_one_object_stop_at_their_budget(monkeypatch):
     monkeypatch.setattr(catalog, "TEXTS_MAX_BYTES", 10)
     files = [{"path": f"/etc/{n}", "category": "config", "type": "file", "size": size}
              for n, size in enumerate((4, 5, 3, 1))]  # fmt: skip
-    assert catalog.text_paths({"files": files}) == ["/etc/0", "/etc/1", "/etc/3"]
+    assert catalog.text_paths(partial(files=files)) == ["/etc/0", "/etc/1", "/etc/3"]

@@ -11,7 +11,8 @@ from drkit import model as checks
 from drkit.actions import drill
 from drkit.engines import diff as diff_engine
 from drkit.engines import reports
-from drkit.model import SmokeResult
+from drkit.model import Manifest, SmokeResult
+from tests.manifests import partial
 
 OLD = {
     "files": [
@@ -45,6 +46,10 @@ OLD = {
 }  # fmt: skip
 
 
+def _m(document: dict) -> Manifest:
+    return partial(**copy.deepcopy(document))
+
+
 def _new() -> dict:
     new = copy.deepcopy(OLD)
     new["files"][0]["sha256"], new["files"][0]["size"] = "b", 12
@@ -62,7 +67,7 @@ def _new() -> dict:
 
 
 def test_compare_names_key_certificate_and_account_changes_in_words():
-    changes, notes = diff_engine.compare(OLD, _new())
+    changes, notes = diff_engine.compare(_m(OLD), _m(_new()))
     assert (
         "host key ssh_host_ed25519_key replaced: SHA256:old → SHA256:new; clients that pinned "
         "the old key will refuse to connect"
@@ -88,13 +93,13 @@ def test_compare_names_key_certificate_and_account_changes_in_words():
 
 
 def test_a_snapshot_compared_with_itself_has_no_changes():
-    assert diff_engine.compare(OLD, copy.deepcopy(OLD)) == ([], [])
+    assert diff_engine.compare(_m(OLD), _m(OLD)) == ([], [])
 
 
 def test_certificate_renewal_is_called_renewed():
     new = copy.deepcopy(OLD)
     new["certificates"][0].update(fingerprint="c2", not_after="2028-01-01T00:00:00Z")
-    assert diff_engine.certificate_notes(OLD, new) == [
+    assert diff_engine.certificate_notes(_m(OLD), _m(new)) == [
         "certificate /etc/ssl/certs/x.pem renewed: expires 2028-01-01T00:00:00Z "
         "(was 2027-01-01T00:00:00Z)"
     ]
@@ -106,11 +111,11 @@ def test_host_keys_and_certificates_added_and_removed_are_named_with_what_they_a
                          "type": "RSA", "fingerprint": "SHA256:rsa"}]  # fmt: skip
     new["certificates"] = [{**OLD["certificates"][0], "path": "/etc/ssl/certs/y.pem",
                             "subject": "CN=y", "fingerprint": "c3"}]  # fmt: skip
-    assert diff_engine.host_key_notes(OLD, new) == [
+    assert diff_engine.host_key_notes(_m(OLD), _m(new)) == [
         "host key ssh_host_ed25519_key removed (was SHA256:old)",
         "host key ssh_host_rsa_key added (RSA SHA256:rsa)",
     ]
-    assert diff_engine.certificate_notes(OLD, new) == [
+    assert diff_engine.certificate_notes(_m(OLD), _m(new)) == [
         "certificate /etc/ssl/certs/x.pem removed (CN=x)",
         "certificate /etc/ssl/certs/y.pem added (CN=y, expires 2027-01-01T00:00:00Z)",
     ]
@@ -118,8 +123,8 @@ def test_host_keys_and_certificates_added_and_removed_are_named_with_what_they_a
 
 def test_text_diffs_only_for_config_and_never_for_keys_or_private_material():
     new = _new()
-    changes, _ = diff_engine.compare(OLD, new)
-    wanted = [c["path"] for c in changes if diff_engine.wants_text_diff(c, OLD, new)]
+    changes, _ = diff_engine.compare(_m(OLD), _m(new))
+    wanted = [c["path"] for c in changes if diff_engine.wants_text_diff(c, _m(OLD), _m(new))]
     assert wanted == ["/etc/ssh/sshd_config"]
     assert diff_engine.unified("/x", "a\n", "-----BEGIN OPENSSH PRIVATE KEY-----\nb\n") is None
     text = diff_engine.unified("/etc/x", "user:$6$abc$def:1\n", "user:$y$j9T$xyz:2\n")

@@ -26,6 +26,8 @@ from nodes import Node, fresh_repository, make_workspace
 from drkit import config as config_module
 from drkit.engines import keys, manifest, screen
 from drkit.engines.resticjson import TreeNode
+from drkit.model import Manifest
+from tests.manifests import partial
 
 pytestmark = pytest.mark.integration
 
@@ -98,7 +100,7 @@ class Forge:
         if drop_drkit_files:
             shutil.rmtree(snapshot_dir)
         elif raw_manifest is not None or edit or sign != "node" or signature_text:
-            data = raw_manifest if raw_manifest is not None else manifest.encode(document)
+            data = raw_manifest if raw_manifest is not None else _encode(document)
             (snapshot_dir / "manifest.json").write_bytes(data)
             if signature_text is not None:
                 (snapshot_dir / "manifest.sig").write_text(signature_text)
@@ -107,7 +109,9 @@ class Forge:
                 signed = keys.sign(key, data)
                 (snapshot_dir / "manifest.sig").write_text(json.dumps(signed))
         paths = [
-            path for path in manifest.leaf_paths(self.original) if os.path.lexists(root / path)
+            path
+            for path in manifest.leaf_paths(Manifest.model_validate(self.original))
+            if os.path.lexists(root / path)
         ]
         paths += ([] if drop_drkit_files else [SNAPSHOT_DIR]) + extra
         made = self.node.restic(
@@ -118,6 +122,11 @@ class Forge:
         summary = [json.loads(line) for line in made.stdout.splitlines() if '"summary"' in line]
         shutil.rmtree(root)
         return Forged(name, summary[-1]["snapshot_id"], expect)
+
+
+def _encode(document: dict) -> bytes:
+    """Return a forged manifest document in the stored form (what manifest.encode writes)."""
+    return json.dumps(document, sort_keys=True, separators=(",", ":")).encode() + b"\n"
 
 
 def _add_entry(document: dict, entry: dict) -> None:
@@ -220,7 +229,7 @@ def _corpus(forge: Forge) -> list[Callable[[], Forged]]:
         forge.make(
             "manifest-unknown-format",
             "unknown format",
-            raw_manifest=manifest.encode({**forge.original, "format": 99}),
+            raw_manifest=_encode({**forge.original, "format": 99}),
         ),
         forge.make("extra-file", "not in the signed manifest", files=backdoor),
         forge.make("file-content-altered", "content differs", files=tampered_key),
@@ -335,12 +344,13 @@ def test_a_symlink_in_the_target_is_never_written_through(corpus, tmp_path: Path
 # -- the same rules on listings restic cannot produce from a filesystem ---------------------
 
 
-def _listing_manifest() -> dict:
-    return {"files": [
+def _listing_manifest(*more: dict) -> Manifest:
+    return partial(files=[
         {"path": "/etc", "type": "dir", "mode": "0755"},
         {"path": "/etc/app.conf", "type": "file", "mode": "0644", "size": 3},
         {"path": "/etc/link", "type": "symlink", "mode": "0777", "link": "/srv"},
-    ]}  # fmt: skip
+        *more,
+    ])  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -374,9 +384,8 @@ def test_socket_file_in_staging_is_refused(tmp_path: Path):
     listener = socket.socket(socket.AF_UNIX)
     listener.bind(str(staging / "etc/app.sock"))
     try:
-        manifest_doc = _listing_manifest()
-        manifest_doc["files"].append({"path": "/etc/app.sock", "type": "file", "mode": "0644"})
-        problems = screen.screen_staging(staging, manifest_doc)
+        listed = _listing_manifest({"path": "/etc/app.sock", "type": "file", "mode": "0644"})
+        problems = screen.screen_staging(staging, listed)
     finally:
         listener.close()
     assert any("special file" in problem for problem in problems), problems

@@ -11,16 +11,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from drkit.engines import manifest
-from drkit.model import Entry, Inventory
+from drkit.model import Entry, FileRecord, Inventory
 from drkit.paths import on_root, resolve_links
+from tests.manifests import partial
 
 
-def built(root: Path, *paths: str) -> dict[str, dict]:
+def built(root: Path, *paths: str) -> dict[str, FileRecord]:
     inventory = Inventory(files=[Entry(path, "config") for path in paths])
     node_manifest = manifest.build(
         root, inventory, node="n", profiles=[], accounts=[], created=datetime.now(UTC)
     )
-    return {entry["path"]: entry for entry in node_manifest["files"]}
+    return {entry.path: entry for entry in node_manifest.files}
 
 
 def test_an_absolute_link_in_a_mounted_root_is_the_nodes_own_file(tmp_path: Path):
@@ -32,10 +33,10 @@ def test_an_absolute_link_in_a_mounted_root_is_the_nodes_own_file(tmp_path: Path
     files = built(root, "/etc/ssh/ssh_host_ed25519_key", "/etc/ssh/hostetc/passwd")
 
     link = files["/etc/ssh/ssh_host_ed25519_key"]
-    assert link["type"] == "symlink" and link["link"] == "/etc/ssh/keys/host_key"
+    assert link.type == "symlink" and link.link == "/etc/ssh/keys/host_key"
     key = files["/etc/ssh/keys/host_key"]
-    assert key["sha256"] == manifest.sha256_file(root / "etc/ssh/keys/host_key")
-    assert files["/etc/ssh/hostetc"]["type"] == "symlink"
+    assert key.sha256 == manifest.sha256_file(root / "etc/ssh/keys/host_key")
+    assert files["/etc/ssh/hostetc"].type == "symlink"
     assert "/etc/passwd" not in files  # the node has none: the host's is never read
     assert on_root(root, "/etc/ssh/hostetc/passwd") == root / "etc/passwd"
 
@@ -47,10 +48,10 @@ def test_a_relative_directory_link_is_a_link_and_its_files_are_under_the_target(
     os.symlink("sshd_config.common.d", root / "etc/ssh/sshd_config.d")
     files = built(root, "/etc/ssh/sshd_config.d/10-sftp.conf", "/etc/ssh/sshd_config.d")
 
-    assert files["/etc/ssh/sshd_config.d"]["type"] == "symlink"
-    assert files["/etc/ssh/sshd_config.common.d/10-sftp.conf"]["type"] == "file"
+    assert files["/etc/ssh/sshd_config.d"].type == "symlink"
+    assert files["/etc/ssh/sshd_config.common.d/10-sftp.conf"].type == "file"
     assert not any(path.startswith("/etc/ssh/sshd_config.d/") for path in files)
-    leaves = manifest.leaf_paths({"files": list(files.values())})
+    leaves = manifest.leaf_paths(partial(files=list(files.values())))
     assert "etc/ssh/sshd_config.d" in leaves  # restic is given the link itself
 
 
@@ -62,6 +63,6 @@ def test_links_climbing_out_of_the_root_stop_at_it_and_loops_end(tmp_path: Path)
     assert resolve_links(root, "/srv/up/srv") == ("/srv", ["/srv/up"])
     assert not on_root(root, "/srv/loop/x").exists()
     files = built(root, "/srv/loop", "/srv/up")
-    assert files["/srv/loop"]["type"] == "symlink" and files["/srv/up"]["type"] == "symlink"
+    assert files["/srv/loop"].type == "symlink" and files["/srv/up"].type == "symlink"
     assert set(files) == {"/srv", "/srv/loop", "/srv/up"}  # the root is never taken whole
-    assert files["/srv"]["category"] == "parents" and files["/srv"]["type"] == "dir"
+    assert files["/srv"].category == "parents" and files["/srv"].type == "dir"

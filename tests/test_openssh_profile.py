@@ -21,9 +21,10 @@ from nodes import SMOKE_USER
 from devtools import sample_node
 from drkit import errors, runner
 from drkit.engines import accounts, clients, keys
-from drkit.model import SmokeResult
+from drkit.model import HostKeyRecord, Manifest, SmokeResult
 from drkit.profiles import openssh
 from drkit.profiles.common import configtext
+from tests.manifests import partial
 
 WORK_PARENT = Path("/var/lib/drkit-tests")
 
@@ -197,11 +198,11 @@ def test_copy_maps_node_paths_onto_a_prefix_root(hand_node: Path, tmp_path: Path
 def test_missing_sshd_config_is_a_warning(node_root: Path):
     found = openssh.inventory(node_root, "drill")
     assert found.files == [] and "/etc/ssh/sshd_config: cannot read" in found.warnings[0]
-    assert openssh.checks(node_root, {})[0].status == "fail"
+    assert openssh.checks(node_root, partial())[0].status == "fail"
 
 
 def test_smoke_refuses_a_work_dir_sshd_would_reject(tmp_path: Path):
-    smoked = openssh.smoke(tmp_path, {}, "drill", tmp_path / "work")
+    smoked = openssh.smoke(tmp_path, partial(), "drill", tmp_path / "work")
     (result,) = smoked.checks
     assert smoked.judged and not smoked.proven and not smoked.protocols
     assert result.status == "fail" and "/tmp is group/world-writable" in result.detail
@@ -210,7 +211,7 @@ def test_smoke_refuses_a_work_dir_sshd_would_reject(tmp_path: Path):
 # --- a real sample node -------------------------------------------------------------------------
 
 
-def host_key_manifest(root: Path, info: dict) -> dict:
+def host_key_manifest(root: Path, info: dict) -> Manifest:
     """Return a manifest as the lead's builder makes it, for the sample node's keys."""
     host_keys = []
     for path in info["host_keys"]:
@@ -225,15 +226,15 @@ def host_key_manifest(root: Path, info: dict) -> dict:
         )
     cert_path, key_path = info["tls"]["certificate"], info["tls"]["key"]
     cert = keys.describe_certificate((root / cert_path.lstrip("/")).read_bytes())
-    return {
-        "host_keys": host_keys,
-        "certificates": [{"path": cert_path, **cert.as_dict(), "key_path": key_path}],
-        "accounts": accounts.read_entries(root, info["users"]),
-    }
+    return partial(
+        host_keys=host_keys,
+        certificates=[{"path": cert_path, **cert.as_dict(), "key_path": key_path}],
+        accounts=accounts.read_entries(root, info["users"]),
+    )
 
 
 @pytest.fixture
-def sample(node_root: Path) -> tuple[Path, dict, dict]:
+def sample(node_root: Path) -> tuple[Path, dict, Manifest]:
     info = sample_node.build(node_root, smoke_user=SMOKE_USER)
     return node_root, info, host_key_manifest(node_root, info)
 
@@ -382,14 +383,14 @@ def test_certificate_expiry_and_key_mismatch(sample):
     key_path = root / info["tls"]["key"].lstrip("/")
     name = f"certificate: {info['tls']['certificate']}"
     key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
-    entry = manifest["certificates"][0]
+    entry = manifest.certificates[0]
 
     cert_path.write_bytes(certificate(key, days=10))
-    entry["fingerprint"] = keys.describe_certificate(cert_path.read_bytes()).fingerprint
+    entry.fingerprint = keys.describe_certificate(cert_path.read_bytes()).fingerprint
     assert by_name(openssh.checks(root, manifest))[name].status == "warn"
 
     cert_path.write_bytes(certificate(key, days=-1))
-    entry["fingerprint"] = keys.describe_certificate(cert_path.read_bytes()).fingerprint
+    entry.fingerprint = keys.describe_certificate(cert_path.read_bytes()).fingerprint
     assert "expired" in failing(openssh.checks(root, manifest))[name]
 
     cert_path.write_bytes(certificate(ec.generate_private_key(ec.SECP256R1()), days=90))
@@ -424,7 +425,7 @@ def test_smoke_passes_on_chrooted_prefix_root(sample, work_dir: Path):
     assert smoked.proven and smoked.protocols == ["sftp"]
     assert smoked.login_at <= smoked.round_trip_at == smoked.proven_at
     assert {key.type: key.fingerprint for key in smoked.host_keys} == {
-        entry["type"]: entry["fingerprint"] for entry in manifest["host_keys"]
+        entry.type: entry.fingerprint for entry in manifest.host_keys
     }
     names = by_name(smoked.checks)
     assert f"created {SMOKE_USER}" in names["smoke: user"].detail
@@ -592,14 +593,14 @@ def test_an_unknown_option_is_a_config_error_naming_it(node_root: Path):
         openssh.inventory(node_root, None, {"conf": "/etc/ega/sshd_config"})
     with pytest.raises(errors.ConfigError, match=r"profile_options\.openssh\.config: must be"):
         openssh.inventory(node_root, None, {"config": "etc/ega/sshd_config"})
-    manifest = {"profile_options": {"openssh": {"bogus": 1}}}
+    manifest = partial(profile_options={"openssh": {"bogus": 1}})
     (result,) = openssh.checks(node_root, manifest)
     assert result.status == "fail" and "profile_options.openssh.bogus" in result.detail
 
 
 def test_checks_read_the_config_location_from_the_manifest(node_root: Path):
     root, case = corpus_root(node_root, "ega-inbox")
-    manifest = {"profile_options": {"openssh": options(case)}}
+    manifest = partial(profile_options={"openssh": options(case)})
     results = by_name(openssh.checks(root, manifest))
     assert "config: sshd_config" not in results
     assert results["config: sshd -t"].status == "pass", results["config: sshd -t"].detail
@@ -608,7 +609,7 @@ def test_checks_read_the_config_location_from_the_manifest(node_root: Path):
 
 def test_packaged_subsystem_is_looked_for_on_the_host_not_in_the_target(node_root: Path):
     root, _ = corpus_root(node_root, "debian-default")
-    results = by_name(openssh.checks(root, {}))
+    results = by_name(openssh.checks(root, partial()))
     assert "config: missing /usr/lib/openssh/sftp-server" not in results
     program = results["program: /usr/lib/openssh/sftp-server"]
     assert program.status == "pass" and "found on this host" in program.detail
@@ -617,7 +618,7 @@ def test_packaged_subsystem_is_looked_for_on_the_host_not_in_the_target(node_roo
 
 def test_a_packaged_program_missing_on_the_host_warns_and_says_where_it_looked(node_root: Path):
     root, _ = corpus_root(node_root, "upstream-portable")
-    results = by_name(openssh.checks(root, {}))
+    results = by_name(openssh.checks(root, partial()))
     program = results["program: /usr/libexec/sftp-server"]
     assert program.status == "warn" and "looked at /usr/libexec/sftp-server" in program.detail
     assert failing(results.values()) == {"program: /usr/libexec/sftp-server": program.detail}
@@ -641,7 +642,9 @@ def test_sshd_reports_ecdsa_loaded_but_not_offered(node_root: Path, tmp_path: Pa
 
 
 def test_keyscan_says_loaded_not_offered_instead_of_not_served():
-    entry = {"type": "ecdsa-sha2-nistp256", "fingerprint": "SHA256:aaa", "public_line": "x"}
+    entry = HostKeyRecord(
+        path="/etc/ssh/k", type="ecdsa-sha2-nistp256", fingerprint="SHA256:aaa", public_line="x"
+    )
     kwargs = {"offered": {"ssh-ed25519"}, "omitted_by": "HostKeyAlgorithms"}
     result = SmokeResult(profile="openssh")
     clients.keyscan(result, [entry], 1, loaded={"SHA256:aaa": "ecdsa-sha2-nistp256"}, **kwargs)
@@ -693,7 +696,7 @@ def test_host_certificate_expiry_and_key(node_root, tmp_path, validity, key, sta
     host_certificate(root, tmp_path, validity, key)
     found = openssh.inventory(root, None)
     assert certificate in paths(found, "host_keys")
-    result = by_name(openssh.checks(root, {}))[f"host certificate: {certificate}"]
+    result = by_name(openssh.checks(root, partial()))[f"host certificate: {certificate}"]
     assert result.status == status and says in result.detail, result.detail
 
 
@@ -712,7 +715,7 @@ def test_authorized_keys_command_is_checked_as_sshd_does(node_root: Path, spoil,
     program = root / "usr/local/bin/ega_ssh_keys"
     if spoil:
         spoil(program)
-    manifest = {"profile_options": {"openssh": options(case)}}
+    manifest = partial(profile_options={"openssh": options(case)})
     result = by_name(openssh.checks(root, manifest))[
         "AuthorizedKeysCommand: /usr/local/bin/ega_ssh_keys"
     ]
@@ -738,7 +741,7 @@ def test_ldap_and_sssd_integration_files_are_backed_up_and_checked(node_root: Pa
         found, "config"
     )
     assert "/etc/ssl/ldap-ca.pem" in paths(found, "tls")
-    bad = failing(openssh.checks(root, {"profile_options": {"openssh": options(case)}}))
+    bad = failing(openssh.checks(root, partial(profile_options={"openssh": options(case)})))
     assert "requires 0600 root" in bad["integration: /etc/sssd/sssd.conf"]
     assert "holds bindpw and is readable by others" in bad["integration: /etc/nslcd.conf"]
     assert "expired" in bad["certificate: /etc/ssl/ldap-ca.pem"]
@@ -747,7 +750,7 @@ def test_ldap_and_sssd_integration_files_are_backed_up_and_checked(node_root: Pa
     (root / "etc/nslcd.conf").chmod(0o640)
     put(root, "/etc/ssl/ldap-ca.pem", certificate(key, days=90).decode())
     put(root, "/etc/ssl/gone.pem", certificate(key, days=90).decode())
-    assert failing(openssh.checks(root, {"profile_options": {"openssh": options(case)}})) == {}
+    assert failing(openssh.checks(root, partial(profile_options={"openssh": options(case)}))) == {}
 
 
 def test_pam_includes_are_backed_up_when_present(node_root: Path):
@@ -779,7 +782,7 @@ def test_the_keys_commands_account_is_kept_and_root_needs_no_entry(node_root: Pa
     assert found.users == ["egasftp"]
     passwd = root / "etc/passwd"  # a restore target holds only the restored accounts
     passwd.write_text("".join(ln for ln in passwd.open() if not ln.startswith("root:")))
-    manifest = {"profile_options": {"openssh": options(case)}}
+    manifest = partial(profile_options={"openssh": options(case)})
     name = "AuthorizedKeysCommand: /usr/local/bin/ega_ssh_keys"
     assert by_name(openssh.checks(root, manifest))[name].status == "pass"
     config.write_text(config.read_text().replace("CommandUser root", "CommandUser nobody"))

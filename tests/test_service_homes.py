@@ -14,6 +14,7 @@ from nodes import Node, make_workspace
 from devtools import sample_node
 from drkit import profiles
 from drkit.engines import accounts
+from tests.manifests import partial
 
 CASES = [case for case in load_cases() if case.server in profiles.KINDS]
 
@@ -56,11 +57,11 @@ def test_every_profile_says_where_the_corpus_logins_land(case, tmp_path: Path):
     root = tmp_path / "node"
     materialise(case, root)
     names = [user.name for user in case.users if not user.virtual]
-    manifest = {
-        "accounts": accounts.read_entries(root, names),
-        "profiles": [case.server],
-        "profile_options": dict(case.profile_options),
-    }
+    manifest = partial(
+        accounts=accounts.read_entries(root, names),
+        profiles=[case.server],
+        profile_options=dict(case.profile_options),
+    )
     homes = profiles.get(case.server).login_homes(root, manifest)
     assert set(homes) <= set(names), case.name
     assert all(path.startswith("/") and ".." not in path.split("/") for path in homes.values())
@@ -82,7 +83,7 @@ def test_the_login_homes_of_a_chrooted_node_lie_inside_each_chroot(node: Node):
         for name in users
         if line.startswith(f"{name}:")
     ]
-    manifest = {"accounts": accounts, "profiles": ["openssh"]}
+    manifest = partial(accounts=accounts, profiles=["openssh"])
     homes = profiles.get("openssh").login_homes(node.root, manifest)
     assert homes == {name: f"/srv/sftp/{name}/upload" for name in users}
     generic = profiles.get("generic").login_homes(node.root, manifest)

@@ -21,6 +21,8 @@ from nodes import Node, fresh_repository, make_workspace
 
 from drkit.engines import accounts, apply, screen, staged
 from drkit.engines.manifest import MANIFEST_PATH
+from drkit.model import Manifest
+from tests.manifests import partial
 
 pytestmark = pytest.mark.integration
 DRKIT = str(Path(sys.executable).parent / "drkit")
@@ -192,16 +194,17 @@ def test_under_umask_000_everything_the_restore_makes_has_its_own_mode(node: Nod
     assert code == 0, document
     for made in (base, base / "deeper", target):
         assert stat.S_IMODE(made.stat().st_mode) == 0o755, made
-    signed = json.loads((target / MANIFEST_PATH.lstrip("/").replace("snapshot", "restored"))
-                        .read_text())  # fmt: skip
-    listed = {entry["path"]: entry for entry in signed["files"]}
+    signed = Manifest.model_validate_json(
+        (target / MANIFEST_PATH.lstrip("/").replace("snapshot", "restored")).read_bytes()
+    )
+    listed = {entry.path: entry for entry in signed.files}
     assert stat.S_IMODE((target / "var/lib/drkit/restored").stat().st_mode) == 0o700
     loose = []
     for path, (mode, _, _, _) in tree(target).items():
         node_path = "/" + path if path else "/"
         entry = listed.get(node_path)
-        if entry is not None and entry["type"] != "symlink":
-            assert f"{stat.S_IMODE(mode):04o}" == entry["mode"], node_path
+        if entry is not None and entry.type != "symlink":
+            assert f"{stat.S_IMODE(mode):04o}" == entry.mode, node_path
         elif entry is None and not stat.S_ISLNK(mode) and mode & 0o022:
             loose.append(f"{node_path} {stat.S_IMODE(mode):04o}")
     assert not loose, f"group- or world-writable though drkit made them: {loose}"
@@ -211,16 +214,16 @@ def test_under_umask_000_everything_the_restore_makes_has_its_own_mode(node: Nod
 
 
 @pytest.fixture
-def staging(node: Node, tmp_path: Path) -> tuple[Path, dict]:
+def staging(node: Node, tmp_path: Path) -> tuple[Path, Manifest]:
     """A real restic restore of the snapshot, as a restore stages it; with its manifest."""
     done = node.restic("restore", node.snapshot, "--target", str(tmp_path / "staging"))
     assert done.returncode == 0, done.stderr
     root = tmp_path / "staging"
-    return root, json.loads((root / MANIFEST_PATH.lstrip("/")).read_text())
+    return root, Manifest.model_validate_json((root / MANIFEST_PATH.lstrip("/")).read_bytes())
 
 
-def _a_file(signed: dict, under: str = "/etc/ssh/") -> str:
-    return next(e["path"] for e in signed["files"] if e["type"] == "file" and under in e["path"])
+def _a_file(signed: Manifest, under: str = "/etc/ssh/") -> str:
+    return next(e.path for e in signed.files if e.type == "file" and under in e.path)
 
 
 def _problems_within(verifier: staged.StagedVerifier, seconds: float = 20) -> list[str]:
@@ -257,7 +260,7 @@ def test_the_screen_refuses_a_hard_link_out_of_staging_and_splits_those_within(
     staging, tmp_path: Path
 ):
     root, signed = staging
-    files = [e["path"] for e in signed["files"] if e["type"] == "file"]
+    files = [e.path for e in signed.files if e.type == "file"]
     outside = tmp_path / "outside-link"
     os.link(root / files[0].lstrip("/"), outside)
     assert any("hard link to a file outside" in p for p in screen.screen_staging(root, signed))
@@ -296,7 +299,7 @@ def test_an_owned_glob_never_walks_through_a_link_in_the_target(tmp_path: Path):
     (drop_ins / "old.conf").write_text("Port 2222\n")
     (drop_ins / "root").symlink_to("/")  # `**` through it would list the whole host
     (drop_ins / "loop").symlink_to("..")
-    signed = {"files": [], "owned_globs": ["/etc/ssh/sshd_config.d/**"]}
+    signed = partial(owned_globs=["/etc/ssh/sshd_config.d/**"])
     started = time.monotonic()
     steps = apply.plan(target, signed)
     assert time.monotonic() - started < 5

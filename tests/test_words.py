@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 from drkit.engines import diff
+from drkit.model import Manifest
+from tests.manifests import partial
 
 
-def _manifest(fingerprints: list[str], path: str, uid: int, user: str) -> dict:
-    return {
-        "accounts": [
+def _manifest(fingerprints: list[str], path: str, uid: int, user: str) -> Manifest:
+    return partial(
+        accounts=[
             {"name": "alice", "passwd": "alice:x:2601:2601::/upload:/usr/sbin/nologin"},
             {"name": "bob", "passwd": "bob:x:2602:2602::/home/bob:/bin/sh"},
         ],
-        "files": [{"path": path, "type": "file", "uid": uid, "user": user}],
-        "keys": [
+        files=[{"path": path, "type": "file", "uid": uid, "user": user}],
+        keys=[
             {
                 "path": path,
                 "category": "user_keys",
@@ -22,7 +24,7 @@ def _manifest(fingerprints: list[str], path: str, uid: int, user: str) -> dict:
             }
             for fingerprint in fingerprints
         ],
-    }
+    )
 
 
 def test_a_root_owned_keys_file_named_after_the_user_is_that_users():
