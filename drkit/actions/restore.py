@@ -30,7 +30,7 @@ def _result(kind: type[_R], snapshot_id: str, opened: Opened, found: list[Check]
     return kind(
         ok=checks.all_ok(found),
         snapshot_id=snapshot_id,
-        node=opened.manifest["node"],
+        node=opened.manifest.node,
         signer=opened.signer,
         trust=opened.trust,
         checks=found,
@@ -49,8 +49,12 @@ def restore(
     smoke: bool = False,
     on_step: Callable[[str], None] | None = None,
     allow_rollback: bool = False,
+    restore_databases: bool = False,
 ) -> RestoreResult | RestorePlanResult:
     """Restore a verified snapshot onto target; dry-run only plans; return the restore result.
+
+    The snapshot's database dumps are loaded into the target's database server with
+    restore_databases, else left under /var/lib/drkit/restored/databases with their command.
 
     on_step, when given, is called with a short line as each step begins (progress display).
     `latest` older than the newest signed state known is refused unless allow_rollback.
@@ -72,7 +76,14 @@ def restore(
         plan = [step.as_dict() for step in planned.steps]
         return _result(RestorePlanResult, chosen.id, opened, planned.checks, plan=plan)
     restored = restoring.restore(
-        origin, restic, located, target, force=force, smoke=smoke, step=step
+        origin,
+        restic,
+        located,
+        target,
+        force=force,
+        smoke=smoke,
+        step=step,
+        databases="load" if restore_databases else "leave",
     )
     return _result(
         RestoreResult,
@@ -83,6 +94,7 @@ def restore(
         applied=restored.outcome.counts(),
         duration_seconds=round(time.monotonic() - started, 3),
         **restored.proved,
+        **({"databases": restored.databases} if restored.databases else {}),
     )
 
 

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import MISSING, ConfigDict
 
-from drkit.model import ServedCertificate, ServedKey, SmokeResult, TransferProtocol
+from drkit.model import DumpRecord, ServedCertificate, ServedKey, SmokeResult, TransferProtocol
 from drkit.results.base import Checks, Document, Part, Result
 
 # -- restore, check and drill ----------------------------------------------------------------
@@ -51,11 +51,35 @@ class SmokeProof(Part):
         return cls(**result.model_dump(include=set(cls.model_fields)))
 
 
+class DatabaseRestore(Part):
+    """One database dump of the snapshot after a restore: loaded into the target's database
+    server (--restore-databases), or left at `dump` with the `command` that loads it."""
+
+    database: str
+    engine: str
+    dump: str
+    sha256: str
+    loaded: bool
+    command: str
+
+    @classmethod
+    def of(cls, record: DumpRecord, dump: str, command: str, loaded: bool) -> DatabaseRestore:
+        return cls(
+            database=record.database,
+            engine=record.engine,
+            dump=dump,
+            sha256=record.sha256,
+            loaded=loaded,
+            command=command,
+        )
+
+
 class RestoreResult(ChecksResult):
     target: str
     applied: dict[str, int]
     duration_seconds: float
     smoke: list[SmokeProof] | MISSING = MISSING  # with --smoke
+    databases: list[DatabaseRestore] | MISSING = MISSING  # when the snapshot holds dumps
 
 
 class CheckResult(ChecksResult):

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Literal
 
 from drkit import errors
 from drkit import model as checks
@@ -17,7 +18,9 @@ from drkit.engines import apply
 from drkit.engines import restic as restic_engine
 from drkit.model import Check
 from drkit.paths import on_root
+from drkit.results.restore import DatabaseRestore
 from drkit.service import context, proof, rebuild
+from drkit.service import databases as database_service
 from drkit.service.locate import Located, locate
 from drkit.service.opening import Origin
 from drkit.service.spec import Spec
@@ -33,6 +36,7 @@ class Restored:
     checks: list[Check]
     outcome: rebuild.Outcome
     proved: dict = field(default_factory=dict)
+    databases: list[DatabaseRestore] = field(default_factory=list)
 
 
 @dataclass
@@ -79,7 +83,7 @@ def plan(located: Located, target: Path) -> Planned:
     steps = (
         apply.plan(target, opened.manifest)
         if target.is_dir()
-        else [apply.Step(entry["path"], "add") for entry in opened.manifest["files"]]
+        else [apply.Step(entry.path, "add") for entry in opened.manifest.files]
     )
     found = [checks.passed("manifest signature", f"signed by {opened.signer}")]
     if target.is_dir() and apply.read_journal(target)[0] is not None:
@@ -101,9 +105,12 @@ def restore(
     force: bool = False,
     smoke: bool = False,
     step: Callable[[str], None],
+    databases: Literal["leave", "load", "skip"] = "leave",
 ) -> Restored:
     """Restore an opened snapshot onto target: screen, stage, verify, apply, accounts, homes,
-    then the profiles' checks (and with smoke, the real servers); return what was done."""
+    the database dumps (left with their command, loaded into the target's database server,
+    or skipped for a caller that serves them itself), then the profiles' checks (and with
+    smoke, the real servers); return what was done."""
     chosen, opened = located.snapshot, located.opened
     located.screen()  # reached without a signed id: its tree is screened first
     if target.is_dir():
@@ -134,11 +141,19 @@ def restore(
     found = [
         checks.passed("manifest signature", f"signed by {opened.signer} ({opened.trust})"),
         checks.passed(
-            "files verified", f"{len(opened.manifest['files'])} match sha256, mode, owner"
+            "files verified", f"{len(opened.manifest.files)} match sha256, mode, owner"
         ),
         checks.passed("apply", outcome.summary()),
     ]
     if recovered:
         found.insert(0, checks.warned("interrupted restore", recovered))
+    loaded: list[DatabaseRestore] = []
+    if databases != "skip":
+        if opened.manifest.databases:
+            step("loading the database dumps" if databases == "load" else "leaving the dumps")
+        database_checks, loaded = database_service.finish_restore(
+            target, opened.manifest, databases == "load"
+        )
+        found += database_checks
     server_checks, proved = proof.server_checks(origin, target, opened.manifest, smoke, step)
-    return Restored(located, target, found + server_checks, outcome, proved)
+    return Restored(located, target, found + server_checks, outcome, proved, loaded)
