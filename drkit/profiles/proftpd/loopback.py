@@ -28,6 +28,7 @@ from drkit.profiles.common import (
     smoke_accounts,
     smokerun,
 )
+from drkit.profiles.proftpd import standins
 from drkit.profiles.proftpd.config import (
     Config,
     chains,
@@ -179,7 +180,9 @@ def smoke(root: Path, manifest: Manifest, user: str, work_dir: Path) -> SmokeRes
                 result.add(failed("smoke: proftpd started", f"{main} is missing"))
                 return result
             virtual = virtual_users(root, config)
-            ldap = bool(config.of("ldapserver")) and user not in virtual
+            # An account of LDAP or a database server: SFTP with the one-run key only.
+            ldap = bool(config.of("ldapserver") or standins.server_accounts(config))
+            ldap = ldap and user not in virtual
             fields = virtual.get(user)
             if fields is None and not ldap:
                 with contextlib.suppress(KeyError):
@@ -209,6 +212,7 @@ def smoke(root: Path, manifest: Manifest, user: str, work_dir: Path) -> SmokeRes
                 stand_in = f"{user}:*:{fields[2]}:{fields[3]}::{home}:{fields[6] or '/bin/false'}"
             valid_shell(root, config, run, user, fields, served)
             auth_copies(root, config, run, stand_in)
+            standins.point_at_stand_ins(root, config, run)
             server, words, waited = start(root, config, run, program)
             if server is None:
                 result.add(failed("smoke: proftpd started", f"proftpd {words}"))

@@ -82,6 +82,7 @@ class Run:
     sftp_contexts: set[int] = field(default_factory=set)
     pam_service: str | None = None
     auth_files: dict[str, Path] = field(default_factory=dict)  # node AuthUserFile -> its copy
+    stand_ins: dict[str, str] = field(default_factory=dict)  # SQLConnectInfo -> drill's server
     stand_in: Path | None = None  # AuthUserFile for the server contexts that name none
     logs: list[Path] = field(default_factory=list)
     shells_off: bool = False  # RequireValidShell off: the node's /etc/shells is not this host's
@@ -136,6 +137,8 @@ def _credential_line(
         return [f"{token} {' '.join(map(_quote, [*mapped, f'file:{run.key_dir}/%u']))}"]
     if keyword == "authuserfile" and args and args[0] in run.auth_files:
         return [f"{token} {_quote(str(run.auth_files[args[0]]))} {' '.join(args[1:])}".rstrip()]
+    if keyword == "sqlconnectinfo" and args and args[0] in run.stand_ins:
+        return [f"{token} {' '.join(map(_quote, [run.stand_ins[args[0]], *args[1:]]))}"]
     if keyword == "authorder" and (run.pam_service or run.stand_in):
         names = {module_name(arg).rstrip("*") for arg in args}
         front = [m for m in ("mod_auth_pam", "mod_auth_file") if m not in names]
