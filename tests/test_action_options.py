@@ -14,10 +14,9 @@ from pydantic import ValidationError
 from drkit import config, errors
 from drkit.actions import discover
 from drkit.actions import init as init_action
-from drkit.actions import status as status_action
 from drkit.actions.restore import Origin
 from drkit.engines import status
-from drkit.service import context, detection
+from drkit.service import context, detection, recorder
 
 FINGERPRINT = "SHA256:" + "A" * 43
 
@@ -123,13 +122,13 @@ def test_the_recorder_records_runs_and_errors_but_not_dry_runs(tmp_path, monkeyp
     monkeypatch.setattr(status, "publish", lambda configuration, document: False)
     configuration = _node_config(tmp_path)
     result = {"ok": True, "kept": [], "removed": [], "snapshot_count": 3}
-    assert status_action.recorded(configuration, "prune", lambda: result, dry_run=True) is result
+    assert recorder.recorded(configuration, "prune", lambda: result, dry_run=True) is result
     assert status.load_local(configuration) is None
-    assert status_action.recorded(configuration, "prune", lambda: result) is result
+    assert recorder.recorded(configuration, "prune", lambda: result) is result
     with pytest.raises(errors.Busy):
-        status_action.recorded(configuration, "verify", _raise(errors.Busy("locked")))
+        recorder.recorded(configuration, "verify", _raise(errors.Busy("locked")))
     with pytest.raises(KeyError):
-        status_action.recorded(configuration, "drill", _raise(KeyError("rto")))
+        recorder.recorded(configuration, "drill", _raise(KeyError("rto")))
     document = status.load_local(configuration)
     assert document["last_prune"]["ok"] is True and document["snapshots"] == 3
     assert document["last_verify"]["error"] == "locked"
@@ -141,7 +140,7 @@ def test_the_daemon_and_the_cli_record_a_backup_the_same_way(tmp_path, monkeypat
     configuration = _node_config(tmp_path)
     started = datetime(2026, 1, 1, tzinfo=UTC)
     result = {"ok": True, "snapshot_id": "c0ffee", "time": "2026-01-01T00:00:05Z"}
-    outcome = status_action.record_run(
+    outcome = recorder.record_run(
         configuration, "backup", started, 1.5, result=result, count_snapshots=lambda: 7
     )
     assert outcome["ok"] and outcome["snapshot_id"] == "c0ffee"

@@ -23,6 +23,7 @@ from drkit.engines import reports
 from drkit.engines import status as status_engine
 from drkit.engines.storage import Storage
 from drkit.model import utc_text
+from drkit.service import recorder
 
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 OBJECTIVES = {"rpo_seconds": 900, "rto_seconds": 600}
@@ -355,13 +356,13 @@ def test_an_interrupted_drill_leaves_status_and_report_naming_the_same_drill(buc
     storage = Storage(bucket.repository)
     started = datetime.now(UTC) - timedelta(seconds=30)
     passed = {"ok": True, "snapshot_id": "cd" * 32, "rto_seconds": 4.5, "rpo_seconds": 20}
-    status_action.record_run(bucket, "backup", started, 1.0, result={"snapshot_id": "cd" * 32})
-    status_action.record_run(bucket, "drill", started, 9.0, result=passed)
+    recorder.record_run(bucket, "backup", started, 1.0, result={"snapshot_id": "cd" * 32})
+    recorder.record_run(bucket, "drill", started, 9.0, result=passed)
     report = {**failed_drill(), **passed, "node": bucket.node, "started": utc_text(started)}
     storage.put_json(
         reports.bucket_prefix(bucket.node) + reports.base_name(report) + ".json", report
     )
-    status_action.record_run(
+    recorder.record_run(
         bucket, "drill", datetime.now(UTC), 2.0, error=errors.Interrupted("interrupted")
     )
     state = status_action.run(bucket)
@@ -369,7 +370,7 @@ def test_an_interrupted_drill_leaves_status_and_report_naming_the_same_drill(buc
     assert state.nodes[0].rto_ok is True and state.nodes[0].last_drill["rto_seconds"] == 4.5
     assert drills[-1].time == state.nodes[0].last_drill["time"] and drills[-1].rto_seconds == 4.5
     # a drill that failed before writing a report is the last drill of both, failed
-    status_action.record_run(
+    recorder.record_run(
         bucket, "drill", datetime.now(UTC), 2.0, error=errors.StorageError("S3 is down")
     )
     state = status_action.run(bucket)
@@ -381,9 +382,9 @@ def test_an_interrupted_drill_leaves_status_and_report_naming_the_same_drill(buc
 @pytest.mark.integration
 def test_status_exits_1_when_the_last_backup_failed_within_the_rpo(bucket):
     started = datetime.now(UTC)
-    status_action.record_run(bucket, "backup", started, 1.0, result={"snapshot_id": "ef" * 32})
+    recorder.record_run(bucket, "backup", started, 1.0, result={"snapshot_id": "ef" * 32})
     assert status_action.run(bucket).ok is True
-    status_action.record_run(bucket, "backup", started, 1.0, error=errors.StorageError("down"))
+    recorder.record_run(bucket, "backup", started, 1.0, error=errors.StorageError("down"))
     state = status_action.run(bucket)
     assert state.nodes[0].rpo_ok is True and state.ok is False
     assert state.nodes[0].problems == ["last backup failed: down"]

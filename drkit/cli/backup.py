@@ -151,11 +151,11 @@ def backup(
 ) -> Result:
     """Take one snapshot of the node now."""
     from drkit.actions import backup as backup_action
-    from drkit.actions import status as status_action
+    from drkit.service import recorder
 
     loaded = config_at(config)
     with output.Progress("backup", quiet=as_json) as shown:
-        return status_action.recorded(
+        return recorder.recorded(
             loaded,
             "backup",
             lambda: backup_action.run(

@@ -123,11 +123,11 @@ def standby_sync(
     """Apply the source node's newest snapshot here, keeping standby.local; roll back on a
     failed check."""
     from drkit.actions import standby
-    from drkit.actions import status as status_action
+    from drkit.service import recorder
 
     loaded = config_at(config)
     trusted = trust_keys(trust_key)
-    return status_action.recorded(
+    return recorder.recorded(
         loaded,
         "standby",
         lambda: standby.sync(

@@ -66,10 +66,10 @@ def prune(
 ) -> Result:
     """Apply the retention rules to this node's snapshots and free unused data."""
     from drkit.actions import prune as prune_action
-    from drkit.actions import status as status_action
+    from drkit.service import recorder
 
     loaded = config_at(config)
-    return status_action.recorded(
+    return recorder.recorded(
         loaded,
         "prune",
         lambda: prune_action.run(loaded, dry_run=dry_run, lock_wait=wait),
@@ -89,12 +89,12 @@ def verify(
     as_json: JsonOption = False,
 ) -> Result:
     """Check the repository, every snapshot's signature, and a sample against the live node."""
-    from drkit.actions import status as status_action
     from drkit.actions import verify as verify_action
+    from drkit.service import recorder
 
     loaded = config_at(config)
     trusted = trust_keys(trust_key)
-    return status_action.recorded(
+    return recorder.recorded(
         loaded,
         "verify",
         lambda: verify_action.run(
@@ -139,12 +139,12 @@ def drill(
     Exit 1 when a check fails or an objective is missed.
     """
     from drkit.actions import drill as drill_action
-    from drkit.actions import status as status_action
+    from drkit.service import recorder
 
     loaded = config_at(config)
     trusted = trust_keys(trust_key)
     with output.steps(as_json, "drill") as on_step:
-        return status_action.recorded(
+        return recorder.recorded(
             loaded,
             "drill",
             lambda: drill_action.run(
@@ -242,7 +242,7 @@ def copy(
 ) -> Result:
     """Copy the node's snapshots and signed catalog to its further repositories (3-2-1)."""
     from drkit.actions import copy as copy_action
-    from drkit.actions import status as status_action
+    from drkit.service import recorder
 
     loaded = config_at(config)
-    return status_action.recorded(loaded, "copy", lambda: copy_action.run(loaded, name))
+    return recorder.recorded(loaded, "copy", lambda: copy_action.run(loaded, name))

@@ -52,15 +52,16 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from drkit import errors, output, results, runner
 from drkit.actions import report as report_action
-from drkit.actions import status as status_action
 from drkit.config import AFTER_BACKUP, Config
 from drkit.daemon import jobs, scheduler, watch
-from drkit.daemon.jobs import JOBS, Action, RunEntry, is_transient
+from drkit.daemon.jobs import JOBS, Action, is_transient
 from drkit.daemon.proofs import Proofs
 from drkit.daemon.watch import OUTAGE_ALERT_AFTER_MAX, OUTAGE_CHECK_SECONDS_MAX
 from drkit.engines import metrics, notify, status
+from drkit.engines.statusdoc import Outcome
 from drkit.model import utc_text
 from drkit.schedule import trigger_for
+from drkit.service import recorder
 from drkit.timing import Clock
 
 __all__ = [
@@ -129,7 +130,7 @@ class Daemon:
 
     # -- one run ------------------------------------------------------------------------------
 
-    def run_job(self, name: str, known: dict[str, str] | None = None) -> RunEntry:
+    def run_job(self, name: str, snapshot_id: str | None = None) -> Outcome:
         """Run one scheduled job to its end (jobs.Jobs.run: retries, status, metrics, pings and
         webhook), then what follows it: security-event alert, copies, the proof of a new
         snapshot, the fleet page, the breach watch and a failed backup's background retry.
@@ -137,7 +138,7 @@ class Daemon:
         Return the status entry of the run ({} when cancelled). Never raises.
         """
         started = self.clock.now()
-        outcome, result = self.jobs.run(name, known)
+        outcome, result = self.jobs.run(name, snapshot_id)
         if not outcome:
             return outcome
         ok = bool(outcome["ok"])
@@ -160,10 +161,10 @@ class Daemon:
         output.log_job(None)
         return outcome
 
-    def prove(self, snapshot_id: str | None = None) -> RunEntry:
+    def prove(self, snapshot_id: str | None = None) -> Outcome:
         """Run the prove job on a snapshot (None: the latest); return its status entry."""
         self.proofs.target = snapshot_id
-        return self.run_job("prove", known={"snapshot_id": snapshot_id} if snapshot_id else None)
+        return self.run_job("prove", snapshot_id)
 
     def _copy(self) -> None:
         """Bring every copy up to the primary after a backup; a failed copy alerts
@@ -171,7 +172,7 @@ class Daemon:
         from drkit.actions import copy as copy_action
 
         try:
-            status_action.recorded(self.config, "copy", lambda: copy_action.run(self.config))
+            recorder.recorded(self.config, "copy", lambda: copy_action.run(self.config))
         except errors.DrkitError as exc:
             log.error("copy failed: %s", exc.message)
             self.notifier.webhook("copy_failed", "copy", ok=False, error=exc.message)

@@ -6,14 +6,15 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from typing import Any, TypedDict
+from typing import TypedDict
 
 import tenacity
 
 from drkit import errors, output, results, runner
-from drkit.actions import status as status_action
 from drkit.config import Config, parse_duration
 from drkit.engines import metrics, notify
+from drkit.engines.statusdoc import Outcome
+from drkit.service import recorder
 from drkit.timing import Clock
 
 log = logging.getLogger("drkit.daemon")
@@ -23,8 +24,6 @@ RETRY_WAIT_MAX_SECONDS = 30
 
 # What a job runs: the command's action, returning its result.
 Action = Callable[[], results.Result]
-# A run's entry in the status document (engines.status.outcome_of): ok, time, error, ...
-RunEntry = dict[str, Any]
 
 
 class Cancelled(Exception):
@@ -182,10 +181,10 @@ class Jobs:
         return retrying(attempt)
 
     def run(
-        self, name: str, known: dict[str, str] | None = None
-    ) -> tuple[RunEntry, results.Result | None]:
+        self, name: str, snapshot_id: str | None = None
+    ) -> tuple[Outcome, results.Result | None]:
         """Run one job to its end and record it (status document, metrics, counters, log).
-        `known`: fields of its status entry known before it runs (a proof's snapshot).
+        snapshot_id: the snapshot it is known to run on before it runs (a proof's).
 
         Return the status entry of the run ({} when cancelled before it began) and the action's
         result (None when it failed). Never raises: a failing job never stops the daemon.
@@ -205,7 +204,7 @@ class Jobs:
             with self._lock:
                 self._running.pop(name, None)
             output.log_job(None)
-            return {}, None
+            return Outcome(), None
         except errors.DrkitError as exc:
             error = exc
         except Exception as exc:  # a bug must not kill the scheduler thread silently
@@ -219,7 +218,7 @@ class Jobs:
             # ended by the stop (restic killed after its grace, a retry cut short)
             error = errors.Interrupted(f"interrupted: the daemon stopped ({error.message})")
         duration = self.clock.monotonic() - began
-        outcome: RunEntry = status_action.record_run(
+        outcome = recorder.record_run(
             self.config,
             name,
             started,
@@ -227,7 +226,7 @@ class Jobs:
             result=result,
             error=error,
             count_snapshots=self.count_snapshots,
-            known=known,
+            snapshot_id=snapshot_id,
         )
         ok = bool(outcome["ok"])
         self.collector.count_run(name, ok)
