@@ -19,6 +19,7 @@ from nodes import RESTIC, Node, fresh_repository, make_workspace
 from drkit import errors
 from drkit.engines import catalog, keys, manifest
 from drkit.engines.storage import Storage
+from drkit.model import Manifest
 
 pytestmark = pytest.mark.integration
 
@@ -172,8 +173,8 @@ def test_a_forged_tree_under_a_legitimately_signed_manifest_is_refused(node):
     made = node.restic(
         "backup", "--json", "--host", node.name, "--tag", "drkit", "--tag",
         f"node:{node.name}", "--tag", "profile:openssh",
-        *manifest.leaf_paths(json.loads((node.root / manifest.MANIFEST_PATH.lstrip("/"))
-                                        .read_text())),
+        *manifest.leaf_paths(Manifest.model_validate_json(
+            (node.root / manifest.MANIFEST_PATH.lstrip("/")).read_bytes())),
         manifest.SNAPSHOT_DIR.lstrip("/"), cwd=forged_root,
     )  # fmt: skip
     assert made.returncode == 0, made.stderr

@@ -14,6 +14,7 @@ import pytest
 from nodes import SMOKE_USER, Node, drkit, make_workspace
 
 from drkit.engines import manifest
+from drkit.model import Manifest
 
 pytestmark = pytest.mark.integration
 
@@ -150,7 +151,9 @@ def test_restore_adds_missing_files_without_force(backed_up: Node):
 
 def _back_up_behind_drkits_back(node: Node, extra: tuple[str, ...] = ()) -> None:
     """Make a snapshot with plain restic of the manifest's paths as they are now, plus extra."""
-    listed = json.loads((node.root / "var/lib/drkit/snapshot/manifest.json").read_text())
+    listed = Manifest.model_validate_json(
+        (node.root / "var/lib/drkit/snapshot/manifest.json").read_bytes()
+    )
     paths = [*manifest.leaf_paths(listed), "var/lib/drkit/snapshot", *extra]
     made = node.restic(
         "backup", "--host", "sftp-1", "--tag", "drkit", "--tag", "node:sftp-1",

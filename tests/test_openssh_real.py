@@ -24,7 +24,9 @@ import pytest
 from corpus.cases import CORPUS, Case, load_case, materialise
 
 from drkit.engines import accounts, keys
+from drkit.model import Manifest
 from drkit.profiles import openssh
+from tests.manifests import partial
 
 WORK_PARENT = Path("/var/lib/drkit-tests")
 
@@ -44,7 +46,7 @@ def listed(found) -> set[str]:
     return {entry.path for entry in found.files} | {entry.path for entry in found.dirs}
 
 
-def manifest_of(root: Path, case: Case, users: list[str]) -> dict:
+def manifest_of(root: Path, case: Case, users: list[str]) -> Manifest:
     host_keys = []
     for key in case.generate.host_keys:
         info = keys.describe_key((root / key.path.lstrip("/")).read_bytes())
@@ -56,11 +58,11 @@ def manifest_of(root: Path, case: Case, users: list[str]) -> dict:
                 "public_line": info.public_line,
             }
         )
-    return {
-        "host_keys": host_keys,
-        "accounts": accounts.read_entries(root, users),
-        "profile_options": case.profile_options,
-    }
+    return partial(
+        host_keys=host_keys,
+        accounts=accounts.read_entries(root, users),
+        profile_options=case.profile_options,
+    )
 
 
 def by_name(checks) -> dict:
@@ -178,7 +180,7 @@ def test_deny_groups_exemption_brings_the_group_entry(node_root):
     found = openssh.inventory(root, None, options(case))
     assert found.users == ["egasftp"]  # a member of lega, which `DenyGroups *,!lega` names
     recorded = accounts.read_entries(root, found.users)
-    assert "lega:x:1000:" in recorded[0]["groups"]
+    assert "lega:x:1000:" in recorded[0].groups
 
 
 def test_a_refused_sole_member_is_kept_for_its_group(node_root):

@@ -22,6 +22,7 @@ from devtools import sample_pureftpd
 from devtools.sample_node import certificate_and_key, worker
 from drkit import errors
 from drkit.engines import accounts, manifest
+from drkit.model import Manifest
 from drkit.paths import on_root
 from drkit.profiles import pureftpd
 from drkit.profiles.common import programs
@@ -46,8 +47,8 @@ def statuses(document: dict) -> dict[str, str]:
     return {check["name"]: check["status"] for check in document["checks"]}
 
 
-def recorded(root: Path, options: dict | None = None) -> dict:
-    found = pureftpd.inventory(root, SMOKE_USER, options or {})
+def recorded(root: Path, options: dict | None = None) -> Manifest:
+    found = pureftpd.inventory(root, SMOKE_USER, pureftpd.settings(options))
     return manifest.build(
         root,
         found,
@@ -137,9 +138,10 @@ def test_a_unit_command_line_is_the_configuration(node_root):
     unit.write_text(f"[Service]\nExecStart=/usr/sbin/pure-ftpd-wrapper\nExecStart={command}\n")
     detection = pureftpd.PROFILE.detect(root)
     assert detection.options == {"command": command}
-    node = pureftpd.read_node(root, detection.options)
+    chosen = pureftpd.settings(detection.options)
+    node = pureftpd.read_node(root, chosen)
     assert (node.tls, node.setup.has("A"), node.setup.number("u", 0)) == (2, True, 1000)
-    taken = {entry.path for entry in pureftpd.inventory(root, None, detection.options).files}
+    taken = {entry.path for entry in pureftpd.inventory(root, None, chosen).files}
     assert {"/etc/systemd/system/pure-ftpd.service", "/etc/pure-ftpd/pureftpd.pdb"} <= taken
     assert {"/etc/ssl/private/pure-ftpd.pem", "/var/log/pure-ftpd/transfer.log"} <= taken
 
@@ -160,21 +162,21 @@ def test_a_unit_naming_pure_ftpds_own_config_file(node_root, tmp_path):
     unit.parent.mkdir(parents=True)
     unit.write_text("[Service]\nExecStart=/usr/sbin/pure-ftpd /etc/pure-ftpd/pure-ftpd.conf\n")
     options = pureftpd.PROFILE.detect(root).options
-    node = pureftpd.read_node(root, options)
+    node = pureftpd.read_node(root, pureftpd.settings(options))
     assert not node.setup.refused
     flags = {(option.flag, option.value) for option in node.setup.options}
     assert {("A", None), ("E", None), ("B", None), ("U", "133:022"), ("p", "30000:30099")} <= flags
     assert ("l", f"puredb:{made['puredb']}") in flags and ("Y", "2") in flags
     assert not any(flag == "l" and value == "pam" for flag, value in flags)  # "no": not added
     before = recorded(root, options)
-    assert "/etc/pure-ftpd/pure-ftpd.conf" in {entry["path"] for entry in before["files"]}
+    assert "/etc/pure-ftpd/pure-ftpd.conf" in {entry.path for entry in before.files}
     found = {check.name: check for check in pureftpd.checks(root, before)}
     assert found["config: pure-ftpd starts"].status == "pass", found["config: pure-ftpd starts"]
     proof = pureftpd.smoke(root, before, SMOKE_USER, tmp_path)
     assert proof.login_ok and proof.round_trip_ok, proof.checks
     conf = on_root(root, "/etc/pure-ftpd/pure-ftpd.conf")
     conf.write_text("chrooteveryone yes\nFooBar 1\n")  # keys in any case; FooBar is none
-    setup = pureftpd.read_node(root, options).setup
+    setup = pureftpd.read_node(root, pureftpd.settings(options)).setup
     assert setup.has("A")
     where = "/etc/pure-ftpd/pure-ftpd.conf line 2"
     assert setup.refused == [(where, "property not found: [FooBar 1]")]
@@ -211,7 +213,7 @@ def test_the_loopback_run_changes_only_what_it_must_and_names_each_change(tmp_pa
 def test_virtual_users_homes_chroots_and_minuid(node_root):
     root = node_root / "root"
     made = sample_pureftpd.pureftpd(root, smoke_user=SMOKE_USER)
-    node = pureftpd.read_node(root, {})
+    node = pureftpd.read_node(root, pureftpd.settings(None))
     homes = {user.name: (user.chroot, user.directory) for user in node.users}
     assert homes[SMOKE_USER] == (f"/srv/ftp/{SMOKE_USER}",) * 2  # pure-pw useradd -d: chrooted
     shutil.rmtree(on_root(root, "/srv/ftp/partner"))
@@ -219,11 +221,11 @@ def test_virtual_users_homes_chroots_and_minuid(node_root):
     found = {check.name: check for check in pureftpd.user_checks(root, node)}
     assert found["pureftpd: user partner"].status == "fail"
     assert "421 Home directory not available" in found["pureftpd: user partner"].detail
-    node = pureftpd.read_node(root, {})
+    node = pureftpd.read_node(root, pureftpd.settings(None))
     found = {check.name: check for check in pureftpd.user_checks(root, node)}
     assert "I can't trust you" in found[f"pureftpd: user {SMOKE_USER}"].detail
     on_root(root, "/etc/pure-ftpd/conf/CreateHomeDir").write_text("yes\n")
-    node = pureftpd.read_node(root, {})
+    node = pureftpd.read_node(root, pureftpd.settings(None))
     found = {check.name: check for check in pureftpd.user_checks(root, node)}
     assert found["pureftpd: user partner"].status == "pass"  # created at first login
 
@@ -231,7 +233,7 @@ def test_virtual_users_homes_chroots_and_minuid(node_root):
 def test_puredb_rebuilt_from_its_passwd_and_compared(node_root):
     root = node_root / "root"
     made = sample_pureftpd.pureftpd(root, smoke_user=SMOKE_USER)
-    node = pureftpd.read_node(root, {})
+    node = pureftpd.read_node(root, pureftpd.settings(None))
     (check,) = pureftpd.puredb_checks(root, node)
     assert check.status == "pass" and "byte for byte" in check.detail
     passwd = on_root(root, made["passwd"])
@@ -254,23 +256,23 @@ def test_fifos_where_files_belong_never_hang_the_reader(node_root):
     assert "not a regular file" in dict(setup.refused)["/etc/pure-ftpd/conf/TLS"]
     found = {check.name: check for check in pureftpd.checks(root, before)}
     assert found["config: pure-ftpd starts"].status == "fail"
-    assert pureftpd.read_node(root, {}).users == []
+    assert pureftpd.read_node(root, pureftpd.settings(None)).users == []
 
 
 def test_profile_options_are_checked_and_a_missing_passwd_warns(node_root):
     root = node_root / "root"
     made = sample_pureftpd.pureftpd(root, smoke_user=SMOKE_USER)
     with pytest.raises(errors.ConfigError, match=r"profile_options\.pureftpd\.bogus"):
-        pureftpd.inventory(root, None, {"bogus": 1})
+        pureftpd.settings({"bogus": 1})
     with pytest.raises(errors.ConfigError, match=r"profile_options\.pureftpd\.passwd"):
         pureftpd.settings({"passwd": "etc/pureftpd.passwd"})
     wrong = {**recorded(root), "profile_options": {"pureftpd": {"commands": "/x"}}}
     (check,) = pureftpd.checks(root, wrong)
     assert check.status == "fail" and "profile_options.pureftpd.commands" in check.detail
     on_root(root, made["passwd"]).unlink()
-    found = pureftpd.inventory(root, SMOKE_USER, {})
+    found = pureftpd.inventory(root, SMOKE_USER, pureftpd.settings(None))
     assert any("cannot be rebuilt" in warning for warning in found.warnings), found.warnings
-    (check,) = pureftpd.puredb_checks(root, pureftpd.read_node(root, {}))
+    (check,) = pureftpd.puredb_checks(root, pureftpd.read_node(root, pureftpd.settings(None)))
     assert check.status == "warn" and "is missing" in check.detail
 
 
@@ -286,7 +288,7 @@ def test_smoke_as_a_system_account_chrooted_by_chroot_everyone(node_root, tmp_pa
     home = on_root(root, "/home/sysftp")
     home.mkdir(parents=True)
     os.chown(home, uid, uid)
-    found = pureftpd.inventory(root, "sysftp", {})
+    found = pureftpd.inventory(root, "sysftp", pureftpd.settings(None))
     assert "sysftp" in found.users  # PAMAuthentication yes: a login of the node
     proof = pureftpd.smoke(root, recorded(root), "sysftp", tmp_path)
     checks = {check.name: check for check in proof.checks}

@@ -17,6 +17,7 @@ from devtools import sample_node
 from drkit.engines import manifest
 from drkit.engines.catalog import head_key
 from drkit.engines.storage import Storage
+from drkit.model import Manifest
 
 pytestmark = pytest.mark.integration
 
@@ -56,9 +57,10 @@ def test_an_old_signed_snapshot_backed_up_again_is_refused_as_latest(node: Node,
     restored = node.restic("restore", first, "--target", str(old_tree))
     assert restored.returncode == 0, restored.stderr
     listed = json.loads((old_tree / manifest.MANIFEST_PATH.lstrip("/")).read_bytes())
+    leaves = manifest.leaf_paths(Manifest.model_validate(listed))
     made = node.restic(
         "backup", "--json", "--host", node.name, "--tag", "drkit", "--tag",
-        f"node:{node.name}", "--tag", "profile:openssh", *manifest.leaf_paths(listed),
+        f"node:{node.name}", "--tag", "profile:openssh", *leaves,
         manifest.SNAPSHOT_DIR.lstrip("/"), cwd=old_tree,
     )  # fmt: skip
     assert made.returncode == 0, made.stderr

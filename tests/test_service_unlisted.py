@@ -15,6 +15,7 @@ import pytest
 from nodes import Node, drkit, make_workspace
 
 from drkit.engines import manifest
+from drkit.model import Manifest
 
 pytestmark = pytest.mark.integration
 
@@ -48,9 +49,10 @@ def _forged(node: Node, listed: dict, directories: set[str]) -> str:
         host = forged / path.lstrip("/")
         os.chown(host, FORGED_UID, FORGED_UID)
         host.chmod(0o777)
+    leaves = manifest.leaf_paths(Manifest.model_validate(listed))
     made = node.restic(
         "backup", "--json", "--host", node.name, "--tag", "drkit", "--tag",
-        f"node:{node.name}", "--tag", "profile:openssh", *manifest.leaf_paths(listed),
+        f"node:{node.name}", "--tag", "profile:openssh", *leaves,
         manifest.SNAPSHOT_DIR.lstrip("/"), cwd=forged,
     )  # fmt: skip
     assert made.returncode == 0, made.stderr

@@ -19,6 +19,7 @@ from devtools import sample_nodes
 from devtools.sample_node import certificate_and_key
 from drkit.actions import discover
 from drkit.engines import accounts, manifest
+from drkit.model import Manifest
 from drkit.paths import on_root
 from drkit.profiles import sftpplus
 from drkit.service import detection
@@ -32,8 +33,8 @@ INI_VALIDATOR = (
 )
 
 
-def build_manifest(root: Path, options: dict | None = None) -> dict:
-    found = sftpplus.inventory(root, None, options or {})
+def build_manifest(root: Path, options: dict | None = None) -> Manifest:
+    found = sftpplus.inventory(root, None, sftpplus.settings(options))
     return manifest.build(
         root,
         found,
@@ -61,7 +62,7 @@ def node(node_root: Path):
 
 def test_inventory_finds_every_file_server_ini_names(node):
     root, made = node
-    found = sftpplus.inventory(root, None)
+    found = sftpplus.inventory(root, None, sftpplus.settings(None))
     categories = {entry.path: entry.category for entry in found.files}
     assert found.warnings == []
     assert categories[made["config"]] == "config"
@@ -201,7 +202,7 @@ def test_corpus_configs_back_up_what_they_name_and_pass_their_checks(name, tmp_p
     root = tmp_path / "root"
     materialise(case, root)
     recorded = build_manifest(root, case.profile_options["sftpplus"])
-    held = {entry["path"] for entry in recorded["files"]}
+    held = {entry.path for entry in recorded.files}
     assert not set(case.expect_files) - held
     assert "/tmp" not in held  # a group's scratch home_folder_path is never taken whole
     assert failures(sftpplus.checks(root, recorded)) == {}
@@ -247,7 +248,7 @@ def test_http_and_ldap_authentication_certificates_are_backed_up_and_checked(nod
         + f"ssl_certificate = {client}\nssl_key = {client_key}\n"
     )
     recorded = build_manifest(root)
-    categories = {entry["path"]: entry["category"] for entry in recorded["files"]}
+    categories = {entry.path: entry.category for entry in recorded.files}
     assert categories[ca] == categories[client] == categories[client_key] == "tls"
     found = by_name(sftpplus.checks(root, recorded))
     assert found[f"tls pair: {client}"].status == "pass"
