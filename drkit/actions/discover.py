@@ -10,7 +10,7 @@ import yaml
 
 from drkit import errors, profiles
 from drkit.paths import on_root
-from drkit.results import DiscoverResult
+from drkit.results import DiscoveredServer, DiscoverResult
 from drkit.service.detection import detect, detected_options
 
 
@@ -31,29 +31,30 @@ def run(root: Path, smoke_user: str | None = None) -> DiscoverResult:
     root = Path(root).resolve()
     if not root.is_dir():
         raise errors.UsageError(f"--root {root}: not a directory")
-    servers = []
+    servers: list[DiscoveredServer] = []
     detected = detect(root)
     for kind, signs in detected.items():
-        inventory = profiles.get(kind).inventory(root, smoke_user, signs.options)
+        profile = profiles.get(kind)
+        inventory = profile.inventory(root, smoke_user, profile.options(signs.options))
         categories: dict[str, list[str]] = {}
         for entry in inventory.files:
             categories.setdefault(entry.category, []).append(entry.path)
         servers.append(
-            {
-                "server": kind,
-                "configs": signs.configs,
-                "binaries": signs.binaries,
-                "units": signs.units,
-                "file_count": len(inventory.files),
-                "categories": categories,
-                "trees": [entry.path for entry in inventory.dirs],
-                "accounts": inventory.users,
-                "warnings": inventory.warnings,
-            }
+            DiscoveredServer(
+                server=kind,
+                configs=signs.configs,
+                binaries=signs.binaries,
+                units=signs.units,
+                file_count=len(inventory.files),
+                categories=categories,
+                trees=[entry.path for entry in inventory.dirs],
+                accounts=inventory.users,
+                warnings=inventory.warnings,
+            )
         )
-    kinds = [server["server"] for server in servers]
+    kinds = [server.server for server in servers]
     node = node_name(root)
-    accounts = [name for server in servers for name in server["accounts"]]
+    accounts = [name for server in servers for name in server.accounts]
     smoke_user = smoke_user or (accounts[0] if accounts else None)
     proposed = {
         "node": node,

@@ -123,6 +123,7 @@ class BreachWatch:
                 )
             self._proven_breached = breached
             breached = not entry["rpo_ok"]
+            good = entry["last_good_backup"]
             if self._breached is not None and breached != self._breached:
                 problems = "; ".join(entry["problems"])
                 self._alert(
@@ -131,7 +132,7 @@ class BreachWatch:
                     ("rpo_restored", "within RPO again"),
                     job="backup",
                     error=problems or None,
-                    snapshot_id=(entry["last_good_backup"] or {}).get("snapshot_id"),
+                    snapshot_id=good["snapshot_id"] if good else None,
                 )
             self._breached = breached
 
