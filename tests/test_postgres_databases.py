@@ -20,9 +20,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from nodes import drkit, free_port, init_node
+from nodes import drkit, free_port, init_node, refusing_port
+from pydantic import SecretStr
 
 from drkit.engines import dumps
+from drkit.model import Database, Inventory
+from drkit.service import databases
 
 pytestmark = pytest.mark.integration
 
@@ -237,3 +240,27 @@ def test_a_postgres_backed_proftpd_node_is_dumped_restored_loaded_and_drilled(
 
     documents = json.dumps([backup, shown, restored, left, drill, found])
     assert postgres["password"] not in documents  # the database password is never shown
+
+
+def test_a_failed_dump_and_an_unreachable_remote_database_are_warnings(node_root):
+    """A local database whose server refuses leaves a warning and no dump (nor a stale one);
+    a remote one is never dumped, its unreachability reported; the password never shows."""
+    secret = secrets.token_urlsafe(18)
+    local = Database("postgresql", "/etc/proftpd/sql.conf:SQLConnectInfo", name="ftpdb",
+                     host="127.0.0.1", port=refusing_port(), user="ftpuser",
+                     password=SecretStr(secret))  # fmt: skip
+    remote = Database("postgresql", "/etc/proftpd/sql.conf:SQLConnectInfo", name="ftpdb",
+                      host="127.0.0.1", port=refusing_port(), user="ftpuser", local=False,
+                      password=SecretStr(secret))  # fmt: skip
+    stale = node_root / dumps.DUMPS_DIR.lstrip("/") / dumps.dump_name(local)
+    stale.parent.mkdir(parents=True)
+    stale.write_text("-- an old dump\n")
+    inventory = Inventory(databases=[local, remote])
+    assert databases.take_dumps(node_root, inventory) == []
+    assert inventory.files == [] and not stale.exists()
+    dumped, unreachable = inventory.warnings
+    assert dumped.startswith(f"database dump not taken: {local.label}: pg_dump failed: ")
+    assert "Connection refused" in dumped, dumped
+    assert unreachable.startswith(f"database {remote.label} (/etc/proftpd/sql.conf:SQLConn")
+    assert "an external authority: unreachable" in unreachable
+    assert secret not in repr(inventory) and secret not in str(local.password)
