@@ -141,15 +141,23 @@ def copy_to(root: Path, node_path: str, destination: Path) -> str | None:
                 problem = integrity_problem(copy)
             finally:
                 copy.close()
+        except BaseException:
+            _remove(destination)  # no half-made copy stays to be stored
+            raise
         finally:
             source.close()
-    for side in side_paths(str(destination)):
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(side)
+    _remove(destination, side_paths(str(destination)))
     os.chown(destination, info.st_uid, info.st_gid)
     os.chmod(destination, stat.S_IMODE(info.st_mode))
     os.utime(destination, ns=(info.st_atime_ns, info.st_mtime_ns))
     return problem
+
+
+def _remove(destination: Path, names: list[str] | None = None) -> None:
+    """Remove the copy (or only the given names beside it), each if it is there."""
+    for name in [str(destination), *side_paths(str(destination))] if names is None else names:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(name)
 
 
 def seal(

@@ -119,6 +119,7 @@ class File:
     mode: str = "0644"
     owner: str = "root"
     sqlite: str = ""  # SQL statements: the file is the SQLite database they build
+    truncate: int | None = None  # then cut to this many bytes (a torn copy)
 
 
 @dataclass(frozen=True)
@@ -492,6 +493,8 @@ def materialise(
             database = sqlite3.connect(path)
             database.executescript(f.sqlite)
             database.close()
+            if f.truncate is not None:
+                os.truncate(path, f.truncate)
         else:
             path.write_text(f.content)
         path.chmod(int(f.mode, 8))
