@@ -21,14 +21,19 @@ import webbrowser
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from drkit import errors
 from drkit.config import Config
 from drkit.engines import durable, reports
 from drkit.engines import status as status_engine
+from drkit.engines.statusdoc import StatusDocument, document_of
 from drkit.results import FleetReportResult, ReportResult
 from drkit.service.reporting import report_directory
 from drkit.service.status import fleet_documents, newer
+
+if TYPE_CHECKING:
+    from drkit.engines.storage import Storage
 
 log = logging.getLogger(__name__)
 
@@ -69,25 +74,26 @@ def run(config: Config, *, all_nodes: bool = False, open_page: bool = False) -> 
 _FIELDS = ("node", "time", "ok", "snapshot_id", "rto_seconds", "rpo_seconds", "html")
 
 
-def _unreported(config: Config, storage, drills: list[dict], all_nodes: bool) -> list[dict]:
+def _unreported(
+    config: Config, storage: Storage, drills: list[dict[str, Any]], all_nodes: bool
+) -> list[dict[str, Any]]:
     """Return each node's last drill on record in its status document (this node's local one
     first, as `status` reads it) when it is newer than the node's latest report: a drill that
     failed before it could write one."""
+    documents: dict[str, StatusDocument | None] = {config.node: None}
     if all_nodes:
         documents, _ = fleet_documents(storage)
-    else:
-        documents = {config.node: None}
     local = status_engine.load_local(config)
     if local is None and not all_nodes:
         with contextlib.suppress(errors.StorageError):
-            local = storage.get_json(status_engine.bucket_key(config.node))
+            local = document_of(storage.get_json(status_engine.bucket_key(config.node)))
     documents[config.node] = newer(local, documents.get(config.node))
     latest: dict[str, str] = {}
     for entry in drills:
         latest[entry["node"]] = max(latest.get(entry["node"], ""), entry["time"] or "")
     found = []
     for node, document in documents.items():
-        drill = (document or {}).get("last_drill")
+        drill = document.get("last_drill") if document else None
         if drill and (drill.get("time") or "") > latest.get(node, ""):
             found.append(
                 {
@@ -103,7 +109,7 @@ def _unreported(config: Config, storage, drills: list[dict], all_nodes: bool) ->
     return found
 
 
-def _local_page(config: Config, storage, key: str) -> Path:
+def _local_page(config: Config, storage: Storage, key: str) -> Path:
     """Return the local copy of the report page at key, fetching it when it is missing."""
     directory = report_directory(config, None)
     page = directory / key.rsplit("/", 1)[-1]
@@ -167,9 +173,10 @@ def fleet(
     return result
 
 
-def _drift_documents(storage) -> tuple[list[dict], list[str]]:
+def _drift_documents(storage: Storage) -> tuple[list[dict[str, Any]], list[str]]:
     """Return every group's latest fleet drift document in the bucket, and the problems met."""
-    drift, problems = [], []
+    drift: list[dict[str, Any]] = []
+    problems: list[str] = []
     for key in storage.list_keys(reports.DRIFT_PREFIX):
         try:
             found = storage.get_json(key)
