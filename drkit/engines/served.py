@@ -130,7 +130,7 @@ def ftps_login(
     address: Address, user: str, password: str, expected: set[str], *, round_trip: bool
 ) -> Login:
     """Log in over FTPS (explicit TLS) pinned to the expected certificates (sha256 of DER);
-    round_trip stores, lists and deletes one file."""
+    round_trip stores, reads back and deletes one file."""
     context = ssl.create_default_context()
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
@@ -146,10 +146,13 @@ def ftps_login(
         client.prot_p()
         if round_trip:
             name = f".drkit-identity-{secrets.token_hex(4)}"
-            client.storbinary(f"STOR {name}", io.BytesIO(b"drkit identity round trip\n"))
-            if name not in client.nlst():
-                return Login(False, None, f"{name} stored but not listed")
+            payload = secrets.token_bytes(256)
+            client.storbinary(f"STOR {name}", io.BytesIO(payload))
+            back = io.BytesIO()  # read back, not listed: servers hide dot files from NLST
+            client.retrbinary(f"RETR {name}", back.write)
             client.delete(name)
+            if back.getvalue() != payload:
+                return Login(False, None, f"{name} read back with other bytes than stored")
         return Login(True, time.monotonic(), "pinned login" + (", file round trip" * round_trip))
     except (ftplib.Error, OSError, EOFError) as exc:
         return Login(False, None, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
