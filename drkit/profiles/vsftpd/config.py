@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pydantic import BaseModel, ConfigDict
+
 from drkit.model import Manifest
 from drkit.paths import on_root
 from drkit.profiles.common import pamfiles, programs
@@ -84,12 +86,26 @@ def _binary_strings(path: str, size: int, mtime: float) -> dict[str, str]:
     return found
 
 
+class Facts(BaseModel):
+    """What a backup records of the node's vsftpd build (the manifest's facts.vsftpd): the
+    compiled-in defaults read from its binary, and that binary."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    compiled: dict[str, str] = {}
+    program: str | None = None
+
+    @classmethod
+    def of(cls, manifest: Manifest) -> Facts:
+        return cls.model_validate(manifest.facts.get(NAME) or {})
+
+
 def compiled_defaults(root: Path, manifest: Manifest | None = None) -> dict[str, str]:
     """Return the compiled-in defaults of the node's vsftpd: as the backup recorded them (a
     restore elsewhere keeps the node's build), else read from node_program()."""
-    recorded = manifest.facts.get(NAME, {}).get("compiled") if manifest else None
-    if isinstance(recorded, dict) and recorded:
-        return {key: str(value) for key, value in recorded.items()}
+    recorded = Facts.of(manifest).compiled if manifest else {}
+    if recorded:
+        return dict(recorded)
     program = node_program(root)
     if program is None:
         return {}

@@ -92,7 +92,8 @@ def smoke(root: Path, manifest: Manifest, user: str, work_dir: Path) -> SmokeRes
             made, extra = run_accounts(root, manifest, config, created, renamed)
             result.add(*made)
             if login.kind == "local":
-                result.add(one_run_account(root, manifest, user, created, as_is=True)[0])
+                check, _ = one_run_account(root, manifest, user, created, as_is=True)
+                result.add(check)
             if any(check.status == "fail" for check in result.checks):
                 return result
             extra["anonymous_enable"] = "YES" if login.kind == "anonymous" else "NO"

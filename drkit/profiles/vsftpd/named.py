@@ -16,6 +16,7 @@ from drkit.profiles.common import configrefs
 from drkit.profiles.common.configrefs import Ref
 from drkit.profiles.vsftpd.config import (
     Config,
+    Facts,
     node_program,
     pam_file,
     read_config,
@@ -136,5 +137,6 @@ def inventory(root: Path, smoke_user: str | None, options: Options) -> Inventory
     if smoke_user and not config.yes("guest_enable") and smoke_user not in found.users:
         found.users.append(smoke_user)
     if config.compiled:
-        found.facts[NAME] = {"compiled": dict(config.compiled), "program": node_program(root)}
+        facts = Facts(compiled=dict(config.compiled), program=node_program(root))
+        found.facts[NAME] = facts.model_dump()
     return found
