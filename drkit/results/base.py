@@ -47,6 +47,6 @@ class Part(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_serialization_defaults_required=True)
 
 
-def document(result: Any) -> Any:
+def document(result: object) -> object:
     """Return the JSON document of a result: a model's dump; a dict (or None) as it is."""
     return result.model_dump(mode="json") if isinstance(result, BaseModel) else result
