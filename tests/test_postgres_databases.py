@@ -25,6 +25,8 @@ from pydantic import SecretStr
 
 from drkit.engines import dumps
 from drkit.model import Database, Inventory
+from drkit.profiles.proftpd import standins
+from drkit.profiles.proftpd.config import read_config
 from drkit.service import databases
 
 pytestmark = pytest.mark.integration
@@ -264,3 +266,22 @@ def test_a_failed_dump_and_an_unreachable_remote_database_are_warnings(node_root
     assert unreachable.startswith(f"database {remote.label} (/etc/proftpd/sql.conf:SQLConn")
     assert "an external authority: unreachable" in unreachable
     assert secret not in repr(inventory) and secret not in str(local.password)
+
+
+def test_a_remote_database_server_is_an_external_authority_whose_reachability_is_checked(
+    node_root,
+):
+    """ProFTPD's checks report each remote SQLConnectInfo server: reachable or not (a
+    warning), by one connection, its password never shown."""
+    secret = secrets.token_urlsafe(18)
+    port = refusing_port()
+    conf = node_root / "etc/proftpd/proftpd.conf"
+    conf.parent.mkdir(parents=True)
+    conf.write_text(
+        "SQLBackend postgres\nSQLEngine on\nSQLAuthenticate users\n"
+        f"SQLConnectInfo ftpdb@0.0.0.0:{port} ftpuser {secret}\n"
+    )
+    [check] = standins.authority_checks(read_config(node_root, "/etc/proftpd/proftpd.conf"))
+    assert check.name.startswith(f"database: postgresql://0.0.0.0:{port}/ftpdb (external")
+    assert check.status == "warn" and "unreachable" in check.detail
+    assert secret not in check.name + check.detail

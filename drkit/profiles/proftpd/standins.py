@@ -14,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from drkit.engines import dumps
+from drkit.model import Check, passed, warned
 from drkit.profiles.proftpd import sql
 from drkit.profiles.proftpd.config import Config
 from drkit.profiles.proftpd.sandbox import Run
@@ -30,6 +31,24 @@ def server_accounts(config: Config) -> bool:
         if line.args and sql.engine_of(config, server) in ("postgresql", "mysql"):
             return True
     return False
+
+
+def authority_checks(config: Config) -> list[Check]:
+    """Return one check per remote database server SQLConnectInfo names (an external
+    authority, like an LDAP server): reachable with one TCP connection, no login; unreachable
+    is a warning (the node's accounts are not drkit's to restore)."""
+    found: list[Check] = []
+    for line in config.of("sqlconnectinfo"):
+        engine = sql.engine_of(config, max(line.server, 0))
+        if not line.args or engine is None or engine == "sqlite":
+            continue
+        database = sql.connect_info(engine, line.args, line.where)
+        if database.local:
+            continue
+        name = f"database: {database.label} (external authority, {line.where})"
+        why = dumps.reachable(database)
+        found.append(warned(name, f"unreachable: {why}") if why else passed(name, "reachable"))
+    return found
 
 
 def point_at_stand_ins(root: Path, config: Config, run: Run) -> None:

@@ -14,6 +14,7 @@ from drkit import runner
 from drkit.model import Check, Manifest, failed, passed, warned
 from drkit.paths import on_root
 from drkit.profiles.common import authfiles, configrefs, keychecks, profile_options, smokerun
+from drkit.profiles.proftpd import standins
 from drkit.profiles.proftpd.config import (
     Config,
     chains,
@@ -70,6 +71,7 @@ def checks(root: Path, manifest: Manifest) -> list[Check]:
     results += keychecks.certificate_checks(root, manifest, tls_paths)
     results += keychecks.issuer_checks(root, chains(config))
     results += _ldap_checks(root, config)
+    results += standins.authority_checks(config)
     results += _runtime_dir_checks(root, config)
     for ref in refs:
         if ref.directive == "SFTPAuthorizedUserKeys" and configrefs.is_file(root, ref.path):
