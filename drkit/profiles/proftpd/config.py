@@ -97,6 +97,7 @@ def parse(raw: str) -> tuple[str, str, list[str]] | None:
 
 
 def module_name(name: str) -> str:
+    """Return a module's name as proftpd -l lists it: mod_x for mod_x.c or mod_x.so."""
     return name.strip().removesuffix(".c").removesuffix(".so")
 
 
@@ -111,6 +112,7 @@ def static_modules(program: str | None) -> frozenset[str] | None:
 
 
 def proftpd_program() -> str | None:
+    """Return this host's proftpd (the policy's, else on PATH), or None."""
     return programs.find_program("proftpd", [policy().smoke.proftpd, "proftpd"])
 
 

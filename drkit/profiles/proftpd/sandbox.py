@@ -33,6 +33,7 @@ def _quote(arg: str) -> str:
 
 
 def mapped_path(root: Path, path: str) -> str:
+    """Return a node path as it is under root (unchanged on / or when relative)."""
     return path if str(root) == "/" or not path.startswith("/") else str(on_root(root, path))
 
 

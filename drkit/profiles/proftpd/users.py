@@ -108,6 +108,7 @@ def logins(root: Path, config: Config, server: int) -> dict[str, list[str]]:
 
 
 def groups_of(root: Path, name: str, fields: list[str]) -> set[str]:
+    """Return the groups of a user: its primary group and every group listing it."""
     groups = accounts.group_entries(root)
     return {g[0] for g in groups if g[2] == fields[3] or name in g[3].split(",")}
 

@@ -142,10 +142,12 @@ def read_config(
 
 
 def config_path(options: Mapping[str, object] | None) -> str | None:
+    """Return the vsftpd.conf profile_options.vsftpd names, or None for the policy's candidates."""
     return settings(options).config
 
 
 def pam_file(config: Config) -> str:
+    """Return the node path of the PAM service vsftpd uses (pam_service_name, default ftp)."""
     return posixpath.join(policy().config.pam_dir, config.get("pam_service_name") or "ftp")
 
 
@@ -171,10 +173,12 @@ def names_in(root: Path, node_path: str | None, field_sep: str | None = None) ->
 
 
 def anonymous_names() -> tuple[str, ...]:
+    """Return the login names vsftpd takes as anonymous."""
     return tuple(policy().smoke.anonymous_names)
 
 
 def tls_pairs(config: Config) -> list[tuple[str, str | None]]:
+    """Return (certificate, key) of the RSA and DSA pairs vsftpd reads."""
     pairs = []
     for cert_key, key_key in (
         ("rsa_cert_file", "rsa_private_key_file"),
@@ -189,6 +193,7 @@ def tls_pairs(config: Config) -> list[tuple[str, str | None]]:
 
 
 def vsftpd_program() -> str | None:
+    """Return this host's vsftpd, or None."""
     return programs.find_program("vsftpd", policy().smoke.vsftpd)
 
 

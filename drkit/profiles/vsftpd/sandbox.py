@@ -20,6 +20,8 @@ from drkit.profiles.vsftpd.policy import policy
 
 @dataclass
 class Run:
+    """A runnable copy: its work dir, port, PAM service, user_config_dir copy and settings."""
+
     work: Path
     port: int
     pam_service: str | None = None
@@ -62,6 +64,7 @@ def write_copy(root: Path, config: Config, run: Run) -> Path:
 
 
 def mapped_path(root: Path, path: str) -> str:
+    """Return a node path as it is under root (unchanged on /)."""
     return path if str(root) == "/" else str(on_root(root, path))
 
 
@@ -87,6 +90,7 @@ def mapped_user_conf(
 
 
 def node_text(text: str, root: Path, work: Path) -> str:
+    """Return vsftpd's words with the work dir as <work> and paths under root as node paths."""
     text = text.replace(str(work), "<work>")
     return text.replace(str(root).rstrip("/") + "/", "/") if str(root) != "/" else text
 

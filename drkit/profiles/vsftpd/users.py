@@ -157,6 +157,7 @@ def system_users(root: Path, config: Config, smoke_user: str | None = None) -> l
 
 
 def account_fields(root: Path, manifest: Manifest, account: str) -> list[str] | None:
+    """Return the node's passwd fields of account, or None when neither node nor host has it."""
     try:
         return smoke_accounts.node_fields(root, manifest, account)
     except KeyError:
