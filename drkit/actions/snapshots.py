@@ -43,7 +43,7 @@ def list_snapshots(origin: Origin, all_nodes: bool = False) -> SnapshotsResult:
     return SnapshotsResult(snapshots=sorted(entries, key=lambda entry: entry.time))
 
 
-def _confirmations(origin: Origin, node: str) -> list[dict[str, str]]:
+def _confirmations(origin: Origin, node: str) -> list[freshness.Confirmation]:
     """Return the freshness entries of a node's signed chain head (none when it is missing or
     does not verify against the trusted keys)."""
     from drkit.engines.storage import Storage
@@ -51,7 +51,9 @@ def _confirmations(origin: Origin, node: str) -> list[dict[str, str]]:
     try:
         stored = Storage(origin.repository).get_json(catalog.head_key(node))
         trusted = {*origin.trusted_keys, *origin.trust_keys}
-        record = open_record(stored, trusted, node, "head") if stored is not None else {}
+        if stored is None:
+            return []
+        record = open_record(stored, trusted, node, "head")
     except (errors.DrkitError, ValueError, TypeError):
         return []
     return freshness.confirmations(record.get("confirmations"))
