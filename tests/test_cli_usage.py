@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from drkit import output
 from drkit.cli import app
+from drkit.engines.resticjson import BackupStatus
 
 USAGE_MISTAKES = {
     "misspelled command": ["snapshotz"],
@@ -164,8 +165,8 @@ def _run_steps(shown: output.Progress) -> None:
         shown.step("uploading 12 paths with restic")
         for done in (0, 10240, 30720):
             shown.status(
-                {"message_type": "status", "total_bytes": 40960, "bytes_done": done,
-                 "seconds_remaining": 258 - done // 1024}
+                BackupStatus(message_type="status", total_bytes=40960, bytes_done=done,
+                             seconds_remaining=258 - done // 1024)
             )  # fmt: skip
         shown.step("storing the signed chain head")
 
