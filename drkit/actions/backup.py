@@ -9,11 +9,14 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
+from typing import TypeVar
+
+from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from drkit import errors, timing
 from drkit.config import Config, dump_config
 from drkit.engines import accounts, catalog, freshness, keys, manifest, screen, sqlite_copies, watch
-from drkit.engines.restic import Restic
+from drkit.engines.restic import BackupSummary, Restic
 from drkit.engines.resticjson import BackupStatus
 from drkit.model import ChainLink, Manifest, SecurityEvent, parse_utc, utc_text
 from drkit.paths import host_path, shown
@@ -23,10 +26,18 @@ from drkit.service.chain import mark_in_flight, record_chain
 from drkit.service.rollback import chain_path
 
 log = logging.getLogger(__name__)
+SigningKey = ed25519.Ed25519PrivateKey
+_Read = TypeVar("_Read")
 PASSES = 3  # a file written to while restic reads it gets a fresh manifest and snapshot
 
 
-def publish(config: Config, signing_key, link: dict, index, objects: dict[str, bytes]) -> None:
+def publish(
+    config: Config,
+    signing_key: SigningKey,
+    link: chain.Link,
+    index: list[catalog.IndexEntry],
+    objects: dict[str, bytes],
+) -> None:
     """Store the snapshot's sealed manifest and signature objects, and a signed chain head
     naming the node's newest snapshot and holding its index (so `verify` sees a rollback and
     every command finds and opens snapshots without restic), in parallel."""
@@ -66,18 +77,22 @@ class _Sealer:
     """Seals this run's manifest objects under the node's catalog key: the stored one (read
     while the node is inventoried), else a new one, stored with the first objects it seals."""
 
-    def __init__(self, config: Config, pool: ThreadPoolExecutor, probe: Future):
+    def __init__(self, config: Config, pool: ThreadPoolExecutor, probe: Future[None]) -> None:
         self.config = config
-        self._stored: Future = pool.submit(_after_probe, probe, _stored_catalog_key, config)
+        self._stored = pool.submit(_after_probe, probe, _stored_catalog_key, config)
         self._key: bytes | None = None
 
     def objects(
-        self, snapshot_id: str, manifest_bytes: bytes, signature: dict, node_manifest: Manifest
+        self,
+        snapshot_id: str,
+        manifest_bytes: bytes,
+        signature: keys.Signature,
+        node_manifest: Manifest,
     ) -> dict[str, bytes]:
         """Return the snapshot's catalog objects: its sealed manifest (with drkit.yaml and the
         text files a diff shows), its signature, and a new key object when there was none;
         none when the stored key cannot be read."""
-        config, objects = self.config, {}
+        config, objects = self.config, dict[str, bytes]()
         if self._key is None:
             try:
                 self._key = self._stored.result()
@@ -99,7 +114,7 @@ class _Sealer:
         return objects
 
 
-def _after_probe(probe: Future, read: Callable, config: Config):
+def _after_probe(probe: Future[None], read: Callable[[Config], _Read], config: Config) -> _Read:
     """Run read(config) once the S3 probe has passed: its first request is the probe's, so an
     S3 that fails from the start is reported by the probe, with its one line."""
     probe.result()
@@ -124,10 +139,12 @@ def _stored_catalog_key(config: Config) -> bytes | None:
     return key
 
 
-def _index_entry(config: Config, summary, manifest_bytes: bytes) -> catalog.IndexEntry:
+def _index_entry(
+    config: Config, summary: BackupSummary, snapshot_id: str, manifest_bytes: bytes
+) -> catalog.IndexEntry:
     when = parse_utc(summary.backup_start) if summary.backup_start else datetime.now(UTC)
     return catalog.IndexEntry(
-        id=summary.snapshot_id,
+        id=snapshot_id,
         time=when,
         manifest_sha256=hashlib.sha256(manifest_bytes).hexdigest(),
         files=summary.total_files_processed,
@@ -147,7 +164,9 @@ def _listed_snapshots(config: Config) -> set[str] | None:
         return None
 
 
-def _still_listed(index: list[catalog.IndexEntry], listed: Future) -> list[catalog.IndexEntry]:
+def _still_listed(
+    index: list[catalog.IndexEntry], listed: Future[set[str] | None]
+) -> list[catalog.IndexEntry]:
     """Return the index without the snapshots the repository no longer holds (forgotten)."""
     try:
         present = listed.result()
@@ -166,8 +185,8 @@ def _tags(config: Config) -> list[str]:
 
 
 def _previous_state(
-    config: Config, restic: Restic, probe: Future, signer: str
-) -> tuple[dict | None, list[catalog.IndexEntry]]:
+    config: Config, restic: Restic, probe: Future[None], signer: str
+) -> tuple[chain.Link | None, list[catalog.IndexEntry]]:
     """Return ({snapshot_id, manifest_sha256} of the node's last snapshot, the node's index).
 
     The local record answers without a round trip; without one (a rebuilt machine, a record
@@ -176,17 +195,14 @@ def _previous_state(
     probe has answered: snapshots the head does not list join the index, bound to their
     manifest only when it is signed by this node's key.
     """
-    try:
-        record = json.loads(chain_path(config).read_text())
-        if not record.get("in_flight") and "index" in record:
-            return record["previous"], catalog.parse_index(record["index"])
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        pass
+    record = chain.read(config)
+    if not record.get("in_flight") and "index" in record:
+        return record.get("previous"), catalog.parse_index(record["index"])
     probe.result()
     index = _signed_index(config, {signer, *config.trusted_keys})
     mine = restic.snapshots(host=config.node, tags=["drkit"])
     listed = {entry.id for entry in index}
-    link = None
+    link: chain.Link | None = None
     for position, snapshot in enumerate(mine):
         newest = position == len(mine) - 1
         if snapshot.id in listed and not newest:
@@ -232,8 +248,15 @@ def _own_manifest_sha(restic: Restic, snapshot_id: str, signer: str) -> str | No
     return hashlib.sha256(raw).hexdigest() if signed_by == signer else None
 
 
+def _snapshot_id(summary: BackupSummary) -> str:
+    """Return the id of the snapshot restic made (Restic.backup raises when there is none)."""
+    if not summary.snapshot_id:
+        raise errors.ResticFailed("restic backup reported no snapshot id")
+    return summary.snapshot_id
+
+
 def _unless_probe_failed(
-    probe: Future, watch: Callable[[], str | None] | None
+    probe: Future[None], watch: Callable[[], str | None] | None
 ) -> Callable[[], str | None]:
     """Return restic's stop check: stop once the S3 probe has failed (restic is still deriving
     its key then, and would retry an unreachable S3 for minutes), else ask the outage watch."""
@@ -302,7 +325,7 @@ def run(
                 if dumped:
                     node_manifest.databases = dumped
             content = freshness.content_digest(node_manifest, dump_config(config))
-            if attempt == 1 and _unchanged(config, previous, content, listed):
+            if attempt == 1 and previous and _unchanged(config, previous, content, listed):
                 cache.save()
                 step("unchanged: confirming the last snapshot in the signed chain head")
                 return _confirm(config, signing_key, previous, index, node_manifest, started)
@@ -337,14 +360,15 @@ def run(
             cache.save()
             if attempt == 1:  # listed before this run's first snapshot: drop the forgotten
                 index = _still_listed(index, listed)
-            index = catalog.extend_index(index, _index_entry(config, summary, manifest_bytes))
-            previous = record_chain(config, summary.snapshot_id, manifest_bytes, index, content)
+            snapshot_id = _snapshot_id(summary)
+            entry = _index_entry(config, summary, snapshot_id, manifest_bytes)
+            index = catalog.extend_index(index, entry)
+            previous = record_chain(config, snapshot_id, manifest_bytes, index, content)
             step("storing the signed chain head and the manifest objects")
             with timing.phase("chain head and manifest objects"):
-                objects = sealer.objects(
-                    summary.snapshot_id, manifest_bytes, signature, node_manifest
-                )
-                publish(config, signing_key, previous, index, objects)
+                objects = sealer.objects(snapshot_id, manifest_bytes, signature, node_manifest)
+                if previous is not None:
+                    publish(config, signing_key, previous, index, objects)
             with timing.phase("changed during backup"):
                 moving = cache.changed_since(config.root) + screen.unexpected(
                     summary.stored, node_manifest
@@ -357,15 +381,15 @@ def run(
             )  # fmt: skip
         else:
             raise errors.BackupIncomplete(
-                f"snapshot {summary.snapshot_id[:8]} made, but {len(moving)} file(s) kept "
+                f"snapshot {snapshot_id[:8]} made, but {len(moving)} file(s) kept "
                 f"changing during {PASSES} passes (first: {shown(moving[0])}); its manifest cannot "
                 "vouch for them, so restore will refuse that snapshot"
             )
         with timing.phase("security-change watch"):
-            events = _watch(config, summary.snapshot_id, node_manifest, signing_key)
+            events = _watch(config, snapshot_id, node_manifest, signing_key)
     return BackupResult(
         node=config.node,
-        snapshot_id=summary.snapshot_id,
+        snapshot_id=snapshot_id,
         time=utc_text(parse_utc(node_manifest.created)),
         file_count=summary.total_files_processed,  # restic's count, as snapshots and show give it
         size=summary.total_bytes_processed,
@@ -379,7 +403,9 @@ def run(
     )
 
 
-def _unchanged(config: Config, previous: dict | None, content: str, listed: Future) -> bool:
+def _unchanged(
+    config: Config, previous: chain.Link | None, content: str, listed: Future[set[str] | None]
+) -> bool:
     """Return True when the node's content is its last snapshot's, and that snapshot is still
     in the repository (one S3 listing, made beside the inventory)."""
     record = chain.read(config)
@@ -393,9 +419,9 @@ def _unchanged(config: Config, previous: dict | None, content: str, listed: Futu
 
 def _confirm(
     config: Config,
-    signing_key,
-    previous: dict,
-    index: list,
+    signing_key: SigningKey,
+    previous: chain.Link,
+    index: list[catalog.IndexEntry],
     node_manifest: Manifest,
     started: float,
 ) -> BackupResult:
@@ -427,7 +453,7 @@ def _confirm(
 
 
 def _watch(
-    config: Config, snapshot_id: str, node_manifest: Manifest, signing_key
+    config: Config, snapshot_id: str, node_manifest: Manifest, signing_key: SigningKey
 ) -> list[SecurityEvent]:
     """Classify this snapshot's changes against the node's previous one (the baseline kept in
     state_dir), store the events found as a signed record beside the repository, keep this

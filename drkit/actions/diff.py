@@ -11,26 +11,27 @@ key files are never read beyond their manifest entries, so no private key materi
 from __future__ import annotations
 
 import logging
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from drkit.engines import diff as diff_engine
+from drkit.engines.restic import Snapshot
 from drkit.model import utc_text
-from drkit.results import DiffResult
+from drkit.results import DiffResult, DiffSnapshot
 from drkit.service import context
-from drkit.service.opening import Catalog, Origin
+from drkit.service.opening import Catalog, Opened, Origin
 
 log = logging.getLogger(__name__)
 
 PARALLEL_READS = 4
 
 
-def _describe(snapshot, opened) -> dict:
-    return {
-        "id": snapshot.id,
-        "short_id": snapshot.short_id,
-        "time": utc_text(snapshot.time),
-        "signer": opened.signer,
-    }
+def _describe(snapshot: Snapshot, opened: Opened) -> DiffSnapshot:
+    return DiffSnapshot(
+        id=snapshot.id,
+        short_id=snapshot.short_id,
+        time=utc_text(snapshot.time),
+        signer=opened.signer,
+    )
 
 
 def run(origin: Origin, old_spec: str, new_spec: str) -> DiffResult:
@@ -53,33 +54,32 @@ def run(origin: Origin, old_spec: str, new_spec: str) -> DiffResult:
         if diff_engine.wants_text_diff(change, old_opened.manifest, new_opened.manifest)
     ]
     with ThreadPoolExecutor(PARALLEL_READS) as pool:
-        contents = {}
+        pending: dict[tuple[str, str], str | Future[str]] = {}
         for change in wanted:
             sides = [(old, old_opened)] if change["change"] != "added" else []
             sides += [(new, new_opened)] if change["change"] != "removed" else []
             for found, side in sides:
                 key = (found.snapshot.id, change["path"])
                 text = side.bundle.text(side.manifest, change["path"]) if side.bundle else None
-                contents[key] = text if text is not None else pool.submit(
+                pending[key] = text if text is not None else pool.submit(
                     restic.dump_text, found.snapshot.id, change["path"]
                 )  # fmt: skip
         contents = {
             key: value if isinstance(value, str) else value.result()
-            for key, value in contents.items()
+            for key, value in pending.items()
         }
-    old, new = old.snapshot, new.snapshot
     for change in wanted:
         text = diff_engine.unified(
             change["path"],
-            contents.get((old.id, change["path"])),
-            contents.get((new.id, change["path"])),
+            contents.get((old.snapshot.id, change["path"])),
+            contents.get((new.snapshot.id, change["path"])),
         )
         if text:
             change["diff"] = text
     return DiffResult(
         node=origin.node,
-        old=_describe(old, old_opened),
-        new=_describe(new, new_opened),
+        old=_describe(old.snapshot, old_opened),
+        new=_describe(new.snapshot, new_opened),
         changes=changes,
         notes=notes,
     )

@@ -20,9 +20,10 @@ from pathlib import Path
 from drkit import errors, units
 from drkit.config import Config, parse_config, parse_duration
 from drkit.engines import durable, localsettings, manifest
+from drkit.engines.restic import Snapshot
 from drkit.model import FileRecord, Manifest, parse_utc, utc_text
 from drkit.paths import on_root
-from drkit.results import FleetDriftResult
+from drkit.results import Finding, FleetDriftResult, FleetNode
 from drkit.service import context
 from drkit.service.opening import Catalog, Found, Origin, snapshot_of
 from drkit.service.reporting import publish_drift
@@ -33,8 +34,11 @@ DIFF_LINES = 40
 CERT_WARN_DAYS = 30
 
 
-def _finding(node: str, category: str, path: str, detail: str) -> dict:
-    return {"node": node, "category": category, "path": path, "detail": detail}
+def _finding(node: str, category: str, path: str, detail: str) -> Finding:
+    return Finding(node=node, category=category, path=path, detail=detail)
+
+
+_Previous = tuple[Snapshot, Manifest, str]  # a node's snapshot before its newest: manifest, signer
 
 
 def drift(
@@ -76,10 +80,10 @@ def _drift(config: Config, group: str, found_in: Catalog, trusted: set[str]) -> 
         raise errors.UsageError(f"no snapshot in the repository is tagged group:{group}")
     now = datetime.now(UTC)
     rpo = parse_duration(config.objectives.rpo)
-    findings: list[dict] = []
-    nodes: list[dict] = []
+    findings: list[Finding] = []
+    nodes: list[FleetNode] = []
     latest: dict[str, Manifest] = {}
-    previous: dict[str, tuple] = {}
+    previous: dict[str, _Previous] = {}
     work = Path(tempfile.mkdtemp(prefix="drift-", dir=_work_parent(config)))
     try:
         fetched = _Fetcher(found_in, work)
@@ -88,13 +92,13 @@ def _drift(config: Config, group: str, found_in: Catalog, trusted: set[str]) -> 
             opened, signer = fetched.open(node, by_node[node][-1])
             age = now - snapshot.time
             nodes.append(
-                {
-                    "node": node,
-                    "snapshot_id": snapshot.id,
-                    "time": utc_text(snapshot.time),
-                    "age_seconds": int(age.total_seconds()),
-                    "signer": signer,
-                }
+                FleetNode(
+                    node=node,
+                    snapshot_id=snapshot.id,
+                    time=utc_text(snapshot.time),
+                    age_seconds=int(age.total_seconds()),
+                    signer=signer,
+                )
             )
             if signer not in trusted:
                 detail = (
@@ -115,8 +119,8 @@ def _drift(config: Config, group: str, found_in: Catalog, trusted: set[str]) -> 
             latest[node] = opened
             fetched.chosen[node] = snapshot.id
             if len(by_node[node]) >= 2:
-                before = by_node[node][-2]
-                previous[node] = (before.snapshot, *fetched.open(node, before))
+                older = by_node[node][-2]
+                previous[node] = (older.snapshot, *fetched.open(node, older))
         _prefetch(fetched, latest, previous)
         local = localsettings.parse(_local_entries(config, fetched, latest))
         findings += _compare(latest, fetched, local)
@@ -134,7 +138,9 @@ def _drift(config: Config, group: str, found_in: Catalog, trusted: set[str]) -> 
     return result
 
 
-def _prefetch(fetched: _Fetcher, latest: dict[str, Manifest], previous: dict[str, tuple]) -> None:
+def _prefetch(
+    fetched: _Fetcher, latest: dict[str, Manifest], previous: dict[str, _Previous]
+) -> None:
     """Restore, in one restic call per node, every file drift will read: files that differ
     across nodes, and audit logs (and rotated copies) that changed since the previous
     snapshot."""
@@ -143,7 +149,7 @@ def _prefetch(fetched: _Fetcher, latest: dict[str, Manifest], previous: dict[str
     for node, node_manifest in latest.items():
         for entry in node_manifest.files:
             if entry.category in COMPARED and entry.type == "file":
-                shas.setdefault(entry.path, {})[node] = entry.sha256
+                shas.setdefault(entry.path, {})[node] = entry.sha256 or ""
     for path, by_node in shas.items():
         if len(set(by_node.values())) > 1:
             for node in by_node:
@@ -179,7 +185,7 @@ class _Fetcher:
     (config, scripts, drkit.yaml), else restored, batched: one restic call per snapshot and
     batch."""
 
-    def __init__(self, found_in: Catalog, work: Path):
+    def __init__(self, found_in: Catalog, work: Path) -> None:
         self.found_in, self.work = found_in, work
         self.chosen: dict[str, str] = {}
         self.done: set[tuple[str, str]] = set()
@@ -193,7 +199,7 @@ class _Fetcher:
         if config_text is not None:
             texts[manifest.CONFIG_PATH] = config_text.encode()
         for path in bundle.texts if bundle else ():
-            text = bundle.text(opened, path)
+            text = bundle.text(opened, path) if bundle else None
             if text is not None:
                 texts[path] = text.encode()
         return opened, signer
@@ -218,7 +224,7 @@ class _Fetcher:
         return host.read_bytes() if host.is_file() else None
 
 
-def _local_entries(config: Config, fetched: _Fetcher, latest: dict) -> list[str]:
+def _local_entries(config: Config, fetched: _Fetcher, latest: dict[str, Manifest]) -> list[str]:
     """Return the node-local entries: this config's, and each node's own from its snapshot."""
     entries = list(config.node_local) + (list(config.standby.local) if config.standby else [])
     for node in latest:
@@ -234,17 +240,19 @@ def _local_entries(config: Config, fetched: _Fetcher, latest: dict) -> list[str]
 
 
 def _fingerprint(node_manifest: Manifest, path: str) -> str | None:
-    for entry in node_manifest.keys:
-        if entry.path == path:
-            return entry.fingerprint
-    for entry in node_manifest.certificates:
-        if entry.path == path:
-            return f"certificate {entry.fingerprint[:16]}…"
+    for key in node_manifest.keys:
+        if key.path == path:
+            return key.fingerprint
+    for certificate in node_manifest.certificates:
+        if certificate.path == path:
+            return f"certificate {certificate.fingerprint[:16]}…"
     return None
 
 
-def _compare(latest: dict[str, Manifest], fetched: _Fetcher, local) -> list[dict]:
-    findings: list[dict] = []
+def _compare(
+    latest: dict[str, Manifest], fetched: _Fetcher, local: localsettings.Local
+) -> list[Finding]:
+    findings: list[Finding] = []
     if len(latest) < 2:
         return findings
     files: dict[str, dict[str, FileRecord]] = {}
@@ -260,7 +268,7 @@ def _compare(latest: dict[str, Manifest], fetched: _Fetcher, local) -> list[dict
         for node in absent:
             detail = f"missing; present on {', '.join(sorted(present))}"
             findings.append(_finding(node, category, path, detail))
-        variants = {node: entry.sha256 or entry.link for node, entry in present.items()}
+        variants = {node: entry.sha256 or entry.link or "" for node, entry in present.items()}
         if len(set(variants.values())) <= 1:
             continue
         settings = local.settings_of(path)
@@ -316,8 +324,8 @@ def _first(variants: dict[str, str], value: str) -> str:
     return sorted(node for node, v in variants.items() if v == value)[0]
 
 
-def _accounts(latest: dict[str, Manifest]) -> list[dict]:
-    findings = []
+def _accounts(latest: dict[str, Manifest]) -> list[Finding]:
+    findings: list[Finding] = []
     if len(latest) < 2:
         return findings
     tables = {
@@ -337,7 +345,7 @@ def _accounts(latest: dict[str, Manifest]) -> list[dict]:
     return findings
 
 
-def _certificates(latest: dict[str, Manifest], now: datetime) -> list[dict]:
+def _certificates(latest: dict[str, Manifest], now: datetime) -> list[Finding]:
     findings = []
     for node, node_manifest in latest.items():
         for entry in node_manifest.certificates:
@@ -351,30 +359,36 @@ def _certificates(latest: dict[str, Manifest], now: datetime) -> list[dict]:
     return findings
 
 
-def _audit_continuity(node, previous_snapshot, previous, current, fetched) -> list[dict]:
+def _audit_continuity(
+    node: str,
+    previous_snapshot: Snapshot,
+    previous: Manifest,
+    current: Manifest,
+    fetched: _Fetcher,
+) -> list[Finding]:
     """Each audit log must extend (or be a recognised rotation of) the previous snapshot's."""
     now_files = {e.path: e for e in current.files if e.type == "file"}
     findings = []
     for old in previous.files:
         if old.category != "audit_logs" or old.type != "file":
             continue
-        path = old.path
+        path, old_size = old.path, old.size or 0
         new = now_files.get(path)
         if new is not None and new.sha256 == old.sha256:
             continue
-        if new is not None and new.size >= old.size:
+        if new is not None and (new.size or 0) >= old_size:
             data = fetched.read(node, path) or b""
-            if hashlib.sha256(data[: old.size]).hexdigest() == old.sha256:
+            if hashlib.sha256(data[:old_size]).hexdigest() == old.sha256:
                 continue
         if _rotated(old, now_files, fetched, node):
             continue
         since = f"snapshot {previous_snapshot.short_id}"
         if new is None:
             detail = f"removed since {since}, and no rotated copy holds it"
-        elif new.size < old.size:
-            detail = f"truncated: {new.size} bytes, {old.size} in {since}"
+        elif (new.size or 0) < old_size:
+            detail = f"truncated: {new.size} bytes, {old_size} in {since}"
         else:
-            detail = f"rewritten: its first {old.size} bytes differ from {since}"
+            detail = f"rewritten: its first {old_size} bytes differ from {since}"
         findings.append(_finding(node, "audit_logs", path, detail))
     return findings
 
@@ -383,14 +397,14 @@ def _rotated(
     old: FileRecord, now_files: dict[str, FileRecord], fetched: _Fetcher, node: str
 ) -> bool:
     """Return True when a rotated file (path.1, path-20240101 ...) holds the old log."""
-    path = old.path
+    path, old_size = old.path, old.size or 0
     for candidate, entry in now_files.items():
         if candidate == path or not candidate.startswith((path + ".", path + "-")):
             continue
         if entry.sha256 == old.sha256:
             return True
-        if entry.size >= old.size and not candidate.endswith(".gz"):
+        if (entry.size or 0) >= old_size and not candidate.endswith(".gz"):
             data = fetched.read(node, candidate) or b""
-            if hashlib.sha256(data[: old.size]).hexdigest() == old.sha256:
+            if hashlib.sha256(data[:old_size]).hexdigest() == old.sha256:
                 return True
     return False

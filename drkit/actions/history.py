@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import TypeVar
 
 from drkit import errors
 from drkit.config import Config
@@ -23,6 +25,7 @@ from drkit.results import HistoryResult
 from drkit.service.opening import open_record
 
 log = logging.getLogger(__name__)
+_Record = TypeVar("_Record")
 
 
 def _trusted(config: Config) -> set[str]:
@@ -30,26 +33,32 @@ def _trusted(config: Config) -> set[str]:
     return {keys.signing_fingerprint(signing_key.public_key()), *config.trusted_keys}
 
 
-def _signed(storage: Storage, prefix: str, config: Config, kind: str) -> list[dict]:
-    """Return the signed records of a kind under prefix that verify; warn about the others."""
-    trusted, records = _trusted(config), []
+def _signed(storage: Storage, prefix: str, open_one: Callable[[object], _Record]) -> list[_Record]:
+    """Return the signed records under prefix that open_one opens; warn about the others."""
+    found: list[_Record] = []
     for key in sorted(storage.list_keys(prefix)):
         try:
-            records.append(open_record(storage.get_json(key), trusted, config.node, kind))
+            found.append(open_one(storage.get_json(key)))
         except (errors.Refused, errors.StorageError, ValueError) as exc:
             log.warning("%s ignored: %s", key, getattr(exc, "message", exc))
-    return records
+    return found
 
 
 def events(config: Config, since: datetime | None = None) -> list[SecurityEvent]:
     """Return the node's events, oldest first, each marked when a signed ack covers it."""
-    storage = Storage(config.repository)
-    acknowledged = {
-        str(ack.get("event_id"))
-        for ack in _signed(storage, watch.acks_prefix(config.node), config, "ack")
-    }
+    storage, trusted = Storage(config.repository), _trusted(config)
+    acks = _signed(
+        storage,
+        watch.acks_prefix(config.node),
+        lambda stored: open_record(stored, trusted, config.node, "ack"),
+    )
+    acknowledged = {str(ack.get("event_id")) for ack in acks}
     found = []
-    for record in _signed(storage, watch.events_prefix(config.node), config, "events"):
+    for record in _signed(
+        storage,
+        watch.events_prefix(config.node),
+        lambda stored: open_record(stored, trusted, config.node, "events"),
+    ):
         for item in record.get("events") or []:
             try:
                 event = SecurityEvent.model_validate(

@@ -18,10 +18,14 @@ import shlex
 from datetime import UTC, datetime
 from pathlib import Path
 
+from pydantic import ConfigDict, TypeAdapter, with_config
+from typing_extensions import TypedDict
+
 from drkit import errors, runner
-from drkit.config import Config, dump_config, parse_duration
+from drkit.config import Config, Standby, dump_config, parse_duration
 from drkit.engines import apply, localsettings, manifest
-from drkit.model import Check, FileRecord, failed, parse_utc, passed, utc_text
+from drkit.engines.restic import Restic
+from drkit.model import Check, FileRecord, Manifest, failed, parse_utc, passed, utc_text
 from drkit.paths import on_root
 from drkit.results import PromoteResult, StandbyStatusResult, StandbySyncResult
 from drkit.service import context, proof, rebuild
@@ -36,14 +40,36 @@ def state_path(config: Config) -> Path:
     return config.state_dir / "standby" / f"{config.node}.json"
 
 
-def read_state(config: Config) -> dict:
+@with_config(ConfigDict(extra="allow"))
+class StandbyState(TypedDict, total=False):
+    """What this node last applied from its source (<state_dir>/standby/<node>.json)."""
+
+    source: str
+    snapshot_id: str
+    snapshot_time: str
+    applied_at: str
+    ok: bool
+    changed: bool
+    rejected: str | None
+    rejected_at: str
+    last_error: str | None
+    manifest_sha256: str
+    promoted_at: str
+    promoted_from: str
+
+
+_STATE = TypeAdapter(StandbyState)
+
+
+def read_state(config: Config) -> StandbyState:
+    """Return the node's standby state, {} when there is none or it is unreadable."""
     try:
-        return json.loads(state_path(config).read_text())
-    except (OSError, ValueError):
+        return _STATE.validate_json(state_path(config).read_bytes())
+    except (OSError, ValueError):  # pydantic's ValidationError is a ValueError
         return {}
 
 
-def _write_state(config: Config, state: dict) -> None:
+def _write_state(config: Config, state: StandbyState) -> None:
     manifest.write_private(state_path(config), json.dumps(state, indent=1).encode() + b"\n")
 
 
@@ -58,7 +84,7 @@ def _lag(snapshot_time: str | None, now: datetime) -> int | None:
     return max(0, int((now - moment).total_seconds()))
 
 
-def _following(config: Config):
+def _following(config: Config) -> Standby:
     if config.standby is None:
         raise errors.UsageError(
             f"node {config.node} has no standby section: it follows no node (drkit.yaml "
@@ -140,7 +166,14 @@ def sync(
         return StandbySyncResult(**{**applied, **base})
 
 
-def _apply(config, restic, located: Located, local, dry_run, state) -> dict:
+def _apply(
+    config: Config,
+    restic: Restic,
+    located: Located,
+    local: localsettings.Local,
+    dry_run: bool,
+    state: StandbyState,
+) -> dict[str, object]:
     root = Path(config.root).resolve()
     if dry_run:
         return _apply_locked(config, restic, located, local, dry_run, state, None)
@@ -150,7 +183,15 @@ def _apply(config, restic, located: Located, local, dry_run, state) -> dict:
         return _apply_locked(config, restic, located, local, dry_run, state, recovered)
 
 
-def _apply_locked(config, restic, located: Located, local, dry_run, state, recovered) -> dict:
+def _apply_locked(
+    config: Config,
+    restic: Restic,
+    located: Located,
+    local: localsettings.Local,
+    dry_run: bool,
+    state: StandbyState,
+    recovered: str | None,
+) -> dict[str, object]:
     root = Path(config.root).resolve()
     chosen, opened = located.snapshot, located.opened
     node_manifest = opened.manifest
@@ -190,7 +231,7 @@ def _apply_locked(config, restic, located: Located, local, dry_run, state, recov
         bad = next(check for check in found if check.status == "fail")
         error = f"{bad.name}: {bad.detail}"
         log.error("standby sync of %s rolled back: %s", chosen.short_id, error)
-        state.update(rejected=chosen.id, rejected_at=utc_text(now), last_error=error)
+        state.update({"rejected": chosen.id, "rejected_at": utc_text(now), "last_error": error})
         _write_state(config, state)
         found.append(
             failed("standby: rolled back", f"kept {len(outcome.changes)} path(s) as they were")
@@ -209,15 +250,17 @@ def _apply_locked(config, restic, located: Located, local, dry_run, state, recov
     if reload is not None:
         found.append(reload)
     state.update(
-        source=config.standby.source,
-        snapshot_id=chosen.id,
-        snapshot_time=utc_text(chosen.time),
-        applied_at=utc_text(now),
-        ok=True,
-        changed=outcome.changed,
-        rejected=None,
-        last_error=None,
-        manifest_sha256=hashlib.sha256(opened.raw).hexdigest(),
+        {
+            "source": _following(config).source,
+            "snapshot_id": chosen.id,
+            "snapshot_time": utc_text(chosen.time),
+            "applied_at": utc_text(now),
+            "ok": True,
+            "changed": outcome.changed,
+            "rejected": None,
+            "last_error": None,
+            "manifest_sha256": hashlib.sha256(opened.raw).hexdigest(),
+        }
     )
     _write_state(config, state)
     return {
@@ -232,7 +275,13 @@ def _apply_locked(config, restic, located: Located, local, dry_run, state, recov
     }
 
 
-def _plan(root, staging, node_manifest, entries, local) -> tuple[list[apply.Step], list[str]]:
+def _plan(
+    root: Path,
+    staging: Path,
+    node_manifest: Manifest,
+    entries: dict[str, FileRecord],
+    local: localsettings.Local,
+) -> tuple[list[apply.Step], list[str]]:
     """Return the plan without this node's local paths, with local settings merged in.
 
     A file with local settings is rewritten in staging: the source's content with this
@@ -246,7 +295,7 @@ def _plan(root, staging, node_manifest, entries, local) -> tuple[list[apply.Step
             continue
         entry = entries.get(step.path)
         settings = local.settings_of(step.path) if entry and entry.type == "file" else []
-        if not settings or step.action == "remove":
+        if entry is None or not settings or step.action == "remove":
             steps.append(step)
             continue
         staged, live = on_root(staging, step.path), on_root(root, step.path)
@@ -266,12 +315,10 @@ def _plan(root, staging, node_manifest, entries, local) -> tuple[list[apply.Step
     return steps, kept
 
 
-def _meta_differs(host: Path, entry: dict) -> bool:
+def _meta_differs(host: Path, entry: FileRecord) -> bool:
     info = host.lstat()
-    return f"{info.st_mode & 0o7777:04o}" != entry["mode"] or (info.st_uid, info.st_gid) != (
-        entry["uid"],
-        entry["gid"],
-    )
+    mode = f"{info.st_mode & 0o7777:04o}"
+    return mode != entry.mode or (info.st_uid, info.st_gid) != (entry.uid, entry.gid)
 
 
 def _reload(config: Config) -> Check | None:
@@ -300,7 +347,7 @@ def status(config: Config) -> StandbyStatusResult:
         ok=bool(ok) if following else True,
         node=config.node,
         following=following,
-        source=config.standby.source if following else state.get("source"),
+        source=config.standby.source if config.standby else state.get("source"),
         snapshot_id=state.get("snapshot_id"),
         snapshot_time=state.get("snapshot_time"),
         applied_at=state.get("applied_at"),
@@ -320,7 +367,7 @@ def promote(config: Config, config_path: Path) -> PromoteResult:
     text = dump_config(promoted)
     manifest.write_private(config_path, text.encode())
     now = utc_text(_now())
-    state.update(promoted_at=now, promoted_from=standby.source)
+    state.update({"promoted_at": now, "promoted_from": standby.source})
     _write_state(config, state)
     return PromoteResult(
         node=config.node,

@@ -29,18 +29,24 @@ import re
 import secrets
 import shutil
 import time
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from drkit import errors
 from drkit.config import Config
 from drkit.engines import durable, manifest, sqlite_copies
 from drkit.engines.manifest import MANIFEST_PATH
+from drkit.engines.restic import Restic, Snapshot
 from drkit.model import ChainLink, utc_text
 from drkit.paths import on_root
 from drkit.results import VerifyResult
 from drkit.service import chain, context, locks, rollback
 from drkit.service.opening import Catalog, Found, Opened, Origin, open_record
+
+if TYPE_CHECKING:
+    from drkit.engines.storage import Storage  # imported where used: boto3 loads slowly
 
 log = logging.getLogger(__name__)
 
@@ -89,10 +95,11 @@ def run(
     problems += chain_problems
 
     spot_document = None
-    drift: list[dict] = []
-    if found and spot > 0 and found[-1].id in opened_by_id:
+    drift: list[dict[str, str]] = []
+    newest = opened_by_id.get(found[-1].id) if found else None
+    if found and spot > 0 and isinstance(newest, Opened):
         spot_document, spot_failures, drift = _spot_check(
-            config, restic, found[-1], opened_by_id[found[-1].id], spot, seed
+            config, restic, found[-1], newest, spot, seed
         )
         problems += [f"spot check {item['path']}: {item['detail']}" for item in spot_failures]
     elif not found:
@@ -116,22 +123,25 @@ def run(
     )
 
 
-def _open_every(found_in: Catalog, node: str, every: list[Found]) -> tuple[dict, list[dict]]:
+def _open_every(
+    found_in: Catalog, node: str, every: list[Found]
+) -> tuple[dict[str, Opened | _Link], list[dict[str, str]]]:
     """Open every snapshot's manifest (from the catalog's objects where it holds them);
     return ({id: opened}, [{id, time, problem}] for those that do not verify)."""
 
     newest = every[-1].snapshot.id if every else None
 
-    def open_one(found: Found):
+    def open_one(found: Found) -> tuple[Snapshot, Opened | _Link | None, str]:
         try:
             opened = found_in.open(node, found)
         except errors.Refused as exc:
             return found.snapshot, None, exc.message
         # of the others, the chain check reads only the link: each whole manifest is let go
         # as soon as it is verified
-        return found.snapshot, opened if found.snapshot.id == newest else _Link.of(opened), None
+        return found.snapshot, opened if found.snapshot.id == newest else _Link.of(opened), ""
 
-    opened_by_id, failed = {}, []
+    opened_by_id: dict[str, Opened | _Link] = {}
+    failed: list[dict[str, str]] = []
     with ThreadPoolExecutor(max_workers=OPENED_AT_ONCE) as pool:
         for snapshot, opened, problem in pool.map(open_one, every):
             if opened is not None:
@@ -143,7 +153,9 @@ def _open_every(found_in: Catalog, node: str, every: list[Found]) -> tuple[dict,
     return opened_by_id, failed
 
 
-def _spot_check(config: Config, restic, snapshot, opened: Opened, count: int, seed):
+def _spot_check(
+    config: Config, restic: Restic, snapshot: Snapshot, opened: Opened, count: int, seed: int | None
+) -> tuple[dict[str, object], list[dict[str, str]], list[dict[str, str]]]:
     """Restore a random sample of the snapshot's files and its own copy of the manifest;
     compare the files with the manifest (failure), the copy with the manifest verified from
     the catalog (a difference is tampering), and the live node with the manifest (drift).
@@ -158,8 +170,8 @@ def _spot_check(config: Config, restic, snapshot, opened: Opened, count: int, se
         key=lambda e: e.path,
     )
     scratch = config.state_dir / "verify" / secrets.token_hex(4)
-    failures: list[dict] = []
-    drift: list[dict] = []
+    failures: list[dict[str, str]] = []
+    drift: list[dict[str, str]] = []
     try:
         durable.make_dirs(scratch, 0o700)
         restic.restore_paths(
@@ -199,7 +211,7 @@ def _spot_check(config: Config, restic, snapshot, opened: Opened, count: int, se
         shutil.rmtree(scratch, ignore_errors=True)
     for item in drift:
         log.info("drift: %s %s", item["path"], item["detail"])
-    document = {
+    document: dict[str, object] = {
         "snapshot_id": snapshot.id,
         "sampled": len(sample),
         "matched": len(sample) - len(failures),
@@ -217,7 +229,7 @@ def _trusted(origin: Origin) -> set[str]:
     return set(origin.trusted_keys) | set(origin.trust_keys)
 
 
-def _signed_records(config: Config, origin: Origin, storage) -> tuple[set, list]:
+def _signed_records(config: Config, origin: Origin, storage: Storage) -> tuple[set[str], list[str]]:
     """Return (ids removed by signed prune records, problems)."""
     problems: list[str] = []
     removed: set[str] = set()
@@ -235,10 +247,10 @@ def _signed_records(config: Config, origin: Origin, storage) -> tuple[set, list]
     return removed, problems
 
 
-def _local_link(config: Config) -> dict | None:
+def _local_link(config: Config) -> chain.Link | None:
     """Return this machine's record of the node's newest snapshot, or None."""
     link = chain.read(config).get("previous")
-    return link if isinstance(link, dict) and link.get("snapshot_id") else None
+    return link if link and link.get("snapshot_id") else None
 
 
 @dataclass(frozen=True)
@@ -261,7 +273,9 @@ def _sha(opened: Opened | _Link) -> str:
     return opened.sha256 if isinstance(opened, _Link) else hashlib.sha256(opened.raw).hexdigest()
 
 
-def _check_chain(config: Config, origin: Origin, found: list, opened_by_id: dict):
+def _check_chain(
+    config: Config, origin: Origin, found: list[Snapshot], opened_by_id: dict[str, Opened | _Link]
+) -> tuple[dict[str, object], list[str]]:
     """Walk the node's verified snapshots oldest to newest and check each `previous` link; check
     the signed head and the local chain record against the newest snapshots. Return the chain
     document and the problems (broken chain, rollback)."""
@@ -274,11 +288,11 @@ def _check_chain(config: Config, origin: Origin, found: list, opened_by_id: dict
     present = {snapshot.id: snapshot for snapshot in found}
     chain = [snapshot for snapshot in found if snapshot.id in opened_by_id]
     position = {snapshot.id: index for index, snapshot in enumerate(chain)}
-    broken: list[dict] = []
+    broken: list[dict[str, str | None]] = []
     explained: list[str] = []
     linked = 0
 
-    def report_break(snapshot, previous_id, kind, detail):
+    def report_break(snapshot: Snapshot, previous_id: str | None, kind: str, detail: str) -> None:
         broken.append(
             {"snapshot": snapshot.id, "previous": previous_id, "kind": kind, "detail": detail}
         )
@@ -337,7 +351,7 @@ def _check_chain(config: Config, origin: Origin, found: list, opened_by_id: dict
                 "signed prune record lists it: deleted or replaced",
             )
 
-    witnesses = []
+    witnesses: list[tuple[str, Mapping[str, object]]] = []
     if head is not None:
         witnesses.append(("signed chain head", head))
     local = _local_link(config)

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
-from pydantic import JsonValue, ValidationError
+from pydantic import JsonValue, TypeAdapter, ValidationError
 
 from drkit import errors
 from drkit.engines import durable, keys
@@ -48,6 +48,7 @@ CONFIG_PATH = f"{SNAPSHOT_DIR}/drkit.yaml"
 KEY_CATEGORIES = ("host_keys", "user_keys", "tls")
 PARENTS = "parents"  # the category of the directories above backed-up paths
 CHUNK = 1 << 20
+_FACTS = TypeAdapter(dict[str, dict[str, JsonValue]])
 
 
 def sha256_file(path: str | Path, dir_fd: int | None = None) -> str:
@@ -364,7 +365,7 @@ def build(
             for kind, options in (profile_options or {}).items()
             if kind in profiles
         },
-        facts=inventory.facts,
+        facts=_FACTS.validate_python(inventory.facts),  # the profiles' facts must be JSON
         warnings=inventory.warnings + _skipped_warning(skipped),
         skipped=skipped,
     )
@@ -396,7 +397,7 @@ def encode(manifest: Manifest) -> bytes:
 
 
 def write_snapshot_files(
-    root: Path, manifest_bytes: bytes, signature: dict[str, str], config_text: str
+    root: Path, manifest_bytes: bytes, signature: keys.Signature, config_text: str
 ) -> list[str]:
     """Write manifest, signature and config into the node's drkit snapshot directory."""
     directory = on_root(root, SNAPSHOT_DIR)
@@ -412,7 +413,7 @@ def write_snapshot_files(
     return [SNAPSHOT_DIR.lstrip("/")]
 
 
-def signature_bytes(signature: dict[str, str]) -> bytes:
+def signature_bytes(signature: keys.Signature) -> bytes:
     """Return the stored form of a signature document (in the snapshot and beside it)."""
     return json.dumps(signature, indent=1).encode() + b"\n"
 
