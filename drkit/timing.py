@@ -14,7 +14,6 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import TypedDict
 
 
@@ -83,13 +82,9 @@ def enabled() -> bool:
     return os.environ.get("DRKIT_PROFILE", "") not in ("", "0")
 
 
-def peak_rss_mib() -> tuple[float | None, float]:
+def peak_rss_mib() -> tuple[float, float]:
     """Return the peak RSS of this process and of its largest finished child, in MiB."""
-    own = None
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                own = int(line.split()[1]) / 1024
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     return own, children
 
@@ -101,6 +96,5 @@ def print_report() -> None:
         sys.stderr.write(f"drkit profile: {item['phase']:<24} {item['seconds']:8.3f} s\n")
     sys.stderr.write(f"drkit profile: {'total (process)':<24} {total:8.3f} s\n")
     own, children = peak_rss_mib()
-    if own is not None:
-        sys.stderr.write(f"drkit profile: {'peak rss drkit':<24} {own:8.1f} MiB\n")
+    sys.stderr.write(f"drkit profile: {'peak rss drkit':<24} {own:8.1f} MiB\n")
     sys.stderr.write(f"drkit profile: {'peak rss children':<24} {children:8.1f} MiB\n")
