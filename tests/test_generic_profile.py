@@ -16,6 +16,7 @@ from nodes import drkit, init_node
 from devtools import sample_nodes
 from devtools.sample_node import _Node, _tls
 from drkit import errors
+from drkit.config import CATEGORIES
 from drkit.engines import accounts, manifest
 from drkit.paths import on_root
 from drkit.profiles import generic
@@ -61,7 +62,7 @@ def options(**extra) -> dict:
 
 
 def recorded(root: Path, chosen: dict) -> dict:
-    found = generic.inventory(root, None, chosen)
+    found = generic.inventory(root, None, generic.parse_options(chosen))
     return manifest.build(
         root,
         found,
@@ -80,7 +81,7 @@ def failures(results) -> dict[str, str]:
 def test_inventory_takes_the_globs_and_the_policy_file(node_root):
     root = node_root / "root"
     build(root)
-    found = generic.inventory(root, None, options())
+    found = generic.inventory(root, None, generic.parse_options(options()))
     categories = {entry.path: entry.category for entry in found.files}
     assert categories["/etc/drkit/generic-myftpd.yaml"] == "config"
     assert categories["/etc/myftpd/myftpd.conf"] == "config"
@@ -89,18 +90,26 @@ def test_inventory_takes_the_globs_and_the_policy_file(node_root):
     assert categories["/var/log/myftpd/transfer.log"] == "audit_logs"  # from the policy file
     assert [entry.path for entry in found.dirs] == ["/etc/myftpd/users.d"]
     assert found.users == ["myftpd"] and found.warnings == []
-    assert generic.inventory(root, None, {"config": ["/etc/nothing/*"]}).warnings == [
+    nothing = generic.parse_options({"config": ["/etc/nothing/*"]})
+    assert generic.inventory(root, None, nothing).warnings == [
         "generic: config /etc/nothing/* matches nothing"
     ]
 
 
 def test_options_are_validated_naming_the_setting(node_root):
     with pytest.raises(errors.ConfigError, match=r"profile_options.generic.configs: unknown"):
-        generic.inventory(node_root, None, {"configs": ["/etc/x"]})
+        generic.parse_options({"configs": ["/etc/x"]})
     with pytest.raises(errors.ConfigError, match=r"generic.tls: globs must be absolute"):
-        generic.inventory(node_root, None, {"tls": ["etc/x.pem"]})
+        generic.parse_options({"tls": ["etc/x.pem"]})
+    with pytest.raises(errors.ConfigError, match=r"generic.timeout_seconds: expected a number"):
+        generic.parse_options({"timeout_seconds": "soon"})
+    missing_policy = generic.parse_options({"policy": "/etc/none.yaml"})
     with pytest.raises(errors.ConfigError, match=r"/etc/none.yaml: generic policy file not found"):
-        generic.inventory(node_root, None, {"policy": "/etc/none.yaml"})
+        generic.inventory(node_root, None, missing_policy)
+
+
+def test_every_backup_category_is_a_generic_setting():
+    assert set(CATEGORIES) <= set(generic.Options.model_fields)
 
 
 def test_checks_pass_then_catch_what_breaks(node_root, tmp_path):

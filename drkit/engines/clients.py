@@ -10,9 +10,10 @@ import hashlib
 import io
 import posixpath
 import secrets
+import socket
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,9 +21,11 @@ from drkit import runner
 from drkit.engines import keys
 from drkit.model import (
     Check,
+    HostKeyRecord,
     ServedCertificate,
     ServedKey,
     SmokeResult,
+    TransferProtocol,
     failed,
     passed,
     utc_text,
@@ -45,7 +48,7 @@ KEYSCAN_TYPES = {
 
 def keyscan(
     result: SmokeResult,
-    host_keys: list[dict],
+    host_keys: list[HostKeyRecord],
     port: int,
     label: str = "",
     not_served: str = "not served",
@@ -64,7 +67,7 @@ def keyscan(
     """
     by_type: dict[str, list[str]] = {}
     for entry in host_keys:
-        by_type.setdefault(entry["type"], []).append(entry["fingerprint"])
+        by_type.setdefault(entry.type, []).append(entry.fingerprint)
     for key_type, expected in by_type.items():
         name = f"smoke: {label} host key {key_type}" if label else f"smoke: host key {key_type}"
         if offered is not None and key_type not in offered:
@@ -115,8 +118,8 @@ def _not_offered(
 
 
 def _sftp(
-    key: Path, known_hosts: Path, port: int, user: str, batch: str, work: Path, only_key=True
-):
+    key: Path, known_hosts: Path, port: int, user: str, batch: str, work: Path, only_key: bool
+) -> runner.Completed:
     batch_file = work / f"batch-{secrets.token_hex(4)}"
     batch_file.write_text(batch)
     argv = [
@@ -132,7 +135,7 @@ def _sftp(
 
 def sftp_session(
     result: SmokeResult,
-    host_keys: list[dict],
+    host_keys: list[HostKeyRecord],
     user: str,
     port: int,
     key: Path,
@@ -141,7 +144,7 @@ def sftp_session(
     *,
     label: str = "sftp",
     trip_name: str | None = None,
-    upload_dirs=UPLOAD_DIRS,
+    upload_dirs: Sequence[str] = UPLOAD_DIRS,
     show_dir: bool = False,
     only_key: bool = True,
 ) -> None:
@@ -159,10 +162,20 @@ def sftp_session(
 
 
 def _sftp_round_trip(
-    host_keys, user, port, key, work, hint, label, trip_name, upload_dirs, show_dir, only_key
+    host_keys: list[HostKeyRecord],
+    user: str,
+    port: int,
+    key: Path,
+    work: Path,
+    hint: Callable[[], str] | None,
+    label: str,
+    trip_name: str | None,
+    upload_dirs: Sequence[str],
+    show_dir: bool,
+    only_key: bool,
 ) -> tuple[Check, Check]:
     known_hosts = work / f"known_hosts-{port}"
-    known_hosts.write_text("".join(f"[127.0.0.1]:{port} {k['public_line']}\n" for k in host_keys))
+    known_hosts.write_text("".join(f"[127.0.0.1]:{port} {k.public_line}\n" for k in host_keys))
     login_name, check = f"smoke: {label} login", trip_name or f"smoke: {label} round trip"
     started = time.monotonic()
     login = _sftp(key, known_hosts, port, user, "pwd\n", work, only_key)
@@ -211,16 +224,19 @@ class ReusingFTPS(ftplib.FTP_TLS):
     """ftplib over explicit TLS whose data connections reuse the control session's TLS
     session: ProFTPD and vsftpd refuse data channels that do not (their default)."""
 
-    def ntransfercmd(self, cmd, rest=None):
+    def ntransfercmd(
+        self, cmd: str, rest: int | str | None = None
+    ) -> tuple[socket.socket, int | None]:
         conn, size = ftplib.FTP.ntransfercmd(self, cmd, rest)
-        if self._prot_p:
+        # _prot_p: ftplib's own record of PROT P (no public accessor)
+        if getattr(self, "_prot_p", False) and isinstance(self.sock, ssl.SSLSocket):
             conn = self.context.wrap_socket(
                 conn, server_hostname=self.host, session=self.sock.session
             )
         return conn, size
 
 
-def _ftps_round_trip(client: ftplib.FTP_TLS, trip_name: str, upload_dirs=UPLOAD_DIRS) -> Check:
+def _ftps_round_trip(client: ftplib.FTP, trip_name: str, upload_dirs: Sequence[str]) -> Check:
     if not upload_dirs:  # the caller found no directory the user may write to
         where = _ftp_listing(client, trip_name, "no writable directory found")
         return warned(trip_name, where.detail)
@@ -266,7 +282,7 @@ def ftp_session(
     tls: FtpTls | None,
     read_only: str | None = None,
     hint: Callable[[], str] | None = None,
-    upload_dirs=UPLOAD_DIRS,
+    upload_dirs: Sequence[str] = UPLOAD_DIRS,
     expect_dir: str | None = None,
     landing_why: str = "the config",
 ) -> None:
@@ -280,38 +296,24 @@ def ftp_session(
     expect_dir: where the configuration says the login lands (its `pwd`), checked as
     "smoke: {label} landing" (landing_why names the setting).
     """
-    label = "ftps" if tls else "ftp"
+    label: TransferProtocol = "ftps" if tls else "ftp"
     login_name, trip_name = f"smoke: {label} login", f"smoke: {label} round trip"
+    secure: ReusingFTPS | None = None
     if tls:
         context = ssl.create_default_context(cadata=tls.trusted_pem)
         context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
         context.check_hostname = True
-        client: ftplib.FTP = ReusingFTPS(context=context, timeout=15)
-    else:
-        client = ftplib.FTP(timeout=15)
+        secure = ReusingFTPS(context=context, timeout=15)
+    client = secure if secure is not None else ftplib.FTP(timeout=15)
     started, detail = time.monotonic(), ""
     try:
         client.connect("127.0.0.1", port)
-        if tls:
-            client.host = tls.server_name  # SNI and hostname check against the certificate
-            client.auth()
-            der = client.sock.getpeercert(binary_form=True)
-            served = keys.describe_certificate(ssl.DER_cert_to_PEM_cert(der).encode())
-            if served is not None:
-                result.certificates.append(
-                    ServedCertificate(
-                        fingerprint=served.fingerprint,
-                        subject=served.subject,
-                        not_after=utc_text(served.not_after),
-                    )
-                )
-            fingerprint = hashlib.sha256(der).hexdigest()
-            if fingerprint not in tls.expected:
-                detail = f"served certificate {fingerprint[:16]}… is not the backup's"
+        if secure is not None and tls is not None:
+            detail = _pinned_handshake(secure, tls, result)
         if not detail:
             client.login(user, password)
-            if tls:
-                client.prot_p()
+            if secure is not None:
+                secure.prot_p()
     except (OSError, EOFError, ftplib.Error, ssl.SSLError) as exc:
         extra = hint() if hint else ""
         detail = f"{user}: {type(exc).__name__}: {str(exc).strip()[:200]}"
@@ -322,7 +324,7 @@ def ftp_session(
             return
         elapsed = time.monotonic() - started
         how = (
-            f"TLS {client.sock.version()}, certificate for {tls.server_name} as in the backup"
+            f"TLS {_tls_version(secure)}, certificate for {tls.server_name} as in the backup"
             if tls
             else "plain FTP: the config enables no TLS"
         )
@@ -337,6 +339,35 @@ def ftp_session(
             client.quit()
         with contextlib.suppress(Exception):
             client.close()
+
+
+def _pinned_handshake(client: ReusingFTPS, tls: FtpTls, result: SmokeResult) -> str:
+    """AUTH TLS with SNI and the hostname checked against tls.server_name; record the served
+    certificate in result; return why it is refused ("" when it is one of the backup's)."""
+    client.host = tls.server_name
+    client.auth()
+    sock = client.sock
+    der = sock.getpeercert(binary_form=True) if isinstance(sock, ssl.SSLSocket) else None
+    if der is None:
+        return "the server presented no certificate"
+    served = keys.describe_certificate(ssl.DER_cert_to_PEM_cert(der).encode())
+    if served is not None:
+        result.certificates.append(
+            ServedCertificate(
+                fingerprint=served.fingerprint,
+                subject=served.subject,
+                not_after=utc_text(served.not_after),
+            )
+        )
+    fingerprint = hashlib.sha256(der).hexdigest()
+    if fingerprint not in tls.expected:
+        return f"served certificate {fingerprint[:16]}… is not the backup's"
+    return ""
+
+
+def _tls_version(client: ReusingFTPS | None) -> str:
+    sock = client.sock if client is not None else None
+    return (sock.version() or "?") if isinstance(sock, ssl.SSLSocket) else "?"
 
 
 def _ftp_landing(client: ftplib.FTP, label: str, expect_dir: str, why: str) -> Check:

@@ -10,6 +10,7 @@ path globs by category, plus optional validate and smoke commands:
         host_keys: [/etc/myftpd/ssh_host_*_key]
         tls: [/etc/myftpd/tls/*.pem]
         audit_logs: [/var/log/myftpd/*]
+        databases: [/var/lib/myftpd/users.sqlite]  # SQLite: copied with the online backup API
         users: [myftpd]                          # system accounts the server needs
         key_owners: [myftpd]                     # who may own private keys besides root
         validate: "/usr/sbin/myftpd -t -c {root}/etc/myftpd/myftpd.conf"
@@ -26,9 +27,12 @@ import glob
 import os
 import shlex
 import stat
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Annotated
 
 import yaml
+from pydantic import BeforeValidator, Field, ValidationError
 
 from drkit import errors
 from drkit.config import CATEGORIES
@@ -36,8 +40,10 @@ from drkit.engines import keys
 from drkit.model import (
     CertInfo,
     Check,
+    Database,
     Entry,
     Inventory,
+    KeyInfo,
     Manifest,
     SmokeResult,
     failed,
@@ -46,77 +52,134 @@ from drkit.model import (
 )
 from drkit.paths import entry_on_root, on_root, to_node
 from drkit.profiles.common import authfiles, configrefs, keychecks, profile_options, programs
-from drkit.profiles.interface import ModuleProfile, Signs
+from drkit.profiles.interface import ModuleProfile, ProfileOptions, Signs
 
 NAME = "generic"
-COMMAND_KEYS = ("validate", "smoke")
-OTHER_KEYS = ("policy", "users", "key_owners", "timeout_seconds")
 PRIVATE_FORBID = 0o077
 ANY_FORBID = 0o002
 
 
-def _where(source: str, key: str) -> str:
-    return f"{source}.{key}" if source.startswith("profile_options") else f"{source}: {key}"
+def _strings(value: object) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise ValueError("expected a list of strings")
+    return list(value)
 
 
-def _checked(data: object, source: str) -> dict:
-    """Return settings validated; raise ConfigError naming the source and the setting."""
-    if not isinstance(data, dict):
+def _globs(value: object) -> list[str]:
+    globs = _strings(value)
+    if not all(glob.startswith("/") for glob in globs):
+        raise ValueError("globs must be absolute paths")
+    return globs
+
+
+def _command_text(value: object) -> str:
+    if not isinstance(value, str):
+        raise ValueError("expected a string")
+    return value
+
+
+def _seconds(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("expected a number of seconds")
+    return float(value)
+
+
+def _absolute(value: object) -> str:
+    if not isinstance(value, str) or not value.startswith("/"):
+        raise ValueError("must be an absolute node path")
+    return value
+
+
+Globs = Annotated[list[str], BeforeValidator(_globs)]
+Names = Annotated[list[str], BeforeValidator(_strings)]
+Command = Annotated[str | None, BeforeValidator(_command_text)]
+
+
+class Options(ProfileOptions):
+    """profile_options.generic, and the policy file on the node it names (the same keys but
+    policy): node path globs by category, accounts, and the validate and smoke commands."""
+
+    policy: Annotated[str | None, BeforeValidator(_absolute)] = Field(
+        None, description="a YAML file on the node with more of these settings (backed up)"
+    )
+    config: Globs = Field([], description="globs of the server's configuration")
+    host_keys: Globs = Field([], description="globs of SSH host keys (private and .pub)")
+    user_keys: Globs = Field([], description="globs of users' authorized keys")
+    accounts: Globs = Field([], description="globs of the server's own account stores")
+    tls: Globs = Field([], description="globs of TLS keys, certificates and chains")
+    scripts: Globs = Field([], description="globs of programs the server runs")
+    audit_logs: Globs = Field([], description="globs of transfer and audit logs")
+    chroot: Globs = Field([], description="globs of chroot and home trees")
+    databases: Globs = Field(
+        [], description="globs of SQLite databases the server writes (online-backup copies)"
+    )
+    users: Names = Field([], description="system accounts the server needs")
+    key_owners: Names = Field([], description="who may own private keys besides root")
+    validate_command: Command = Field(
+        None, alias="validate", description="checks the config: {root} is the restored root"
+    )
+    smoke_command: Command = Field(
+        None, alias="smoke", description="proves a login: {root}, {user} and {work} filled in"
+    )
+    timeout_seconds: Annotated[float, BeforeValidator(_seconds)] = Field(
+        120.0, description="how long validate and smoke may run"
+    )
+
+    def globs(self) -> dict[str, list[str]]:
+        """Return {category: globs} for every backup category."""
+        return {category: list(getattr(self, category)) for category in CATEGORIES}
+
+
+def _validated(data: object, source: str) -> Options:
+    """Return settings from source validated; raise ConfigError naming the source and setting."""
+    inline = source.startswith("profile_options")
+    if not isinstance(data, Mapping):
         raise errors.ConfigError(f"{source}: expected a mapping of settings")
-    known = set(CATEGORIES) | set(COMMAND_KEYS) | set(OTHER_KEYS)
-    for key, value in data.items():
-        if key not in known:
-            raise errors.ConfigError(f"{_where(source, key)}: unknown setting")
-        if key in (*CATEGORIES, "users", "key_owners"):
-            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-                raise errors.ConfigError(f"{_where(source, key)}: expected a list of strings")
-            if key in CATEGORIES and not all(v.startswith("/") for v in value):
-                raise errors.ConfigError(f"{_where(source, key)}: globs must be absolute paths")
-        elif key in (*COMMAND_KEYS, "policy") and not isinstance(value, str):
-            raise errors.ConfigError(f"{_where(source, key)}: expected a string")
-        elif key == "timeout_seconds" and not isinstance(value, int | float):
-            raise errors.ConfigError(f"{_where(source, key)}: expected a number of seconds")
-    if "policy" in data and not data["policy"].startswith("/"):
-        raise errors.ConfigError(f"{_where(source, 'policy')}: must be an absolute node path")
-    return dict(data)
+    try:
+        return Options.model_validate(data)
+    except ValidationError as exc:
+        raise profile_options.refused(exc, f"{source}." if inline else f"{source}: ") from None
 
 
-def settings(root: Path, options: dict | None) -> dict:
+def parse_options(given: Mapping[str, object] | None) -> Options:
+    """Return profile_options.generic validated; raise ConfigError naming the setting."""
+    return _validated(dict(given or {}), f"profile_options.{NAME}")
+
+
+def settings(root: Path, options: Options) -> Options:
     """Return the generic settings: the policy file's (read from the node) with the inline
     options on top (lists of globs are joined); raise ConfigError when one is malformed."""
-    inline = _checked(options or {}, "profile_options.generic")
-    merged: dict = {}
-    if "policy" in inline:
-        host = on_root(root, inline["policy"])
-        try:
-            data = yaml.safe_load(host.read_text())
-        except FileNotFoundError:
-            raise errors.ConfigError(f"{inline['policy']}: generic policy file not found") from None
-        except (OSError, yaml.YAMLError) as exc:
-            reason = getattr(exc, "strerror", None) or "not valid YAML"
-            raise errors.ConfigError(f"{inline['policy']}: {reason}") from None
-        merged = _checked(data or {}, inline["policy"])
-        merged.pop("policy", None)
-    for key, value in inline.items():
+    if options.policy is None:
+        return options
+    try:
+        data = yaml.safe_load(on_root(root, options.policy).read_text())
+    except FileNotFoundError:
+        raise errors.ConfigError(f"{options.policy}: generic policy file not found") from None
+    except (OSError, yaml.YAMLError) as exc:
+        reason = getattr(exc, "strerror", None) or "not valid YAML"
+        raise errors.ConfigError(f"{options.policy}: {reason}") from None
+    merged = _validated(data or {}, options.policy).model_dump(by_alias=True, exclude_unset=True)
+    merged.pop("policy", None)
+    for key, value in options.model_dump(by_alias=True, exclude_unset=True).items():
         if isinstance(value, list):
             merged[key] = list(dict.fromkeys([*merged.get(key, []), *value]))
         else:
             merged[key] = value
-    return merged
+    return Options.model_validate(merged)
 
 
 def _expand(root: Path, pattern: str) -> list[Path]:
     return [Path(match) for match in sorted(glob.glob(str(on_root(root, pattern)), recursive=True))]
 
 
-def inventory(root: Path, smoke_user: str | None, options: dict | None = None) -> Inventory:
+def inventory(root: Path, smoke_user: str | None, options: Options) -> Inventory:
     """Return the files the globs of profile_options.generic (and its policy file) match."""
     root = Path(root)
     chosen = settings(root, options)
     found = Inventory()
-    if "policy" in chosen:
-        found.files.append(Entry(chosen["policy"], "config"))
-    globs = {category: chosen.get(category, []) for category in CATEGORIES}
+    if chosen.policy is not None:
+        found.files.append(Entry(chosen.policy, "config"))
+    globs = chosen.globs()
     if not any(globs.values()):
         found.warnings.append(
             "generic: no globs configured (profile_options.generic.config, host_keys, ...)"
@@ -135,7 +198,12 @@ def inventory(root: Path, smoke_user: str | None, options: dict | None = None) -
                 (found.dirs if host.is_dir() and not host.is_symlink() else found.files).append(
                     entry
                 )
-    found.users = list(chosen.get("users", []))
+    found.databases = [
+        Database("sqlite", "profile_options.generic.databases", path=entry.path)
+        for entry in found.files
+        if entry.category == "databases"
+    ]
+    found.users = list(chosen.users)
     if smoke_user and smoke_user not in found.users:
         found.users.append(smoke_user)
     return found
@@ -219,10 +287,14 @@ def _host_key_checks(
     root: Path, paths: list[str], manifest: Manifest, owners: tuple[int, ...]
 ) -> list[Check]:
     """Private host keys: mode and manifest fingerprint; public halves: match a private one."""
-    private, public = [], []
+    private: list[tuple[str, KeyInfo | None]] = []
+    public: list[tuple[str, KeyInfo]] = []
     for path in paths:
         info = keychecks.describe_file(root, path)
-        (public if info is not None and not info.private else private).append((path, info))
+        if info is not None and not info.private:
+            public.append((path, info))
+        else:
+            private.append((path, info))
     results = keychecks.host_key_checks(root, [path for path, _ in private], manifest, owners)
     prints = {info.fingerprint for _, info in private if info is not None}
     for path, info in public:
@@ -235,29 +307,35 @@ def _host_key_checks(
 
 
 def _command(
-    chosen: dict, key: str, root: Path, name: str, extra: dict[str, str] | None = None
+    command: str,
+    key: str,
+    timeout: float,
+    root: Path,
+    name: str,
+    extra: dict[str, str] | None = None,
 ) -> Check:
-    """Run the validate or smoke command; exit 0 passes."""
+    """Run the validate or smoke command (profile_options.generic.<key>); exit 0 passes."""
     values = {"root": str(root), **(extra or {})}
     argv = []
-    for part in shlex.split(chosen[key]):
+    for part in shlex.split(command):
         for placeholder, value in values.items():
             part = part.replace("{" + placeholder + "}", value)
         argv.append(part)
     if not argv:
         return failed(name, f"profile_options.generic.{key} is empty")
-    return programs.command_check(name, argv, root, float(chosen.get("timeout_seconds", 120)))
+    return programs.command_check(name, argv, root, timeout)
 
 
 @profile_options.options_fail_as("generic: options")
 def checks(root: Path, manifest: Manifest) -> list[Check]:
     """Return the checks of a restored (or live) node against the options in its manifest."""
     root = Path(root)
-    chosen = settings(root, profile_options.options_of(manifest, NAME))
+    chosen = settings(root, parse_options(profile_options.options_of(manifest, NAME)))
+    globs = chosen.globs()
     results = []
     patterns = 0
-    for category in CATEGORIES:
-        for pattern in chosen.get(category, []):
+    for category, category_globs in globs.items():
+        for pattern in category_globs:
             patterns += 1
             if not _expand(root, pattern):
                 results.append(failed(f"generic: {category} {pattern}", "matches nothing"))
@@ -265,7 +343,7 @@ def checks(root: Path, manifest: Manifest) -> list[Check]:
         results.append(failed("generic: globs", "profile_options.generic names no files"))
     elif not results:
         results.append(passed("generic: named files", f"all {patterns} globs match"))
-    every = _files(root, [p for c in CATEGORIES for p in chosen.get(c, [])])
+    every = _files(root, [pattern for found in globs.values() for pattern in found])
     loose = []
     for path in every:
         try:
@@ -279,10 +357,10 @@ def checks(root: Path, manifest: Manifest) -> list[Check]:
         results.append(failed("generic: modes", f"{loose[0]} is writable by everyone{more}"))
     elif every:
         results.append(passed("generic: modes", f"{len(every)} files, none writable by everyone"))
-    owners = _owners(root, chosen.get("key_owners", []))
-    host_keys = _files(root, chosen.get("host_keys", []))
+    owners = _owners(root, chosen.key_owners)
+    host_keys = _files(root, chosen.host_keys)
     results += _host_key_checks(root, host_keys, manifest, owners)
-    for path in _files(root, chosen.get("user_keys", [])):
+    for path in _files(root, chosen.user_keys):
         try:
             listed = keys.authorized_keys(on_root(root, path).read_bytes())
         except OSError:
@@ -294,11 +372,12 @@ def checks(root: Path, manifest: Manifest) -> list[Check]:
             if listed
             else failed(name, "no key parses (OpenSSH authorized_keys or RFC 4716)")
         )
-    tls = _files(root, chosen.get("tls", []))
+    tls = _files(root, chosen.tls)
     results += _tls_checks(root, tls, owners)
     results += keychecks.certificate_checks(root, manifest, tls)
-    if chosen.get("validate"):
-        results.append(_command(chosen, "validate", root, "config: generic validate"))
+    if chosen.validate_command:
+        command, timeout = chosen.validate_command, chosen.timeout_seconds
+        results.append(_command(command, "validate", timeout, root, "config: generic validate"))
     return results
 
 
@@ -307,16 +386,17 @@ def smoke(root: Path, manifest: Manifest, user: str, work_dir: Path) -> SmokeRes
     and a round trip (the command's own contract); without one, not judged."""
     root = Path(root)
     try:
-        chosen = settings(root, profile_options.options_of(manifest, NAME))
+        chosen = settings(root, parse_options(profile_options.options_of(manifest, NAME)))
     except errors.ConfigError as exc:
         result = SmokeResult(profile=NAME)
         result.add(failed("smoke: generic", exc.message))
         return result
-    if not chosen.get("smoke"):
+    if not chosen.smoke_command:
         reason = "no smoke command configured (profile_options.generic.smoke): no login tried"
         return SmokeResult.not_judged(NAME, reason)
     extra = {"user": user, "work": str(Path(work_dir).resolve())}
-    ran = _command(chosen, "smoke", root, "smoke: generic", extra)
+    command, timeout = chosen.smoke_command, chosen.timeout_seconds
+    ran = _command(command, "smoke", timeout, root, "smoke: generic", extra)
     result = SmokeResult(profile=NAME)
     result.session("none", ran, ran)
     return result
@@ -329,5 +409,13 @@ def sandbox_config(root: Path, out_dir: Path) -> Path | None:
 
 # Never detected (no config of its own): a generic node is described by its options.
 PROFILE = ModuleProfile(
-    NAME, Signs(()), inventory, checks, smoke, sandbox_config, reads_config=False
+    NAME,
+    Signs(()),
+    inventory,
+    checks,
+    smoke,
+    sandbox_config,
+    reads_config=False,
+    options_model=Options,
+    settings_of=parse_options,
 )

@@ -6,6 +6,9 @@ server from them and log in (smoke), how to rewrite its configuration so it runs
 (sandbox_config), and which settings differ per node on purpose (node_local). Actions reach
 profiles only through `drkit.profiles.get(kind)`; nothing below this interface is shared
 between profiles except `drkit.profiles.common`.
+
+Each profile declares its options (`profile_options.<name>`) as a pydantic model: `options()`
+validates them once, naming the first bad setting, and the interface takes the model.
 """
 
 from __future__ import annotations
@@ -14,12 +17,14 @@ import contextlib
 import posixpath
 import shlex
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import Generic, TypeVar
 
-from drkit.model import Check, Inventory, SmokeResult
+from pydantic import BaseModel, ConfigDict
+
+from drkit.model import Check, Inventory, Manifest, SmokeResult
 from drkit.paths import on_root
 
 UNIT_DIRS = ("/etc/systemd/system", "/lib/systemd/system", "/usr/lib/systemd/system")
@@ -45,7 +50,17 @@ class Detection:
     configs: list[str]
     binaries: list[str]
     units: list[str]
-    options: dict = field(default_factory=dict)
+    options: dict[str, str] = field(default_factory=dict)
+
+
+class ProfileOptions(BaseModel):
+    """The base of a profile's options model: an unknown setting is refused, and the
+    settings, once validated, do not change."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+OptionsT = TypeVar("OptionsT", bound=BaseModel)
 
 
 def unit_config(root: Path, unit: str, flag: str) -> str | None:
@@ -83,13 +98,18 @@ def unit_config(root: Path, unit: str, flag: str) -> str | None:
 class Profile(ABC):
     """A server kind drkit backs up, restores and proves."""
 
-    name: ClassVar[str]
-    signs: ClassVar[Signs]
+    name: str
+    signs: Signs
     # Node-local settings (standby.local syntax) a pool of this kind usually keeps per node;
     # discover proposes them.
-    node_local: ClassVar[tuple[str, ...]] = ()
+    node_local: tuple[str, ...] = ()
     # False for a profile with no configuration of its own (generic: described by options).
-    reads_config: ClassVar[bool] = True
+    reads_config: bool = True
+
+    @abstractmethod
+    def options(self, given: Mapping[str, object] | None) -> BaseModel:
+        """Return profile_options.<name> validated by the profile's options model, defaults
+        filled in; raise ConfigError naming the first unknown or malformed setting."""
 
     def detect(self, root: Path) -> Detection | None:
         """Return what shows this server on root, or None when no config of it is there: a
@@ -123,35 +143,36 @@ class Profile(ABC):
             options={"config": named} if named and named not in self.signs.configs else {},
         )
 
-    def main_config(self, root: Path, options: dict) -> str | None:
+    def main_config(self, root: Path, options: BaseModel) -> str | None:
         """Return the node path of the main config this profile reads on root (options'
         `config`, else the first default that exists), or None when there is none."""
-        chosen = options.get("config")
-        candidates = [chosen] if chosen else list(self.signs.configs)
+        chosen = getattr(options, "config", None)
+        candidates = [chosen] if isinstance(chosen, str) else list(self.signs.configs)
         return next((path for path in candidates if on_root(root, path).is_file()), None)
 
-    def login_homes(self, root: Path, manifest: dict) -> dict[str, str]:
+    def login_homes(self, root: Path, manifest: Manifest) -> dict[str, str]:
         """Return {account: node path} of the directory this server puts each of the
         manifest's accounts in at login, as the restored node on root configures it: the
         passwd home here; a server that confines logins (a chroot, a virtual root) says where
         it looks. An account the server does not place anywhere is left out."""
         homes = {}
-        for account in manifest.get("accounts", []):
-            fields = (str(account.get("passwd", "")).split(":") + [""] * 7)[:7]
-            if fields[5].startswith("/"):
-                homes[account["name"]] = posixpath.normpath(fields[5])
+        for account in manifest.accounts:
+            home = account.entry.home
+            if home.startswith("/"):
+                homes[account.name] = posixpath.normpath(home)
         return homes
 
     @abstractmethod
-    def inventory(self, root: Path, smoke_user: str | None, options: dict) -> Inventory:
-        """Return the node's files, trees and accounts; options are profile_options.<name>."""
+    def inventory(self, root: Path, smoke_user: str | None, options: BaseModel) -> Inventory:
+        """Return the node's files, trees and accounts; options are profile_options.<name>,
+        as options() returned them."""
 
     @abstractmethod
-    def checks(self, root: Path, manifest: dict) -> list[Check]:
+    def checks(self, root: Path, manifest: Manifest) -> list[Check]:
         """Return the static checks of restored (or live) files against their manifest."""
 
     @abstractmethod
-    def smoke(self, root: Path, manifest: dict, user: str, work_dir: Path) -> SmokeResult:
+    def smoke(self, root: Path, manifest: Manifest, user: str, work_dir: Path) -> SmokeResult:
         """Start the real server from root on 127.0.0.1, log in as user and move a file.
 
         Return what was proven, or SmokeResult.not_judged(...) when this host cannot try.
@@ -165,40 +186,55 @@ class Profile(ABC):
 
 
 @dataclass(frozen=True, eq=False)
-class ModuleProfile(Profile):
+class ModuleProfile(Profile, Generic[OptionsT]):
     """A profile whose module implements the interface as plain functions, one per method
-    (same parameters, no self): `PROFILE = ModuleProfile(NAME, SIGNS, inventory, checks, smoke,
-    sandbox_config)`."""
+    (same parameters, no self), and validates its options with settings_of into its
+    options_model: `PROFILE = ModuleProfile(NAME, SIGNS, inventory, checks, smoke,
+    sandbox_config, options_model=Options, settings_of=settings)`."""
 
-    name: str  # the interface's ClassVars, per instance here
+    name: str
     signs: Signs
-    inventory_of: Callable[[Path, str | None, dict], Inventory]
-    checks_of: Callable[[Path, dict], list[Check]]
-    smoke_of: Callable[[Path, dict, str, Path], SmokeResult]
+    inventory_of: Callable[[Path, str | None, OptionsT], Inventory]
+    checks_of: Callable[[Path, Manifest], list[Check]]
+    smoke_of: Callable[[Path, Manifest, str, Path], SmokeResult]
     sandbox_config_of: Callable[[Path, Path], Path | None]
     node_local: tuple[str, ...] = ()
     reads_config: bool = True
-    main_config_of: Callable[[Path, dict], str | None] | None = None
-    login_homes_of: Callable[[Path, dict], dict[str, str]] | None = None
+    main_config_of: Callable[[Path, OptionsT], str | None] | None = None
+    login_homes_of: Callable[[Path, Manifest], dict[str, str]] | None = None
+    options_model: type[OptionsT] = field(kw_only=True)
+    settings_of: Callable[[Mapping[str, object] | None], OptionsT] = field(kw_only=True)
 
-    def inventory(self, root: Path, smoke_user: str | None, options: dict) -> Inventory:
-        return self.inventory_of(root, smoke_user, options)
+    def options(self, given: Mapping[str, object] | None) -> OptionsT:
+        return self.settings_of(given)
 
-    def checks(self, root: Path, manifest: dict) -> list[Check]:
+    def own(self, options: BaseModel) -> OptionsT:
+        """Return options as this profile's model; TypeError for another profile's (a bug)."""
+        if not isinstance(options, self.options_model):
+            kind = type(options).__name__
+            raise TypeError(
+                f"{self.name}: options must be {self.options_model.__name__}, not {kind}"
+            )
+        return options
+
+    def inventory(self, root: Path, smoke_user: str | None, options: BaseModel) -> Inventory:
+        return self.inventory_of(root, smoke_user, self.own(options))
+
+    def checks(self, root: Path, manifest: Manifest) -> list[Check]:
         return self.checks_of(root, manifest)
 
-    def smoke(self, root: Path, manifest: dict, user: str, work_dir: Path) -> SmokeResult:
+    def smoke(self, root: Path, manifest: Manifest, user: str, work_dir: Path) -> SmokeResult:
         return self.smoke_of(root, manifest, user, work_dir)
 
     def sandbox_config(self, root: Path, out_dir: Path) -> Path | None:
         return self.sandbox_config_of(root, out_dir)
 
-    def main_config(self, root: Path, options: dict) -> str | None:
+    def main_config(self, root: Path, options: BaseModel) -> str | None:
         if self.main_config_of is not None:
-            return self.main_config_of(root, options)
+            return self.main_config_of(root, self.own(options))
         return super().main_config(root, options)
 
-    def login_homes(self, root: Path, manifest: dict) -> dict[str, str]:
+    def login_homes(self, root: Path, manifest: Manifest) -> dict[str, str]:
         if self.login_homes_of is not None:
             return self.login_homes_of(root, manifest)
         return super().login_homes(root, manifest)

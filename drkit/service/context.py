@@ -14,7 +14,7 @@ from drkit import errors, profiles, units
 from drkit.config import Config, Repository, check_fingerprint, parse_duration
 from drkit.engines import durable, holder
 from drkit.engines import restic as restic_engine
-from drkit.model import Entry, Inventory, parse_utc
+from drkit.model import Database, Entry, Inventory, parse_utc
 from drkit.paths import on_root
 from drkit.service.spec import Spec
 
@@ -156,7 +156,7 @@ def require_configs(root: Path, servers: list[str], options: dict[str, dict]) ->
     for kind in servers:
         profile = profiles.get(kind)
         chosen = options.get(kind) or {}
-        if profile.reads_config and profile.main_config(root, chosen) is None:
+        if profile.reads_config and profile.main_config(root, profile.options(chosen)) is None:
             looked = chosen.get("config") or " or ".join(profile.signs.configs) or "its config"
             missing.append(f"{kind}: no {looked} under {root}")
     if missing:
@@ -170,8 +170,9 @@ def collect_inventory(config: Config) -> Inventory:
     require_configs(config.root, config.servers, config.profile_options)
     inventory = Inventory()
     for kind in config.servers:
-        options = config.profile_options.get(kind) or {}
-        found = profiles.get(kind).inventory(config.root, config.smoke_user, options)
+        profile = profiles.get(kind)
+        options = profile.options(config.profile_options.get(kind))
+        found = profile.inventory(config.root, config.smoke_user, options)
         inventory.merge(found)
     inventory.merge(expand_includes(config.root, config.includes))
     return inventory
@@ -190,6 +191,8 @@ def expand_includes(root: Path, includes: dict[str, list[str]]) -> Inventory:
             for match in matches:
                 entry = Entry(node_path_of(root, match), category)
                 (extras.dirs if os.path.isdir(match) else extras.files).append(entry)
+                if category == "databases" and not os.path.isdir(match):  # SQLite, by its name
+                    extras.databases.append(Database("sqlite", "include", path=entry.path))
     return extras
 
 

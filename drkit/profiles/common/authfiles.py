@@ -25,7 +25,9 @@ def rfc4716(public_line: str, comment: str = "drkit") -> str:
 
 def rfc4716_keys(text: str) -> list[KeyInfo]:
     """Return the keys of an RFC 4716 file (several blocks allowed)."""
-    found, inside, body, header_continues = [], False, [], False
+    found: list[KeyInfo] = []
+    body: list[str] = []
+    inside = header_continues = False
     for raw in text.splitlines():
         line = raw.strip()
         if line == "---- BEGIN SSH2 PUBLIC KEY ----":

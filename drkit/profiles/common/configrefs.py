@@ -4,6 +4,7 @@ and a check that they exist."""
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,7 +82,10 @@ def inventory_from_refs(
 
 
 def named_files_check(
-    root: Path, refs: list[Ref], label: str = "config", directive_name=None
+    root: Path,
+    refs: list[Ref],
+    label: str = "config",
+    directive_name: Callable[[Ref], str] | None = None,
 ) -> list[Check]:
     """Fail once per required path that is missing; else one pass.
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Protocol
 
 from drkit.paths import on_root
 
@@ -34,7 +35,9 @@ def rewritten_lines(
     return out
 
 
-def write_config_copy(copy: Path, lines: list[str], mode: int = 0o600, dir_mode: int = 0o700):
+def write_config_copy(
+    copy: Path, lines: list[str], mode: int = 0o600, dir_mode: int = 0o700
+) -> None:
     """Write a config file's copy: its folder made (dir_mode) if need be, the file private
     before a line is in it (it may hold a secret), then given mode."""
     copy.parent.mkdir(mode=dir_mode, parents=True, exist_ok=True)
@@ -43,7 +46,15 @@ def write_config_copy(copy: Path, lines: list[str], mode: int = 0o600, dir_mode:
     copy.write_text("\n".join(lines) + "\n")
 
 
-def read_config_text(root: Path, node_path: str, config) -> str | None:
+class ParsedConfig(Protocol):
+    """What read_config_text fills in: a profile's parsed config."""
+
+    files: list[str]
+    texts: dict[str, str]
+    warnings: list[str]
+
+
+def read_config_text(root: Path, node_path: str, config: ParsedConfig) -> str | None:
     """Read one of a node's config files into config (a profile's parsed config: its `files`,
     `texts` and `warnings`); return the text, or None (and a warning) when it is unreadable."""
     try:

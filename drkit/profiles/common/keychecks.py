@@ -207,7 +207,8 @@ def certificate_names(root: Path, certificate: str) -> list[str]:
         names = san.value.get_values_for_type(x509.DNSName)
         if names:
             return names
-    return [attr.value for attr in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+    common_names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    return [attr.value for attr in common_names if isinstance(attr.value, str)]
 
 
 def issuer_checks(root: Path, chains: list[tuple[str, list[str]]]) -> list[Check]:

@@ -23,6 +23,7 @@ def policy_dir() -> Path:
 
 
 @functools.cache
-def policy(name: str) -> dict:
-    """Return policies/<name>.yaml."""
-    return yaml.safe_load((policy_dir() / f"{name}.yaml").read_text())
+def policy(name: str) -> object:
+    """Return policies/<name>.yaml as YAML data, for the profile's own policy model."""
+    data: object = yaml.safe_load((policy_dir() / f"{name}.yaml").read_text())
+    return data

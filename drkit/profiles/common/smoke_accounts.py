@@ -11,7 +11,9 @@ import pwd
 import signal
 import stat
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from drkit import runner
 from drkit.engines import accounts
@@ -23,6 +25,8 @@ from drkit.model import (
     passed,
 )
 from drkit.paths import on_root
+
+Key = TypeVar("Key", str, int)
 
 
 def node_account(root: Path, manifest: Manifest, user: str) -> AccountRecord | None:
@@ -43,7 +47,8 @@ def node_fields(root: Path, manifest: Manifest, user: str) -> list[str]:
     return [user, "x", str(entry.pw_uid), str(entry.pw_gid), "", entry.pw_dir, entry.pw_shell]
 
 
-def host_has(lookup, key) -> bool:
+def host_has(lookup: Callable[[Key], object], key: Key) -> bool:
+    """Return whether the host's pwd/grp lookup finds key."""
     try:
         lookup(key)
     except KeyError:
@@ -51,9 +56,7 @@ def host_has(lookup, key) -> bool:
     return True
 
 
-def ensure_user(
-    root: Path, manifest: Manifest, user: str, created: list[tuple[str, str]]
-) -> Check:
+def ensure_user(root: Path, manifest: Manifest, user: str, created: list[tuple[str, str]]) -> Check:
     """Make sure user exists on the host; create it for the run from the node's entry.
 
     What was created is appended to `created` for removal afterwards.

@@ -18,7 +18,8 @@ from drkit import runner
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+        port: int = probe.getsockname()[1]
+        return port
 
 
 def greeting(port: int, server: runner.Service, timeout: float) -> str | None:

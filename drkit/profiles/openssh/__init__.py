@@ -14,7 +14,7 @@ from drkit.profiles.openssh.checks import checks
 from drkit.profiles.openssh.config import Config, Line, parse_line, read_config
 from drkit.profiles.openssh.inventory import inventory, references
 from drkit.profiles.openssh.passwd import Accounts
-from drkit.profiles.openssh.policy import NAME, policy, settings
+from drkit.profiles.openssh.policy import NAME, Options, policy, settings
 from drkit.profiles.openssh.sandbox import offered, sandbox_config, sshd_view, write_copy
 from drkit.profiles.openssh.smoke import smoke
 from drkit.profiles.openssh.users import login_homes
@@ -52,4 +52,6 @@ PROFILE = ModuleProfile(
     sandbox_config,
     ("sshd_config:ListenAddress",),
     login_homes_of=login_homes,
+    options_model=Options,
+    settings_of=settings,
 )

@@ -14,7 +14,7 @@ from drkit.profiles.common.configrefs import Ref, is_file, walk_files
 from drkit.profiles.common.pamfiles import read_pam
 from drkit.profiles.openssh.config import Config, node_glob, node_links, node_realpath, read_config
 from drkit.profiles.openssh.passwd import Accounts
-from drkit.profiles.openssh.policy import policy, settings
+from drkit.profiles.openssh.policy import Options, policy, settings
 from drkit.profiles.openssh.users import can_authenticate, file_path, node_users, user_paths
 
 
@@ -131,7 +131,7 @@ def packaged(ref: Ref) -> bool:
 
 
 def inventory(
-    root: Path, smoke_user: str | None, options: Mapping[str, object] | None = None
+    root: Path, smoke_user: str | None, options: Options | Mapping[str, object] | None = None
 ) -> Inventory:
     """Return what makes this OpenSSH node: its files, chroot trees and homes, users and
     warnings. options: profile_options.openssh (config, pam_service)."""

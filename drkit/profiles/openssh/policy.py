@@ -168,9 +168,11 @@ class Options(BaseModel):
         return value
 
 
-def settings(options: Mapping[str, object] | None) -> Options:
-    """Return profile_options.openssh over the policy's defaults; raise ConfigError naming the
-    first unknown or malformed setting."""
+def settings(options: Options | Mapping[str, object] | None) -> Options:
+    """Return profile_options.openssh over the policy's defaults (options already validated
+    as they are); raise ConfigError naming the first unknown or malformed setting."""
+    if isinstance(options, Options):
+        return options
     rules = policy().config
     given = {"config": rules.main, "pam_service": rules.pam_service, **(options or {})}
     try:

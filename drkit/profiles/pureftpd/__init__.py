@@ -44,29 +44,13 @@ from drkit.profiles.common import (
 from drkit.profiles.common.configrefs import Ref
 from drkit.profiles.interface import Detection, ModuleProfile, Signs
 from drkit.profiles.pureftpd import read
+from drkit.profiles.pureftpd.options import NAME, Options, settings
 
-NAME = "pureftpd"
-OPTION_KEYS = ("command", "passwd")
 DHPARAMS = "/etc/ssl/private/pure-ftpd-dhparams.pem"  # read by releases before 1.0.47 only
 EXTRA_CONFIGS = ("/etc/pure-ftpd/pure-ftpd.conf", "/etc/pure-ftpd/pureftpd-dir-aliases")
 PAM_SERVICE = "/etc/pam.d/pure-ftpd"
 START_TIMEOUT = 10.0
 LOGIN_METHODS_WITH_FILES = ("puredb", "ldap", "mysql", "pgsql")
-
-
-def settings(options: dict | None) -> dict:
-    """Return profile_options.pureftpd (command: the pure-ftpd command line a unit gives;
-    passwd: the pureftpd.passwd the PureDB is built from); raise ConfigError naming a bad one."""
-    chosen = dict(options or {})
-    unknown = sorted(set(chosen) - set(OPTION_KEYS))
-    if unknown:
-        raise errors.ConfigError(f"profile_options.pureftpd.{unknown[0]}: unknown setting")
-    if chosen.get("command") is not None and not isinstance(chosen["command"], str):
-        raise errors.ConfigError("profile_options.pureftpd.command: must be a command line")
-    passwd = chosen.get("passwd")
-    if passwd is not None and not (isinstance(passwd, str) and passwd.startswith("/")):
-        raise errors.ConfigError("profile_options.pureftpd.passwd: must be an absolute node path")
-    return {key: chosen.get(key) for key in OPTION_KEYS}
 
 
 @dataclass
@@ -84,12 +68,11 @@ class Node:
     methods: list[str]
 
 
-def read_node(root: Path, options: dict | None) -> Node:
+def read_node(root: Path, options: Options) -> Node:
     """Read the node's pure-ftpd configuration as the server would get it."""
-    chosen = settings(options)
-    if chosen["command"]:
+    if options.command:
         where = "profile_options.pureftpd.command (the unit's ExecStart)"
-        setup = read.read_command(chosen["command"], where, root)
+        setup = read.read_command(options.command, where, root)
     else:
         setup = read.read_wrapper(root)
     certificate, _, key = (setup.value("2") or read.CERT_FILE).partition(",")
@@ -100,7 +83,7 @@ def read_node(root: Path, options: dict | None) -> Node:
         for option in setup.logins()
         if (option.value or "").startswith("puredb:")
     ]
-    passwd = chosen["passwd"]
+    passwd = options.passwd
     if passwd is None and puredbs:
         beside = re.sub(r"\.pdb$", ".passwd", puredbs[0][0])
         passwd = next((p for p in (beside, read.PASSWD) if configrefs.is_file(root, p)), beside)
@@ -127,11 +110,10 @@ def detect(root: Path) -> Detection | None:
     return Detection(configs, binaries, [unit[0]] if unit else [], options)
 
 
-def main_config(root: Path, options: dict) -> str | None:
+def main_config(root: Path, options: Options) -> str | None:
     """Return what configures the node: the command line's program, else conf/ when present."""
-    chosen = settings(options)
-    if chosen["command"]:
-        return read.read_command(chosen["command"], "command", root).program
+    if options.command:
+        return read.read_command(options.command, "command", root).program
     return read.CONF_DIR if on_root(root, read.CONF_DIR).is_dir() else None
 
 
@@ -226,7 +208,7 @@ def system_users(root: Path, node: Node, smoke_user: str | None = None) -> list[
     return list(dict.fromkeys(names))
 
 
-def inventory(root: Path, smoke_user: str | None, options: dict | None = None) -> Inventory:
+def inventory(root: Path, smoke_user: str | None, options: Options) -> Inventory:
     """Return what makes this Pure-FTPd node: conf/ and auth/, PureDB and pureftpd.passwd,
     the TLS bundle, PAM, logs, upload script and every login's tree."""
     root = Path(root)
@@ -421,7 +403,7 @@ def _start_check(root: Path, node: Node) -> Check:
 def checks(root: Path, manifest: Manifest) -> list[Check]:
     """Return the checks of a restored (or live) Pure-FTPd node against its manifest."""
     root = Path(root)
-    node = read_node(root, profile_options.options_of(manifest, NAME))
+    node = read_node(root, settings(profile_options.options_of(manifest, NAME)))
     if node.setup.source.startswith(read.CONF_DIR) and not on_root(root, read.CONF_DIR).is_dir():
         return [failed("pureftpd: config", f"no {read.CONF_DIR} found")]
     results = [failed(f"pureftpd: {where}", why) for where, why in node.setup.refused]
@@ -444,7 +426,9 @@ def _mapped_home(root: Path, home: str) -> str:
     return str(on_root(root, jail or "/")) + (f"/./{rest}" if marker else "")
 
 
-def _smoke_line(root: Path, manifest: Manifest, node: Node, user: str, login: str, secret: str):
+def _smoke_line(
+    root: Path, manifest: Manifest, node: Node, user: str, login: str, secret: str
+) -> tuple[str | None, str]:
     """Return the pureftpd.passwd line of the one-run login (user's uid, gid, home and
     limits, a one-run password), or a failed check naming why there is none."""
     hashed = authfiles.hash_password(secret)
@@ -474,9 +458,7 @@ def _tls_pin(root: Path, node: Node, manifest: Manifest) -> clients.FtpTls | Non
     trusted = "".join(re.findall(r"-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----\n?",
                                  text, re.S))  # fmt: skip
     expected = frozenset(
-        entry.fingerprint
-        for entry in manifest.certificates
-        if entry.path == node.certificate
+        entry.fingerprint for entry in manifest.certificates if entry.path == node.certificate
     )
     names = keychecks.certificate_names(root, node.certificate) if trusted else []
     return clients.FtpTls(trusted, names[0] if names else "localhost", expected)
@@ -496,7 +478,7 @@ def smoke(root: Path, manifest: Manifest, user: str, work_dir: Path) -> SmokeRes
         return SmokeResult.not_judged(NAME, "pure-ftpd or pure-pw is not installed on this host")
     result = SmokeResult(profile=NAME)
     try:
-        node = read_node(root, profile_options.options_of(manifest, NAME))
+        node = read_node(root, settings(profile_options.options_of(manifest, NAME)))
     except errors.ConfigError as exc:
         result.add(failed("smoke: pure-ftpd started", exc.message))
         return result
@@ -514,11 +496,11 @@ def smoke(root: Path, manifest: Manifest, user: str, work_dir: Path) -> SmokeRes
             copy, pdb = work / "pureftpd.passwd", work / "pureftpd.pdb"
             copy.touch(mode=0o600)
             copy.chmod(0o600)
-            own = node.passwd and configrefs.is_file(root, node.passwd)
+            own = node.passwd if node.passwd and configrefs.is_file(root, node.passwd) else None
             try:
-                text = read.text_of(root, node.passwd) if own else ""
+                text = read.text_of(root, own) if own else ""
             except OSError:
-                text, own = "", False
+                text, own = "", None
             copy.write_text(text + ("" if not text or text.endswith("\n") else "\n") + line + "\n")
             done = runner.run([pure_pw, "mkdb", str(pdb), "-f", str(copy)], timeout=60)
             if done.returncode != 0:
@@ -552,7 +534,7 @@ def sandbox_config(root: Path, out_dir: Path) -> Path | None:
     """Write the pure-ftpd command line a loopback run of root uses (node paths mapped onto
     root, runtime files in out_dir) to out_dir/pure-ftpd.args; return it."""
     out_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    node = read_node(root, None)
+    node = read_node(root, Options())
     if not on_root(root, read.CONF_DIR).is_dir():
         return None
     options, changes = read.runnable(node.setup, root, out_dir, smokerun.free_port())
@@ -562,7 +544,7 @@ def sandbox_config(root: Path, out_dir: Path) -> Path | None:
     return path
 
 
-class PureFtpdProfile(ModuleProfile):
+class PureFtpdProfile(ModuleProfile[Options]):
     """The module profile, with Pure-FTPd's own detection (its config is a directory)."""
 
     def detect(self, root: Path) -> Detection | None:
@@ -572,5 +554,14 @@ class PureFtpdProfile(ModuleProfile):
 SIGNS = Signs((read.CONF_DIR,), (read.PROGRAM, read.WRAPPER), ("pure-ftpd.service",))
 NODE_LOCAL = (f"{read.CONF_DIR}/Bind", f"{read.CONF_DIR}/ForcePassiveIP")
 PROFILE = PureFtpdProfile(
-    NAME, SIGNS, inventory, checks, smoke, sandbox_config, NODE_LOCAL, main_config_of=main_config
+    NAME,
+    SIGNS,
+    inventory,
+    checks,
+    smoke,
+    sandbox_config,
+    NODE_LOCAL,
+    main_config_of=main_config,
+    options_model=Options,
+    settings_of=settings,
 )

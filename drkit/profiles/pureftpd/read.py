@@ -176,7 +176,7 @@ def _parse(kind: str, value: str, root: Path) -> tuple[bool, str | None]:
     elif kind in _PAIRS:
         pattern, why = _PAIRS[kind]
         match = re.fullmatch(pattern, value)
-        ok = bool(match) and min(int(match[1]), int(match[2])) >= -1
+        ok = match is not None and min(int(match[1]), int(match[2])) >= -1
         out, why = (f"{match[1]}:{match[2]}" if match else value), " " + why
     elif kind == "number12":
         match = re.fullmatch(r"(\d+)(?:\s+|:)(\d+)", value)
