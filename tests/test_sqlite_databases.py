@@ -26,6 +26,7 @@ import pytest
 from nodes import RESTIC, drkit, free_port, init_node
 
 from drkit.engines import sqlite_copies
+from drkit.profiles.proftpd import read_config, sql
 
 pytestmark = pytest.mark.integration
 
@@ -214,6 +215,8 @@ def test_a_sqlite_backed_proftpd_node_is_copied_consistently_while_written_and_r
         connection = sqlite3.connect(copy)
         assert connection.execute("PRAGMA integrity_check").fetchall() == [("ok",)], snapshot_id
         connection.close()
+    code, verified = drkit("verify", "--config", str(config))
+    assert code == 0 and not verified["spot"]["failed"], verified  # the copy integrity-checked
     code, shown = drkit("show", "latest", "--config", str(config))
     held = {entry["path"]: entry for entry in shown["files"]}
     assert held[DB]["category"] == "databases" and held[DB]["mode"] == "0600", held.get(DB)
@@ -253,3 +256,30 @@ def test_a_sqlite_backed_proftpd_node_is_copied_consistently_while_written_and_r
     code, refused = drkit("restore", "latest", "--target", str(target), "--config", str(config))
     failed = {c["name"]: c["detail"] for c in refused["checks"] if c["status"] == "fail"}
     assert code != 0 and "integrity_check" in failed.get(f"database {DB}", ""), refused
+
+
+def test_mod_sql_connections_are_read_by_backend_and_the_password_stays_secret(tmp_path):
+    (tmp_path / "etc/proftpd").mkdir(parents=True)
+    (tmp_path / "etc/proftpd/proftpd.conf").write_text(
+        "SQLBackend postgres\n"
+        "SQLConnectInfo ftpdb@db.example.com:5433 ftpuser s3cret PERSESSION "
+        "ssl-ca:/etc/ssl/certs/db-ca.pem\n"
+        "SQLNamedConnectInfo logdb sqlite3 /var/lib/proftpd/log.db\n"
+        "<VirtualHost 127.0.0.1>\n  SQLBackend mysql\n"
+        "  SQLConnectInfo users@/run/mysqld/mysqld.sock ftp pw2\n</VirtualHost>\n"
+        "<VirtualHost 127.0.0.2>\n  SQLEngine off\n  SQLConnectInfo /off.db\n</VirtualHost>\n"
+    )
+    config = read_config(tmp_path, "/etc/proftpd/proftpd.conf")
+    found = {database.label: database for database in sql.databases(config)}
+    assert set(found) == {
+        "postgresql://db.example.com:5433/ftpdb",
+        "/var/lib/proftpd/log.db",
+        "mysql:///run/mysqld/mysqld.sock/users",
+    }, found
+    remote = found["postgresql://db.example.com:5433/ftpdb"]
+    assert (remote.user, remote.local) == ("ftpuser", False)
+    assert remote.password is not None and remote.password.get_secret_value() == "s3cret"
+    assert "s3cret" not in repr(list(found.values())) and "pw2" not in str(found)
+    assert found["mysql:///run/mysqld/mysqld.sock/users"].local
+    refs = {(ref.path, ref.category) for ref in sql.references(config)}
+    assert refs == {("/etc/ssl/certs/db-ca.pem", "tls"), ("/var/lib/proftpd/log.db", "databases")}

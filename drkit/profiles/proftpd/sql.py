@@ -4,12 +4,13 @@ smoke's copy of it.
 `SQLConnectInfo` is read as mod_sql reads it, by the backend the server context uses
 (`SQLBackend`, else the one mod_sql_* module loaded): a file path for mod_sql_sqlite,
 `database[@host[:port]]` (or `database@/socket/dir`) for mod_sql_postgres and mod_sql_mysql,
-then user, password and policy; `ssl-cert:`/`ssl-key:`/`ssl-ca:` arguments name TLS files. The
-password goes into Database.password (a SecretStr) and nowhere else. `SQLUserInfo table name
-passwd uid gid home shell` names the columns that make a SQLite database's users virtual users:
-their homes are backed up and a smoke user may be one of them. The smoke never writes the
-restored database: it runs on an online-backup copy in its work directory, homes mapped onto
-the restored root (as an AuthUserFile's copy is).
+then user, password and policy (`SQLNamedConnectInfo` names its backend before them);
+`ssl-cert:`/`ssl-key:`/`ssl-ca:` arguments name TLS files. The password goes into
+Database.password (a SecretStr) and nowhere else. `SQLUserInfo table name passwd uid gid home
+shell` names the columns that make a SQLite database's users virtual users: their homes are
+backed up and a smoke user may be one of them. The smoke never writes the restored database:
+it runs on an online-backup copy in its work directory, homes mapped onto the restored root
+(as an AuthUserFile's copy is).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from drkit.engines import sqlite_copies
 from drkit.model import Database, DatabaseEngine
 from drkit.paths import on_root, resolve
 from drkit.profiles.common.configrefs import Ref
-from drkit.profiles.proftpd.config import Config
+from drkit.profiles.proftpd.config import Config, Line
 from drkit.profiles.proftpd.sandbox import Run, mapped_path
 
 BACKENDS: dict[str, DatabaseEngine] = {
@@ -83,29 +84,44 @@ def connect_info(engine: DatabaseEngine, args: tuple[str, ...], named_by: str) -
     )
 
 
-def databases(config: Config) -> list[Database]:
-    """Return every database an active SQLConnectInfo names where SQLEngine is not off."""
-    found: list[Database] = []
-    for line in config.of("sqlconnectinfo"):
+def _connections(config: Config) -> list[tuple[Line, DatabaseEngine, tuple[str, ...]]]:
+    """Return (line, backend, connection args) of every active SQLConnectInfo and
+    SQLNamedConnectInfo (name backend info ...) where SQLEngine is not off."""
+    found = []
+    for line in config.of("sqlconnectinfo") + config.of("sqlnamedconnectinfo"):
         server = max(line.server, 0)
-        engine = engine_of(config, server)
-        if not line.args or engine is None or config.is_off("sqlengine", server):
+        if config.is_off("sqlengine", server):
             continue
-        database = connect_info(engine, line.args, f"{line.source}:SQLConnectInfo")
+        if line.keyword == "sqlconnectinfo":
+            engine, args = engine_of(config, server), line.args
+        elif len(line.args) >= 3:
+            engine, args = BACKENDS.get(line.args[1].lower()), line.args[2:]
+        else:
+            continue
+        if engine is not None and args:
+            found.append((line, engine, args))
+    return found
+
+
+def databases(config: Config) -> list[Database]:
+    """Return every database SQLConnectInfo and SQLNamedConnectInfo name (mod_sql on)."""
+    found: list[Database] = []
+    for line, engine, args in _connections(config):
+        keyword = "SQLConnectInfo" if line.keyword == "sqlconnectinfo" else "SQLNamedConnectInfo"
+        database = connect_info(engine, args, f"{line.source}:{keyword}")
         if database not in found:
             found.append(database)
     return found
 
 
 def references(config: Config) -> list[Ref]:
-    """Return the SQLite files (category databases) and TLS files SQLConnectInfo names."""
+    """Return the SQLite files (category databases) and TLS files mod_sql's connections name."""
     refs = []
-    for line in config.of("sqlconnectinfo"):
-        server = max(line.server, 0)
-        if line.args and engine_of(config, server) == "sqlite":
-            path = posixpath.normpath(posixpath.join("/", line.args[0]))
+    for line, engine, args in _connections(config):
+        if engine == "sqlite":
+            path = posixpath.normpath(posixpath.join("/", args[0]))
             refs.append(Ref(path, sqlite_copies.CATEGORY, "SQLConnectInfo", line.where, False))
-        for arg in line.args[1:]:
+        for arg in args[1:]:
             key = next((key for key in TLS_ARGS if arg.startswith(key)), None)
             if key and arg[len(key) :].startswith("/"):
                 refs.append(Ref(arg[len(key) :], "tls", f"SQLConnectInfo {key}", line.where))
