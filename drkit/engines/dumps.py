@@ -15,6 +15,7 @@ import contextlib
 import itertools
 import json
 import os
+import pwd
 import re
 import shlex
 import shutil
@@ -291,11 +292,7 @@ class Throwaway:
 
     top: Path
     port: int
-    server: Path  # pg_ctl
-
-    @property
-    def socket_dir(self) -> Path:
-        return self.top / "sock"
+    socket_dir: Path  # short: a socket's path has at most 107 bytes
 
     def superuser(self, statements: str) -> None:
         """Run SQL as the cluster's superuser over its private socket (peer authentication)."""
@@ -367,6 +364,18 @@ def free_port() -> int:
         return port
 
 
+def throwaway_missing() -> str | None:
+    """Return why this host cannot run a throwaway PostgreSQL (no initdb/pg_ctl, no `postgres`
+    system user), or None when it can."""
+    if postgres_program("initdb") is None or postgres_program("pg_ctl") is None:
+        return "PostgreSQL's initdb and pg_ctl are not installed on this host"
+    try:
+        pwd.getpwnam("postgres")
+    except KeyError:
+        return "this host has no postgres system user to run PostgreSQL as"
+    return None
+
+
 @contextlib.contextmanager
 def throwaway_postgres(parent: Path) -> Iterator[Throwaway]:
     """Run a fresh PostgreSQL cluster under parent (a root-owned directory others may
@@ -377,10 +386,12 @@ def throwaway_postgres(parent: Path) -> Iterator[Throwaway]:
     if not _searchable(parent):  # the postgres user must reach its data directory
         parent = Path("/var/tmp")
     top = Path(tempfile.mkdtemp(prefix="drkit-pg-", dir=parent))
+    sockets = Path(tempfile.mkdtemp(prefix="drkit-pg-"))
     started = False
     as_postgres = ["runuser", "-u", "postgres", "--"]
     try:
         shutil.chown(top, "postgres", "postgres")
+        shutil.chown(sockets, "postgres", "postgres")
         completed = runner.run(
             [*as_postgres, initdb, "-D", str(top / "data"), *INITDB],
             cwd="/",
@@ -388,13 +399,11 @@ def throwaway_postgres(parent: Path) -> Iterator[Throwaway]:
         )
         if completed.returncode != 0:
             raise DumpFailed(f"throwaway PostgreSQL: initdb failed: {_last_line(completed)}")
-        (top / "sock").mkdir(mode=0o700)
-        shutil.chown(top / "sock", "postgres", "postgres")
-        cluster = Throwaway(top, free_port(), Path(pg_ctl))
+        cluster = Throwaway(top, free_port(), sockets)
         with open(top / "data" / "postgresql.auto.conf", "a") as conf:
             conf.write(
                 f"listen_addresses = '127.0.0.1'\nport = {cluster.port}\n"
-                f"unix_socket_directories = '{top / 'sock'}'\nfsync = off\n"
+                f"unix_socket_directories = '{sockets}'\nfsync = off\n"
             )
         completed = runner.run(
             [*as_postgres, pg_ctl, "-D", str(top / "data"), "-l", str(top / "server.log"), *START],
@@ -403,7 +412,9 @@ def throwaway_postgres(parent: Path) -> Iterator[Throwaway]:
         )
         started = True
         if completed.returncode != 0:
-            raise DumpFailed(f"throwaway PostgreSQL did not start: {_last_line(completed)}")
+            log_lines = (top / "server.log").read_text(errors="replace").strip().splitlines()
+            why = log_lines[-1] if log_lines else _last_line(completed)
+            raise DumpFailed(f"throwaway PostgreSQL did not start: {why}")
         yield cluster
     finally:
         if started:
@@ -413,6 +424,7 @@ def throwaway_postgres(parent: Path) -> Iterator[Throwaway]:
                 timeout=40,
             )
         _remove_when_stopped(top)
+        shutil.rmtree(sockets, ignore_errors=True)
 
 
 def _searchable(directory: Path) -> bool:
