@@ -189,6 +189,11 @@ class Copy(Strict):
     object_lock: ObjectLock = Field(
         default_factory=ObjectLock, description="object-lock mode and retention of new objects"
     )
+    retention: Retention | None = Field(
+        None,
+        description="keep rules `drkit prune` applies in this copy (a copy may keep longer); "
+        "default: the node's retention",
+    )
 
 
 DEFAULT_RETENTION = {"last": 4, "hourly": 24, "daily": 14, "weekly": 8, "monthly": 12, "yearly": 3}

@@ -33,6 +33,7 @@ from drkit.results.keys import (
     Signers,
 )
 from drkit.results.operation import (
+    CopyPrune,
     DaemonResult,
     DiscoveredServer,
     DiscoverResult,
@@ -81,6 +82,7 @@ __all__ = [
     "Checks",
     "ChecksResult",
     "CopyBucket",
+    "CopyPrune",
     "CopyResult",
     "CopyState",
     "DaemonResult",

@@ -22,6 +22,18 @@ class KeptSnapshot(RemovedSnapshot):
     rules: list[str]  # the keep rules among them: "last", "daily", ...
 
 
+class CopyPrune(Part):
+    """The retention applied in one copy (`repository.copies`): its own restic forget."""
+
+    name: str
+    ok: bool
+    keep_rules: Document
+    kept: int
+    removed: list[RemovedSnapshot]
+    pruned: bool
+    error: str | None = None
+
+
 class PruneResult(Result):
     """`drkit prune`: one pair, `kept` and `removed`, oldest first."""
 
@@ -35,6 +47,7 @@ class PruneResult(Result):
     stale_locks: list[Document]
     record: str | None
     snapshot_count: int  # the node's snapshots after this prune
+    copies: list[CopyPrune] = []  # each copy's retention, after the primary's
     duration_seconds: float
 
 
