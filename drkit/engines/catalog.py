@@ -301,7 +301,7 @@ class IndexEntry:
     size: int | None = None
     tags: tuple[str, ...] = ()
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, object]:
         return {
             "id": self.id,
             "time": utc_text_precise(self.time),
@@ -312,7 +312,7 @@ class IndexEntry:
         }
 
     @classmethod
-    def of(cls, item: dict) -> IndexEntry:
+    def of(cls, item: object) -> IndexEntry:
         """Return the entry of a signed index item; raise ValueError when it is malformed."""
         if not isinstance(item, dict) or not SNAPSHOT_ID.fullmatch(str(item.get("id"))):
             raise ValueError("index entry without a snapshot id")
@@ -329,7 +329,7 @@ class IndexEntry:
         )
 
 
-def parse_index(items) -> list[IndexEntry]:
+def parse_index(items: object) -> list[IndexEntry]:
     """Return a signed head's index, oldest first; raise ValueError when it is malformed."""
     if not isinstance(items, list) or len(items) > 2 * INDEX_LIMIT:
         raise ValueError("the head holds no index of drkit's shape")

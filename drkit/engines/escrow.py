@@ -10,6 +10,7 @@ password is length-prefixed (one byte) and zero-padded to an even length of at l
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 from drkit import errors
 
@@ -52,7 +53,9 @@ def split(password: str, threshold: int, count: int) -> list[str]:
         )
     if threshold == 1 and count > 1:
         raise errors.UsageError("--threshold 1 would give every holder the whole password")
-    groups = shamir_mnemonic.generate_mnemonics(1, [(threshold, count)], master_secret(password))
+    groups: list[list[str]] = shamir_mnemonic.generate_mnemonics(
+        1, [(threshold, count)], master_secret(password)
+    )
     return groups[0]
 
 
@@ -67,7 +70,14 @@ def combine(mnemonics: list[str]) -> str:
     return password_of(secret)
 
 
-def recipient(text: str):
+@dataclass(frozen=True)
+class Recipient:
+    """An age X25519 recipient, checked: its 'age1...' text."""
+
+    text: str
+
+
+def recipient(text: str) -> Recipient:
     """Return the age recipient written in text (one 'age1...' line; comments allowed)."""
     import pyrage
 
@@ -76,16 +86,18 @@ def recipient(text: str):
     if len(found) != 1:
         raise errors.UsageError("a recipients file holds exactly one age recipient (age1...)")
     try:
-        return pyrage.x25519.Recipient.from_str(found[0])
+        pyrage.x25519.Recipient.from_str(found[0])
     except Exception:
         raise errors.UsageError(f"{found[0][:20]}... is not an age X25519 recipient") from None
+    return Recipient(found[0])
 
 
-def encrypt(share: str, to) -> bytes:
+def encrypt(share: str, to: Recipient) -> bytes:
     """Return the share encrypted to one age recipient (binary age format)."""
     import pyrage
 
-    return pyrage.encrypt(share.encode(), [to])
+    encrypted: bytes = pyrage.encrypt(share.encode(), [pyrage.x25519.Recipient.from_str(to.text)])
+    return encrypted
 
 
 def decrypt(data: bytes, identities_text: list[str]) -> str:
@@ -100,7 +112,8 @@ def decrypt(data: bytes, identities_text: list[str]) -> str:
     if not identities:
         raise errors.UsageError("an age-encrypted share needs --identity FILE (AGE-SECRET-KEY-...)")
     try:
-        return pyrage.decrypt(data, identities).decode()
+        decrypted: bytes = pyrage.decrypt(data, identities)
+        return decrypted.decode()
     except Exception:
         raise errors.Refused("no given identity decrypts this share") from None
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from typing import TypedDict
 
 from drkit.model import Manifest
 
@@ -37,12 +38,19 @@ def content_digest(node_manifest: Manifest, config_text: str) -> str:
     return digest.hexdigest()
 
 
-def confirmations(recorded: object) -> list[dict[str, str]]:
+class Confirmation(TypedDict):
+    """A freshness entry: the node was unchanged at time, so snapshot_id still holds it."""
+
+    snapshot_id: str
+    time: str
+
+
+def confirmations(recorded: object) -> list[Confirmation]:
     """Return the freshness entries of a chain record, well formed only, newest last."""
     if not isinstance(recorded, list):
         return []
     return [
-        {"snapshot_id": str(item["snapshot_id"]), "time": str(item["time"])}
+        Confirmation(snapshot_id=str(item["snapshot_id"]), time=str(item["time"]))
         for item in recorded
         if isinstance(item, dict) and "snapshot_id" in item and "time" in item
     ][-KEPT:]

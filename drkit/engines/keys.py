@@ -13,13 +13,19 @@ import hashlib
 import json
 import os
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from typing import TypedDict
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes, PublicKeyTypes
+from cryptography.hazmat.primitives.serialization.ssh import (
+    SSHPrivateKeyTypes,
+    SSHPublicKeyTypes,
+)
 
 from drkit import errors
 from drkit.engines import durable
@@ -35,7 +41,7 @@ def fingerprint_of_blob(blob: bytes) -> str:
     return f"SHA256:{digest}"
 
 
-def _public_line(public_key) -> str:
+def _public_line(public_key: PublicKeyTypes | SSHPublicKeyTypes) -> str:
     return public_key.public_bytes(
         serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
     ).decode()
@@ -47,7 +53,7 @@ def _info_from_public_line(line: str, private: bool) -> KeyInfo:
     return KeyInfo(key_type, fingerprint_of_blob(blob), f"{key_type} {blob_b64}", private)
 
 
-def _load_private(data: bytes):
+def _load_private(data: bytes) -> PrivateKeyTypes | SSHPrivateKeyTypes:
     """Load a private key to learn its public half.
 
     RSA validation (a costly primality check, ~0.2 s per key) is skipped: drkit only derives
@@ -178,7 +184,9 @@ def read_regular(path: Path, what: str, limit: int) -> bytes:
     return data
 
 
-def read_password(path: Path, what: str = "repository password file", private=True) -> bytes:
+def read_password(
+    path: Path, what: str = "repository password file", private: bool = True
+) -> bytes:
     """Return the password a password file holds (without its line end); raise ConfigError
     when the file is missing, not a regular file, empty, or (private) readable by others."""
     password = read_regular(path, what, 64 * 1024).rstrip(b"\r\n")
@@ -226,17 +234,25 @@ def public_key_line(public_key: ed25519.Ed25519PublicKey) -> str:
     return _public_line(public_key)
 
 
-def sign(key: ed25519.Ed25519PrivateKey, data: bytes) -> dict:
+class Signature(TypedDict):
+    """A signature document: the signer's fingerprint, its public key, the signature."""
+
+    signer: str
+    public_key: str
+    signature: str
+
+
+def sign(key: ed25519.Ed25519PrivateKey, data: bytes) -> Signature:
     """Return the signature document for data: signer fingerprint, public key, signature."""
     public = key.public_key()
-    return {
-        "signer": signing_fingerprint(public),
-        "public_key": public_key_line(public),
-        "signature": base64.b64encode(key.sign(data)).decode(),
-    }
+    return Signature(
+        signer=signing_fingerprint(public),
+        public_key=public_key_line(public),
+        signature=base64.b64encode(key.sign(data)).decode(),
+    )
 
 
-def verify_signature(document: dict, data: bytes) -> str:
+def verify_signature(document: Mapping[str, object], data: bytes) -> str:
     """Check a signature document over data; return the signer's fingerprint.
 
     The fingerprint is recomputed from the embedded public key, so a document cannot claim a
@@ -304,7 +320,7 @@ def fingerprint_at(path: Path) -> str | None:
 
 
 @contextlib.contextmanager
-def _rotation_lock(state_dir: Path, wait: float):
+def _rotation_lock(state_dir: Path, wait: float) -> Iterator[bool]:
     """Hold the rotation lock; yield False (held by none) when another process holds it."""
     from filelock import FileLock, Timeout
 
@@ -351,7 +367,9 @@ def rotate_signing_key(
     return old, new
 
 
-def _complete(state_dir: Path, key_path: Path, old: str, new: str, trust) -> None:
+def _complete(
+    state_dir: Path, key_path: Path, old: str, new: str, trust: Callable[[list[str]], None]
+) -> None:
     """Steps 3 to 5 of a rotation (see rotate_signing_key)."""
     trust([old, new])
     try:
@@ -382,7 +400,9 @@ def finish_rotation(
     return None
 
 
-def _replay(journal: Path, state_dir: Path, key_path: Path, trust) -> str | None:
+def _replay(
+    journal: Path, state_dir: Path, key_path: Path, trust: Callable[[list[str]], None]
+) -> str | None:
     try:
         record = json.loads(read_regular(journal, "key rotation journal", 64 * 1024))
     except (errors.ConfigError, ValueError):

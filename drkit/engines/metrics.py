@@ -15,15 +15,21 @@ import logging
 import socket
 import threading
 import wsgiref.simple_server
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, exposition, generate_latest, write_to_textfile
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
 
 from drkit import errors
 from drkit.engines import status
+from drkit.engines.statusdoc import Objectives, StatusDocument
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIEnvironment
 from drkit.model import parse_utc_or_none
 
 log = logging.getLogger(__name__)
@@ -50,7 +56,9 @@ def parse_address(text: str) -> tuple[str, int]:
 class StatusCollector:
     """A prometheus_client collector that reads the status document on every collection."""
 
-    def __init__(self, node: str, read: Callable[[], dict | None], objectives: dict[str, int]):
+    def __init__(
+        self, node: str, read: Callable[[], StatusDocument | None], objectives: Objectives
+    ):
         self.node = node
         self.read = read
         self.objectives = objectives
@@ -64,7 +72,7 @@ class StatusCollector:
             key = (job, "ok" if ok else "failed")
             self.runs[key] = self.runs.get(key, 0) + 1
 
-    def evaluate(self) -> dict:
+    def evaluate(self) -> status.NodeEntry:
         """Return the node's `drkit status` entry now."""
         return status.evaluate(
             self.read(),
@@ -73,15 +81,17 @@ class StatusCollector:
             default_objectives=self.objectives,
         )
 
-    def collect(self):
-        document = self.read() or {}
+    def collect(self) -> Iterator[Metric]:
+        document: Mapping[str, Any] = self.read() or {}
         entry = self.evaluate()
         node = self.node
 
         def gauge(name: str, documentation: str) -> GaugeMetricFamily:
             return GaugeMetricFamily(name, documentation, labels=list(JOB_LABELS))
 
-        def job_gauges(job: str, rows) -> Iterator[GaugeMetricFamily]:
+        def job_gauges(
+            job: str, rows: Iterable[tuple[str, str, float | None]]
+        ) -> Iterator[GaugeMetricFamily]:
             """Yield one gauge per (name, documentation, value); absent values, no sample."""
             for name, documentation, value in rows:
                 family = gauge(name, documentation)
@@ -173,8 +183,9 @@ class StatusCollector:
             "drkit_standby_lag_seconds",
             "Passive node: age of the source snapshot it last applied (absent when none)",
         )
-        if entry.get("standby_lag_seconds") is not None:
-            lag.add_metric([node, "standby"], float(entry["standby_lag_seconds"]))
+        standby_lag = entry["standby_lag_seconds"]
+        if standby_lag is not None:
+            lag.add_metric([node, "standby"], float(standby_lag))
         yield lag
         proven = gauge(
             "drkit_last_proven_timestamp_seconds",
@@ -205,7 +216,7 @@ class StatusCollector:
 class _QuietHandler(wsgiref.simple_server.WSGIRequestHandler):
     """Request lines go to the debug log, not to stderr."""
 
-    def log_message(self, format: str, *args) -> None:
+    def log_message(self, format: str, *args: object) -> None:
         log.debug("metrics: " + format, *args)
 
 
@@ -236,12 +247,15 @@ class Metrics:
         except OSError as exc:
             log.warning("metrics textfile %s not written: %s", self.textfile, exc.strerror)
 
-    def application(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+    def application(
+        self, environ: WSGIEnvironment, start_response: StartResponse
+    ) -> Iterable[bytes]:
         """The WSGI app: prometheus_client's exposition on /metrics, the RPO verdict on /healthz
         (503 while breached), 404 elsewhere."""
         path = environ.get("PATH_INFO") or "/"
         if path == "/metrics":
-            return self._exposition(environ, start_response)
+            served: Iterable[bytes] = self._exposition(environ, start_response)
+            return served
         if path == "/healthz":
             entry = self.collector.evaluate()
             body = json.dumps(

@@ -6,6 +6,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
+
+from pydantic import TypeAdapter
+from typing_extensions import TypedDict
 
 from drkit.config import Config
 from drkit.engines import catalog, freshness, manifest
@@ -13,13 +17,33 @@ from drkit.service import rollback
 from drkit.service.rollback import chain_path
 
 
-def read(config: Config) -> dict:
+class Link(TypedDict):
+    """The previous snapshot a manifest links to: its id and its manifest's sha256."""
+
+    snapshot_id: str
+    manifest_sha256: str
+
+
+class ChainRecord(TypedDict, total=False):
+    """The node's local chain record: the newest link, its signed index (IndexEntry items),
+    the digest of its content (freshness), a snapshot possibly in flight, confirmations."""
+
+    previous: Link | None
+    index: list[dict[str, object]]
+    content: str | None
+    in_flight: bool
+    confirmations: Sequence[object]
+
+
+_RECORD: TypeAdapter[ChainRecord] = TypeAdapter(ChainRecord)
+
+
+def read(config: Config) -> ChainRecord:
     """Return the node's local chain record, {} when there is none or it is unreadable."""
     try:
-        record = json.loads(chain_path(config).read_text())
-    except (OSError, ValueError):
+        return _RECORD.validate_json(chain_path(config).read_bytes())
+    except (OSError, ValueError):  # pydantic's ValidationError is a ValueError
         return {}
-    return record if isinstance(record, dict) else {}
 
 
 def record_chain(
@@ -28,17 +52,16 @@ def record_chain(
     manifest_bytes: bytes | None,
     index: list[catalog.IndexEntry] | None = None,
     content: str | None = None,
-) -> dict | None:
+) -> Link | None:
     """Remember the newest snapshot, its manifest hash, the digest of its content (freshness)
     and the node's index; None starts a new chain. Return the link ({snapshot_id,
     manifest_sha256}) the next manifest records."""
     link = None
     if snapshot_id and manifest_bytes is not None:
-        link = {
-            "snapshot_id": snapshot_id,
-            "manifest_sha256": hashlib.sha256(manifest_bytes).hexdigest(),
-        }
-    record = {
+        link = Link(
+            snapshot_id=snapshot_id, manifest_sha256=hashlib.sha256(manifest_bytes).hexdigest()
+        )
+    record: ChainRecord = {
         "previous": link,
         "index": [entry.as_dict() for entry in index or []],
         "content": content,
@@ -52,10 +75,10 @@ def record_chain(
     return link
 
 
-def mark_in_flight(config: Config, previous: dict | None, index: list[catalog.IndexEntry]) -> None:
+def mark_in_flight(config: Config, previous: Link | None, index: list[catalog.IndexEntry]) -> None:
     """Record, before restic runs, that a snapshot may land: a run killed before it records the
     new link leaves the next one asking the repository, not linking past that snapshot."""
-    record = {
+    record: ChainRecord = {
         "previous": previous,
         "index": [entry.as_dict() for entry in index],
         "in_flight": True,

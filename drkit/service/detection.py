@@ -18,9 +18,9 @@ def detect(root: Path) -> dict[str, Detection]:
     return found
 
 
-def detected_options(detected: dict[str, Detection]) -> dict[str, dict]:
+def detected_options(detected: dict[str, Detection]) -> dict[str, dict[str, object]]:
     """Return the profile_options the detected servers need (configs their units name)."""
-    return {kind: found.options for kind, found in detected.items() if found.options}
+    return {kind: dict(found.options) for kind, found in detected.items() if found.options}
 
 
 def detect_kinds(root: Path) -> list[str]:

@@ -71,10 +71,8 @@ def locate(
             located = Located(found.snapshot, found_in.open(origin.node, found))
         else:
             step("reading the signed manifest and the snapshot's listing")
-            if found is not None:
-                wanted, when = Spec.parse(found.snapshot.id), None
-            else:
-                wanted, when = spec, at
+            wanted: str | Spec = spec if found is None else Spec.parse(found.snapshot.id)
+            when = at if found is None else None
             located = _open_with_listing(origin, restic, wanted, when)
         if isinstance(spec, Spec) and spec.latest and at is None:
             guard(origin, found_in, located, allow=allow_rollback)

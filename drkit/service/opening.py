@@ -11,19 +11,19 @@ caller before anything is restored from it.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import sys
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Literal, overload
 
 from pydantic import ValidationError
 
 from drkit import errors
 from drkit.config import Config, Repository, config_error, parse_config
-from drkit.engines import catalog, keys, manifest
+from drkit.engines import catalog, keys, manifest, records
 from drkit.engines import restic as restic_engine
 from drkit.model import Manifest
 from drkit.service import context
@@ -193,7 +193,25 @@ def read_drkit_files(restic, snapshot: str, host: str | None = None) -> dict[str
         return {}
 
 
-def open_record(stored, trusted: set[str], node: str, kind: str) -> dict:
+@overload
+def open_record(
+    stored: object, trusted: set[str], node: str, kind: Literal["head"]
+) -> records.HeadRecord: ...
+@overload
+def open_record(
+    stored: object, trusted: set[str], node: str, kind: Literal["prune"]
+) -> records.PruneRecord: ...
+@overload
+def open_record(
+    stored: object, trusted: set[str], node: str, kind: Literal["ack"]
+) -> records.AckRecord: ...
+@overload
+def open_record(
+    stored: object, trusted: set[str], node: str, kind: Literal["events"]
+) -> records.EventsRecord: ...
+@overload
+def open_record(stored: object, trusted: set[str], node: str, kind: str) -> records.Record: ...
+def open_record(stored: object, trusted: set[str], node: str, kind: str) -> records.Record:
     """Return a signed record ({record, signature}) opened; raise Refused when it does not hold."""
     if not isinstance(stored, dict) or not isinstance(stored.get("record"), str):
         raise errors.Refused("not a signed record")
@@ -206,10 +224,10 @@ def open_record(stored, trusted: set[str], node: str, kind: str) -> dict:
     if signer not in trusted:
         raise errors.Refused(f"the record is signed by untrusted key {signer}")
     try:
-        record = json.loads(stored["record"])
-    except ValueError:
-        raise errors.Refused("the signed record is not JSON") from None
-    if not isinstance(record, dict) or record.get("kind") != kind or record.get("node") != node:
+        record = records.RECORD.validate_json(stored["record"])
+    except ValidationError:
+        raise errors.Refused(f"not a {kind} record of node {node}") from None
+    if record["kind"] != kind or record["node"] != node:
         raise errors.Refused(f"not a {kind} record of node {node}")
     return record
 

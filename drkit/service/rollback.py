@@ -21,12 +21,17 @@ import stat
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING, TypedDict
 
 from drkit import errors
 from drkit.config import Config, Repository
 from drkit.engines import catalog, manifest
+from drkit.engines.records import HeadRecord
 from drkit.model import Manifest, parse_utc, parse_utc_or_none, utc_text, utc_text_precise
 from drkit.service.opening import Opened, open_record
+
+if TYPE_CHECKING:
+    from drkit.engines.storage import Storage
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +121,17 @@ def of_index(index: list[catalog.IndexEntry] | None, source: str) -> Known | Non
     return Known(newest.id, newest.time, newest.manifest_sha256, source)
 
 
-def newest_head(storage, trusted: set[str], node: str) -> tuple[dict | None, list, list]:
+class Finding(TypedDict):
+    """A rollback found: which witness saw it, the newer snapshot it names, in words."""
+
+    source: str
+    snapshot: str | None
+    detail: str
+
+
+def newest_head(
+    storage: Storage, trusted: set[str], node: str
+) -> tuple[HeadRecord | None, list[Finding], list[str]]:
     """Return the newest signed chain head among the versions of the head object, the rollback
     findings about the head object itself, and other problems.
 
@@ -126,11 +141,11 @@ def newest_head(storage, trusted: set[str], node: str) -> tuple[dict | None, lis
     """
     key = catalog.head_key(node)
     problems: list[str] = []
-    current = None
+    current: HeadRecord | None = None
+    stored: object = None
     try:
         stored = storage.get_json(key)
     except errors.StorageError as exc:
-        stored = None
         problems.append(f"rollback: chain head {key}: {exc.message}")
     if stored is not None:
         try:
@@ -160,7 +175,7 @@ def newest_head(storage, trusted: set[str], node: str) -> tuple[dict | None, lis
             continue
         if newest is None or head_order(record) > head_order(newest):
             newest = record
-    findings = []
+    findings: list[Finding] = []
     if newest is not None and newest is not current and (current is not None or stored is None):
         later = f"snapshot {str(newest.get('snapshot_id'))[:8]} ({newest.get('time')})"
         detail = f"the chain head {key} was deleted; its newest signed version names {later}"
@@ -171,18 +186,18 @@ def newest_head(storage, trusted: set[str], node: str) -> tuple[dict | None, lis
                 f"written after it names {later}"
             )
         source = "versions of the chain head"
-        findings.append({"source": source, "snapshot": newest.get("snapshot_id"), "detail": detail})
+        findings.append(Finding(source=source, snapshot=newest.get("snapshot_id"), detail=detail))
     return newest, findings, problems
 
 
-def head_order(record: dict) -> tuple[str, int]:
+def head_order(record: HeadRecord) -> tuple[str, int]:
     """Return what orders signed heads: their time, then (heads signed within one second) the
     nanosecond clock they carry; heads written before it carry none."""
     written = record.get("written_ns")
     return str(record.get("time")), written if isinstance(written, int) else 0
 
 
-def of_head(record: dict | None) -> Known | None:
+def of_head(record: HeadRecord | None) -> Known | None:
     """Return the newest snapshot a signed head names (its index's entry for it, else the
     head's own time), or None."""
     if record is None:

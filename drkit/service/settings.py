@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import os
 import stat
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -64,13 +65,13 @@ def _get(document: Any, path: tuple[str, ...]) -> Any:
     return document
 
 
-def _put(document: dict, path: tuple[str, ...], value: Any) -> None:
+def _put(document: dict[str, Any], path: tuple[str, ...], value: object) -> None:
     for key in path[:-1]:
         document = document.setdefault(key, {})
     document[path[-1]] = value
 
 
-def _text(value: Any) -> str:
+def _text(value: object) -> str:
     if value is None:
         return "(not set)"
     if isinstance(value, list):
@@ -78,10 +79,12 @@ def _text(value: Any) -> str:
     return str(value)
 
 
-def differences(previous: dict, wanted: dict, named: set[str]) -> tuple[dict, list[str]]:
+def differences(
+    previous: Mapping[str, object], wanted: Mapping[str, object], named: set[str]
+) -> tuple[dict[str, object], list[str]]:
     """Given the file's settings, init's settings and the options named on its command line,
     return (the file's settings with the named ones applied, one line per change)."""
-    merged = copy.deepcopy(previous)
+    merged = copy.deepcopy(dict(previous))
     lines: list[str] = []
     for option in sorted(named, key=list(OPTION_PATHS).index):
         path = OPTION_PATHS[option]
