@@ -30,15 +30,18 @@ import stat
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING, NamedTuple
 
 from drkit import errors, timing, units
 from drkit import model as checks
 from drkit.config import Config
 from drkit.engines import durable, reports
 from drkit.engines import status as status_engine
+from drkit.engines.restic import Restic, Snapshot
 from drkit.model import Check, Manifest, SmokeResult, parse_utc, utc_text
 from drkit.results import DrillResult, ProofResult
 from drkit.service import context, proof, restoring
@@ -46,6 +49,9 @@ from drkit.service import databases as database_service
 from drkit.service.opening import Origin
 from drkit.service.reporting import report_directory
 from drkit.service.spec import Spec
+
+if TYPE_CHECKING:
+    from drkit.engines.storage import Storage  # imported where used: boto3 loads slowly
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +72,7 @@ def sigterm_interrupts() -> Iterator[None]:
         return
     raised = threading.Event()
 
-    def handler(signum, frame):
+    def handler(signum: int, frame: FrameType | None) -> None:
         if not raised.is_set():
             raised.set()
             raise KeyboardInterrupt(signal.Signals(signum).name)
@@ -122,7 +128,7 @@ def _pid_alive(pid: int) -> bool:
 def remove_stale_sandboxes(parent: Path) -> list[str]:
     """Remove sandboxes left by drills that were killed outright (SIGKILL, power loss): those
     whose owner pid is gone. Return their paths."""
-    removed = []
+    removed: list[str] = []
     if not parent.is_dir():
         return removed
     for sandbox in sorted(parent.iterdir()):
@@ -168,7 +174,7 @@ def make_sandbox(config: Config, label: str) -> Path:
 # -- choosing the snapshot -------------------------------------------------------------------
 
 
-def choose_snapshot(config: Config, restic, spec: str | Spec):
+def choose_snapshot(config: Config, restic: Restic, spec: str | Spec) -> Snapshot:
     """Return the snapshot a drill uses: 'latest', 'latest~N', an id, or 'random' (one of the
     snapshots the retention rules keep, so old snapshots are proven restorable too)."""
     chosen = spec if isinstance(spec, Spec) else Spec.parse(spec, allow_random=True)
@@ -192,11 +198,16 @@ def choose_snapshot(config: Config, restic, spec: str | Spec):
 # -- evidence from the checks ----------------------------------------------------------------
 
 
-def _brief(snapshot_id: str, moment: datetime) -> dict:
-    return {"id": snapshot_id, "time": moment}
+class _Brief(NamedTuple):
+    """The snapshot a drill restored: its id, and when its files were read."""
+
+    id: str
+    time: datetime
 
 
-def _served_keys(node_manifest: Manifest | None, smokes: list[SmokeResult]) -> list[dict]:
+def _served_keys(
+    node_manifest: Manifest | None, smokes: list[SmokeResult]
+) -> list[dict[str, object]]:
     """Return each backed-up host key with the fingerprint the restored server served."""
     served = {key.type: key.fingerprint for result in smokes for key in result.host_keys}
     return [
@@ -211,8 +222,8 @@ def _served_keys(node_manifest: Manifest | None, smokes: list[SmokeResult]) -> l
     ]
 
 
-def _certificates(node_manifest: Manifest | None, now: datetime) -> list[dict]:
-    found = []
+def _certificates(node_manifest: Manifest | None, now: datetime) -> list[dict[str, object]]:
+    found: list[dict[str, object]] = []
     for certificate in node_manifest.certificates if node_manifest else []:
         expiry = parse_utc(certificate.not_after)
         found.append(
@@ -231,9 +242,10 @@ def _rto(smokes: list[SmokeResult], started: float) -> float | None:
     """Return seconds from the drill's start until every server that could be tried had a
     working login and file round trip; None when none could, or one did not."""
     judged = [result for result in smokes if result.judged]
-    if not judged or not all(result.proven for result in judged):
+    proven = [result.proven_at for result in judged if result.proven_at is not None]
+    if not judged or len(proven) < len(judged):
         return None
-    return round(max(result.proven_at for result in judged) - started, 3)
+    return round(max(proven) - started, 3)
 
 
 # -- the drill -------------------------------------------------------------------------------
@@ -241,16 +253,20 @@ def _rto(smokes: list[SmokeResult], started: float) -> float | None:
 
 @dataclass
 class _Rebuilt:
-    """What one sandboxed rebuild found: the drill's evidence and checks, and the error that
-    stopped it (None when it ran to its end)."""
+    """What one sandboxed rebuild found: the snapshot, its manifest and who signed it, the
+    smoke runs and checks, and the error that stopped it (None when it ran to its end)."""
 
     started: datetime
     clock: float
-    evidence: dict
-    found: list[Check]
-    sandbox: Path | None
-    removed: bool
-    failure: errors.DrkitError | None
+    found: list[Check] = field(default_factory=list)
+    snapshot: _Brief | None = None
+    manifest: Manifest | None = None
+    signer: str | None = None
+    trust: str | None = None
+    smokes: list[SmokeResult] = field(default_factory=list)
+    sandbox: Path | None = None
+    removed: bool = False
+    failure: errors.DrkitError | None = None
 
 
 def _rebuild(
@@ -262,16 +278,8 @@ def _rebuild(
 ) -> _Rebuilt:
     """Restore `snapshot` into a fresh sandbox, run every check and the smoke run, and remove
     the sandbox whatever happens; errors are returned, not raised."""
-    rebuilt = _Rebuilt(
-        started=datetime.now(UTC),
-        clock=time.monotonic(),
-        evidence={"snapshot": None, "manifest": None, "restored": {}, "smokes": []},
-        found=[],
-        sandbox=None,
-        removed=False,
-        failure=None,
-    )
-    evidence, found = rebuilt.evidence, rebuilt.found
+    rebuilt = _Rebuilt(started=datetime.now(UTC), clock=time.monotonic())
+    found = rebuilt.found
     origin = Origin.from_config(config, trust)
     with sigterm_interrupts():
         try:
@@ -283,7 +291,7 @@ def _rebuild(
                 restic = context.restic_for(config.repository, config.restic)
                 context.probe_storage(config.repository)
                 chosen = choose_snapshot(config, restic, spec)
-                evidence["snapshot"] = _brief(chosen.id, chosen.time)
+                rebuilt.snapshot = _Brief(chosen.id, chosen.time)
                 spec = Spec.parse(chosen.id)
                 step(f"picked snapshot {chosen.short_id} of {utc_text(chosen.time)} at random")
             sandbox = rebuilt.sandbox = make_sandbox(config, f"{rebuilt.started:%Y%m%dT%H%M%SZ}")
@@ -293,20 +301,18 @@ def _rebuild(
             restic, located = restoring.open_snapshot(
                 origin, spec, None, step, allow_rollback=allow_rollback
             )
-            restored = restoring.restore(
-                origin, restic, located, root, step=step, databases="skip"
-            )
-            evidence["restored"] = {"signer": located.opened.signer, "trust": located.opened.trust}
-            node_manifest = evidence["manifest"] = located.opened.manifest
+            restored = restoring.restore(origin, restic, located, root, step=step, databases="skip")
+            rebuilt.signer, rebuilt.trust = located.opened.signer, located.opened.trust
+            node_manifest = rebuilt.manifest = located.opened.manifest
             # The data's age is the signed manifest's creation time (when the files were read).
-            evidence["snapshot"] = _brief(located.snapshot.id, parse_utc(node_manifest.created))
+            rebuilt.snapshot = _Brief(located.snapshot.id, parse_utc(node_manifest.created))
             found += restored.checks
             if node_manifest.databases:
                 step("loading the database dumps into a throwaway server on 127.0.0.1")
             with database_service.throwaway(root, node_manifest, sandbox) as served:
                 found += served.checks
                 smokes = proof.smoke_servers(origin, root, node_manifest, sandbox / "smoke", step)
-            evidence["smokes"] = smokes
+            rebuilt.smokes = smokes
             found += [check for result in smokes for check in result.checks]
         except errors.DrkitError as exc:
             rebuilt.failure = exc
@@ -344,7 +350,7 @@ def run(
             on_step(text)
 
     rebuilt = _rebuild(config, snapshot, list(trust or []), step, allow_rollback)
-    evidence, found, failure = rebuilt.evidence, rebuilt.found, rebuilt.failure
+    found, failure = rebuilt.found, rebuilt.failure
     if failure is not None:
         # The drill could not run to its end (storage, trust, a tampered snapshot): the run is
         # still a failed drill on record, then the error is reported with its own exit code.
@@ -352,13 +358,13 @@ def run(
         unreachable = isinstance(failure, errors.StorageError | errors.AuthenticationError)
         upload = upload and not unreachable
         stopped = isinstance(failure, errors.Interrupted)
-        if evidence["snapshot"] is None and not stopped and not unreachable:
+        if rebuilt.snapshot is None and not stopped and not unreachable:
             step("finding the snapshot the drill was asked for")
             with contextlib.suppress(errors.DrkitError):
                 restic = context.restic_for(config.repository, config.restic)
                 chosen = context.select_snapshot(restic, config.node, snapshot)
-                evidence["snapshot"] = _brief(chosen.id, chosen.time)
-        if evidence["snapshot"] is not None and not stopped:
+                rebuilt.snapshot = _Brief(chosen.id, chosen.time)
+        if rebuilt.snapshot is not None and not stopped:
             found.append(checks.failed("drill", failure.message))
             step("writing the reports of the failed drill")
             document = _document(config, snapshot, rebuilt)
@@ -381,32 +387,31 @@ def prove(
     rebuilt = _rebuild(config, snapshot_id, [], on_step or (lambda text: None))
     if rebuilt.failure is not None:
         raise rebuilt.failure
-    found, chosen = rebuilt.found, rebuilt.evidence["snapshot"]
+    found, chosen = rebuilt.found, rebuilt.snapshot
+    if chosen is None:  # a rebuild without failure restored a snapshot
+        raise errors.InternalError(f"snapshot {snapshot_id[:8]} was not restored")
     return ProofResult(
         ok=checks.all_ok(found),
         node=config.node,
-        snapshot_id=chosen["id"],
-        snapshot_time=utc_text(chosen["time"]),
+        snapshot_id=chosen.id,
+        snapshot_time=utc_text(chosen.time),
         started=utc_text(rebuilt.started),
         duration_seconds=round(time.monotonic() - rebuilt.clock, 3),
-        rto_seconds=_rto(rebuilt.evidence["smokes"], rebuilt.clock),
+        rto_seconds=_rto(rebuilt.smokes, rebuilt.clock),
         checks=found,
         problems=[f"{c.name}: {c.detail}" for c in found if c.status == "fail"],
     )
 
 
-def _document(config: Config, spec: str, rebuilt: _Rebuilt) -> dict:
+def _document(config: Config, spec: str, rebuilt: _Rebuilt) -> dict[str, object]:
     """Judge the objectives and return the drill document."""
-    evidence, started, clock = rebuilt.evidence, rebuilt.started, rebuilt.clock
-    chosen, node_manifest, restored = (
-        evidence["snapshot"],
-        evidence["manifest"],
-        evidence["restored"],
-    )
+    started, clock, chosen = rebuilt.started, rebuilt.clock, rebuilt.snapshot
+    if chosen is None:
+        raise errors.InternalError("a drill document needs the snapshot the drill restored")
     objectives = status_engine.objectives_of(config)
     found = list(rebuilt.found)
-    rto = _rto(evidence["smokes"], clock)
-    rpo = max(0, round((started - chosen["time"]).total_seconds()))
+    rto = _rto(rebuilt.smokes, clock)
+    rpo = max(0, round((started - chosen.time).total_seconds()))
     judged = spec == "latest"
     met = {
         "rto": rto is not None and rto <= objectives["rto_seconds"],
@@ -436,15 +441,15 @@ def _document(config: Config, spec: str, rebuilt: _Rebuilt) -> dict:
         "ok": checks.all_ok(found),
         "kind": "drill",
         "node": config.node,
-        "snapshot_id": chosen["id"],
+        "snapshot_id": chosen.id,
         "snapshot": {
-            "id": chosen["id"],
-            "short_id": chosen["id"][:8],
-            "time": utc_text(chosen["time"]),
+            "id": chosen.id,
+            "short_id": chosen.id[:8],
+            "time": utc_text(chosen.time),
             "spec": spec,
         },
-        "signer": restored.get("signer"),
-        "trust": restored.get("trust"),
+        "signer": rebuilt.signer,
+        "trust": rebuilt.trust,
         "started": utc_text(started),
         "finished": utc_text(datetime.now(UTC)),
         "duration_seconds": round(time.monotonic() - clock, 3),
@@ -455,8 +460,8 @@ def _document(config: Config, spec: str, rebuilt: _Rebuilt) -> dict:
         "objectives_met": met,
         "checks": [check.as_dict() for check in found],
         "problems": [f"{c.name}: {c.detail}" for c in found if c.status == "fail"],
-        "host_keys": _served_keys(node_manifest, evidence["smokes"]),
-        "certificates": _certificates(node_manifest, started),
+        "host_keys": _served_keys(rebuilt.manifest, rebuilt.smokes),
+        "certificates": _certificates(rebuilt.manifest, started),
         "sandbox": {
             "path": str(rebuilt.sandbox) if rebuilt.sandbox else None,
             "removed": rebuilt.removed,
@@ -467,7 +472,7 @@ def _document(config: Config, spec: str, rebuilt: _Rebuilt) -> dict:
 # -- reports ---------------------------------------------------------------------------------
 
 
-def history(config: Config, storage=None) -> list[dict]:
+def history(config: Config, storage: Storage | None = None) -> list[dict[str, object]]:
     """Return the summaries of the node's past drills from the bucket, oldest first."""
     from drkit.engines.storage import Storage
 
@@ -475,12 +480,12 @@ def history(config: Config, storage=None) -> list[dict]:
     prefix = reports.bucket_prefix(config.node)
     keys = [key for key in storage.list_keys(prefix) if key.endswith(".json")]
     found = [entry for _, entry in reports.drill_summaries(storage, keys[-reports.HISTORY_LIMIT :])]
-    return sorted(found, key=lambda entry: entry["time"] or "")
+    return sorted(found, key=lambda entry: str(entry["time"] or ""))
 
 
 def write_reports(
-    config: Config, document: dict, report_dir: Path | None, *, upload: bool = True
-) -> dict:
+    config: Config, document: dict[str, object], report_dir: Path | None, *, upload: bool = True
+) -> dict[str, object]:
     """Write the drill's JSON, Markdown and HTML reports locally and upload them to
     reports/<node>/ in the bucket; return {reports: {json, md, html}, uploaded: [keys]}.
 
@@ -493,7 +498,7 @@ def write_reports(
     name = reports.base_name(document)
     key_base = reports.bucket_prefix(config.node) + name
     storage = Storage(config.repository)
-    past: list[dict] = []
+    past: list[dict[str, object]] = []
     try:
         past = [entry for entry in history(config, storage) if entry["time"] != document["started"]]
     except errors.DrkitError as exc:
