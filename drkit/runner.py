@@ -334,3 +334,24 @@ def signal_children(sig: int = signal.SIGTERM) -> list[int]:
             os.killpg(child.pid, sig)
             signalled.append(child.pid)
     return signalled
+
+
+def end_processes_of(uid: int, timeout: float = 10.0) -> None:
+    """Send SIGTERM to every live process running as uid (a smoke's user, whose server
+    sessions outlive the server's listener by about a second) and wait up to timeout for them
+    to end; a zombie has ended, whenever its parent reaps it."""
+
+    def alive() -> list[psutil.Process]:
+        found = []
+        for process in psutil.process_iter(["uids", "status"]):
+            uids, status = process.info["uids"], process.info["status"]
+            if uids is not None and uids.effective == uid and status != psutil.STATUS_ZOMBIE:
+                found.append(process)
+        return found
+
+    for process in alive():
+        with contextlib.suppress(psutil.Error):
+            process.terminate()
+    deadline = time.monotonic() + timeout
+    while alive() and time.monotonic() < deadline:
+        time.sleep(0.02)

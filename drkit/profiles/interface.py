@@ -211,9 +211,10 @@ class ModuleProfile(Profile, Generic[OptionsT]):
     def own(self, options: BaseModel) -> OptionsT:
         """Return options as this profile's model; TypeError for another profile's (a bug)."""
         if not isinstance(options, self.options_model):
-            kind = type(options).__name__
+            wanted, given = self.options_model, type(options)
             raise TypeError(
-                f"{self.name}: options must be {self.options_model.__name__}, not {kind}"
+                f"{self.name}: options must be {wanted.__module__}.{wanted.__qualname__}, "
+                f"not {given.__module__}.{given.__qualname__}"
             )
         return options
 

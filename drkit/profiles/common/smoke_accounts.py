@@ -3,14 +3,11 @@ and removed after it, and the directories the user may write to."""
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import grp
 import os
 import pwd
-import signal
 import stat
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -97,21 +94,6 @@ def ensure_user(root: Path, manifest: Manifest, user: str, created: list[tuple[s
     return passed(name, f"created {user} (uid {pwd.getpwnam(user).pw_uid}) for the run")
 
 
-def _processes_of(uid: int) -> list[int]:
-    """Return the pids of the live processes running as uid (an sshd session winding down;
-    a zombie has ended, whenever its new parent reaps it)."""
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        with contextlib.suppress(OSError, IndexError):
-            if os.stat(f"/proc/{pid}").st_uid != uid:
-                continue
-            with open(f"/proc/{pid}/stat") as handle:
-                state = handle.read().rsplit(")", 1)[1].split()[0]
-            if state != "Z":
-                found.append(int(pid))
-    return found
-
-
 def remove_created(created: list[tuple[str, str]]) -> None:
     """Remove the users and groups created for the run, once their sessions have ended: the
     server is stopped by then, so what still runs as a user made for the run is a session of
@@ -119,12 +101,7 @@ def remove_created(created: list[tuple[str, str]]) -> None:
     and is ended."""
     for kind, name in reversed(created):
         if kind == "user" and host_has(pwd.getpwnam, name):
-            uid, deadline = pwd.getpwnam(name).pw_uid, time.monotonic() + 10
-            for pid in _processes_of(uid):
-                with contextlib.suppress(OSError):
-                    os.kill(pid, signal.SIGTERM)
-            while _processes_of(uid) and time.monotonic() < deadline:
-                time.sleep(0.02)
+            runner.end_processes_of(pwd.getpwnam(name).pw_uid)
             if runner.run(["userdel", name]).returncode != 0:
                 runner.run(["userdel", "-f", name])
         elif kind == "group" and host_has(grp.getgrnam, name):
