@@ -235,6 +235,14 @@ class ScheduleConfig(Strict):
         "0 5 1 * *",
         description="a DR drill: restore into a sandbox, smoke, measure RPO/RTO; null: never",
     )
+    drill_from_copies: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="share of scheduled drills that restore from a copy (repository.copies, "
+        "in turn) instead of the primary, spread evenly: 0.25 is every 4th drill",
+        examples=[0.25],
+    )
     prove: ProveSchedule | None = Field(
         None,
         description="drill new snapshots in the sandbox: 'after-backup' (each backup the daemon "
@@ -481,7 +489,8 @@ def config_error(
     flag). Every loader of drkit's models maps its errors through here."""
     model = {section.__name__: section for section in Strict.__subclasses__()}.get(exc.title)
     problems = exc.errors()
-    meant: dict[tuple, str | None] = {}  # loc of an unknown key -> the valid key nearest to it
+    # loc of an unknown key -> the valid key nearest to it
+    meant: dict[tuple[str | int, ...], str | None] = {}
     for problem in problems:
         if problem["type"] == "extra_forbidden":
             *parent, key = problem["loc"]
@@ -506,7 +515,7 @@ def config_error(
     )
 
 
-def _keys_at(model: type[BaseModel] | None, loc: list) -> list[str]:
+def _keys_at(model: type[BaseModel] | None, loc: list[str | int]) -> list[str]:
     """Return the setting names valid at loc inside model: walk its fields, through optional
     sections, lists and dict values, to the model found there."""
     for part in loc:
@@ -518,7 +527,7 @@ def _keys_at(model: type[BaseModel] | None, loc: list) -> list[str]:
     return list(model.model_fields) if model else []
 
 
-def _section(annotation) -> type[BaseModel] | None:
+def _section(annotation: object) -> type[BaseModel] | None:
     """Return the BaseModel an annotation holds (X, X | None, list[X], dict[str, X])."""
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return annotation

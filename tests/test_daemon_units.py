@@ -21,7 +21,7 @@ import pytest
 from nodes import refusing_port
 
 from drkit import config, daemon, errors, model
-from drkit.daemon import watch
+from drkit.daemon import jobs, watch
 from drkit.engines import metrics, notify, status
 
 
@@ -84,6 +84,16 @@ def _config(tmp_path: Path, **settings) -> config.Config:
 
 
 # Schedule lines (crontab's day numbers, 'every N'): tests/test_schedule.py.
+
+
+def test_a_share_of_scheduled_drills_restores_from_the_copies_in_turn():
+    every_fourth = jobs.CopyTurns(["offsite", "vault"], 0.25)
+    assert [every_fourth.next() for _ in range(12)] == [
+        None, None, None, "offsite", None, None, None, "vault", None, None, None, "offsite",
+    ]  # fmt: skip
+    assert [jobs.CopyTurns(["offsite"], 1.0).next() for _ in range(3)] == ["offsite"] * 3
+    never, no_copies = jobs.CopyTurns(["offsite"], 0.0), jobs.CopyTurns([], 0.5)
+    assert {never.next() for _ in range(10)} | {no_copies.next() for _ in range(10)} == {None}
 
 
 def test_transient_and_fatal_errors():

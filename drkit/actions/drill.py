@@ -335,8 +335,10 @@ def run(
     on_step: Callable[[str], None] | None = None,
     upload: bool = True,
     allow_rollback: bool = False,
+    from_copy: str | None = None,
 ) -> DrillResult:
     """Drill the node: restore `snapshot` into a sandbox, check, log in, time it, report.
+    from_copy: restore from that copy (repository.copies) instead of the primary.
 
     Return the drill document (see CONVENTIONS.md: as restore, plus rto_seconds, rpo_seconds,
     objectives, reports); ok is false when a check failed or an objective was missed. Errors
@@ -349,6 +351,7 @@ def run(
         if on_step:
             on_step(text)
 
+    config = config.from_copy(from_copy)
     rebuilt = _rebuild(config, snapshot, list(trust or []), step, allow_rollback)
     found, failure = rebuilt.found, rebuilt.failure
     if failure is not None:
@@ -367,11 +370,11 @@ def run(
         if rebuilt.snapshot is not None and not stopped:
             found.append(checks.failed("drill", failure.message))
             step("writing the reports of the failed drill")
-            document = _document(config, snapshot, rebuilt)
+            document = _document(config, snapshot, rebuilt) | {"from_copy": from_copy}
             with contextlib.suppress(errors.DrkitError, OSError):
                 write_reports(config, document, report_dir, upload=upload)
         raise failure
-    document = _document(config, snapshot, rebuilt)
+    document = _document(config, snapshot, rebuilt) | {"from_copy": from_copy}
     step("writing the reports")
     document.update(write_reports(config, document, report_dir, upload=upload))
     return DrillResult.model_validate(document)

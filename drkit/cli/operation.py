@@ -148,7 +148,8 @@ def drill(
             loaded,
             "drill",
             lambda: drill_action.run(
-                loaded.from_copy(from_copy),
+                loaded,
+                from_copy=from_copy,
                 snapshot=snapshot,
                 report_dir=report_dir,
                 trust=trusted,

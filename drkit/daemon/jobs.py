@@ -4,6 +4,7 @@ recording of every run (status document, metrics, counters)."""
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from collections.abc import Callable
 from typing import TypedDict
@@ -49,16 +50,37 @@ def is_transient(error: BaseException) -> bool:
     return isinstance(error, errors.Busy | errors.ResticFailed | runner.CommandTimeout)
 
 
+class CopyTurns:
+    """Which scheduled drills restore from a copy: `share` of them, spread evenly (0.25: every
+    4th), the copies in turn; counted from the daemon's start."""
+
+    def __init__(self, copies: list[str], share: float):
+        self.copies, self.share = copies, share
+        self.runs = self.taken = 0
+
+    def next(self) -> str | None:
+        """Return the copy the next drill restores from, or None for the primary."""
+        self.runs += 1
+        due = math.floor(self.runs * self.share) > math.floor((self.runs - 1) * self.share)
+        if not (due and self.copies):
+            return None
+        self.taken += 1
+        return self.copies[(self.taken - 1) % len(self.copies)]
+
+
 def default_actions(config: Config, proof_target: Callable[[], str | None]) -> dict[str, Action]:
     """Return the action of each job the node's schedule names; prove drills the snapshot
     proof_target names (None: the latest)."""
     from drkit.actions import backup, drill, prune, standby, verify
 
+    turns = CopyTurns(
+        [copy.name for copy in config.repository.copies], config.schedule.drill_from_copies
+    )
     available: dict[str, Action] = {
         "backup": lambda: backup.run(config),
         "prune": lambda: prune.run(config),
         "verify": lambda: verify.run(config),
-        "drill": lambda: drill.run(config),
+        "drill": lambda: drill.run(config, from_copy=turns.next()),
         "prove": lambda: drill.prove(config, proof_target() or "latest"),
     }
     if config.standby is not None:

@@ -118,6 +118,7 @@ class DrillResult(Result):
 
     kind: Literal["drill"] = "drill"
     node: str
+    from_copy: str | None = None  # the copy (repository.copies) restored from; null: primary
     snapshot_id: str
     snapshot: DrillSnapshot
     signer: str | None
