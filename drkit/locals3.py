@@ -26,8 +26,12 @@ import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from drkit import errors, runner
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
 
 log = logging.getLogger(__name__)
 
@@ -180,7 +184,7 @@ class LocalS3:
             return ""
         return "\n".join(self._service.log_tail().splitlines()[-lines:])
 
-    def client(self, role: str = "admin"):
+    def client(self, role: str = "admin") -> S3Client:
         """Return a boto3 S3 client for this server (path-style, short timeouts), with the
         admin credentials or (role="backup") the backup identity's."""
         import boto3

@@ -27,7 +27,6 @@ from drkit.paths import host_path, shown
 log = logging.getLogger(__name__)
 
 SYNC_FROM_BYTES = 4 << 20  # large files are flushed as they are hashed; small ones at the end
-_DONE = object()
 
 
 class StagedVerifier:
@@ -43,7 +42,7 @@ class StagedVerifier:
         self.files = {entry.path: entry for entry in self.entries if entry.type == "file"}
         self.workers = workers or min(4, os.cpu_count() or 1)
         self.hashed: dict[str, tuple[int, int, str]] = {}  # path: (inode, size, sha256)
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[str | None] = queue.SimpleQueue()
         self._stopped = False
         self._threads = [
             threading.Thread(target=self._work, name=f"verify-{index}", daemon=True)
@@ -55,7 +54,7 @@ class StagedVerifier:
             thread.start()
         return self
 
-    def __exit__(self, *exc_info) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self._stop()
 
     def restored(self, node_path: str) -> None:
@@ -64,7 +63,7 @@ class StagedVerifier:
             self._queue.put(node_path)
 
     def _work(self) -> None:
-        while (node_path := self._queue.get()) is not _DONE:
+        while (node_path := self._queue.get()) is not None:
             # a file that cannot be read now is hashed again, and its problem named, at the end
             with contextlib.suppress(OSError, errors.Refused):
                 self.hashed[node_path] = _hash_and_flush(self.staging, node_path)
@@ -74,7 +73,7 @@ class StagedVerifier:
             return
         self._stopped = True
         for _ in self._threads:
-            self._queue.put(_DONE)
+            self._queue.put(None)  # done
         for thread in self._threads:
             thread.join()
 
@@ -91,8 +90,10 @@ class StagedVerifier:
         for entry in share:
             try:
                 difference = self._difference(entry)
-            except (OSError, errors.Refused) as exc:
-                difference = str(getattr(exc, "message", None) or exc.strerror)
+            except errors.Refused as exc:
+                difference = exc.message
+            except OSError as exc:
+                difference = str(exc.strerror)
             if difference:
                 found.append(f"{shown(entry.path)}: {difference}")
         return found

@@ -122,7 +122,7 @@ def target_lock(target: Path, timeout: float = 60.0) -> Iterator[Path]:
         remove_empty(target, created)
 
 
-def _acquire(target: Path, lock_path: Path, timeout: float, made) -> int:
+def _acquire(target: Path, lock_path: Path, timeout: float, made: beneath.Maker) -> int:
     """Open and flock the lock file (a regular file, never a link); return its descriptor."""
     deadline = time.monotonic() + timeout
     while True:

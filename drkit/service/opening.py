@@ -155,7 +155,9 @@ def _trust(origin: Origin, signer: str, config_text: str | None) -> tuple[str, C
     )
 
 
-def open_manifest(origin: Origin, manifest_bytes: bytes, signature: str, config_text: str | None):
+def open_manifest(
+    origin: Origin, manifest_bytes: bytes, signature: str, config_text: str | None
+) -> Opened:
     """Verify signature, trust and node of a manifest; return it opened."""
     node_manifest, signer = manifest.open_signed(manifest_bytes, signature)
     trust, embedded = _trust(origin, signer, config_text)
@@ -186,7 +188,9 @@ def open_files(origin: Origin, snapshot_id: str, files: dict[str, bytes]) -> Ope
     return open_manifest(origin, *signed_parts(snapshot_id, files))
 
 
-def read_drkit_files(restic, snapshot: str, host: str | None = None) -> dict[str, bytes]:
+def read_drkit_files(
+    restic: restic_engine.Restic, snapshot: str, host: str | None = None
+) -> dict[str, bytes]:
     try:
         return restic.dump_directory(snapshot, manifest.SNAPSHOT_DIR, host)
     except errors.ResticFailed:
@@ -272,9 +276,9 @@ class Catalog:
         self.storage = Storage(origin.repository)
         self.trusted = set(origin.trusted_keys) | set(origin.trust_keys)
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="catalog")
-        self._listed: Future = self._pool.submit(self.storage.snapshot_ids)
-        self._heads: dict[str, Future] = {}
-        self._keys: dict[str, Future] = {}
+        self._listed: Future[set[str]] = self._pool.submit(self.storage.snapshot_ids)
+        self._heads: dict[str, Future[list[catalog.IndexEntry] | None]] = {}
+        self._keys: dict[str, Future[bytes | None]] = {}
         self._start(origin.node)  # the head and key a command reads first, read at once
         self._others: set[str] | None = None
         self.anomalies: list[str] = []  # objects that did not match or open: tampering
@@ -285,7 +289,7 @@ class Catalog:
     def __enter__(self) -> Catalog:
         return self
 
-    def __exit__(self, *exc_info) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
     # -- the signed index ------------------------------------------------------------------
@@ -377,9 +381,12 @@ class Catalog:
         None when a head is not trusted or the heads do not list every snapshot the
         repository holds."""
         nodes = self._head_nodes()
-        indexes = {node: self.index(node) for node in sorted(nodes)}
-        if any(index is None for index in indexes.values()):
-            return None
+        indexes: dict[str, list[catalog.IndexEntry]] = {}
+        for node in sorted(nodes):
+            index = self.index(node)
+            if index is None:
+                return None
+            indexes[node] = index
         listed = self.listed()
         if listed - {entry.id for index in indexes.values() for entry in index}:
             return None
@@ -434,9 +441,10 @@ class Catalog:
         must be the index's), else from the snapshot itself (one `restic dump`), whose copy
         must then have the bound hash too."""
         snapshot = found.snapshot
-        if found.bound:
+        bound = found.entry.manifest_sha256 if found.entry is not None else None
+        if bound is not None:
             fetched = self.objects(node, snapshot.id)
-            if fetched is not None and _sha(fetched[0].manifest) == found.entry.manifest_sha256:
+            if fetched is not None and _sha(fetched[0].manifest) == bound:
                 bundle, signature = fetched
                 return bundle.manifest, signature, bundle.config, bundle
             if fetched is not None:
@@ -448,7 +456,7 @@ class Catalog:
         raw, signature, config_text = signed_parts(
             snapshot.id, read_drkit_files(self.ask_restic(), snapshot.id)
         )
-        if found.bound and _sha(raw) != found.entry.manifest_sha256:
+        if bound is not None and _sha(raw) != bound:
             raise errors.Refused(
                 f"snapshot {snapshot.short_id}: its manifest is not the one the signed index "
                 "names (the snapshot was tampered with)"
