@@ -179,6 +179,7 @@ def _sql_node(root: Path, database: dict) -> None:
 
 
 def statuses(document: dict) -> dict[str, dict]:
+    assert "checks" in document, document  # an error document names what stopped the command
     return {check["name"]: check for check in document["checks"]}
 
 
