@@ -75,8 +75,9 @@ def integrity_problem(connection: sqlite3.Connection) -> str | None:
 
 def copy_all(root: Path, databases: Iterable[Database]) -> tuple[list[Copy], list[str]]:
     """Copy every SQLite database named into COPIES_DIR beneath root (what was there before is
-    removed first); return (the copies, warnings). A database that is missing or that SQLite
-    cannot open is not copied (its bytes are backed up as any file's): a warning says so."""
+    removed first); return (the copies, warnings). A database that is missing, empty or not a
+    regular file is not copied (whether it should be there is the profile's to say); one that
+    SQLite cannot read is backed up as its bytes, with a warning."""
     copies_host = on_root(root, COPIES_DIR)
     shutil.rmtree(copies_host, ignore_errors=True)
     copies: list[Copy] = []
@@ -91,12 +92,14 @@ def copy_all(root: Path, databases: Iterable[Database]) -> tuple[list[Copy], lis
         if any(copy.path == node_path for copy in copies):
             continue
         try:
+            found = beneath.lstat(root, Path(host_path(root, node_path)))
+        except errors.Refused:
+            found = None
+        if found is None or not stat.S_ISREG(found.st_mode) or found.st_size == 0:
+            continue  # missing (the profile says whether it should be there) or empty
+        try:
             copy = _copy_one(root, node_path)
         except FileNotFoundError:
-            warnings.append(
-                f"{shown(database.path)} ({database.named_by}): SQLite database missing, "
-                "nothing to copy"
-            )
             continue
         except (sqlite3.Error, errors.Refused) as exc:
             warnings.append(
