@@ -311,8 +311,9 @@ class Throwaway:
             f"\\set role {_psql_literal(database.user or 'postgres')}\n"
             f"\\set name {_psql_literal(database.name)}\n"
             f"\\set secret {_psql_literal(password)}\n"
-            "SELECT format('CREATE ROLE %I LOGIN PASSWORD %L', :'role', :'secret')"
+            "SELECT format('CREATE ROLE %I', :'role')"
             " WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = :'role') \\gexec\n"
+            "SELECT format('ALTER ROLE %I LOGIN PASSWORD %L', :'role', :'secret') \\gexec\n"
             "SELECT format('CREATE DATABASE %I OWNER %I', :'name', :'role')"
             " WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = :'name') \\gexec\n"
         )
