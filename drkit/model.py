@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, JsonValue, SecretStr
+from pydantic import BaseModel, ConfigDict, JsonValue, SecretStr, model_validator
 
 Status = Literal["pass", "warn", "fail"]
 TransferProtocol = Literal["sftp", "ftps", "ftp", "none"]
@@ -150,6 +150,15 @@ class FileRecord(Record):
     size: int | None = None
     sha256: str | None = None
     link: str | None = None
+
+    @model_validator(mode="after")
+    def _complete(self) -> FileRecord:
+        """A regular file records its size and sha256, a symlink its target."""
+        if self.type == "file" and (self.size is None or self.sha256 is None):
+            raise ValueError("a regular file's entry needs its size and sha256")
+        if self.type == "symlink" and self.link is None:
+            raise ValueError("a symlink's entry needs its link")
+        return self
 
 
 class KeyRecord(Record):

@@ -13,8 +13,14 @@ KEY_DEFAULTS = {"category": "host_keys", "private": True, "type": "ssh-ed25519",
 
 
 def file_record(**fields: Any) -> FileRecord:
-    """Return a manifest file entry: the fields given, plain defaults for the rest."""
-    return FileRecord.model_validate({**FILE_DEFAULTS, **fields})
+    """Return a manifest file entry: the fields given, plain defaults for the rest (a regular
+    file's size and sha256, a symlink's target)."""
+    given = {**FILE_DEFAULTS, **fields}
+    if given["type"] == "file":
+        given = {"size": 0, "sha256": "0" * 64, **given}
+    if given["type"] == "symlink":
+        given = {"link": "/", **given}
+    return FileRecord.model_validate(given)
 
 
 def partial(**document: Any) -> Manifest:

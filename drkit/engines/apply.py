@@ -414,7 +414,7 @@ class Applier:
         temporary = f".{name}{TEMPORARY_SUFFIX}"
         beneath.remove(dir_fd, temporary)
         if entry.type == "symlink":
-            os.symlink(entry.link, temporary, dir_fd=dir_fd)
+            os.symlink(entry.link or "", temporary, dir_fd=dir_fd)  # never None: validated
             os.chown(temporary, uid, gid, dir_fd=dir_fd, follow_symlinks=False)
         else:
             staged = target_path(self.staging, entry.path)
