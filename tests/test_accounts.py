@@ -115,13 +115,6 @@ def test_merge_into_an_empty_root_and_uid_clash_warns(node_root: Path, tmp_path:
     ]
 
 
-def test_group_members_counts_primary_gid():
-    users = {"a": ["a", "x", "1", "10", "", "/", ""], "b": ["b", "x", "2", "20", "", "/", ""]}
-    groups = [["staff", "x", "10", "b"], ["other", "x", "20", ""]]
-    assert accounts.group_members(users, groups, "staff") == ["b", "a"]
-    assert accounts.group_members(users, groups, "other") == ["b"]
-
-
 def test_one_parser_reads_passwd_group_and_shadow_lines_short_or_long():
     entry = PasswdEntry.parse("drill:x:2101:2101:drill:/home/drill:/usr/sbin/nologin")
     assert (entry.uid_number, entry.gid_number, entry.home) == (2101, 2101, "/home/drill")

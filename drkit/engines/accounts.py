@@ -206,12 +206,3 @@ def group_entries(root: Path) -> list[list[str]]:
         for line in _records(_lines(on_root(source_root(root), "/etc/group")))
     ]
 
-
-def group_members(users: dict[str, list[str]], groups: list[list[str]], name: str) -> list[str]:
-    """Return the users in group `name`: listed members and users whose primary gid it is."""
-    found: list[str] = []
-    for fields in groups:
-        if fields[0] == name:
-            found += list(GroupEntry.parse(":".join(fields)).members)
-            found += [user for user, entry in users.items() if entry[3] == fields[2]]
-    return list(dict.fromkeys(found))

@@ -31,10 +31,12 @@ from drkit.model import (
     ChainLink,
     Entry,
     FileRecord,
+    GroupEntry,
     HostKeyRecord,
     Inventory,
     KeyRecord,
     Manifest,
+    PasswdEntry,
     utc_text,
     utc_text_precise,
 )
@@ -80,20 +82,21 @@ class NameBook:
         self.groups: dict[int, str] = {}
         passwd, group = on_root(root, "/etc/passwd"), on_root(root, "/etc/group")
         if passwd.is_file():
-            self.users = self._read(passwd)
-            self.groups = self._read(group) if group.is_file() else {}
+            for line in _lines(passwd):
+                user = PasswdEntry.parse(line)
+                if user.uid_number is not None:
+                    self.users.setdefault(user.uid_number, user.name)
+            for line in _lines(group) if group.is_file() else []:
+                entry = GroupEntry.parse(line)
+                if entry.gid.isdigit():
+                    self.groups.setdefault(int(entry.gid), entry.name)
         else:
             self.users = {entry.pw_uid: entry.pw_name for entry in pwd.getpwall()}
             self.groups = {entry.gr_gid: entry.gr_name for entry in grp.getgrall()}
 
-    @staticmethod
-    def _read(path: Path) -> dict[int, str]:
-        names: dict[int, str] = {}
-        for line in path.read_text(errors="replace").splitlines():
-            fields = line.split(":")
-            if len(fields) >= 3 and fields[2].isdigit():
-                names.setdefault(int(fields[2]), fields[0])
-        return names
+
+def _lines(path: Path) -> list[str]:
+    return path.read_text(errors="replace").splitlines()
 
 
 def _walk(root: Path, entries: Iterable[Entry]) -> tuple[dict[str, str], list[str]]:
