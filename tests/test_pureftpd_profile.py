@@ -266,7 +266,7 @@ def test_profile_options_are_checked_and_a_missing_passwd_warns(node_root):
         pureftpd.settings({"bogus": 1})
     with pytest.raises(errors.ConfigError, match=r"profile_options\.pureftpd\.passwd"):
         pureftpd.settings({"passwd": "etc/pureftpd.passwd"})
-    wrong = {**recorded(root), "profile_options": {"pureftpd": {"commands": "/x"}}}
+    wrong = recorded(root).model_copy(update={"profile_options": {"pureftpd": {"commands": "/x"}}})
     (check,) = pureftpd.checks(root, wrong)
     assert check.status == "fail" and "profile_options.pureftpd.commands" in check.detail
     on_root(root, made["passwd"]).unlink()

@@ -87,7 +87,7 @@ def test_inventory_finds_every_file_server_ini_names(node):
 def test_checks_pass_on_the_sample_and_smoke_only_warns(node, tmp_path):
     root, made = node
     recorded = build_manifest(root)
-    assert sorted(entry["path"] for entry in recorded["host_keys"]) == sorted(made["host_keys"])
+    assert sorted(entry.path for entry in recorded.host_keys) == sorted(made["host_keys"])
     results = sftpplus.checks(root, recorded)
     assert failures(results) == {}
     found = by_name(results)
@@ -166,7 +166,7 @@ def test_validate_command_from_the_manifest_runs_and_fails_on_broken_ini(node):
     root, made = node
     options = {"validate": INI_VALIDATOR}
     recorded = build_manifest(root, options)
-    assert recorded["profile_options"] == {"sftpplus": options}
+    assert recorded.profile_options == {"sftpplus": options}
     found = by_name(sftpplus.checks(root, recorded))
     assert found["config: sftpplus validate"].status == "pass"
     on_root(root, made["config"]).write_text("[server\nuuid = x\n")
@@ -177,7 +177,7 @@ def test_validate_command_from_the_manifest_runs_and_fails_on_broken_ini(node):
     absent = build_manifest(root, {"validate": "bin/admin-commands.sh validate"})
     found = by_name(sftpplus.checks(root, absent))
     assert found["config: sftpplus validate"].status == "fail"
-    wrong = {**recorded, "profile_options": {"sftpplus": {"install": "/opt/x"}}}
+    wrong = recorded.model_copy(update={"profile_options": {"sftpplus": {"install": "/opt/x"}}})
     assert "unknown setting" in failures(sftpplus.checks(root, wrong))["sftpplus: options"]
 
 
@@ -220,7 +220,7 @@ def test_older_releases_rsa_and_dsa_private_keys_are_host_keys(tmp_path):
     root = tmp_path / "root"
     materialise(case, root)
     recorded = build_manifest(root, case.profile_options["sftpplus"])
-    keys = {entry["path"] for entry in recorded["host_keys"]}
+    keys = {entry.path for entry in recorded.host_keys}
     rsa = "/opt/sftpplus/configuration/ssh_host_rsa_key"
     assert keys == {rsa, "/opt/sftpplus/configuration/ssh_host_dsa_key"}
     on_root(root, rsa).chmod(0o644)
