@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from drkit import errors, timing
 from drkit import model as checks
@@ -26,7 +26,9 @@ log = logging.getLogger(__name__)
 _R = TypeVar("_R", bound=ChecksResult)
 
 
-def _result(kind: type[_R], snapshot_id: str, opened: Opened, found: list[Check], **extra) -> _R:
+def _result(
+    kind: type[_R], snapshot_id: str, opened: Opened, found: list[Check], **extra: Any
+) -> _R:
     return kind(
         ok=checks.all_ok(found),
         snapshot_id=snapshot_id,
@@ -108,8 +110,8 @@ def check(
     restic = context.restic_for(origin.repository, origin.restic)
     context.probe_storage(origin.repository)
     with Catalog(origin, restic) as found_in:
-        found = found_in.find_or_ask(origin.node, snapshot)
-        opened, chosen = found_in.open(origin.node, found), found.snapshot
+        located = found_in.find_or_ask(origin.node, snapshot)
+        opened, chosen = found_in.open(origin.node, located), located.snapshot
     steps = apply.plan(target, opened.manifest)
     drifted = [step for step in steps if step.action != "unchanged"]
     found = [checks.passed("manifest signature", f"signed by {opened.signer}")]
