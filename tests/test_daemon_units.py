@@ -449,6 +449,26 @@ def test_runs_skipped_while_a_long_run_runs_are_one_info_line(
 # -- background retry ------------------------------------------------------------------------
 
 
+def test_a_failed_backup_is_brought_forward_doubling_up_to_ten_minutes_by_the_clock():
+    from drkit.daemon import scheduler
+    from drkit.timing import Clock
+
+    now = [datetime(2026, 12, 7, 12, 0, tzinfo=UTC)]
+    runs = scheduler.new_scheduler()
+    runs.add_job(print, "interval", hours=1, id="backup", next_run_time=now[0] + timedelta(hours=1))
+    retry = scheduler.BackgroundRetry(runs, Clock(now=lambda: now[0]))
+    stopping = threading.Event()
+    delays = []
+    for _ in range(7):
+        retry.after(False, stopping)
+        delays.append(runs.get_job("backup").next_run_time - now[0])
+        runs.get_job("backup").modify(next_run_time=now[0] + timedelta(hours=1))
+    assert [delay.total_seconds() for delay in delays] == [30, 60, 120, 240, 480, 600, 600]
+    retry.after(True, stopping)  # a good backup: the next failure starts at 30 s again
+    retry.after(False, stopping)
+    assert runs.get_job("backup").next_run_time - now[0] == timedelta(seconds=30)
+
+
 @pytest.mark.timeout(60)
 def test_a_background_retry_is_not_lost_to_a_slow_end_of_the_failed_run(
     tmp_path: Path, monkeypatch
