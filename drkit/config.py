@@ -21,6 +21,7 @@ from pydantic import (
     JsonValue,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
 from drkit import errors
@@ -243,6 +244,12 @@ class ScheduleConfig(Strict):
         "in turn) instead of the primary, spread evenly: 0.25 is every 4th drill",
         examples=[0.25],
     )
+    identity: Schedule | None = Field(
+        None,
+        description="prove what clients are served (the `identity` section's addresses) against "
+        "the newest signed snapshot; a difference fails the job and alerts (identity_failed)",
+        examples=["*/30 * * * *"],
+    )
     prove: ProveSchedule | None = Field(
         None,
         description="drill new snapshots in the sandbox: 'after-backup' (each backup the daemon "
@@ -261,6 +268,32 @@ class ScheduleConfig(Strict):
         "(and alerted); the daemon then retries in the background",
         examples=["2m"],
     )
+
+
+class IdentitySettings(Strict):
+    """What `schedule.identity` proves: the addresses clients use, as `drkit identity check`."""
+
+    addresses: list[str] = Field(
+        default_factory=list,
+        description="each node's own address: sftp://, ftps:// or ftp:// URL, or HOST:PORT "
+        "with protocol",
+        examples=[["sftp://10.0.0.11:22", "sftp://10.0.0.12:22"]],
+    )
+    via: str | None = Field(
+        None,
+        description="the shared address clients use (virtual IP, load balancer): also a pinned "
+        "login through it",
+        examples=["sftp://10.0.0.10:22"],
+    )
+    protocol: Literal["sftp", "ftps", "ftp"] | None = Field(
+        None, description="protocol of addresses given as HOST:PORT"
+    )
+
+    @model_validator(mode="after")
+    def _names_an_address(self) -> IdentitySettings:
+        if not self.addresses and self.via is None:
+            raise ValueError("name at least one of addresses or via")
+        return self
 
 
 class Standby(Strict):
@@ -390,6 +423,9 @@ class Config(Strict):
         examples=["sftp-prod"],
     )
     standby: Standby | None = Field(None, description="follow an active node (active-passive)")
+    identity: IdentitySettings | None = Field(
+        None, description="addresses the daemon's identity job proves (schedule.identity)"
+    )
     node_local: list[str] = Field(
         default_factory=list,
         description="settings that differ per node on purpose, ignored by `fleet drift` "
@@ -422,6 +458,12 @@ class Config(Strict):
     @classmethod
     def _fingerprints(cls, value: list[str]) -> list[str]:
         return [check_fingerprint(fingerprint) for fingerprint in value]
+
+    @model_validator(mode="after")
+    def _identity_has_addresses(self) -> Config:
+        if self.schedule.identity is not None and self.identity is None:
+            raise ValueError("schedule.identity needs the identity section (addresses, via)")
+        return self
 
 
 def find_config_path(explicit: Path | None) -> Path:

@@ -11,17 +11,22 @@ times a pinned login and file round trip through the shared address, with no ide
 from __future__ import annotations
 
 import contextlib
+import http.server
+import json
 import os
 import pwd
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 
 import pytest
 import yaml
 from nodes import Node, free_port, fresh_repository, make_workspace
+
+from drkit import config, daemon
 
 pytestmark = pytest.mark.integration
 
@@ -165,6 +170,59 @@ def test_a_standby_with_a_regenerated_host_key_is_caught_before_any_failover(pai
     assert [key["expected"] is not None for key in changed] == [True]
     assert changed[0]["fingerprint"] in endpoint["detail"]
     assert changed[0]["expected"] in endpoint["detail"]
+
+
+def _webhook_receiver() -> tuple[http.server.ThreadingHTTPServer, list[dict]]:
+    """An HTTP server on 127.0.0.1 keeping every JSON body POSTed to it."""
+    bodies: list[dict] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, bodies
+
+
+def test_the_daemons_identity_job_alerts_when_the_standby_serves_another_key(pair, tmp_path):
+    node = pair["node"]
+    server, bodies = _webhook_receiver()
+    settings = yaml.safe_load(node.config.read_text())
+    settings["identity"] = {"addresses": pair["addresses"], "via": pair["via"]}
+    settings["schedule"] = {"identity": "*/30 * * * *", "prune": None, "verify": None,
+                            "drill": None}  # fmt: skip
+    settings["notify"] = {"webhook": {"url": f"http://127.0.0.1:{server.server_address[1]}/"}}
+    node.config.write_text(yaml.safe_dump(settings))
+    textfile = tmp_path / "drkit.prom"
+    try:
+        runner = daemon.Daemon(config.load_config(node.config)[0], textfile=textfile)
+        assert "identity" in runner.actions
+        assert runner.run_job("identity")["ok"] is True
+        _stop(pair["standby"])
+        regenerated = pair["standby_keys"] / "ssh_host_ed25519_key"
+        regenerated.unlink()
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(regenerated)], check=True
+        )
+        _start(pair["standby"])
+        _wait(STANDBY, int(pair["addresses"][1].rsplit(":", 1)[1]))
+        outcome = runner.run_job("identity")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert outcome["ok"] is False and STANDBY in outcome["error"], outcome
+    assert [(body["event"], body["ok"]) for body in bodies] == [
+        ("succeeded", True), ("identity_failed", False)
+    ]  # fmt: skip
+    assert STANDBY in bodies[-1]["error"]
+    assert 'drkit_last_run_ok{job="identity",node="sftp-1"} 0.0' in textfile.read_text()
 
 
 def test_a_failover_rehearsal_measures_the_rto_a_pinned_client_sees(pair):

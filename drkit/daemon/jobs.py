@@ -20,8 +20,10 @@ from drkit.timing import Clock
 
 log = logging.getLogger("drkit.daemon")
 
-JOBS = ("backup", "prune", "verify", "drill", "standby", "prove")
+JOBS = ("backup", "prune", "verify", "drill", "standby", "prove", "identity")
 RETRY_WAIT_MAX_SECONDS = 30
+# the webhook event of a failed run, where it has one of its own (otherwise "failed")
+FAILURE_EVENTS = {"prove": "proof_failed", "identity": "identity_failed"}
 
 # What a job runs: the command's action, returning its result.
 Action = Callable[[], results.Result]
@@ -71,7 +73,7 @@ class CopyTurns:
 def default_actions(config: Config, proof_target: Callable[[], str | None]) -> dict[str, Action]:
     """Return the action of each job the node's schedule names; prove drills the snapshot
     proof_target names (None: the latest)."""
-    from drkit.actions import backup, drill, prune, standby, verify
+    from drkit.actions import backup, drill, identity, prune, standby, verify
 
     turns = CopyTurns(
         [copy.name for copy in config.repository.copies], config.schedule.drill_from_copies
@@ -83,6 +85,11 @@ def default_actions(config: Config, proof_target: Callable[[], str | None]) -> d
         "drill": lambda: drill.run(config, from_copy=turns.next()),
         "prove": lambda: drill.prove(config, proof_target() or "latest"),
     }
+    if config.identity is not None:
+        served = config.identity
+        available["identity"] = lambda: identity.check(
+            config, served.addresses, protocol=served.protocol, via=served.via
+        )
     if config.standby is not None:
         # A passive node follows its source instead of backing itself up (until promote),
         # so it has no snapshots of its own to prove.
@@ -270,6 +277,6 @@ class Jobs:
                 ok=ok,
                 error=outcome["error"],
                 snapshot_id=outcome.get("snapshot_id"),
-                event="proof_failed" if name == "prove" and not ok else None,
+                event=None if ok else FAILURE_EVENTS.get(name),
             )
         return outcome, result

@@ -39,7 +39,7 @@ from drkit.model import parse_utc_or_none, utc_text
 log = logging.getLogger(__name__)
 
 FORMAT = 1
-JOBS = ("backup", "prune", "verify", "drill", "standby", "prove", "copy")
+JOBS = ("backup", "prune", "verify", "drill", "standby", "prove", "copy", "identity")
 CLOCK_SKEW_TOLERANCE_SECONDS = 300
 
 
@@ -337,13 +337,30 @@ def outcome_of(
         if entry["ok"]:
             entry["snapshot_time"] = result.get("snapshot_time")
     if not entry["ok"]:
-        problems = result.get("problems") or [
-            f"{check['name']}: {check['detail']}"
-            for check in result.get("checks") or []
-            if check.get("status") == "fail"
-        ]
+        problems = (
+            result.get("problems")
+            or [
+                f"{check['name']}: {check['detail']}"
+                for check in result.get("checks") or []
+                if check.get("status") == "fail"
+            ]
+            or _served_differences(result)
+        )
         entry["error"] = problems[0] if problems else f"{job} found problems"
     return entry
+
+
+def _served_differences(result: Mapping[str, Any]) -> list[str]:
+    """Return what an identity check found served differently, address by address."""
+    found = [
+        str(endpoint.get("detail"))
+        for endpoint in result.get("endpoints") or []
+        if not endpoint.get("ok")
+    ]
+    login = result.get("login") or {}
+    if login and not login.get("ok"):
+        found.append(f"no pinned login through {login.get('address')}: {login.get('detail')}")
+    return found
 
 
 class CopyLag(TypedDict):
