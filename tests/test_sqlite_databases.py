@@ -283,3 +283,19 @@ def test_mod_sql_connections_are_read_by_backend_and_the_password_stays_secret(t
     assert found["mysql:///run/mysqld/mysqld.sock/users"].local
     refs = {(ref.path, ref.category) for ref in sql.references(config)}
     assert refs == {("/etc/ssl/certs/db-ca.pem", "tls"), ("/var/lib/proftpd/log.db", "databases")}
+
+
+def test_the_generic_profile_and_includes_mark_sqlite_files(tmp_path):
+    from drkit import profiles
+    from drkit.service.context import expand_includes
+
+    (tmp_path / "var/lib/myftpd").mkdir(parents=True)
+    sqlite3.connect(tmp_path / "var/lib/myftpd/users.sqlite").close()
+    generic = profiles.get("generic")
+    options = generic.options({"databases": ["/var/lib/myftpd/*.sqlite"]})
+    found = generic.inventory(tmp_path, None, options)
+    assert [db.path for db in found.databases] == ["/var/lib/myftpd/users.sqlite"]
+    extras = expand_includes(tmp_path, {"databases": ["/var/lib/myftpd/users.sqlite"]})
+    assert [(db.engine, db.path) for db in extras.databases] == [
+        ("sqlite", "/var/lib/myftpd/users.sqlite")
+    ]
