@@ -475,7 +475,7 @@ def _document(config: Config, spec: str, rebuilt: _Rebuilt) -> dict[str, object]
 # -- reports ---------------------------------------------------------------------------------
 
 
-def history(config: Config, storage: Storage | None = None) -> list[dict[str, object]]:
+def history(config: Config, storage: Storage | None = None) -> list[reports.DrillSummary]:
     """Return the summaries of the node's past drills from the bucket, oldest first."""
     from drkit.engines.storage import Storage
 
@@ -501,7 +501,7 @@ def write_reports(
     name = reports.base_name(document)
     key_base = reports.bucket_prefix(config.node) + name
     storage = Storage(config.repository)
-    past: list[dict[str, object]] = []
+    past: list[reports.DrillSummary] = []
     try:
         past = [entry for entry in history(config, storage) if entry["time"] != document["started"]]
     except errors.DrkitError as exc:

@@ -65,7 +65,7 @@ def run(config: Config, *, all_nodes: bool = False, open_page: bool = False) -> 
         mine = mine or [entry for entry in drills if entry["html"]]
         if not mine:
             raise errors.UsageError(f"no drill report of node {config.node} in the bucket yet")
-        page = _local_page(config, storage, mine[-1]["html"])
+        page = _local_page(config, storage, str(mine[-1]["html"]))
         result.page = str(page)
         result.opened = bool(webbrowser.open(page.resolve().as_uri()))
     return result

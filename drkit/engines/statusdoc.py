@@ -26,6 +26,16 @@ class Objectives(TypedDict):
     rto_seconds: int
 
 
+class CertificateEnd(TypedDict, total=False):
+    """When one of the node's certificates ends (a backup's or a drill's, for the fleet page):
+    path, kind (tls or host), subject and not_after."""
+
+    path: str | None
+    kind: str
+    subject: str | None
+    not_after: str | None
+
+
 class CopyOutcome(TypedDict):
     """One copy repository in a copy job's outcome: when it last held every snapshot."""
 
@@ -57,7 +67,7 @@ class Outcome(TypedDict, total=False):
     source: str | None
     changed: bool | None
     lag_seconds: Number | None
-    certificates: list[dict[str, object]]  # when each ends, for the fleet page
+    certificates: list[CertificateEnd]  # when each ends, for the fleet page
 
 
 class GoodBackup(TypedDict):

@@ -14,7 +14,7 @@ from typing import TypeVar
 from drkit import errors
 from drkit.config import Config
 from drkit.engines import manifest, reports, status
-from drkit.engines.statusdoc import Outcome
+from drkit.engines.statusdoc import CertificateEnd, Outcome
 from drkit.model import Manifest
 from drkit.paths import on_root
 from drkit.results import document
@@ -91,15 +91,19 @@ def record_run(
 
 def _certificates(
     config: Config, job: str, result: Mapping[str, object] | None
-) -> list[dict[str, object]]:
+) -> list[CertificateEnd]:
     """Return when the node's certificates end ({path, kind, subject, not_after}), for the
     fleet page's calendar: a backup's from the manifest it just wrote on the node's root, a
     drill's from its report."""
     if job == "drill":
         listed = (result or {}).get("certificates")
         return [
-            {key: certificate.get(key) for key in ("path", "subject", "not_after")}
-            | {"kind": "tls"}
+            CertificateEnd(
+                path=certificate.get("path"),
+                subject=certificate.get("subject"),
+                not_after=certificate.get("not_after"),
+                kind="tls",
+            )
             for certificate in (listed if isinstance(listed, list) else [])
             if isinstance(certificate, dict)
         ]
