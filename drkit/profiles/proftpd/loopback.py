@@ -28,7 +28,7 @@ from drkit.profiles.common import (
     smoke_accounts,
     smokerun,
 )
-from drkit.profiles.proftpd import standins
+from drkit.profiles.proftpd import sql, standins
 from drkit.profiles.proftpd.config import (
     Config,
     chains,
@@ -212,6 +212,7 @@ def smoke(root: Path, manifest: Manifest, user: str, work_dir: Path) -> SmokeRes
                 stand_in = f"{user}:*:{fields[2]}:{fields[3]}::{home}:{fields[6] or '/bin/false'}"
             valid_shell(root, config, run, user, fields, served)
             auth_copies(root, config, run, stand_in)
+            sql.smoke_copies(root, config, run)
             standins.point_at_stand_ins(root, config, run)
             server, words, waited = start(root, config, run, program)
             if server is None:

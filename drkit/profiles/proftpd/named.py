@@ -11,6 +11,7 @@ from drkit.engines import accounts
 from drkit.model import Inventory
 from drkit.profiles.common import configrefs, pamfiles
 from drkit.profiles.common.configrefs import Ref
+from drkit.profiles.proftpd import sql
 from drkit.profiles.proftpd.config import Config, Line, read_config
 from drkit.profiles.proftpd.policy import Directive, Options, policy
 from drkit.profiles.proftpd.users import (
@@ -203,8 +204,9 @@ def inventory(root: Path, smoke_user: str | None, options: Options) -> Inventory
     config = read_config(root, main)
     if main not in config.files:
         return Inventory(warnings=[*config.warnings, f"proftpd: no config {main} on the node"])
-    refs = references(root, config)
+    refs = references(root, config) + sql.references(config)
     found = configrefs.inventory_from_refs(root, config.files, refs, config.warnings)
+    found.databases = sql.databases(config)
     found.owned_globs = list(dict.fromkeys([main, *pol.owned_globs]))
     found.users, warnings = run_accounts(root, config)
     found.warnings += warnings

@@ -136,7 +136,7 @@ def _credential_line(
     if keyword == "sftpauthorizeduserkeys" and run.key_dir:
         mapped = _map_args(root, keyword, args) or args
         return [f"{token} {' '.join(map(_quote, [*mapped, f'file:{run.key_dir}/%u']))}"]
-    if keyword == "authuserfile" and args and args[0] in run.auth_files:
+    if keyword in ("authuserfile", "sqlconnectinfo") and args and args[0] in run.auth_files:
         return [f"{token} {_quote(str(run.auth_files[args[0]]))} {' '.join(args[1:])}".rstrip()]
     if keyword == "sqlconnectinfo" and args and args[0] in run.stand_ins:
         return [f"{token} {' '.join(map(_quote, [run.stand_ins[args[0]], *args[1:]]))}"]

@@ -12,13 +12,15 @@ from drkit.engines import accounts
 from drkit.model import Manifest
 from drkit.paths import on_root
 from drkit.profiles.common import pamfiles, profile_options
+from drkit.profiles.proftpd import sql
 from drkit.profiles.proftpd.config import Config, module_name, read_config, server_contexts
 from drkit.profiles.proftpd.policy import NAME, policy, settings
 from drkit.profiles.proftpd.sandbox import mapped_path
 
 
 def virtual_users(root: Path, config: Config, server: int | None = None) -> dict[str, list[str]]:
-    """Return {name: passwd fields} of every AuthUserFile (of one server context when given)."""
+    """Return {name: passwd fields} of every AuthUserFile (of one server context when given),
+    then of the SQLite databases mod_sql authenticates users from."""
     users: dict[str, list[str]] = {}
     for line in config.of("authuserfile", server):
         if not line.args:
@@ -31,6 +33,8 @@ def virtual_users(root: Path, config: Config, server: int | None = None) -> dict
             fields = raw.split(":")
             if len(fields) >= 7 and not raw.startswith("#"):
                 users.setdefault(fields[0], fields[:7])
+    for name, fields in sql.virtual_users(root, config, server).items():
+        users.setdefault(name, fields)
     return users
 
 
