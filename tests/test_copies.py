@@ -79,6 +79,18 @@ def test_the_node_is_rebuilt_from_its_copy_after_the_primary_bucket_is_gone(
         code, again = node.run("copy")  # nothing new: restic skips, head and key refreshed
         assert code == 0 and again["copies"][0]["snapshot_count"] == 2
 
+        # retention per copy: the copy keeps its own number of snapshots, the primary its own
+        settings = yaml.safe_load(node.config.read_text())
+        settings["retention"] = {"last": 5}
+        settings["repository"]["copies"][0]["retention"] = {"last": 1}
+        node.config.write_text(yaml.safe_dump(settings))
+        code, pruned = node.run("prune")
+        assert code == 0, pruned
+        assert (len(pruned["kept"]), pruned["removed"]) == (2, []), pruned
+        (offsite,) = pruned["copies"]
+        assert (offsite["name"], offsite["ok"], offsite["kept"]) == ("offsite", True, 1), offsite
+        assert len(offsite["removed"]) == 1 and offsite["keep_rules"] == {"last": 1}
+
         _delete_bucket(local_s3, node.repository.bucket)
         code, gone = node.run("snapshots")
         assert code == 4, gone
@@ -87,7 +99,7 @@ def test_the_node_is_rebuilt_from_its_copy_after_the_primary_bucket_is_gone(
         # restic copy writes new snapshot records (their `original` is the primary's id): the
         # same trees at the same times
         times = [item["time"] for item in listed["snapshots"]]
-        assert times == [item["time"] for item in primary["snapshots"]]
+        assert times == [item["time"] for item in primary["snapshots"]][-1:]  # the copy's last
 
         target = node.workspace / "rebuilt"
         code, restored = node.run("restore", "latest", "--from", "offsite", "--target", str(target))
@@ -96,6 +108,9 @@ def test_the_node_is_rebuilt_from_its_copy_after_the_primary_bucket_is_gone(
         config_file = target / "etc/ssh/sshd_config"
         original = node.root / "etc/ssh/sshd_config"
         assert manifest.sha256_file(config_file) == manifest.sha256_file(original)
+        code, drilled = node.run("drill", "--from", "offsite")  # the primary is gone
+        assert code == 0 and drilled["from_copy"] == "offsite", drilled
+        assert drilled["snapshot_id"] == restored["snapshot_id"]
         code, unknown = node.run("restore", "latest", "--from", "nowhere", "--target", str(target))
         assert code == 2 and "no copy named nowhere" in unknown["error"]["message"]
     finally:

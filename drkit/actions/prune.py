@@ -6,22 +6,27 @@ rules. The repository-wide `restic prune` runs only where `group_pruner` is true
 object-locked bucket restic's deletes become delete markers; the lifecycle rule that
 `drkit storage init` adds expires the noncurrent versions once their lock has passed.
 
+Each copy (`repository.copies`) gets the same forget, with its own `retention` when it sets
+one, and is pruned where this node prunes; a copy that cannot be reached is reported (`ok`
+false, exit 1) without undoing the primary's retention or skipping the other copies.
+
 What was removed is written as a signed record beside the status documents
 (`records/<node>/prune-<time>.json`), so a gap in the snapshot history can be explained.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from datetime import UTC, datetime
 
-from drkit.config import Config
-from drkit.engines import keys
+from drkit import errors
+from drkit.config import Config, Copy
+from drkit.engines import keys, records
+from drkit.engines.records import PruneRecord, RemovedItem
 from drkit.engines.resticjson import SnapshotRecord
 from drkit.model import parse_utc, utc_text
-from drkit.results import KeptSnapshot, PruneResult, RemovedSnapshot
+from drkit.results import CopyPrune, KeptSnapshot, PruneResult, RemovedSnapshot
 from drkit.service import context, locks
 
 log = logging.getLogger(__name__)
@@ -78,7 +83,9 @@ def run(config: Config, dry_run: bool = False, lock_wait: float | None = None) -
     record = None
     if removed and not dry_run:
         record = _write_record(config, removed, kept)
+    copies = [_prune_copy(config, copy, dry_run) for copy in config.repository.copies]
     return PruneResult(
+        ok=all(copy.ok for copy in copies),
         node=config.node,
         dry_run=dry_run,
         keep_rules=keep_rules,
@@ -89,7 +96,36 @@ def run(config: Config, dry_run: bool = False, lock_wait: float | None = None) -
         stale_locks=stale,
         record=record,
         snapshot_count=len(kept),
+        copies=copies,
         duration_seconds=round(time.monotonic() - started, 3),
+    )
+
+
+def _prune_copy(config: Config, copy: Copy, dry_run: bool) -> CopyPrune:
+    """Apply the copy's keep rules (the node's unless it sets its own) to the node's snapshots
+    in that copy, then prune it where this node prunes; a copy that fails is reported, not
+    raised: the primary's retention has run, and the other copies still get theirs."""
+    rules = (copy.retention or config.retention).rules()
+    try:
+        restic = context.restic_for(config.repository.copy_named(copy.name), config.restic)
+        groups = restic.forget(host=config.node, tags=["drkit"], keep=rules, dry_run=dry_run)
+        pruned = not dry_run and config.group_pruner
+        if pruned:
+            restic.prune()
+    except errors.DrkitError as exc:
+        log.warning("copy %s: retention not applied: %s", copy.name, exc.message)
+        return CopyPrune(
+            name=copy.name, ok=False, keep_rules=rules, kept=0, removed=[], pruned=False,
+            error=exc.message,
+        )  # fmt: skip
+    removed = sorted(
+        (_brief(snapshot) for group in groups for snapshot in group.remove),
+        key=lambda item: item.time,
+    )
+    kept = sum(len(group.keep) for group in groups)
+    log.info("copy %s: %d snapshot(s) removed, %d kept", copy.name, len(removed), kept)
+    return CopyPrune(
+        name=copy.name, ok=True, keep_rules=rules, kept=kept, removed=removed, pruned=pruned
     )
 
 
@@ -97,24 +133,21 @@ def _write_record(
     config: Config, removed: list[RemovedSnapshot], kept: list[KeptSnapshot]
 ) -> str | None:
     """Store a signed record of what this prune removed; return its key (None if S3 refused)."""
-    from drkit import errors
     from drkit.engines.storage import Storage
 
     now = datetime.now(UTC)
-    record = {
-        "kind": "prune",
-        "node": config.node,
-        "time": utc_text(now),
-        "keep_rules": config.retention.rules(),
-        "removed": [{"id": item.id, "time": item.time} for item in removed],
-        "kept": [item.id for item in kept],
-    }
-    text = json.dumps(record, sort_keys=True)
+    record = PruneRecord(
+        kind="prune",
+        node=config.node,
+        time=utc_text(now),
+        keep_rules=config.retention.rules(),
+        removed=[RemovedItem(id=item.id, time=item.time) for item in removed],
+        kept=[item.id for item in kept],
+    )
     key = f"records/{config.node}/prune-{now:%Y%m%dT%H%M%S%fZ}.json"
     try:
         signing_key = keys.load_trusted_signing_key(config.signing_key, config.trusted_keys)
-        signature = keys.sign(signing_key, text.encode())
-        Storage(config.repository).put_json(key, {"record": text, "signature": signature})
+        Storage(config.repository).put_json(key, records.seal(signing_key, record))
     except errors.DrkitError as exc:
         log.warning("prune record not stored: %s", exc.message)
         return None
