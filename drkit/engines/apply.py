@@ -66,7 +66,7 @@ class Step:
     action: str  # add | change | remove | unchanged
     reason: str = ""
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, str]:
         return {"path": self.path, "action": self.action}
 
 
@@ -157,7 +157,7 @@ class Journal:
         self.target = target
         self._descriptor: int | None = None
 
-    def begin(self, **about) -> None:
+    def begin(self, **about: str) -> None:
         with beneath.parent(self.target, self.path, private_maker) as (dir_fd, name):
             beneath.refuse_unless_regular(dir_fd, name, JOURNAL)
             flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND | os.O_NOFOLLOW
@@ -166,7 +166,7 @@ class Journal:
         self._write({"begin": about})
         os.fsync(self._descriptor)
 
-    def _write(self, record: dict) -> None:
+    def _write(self, record: dict[str, object]) -> None:
         if self._descriptor is not None:
             os.write(self._descriptor, json.dumps(record).encode() + b"\n")
 
@@ -203,9 +203,11 @@ def _unlink(target: Path, host: Path) -> None:
         os.unlink(name, dir_fd=fd)
 
 
-def read_journal(target: Path) -> tuple[dict | None, list[Undo], bool]:
+def read_journal(target: Path) -> tuple[dict[str, object] | None, list[Undo], bool]:
     """Return (begin record, undo records in order, committed) of a target's journal."""
-    begin, undos, committed = None, [], False
+    begin: dict[str, object] | None = None
+    undos: list[Undo] = []
+    committed = False
     data = beneath.read_bytes(target, journal_path(target))
     if data is None:
         return None, [], False

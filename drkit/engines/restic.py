@@ -19,7 +19,7 @@ import os
 import re
 import tarfile
 import tempfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -118,7 +118,7 @@ class Restic:
         region: str = "us-east-1",
         ca_bundle: Path | None = None,
         stop_when: Callable[[], str | None] | None = None,
-        on_locked: Callable[[Restic], list[object]] | None = None,
+        on_locked: Callable[[Restic], Sequence[object]] | None = None,
     ):
         self.binary = binary
         self.repository_url = repository_url

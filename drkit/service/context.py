@@ -6,7 +6,7 @@ import contextlib
 import glob
 import logging
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -149,7 +149,9 @@ def node_lock(config: Config, wait: float | None = None) -> Iterator[None]:
         lock.release()
 
 
-def require_configs(root: Path, servers: list[str], options: dict[str, dict]) -> None:
+def require_configs(
+    root: Path, servers: Sequence[str], options: Mapping[str, Mapping[str, object]]
+) -> None:
     """Raise ConfigError naming each server whose configuration is not on root: a backup of
     it would be an empty snapshot that restores nothing."""
     missing = []

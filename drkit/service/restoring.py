@@ -18,7 +18,7 @@ from drkit.engines import apply
 from drkit.engines import restic as restic_engine
 from drkit.model import Check
 from drkit.paths import on_root
-from drkit.results.restore import DatabaseRestore
+from drkit.results.restore import DatabaseRestore, SmokeProof
 from drkit.service import context, proof, rebuild
 from drkit.service import databases as database_service
 from drkit.service.locate import Located, locate
@@ -35,7 +35,7 @@ class Restored:
     target: Path
     checks: list[Check]
     outcome: rebuild.Outcome
-    proved: dict = field(default_factory=dict)
+    proved: dict[str, list[SmokeProof]] = field(default_factory=dict)
     databases: list[DatabaseRestore] = field(default_factory=list)
 
 
