@@ -19,8 +19,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from drkit import errors, profiles
 from drkit import model as checks
-from drkit import profiles
 from drkit.engines import dumps, durable, manifest
 from drkit.model import Check, Database, DumpRecord, Entry, Inventory, Manifest
 from drkit.paths import on_root
@@ -107,7 +107,8 @@ def _configured(target: Path, node_manifest: Manifest) -> dict[str, Database]:
     their passwords, read from the restored files)."""
     found: dict[str, Database] = {}
     for kind in node_manifest.profiles:
-        with contextlib.suppress(Exception):  # a broken config is the checks' to report
+        # A config that does not read is the checks' to report.
+        with contextlib.suppress(errors.DrkitError, OSError, ValueError):
             profile = profiles.get(kind)
             options = profile.options(node_manifest.options_of(kind))
             for database in profile.inventory(target, None, options).databases:
@@ -170,12 +171,18 @@ def throwaway(root: Path, node_manifest: Manifest, parent: Path) -> Iterator[Ser
     from its dump; stand_ins (also written to RESTORED_DIR/served.json on root, where a smoke
     reads them: dumps.read_stand_ins) say where each is served. Nothing runs afterwards."""
     records = [record for record in node_manifest.databases if record.engine == "postgresql"]
+    others = [
+        checks.warned(f"database: {record.database}", "not judged: drills serve PostgreSQL only")
+        for record in node_manifest.databases
+        if record.engine != "postgresql"
+    ]
     if not records:
-        yield Served([], {})
+        yield Served(others, {})
         return
     missing = dumps.throwaway_missing()
     if missing:  # not judged, as a smoke on a host without the server program
-        yield Served([checks.warned("databases: throwaway server", f"not judged: {missing}")], {})
+        name = "databases: throwaway server"
+        yield Served([*others, checks.warned(name, f"not judged: {missing}")], {})
         return
     configured = _configured(root, node_manifest)
     with contextlib.ExitStack() as stack:
@@ -185,7 +192,7 @@ def throwaway(root: Path, node_manifest: Manifest, parent: Path) -> Iterator[Ser
             yield Served([checks.failed("databases: throwaway server", exc.message)], {})
             return
         where = f"PostgreSQL on 127.0.0.1:{cluster.port}"
-        served = Served([checks.passed("databases: throwaway server", where)], {})
+        served = Served([*others, checks.passed("databases: throwaway server", where)], {})
         for record in records:
             database = as_database(record, configured.get(record.database))
             name = f"database: {record.database}"
