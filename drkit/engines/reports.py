@@ -279,6 +279,17 @@ EXPIRY_WINDOW_DAYS = 90
 CALENDAR_WEEKS = 13
 
 
+class DriftDocument(TypedDict):
+    """A group's latest `fleet drift` findings, kept in the bucket for the fleet page."""
+
+    kind: Literal["drift"]
+    group: str | None
+    time: str
+    ok: bool
+    nodes: list[str]
+    findings: list[dict[str, object]]
+
+
 def drift_key(group: str) -> str:
     """Return where the latest `fleet drift` findings of a group are kept: a file beside the
     nodes' report directories, so no node name can collide with it."""

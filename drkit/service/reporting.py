@@ -26,14 +26,14 @@ def publish_drift(config: Config, result: FleetDriftResult) -> None:
     refuses is a warning, the findings stand."""
     from drkit.engines.storage import Storage
 
-    found = {
-        "kind": "drift",
-        "group": result.group,
-        "time": utc_text(datetime.now(UTC)),
-        "ok": result.ok,
-        "nodes": [node.node for node in result.nodes],
-        "findings": result.model_dump(mode="json")["findings"],
-    }
+    found = reports.DriftDocument(
+        kind="drift",
+        group=result.group,
+        time=utc_text(datetime.now(UTC)),
+        ok=result.ok,
+        nodes=[node.node for node in result.nodes],
+        findings=[finding.model_dump(mode="json") for finding in result.findings],
+    )
     try:
         Storage(config.repository).put_json(reports.drift_key(result.group or ""), found)
     except errors.DrkitError as exc:
