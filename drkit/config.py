@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import functools
 import logging
 import os
 import re
@@ -48,8 +49,10 @@ MAX_DURATION_SECONDS = 100 * 365 * 86400  # beyond it, date arithmetic overflows
 _FINGERPRINT = re.compile(r"SHA256:[A-Za-z0-9+/]{43}")
 
 
+@functools.cache
 def parse_duration(text: str) -> timedelta:
-    """Given '30s', '15m', '2h', '1d' or '1w', return the timedelta; raise ValueError otherwise."""
+    """Given '30s', '15m', '2h', '1d' or '1w', return the timedelta; raise ValueError otherwise.
+    Each text is parsed once (the config's durations are checked at load and read often)."""
     match = _DURATION.match(str(text))
     if not match:
         raise ValueError(f"{text!r} is not a duration like 30s, 15m, 2h, 1d")
@@ -138,6 +141,10 @@ class Repository(Strict):
         description="a backup gives up once every S3 probe has failed for this long "
         "(restic alone would retry for 15 minutes)",
     )
+
+    @property
+    def outage_limit_seconds(self) -> float:
+        return parse_duration(self.outage_limit).total_seconds()
 
     @field_validator("prefix")
     @classmethod
@@ -269,6 +276,10 @@ class ScheduleConfig(Strict):
         examples=["2m"],
     )
 
+    @property
+    def retry_window_seconds(self) -> float:
+        return parse_duration(self.retry_window).total_seconds()
+
 
 class IdentitySettings(Strict):
     """What `schedule.identity` proves: the addresses clients use, as `drkit identity check`."""
@@ -322,6 +333,14 @@ class Standby(Strict):
 class Objectives(Strict):
     rpo: Duration = Field("15m", description="recovery point objective")
     rto: Duration = Field("10m", description="recovery time objective")
+
+    @property
+    def rpo_seconds(self) -> int:
+        return int(parse_duration(self.rpo).total_seconds())
+
+    @property
+    def rto_seconds(self) -> int:
+        return int(parse_duration(self.rto).total_seconds())
 
 
 class Webhook(Strict):

@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from drkit import errors, units
-from drkit.config import Config, parse_config, parse_duration
+from drkit.config import Config, parse_config
 from drkit.engines import durable, localsettings, manifest
 from drkit.engines.restic import Snapshot
 from drkit.model import FileRecord, Manifest, parse_utc, utc_text
@@ -79,7 +79,7 @@ def _drift(config: Config, group: str, found_in: Catalog, trusted: set[str]) -> 
     if not by_node:
         raise errors.UsageError(f"no snapshot in the repository is tagged group:{group}")
     now = datetime.now(UTC)
-    rpo = parse_duration(config.objectives.rpo)
+    rpo = timedelta(seconds=config.objectives.rpo_seconds)
     findings: list[Finding] = []
     nodes: list[FleetNode] = []
     latest: dict[str, Manifest] = {}

@@ -22,7 +22,7 @@ from pydantic import ConfigDict, TypeAdapter, with_config
 from typing_extensions import TypedDict
 
 from drkit import errors, runner
-from drkit.config import Config, Standby, dump_config, parse_duration
+from drkit.config import Config, Standby, dump_config
 from drkit.engines import apply, localsettings, manifest
 from drkit.engines.restic import Restic
 from drkit.model import Check, FileRecord, Manifest, failed, parse_utc, passed, utc_text
@@ -341,7 +341,7 @@ def status(config: Config) -> StandbyStatusResult:
     following = config.standby is not None
     now = _now()
     lag = _lag(state.get("snapshot_time"), now) if state.get("snapshot_id") else None
-    rpo = int(parse_duration(config.objectives.rpo).total_seconds())
+    rpo = config.objectives.rpo_seconds
     ok = following and lag is not None and lag <= rpo and not state.get("rejected")
     return StandbyStatusResult(
         ok=bool(ok) if following else True,

@@ -12,7 +12,7 @@ from typing import TypedDict
 import tenacity
 
 from drkit import errors, output, results, runner
-from drkit.config import Config, parse_duration
+from drkit.config import Config
 from drkit.engines import metrics, notify
 from drkit.engines.statusdoc import Outcome
 from drkit.service import recorder
@@ -154,7 +154,7 @@ class Jobs:
         self.stopping = stopping
         self.clock = clock
         self.count_snapshots = count_snapshots
-        self.retry_window = parse_duration(config.schedule.retry_window).total_seconds()
+        self.retry_window = config.schedule.retry_window_seconds
         self.runs: dict[str, RunCounts] = {
             job: {"runs": 0, "failed": 0, "last_error": None} for job in actions
         }

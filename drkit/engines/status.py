@@ -24,7 +24,7 @@ from typing import Any
 from typing_extensions import TypedDict
 
 from drkit import errors, units
-from drkit.config import Config, parse_duration
+from drkit.config import Config
 from drkit.engines import durable
 from drkit.engines.statusdoc import (
     GoodBackup,
@@ -46,8 +46,7 @@ CLOCK_SKEW_TOLERANCE_SECONDS = 300
 def objectives_of(config: Config) -> Objectives:
     """Return the node's objectives in seconds."""
     return Objectives(
-        rpo_seconds=int(parse_duration(config.objectives.rpo).total_seconds()),
-        rto_seconds=int(parse_duration(config.objectives.rto).total_seconds()),
+        rpo_seconds=config.objectives.rpo_seconds, rto_seconds=config.objectives.rto_seconds
     )
 
 

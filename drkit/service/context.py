@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from drkit import errors, profiles, units
-from drkit.config import Config, Repository, check_fingerprint, parse_duration
+from drkit.config import Config, Repository, check_fingerprint
 from drkit.engines import durable, holder
 from drkit.engines import restic as restic_engine
 from drkit.model import Database, Entry, Inventory, parse_utc
@@ -47,11 +47,7 @@ def restic_for(
     """
     from drkit.service.locks import clear_stale
 
-    limit = (
-        parse_duration(repository.outage_limit).total_seconds()
-        if outage_limit is None
-        else outage_limit
-    )
+    limit = repository.outage_limit_seconds if outage_limit is None else outage_limit
     return restic_engine.Restic(
         restic_engine.find_restic(binary),
         repository.restic_url,
