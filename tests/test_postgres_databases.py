@@ -15,6 +15,7 @@ import os
 import secrets
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -286,3 +287,32 @@ def test_a_remote_database_server_is_an_external_authority_whose_reachability_is
     assert check.name.startswith(f"database: postgresql://0.0.0.0:{port}/ftpdb (external")
     assert check.status == "warn" and "unreachable" in check.detail
     assert secret not in check.name + check.detail
+
+
+def test_a_throwaway_server_left_by_a_killed_drkit_is_stopped_by_the_next_one(node_root):
+    """A drkit killed outright leaves its throwaway postmaster running; the next throwaway
+    under the same parent stops it (judged by state) and removes its files."""
+    script = (
+        "import sys, time\n"
+        "from pathlib import Path\n"
+        "from drkit.engines import dumps\n"
+        "with dumps.throwaway_postgres(Path(sys.argv[1])) as cluster:\n"
+        "    print(cluster.top, flush=True)\n"
+        "    time.sleep(600)\n"
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", script, str(node_root)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        top = Path(child.stdout.readline().strip())
+        pid = int((top / "data" / "postmaster.pid").read_text().split()[0])
+        sockets = Path((top / dumps.OWNER).read_text().split("\n")[1])
+    finally:
+        child.kill()
+        child.wait(10)
+    cluster = Cluster(top, 0)
+    assert cluster.postmaster_running(pid)  # orphaned: nothing stopped it
+    with dumps.throwaway_postgres(node_root) as fresh:
+        assert fresh.top != top
+        assert not top.exists() and not cluster.postmaster_running(pid)
+        assert not sockets.exists()

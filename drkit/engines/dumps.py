@@ -26,6 +26,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
+
 from drkit import errors, runner
 from drkit.model import Database
 
@@ -49,6 +51,8 @@ INITDB = (
 )
 START = ("-w", "-t", "60", "start")
 STOP = ("-m", "immediate", "-w", "-t", "20", "stop")
+ORPHAN_PREFIX = "drkit-pg-"
+OWNER = "drkit.pid"  # in a throwaway cluster's directory: the drkit process that runs it
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
@@ -386,8 +390,10 @@ def throwaway_postgres(parent: Path) -> Iterator[Throwaway]:
         raise DumpFailed("PostgreSQL's initdb and pg_ctl are not installed on this host")
     if not _searchable(parent):  # the postgres user must reach its data directory
         parent = Path("/var/tmp")
-    top = Path(tempfile.mkdtemp(prefix="drkit-pg-", dir=parent))
-    sockets = Path(tempfile.mkdtemp(prefix="drkit-pg-"))
+    _remove_orphans(parent, pg_ctl)
+    top = Path(tempfile.mkdtemp(prefix=ORPHAN_PREFIX, dir=parent))
+    sockets = Path(tempfile.mkdtemp(prefix=ORPHAN_PREFIX))
+    (top / OWNER).write_text(f"{os.getpid()}\n{sockets}\n")
     started = False
     as_postgres = ["runuser", "-u", "postgres", "--"]
     try:
@@ -426,6 +432,36 @@ def throwaway_postgres(parent: Path) -> Iterator[Throwaway]:
             )
         _remove_when_stopped(top)
         shutil.rmtree(sockets, ignore_errors=True)
+
+
+def _remove_orphans(parent: Path, pg_ctl: str) -> None:
+    """Stop and remove the throwaway clusters under parent whose drkit died (SIGKILL, power
+    loss): their owner file names a process that is gone."""
+    for top in parent.glob(f"{ORPHAN_PREFIX}*"):
+        try:
+            pid, sockets = (top / OWNER).read_text().split("\n")[:2]
+            owner = int(pid)
+        except (OSError, ValueError):
+            continue
+        if _alive(owner):
+            continue
+        if (top / "data" / "postmaster.pid").exists():
+            runner.run(
+                ["runuser", "-u", "postgres", "--", pg_ctl, "-D", str(top / "data"), *STOP],
+                cwd="/",
+                timeout=40,
+            )
+        _remove_when_stopped(top)
+        if Path(sockets).name.startswith(ORPHAN_PREFIX):
+            shutil.rmtree(sockets, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    """Return True while pid runs (a zombie has exited: judged by state)."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
 
 
 def _searchable(directory: Path) -> bool:
