@@ -2,11 +2,11 @@
 and a throwaway PostgreSQL on loopback for drills.
 
 A dump is plain SQL (`pg_dump --format=plain --clean --if-exists`, `mysqldump
---single-transaction`): the same data dumps to the same bytes, so an unchanged node stays
-unchanged for freshness and diff. Credentials reach the tools through a 0600 file in a 0700
-directory (PGPASSFILE, mysql's --defaults-extra-file), never argv, the environment of a log
-line or an exception. A remote database is not dumped: its reachability is reported (one TCP
-connection), as for an LDAP server.
+--single-transaction`): unchanged data keeps its dump byte for byte (pg_dump's per-run
+restrict key aside), so an unchanged node stays unchanged for freshness and diff.
+Credentials reach the tools through a 0600 file in a 0700 directory (PGPASSFILE, mysql's
+--defaults-extra-file), never argv, a log line or an exception. A remote database is not
+dumped: its reachability is reported (one TCP connection), as for an LDAP server.
 """
 
 from __future__ import annotations
@@ -291,7 +291,7 @@ def reachable(database: Database, timeout: float = 5.0) -> str | None:
 
 @dataclass
 class Throwaway:
-    """A PostgreSQL cluster of drill's own: initdb'd under a private directory, listening on
+    """A PostgreSQL cluster of a drill's own: initdb'd under a private directory, listening on
     127.0.0.1 at a free port, run as the `postgres` system user."""
 
     top: Path
