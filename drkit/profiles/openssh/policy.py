@@ -150,8 +150,10 @@ class Options(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    config: str
-    pam_service: str
+    config: str = Field(
+        description="the sshd_config sshd reads (sshd -f); /etc/ssh/sshd_config when unset"
+    )
+    pam_service: str = Field(description="the PAM service sshd runs under; sshd when unset")
 
     @field_validator("config", mode="before")
     @classmethod

@@ -98,7 +98,10 @@ def policy() -> Policy:
 class Options(ProfileOptions):
     """profile_options.proftpd: the main proftpd.conf (proftpd -c)."""
 
-    config: str
+    config: str = Field(
+        description="the proftpd.conf proftpd reads (proftpd -c); "
+        "/etc/proftpd/proftpd.conf when unset"
+    )
 
     @field_validator("config", mode="before")
     @classmethod

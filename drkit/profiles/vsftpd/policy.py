@@ -7,7 +7,7 @@ import functools
 from collections.abc import Mapping
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from drkit import errors
 from drkit.profiles.common.policies import policy as read_policy
@@ -85,7 +85,11 @@ class Options(ProfileOptions):
     """profile_options.vsftpd: the vsftpd.conf the node's vsftpd reads (None: the first of
     the policy's candidates that exists)."""
 
-    config: str | None = None
+    config: str | None = Field(
+        None,
+        description="the vsftpd.conf vsftpd reads; unset: the first of /etc/vsftpd.conf, "
+        "/etc/vsftpd/vsftpd.conf that exists",
+    )
 
     @field_validator("config", mode="before")
     @classmethod
