@@ -17,7 +17,7 @@ import croniter
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from drkit.config import parse_duration
+from drkit.configtypes import parse_duration
 
 _EVERY = re.compile(r"^every\s+(\d+\s*[smhd])$")
 _RANGE = re.compile(r"(\d+)-(\d+)")

@@ -18,13 +18,13 @@ import yaml
 
 from drkit import errors
 from drkit.config import (
-    AFTER_BACKUP,
     dump_config,
     find_config_path,
     parse_config,
     read_config_text,
     validate_config,
 )
+from drkit.configtypes import AFTER_BACKUP
 from drkit.engines import keys, manifest
 from drkit.results import InitResult
 from drkit.service import bucket as buckets

@@ -52,7 +52,8 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from drkit import errors, output, results, runner
 from drkit.actions import report as report_action
-from drkit.config import AFTER_BACKUP, Config
+from drkit.config import Config
+from drkit.configtypes import AFTER_BACKUP
 from drkit.daemon import jobs, scheduler, watch
 from drkit.daemon.jobs import JOBS, Action, is_transient
 from drkit.daemon.proofs import Proofs

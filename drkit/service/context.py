@@ -11,7 +11,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from drkit import errors, profiles, units
-from drkit.config import Config, Repository, check_fingerprint
+from drkit.config import Config, Repository
+from drkit.configtypes import check_fingerprint
 from drkit.engines import durable, holder
 from drkit.engines import restic as restic_engine
 from drkit.model import Database, Entry, Inventory, parse_utc

@@ -22,7 +22,8 @@ from typing import Literal, overload
 from pydantic import ValidationError
 
 from drkit import errors
-from drkit.config import Config, Repository, config_error, parse_config
+from drkit.config import Config, Repository, parse_config
+from drkit.configtypes import config_error
 from drkit.engines import catalog, keys, manifest, records
 from drkit.engines import restic as restic_engine
 from drkit.model import Manifest
