@@ -1,11 +1,12 @@
 """What clients see: an SFTP pair behind HAProxy, proved against the signed snapshot.
 
-A real sshd on 127.0.0.41 (the active) and one on 127.0.0.42 (the standby, holding the active's
-restored host keys), HAProxy in TCP mode on 127.0.0.1 in front of them, as TOOLS.md's recipe.
-`drkit identity check` compares what every address serves with the node's newest signed
-snapshot and logs in through the shared address pinned to it; a standby whose host key was
-regenerated is caught before any failover; `drkit failover rehearse` stops the active and
-times a pinned login and file round trip through the shared address, with no identity change.
+A real sshd on 127.0.0.41 (the active) and one on 127.0.0.42 (the standby: a node installed with
+host keys of its own, then given the active's by `drkit standby sync`), HAProxy in TCP mode on
+127.0.0.1 in front of them, as TOOLS.md's recipe. `drkit identity check` compares what every
+address serves with the node's newest signed snapshot and logs in through the shared address
+pinned to it; a standby whose host key was regenerated is caught before any failover; the
+daemon's identity job alerts on it; `drkit failover rehearse` stops the active and times a pinned
+login and file round trip through the shared address, with no identity change.
 """
 
 from __future__ import annotations
@@ -24,8 +25,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from nodes import Node, free_port, fresh_repository, make_workspace
+from nodes import SMOKE_USER, Node, drkit, free_port, fresh_repository, init_node, make_workspace
 
+from devtools import sample_node
 from drkit import config, daemon
 
 pytestmark = pytest.mark.integration
@@ -96,15 +98,28 @@ def pair(local_s3, tmp_path: Path):
     node.backup()
 
     host_keys = [node.root / path.lstrip("/") for path in node.made["host_keys"]]
-    standby_keys = work / "standby-keys"  # the standby's restored copy of the active's keys
-    standby_keys.mkdir(mode=0o700)
-    for key in host_keys:
-        shutil.copy2(key, standby_keys / key.name)
+    # The standby: a node installed on its own (host keys of its own), then made the active's
+    # standby by `drkit standby sync`, which brings the active's host keys onto it.
+    standby_root = workspace / "standby-root"
+    sample_node.build(standby_root, smoke_user=SMOKE_USER, chroot=True)
+    standby_work = workspace / "standby-work"
+    standby_work.mkdir(mode=0o755)
+    passive, _ = init_node(standby_root, node.repository, standby_work, None, None, "sftp-2")
+    settings = yaml.safe_load(passive.read_text())
+    settings.update(
+        standby={"source": node.name}, trusted_keys=[*settings["trusted_keys"], node.signer]
+    )
+    passive.write_text(yaml.safe_dump(settings))
+    code, synced = drkit("standby", "sync", "--config", str(passive))
+    assert code == 0 and synced["changed"], synced
+    standby_keys = standby_root / "etc/ssh"
     active_port, standby_port, vip = free_port(), free_port(), free_port()
     active = _sshd_config(work, ACTIVE, active_port, host_keys, keys)
     standby = _sshd_config(
         work, STANDBY, standby_port, [standby_keys / key.name for key in host_keys], keys
     )
+    for key in host_keys:  # what standby sync restored is the active's identity
+        assert (standby_keys / key.name).read_bytes() == key.read_bytes()
     haproxy_config = work / "haproxy.cfg"
     haproxy_config.write_text(
         "global\n    maxconn 256\ndefaults\n    mode tcp\n    timeout connect 2s\n"
