@@ -17,8 +17,10 @@ import re
 import stat
 from pathlib import Path
 
-from drkit.engines import beneath
+from drkit.engines import beneath, sqlite_copies
 from drkit.engines.manifest import CONFIG_PATH, MANIFEST_PATH, SIGNATURE_PATH
+from drkit.engines.resticjson import TreeNode
+from drkit.model import FileRecord, Manifest
 from drkit.paths import shown as show
 
 GO_SETUID, GO_SETGID, GO_STICKY = 1 << 23, 1 << 22, 1 << 20
@@ -32,9 +34,14 @@ def _ancestors(path: str) -> list[str]:
     return ["/" + "/".join(parts[:index]) for index in range(1, len(parts))]
 
 
-def expected_paths(manifest: dict) -> tuple[dict[str, dict], set[str]]:
+def expected_paths(manifest: Manifest) -> tuple[dict[str, FileRecord], set[str]]:
     """Return the manifest's entries by path and the parent directories they imply."""
-    entries = {entry["path"]: entry for entry in manifest["files"]}
+    entries = {entry.path: entry for entry in manifest.files}
+    entries |= {  # a database's consistent copy, stored under drkit's own directory
+        sqlite_copies.stored_path(entry.path): entry
+        for entry in manifest.files
+        if entry.category == sqlite_copies.CATEGORY
+    }
     parents = {parent for path in [*entries, *DRKIT_FILES] for parent in _ancestors(path)}
     return entries, parents
 
@@ -54,7 +61,7 @@ def _special_bits(mode_text: str) -> int:
     return int(mode_text, 8) & 0o7000
 
 
-def screen_manifest(manifest: dict) -> list[str]:
+def screen_manifest(manifest: Manifest) -> list[str]:
     """Return every reason to refuse a signed manifest's own paths and globs.
 
     A signature proves who wrote a manifest, not that the node it describes was sound: a
@@ -64,8 +71,8 @@ def screen_manifest(manifest: dict) -> list[str]:
     """
     problems: list[str] = []
     seen: set[str] = set()
-    for entry in manifest.get("files", []):
-        path = str(entry.get("path", ""))
+    for entry in manifest.files:
+        path = entry.path
         shown = show(path)
         why = name_problem(path)
         if why or path == "/":
@@ -73,15 +80,12 @@ def screen_manifest(manifest: dict) -> list[str]:
         if path in seen:
             problems.append(f"{shown}: listed twice in the signed manifest")
         seen.add(path)
-        if entry.get("type") not in ALLOWED_TYPES:
-            problems.append(f"{shown}: {entry.get('type')} entries are never restored")
-    symlinks = {str(e.get("path")) for e in manifest.get("files", []) if e.get("type") == "symlink"}
+    symlinks = {e.path for e in manifest.files if e.type == "symlink"}
     for path in sorted(seen):
         if any(parent in symlinks for parent in _ancestors(path)):
             shown = show(path)
             problems.append(f"{shown}: under a symlink (in the signed manifest)")
-    for pattern in manifest.get("owned_globs", []):
-        pattern = str(pattern)
+    for pattern in manifest.owned_globs:
         literal = []
         for part in pattern.strip("/").split("/"):
             if any(char in part for char in "*?[") or not part:
@@ -99,7 +103,7 @@ def lossy(path: str) -> str:
     return _ESCAPED.sub("\ufffd", os.fsencode(path).decode("utf-8", "surrogateescape"))
 
 
-def unexpected(stored: list[str], manifest: dict) -> list[str]:
+def unexpected(stored: list[str], manifest: Manifest) -> list[str]:
     """Return what restic reports storing (`backup -vv` items, lossy names) that the manifest
     does not list: a file created in a backed-up directory after the walk, which would make
     the snapshot refuse to restore."""
@@ -108,7 +112,7 @@ def unexpected(stored: list[str], manifest: dict) -> list[str]:
     return [path for path in stored if path not in known and path != "/"]
 
 
-def screen_listing(nodes: list[dict], manifest: dict) -> list[str]:
+def screen_listing(nodes: list[TreeNode], manifest: Manifest) -> list[str]:
     """Given `restic ls --json` nodes, return every reason to refuse the snapshot.
 
     restic's names are lossy (see the module): two manifest names that differ only in bytes
@@ -120,10 +124,10 @@ def screen_listing(nodes: list[dict], manifest: dict) -> list[str]:
     parents = {lossy(path) for path in parents_exact}
     problems: list[str] = screen_manifest(manifest)
     seen: set[str] = set()
-    symlinks = {path for path, entry in entries.items() if entry["type"] == "symlink"}
+    symlinks = {path for path, entry in entries.items() if entry.type == "symlink"}
     drkit_files = {lossy(path) for path in DRKIT_FILES}
     for node in nodes:
-        path, kind = str(node.get("path", "")), node.get("type")
+        path, kind = node.path, node.type
         shown = show(path)
         why = name_problem(path)
         if why:
@@ -144,10 +148,10 @@ def screen_listing(nodes: list[dict], manifest: dict) -> list[str]:
         if entry is None:
             problems.append(f"{shown}: not in the signed manifest")
             continue
-        if entry["type"] != kind:
-            problems.append(f"{shown}: {kind} in the snapshot, {entry['type']} in the manifest")
+        if entry.type != kind:
+            problems.append(f"{shown}: {kind} in the snapshot, {entry.type} in the manifest")
             continue
-        go_mode = int(node.get("mode", 0))
+        go_mode = node.mode
         special = (
             (0o4000 if go_mode & GO_SETUID else 0)
             | (0o2000 if go_mode & GO_SETGID else 0)
@@ -155,14 +159,14 @@ def screen_listing(nodes: list[dict], manifest: dict) -> list[str]:
         )
         if "\ufffd" in path:  # the lossy name may stand for another entry: staging decides
             continue
-        if kind == "file" and special != _special_bits(entry["mode"]):
+        if kind == "file" and special != _special_bits(entry.mode):
             problems.append(f"{shown}: setuid/setgid bits differ from the signed manifest")
-        if kind == "file" and int(node.get("size", 0)) != entry["size"]:
+        if kind == "file" and node.size != entry.size:
             problems.append(f"{shown}: size differs from the signed manifest")
     return problems
 
 
-def screen_staging(staging: Path, manifest: dict) -> list[str]:
+def screen_staging(staging: Path, manifest: Manifest) -> list[str]:
     """Walk the staged tree without following links; return every reason to refuse it.
 
     Only regular files, directories and links are allowed (a FIFO, device or socket is refused

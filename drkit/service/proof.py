@@ -9,26 +9,28 @@ from pathlib import Path
 
 from drkit import model as checks
 from drkit import profiles
-from drkit.model import Check, SmokeResult
+from drkit.engines import sqlite_copies
+from drkit.model import Check, Manifest, SmokeResult
 from drkit.results import SmokeProof
 from drkit.service.opening import Origin
 
 
 def profile_checks(
-    target: Path, node_manifest: dict, step: Callable[[str], None] | None = None
+    target: Path, node_manifest: Manifest, step: Callable[[str], None] | None = None
 ) -> list[Check]:
-    """Return every profile's checks of the restored files on target."""
+    """Return every profile's checks of the restored files on target, and PRAGMA
+    integrity_check's on each SQLite database among them."""
     found = []
-    for kind in node_manifest.get("profiles", []):
+    for kind in node_manifest.profiles:
         if step:
             step(f"checking the restored {kind} files")
         found += profiles.get(kind).checks(target, node_manifest)
-    return found
+    return found + sqlite_copies.checks(target, node_manifest.files)
 
 
 def server_checks(
-    origin: Origin, target: Path, node_manifest: dict, smoke: bool, step: Callable[[str], None]
-) -> tuple[list[Check], dict]:
+    origin: Origin, target: Path, node_manifest: Manifest, smoke: bool, step: Callable[[str], None]
+) -> tuple[list[Check], dict[str, list[SmokeProof]]]:
     """Return the profiles' checks of target (and with smoke, the smoke runs' checks) and the
     result fields they add: `smoke`, what each server started from target proved."""
     found = profile_checks(target, node_manifest, step)
@@ -44,12 +46,16 @@ def server_checks(
 
 
 def smoke_servers(
-    origin: Origin, root: Path, node_manifest: dict, work_dir: Path, step: Callable[[str], None]
+    origin: Origin,
+    root: Path,
+    node_manifest: Manifest,
+    work_dir: Path,
+    step: Callable[[str], None],
 ) -> list[SmokeResult]:
     """Start each profile's real server from root on 127.0.0.1, log in and move a file;
     return what each proved. Without a smoke user nothing is tried: each is "not judged"."""
     results = []
-    for kind in node_manifest.get("profiles", []):
+    for kind in node_manifest.profiles:
         if not origin.smoke_user:
             reason = "no smoke_user configured: nothing logs in"
             results.append(SmokeResult.not_judged(kind, reason))

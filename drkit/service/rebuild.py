@@ -10,9 +10,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from drkit import errors
-from drkit.engines import accounts, apply, beneath, manifest, screen, staged
+from drkit.engines import accounts, apply, beneath, manifest, screen, sqlite_copies, staged
 from drkit.engines import restic as restic_engine
-from drkit.model import Check
+from drkit.engines.targetlock import raise_filesystem
+from drkit.model import AccountRecord, Check, FileRecord, Manifest
 from drkit.paths import on_root
 from drkit.service import homes as homes_service
 from drkit.service.locate import Located, refuse_if
@@ -21,7 +22,7 @@ log = logging.getLogger(__name__)
 
 ACTIONS = ("add", "change", "remove", "unchanged")
 RESTORED = "/var/lib/drkit/restored"  # where a restore leaves the snapshot's drkit files
-Planner = Callable[[Path, dict[str, dict]], list[apply.Step]]
+Planner = Callable[[Path, dict[str, FileRecord]], list[apply.Step]]
 
 
 @dataclass
@@ -52,7 +53,7 @@ class Outcome:
         )
 
 
-def plan_or_refuse(target: Path, node_manifest: dict, force: bool) -> list[apply.Step]:
+def plan_or_refuse(target: Path, node_manifest: Manifest, force: bool) -> list[apply.Step]:
     """Return the plan of restoring node_manifest onto target; without force, raise Refused
     when it would change or remove a file there."""
     steps = apply.plan(target, node_manifest)
@@ -76,6 +77,7 @@ def stage(
     step(f"restoring snapshot {chosen.short_id} into staging, hashing files as they land")
     with staged.StagedVerifier(staging, opened.manifest) as verifier:
         restic.restore(chosen.id, staging, on_restored=verifier.restored)
+        sqlite_copies.place(staging, opened.manifest.files)
         step("verifying the signature and every file")
         staged_manifest = apply.target_path(staging, manifest.MANIFEST_PATH)
         if beneath.read_bytes(staging, staged_manifest) != opened.raw:
@@ -107,7 +109,7 @@ def apply_snapshot(
     try:
         staging.mkdir(mode=0o700)
         stage(restic, located, staging, step)
-        entries = {entry["path"]: dict(entry) for entry in opened.manifest["files"]}
+        entries = {entry.path: entry.model_copy() for entry in opened.manifest.files}
         outcome = Outcome(plan(staging, entries))
         if dry_run:
             return outcome
@@ -115,8 +117,8 @@ def apply_snapshot(
         applier = apply.Applier.journaled(root, staging, located.snapshot.id)
         applier.apply(outcome.changes, entries)
         try:
-            outcome.created_users = accounts.missing(root, opened.manifest["accounts"])
-            _write_accounts(applier, root, opened.manifest["accounts"])
+            outcome.created_users = accounts.missing(root, opened.manifest.accounts)
+            _write_accounts(applier, root, opened.manifest.accounts)
             for home, uid, gid in homes_service.missing(root, opened.manifest, set(entries)):
                 applier.make_dir(on_root(root, home), accounts.HOME_MODE, uid, gid)
                 outcome.homes.append(home)
@@ -131,18 +133,18 @@ def apply_snapshot(
             outcome.committed = True
         except OSError as exc:
             applier.rollback()
-            apply._raise_filesystem(exc, "finishing the restore")
+            raise_filesystem(exc, "finishing the restore")
         except BaseException:
             applier.rollback()
             raise
     except OSError as exc:
-        apply._raise_filesystem(exc, f"restoring into {root}")
+        raise_filesystem(exc, f"restoring into {root}")
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return outcome
 
 
-def _write_accounts(applier: apply.Applier, root: Path, recorded: list[dict]) -> None:
+def _write_accounts(applier: apply.Applier, root: Path, recorded: list[AccountRecord]) -> None:
     """Write passwd, group and shadow with the recorded accounts merged in, where they change."""
     for host_path, text in accounts.merge_accounts(root, recorded).items():
         if apply.read_text(root, host_path) != text:
