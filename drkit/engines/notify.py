@@ -118,7 +118,8 @@ class Notifier:
         ping = self.settings.ping
         if ping is None:
             return None
-        url = ping.url if job == "backup" else ping.jobs.get(job)  # type: ignore[call-overload]
+        named = (url for name, url in ping.jobs.items() if name == job)
+        url = ping.url if job == "backup" else next(named, None)
         if url is None and failed and job == "prove":
             url = ping.url
         return url.rstrip("/") if url else None
