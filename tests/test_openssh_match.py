@@ -82,6 +82,9 @@ def _run(*argv: str) -> None:
 def host_accounts() -> Iterator[None]:
     """Create this worker's Match test groups and users on the host; remove them afterwards."""
     made: list[tuple[str, str]] = []
+    for command, names in (("userdel", USERS), ("groupdel", GROUPS)):  # an interrupted run's
+        for name in names:
+            subprocess.run([command, name], capture_output=True)
     try:
         for group, gid in GROUPS.items():
             _run("groupadd", "-g", str(gid), group)
