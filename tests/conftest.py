@@ -47,8 +47,8 @@ def work_dir(node_root: Path) -> Iterator[Path]:
 
 @pytest.fixture
 def recorder():
-    """Return a webhook/ping recorder on 127.0.0.1 (test_daemon_units.Recorder); closed after."""
-    from test_daemon_units import Recorder
+    """Return a webhook/ping recorder on 127.0.0.1 (daemons.Recorder); closed after."""
+    from daemons import Recorder
 
     server = Recorder()
     try:

@@ -14,6 +14,7 @@ import socket
 import subprocess
 import tempfile
 import threading
+import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -300,15 +301,25 @@ def make_workspace() -> Path:
 
 
 class Node:
-    """A sample SFTP node under a prefix root with drkit initialised against the local S3."""
+    """A sample SFTP node with drkit initialised against the local S3: its tree under root
+    (workspace/root unless given), its config and state under workspace."""
 
     def __init__(
-        self, workspace: Path, repository, node: str = "sftp-1", *, restic_init: bool = False
+        self,
+        workspace: Path,
+        repository,
+        node: str = "sftp-1",
+        *,
+        root: Path | None = None,
+        restic_init: bool = False,
+        big_file_mb: int = 0,
     ):
         """restic_init: let `drkit init` create the repository with `restic init` (its real
-        key cost), instead of adopting a test repository (see prepare_repository)."""
+        key cost), instead of adopting a test repository (see prepare_repository);
+        big_file_mb: add a random log file that large, for a backup slow enough to be caught
+        mid-way."""
         self.workspace = workspace
-        self.root = workspace / "root"
+        self.root = root if root is not None else workspace / "root"
         self.repository = repository
         self.name = node
         self.config = workspace / "drkit.yaml"
@@ -319,6 +330,12 @@ class Node:
             for category, patterns in self.made["includes"].items()
             for pattern in patterns
         ]
+        if big_file_mb:
+            log_dir = self.root / "var/log/sftp-big"
+            log_dir.mkdir(parents=True)
+            with open(log_dir / "big.log", "wb") as handle:
+                handle.write(os.urandom(big_file_mb << 20))
+            includes.append("--include=audit_logs=/var/log/sftp-big/*")
         if not restic_init:
             prepare_repository(repository)
         code, self.init = drkit(
@@ -339,6 +356,15 @@ class Node:
         snapshot_every_run(self.config)
         self.signer = self.init["signer"]
 
+    def settings(self, **changes) -> None:
+        """Set top-level settings in the node's drkit.yaml."""
+        data = yaml.safe_load(self.config.read_text())
+        data.update(changes)
+        self.config.write_text(yaml.safe_dump(data))
+
+    def loaded(self) -> config.Config:
+        return config.load_config(self.config)[0]
+
     def run(self, *args: str, env: dict | None = None) -> tuple[int, dict]:
         return drkit(*args, "--config", str(self.config), env=env)
 
@@ -347,15 +373,50 @@ class Node:
         assert code == 0, document
         return document["snapshot_id"]
 
-    def restic(self, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-        env = {
+    def restic(
+        self, *args: str, cwd: Path | None = None, env: dict | None = None
+    ) -> subprocess.CompletedProcess:
+        merged = {
             **os.environ,
+            **(env or {}),
             "RESTIC_REPOSITORY": self.repository.restic_url,
             "RESTIC_PASSWORD_FILE": str(self.repository.password_file),
         }
         return subprocess.run(
-            [RESTIC, *args], env=env, cwd=cwd, capture_output=True, text=True, check=False
+            [RESTIC, *args], env=merged, cwd=cwd, capture_output=True, text=True, check=False,
+            timeout=300,
+        )  # fmt: skip
+
+    def snapshots(self, env: dict | None = None) -> list[dict]:
+        listed = self.restic("snapshots", "--json", env=env)
+        assert listed.returncode == 0, listed.stderr
+        return json.loads(listed.stdout)
+
+    def lock_objects(self) -> list[str]:
+        """Return the keys of the restic locks in the repository (read with boto3: no restic)."""
+        import boto3
+
+        client = boto3.client(
+            "s3", endpoint_url=self.repository.s3_endpoint, region_name=self.repository.region
         )
+        prefix = f"{self.repository.prefix}/locks/"
+        listed = client.list_objects_v2(Bucket=self.repository.bucket, Prefix=prefix)
+        return [entry["Key"] for entry in listed.get("Contents", [])]
 
     def remove(self) -> None:
         shutil.rmtree(self.workspace, ignore_errors=True)
+        if not self.root.is_relative_to(self.workspace):
+            shutil.rmtree(self.root, ignore_errors=True)
+
+
+def wait_for(predicate, timeout: float, what: str, step: float = 0.25):
+    """Poll predicate every step seconds until it returns a true value, and return that value;
+    fail naming what was awaited after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(step)

@@ -21,7 +21,8 @@ from pathlib import Path
 
 import figures
 import pytest
-from test_daemon import DaemonProcess, Node, local_status, wait_for
+from daemons import DaemonProcess, local_status
+from nodes import Node, wait_for
 
 from drkit import config as config_module
 from drkit.locals3 import LocalS3
@@ -96,9 +97,8 @@ class Scenario:
                 password_file=password,
                 object_lock=config_module.ObjectLock(days=1),
             )
-            (base / "work").mkdir(mode=0o755)
             big = 300 if point == "during_restic" else 0  # a backup long enough to be caught
-            self.node = Node(base / "root", repository, base / "work", big_file_mb=big)
+            self.node = Node(base, repository, big_file_mb=big)
         finally:
             for name, value in saved.items():
                 if value is None:

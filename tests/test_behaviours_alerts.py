@@ -6,14 +6,12 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
 import threading
-import time
 from pathlib import Path
 
 import pytest
-from test_daemon import DRKIT, DaemonProcess, Node, wait_for
-from test_daemon_units import Recorder
+from daemons import DaemonProcess, Recorder
+from nodes import Node, wait_for
 
 pytestmark = pytest.mark.integration
 LABELS = '{job="backup",node="sftp-1"}'
@@ -30,20 +28,6 @@ DOCUMENTED = (
     "drkit_rpo_breached",
     "drkit_runs_total",
 )
-
-
-class TextfileDaemon(DaemonProcess):
-    """`drkit daemon` with --metrics-textfile (and no HTTP metrics)."""
-
-    def __init__(self, node: Node, textfile: Path):
-        self.port = 0
-        self.log = node.work / f"daemon-{time.monotonic_ns()}.log"
-        self.out = node.work / f"daemon-{time.monotonic_ns()}.out"
-        argv = [DRKIT, "daemon", "--config", str(node.config), "--json"]
-        argv += ["--metrics-textfile", str(textfile), "--stop-timeout", "30"]
-        self._log_handle = open(self.log, "wb")  # noqa: SIM115 (closed in close())
-        self._out_handle = open(self.out, "wb")  # noqa: SIM115
-        self.process = subprocess.Popen(argv, stdout=self._out_handle, stderr=self._log_handle)
 
 
 class TornReads:
@@ -76,16 +60,16 @@ def hooks(recorder: Recorder) -> list[dict]:
 
 @pytest.mark.timeout(240)
 def test_rpo_breach_webhook_and_atomic_metrics_textfile(
-    node_root: Path, s3_repository, work_dir: Path, recorder: Recorder
+    node_root: Path, s3_repository, recorder: Recorder
 ):
-    node = Node(node_root / "root", s3_repository, work_dir)
+    node = Node(node_root, s3_repository)
     node.settings(
         schedule={"backup": "every 1h", "prune": None, "verify": None, "drill": None},
         objectives={"rpo": "8s", "rto": "10m"},  # the catch-up backup, then breached 8 s on
         notify={"webhook": {"url": recorder.url + "/hook"}},
     )
-    textfile = work_dir / "textfile" / "drkit.prom"
-    daemon = TextfileDaemon(node, textfile)
+    textfile = node.workspace / "textfile" / "drkit.prom"
+    daemon = DaemonProcess(node, textfile=textfile)
     reader = TornReads(textfile)
     try:
         wait_for(

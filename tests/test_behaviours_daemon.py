@@ -9,15 +9,16 @@ import signal
 from pathlib import Path
 
 import pytest
-from test_daemon import DaemonProcess, Node, local_status, wait_for
+from daemons import DaemonProcess, local_status
+from nodes import Node, wait_for
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def slow_node(node_root: Path, s3_repository, work_dir: Path) -> Node:
+def slow_node(node_root: Path, s3_repository) -> Node:
     """A node whose backup is slow enough (a 300 MB random log) to be caught mid-way."""
-    made = Node(node_root / "root", s3_repository, work_dir, big_file_mb=300)
+    made = Node(node_root, s3_repository, big_file_mb=300)
     made.settings(
         schedule={"backup": "every 1h", "prune": None, "verify": None, "drill": None},
         objectives={"rpo": "1m", "rto": "10m"},  # no good backup yet: a catch-up backup at once
@@ -26,9 +27,9 @@ def slow_node(node_root: Path, s3_repository, work_dir: Path) -> Node:
 
 
 @pytest.fixture
-def node(node_root: Path, s3_repository, work_dir: Path) -> Node:
+def node(node_root: Path, s3_repository) -> Node:
     """A sample node with a small backup (seconds)."""
-    return Node(node_root / "root", s3_repository, work_dir)
+    return Node(node_root, s3_repository)
 
 
 def restic_backup(daemon: DaemonProcess) -> int:

@@ -13,9 +13,8 @@ from pathlib import Path
 
 import boto3
 import pytest
-from nodes import SMOKE_USER
-from test_daemon import DaemonProcess, Node, local_status, wait_for
-from test_daemon_units import Recorder
+from daemons import DaemonProcess, Recorder, local_status
+from nodes import SMOKE_USER, Node, wait_for
 
 from drkit.model import parse_utc
 
@@ -73,9 +72,9 @@ def damage_every_stored_file(node: Node) -> int:
 
 @pytest.mark.timeout(240)
 def test_each_snapshot_is_proven_after_its_backup_and_a_tampered_one_turns_the_node_red(
-    node_root: Path, s3_repository, work_dir: Path, recorder: Recorder
+    node_root: Path, s3_repository, recorder: Recorder
 ):
-    node = Node(node_root / "root", s3_repository, work_dir)
+    node = Node(node_root, s3_repository)
     node.settings(
         smoke_user=SMOKE_USER,
         schedule={
@@ -139,5 +138,5 @@ def test_each_snapshot_is_proven_after_its_backup_and_a_tampered_one_turns_the_n
         exit_code = daemon.stop(signal.SIGTERM)
     assert exit_code == 0, daemon.log.read_text()[-3000:]
     assert "/ping/fail" in recorder.paths()  # a failed proof alerts like a failed backup
-    assert not list((node.work / "state" / "drills").iterdir()), "sandboxes removed"
+    assert not list((node.state / "drills").iterdir()), "sandboxes removed"
     assert live_files(node.root) == before, "the proofs never touched the live node"

@@ -12,201 +12,33 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-import yaml
-from nodes import SMOKE_USER, drkit, free_port, init_node
-from test_daemon_units import Recorder
+from daemons import DRKIT, DaemonProcess, Recorder, local_status
+from nodes import Node, wait_for
 
-from devtools import sample_node
 from drkit import config as config_module
-from drkit import runner
 from drkit.engines import keys
-from drkit.engines import restic as restic_engine
 from drkit.engines.storage import Storage
 from drkit.locals3 import LocalS3
 
 pytestmark = pytest.mark.integration
-RESTIC = str(restic_engine.find_restic(None))
-DRKIT = str(Path(sys.executable).parent / "drkit")
-
-
-class Node:
-    """A sample SFTP node with drkit initialised against an S3, and its config to adjust."""
-
-    def __init__(self, root: Path, repository, work: Path, *, big_file_mb: int = 0):
-        self.root = root
-        self.repository = repository
-        self.work = work
-        made = sample_node.build(root, smoke_user=SMOKE_USER, chroot=True)
-        includes = [
-            f"--include={category}={pattern}"
-            for category, patterns in made["includes"].items()
-            for pattern in patterns
-        ]
-        if big_file_mb:  # a backup slow enough to be caught mid-way
-            log_dir = root / "var/log/sftp-big"
-            log_dir.mkdir(parents=True)
-            with open(log_dir / "big.log", "wb") as handle:
-                handle.write(os.urandom(big_file_mb << 20))
-            includes.append("--include=audit_logs=/var/log/sftp-big/*")
-        self.config, self.init = init_node(root, repository, work, None, None, "sftp-1", *includes)
-
-    def settings(self, **changes) -> None:
-        data = yaml.safe_load(self.config.read_text())
-        data.update(changes)
-        self.config.write_text(yaml.safe_dump(data))
-
-    def loaded(self) -> config_module.Config:
-        return config_module.load_config(self.config)[0]
-
-    def run(self, *args: str) -> tuple[int, dict]:
-        return drkit(*args, "--config", str(self.config))
-
-    def restic(self, *args: str, cwd: Path | None = None, env: dict | None = None):
-        merged = {
-            **os.environ,
-            **(env or {}),
-            "RESTIC_REPOSITORY": self.repository.restic_url,
-            "RESTIC_PASSWORD_FILE": str(self.repository.password_file),
-        }
-        return subprocess.run(
-            [RESTIC, *args, "-o", "s3.bucket-lookup=path"],
-            env=merged,
-            cwd=cwd,
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=300,
-        )
-
-    def lock_objects(self) -> list[str]:
-        """Return the keys of the restic locks in the repository (read with boto3: no restic)."""
-        import boto3
-
-        client = boto3.client(
-            "s3", endpoint_url=self.repository.s3_endpoint, region_name=self.repository.region
-        )
-        prefix = f"{self.repository.prefix}/locks/"
-        listed = client.list_objects_v2(Bucket=self.repository.bucket, Prefix=prefix)
-        return [entry["Key"] for entry in listed.get("Contents", [])]
-
-    def snapshots(self, env: dict | None = None) -> list[dict]:
-        listed = self.restic("snapshots", "--json", env=env)
-        assert listed.returncode == 0, listed.stderr
-        return json.loads(listed.stdout)
 
 
 @pytest.fixture
-def node(node_root: Path, s3_repository, work_dir: Path) -> Node:
-    return Node(node_root / "root", s3_repository, work_dir)
-
-
-class DaemonProcess:
-    """`drkit daemon` as a real process (so it can be killed with SIGKILL)."""
-
-    def __init__(self, node: Node, env: dict | None = None, stop_timeout: float = 30):
-        self.port = free_port()
-        self.log = node.work / f"daemon-{time.monotonic_ns()}.log"
-        self.out = node.work / f"daemon-{time.monotonic_ns()}.out"
-        argv = [DRKIT, "daemon", "--config", str(node.config), "--json"]
-        argv += ["--metrics", f"127.0.0.1:{self.port}", "--stop-timeout", str(stop_timeout)]
-        self._log_handle = open(self.log, "wb")  # noqa: SIM115 (closed in close())
-        self._out_handle = open(self.out, "wb")  # noqa: SIM115
-        self.process = subprocess.Popen(
-            argv,
-            stdout=self._out_handle,
-            stderr=self._log_handle,
-            env={**os.environ, **(env or {})},
-        )
-        self.base = f"http://127.0.0.1:{self.port}"
-
-    def get(self, path: str) -> tuple[int, str]:
-        try:
-            with urllib.request.urlopen(self.base + path, timeout=5) as answer:
-                return answer.status, answer.read().decode()
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.read().decode()
-        except OSError:
-            return 0, ""
-
-    def children(self) -> list[tuple[int, str]]:
-        found = []
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[-1].split()
-                if int(fields[1]) == self.process.pid:
-                    argv = (entry / "cmdline").read_bytes().split(b"\0")
-                    found.append((int(entry.name), " ".join(a.decode() for a in argv)))
-            except (OSError, IndexError, ValueError):
-                continue
-        return found
-
-    def log_lines(self) -> list[dict]:
-        lines = []
-        for line in self.log.read_text(errors="replace").splitlines():
-            if line.startswith("{"):
-                lines.append(json.loads(line))
-        return lines
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 90) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-        try:
-            return self.process.wait(timeout=timeout)
-        finally:
-            self.close()
-
-    def kill_hard(self) -> None:
-        """SIGKILL the daemon and its restic, as a crash or an OOM kill of the unit would."""
-        for pid, _ in self.children():
-            os.kill(pid, signal.SIGKILL)
-        self.process.kill()
-        self.process.wait(timeout=30)
-        self.close()
-
-    def close(self) -> None:
-        if self.process.poll() is None:
-            for pid, _ in self.children():
-                os.kill(pid, signal.SIGKILL)
-            self.process.kill()
-            self.process.wait(timeout=30)
-        self._log_handle.close()
-        self._out_handle.close()
-
-
-def wait_for(predicate, timeout: float, what: str, step: float = 0.25):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(step)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
-def local_status(node: Node) -> dict:
-    path = node.work / "state" / "status" / "sftp-1.json"
-    try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return {}
+def node(node_root: Path, s3_repository) -> Node:
+    return Node(node_root, s3_repository)
 
 
 # -- the daemon ------------------------------------------------------------------------------
 
 
 def test_daemon_backs_up_alerts_serves_metrics_and_stops_on_sigterm(node: Node, recorder: Recorder):
-    secret = node.work / "hook.secret"
+    secret = node.workspace / "hook.secret"
     secret.write_text("hook-secret\n")
     secret.chmod(0o600)  # secret files readable by others are refused
     node.settings(
@@ -267,9 +99,9 @@ def test_daemon_backs_up_alerts_serves_metrics_and_stops_on_sigterm(node: Node, 
 
 
 def test_killed_daemon_leaves_a_stale_lock_that_the_next_start_removes(
-    node_root: Path, s3_repository, work_dir: Path
+    node_root: Path, s3_repository
 ):
-    node = Node(node_root / "root", s3_repository, work_dir, big_file_mb=400)
+    node = Node(node_root, s3_repository, big_file_mb=400)
     node.settings(
         schedule={"backup": "every 2s", "prune": None, "verify": None, "drill": None},
         objectives={"rpo": "1m", "rto": "10m"},
@@ -308,25 +140,11 @@ def test_killed_daemon_leaves_a_stale_lock_that_the_next_start_removes(
     assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
-class RestartableS3(LocalS3):
-    """A local S3 that comes back on the same ports and data after a stop."""
-
-    fixed_ports: dict | None = None
-
-    def _launch(self, weed: str) -> None:
-        if self.fixed_ports:
-            self.ports = dict(self.fixed_ports)
-            self._service = runner.start_service(self._argv(weed), self.log_path, cwd=self.data_dir)
-        else:
-            super()._launch(weed)
-            self.fixed_ports = dict(self.ports)
-
-
 def test_daemon_recovers_by_itself_after_the_s3_server_was_down(
-    node_root: Path, work_dir: Path, tmp_path: Path, recorder: Recorder
+    node_root: Path, tmp_path: Path, recorder: Recorder
 ):
-    s3 = RestartableS3(tmp_path / "s3-data")
-    s3.start()
+    s3 = LocalS3(tmp_path / "s3-data").start()
+    s3.s3_port = s3.port  # a restart serves the same endpoint from the same data
     saved = {name: os.environ.get(name) for name in s3.env()}
     started = None
     try:
@@ -341,7 +159,7 @@ def test_daemon_recovers_by_itself_after_the_s3_server_was_down(
             password_file=password,
             object_lock=config_module.ObjectLock(days=1),
         )
-        node = Node(node_root / "root", repository, work_dir)
+        node = Node(node_root, repository)
         node.settings(
             schedule={
                 "backup": "every 2s",
@@ -360,6 +178,7 @@ def test_daemon_recovers_by_itself_after_the_s3_server_was_down(
         wait_for(lambda: "/ping/fail" in recorder.paths(), 60, "a fail ping while S3 is down")
         fail_body = next(r[3] for r in recorder.requests if r[1] == "/ping/fail")
         assert b"unreachable" in fail_body or b"restic" in fail_body
+        # the behaviour under test: S3 stays down 6 s, longer than the 4 s retry window
         time.sleep(max(0.0, 6 - (time.time() - down_at)))
         s3.start()
         back_at = time.time()
@@ -391,7 +210,7 @@ def test_adhoc_backup_waits_for_the_lock_then_exits_busy(node: Node, monkeypatch
     from drkit.service import context
 
     monkeypatch.setattr(context, "LOCK_TIMEOUT_SECONDS", 1)
-    lock = FileLock(str(node.work / "state" / "locks" / "sftp-1.lock"))
+    lock = FileLock(str(node.state / "locks" / "sftp-1.lock"))
     with lock:
         code, document = node.run("backup")
     assert code == 7 and document["error"]["kind"] == "busy"

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import http.server
 import json
 import logging
 import re
@@ -18,70 +17,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from daemons import Recorder, offline_config
 from nodes import refusing_port
 
 from drkit import config, daemon, errors, model
 from drkit.daemon import jobs, watch
 from drkit.engines import metrics, notify, status
-
-
-class Recorder:
-    """An HTTP server on 127.0.0.1 that records every request: (method, path, headers, body);
-    it answers 503 to the first `failures` requests, then 200."""
-
-    def __init__(self):
-        self.requests: list[tuple[str, str, dict, bytes]] = []
-        self.failures = 0
-        recorder = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self):
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length)
-                recorder.requests.append(("POST", self.path, dict(self.headers), body))
-                refused = len(recorder.requests) <= recorder.failures
-                self.send_response(503 if refused else 200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def paths(self) -> list[str]:
-        return [path for _, path, _, _ in self.requests]
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
-
-
-def _closed_port() -> int:
-    return refusing_port()
-
-
-def _config(tmp_path: Path, **settings) -> config.Config:
-    password = tmp_path / "password"
-    password.write_text("x" * 64)
-    password.chmod(0o600)
-    return config.Config(
-        node="sftp-1",
-        servers=["openssh"],
-        repository=config.Repository(
-            s3_endpoint=f"http://127.0.0.1:{_closed_port()}",
-            bucket="drkit-unit",
-            prefix="node",
-            password_file=password,
-        ),
-        signing_key=tmp_path / "signing.pem",
-        state_dir=tmp_path / "state",
-        **settings,
-    )
-
 
 # Schedule lines (crontab's day numbers, 'every N'): tests/test_schedule.py.
 
@@ -187,7 +128,7 @@ def test_webhook_is_signed_and_pings_follow_the_outcome(tmp_path: Path, recorder
 
 
 def test_an_unreachable_alert_endpoint_never_raises(tmp_path: Path):
-    url = f"http://127.0.0.1:{_closed_port()}"
+    url = f"http://127.0.0.1:{refusing_port()}"
     settings = config.Notify(webhook=config.Webhook(url=url), ping=config.Ping(url=url))
     delivered = notify.Notifier(settings, "n").finish("backup", ok=False, error="x")
     assert delivered == {"ping": False, "webhook": False}
@@ -223,7 +164,7 @@ def test_a_ping_the_endpoint_keeps_refusing_gives_up_after_the_attempts(recorder
 def test_a_failed_run_sends_fail_never_success_and_a_transient_error_is_retried(
     tmp_path: Path, recorder: Recorder
 ):
-    configuration = _config(
+    configuration = offline_config(
         tmp_path,
         notify=config.Notify(
             webhook=config.Webhook(url=recorder.url + "/hook"),
@@ -270,7 +211,7 @@ def test_a_failed_run_sends_fail_never_success_and_a_transient_error_is_retried(
 def test_a_run_reached_by_the_stop_before_it_began_is_cancelled_not_failed(
     tmp_path: Path, recorder: Recorder
 ):
-    configuration = _config(
+    configuration = offline_config(
         tmp_path,
         notify=config.Notify(ping=config.Ping(url=recorder.url + "/ping")),
         schedule=config.ScheduleConfig(backup="every 2s"),
@@ -286,7 +227,7 @@ def test_a_run_reached_by_the_stop_before_it_began_is_cancelled_not_failed(
 
 @pytest.mark.timeout(60)  # a 3 s window: the run gives up in seconds, or the test times out
 def test_a_run_that_keeps_failing_gives_up_within_the_retry_window(tmp_path: Path):
-    configuration = _config(
+    configuration = offline_config(
         tmp_path, schedule=config.ScheduleConfig(backup="every 2s", retry_window="3s")
     )
 
@@ -300,7 +241,7 @@ def test_a_run_that_keeps_failing_gives_up_within_the_retry_window(tmp_path: Pat
 
 
 def test_metrics_and_healthz_tell_the_rpo_truth(tmp_path: Path):
-    configuration = _config(tmp_path, objectives=config.Objectives(rpo="1m"))
+    configuration = offline_config(tmp_path, objectives=config.Objectives(rpo="1m"))
     collector = metrics.StatusCollector(
         "sftp-1", lambda: status.load_local(configuration), status.objectives_of(configuration)
     )
@@ -365,7 +306,7 @@ def test_metrics_and_healthz_tell_the_rpo_truth(tmp_path: Path):
 
 
 def test_metrics_endpoint_serves_prometheus_text_and_404s_other_paths(tmp_path: Path):
-    configuration = _config(tmp_path)
+    configuration = offline_config(tmp_path)
     collector = metrics.StatusCollector(
         "sftp-1", lambda: status.load_local(configuration), status.objectives_of(configuration)
     )
@@ -414,7 +355,7 @@ def test_runs_skipped_while_a_long_run_runs_are_one_info_line(
     from apscheduler.triggers.interval import IntervalTrigger
 
     caplog.set_level(logging.DEBUG)
-    configuration = _config(tmp_path, schedule=config.ScheduleConfig(backup="every 1s"))
+    configuration = offline_config(tmp_path, schedule=config.ScheduleConfig(backup="every 1s"))
     skips = threading.Semaphore(0)
     calls = []
 
@@ -477,13 +418,12 @@ def test_a_background_retry_is_not_lost_to_a_slow_end_of_the_failed_run(
     still does after it (the RPO watch, whose webhook to an endpoint that does not answer takes
     up to 3 x 10 s + 1.5 s, more than the 30 s; the fleet page) must not hold the job's one
     instance when the retry comes due, or APScheduler skips the retry and the backup waits for
-    its schedule, an hour here. The tail is made 1.5 s long, the retry 0.5 s."""
-    import time
-
+    its schedule, an hour here. The tail lasts until the retry has run (5 s at most), the
+    retry is due 0.5 s after the failure."""
     from drkit.schedule import trigger_for
 
     monkeypatch.setattr(daemon.scheduler, "BACKGROUND_RETRY_MIN", timedelta(seconds=0.5))
-    configuration = _config(
+    configuration = offline_config(
         tmp_path,
         schedule=config.ScheduleConfig(
             backup="every 1h", prune=None, verify=None, drill=None, retry_window="1s"
@@ -506,7 +446,7 @@ def test_a_background_retry_is_not_lost_to_a_slow_end_of_the_failed_run(
         def check(self) -> None:
             super().check()
             if len(calls) == 1:
-                time.sleep(1.5)
+                retried.wait(5)
 
     runner.breach = SlowBreachWatch(runner.notifier, runner.collector, runner.metrics)
     scheduled(runner, trigger_for("every 1h"), retried, 15,

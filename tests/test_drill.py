@@ -12,11 +12,10 @@ import pwd
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-from nodes import SMOKE_USER, Node, fresh_repository, make_workspace
+from nodes import SMOKE_USER, Node, fresh_repository, make_workspace, wait_for
 
 from devtools import sample_node
 from drkit.engines.storage import Storage
@@ -136,11 +135,15 @@ def test_sigterm_leaves_no_process_and_no_sandbox(node: Node):
         text=True,
     )
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and process.poll() is None:
-            if any("sshd" in line for line in _processes_mentioning(drills)):
-                break
-            time.sleep(0.02)
+        wait_for(
+            lambda: (
+                process.poll() is not None
+                or any("sshd" in line for line in _processes_mentioning(drills))
+            ),
+            120,
+            "the smoke's sshd",
+            step=0.02,
+        )
         assert process.poll() is None, process.communicate()
         process.send_signal(signal.SIGTERM)
         stdout, stderr = process.communicate(timeout=60)

@@ -8,10 +8,10 @@ import signal
 import socket
 import stat
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from nodes import wait_for
 
 from drkit import errors, runner
 from drkit.locals3 import GRPC_OFFSET, LocalS3, _free_ports
@@ -134,9 +134,7 @@ def test_cli_writes_env_file_and_stops_cleanly_on_sigterm(tmp_path: Path):
         cwd=REPO_ROOT,
     )
     try:
-        deadline = time.monotonic() + 60
-        while not env_file.exists() and service.alive() and time.monotonic() < deadline:
-            time.sleep(0.2)
+        wait_for(lambda: env_file.exists() or not service.alive(), 60, "the env file", step=0.2)
         assert env_file.exists(), service.log_tail()
         assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
         values = {}
@@ -160,10 +158,7 @@ def test_cli_writes_env_file_and_stops_cleanly_on_sigterm(tmp_path: Path):
         assert _pids_with(str(data)), "weed runs with the given data directory"
 
         os.kill(service.process.pid, signal.SIGTERM)
-        deadline = time.monotonic() + 30
-        while service.alive() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert not service.alive(), service.log_tail()
+        wait_for(lambda: not service.alive(), 30, "the CLI to stop on SIGTERM", step=0.1)
         assert service.process.returncode == 0, service.log_tail()
         assert not _pids_with(str(data)), "weed stopped with the CLI"
         assert not env_file.exists()

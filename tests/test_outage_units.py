@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from test_daemon_units import Recorder, _config
+from daemons import Recorder, offline_config
 
 from drkit import config, daemon, runner, timing
 from drkit.engines import outage, s3
@@ -24,7 +24,7 @@ def credentials(monkeypatch):
 
 
 def test_the_probe_names_an_unreachable_s3_at_once_and_remembers_since_when(tmp_path: Path):
-    repository = _config(tmp_path).repository
+    repository = offline_config(tmp_path).repository
     probe = outage.OutageProbe(repository)
     started = time.monotonic()
     reason = probe.check()
@@ -62,7 +62,7 @@ def test_the_outage_watch_alerts_once_per_outage_without_any_run(
     secret = tmp_path / "hook.secret"
     secret.write_text("s\n")
     secret.chmod(0o600)
-    configuration = _config(
+    configuration = offline_config(
         tmp_path,
         notify=config.Notify(
             ping=config.Ping(url=recorder.url + "/ping"),

@@ -13,11 +13,10 @@ import os
 import secrets
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
-from nodes import drkit, init_node
+from nodes import drkit, init_node, wait_for
 
 from devtools.sample_node import _Node, _tls
 from drkit.paths import on_root
@@ -93,18 +92,17 @@ def slapd(node_root):
     )
     try:
         url = f"ldap://127.0.0.1:{port}"
-        deadline = time.monotonic() + 15
-        while True:
+
+        def added() -> bool:
             done = subprocess.run(
                 ["ldapadd", "-x", "-H", url, "-D", f"cn=admin,{SUFFIX}", "-y", str(admin_file),
                  "-f", str(ldif)],
                 capture_output=True, text=True,
             )  # fmt: skip
-            if done.returncode == 0:
-                break
             assert process.poll() is None, (work / "slapd.log").read_text()
-            assert time.monotonic() < deadline, done.stderr
-            time.sleep(0.2)
+            return done.returncode == 0
+
+        wait_for(added, 15, "slapd to take the directory's entries", step=0.2)
         yield {"url": url, "user": user, "uid": uid, "home": home, "bind": bind_secret,
                "process": process}  # fmt: skip
     finally:

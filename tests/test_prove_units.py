@@ -10,7 +10,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from test_daemon_units import Recorder, _config
+from daemons import Recorder, offline_config
+from nodes import wait_for
 
 from drkit import config, daemon, errors, model
 from drkit.actions import init as init_action
@@ -90,7 +91,7 @@ def test_without_prove_or_before_the_first_proof_the_proven_age_is_shown_not_jud
 
 
 def test_a_proof_is_recorded_as_last_proven_and_a_good_one_as_last_good_proof(tmp_path: Path):
-    configuration = _config(tmp_path, schedule=config.ScheduleConfig(prove="after-backup"))
+    configuration = offline_config(tmp_path, schedule=config.ScheduleConfig(prove="after-backup"))
     good = {"ok": True, "snapshot_id": "a" * 64, "snapshot_time": ago(30), "rto_seconds": 2.5}
     outcome = status.outcome_of("prove", NOW, 7.0, result=good)
     recorded = status.record(configuration, "prove", outcome, upload=False)
@@ -178,18 +179,11 @@ def hooks(recorder: Recorder) -> list[dict]:
     return [json.loads(body) for _, path, _, body in recorder.requests if path == "/hook"]
 
 
-def wait_until(predicate, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
-
-
 @pytest.mark.timeout(60)
 def test_the_daemon_proves_each_backup_on_its_own_thread_and_alerts_a_failed_proof(
     tmp_path: Path, recorder: Recorder
 ):
-    configuration = _config(
+    configuration = offline_config(
         tmp_path,
         notify=config.Notify(
             webhook=config.Webhook(url=recorder.url + "/hook"),
@@ -231,17 +225,19 @@ def test_the_daemon_proves_each_backup_on_its_own_thread_and_alerts_a_failed_pro
     try:
         runner.breach.check()  # the baseline: proving, nothing tried yet, not breached
         runner.run_job("backup")
-        wait_until(lambda: proofs == ["1" * 64])
+        wait_for(lambda: proofs == ["1" * 64], 20, "the first proof", step=0.05)
         assert runner.run_job("backup")["ok"] is True  # while the first proof runs
         release.set()
-        wait_until(lambda: len(proofs) == 2 and not runner.jobs.busy())
+        wait_for(
+            lambda: len(proofs) == 2 and not runner.jobs.busy(), 20, "the second proof", step=0.05
+        )
         assert proofs == ["1" * 64, "2" * 64]
         local = status.load_local(configuration)
         assert (
             local["last_proven"]["ok"] is False and local["last_proven"]["snapshot_id"] == "2" * 64
         )
         assert local["last_good_proof"]["snapshot_id"] == "1" * 64
-        time.sleep(2.5)  # the good proof's snapshot passes the 2 s RPO
+        time.sleep(2.5)  # the behaviour under test: the good proof's snapshot passes the 2 s RPO
         runner.breach.check()
     finally:
         runner.request_stop("test")
@@ -259,7 +255,9 @@ def test_the_daemon_proves_each_backup_on_its_own_thread_and_alerts_a_failed_pro
 def test_a_node_with_no_snapshot_proven_within_the_rpo_proves_its_latest_at_start(
     tmp_path: Path, line: str, caplog
 ):
-    configuration = _config(tmp_path, schedule=config.ScheduleConfig(backup="every 1h", prove=line))
+    configuration = offline_config(
+        tmp_path, schedule=config.ScheduleConfig(backup="every 1h", prove=line)
+    )
     good = {"ok": True, "snapshot_id": "b" * 64, "time": model.utc_text(datetime.now(UTC))}
     outcome = status.outcome_of("backup", NOW, 1.0, result=good)
     status.record(configuration, "backup", outcome, upload=False)

@@ -193,7 +193,7 @@ def test_without_jitter_runs_are_exactly_on_their_slots():
 
 
 def test_the_daemon_schedules_each_job_with_the_configured_jitter(tmp_path, seeded):
-    from test_daemon_units import _config
+    from daemons import offline_config
 
     from drkit import daemon
 
@@ -201,7 +201,7 @@ def test_the_daemon_schedules_each_job_with_the_configured_jitter(tmp_path, seed
         backup="every 10m", prune="30 3 * * *", verify=None, drill=None, jitter="90s"
     )
     runner = daemon.Daemon(
-        _config(tmp_path, schedule=settings),
+        offline_config(tmp_path, schedule=settings),
         actions={"backup": dict, "prune": dict},
     )
     runner.schedule()

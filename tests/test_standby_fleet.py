@@ -184,7 +184,8 @@ def test_a_passive_nodes_daemon_syncs_each_new_snapshot_of_its_source(pool_dir, 
     import signal
     from types import SimpleNamespace
 
-    from test_daemon import DaemonProcess, wait_for
+    from daemons import DaemonProcess
+    from nodes import wait_for
 
     active_root, passive_root = pool_dir / "active", pool_dir / "passive"
     sample_node.build(active_root, smoke_user=SMOKE_USER, chroot=True)
@@ -214,7 +215,7 @@ def test_a_passive_nodes_daemon_syncs_each_new_snapshot_of_its_source(pool_dir, 
             return None
         return last if last.get("snapshot_id") == snapshot_id else None
 
-    daemon = DaemonProcess(SimpleNamespace(config=passive, work=work), stop_timeout=60)
+    daemon = DaemonProcess(SimpleNamespace(config=passive, workspace=work), stop_timeout=60)
     try:
         synced = wait_for(lambda: applied(first["snapshot_id"]), 60, "the first sync")
         assert synced["ok"] and synced["changed"], synced

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from nodes import wait_for
 
 from drkit import errors
 from drkit.engines import restic as restic_engine
@@ -41,7 +42,7 @@ def _written(lock_dir: Path) -> bool:
     sizes = [path.stat().st_size for path in lock_dir.iterdir()]
     if not sizes or 0 in sizes:
         return False
-    time.sleep(0.05)
+    time.sleep(0.05)  # a lock file still the same size 50 ms on is whole
     return sizes == [path.stat().st_size for path in lock_dir.iterdir()]
 
 
@@ -54,9 +55,9 @@ def _exclusive_lock(restic: restic_engine.Restic, lock_dir: Path) -> subprocess.
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    deadline = time.monotonic() + 30
-    while not _written(lock_dir) and holder.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_for(
+        lambda: _written(lock_dir) or holder.poll() is not None, 30, "restic's lock", step=0.01
+    )
     assert _written(lock_dir), "restic prune took no lock"
     holder.send_signal(signal.SIGSTOP)  # holds it while the test needs it
     return holder
