@@ -220,7 +220,8 @@ def place(staging: Path, files: list[FileRecord]) -> list[str]:
 def _remove_empty(staging: Path, top: Path) -> None:
     """Remove the directories under top (and top) that are empty, deepest first; anything
     left in them stays for the screening to refuse."""
-    if beneath.lstat(staging, top) is None:
+    info = beneath.lstat(staging, top)
+    if info is None or not stat.S_ISDIR(info.st_mode):  # a link is left for the screening
         return
     for directory, _, _ in sorted(os.walk(top), key=lambda item: -len(item[0])):
         with contextlib.suppress(OSError):
