@@ -15,7 +15,18 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from drkit import errors, timing
 from drkit.config import Config, dump_config
-from drkit.engines import accounts, catalog, freshness, keys, manifest, screen, sqlite_copies, watch
+from drkit.engines import (
+    accounts,
+    catalog,
+    freshness,
+    keys,
+    manifest,
+    records,
+    screen,
+    sqlite_copies,
+    watch,
+)
+from drkit.engines.records import EventsRecord, HeadRecord
 from drkit.engines.restic import BackupSummary, Restic
 from drkit.engines.resticjson import BackupStatus
 from drkit.model import ChainLink, Manifest, SecurityEvent, parse_utc, utc_text
@@ -43,22 +54,22 @@ def publish(
     every command finds and opens snapshots without restic), in parallel."""
     from drkit.engines.storage import Storage
 
-    record = {
-        "kind": "head",
-        "node": config.node,
-        **link,
-        "time": utc_text(datetime.now(UTC)),
-        "written_ns": time.time_ns(),  # orders two heads signed within the same second
-        "snapshots": [entry.as_dict() for entry in index],
-        "confirmations": freshness.confirmations(chain.read(config).get("confirmations")),
-    }
-    text = json.dumps(record, sort_keys=True)
+    record = HeadRecord(
+        kind="head",
+        node=config.node,
+        snapshot_id=link["snapshot_id"],
+        manifest_sha256=link["manifest_sha256"],
+        time=utc_text(datetime.now(UTC)),
+        written_ns=time.time_ns(),  # orders two heads signed within the same second
+        snapshots=[entry.as_dict() for entry in index],
+        confirmations=freshness.confirmations(chain.read(config).get("confirmations")),
+    )
     down = context.outage(config.repository)
     if down:
         log.warning("chain head and manifest objects not stored: %s", down)
         return
     storage = Storage(config.repository)
-    head = {"record": text, "signature": keys.sign(signing_key, text.encode())}
+    head = records.seal(signing_key, record)
     with ThreadPoolExecutor(max_workers=len(objects) + 1) as pool:
         futures = {
             key: pool.submit(storage.put_bytes, key, body, "application/json")
@@ -471,15 +482,16 @@ def _watch(
     for event in found:
         log.warning("security change: %s (event %s)", event.detail, event.id)
     if found:
-        record = {
-            "kind": "events",
-            "node": config.node,
-            "snapshot_id": snapshot_id,
-            "time": created,
-            "events": [event.model_dump(exclude={"acknowledged"}) for event in found],
-        }
-        text = json.dumps(record, sort_keys=True)
-        stored = {"record": text, "signature": keys.sign(signing_key, text.encode())}
+        stored = records.seal(
+            signing_key,
+            EventsRecord(
+                kind="events",
+                node=config.node,
+                snapshot_id=snapshot_id,
+                time=created,
+                events=[event.model_dump(exclude={"acknowledged"}) for event in found],
+            ),
+        )
         try:
             from drkit.engines.storage import Storage
 

@@ -10,7 +10,6 @@ the bucket can neither silence an event nor invent one that counts.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -18,7 +17,8 @@ from typing import TypeVar
 
 from drkit import errors
 from drkit.config import Config
-from drkit.engines import catalog, keys, watch
+from drkit.engines import catalog, keys, records, watch
+from drkit.engines.records import AckRecord
 from drkit.engines.storage import Storage
 from drkit.model import SecurityEvent, parse_utc, utc_text
 from drkit.results import HistoryResult
@@ -106,16 +106,14 @@ def _acknowledge(config: Config, event_ids: list[str], why: str) -> None:
     signing_key = keys.load_trusted_signing_key(config.signing_key, config.trusted_keys)
     storage = Storage(config.repository)
     for event_id in event_ids:
-        record = {
-            "kind": "ack",
-            "node": config.node,
-            "event_id": event_id,
-            "why": why,
-            "time": utc_text(datetime.now(UTC)),
-        }
-        text = json.dumps(record, sort_keys=True)
-        stored = {"record": text, "signature": keys.sign(signing_key, text.encode())}
-        storage.put_json(watch.ack_key(config.node, event_id), stored)
+        record = AckRecord(
+            kind="ack",
+            node=config.node,
+            event_id=event_id,
+            why=why,
+            time=utc_text(datetime.now(UTC)),
+        )
+        storage.put_json(watch.ack_key(config.node, event_id), records.seal(signing_key, record))
 
 
 def _before(config: Config, snapshot_id: str) -> str:
