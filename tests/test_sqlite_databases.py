@@ -25,7 +25,9 @@ from pathlib import Path
 import pytest
 from nodes import RESTIC, drkit, free_port, init_node
 
+from drkit import errors
 from drkit.engines import sqlite_copies
+from drkit.model import FileRecord
 from drkit.profiles.proftpd import read_config, sql
 
 pytestmark = pytest.mark.integration
@@ -299,3 +301,36 @@ def test_the_generic_profile_and_includes_mark_sqlite_files(tmp_path):
     assert [(db.engine, db.path) for db in extras.databases] == [
         ("sqlite", "/var/lib/myftpd/users.sqlite")
     ]
+
+
+def _entry(path: str, kind: str = "file", category: str = "databases") -> FileRecord:
+    return FileRecord(
+        path=path, category=category, type=kind, mode="0700" if kind == "dir" else "0600",
+        uid=0, gid=0, user="root", group="root", mtime="2026-12-07T00:00:00Z",
+        **({"size": 0, "sha256": "0" * 64} if kind == "file" else {}),
+    )  # fmt: skip
+
+
+def test_staged_copies_are_placed_without_following_links_and_never_twice(tmp_path):
+    staging, outside = tmp_path / "staging", tmp_path / "outside"
+    held = staging / sqlite_copies.stored_path(DB).lstrip("/")
+    held.parent.mkdir(parents=True)
+    sqlite3.connect(held).close()
+    files = [_entry("/etc", "dir", "parents"), _entry("/etc/proftpd", "dir", "parents"), _entry(DB)]
+    assert sqlite_copies.place(staging, files) == [DB]
+    assert (staging / DB.lstrip("/")).is_file()
+    assert oct((staging / "etc/proftpd").stat().st_mode & 0o777) == "0o700"  # as listed
+    assert not (staging / sqlite_copies.COPIES_DIR.lstrip("/")).exists()
+
+    held.parent.mkdir(parents=True)
+    sqlite3.connect(held).close()
+    with pytest.raises(errors.Refused, match="held twice"):
+        sqlite_copies.place(staging, files)
+
+    (outside / "empty").mkdir(parents=True)
+    shutil.rmtree(staging / "var")
+    (staging / "var/lib/drkit/snapshot").mkdir(parents=True)
+    (staging / sqlite_copies.COPIES_DIR.lstrip("/")).symlink_to(outside)
+    with pytest.raises(errors.Refused, match="is a symlink"):
+        sqlite_copies.place(staging, [_entry("/srv/other.db")])
+    assert (outside / "empty").is_dir()  # nothing outside staging is walked or removed
