@@ -118,12 +118,16 @@ class Repository(Strict):
 class Copy(Strict):
     """A further repository a node's snapshots are copied to."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$", examples=["offsite"])
+    name: str = Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$",
+        description="what --from and the status call this copy",
+        examples=["offsite"],
+    )
     s3_endpoint: BaseUrl = Field(description="S3 endpoint URL of the copy")
-    bucket: str = Field(min_length=3, max_length=63)
+    bucket: str = Field(min_length=3, max_length=63, description="the copy's bucket")
     prefix: str = Field(description="folder of the copy's restic repository")
-    region: str = Field("us-east-1")
-    ca_bundle: Path | None = None
+    region: str = Field("us-east-1", description="S3 region of the copy")
+    ca_bundle: Path | None = Field(None, description="PEM file of CAs that sign its endpoint")
     password_file: Path | None = Field(None, description="default: the primary's")
     object_lock: ObjectLock = Field(
         default_factory=ObjectLock, description="object-lock mode and retention of new objects"
