@@ -121,7 +121,7 @@ def test_this_machines_record_refuses_a_rollback_the_head_no_longer_shows(
     for version in storage.versions(f"records/{node.name}/head.json"):
         storage.client.delete_object(
             Bucket=storage.bucket, Key=f"records/{node.name}/head.json",
-            VersionId=version["version_id"], BypassGovernanceRetention=True,
+            VersionId=version.version_id, BypassGovernanceRetention=True,
         )  # fmt: skip
     code, document = node.run("restore", "latest", "--target", str(tmp_path / "target"))
     assert code == 6, document
