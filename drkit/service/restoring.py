@@ -140,9 +140,7 @@ def restore(
                 directory.rmdir()
     found = [
         checks.passed("manifest signature", f"signed by {opened.signer} ({opened.trust})"),
-        checks.passed(
-            "files verified", f"{len(opened.manifest.files)} match sha256, mode, owner"
-        ),
+        checks.passed("files verified", f"{len(opened.manifest.files)} match sha256, mode, owner"),
         checks.passed("apply", outcome.summary()),
     ]
     if recovered:
