@@ -331,7 +331,8 @@ class Restic:
                 if message.action in STORED_ACTIONS and message.item:
                     summary.stored.append(message.item.rstrip("/") or "/")
             elif isinstance(message, messages.BackupSummaryMessage):
-                for name, value in message.model_dump(exclude={"message_type"}).items():
+                fields = message.model_dump(exclude={"message_type"}, exclude_unset=True)
+                for name, value in fields.items():
                     setattr(summary, name, value)
             elif isinstance(message, messages.ErrorMessage):
                 cause = (message.error.message if message.error else "") or "unreadable"
