@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import logging
 import os
 import shutil
 import sqlite3
@@ -31,8 +30,6 @@ from drkit.engines import beneath, durable
 from drkit.engines.manifest import SNAPSHOT_DIR, HashCache, sha256_file
 from drkit.model import Check, Database, FileRecord, Manifest, failed, passed
 from drkit.paths import host_path, joined, on_root, resolve, shown
-
-log = logging.getLogger(__name__)
 
 CATEGORY = "databases"
 COPIES_DIR = f"{SNAPSHOT_DIR}/databases"
@@ -110,8 +107,8 @@ def copy_all(root: Path, databases: Iterable[Database]) -> tuple[list[Copy], lis
             continue
         if copy.problem:
             warnings.append(
-                f"{shown(node_path)} fails PRAGMA integrity_check ({copy.problem}): a restore "
-                "refuses this copy"
+                f"{shown(node_path)} fails PRAGMA integrity_check ({copy.problem}): the copy "
+                "is stored as it is, and a restore's check fails naming it"
             )
         copies.append(copy)
     return copies, warnings
