@@ -27,7 +27,7 @@ from pathlib import Path
 from drkit import errors, runner
 from drkit.engines import keys
 from drkit.engines import resticjson as messages
-from drkit.engines.resticbin import find_restic as find_restic  # the engine's one door
+from drkit.engines.resticbin import find_restic as find_restic  # re-exported for callers
 from drkit.engines.resticjson import (
     BackupStatus,
     ForgetGroup,
