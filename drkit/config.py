@@ -9,8 +9,10 @@ from typing import Literal
 
 import yaml
 from pydantic import (
+    BaseModel,
     Field,
     JsonValue,
+    PrivateAttr,
     ValidationError,
     field_validator,
     model_validator,
@@ -315,11 +317,24 @@ class ReportSettings(Strict):
 class Config(Strict):
     """The whole of drkit.yaml."""
 
+    _options: dict[str, BaseModel] = PrivateAttr(default_factory=dict)
+
     def from_copy(self, name: str | None) -> Config:
         """Return this config reading from the copy called name (None: itself)."""
         if name is None:
             return self
         return self.model_copy(update={"repository": self.repository.copy_named(name)})
+
+    def options_of(self, kind: str) -> BaseModel:
+        """Return profile_options.<kind> validated by that profile's options model, defaults
+        filled in: validated once (at load, by validate_config) and kept; raise ConfigError
+        naming the first bad setting. profile_options itself stays as written: it is signed
+        into every manifest as given."""
+        from drkit import profiles  # profiles read this module's names: imported only here
+
+        if kind not in self._options:
+            self._options[kind] = profiles.options(kind, self.profile_options.get(kind))
+        return self._options[kind]
 
     node: str = Field(
         pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$",
@@ -458,19 +473,16 @@ def validate_config(data: object, source: str) -> Config:
 
 
 def _check_profile_options(config: Config, source: str) -> None:
-    """Validate each profile_options.<kind> by that profile's own options model, once, at
-    load; raise ConfigError naming the first bad setting. The settings stay as written: they
-    are signed into every manifest as given."""
-    from drkit import profiles  # profiles read this module's names: imported only here
-
-    for kind, given in config.profile_options.items():
+    """Validate each profile_options.<kind> by that profile's own options model, at load;
+    raise ConfigError naming the file and the first bad setting."""
+    for kind in config.profile_options:
         if kind not in SERVER_KINDS:
             raise errors.ConfigError(
                 f"{source}: profile_options.{kind}: unknown profile; use one of "
                 f"{', '.join(SERVER_KINDS)}"
             )
         try:
-            profiles.options(kind, given)
+            config.options_of(kind)
         except errors.ConfigError as exc:
             raise errors.ConfigError(f"{source}: {exc.message}") from None
 

@@ -170,7 +170,7 @@ def collect_inventory(config: Config) -> Inventory:
     inventory = Inventory()
     for kind in config.servers:
         profile = profiles.get(kind)
-        options = profile.options(config.profile_options.get(kind))
+        options = config.options_of(kind)
         found = profile.inventory(config.root, config.smoke_user, options)
         inventory.merge(found)
     inventory.merge(expand_includes(config.root, config.includes))
