@@ -11,7 +11,6 @@ import json
 import logging
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 import botocore.exceptions as boto_errors
 
@@ -85,7 +84,7 @@ class Storage(PostureChecks):
         body = json.dumps(obj, indent=2, sort_keys=True, default=str).encode()
         return self.put_bytes(key, body, "application/json")
 
-    def get_json(self, key: str) -> dict[str, Any] | None:  # JSON edge: its readers validate
+    def get_json(self, key: str) -> dict[str, object] | None:
         """Return the JSON object at key, or None when there is none or it is malformed
         (see get_bytes)."""
         body = self.get_bytes(key)
