@@ -42,6 +42,10 @@ def test_read_entries_from_the_root(node_root: Path):
         "partner:x:2102:",
         "audit:x:2200:partner",
     ]
+    users = accounts.passwd_entries(node_root)
+    assert (users["partner"].home, users["drill"].uid_number) == ("/home/partner", 2101)
+    groups = accounts.group_entries(node_root)
+    assert [group.name for group in groups if "partner" in group.members] == ["sftpusers", "audit"]
 
 
 def test_read_entries_from_the_host_when_the_root_has_no_passwd(node_root: Path):

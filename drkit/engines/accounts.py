@@ -190,19 +190,14 @@ def _find(lines: list[str], value: str, *, by_gid: bool = False) -> int | None:
     return None
 
 
-def passwd_entries(root: Path) -> dict[str, list[str]]:
-    """Return {name: passwd fields} of the node's accounts (root's files, else the host's)."""
+def passwd_entries(root: Path) -> dict[str, PasswdEntry]:
+    """Return {name: passwd entry} of the node's accounts (root's files, else the host's)."""
     etc = source_root(root)
-    return {
-        name: list(dataclasses.astuple(PasswdEntry.parse(line)))
-        for name, line in _by_name(_lines(on_root(etc, "/etc/passwd"))).items()
-    }
+    lines = _by_name(_lines(on_root(etc, "/etc/passwd")))
+    return {name: PasswdEntry.parse(line) for name, line in lines.items()}
 
 
-def group_entries(root: Path) -> list[list[str]]:
-    """Return the group records (fields) of the node's accounts (root's files, else the host's)."""
-    return [
-        (line.split(":") + [""] * 4)[:4]
-        for line in _records(_lines(on_root(source_root(root), "/etc/group")))
-    ]
-
+def group_entries(root: Path) -> list[GroupEntry]:
+    """Return the group entries of the node's accounts (root's files, else the host's)."""
+    lines = _records(_lines(on_root(source_root(root), "/etc/group")))
+    return [GroupEntry.parse(line) for line in lines]

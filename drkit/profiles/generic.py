@@ -226,8 +226,8 @@ def _owners(root: Path, names: list[str]) -> tuple[int, ...]:
     from drkit.engines import accounts
 
     entries = accounts.passwd_entries(root)
-    uids = [int(entries[n][2]) for n in names if n in entries and entries[n][2].isdigit()]
-    return (0, *uids)
+    uids = [entries[n].uid_number for n in names if n in entries]
+    return (0, *[uid for uid in uids if uid is not None])
 
 
 def _tls_checks(root: Path, paths: list[str], owners: tuple[int, ...]) -> list[Check]:

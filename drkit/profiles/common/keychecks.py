@@ -40,9 +40,9 @@ TLS_KEY_GROUPS = ("ssl-cert",)
 
 def _group_name(root: Path, gid: int, node_path: str, manifest: Manifest | None) -> str | None:
     """Return the name of gid from the node's groups, else as the manifest recorded it."""
-    for fields in accounts.group_entries(root):
-        if fields[2] == str(gid):
-            return fields[0]
+    for group in accounts.group_entries(root):
+        if group.gid == str(gid):
+            return group.name
     for entry in manifest.files if manifest else []:
         if entry.path == node_path and entry.gid == gid:
             return entry.group

@@ -3,7 +3,6 @@ and removed after it, and the directories the user may write to."""
 
 from __future__ import annotations
 
-import dataclasses
 import grp
 import os
 import pwd
@@ -18,6 +17,7 @@ from drkit.model import (
     AccountRecord,
     Check,
     Manifest,
+    PasswdEntry,
     failed,
     passed,
 )
@@ -35,13 +35,15 @@ def node_account(root: Path, manifest: Manifest, user: str) -> AccountRecord | N
     return manifest.account(user)
 
 
-def node_fields(root: Path, manifest: Manifest, user: str) -> list[str]:
-    """Return the node's passwd fields of user (the host's when the node has none)."""
+def node_entry(root: Path, manifest: Manifest, user: str) -> PasswdEntry:
+    """Return the node's passwd entry of user (the host's when the node has none); raise
+    KeyError when neither has it."""
     account = node_account(root, manifest, user)
     if account:
-        return list(dataclasses.astuple(account.entry))
-    entry = pwd.getpwnam(user)
-    return [user, "x", str(entry.pw_uid), str(entry.pw_gid), "", entry.pw_dir, entry.pw_shell]
+        return account.entry
+    host = pwd.getpwnam(user)
+    uid, gid = str(host.pw_uid), str(host.pw_gid)
+    return PasswdEntry(user, "x", uid, gid, "", host.pw_dir, host.pw_shell)
 
 
 def host_has(lookup: Callable[[Key], object], key: Key) -> bool:
@@ -108,17 +110,17 @@ def remove_created(created: list[tuple[str, str]]) -> None:
             runner.run(["groupdel", name])
 
 
-def writable_places(root: Path, landed: Path, fields: list[str]) -> list[tuple[str, Path]]:
+def writable_places(root: Path, landed: Path, entry: PasswdEntry) -> list[tuple[str, Path]]:
     """Return (name relative to landed, host path) of landed and its subdirectories that the
     account (passwd fields: its uid, primary gid and the node's groups naming it) may write by
     owner and mode, landed first: where a smoke uploads, found rather than guessed."""
-    if not (fields[2].isdigit() and fields[3].isdigit()):
+    uid, gid = entry.uid_number, entry.gid_number
+    if uid is None or gid is None:
         return []
-    uid, gids = int(fields[2]), {int(fields[3])}
-    gids |= {
-        int(g[2])
-        for g in accounts.group_entries(root)
-        if fields[0] in g[3].split(",") and g[2].isdigit()
+    gids = {gid} | {
+        int(group.gid)
+        for group in accounts.group_entries(root)
+        if entry.name in group.members and group.gid.isdigit()
     }
     try:
         children = sorted(c for c in landed.iterdir() if c.is_dir() and not c.is_symlink())

@@ -19,16 +19,13 @@ class Accounts:
 
     @classmethod
     def of(cls, root: Path) -> Accounts:
-        users = {
-            name: PasswdEntry(*fields) for name, fields in accounts.passwd_entries(root).items()
-        }
+        users = accounts.passwd_entries(root)
         shadow = {
             record.name: record.shadow_entry
             for record in accounts.read_entries(root, list(users))
             if record.shadow_entry
         }
-        groups = [GroupEntry.parse(":".join(fields)) for fields in accounts.group_entries(root)]
-        return cls(users, groups, shadow)
+        return cls(users, accounts.group_entries(root), shadow)
 
     def groups_of(self, user: str) -> list[str]:
         """Return the names of user's primary and supplementary groups."""

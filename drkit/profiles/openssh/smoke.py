@@ -16,7 +16,7 @@ from drkit.model import Check, Manifest, PasswdEntry, SmokeResult, failed, passe
 from drkit.paths import on_root, to_node
 from drkit.profiles.common.authfiles import authorized_client_key
 from drkit.profiles.common.profile_options import options_of
-from drkit.profiles.common.smoke_accounts import ensure_user, node_fields, remove_created
+from drkit.profiles.common.smoke_accounts import ensure_user, node_entry, remove_created
 from drkit.profiles.common.smokerun import free_port, interesting_lines, smoke_workspace, wait_port
 from drkit.profiles.openssh.checks import path_problems
 from drkit.profiles.openssh.config import node_links, read_config
@@ -74,7 +74,7 @@ def smoke(root: Path, manifest: Manifest, user: str, work_dir: Path) -> SmokeRes
                 result.add(failed("smoke: sshd started", "ssh-keygen failed"))
                 return result
             key, sandbox = made
-            entry = PasswdEntry(*node_fields(root, manifest, user))
+            entry = node_entry(root, manifest, user)
             port = free_port()
             prepend = [
                 "# drkit smoke run: these lines win over the node's own",

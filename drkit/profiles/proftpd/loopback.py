@@ -5,6 +5,7 @@ DefaultRoot, and a file moved in a directory the user may write."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fnmatch
 import glob
 import os
@@ -16,7 +17,7 @@ from pathlib import Path
 
 from drkit import runner
 from drkit.engines import clients
-from drkit.model import Check, Manifest, SmokeResult, failed, passed, warned
+from drkit.model import Check, Manifest, PasswdEntry, SmokeResult, failed, passed, warned
 from drkit.paths import on_root, to_node
 from drkit.profiles.common import (
     authfiles,
@@ -148,7 +149,9 @@ def writable_dirs(
     rules = _write_rules(config, server, user, posixpath.normpath(fields[5] or "/"))
     return [
         name
-        for name, folder in smoke_accounts.writable_places(root, landed, [user, *fields[1:]])
+        for name, folder in smoke_accounts.writable_places(
+            root, landed, PasswdEntry.parse(":".join([user, *fields[1:]]))
+        )
         if _may_write(rules, to_node(root, folder) if str(root) != "/" else str(folder))
     ]
 
@@ -186,7 +189,8 @@ def smoke(root: Path, manifest: Manifest, user: str, work_dir: Path) -> SmokeRes
             fields = virtual.get(user)
             if fields is None and not ldap:
                 with contextlib.suppress(KeyError):
-                    fields = smoke_accounts.node_fields(root, manifest, user)
+                    entry = smoke_accounts.node_entry(root, manifest, user)
+                    fields = list(dataclasses.astuple(entry))
                 if fields is None:
                     detail = f"{user} is neither a virtual user nor an account"
                     result.add(failed("smoke: user", detail))

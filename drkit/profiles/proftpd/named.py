@@ -56,7 +56,7 @@ def references(root: Path, config: Config) -> list[Ref]:
         for line, path in config.include_dirs
     ]
     all_accounts = accounts.passwd_entries(root)
-    homes = {name: fields[5] for name, fields in all_accounts.items()}
+    homes = {name: entry.home for name, entry in all_accounts.items()}
     users_of = {s: logins(root, config, s) for s in range(config.servers)}
     for users in users_of.values():
         homes.update({name: fields[5] for name, fields in users.items() if name not in homes})

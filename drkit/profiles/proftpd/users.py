@@ -5,6 +5,7 @@ login; the directory DefaultRoot lands each login in."""
 
 from __future__ import annotations
 
+import dataclasses
 import posixpath
 from pathlib import Path
 
@@ -95,12 +96,13 @@ def system_logins(root: Path, config: Config, server: int) -> dict[str, list[str
     denied |= _pam_denied(root, pam_services(config, server))
     shells = None if config.is_off("requirevalidshell", server) else list_file(root, "/etc/shells")
     found = {}
-    for name, fields in accounts.passwd_entries(root).items():
-        if not fields[2].isdigit() or not low <= int(fields[2]) <= high or name in denied:
+    for name, entry in accounts.passwd_entries(root).items():
+        uid = entry.uid_number
+        if uid is None or not low <= uid <= high or name in denied:
             continue
-        if shells and fields[6] not in shells:
+        if shells and entry.shell not in shells:
             continue
-        found[name] = fields
+        found[name] = list(dataclasses.astuple(entry))  # as AuthUserFile entries are read
     return found
 
 
@@ -114,7 +116,7 @@ def logins(root: Path, config: Config, server: int) -> dict[str, list[str]]:
 def groups_of(root: Path, name: str, fields: list[str]) -> set[str]:
     """Return the groups of a user: its primary group and every group listing it."""
     groups = accounts.group_entries(root)
-    return {g[0] for g in groups if g[2] == fields[3] or name in g[3].split(",")}
+    return {g.name for g in groups if g.gid == fields[3] or name in g.members}
 
 
 def group_expr_matches(expr: tuple[str, ...], groups: set[str]) -> bool:
@@ -141,7 +143,7 @@ def run_accounts(root: Path, config: Config) -> tuple[list[str], list[str]]:
     <Anonymous> User and every user who may log in; a Group/GroupOwner naming no group and an
     <Anonymous ~name> naming no account are warnings."""
     passwd = accounts.passwd_entries(root)
-    groups = {g[0] for g in accounts.group_entries(root)}
+    groups = {g.name for g in accounts.group_entries(root)}
     names, warnings = [], []
     for line in config.of("user", anon=True):
         if line.args:
@@ -199,10 +201,10 @@ def login_homes(root: Path, manifest: Manifest) -> dict[str, str]:
     passwd = accounts.passwd_entries(root)
     homes = {}
     for name in [account.name for account in manifest.accounts]:
-        fields = passwd.get(name)
-        if not fields or not fields[5].startswith("/"):
+        entry = passwd.get(name)
+        if not entry or not entry.home.startswith("/"):
             continue
-        home = posixpath.normpath(fields[5])
+        home, fields = posixpath.normpath(entry.home), list(dataclasses.astuple(entry))
         for server in server_contexts(config):
             if landing(root, config, server, name, fields)[0] == on_root(root, home):
                 homes[name] = home

@@ -177,7 +177,8 @@ def references(root: Path, node: Node, smoke_user: str | None = None) -> list[Re
             refs.append(Ref(user.directory, "chroot", "home", where, not create, True, user.name))
     passwd = accounts.passwd_entries(root)
     for name in system_users(root, node, smoke_user):
-        home = (passwd.get(name) or [""] * 7)[5]
+        entry = passwd.get(name)
+        home = entry.home if entry else ""
         if home.startswith("/") and home not in ("/", "/nonexistent"):
             refs.append(Ref(home, "chroot", "home", f"system login {name}", False, True, name))
     return list(dict.fromkeys(refs))
@@ -194,14 +195,14 @@ def system_users(root: Path, node: Node, smoke_user: str | None = None) -> list[
     anonymous logins are on, with unix or pam every account from MinUID up, the accounts whose
     uid virtual users run as (pure-pw useradd -u ftpuser), and the smoke user when it is one."""
     passwd = accounts.passwd_entries(root)
-    by_uid = {fields[2]: name for name, fields in passwd.items()}
+    by_uid = {entry.uid: name for name, entry in passwd.items()}
     names = [by_uid[user.uid] for user in node.users if user.uid in by_uid]
     if not node.setup.has("E") and "ftp" in passwd:
         names.append("ftp")
     if {"unix", "pam"} & set(node.methods):
         low = max(node.setup.number("u", 1000), 1)
-        for name, fields in passwd.items():
-            if fields[2].isdigit() and low <= int(fields[2]) < 60000:
+        for name, entry in passwd.items():
+            if entry.uid_number is not None and low <= entry.uid_number < 60000:
                 names.append(name)
     if smoke_user and smoke_user in passwd and smoke_user not in {u.name for u in node.users}:
         names.append(smoke_user)

@@ -28,8 +28,8 @@ from drkit.profiles.sftpplus.policy import NAME, Options, policy, settings
 
 
 def _service_user(root: Path, name: str) -> int | None:
-    fields = accounts.passwd_entries(root).get(name)
-    return int(fields[2]) if fields and fields[2].isdigit() else None
+    entry = accounts.passwd_entries(root).get(name)
+    return entry.uid_number if entry else None
 
 
 def inventory(root: Path, smoke_user: str | None, options: Options) -> Inventory:
@@ -226,8 +226,8 @@ def login_homes(root: Path, manifest: Manifest) -> dict[str, str]:
             home = (group.get("home_folder_path") or "").strip() if group is not None else ""
         if is_path(home):
             homes[name] = config.node_path(home)
-        elif name in passwd and passwd[name][5].startswith("/"):
-            homes[name] = posixpath.normpath(passwd[name][5])
+        elif name in passwd and passwd[name].home.startswith("/"):
+            homes[name] = posixpath.normpath(passwd[name].home)
     return homes
 
 

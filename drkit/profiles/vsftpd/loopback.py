@@ -38,7 +38,7 @@ from drkit.profiles.vsftpd.sandbox import (
     run_accounts,
     write_copy,
 )
-from drkit.profiles.vsftpd.users import Login, account_fields, landing
+from drkit.profiles.vsftpd.users import Login, account_entry, landing
 
 
 def _read_only(config: Config, login: Login) -> str | None:
@@ -138,8 +138,8 @@ def smoke(root: Path, manifest: Manifest, user: str, work_dir: Path) -> SmokeRes
             read_only = _read_only(config, login)
             uploads: tuple[str, ...] = clients.UPLOAD_DIRS
             if landed is not None and read_only is None:
-                fields = account_fields(root, manifest, login.account)
-                found = smoke_accounts.writable_places(root, landed, fields) if fields else []
+                entry = account_entry(root, manifest, login.account)
+                found = smoke_accounts.writable_places(root, landed, entry) if entry else []
                 uploads = tuple(name for name, _ in found)
             clients.ftp_session(
                 result, run.port, user, password,

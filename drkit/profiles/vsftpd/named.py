@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from drkit.engines import accounts
-from drkit.model import Inventory
+from drkit.model import Inventory, PasswdEntry
 from drkit.paths import on_root, to_node
 from drkit.profiles.common import configrefs
 from drkit.profiles.common.configrefs import Ref
@@ -26,7 +26,7 @@ from drkit.profiles.vsftpd.policy import NAME, Options, policy
 from drkit.profiles.vsftpd.users import guest_account, logins, place_of, system_users
 
 
-def template_refs(root: Path, config: Config, passwd: Mapping[str, list[str]]) -> list[Ref]:
+def template_refs(root: Path, config: Config, passwd: Mapping[str, PasswdEntry]) -> list[Ref]:
     """Trees named by a user_sub_token template for users drkit cannot list (virtual users of
     a Berkeley DB store): every existing match of the template with the token as '*', and the
     directory holding them when the token is the template's last component."""
@@ -40,8 +40,8 @@ def template_refs(root: Path, config: Config, passwd: Mapping[str, list[str]]) -
         if token in (own.get("local_root") or ""):
             templates.append((own["local_root"], f"{config.get('user_config_dir')}/{user}"))
     guest = passwd.get(config.get("guest_username") or "ftp")
-    if config.yes("guest_enable") and guest and token in guest[5]:
-        templates.append((guest[5], f"home of guest_username {guest[0]}"))
+    if config.yes("guest_enable") and guest and token in guest.home:
+        templates.append((guest.home, f"home of guest_username {guest.name}"))
     refs = []
     for template, where in templates:
         if not template.startswith("/"):
@@ -111,7 +111,8 @@ def references(root: Path, config: Config, smoke_user: str | None = None) -> lis
                 Ref(place.local_root, "chroot", "local_root", whose, required, True, login.name)
             )
     guest = guest_account(config)
-    home = (passwd.get(guest or "") or [""] * 7)[5]
+    entry = passwd.get(guest or "")
+    home = entry.home if entry else ""
     token = config.settings.get("user_sub_token")
     if guest and home.startswith("/") and not (token and token in home):
         where = f"home of guest_username {guest}: every virtual login changes into it"

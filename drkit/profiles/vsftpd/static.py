@@ -51,14 +51,15 @@ def chroot_checks(root: Path, config: Config, smoke_user: str | None) -> list[Ch
         every.append(Login(guest, guest, "guest", "guest_username"))  # any virtual user
     for login in every:
         place = place_of(root, config, login, passwd)
-        fields = passwd.get(login.account)
-        if not place.root or not fields or not fields[2].isdigit():
+        entry = passwd.get(login.account)
+        if not place.root or not entry or entry.uid_number is None:
             continue
         with contextlib.suppress(OSError):
             info = os.stat(on_root(root, place.root))
             name = f"chroot: {place.root}"
             allowed = config.yes("allow_writeable_chroot") and login.kind != "anonymous"
-            if not allowed and _writable_by(info, int(fields[2]), int(fields[3] or -1)):
+            gid = entry.gid_number if entry.gid_number is not None else -1
+            if not allowed and _writable_by(info, entry.uid_number, gid):
                 detail = (
                     f"writable by {login.account}, the account {login.kind} login {login.name} "
                     "runs as: vsftpd refuses the login (500 OOPS: refusing to run with "

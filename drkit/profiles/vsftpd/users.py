@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from drkit.engines import accounts
-from drkit.model import Manifest
+from drkit.model import Manifest, PasswdEntry
 from drkit.paths import on_root
 from drkit.profiles.common import profile_options, smoke_accounts
 from drkit.profiles.vsftpd.config import (
@@ -87,8 +87,8 @@ def logins(root: Path, config: Config, smoke_user: str | None = None) -> list[Lo
         found.append(Login(name, name, "local", where))
     if not allow_list:
         low, high = _uid_range(root)
-        for name, fields in accounts.passwd_entries(root).items():
-            uid = int(fields[2]) if fields[2].isdigit() else -1
+        for name, entry in accounts.passwd_entries(root).items():
+            uid = entry.uid_number if entry.uid_number is not None else -1
             if low <= uid <= high and name not in denied and name not in dict(named):
                 found.append(Login(name, name, "local", "node account", named=False))
     return found
@@ -119,10 +119,10 @@ class Place:
     local_root: str | None
 
 
-def place_of(root: Path, config: Config, login: Login, passwd: Mapping[str, list[str]]) -> Place:
+def place_of(root: Path, config: Config, login: Login, passwd: Mapping[str, PasswdEntry]) -> Place:
     """Return the login's home, local_root and chroot directory (node paths, tokens expanded)."""
-    fields = passwd.get(login.account)
-    home = config.expand(fields[5], login.name) if fields and fields[5] else None
+    entry = passwd.get(login.account)
+    home = config.expand(entry.home, login.name) if entry and entry.home else None
     if home in ("/", "/nonexistent", "/dev/null"):
         home = None
     jail_root = None
@@ -156,10 +156,10 @@ def system_users(root: Path, config: Config, smoke_user: str | None = None) -> l
     return [name for name in dict.fromkeys(names) if name]
 
 
-def account_fields(root: Path, manifest: Manifest, account: str) -> list[str] | None:
-    """Return the node's passwd fields of account, or None when neither node nor host has it."""
+def account_entry(root: Path, manifest: Manifest, account: str) -> PasswdEntry | None:
+    """Return the node's passwd entry of account, or None when neither node nor host has it."""
     try:
-        return smoke_accounts.node_fields(root, manifest, account)
+        return smoke_accounts.node_entry(root, manifest, account)
     except KeyError:
         return None
 
@@ -170,10 +170,10 @@ def landing(
     """Return (the path a login's client is shown after login, the host directory it is,
     why) as vsftpd works it out: it changes into the home, then into local_root; a chrooted
     login is then chrooted there and shown "/". (None, None, "") when the account is unknown."""
-    fields = account_fields(root, manifest, login.account)
-    if fields is None:
+    entry = account_entry(root, manifest, login.account)
+    if entry is None:
         return None, None, ""
-    place = place_of(root, config, login, {login.account: fields})
+    place = place_of(root, config, login, {login.account: entry})
     if place.root:
         key = "anon_root" if login.kind == "anonymous" else "local_root"
         named = place.root == place.local_root
