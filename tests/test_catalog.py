@@ -24,9 +24,9 @@ from drkit.model import Manifest
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def node(local_s3, tmp_path_factory):
-    secret_dir = tmp_path_factory.mktemp("catalog-secret")
+def backed_up_twice(local_s3, secret_dir: Path) -> Node:
+    """A node with two snapshots (the second adds a line to sshd_config) and a restic wrapper
+    that counts the processes a command starts."""
     made = Node(make_workspace(), fresh_repository(local_s3, secret_dir, prefix="sftp-1"))
     made.first = made.backup()
     config = made.root / "etc/ssh/sshd_config"
@@ -38,6 +38,23 @@ def node(local_s3, tmp_path_factory):
     wrapper.chmod(0o755)
     made.counted = {"DRKIT_RESTIC": str(wrapper)}
     made.calls = calls
+    return made
+
+
+@pytest.fixture(scope="module")
+def node(local_s3, tmp_path_factory):
+    """The file's shared node: a test that changes its snapshots puts them back."""
+    made = backed_up_twice(local_s3, tmp_path_factory.mktemp("catalog-secret"))
+    try:
+        yield made
+    finally:
+        made.remove()
+
+
+@pytest.fixture
+def own_node(local_s3, tmp_path: Path):
+    """A node of the test's own, for a test that forgets one of its snapshots."""
+    made = backed_up_twice(local_s3, tmp_path)
     try:
         yield made
     finally:
@@ -205,7 +222,8 @@ def test_keys_rotate_rewraps_the_catalog_key_so_every_object_still_opens(node):
     assert code == 0 and processes == ["check", "restore"], document
 
 
-def test_a_forgotten_snapshot_leaves_the_index_at_the_next_backup(node):
+def test_a_forgotten_snapshot_leaves_the_index_at_the_next_backup(own_node):
+    node = own_node
     done = node.restic("forget", node.first)
     assert done.returncode == 0, done.stderr
     fresh = node.backup()
