@@ -271,10 +271,11 @@ def outcome_of(
     job: str,
     started: datetime,
     duration: float,
-    result: Mapping[str, Any] | None = None,  # JSON edge: the run's result document
+    result: Mapping[str, object] | None = None,
     error: BaseException | None = None,
 ) -> Outcome:
-    """Return the status entry of one run from its result document or its error."""
+    """Return the status entry of one run from its result document (its JSON: values are
+    copied as the result wrote them) or its error."""
     entry = Outcome(
         time=utc_text(started), ok=False, duration_seconds=round(duration, 3), error=None
     )
@@ -284,66 +285,66 @@ def outcome_of(
         entry["error"] = getattr(error, "message", None) or f"{type(error).__name__}: {error}"
         entry["error_kind"] = getattr(error, "kind", "error")
         return entry
-    result = result or {}
-    entry["ok"] = bool(result.get("ok", True))
+    written: Mapping[str, Any] = result or {}  # the values, as the result document has them
+    entry["ok"] = bool(written.get("ok", True))
     if job == "backup":
         entry.update(
             {
-                "time": result.get("time") or entry["time"],
-                "snapshot_id": result.get("snapshot_id"),
-                "bytes_added": result.get("bytes_added"),
-                "file_count": result.get("file_count"),
+                "time": written.get("time") or entry["time"],
+                "snapshot_id": written.get("snapshot_id"),
+                "bytes_added": written.get("bytes_added"),
+                "file_count": written.get("file_count"),
             }
         )
     elif job == "prune":
         entry.update(
-            {"removed": len(result.get("removed", [])), "kept": len(result.get("kept", []))}
+            {"removed": len(written.get("removed", [])), "kept": len(written.get("kept", []))}
         )
     elif job == "verify":
         entry.update(
-            {"problems": len(result.get("problems", [])), "drift": len(result.get("drift", []))}
+            {"problems": len(written.get("problems", [])), "drift": len(written.get("drift", []))}
         )
     elif job == "drill":
         entry.update(
             {
-                "snapshot_id": result.get("snapshot_id"),
-                "rto_seconds": result.get("rto_seconds"),
-                "rpo_seconds": result.get("rpo_seconds"),
+                "snapshot_id": written.get("snapshot_id"),
+                "rto_seconds": written.get("rto_seconds"),
+                "rpo_seconds": written.get("rpo_seconds"),
             }
         )
     elif job == "prove":
         entry.update(
             {
-                "snapshot_id": result.get("snapshot_id"),
-                "snapshot_time": result.get("snapshot_time"),
-                "rto_seconds": result.get("rto_seconds"),
+                "snapshot_id": written.get("snapshot_id"),
+                "snapshot_time": written.get("snapshot_time"),
+                "rto_seconds": written.get("rto_seconds"),
             }
         )
     elif job == "copy":
         entry["copies"] = [
             {"name": copied.get("name"), "last_copy": copied.get("last_copy")}
-            for copied in result.get("copies") or []
+            for copied in written.get("copies") or []
         ]
     elif job == "standby":
         entry.update(
             {
-                "source": result.get("source"),
-                "snapshot_id": result.get("snapshot_id"),
-                "changed": result.get("changed"),
-                "lag_seconds": result.get("lag_seconds"),
+                "source": written.get("source"),
+                "snapshot_id": written.get("snapshot_id"),
+                "changed": written.get("changed"),
+                "lag_seconds": written.get("lag_seconds"),
             }
         )
         if entry["ok"]:
-            entry["snapshot_time"] = result.get("snapshot_time")
+            entry["snapshot_time"] = written.get("snapshot_time")
     if not entry["ok"]:
         problems = (
-            result.get("problems")
+            written.get("problems")
             or [
                 f"{check['name']}: {check['detail']}"
-                for check in result.get("checks") or []
+                for check in written.get("checks") or []
                 if check.get("status") == "fail"
             ]
-            or _served_differences(result)
+            or _served_differences(written)
         )
         entry["error"] = problems[0] if problems else f"{job} found problems"
     return entry
