@@ -82,7 +82,7 @@ def _unreported(
     failed before it could write one."""
     documents: dict[str, StatusDocument | None] = {config.node: None}
     if all_nodes:
-        documents, _ = fleet_documents(storage)
+        documents, _ = fleet_documents(storage, config.state_dir)
     local = status_engine.load_local(config)
     if local is None and not all_nodes:
         with contextlib.suppress(errors.StorageError):
@@ -142,7 +142,7 @@ def fleet(
     now = datetime.now(UTC)
     with ThreadPoolExecutor(max_workers=1) as pool:  # the groups' drift beside the nodes' status
         drift_read = pool.submit(_drift_documents, storage)
-        documents, problems = fleet_documents(storage)
+        documents, problems = fleet_documents(storage, config.state_dir)
         drift, drift_problems = drift_read.result()
     problems += drift_problems
     defaults = status_engine.objectives_of(config)

@@ -38,7 +38,7 @@ def run(config: Config, fleet: bool = False) -> StatusResult:
 
         storage = Storage(config.repository)
         storage.probe()
-        documents, problems = fleet_documents(storage)
+        documents, problems = fleet_documents(storage, config.state_dir)
         documents[config.node] = newer(local, documents.get(config.node))
     else:
         document = local

@@ -97,6 +97,8 @@ def shape_problem(key: str, body: bytes) -> str | None:
     Brackets are counted without parsing; a string is skipped whole (to its unescaped quote)."""
     if not key.endswith((".json", ".sig")):
         return None
+    if body.count(b"{") + body.count(b"[") <= JSON_DEPTH_LIMIT:
+        return None  # fewer brackets than the limit cannot nest deeper (a status document)
     depth, position = 0, 0
     while (match := _JSON_SYNTAX.search(body, position)) is not None:
         at = match.start()

@@ -69,6 +69,16 @@ def credentials() -> Credentials:
     return tuple(os.environ.get(name) for name in _CREDENTIAL_VARIABLES)
 
 
+def session() -> boto3.session.Session:
+    """Return this process's boto3 session for the environment's credentials (shared with
+    its clients: what engines.bulkread signs with)."""
+    named = credentials()
+    with registry_lock:
+        if named not in _sessions:
+            _sessions[named] = boto3.session.Session()
+        return _sessions[named]
+
+
 def _one_line(text: str, limit: int = 200) -> str:
     text = " ".join(str(text).split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
