@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from drkit import errors
-from drkit.engines import beneath
+from drkit.engines import beneath, durable
 from drkit.engines.manifest import SNAPSHOT_DIR, compare_entry
 from drkit.engines.targetlock import (
     APPLY_LOCK,
@@ -435,9 +435,12 @@ class Applier:
         os.replace(temporary, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
 
     def apply(self, steps: list[Step], entries: dict[str, FileRecord]) -> None:
-        """Apply add/change/remove steps; on any failure undo everything and raise."""
-        doing = "preparing the apply"
+        """Apply add/change/remove steps, the staged tree made durable first (one syncfs for
+        all its files, not an fsync each); on any failure undo everything and raise."""
+        doing = "flushing the staged files to disk"
         try:
+            if steps:
+                durable.sync_filesystem(self.staging)
             for step in sorted(steps, key=lambda s: s.path):
                 host = target_path(self.target, step.path)
                 doing = f"restoring {shown(step.path)}"
@@ -462,7 +465,6 @@ class Applier:
                         self._keep(fd, name, host, "removed", move=True)
         except BaseException as exc:
             self._failed(exc, doing)
-        os.sync()  # one flush for the whole apply instead of one per file
 
     def make_dir(self, host: Path, mode: int, uid: int, gid: int) -> None:
         """Create a directory (and its missing parents, root 0755) undone on rollback."""
@@ -529,8 +531,9 @@ class Applier:
         raise exc
 
     def commit(self) -> None:
-        """Declare the change complete: flush, write the commit record, drop the journal."""
-        os.sync()
+        """Declare the change complete: flush the target's filesystem (one syncfs for every
+        step), write the commit record, drop the journal."""
+        durable.sync_filesystem(self.target)
         if self._journal is not None:
             self._journal.commit()
             self._journal.close(remove=True)

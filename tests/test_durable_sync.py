@@ -1,0 +1,49 @@
+"""The staged tree is made durable with one filesystem sync before the apply moves anything,
+and the target's filesystem once more before the commit record (issue 25 part 3)."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from drkit.engines import apply, durable
+from drkit.model import FileRecord
+
+
+def test_sync_filesystem_flushes_a_directory_and_names_a_missing_one(tmp_path: Path) -> None:
+    (tmp_path / "file").write_bytes(b"x" * 4096)
+    durable.sync_filesystem(tmp_path)
+    with pytest.raises(FileNotFoundError):
+        durable.sync_filesystem(tmp_path / "missing")
+
+
+def test_the_apply_syncs_staging_before_its_first_step_and_the_target_before_commit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target, staging = tmp_path / "target", tmp_path / "target" / ".staging"
+    staging.mkdir(parents=True)
+    data = b"restored\n"
+    (staging / "srv").mkdir()
+    (staging / "srv" / "data.txt").write_bytes(data)
+    entry = FileRecord(
+        path="/srv/data.txt", category="data", type="file", mode="0644", uid=0, gid=0,
+        user="root", group="root", mtime="2026-12-07T00:00:00Z", size=len(data),
+        sha256=hashlib.sha256(data).hexdigest(),
+    )  # fmt: skip
+    synced: list[tuple[Path, bool]] = []  # (path, whether the target had the file then)
+    real = durable.sync_filesystem
+
+    def recording(path: Path) -> None:
+        synced.append((path, (target / "srv" / "data.txt").exists()))
+        real(path)
+
+    monkeypatch.setattr(durable, "sync_filesystem", recording)
+    applier = apply.Applier.journaled(target, staging, "0" * 64)
+    applier.apply([apply.Step(entry.path, "add")], {entry.path: entry})
+    assert synced == [(staging, False)]  # before the file moved: one sync, not one per file
+    applier.commit()
+    assert synced == [(staging, False), (target, True)]
+    assert (target / "srv" / "data.txt").read_bytes() == data
+    assert not apply.journal_path(target).exists()
