@@ -35,6 +35,16 @@ def test_config_defaults_and_repository_url():
     config = parse_config(GOOD, "drkit.yaml")
     assert config.repository.restic_url == "s3:http://127.0.0.1:8333/dr-backups/sftp-1"
     assert config.objectives.rpo == "15m" and config.root == Path("/")
+    assert (config.objectives.rpo_seconds, config.objectives.rto_seconds) == (900, 600)
+
+
+def test_profile_options_are_validated_at_load_kept_and_written_as_given():
+    text = GOOD + "profile_options: {openssh: {config: /srv/sshd_config}}\n"
+    config = parse_config(text, "drkit.yaml")
+    options = config.options_of("openssh")
+    assert options is config.options_of("openssh")  # validated once, kept
+    assert options.config == "/srv/sshd_config"
+    assert config.profile_options == {"openssh": {"config": "/srv/sshd_config"}}
 
 
 @pytest.mark.parametrize(
