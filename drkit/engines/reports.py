@@ -8,6 +8,7 @@ subjects, check details) is escaped. Reports carry fingerprints, never key mater
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from collections.abc import Mapping, Sequence
@@ -15,8 +16,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-import jinja2
-import markupsafe
 from typing_extensions import TypedDict
 
 from drkit import errors, units
@@ -26,6 +25,8 @@ from drkit.model import Manifest, parse_utc_or_none, utc_text
 from drkit.paths import on_root
 
 if TYPE_CHECKING:
+    import jinja2
+
     from drkit.engines.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -121,27 +122,33 @@ def _cell(text: object) -> str:
     return str(text if text is not None else "").replace("|", "\\|").replace("\n", " ")
 
 
-@jinja2.pass_eval_context
-def _blank_none(context: jinja2.nodes.EvalContext, value: object) -> object:
-    """Print None as nothing in an escaped (HTML, SVG) template, as 'None' in Markdown."""
-    return "" if value is None and context.autoescape else value
+@functools.cache
+def _templates() -> jinja2.Environment:
+    """The report templates, made on first use: jinja2 is imported by the commands that
+    render a report, not by every backup and status that only reads a date from here."""
+    import jinja2
 
+    @jinja2.pass_eval_context
+    def blank_none(context: jinja2.nodes.EvalContext, value: object) -> object:
+        """Print None as nothing in an escaped (HTML, SVG) template, as 'None' in Markdown."""
+        return "" if value is None and context.autoescape else value
 
-_TEMPLATES = jinja2.Environment(
-    loader=jinja2.PackageLoader("drkit", "templates"),
-    autoescape=jinja2.select_autoescape(enabled_extensions=("html", "svg")),
-    undefined=jinja2.StrictUndefined,
-    finalize=_blank_none,
-    trim_blocks=True,
-    lstrip_blocks=True,
-    keep_trailing_newline=True,
-)
-_TEMPLATES.filters.update(cell=_cell, duration=duration_text, verdict=_verdict)
+    environment = jinja2.Environment(
+        loader=jinja2.PackageLoader("drkit", "templates"),
+        autoescape=jinja2.select_autoescape(enabled_extensions=("html", "svg")),
+        undefined=jinja2.StrictUndefined,
+        finalize=blank_none,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    environment.filters.update(cell=_cell, duration=duration_text, verdict=_verdict)
+    return environment
 
 
 def render_markdown(document: DrillDocument, history: Sequence[DrillSummary]) -> str:
     """Return the drill report as Markdown."""
-    return _TEMPLATES.get_template("drill.md").render(document=document, history=history)
+    return _templates().get_template("drill.md").render(document=document, history=history)
 
 
 AXIS_UNITS = (("d", 86400), ("h", 3600), ("min", 60), ("s", 1))
@@ -235,8 +242,11 @@ def chart_svg(
             "label": f"objective {duration_text(objective)}"
             + ("" if scale["objective_on_scale"] else " (off scale, above)"),
         }
+    import markupsafe
+
     return markupsafe.Markup(
-        _TEMPLATES.get_template("chart.svg")
+        _templates()
+        .get_template("chart.svg")
         .render(
             title=title,
             width=width,
@@ -261,8 +271,10 @@ def render_html(document: DrillDocument, history: Sequence[DrillSummary]) -> str
     charts = chart_svg(
         history, "rto_seconds", _number(objectives.get("rto_seconds")), "RTO per drill"
     ) + chart_svg(history, "rpo_seconds", _number(objectives.get("rpo_seconds")), "RPO per drill")
-    return _TEMPLATES.get_template("drill.html").render(
-        document=document, history=history, charts=charts, generated=_now_text()
+    return (
+        _templates()
+        .get_template("drill.html")
+        .render(document=document, history=history, charts=charts, generated=_now_text())
     )
 
 
@@ -482,6 +494,8 @@ def calendar(nodes: Sequence[FleetNode], now: datetime) -> list[CalendarRow]:
 def render_fleet_html(document: FleetDocument) -> str:
     """Return the fleet page: one self-contained HTML page (inline CSS, nothing fetched)."""
     now = parse_utc_or_none(document["time"]) or datetime.now(UTC)
-    return _TEMPLATES.get_template("fleet.html").render(
-        document=document, calendar=calendar(document["nodes"], now)
+    return (
+        _templates()
+        .get_template("fleet.html")
+        .render(document=document, calendar=calendar(document["nodes"], now))
     )
