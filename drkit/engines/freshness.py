@@ -11,9 +11,9 @@ into the node's chain head, and status, RPO and `snapshots` count it as a backup
 from __future__ import annotations
 
 import hashlib
-import json
 from typing import TypedDict
 
+from drkit.engines import manifest
 from drkit.model import Manifest
 
 VOLATILE = ("created", "previous", "warnings")  # what differs between two runs of one state
@@ -25,17 +25,19 @@ def content_digest(node_manifest: Manifest, config_text: str) -> str:
     directory's mtime is left out: it moves whenever a name under it comes or goes (drkit's
     own snapshot directory made under /var the first time), and every backed-up name is an
     entry of its own."""
-    document = node_manifest.model_dump(exclude_unset=True)
-    stable = {key: value for key, value in document.items() if key not in VOLATILE}
-    stable["files"] = [
-        {key: value for key, value in entry.items() if key != "mtime"}
-        if entry.get("type") == "dir"
-        else entry
-        for entry in document.get("files", [])
-    ]
-    digest = hashlib.sha256(json.dumps(stable, sort_keys=True).encode())
+    digest = hashlib.sha256()
+    for piece in manifest.json_pieces(
+        node_manifest, separators=(", ", ": "), exclude=VOLATILE, entry=_without_dir_mtime
+    ):
+        digest.update(piece.encode())
     digest.update(b"\0" + config_text.encode())
     return digest.hexdigest()
+
+
+def _without_dir_mtime(entry: dict[str, object]) -> dict[str, object]:
+    if entry.get("type") != "dir":
+        return entry
+    return {key: value for key, value in entry.items() if key != "mtime"}
 
 
 class Confirmation(TypedDict):

@@ -9,6 +9,7 @@ them along with the node and a bare machine needs nothing else.
 from __future__ import annotations
 
 import errno
+import functools
 import grp
 import hashlib
 import json
@@ -16,7 +17,7 @@ import os
 import posixpath
 import pwd
 import stat
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
@@ -30,6 +31,7 @@ from drkit.model import (
     CertificateRecord,
     ChainLink,
     Entry,
+    FileFields,
     FileRecord,
     GroupEntry,
     HostKeyRecord,
@@ -37,6 +39,7 @@ from drkit.model import (
     KeyRecord,
     Manifest,
     PasswdEntry,
+    share_field_sets,
     utc_text,
     utc_text_precise,
 )
@@ -209,6 +212,12 @@ def write_private(path: Path, data: bytes) -> None:
     durable.write_atomic(path, data, 0o600, 0o700)
 
 
+@functools.cache
+def _mode_text(mode: int) -> str:
+    """Return a mode as the manifest writes it (0644): one string per mode, not per file."""
+    return f"{mode:04o}"
+
+
 def describe_file(
     root: Path, node_path: str, category: str, names: NameBook, cache: HashCache | None = None
 ) -> FileRecord | None:
@@ -218,33 +227,33 @@ def describe_file(
         info = os.lstat(host)
     except FileNotFoundError:
         return None
-    common = {
+    mode = info.st_mode
+    if not (stat.S_ISLNK(mode) or stat.S_ISDIR(mode) or stat.S_ISREG(mode)):
+        return None
+    values: FileFields = {
         "path": node_path,
         "category": category,
-        "mode": f"{stat.S_IMODE(info.st_mode):04o}",
+        "type": "symlink" if stat.S_ISLNK(mode) else "dir" if stat.S_ISDIR(mode) else "file",
+        "mode": _mode_text(stat.S_IMODE(mode)),
         "uid": info.st_uid,
         "gid": info.st_gid,
         "user": names.users.get(info.st_uid, str(info.st_uid)),
         "group": names.groups.get(info.st_gid, str(info.st_gid)),
         "mtime": utc_text(datetime.fromtimestamp(info.st_mtime, UTC)),
     }
-    if stat.S_ISLNK(info.st_mode):
-        return FileRecord.model_validate({**common, "type": "symlink", "link": os.readlink(host)})
-    if stat.S_ISDIR(info.st_mode):
-        return FileRecord.model_validate({**common, "type": "dir"})
-    if not stat.S_ISREG(info.st_mode):
-        return None
-    try:
-        digest = cache.sha256(node_path, host, info) if cache else sha256_file(host)
-    except FileNotFoundError:
-        return None
-    except OSError as exc:  # root is refused too: a write-only sysctl, EIO, a FUSE mount
-        raise errors.BackupIncomplete(
-            f"{node_path} could not be read ({exc.strerror}): no snapshot made"
-        ) from None
-    return FileRecord.model_validate(
-        {**common, "type": "file", "size": info.st_size, "sha256": digest}
-    )
+    if stat.S_ISLNK(mode):
+        values["link"] = os.readlink(host)
+    elif stat.S_ISREG(mode):
+        try:
+            values["sha256"] = cache.sha256(node_path, host, info) if cache else sha256_file(host)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:  # root is refused too: a write-only sysctl, EIO, a FUSE mount
+            raise errors.BackupIncomplete(
+                f"{node_path} could not be read ({exc.strerror}): no snapshot made"
+            ) from None
+        values["size"] = info.st_size
+    return FileRecord.trusted(values)
 
 
 def _keys_and_certificates(
@@ -395,8 +404,32 @@ def leaf_paths(manifest: Manifest) -> list[str]:
 def encode(manifest: Manifest) -> bytes:
     """Return the exact bytes that are signed and stored: the fields each record was given
     (a stored manifest opened and encoded again gives back its own bytes)."""
-    document = manifest.model_dump(exclude_unset=True)
-    return json.dumps(document, sort_keys=True, separators=(",", ":")).encode() + b"\n"
+    return "".join(json_pieces(manifest, separators=(",", ":"))).encode() + b"\n"
+
+
+def json_pieces(
+    manifest: Manifest,
+    *,
+    separators: tuple[str, str],
+    exclude: Iterable[str] = (),
+    entry: Callable[[dict[str, object]], dict[str, object]] | None = None,
+) -> Iterator[str]:
+    """Yield json.dumps(the manifest's given fields but exclude, sort_keys=True, separators)
+    in pieces, each file entry (passed through entry, if given) dumped on its own: the same
+    text, without the whole document as dicts in memory beside the model."""
+    document = manifest.model_dump(exclude_unset=True, exclude={"files", *exclude})
+    if "files" not in manifest.model_fields_set:
+        yield json.dumps(document, sort_keys=True, separators=separators)
+        return
+    marker = json.dumps(os.urandom(16).hex())  # a string no other value of the document holds
+    document["files"] = [json.loads(marker)]
+    head, tail = json.dumps(document, sort_keys=True, separators=separators).split(marker)
+    yield head
+    for position, record in enumerate(manifest.files):
+        fields = record.model_dump(exclude_unset=True)
+        text = json.dumps(entry(fields) if entry else fields, sort_keys=True, separators=separators)
+        yield (separators[0] + text) if position else text
+    yield tail
 
 
 def write_snapshot_files(
@@ -430,6 +463,18 @@ def open_signed(manifest_bytes: bytes, signature_text: str) -> tuple[Manifest, s
     if not isinstance(signature, dict):
         raise errors.Refused("manifest signature file is malformed")
     signer = keys.verify_signature(signature, manifest_bytes)
+    try:  # parsed straight into the model: no document of dicts beside it
+        opened = Manifest.model_validate_json(manifest_bytes)
+    except ValidationError:
+        return _open_document(manifest_bytes), signer  # says what is wrong with it
+    if opened.format != FORMAT:
+        raise errors.Refused("manifest has an unknown format")
+    share_field_sets(opened.files)
+    return opened, signer
+
+
+def _open_document(manifest_bytes: bytes) -> Manifest:
+    """Return the manifest parsed as JSON, then validated, refusing it with the reason."""
     try:
         document = json.loads(manifest_bytes)
     except json.JSONDecodeError:
@@ -437,7 +482,7 @@ def open_signed(manifest_bytes: bytes, signature_text: str) -> tuple[Manifest, s
     if not isinstance(document, dict) or document.get("format") != FORMAT:
         raise errors.Refused("manifest has an unknown format")
     try:
-        return Manifest.model_validate(document), signer
+        return Manifest.model_validate(document)
     except ValidationError as exc:
         raise errors.Refused(f"manifest is malformed: {_first_error(exc)}") from None
 
