@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -24,7 +25,7 @@ import threading
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 from xml.etree import ElementTree
 
 import urllib3
@@ -68,17 +69,19 @@ class BulkReader:
         self.cache = cache
         self.problems: list[str] = []
         self._lean = not any(os.environ.get(name) for name in _PROXY_VARIABLES)
-        self._base = f"{str(storage.endpoint).rstrip('/')}/{quote(storage.bucket, safe='')}"
-        ca_bundle = storage.ca_bundle
-        self._pool = urllib3.PoolManager(
-            num_pools=1,
+        endpoint = str(storage.endpoint)
+        self._url = endpoint.rstrip("/")  # path-style, as engines.s3's clients address it
+        self._path = f"{urlsplit(endpoint).path.rstrip('/')}/{quote(storage.bucket, safe='')}"
+        tls = {"ca_certs": str(storage.ca_bundle) if storage.ca_bundle else get_cert_path(True)}
+        self._pool = urllib3.connection_from_url(
+            endpoint,
             maxsize=workers,
             block=True,
             retries=False,
             timeout=urllib3.Timeout(
                 connect=s3.CONNECT_TIMEOUT_SECONDS, read=s3.READ_TIMEOUT_SECONDS
             ),
-            ca_certs=str(ca_bundle) if ca_bundle else get_cert_path(True),
+            **(tls if endpoint.startswith("https:") else {}),
         )
         credentials = s3.session().get_credentials()
         self._signer = (
@@ -90,16 +93,23 @@ class BulkReader:
 
     # -- the lean path: signed requests over one pool --------------------------------------
 
-    def _get(self, url: str, params: Mapping[str, str], limit: int) -> bytes:
-        """Return the body of a signed GET that answered 200 within limit bytes."""
+    def _get(self, path: str, params: Mapping[str, str], limit: int) -> bytes:
+        """Return the body of a signed GET of path (under the bucket) that answered 200 within
+        limit bytes."""
         if not self._lean or self._signer is None:
             raise _Unexpected
-        request = AWSRequest(method="GET", url=url, params=dict(params))
+        request = AWSRequest(method="GET", url=f"{self._url}{self._path}{path}", params=params)
         self._signer.add_auth(request)
-        prepared = request.prepare()
+        target = self._path + path
+        if params:
+            target += "?" + urlsplit(request.prepare().url).query
         try:
-            response = self._pool.request(
-                "GET", prepared.url, headers=dict(prepared.headers.items()), preload_content=False
+            response = self._pool.urlopen(
+                "GET",
+                target,
+                headers=dict(request.headers.items()),
+                redirect=False,
+                preload_content=False,
             )
             try:
                 if response.status != 200:
@@ -122,7 +132,7 @@ class BulkReader:
             found: dict[str, str] = {}
             params = {"list-type": "2", "prefix": prefix}
             while True:
-                body = self._get(f"{self._base}/", params, 64 * 1024 * 1024)
+                body = self._get("/", params, 64 * 1024 * 1024)
                 root = ElementTree.fromstring(body)
                 for item in root.iterfind(f"{_S3_XML}Contents"):
                     key = item.findtext(f"{_S3_XML}Key")
@@ -215,9 +225,7 @@ class BulkReader:
 
         def fetch(key: str) -> tuple[str, bytes | None, object]:
             try:
-                body = self._get(
-                    f"{self._base}/{quote(key, safe='/~')}", {}, catalog.object_limit(key)
-                )
+                body = self._get(f"/{quote(key, safe='/~')}", {}, catalog.object_limit(key))
             except _Unexpected:
                 return key, None, self._through_door(key)
             parsed = self._judged(key, body)
@@ -225,8 +233,12 @@ class BulkReader:
                 return key, None, self._through_door(key)
             return key, body, parsed
 
-        with ThreadPoolExecutor(max_workers=self.workers) as pool:
-            for key, fetched, value in pool.map(fetch, missing):
+        def fetch_share(share: list[str]) -> list[tuple[str, bytes | None, object]]:
+            return [fetch(key) for key in share]
+
+        shares = [missing[start :: self.workers] for start in range(self.workers)]
+        with ThreadPoolExecutor(max_workers=self.workers) as pool:  # a share each: no future a key
+            for key, fetched, value in itertools.chain.from_iterable(pool.map(fetch_share, shares)):
                 found[key] = value
                 listed = _MD5_ETAG.fullmatch(keys[key])
                 if fetched is not None and listed and _md5(fetched) == listed.group(1):
