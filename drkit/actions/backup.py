@@ -86,12 +86,22 @@ def publish(
 
 class _Sealer:
     """Seals this run's manifest objects under the node's catalog key: the stored one (read
-    while the node is inventoried), else a new one, stored with the first objects it seals."""
+    while restic backs up; an unchanged node makes no snapshot and never reads it, nor pays
+    its scrypt), else a new one, stored with the first objects it seals."""
 
     def __init__(self, config: Config, pool: ThreadPoolExecutor, probe: Future[None]) -> None:
         self.config = config
-        self._stored = pool.submit(_after_probe, probe, _stored_catalog_key, config)
+        self._pool, self._probe = pool, probe
+        self._stored: Future[bytes | None] | None = None
         self._key: bytes | None = None
+
+    def prefetch(self) -> Future[bytes | None]:
+        """Start reading the stored key (once the S3 probe has passed), in the background."""
+        if self._stored is None:
+            self._stored = self._pool.submit(
+                _after_probe, self._probe, _stored_catalog_key, self.config
+            )
+        return self._stored
 
     def objects(
         self,
@@ -106,7 +116,7 @@ class _Sealer:
         config, objects = self.config, dict[str, bytes]()
         if self._key is None:
             try:
-                self._key = self._stored.result()
+                self._key = self.prefetch().result()
             except errors.DrkitError as exc:
                 log.warning("manifest objects not stored: %s", exc.message)
                 return {}
@@ -349,6 +359,7 @@ def run(
             paths = manifest.leaf_paths(node_manifest)
             log.info("backing up %d paths of node %s", len(paths), config.node)
             step(f"uploading {len(paths)} paths with restic")
+            sealer.prefetch()
             mark_in_flight(config, previous, index)
             with timing.phase("restic backup (s3 probe overlapped)"):
                 try:
