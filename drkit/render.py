@@ -275,8 +275,27 @@ def _report(result: r.ReportResult) -> None:
         console().print(f"latest page: {result.page} ({state})")
 
 
+FLEET_TABLE_ROWS = 1000  # rich lays out ~1 ms a row: a larger fleet shows its problems first
+
+
+def _listed(nodes: Sequence[_T], flagged: Sequence[bool]) -> tuple[list[_T], str | None]:
+    """Return the nodes a fleet table lists (every node up to FLEET_TABLE_ROWS, those with
+    problems first beyond it, in their order) and the line that says what it leaves out."""
+    if len(nodes) <= FLEET_TABLE_ROWS:
+        return list(nodes), None
+    ranked = sorted(range(len(nodes)), key=lambda index: not flagged[index])
+    kept = sorted(ranked[:FLEET_TABLE_ROWS])
+    left = len(nodes) - len(kept)
+    problems = sum(flagged) - sum(flagged[index] for index in kept)
+    return [nodes[index] for index in kept], (
+        f"{left} more nodes not listed ({problems} of them with problems): every node is in "
+        "--json and on the fleet page (drkit report --fleet)"
+    )
+
+
 @render.register
 def _fleet_report(result: r.FleetReportResult) -> None:
+    listed, left = _listed(result.nodes, [node.breached for node in result.nodes])
     rows = [
         [
             node.node,
@@ -285,10 +304,12 @@ def _fleet_report(result: r.FleetReportResult) -> None:
             units.duration(node.proven_age_seconds),
             "; ".join(node.problems),
         ]
-        for node in result.nodes
+        for node in listed
     ]
     table("fleet", ["node", "state", "backup age", "proven age", "problems"], rows)
     out = console()
+    if left:
+        out.print(left)
     out.print(f"{result.breached} of {len(result.nodes)} nodes breached")
     out.print(f"fleet page {result.html} (JSON {result.json_file})")
     for problem in result.problems:
@@ -430,8 +451,10 @@ def _verify(result: r.VerifyResult) -> None:
 
 @render.register
 def _status(result: r.StatusResult) -> None:
+    flagged = [bool(entry.problems) or entry.rto_ok is False for entry in result.nodes]
+    listed, left = _listed(result.nodes, flagged)
     rows = []
-    for entry in result.nodes:
+    for entry in listed:
         last = entry.last_backup or {}
         rpo = "[green]ok[/green]" if entry.rpo_ok else "[red]BREACHED[/red]"
         rto = {None: "no drill", True: "[green]ok[/green]", False: "[red]MISSED[/red]"}[
@@ -459,6 +482,8 @@ def _status(result: r.StatusResult) -> None:
         ["node", "last good", "proven", "RPO", "RTO", "last backup", "snapshot", "problems"],
         rows,
     )
+    if left:
+        console().print(left)
 
 
 # -- discovery, standby and fleet ------------------------------------------------------------

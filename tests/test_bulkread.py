@@ -98,3 +98,50 @@ def test_without_the_lean_path_every_document_is_still_read(storage, tmp_path, m
     CountingReader.gets = 0
     found, problems = read_all(storage, bulkread.cache_file(tmp_path / "state", storage))
     assert found["status/n-11.json"] == document("n-11") and len(found) == 12 and not problems
+
+
+def test_a_large_fleet_table_lists_every_node_with_a_problem_and_says_what_it_leaves_out(
+    capsys,
+):
+    from drkit import output, render, results
+
+    def entry(index: int) -> results.NodeStatus:
+        problems = ["outside its RPO"] if index >= render.FLEET_TABLE_ROWS + 100 else []
+        return results.NodeStatus.model_validate(
+            {
+                "node": f"n-{index:05d}",
+                "last_backup": None,
+                "last_good_backup": None,
+                "last_prune": None,
+                "last_verify": None,
+                "last_drill": None,
+                "last_standby": None,
+                "standby_lag_seconds": None,
+                "rpo_seconds": 900,
+                "rpo_ok": not problems,
+                "backup_rpo_ok": not problems,
+                "age_seconds": 60,
+                "prove": None,
+                "last_proven": None,
+                "proven_snapshot_id": None,
+                "proven_snapshot_time": None,
+                "proven_age_seconds": None,
+                "proven_rpo_ok": None,
+                "proven_rpo_breached": False,
+                "rto_seconds": 600,
+                "rto_ok": None,
+                "snapshot_count": 1,
+                "updated": None,
+                "status_age_seconds": None,
+                "problems": problems,
+            }
+        )
+
+    count = render.FLEET_TABLE_ROWS + 103  # the last three have a problem
+    nodes = [entry(i) for i in range(count)]
+    result = results.StatusResult(ok=False, time="t", nodes=nodes, problems=[])
+    assert output.run_command(lambda: result, as_json=False) == 1
+    text = capsys.readouterr().out
+    assert all(f"n-{index:05d}" in text for index in range(count - 3, count))
+    assert "n-00000" in text and f"n-{render.FLEET_TABLE_ROWS - 3:05d}" not in text
+    assert "103 more nodes not listed (0 of them with problems)" in text
