@@ -1,10 +1,24 @@
-"""Shared fixtures: sandbox roots under a root-owned directory (sshd refuses chroots under /tmp)."""
+"""Shared fixtures: sandbox roots under a root-owned directory (sshd refuses chroots under /tmp),
+the session's local S3, a fresh bucket per test, a sample node per test.
+
+Rules the suite keeps (issue 23 part 7):
+- Shared builders live in one place: fixtures here; node builders, ports, repositories and
+  wait_for in nodes.py; the daemon process, webhook recorder and offline config in daemons.py;
+  status documents and fleets in fleets.py. A test file imports none of another test file.
+- Each test stands alone: it sets up what it needs. A module-scoped node is shared only by tests
+  that leave it as they found it (in a finally), or that work whatever the others did; a test
+  that changes it for good gets a node of its own. A file passes in reverse order too.
+- No fixed sleep waits for a condition: wait_for(predicate, timeout, what) polls it. A sleep
+  that is the behaviour under test (time passing for an RPO, an outage that lasts) says so.
+- No test overrides or patches drkit's private names: it goes through public seams (Daemon's
+  clock=, actions=, count_snapshots=; LocalS3's s3_port; a public attribute such as
+  Daemon.breach).
+"""
 
 from __future__ import annotations
 
 import os
 import shutil
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,16 +32,13 @@ if _WORKER.startswith("gw") and _WORKER[2:].isdigit():
 
 from drkit import config  # noqa: E402
 
-SANDBOX_PARENT = Path("/var/lib/drkit-tests")
-
 
 @pytest.fixture
 def node_root() -> Iterator[Path]:
     """Return a fresh, root-owned 0755 directory to hold a node's filesystem; removed afterwards."""
-    SANDBOX_PARENT.mkdir(mode=0o755, parents=True, exist_ok=True)
-    SANDBOX_PARENT.chmod(0o755)
-    root = SANDBOX_PARENT / f"node-{uuid.uuid4().hex[:10]}"
-    root.mkdir(mode=0o755)
+    from nodes import make_workspace
+
+    root = make_workspace()
     try:
         yield root
     finally:
@@ -98,6 +109,15 @@ def s3_repository(local_s3, tmp_path: Path) -> config.Repository:
     from nodes import fresh_repository
 
     return fresh_repository(local_s3, tmp_path)
+
+
+@pytest.fixture
+def node(node_root: Path, s3_repository: config.Repository):
+    """Return a sample SFTP node (nodes.Node) in node_root, initialised against a fresh bucket,
+    not backed up yet; removed with node_root. A file's own `node` fixture overrides it."""
+    from nodes import Node
+
+    return Node(node_root, s3_repository)
 
 
 # -- order: longest files first, so parallel workers finish together ------------------------

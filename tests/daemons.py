@@ -58,14 +58,14 @@ class Recorder:
         self.server.server_close()
 
 
-def offline_config(tmp_path: Path, **settings) -> config.Config:
+def offline_config(tmp_path: Path, node: str = "sftp-1", **settings) -> config.Config:
     """Return a node's configuration whose S3 endpoint refuses connections (a port bound and
     never listening): for the daemon's parts that must not reach a repository."""
     password = tmp_path / "password"
     password.write_text("x" * 64)
     password.chmod(0o600)
     return config.Config(
-        node="sftp-1",
+        node=node,
         servers=["openssh"],
         repository=config.Repository(
             s3_endpoint=f"http://127.0.0.1:{refusing_port()}",

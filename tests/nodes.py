@@ -274,6 +274,32 @@ def snapshot_every_run(config_path: Path) -> None:
     config_path.write_text(yaml.safe_dump(settings, sort_keys=False))
 
 
+def edit_config(path: Path, **changes) -> None:
+    """Set top-level settings in a drkit.yaml."""
+    data = yaml.safe_load(path.read_text())
+    data.update(changes)
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+def signer_of(config_path: Path) -> str:
+    """Return the fingerprint of the node's own signing key (its first trusted key)."""
+    return yaml.safe_load(config_path.read_text())["trusted_keys"][0]
+
+
+def clone_root(source: Path, target: Path) -> None:
+    """Copy a node's tree with owners, modes and links (a group's twin node)."""
+    subprocess.run(["cp", "-a", str(source), str(target)], check=True)
+
+
+def init_group_node(base: Path, name: str, root: Path, repository, group: str) -> Path:
+    """Run `drkit init` for one node of a group sharing repository (config and state under
+    base/<name>-work); return its config path."""
+    work = base / f"{name}-work"
+    work.mkdir(mode=0o755, exist_ok=True)
+    extra = ("--group", group, "--include", "audit_logs=/var/log/sftp/*")
+    return init_node(root, repository, work, None, None, name, *extra)[0]
+
+
 def fresh_repository(local_s3, directory: Path, prefix: str = "node") -> config.Repository:
     """Return a repository section for a new bucket on the local S3 (1-day GOVERNANCE lock),
     with a 0600 password file of its own written into directory."""
@@ -358,9 +384,7 @@ class Node:
 
     def settings(self, **changes) -> None:
         """Set top-level settings in the node's drkit.yaml."""
-        data = yaml.safe_load(self.config.read_text())
-        data.update(changes)
-        self.config.write_text(yaml.safe_dump(data))
+        edit_config(self.config, **changes)
 
     def loaded(self) -> config.Config:
         return config.load_config(self.config)[0]

@@ -10,21 +10,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from nodes import Node, make_workspace
+from nodes import Node
 
 from drkit.engines import apply
 
 pytestmark = pytest.mark.integration
 DRKIT = str(Path(sys.executable).parent / "drkit")
-
-
-@pytest.fixture
-def node(s3_repository):
-    made = Node(make_workspace(), s3_repository)
-    try:
-        yield made
-    finally:
-        made.remove()
 
 
 @pytest.mark.timeout(300)

@@ -15,20 +15,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from nodes import Node, make_workspace
+from nodes import Node
 
 pytestmark = pytest.mark.integration
 DRKIT = str(Path(sys.executable).parent / "drkit")
 WRITE_ONLY = "/proc/sys/vm/drop_caches"
-
-
-@pytest.fixture
-def node(s3_repository):
-    made = Node(make_workspace(), s3_repository)
-    try:
-        yield made
-    finally:
-        made.remove()
 
 
 def backup_with_unreadable(node: Node, unreadable: Path) -> subprocess.CompletedProcess:

@@ -26,12 +26,6 @@ def slow_node(node_root: Path, s3_repository) -> Node:
     return made
 
 
-@pytest.fixture
-def node(node_root: Path, s3_repository) -> Node:
-    """A sample node with a small backup (seconds)."""
-    return Node(node_root, s3_repository)
-
-
 def restic_backup(daemon: DaemonProcess) -> int:
     """Wait for the daemon's restic backup to start; return its pid."""
     found = wait_for(

@@ -7,8 +7,7 @@ import subprocess
 
 import pytest
 import yaml
-from nodes import SMOKE_USER, drkit, init_node
-from test_standby_fleet import clone, init, signer
+from nodes import SMOKE_USER, clone_root, drkit, init_group_node, init_node, signer_of
 
 from devtools import sample_node
 from drkit.paths import on_root
@@ -21,7 +20,7 @@ def test_fleet_drift_of_one_group_names_tls_and_stale_nodes(node_root, s3_reposi
     roots = {name: node_root / name for name in names}
     made = sample_node.build(roots["sftp-1"], smoke_user=SMOKE_USER, chroot=True)
     for name in names[1:]:
-        clone(roots["sftp-1"], roots[name])
+        clone_root(roots["sftp-1"], roots[name])
     tls = [f"--include=tls={path}" for path in made["includes"]["tls"]]
     configs = {}
     for name, root in roots.items():
@@ -45,7 +44,7 @@ def test_fleet_drift_of_one_group_names_tls_and_stale_nodes(node_root, s3_reposi
     data = yaml.safe_load(configs["sftp-9"].read_text())
     data["objectives"] = {**(data.get("objectives") or {}), "rpo": "1s"}
     configs["sftp-9"].write_text(yaml.safe_dump(data, sort_keys=False))
-    trust = [arg for config in configs.values() for arg in ("--trust-key", signer(config))]
+    trust = [arg for config in configs.values() for arg in ("--trust-key", signer_of(config))]
 
     code, drift = drkit(
         "fleet", "drift", "--group", "sftp-prod", "--config", str(configs["sftp-9"]), *trust
@@ -67,17 +66,17 @@ def test_fleet_drift_names_an_account_whose_entries_differ(node_root, s3_reposit
     whole (the manifest holds only the accounts the server needs)."""
     roots = {name: node_root / name for name in ("sftp-1", "sftp-2")}
     sample_node.build(roots["sftp-1"], smoke_user=SMOKE_USER, chroot=True)
-    clone(roots["sftp-1"], roots["sftp-2"])
+    clone_root(roots["sftp-1"], roots["sftp-2"])
     passwd = on_root(roots["sftp-2"], "/etc/passwd")
     text = passwd.read_text()
     line = next(entry for entry in text.splitlines() if entry.startswith("partner:"))
     passwd.write_text(text.replace(line, line.replace("/usr/sbin/nologin", "/bin/false")))
-    configs = {name: init(node_root, name, root, s3_repository, "sftp-prod")
+    configs = {name: init_group_node(node_root, name, root, s3_repository, "sftp-prod")
                for name, root in roots.items()}  # fmt: skip
     for config in configs.values():
         code, document = drkit("backup", "--config", str(config))
         assert code == 0, document
-    trust = [arg for config in configs.values() for arg in ("--trust-key", signer(config))]
+    trust = [arg for config in configs.values() for arg in ("--trust-key", signer_of(config))]
 
     code, drift = drkit("fleet", "drift", "--config", str(configs["sftp-1"]), *trust)
     assert code == 1 and drift["ok"] is False, drift

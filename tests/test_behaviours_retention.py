@@ -9,18 +9,9 @@ import os
 import boto3
 import pytest
 import yaml
-from nodes import Node, make_workspace
+from nodes import Node
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def node(s3_repository):
-    made = Node(make_workspace(), s3_repository)
-    try:
-        yield made
-    finally:
-        made.remove()
 
 
 def packs(node: Node) -> set[str]:

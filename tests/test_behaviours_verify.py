@@ -4,18 +4,9 @@ from __future__ import annotations
 
 import boto3
 import pytest
-from nodes import Node, make_workspace
+from nodes import Node
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def node(s3_repository):
-    made = Node(make_workspace(), s3_repository)
-    try:
-        yield made
-    finally:
-        made.remove()
 
 
 def damage_a_pack(node: Node) -> str:

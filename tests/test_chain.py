@@ -7,19 +7,12 @@ import json
 
 import pytest
 import yaml
-from nodes import Node, make_workspace
+from nodes import Node
 
 from drkit.engines.catalog import head_key
 from drkit.engines.storage import Storage
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def node(s3_repository):
-    made = Node(make_workspace(), s3_repository)
-    yield made
-    made.remove()
 
 
 def _verify(node: Node) -> tuple[int, dict]:

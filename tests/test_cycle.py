@@ -11,7 +11,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from nodes import SMOKE_USER, Node, drkit, make_workspace
+from nodes import SMOKE_USER, Node, drkit
 
 from drkit.engines import manifest
 from drkit.model import Manifest
@@ -30,23 +30,10 @@ def tree_state(root: Path) -> dict[str, tuple]:
 
 
 @pytest.fixture
-def node(s3_repository) -> Node:
-    workspace = make_workspace()
-    try:
-        yield Node(workspace, s3_repository)
-    finally:
-        shutil.rmtree(workspace, ignore_errors=True)
-
-
-@pytest.fixture
-def initialised_node(s3_repository) -> Node:
+def initialised_node(node_root: Path, s3_repository) -> Node:
     """A node whose repository `drkit init` created itself, with `restic init` (every other
     test's init adopts one laid out by nodes.prepare_repository)."""
-    workspace = make_workspace()
-    try:
-        yield Node(workspace, s3_repository, restic_init=True)
-    finally:
-        shutil.rmtree(workspace, ignore_errors=True)
+    return Node(node_root, s3_repository, restic_init=True)
 
 
 @pytest.fixture

@@ -29,11 +29,6 @@ from drkit.locals3 import LocalS3
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def node(node_root: Path, s3_repository) -> Node:
-    return Node(node_root, s3_repository)
-
-
 # -- the daemon ------------------------------------------------------------------------------
 
 

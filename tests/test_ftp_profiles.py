@@ -26,13 +26,9 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def work(node_root: Path):
-    directory = node_root.parent / f"{node_root.name}-work"
-    directory.mkdir(mode=0o755)
-    try:
-        yield directory
-    finally:
-        shutil.rmtree(directory, ignore_errors=True)
+def work(work_dir: Path) -> Path:
+    """conftest's work_dir, beside node_root."""
+    return work_dir
 
 
 def _pam_services_of(work: Path) -> list[Path]:

@@ -34,13 +34,9 @@ SMOKE_USER = "pfdrill"
 
 
 @pytest.fixture
-def work(node_root: Path):
-    directory = node_root.parent / f"{node_root.name}-work"
-    directory.mkdir(mode=0o755)
-    try:
-        yield directory
-    finally:
-        shutil.rmtree(directory, ignore_errors=True)
+def work(work_dir: Path) -> Path:
+    """conftest's work_dir, beside node_root."""
+    return work_dir
 
 
 def statuses(document: dict) -> dict[str, str]:

@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from test_fleet_page import bucket_config, drill_history, failed_drill, write_fleet
+from fleets import bucket_config, drill_history, failed_drill, write_fleet
 
 from drkit.actions import report as report_action
 from drkit.engines import reports

@@ -6,11 +6,11 @@ the rule that keeps each snapshot, from restic's own reasons.
 from __future__ import annotations
 
 import json
-import shutil
+from pathlib import Path
 
 import pytest
 import yaml
-from nodes import Node, make_workspace
+from nodes import Node
 from typer.testing import CliRunner
 
 from drkit.cli import app
@@ -23,20 +23,16 @@ DAYS = [f"2025-03-0{day} 10:00:00" for day in range(1, 6)]
 
 
 @pytest.fixture
-def node(s3_repository) -> Node:
-    workspace = make_workspace()
-    try:
-        made = Node(workspace, s3_repository)
-        for moment in DAYS:
-            done = made.restic(
-                "backup", "--host", "sftp-1", "--tag", "drkit", "--tag", "node:sftp-1",
-                "--tag", "profile:openssh", "--time", moment, "-o", "s3.bucket-lookup=path",
-                "etc", cwd=made.root,
-            )  # fmt: skip
-            assert done.returncode == 0, done.stderr
-        yield made
-    finally:
-        shutil.rmtree(workspace, ignore_errors=True)
+def node(node_root: Path, s3_repository) -> Node:
+    made = Node(node_root, s3_repository)
+    for moment in DAYS:
+        done = made.restic(
+            "backup", "--host", "sftp-1", "--tag", "drkit", "--tag", "node:sftp-1",
+            "--tag", "profile:openssh", "--time", moment, "-o", "s3.bucket-lookup=path",
+            "etc", cwd=made.root,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+    return made
 
 
 def _set_retention(node: Node, retention: dict | None) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from corpus.cases import load_cases, materialise
-from nodes import Node, make_workspace
+from nodes import Node
 
 from devtools import sample_node
 from drkit import profiles
@@ -65,13 +65,6 @@ def test_every_profile_says_where_the_corpus_logins_land(case, tmp_path: Path):
     homes = profiles.get(case.server).login_homes(root, manifest)
     assert set(homes) <= set(names), case.name
     assert all(path.startswith("/") and ".." not in path.split("/") for path in homes.values())
-
-
-@pytest.fixture
-def node(s3_repository):
-    made = Node(make_workspace(), s3_repository)
-    yield made
-    made.remove()
 
 
 @pytest.mark.integration

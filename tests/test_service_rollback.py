@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from nodes import SMOKE_USER, Node, drkit, init_node, make_workspace
+from nodes import SMOKE_USER, Node, drkit, init_node
 
 from devtools import sample_node
 from drkit.engines import manifest
@@ -20,13 +20,6 @@ from drkit.engines.storage import Storage
 from drkit.model import Manifest
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def node(s3_repository):
-    made = Node(make_workspace(), s3_repository)
-    yield made
-    made.remove()
 
 
 def _two_states(node: Node) -> tuple[str, str]:

@@ -12,7 +12,7 @@ import shutil
 import subprocess
 
 import pytest
-from nodes import Node, drkit, make_workspace
+from nodes import Node, drkit
 
 from drkit.engines import manifest
 from drkit.model import Manifest
@@ -20,13 +20,6 @@ from drkit.model import Manifest
 pytestmark = pytest.mark.integration
 
 FORGED_UID = 6666
-
-
-@pytest.fixture
-def node(s3_repository):
-    made = Node(make_workspace(), s3_repository)
-    yield made
-    made.remove()
 
 
 def _unlisted_dirs(listed: dict) -> set[str]:

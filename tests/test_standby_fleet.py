@@ -11,7 +11,14 @@ from pathlib import Path
 
 import pytest
 import yaml
-from nodes import SMOKE_USER, drkit, init_node
+from nodes import (
+    SMOKE_USER,
+    clone_root,
+    drkit,
+    edit_config,
+    init_group_node,
+    signer_of,
+)
 
 from devtools import sample_node
 from drkit.paths import on_root
@@ -25,39 +32,18 @@ def pool_dir(node_root: Path) -> Path:
     return node_root
 
 
-def clone(source: Path, target: Path) -> None:
-    subprocess.run(["cp", "-a", str(source), str(target)], check=True)
-
-
-def init(base: Path, name: str, root: Path, repository, group: str) -> Path:
-    work = base / f"{name}-work"
-    work.mkdir(mode=0o755, exist_ok=True)
-    extra = ("--group", group, "--include", "audit_logs=/var/log/sftp/*")
-    return init_node(root, repository, work, None, None, name, *extra)[0]
-
-
-def edit_config(path: Path, **changes) -> None:
-    data = yaml.safe_load(path.read_text())
-    data.update(changes)
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-
-
-def signer(config: Path) -> str:
-    return yaml.safe_load(config.read_text())["trusted_keys"][0]
-
-
 def test_standby_follows_active_keeps_local_and_rolls_back_broken(pool_dir, s3_repository):
     active_root, passive_root = pool_dir / "active", pool_dir / "passive"
     sample_node.build(active_root, smoke_user=SMOKE_USER, chroot=True)
-    clone(active_root, passive_root)
+    clone_root(active_root, passive_root)
     listen = "/etc/ssh/sshd_config.d/10-listen.conf"
     on_root(active_root, listen).write_text("ListenAddress 10.0.0.1\n")
     on_root(passive_root, listen).write_text("ListenAddress 10.0.0.2\n")
     config_file = "/etc/ssh/sshd_config"
     passive_text = on_root(passive_root, config_file).read_text()
     on_root(passive_root, config_file).write_text(passive_text.replace("Port 22\n", "Port 2022\n"))
-    active = init(pool_dir, "sftp-1", active_root, s3_repository, "sftp-prod")
-    passive = init(pool_dir, "sftp-2", passive_root, s3_repository, "sftp-prod")
+    active = init_group_node(pool_dir, "sftp-1", active_root, s3_repository, "sftp-prod")
+    passive = init_group_node(pool_dir, "sftp-2", passive_root, s3_repository, "sftp-prod")
     marker = pool_dir / "reloaded"
     edit_config(
         passive,
@@ -66,7 +52,7 @@ def test_standby_follows_active_keeps_local_and_rolls_back_broken(pool_dir, s3_r
             "reload": f"touch {marker}",
             "local": [listen, f"{config_file}:Port"],
         },
-        trusted_keys=[signer(passive), signer(active)],
+        trusted_keys=[signer_of(passive), signer_of(active)],
     )
     code, document = drkit("backup", "--config", str(passive))
     assert code == 2 and "standby" in document["error"]["message"]
@@ -124,8 +110,8 @@ def test_standby_follows_active_keeps_local_and_rolls_back_broken(pool_dir, s3_r
 def test_fleet_drift_names_rotated_host_key_and_truncated_log(pool_dir, s3_repository):
     roots = {name: pool_dir / name for name in ("sftp-1", "sftp-2", "sftp-3")}
     sample_node.build(roots["sftp-1"], smoke_user=SMOKE_USER, chroot=True)
-    clone(roots["sftp-1"], roots["sftp-2"])
-    clone(roots["sftp-1"], roots["sftp-3"])
+    clone_root(roots["sftp-1"], roots["sftp-2"])
+    clone_root(roots["sftp-1"], roots["sftp-3"])
     config_file = "/etc/ssh/sshd_config"
     for index, root in enumerate(roots.values(), 1):
         text = on_root(root, config_file).read_text()
@@ -133,11 +119,12 @@ def test_fleet_drift_names_rotated_host_key_and_truncated_log(pool_dir, s3_repos
             text.replace("ListenAddress 0.0.0.0", f"ListenAddress 10.0.0.{index}")
         )
     configs = {
-        name: init(pool_dir, name, root, s3_repository, "sftp-prod") for name, root in roots.items()
+        name: init_group_node(pool_dir, name, root, s3_repository, "sftp-prod")
+        for name, root in roots.items()
     }
     for config in configs.values():
         edit_config(config, node_local=[f"{config_file}:ListenAddress"])
-    trust = [arg for config in configs.values() for arg in ("--trust-key", signer(config))]
+    trust = [arg for config in configs.values() for arg in ("--trust-key", signer_of(config))]
     for config in configs.values():
         code, document = drkit("backup", "--config", str(config))
         assert code == 0, document
@@ -189,14 +176,14 @@ def test_a_passive_nodes_daemon_syncs_each_new_snapshot_of_its_source(pool_dir, 
 
     active_root, passive_root = pool_dir / "active", pool_dir / "passive"
     sample_node.build(active_root, smoke_user=SMOKE_USER, chroot=True)
-    clone(active_root, passive_root)
-    active = init(pool_dir, "sftp-1", active_root, s3_repository, "sftp-prod")
-    passive = init(pool_dir, "sftp-2", passive_root, s3_repository, "sftp-prod")
+    clone_root(active_root, passive_root)
+    active = init_group_node(pool_dir, "sftp-1", active_root, s3_repository, "sftp-prod")
+    passive = init_group_node(pool_dir, "sftp-2", passive_root, s3_repository, "sftp-prod")
     marker = pool_dir / "reloaded"
     edit_config(
         passive,
         standby={"source": "sftp-1", "reload": f"touch {marker}"},
-        trusted_keys=[signer(passive), signer(active)],
+        trusted_keys=[signer_of(passive), signer_of(active)],
         schedule={"standby": "every 2s", "prune": None, "verify": None, "drill": None,
                   "prove": "after-backup"},
         objectives={"rpo": "10m", "rto": "10m"},

@@ -7,25 +7,16 @@ import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from daemons import offline_config
+
 from drkit import config, daemon, model
 from drkit.engines import metrics, status
 
 
 def _config(tmp_path: Path) -> config.Config:
-    password = tmp_path / "password"
-    password.write_text("x" * 64)
-    password.chmod(0o600)
-    return config.Config(
+    return offline_config(
+        tmp_path,
         node="sftp-2",
-        servers=["openssh"],
-        repository=config.Repository(
-            s3_endpoint="http://127.0.0.1:9",
-            bucket="drkit-unit",
-            prefix="node",
-            password_file=password,
-        ),
-        signing_key=tmp_path / "signing.pem",
-        state_dir=tmp_path / "state",
         standby=config.Standby(source="sftp-1"),
         schedule=config.ScheduleConfig(standby="every 30s"),
         objectives=config.Objectives(rpo="5m"),

@@ -15,7 +15,7 @@ import time
 import figures
 import pytest
 import yaml
-from nodes import Node, make_workspace
+from nodes import Node
 from s3proxy import FaultProxy
 
 pytestmark = pytest.mark.integration
@@ -23,13 +23,6 @@ pytestmark = pytest.mark.integration
 SEED = int(os.environ.get("DRKIT_FAULT_SEED", "7"))
 RUNS = 3
 FRACTION = 0.15
-
-
-@pytest.fixture
-def node(s3_repository):
-    made = Node(make_workspace(), s3_repository)
-    yield made
-    made.remove()
 
 
 def _endpoint(node: Node, endpoint: str) -> None:
