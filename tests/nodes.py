@@ -274,6 +274,19 @@ def snapshot_every_run(config_path: Path) -> None:
     config_path.write_text(yaml.safe_dump(settings, sort_keys=False))
 
 
+# The smallest valid drkit.yaml, for parsing: nothing it names is reachable.
+MINIMAL_CONFIG = """
+node: sftp-1
+servers: [openssh]
+repository:
+  s3_endpoint: http://127.0.0.1:8333
+  bucket: dr-backups
+  prefix: sftp-1
+  password_file: /etc/drkit/repo.pass
+signing_key: /etc/drkit/signing.key
+"""
+
+
 def edit_config(path: Path, **changes) -> None:
     """Set top-level settings in a drkit.yaml."""
     data = yaml.safe_load(path.read_text())

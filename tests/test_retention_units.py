@@ -8,15 +8,14 @@ from pathlib import Path
 
 import pytest
 import yaml
-from nodes import prepare_local_repository
-from test_units import GOOD
+from nodes import MINIMAL_CONFIG, prepare_local_repository
 
 from drkit.config import DEFAULT_RETENTION, dump_config, parse_config
 from drkit.engines import restic as restic_engine
 
 
 def test_no_retention_section_applies_the_defaults():
-    config = parse_config(GOOD, "drkit.yaml")
+    config = parse_config(MINIMAL_CONFIG, "drkit.yaml")
     assert config.retention.rules() == DEFAULT_RETENTION
     assert DEFAULT_RETENTION == {
         "last": 4, "hourly": 24, "daily": 14, "weekly": 8, "monthly": 12, "yearly": 3,
@@ -24,19 +23,19 @@ def test_no_retention_section_applies_the_defaults():
 
 
 def test_a_section_applies_exactly_the_rules_it_names():
-    config = parse_config(GOOD + "retention: {last: 3}\n", "drkit.yaml")
+    config = parse_config(MINIMAL_CONFIG + "retention: {last: 3}\n", "drkit.yaml")
     assert config.retention.rules() == {"last": 3}
-    config = parse_config(GOOD + "retention: {daily: 7, weekly: 0}\n", "drkit.yaml")
+    config = parse_config(MINIMAL_CONFIG + "retention: {daily: 7, weekly: 0}\n", "drkit.yaml")
     assert config.retention.rules() == {"daily": 7}
-    assert parse_config(GOOD + "retention: {}\n", "drkit.yaml").retention.rules() == {}
+    assert parse_config(MINIMAL_CONFIG + "retention: {}\n", "drkit.yaml").retention.rules() == {}
 
 
 def test_written_config_keeps_the_section_as_named():
     # what init writes: the full default section when none was given ...
-    written = yaml.safe_load(dump_config(parse_config(GOOD, "drkit.yaml")))
+    written = yaml.safe_load(dump_config(parse_config(MINIMAL_CONFIG, "drkit.yaml")))
     assert written["retention"] == DEFAULT_RETENTION
     # ... and a named section exactly as it is, so it reads back the same
-    named = parse_config(GOOD + "retention: {last: 3}\n", "drkit.yaml")
+    named = parse_config(MINIMAL_CONFIG + "retention: {last: 3}\n", "drkit.yaml")
     assert yaml.safe_load(dump_config(named))["retention"] == {"last": 3}
     assert parse_config(dump_config(named), "again") == named
 

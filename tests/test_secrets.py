@@ -15,7 +15,6 @@ import secrets
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import figures
@@ -47,7 +46,7 @@ class ArgvSampler:
                     except OSError:
                         continue
             self.samples += 1
-            time.sleep(0.005)
+            self._stop.wait(0.005)  # the sampling period
 
     def __enter__(self) -> ArgvSampler:
         self._thread.start()

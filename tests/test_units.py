@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from nodes import MINIMAL_CONFIG
 from typer.testing import CliRunner
 
 from drkit import errors, runner
@@ -19,27 +20,16 @@ from drkit.engines import restic as restic_engine
 from drkit.engines.resticjson import SnapshotRecord
 from drkit.model import Entry, Inventory, Manifest
 
-GOOD = """
-node: sftp-1
-servers: [openssh]
-repository:
-  s3_endpoint: http://127.0.0.1:8333
-  bucket: dr-backups
-  prefix: sftp-1
-  password_file: /etc/drkit/repo.pass
-signing_key: /etc/drkit/signing.key
-"""
-
 
 def test_config_defaults_and_repository_url():
-    config = parse_config(GOOD, "drkit.yaml")
+    config = parse_config(MINIMAL_CONFIG, "drkit.yaml")
     assert config.repository.restic_url == "s3:http://127.0.0.1:8333/dr-backups/sftp-1"
     assert config.objectives.rpo == "15m" and config.root == Path("/")
     assert (config.objectives.rpo_seconds, config.objectives.rto_seconds) == (900, 600)
 
 
 def test_profile_options_are_validated_at_load_kept_and_written_as_given():
-    text = GOOD + "profile_options: {openssh: {config: /srv/sshd_config}}\n"
+    text = MINIMAL_CONFIG + "profile_options: {openssh: {config: /srv/sshd_config}}\n"
     config = parse_config(text, "drkit.yaml")
     options = config.options_of("openssh")
     assert options is config.options_of("openssh")  # validated once, kept
@@ -52,18 +42,24 @@ def test_profile_options_are_validated_at_load_kept_and_written_as_given():
     [
         ("node: [", "is not valid YAML"),
         ("- a list", "expected a mapping"),
-        (GOOD + "colour: blue\n", "colour: unknown setting"),
-        (GOOD.replace("http://127.0.0.1:8333", "ftp://x"), "repository.s3_endpoint"),
-        (GOOD.replace("bucket: dr-backups", "bucket: x"), "repository.bucket"),
-        (GOOD.replace("node: sftp-1", "node: 'bad name'"), "node"),
-        (GOOD + "objectives: {rpo: soon}\n", "objectives.rpo"),
-        (GOOD + "schedule: {backup: '61 * * * *'}\n", "schedule.backup"),
-        (GOOD + "includes: {secrets: [/x]}\n", "unknown category"),
-        (GOOD + "trusted_keys: [abc]\n", "trusted_keys"),
-        (GOOD.replace("servers: [openssh]", "servers: [iis]"), "servers.0"),
-        (GOOD.replace("  prefix: sftp-1\n", ""), "repository.prefix"),
-        (GOOD + "profile_options: {iis: {config: /x}}\n", "profile_options.iis: unknown profile"),
-        (GOOD + "profile_options: {openssh: {colour: blue}}\n", "openssh.colour: unknown"),
+        (MINIMAL_CONFIG + "colour: blue\n", "colour: unknown setting"),
+        (MINIMAL_CONFIG.replace("http://127.0.0.1:8333", "ftp://x"), "repository.s3_endpoint"),
+        (MINIMAL_CONFIG.replace("bucket: dr-backups", "bucket: x"), "repository.bucket"),
+        (MINIMAL_CONFIG.replace("node: sftp-1", "node: 'bad name'"), "node"),
+        (MINIMAL_CONFIG + "objectives: {rpo: soon}\n", "objectives.rpo"),
+        (MINIMAL_CONFIG + "schedule: {backup: '61 * * * *'}\n", "schedule.backup"),
+        (MINIMAL_CONFIG + "includes: {secrets: [/x]}\n", "unknown category"),
+        (MINIMAL_CONFIG + "trusted_keys: [abc]\n", "trusted_keys"),
+        (MINIMAL_CONFIG.replace("servers: [openssh]", "servers: [iis]"), "servers.0"),
+        (MINIMAL_CONFIG.replace("  prefix: sftp-1\n", ""), "repository.prefix"),
+        (
+            MINIMAL_CONFIG + "profile_options: {iis: {config: /x}}\n",
+            "profile_options.iis: unknown profile",
+        ),
+        (
+            MINIMAL_CONFIG + "profile_options: {openssh: {colour: blue}}\n",
+            "openssh.colour: unknown",
+        ),
     ],
 )
 def test_config_errors_name_file_and_field(text, expected):

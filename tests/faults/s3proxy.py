@@ -134,7 +134,7 @@ class FaultProxy:
                     self.end_headers()
                     self.wfile.write(_SLOW_DOWN)
                     return None
-                if fault == "slow":
+                if fault == "slow":  # the fault itself: an answer 0.2 to 1 s late
                     time.sleep(0.2 + 0.8 * decision.random())
                 try:
                     status, reason, headers, payload = self._forward(body)
