@@ -244,6 +244,15 @@ def test_shared_and_missing_homes_come_back_once_where_the_server_looks(generate
     target makes each missing home once, where the server looks (the generic profile: the
     passwd home), owned by the first account that lands there, and nothing else."""
     root, config_path, workspace = generated_node
+    kept = {path: path.read_text() for path in (root / "etc/passwd", config_path)}
+    try:
+        _homes_come_back(root, config_path, workspace, users)
+    finally:  # the shared node's accounts and settings as they were, for the other tests
+        for path, text in kept.items():
+            path.write_text(text)
+
+
+def _homes_come_back(root: Path, config_path: Path, workspace: Path, users) -> None:
     passwd = ["root:x:0:0:root:/root:/bin/sh"]
     for index, (name, home) in enumerate(users):
         passwd.append(f"{name}:x:{2601 + index}:2601::{home.format(name=name)}:/bin/false")
