@@ -8,24 +8,26 @@ them along with the node and a bare machine needs nothing else.
 
 from __future__ import annotations
 
-import errno
 import functools
 import grp
-import hashlib
 import json
 import os
 import posixpath
 import pwd
 import stat
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import BinaryIO
 
-from pydantic import JsonValue, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, JsonValue, TypeAdapter, ValidationError
 
 from drkit import errors
 from drkit.engines import durable, keys
+from drkit.engines.filehash import HashCache as HashCache  # re-exported: readers use manifest.*
+from drkit.engines.filehash import sha256_file as sha256_file
+from drkit.engines.filehash import sha256_handle as sha256_handle
 from drkit.model import (
     AccountRecord,
     CertificateRecord,
@@ -52,29 +54,9 @@ SIGNATURE_PATH = f"{SNAPSHOT_DIR}/manifest.sig"
 CONFIG_PATH = f"{SNAPSHOT_DIR}/drkit.yaml"
 KEY_CATEGORIES = ("host_keys", "user_keys", "tls")
 PARENTS = "parents"  # the category of the directories above backed-up paths
-CHUNK = 1 << 20
+HASHERS = 4  # threads hashing a backup's files
+BATCH = 64  # files a hashing thread is given at a time
 _FACTS = TypeAdapter(dict[str, dict[str, JsonValue]])
-
-
-def sha256_file(path: str | Path, dir_fd: int | None = None) -> str:
-    """Return the hex sha256 of a regular file, read in chunks (files are never loaded whole);
-    relative to dir_fd, a final link is not followed. A FIFO or device is never waited on:
-    OSError(EINVAL)."""
-    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC
-    fd = os.open(path, flags | (os.O_NOFOLLOW if dir_fd is not None else 0), dir_fd=dir_fd)
-    with os.fdopen(fd, "rb") as handle:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise OSError(errno.EINVAL, "not a regular file", str(path))
-        os.set_blocking(fd, True)
-        return sha256_handle(handle)
-
-
-def sha256_handle(handle: BinaryIO) -> str:
-    """Return the hex sha256 of what is left to read from an open binary file, in chunks."""
-    digest = hashlib.sha256()
-    while block := handle.read(CHUNK):
-        digest.update(block)
-    return digest.hexdigest()
 
 
 class NameBook:
@@ -160,52 +142,6 @@ def _special(host: str) -> bool:
     return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode) or stat.S_ISLNK(mode))
 
 
-class HashCache:
-    """sha256 of files whose size, mtime, ctime and inode are unchanged since the last backup.
-
-    Kept in drkit's root-owned state directory (0600): an unchanged re-backup then costs a
-    stat per file, not a read of every byte.
-    """
-
-    def __init__(self, path: Path | None = None) -> None:
-        self.path = path
-        self.old: dict[str, list[int | str]] = {}
-        self.new: dict[str, list[int | str]] = {}
-        if path and path.is_file():
-            try:
-                stored = json.loads(path.read_text()).get("files", {})
-            except (OSError, ValueError, AttributeError):
-                stored = {}
-            self.old = stored if isinstance(stored, dict) else {}
-
-    def sha256(self, node_path: str, host: str, info: os.stat_result) -> str:
-        """Return the file's sha256, from the cache when its stat is unchanged."""
-        key: list[int | str] = [info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino]
-        cached = self.old.get(node_path)
-        hit = cached[4] if cached and len(cached) == 5 and cached[:4] == key else None
-        digest = hit if isinstance(hit, str) else sha256_file(host)
-        self.new[node_path] = [*key, digest]
-        return digest
-
-    def changed_since(self, root: Path) -> list[str]:
-        """Return the node paths whose size, mtime, ctime or inode moved since they were hashed."""
-        moved: list[str] = []
-        for node_path, recorded in self.new.items():
-            try:
-                info = os.lstat(host_path(root, node_path))
-            except FileNotFoundError:
-                moved.append(node_path)
-                continue
-            if [info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino] != recorded[:4]:
-                moved.append(node_path)
-        return moved
-
-    def save(self) -> None:
-        """Write what this run hashed, replacing the previous cache atomically."""
-        if self.path:
-            write_private(self.path, json.dumps({"files": self.new}).encode())
-
-
 def write_private(path: Path, data: bytes) -> None:
     """Write a file readable by its owner only (0600, new parents 0700), atomically and
     durably (durable.write_atomic); raise LocalFilesystemError."""
@@ -218,13 +154,13 @@ def _mode_text(mode: int) -> str:
     return f"{mode:04o}"
 
 
-def describe_file(
-    root: Path, node_path: str, category: str, names: NameBook, cache: HashCache | None = None
-) -> FileRecord | None:
-    """Return the manifest entry of one path, or None when it vanished."""
-    host = host_path(root, node_path)
+def _describe(
+    root: Path, node_path: str, category: str, names: NameBook
+) -> tuple[FileFields, os.stat_result] | None:
+    """Return the manifest fields of one path (a regular file's sha256 not yet among them)
+    and its stat, or None when it vanished or is no file, directory or symlink."""
     try:
-        info = os.lstat(host)
+        info = os.lstat(host_path(root, node_path))
     except FileNotFoundError:
         return None
     mode = info.st_mode
@@ -242,18 +178,80 @@ def describe_file(
         "mtime": utc_text(datetime.fromtimestamp(info.st_mtime, UTC)),
     }
     if stat.S_ISLNK(mode):
-        values["link"] = os.readlink(host)
+        values["link"] = os.readlink(host_path(root, node_path))
     elif stat.S_ISREG(mode):
-        try:
-            values["sha256"] = cache.sha256(node_path, host, info) if cache else sha256_file(host)
-        except FileNotFoundError:
-            return None
-        except OSError as exc:  # root is refused too: a write-only sysctl, EIO, a FUSE mount
-            raise errors.BackupIncomplete(
-                f"{node_path} could not be read ({exc.strerror}): no snapshot made"
-            ) from None
         values["size"] = info.st_size
-    return FileRecord.trusted(values)
+    return values, info
+
+
+_Described = tuple[FileFields, os.stat_result]
+_Hashed = str | OSError | None  # None: nothing to hash (not a regular file, or cached)
+
+
+def _hash_batch(root: Path, batch: list[_Described]) -> list[_Hashed]:
+    """Return the sha256 of each regular file of batch not hashed yet (the error it met)."""
+    hashed: list[_Hashed] = []
+    for values, _ in batch:
+        if values["type"] != "file" or "sha256" in values:
+            hashed.append(None)
+            continue
+        try:
+            hashed.append(sha256_file(host_path(root, values["path"])))
+        except OSError as exc:
+            hashed.append(exc)
+    return hashed
+
+
+def _collect(
+    batch: list[_Described], hashes: list[_Hashed], cache: HashCache | None
+) -> Iterator[FileRecord]:
+    """Yield the entries of a hashed batch; a file that vanished is left out."""
+    for (values, info), hashed in zip(batch, hashes, strict=True):
+        if isinstance(hashed, FileNotFoundError):
+            continue
+        if isinstance(hashed, OSError):  # root is refused too: a write-only sysctl, EIO
+            raise errors.BackupIncomplete(
+                f"{values['path']} could not be read ({hashed.strerror}): no snapshot made"
+            )
+        if hashed is not None:
+            values["sha256"] = hashed
+        if cache and "sha256" in values:
+            cache.remember(values["path"], info, values["sha256"])
+        yield FileRecord.trusted(values)
+
+
+def describe_files(
+    root: Path, paths: Iterable[tuple[str, str]], names: NameBook, cache: HashCache | None
+) -> list[FileRecord]:
+    """Return the manifest entries of (node path, category) pairs, in their order, leaving out
+    paths that vanished. Files the cache does not vouch for are hashed by HASHERS threads,
+    BATCH files at a time while the next are described (hashlib and the reads release the
+    GIL: a large file's hash uses another core, and small files' opens and reads overlap);
+    a few batches are in flight at a time, so memory does not grow with the node."""
+    records: list[FileRecord] = []
+    in_flight: deque[tuple[list[_Described], Future[list[_Hashed]]]] = deque()
+    with ThreadPoolExecutor(HASHERS) as pool:
+        batch: list[_Described] = []
+        for node_path, category in paths:
+            found = _describe(root, node_path, category, names)
+            if found is None:
+                continue
+            values, info = found
+            if values["type"] == "file" and cache:
+                digest = cache.cached(node_path, info)
+                if digest is not None:
+                    values["sha256"] = digest
+            batch.append(found)
+            if len(batch) == BATCH:
+                in_flight.append((batch, pool.submit(_hash_batch, root, batch)))
+                batch = []
+            if len(in_flight) > 2 * HASHERS:
+                done, future = in_flight.popleft()
+                records += _collect(done, future.result(), cache)
+        in_flight.append((batch, pool.submit(_hash_batch, root, batch)))
+        for done, future in in_flight:
+            records += _collect(done, future.result(), cache)
+    return records
 
 
 def _keys_and_certificates(
@@ -346,12 +344,16 @@ def build(
     paths, skipped = _walk(root, [*inventory.files, *inventory.dirs])
     for parent in _parents(paths):  # /etc/ssl/private's 0700 is the node's: signed, restored
         paths.setdefault(parent, PARENTS)
-    files = [
-        entry
-        for node_path, category in sorted(paths.items())
-        if not node_path.startswith(SNAPSHOT_DIR)
-        and (entry := describe_file(root, node_path, category, names, cache)) is not None
-    ]
+    files = describe_files(
+        root,
+        (
+            (path, category)
+            for path, category in sorted(paths.items())
+            if not path.startswith(SNAPSHOT_DIR)
+        ),
+        names,
+        cache,
+    )
     found_keys, certificates = _keys_and_certificates(root, files)
     host_keys = [
         HostKeyRecord(
@@ -471,6 +473,19 @@ def open_signed(manifest_bytes: bytes, signature_text: str) -> tuple[Manifest, s
         raise errors.Refused("manifest has an unknown format")
     share_field_sets(opened.files)
     return opened, signer
+
+
+class _Stamp(BaseModel):
+    """The one field created_of reads (the rest of the manifest is skipped, not built)."""
+
+    model_config = ConfigDict(extra="ignore", strict=True)
+    created: str
+
+
+def created_of(manifest_bytes: bytes) -> str:
+    """Return when a manifest was made without building its file entries; raise ValueError
+    (pydantic's ValidationError) when it has no such field."""
+    return _Stamp.model_validate_json(manifest_bytes).created
 
 
 def _open_document(manifest_bytes: bytes) -> Manifest:

@@ -27,7 +27,8 @@ from urllib.parse import quote
 
 from drkit import errors
 from drkit.engines import beneath, durable
-from drkit.engines.manifest import SNAPSHOT_DIR, HashCache, sha256_file
+from drkit.engines.filehash import HashCache, sha256_file
+from drkit.engines.manifest import SNAPSHOT_DIR
 from drkit.model import Check, Database, FileRecord, Manifest, failed, passed
 from drkit.paths import host_path, joined, on_root, resolve, shown
 
