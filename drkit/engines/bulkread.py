@@ -72,7 +72,8 @@ class BulkReader:
         endpoint = str(storage.endpoint)
         self._url = endpoint.rstrip("/")  # path-style, as engines.s3's clients address it
         self._path = f"{urlsplit(endpoint).path.rstrip('/')}/{quote(storage.bucket, safe='')}"
-        tls = {"ca_certs": str(storage.ca_bundle) if storage.ca_bundle else get_cert_path(True)}
+        authorities = storage.ca_bundle or os.environ.get("AWS_CA_BUNDLE") or get_cert_path(True)
+        tls = {"ca_certs": str(authorities)}  # as botocore picks them
         self._pool = urllib3.connection_from_url(
             endpoint,
             maxsize=workers,
