@@ -197,13 +197,22 @@ def _shared_fields(names: frozenset[str]) -> set[str]:
     return _FIELD_SETS.setdefault(names, set(names))
 
 
+_REPEATED = ("category", "type", "mode", "uid", "gid", "user", "group")  # a few values each
+
+
 def share_field_sets(files: list[FileRecord]) -> None:
-    """Let entries given the same fields share one set of their names: pydantic keeps a set per
-    record (0.7 kB, near half a file entry's memory), the same few sets 30,000 times over.
-    FileRecord.__setattr__ copies a shared set before it would change."""
+    """Let entries given the same fields share one set of their names (pydantic keeps a set per
+    record: 0.7 kB, near half a file entry's memory, the same few sets 30,000 times over), and
+    equal values of the fields that take a few values share one object (parsed JSON holds a
+    string per entry). FileRecord.__setattr__ copies a shared set before it would change."""
+    values: dict[tuple[type, object], object] = {}
     for entry in files:
         own = entry.__pydantic_fields_set__
         object.__setattr__(entry, "__pydantic_fields_set__", _shared_fields(frozenset(own)))
+        fields = entry.__dict__
+        for name in _REPEATED:
+            value = fields[name]
+            fields[name] = values.setdefault((type(value), value), value)
 
 
 class KeyRecord(Record):

@@ -16,7 +16,7 @@ import posixpath
 import pwd
 import stat
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,6 +28,8 @@ from drkit.engines import durable, keys
 from drkit.engines.filehash import HashCache as HashCache  # re-exported: readers use manifest.*
 from drkit.engines.filehash import sha256_file as sha256_file
 from drkit.engines.filehash import sha256_handle as sha256_handle
+from drkit.engines.manifestjson import json_pieces as json_pieces  # freshness reads it here
+from drkit.engines.manifestjson import streamed
 from drkit.model import (
     AccountRecord,
     CertificateRecord,
@@ -41,7 +43,6 @@ from drkit.model import (
     KeyRecord,
     Manifest,
     PasswdEntry,
-    share_field_sets,
     utc_text,
     utc_text_precise,
 )
@@ -409,31 +410,6 @@ def encode(manifest: Manifest) -> bytes:
     return "".join(json_pieces(manifest, separators=(",", ":"))).encode() + b"\n"
 
 
-def json_pieces(
-    manifest: Manifest,
-    *,
-    separators: tuple[str, str],
-    exclude: Iterable[str] = (),
-    entry: Callable[[dict[str, object]], dict[str, object]] | None = None,
-) -> Iterator[str]:
-    """Yield json.dumps(the manifest's given fields but exclude, sort_keys=True, separators)
-    in pieces, each file entry (passed through entry, if given) dumped on its own: the same
-    text, without the whole document as dicts in memory beside the model."""
-    document = manifest.model_dump(exclude_unset=True, exclude={"files", *exclude})
-    if "files" not in manifest.model_fields_set:
-        yield json.dumps(document, sort_keys=True, separators=separators)
-        return
-    marker = json.dumps(os.urandom(16).hex())  # a string no other value of the document holds
-    document["files"] = [json.loads(marker)]
-    head, tail = json.dumps(document, sort_keys=True, separators=separators).split(marker)
-    yield head
-    for position, record in enumerate(manifest.files):
-        fields = record.model_dump(exclude_unset=True)
-        text = json.dumps(entry(fields) if entry else fields, sort_keys=True, separators=separators)
-        yield (separators[0] + text) if position else text
-    yield tail
-
-
 def write_snapshot_files(
     root: Path, manifest_bytes: bytes, signature: keys.Signature, config_text: str
 ) -> list[str]:
@@ -465,13 +441,16 @@ def open_signed(manifest_bytes: bytes, signature_text: str) -> tuple[Manifest, s
     if not isinstance(signature, dict):
         raise errors.Refused("manifest signature file is malformed")
     signer = keys.verify_signature(signature, manifest_bytes)
-    try:  # parsed straight into the model: no document of dicts beside it
-        opened = Manifest.model_validate_json(manifest_bytes)
-    except ValidationError:
+    try:
+        document = streamed(manifest_bytes.decode())
+    except ValueError:  # UnicodeDecodeError, JSONDecodeError and ValidationError are ones
         return _open_document(manifest_bytes), signer  # says what is wrong with it
-    if opened.format != FORMAT:
+    if document.get("format") != FORMAT:
         raise errors.Refused("manifest has an unknown format")
-    share_field_sets(opened.files)
+    try:
+        opened = Manifest.model_validate(document)
+    except ValidationError:
+        return _open_document(manifest_bytes), signer
     return opened, signer
 
 
@@ -492,7 +471,7 @@ def _open_document(manifest_bytes: bytes) -> Manifest:
     """Return the manifest parsed as JSON, then validated, refusing it with the reason."""
     try:
         document = json.loads(manifest_bytes)
-    except json.JSONDecodeError:
+    except ValueError:  # not UTF-8 either
         raise errors.Refused("manifest is not JSON") from None
     if not isinstance(document, dict) or document.get("format") != FORMAT:
         raise errors.Refused("manifest has an unknown format")
