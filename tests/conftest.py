@@ -2,9 +2,10 @@
 the session's local S3, a fresh bucket per test, a sample node per test.
 
 Rules the suite keeps (issue 23 part 7):
-- Shared builders live in one place: fixtures here; node builders, ports, repositories and
-  wait_for in nodes.py; the daemon process, webhook recorder and offline config in daemons.py;
-  status documents and fleets in fleets.py. A test file imports none of another test file.
+- Shared builders live in one place: fixtures here; node builders (Node, fresh_node for a
+  file's module-scoped node), ports, repositories and wait_for in nodes.py; the daemon
+  process, webhook recorder and offline config in daemons.py; status documents and fleets in
+  fleets.py. A test file imports nothing from another test file.
 - Each test stands alone: it sets up what it needs. A module-scoped node is shared only by tests
   that leave it as they found it (in a finally), or that work whatever the others did; a test
   that changes it for good gets a node of its own. A file passes in reverse order too.

@@ -281,6 +281,7 @@ def strike(
     if aim == "apply":
         # the journal outlives a kill inside the apply only: a finished apply removes it
         landed = "apply" if journal_size(target) is not None else "after apply"
+    # a poll, not wait_for: a restic still there after the wait is the finding, not a failure
     deadline = time.monotonic() + SURVIVOR_WAIT_SECONDS
     survivors = restic_of(repository.restic_url)
     while survivors and time.monotonic() < deadline:
