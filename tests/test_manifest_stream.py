@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from drkit import errors
 from drkit.engines import freshness, keys, manifest, manifestjson
-from drkit.model import Entry, Inventory, Manifest
+from drkit.model import Entry, Inventory, Manifest, utc_text
 
 STORED = Path(__file__).parent / "data" / "manifest-format1.json"
 
@@ -127,3 +127,12 @@ def test_built_entries_hash_every_file_across_the_threads(tmp_path: Path):
         assert (entry.sha256, entry.size) == (hashlib.sha256(data).hexdigest(), len(data))
     assert [entry.path for entry in built.files] == sorted(entry.path for entry in built.files)
     assert manifest.encode(_open(manifest.encode(built))) == manifest.encode(built)
+
+
+@pytest.mark.parametrize(
+    "mtime",
+    [0.0, 1733569199.9999995, 1733569199.9999994, 1733569199.9999996, 1733569200.0000004,
+     -0.5, -1.9999996, 1733569199.5, 2**31 + 0.999999999, 1e9 + 0.123456789],
+)  # fmt: skip
+def test_an_mtime_is_written_as_datetime_writes_it(mtime: float):
+    assert manifest._mtime_text(mtime) == utc_text(datetime.fromtimestamp(mtime, UTC))

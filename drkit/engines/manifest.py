@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import grp
 import json
+import math
 import os
 import posixpath
 import pwd
@@ -149,6 +150,20 @@ def write_private(path: Path, data: bytes) -> None:
     durable.write_atomic(path, data, 0o600, 0o700)
 
 
+def _mtime_text(mtime: float) -> str:
+    """Return utc_text(datetime.fromtimestamp(mtime, UTC)), the same text (microseconds
+    rounded half to even, as datetime does) from one formatting per second, not per file."""
+    second = math.floor(mtime)
+    if round((mtime - second) * 1e6) >= 1_000_000:
+        second += 1
+    return _second_text(second)
+
+
+@functools.lru_cache(maxsize=1 << 12)
+def _second_text(second: int) -> str:
+    return utc_text(datetime.fromtimestamp(second, UTC))
+
+
 @functools.cache
 def _mode_text(mode: int) -> str:
     """Return a mode as the manifest writes it (0644): one string per mode, not per file."""
@@ -176,7 +191,7 @@ def _describe(
         "gid": info.st_gid,
         "user": names.users.get(info.st_uid, str(info.st_uid)),
         "group": names.groups.get(info.st_gid, str(info.st_gid)),
-        "mtime": utc_text(datetime.fromtimestamp(info.st_mtime, UTC)),
+        "mtime": _mtime_text(info.st_mtime),
     }
     if stat.S_ISLNK(mode):
         values["link"] = os.readlink(host_path(root, node_path))
