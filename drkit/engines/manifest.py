@@ -415,7 +415,7 @@ def leaf_paths(manifest: Manifest) -> list[str]:
     """Return the root-relative paths restic must be given: all but directories with listed
     children (restic would recurse into those and pick up files the manifest never saw)."""
     paths = [entry.path for entry in manifest.files]
-    parents = {str(Path(path).parent) for path in paths}
+    parents = {posixpath.dirname(path) for path in paths}  # no Path object per file
     return [path.lstrip("/") for path in paths if path not in parents]
 
 

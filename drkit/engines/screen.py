@@ -42,7 +42,11 @@ def expected_paths(manifest: Manifest) -> tuple[dict[str, FileRecord], set[str]]
         for entry in manifest.files
         if entry.category == sqlite_copies.CATEGORY
     }
-    parents = {parent for path in [*entries, *DRKIT_FILES] for parent in _ancestors(path)}
+    parents: set[str] = set()
+    for path in [*entries, *DRKIT_FILES]:
+        above = _ancestors(path)
+        if not above or above[-1] not in parents:  # else all of them are in already
+            parents.update(above)
     return entries, parents
 
 
@@ -100,6 +104,8 @@ def screen_manifest(manifest: Manifest) -> list[str]:
 def lossy(path: str) -> str:
     """Return a name as restic's JSON gives it: each byte that is not part of valid UTF-8
     becomes one U+FFFD (Go's rule: one per byte, not one per ill-formed sequence)."""
+    if path.isascii():  # most names: nothing to replace
+        return path
     return _ESCAPED.sub("\ufffd", os.fsencode(path).decode("utf-8", "surrogateescape"))
 
 
