@@ -6,12 +6,13 @@ Real restic and S3, the sample node, drkit.yaml's default (`unchanged: confirm`)
 from __future__ import annotations
 
 import json
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 import yaml
-from nodes import RESTIC, Node, fresh_repository, make_workspace
+from nodes import RESTIC, Node, fresh_node
 
 from drkit.config import load_config
 from drkit.engines import catalog
@@ -22,14 +23,11 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def node(local_s3, tmp_path: Path):
-    sample = Node(make_workspace(), fresh_repository(local_s3, tmp_path, "sftp-1"))
-    settings = yaml.safe_load(sample.config.read_text())
-    settings.pop("unchanged")  # drkit.yaml's default: confirm
-    sample.config.write_text(yaml.safe_dump(settings))
-    try:
+    with fresh_node(local_s3, tmp_path, "sftp-1") as sample:
+        settings = yaml.safe_load(sample.config.read_text())
+        settings.pop("unchanged")  # drkit.yaml's default: confirm
+        sample.config.write_text(yaml.safe_dump(settings))
         yield sample
-    finally:
-        sample.remove()
 
 
 def _restic_processes(node: Node, *args: str) -> tuple[int, dict, list[str]]:
@@ -65,6 +63,22 @@ def test_an_unchanged_backup_confirms_the_last_snapshot_without_restic(node: Nod
     at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     code, plan = node.run("restore", "--at", at, "--target", str(node.workspace / "t"), "--dry-run")
     assert code == 0 and plan["snapshot_id"] == first, plan
+
+
+def test_a_drill_counts_the_rpo_from_the_newest_confirmation(node: Node):
+    first = node.backup()
+    code, listed = node.run("snapshots")
+    snapshot_time = datetime.fromisoformat(listed["snapshots"][0]["time"].replace("Z", "+00:00"))
+    time.sleep(3)  # the confirmation is newer than the snapshot by this much: what is measured
+    code, again = node.run("backup")
+    assert code == 0 and again["unchanged"] is True and again["snapshot_id"] == first, again
+    code, drilled = node.run("drill")
+    assert drilled["snapshot_id"] == first, drilled
+    started = datetime.fromisoformat(drilled["started"].replace("Z", "+00:00"))
+    confirmed = datetime.fromisoformat(again["time"].replace("Z", "+00:00"))
+    # (the documents' times are whole seconds, the drill measures from the precise ones)
+    assert abs(drilled["rpo_seconds"] - (started - confirmed).total_seconds()) <= 1
+    assert drilled["rpo_seconds"] < (started - snapshot_time).total_seconds() - 2
 
 
 def test_a_change_after_an_unchanged_run_makes_a_snapshot(node: Node):

@@ -46,7 +46,7 @@ from drkit.model import Check, Manifest, SmokeResult, parse_utc, utc_text
 from drkit.results import DrillResult, ProofResult
 from drkit.service import context, proof, restoring
 from drkit.service import databases as database_service
-from drkit.service.opening import Origin
+from drkit.service.opening import Origin, signed_confirmations
 from drkit.service.reporting import report_directory
 from drkit.service.spec import Spec
 
@@ -406,6 +406,20 @@ def prove(
     )
 
 
+def _confirmed_at(config: Config, chosen: _Brief, judged: bool) -> datetime:
+    """Return when the node's files were last known to be what the snapshot holds: its own
+    time, or a newer signed freshness entry confirming it (a backup of an unchanged node), so
+    the RPO of the latest snapshot counts those backups as the status does."""
+    if not judged:
+        return chosen.time
+    confirmed = [
+        parse_utc(entry["time"])
+        for entry in signed_confirmations(Origin.from_config(config), config.node)
+        if entry["snapshot_id"] == chosen.id
+    ]
+    return max([chosen.time, *confirmed])
+
+
 def _document(config: Config, spec: str, rebuilt: _Rebuilt) -> dict[str, object]:
     """Judge the objectives and return the drill document."""
     started, clock, chosen = rebuilt.started, rebuilt.clock, rebuilt.snapshot
@@ -414,8 +428,8 @@ def _document(config: Config, spec: str, rebuilt: _Rebuilt) -> dict[str, object]
     objectives = status_engine.objectives_of(config)
     found = list(rebuilt.found)
     rto = _rto(rebuilt.smokes, clock)
-    rpo = max(0, round((started - chosen.time).total_seconds()))
     judged = spec == "latest"
+    rpo = max(0, round((started - _confirmed_at(config, chosen, judged)).total_seconds()))
     met = {
         "rto": rto is not None and rto <= objectives["rto_seconds"],
         "rpo": (rpo <= objectives["rpo_seconds"]) if judged else None,

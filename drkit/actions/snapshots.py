@@ -5,12 +5,11 @@ from __future__ import annotations
 from collections import Counter
 from datetime import UTC, datetime
 
-from drkit import errors
-from drkit.engines import catalog, freshness, manifest
+from drkit.engines import manifest
 from drkit.model import parse_utc, utc_text
 from drkit.results import ShowResult, SnapshotEntry, SnapshotsResult
 from drkit.service import context
-from drkit.service.opening import Catalog, Origin, open_record
+from drkit.service.opening import Catalog, Origin, signed_confirmations
 
 
 def list_snapshots(origin: Origin, all_nodes: bool = False) -> SnapshotsResult:
@@ -32,7 +31,7 @@ def list_snapshots(origin: Origin, all_nodes: bool = False) -> SnapshotsResult:
     ]
     by_id = {entry.id: entry for entry in entries}
     for node in sorted({entry.node for entry in entries if entry.node}):
-        for confirmation in _confirmations(origin, node):
+        for confirmation in signed_confirmations(origin, node):
             confirmed = by_id.get(confirmation["snapshot_id"])
             if confirmed is not None:  # a freshness entry of a snapshot still held
                 entries.append(
@@ -41,22 +40,6 @@ def list_snapshots(origin: Origin, all_nodes: bool = False) -> SnapshotsResult:
                     )
                 )
     return SnapshotsResult(snapshots=sorted(entries, key=lambda entry: entry.time))
-
-
-def _confirmations(origin: Origin, node: str) -> list[freshness.Confirmation]:
-    """Return the freshness entries of a node's signed chain head (none when it is missing or
-    does not verify against the trusted keys)."""
-    from drkit.engines.storage import Storage
-
-    try:
-        stored = Storage(origin.repository).get_json(catalog.head_key(node))
-        trusted = {*origin.trusted_keys, *origin.trust_keys}
-        if stored is None:
-            return []
-        record = open_record(stored, trusted, node, "head")
-    except (errors.DrkitError, ValueError, TypeError):
-        return []
-    return freshness.confirmations(record.get("confirmations"))
 
 
 def show(origin: Origin, snapshot: str) -> ShowResult:

@@ -24,7 +24,7 @@ from pydantic import ValidationError
 from drkit import errors
 from drkit.config import Config, Repository, parse_config
 from drkit.configtypes import config_error
-from drkit.engines import catalog, keys, manifest, records
+from drkit.engines import catalog, freshness, keys, manifest, records
 from drkit.engines import restic as restic_engine
 from drkit.model import Manifest
 from drkit.service import context
@@ -235,6 +235,21 @@ def open_record(stored: object, trusted: set[str], node: str, kind: str) -> reco
     if record["kind"] != kind or record["node"] != node:
         raise errors.Refused(f"not a {kind} record of node {node}")
     return record
+
+
+def signed_confirmations(origin: Origin, node: str) -> list[freshness.Confirmation]:
+    """Return the freshness entries of a node's signed chain head in the bucket, newest last
+    (none when the head is missing or does not verify against the trusted keys)."""
+    from drkit.engines.storage import Storage
+
+    try:
+        stored = Storage(origin.repository).get_json(catalog.head_key(node))
+        if stored is None:
+            return []
+        record = open_record(stored, {*origin.trusted_keys, *origin.trust_keys}, node, "head")
+    except (errors.DrkitError, ValueError, TypeError):
+        return []
+    return freshness.confirmations(record.get("confirmations"))
 
 
 @dataclass(frozen=True)
