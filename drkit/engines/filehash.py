@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import stat
+import threading
 from pathlib import Path
 from typing import BinaryIO
 
@@ -23,11 +24,27 @@ def sha256_file(path: str | Path, dir_fd: int | None = None) -> str:
     OSError(EINVAL)."""
     flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC
     fd = os.open(path, flags | (os.O_NOFOLLOW if dir_fd is not None else 0), dir_fd=dir_fd)
-    with os.fdopen(fd, "rb") as handle:
+    try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise OSError(errno.EINVAL, "not a regular file", str(path))
         os.set_blocking(fd, True)
-        return sha256_handle(handle)
+        digest, buffer = hashlib.sha256(), _buffer()
+        while read := os.readv(fd, [buffer]):  # into this thread's buffer: no bytes per read
+            digest.update(memoryview(buffer)[:read])
+        return digest.hexdigest()
+    finally:
+        os.close(fd)
+
+
+_LOCAL = threading.local()
+
+
+def _buffer() -> bytearray:
+    """Return this thread's read buffer (CHUNK bytes), made on its first use."""
+    buffer: bytearray | None = getattr(_LOCAL, "buffer", None)
+    if buffer is None:
+        buffer = _LOCAL.buffer = bytearray(CHUNK)
+    return buffer
 
 
 def sha256_handle(handle: BinaryIO) -> str:
