@@ -54,6 +54,7 @@ def test_a_manifest_of_several_pieces_opens_and_encodes_back_to_its_own_bytes():
     opened = _open(raw)
     assert len(opened.files) == 2 * manifestjson.PIECE + 10
     assert manifest.encode(opened) == raw
+    assert manifest.parse(raw) == opened  # drkit's own copy, unsigned, the same way
     assert manifest.encode(_open(STORED.read_bytes())) == STORED.read_bytes()
     spaced = json.dumps(json.loads(raw), indent=2).encode()  # valid JSON, not drkit's spacing
     assert _open(spaced).files == opened.files

@@ -469,6 +469,12 @@ def open_signed(manifest_bytes: bytes, signature_text: str) -> tuple[Manifest, s
     return opened, signer
 
 
+def parse(manifest_bytes: bytes) -> Manifest:
+    """Return the manifest of bytes drkit wrote itself (its copy on the node's root), streamed
+    like a signed one; raise ValueError (pydantic's ValidationError too) when malformed."""
+    return Manifest.model_validate(streamed(manifest_bytes.decode()))
+
+
 class _Stamp(BaseModel):
     """The one field created_of reads (the rest of the manifest is skipped, not built)."""
 

@@ -15,7 +15,6 @@ from drkit import errors
 from drkit.config import Config
 from drkit.engines import manifest, reports, status
 from drkit.engines.statusdoc import CertificateEnd, Outcome
-from drkit.model import Manifest
 from drkit.paths import on_root
 from drkit.results import document
 
@@ -108,8 +107,6 @@ def _certificates(
             if isinstance(certificate, dict)
         ]
     with contextlib.suppress(OSError, ValueError):
-        node_manifest = Manifest.model_validate_json(
-            on_root(config.root, manifest.MANIFEST_PATH).read_bytes()
-        )
+        node_manifest = manifest.parse(on_root(config.root, manifest.MANIFEST_PATH).read_bytes())
         return reports.certificate_expiries(config.root, node_manifest)
     return []
