@@ -171,8 +171,10 @@ class BulkReader:
             stored = json.loads(self.cache.read_bytes())
         except (OSError, ValueError):
             return {}
-        objects = stored.get("objects") if isinstance(stored, dict) else None
-        if stored.get("format") != CACHE_FORMAT or not isinstance(objects, dict):
+        if not isinstance(stored, dict) or stored.get("format") != CACHE_FORMAT:
+            return {}
+        objects = stored.get("objects")
+        if not isinstance(objects, dict):
             return {}
         loaded: dict[str, tuple[str, bytes]] = {}
         for key, entry in objects.items():
