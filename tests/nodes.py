@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import itertools
@@ -16,6 +17,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -444,6 +446,17 @@ class Node:
         shutil.rmtree(self.workspace, ignore_errors=True)
         if not self.root.is_relative_to(self.workspace):
             shutil.rmtree(self.root, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def fresh_node(local_s3, directory: Path, prefix: str = "node", **options) -> Iterator[Node]:
+    """Yield a Node (options: Node's) in a fresh workspace, on a fresh bucket whose password
+    file is written into directory; the workspace goes after, also when init fails."""
+    workspace = make_workspace()
+    try:
+        yield Node(workspace, fresh_repository(local_s3, directory, prefix), **options)
+    finally:
+        shutil.rmtree(workspace, ignore_errors=True)
 
 
 def wait_for(predicate, timeout: float, what: str, step: float = 0.25):

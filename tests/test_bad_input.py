@@ -25,7 +25,7 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from nodes import RESTIC, Node, fresh_repository, make_workspace
+from nodes import RESTIC, Node, fresh_node
 from typer.testing import CliRunner
 
 from drkit import config as config_module
@@ -397,28 +397,28 @@ CASES: list[Case] = [
 @pytest.fixture(scope="module")
 def bad_input_node(local_s3, tmp_path_factory):
     secret_dir = tmp_path_factory.mktemp("bad-input")
-    repository = fresh_repository(local_s3, secret_dir, prefix="sftp-1")
-    node = Node(make_workspace(), repository)
-    node.snapshot_id = node.backup()
-    plain = node.workspace / "plain"
-    plain.mkdir()
-    (plain / "note.txt").write_text("no manifest here\n")
-    made = node.restic("backup", "--json", "--host", "sftp-1", "--tag", "drkit", "note.txt",
-                       cwd=plain)  # fmt: skip
-    assert made.returncode == 0, made.stderr
-    node.plain_id = next(
-        json.loads(line)["snapshot_id"] for line in made.stdout.splitlines() if "summary" in line
-    )
-    small = node.workspace / "small-disk"
-    small.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32k", "tmpfs", str(small)], check=True)
-    tls = TlsEndpoint(secret_dir)
-    try:
-        yield node, tls, small
-    finally:
-        tls.close()
-        subprocess.run(["umount", str(small)], check=False)
-        node.remove()
+    with fresh_node(local_s3, secret_dir, "sftp-1") as node:
+        node.snapshot_id = node.backup()
+        plain = node.workspace / "plain"
+        plain.mkdir()
+        (plain / "note.txt").write_text("no manifest here\n")
+        made = node.restic("backup", "--json", "--host", "sftp-1", "--tag", "drkit", "note.txt",
+                           cwd=plain)  # fmt: skip
+        assert made.returncode == 0, made.stderr
+        node.plain_id = next(
+            json.loads(line)["snapshot_id"]
+            for line in made.stdout.splitlines()
+            if "summary" in line
+        )
+        small = node.workspace / "small-disk"
+        small.mkdir()
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32k", "tmpfs", str(small)], check=True)
+        tls = TlsEndpoint(secret_dir)
+        try:
+            yield node, tls, small
+        finally:
+            tls.close()
+            subprocess.run(["umount", str(small)], check=False)
 
 
 @pytest.mark.integration

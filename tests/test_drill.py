@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from nodes import SMOKE_USER, Node, fresh_repository, make_workspace, wait_for
+from nodes import SMOKE_USER, Node, fresh_node, wait_for
 
 from devtools import sample_node
 from drkit.engines.storage import Storage
@@ -26,14 +26,9 @@ DRKIT = str(Path(sys.executable).with_name("drkit"))
 
 @pytest.fixture(scope="module")
 def node(local_s3, tmp_path_factory):
-    secret_dir = tmp_path_factory.mktemp("secret")
-    repository = fresh_repository(local_s3, secret_dir, prefix="node")
-    made = Node(make_workspace(), repository)
-    made.backup()
-    try:
+    with fresh_node(local_s3, tmp_path_factory.mktemp("secret")) as made:
+        made.backup()
         yield made
-    finally:
-        made.remove()
 
 
 def _checks(document: dict) -> dict[str, dict]:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import figures
 import pytest
-from nodes import Node, fresh_repository, make_workspace
+from nodes import Node, fresh_node
 
 from drkit import config as config_module
 from drkit.engines import keys, manifest, screen
@@ -271,18 +271,13 @@ def _corpus(forge: Forge) -> list[Callable[[], Forged]]:
 
 @pytest.fixture(scope="module")
 def corpus(local_s3, tmp_path_factory):
-    secret_dir = tmp_path_factory.mktemp("hostile-secret")
-    repository = fresh_repository(local_s3, secret_dir, prefix="sftp-1")
-    node = Node(make_workspace(), repository)
-    node.good_id = node.backup()
-    outside = node.workspace / "outside"
-    outside.mkdir()
-    (outside / "secret").write_text("the host's own file\n")
-    try:
+    with fresh_node(local_s3, tmp_path_factory.mktemp("hostile-secret"), "sftp-1") as node:
+        node.good_id = node.backup()
+        outside = node.workspace / "outside"
+        outside.mkdir()
+        (outside / "secret").write_text("the host's own file\n")
         forge = Forge(node, outside)
         yield node, forge, forge.build(_corpus(forge))
-    finally:
-        node.remove()
 
 
 def test_every_hostile_snapshot_is_refused_and_nothing_is_written(corpus):

@@ -17,7 +17,15 @@ from pathlib import Path
 
 import pytest
 import yaml
-from nodes import Node, drkit, free_port, fresh_repository, make_workspace, refusing_port
+from nodes import (
+    Node,
+    drkit,
+    free_port,
+    fresh_node,
+    fresh_repository,
+    make_workspace,
+    refusing_port,
+)
 from typer.testing import CliRunner
 
 from drkit.cli import app
@@ -28,9 +36,8 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def node(local_s3, tmp_path):
-    made = Node(make_workspace(), fresh_repository(local_s3, tmp_path, prefix="incident"))
-    yield made
-    made.remove()
+    with fresh_node(local_s3, tmp_path, "incident") as made:
+        yield made
 
 
 def _tour_init(node: Node, *extra: str) -> tuple[int, dict]:

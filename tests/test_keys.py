@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from nodes import Node, drkit, fresh_repository, make_workspace
+from nodes import drkit, fresh_node
 
 from drkit import errors
 from drkit.engines import escrow
@@ -41,12 +41,8 @@ def test_generated_password_is_split_as_its_32_bytes():
 
 @pytest.fixture
 def escrow_node(local_s3, tmp_path):
-    repository = fresh_repository(local_s3, tmp_path, prefix="sftp-1")
-    node = Node(make_workspace(), repository)
-    try:
+    with fresh_node(local_s3, tmp_path, "sftp-1") as node:
         yield node
-    finally:
-        node.remove()
 
 
 @pytest.mark.integration

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from nodes import SMOKE_USER, Node, fresh_repository, make_workspace
+from nodes import SMOKE_USER, Node, fresh_node, make_workspace
 
 from drkit.cli import app
 from drkit.engines import restic as restic_engine
@@ -159,32 +159,29 @@ def test_the_marker_grammar():
 @pytest.fixture(scope="module")
 def environment(local_s3, tmp_path_factory):
     secret_dir = tmp_path_factory.mktemp("runbook-secret")
-    repository = fresh_repository(local_s3, secret_dir, prefix="sftp-1")
-    node = Node(make_workspace(), repository)
-    node.backup()
-    config_file = node.root / "etc/ssh/sshd_config"
-    config_file.write_text(config_file.read_text() + "MaxSessions 5\n")
-    node.backup()
-    venv_bin = Path(sys.executable).parent
-    restic_dir = restic_engine.find_restic(None).parent
-    env = {
-        **os.environ,
-        "PATH": f"{venv_bin}:{restic_dir}:{os.environ.get('PATH', '/usr/bin:/bin')}",
-        "DRKIT_CONFIG": str(node.config),
-        "S3_ENDPOINT": repository.s3_endpoint,
-        "BUCKET": repository.bucket,
-        "PREFIX": repository.prefix,
-        "NODE": node.name,
-        "PASSWORD_FILE": str(repository.password_file),
-        "SIGNER": node.signer,
-        "SMOKE_USER": SMOKE_USER,
-        "REPORT_DIR": str(node.workspace / "reports"),
-        "COLUMNS": "160",
-    }
-    try:
+    with fresh_node(local_s3, secret_dir, "sftp-1") as node:
+        repository = node.repository
+        node.backup()
+        config_file = node.root / "etc/ssh/sshd_config"
+        config_file.write_text(config_file.read_text() + "MaxSessions 5\n")
+        node.backup()
+        venv_bin = Path(sys.executable).parent
+        restic_dir = restic_engine.find_restic(None).parent
+        env = {
+            **os.environ,
+            "PATH": f"{venv_bin}:{restic_dir}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+            "DRKIT_CONFIG": str(node.config),
+            "S3_ENDPOINT": repository.s3_endpoint,
+            "BUCKET": repository.bucket,
+            "PREFIX": repository.prefix,
+            "NODE": node.name,
+            "PASSWORD_FILE": str(repository.password_file),
+            "SIGNER": node.signer,
+            "SMOKE_USER": SMOKE_USER,
+            "REPORT_DIR": str(node.workspace / "reports"),
+            "COLUMNS": "160",
+        }
         yield node, env
-    finally:
-        node.remove()
 
 
 def _standby_pair(node: Node) -> tuple[Node, dict[str, Path]]:

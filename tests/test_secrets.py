@@ -21,7 +21,7 @@ import figures
 import pytest
 import yaml
 from cryptography.hazmat.primitives import serialization
-from nodes import Node, fresh_repository, make_workspace
+from nodes import Node, fresh_node
 
 pytestmark = pytest.mark.integration
 DRKIT = str(Path(sys.executable).parent / "drkit")
@@ -59,20 +59,15 @@ class ArgvSampler:
 
 @pytest.fixture(scope="module")
 def secret_node(local_s3, tmp_path_factory):
-    secret_dir = tmp_path_factory.mktemp("secrets")
-    repository = fresh_repository(local_s3, secret_dir, prefix="sftp-1")
-    node = Node(make_workspace(), repository)
-    hook_secret = node.workspace / "hook.secret"
-    hook_secret.write_text("whsec-" + secrets.token_hex(16) + "\n")
-    hook_secret.chmod(0o600)
-    settings = yaml.safe_load(node.config.read_text())
-    settings["notify"] = {"webhook": {"url": "http://127.0.0.1:9/hook",
-                                      "secret_file": str(hook_secret)}}  # fmt: skip
-    node.config.write_text(yaml.safe_dump(settings))
-    try:
+    with fresh_node(local_s3, tmp_path_factory.mktemp("secrets"), "sftp-1") as node:
+        hook_secret = node.workspace / "hook.secret"
+        hook_secret.write_text("whsec-" + secrets.token_hex(16) + "\n")
+        hook_secret.chmod(0o600)
+        settings = yaml.safe_load(node.config.read_text())
+        settings["notify"] = {"webhook": {"url": "http://127.0.0.1:9/hook",
+                                          "secret_file": str(hook_secret)}}  # fmt: skip
+        node.config.write_text(yaml.safe_dump(settings))
         yield node, hook_secret, Path(settings["signing_key"])
-    finally:
-        node.remove()
 
 
 def _secrets(node: Node, hook_secret: Path, signing_key: Path, local_s3) -> dict[str, bytes]:

@@ -27,7 +27,7 @@ import pytest
 import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
-from nodes import SMOKE_USER, Node, fresh_repository, make_workspace, prepare_repository
+from nodes import SMOKE_USER, Node, fresh_node, fresh_repository, make_workspace, prepare_repository
 
 from devtools import sample_node
 from drkit.engines import catalog, keys, manifest
@@ -65,12 +65,9 @@ def cli(
 
 @pytest.fixture(scope="module")
 def node(local_s3, tmp_path_factory):
-    made = Node(make_workspace(), fresh_repository(local_s3, tmp_path_factory.mktemp("state")))
-    made.backup()
-    try:
+    with fresh_node(local_s3, tmp_path_factory.mktemp("state")) as made:
+        made.backup()
         yield made
-    finally:
-        made.remove()
 
 
 def settings(node: Node) -> dict:

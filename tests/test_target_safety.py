@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from nodes import Node, fresh_repository, make_workspace
+from nodes import Node, fresh_node
 
 from drkit.engines import accounts, apply, screen, staged
 from drkit.engines.manifest import MANIFEST_PATH
@@ -48,16 +48,12 @@ def tree(root: Path) -> dict[str, tuple]:
 
 @pytest.fixture(scope="module")
 def node(local_s3, tmp_path_factory):
-    repository = fresh_repository(local_s3, tmp_path_factory.mktemp("target-safety"), "sftp-1")
-    made = Node(make_workspace(), repository)
-    made.snapshot = made.backup()
-    made.outside = made.workspace / "outside"
-    made.outside.mkdir(mode=0o755)
-    (made.outside / "secret").write_text("rootsecret:$6$outside:19000:0:99999:7:::\n")
-    try:
+    with fresh_node(local_s3, tmp_path_factory.mktemp("target-safety"), "sftp-1") as made:
+        made.snapshot = made.backup()
+        made.outside = made.workspace / "outside"
+        made.outside.mkdir(mode=0o755)
+        (made.outside / "secret").write_text("rootsecret:$6$outside:19000:0:99999:7:::\n")
         yield made
-    finally:
-        made.remove()
 
 
 def _restore(node: Node, target: Path, *extra: str, umask: int | None = None, timeout=180):
