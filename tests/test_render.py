@@ -49,7 +49,7 @@ def test_a_result_missing_a_field_cannot_print_a_traceback(capsys):
     code = output.run_command(lambda: broken, as_json=False)
     line = _one_error_line(capsys.readouterr())
     assert code == 11
-    assert "AttributeError" in line and "drkit/render.py:" in line
+    assert "AttributeError" in line and "drkit/render/__init__.py:" in line
 
 
 def test_an_action_bug_is_exit_11_never_restic_failed(capsys):
@@ -195,6 +195,7 @@ def test_drill_document():
         "ok": False,
         "kind": "drill",
         "node": "sftp-1",
+        "from_copy": None,
         "snapshot_id": "d" * 64,
         "snapshot": {
             "id": "d" * 64,
@@ -460,7 +461,7 @@ def test_backup_text_says_that_drkits_own_files_count(capsys):
 
 def test_no_module_formats_durations_on_its_own():
     """Durations go through drkit.units: no `{x}s`, `{x:.1f}m` or `/ 60` elsewhere."""
-    package = Path(render.__file__).parent
+    package = Path(render.__file__).parents[1]  # drkit/, render being a package in it
     pattern = re.compile(r"\}(?:s|m|h|min)\b|/ ?(?:60|3600)\b")
     offenders = [
         f"{path.relative_to(package)}:{number}: {line.strip()}"
