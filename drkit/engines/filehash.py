@@ -78,8 +78,9 @@ class HashCache:
             self.old = stored if isinstance(stored, dict) else {}
 
     def cached(self, node_path: str, info: os.stat_result) -> str | None:
-        """Return the file's sha256 when its stat is unchanged since it was hashed, else None."""
-        cached = self.old.get(node_path)
+        """Return the file's sha256 when its stat is unchanged since it was hashed, else None.
+        Each path is asked once: its old line is dropped (memory does not hold both runs')."""
+        cached = self.old.pop(node_path, None)
         if not cached or len(cached) != 5 or cached[:4] != _stat_key(info):
             return None
         return cached[4] if isinstance(cached[4], str) else None

@@ -360,16 +360,15 @@ def build(
     paths, skipped = _walk(root, [*inventory.files, *inventory.dirs])
     for parent in _parents(paths):  # /etc/ssl/private's 0700 is the node's: signed, restored
         paths.setdefault(parent, PARENTS)
+    ordered = sorted(paths.items())
+    paths.clear()  # not held beside the entries
     files = describe_files(
         root,
-        (
-            (path, category)
-            for path, category in sorted(paths.items())
-            if not path.startswith(SNAPSHOT_DIR)
-        ),
+        ((path, category) for path, category in ordered if not path.startswith(SNAPSHOT_DIR)),
         names,
         cache,
     )
+    del ordered
     found_keys, certificates = _keys_and_certificates(root, files)
     host_keys = [
         HostKeyRecord(
