@@ -180,8 +180,14 @@ class FileRecord(Record):
     @classmethod
     def trusted(cls, values: FileFields) -> FileRecord:
         """Return the entry of values drkit itself just read from the node (complete, typed):
-        not validated again, and its set of given fields shared (share_field_sets)."""
-        return cls.model_construct(_shared_fields(frozenset(values)), **values)
+        not validated again, and its set of given fields shared (share_field_sets). What
+        model_construct sets, without its loop over the fields (a third of describing a file)."""
+        record = cls.__new__(cls)
+        object.__setattr__(record, "__dict__", {**_NO_FILE_FIELDS, **values})
+        object.__setattr__(record, "__pydantic_fields_set__", _shared_fields(frozenset(values)))
+        object.__setattr__(record, "__pydantic_extra__", {})
+        object.__setattr__(record, "__pydantic_private__", None)
+        return record
 
     def __setattr__(self, name: str, value: object) -> None:
         """Set a field; a set of given fields shared with other entries is copied first."""
@@ -191,6 +197,7 @@ class FileRecord(Record):
 
 
 _FIELD_SETS: dict[frozenset[str], set[str]] = {}
+_NO_FILE_FIELDS = dict.fromkeys(FileRecord.model_fields)  # every field, in order, unset: None
 
 
 def _shared_fields(names: frozenset[str]) -> set[str]:

@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from drkit import errors
 from drkit.engines import freshness, keys, manifest, manifestjson
-from drkit.model import Entry, Inventory, Manifest, utc_text
+from drkit.model import Entry, FileRecord, Inventory, Manifest, utc_text
 
 STORED = Path(__file__).parent / "data" / "manifest-format1.json"
 
@@ -137,3 +137,31 @@ def test_built_entries_hash_every_file_across_the_threads(tmp_path: Path):
 )  # fmt: skip
 def test_an_mtime_is_written_as_datetime_writes_it(mtime: float):
     assert manifest._mtime_text(mtime) == utc_text(datetime.fromtimestamp(mtime, UTC))
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"type": "file", "size": 3, "sha256": "ab"},
+        {"type": "symlink", "link": "x"},
+        {"type": "dir"},
+    ],
+)
+def test_a_trusted_entry_is_the_validated_one(extra: dict[str, object]):
+    values = {
+        "path": "/a",
+        "category": "config",
+        "mode": "0644",
+        "uid": 0,
+        "gid": 0,
+        "user": "root",
+        "group": "root",
+        "mtime": "2026-12-07T10:00:00Z",
+        **extra,
+    }
+    trusted, validated = FileRecord.trusted(values), FileRecord.model_validate(values)
+    assert trusted == validated and repr(trusted) == repr(validated)
+    assert trusted.model_fields_set == validated.model_fields_set
+    assert trusted.model_dump_json(exclude_unset=True) == validated.model_dump_json(
+        exclude_unset=True
+    )
