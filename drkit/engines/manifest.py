@@ -58,6 +58,7 @@ KEY_CATEGORIES = ("host_keys", "user_keys", "tls")
 PARENTS = "parents"  # the category of the directories above backed-up paths
 HASHERS = 4  # threads hashing a backup's files
 BATCH = 64  # files a hashing thread is given at a time
+BIG = 4 << 20  # bytes to hash that make a batch worth a thread
 _FACTS = TypeAdapter(dict[str, dict[str, JsonValue]])
 
 
@@ -240,31 +241,44 @@ def describe_files(
     root: Path, paths: Iterable[tuple[str, str]], names: NameBook, cache: HashCache | None
 ) -> list[FileRecord]:
     """Return the manifest entries of (node path, category) pairs, in their order, leaving out
-    paths that vanished. Files the cache does not vouch for are hashed by HASHERS threads,
-    BATCH files at a time while the next are described (hashlib and the reads release the
-    GIL: a large file's hash uses another core, and small files' opens and reads overlap);
-    a few batches are in flight at a time, so memory does not grow with the node."""
+    paths that vanished. Files the cache does not vouch for are hashed BATCH files (or BIG
+    bytes) at a time: a batch holding BIG bytes to hash by one of HASHERS threads while the
+    next are described (hashlib releases the GIL on large reads: another core), a batch of
+    small files in this thread (threads contending for the GIL over small files were slower
+    than one). A few batches are in flight at a time, so memory does not grow with the node."""
     records: list[FileRecord] = []
     in_flight: deque[tuple[list[_Described], Future[list[_Hashed]]]] = deque()
     with ThreadPoolExecutor(HASHERS) as pool:
+
+        def send(batch: list[_Described], unhashed: int) -> None:
+            if unhashed >= BIG:
+                in_flight.append((batch, pool.submit(_hash_batch, root, batch)))
+            else:
+                done: Future[list[_Hashed]] = Future()
+                done.set_result(_hash_batch(root, batch))
+                in_flight.append((batch, done))
+
         batch: list[_Described] = []
+        unhashed = 0  # bytes of the batch's files still to hash
         for node_path, category in paths:
             found = _describe(root, node_path, category, names)
             if found is None:
                 continue
             values, info = found
-            if values["type"] == "file" and cache:
-                digest = cache.cached(node_path, info)
-                if digest is not None:
+            if values["type"] == "file":
+                digest = cache.cached(node_path, info) if cache else None
+                if digest is None:
+                    unhashed += info.st_size
+                else:
                     values["sha256"] = digest
             batch.append(found)
-            if len(batch) == BATCH:
-                in_flight.append((batch, pool.submit(_hash_batch, root, batch)))
-                batch = []
-            if len(in_flight) > 2 * HASHERS:
+            if len(batch) == BATCH or unhashed >= BIG:
+                send(batch, unhashed)
+                batch, unhashed = [], 0
+            while len(in_flight) > 2 * HASHERS or (in_flight and in_flight[0][1].done()):
                 done, future = in_flight.popleft()
                 records += _collect(done, future.result(), cache)
-        in_flight.append((batch, pool.submit(_hash_batch, root, batch)))
+        send(batch, unhashed)
         for done, future in in_flight:
             records += _collect(done, future.result(), cache)
     return records
