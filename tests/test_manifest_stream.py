@@ -117,12 +117,14 @@ def test_built_entries_hash_every_file_across_the_threads(tmp_path: Path):
     for index in range(3 * manifest.BATCH + 5):
         (tree / f"d{index % 7}").mkdir(parents=True, exist_ok=True)
         (tree / f"d{index % 7}" / f"f{index}").write_bytes(str(index).encode() * (index + 1))
+        if index % 50 == 0:  # a batch holding BIG bytes is hashed by a thread
+            (tree / f"d{index % 7}" / f"g{index}").write_bytes(bytes([index % 256]) * manifest.BIG)
     built = manifest.build(
         tmp_path, Inventory(dirs=[Entry("/data", "config")]), node="n", profiles=[],
         accounts=[], created=datetime.now(UTC),
     )  # fmt: skip
     files = [entry for entry in built.files if entry.type == "file"]
-    assert len(files) == 3 * manifest.BATCH + 5
+    assert len(files) == 3 * manifest.BATCH + 5 + len(range(0, 3 * manifest.BATCH + 5, 50))
     for entry in files:
         data = (tmp_path / entry.path.lstrip("/")).read_bytes()
         assert (entry.sha256, entry.size) == (hashlib.sha256(data).hexdigest(), len(data))
