@@ -65,8 +65,9 @@ def _default(field: FieldInfo, required: str) -> str:
 def _sections(model: type[BaseModel]) -> list[type[BaseModel]]:
     """Return model and every section model it contains, depth first, each once."""
     found: list[type[BaseModel]] = [model]
-    for field in model.model_fields.values():
-        for candidate in _nested(field.annotation):
+    hints = typing.get_type_hints(model)
+    for name in model.model_fields:
+        for candidate in _nested(hints[name]):
             if candidate not in found:
                 found += [m for m in _sections(candidate) if m not in found]
     return found
@@ -113,12 +114,11 @@ def _section(section: type[BaseModel], title: str, required: str = "required") -
     if doc:
         lines.append(f"{doc}\n")
     lines.append("\n| key | type | default | meaning |\n|---|---|---|---|\n")
+    hints = typing.get_type_hints(section, include_extras=True)  # forward references resolved
     for name, field in section.model_fields.items():
         meaning = (field.description or "").replace("|", "\\|").replace("\n", " ")
-        lines.append(
-            f"| `{name}` | {_type_name(field.annotation)} | {_default(field, required)} "
-            f"| {meaning} |\n"
-        )
+        kind = _type_name(hints.get(name, field.annotation))
+        lines.append(f"| `{name}` | {kind} | {_default(field, required)} | {meaning} |\n")
     return lines
 
 

@@ -239,9 +239,10 @@ def test_a_held_node_lock_names_its_holder_and_wait_bounds_the_wait(tmp_path: Pa
     import threading
     import time
 
-    from tests.test_units import GOOD
+    from nodes import MINIMAL_CONFIG
 
-    loaded = config.parse_config(GOOD.replace("/var/lib/drkit", str(tmp_path)), "drkit.yaml")
+    text = MINIMAL_CONFIG.replace("/var/lib/drkit", str(tmp_path))
+    loaded = config.parse_config(text, "drkit.yaml")
     loaded = loaded.model_copy(update={"state_dir": tmp_path})
     held, release = threading.Event(), threading.Event()
 
