@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from drkit import errors
+from drkit.profiles.common import profile_options
 from drkit.profiles.common.policies import policy as read_policy
 
 NAME = "openssh"
@@ -180,10 +180,4 @@ def settings(options: Options | Mapping[str, object] | None) -> Options:
     try:
         return Options.model_validate(given)
     except ValidationError as exc:
-        problems = sorted(exc.errors(), key=lambda e: (e["type"] != "extra_forbidden", e["loc"]))
-        first = problems[0]
-        cause = first.get("ctx", {}).get("error")
-        said = (
-            "unknown setting" if first["type"] == "extra_forbidden" else str(cause or first["msg"])
-        )
-        raise errors.ConfigError(f"profile_options.{NAME}.{first['loc'][0]}: {said}") from None
+        raise profile_options.refused(exc, f"profile_options.{NAME}.") from None

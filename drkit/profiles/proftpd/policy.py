@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from drkit import errors
+from drkit.profiles.common import profile_options
 from drkit.profiles.common.policies import policy as read_policy
 from drkit.profiles.interface import ProfileOptions
 
@@ -116,16 +116,7 @@ def settings(options: Mapping[str, object] | None) -> Options:
 
     An unknown key or a config that is not an absolute path is a ConfigError naming the field.
     """
-    given = dict(options or {})
-    for key in given:
-        if key not in Options.model_fields:
-            known = ", ".join(Options.model_fields)
-            raise errors.ConfigError(
-                f"profile_options.{NAME}.{key}: unknown option (known: {known})"
-            )
     try:
-        return Options.model_validate({"config": policy().config.main, **given})
+        return Options.model_validate({"config": policy().config.main, **(options or {})})
     except ValidationError as exc:
-        first = exc.errors()[0]
-        said = str(first.get("ctx", {}).get("error") or first["msg"])
-        raise errors.ConfigError(f"profile_options.{NAME}.{first['loc'][0]}: {said}") from None
+        raise profile_options.refused(exc, f"profile_options.{NAME}.") from None

@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from drkit import errors
+from drkit.profiles.common import profile_options
 from drkit.profiles.common.policies import policy as read_policy
 from drkit.profiles.interface import ProfileOptions
 
@@ -102,13 +102,7 @@ class Options(ProfileOptions):
 def settings(options: Mapping[str, object] | None) -> Options:
     """Return profile_options.vsftpd over the policy's defaults; raise ConfigError naming the
     setting when one is unknown or malformed."""
-    given = dict(options or {})
-    unknown = sorted(set(given) - set(Options.model_fields))
-    if unknown:
-        raise errors.ConfigError(f"profile_options.{NAME}.{unknown[0]}: unknown setting")
     try:
-        return Options.model_validate({**policy().options, **given})
+        return Options.model_validate({**policy().options, **(options or {})})
     except ValidationError as exc:
-        first = exc.errors()[0]
-        said = str(first.get("ctx", {}).get("error") or first["msg"])
-        raise errors.ConfigError(f"profile_options.{NAME}.{first['loc'][0]}: {said}") from None
+        raise profile_options.refused(exc, f"profile_options.{NAME}.") from None
