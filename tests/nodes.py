@@ -11,6 +11,7 @@ import json
 import os
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -470,3 +471,41 @@ def wait_for(predicate, timeout: float, what: str, step: float = 0.25):
         if time.monotonic() >= deadline:
             raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
         time.sleep(step)
+
+
+# -- HA building blocks on loopback (TOOLS.md's HAProxy recipe) ------------------------------
+
+HAPROXY_TCP = (
+    "global\n    maxconn 256\ndefaults\n    mode tcp\n    timeout connect 2s\n"
+    "    timeout client 60s\n    timeout server 60s\n    retries 2\n    option redispatch\n"
+)
+HEALTH_CHECK = "check inter 300ms fall 2 rise 2"
+
+
+def wait_listening(host: str, port: int, timeout: float = 10) -> None:
+    """Wait until host:port accepts a TCP connection."""
+
+    def accepts() -> bool:
+        try:
+            with socket.create_connection((host, port), timeout=1):
+                return True
+        except OSError:
+            return False
+
+    wait_for(accepts, timeout, f"a listener on {host}:{port}", step=0.05)
+
+
+@contextlib.contextmanager
+def haproxy(config: Path, proxied: str) -> Iterator[None]:
+    """Run HAProxy (Debian's, in the foreground) with config, its TCP defaults prepended, and
+    stop it afterwards; proxied is the frontends and backends."""
+    config.write_text(HAPROXY_TCP + proxied)
+    process = subprocess.Popen(
+        ["/usr/sbin/haproxy", "-db", "-f", str(config)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    try:
+        yield
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=10)

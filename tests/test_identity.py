@@ -20,12 +20,22 @@ import shutil
 import signal
 import subprocess
 import threading
-import time
 from pathlib import Path
 
 import pytest
 import yaml
-from nodes import SMOKE_USER, Node, drkit, free_port, fresh_repository, init_node, make_workspace
+from nodes import (
+    HEALTH_CHECK,
+    SMOKE_USER,
+    Node,
+    drkit,
+    free_port,
+    fresh_repository,
+    haproxy,
+    init_node,
+    make_workspace,
+    wait_listening,
+)
 
 from devtools import sample_node
 from drkit import config, daemon
@@ -59,19 +69,6 @@ def _stop(config: Path) -> None:
         with contextlib.suppress(ProcessLookupError, ValueError):
             os.kill(int(pid_file.read_text()), signal.SIGTERM)
         pid_file.unlink(missing_ok=True)
-
-
-def _wait(address: str, port: int) -> None:
-    import socket
-
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection((address, port), timeout=1):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise AssertionError(f"nothing listens on {address}:{port}")
 
 
 @pytest.fixture
@@ -120,32 +117,27 @@ def pair(local_s3, tmp_path: Path):
     )
     for key in host_keys:  # what standby sync restored is the active's identity
         assert (standby_keys / key.name).read_bytes() == key.read_bytes()
-    haproxy_config = work / "haproxy.cfg"
-    haproxy_config.write_text(
-        "global\n    maxconn 256\ndefaults\n    mode tcp\n    timeout connect 2s\n"
-        "    timeout client 60s\n    timeout server 60s\n    retries 2\n    option redispatch\n"
-        f"frontend vip\n    bind 127.0.0.1:{vip}\n    default_backend pair\n"
-        "backend pair\n"
-        f"    server active {ACTIVE}:{active_port} check inter 300ms fall 2 rise 2\n"
-        f"    server standby {STANDBY}:{standby_port} check inter 300ms fall 2 rise 2 backup\n"
+    pair_backend = (
+        f"frontend vip\n    bind 127.0.0.1:{vip}\n    default_backend pair\nbackend pair\n"
+        f"    server active {ACTIVE}:{active_port} {HEALTH_CHECK}\n"
+        f"    server standby {STANDBY}:{standby_port} {HEALTH_CHECK} backup\n"
     )
     _start(active)
     _start(standby)
-    haproxy = subprocess.Popen(
-        ["/usr/sbin/haproxy", "-db", "-f", str(haproxy_config)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
     try:
-        for address, port in ((ACTIVE, active_port), (STANDBY, standby_port), ("127.0.0.1", vip)):
-            _wait(address, port)
-        yield {
-            "node": node, "active": active, "standby": standby, "standby_keys": standby_keys,
-            "addresses": [f"sftp://{ACTIVE}:{active_port}", f"sftp://{STANDBY}:{standby_port}"],
-            "via": f"sftp://127.0.0.1:{vip}",
-        }  # fmt: skip
+        with haproxy(work / "haproxy.cfg", pair_backend):
+            for address, port in (
+                (ACTIVE, active_port),
+                (STANDBY, standby_port),
+                ("127.0.0.1", vip),
+            ):
+                wait_listening(address, port)
+            yield {
+                "node": node, "active": active, "standby": standby, "standby_keys": standby_keys,
+                "addresses": [f"sftp://{ACTIVE}:{active_port}", f"sftp://{STANDBY}:{standby_port}"],
+                "via": f"sftp://127.0.0.1:{vip}",
+            }  # fmt: skip
     finally:
-        os.killpg(haproxy.pid, signal.SIGTERM)
-        haproxy.wait(timeout=10)
         _stop(active)
         _stop(standby)
         if USER in {entry.pw_name for entry in pwd.getpwall()}:
@@ -175,7 +167,7 @@ def test_a_standby_with_a_regenerated_host_key_is_caught_before_any_failover(pai
     )
     _start(pair["standby"])
     standby = pair["addresses"][1]
-    _wait(STANDBY, int(standby.rsplit(":", 1)[1]))
+    wait_listening(STANDBY, int(standby.rsplit(":", 1)[1]))
 
     code, document = node.run("identity", "check", "--address", standby)
     assert code == 1, document
@@ -227,7 +219,7 @@ def test_the_daemons_identity_job_alerts_when_the_standby_serves_another_key(pai
             ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(regenerated)], check=True
         )
         _start(pair["standby"])
-        _wait(STANDBY, int(pair["addresses"][1].rsplit(":", 1)[1]))
+        wait_listening(STANDBY, int(pair["addresses"][1].rsplit(":", 1)[1]))
         outcome = runner.run_job("identity")
     finally:
         server.shutdown()

@@ -16,14 +16,21 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
 import yaml
-from nodes import free_port, fresh_repository, init_node, make_workspace
+from nodes import (
+    HEALTH_CHECK,
+    free_port,
+    fresh_repository,
+    haproxy,
+    init_node,
+    make_workspace,
+    wait_listening,
+)
 
 from devtools import sample_nodes
 
@@ -76,17 +83,6 @@ def _stop(config: Path) -> None:
         time.sleep(0.05)
 
 
-def _wait(address: str, port: int) -> None:
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection((address, port), timeout=1):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise AssertionError(f"nothing listens on {address}:{port}")
-
-
 @pytest.fixture
 def pair(local_s3, tmp_path: Path):
     """The ProFTPD sample node backed up, a proftpd pair serving its certificate, HAProxy."""
@@ -132,38 +128,33 @@ def pair(local_s3, tmp_path: Path):
     active_port, standby_port, vip = free_port(), free_port(), free_port()
     active = _proftpd_config(work, ACTIVE, active_port, passive)
     standby = _proftpd_config(work, STANDBY, standby_port, passive)
-    checks = "check inter 300ms fall 2 rise 2"
-    haproxy_config = work / "haproxy.cfg"
-    haproxy_config.write_text(
-        "global\n    maxconn 256\ndefaults\n    mode tcp\n    timeout connect 2s\n"
-        "    timeout client 60s\n    timeout server 60s\n    retries 2\n    option redispatch\n"
+    proxied = (
         f"frontend control\n    bind 127.0.0.1:{vip}\n    default_backend control\n"
         f"frontend passive\n    bind 127.0.0.1:{passive[0]}-{passive[1]}\n"
         "    default_backend passive\n"
         "backend control\n"
-        f"    server active {ACTIVE}:{active_port} {checks}\n"
-        f"    server standby {STANDBY}:{standby_port} {checks} backup\n"
+        f"    server active {ACTIVE}:{active_port} {HEALTH_CHECK}\n"
+        f"    server standby {STANDBY}:{standby_port} {HEALTH_CHECK} backup\n"
         "backend passive\n"  # no port: the one the client connected to
-        f"    server active {ACTIVE} {checks} port {active_port}\n"
-        f"    server standby {STANDBY} {checks} port {standby_port} backup\n"
+        f"    server active {ACTIVE} {HEALTH_CHECK} port {active_port}\n"
+        f"    server standby {STANDBY} {HEALTH_CHECK} port {standby_port} backup\n"
     )
     _start(active)
     _start(standby)
-    haproxy = subprocess.Popen(
-        ["/usr/sbin/haproxy", "-db", "-f", str(haproxy_config)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
     try:
-        for address, port in ((ACTIVE, active_port), (STANDBY, standby_port), ("127.0.0.1", vip)):
-            _wait(address, port)
-        yield {
-            "drkit": drkit, "work": work, "active": active, "standby": standby,
-            "addresses": [f"ftps://{ACTIVE}:{active_port}", f"ftps://{STANDBY}:{standby_port}"],
-            "via": f"ftps://127.0.0.1:{vip}",
-        }  # fmt: skip
+        with haproxy(work / "haproxy.cfg", proxied):
+            for address, port in (
+                (ACTIVE, active_port),
+                (STANDBY, standby_port),
+                ("127.0.0.1", vip),
+            ):
+                wait_listening(address, port)
+            yield {
+                "drkit": drkit, "work": work, "active": active, "standby": standby,
+                "addresses": [f"ftps://{ACTIVE}:{active_port}", f"ftps://{STANDBY}:{standby_port}"],
+                "via": f"ftps://127.0.0.1:{vip}",
+            }  # fmt: skip
     finally:
-        os.killpg(haproxy.pid, signal.SIGTERM)
-        haproxy.wait(timeout=10)
         _stop(active)
         _stop(standby)
         shutil.rmtree(workspace, ignore_errors=True)
@@ -192,7 +183,7 @@ def test_a_standby_with_a_regenerated_certificate_is_caught_before_any_failover(
     )  # fmt: skip
     _start(pair["standby"])
     standby = pair["addresses"][1]
-    _wait(STANDBY, int(standby.rsplit(":", 1)[1]))
+    wait_listening(STANDBY, int(standby.rsplit(":", 1)[1]))
 
     code, document = pair["drkit"]("identity", "check", "--address", standby)
     assert code == 1, document
