@@ -46,7 +46,7 @@ from drkit.model import Check, Manifest, SmokeResult, parse_utc, utc_text
 from drkit.results import DrillResult, ProofResult
 from drkit.service import context, proof, restoring
 from drkit.service import databases as database_service
-from drkit.service.opening import Origin, signed_confirmations
+from drkit.service.opening import Origin
 from drkit.service.reporting import report_directory
 from drkit.service.spec import Spec
 
@@ -199,10 +199,12 @@ def choose_snapshot(config: Config, restic: Restic, spec: str | Spec) -> Snapsho
 
 
 class _Brief(NamedTuple):
-    """The snapshot a drill restored: its id, and when its files were read."""
+    """The snapshot a drill restored: its id, when its files were read, and when a signed
+    freshness entry last confirmed them (latest only)."""
 
     id: str
     time: datetime
+    confirmed: datetime | None = None
 
 
 def _served_keys(
@@ -305,7 +307,9 @@ def _rebuild(
             rebuilt.signer, rebuilt.trust = located.opened.signer, located.opened.trust
             node_manifest = rebuilt.manifest = located.opened.manifest
             # The data's age is the signed manifest's creation time (when the files were read).
-            rebuilt.snapshot = _Brief(located.snapshot.id, parse_utc(node_manifest.created))
+            rebuilt.snapshot = _Brief(
+                located.snapshot.id, parse_utc(node_manifest.created), located.confirmed
+            )
             found += restored.checks
             if node_manifest.databases:
                 step("loading the database dumps into a throwaway server on 127.0.0.1")
@@ -406,20 +410,6 @@ def prove(
     )
 
 
-def _confirmed_at(config: Config, chosen: _Brief, judged: bool) -> datetime:
-    """Return when the node's files were last known to be what the snapshot holds: its own
-    time, or a newer signed freshness entry confirming it (a backup of an unchanged node), so
-    the RPO of the latest snapshot counts those backups as the status does."""
-    if not judged:
-        return chosen.time
-    confirmed = [
-        parse_utc(entry["time"])
-        for entry in signed_confirmations(Origin.from_config(config), config.node)
-        if entry["snapshot_id"] == chosen.id
-    ]
-    return max([chosen.time, *confirmed])
-
-
 def _document(config: Config, spec: str, rebuilt: _Rebuilt) -> dict[str, object]:
     """Judge the objectives and return the drill document."""
     started, clock, chosen = rebuilt.started, rebuilt.clock, rebuilt.snapshot
@@ -429,7 +419,9 @@ def _document(config: Config, spec: str, rebuilt: _Rebuilt) -> dict[str, object]
     found = list(rebuilt.found)
     rto = _rto(rebuilt.smokes, clock)
     judged = spec == "latest"
-    rpo = max(0, round((started - _confirmed_at(config, chosen, judged)).total_seconds()))
+    # an unchanged node's backups confirm the snapshot: the RPO runs from the newest of them
+    fresh = max(chosen.time, chosen.confirmed) if judged and chosen.confirmed else chosen.time
+    rpo = max(0, round((started - fresh).total_seconds()))
     met = {
         "rto": rto is not None and rto <= objectives["rto_seconds"],
         "rpo": (rpo <= objectives["rpo_seconds"]) if judged else None,

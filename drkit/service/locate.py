@@ -10,9 +10,11 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from drkit import errors
-from drkit.engines import manifest, screen
+from drkit.engines import freshness, manifest, screen
 from drkit.engines import restic as restic_engine
+from drkit.engines.records import HeadRecord
 from drkit.engines.resticjson import TreeNode
+from drkit.model import parse_utc
 from drkit.service import context, rollback
 from drkit.service.opening import Catalog, Found, Opened, Origin, open_files, read_drkit_files
 from drkit.service.spec import Spec
@@ -28,6 +30,9 @@ class Located:
     snapshot: restic_engine.Snapshot
     opened: Opened
     listing: list[TreeNode] | None = None
+    # `latest` only: when the newest signed freshness entry of the chain head confirms it (an
+    # unchanged node's backup), read with the head the rollback guard checks
+    confirmed: datetime | None = None
 
     def screen(self) -> None:
         """Raise Refused when the listing holds what the signed manifest does not."""
@@ -75,14 +80,17 @@ def locate(
             when = at if found is None else None
             located = _open_with_listing(origin, restic, wanted, when)
         if isinstance(spec, Spec) and spec.latest and at is None:
-            guard(origin, found_in, located, allow=allow_rollback)
+            head = guard(origin, found_in, located, allow=allow_rollback)
+            located.confirmed = _confirmed(head, located.snapshot.id)
     remember(origin, located)
     return located
 
 
-def guard(origin: Origin, found_in: Catalog, located: Located, *, allow: bool) -> None:
+def guard(origin: Origin, found_in: Catalog, located: Located, *, allow: bool) -> HeadRecord | None:
     """Raise Refused when the located `latest` is older than the newest signed state the
-    node's chain head (its newest signed version) or this machine's record knows."""
+    node's chain head (its newest signed version) or this machine's record knows; return that
+    head (None when its versions were not readable)."""
+    head = None
     try:
         head, _, _ = rollback.newest_head(found_in.storage, found_in.trusted, origin.node)
         from_head = rollback.of_head(head)
@@ -91,6 +99,17 @@ def guard(origin: Origin, found_in: Catalog, located: Located, *, allow: bool) -
         from_head = rollback.of_index(found_in.index(origin.node), "the signed chain head")
     local = rollback.remembered(origin.state_dir, origin.repository, origin.node)
     rollback.refuse_rollback(located.snapshot.id, located.opened, [from_head, local], allow=allow)
+    return head
+
+
+def _confirmed(head: HeadRecord | None, snapshot_id: str) -> datetime | None:
+    """Return the newest signed freshness entry of head confirming snapshot_id, if any."""
+    times = [
+        parse_utc(entry["time"])
+        for entry in freshness.confirmations(head.get("confirmations") if head else None)
+        if entry["snapshot_id"] == snapshot_id
+    ]
+    return max(times, default=None)
 
 
 def remember(origin: Origin, located: Located) -> None:
