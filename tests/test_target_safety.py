@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 from nodes import Node, fresh_node
 
-from drkit.engines import accounts, apply, screen, staged
+from drkit import errors
+from drkit.engines import accounts, apply, beneath, screen, staged
 from drkit.engines.manifest import MANIFEST_PATH
 from drkit.model import Manifest
 from tests.manifests import partial
@@ -317,3 +318,27 @@ def test_account_files_a_check_reads_never_block_on_a_fifo(tmp_path: Path):
     worker.start()
     worker.join(10)
     assert read == [[]], "reading a FIFO as the group file blocked"
+
+
+def test_kept_directory_descriptors_never_lead_through_a_link(tmp_path: Path):
+    root, elsewhere = tmp_path / "root", tmp_path / "elsewhere"
+    (root / "a/b").mkdir(parents=True)
+    elsewhere.mkdir()
+    open_before = len(os.listdir("/proc/self/fd"))
+    with beneath.Descent(root, keep=2) as descent:
+        fd, name = descent.at("/a/b/file")
+        assert name == "file"
+        # the directory swapped for a link once its descriptor is kept: still the directory
+        os.rename(root / "a", tmp_path / "moved")
+        (root / "a").symlink_to(elsewhere)
+        fd, name = descent.at("/a/b/file")
+        os.close(os.open(name, os.O_CREAT | os.O_WRONLY, 0o600, dir_fd=fd))
+        assert (tmp_path / "moved/b/file").exists() and not list(elsewhere.iterdir())
+        descent.forget(root / "a")
+        with pytest.raises(errors.Refused, match="/a is a symlink"):
+            descent.at("/a/b/file")
+        for index in range(5):  # at most `keep` descriptors stay open
+            (root / f"d{index}").mkdir()
+            descent.at(f"/d{index}/file")
+        assert len(os.listdir("/proc/self/fd")) <= open_before + 2
+    assert len(os.listdir("/proc/self/fd")) == open_before

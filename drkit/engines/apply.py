@@ -70,16 +70,18 @@ class Step:
         return {"path": self.path, "action": self.action}
 
 
-def _difference(target: Path, entry: FileRecord) -> str | None:
+def _difference(descent: beneath.Descent, entry: FileRecord) -> str | None:
     """Return why the target's entry differs ('missing' when absent); Refused when a link
     stands where a directory is needed (on the way, or where the manifest has one)."""
-    host = target_path(target, entry.path)
     try:
-        with beneath.parent(target, host) as (fd, name):
-            info = os.stat(name, dir_fd=fd, follow_symlinks=False)
-            if entry.type == "dir" and stat.S_ISLNK(info.st_mode):
-                raise beneath._link_refused(target, host, fd, name)
-            return compare_entry(name, entry, dir_fd=fd)
+        fd, name = descent.at(entry.path)
+        info = os.stat(name, dir_fd=fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return "missing"
+    if entry.type == "dir" and stat.S_ISLNK(info.st_mode):
+        raise beneath._link_refused(descent.root, target_path(descent.root, entry.path), fd, name)
+    try:
+        return compare_entry(name, entry, dir_fd=fd)
     except FileNotFoundError:
         return "missing"
 
@@ -89,14 +91,16 @@ def plan(target: Path, manifest: Manifest) -> list[Step]:
     Nothing is followed: a link where a directory is needed is refused (errors.Refused)."""
     steps = []
     listed = set()
-    for entry in manifest.files:
-        listed.add(entry.path)
-        difference = _difference(target, entry)
-        if difference == "missing":
-            steps.append(Step(entry.path, "add"))
-        else:
-            action = "change" if difference else "unchanged"
-            steps.append(Step(entry.path, action, difference or ""))
+    exists = os.path.lexists(target)
+    with beneath.Descent(target) as descent:
+        for entry in manifest.files:
+            listed.add(entry.path)
+            difference = _difference(descent, entry) if exists else "missing"
+            if difference == "missing":
+                steps.append(Step(entry.path, "add"))
+            else:
+                action = "change" if difference else "unchanged"
+                steps.append(Step(entry.path, action, difference or ""))
     for pattern in manifest.owned_globs:
         for node_path in beneath.glob(target, str(pattern)):
             if node_path in listed or node_path.startswith(SNAPSHOT_DIR):
@@ -335,6 +339,7 @@ class Applier:
     undo: list[Undo] = field(default_factory=list)
     _journal: Journal | None = None
     _kept_count: int = 0
+    _descents: dict[Path, beneath.Descent] = field(default_factory=dict)
 
     @classmethod
     def journaled(cls, target: Path, staging: Path, snapshot: str) -> Applier:
@@ -366,13 +371,23 @@ class Applier:
         self._record(Undo("added", directory))
         return parent_maker(directory)
 
+    def _descent(self, root: Path) -> beneath.Descent:
+        """Return the directory descriptors kept for root (the target, staging)."""
+        if root not in self._descents:
+            self._descents[root] = beneath.Descent(root)
+        return self._descents[root]
+
+    def _close_descents(self) -> None:
+        for descent in self._descents.values():
+            descent.close()
+        self._descents.clear()
+
     @contextlib.contextmanager
     def _at(self, host: Path) -> Iterator[tuple[int, str]]:
         """Yield (descriptor of host's parent, host's name); missing parents are made."""
         if not os.path.lexists(self.target):
             prepare_target(self.target)
-        with beneath.parent(self.target, host, self._made) as found:
-            yield found
+        yield self._descent(self.target).parent(host, self._made)
 
     def _keep(self, dir_fd: int, name: str, host: Path, action: str, move: bool = False) -> None:
         """Record host's old self and put it aside: a copy (a link as a link, a directory as an
@@ -387,22 +402,24 @@ class Applier:
         self._kept_count += 1
         undo = Undo(action, host, kept, stat.S_IMODE(info.st_mode), info.st_uid, info.st_gid)
         regular, link = stat.S_ISREG(info.st_mode), stat.S_ISLNK(info.st_mode)
-        with beneath.parent(_root(self._roots, kept), kept) as (kept_fd, kept_name):
-            if move or not (regular or link or stat.S_ISDIR(info.st_mode)):
-                self._record(undo)
-                os.rename(name, kept_name, src_dir_fd=dir_fd, dst_dir_fd=kept_fd)
-                return
-            if link:
-                os.symlink(os.readlink(name, dir_fd=dir_fd), kept_name, dir_fd=kept_fd)
-            elif not regular:
-                os.mkdir(kept_name, 0o700, dir_fd=kept_fd)
-            else:
-                source = beneath.open_regular(dir_fd, name, shown(str(host)))
-                try:
-                    beneath.copy_new(source, kept_fd, kept_name)
-                finally:
-                    os.close(source)
+        kept_fd, kept_name = self._descent(_root(self._roots, kept)).parent(kept)
+        if move or not (regular or link or stat.S_ISDIR(info.st_mode)):
             self._record(undo)
+            if stat.S_ISDIR(info.st_mode):
+                self._descent(self.target).forget(host)
+            os.rename(name, kept_name, src_dir_fd=dir_fd, dst_dir_fd=kept_fd)
+            return
+        if link:
+            os.symlink(os.readlink(name, dir_fd=dir_fd), kept_name, dir_fd=kept_fd)
+        elif not regular:
+            os.mkdir(kept_name, 0o700, dir_fd=kept_fd)
+        else:
+            source = beneath.open_regular(dir_fd, name, shown(str(host)))
+            try:
+                beneath.copy_new(source, kept_fd, kept_name)
+            finally:
+                os.close(source)
+        self._record(undo)
 
     def _install(self, dir_fd: int, name: str, entry: FileRecord) -> None:
         """Put the staged entry at dir_fd/name via a temporary name in the same directory."""
@@ -419,15 +436,14 @@ class Applier:
             os.symlink(entry.link or "", temporary, dir_fd=dir_fd)  # never None: validated
             os.chown(temporary, uid, gid, dir_fd=dir_fd, follow_symlinks=False)
         else:
-            staged = target_path(self.staging, entry.path)
-            with beneath.parent(self.staging, staged) as (staged_fd, staged_name):
-                try:  # verified in staging: owner, mode, mtime, content
-                    os.replace(staged_name, name, src_dir_fd=staged_fd, dst_dir_fd=dir_fd)
-                    return
-                except OSError as exc:
-                    if exc.errno != errno.EXDEV:
-                        raise
-                source = beneath.open_regular(staged_fd, staged_name, shown(entry.path))
+            staged_fd, staged_name = self._descent(self.staging).at(entry.path)
+            try:  # verified in staging: owner, mode, mtime, content
+                os.replace(staged_name, name, src_dir_fd=staged_fd, dst_dir_fd=dir_fd)
+                return
+            except OSError as exc:
+                if exc.errno != errno.EXDEV:
+                    raise
+            source = beneath.open_regular(staged_fd, staged_name, shown(entry.path))
             try:
                 beneath.copy_new(source, dir_fd, temporary)
             finally:
@@ -533,6 +549,7 @@ class Applier:
     def commit(self) -> None:
         """Declare the change complete: flush the target's filesystem (one syncfs for every
         step), write the commit record, drop the journal."""
+        self._close_descents()
         durable.sync_filesystem(self.target)
         if self._journal is not None:
             self._journal.commit()
@@ -542,6 +559,7 @@ class Applier:
 
     def rollback(self) -> None:
         """Undo applied steps in reverse order: restore kept copies, remove additions."""
+        self._close_descents()
         _undo(self._roots, self.undo)
         self.undo.clear()
         if self._journal is not None:

@@ -15,6 +15,7 @@ import contextlib
 import errno
 import fnmatch
 import os
+import posixpath
 import shutil
 import stat
 from collections.abc import Callable, Iterator
@@ -99,6 +100,91 @@ def directory(
         yield fd
     finally:
         os.close(fd)
+
+
+class Descent:
+    """Directory descriptors beneath one root, each opened once as directory() would (every
+    component without following links, a missing one made with make) and kept, so a run over
+    many files in few directories opens each directory once, not each path's every component.
+
+    A kept descriptor stays the directory it was opened as, whatever later happens to its
+    name: forget() a directory the caller moves or removes. One thread uses one Descent (the
+    oldest descriptors beyond `keep` are closed as new ones are opened); close() when done.
+    """
+
+    def __init__(self, root: Path, keep: int = 256):
+        self.root = Path(root)
+        self._base = os.path.normpath(root)
+        self._keep = keep
+        self._open: dict[str, int] = {}  # node directory ('' for the root): descriptor
+
+    def __enter__(self) -> Descent:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def node(self, host: Path | str) -> str:
+        """Return host as a node path of the root ('/etc/passwd'); ValueError outside it."""
+        text = os.path.normpath(host)
+        if text == self._base:
+            return "/"
+        prefix = self._base.rstrip("/") + "/"
+        if not text.startswith(prefix):
+            raise ValueError(f"{host} is not beneath {self.root}")
+        return text[len(prefix) - 1 :]
+
+    def parent(self, host: Path | str, make: Maker | None = None) -> tuple[int, str]:
+        """Return (descriptor of host's parent directory, host's name); see directory()."""
+        return self.at(self.node(host), make)
+
+    def at(self, node_path: str, make: Maker | None = None) -> tuple[int, str]:
+        """Return (descriptor of the parent directory of node_path ('/etc/passwd'), its name)."""
+        node_dir, _, name = posixpath.normpath("/" + node_path.lstrip("/")).rpartition("/")
+        if not name:
+            raise ValueError(f"{node_path} is the root itself")
+        return self._directory(node_dir, make), name
+
+    def _directory(self, node_dir: str, make: Maker | None) -> int:
+        fd = self._open.pop(node_dir, None)
+        if fd is None:
+            if not node_dir:
+                fd = os.open(self.root, WALK & ~os.O_NOFOLLOW)
+            else:
+                above, _, part = node_dir.rpartition("/")
+                fd = self._opened(self._directory(above, make), node_dir, part, make)
+        self._open[node_dir] = fd  # the newest last: the oldest are closed first
+        while len(self._open) > self._keep:
+            os.close(self._open.pop(next(iter(self._open))))
+        return fd
+
+    def _opened(self, above: int, node_dir: str, part: str, make: Maker | None) -> int:
+        with contextlib.suppress(OSError):
+            return os.open(part, WALK, dir_fd=above)
+        reached = Path(self._base + node_dir)  # not opened: say why, or make it
+        try:
+            return _open_directory(self.root, reached, above, part)
+        except FileNotFoundError:
+            if make is None:
+                raise
+        mode, uid, gid = make(reached)
+        os.mkdir(part, 0o700, dir_fd=above)
+        child = _open_directory(self.root, reached, above, part, DIRECTORY)
+        os.fchown(child, uid, gid)
+        os.fchmod(child, mode)
+        return child
+
+    def forget(self, host: Path | str) -> None:
+        """Close the descriptors of host and everything beneath it (moved or removed)."""
+        node_dir = self.node(host).rstrip("/")
+        beneath = [key for key in self._open if key == node_dir or key.startswith(node_dir + "/")]
+        for kept in beneath:
+            os.close(self._open.pop(kept))
+
+    def close(self) -> None:
+        """Close every kept descriptor."""
+        while self._open:
+            os.close(self._open.popitem()[1])
 
 
 @contextlib.contextmanager

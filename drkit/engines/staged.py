@@ -22,7 +22,7 @@ from pathlib import Path
 from drkit import errors
 from drkit.engines import beneath, manifest
 from drkit.model import FileRecord, Manifest
-from drkit.paths import host_path, shown
+from drkit.paths import shown
 
 log = logging.getLogger(__name__)
 
@@ -63,10 +63,11 @@ class StagedVerifier:
             self._queue.put(node_path)
 
     def _work(self) -> None:
-        while (node_path := self._queue.get()) is not None:
-            # a file that cannot be read now is hashed again, and its problem named, at the end
-            with contextlib.suppress(OSError, errors.Refused):
-                self.hashed[node_path] = _hash_and_flush(self.staging, node_path)
+        with beneath.Descent(self.staging) as descent:
+            while (node_path := self._queue.get()) is not None:
+                # a file that cannot be read now is hashed again, its problem named, at the end
+                with contextlib.suppress(OSError, errors.Refused):
+                    self.hashed[node_path] = _hash_and_flush(descent, node_path)
 
     def _stop(self) -> None:
         if self._stopped:
@@ -87,38 +88,38 @@ class StagedVerifier:
 
     def _compare(self, share: list[FileRecord]) -> list[str]:
         found = []
-        for entry in share:
-            try:
-                difference = self._difference(entry)
-            except errors.Refused as exc:
-                difference = exc.message
-            except OSError as exc:
-                difference = str(exc.strerror)
-            if difference:
-                found.append(f"{shown(entry.path)}: {difference}")
+        with beneath.Descent(self.staging) as descent:
+            for entry in share:
+                try:
+                    difference = self._difference(descent, entry)
+                except errors.Refused as exc:
+                    difference = exc.message
+                except OSError as exc:
+                    difference = str(exc.strerror)
+                if difference:
+                    found.append(f"{shown(entry.path)}: {difference}")
         return found
 
-    def _difference(self, entry: FileRecord) -> str | None:
+    def _difference(self, descent: beneath.Descent, entry: FileRecord) -> str | None:
         """Return why the staged entry differs from the manifest, nothing on the way followed
         (a link where a directory should be is a difference, not a path)."""
-        host = Path(host_path(self.staging, entry.path))
         try:
-            with beneath.parent(self.staging, host) as (fd, name):
-                early = self.hashed.get(entry.path)
-                if early is not None and _same_file(fd, name, early):
-                    difference = manifest.compare_entry(name, entry, content=False, dir_fd=fd)
-                    if difference is None and early[2] != entry.sha256:
-                        difference = "content differs (sha256)"
-                    return difference
-                return manifest.compare_entry(name, entry, dir_fd=fd)
+            fd, name = descent.at(entry.path)
+            early = self.hashed.get(entry.path)
+            if early is not None and _same_file(fd, name, early):
+                difference = manifest.compare_entry(name, entry, content=False, dir_fd=fd)
+                if difference is None and early[2] != entry.sha256:
+                    difference = "content differs (sha256)"
+                return difference
+            return manifest.compare_entry(name, entry, dir_fd=fd)
         except FileNotFoundError:
             return "missing"
 
 
-def _hash_and_flush(staging: Path, node_path: str) -> tuple[int, int, str]:
+def _hash_and_flush(descent: beneath.Descent, node_path: str) -> tuple[int, int, str]:
     """Hash a staged regular file, reached and opened without following links."""
-    with beneath.parent(staging, Path(host_path(staging, node_path))) as (dir_fd, name):
-        fd = beneath.open_regular(dir_fd, name, shown(node_path))
+    dir_fd, name = descent.at(node_path)
+    fd = beneath.open_regular(dir_fd, name, shown(node_path))
     with os.fdopen(fd, "rb") as handle:
         info = os.fstat(fd)
         digest = manifest.sha256_handle(handle)
