@@ -131,7 +131,7 @@ class Record(BaseModel):
     with exclude_unset) and keeps fields this version does not know (extra="allow"), and no
     value is coerced (strict): a stored manifest encodes back to its own bytes."""
 
-    model_config = ConfigDict(extra="allow", strict=True)
+    model_config = ConfigDict(extra="allow", strict=True, defer_build=True)
 
 
 class FileFields(TypedDict, total=False):

@@ -26,7 +26,7 @@ Strings = Annotated[list[str], BeforeValidator(_empty_if_null)]
 class Message(BaseModel):
     """Any restic JSON object: unknown fields ignored, as restic may add them."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", defer_build=True)
 
 
 class SnapshotSummary(Message):
