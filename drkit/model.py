@@ -12,9 +12,21 @@ from datetime import UTC, datetime
 from typing import Literal, Required, TypedDict
 
 from pydantic import BaseModel, ConfigDict, JsonValue, SecretStr, model_validator
+from typing_extensions import TypedDict as ValidatedDict
 
 Status = Literal["pass", "warn", "fail"]
 TransferProtocol = Literal["sftp", "ftps", "ftp", "none"]
+
+
+class CertificateEnd(ValidatedDict, total=False):
+    """When one of the node's certificates ends (a backup's or a drill's, for the fleet page):
+    path, kind (tls or host), subject and not_after."""
+
+    path: str | None
+    kind: str
+    subject: str | None
+    not_after: str | None
+
 
 # -- time: one formatter, one parser ---------------------------------------------------------
 

@@ -15,7 +15,8 @@ import yaml
 from nodes import RESTIC, Node, fresh_node
 
 from drkit.config import load_config
-from drkit.engines import catalog
+from drkit.engines import catalog, manifest
+from drkit.engines.manifest import MANIFEST_PATH
 from drkit.engines.storage import Storage
 
 pytestmark = pytest.mark.integration
@@ -56,6 +57,14 @@ def test_an_unchanged_backup_confirms_the_last_snapshot_without_restic(node: Nod
     code, state = node.run("status")
     last = state["nodes"][0]["last_good_backup"]
     assert last["time"] == again["time"], state  # the RPO runs from the confirmation
+    recorded = json.loads((node.state / "status" / f"{node.name}.json").read_text())
+    ends = recorded["last_backup"]["certificates"]  # the fleet page's calendar, either way
+    assert [end["path"] for end in ends if end["kind"] == "tls"] == [
+        entry.path
+        for entry in manifest.parse(
+            (node.root / MANIFEST_PATH.lstrip("/")).read_bytes()
+        ).certificates
+    ] and ends, ends
 
     code, verified = node.run("verify")
     assert code == 0, verified

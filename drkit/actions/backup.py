@@ -22,6 +22,7 @@ from drkit.engines import (
     keys,
     manifest,
     records,
+    reports,
     screen,
     sqlite_copies,
     watch,
@@ -422,7 +423,7 @@ def run(
         passes=attempt,
         warnings=node_manifest.warnings,
         security_events=events,
-    )
+    ).with_certificate_ends(reports.certificate_expiries(config.root, node_manifest))
 
 
 def _unchanged(
@@ -471,7 +472,7 @@ def _confirm(
         passes=0,
         warnings=node_manifest.warnings,
         unchanged=True,
-    )
+    ).with_certificate_ends(reports.certificate_expiries(config.root, node_manifest))
 
 
 def _watch(

@@ -20,8 +20,8 @@ from typing_extensions import TypedDict
 
 from drkit import errors, units
 from drkit.engines.status import NodeEntry
-from drkit.engines.statusdoc import CertificateEnd, Number, Outcome, StatusDocument
-from drkit.model import Manifest, parse_utc_or_none, utc_text
+from drkit.engines.statusdoc import Number, Outcome, StatusDocument
+from drkit.model import CertificateEnd, Manifest, parse_utc_or_none, utc_text
 from drkit.paths import on_root
 
 if TYPE_CHECKING:

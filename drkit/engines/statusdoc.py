@@ -13,6 +13,8 @@ from typing import Required
 from pydantic import ConfigDict, TypeAdapter, ValidationError, with_config
 from typing_extensions import TypedDict
 
+from drkit.model import CertificateEnd
+
 log = logging.getLogger(__name__)
 
 Number = int | float
@@ -24,16 +26,6 @@ class Objectives(TypedDict):
 
     rpo_seconds: int
     rto_seconds: int
-
-
-class CertificateEnd(TypedDict, total=False):
-    """When one of the node's certificates ends (a backup's or a drill's, for the fleet page):
-    path, kind (tls or host), subject and not_after."""
-
-    path: str | None
-    kind: str
-    subject: str | None
-    not_after: str | None
 
 
 class CopyOutcome(TypedDict):

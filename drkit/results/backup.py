@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import MISSING
+from pydantic import MISSING, PrivateAttr
 
-from drkit.model import SecurityEvent
+from drkit.model import CertificateEnd, SecurityEvent
 from drkit.results.base import Document, Part, Result
 
 # -- init and storage ------------------------------------------------------------------------
@@ -77,6 +77,18 @@ class BackupResult(Result):
     warnings: list[str]
     security_events: list[SecurityEvent] = []  # changes an intruder would make, unacknowledged
     unchanged: bool = False  # no new snapshot: snapshot_id was confirmed by a freshness entry
+    _certificate_ends: list[CertificateEnd] | None = PrivateAttr(default=None)
+
+    def with_certificate_ends(self, ends: list[CertificateEnd]) -> BackupResult:
+        """Attach when the backed-up node's certificates end (for its status record, not the
+        JSON): read from the manifest in memory, not parsed again from the node."""
+        self._certificate_ends = ends
+        return self
+
+    @property
+    def certificate_ends(self) -> list[CertificateEnd] | None:
+        """When the node's certificates end, if the backup attached it."""
+        return self._certificate_ends
 
 
 class SnapshotEntry(Part):

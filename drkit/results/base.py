@@ -36,7 +36,9 @@ class Result(BaseModel):
     """Base of every command result: `ok` false makes the command exit 1. A field the model does
     not declare is an error, never silently left out of the JSON."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_serialization_defaults_required=True, defer_build=True)
+    model_config = ConfigDict(
+        extra="forbid", json_schema_serialization_defaults_required=True, defer_build=True
+    )
 
     ok: bool = True
 
@@ -44,7 +46,9 @@ class Result(BaseModel):
 class Part(BaseModel):
     """Base of a nested part of a result."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_serialization_defaults_required=True, defer_build=True)
+    model_config = ConfigDict(
+        extra="forbid", json_schema_serialization_defaults_required=True, defer_build=True
+    )
 
 
 def document(result: object) -> object:

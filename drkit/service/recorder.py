@@ -14,9 +14,10 @@ from typing import TypeVar
 from drkit import errors
 from drkit.config import Config
 from drkit.engines import manifest, reports, status
-from drkit.engines.statusdoc import CertificateEnd, Outcome
+from drkit.engines.statusdoc import Outcome
+from drkit.model import CertificateEnd
 from drkit.paths import on_root
-from drkit.results import document
+from drkit.results import BackupResult, document
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -72,7 +73,8 @@ def record_run(
     if outcome.get("snapshot_id") is None and snapshot_id is not None:
         outcome["snapshot_id"] = snapshot_id
     if outcome.get("ok") and job in ("backup", "drill"):
-        outcome["certificates"] = _certificates(config, job, result_document)
+        ends = result.certificate_ends if isinstance(result, BackupResult) else None
+        outcome["certificates"] = ends if ends is not None else _certificates(config, job, found)
     snapshots = None
     if job == "prune" and result_document is not None:
         count = result_document.get("snapshot_count")
@@ -88,14 +90,12 @@ def record_run(
     return outcome
 
 
-def _certificates(
-    config: Config, job: str, result: Mapping[str, object] | None
-) -> list[CertificateEnd]:
+def _certificates(config: Config, job: str, found: object) -> list[CertificateEnd]:
     """Return when the node's certificates end ({path, kind, subject, not_after}), for the
     fleet page's calendar: a backup's from the manifest it just wrote on the node's root, a
     drill's from its report."""
     if job == "drill":
-        listed = (result or {}).get("certificates")
+        listed = found.get("certificates") if isinstance(found, Mapping) else None
         return [
             CertificateEnd(
                 path=certificate.get("path"),
