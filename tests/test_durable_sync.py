@@ -47,3 +47,24 @@ def test_the_apply_syncs_staging_before_its_first_step_and_the_target_before_com
     assert synced == [(staging, False), (target, True)]
     assert (target / "srv" / "data.txt").read_bytes() == data
     assert not apply.journal_path(target).exists()
+
+
+def test_a_throwaway_apply_never_syncs_the_filesystem(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A drill's sandbox is removed once checked: flushing the node's filesystem for it would
+    only burden the live server the drill runs beside."""
+    target, staging = tmp_path / "target", tmp_path / "target" / ".staging"
+    (staging / "srv").mkdir(parents=True)
+    (staging / "srv" / "data.txt").write_bytes(b"x")
+    entry = FileRecord(
+        path="/srv/data.txt", category="data", type="file", mode="0644", uid=0, gid=0,
+        user="root", group="root", mtime="2026-12-07T00:00:00Z", size=1,
+        sha256=hashlib.sha256(b"x").hexdigest(),
+    )  # fmt: skip
+    synced: list[Path] = []
+    monkeypatch.setattr(durable, "sync_filesystem", synced.append)
+    applier = apply.Applier.journaled(target, staging, "0" * 64, flush=False)
+    applier.apply([apply.Step(entry.path, "add")], {entry.path: entry})
+    applier.commit()
+    assert synced == [] and (target / "srv" / "data.txt").read_bytes() == b"x"

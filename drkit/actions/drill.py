@@ -303,7 +303,9 @@ def _rebuild(
             restic, located = restoring.open_snapshot(
                 origin, spec, None, step, allow_rollback=allow_rollback
             )
-            restored = restoring.restore(origin, restic, located, root, step=step, databases="skip")
+            restored = restoring.restore(
+                origin, restic, located, root, step=step, databases="skip", throwaway=True
+            )
             rebuilt.signer, rebuilt.trust = located.opened.signer, located.opened.trust
             node_manifest = rebuilt.manifest = located.opened.manifest
             # The data's age is the signed manifest's creation time (when the files were read).

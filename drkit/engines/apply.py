@@ -91,11 +91,10 @@ def plan(target: Path, manifest: Manifest) -> list[Step]:
     Nothing is followed: a link where a directory is needed is refused (errors.Refused)."""
     steps = []
     listed = set()
-    exists = os.path.lexists(target)
-    with beneath.Descent(target) as descent:
+    with beneath.Descent(target, read_only=True) as descent:
         for entry in manifest.files:
             listed.add(entry.path)
-            difference = _difference(descent, entry) if exists else "missing"
+            difference = _difference(descent, entry)
             if difference == "missing":
                 steps.append(Step(entry.path, "add"))
             else:
@@ -339,14 +338,18 @@ class Applier:
     undo: list[Undo] = field(default_factory=list)
     _journal: Journal | None = None
     _kept_count: int = 0
+    flush: bool = True  # False: a throwaway target (a drill's sandbox) is never flushed
     _descents: dict[Path, beneath.Descent] = field(default_factory=dict)
 
     @classmethod
-    def journaled(cls, target: Path, staging: Path, snapshot: str) -> Applier:
+    def journaled(
+        cls, target: Path, staging: Path, snapshot: str, *, flush: bool = True
+    ) -> Applier:
         """Return the applier of a restore or sync of snapshot from staging onto target, with
         its journal (so the next run can roll a killed one back) and the replaced files kept in
-        staging."""
-        return cls(target, staging, staging / ".replaced", journal_path(target), snapshot)
+        staging; flush=False for a throwaway target (no filesystem sync)."""
+        backups = staging / ".replaced"
+        return cls(target, staging, backups, journal_path(target), snapshot, flush=flush)
 
     @property
     def _roots(self) -> list[Path]:
@@ -455,7 +458,7 @@ class Applier:
         all its files, not an fsync each); on any failure undo everything and raise."""
         doing = "flushing the staged files to disk"
         try:
-            if steps:
+            if steps and self.flush:
                 durable.sync_filesystem(self.staging)
             for step in sorted(steps, key=lambda s: s.path):
                 host = target_path(self.target, step.path)
@@ -550,7 +553,8 @@ class Applier:
         """Declare the change complete: flush the target's filesystem (one syncfs for every
         step), write the commit record, drop the journal."""
         self._close_descents()
-        durable.sync_filesystem(self.target)
+        if self.flush:
+            durable.sync_filesystem(self.target)
         if self._journal is not None:
             self._journal.commit()
             self._journal.close(remove=True)

@@ -110,13 +110,15 @@ class Descent:
     A kept descriptor stays the directory it was opened as, whatever later happens to its
     name: forget() a directory the caller moves or removes. One thread uses one Descent (the
     oldest descriptors beyond `keep` are closed as new ones are opened); close() when done.
+    A read-only pass (the plan) also takes a directory found missing to stay missing.
     """
 
-    def __init__(self, root: Path, keep: int = 256):
+    def __init__(self, root: Path, keep: int = 256, *, read_only: bool = False):
         self.root = Path(root)
         self._base = os.path.normpath(root)
         self._keep = keep
         self._open: dict[str, int] = {}  # node directory ('' for the root): descriptor
+        self._missing: set[str] | None = set() if read_only else None
 
     def __enter__(self) -> Descent:
         return self
@@ -148,11 +150,18 @@ class Descent:
     def _directory(self, node_dir: str, make: Maker | None) -> int:
         fd = self._open.pop(node_dir, None)
         if fd is None:
-            if not node_dir:
-                fd = os.open(self.root, WALK & ~os.O_NOFOLLOW)
-            else:
-                above, _, part = node_dir.rpartition("/")
-                fd = self._opened(self._directory(above, make), node_dir, part, make)
+            if self._missing is not None and node_dir in self._missing:
+                raise FileNotFoundError(errno.ENOENT, "missing", self._base + node_dir)
+            try:
+                if not node_dir:
+                    fd = os.open(self.root, WALK & ~os.O_NOFOLLOW)
+                else:
+                    above, _, part = node_dir.rpartition("/")
+                    fd = self._opened(self._directory(above, make), node_dir, part, make)
+            except FileNotFoundError:
+                if self._missing is not None:
+                    self._missing.add(node_dir)
+                raise
         self._open[node_dir] = fd  # the newest last: the oldest are closed first
         while len(self._open) > self._keep:
             os.close(self._open.pop(next(iter(self._open))))

@@ -36,8 +36,18 @@ class StagedVerifier:
     and call `problems()` after restic finished.
     """
 
-    def __init__(self, staging: Path, node_manifest: Manifest, workers: int | None = None):
+    def __init__(
+        self,
+        staging: Path,
+        node_manifest: Manifest,
+        workers: int | None = None,
+        *,
+        flush: bool = True,
+    ):
+        """flush: large files are flushed to disk as they are hashed (False: a throwaway
+        tree, such as a drill's sandbox)."""
         self.staging = staging
+        self.flush = flush
         self.entries = node_manifest.files
         self.files = {entry.path: entry for entry in self.entries if entry.type == "file"}
         self.workers = workers or min(4, os.cpu_count() or 1)
@@ -67,7 +77,7 @@ class StagedVerifier:
             while (node_path := self._queue.get()) is not None:
                 # a file that cannot be read now is hashed again, its problem named, at the end
                 with contextlib.suppress(OSError, errors.Refused):
-                    self.hashed[node_path] = _hash_and_flush(descent, node_path)
+                    self.hashed[node_path] = _hash_and_flush(descent, node_path, self.flush)
 
     def _stop(self) -> None:
         if self._stopped:
@@ -116,14 +126,15 @@ class StagedVerifier:
             return "missing"
 
 
-def _hash_and_flush(descent: beneath.Descent, node_path: str) -> tuple[int, int, str]:
-    """Hash a staged regular file, reached and opened without following links."""
+def _hash_and_flush(descent: beneath.Descent, node_path: str, flush: bool) -> tuple[int, int, str]:
+    """Hash a staged regular file, reached and opened without following links; with flush,
+    a large one is flushed to disk too."""
     dir_fd, name = descent.at(node_path)
     fd = beneath.open_regular(dir_fd, name, shown(node_path))
     with os.fdopen(fd, "rb") as handle:
         info = os.fstat(fd)
         digest = manifest.sha256_handle(handle)
-        if info.st_size >= SYNC_FROM_BYTES:
+        if flush and info.st_size >= SYNC_FROM_BYTES:
             os.fdatasync(fd)
     return info.st_ino, info.st_size, digest
 

@@ -68,14 +68,19 @@ def plan_or_refuse(target: Path, node_manifest: Manifest, force: bool) -> list[a
 
 
 def stage(
-    restic: restic_engine.Restic, located: Located, staging: Path, step: Callable[[str], None]
+    restic: restic_engine.Restic,
+    located: Located,
+    staging: Path,
+    step: Callable[[str], None],
+    *,
+    flush: bool = True,
 ) -> None:
     """Restore the snapshot into staging, hashing files as they land; raise Refused unless
     every file matches the signed manifest and the tree holds nothing it does not list."""
     chosen, opened = located.snapshot, located.opened
     log.info("restoring snapshot %s into staging %s", chosen.short_id, staging)
     step(f"restoring snapshot {chosen.short_id} into staging, hashing files as they land")
-    with staged.StagedVerifier(staging, opened.manifest) as verifier:
+    with staged.StagedVerifier(staging, opened.manifest, flush=flush) as verifier:
         restic.restore(chosen.id, staging, on_restored=verifier.restored)
         sqlite_copies.place(staging, opened.manifest.files)
         step("verifying the signature and every file")
@@ -99,22 +104,24 @@ def apply_snapshot(
     keep_files: bool = False,
     dry_run: bool = False,
     judge: Callable[[], list[Check]] | None = None,
+    flush: bool = True,
 ) -> Outcome:
     """Stage and verify the snapshot, plan it onto root (plan(staging, entries) returns the
     steps and may rewrite staged files and their entries), apply the plan, the accounts and
     the homes with a journal, and commit; return what was done. With dry_run, stop after the
     plan. A judge's failed check rolls everything back (committed False). Staging is removed
-    on the way out, whatever happens."""
+    on the way out, whatever happens. flush=False: root is thrown away after (a drill's
+    sandbox), so nothing is synced to disk."""
     opened = located.opened
     try:
         staging.mkdir(mode=0o700)
-        stage(restic, located, staging, step)
+        stage(restic, located, staging, step, flush=flush)
         entries = {entry.path: entry.model_copy() for entry in opened.manifest.files}
         outcome = Outcome(plan(staging, entries))
         if dry_run:
             return outcome
         step(f"applying {len(outcome.changes)} change(s) to {root}")
-        applier = apply.Applier.journaled(root, staging, located.snapshot.id)
+        applier = apply.Applier.journaled(root, staging, located.snapshot.id, flush=flush)
         applier.apply(outcome.changes, entries)
         try:
             outcome.created_users = accounts.missing(root, opened.manifest.accounts)

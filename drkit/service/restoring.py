@@ -106,11 +106,14 @@ def restore(
     smoke: bool = False,
     step: Callable[[str], None],
     databases: Literal["leave", "load", "skip"] = "leave",
+    throwaway: bool = False,
 ) -> Restored:
     """Restore an opened snapshot onto target: screen, stage, verify, apply, accounts, homes,
     the database dumps (left with their command, loaded into the target's database server,
     or skipped for a caller that serves them itself), then the profiles' checks (and with
-    smoke, the real servers); return what was done."""
+    smoke, the real servers); return what was done. throwaway: target is removed after (a
+    drill's sandbox): nothing is synced to disk, so a drill never flushes the filesystem of
+    the node it runs on."""
     chosen, opened = located.snapshot, located.opened
     located.screen()  # reached without a signed id: its tree is screened first
     if target.is_dir():
@@ -132,6 +135,7 @@ def restore(
                 plan=lambda staged, entries: rebuild.plan_or_refuse(target, opened.manifest, force),
                 step=step,
                 keep_files=True,
+                flush=not throwaway,
             )
             applied = True
     finally:  # once the lock is gone: what this restore made, deepest first, when empty
