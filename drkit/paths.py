@@ -101,7 +101,7 @@ def host_path(root: Path | str, node_path: str | PurePosixPath) -> str:
     return posixpath.join(str(root), normal) if normal else str(root)
 
 
-def to_node(root: Path, host_path: Path) -> str:
+def to_node(root: Path, host_path: Path | str) -> str:
     """Given a host path under root, return the absolute node path ('/etc/ssh/sshd_config')."""
     base, path = os.path.normpath(str(root)), os.path.normpath(str(host_path))
     if base == "/":

@@ -303,6 +303,7 @@ def _plan(
         text = localsettings.merge(staged.read_text(errors="replace"), live_text, settings)
         data = text.encode()
         staged.write_bytes(data)
+        entry = entries[step.path] = entry.model_copy()  # the signed manifest's stays as signed
         entry.size, entry.sha256 = len(data), hashlib.sha256(data).hexdigest()
         kept.append(
             f"{step.path}:"

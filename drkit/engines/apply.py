@@ -45,7 +45,7 @@ from drkit.engines.targetlock import (
 )
 from drkit.engines.targetlock import raise_filesystem as _raise_filesystem
 from drkit.model import FileRecord, Manifest
-from drkit.paths import joined, on_root, shown, to_node
+from drkit.paths import host_path, joined, on_root, shown, to_node
 
 # callers reach the lock and on_root through this module
 __all__ = ["APPLY_LOCK", "STAGING", "on_root", "prepare_target", "remove_empty", "target_lock"]
@@ -58,7 +58,7 @@ JOURNAL = "/var/lib/drkit/apply-journal.jsonl"
 target_path = joined  # a path in a target, as written: the apply checks each component
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Step:
     """One line of the plan: a node path and what restore does to it."""
 
@@ -140,13 +140,13 @@ def staged_files(staging: Path, node_dir: str) -> list[tuple[str, bytes]]:
     return found
 
 
-@dataclass
+@dataclass(slots=True)
 class Undo:
     """One journalled step: what was done to a host path and where its old self is kept."""
 
     action: str  # added | replaced | removed
-    host: Path
-    kept: Path | None = None
+    host: str  # host paths as text: one per step, held until the commit
+    kept: str | None = None
     mode: int | None = None
     uid: int | None = None
     gid: int | None = None
@@ -227,8 +227,8 @@ def read_journal(target: Path) -> tuple[dict[str, object] | None, list[Undo], bo
             undos.append(
                 Undo(
                     record["op"],
-                    target_path(target, record["path"]),
-                    target_path(target, record["kept"]) if record.get("kept") else None,
+                    host_path(target, record["path"]),
+                    host_path(target, record["kept"]) if record.get("kept") else None,
                     record.get("mode"),
                     record.get("uid"),
                     record.get("gid"),
@@ -264,7 +264,7 @@ def recover(target: Path) -> str | None:
     return done
 
 
-def _root(roots: list[Path], host: Path) -> Path:
+def _root(roots: list[Path], host: Path | str) -> Path:
     """Return the first of roots that host lies beneath (lexically)."""
     for root in roots:
         if os.path.normpath(host).startswith(os.path.normpath(root).rstrip("/") + "/"):
@@ -371,7 +371,7 @@ class Applier:
     def _made(self, directory: Path) -> tuple[int, int, int]:
         """A missing parent of something restored: journalled before it is made, root's
         0755 (the manifest lists the directories it restores, with their owner and mode)."""
-        self._record(Undo("added", directory))
+        self._record(Undo("added", str(directory)))
         return parent_maker(directory)
 
     def _descent(self, root: Path) -> beneath.Descent:
@@ -386,13 +386,15 @@ class Applier:
         self._descents.clear()
 
     @contextlib.contextmanager
-    def _at(self, host: Path) -> Iterator[tuple[int, str]]:
+    def _at(self, host: Path | str) -> Iterator[tuple[int, str]]:
         """Yield (descriptor of host's parent, host's name); missing parents are made."""
         if not os.path.lexists(self.target):
             prepare_target(self.target)
         yield self._descent(self.target).parent(host, self._made)
 
-    def _keep(self, dir_fd: int, name: str, host: Path, action: str, move: bool = False) -> None:
+    def _keep(
+        self, dir_fd: int, name: str, host: Path | str, action: str, move: bool = False
+    ) -> None:
         """Record host's old self and put it aside: a copy (a link as a link, a directory as an
         empty directory standing for its metadata), or host itself with move. A FIFO, device
         or socket is moved, never opened. A move is recorded before it is made; a copy once it
@@ -403,7 +405,9 @@ class Applier:
         info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
         kept = self.backups / f"{self._kept_count:06d}"
         self._kept_count += 1
-        undo = Undo(action, host, kept, stat.S_IMODE(info.st_mode), info.st_uid, info.st_gid)
+        undo = Undo(
+            action, str(host), str(kept), stat.S_IMODE(info.st_mode), info.st_uid, info.st_gid
+        )
         regular, link = stat.S_ISREG(info.st_mode), stat.S_ISLNK(info.st_mode)
         kept_fd, kept_name = self._descent(_root(self._roots, kept)).parent(kept)
         if move or not (regular or link or stat.S_ISDIR(info.st_mode)):
@@ -461,7 +465,7 @@ class Applier:
             if steps and self.flush:
                 durable.sync_filesystem(self.staging)
             for step in sorted(steps, key=lambda s: s.path):
-                host = target_path(self.target, step.path)
+                host = host_path(self.target, step.path)
                 doing = f"restoring {shown(step.path)}"
                 with self._at(host) as (fd, name):
                     if step.action == "add":
@@ -471,7 +475,7 @@ class Applier:
                         info = os.stat(name, dir_fd=fd, follow_symlinks=False)
                         becomes_dir = entries[step.path].type == "dir"
                         if becomes_dir and stat.S_ISLNK(info.st_mode):
-                            raise beneath._link_refused(self.target, host, fd, name)
+                            raise beneath._link_refused(self.target, Path(host), fd, name)
                         was_dir = stat.S_ISDIR(info.st_mode)
                         # a directory that becomes something else is moved aside whole, so
                         # its contents come back on rollback
@@ -489,7 +493,7 @@ class Applier:
         """Create a directory (and its missing parents, root 0755) undone on rollback."""
         try:
             with self._at(host) as (fd, name):
-                self._record(Undo("added", host))
+                self._record(Undo("added", str(host)))
                 beneath.make_directory(fd, name, mode, uid, gid)
         except BaseException as exc:
             self._failed(exc, f"creating {host}")
@@ -502,7 +506,7 @@ class Applier:
                 try:
                     info = os.stat(name, dir_fd=fd, follow_symlinks=False)
                 except FileNotFoundError:
-                    self._record(Undo("added", host))
+                    self._record(Undo("added", str(host)))
                     beneath.make_directory(fd, name, 0o700, *owner())
                     return
                 if stat.S_ISLNK(info.st_mode):
@@ -525,7 +529,7 @@ class Applier:
                 try:
                     info = os.stat(name, dir_fd=fd, follow_symlinks=False)
                 except FileNotFoundError:
-                    self._record(Undo("added", host))
+                    self._record(Undo("added", str(host)))
                 else:
                     if not stat.S_ISREG(info.st_mode):
                         raise errors.Refused(

@@ -197,7 +197,7 @@ class Descent:
 
 
 @contextlib.contextmanager
-def parent(root: Path, host: Path, make: Maker | None = None) -> Iterator[tuple[int, str]]:
+def parent(root: Path, host: Path | str, make: Maker | None = None) -> Iterator[tuple[int, str]]:
     """Yield (descriptor of host's parent directory, host's name); see directory()."""
     if os.path.normpath(host) == os.path.normpath(root):
         raise ValueError(f"{host} is the root itself")

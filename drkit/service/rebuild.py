@@ -107,16 +107,17 @@ def apply_snapshot(
     flush: bool = True,
 ) -> Outcome:
     """Stage and verify the snapshot, plan it onto root (plan(staging, entries) returns the
-    steps and may rewrite staged files and their entries), apply the plan, the accounts and
-    the homes with a journal, and commit; return what was done. With dry_run, stop after the
-    plan. A judge's failed check rolls everything back (committed False). Staging is removed
-    on the way out, whatever happens. flush=False: root is thrown away after (a drill's
-    sandbox), so nothing is synced to disk."""
+    steps and may rewrite staged files, replacing their entries with changed copies), apply
+    the plan, the accounts and the homes with a journal, and commit; return what was done.
+    With dry_run, stop after the plan. A judge's failed check rolls everything back
+    (committed False). Staging is removed on the way out, whatever happens. flush=False:
+    root is thrown away after (a drill's sandbox), so nothing is synced to disk."""
     opened = located.opened
     try:
         staging.mkdir(mode=0o700)
         stage(restic, located, staging, step, flush=flush)
-        entries = {entry.path: entry.model_copy() for entry in opened.manifest.files}
+        entries = {entry.path: entry for entry in opened.manifest.files}  # a planner copies one
+        # before it rewrites it (standby sync's local settings)
         outcome = Outcome(plan(staging, entries))
         if dry_run:
             return outcome
