@@ -55,6 +55,27 @@ def test_the_catalog_key_unwraps_with_each_password_it_was_wrapped_under(tmp_pat
         catalog.unwrap_key(only_new, tmp_path / "missing", "sftp-1")
 
 
+def test_a_remembered_catalog_key_is_unwrapped_again_once_password_or_object_change(
+    tmp_path, monkeypatch
+):
+    password, remembered = password_file(tmp_path, "old\n"), tmp_path / "cache" / "n.key.json"
+    key = catalog.new_catalog_key()
+    blob = catalog.wrap_key(key, [password], "sftp-1")
+    scrypts: list[int] = []
+    real = catalog.unwrap_key
+    monkeypatch.setattr(catalog, "unwrap_key", lambda *a: scrypts.append(1) or real(*a))
+    for _ in range(2):
+        assert catalog.unwrap_key_remembered(blob, password, "sftp-1", remembered) == key
+    assert len(scrypts) == 1 and remembered.stat().st_mode & 0o777 == 0o600
+    password.write_text("new\n")  # changed outside drkit: no longer opens the object
+    assert catalog.unwrap_key_remembered(blob, password, "sftp-1", remembered) is None
+    rewrapped = catalog.wrap_key(key, [password], "sftp-1")
+    assert catalog.unwrap_key_remembered(rewrapped, password, "sftp-1", remembered) == key
+    remembered.write_text('{"identity": "x", "key": "not base64!"}')
+    assert catalog.unwrap_key_remembered(rewrapped, password, "sftp-1", remembered) == key
+    assert len(scrypts) == 4
+
+
 def test_index_entries_round_trip_and_malformed_ones_are_refused():
     now = datetime(2026, 12, 4, 1, 0, tzinfo=UTC)
     entry = catalog.IndexEntry(ID, now, "b" * 64, 12, 3400, ("drkit", "node:sftp-1"))

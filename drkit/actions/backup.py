@@ -151,7 +151,10 @@ def _stored_catalog_key(config: Config) -> bytes | None:
     blob = Storage(config.repository).get_bytes(catalog.key_object_key(config.node))
     if blob is None:
         return None
-    key = catalog.unwrap_key(blob, config.repository.password_file, config.node)
+    remembered = config.state_dir / "cache" / f"{config.node}.catalog-key.json"
+    key = catalog.unwrap_key_remembered(
+        blob, config.repository.password_file, config.node, remembered
+    )
     if key is None:
         log.warning(
             "node %s's catalog key does not open with the repository password (changed "

@@ -38,7 +38,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from drkit import errors
-from drkit.engines import keys
+from drkit.engines import durable, keys
 from drkit.model import Manifest, parse_utc, utc_text_precise
 from drkit.paths import on_root
 
@@ -178,6 +178,31 @@ def unwrap_key(blob: bytes, password_file: Path, node: str) -> bytes | None:
     except (ValueError, KeyError, TypeError, AttributeError):
         return None
     return None
+
+
+def unwrap_key_remembered(
+    blob: bytes, password_file: Path, node: str, remembered: Path
+) -> bytes | None:
+    """unwrap_key, its answer kept in remembered (0600, in the node's state directory) for this
+    very key object and password file (its inode, size and change time): the next backup of
+    the node skips the scrypt (32 MiB and ~0.1 s of CPU). A changed password file or key
+    object (a rotation, a password changed outside drkit) unwraps again. The file holds what
+    the password file beside it already opens, with the same owner-only mode."""
+    info = os.stat(password_file)
+    identity = ":".join(
+        [hashlib.sha256(blob).hexdigest(), *map(str, (info.st_dev, info.st_ino, info.st_size)),
+         str(info.st_mtime_ns), str(info.st_ctime_ns)]
+    )  # fmt: skip
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        kept = json.loads(remembered.read_bytes())
+        if kept["identity"] == identity:
+            return base64.b64decode(kept["key"], validate=True)
+    key = unwrap_key(blob, password_file, node)
+    if key is not None:
+        with contextlib.suppress(OSError, errors.DrkitError):
+            document = {"identity": identity, "key": _b64(key)}
+            durable.write_atomic(remembered, json.dumps(document).encode(), 0o600, 0o700)
+    return key
 
 
 def seal(key: bytes, object_key: str, payload: bytes) -> bytes:

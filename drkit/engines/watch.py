@@ -68,6 +68,7 @@ class Baseline(BaseModel):
 def baseline(snapshot_id: str, node_manifest: Manifest, texts: dict[str, str]) -> Baseline:
     """Return the watch's view of a snapshot: its manifest and the config texts it carries."""
     files = node_manifest.files
+    configs = {entry.path for entry in files if entry.category == "config"}
     user_keys = [
         (key.path, key.fingerprint)
         for key in node_manifest.keys
@@ -85,13 +86,9 @@ def baseline(snapshot_id: str, node_manifest: Manifest, texts: dict[str, str]) -
             if entry.category == "scripts"
         },
         directives=directives(
-            {path: text for path, text in sorted(texts.items()) if _is_config(node_manifest, path)}
+            {path: text for path, text in sorted(texts.items()) if path in configs}
         ),
     )
-
-
-def _is_config(node_manifest: Manifest, path: str) -> bool:
-    return any(entry.path == path and entry.category == "config" for entry in node_manifest.files)
 
 
 def directives(texts: dict[str, str]) -> dict[str, list[str]]:
