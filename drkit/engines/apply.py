@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fnmatch
 import json
 import logging
 import os
@@ -31,7 +30,7 @@ from typing import NoReturn
 
 from drkit import errors
 from drkit.engines import beneath, durable
-from drkit.engines.manifest import SNAPSHOT_DIR, compare_entry
+from drkit.engines.planning import Step, plan, whole_trees
 from drkit.engines.targetlock import (
     APPLY_LOCK,
     STAGING,
@@ -44,11 +43,20 @@ from drkit.engines.targetlock import (
     target_lock,
 )
 from drkit.engines.targetlock import raise_filesystem as _raise_filesystem
-from drkit.model import FileRecord, Manifest
+from drkit.model import FileRecord
 from drkit.paths import host_path, joined, on_root, shown, to_node
 
 # callers reach the lock and on_root through this module
-__all__ = ["APPLY_LOCK", "STAGING", "on_root", "prepare_target", "remove_empty", "target_lock"]
+__all__ = [
+    "APPLY_LOCK",
+    "STAGING",
+    "Step",
+    "on_root",
+    "plan",
+    "prepare_target",
+    "remove_empty",
+    "target_lock",
+]
 
 log = logging.getLogger(__name__)
 
@@ -56,64 +64,6 @@ JOURNAL = "/var/lib/drkit/apply-journal.jsonl"
 
 
 target_path = joined  # a path in a target, as written: the apply checks each component
-
-
-@dataclass(frozen=True, slots=True)
-class Step:
-    """One line of the plan: a node path and what restore does to it."""
-
-    path: str
-    action: str  # add | change | remove | unchanged
-    reason: str = ""
-
-    def as_dict(self) -> dict[str, str]:
-        return {"path": self.path, "action": self.action}
-
-
-def _difference(descent: beneath.Descent, entry: FileRecord) -> str | None:
-    """Return why the target's entry differs ('missing' when absent); Refused when a link
-    stands where a directory is needed (on the way, or where the manifest has one)."""
-    try:
-        fd, name = descent.at(entry.path)
-        info = os.stat(name, dir_fd=fd, follow_symlinks=False)
-    except FileNotFoundError:
-        return "missing"
-    if entry.type == "dir" and stat.S_ISLNK(info.st_mode):
-        raise beneath._link_refused(descent.root, target_path(descent.root, entry.path), fd, name)
-    try:
-        return compare_entry(name, entry, dir_fd=fd)
-    except FileNotFoundError:
-        return "missing"
-
-
-def plan(target: Path, manifest: Manifest) -> list[Step]:
-    """Compare the target with the manifest: add, change, remove or unchanged for each path.
-    Nothing is followed: a link where a directory is needed is refused (errors.Refused)."""
-    steps = []
-    listed = set()
-    with beneath.Descent(target, read_only=True) as descent:
-        for entry in manifest.files:
-            listed.add(entry.path)
-            difference = _difference(descent, entry)
-            if difference == "missing":
-                steps.append(Step(entry.path, "add"))
-            else:
-                action = "change" if difference else "unchanged"
-                steps.append(Step(entry.path, action, difference or ""))
-    for pattern in manifest.owned_globs:
-        for node_path in beneath.glob(target, str(pattern)):
-            if node_path in listed or node_path.startswith(SNAPSHOT_DIR):
-                continue
-            try:
-                info = beneath.lstat(target, target_path(target, node_path))
-            except errors.Refused:
-                continue  # reached through a link: not a file of this target's tree
-            if info is None or stat.S_ISDIR(info.st_mode):
-                continue
-            if fnmatch.fnmatch(node_path, pattern):
-                listed.add(node_path)
-                steps.append(Step(node_path, "remove", "not in the snapshot"))
-    return steps
 
 
 def journal_path(target: Path) -> Path:
@@ -144,7 +94,7 @@ def staged_files(staging: Path, node_dir: str) -> list[tuple[str, bytes]]:
 class Undo:
     """One journalled step: what was done to a host path and where its old self is kept."""
 
-    action: str  # added | replaced | removed
+    action: str  # added | added_tree (a directory moved in whole) | replaced | removed
     host: str  # host paths as text: one per step, held until the commit
     kept: str | None = None
     mode: int | None = None
@@ -223,7 +173,7 @@ def read_journal(target: Path) -> tuple[dict[str, object] | None, list[Undo], bo
             begin = record["begin"]
         elif record.get("commit"):
             committed = True
-        elif record.get("op") in ("added", "replaced", "removed"):
+        elif record.get("op") in ("added", "added_tree", "replaced", "removed"):
             undos.append(
                 Undo(
                     record["op"],
@@ -294,6 +244,9 @@ def _undo_one(roots: list[Path], undo: Undo) -> None:
             info = os.stat(name, dir_fd=fd, follow_symlinks=False)
         except FileNotFoundError:
             info = None
+        if undo.action == "added_tree" and info is not None:
+            beneath.remove(fd, name)  # moved in whole: everything beneath it was added
+            return
         if undo.action == "added":
             if info is not None and stat.S_ISDIR(info.st_mode):
                 os.rmdir(name, dir_fd=fd)  # empty once what was made in it is undone
@@ -457,6 +410,24 @@ class Applier:
                 os.close(source)
         os.replace(temporary, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
 
+    def _move_tree(self, dir_fd: int, name: str, host: str, node_path: str) -> bool:
+        """Move an added directory from staging into place whole, its verified contents with
+        it (see planning.whole_trees); False when it cannot be (its name taken since the plan,
+        or another filesystem): then it is added file by file."""
+        staged = self._descent(self.staging)
+        staged_fd, staged_name = staged.at(node_path)
+        if beneath.exists(dir_fd, name):
+            return False
+        self._record(Undo("added_tree", host))
+        try:
+            os.rename(staged_name, name, src_dir_fd=staged_fd, dst_dir_fd=dir_fd)
+        except OSError as exc:
+            if exc.errno != errno.EXDEV:
+                raise
+            return False  # its record undoes nothing: the file-by-file records undo the rest
+        staged.forget(host_path(self.staging, node_path))
+        return True
+
     def apply(self, steps: list[Step], entries: dict[str, FileRecord]) -> None:
         """Apply add/change/remove steps, the staged tree made durable first (one syncfs for
         all its files, not an fsync each); on any failure undo everything and raise."""
@@ -464,11 +435,17 @@ class Applier:
         try:
             if steps and self.flush:
                 durable.sync_filesystem(self.staging)
-            for step in sorted(steps, key=lambda s: s.path):
+            ordered = sorted(steps, key=lambda s: s.path)
+            whole, moved = whole_trees(ordered, entries), "\0"
+            for step in ordered:
+                if step.path.startswith(moved):
+                    continue  # in place with the directory moved in whole
                 host = host_path(self.target, step.path)
                 doing = f"restoring {shown(step.path)}"
                 with self._at(host) as (fd, name):
-                    if step.action == "add":
+                    if step.path in whole and self._move_tree(fd, name, host, step.path):
+                        moved = step.path + "/"
+                    elif step.action == "add":
                         self._record(Undo("added", host))
                         self._install(fd, name, entries[step.path])
                     elif step.action == "change":
