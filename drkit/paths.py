@@ -95,6 +95,33 @@ def resolve_links(
     return "/" + "/".join(resolved), links
 
 
+class LinkResolver:
+    """resolve_links for many paths beneath one root, each parent directory resolved once
+    (a 100,000-file tree is not a million lstats): the same answers, as a path's resolution
+    is its parent's followed by its last name."""
+
+    def __init__(self, root: Path | str):
+        self.root = root
+        self._parents: dict[str, tuple[str, list[str]]] = {}
+
+    def links(self, node_path: str) -> tuple[str, list[str]]:
+        """Return resolve_links(root, node_path); OSError(ELOOP) as it raises it."""
+        parent, _, name = node_path.rstrip("/").rpartition("/")
+        if name in ("", ".", ".."):
+            return resolve_links(self.root, node_path)
+        if parent not in self._parents:
+            self._parents[parent] = resolve_links(self.root, parent or "/")
+        base, links = self._parents[parent]
+        candidate = posixpath.join(base, name)
+        try:
+            last_is_link = stat.S_ISLNK(os.lstat(host_path(self.root, candidate)).st_mode)
+        except OSError:
+            last_is_link = False  # missing: kept as written, as resolve_links keeps it
+        if last_is_link:
+            return resolve_links(self.root, node_path)  # a link last: the whole rule
+        return candidate, list(links)
+
+
 def host_path(root: Path | str, node_path: str | PurePosixPath) -> str:
     """on_root as a string, for loops over many files (no pathlib objects)."""
     normal = posixpath.normpath("/" + str(node_path).lstrip("/")).lstrip("/")

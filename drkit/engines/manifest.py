@@ -47,7 +47,7 @@ from drkit.model import (
     utc_text,
     utc_text_precise,
 )
-from drkit.paths import host_path, on_root, resolve, resolve_links, shown
+from drkit.paths import LinkResolver, host_path, on_root, resolve, shown
 
 FORMAT = 1
 SNAPSHOT_DIR = "/var/lib/drkit/snapshot"
@@ -100,9 +100,10 @@ def _walk(root: Path, entries: Iterable[Entry]) -> tuple[dict[str, str], list[st
     skipped: list[str] = []
     root_text = os.path.normpath(str(root))
     strip = 0 if root_text == "/" else len(root_text)
+    resolver = LinkResolver(root)
     for entry in entries:
         try:
-            resolved, links = resolve_links(root, entry.path)
+            resolved, links = resolver.links(entry.path)
         except OSError:  # a loop of links: the links themselves are what the node holds
             resolved, links = resolve(root, entry.path, follow_last=False), []
         for link in links:
@@ -111,16 +112,61 @@ def _walk(root: Path, entries: Iterable[Entry]) -> tuple[dict[str, str], list[st
             continue
         found.setdefault(resolved, entry.category)
         host = host_path(root, resolved)
-        if os.path.isdir(host) and not os.path.islink(host):
-            for dirpath, dirnames, filenames in os.walk(host):
-                dirnames.sort()
-                for name in dirnames + sorted(filenames):
-                    node_path = os.path.join(dirpath, name)[strip:]
-                    if _special(os.path.join(dirpath, name)):
-                        skipped.append(node_path)
-                    else:
-                        found.setdefault(node_path, entry.category)
+        if _is_real_directory(host):
+            for path, special in _tree(host):
+                if special:
+                    skipped.append(path[strip:])
+                else:
+                    found.setdefault(path[strip:], entry.category)
     return found, skipped
+
+
+def _tree(top: str) -> Iterator[tuple[str, bool]]:
+    """Yield (host path, whether it is a FIFO, socket or device) of everything beneath top in
+    os.walk's order (a directory's subdirectories sorted, then its other names sorted, then
+    each subdirectory in turn; links listed, never entered), told apart by the directory
+    listing's own types: no stat per file."""
+    try:
+        with os.scandir(top) as listing:
+            entries = list(listing)
+    except OSError:
+        return
+    directories: list[os.DirEntry[str]] = []
+    others: list[os.DirEntry[str]] = []
+    for entry in entries:
+        try:
+            directory = entry.is_dir()  # a link to a directory is listed with them, as os.walk does
+        except OSError:
+            directory = False
+        (directories if directory else others).append(entry)
+    directories.sort(key=lambda entry: entry.name)
+    others.sort(key=lambda entry: entry.name)
+    for entry in directories + others:
+        yield entry.path, _special_entry(entry)
+    for entry in directories:
+        if not entry.is_symlink():
+            yield from _tree(entry.path)
+
+
+def _special_entry(entry: os.DirEntry[str]) -> bool:
+    """Return True for a FIFO, socket or device node (never backed up: restic would store it
+    and no restore recreates it), from the listing's own type."""
+    try:
+        return not (
+            entry.is_file(follow_symlinks=False)
+            or entry.is_dir(follow_symlinks=False)
+            or entry.is_symlink()
+        )
+    except OSError:
+        return False
+
+
+def _is_real_directory(host: str) -> bool:
+    """Return True for a directory that is not a link (one lstat)."""
+    try:
+        return stat.S_ISDIR(os.lstat(host).st_mode)
+    except OSError:
+        return False
 
 
 def _parents(paths: dict[str, str]) -> set[str]:
@@ -133,16 +179,6 @@ def _parents(paths: dict[str, str]) -> set[str]:
             parents.add(parent)
             parent = posixpath.dirname(parent)
     return {parent for parent in parents if not parent.startswith(SNAPSHOT_DIR)}
-
-
-def _special(host: str) -> bool:
-    """Return True for a FIFO, socket or device node (never backed up: restic would store it
-    and no restore recreates it)."""
-    try:
-        mode = os.lstat(host).st_mode
-    except OSError:
-        return False
-    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode) or stat.S_ISLNK(mode))
 
 
 def write_private(path: Path, data: bytes) -> None:

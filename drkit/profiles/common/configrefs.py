@@ -38,11 +38,15 @@ def is_file(root: Path, node_path: str) -> bool:
 
 def walk_files(root: Path, node_dir: str) -> list[str]:
     """Return the node paths of every file and symlink under a directory (links not followed)."""
-    found = []
-    for dirpath, dirnames, filenames in os.walk(on_root(root, node_dir)):
+    found: list[str] = []
+    top = str(on_root(root, node_dir))
+    node_top = to_node(root, Path(top)).rstrip("/")
+    for dirpath, dirnames, filenames in os.walk(top):
         dirnames.sort()
         links = [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]
-        found += [to_node(root, Path(dirpath, n)) for n in sorted(filenames + links)]
+        below = os.path.relpath(dirpath, top)
+        node = node_top if below == "." else f"{node_top}/{below}"
+        found += [f"{node}/{name}" for name in sorted(filenames + links)]
     return found
 
 
