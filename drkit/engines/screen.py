@@ -44,9 +44,9 @@ def expected_paths(manifest: Manifest) -> tuple[dict[str, FileRecord], set[str]]
     }
     parents: set[str] = set()
     for path in [*entries, *DRKIT_FILES]:
-        above = _ancestors(path)
-        if not above or above[-1] not in parents:  # else all of them are in already
-            parents.update(above)
+        parent = path.rpartition("/")[0]
+        if parent and parent not in parents:  # else all of them are in already
+            parents.update(_ancestors(path))
     return entries, parents
 
 
