@@ -1,5 +1,6 @@
 """The staged tree is made durable with one filesystem sync before the apply moves anything,
-and the target's filesystem once more before the commit record (issue 25 part 3)."""
+and the target's filesystem once more before the commit record (issue 25 part 3); a drill's
+throwaway sandbox is never synced; an added directory moves into place whole, journalled."""
 
 from __future__ import annotations
 
@@ -10,6 +11,17 @@ import pytest
 
 from drkit.engines import apply, durable, planning
 from drkit.model import FileRecord
+
+
+def _entry(path: str, data: bytes | None = None) -> FileRecord:
+    kind = {"type": "dir", "mode": "0755"} if data is None else {
+        "type": "file", "mode": "0640", "size": len(data),
+        "sha256": hashlib.sha256(data).hexdigest(),
+    }  # fmt: skip
+    return FileRecord(
+        path=path, category="data", uid=0, gid=0, user="root", group="root",
+        mtime="2026-12-07T00:00:00Z", **kind,
+    )  # fmt: skip
 
 
 def test_sync_filesystem_flushes_a_directory_and_names_a_missing_one(tmp_path: Path) -> None:
@@ -27,11 +39,7 @@ def test_the_apply_syncs_staging_before_its_first_step_and_the_target_before_com
     data = b"restored\n"
     (staging / "srv").mkdir()
     (staging / "srv" / "data.txt").write_bytes(data)
-    entry = FileRecord(
-        path="/srv/data.txt", category="data", type="file", mode="0644", uid=0, gid=0,
-        user="root", group="root", mtime="2026-12-07T00:00:00Z", size=len(data),
-        sha256=hashlib.sha256(data).hexdigest(),
-    )  # fmt: skip
+    entry = _entry("/srv/data.txt", data)
     synced: list[tuple[Path, bool]] = []  # (path, whether the target had the file then)
     real = durable.sync_filesystem
 
@@ -57,28 +65,13 @@ def test_a_throwaway_apply_never_syncs_the_filesystem(
     target, staging = tmp_path / "target", tmp_path / "target" / ".staging"
     (staging / "srv").mkdir(parents=True)
     (staging / "srv" / "data.txt").write_bytes(b"x")
-    entry = FileRecord(
-        path="/srv/data.txt", category="data", type="file", mode="0644", uid=0, gid=0,
-        user="root", group="root", mtime="2026-12-07T00:00:00Z", size=1,
-        sha256=hashlib.sha256(b"x").hexdigest(),
-    )  # fmt: skip
+    entry = _entry("/srv/data.txt", b"x")
     synced: list[Path] = []
     monkeypatch.setattr(durable, "sync_filesystem", synced.append)
     applier = apply.Applier.journaled(target, staging, "0" * 64, flush=False)
     applier.apply([apply.Step(entry.path, "add")], {entry.path: entry})
     applier.commit()
     assert synced == [] and (target / "srv" / "data.txt").read_bytes() == b"x"
-
-
-def _entry(path: str, data: bytes | None = None) -> FileRecord:
-    kind = {"type": "dir", "mode": "0755"} if data is None else {
-        "type": "file", "mode": "0640", "size": len(data),
-        "sha256": hashlib.sha256(data).hexdigest(),
-    }  # fmt: skip
-    return FileRecord(
-        path=path, category="data", uid=0, gid=0, user="root", group="root",
-        mtime="2026-12-07T00:00:00Z", **kind,
-    )  # fmt: skip
 
 
 def test_an_added_directory_moves_in_whole_and_a_killed_apply_takes_it_out_again(tmp_path: Path):

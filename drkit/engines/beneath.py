@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from drkit import errors
-from drkit.paths import shown
+from drkit.paths import host_path, shown, to_node
 
 DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 WALK = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC  # search permission is enough
@@ -33,26 +33,20 @@ CHUNK = 1 << 20
 Maker = Callable[[Path], tuple[int, int, int]]
 
 
-def node_of(root: Path, host: Path) -> str:
-    """Return host as a node path of root ('/etc/passwd'); raise ValueError outside it."""
-    relative = Path(os.path.normpath(host)).relative_to(os.path.normpath(root))
-    return "/" if relative == Path(".") else "/" + relative.as_posix()
-
-
 def _link_refused(root: Path, host: Path, dir_fd: int, name: str) -> errors.Refused:
     try:
         link = os.readlink(name, dir_fd=dir_fd)
     except OSError:
         link = "?"
     return errors.Refused(
-        f"{root}: {shown(node_of(root, host))} is a symlink (to {shown(link)}) where a directory "
+        f"{root}: {shown(to_node(root, host))} is a symlink (to {shown(link)}) where a directory "
         "is needed; drkit never writes or reads through a link in a target: remove it first"
     )
 
 
 def _not_directory(root: Path, host: Path) -> errors.Refused:
     return errors.Refused(
-        f"{root}: {shown(node_of(root, host))} is not a directory; drkit needs one there"
+        f"{root}: {shown(to_node(root, host))} is not a directory; drkit needs one there"
     )
 
 
@@ -77,7 +71,7 @@ def directory(
     following links (O_PATH: for *at calls; listable: a readable one, for listdir and
     fchmod). With make, a missing component is created (see Maker), its mode and owner set
     on its descriptor; without, FileNotFoundError."""
-    parts = [part for part in node_of(root, host).split("/") if part]
+    parts = [part for part in to_node(root, host).split("/") if part]
     last = DIRECTORY if listable else WALK
     fd = os.open(root, (last if not parts else WALK) & ~os.O_NOFOLLOW)
     try:
@@ -115,7 +109,6 @@ class Descent:
 
     def __init__(self, root: Path, keep: int = 256, *, read_only: bool = False):
         self.root = Path(root)
-        self._base = os.path.normpath(root)
         self._keep = keep
         self._open: dict[str, int] = {}  # node directory ('' for the root): descriptor
         self._missing: set[str] | None = set() if read_only else None
@@ -126,19 +119,9 @@ class Descent:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def node(self, host: Path | str) -> str:
-        """Return host as a node path of the root ('/etc/passwd'); ValueError outside it."""
-        text = os.path.normpath(host)
-        if text == self._base:
-            return "/"
-        prefix = self._base.rstrip("/") + "/"
-        if not text.startswith(prefix):
-            raise ValueError(f"{host} is not beneath {self.root}")
-        return text[len(prefix) - 1 :]
-
     def parent(self, host: Path | str, make: Maker | None = None) -> tuple[int, str]:
         """Return (descriptor of host's parent directory, host's name); see directory()."""
-        return self.at(self.node(host), make)
+        return self.at(to_node(self.root, host), make)
 
     def at(self, node_path: str, make: Maker | None = None) -> tuple[int, str]:
         """Return (descriptor of the parent directory of node_path ('/etc/passwd'), its name)."""
@@ -151,7 +134,7 @@ class Descent:
         fd = self._open.pop(node_dir, None)
         if fd is None:
             if self._missing is not None and node_dir in self._missing:
-                raise FileNotFoundError(errno.ENOENT, "missing", self._base + node_dir)
+                raise FileNotFoundError(errno.ENOENT, "missing", host_path(self.root, node_dir))
             try:
                 if not node_dir:
                     fd = os.open(self.root, WALK & ~os.O_NOFOLLOW)
@@ -170,7 +153,7 @@ class Descent:
     def _opened(self, above: int, node_dir: str, part: str, make: Maker | None) -> int:
         with contextlib.suppress(OSError):
             return os.open(part, WALK, dir_fd=above)
-        reached = Path(self._base + node_dir)  # not opened: say why, or make it
+        reached = Path(host_path(self.root, node_dir))  # not opened: say why, or make it
         try:
             return _open_directory(self.root, reached, above, part)
         except FileNotFoundError:
@@ -185,7 +168,7 @@ class Descent:
 
     def forget(self, host: Path | str) -> None:
         """Close the descriptors of host and everything beneath it (moved or removed)."""
-        node_dir = self.node(host).rstrip("/")
+        node_dir = to_node(self.root, host).rstrip("/")
         beneath = [key for key in self._open if key == node_dir or key.startswith(node_dir + "/")]
         for kept in beneath:
             os.close(self._open.pop(kept))
@@ -252,7 +235,7 @@ def read_bytes(root: Path, host: Path, limit: int | None = None) -> bytes | None
     it or a parent is a link, or it is not a regular file (a FIFO is never opened to block)."""
     try:
         with parent(root, host) as (dir_fd, name):
-            fd = open_regular(dir_fd, name, f"{root}: {shown(node_of(root, host))}")
+            fd = open_regular(dir_fd, name, f"{root}: {shown(to_node(root, host))}")
     except FileNotFoundError:
         return None
     with os.fdopen(fd, "rb") as handle:

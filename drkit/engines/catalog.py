@@ -189,10 +189,8 @@ def unwrap_key_remembered(
     object (a rotation, a password changed outside drkit) unwraps again. The file holds what
     the password file beside it already opens, with the same owner-only mode."""
     info = os.stat(password_file)
-    identity = ":".join(
-        [hashlib.sha256(blob).hexdigest(), *map(str, (info.st_dev, info.st_ino, info.st_size)),
-         str(info.st_mtime_ns), str(info.st_ctime_ns)]
-    )  # fmt: skip
+    kept_for = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+    identity = ":".join([hashlib.sha256(blob).hexdigest(), *map(str, kept_for)])
     with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
         kept = json.loads(remembered.read_bytes())
         if kept["identity"] == identity:

@@ -30,7 +30,7 @@ from drkit.engines import beneath, durable
 from drkit.engines.filehash import HashCache, sha256_file
 from drkit.engines.manifest import SNAPSHOT_DIR
 from drkit.model import Check, Database, FileRecord, Manifest, failed, passed
-from drkit.paths import host_path, joined, on_root, resolve, shown
+from drkit.paths import host_path, joined, on_root, resolve, shown, to_node
 
 CATEGORY = "databases"
 COPIES_DIR = f"{SNAPSHOT_DIR}/databases"
@@ -189,7 +189,7 @@ def place(staging: Path, files: list[FileRecord]) -> list[str]:
     dirs = {entry.path: entry for entry in files if entry.type == "dir"}
 
     def make(host: Path) -> tuple[int, int, int]:
-        entry = dirs.get(beneath.node_of(staging, host))
+        entry = dirs.get(to_node(staging, host))
         return (int(entry.mode, 8), entry.uid, entry.gid) if entry else (0o755, 0, 0)
 
     placed = []
